@@ -1,0 +1,132 @@
+//! Errors we answer ourselves, in the API's own error format.
+//!
+//! A Gemini client expects `{"error":{"code","message","status"}}`; an OpenAI client expects
+//! `{"error":{"message","type","param","code"}}`. Layers that answer locally (no key available,
+//! body too large) use [`ApiFlavor::of`] to pick the right one, so SDKs show a real message
+//! instead of a parse failure.
+//!
+//! # Example
+//!
+//! ```
+//! use gemini_balance::api_error::{ApiFlavor, error_response};
+//! use http::StatusCode;
+//!
+//! let res = error_response(ApiFlavor::Gemini, StatusCode::PAYLOAD_TOO_LARGE, "request body is over 1 MiB");
+//! assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
+//! let body: serde_json::Value = serde_json::from_slice(res.body()).unwrap();
+//! assert_eq!(body["error"]["status"], "INVALID_ARGUMENT");
+//! ```
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use serde_json::json;
+
+/// Which API's error format a request expects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ApiFlavor {
+    /// Google's `google.rpc.Status` JSON.
+    Gemini,
+    /// OpenAI's `{"error":{"message","type","param","code"}}`.
+    OpenAi,
+}
+
+impl ApiFlavor {
+    /// The flavor of a request: an `ApiFlavor` request extension wins; otherwise OpenAI for
+    /// OpenAI-style paths (`/chat/completions`, `/embeddings`, `/images/`, `/audio/`, `/openai/`,
+    /// `/hf/`), Gemini for everything else.
+    pub fn of<B>(req: &Request<B>) -> Self {
+        if let Some(flavor) = req.extensions().get::<ApiFlavor>() {
+            return *flavor;
+        }
+        Self::of_path(req.uri().path())
+    }
+
+    /// The flavor implied by a path alone.
+    pub fn of_path(path: &str) -> Self {
+        const OPENAI: &[&str] = &[
+            "/chat/completions",
+            "/embeddings",
+            "/images/",
+            "/audio/",
+            "/completions",
+        ];
+        if path.starts_with("/openai/")
+            || path.starts_with("/hf/")
+            || OPENAI.iter().any(|p| path.contains(p))
+        {
+            ApiFlavor::OpenAi
+        } else {
+            ApiFlavor::Gemini
+        }
+    }
+}
+
+/// The `google.rpc.Code` name Gemini uses for an HTTP status.
+pub fn rpc_status_name(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 | 411 | 413 | 422 => "INVALID_ARGUMENT",
+        401 => "UNAUTHENTICATED",
+        403 => "PERMISSION_DENIED",
+        404 => "NOT_FOUND",
+        408 | 504 => "DEADLINE_EXCEEDED",
+        409 => "ABORTED",
+        429 => "RESOURCE_EXHAUSTED",
+        499 => "CANCELLED",
+        501 => "UNIMPLEMENTED",
+        502 | 503 => "UNAVAILABLE",
+        _ if status.is_client_error() => "FAILED_PRECONDITION",
+        _ => "INTERNAL",
+    }
+}
+
+fn openai_type_and_code(status: StatusCode) -> (&'static str, &'static str) {
+    match status.as_u16() {
+        401 => ("invalid_request_error", "invalid_api_key"),
+        403 => ("invalid_request_error", "permission_denied"),
+        404 => ("invalid_request_error", "not_found"),
+        413 => ("invalid_request_error", "request_too_large"),
+        429 => ("rate_limit_error", "rate_limit_exceeded"),
+        503 => ("server_error", "service_unavailable"),
+        504 => ("server_error", "timeout"),
+        _ if status.is_client_error() => ("invalid_request_error", "invalid_request"),
+        _ => ("server_error", "internal_error"),
+    }
+}
+
+/// The JSON error body for `status` and `message` in the given flavor.
+pub fn error_body(flavor: ApiFlavor, status: StatusCode, message: &str) -> Bytes {
+    let value = match flavor {
+        ApiFlavor::Gemini => json!({
+            "error": {
+                "code": status.as_u16(),
+                "message": message,
+                "status": rpc_status_name(status),
+            }
+        }),
+        ApiFlavor::OpenAi => {
+            let (kind, code) = openai_type_and_code(status);
+            json!({
+                "error": {
+                    "message": message,
+                    "type": kind,
+                    "param": null,
+                    "code": code,
+                }
+            })
+        }
+    };
+    Bytes::from(value.to_string())
+}
+
+/// A complete JSON error response.
+pub fn error_response(flavor: ApiFlavor, status: StatusCode, message: &str) -> Response<Bytes> {
+    let body = error_body(flavor, status, message);
+    let mut res = Response::new(body);
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    res
+}

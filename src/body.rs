@@ -1,0 +1,157 @@
+//! The response body of this crate's layers: the inner body, or bytes we hold ourselves.
+//!
+//! Layers that answer locally (a 413, a 503 "no key") or that had to read the start of an error
+//! body to classify it hand back a [`ResponseBody`]; everything else flows through untouched,
+//! frame by frame.
+
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+
+pin_project! {
+    /// A body that is either the inner service's body or bytes held by a layer.
+    #[derive(Debug)]
+    pub struct ResponseBody<B> {
+        #[pin]
+        kind: Kind<B>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    #[derive(Debug)]
+    enum Kind<B> {
+        Inner { #[pin] body: B },
+        Prefixed { prefix: Option<Bytes>, rest: Pin<Box<B>> },
+        Full { data: Option<Bytes> },
+    }
+}
+
+impl<B> ResponseBody<B> {
+    /// The inner body, passed through unchanged.
+    pub fn inner(body: B) -> Self {
+        ResponseBody {
+            kind: Kind::Inner { body },
+        }
+    }
+
+    /// Bytes we already hold (a local answer, or an error body read in full).
+    pub fn full(data: Bytes) -> Self {
+        ResponseBody {
+            kind: Kind::Full {
+                data: (!data.is_empty()).then_some(data),
+            },
+        }
+    }
+
+    /// `prefix` (already read from `rest`), then whatever remains of `rest`.
+    pub(crate) fn prefixed(prefix: Bytes, rest: Pin<Box<B>>) -> Self {
+        ResponseBody {
+            kind: Kind::Prefixed {
+                prefix: (!prefix.is_empty()).then_some(prefix),
+                rest,
+            },
+        }
+    }
+}
+
+impl<B> Body for ResponseBody<B>
+where
+    B: Body<Data = Bytes>,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        match self.project().kind.project() {
+            KindProj::Inner { body } => body.poll_frame(cx),
+            KindProj::Prefixed { prefix, rest } => match prefix.take() {
+                Some(data) => Poll::Ready(Some(Ok(Frame::data(data)))),
+                None => rest.as_mut().poll_frame(cx),
+            },
+            KindProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Inner { body } => body.is_end_stream(),
+            Kind::Prefixed { prefix, rest } => prefix.is_none() && rest.is_end_stream(),
+            Kind::Full { data } => data.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Inner { body } => body.size_hint(),
+            Kind::Prefixed { prefix, rest } => {
+                let extra = prefix.as_ref().map_or(0, |p| p.len() as u64);
+                let inner = rest.size_hint();
+                let mut hint = SizeHint::new();
+                hint.set_lower(inner.lower() + extra);
+                if let Some(upper) = inner.upper() {
+                    hint.set_upper(upper + extra);
+                }
+                hint
+            }
+            Kind::Full { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+        }
+    }
+}
+
+pin_project! {
+    /// Reads a body until it ends or `limit` bytes are in hand.
+    ///
+    /// Resolves to the bytes read and, when the body did not end within the limit, the rest of it.
+    /// An error while reading ends the read: the bytes so far are kept and the rest is dropped.
+    pub(crate) struct ReadPrefix<B> {
+        body: Option<Pin<Box<B>>>,
+        buf: BytesMut,
+        limit: usize,
+    }
+}
+
+impl<B> ReadPrefix<B> {
+    pub(crate) fn new(body: B, limit: usize) -> Self {
+        ReadPrefix {
+            body: Some(Box::pin(body)),
+            buf: BytesMut::new(),
+            limit,
+        }
+    }
+}
+
+impl<B> std::future::Future for ReadPrefix<B>
+where
+    B: Body<Data = Bytes>,
+{
+    type Output = (Bytes, Option<Pin<Box<B>>>);
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        loop {
+            let Some(body) = this.body.as_mut() else {
+                return Poll::Ready((this.buf.split().freeze(), None));
+            };
+            if this.buf.len() >= *this.limit {
+                return Poll::Ready((this.buf.split().freeze(), this.body.take()));
+            }
+            match ready!(body.as_mut().poll_frame(cx)) {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        this.buf.extend_from_slice(&data);
+                    }
+                }
+                Some(Err(_)) | None => {
+                    this.body.take();
+                }
+            }
+        }
+    }
+}

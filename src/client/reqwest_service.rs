@@ -1,0 +1,138 @@
+//! A tower service around `reqwest::Client`.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use http::uri::{PathAndQuery, Uri};
+use http::{header, Request, Response};
+use tower_service::Service;
+
+/// `reqwest::Client` as a `Service<http::Request<B>>` answering `http::Response<reqwest::Body>`.
+///
+/// Requests with a relative URI (`/v1beta/models/...`) are sent to the
+/// [`base_url`](Self::base_url). The `Host` header and hop-by-hop headers are dropped, since they
+/// describe the client's connection to us, not ours to the upstream.
+#[derive(Clone)]
+pub struct ReqwestService {
+    client: reqwest::Client,
+    base: Option<Uri>,
+}
+
+impl fmt::Debug for ReqwestService {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReqwestService")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The base URL is not an absolute `http`/`https` URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidBaseUrl(String);
+
+impl fmt::Display for InvalidBaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid base URL {:?}: expected http(s)://host[:port][/path]", self.0)
+    }
+}
+
+impl std::error::Error for InvalidBaseUrl {}
+
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+impl ReqwestService {
+    /// Wraps a client; requests must carry absolute URIs until a base URL is set.
+    pub fn new(client: reqwest::Client) -> Self {
+        ReqwestService { client, base: None }
+    }
+
+    /// Where relative request URIs go, e.g. `https://generativelanguage.googleapis.com`.
+    /// A path in the base (`http://host/prefix`) is put before the request's path.
+    pub fn base_url(mut self, base: &str) -> Result<Self, InvalidBaseUrl> {
+        let uri: Uri = base
+            .trim_end_matches('/')
+            .parse()
+            .map_err(|_| InvalidBaseUrl(base.to_owned()))?;
+        match uri.scheme_str() {
+            Some("http") | Some("https") if uri.authority().is_some() => {}
+            _ => return Err(InvalidBaseUrl(base.to_owned())),
+        }
+        self.base = Some(uri);
+        Ok(self)
+    }
+
+    fn absolute(&self, uri: &Uri) -> Uri {
+        let Some(base) = &self.base else {
+            return uri.clone();
+        };
+        if uri.scheme().is_some() {
+            return uri.clone();
+        }
+        let prefix = base.path().trim_end_matches('/');
+        let pq = uri.path_and_query().map_or("/", PathAndQuery::as_str);
+        let mut parts = base.clone().into_parts();
+        parts.path_and_query = format!("{prefix}{pq}").parse().ok();
+        Uri::from_parts(parts).unwrap_or_else(|_| uri.clone())
+    }
+}
+
+impl<B> Service<Request<B>> for ReqwestService
+where
+    B: Into<reqwest::Body>,
+{
+    type Response = Response<reqwest::Body>;
+    type Error = reqwest::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let (mut parts, body) = req.into_parts();
+        parts.uri = self.absolute(&parts.uri);
+        parts.headers.remove(header::HOST);
+        for name in HOP_BY_HOP {
+            parts.headers.remove(*name);
+        }
+        // The body is re-framed by the client; a stale length would corrupt the request.
+        if parts.headers.contains_key(header::TRANSFER_ENCODING) {
+            parts.headers.remove(header::CONTENT_LENGTH);
+        }
+        let request = reqwest::Request::try_from(Request::from_parts(parts, body));
+        let client = self.client.clone();
+        Box::pin(async move {
+            let response = client.execute(request?).await?;
+            Ok(Response::from(response))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn joins_relative_uris_onto_the_base() {
+        let svc = ReqwestService::new(reqwest::Client::new())
+            .base_url("http://127.0.0.1:9/prefix/")
+            .unwrap();
+        let joined = svc.absolute(&"/v1beta/models?x=1".parse().unwrap());
+        assert_eq!(joined.to_string(), "http://127.0.0.1:9/prefix/v1beta/models?x=1");
+        let absolute: Uri = "http://other/x".parse().unwrap();
+        assert_eq!(svc.absolute(&absolute), absolute);
+        assert!(ReqwestService::new(reqwest::Client::new())
+            .base_url("ftp://x")
+            .is_err());
+    }
+}

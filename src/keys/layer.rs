@@ -1,0 +1,250 @@
+//! [`KeyRotationLayer`] and the [`KeyRotation`] service.
+
+use std::task::{Context, Poll};
+
+use http::{header, HeaderValue, Request, Response, Uri};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use super::future::ResponseFuture;
+use super::pool::{KeyPool, NoKey};
+use crate::api_error::{error_response, ApiFlavor};
+use crate::body::ResponseBody;
+use crate::classify::{Classifier, FailureClass, Outcome};
+use crate::ext::{request_model, AttemptContext};
+
+/// Where the key goes in the upstream request.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum KeyPlacement {
+    /// `x-goog-api-key: <key>` (default; keeps keys out of URLs, which error messages echo).
+    #[default]
+    GoogApiKeyHeader,
+    /// `Authorization: Bearer <key>`, for OpenAI-style upstreams.
+    BearerToken,
+    /// `?key=<key>` in the query string; only for upstreams that accept nothing else.
+    QueryParameter,
+}
+
+/// Applies [`KeyRotation`]: picks a key from a [`KeyPool`] per attempt.
+///
+/// Cloning the layer shares its pool.
+#[derive(Debug, Clone)]
+pub struct KeyRotationLayer {
+    pool: KeyPool,
+    placement: KeyPlacement,
+    classifier: Classifier,
+}
+
+impl KeyRotationLayer {
+    /// Rotates the keys of `pool`, injecting them as `x-goog-api-key`.
+    pub fn new(pool: KeyPool) -> Self {
+        KeyRotationLayer {
+            pool,
+            placement: KeyPlacement::default(),
+            classifier: Classifier::new(),
+        }
+    }
+
+    /// Where to put the key in upstream requests.
+    pub fn placement(mut self, placement: KeyPlacement) -> Self {
+        self.placement = placement;
+        self
+    }
+
+    /// The classifier that judges upstream answers (share it with the retry layer).
+    pub fn classifier(mut self, classifier: Classifier) -> Self {
+        self.classifier = classifier;
+        self
+    }
+}
+
+impl<S> Layer<S> for KeyRotationLayer {
+    type Service = KeyRotation<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        KeyRotation {
+            inner,
+            pool: self.pool.clone(),
+            placement: self.placement.clone(),
+            classifier: self.classifier.clone(),
+        }
+    }
+}
+
+/// Picks a key per request, injects it, strips client credentials, reports the outcome.
+///
+/// Responses carry the chosen [`KeyId`](super::KeyId) and the classified [`Outcome`] in their
+/// extensions. When no key is usable the service answers at once in the API's error format:
+/// `429` with `Retry-After` when keys are only cooling down, `503` when none is enabled.
+#[derive(Debug, Clone)]
+pub struct KeyRotation<S> {
+    inner: S,
+    pool: KeyPool,
+    placement: KeyPlacement,
+    classifier: Classifier,
+}
+
+impl<S> KeyRotation<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S, pool: KeyPool) -> Self {
+        KeyRotationLayer::new(pool).layer(inner)
+    }
+
+    /// The pool.
+    pub fn pool(&self) -> &KeyPool {
+        &self.pool
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for KeyRotation<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    S::Error: std::fmt::Display + 'static,
+    ResBody: http_body::Body<Data = bytes::Bytes>,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, ResBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        let model = request_model(&req).map(str::to_owned);
+        let lease = self
+            .pool
+            .pick(model.as_deref(), req.extensions().get::<AttemptContext>());
+        let lease = match lease {
+            Ok(lease) => lease,
+            Err(no_key) => return ResponseFuture::local(no_key_response(&req, &no_key)),
+        };
+        strip_client_credentials(&mut req);
+        inject_key(&mut req, lease.key(), &self.placement);
+
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let future = inner.call(req);
+        ResponseFuture::called(future, lease, model, self.classifier.clone())
+    }
+}
+
+fn no_key_response<B, ResBody>(req: &Request<B>, no_key: &NoKey) -> Response<ResponseBody<ResBody>> {
+    let (status, retry_after) = match no_key {
+        NoKey::CoolingDown { retry_after } => (
+            http::StatusCode::TOO_MANY_REQUESTS,
+            Some(retry_after.as_secs_f64().ceil().max(1.0) as u64),
+        ),
+        _ => (http::StatusCode::SERVICE_UNAVAILABLE, None),
+    };
+    let local = error_response(ApiFlavor::of(req), status, &no_key.to_string());
+    let (mut parts, body) = local.into_parts();
+    if let Some(secs) = retry_after {
+        parts
+            .headers
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    parts.extensions.insert(Outcome::Failure(FailureClass::Local {
+        status,
+        reason: "no usable API key",
+    }));
+    Response::from_parts(parts, ResponseBody::full(body))
+}
+
+/// Removes every credential the client sent, so it never reaches the upstream.
+fn strip_client_credentials<B>(req: &mut Request<B>) {
+    let headers = req.headers_mut();
+    headers.remove("x-goog-api-key");
+    headers.remove(header::AUTHORIZATION);
+    headers.remove("api-key");
+    if let Some(stripped) = without_query_param(req.uri(), "key") {
+        *req.uri_mut() = stripped;
+    }
+}
+
+fn inject_key<B>(req: &mut Request<B>, key: &super::ApiKey, placement: &KeyPlacement) {
+    match placement {
+        KeyPlacement::GoogApiKeyHeader => {
+            req.headers_mut()
+                .insert("x-goog-api-key", key.header_value().clone());
+        }
+        KeyPlacement::BearerToken => {
+            req.headers_mut()
+                .insert(header::AUTHORIZATION, key.bearer_value().clone());
+        }
+        KeyPlacement::QueryParameter => {
+            let uri = req.uri();
+            let path = uri.path();
+            let query = match uri.query() {
+                Some(q) if !q.is_empty() => format!("{q}&key={}", key.expose_secret()),
+                _ => format!("key={}", key.expose_secret()),
+            };
+            let mut parts = uri.clone().into_parts();
+            if let Ok(pq) = format!("{path}?{query}").parse() {
+                parts.path_and_query = Some(pq);
+                if let Ok(new) = Uri::from_parts(parts) {
+                    *req.uri_mut() = new;
+                }
+            }
+        }
+    }
+}
+
+/// The URI without any `name=` query pairs; `None` when there were none.
+fn without_query_param(uri: &Uri, name: &str) -> Option<Uri> {
+    let query = uri.query()?;
+    let is_named = |pair: &str| pair.split('=').next() == Some(name);
+    if !query.split('&').any(is_named) {
+        return None;
+    }
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|p| !p.is_empty() && !is_named(p))
+        .collect();
+    let pq = if kept.is_empty() {
+        uri.path().to_owned()
+    } else {
+        format!("{}?{}", uri.path(), kept.join("&"))
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(pq.parse().ok()?);
+    Uri::from_parts(parts).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_only_the_key_parameter() {
+        let cases = [
+            ("/m?key=abc", Some("/m")),
+            ("/m?alt=sse&key=abc", Some("/m?alt=sse")),
+            ("/m?key=abc&alt=sse&key=def", Some("/m?alt=sse")),
+            ("/m?keys=1&alt=sse", None),
+            ("/m", None),
+            ("http://h:1/m?key=1&x=2", Some("http://h:1/m?x=2")),
+        ];
+        for (input, expected) in cases {
+            let uri: Uri = input.parse().unwrap();
+            let out = without_query_param(&uri, "key").map(|u| u.to_string());
+            assert_eq!(out.as_deref(), expected, "{input}");
+        }
+    }
+}

@@ -1,0 +1,69 @@
+//! One retry loop for the whole stack.
+//!
+//! [`RetryLayer`] buffers the request body once (bounded: over the limit the client gets a 413 in
+//! the API's own error format), then re-drives the inner stack for each attempt, so each retry
+//! passes through [`KeyRotation`](crate::keys::KeyRotation) again and gets another key when the
+//! [`FailureClass`](crate::classify::FailureClass) says so.
+//!
+//! - Waits: exponential backoff with full jitter and a cap. A short `Retry-After` / `RetryInfo`
+//!   on a failure that is not the key's (503 overloaded) is honoured; a long one ends the retries
+//!   and the client sees the upstream's answer. A rate-limited or rejected key needs no wait: the
+//!   next attempt simply uses another key.
+//! - A retry budget ([`TpsBudget`](tower::retry::budget::TpsBudget)) keeps a dying upstream
+//!   from being hit with a multiple of its traffic.
+//! - Once the response head goes back to the client nothing is retried; a client that goes
+//!   away drops the future and ends the loop.
+//! - When attempts run out, the client gets the last upstream status and body unchanged, plus
+//!   an [`ATTEMPTS_HEADER`] with the number of attempts.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use gemini_balance::keys::{KeyPool, KeyRotationLayer};
+//! use gemini_balance::retry::RetryLayer;
+//! use http::{Request, Response, StatusCode};
+//! use http_body_util::Full;
+//! use bytes::Bytes;
+//! use tower::{service_fn, ServiceBuilder, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let pool = KeyPool::builder()
+//!     .keys(["AIzaSyA1234567890abcdefghijklmnopqrstuv", "AIzaSyB1234567890abcdefghijklmnopqrstuv"])
+//!     .build()?;
+//! let bad = "AIzaSyA1234567890abcdefghijklmnopqrstuv";
+//!
+//! // The first key is rate limited; the retry moves to the second.
+//! let upstream = service_fn(move |req: Request<Full<Bytes>>| async move {
+//!     let status = if req.headers()["x-goog-api-key"] == bad {
+//!         StatusCode::TOO_MANY_REQUESTS
+//!     } else {
+//!         StatusCode::OK
+//!     };
+//!     let mut res = Response::new(Full::new(Bytes::from("{}")));
+//!     *res.status_mut() = status;
+//!     Ok::<_, std::convert::Infallible>(res)
+//! });
+//!
+//! let service = ServiceBuilder::new()
+//!     .layer(RetryLayer::new().max_attempts(3).base_delay(Duration::from_millis(10)))
+//!     .layer(KeyRotationLayer::new(pool))
+//!     .service(upstream);
+//!
+//! for _ in 0..2 {
+//!     let req = Request::post("/v1beta/models/gemini-2.0-flash:generateContent")
+//!         .body(Full::new(Bytes::from("{}")))?;
+//!     let res = service.clone().oneshot(req).await?;
+//!     assert_eq!(res.status(), StatusCode::OK);
+//! }
+//! # Ok(())
+//! # }
+//! ```
+
+mod backoff;
+pub mod future;
+mod layer;
+
+pub use self::backoff::Backoff;
+pub use self::layer::{Retry, RetryLayer, ATTEMPTS_HEADER, DEFAULT_MAX_BODY_BYTES};
