@@ -45,6 +45,9 @@
 //!
 //! - `reqwest`: [`client::ReqwestService`], the tower adapter around `reqwest::Client`.
 #![cfg_attr(docsrs, feature(doc_cfg))]
+// Input never panics the library: no `unwrap()` outside tests.
+#![warn(clippy::unwrap_used)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod api_error;
 pub mod body;
@@ -59,6 +62,6 @@ pub mod retry;
 /// Alias for a type-erased error type.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-#[cfg(doctest)]
+#[cfg(all(doctest, feature = "reqwest"))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;

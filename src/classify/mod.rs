@@ -129,7 +129,10 @@ impl Classifier {
         let parsed = if body.is_empty() {
             None
         } else {
-            ErrorBody::parse(&body[..body.len().min(self.body_limit)], self.max_retry_after)
+            ErrorBody::parse(
+                &body[..body.len().min(self.body_limit)],
+                self.max_retry_after,
+            )
         };
         let header_wait = parse_retry_after(headers, self.max_retry_after, SystemTime::now());
         Err(self.classify_parts(status, parsed.as_ref(), header_wait))

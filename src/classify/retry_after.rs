@@ -23,7 +23,11 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
 /// assert_eq!(parse_retry_after(&headers, max, SystemTime::now()), Some(Duration::from_secs(37)));
 /// ```
 pub fn parse_retry_after(headers: &HeaderMap, max: Duration, now: SystemTime) -> Option<Duration> {
-    let value = headers.get(http::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    let value = headers
+        .get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
     parse_retry_after_value(value, max, now)
 }
 
@@ -126,7 +130,11 @@ mod tests {
             ("", None),
         ];
         for (input, expected) in cases {
-            assert_eq!(parse_retry_delay(input, max), *expected, "retryDelay {input:?}");
+            assert_eq!(
+                parse_retry_delay(input, max),
+                *expected,
+                "retryDelay {input:?}"
+            );
         }
     }
 }

@@ -34,9 +34,11 @@ pub(crate) fn classify_error(error: &(dyn std::error::Error + 'static)) -> Failu
         current = err.source();
     }
     match classify_display(error) {
-        FailureClass::Transport { detail } if connect && detail == "other" => FailureClass::Transport {
-            detail: "connect failed".to_owned(),
-        },
+        FailureClass::Transport { detail } if connect && detail == "other" => {
+            FailureClass::Transport {
+                detail: "connect failed".to_owned(),
+            }
+        }
         class => class,
     }
 }
@@ -44,8 +46,7 @@ pub(crate) fn classify_error(error: &(dyn std::error::Error + 'static)) -> Failu
 /// Fallback when only the message is known (tower-http's `classify_error` only gives `Display`).
 pub(crate) fn classify_display(error: &dyn std::fmt::Display) -> FailureClass {
     let message = error.to_string().to_ascii_lowercase();
-    if message.contains("timed out") || message.contains("timeout") || message.contains("elapsed")
-    {
+    if message.contains("timed out") || message.contains("timeout") || message.contains("elapsed") {
         FailureClass::Timeout
     } else if message.contains("refused") {
         FailureClass::Transport {

@@ -34,7 +34,11 @@ pub struct InvalidBaseUrl(String);
 
 impl fmt::Display for InvalidBaseUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid base URL {:?}: expected http(s)://host[:port][/path]", self.0)
+        write!(
+            f,
+            "invalid base URL {:?}: expected http(s)://host[:port][/path]",
+            self.0
+        )
     }
 }
 
@@ -128,7 +132,10 @@ mod tests {
             .base_url("http://127.0.0.1:9/prefix/")
             .unwrap();
         let joined = svc.absolute(&"/v1beta/models?x=1".parse().unwrap());
-        assert_eq!(joined.to_string(), "http://127.0.0.1:9/prefix/v1beta/models?x=1");
+        assert_eq!(
+            joined.to_string(),
+            "http://127.0.0.1:9/prefix/v1beta/models?x=1"
+        );
         let absolute: Uri = "http://other/x".parse().unwrap();
         assert_eq!(svc.absolute(&absolute), absolute);
         assert!(ReqwestService::new(reqwest::Client::new())

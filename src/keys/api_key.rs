@@ -242,7 +242,10 @@ mod tests {
             assert!(!shown.contains(&secret[4..35]), "{shown}");
         }
         assert!(key.header_value().is_sensitive());
-        assert_eq!(key.id(), ApiKey::new(&format!(" \"{secret}\" ")).unwrap().id());
+        assert_eq!(
+            key.id(),
+            ApiKey::new(&format!(" \"{secret}\" ")).unwrap().id()
+        );
     }
 
     #[test]

@@ -145,7 +145,10 @@ where
     }
 }
 
-fn no_key_response<B, ResBody>(req: &Request<B>, no_key: &NoKey) -> Response<ResponseBody<ResBody>> {
+fn no_key_response<B, ResBody>(
+    req: &Request<B>,
+    no_key: &NoKey,
+) -> Response<ResponseBody<ResBody>> {
     let (status, retry_after) = match no_key {
         NoKey::CoolingDown { retry_after } => (
             http::StatusCode::TOO_MANY_REQUESTS,
@@ -160,10 +163,12 @@ fn no_key_response<B, ResBody>(req: &Request<B>, no_key: &NoKey) -> Response<Res
             .headers
             .insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
-    parts.extensions.insert(Outcome::Failure(FailureClass::Local {
-        status,
-        reason: "no usable API key",
-    }));
+    parts
+        .extensions
+        .insert(Outcome::Failure(FailureClass::Local {
+            status,
+            reason: "no usable API key",
+        }));
     Response::from_parts(parts, ResponseBody::full(body))
 }
 

@@ -589,13 +589,25 @@ impl KeyPool {
         }
     }
 
-    fn cool(&self, entry: &KeyEntry, slow: &mut SlowState, model: &str, until: Instant, now: Instant) {
+    fn cool(
+        &self,
+        entry: &KeyEntry,
+        slow: &mut SlowState,
+        model: &str,
+        until: Instant,
+        now: Instant,
+    ) {
         slow.cooldowns.retain(|(_, t)| *t > now);
         match slow.cooldowns.iter_mut().find(|(m, _)| &**m == model) {
             Some((_, t)) => *t = (*t).max(until),
             None => slow.cooldowns.push((model.into(), until)),
         }
-        let latest = slow.cooldowns.iter().map(|(_, t)| *t).max().unwrap_or(until);
+        let latest = slow
+            .cooldowns
+            .iter()
+            .map(|(_, t)| *t)
+            .max()
+            .unwrap_or(until);
         entry
             .cooling_until_ms
             .store(self.now_ms(latest), Ordering::Relaxed);
@@ -793,7 +805,9 @@ pub struct KeyLease {
 
 impl fmt::Debug for KeyLease {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("KeyLease").field(self.entry.key.id()).finish()
+        f.debug_tuple("KeyLease")
+            .field(self.entry.key.id())
+            .finish()
     }
 }
 
@@ -815,8 +829,7 @@ impl KeyLease {
 
     /// Reports the outcome of a request for `model`.
     pub fn report_for(self, model: Option<&str>, outcome: &Outcome) {
-        self.pool
-            .record(&self.entry, model.unwrap_or("*"), outcome);
+        self.pool.record(&self.entry, model.unwrap_or("*"), outcome);
     }
 
     /// Reports a probe: success brings the key back (clears failures, cooldowns and the

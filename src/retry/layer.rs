@@ -332,6 +332,8 @@ fn local<B>(
         .extensions
         .insert(Outcome::Failure(FailureClass::Local { status, reason }));
     parts.extensions.insert(Attempts(0));
-    parts.headers.insert(ATTEMPTS_HEADER, HeaderValue::from(0u32));
+    parts
+        .headers
+        .insert(ATTEMPTS_HEADER, HeaderValue::from(0u32));
     Response::from_parts(parts, ResponseBody::full(body))
 }

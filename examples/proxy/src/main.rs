@@ -1,1 +1,295 @@
-fn main() {}
+//! `gemini-balance-proxy`: the gemini-balance layers in front of Gemini, configured like the
+//! Python Gemini-Balance server (same `.env`).
+//!
+//! This first version serves the Gemini-native routes (`/v1beta`, `/gemini/v1beta`, `/v1`) with
+//! key rotation and retries, and `GET /health`. OpenAI routes, the admin API, usage recording and
+//! the web admin come with later versions.
+
+#![warn(clippy::unwrap_used)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+mod auth;
+mod config;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{Request, Response, StatusCode, Uri};
+use axum::response::IntoResponse;
+use axum::Router;
+use gemini_balance::api_error::{error_response, ApiFlavor};
+use gemini_balance::classify::{classify_any_error, FailureClass};
+use gemini_balance::client::ReqwestService;
+use gemini_balance::ext::{model_from_path, Attempts};
+use gemini_balance::keys::{ApiKey, KeyId, KeyPool, KeyRotation, KeyRotationLayer, KeyStatus};
+use gemini_balance::retry::{Retry, RetryLayer};
+use tower::{ServiceBuilder, ServiceExt};
+use tracing_subscriber::EnvFilter;
+
+use crate::auth::ClientTokens;
+use crate::config::Config;
+
+type Upstream = Retry<KeyRotation<ReqwestService>>;
+
+struct App {
+    pool: KeyPool,
+    tokens: ClientTokens,
+    upstream: Upstream,
+}
+
+/// Where the Gemini-native API is mounted; the rest of the path goes after BASE_URL.
+const GEMINI_MOUNTS: &[&str] = &["/gemini/v1beta", "/v1beta", "/v1"];
+
+#[tokio::main]
+async fn main() {
+    if let Err(err) = run().await {
+        eprintln!("gemini-balance-proxy: {err}");
+        std::process::exit(2);
+    }
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    // `.env` first, then the environment, which wins (dotenvy never overrides set variables).
+    match dotenvy::dotenv() {
+        Ok(_) | Err(dotenvy::Error::Io(_)) => {}
+        Err(err) => return Err(format!(".env: {err}").into()),
+    }
+    let vars: HashMap<String, String> = std::env::vars().collect();
+    let config = Config::from_vars(&vars)?;
+
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_new(format!("{},hyper=warn,reqwest=warn", config.log_level))
+                .map_err(|_| "LOG_LEVEL: expected one of error, warn, info, debug, trace")?,
+        )
+        .init();
+
+    if !config.unsupported.is_empty() {
+        tracing::warn!(
+            "these settings are not supported by this version and are ignored: {}",
+            config.unsupported.join(", ")
+        );
+    }
+
+    let mut keys = Vec::with_capacity(config.api_keys.len());
+    for (i, raw) in config.api_keys.iter().enumerate() {
+        let key = ApiKey::new(raw).map_err(|e| format!("API_KEYS: entry #{}: {e}", i + 1))?;
+        keys.push(key);
+    }
+    let pool = KeyPool::builder()
+        .max_failures(config.max_failures)
+        .build()?;
+    let report = pool.add(keys);
+    if !report.duplicates.is_empty() {
+        tracing::warn!(
+            count = report.duplicates.len(),
+            "API_KEYS lists some keys more than once; duplicates ignored"
+        );
+    }
+    if pool.is_empty() {
+        tracing::warn!(
+            "API_KEYS is empty: every API request will be answered 503 until keys are added"
+        );
+    }
+    let tokens = ClientTokens::new(&config.allowed_tokens, config.auth_token.as_deref());
+    if tokens.is_empty() {
+        tracing::warn!("neither ALLOWED_TOKENS nor AUTH_TOKEN is set: every API request will be refused with 401");
+    }
+
+    rustls::crypto::ring::default_provider()
+        .install_default()
+        .map_err(|_| "could not install the TLS crypto provider")?;
+    let client = reqwest::Client::builder()
+        .connect_timeout(config.time_out)
+        .read_timeout(config.time_out)
+        .pool_idle_timeout(std::time::Duration::from_secs(90))
+        .build()?;
+    let upstream = ServiceBuilder::new()
+        .layer(RetryLayer::new().max_attempts(config.max_retries))
+        .layer(KeyRotationLayer::new(pool.clone()))
+        .service(ReqwestService::new(client).base_url(&config.base_url)?);
+
+    let app = Arc::new(App {
+        pool,
+        tokens,
+        upstream,
+    });
+    let router = Router::new().fallback(handle).with_state(app.clone());
+
+    let addr = SocketAddr::new(config.host, config.port);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr} (HOST/PORT): {e}"))?;
+    tracing::info!(
+        address = %listener.local_addr()?,
+        keys = app.pool.len(),
+        base_url = %config.base_url,
+        "gemini-balance-proxy listening"
+    );
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    tracing::info!("shut down");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutdown signal received; draining in-flight requests");
+}
+
+async fn handle(State(app): State<Arc<App>>, req: Request<Body>) -> Response<Body> {
+    let started = Instant::now();
+    let path = req.uri().path().to_owned();
+    let flavor = ApiFlavor::of(&req);
+    if path == "/health" {
+        return health(&app);
+    }
+    let Some(rest) = gemini_route(&path) else {
+        return local(
+            flavor,
+            StatusCode::NOT_FOUND,
+            &format!("no route for {path}"),
+        );
+    };
+    if !app.tokens.accepts(&req) {
+        return local(
+            flavor,
+            StatusCode::UNAUTHORIZED,
+            "missing or invalid client token: send one of ALLOWED_TOKENS as Authorization: Bearer, x-goog-api-key or ?key=",
+        );
+    }
+    let uri = match upstream_uri(rest, req.uri()) {
+        Some(uri) => uri,
+        None => {
+            return local(
+                flavor,
+                StatusCode::BAD_REQUEST,
+                "the request path is not valid",
+            )
+        }
+    };
+    let model = model_from_path(&rest.replace("%3A", ":").replace("%3a", ":")).map(str::to_owned);
+    let (mut parts, body) = req.into_parts();
+    parts.uri = uri;
+    let upstream_req =
+        Request::from_parts(parts, reqwest::Body::wrap_stream(body.into_data_stream()));
+
+    let result = app.upstream.clone().oneshot(upstream_req).await;
+    let response = match result {
+        Ok(res) => res.into_response(),
+        Err(err) => {
+            let class = classify_any_error(&err);
+            let status = match class {
+                FailureClass::Timeout => StatusCode::GATEWAY_TIMEOUT,
+                _ => StatusCode::BAD_GATEWAY,
+            };
+            tracing::warn!(route = %path, class = %class, "upstream unreachable");
+            local(
+                flavor,
+                status,
+                &format!("the upstream could not be reached: {class}"),
+            )
+        }
+    };
+    let key = response
+        .extensions()
+        .get::<KeyId>()
+        .map(ToString::to_string);
+    let attempts = response.extensions().get::<Attempts>().map_or(0, |a| a.0);
+    tracing::info!(
+        route = %path,
+        model = model.as_deref().unwrap_or("-"),
+        status = response.status().as_u16(),
+        latency_ms = started.elapsed().as_millis() as u64,
+        attempts,
+        key = key.as_deref().unwrap_or("-"),
+        "request"
+    );
+    response
+}
+
+/// The part of a Gemini-native path after its mount (`/v1beta/models` → `/models`).
+fn gemini_route(path: &str) -> Option<&str> {
+    GEMINI_MOUNTS.iter().find_map(|mount| {
+        let rest = path.strip_prefix(mount)?;
+        (rest == "/models" || rest.starts_with("/models/")).then_some(rest)
+    })
+}
+
+/// The upstream URI (relative to BASE_URL): the route, `%3A` decoded, the query kept.
+fn upstream_uri(rest: &str, original: &Uri) -> Option<Uri> {
+    let path = rest.replace("%3A", ":").replace("%3a", ":");
+    let pq = match original.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    };
+    pq.parse().ok()
+}
+
+fn health(app: &App) -> Response<Body> {
+    let snapshots = app.pool.snapshots();
+    let count = |f: fn(&KeyStatus) -> bool| snapshots.iter().filter(|s| f(&s.status)).count();
+    let body = serde_json::json!({
+        "status": "ok",
+        "keys": {
+            "total": snapshots.len(),
+            "active": count(|s| matches!(s, KeyStatus::Active)),
+            "cooling_down": count(|s| matches!(s, KeyStatus::CoolingDown(_))),
+            "disabled": count(|s| matches!(s, KeyStatus::Disabled(_))),
+        }
+    });
+    axum::Json(body).into_response()
+}
+
+fn local(flavor: ApiFlavor, status: StatusCode, message: &str) -> Response<Body> {
+    error_response(flavor, status, message).map(Body::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_gemini_mounts() {
+        assert_eq!(gemini_route("/v1beta/models"), Some("/models"));
+        assert_eq!(
+            gemini_route("/gemini/v1beta/models/m:generateContent"),
+            Some("/models/m:generateContent")
+        );
+        assert_eq!(
+            gemini_route("/v1/models/m%3AgenerateContent"),
+            Some("/models/m%3AgenerateContent")
+        );
+        assert_eq!(gemini_route("/v1/chat/completions"), None);
+        assert_eq!(gemini_route("/v1betamodels"), None);
+        let uri: Uri = "/v1/models/m%3AstreamGenerateContent?alt=sse"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            upstream_uri("/models/m%3AstreamGenerateContent", &uri).unwrap(),
+            "/models/m:streamGenerateContent?alt=sse"
+        );
+    }
+}
