@@ -222,6 +222,7 @@ where
     // Later attempts drive clones of the service (each made ready first).
     let template = ready.clone();
     let mut first = Some(ready);
+    let mut previous: Option<Response<ResBody>> = None;
     let mut context = AttemptContext {
         number: 1,
         prefer: None,
@@ -248,6 +249,14 @@ where
         let Some(class) = class else {
             return finish(result, attempt);
         };
+        if let (FailureClass::Local { .. }, Some(upstream)) = (&class, previous.take()) {
+            // No key is left to try: the upstream's last answer says more than "no key" does.
+            return Ok(upstream_over_local(upstream, result, attempt - 1));
+        }
+        if let FailureClass::Local { .. } = class {
+            // Answered without reaching the upstream: count only the attempts that did.
+            return finish(result, attempt - 1);
+        }
         let Some(wait) = next_wait(&config, &class, attempt) else {
             return finish(result, attempt);
         };
@@ -263,8 +272,8 @@ where
             wait_ms = wait.as_millis() as u64,
             "retrying"
         );
-        // Release the failed response (and its connection) before waiting.
-        drop(result);
+        // Keep the failed answer (its body is already read) in case no key is left to retry with.
+        previous = result.ok();
         context.number += 1;
         match class.action().retry {
             RetryAdvice::SameKey => context.prefer = key,
@@ -310,6 +319,28 @@ fn finish<B, E>(
         .insert(ATTEMPTS_HEADER, HeaderValue::from(attempts));
     res.extensions_mut().insert(Attempts(attempts));
     Ok(res.map(ResponseBody::inner))
+}
+
+/// The previous upstream failure, with the `Retry-After` of the local "no key" answer when the
+/// upstream gave none.
+fn upstream_over_local<B, E>(
+    mut upstream: Response<B>,
+    local: Result<Response<B>, E>,
+    attempts: u32,
+) -> Response<ResponseBody<B>> {
+    if !upstream.headers().contains_key(header::RETRY_AFTER) {
+        if let Some(value) = local
+            .ok()
+            .and_then(|res| res.headers().get(header::RETRY_AFTER).cloned())
+        {
+            upstream.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+    }
+    upstream
+        .headers_mut()
+        .insert(ATTEMPTS_HEADER, HeaderValue::from(attempts));
+    upstream.extensions_mut().insert(Attempts(attempts));
+    upstream.map(ResponseBody::inner)
 }
 
 fn too_large<B>(flavor: ApiFlavor, limit: usize) -> Response<ResponseBody<B>> {

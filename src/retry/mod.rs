@@ -14,7 +14,9 @@
 //! - Once the response head goes back to the client nothing is retried; a client that goes
 //!   away drops the future and ends the loop.
 //! - When attempts run out, the client gets the last upstream status and body unchanged, plus
-//!   an [`ATTEMPTS_HEADER`] with the number of attempts.
+//!   an [`ATTEMPTS_HEADER`] with the number of attempts. When no key is left to retry with, the
+//!   client also gets the last upstream answer (not a generic "no key"), with a `Retry-After`
+//!   saying when a key is back if the upstream gave none.
 //!
 //! # Example
 //!
