@@ -1,7 +1,7 @@
 //! The response body of this crate's layers: the inner body, or bytes we hold ourselves.
 //!
-//! Layers that answer locally (a 413, a 503 "no key") or that had to read the start of an error
-//! body to classify it hand back a [`ResponseBody`]; everything else flows through untouched,
+//! Layers that answer locally (a 413, a 503 "no key") or that had to read an error body to
+//! classify and redact it hand back a [`ResponseBody`]; everything else flows through untouched,
 //! frame by frame.
 
 use std::pin::Pin;
@@ -25,7 +25,6 @@ pin_project! {
     #[derive(Debug)]
     enum Kind<B> {
         Inner { #[pin] body: B },
-        Prefixed { prefix: Option<Bytes>, rest: Pin<Box<B>> },
         Full { data: Option<Bytes> },
     }
 }
@@ -46,16 +45,6 @@ impl<B> ResponseBody<B> {
             },
         }
     }
-
-    /// `prefix` (already read from `rest`), then whatever remains of `rest`.
-    pub(crate) fn prefixed(prefix: Bytes, rest: Pin<Box<B>>) -> Self {
-        ResponseBody {
-            kind: Kind::Prefixed {
-                prefix: (!prefix.is_empty()).then_some(prefix),
-                rest,
-            },
-        }
-    }
 }
 
 impl<B> Body for ResponseBody<B>
@@ -71,10 +60,6 @@ where
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         match self.project().kind.project() {
             KindProj::Inner { body } => body.poll_frame(cx),
-            KindProj::Prefixed { prefix, rest } => match prefix.take() {
-                Some(data) => Poll::Ready(Some(Ok(Frame::data(data)))),
-                None => rest.as_mut().poll_frame(cx),
-            },
             KindProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
         }
     }
@@ -82,7 +67,6 @@ where
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Inner { body } => body.is_end_stream(),
-            Kind::Prefixed { prefix, rest } => prefix.is_none() && rest.is_end_stream(),
             Kind::Full { data } => data.is_none(),
         }
     }
@@ -90,16 +74,6 @@ where
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Inner { body } => body.size_hint(),
-            Kind::Prefixed { prefix, rest } => {
-                let extra = prefix.as_ref().map_or(0, |p| p.len() as u64);
-                let inner = rest.size_hint();
-                let mut hint = SizeHint::new();
-                hint.set_lower(inner.lower() + extra);
-                if let Some(upper) = inner.upper() {
-                    hint.set_upper(upper + extra);
-                }
-                hint
-            }
             Kind::Full { data } => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }

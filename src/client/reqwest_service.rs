@@ -11,9 +11,10 @@ use tower_service::Service;
 
 /// `reqwest::Client` as a `Service<http::Request<B>>` answering `http::Response<reqwest::Body>`.
 ///
-/// Requests with a relative URI (`/v1beta/models/...`) are sent to the
-/// [`base_url`](Self::base_url). The `Host` header and hop-by-hop headers are dropped, since they
-/// describe the client's connection to us, not ours to the upstream.
+/// With a [`base_url`](Self::base_url), every request goes there: only its path and query are
+/// kept, so a client cannot steer a pool key to another host with an absolute-form URI.
+/// Without one, requests must carry absolute URIs. The `Host` header and hop-by-hop headers are
+/// dropped, since they describe the client's connection to us, not ours to the upstream.
 #[derive(Clone)]
 pub struct ReqwestService {
     client: reqwest::Client,
@@ -79,9 +80,8 @@ impl ReqwestService {
         let Some(base) = &self.base else {
             return uri.clone();
         };
-        if uri.scheme().is_some() {
-            return uri.clone();
-        }
+        // With a base set, only the path and query of the request are used: an absolute-form
+        // request (`POST http://elsewhere/...`) must never carry a pool key to another host.
         let prefix = base.path().trim_end_matches('/');
         let pq = uri.path_and_query().map_or("/", PathAndQuery::as_str);
         let mut parts = base.clone().into_parts();
@@ -105,13 +105,13 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let (mut parts, body) = req.into_parts();
         parts.uri = self.absolute(&parts.uri);
+        // The body is re-framed by the client; a stale length would corrupt a chunked request.
+        if parts.headers.contains_key(header::TRANSFER_ENCODING) {
+            parts.headers.remove(header::CONTENT_LENGTH);
+        }
         parts.headers.remove(header::HOST);
         for name in HOP_BY_HOP {
             parts.headers.remove(*name);
-        }
-        // The body is re-framed by the client; a stale length would corrupt the request.
-        if parts.headers.contains_key(header::TRANSFER_ENCODING) {
-            parts.headers.remove(header::CONTENT_LENGTH);
         }
         let request = reqwest::Request::try_from(Request::from_parts(parts, body));
         let client = self.client.clone();
@@ -136,8 +136,14 @@ mod tests {
             joined.to_string(),
             "http://127.0.0.1:9/prefix/v1beta/models?x=1"
         );
-        let absolute: Uri = "http://other/x".parse().unwrap();
-        assert_eq!(svc.absolute(&absolute), absolute);
+        // Absolute-form requests are pinned to the base too.
+        let absolute: Uri = "http://other/x?y=1".parse().unwrap();
+        assert_eq!(
+            svc.absolute(&absolute).to_string(),
+            "http://127.0.0.1:9/prefix/x?y=1"
+        );
+        let unbased = ReqwestService::new(reqwest::Client::new());
+        assert_eq!(unbased.absolute(&absolute), absolute);
         assert!(ReqwestService::new(reqwest::Client::new())
             .base_url("ftp://x")
             .is_err());

@@ -13,6 +13,10 @@ use crate::body::{ReadPrefix, ResponseBody};
 use crate::classify::{Classifier, Outcome};
 use crate::redact::redact_secret;
 
+/// Error bodies are read whole, up to this size, so that every key quoted in them can be
+/// redacted before they go on. Gemini's error bodies are a few KiB; anything past the cap is cut.
+pub const MAX_ERROR_BODY: usize = 1024 * 1024;
+
 pin_project! {
     /// Response future of [`KeyRotation`](super::KeyRotation).
     pub struct ResponseFuture<F, B> {
@@ -117,9 +121,8 @@ where
                         return Poll::Ready(Ok(res.map(ResponseBody::inner)));
                     }
                     let (parts, body) = res.into_parts();
-                    let limit = classifier.body_limit();
                     let next = State::ReadingError {
-                        read: ReadPrefix::new(body, limit),
+                        read: ReadPrefix::new(body, MAX_ERROR_BODY),
                         parts: Some(parts),
                         lease: lease.take(),
                         model: model.take(),
@@ -144,18 +147,20 @@ where
                     let prefix = redact(prefix, &lease);
                     lease.report_for(model.as_deref(), &outcome);
                     parts.extensions.insert(outcome);
-                    let body = match rest {
-                        None => {
-                            parts
-                                .headers
-                                .insert(header::CONTENT_LENGTH, HeaderValue::from(prefix.len()));
-                            ResponseBody::full(prefix)
-                        }
-                        Some(rest) => {
-                            parts.headers.remove(header::CONTENT_LENGTH);
-                            ResponseBody::prefixed(prefix, rest)
-                        }
-                    };
+                    if rest.is_some() {
+                        // Past the cap the rest is dropped: a partly redacted body could leak.
+                        tracing::debug!(
+                            status = parts.status.as_u16(),
+                            cap = MAX_ERROR_BODY,
+                            "upstream error body truncated"
+                        );
+                    }
+                    drop(rest);
+                    parts.headers.remove(header::TRANSFER_ENCODING);
+                    parts
+                        .headers
+                        .insert(header::CONTENT_LENGTH, HeaderValue::from(prefix.len()));
+                    let body = ResponseBody::full(prefix);
                     return Poll::Ready(Ok(Response::from_parts(parts, body)));
                 }
             }

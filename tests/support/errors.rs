@@ -1,0 +1,206 @@
+//! Gemini's error answers (`google.rpc.Status` JSON), as the real API sends them.
+//!
+//! Usable without the server too: `errors::invalid_key().response::<Full<Bytes>>()` gives a
+//! ready `http::Response` for a `tower::service_fn` upstream.
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+use serde_json::{json, Value};
+
+/// One error answer: its status and JSON body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GeminiError {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// The JSON body, `{"error":{"code","message","status",...}}`.
+    pub body: Value,
+}
+
+impl GeminiError {
+    fn new(status: StatusCode, message: &str, rpc_status: &str, details: Option<Value>) -> Self {
+        let mut error = json!({
+            "code": status.as_u16(),
+            "message": message,
+            "status": rpc_status,
+        });
+        if let Some(details) = details {
+            error["details"] = details;
+        }
+        GeminiError {
+            status,
+            body: json!({ "error": error }),
+        }
+    }
+
+    /// The body as bytes.
+    pub fn bytes(&self) -> Bytes {
+        Bytes::from(self.body.to_string())
+    }
+
+    /// A complete response with Gemini's content type.
+    pub fn response<B: From<Bytes>>(&self) -> Response<B> {
+        let mut res = Response::new(B::from(self.bytes()));
+        *res.status_mut() = self.status;
+        res.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=UTF-8"),
+        );
+        res
+    }
+}
+
+/// 403 for a request that carries no key at all.
+pub fn unregistered_caller() -> GeminiError {
+    GeminiError::new(
+        StatusCode::FORBIDDEN,
+        "Method doesn't allow unregistered callers (callers without established identity). \
+         Please use API Key or other form of API consumer identity to call this API.",
+        "PERMISSION_DENIED",
+        None,
+    )
+}
+
+/// 400 `API_KEY_INVALID`.
+pub fn invalid_key() -> GeminiError {
+    GeminiError::new(
+        StatusCode::BAD_REQUEST,
+        "API key not valid. Please pass a valid API key.",
+        "INVALID_ARGUMENT",
+        Some(json!([{
+            "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+            "reason": "API_KEY_INVALID",
+            "domain": "googleapis.com",
+            "metadata": { "service": "generativelanguage.googleapis.com" }
+        }])),
+    )
+}
+
+/// 429 `RESOURCE_EXHAUSTED` for `model`: a `QuotaFailure` naming the per-minute (or per-day)
+/// free-tier quota, a `Help` link, and `RetryInfo { retryDelay }`.
+pub fn rate_limited(model: &str, retry_delay: &str, per_day: bool) -> GeminiError {
+    let (quota_id, metric) = if per_day {
+        (
+            "GenerateRequestsPerDayPerProjectPerModel-FreeTier",
+            "generativelanguage.googleapis.com/generate_content_free_tier_requests",
+        )
+    } else {
+        (
+            "GenerateRequestsPerMinutePerProjectPerModel-FreeTier",
+            "generativelanguage.googleapis.com/generate_content_free_tier_requests",
+        )
+    };
+    GeminiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "You exceeded your current quota, please check your plan and billing details. For more \
+         information on this error, head to: https://ai.google.dev/gemini-api/docs/rate-limits.",
+        "RESOURCE_EXHAUSTED",
+        Some(json!([
+            {
+                "@type": "type.googleapis.com/google.rpc.QuotaFailure",
+                "violations": [{
+                    "quotaMetric": metric,
+                    "quotaId": quota_id,
+                    "quotaDimensions": { "model": model, "location": "global" },
+                    "quotaValue": if per_day { "200" } else { "15" }
+                }]
+            },
+            {
+                "@type": "type.googleapis.com/google.rpc.Help",
+                "links": [{
+                    "description": "Learn more about Gemini API quotas",
+                    "url": "https://ai.google.dev/gemini-api/docs/rate-limits"
+                }]
+            },
+            {
+                "@type": "type.googleapis.com/google.rpc.RetryInfo",
+                "retryDelay": retry_delay
+            }
+        ])),
+    )
+}
+
+/// 503 `UNAVAILABLE`: the model is overloaded.
+pub fn overloaded() -> GeminiError {
+    GeminiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "The model is overloaded. Please try again later.",
+        "UNAVAILABLE",
+        None,
+    )
+}
+
+/// 500 `INTERNAL`.
+pub fn internal() -> GeminiError {
+    GeminiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "An internal error has occurred. Please retry or report in \
+         https://developers.generativeai.google/guide/troubleshooting",
+        "INTERNAL",
+        None,
+    )
+}
+
+/// 403 `PERMISSION_DENIED` for a suspended key; the message quotes the key, as Gemini's does.
+pub fn suspended(key: &str) -> GeminiError {
+    GeminiError::new(
+        StatusCode::FORBIDDEN,
+        &format!("Permission denied: Consumer 'api_key:{key}' has been suspended."),
+        "PERMISSION_DENIED",
+        Some(json!([{
+            "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+            "reason": "CONSUMER_SUSPENDED",
+            "domain": "googleapis.com",
+            "metadata": {
+                "consumer": "projects/000000000000",
+                "service": "generativelanguage.googleapis.com"
+            }
+        }])),
+    )
+}
+
+/// 404 `NOT_FOUND` for a model that does not exist or does not support `method`.
+pub fn model_not_found(version: &str, model: &str, method: &str) -> GeminiError {
+    GeminiError::new(
+        StatusCode::NOT_FOUND,
+        &format!(
+            "models/{model} is not found for API version {version}, or is not supported for \
+             {method}. Call ListModels to see the list of available models and their supported \
+             methods."
+        ),
+        "NOT_FOUND",
+        None,
+    )
+}
+
+/// 404 `NOT_FOUND` for a path the API does not have.
+pub fn path_not_found(path: &str) -> GeminiError {
+    GeminiError::new(
+        StatusCode::NOT_FOUND,
+        &format!("The requested URL {path} was not found on this server."),
+        "NOT_FOUND",
+        None,
+    )
+}
+
+/// 400 `INVALID_ARGUMENT` for a body that is not JSON.
+pub fn invalid_json() -> GeminiError {
+    GeminiError::new(
+        StatusCode::BAD_REQUEST,
+        "Invalid JSON payload received. Unexpected token.",
+        "INVALID_ARGUMENT",
+        Some(json!([{
+            "@type": "type.googleapis.com/google.rpc.BadRequest",
+            "fieldViolations": [{ "description": "Invalid JSON payload received. Unexpected token." }]
+        }])),
+    )
+}
+
+/// 400 `INVALID_ARGUMENT` for a generation request without `contents`.
+pub fn no_contents() -> GeminiError {
+    GeminiError::new(
+        StatusCode::BAD_REQUEST,
+        "* GenerateContentRequest.contents: contents is not specified\n",
+        "INVALID_ARGUMENT",
+        None,
+    )
+}

@@ -1,0 +1,53 @@
+//! A loopback mock of the Gemini API, shared by the integration tests (`mod support;`).
+//!
+//! [`MockGemini::start`] serves an axum app on `127.0.0.1:0` that answers like Gemini, errors
+//! included: it takes the key from `x-goog-api-key`, `?key=` or `Authorization: Bearer`, serves
+//! `generateContent`, `streamGenerateContent` (SSE), `countTokens`, `embedContent`,
+//! `batchEmbedContents` and the model list under `/v1beta` and `/v1`, and fails per key as told
+//! by a [`Fault`]. It counts requests per key and status, remembers every credential it saw and
+//! the heads of recent requests.
+//!
+//! ```ignore
+//! let mock = MockGemini::start().await;
+//! mock.set_fault(&test_key(1), Fault::InvalidKey);
+//! // ... point the stack under test at mock.base_url() ...
+//! assert_eq!(mock.requests(&test_key(1)), 1);
+//! ```
+//!
+//! Files: `fault.rs` (what a key does wrong), `errors.rs` (Gemini's error bodies), `replies.rs`
+//! (successful bodies and the model catalogue), `route.rs` (what a path asks for), `record.rs`
+//! (counters), `sse.rs` (the streaming body), `server.rs` (the app and its handle).
+#![allow(dead_code, unused_imports)]
+
+pub mod errors;
+mod fault;
+mod record;
+pub mod replies;
+mod route;
+mod server;
+mod sse;
+
+pub use self::fault::Fault;
+pub use self::record::{KeyCounts, RecordedRequest};
+pub use self::route::{Action, Route};
+pub use self::server::MockGemini;
+pub use self::sse::StreamGate;
+
+/// A made-up key in Gemini's format (`AIza` + 35 URL-safe characters) whose last four
+/// characters are `n`, so fingerprints (`AIza…0001`) tell test keys apart.
+pub fn test_key(n: u32) -> String {
+    let key = format!("AIzaSyMock_abcdefghijklmnopqrstuvwx{n:04}");
+    debug_assert_eq!(key.len(), 39);
+    key
+}
+
+/// `count` test keys: `test_key(1)` to `test_key(count)`.
+pub fn test_keys(count: u32) -> Vec<String> {
+    (1..=count).map(test_key).collect()
+}
+
+/// A minimal `generateContent` request body asking `prompt`.
+pub fn prompt_body(prompt: &str) -> String {
+    serde_json::json!({ "contents": [{ "role": "user", "parts": [{ "text": prompt }] }] })
+        .to_string()
+}

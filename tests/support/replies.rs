@@ -1,0 +1,237 @@
+//! Gemini's successful answers, and the models the mock knows.
+//!
+//! Answers are deterministic: the text echoes the prompt (so a test can tell that a retried
+//! request carried its body), and token counts are word counts.
+
+use serde_json::{json, Value};
+
+/// One model of the catalogue.
+#[derive(Debug, Clone, Copy)]
+pub struct ModelInfo {
+    /// The id used in paths (`gemini-2.0-flash`).
+    pub id: &'static str,
+    /// `displayName`.
+    pub display_name: &'static str,
+    /// `inputTokenLimit`.
+    pub input_token_limit: u32,
+    /// `outputTokenLimit`.
+    pub output_token_limit: u32,
+    /// `supportedGenerationMethods`.
+    pub methods: &'static [&'static str],
+    /// A thinking model (reports `thoughtsTokenCount`).
+    pub thinking: bool,
+}
+
+const GENERATE: &[&str] = &[
+    "generateContent",
+    "countTokens",
+    "createCachedContent",
+    "batchGenerateContent",
+];
+const EMBED: &[&str] = &["embedContent", "batchEmbedContents", "countTextTokens"];
+
+/// The models the mock serves.
+pub const MODELS: &[ModelInfo] = &[
+    ModelInfo {
+        id: "gemini-2.0-flash",
+        display_name: "Gemini 2.0 Flash",
+        input_token_limit: 1_048_576,
+        output_token_limit: 8_192,
+        methods: GENERATE,
+        thinking: false,
+    },
+    ModelInfo {
+        id: "gemini-2.5-flash",
+        display_name: "Gemini 2.5 Flash",
+        input_token_limit: 1_048_576,
+        output_token_limit: 65_536,
+        methods: GENERATE,
+        thinking: true,
+    },
+    ModelInfo {
+        id: "gemini-2.5-pro",
+        display_name: "Gemini 2.5 Pro",
+        input_token_limit: 1_048_576,
+        output_token_limit: 65_536,
+        methods: GENERATE,
+        thinking: true,
+    },
+    ModelInfo {
+        id: "text-embedding-004",
+        display_name: "Text Embedding 004",
+        input_token_limit: 2_048,
+        output_token_limit: 1,
+        methods: EMBED,
+        thinking: false,
+    },
+];
+
+/// Length of the embedding vectors.
+pub const EMBEDDING_DIMENSIONS: usize = 8;
+
+/// Number of events in a streamed answer.
+pub const STREAM_EVENTS: usize = 3;
+
+/// Completion tokens of every answer.
+pub const CANDIDATE_TOKENS: u64 = 6;
+
+/// The model with this id.
+pub fn find_model(id: &str) -> Option<&'static ModelInfo> {
+    MODELS.iter().find(|m| m.id == id)
+}
+
+impl ModelInfo {
+    /// `true` when the model supports `method` (streaming counts as `generateContent`).
+    pub fn supports(&self, method: &str) -> bool {
+        let method = match method {
+            "streamGenerateContent" => "generateContent",
+            other => other,
+        };
+        self.methods.contains(&method)
+    }
+
+    /// The model as `GET models/{model}` describes it.
+    pub fn json(&self) -> Value {
+        let mut model = json!({
+            "name": format!("models/{}", self.id),
+            "version": "001",
+            "displayName": self.display_name,
+            "description": format!("{} (mock)", self.display_name),
+            "inputTokenLimit": self.input_token_limit,
+            "outputTokenLimit": self.output_token_limit,
+            "supportedGenerationMethods": self.methods,
+        });
+        if self.methods.contains(&"generateContent") {
+            model["temperature"] = json!(1.0);
+            model["topP"] = json!(0.95);
+            model["topK"] = json!(64);
+            model["maxTemperature"] = json!(2.0);
+        }
+        if self.thinking {
+            model["thinking"] = json!(true);
+        }
+        model
+    }
+}
+
+/// `GET models`.
+pub fn model_list() -> Value {
+    json!({ "models": MODELS.iter().map(ModelInfo::json).collect::<Vec<_>>() })
+}
+
+/// Every `text` part of a request's `contents` (or of `content`, for embeddings), joined by spaces.
+pub fn prompt_text(request: &Value) -> String {
+    let contents: Vec<&Value> = match (request.get("contents"), request.get("content")) {
+        (Some(Value::Array(items)), _) => items.iter().collect(),
+        (_, Some(content)) => vec![content],
+        _ => Vec::new(),
+    };
+    contents
+        .iter()
+        .filter_map(|c| c.get("parts").and_then(Value::as_array))
+        .flatten()
+        .filter_map(|p| p.get("text").and_then(Value::as_str))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Tokens of a text: its words (at least 1).
+pub fn count_tokens(text: &str) -> u64 {
+    text.split_whitespace().count().max(1) as u64
+}
+
+fn usage(model: &ModelInfo, prompt: &str) -> Value {
+    let prompt_tokens = count_tokens(prompt);
+    let thoughts = if model.thinking { 12 } else { 0 };
+    let mut usage = json!({
+        "promptTokenCount": prompt_tokens,
+        "candidatesTokenCount": CANDIDATE_TOKENS,
+        "totalTokenCount": prompt_tokens + CANDIDATE_TOKENS + thoughts,
+        "promptTokensDetails": [{ "modality": "TEXT", "tokenCount": prompt_tokens }],
+    });
+    if model.thinking {
+        usage["thoughtsTokenCount"] = json!(thoughts);
+    }
+    usage
+}
+
+/// The text the mock answers to `prompt`: `echo: <prompt>`.
+pub fn answer_text(prompt: &str) -> String {
+    format!("echo: {prompt}")
+}
+
+fn chunk(model: &ModelInfo, text: &str, last: bool, prompt: &str) -> Value {
+    let mut candidate = json!({
+        "content": { "parts": [{ "text": text }], "role": "model" },
+        "index": 0,
+    });
+    let mut response = json!({
+        "candidates": [],
+        "modelVersion": model.id,
+        "responseId": "mock-response-id",
+    });
+    if last {
+        candidate["finishReason"] = json!("STOP");
+        response["usageMetadata"] = usage(model, prompt);
+    }
+    response["candidates"] = json!([candidate]);
+    response
+}
+
+/// A `GenerateContentResponse` answering `prompt`.
+pub fn generate_content(model: &ModelInfo, prompt: &str) -> Value {
+    chunk(model, &answer_text(prompt), true, prompt)
+}
+
+/// The chunks of a streamed answer: [`STREAM_EVENTS`] pieces of the same text, `usageMetadata`
+/// and `finishReason` on the last.
+pub fn stream_chunks(model: &ModelInfo, prompt: &str) -> Vec<Value> {
+    let text = answer_text(prompt);
+    let step = text.len().div_ceil(STREAM_EVENTS).max(1);
+    let mut pieces: Vec<String> = text
+        .as_bytes()
+        .chunks(step)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect();
+    pieces.resize(STREAM_EVENTS, String::new());
+    let last = pieces.len() - 1;
+    pieces
+        .iter()
+        .enumerate()
+        .map(|(i, piece)| chunk(model, piece, i == last, prompt))
+        .collect()
+}
+
+/// `:countTokens`.
+pub fn count_tokens_reply(prompt: &str) -> Value {
+    json!({
+        "totalTokens": count_tokens(prompt),
+        "promptTokensDetails": [{ "modality": "TEXT", "tokenCount": count_tokens(prompt) }],
+    })
+}
+
+/// A deterministic embedding of `text`.
+pub fn embedding(text: &str) -> Value {
+    let seed = text
+        .bytes()
+        .fold(7u32, |h, b| h.wrapping_mul(31).wrapping_add(b.into()));
+    let values: Vec<f64> = (0..EMBEDDING_DIMENSIONS)
+        .map(|i| f64::from((seed >> (i * 3)) % 1000) / 1000.0 - 0.5)
+        .collect();
+    json!({ "values": values })
+}
+
+/// `:embedContent`.
+pub fn embed_content(request: &Value) -> Value {
+    json!({ "embedding": embedding(&prompt_text(request)) })
+}
+
+/// `:batchEmbedContents`: one embedding per entry of `requests`.
+pub fn batch_embed_contents(request: &Value) -> Value {
+    let embeddings: Vec<Value> = request
+        .get("requests")
+        .and_then(Value::as_array)
+        .map(|items| items.iter().map(|r| embedding(&prompt_text(r))).collect())
+        .unwrap_or_default();
+    json!({ "embeddings": embeddings })
+}

@@ -1,0 +1,337 @@
+//! The mock's axum app, and [`MockGemini`], the handle tests hold.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::Response;
+use axum::Router;
+use bytes::Bytes;
+use http::{header, request::Parts, HeaderValue, StatusCode};
+use serde_json::Value;
+use tokio::task::JoinHandle;
+
+use super::errors::{self, GeminiError};
+use super::fault::Fault;
+use super::record::{KeyCounts, RecordedRequest, Recorder};
+use super::replies::{self, ModelInfo};
+use super::route::{Action, Route};
+use super::sse::{sse_response, StreamGate};
+
+/// Largest request body the mock reads (Gemini accepts 20 MB inline data).
+const BODY_LIMIT: usize = 64 * 1024 * 1024;
+
+/// A running mock Gemini on `127.0.0.1`. Dropping the handle stops it accepting connections
+/// (connections already open end with the test's runtime).
+#[derive(Debug)]
+pub struct MockGemini {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    task: JoinHandle<()>,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    faults: Mutex<HashMap<String, FaultState>>,
+    recorder: Recorder,
+    gate: Mutex<Option<StreamGate>>,
+}
+
+#[derive(Debug, Default)]
+struct FaultState {
+    fault: Fault,
+    /// Calls since the fault was set (drives `Flaky503`).
+    calls: u64,
+}
+
+impl MockGemini {
+    /// Starts the mock on an ephemeral loopback port.
+    pub async fn start() -> MockGemini {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("local address");
+        let shared = Arc::new(Shared::default());
+        let app = Router::new().fallback(handle).with_state(shared.clone());
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.expect("mock server");
+        });
+        MockGemini { addr, shared, task }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The socket address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Sets how requests with `key` are answered, from the next request on.
+    pub fn set_fault(&self, key: &str, fault: Fault) {
+        let mut faults = self.shared.faults.lock().unwrap_or_else(|e| e.into_inner());
+        faults.insert(key.to_owned(), FaultState { fault, calls: 0 });
+    }
+
+    /// Answers every key normally again.
+    pub fn clear_faults(&self) {
+        self.shared
+            .faults
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
+    /// Holds every stream started from now on after its first event; see [`StreamGate`].
+    pub fn gate_streams(&self) -> StreamGate {
+        let gate = StreamGate::new();
+        *self.shared.gate.lock().unwrap_or_else(|e| e.into_inner()) = Some(gate.clone());
+        gate
+    }
+
+    /// Requests that arrived with `key`.
+    pub fn requests(&self, key: &str) -> u64 {
+        self.counts(key).requests
+    }
+
+    /// Requests with `key` for `model`.
+    pub fn requests_for(&self, key: &str, model: &str) -> u64 {
+        self.counts(key).by_model.get(model).copied().unwrap_or(0)
+    }
+
+    /// Answers with `status` to requests with `key`.
+    pub fn status_count(&self, key: &str, status: u16) -> u64 {
+        self.counts(key)
+            .by_status
+            .get(&status)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Every counter of `key`.
+    pub fn counts(&self, key: &str) -> KeyCounts {
+        self.shared.recorder.counts(key)
+    }
+
+    /// Requests of any kind, with or without a key.
+    pub fn total(&self) -> u64 {
+        self.shared.recorder.total()
+    }
+
+    /// Requests without any key.
+    pub fn unauthenticated(&self) -> u64 {
+        self.shared.recorder.unauthenticated()
+    }
+
+    /// Every credential seen in any place (header, query, bearer), sorted, without repeats.
+    pub fn credentials_seen(&self) -> Vec<String> {
+        self.shared.recorder.credentials()
+    }
+
+    /// `true` if any credential seen contains `needle`.
+    pub fn saw_credential(&self, needle: &str) -> bool {
+        self.credentials_seen().iter().any(|c| c.contains(needle))
+    }
+
+    /// The last answered request.
+    pub fn last_request(&self) -> Option<RecordedRequest> {
+        self.shared.recorder.recent().pop()
+    }
+
+    /// The most recent answered requests, oldest first (at most
+    /// [`RECENT_LIMIT`](super::record::RECENT_LIMIT)).
+    pub fn recent_requests(&self) -> Vec<RecordedRequest> {
+        self.shared.recorder.recent()
+    }
+
+    /// The keys of the recent requests, oldest first.
+    pub fn key_sequence(&self) -> Vec<Option<String>> {
+        self.recent_requests().into_iter().map(|r| r.key).collect()
+    }
+
+    /// Forgets every counter and recorded request (faults stay).
+    pub fn reset_counters(&self) {
+        self.shared.recorder.clear();
+    }
+}
+
+impl Drop for MockGemini {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The credentials of a request, in the order the mock prefers them: `x-goog-api-key`, then
+/// `?key=`, then `Authorization: Bearer`.
+fn credentials(parts: &Parts) -> Vec<String> {
+    let mut found = Vec::new();
+    for value in parts.headers.get_all("x-goog-api-key") {
+        found.push(String::from_utf8_lossy(value.as_bytes()).into_owned());
+    }
+    let query = parts.uri.query().unwrap_or("");
+    for pair in query.split('&') {
+        if let Some(value) = pair.strip_prefix("key=") {
+            found.push(value.to_owned());
+        }
+    }
+    for value in parts.headers.get_all(header::AUTHORIZATION) {
+        let value = String::from_utf8_lossy(value.as_bytes());
+        if let Some(token) = value.strip_prefix("Bearer ") {
+            found.push(token.trim().to_owned());
+        }
+    }
+    found
+}
+
+async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let route = Route::parse(&parts.method, parts.uri.path());
+    let credentials = credentials(&parts);
+    let key = credentials.first().cloned();
+    shared
+        .recorder
+        .arrived(&credentials, key.as_deref(), route.model());
+
+    let body = axum::body::to_bytes(body, BODY_LIMIT)
+        .await
+        .unwrap_or_default();
+    let mut res = respond(&shared, key.as_deref(), &route, &parts, &body).await;
+    res.headers_mut()
+        .insert(header::SERVER, HeaderValue::from_static("mock-gemini"));
+    shared.recorder.answered(RecordedRequest {
+        method: parts.method.clone(),
+        uri: parts.uri.clone(),
+        headers: parts.headers.clone(),
+        key,
+        model: route.model().map(str::to_owned),
+        body_len: body.len(),
+        status: res.status().as_u16(),
+    });
+    res
+}
+
+/// What a fault decided for one call.
+enum Verdict {
+    Serve,
+    Fail(GeminiError),
+    Delay(std::time::Duration),
+}
+
+fn verdict(shared: &Shared, key: &str, route: &Route) -> Verdict {
+    let mut faults = shared.faults.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(state) = faults.get_mut(key) else {
+        return Verdict::Serve;
+    };
+    state.calls += 1;
+    let model = route.model().unwrap_or("gemini-2.0-flash");
+    match &state.fault {
+        Fault::Ok => Verdict::Serve,
+        Fault::InvalidKey => Verdict::Fail(errors::invalid_key()),
+        Fault::Suspended => Verdict::Fail(errors::suspended(key)),
+        Fault::RateLimited {
+            retry_delay,
+            per_day,
+        } => Verdict::Fail(errors::rate_limited(model, retry_delay, *per_day)),
+        Fault::RateLimitedForModel {
+            model: limited,
+            retry_delay,
+        } if route.model() == Some(limited.as_str()) => {
+            Verdict::Fail(errors::rate_limited(limited, retry_delay, false))
+        }
+        Fault::RateLimitedForModel { .. } => Verdict::Serve,
+        Fault::Flaky503 if state.calls % 2 == 1 => Verdict::Fail(errors::overloaded()),
+        Fault::Flaky503 => Verdict::Serve,
+        Fault::ServerError => Verdict::Fail(errors::internal()),
+        Fault::Slow(delay) => Verdict::Delay(*delay),
+    }
+}
+
+async fn respond(
+    shared: &Shared,
+    key: Option<&str>,
+    route: &Route,
+    parts: &Parts,
+    body: &Bytes,
+) -> Response {
+    let Some(key) = key else {
+        return errors::unregistered_caller().response();
+    };
+    match verdict(shared, key, route) {
+        Verdict::Serve => {}
+        Verdict::Fail(error) => return error.response(),
+        Verdict::Delay(delay) => tokio::time::sleep(delay).await,
+    }
+    match route {
+        Route::Unknown => errors::path_not_found(parts.uri.path()).response(),
+        Route::ListModels { .. } => json(StatusCode::OK, &replies::model_list()),
+        Route::GetModel { version, model } => match replies::find_model(model) {
+            Some(info) => json(StatusCode::OK, &info.json()),
+            None => errors::model_not_found(version, model, "get").response(),
+        },
+        Route::Call {
+            version,
+            model,
+            action,
+        } => match replies::find_model(model).filter(|m| m.supports(action.name())) {
+            Some(info) => call(shared, info, action, parts, body),
+            None => errors::model_not_found(version, model, action.name()).response(),
+        },
+    }
+}
+
+fn call(
+    shared: &Shared,
+    model: &ModelInfo,
+    action: &Action,
+    parts: &Parts,
+    body: &Bytes,
+) -> Response {
+    let Ok(request) = serde_json::from_slice::<Value>(body) else {
+        return errors::invalid_json().response();
+    };
+    let prompt = replies::prompt_text(&request);
+    match action {
+        Action::Generate | Action::Stream if request.get("contents").is_none() => {
+            errors::no_contents().response()
+        }
+        Action::Generate => json(StatusCode::OK, &replies::generate_content(model, &prompt)),
+        Action::Stream => {
+            let chunks = replies::stream_chunks(model, &prompt);
+            let sse = parts
+                .uri
+                .query()
+                .is_some_and(|q| q.split('&').any(|p| p == "alt=sse"));
+            if sse {
+                let gate = shared
+                    .gate
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
+                sse_response(chunks, gate)
+            } else {
+                // Without `alt=sse` Gemini streams one JSON array.
+                json(StatusCode::OK, &Value::Array(chunks))
+            }
+        }
+        Action::CountTokens => json(StatusCode::OK, &replies::count_tokens_reply(&prompt)),
+        Action::Embed => json(StatusCode::OK, &replies::embed_content(&request)),
+        Action::BatchEmbed => json(StatusCode::OK, &replies::batch_embed_contents(&request)),
+        Action::Other(name) => {
+            errors::path_not_found(&format!("{}:{name}", parts.uri.path())).response()
+        }
+    }
+}
+
+fn json(status: StatusCode, value: &Value) -> Response {
+    let mut res = Response::new(Body::from(value.to_string()));
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=UTF-8"),
+    );
+    res
+}
