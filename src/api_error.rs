@@ -80,7 +80,7 @@ pub fn rpc_status_name(status: StatusCode) -> &'static str {
     }
 }
 
-fn openai_type_and_code(status: StatusCode) -> (&'static str, &'static str) {
+pub(crate) fn openai_type_and_code(status: StatusCode) -> (&'static str, &'static str) {
     match status.as_u16() {
         401 => ("invalid_request_error", "invalid_api_key"),
         403 => ("invalid_request_error", "permission_denied"),

@@ -51,13 +51,16 @@
 
 pub mod api_error;
 pub mod body;
+mod buffer;
 pub mod classify;
 #[cfg(feature = "reqwest")]
 pub mod client;
 pub mod ext;
+pub mod filter;
 pub mod keys;
 pub mod redact;
 pub mod retry;
+pub mod stream;
 
 /// Alias for a type-erased error type.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

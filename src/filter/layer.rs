@@ -1,0 +1,201 @@
+//! [`ParamFilterLayer`] and the [`ParamFilter`] service.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{request::Parts, Request, Response};
+use serde_json::Value;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use super::check::{body_model, filter_value, Checked};
+use super::drop_list::{DropList, DropRule};
+use super::future::ResponseFuture;
+use super::reject::rejection;
+use super::schema::Shape;
+use crate::api_error::ApiFlavor;
+use crate::body::ResponseBody;
+use crate::buffer::{declared_length, is_json_or_unlabelled, set_body_length, CollectLimited};
+use crate::ext::{model_from_path, ModelName};
+
+/// Default largest request body the filter reads: 20 MiB, like
+/// [`RetryLayer`](crate::retry::RetryLayer) (inline images make Gemini requests large).
+pub const DEFAULT_MAX_BODY_BYTES: usize = 20 * 1024 * 1024;
+
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) drops: DropList,
+    pub(crate) max_body_bytes: usize,
+}
+
+/// Applies [`ParamFilter`]. Cloning the layer shares its configuration.
+#[derive(Debug, Clone)]
+pub struct ParamFilterLayer {
+    config: Arc<Config>,
+}
+
+impl Default for ParamFilterLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ParamFilterLayer {
+    /// Drops nulls, coerces and checks every guarded request; removes nothing else until
+    /// [drop rules](Self::drop) say so. Bodies up to 20 MiB.
+    pub fn new() -> Self {
+        ParamFilterLayer {
+            config: Arc::new(Config {
+                drops: DropList::new(),
+                max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            }),
+        }
+    }
+
+    /// Also removes the fields of `rule` (for its models and routes).
+    pub fn drop(mut self, rule: DropRule) -> Self {
+        let config = Arc::make_mut(&mut self.config);
+        config.drops = std::mem::take(&mut config.drops).rule(rule);
+        self
+    }
+
+    /// Replaces every drop rule.
+    pub fn drop_list(mut self, list: DropList) -> Self {
+        Arc::make_mut(&mut self.config).drops = list;
+        self
+    }
+
+    /// Largest body read; larger guarded requests get a 413 in the API's error format.
+    pub fn max_body_bytes(mut self, bytes: usize) -> Self {
+        Arc::make_mut(&mut self.config).max_body_bytes = bytes;
+        self
+    }
+}
+
+impl<S> Layer<S> for ParamFilterLayer {
+    type Service = ParamFilter<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ParamFilter {
+            inner,
+            config: self.config.clone(),
+        }
+    }
+}
+
+/// Filters the JSON bodies of the requests it knows; see the [module docs](super).
+#[derive(Debug, Clone)]
+pub struct ParamFilter<S> {
+    inner: S,
+    config: Arc<Config>,
+}
+
+impl<S> ParamFilter<S> {
+    /// Wraps `inner` with the default configuration.
+    pub fn new(inner: S) -> Self {
+        ParamFilterLayer::new().layer(inner)
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for ParamFilter<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    ReqBody: http_body::Body<Data = Bytes> + From<Bytes>,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S, ReqBody, ResBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let shape = Shape::of(req.method(), req.uri().path());
+        let Some(shape) = shape.filter(|_| is_json_or_unlabelled(req.headers())) else {
+            return ResponseFuture::inner(inner.call(req));
+        };
+        let flavor = ApiFlavor::of(&req);
+        let limit = self.config.max_body_bytes;
+        if declared_length(req.headers()).is_some_and(|len| len > limit as u64) {
+            return ResponseFuture::too_large(flavor, limit);
+        }
+        let (parts, body) = req.into_parts();
+        ResponseFuture::collecting(
+            CollectLimited::new(body, limit),
+            parts,
+            inner,
+            self.config.clone(),
+            shape,
+            flavor,
+        )
+    }
+}
+
+/// What to do with a collected body: forward these bytes, or answer with this refusal.
+pub(crate) fn decide(
+    parts: &mut Parts,
+    bytes: Bytes,
+    shape: Shape,
+    config: &Config,
+    flavor: ApiFlavor,
+) -> Result<Bytes, Response<Bytes>> {
+    let Ok(mut value) = serde_json::from_slice::<Value>(&bytes) else {
+        return Ok(bytes); // not JSON: the upstream answers it
+    };
+    let body_model = body_model(&value, shape).map(str::to_owned);
+    if let Some(name) = &body_model {
+        if parts.extensions.get::<ModelName>().is_none() {
+            parts.extensions.insert(ModelName::new(name.as_str()));
+        }
+    }
+    let model = parts
+        .extensions
+        .get::<ModelName>()
+        .map(|m| m.as_str().to_owned())
+        .or_else(|| model_from_path(parts.uri.path()).map(str::to_owned))
+        .or(body_model);
+    match filter_value(&mut value, shape, model.as_deref(), &config.drops) {
+        Checked::Unchanged => Ok(bytes),
+        Checked::Changed => match serde_json::to_vec(&value) {
+            Ok(out) => {
+                tracing::debug!(
+                    route = shape.name(),
+                    before = bytes.len(),
+                    after = out.len(),
+                    "request body rewritten"
+                );
+                set_body_length(&mut parts.headers, out.len());
+                Ok(Bytes::from(out))
+            }
+            Err(_) => Ok(bytes),
+        },
+        Checked::Invalid { violations, more } => {
+            let fields: Vec<&str> = violations.iter().map(|v| v.field.as_str()).collect();
+            tracing::info!(
+                route = shape.name(),
+                ?fields,
+                "request refused: invalid parameters"
+            );
+            Err(rejection(flavor, &violations, more))
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! Streaming: server-sent events, pseudo streaming, and the stream optimizer.
+
+pub mod sse;
