@@ -1,0 +1,422 @@
+//! [`PseudoStreamLayer`] and the [`PseudoStream`] service.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, request::Parts, HeaderValue, Method, Request, Response, Uri};
+use serde_json::Value;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use super::body::PseudoStreamBody;
+use super::events::{KeepAlive, StreamContext};
+use super::future::ResponseFuture;
+use crate::api_error::ApiFlavor;
+use crate::buffer::{declared_length, set_body_length, CollectLimited};
+use crate::ext::model_from_path;
+
+/// The Python server's `FAKE_STREAM_EMPTY_DATA_INTERVAL_SECONDS` default.
+pub const DEFAULT_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Shortest keep-alive interval accepted (shorter ones are raised to it).
+pub const MIN_KEEP_ALIVE_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Default largest request body read on OpenAI routes to see `"stream": true`: 20 MiB.
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 20 * 1024 * 1024;
+
+/// Default largest non-streaming answer held before it is replayed: 64 MiB (answers may carry
+/// generated images inline).
+pub const DEFAULT_MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
+
+/// Request extension set on the requests a [`PseudoStream`] rewrote: the inner stack sees a
+/// non-streaming request, and this says the client is nonetheless getting a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PseudoStreamed;
+
+/// Turns pseudo streaming on and off while serving (the `FAKE_STREAM_ENABLED` switch).
+/// Obtained from [`PseudoStreamLayer::switch`]; clones share the switch.
+#[derive(Debug, Clone)]
+pub struct PseudoStreamSwitch(Arc<AtomicBool>);
+
+impl PseudoStreamSwitch {
+    /// Turns pseudo streaming on or off for requests arriving from now on.
+    pub fn set(&self, on: bool) {
+        self.0.store(on, Ordering::Relaxed);
+    }
+
+    /// `true` when pseudo streaming is on.
+    pub fn is_on(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+type ModelPredicate = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
+#[derive(Clone)]
+pub(crate) struct Config {
+    switch: PseudoStreamSwitch,
+    models: Option<ModelPredicate>,
+    pub(crate) interval: Duration,
+    gemini_keep_alive: KeepAlive,
+    openai_keep_alive: KeepAlive,
+    pub(crate) max_request_bytes: usize,
+    pub(crate) max_answer_bytes: usize,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("on", &self.switch.is_on())
+            .field("models", &self.models.as_ref().map(|_| "<predicate>"))
+            .field("interval", &self.interval)
+            .field("gemini_keep_alive", &self.gemini_keep_alive)
+            .field("openai_keep_alive", &self.openai_keep_alive)
+            .field("max_request_bytes", &self.max_request_bytes)
+            .field("max_answer_bytes", &self.max_answer_bytes)
+            .finish()
+    }
+}
+
+impl Config {
+    fn wants(&self, model: Option<&str>) -> bool {
+        match &self.models {
+            None => true,
+            Some(predicate) => {
+                model.is_some_and(|m| predicate(m.strip_prefix("models/").unwrap_or(m)))
+            }
+        }
+    }
+}
+
+/// Applies [`PseudoStream`]. Cloning the layer shares its switch.
+#[derive(Debug, Clone)]
+pub struct PseudoStreamLayer {
+    config: Arc<Config>,
+}
+
+impl Default for PseudoStreamLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PseudoStreamLayer {
+    /// Fakes every streaming request: keep-alives every 5 s (an SSE comment on OpenAI routes,
+    /// an empty line on Gemini routes), requests up to 20 MiB, answers up to 64 MiB.
+    pub fn new() -> Self {
+        PseudoStreamLayer {
+            config: Arc::new(Config {
+                switch: PseudoStreamSwitch(Arc::new(AtomicBool::new(true))),
+                models: None,
+                interval: DEFAULT_KEEP_ALIVE_INTERVAL,
+                gemini_keep_alive: KeepAlive::BlankLine,
+                openai_keep_alive: KeepAlive::Comment,
+                max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+                max_answer_bytes: DEFAULT_MAX_ANSWER_BYTES,
+            }),
+        }
+    }
+
+    fn config(&mut self) -> &mut Config {
+        Arc::make_mut(&mut self.config)
+    }
+
+    /// Starts switched on (default) or off; see [`switch`](Self::switch) to flip it later.
+    pub fn enabled(self, on: bool) -> Self {
+        self.config.switch.set(on);
+        self
+    }
+
+    /// The switch of this layer (and of every service it made).
+    pub fn switch(&self) -> PseudoStreamSwitch {
+        self.config.switch.clone()
+    }
+
+    /// Fakes streams only for models where `predicate(model)` is true (the model without a
+    /// `models/` prefix). Requests whose model is unknown are then not faked.
+    pub fn models<F>(mut self, predicate: F) -> Self
+    where
+        F: Fn(&str) -> bool + Send + Sync + 'static,
+    {
+        self.config().models = Some(Arc::new(predicate));
+        self
+    }
+
+    /// Time between keep-alives (default 5 s; at least 100 ms). The first one goes out one
+    /// interval after the request.
+    pub fn keep_alive_interval(mut self, interval: Duration) -> Self {
+        self.config().interval = interval.max(MIN_KEEP_ALIVE_INTERVAL);
+        self
+    }
+
+    /// The keep-alive to write, on both protocols.
+    pub fn keep_alive(mut self, keep_alive: KeepAlive) -> Self {
+        let config = self.config();
+        config.gemini_keep_alive = keep_alive;
+        config.openai_keep_alive = keep_alive;
+        self
+    }
+
+    /// The keep-alive to write on one protocol.
+    pub fn keep_alive_for(mut self, flavor: ApiFlavor, keep_alive: KeepAlive) -> Self {
+        match flavor {
+            ApiFlavor::OpenAi => self.config().openai_keep_alive = keep_alive,
+            _ => self.config().gemini_keep_alive = keep_alive,
+        }
+        self
+    }
+
+    /// Largest OpenAI request body read to find `"stream": true` (larger ones get a 413).
+    pub fn max_request_bytes(mut self, bytes: usize) -> Self {
+        self.config().max_request_bytes = bytes;
+        self
+    }
+
+    /// Largest answer held for replay; a larger one ends the stream with an error event.
+    pub fn max_answer_bytes(mut self, bytes: usize) -> Self {
+        self.config().max_answer_bytes = bytes;
+        self
+    }
+}
+
+impl<S> Layer<S> for PseudoStreamLayer {
+    type Service = PseudoStream<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        PseudoStream {
+            inner,
+            config: self.config.clone(),
+        }
+    }
+}
+
+/// Answers streaming requests at once with an event stream, asks the inner service for the
+/// non-streaming answer, and replays it as events; see the [module docs](super).
+#[derive(Debug, Clone)]
+pub struct PseudoStream<S> {
+    inner: S,
+    config: Arc<Config>,
+}
+
+impl<S> PseudoStream<S> {
+    /// Wraps `inner` with the default configuration.
+    pub fn new(inner: S) -> Self {
+        PseudoStreamLayer::new().layer(inner)
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for PseudoStream<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    ReqBody: http_body::Body<Data = Bytes> + From<Bytes>,
+{
+    type Response = Response<PseudoStreamBody<S::Future, ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S, ReqBody, ResBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let config = &self.config;
+        if !config.switch.is_on() || req.method() != Method::POST {
+            return ResponseFuture::passthrough(inner.call(req));
+        }
+        let path = req.uri().path();
+        if is_gemini_stream(path) {
+            let model = model_from_path(path);
+            if !has_alt_sse(req.uri()) || !config.wants(model) {
+                return ResponseFuture::passthrough(inner.call(req));
+            }
+            let mut ctx = StreamContext::new(ApiFlavor::Gemini, config.gemini_keep_alive);
+            ctx.model = model.map(Into::into);
+            let Some(uri) = non_streaming_uri(req.uri()) else {
+                return ResponseFuture::passthrough(inner.call(req));
+            };
+            *req.uri_mut() = uri;
+            req.extensions_mut().insert(PseudoStreamed);
+            let future = inner.call(req);
+            return ResponseFuture::ready(stream_response(future, ctx, config));
+        }
+        if path.trim_end_matches('/').ends_with("/chat/completions") {
+            let limit = config.max_request_bytes;
+            if declared_length(req.headers()).is_some_and(|len| len > limit as u64) {
+                // Too large for us to look into; the layers below answer it.
+                return ResponseFuture::passthrough(inner.call(req));
+            }
+            let (parts, body) = req.into_parts();
+            return ResponseFuture::collecting(
+                CollectLimited::new(body, limit),
+                parts,
+                inner,
+                self.config.clone(),
+            );
+        }
+        ResponseFuture::passthrough(inner.call(req))
+    }
+}
+
+/// The `200 text/event-stream` answer whose body owns `future`.
+pub(crate) fn stream_response<F, B>(
+    future: F,
+    ctx: StreamContext,
+    config: &Config,
+) -> Response<PseudoStreamBody<F, B>> {
+    let content_type = match ctx.flavor {
+        ApiFlavor::OpenAi => "text/event-stream; charset=utf-8",
+        _ => "text/event-stream",
+    };
+    let mut res = Response::new(PseudoStreamBody::sse(
+        future,
+        ctx,
+        config.interval,
+        config.max_answer_bytes,
+    ));
+    let headers = res.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // Tells nginx-style proxies not to buffer the stream.
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    res
+}
+
+/// For a collected OpenAI chat body: the rewritten non-streaming body and the stream's context
+/// when the request should be faked, `None` to forward it as it came.
+pub(crate) fn openai_rewrite(
+    parts: &mut Parts,
+    bytes: &Bytes,
+    config: &Config,
+) -> Option<(Bytes, StreamContext)> {
+    if !contains(bytes, b"\"stream\"") {
+        return None;
+    }
+    let Ok(Value::Object(mut body)) = serde_json::from_slice::<Value>(bytes) else {
+        return None;
+    };
+    if body.get("stream") != Some(&Value::Bool(true)) {
+        return None;
+    }
+    let model = body.get("model").and_then(Value::as_str);
+    if !config.wants(model) {
+        return None;
+    }
+    let mut ctx = StreamContext::new(ApiFlavor::OpenAi, config.openai_keep_alive);
+    ctx.model = model.map(Into::into);
+    ctx.include_usage = body
+        .get("stream_options")
+        .and_then(|o| o.get("include_usage"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    body.insert("stream".into(), Value::Bool(false));
+    // Only allowed with `"stream": true`; OpenAI-compatible upstreams refuse it otherwise.
+    body.remove("stream_options");
+    let out = serde_json::to_vec(&body).ok()?;
+    set_body_length(&mut parts.headers, out.len());
+    parts.extensions.insert(PseudoStreamed);
+    Some((Bytes::from(out), ctx))
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// `…/models/{model}:streamGenerateContent` (the `:` possibly sent as `%3A`).
+fn is_gemini_stream(path: &str) -> bool {
+    stream_method_at(path).is_some()
+}
+
+/// Where `streamGenerateContent` starts in a Gemini streaming path.
+fn stream_method_at(path: &str) -> Option<usize> {
+    const METHOD: &str = "streamGenerateContent";
+    let start = path.rfind("/models/")?;
+    let tail = &path[start..];
+    let at = if let Some(rest) = tail.strip_suffix(METHOD) {
+        rest.len()
+    } else {
+        let trimmed = tail.strip_suffix('/')?;
+        trimmed.strip_suffix(METHOD)?.len()
+    };
+    let before = &tail[..at];
+    (before.ends_with(':') || before.to_ascii_lowercase().ends_with("%3a")).then_some(start + at)
+}
+
+fn has_alt_sse(uri: &Uri) -> bool {
+    uri.query()
+        .is_some_and(|q| q.split('&').any(|pair| pair == "alt=sse"))
+}
+
+/// The same URI for `generateContent`, without `alt=sse`.
+fn non_streaming_uri(uri: &Uri) -> Option<Uri> {
+    let path = uri.path();
+    let at = stream_method_at(path)?;
+    let mut target = String::with_capacity(path.len() + 8);
+    target.push_str(&path[..at]);
+    target.push_str("generateContent");
+    let query: Vec<&str> = uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|pair| !pair.is_empty() && *pair != "alt=sse")
+        .collect();
+    if !query.is_empty() {
+        target.push('?');
+        target.push_str(&query.join("&"));
+    }
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(target.parse().ok()?);
+    Uri::from_parts(parts).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn streaming_paths_become_non_streaming() {
+        let cases = [
+            (
+                "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse",
+                Some("/v1beta/models/gemini-2.5-flash:generateContent"),
+            ),
+            (
+                "/v1beta/models/gemini-2.5-flash%3AstreamGenerateContent?key=k&alt=sse",
+                Some("/v1beta/models/gemini-2.5-flash%3AgenerateContent?key=k"),
+            ),
+            (
+                "http://up:1/gemini/v1beta/models/x:streamGenerateContent?alt=sse&x=1",
+                Some("http://up:1/gemini/v1beta/models/x:generateContent?x=1"),
+            ),
+            ("/v1beta/models/x:generateContent?alt=sse", None),
+            ("/v1beta/models/streamGenerateContent", None),
+        ];
+        for (input, expected) in cases {
+            let uri: Uri = input.parse().unwrap();
+            let out = non_streaming_uri(&uri).map(|u| u.to_string());
+            assert_eq!(out.as_deref(), expected, "{input}");
+        }
+        assert!(has_alt_sse(&"/m?key=1&alt=sse".parse().unwrap()));
+        assert!(!has_alt_sse(&"/m?alt=json".parse().unwrap()));
+    }
+}
