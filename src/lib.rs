@@ -5,10 +5,19 @@
 //! they form a pipeline, outermost first:
 //!
 //! ```text
-//! client ─▶ Retry          buffers the body once, re-drives the stack per attempt
-//!           KeyRotation    picks a key per attempt, injects it, reports the outcome
-//!           upstream       your HTTP client (client side) or your own service (server side)
+//! client ─▶ StreamOptimizer  (optional, off by default) re-emits long text deltas of any
+//!           │                 event stream as small, evenly timed pieces
+//!           PseudoStream     answers a streaming request at once with SSE, keeps it alive,
+//!           │                 asks the stack below for the non-streaming answer, replays it
+//!           ParamFilter      JSON bodies: drops nulls, coerces, drops configured fields,
+//!           │                 names every bad field in one 400
+//!           Retry            buffers the body once, re-drives the stack per attempt
+//!           KeyRotation      picks a key per attempt, injects it, reports the outcome
+//!           upstream         your HTTP client (client side) or your own service (server side)
 //! ```
+//!
+//! The modules: [`stream::pseudo`], [`stream::optimizer`] and [`stream::sse`] (SSE writing and
+//! decoding), [`filter`], [`retry`], [`keys`].
 //!
 //! Every decision about what a response means comes from one [`classify::Classifier`]; the
 //! retry layer, the key pool, tower-http's `TraceLayer` and tower's retry policy all read the
@@ -19,6 +28,8 @@
 //! ```
 //! use axum::{routing::post, Router};
 //! use gemini_balance::{keys::{KeyPool, KeyRotationLayer}, retry::RetryLayer};
+//! use gemini_balance::filter::ParamFilterLayer;
+//! use gemini_balance::stream::{optimizer::StreamOptimizerLayer, pseudo::PseudoStreamLayer};
 //! use tower::ServiceBuilder;
 //!
 //! # fn build() -> Result<Router, Box<dyn std::error::Error>> {
@@ -29,6 +40,9 @@
 //!     .route("/v1beta/models/{action}", post(|| async { "your handler sees the pool's key" }))
 //!     .layer(
 //!         ServiceBuilder::new()
+//!             .layer(StreamOptimizerLayer::default()) // off until its handle switches it on
+//!             .layer(PseudoStreamLayer::new())
+//!             .layer(ParamFilterLayer::new())
 //!             .layer(RetryLayer::new())
 //!             .layer(KeyRotationLayer::new(pool)),
 //!     );

@@ -53,7 +53,8 @@ pub enum Filtered {
     Unchanged,
     /// Forward this body instead (nulls or unwanted fields removed, values coerced).
     Rewritten(Bytes),
-    /// Refuse the request; the violations in body order (at most 50 listed, then `more`).
+    /// Refuse the request; the violations (at most 50 listed, then `more`), field by field in
+    /// the order the shape lists them.
     Invalid {
         /// The offending fields.
         violations: Vec<Violation>,

@@ -51,7 +51,7 @@
 //! let res = service.clone().oneshot(req).await?;
 //! let seen: serde_json::Value = serde_json::from_slice(&res.into_body().collect().await?.to_bytes())?;
 //! assert_eq!(seen["generationConfig"], serde_json::json!({"maxOutputTokens": 100}));
-//! assert_eq!(seen["toolConfig"]["functionCallingConfig"]["mode"], "AUTO"); // unknown to nobody, kept
+//! assert_eq!(seen["toolConfig"]["functionCallingConfig"]["mode"], "AUTO"); // forwarded as sent
 //!
 //! // Invalid input: one 400 naming every bad field, and the upstream is not called.
 //! let req = Request::post("/v1/chat/completions").body(Full::new(Bytes::from(
