@@ -17,8 +17,9 @@ use super::params::OptimizerHandle;
 use super::rechunk::{rechunk, Piece};
 use crate::stream::sse::SseDecoder;
 
-/// Events larger than this are passed on whole, and the rest of the stream with them
-/// (a chunk this large carries an image, not text to type out).
+/// Events larger than this are passed on whole (a chunk this large carries an image, not text
+/// to type out). When an event still unfinished grows past it, the rest of the stream is passed
+/// on as it comes, unread.
 pub const MAX_OPTIMIZED_EVENT_BYTES: usize = 1024 * 1024;
 
 pin_project! {
@@ -110,7 +111,7 @@ where
             }
             if let Some(block) = st.decoder.next_block() {
                 let params = st.handle.params();
-                let pieces = if params.enabled && !st.bypass {
+                let pieces = if params.enabled && block.len() <= MAX_OPTIMIZED_EVENT_BYTES {
                     rechunk(&block, &params)
                 } else {
                     None
