@@ -1,1 +1,3 @@
+//! Key pool benchmarks (not written yet).
+
 fn main() {}

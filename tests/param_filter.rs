@@ -96,6 +96,14 @@ async fn send(path: &str, body: &str) -> Outcome {
     .await
 }
 
+/// (what, route, body sent, the body the upstream sees or the fields the 400 names)
+type Case = (
+    &'static str,
+    &'static str,
+    Value,
+    Result<Value, Vec<&'static str>>,
+);
+
 const GENERATE: &str = "/v1beta/models/gemini-2.5-flash:generateContent";
 const CHAT: &str = "/v1/chat/completions";
 
@@ -146,7 +154,7 @@ fn extra_backticks(message: &str) -> usize {
 
 #[tokio::test]
 async fn gemini_table() {
-    let cases: Vec<(&str, &str, Value, Result<Value, Vec<&str>>)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "nulls at several depths are dropped",
             GENERATE,
@@ -328,7 +336,7 @@ async fn gemini_table() {
 
 #[tokio::test]
 async fn openai_table() {
-    let cases: Vec<(&str, &str, Value, Result<Value, Vec<&str>>)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "nulls an SDK sends are dropped",
             CHAT,

@@ -12,7 +12,6 @@ use gemini_balance::stream::pseudo::{KeepAlive, PseudoStreamLayer, PseudoStreame
 use gemini_balance::stream::sse::{decode_all, SseEvent};
 use gemini_balance::BoxError;
 use http::{header, HeaderMap, Request, Response, StatusCode, Uri};
-use http_body::Body as _;
 use http_body_util::{BodyExt, Full};
 use serde_json::{json, Value};
 use tokio::time::Instant;

@@ -181,7 +181,7 @@ where
                             this.state.set(State::Inner { future });
                         }
                         Err(refusal) => {
-                            return Poll::Ready(Ok(local(refusal, "invalid request parameters")))
+                            return Poll::Ready(Ok(local(*refusal, "invalid request parameters")))
                         }
                     }
                 }

@@ -157,7 +157,7 @@ pub(crate) fn decide(
     shape: Shape,
     config: &Config,
     flavor: ApiFlavor,
-) -> Result<Bytes, Response<Bytes>> {
+) -> Result<Bytes, Box<Response<Bytes>>> {
     let Ok(mut value) = serde_json::from_slice::<Value>(&bytes) else {
         return Ok(bytes); // not JSON: the upstream answers it
     };
@@ -195,7 +195,7 @@ pub(crate) fn decide(
                 ?fields,
                 "request refused: invalid parameters"
             );
-            Err(rejection(flavor, &violations, more))
+            Err(Box::new(rejection(flavor, &violations, more)))
         }
     }
 }
