@@ -7,7 +7,8 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::future::ResponseFuture;
-use super::pool::{KeyPool, NoKey};
+use super::pool::KeyPool;
+use super::status::NoKey;
 use crate::api_error::{error_response, ApiFlavor};
 use crate::body::ResponseBody;
 use crate::classify::{Classifier, FailureClass, Outcome};
