@@ -58,6 +58,8 @@ pub mod ext;
 pub mod keys;
 pub mod redact;
 pub mod retry;
+pub mod store;
+pub mod usage;
 
 /// Alias for a type-erased error type.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
