@@ -44,6 +44,16 @@ impl Shared {
         at.saturating_duration_since(self.epoch).as_millis() as u64 + 1
     }
 
+    /// Like [`ms`](Self::ms) but rounded up, for the end of a cooldown (never ends early).
+    fn ms_ceil(&self, at: Instant) -> u64 {
+        let micros = at.saturating_duration_since(self.epoch).as_micros() as u64;
+        micros.div_ceil(1000) + 1
+    }
+
+    fn instant_of_ms(&self, ms: u64) -> Instant {
+        self.epoch + Duration::from_millis(ms.saturating_sub(1))
+    }
+
     fn wall_of_ms(&self, ms: u64) -> SystemTime {
         self.epoch_wall + Duration::from_millis(ms.saturating_sub(1))
     }
@@ -151,9 +161,9 @@ impl KeyEntry {
             return None;
         }
         let cooling_model = self.cooling_model.load(Ordering::Relaxed);
-        if cooling_model != MANY_MODELS && cooling_model != model_hash {
-            // Exactly one other model is cooling.
-            return None;
+        if cooling_model != MANY_MODELS {
+            // Exactly one model is cooling, until `cooling`: no need for the lock.
+            return (cooling_model == model_hash).then(|| Some(self.shared.instant_of_ms(cooling)));
         }
         let slow = self.slow();
         slow.cooldowns
@@ -258,7 +268,7 @@ impl KeyEntry {
         let ms = if slow.cooldowns.is_empty() {
             0
         } else {
-            self.shared.ms(latest)
+            self.shared.ms_ceil(latest)
         };
         self.cooling_until_ms.store(ms, Ordering::Relaxed);
     }

@@ -6,13 +6,18 @@ use http::{header, HeaderValue, Request, Response, Uri};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::future::ResponseFuture;
+use std::time::SystemTime;
+
+use tokio::time::Instant;
+
+use super::future::{Attempt, ResponseFuture};
 use super::pool::KeyPool;
 use super::status::NoKey;
 use crate::api_error::{error_response, ApiFlavor};
 use crate::body::ResponseBody;
 use crate::classify::{Classifier, FailureClass, Outcome};
 use crate::ext::{request_model, AttemptContext};
+use crate::usage::AttemptLog;
 
 /// Where the key goes in the upstream request.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -136,13 +141,25 @@ where
             Ok(lease) => lease,
             Err(no_key) => return ResponseFuture::local(no_key_response(&req, &no_key)),
         };
+        let log = req.extensions().get::<AttemptLog>().cloned();
+        let started = Instant::now();
         strip_client_credentials(&mut req);
         inject_key(&mut req, lease.key(), &self.placement);
 
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let future = inner.call(req);
-        ResponseFuture::called(future, lease, model, self.classifier.clone())
+        ResponseFuture::called(
+            future,
+            Attempt {
+                lease,
+                model,
+                classifier: self.classifier.clone(),
+                log,
+                started,
+                at: SystemTime::now(),
+            },
+        )
     }
 }
 

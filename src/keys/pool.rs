@@ -51,6 +51,7 @@ impl Keys {
 
 struct PoolInner {
     keys: ArcSwap<Keys>,
+    /// Round-robin position; for the random strategies, where the last scan found a usable key.
     cursor: AtomicUsize,
     strategy: Strategy,
     shared: Arc<Shared>,
@@ -301,7 +302,7 @@ impl KeyPool {
                         return Ok(lease(&keys.entries[i], now_ms));
                     }
                 }
-                fastrand::usize(..n)
+                self.inner.cursor.load(Ordering::Relaxed) % n
             }
             _ => {
                 for _ in 0..RANDOM_PROBES {
@@ -310,7 +311,9 @@ impl KeyPool {
                         return Ok(lease(&keys.entries[i], now_ms));
                     }
                 }
-                random_start(&keys)
+                // Most keys are out: scan from where the last scan found one, so a long run of
+                // cooling keys is not walked again on every pick.
+                self.inner.cursor.load(Ordering::Relaxed) % n
             }
         };
 
@@ -324,7 +327,7 @@ impl KeyPool {
                 fallback.get_or_insert(i);
                 continue;
             }
-            if self.inner.strategy == Strategy::RoundRobin && step > 0 {
+            if step > 0 {
                 // Continue after the key chosen, so the skipped ones are not scanned again next.
                 self.inner.cursor.store(i + 1, Ordering::Relaxed);
             }

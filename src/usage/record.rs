@@ -47,15 +47,18 @@ pub enum Completion {
     ClientGone,
     /// The body failed while streaming (the upstream broke off).
     BodyError,
+    /// The inner service failed without a response (the upstream could not be reached).
+    NoResponse,
 }
 
 impl Completion {
-    /// `complete`, `client_gone` or `body_error`.
+    /// `complete`, `client_gone`, `body_error` or `no_response`.
     pub fn as_str(&self) -> &'static str {
         match self {
             Completion::Complete => "complete",
             Completion::ClientGone => "client_gone",
             Completion::BodyError => "body_error",
+            Completion::NoResponse => "no_response",
         }
     }
 }
@@ -137,7 +140,7 @@ pub struct RequestRecord {
     pub key: Option<KeyId>,
     /// The client token's id.
     pub client: Option<ClientId>,
-    /// The status the client got.
+    /// The status the client got (0 when the inner service failed without a response).
     pub status: u16,
     /// `true` for a 2xx that completed.
     pub success: bool,
