@@ -170,7 +170,13 @@ fn no_key_response<B, ResBody>(
     let (status, retry_after) = match no_key {
         NoKey::CoolingDown { retry_after } => (
             http::StatusCode::TOO_MANY_REQUESTS,
-            Some(retry_after.as_secs_f64().ceil().max(1.0) as u64),
+            // Whole seconds, rounded up; cooldown ends are kept to the millisecond (rounded up).
+            Some(
+                (retry_after.as_millis() as u64)
+                    .saturating_sub(1)
+                    .div_ceil(1000)
+                    .max(1),
+            ),
         ),
         _ => (http::StatusCode::SERVICE_UNAVAILABLE, None),
     };

@@ -131,7 +131,10 @@ impl fmt::Display for NoKey {
             NoKey::CoolingDown { retry_after } => write!(
                 f,
                 "every API key is rate limited for this model; the first is available again in {}s",
-                retry_after.as_secs_f64().ceil() as u64
+                (retry_after.as_millis() as u64)
+                    .saturating_sub(1)
+                    .div_ceil(1000)
+                    .max(1)
             ),
             NoKey::NoneEnabled => f.write_str("no API key is enabled"),
         }
