@@ -146,13 +146,18 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let this = self.project();
-        let frame = ready!(this.inner.poll_frame(cx));
+        let mut this = self.project();
+        let frame = ready!(this.inner.as_mut().poll_frame(cx));
         if let Some(tracker) = this.tracker.as_mut() {
             match &frame {
                 Some(Ok(frame)) => {
                     if let Some(data) = frame.data_ref() {
                         tracker.data(data);
+                    }
+                    // Servers stop polling a body that says it is over (a known length is
+                    // complete), so the end may never be polled: finish here.
+                    if this.inner.is_end_stream() {
+                        tracker.finish(Completion::Complete);
                     }
                 }
                 Some(Err(_)) => tracker.finish(Completion::BodyError),
