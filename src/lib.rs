@@ -56,6 +56,7 @@ pub mod classify;
 pub mod client;
 pub mod ext;
 pub mod keys;
+pub mod openai;
 pub mod redact;
 pub mod retry;
 pub mod store;
