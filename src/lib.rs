@@ -9,6 +9,7 @@
 //!           │                 event stream as small, evenly timed pieces
 //!           PseudoStream     answers a streaming request at once with SSE, keeps it alive,
 //!           │                 asks the stack below for the non-streaming answer, replays it
+//!           Usage            times the exchange, taps the answer for tokens, one record each
 //!           ParamFilter      JSON bodies: drops nulls, coerces, drops configured fields,
 //!           │                 names every bad field in one 400
 //!           Retry            buffers the body once, re-drives the stack per attempt
@@ -17,7 +18,7 @@
 //! ```
 //!
 //! The modules: [`stream::pseudo`], [`stream::optimizer`] and [`stream::sse`] (SSE writing and
-//! decoding), [`filter`], [`retry`], [`keys`].
+//! decoding), [`usage`], [`filter`], [`retry`], [`keys`].
 //!
 //! Every decision about what a response means comes from one [`classify::Classifier`]; the
 //! retry layer, the key pool, tower-http's `TraceLayer` and tower's retry policy all read the
@@ -72,9 +73,12 @@ pub mod client;
 pub mod ext;
 pub mod filter;
 pub mod keys;
+pub mod openai;
 pub mod redact;
 pub mod retry;
+pub mod store;
 pub mod stream;
+pub mod usage;
 
 /// Alias for a type-erased error type.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

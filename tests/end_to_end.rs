@@ -115,7 +115,7 @@ async fn setup_full(keys: u32, retry: RetryLayer, upstream_client: reqwest::Clie
 }
 
 fn plain_client() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().build().unwrap()
+    support::client_builder().build().unwrap()
 }
 
 impl Setup {
@@ -448,7 +448,7 @@ async fn a_suspended_keys_error_reaches_the_client_redacted() {
 async fn an_absolute_form_request_never_carries_a_key_to_another_host() {
     let s = setup(2).await;
     let elsewhere = MockGemini::start().await;
-    let through_gateway = reqwest::Client::builder()
+    let through_gateway = support::client_builder()
         .proxy(reqwest::Proxy::http(&s.gateway.url).unwrap())
         .build()
         .unwrap();
@@ -669,7 +669,7 @@ async fn a_body_over_the_limit_gets_413_and_never_reaches_the_upstream() {
 
 #[tokio::test]
 async fn a_slow_key_times_out_and_another_key_serves() {
-    let impatient = reqwest::Client::builder()
+    let impatient = support::client_builder()
         .no_proxy()
         .timeout(Duration::from_millis(500))
         .build()

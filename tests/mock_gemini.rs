@@ -9,7 +9,7 @@ use serde_json::Value;
 use support::{prompt_body, test_key, Action, Fault, MockGemini, Route};
 
 fn client() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().build().unwrap()
+    support::client_builder().build().unwrap()
 }
 
 async fn post(mock: &MockGemini, path: &str, key: Option<&str>, body: String) -> (u16, Value) {

@@ -41,7 +41,7 @@ async fn serve(pseudo: PseudoStreamLayer, optimizer: StreamOptimizerLayer) -> Se
     let mock = MockGemini::start().await;
     let keys = test_keys(2);
     let pool = KeyPool::builder().keys(&keys).build().unwrap();
-    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let client = support::client_builder().build().unwrap();
     let stack = ServiceBuilder::new()
         .layer(HandleErrorLayer::new(|err: reqwest::Error| async move {
             (StatusCode::BAD_GATEWAY, err.to_string())
@@ -76,8 +76,7 @@ async fn serve(pseudo: PseudoStreamLayer, optimizer: StreamOptimizerLayer) -> Se
 }
 
 async fn stream(served: &Served, body: &Value) -> (StatusCode, HeaderMap, Vec<u8>) {
-    let res = reqwest::Client::builder()
-        .no_proxy()
+    let res = support::client_builder()
         .build()
         .unwrap()
         .post(format!(

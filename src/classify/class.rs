@@ -184,6 +184,53 @@ impl FailureClass {
         }
     }
 
+    /// Rebuilds a class from what a store kept of it ([`name`](Self::name) and
+    /// [`status`](Self::status)); details such as the retry delay are not kept. `None` for an
+    /// unknown name.
+    pub fn from_stored(name: &str, status: Option<u16>, detail: &str) -> Option<FailureClass> {
+        let status_or = |default: StatusCode| {
+            status
+                .and_then(|s| StatusCode::from_u16(s).ok())
+                .unwrap_or(default)
+        };
+        Some(match name {
+            "rate_limited" => FailureClass::RateLimited {
+                retry_after: None,
+                scope: QuotaScope::Unknown,
+            },
+            "overloaded" => FailureClass::Overloaded { retry_after: None },
+            "server_error" => FailureClass::ServerError {
+                status: status_or(StatusCode::INTERNAL_SERVER_ERROR),
+            },
+            "timeout" => FailureClass::Timeout,
+            "transport" => FailureClass::Transport {
+                detail: detail.to_owned(),
+            },
+            "key_rejected" => FailureClass::KeyRejected {
+                status: status_or(StatusCode::FORBIDDEN),
+                reason: detail.to_owned(),
+            },
+            "client_error" => FailureClass::ClientError {
+                status: status_or(StatusCode::BAD_REQUEST),
+            },
+            "local" => FailureClass::Local {
+                status: status_or(StatusCode::SERVICE_UNAVAILABLE),
+                reason: "restored",
+            },
+            _ => return None,
+        })
+    }
+
+    /// The detail a store keeps next to the name: the transport detail or the rejection reason.
+    pub fn detail(&self) -> &str {
+        match self {
+            FailureClass::Transport { detail } => detail,
+            FailureClass::KeyRejected { reason, .. } => reason,
+            FailureClass::Local { reason, .. } => reason,
+            _ => "",
+        }
+    }
+
     /// A short stable name, for logs, metrics and the database (`rate_limited`, `key_rejected`, ...).
     pub fn name(&self) -> &'static str {
         match self {

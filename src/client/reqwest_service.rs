@@ -64,30 +64,34 @@ impl ReqwestService {
     /// Where relative request URIs go, e.g. `https://generativelanguage.googleapis.com`.
     /// A path in the base (`http://host/prefix`) is put before the request's path.
     pub fn base_url(mut self, base: &str) -> Result<Self, InvalidBaseUrl> {
-        let uri: Uri = base
-            .trim_end_matches('/')
-            .parse()
-            .map_err(|_| InvalidBaseUrl(base.to_owned()))?;
-        match uri.scheme_str() {
-            Some("http") | Some("https") if uri.authority().is_some() => {}
-            _ => return Err(InvalidBaseUrl(base.to_owned())),
-        }
-        self.base = Some(uri);
+        self.base = Some(parse_base(base)?);
         Ok(self)
     }
+}
 
-    fn absolute(&self, uri: &Uri) -> Uri {
-        let Some(base) = &self.base else {
-            return uri.clone();
-        };
-        // With a base set, only the path and query of the request are used: an absolute-form
-        // request (`POST http://elsewhere/...`) must never carry a pool key to another host.
-        let prefix = base.path().trim_end_matches('/');
-        let pq = uri.path_and_query().map_or("/", PathAndQuery::as_str);
-        let mut parts = base.clone().into_parts();
-        parts.path_and_query = format!("{prefix}{pq}").parse().ok();
-        Uri::from_parts(parts).unwrap_or_else(|_| uri.clone())
+fn parse_base(base: &str) -> Result<Uri, InvalidBaseUrl> {
+    let uri: Uri = base
+        .trim_end_matches('/')
+        .parse()
+        .map_err(|_| InvalidBaseUrl(base.to_owned()))?;
+    match uri.scheme_str() {
+        Some("http") | Some("https") if uri.authority().is_some() => Ok(uri),
+        _ => Err(InvalidBaseUrl(base.to_owned())),
     }
+}
+
+/// Where a request goes: onto `base` when there is one, else where its URI says.
+fn absolute(base: Option<&Uri>, uri: &Uri) -> Uri {
+    let Some(base) = base else {
+        return uri.clone();
+    };
+    // With a base set, only the path and query of the request are used: an absolute-form
+    // request (`POST http://elsewhere/...`) must never carry a pool key to another host.
+    let prefix = base.path().trim_end_matches('/');
+    let pq = uri.path_and_query().map_or("/", PathAndQuery::as_str);
+    let mut parts = base.clone().into_parts();
+    parts.path_and_query = format!("{prefix}{pq}").parse().ok();
+    Uri::from_parts(parts).unwrap_or_else(|_| uri.clone())
 }
 
 impl<B> Service<Request<B>> for ReqwestService
@@ -104,7 +108,7 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let (mut parts, body) = req.into_parts();
-        parts.uri = self.absolute(&parts.uri);
+        parts.uri = absolute(self.base.as_ref(), &parts.uri);
         // The body is re-framed by the client; a stale length would corrupt a chunked request.
         if parts.headers.contains_key(header::TRANSFER_ENCODING) {
             parts.headers.remove(header::CONTENT_LENGTH);
@@ -128,24 +132,20 @@ mod tests {
 
     #[test]
     fn joins_relative_uris_onto_the_base() {
-        let svc = ReqwestService::new(reqwest::Client::new())
-            .base_url("http://127.0.0.1:9/prefix/")
-            .unwrap();
-        let joined = svc.absolute(&"/v1beta/models?x=1".parse().unwrap());
+        let base = parse_base("http://127.0.0.1:9/prefix/").unwrap();
+        let joined = absolute(Some(&base), &"/v1beta/models?x=1".parse().unwrap());
         assert_eq!(
             joined.to_string(),
             "http://127.0.0.1:9/prefix/v1beta/models?x=1"
         );
         // Absolute-form requests are pinned to the base too.
-        let absolute: Uri = "http://other/x?y=1".parse().unwrap();
+        let elsewhere: Uri = "http://other/x?y=1".parse().unwrap();
         assert_eq!(
-            svc.absolute(&absolute).to_string(),
+            absolute(Some(&base), &elsewhere).to_string(),
             "http://127.0.0.1:9/prefix/x?y=1"
         );
-        let unbased = ReqwestService::new(reqwest::Client::new());
-        assert_eq!(unbased.absolute(&absolute), absolute);
-        assert!(ReqwestService::new(reqwest::Client::new())
-            .base_url("ftp://x")
-            .is_err());
+        assert_eq!(absolute(None, &elsewhere), elsewhere);
+        assert!(parse_base("ftp://x").is_err());
+        assert!(parse_base("/relative").is_err());
     }
 }

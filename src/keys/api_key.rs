@@ -170,6 +170,25 @@ impl KeyId {
         }
     }
 
+    /// Rebuilds an id from its stored parts ([`digest`](Self::digest) and [`mask`](Self::mask)),
+    /// for stores that read key state back.
+    pub fn from_parts(digest: u64, mask: &str) -> KeyId {
+        KeyId {
+            digest,
+            mask: mask.into(),
+        }
+    }
+
+    /// Rebuilds an id from its [`hex`](Self::hex) form and mask; `None` if `hex` is not 16 hex digits.
+    pub fn from_hex(hex: &str, mask: &str) -> Option<KeyId> {
+        if hex.len() != 16 {
+            return None;
+        }
+        u64::from_str_radix(hex, 16)
+            .ok()
+            .map(|digest| KeyId::from_parts(digest, mask))
+    }
+
     /// The fingerprint: the first four and last four characters (`AIza…x4Fq`).
     pub fn mask(&self) -> &str {
         &self.mask

@@ -3,19 +3,53 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
+use std::time::SystemTime;
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Response};
+use http::{header, HeaderValue, Response, StatusCode};
 use pin_project_lite::pin_project;
+use tokio::time::Instant;
 
 use super::pool::KeyLease;
 use crate::body::{ReadPrefix, ResponseBody};
-use crate::classify::{Classifier, Outcome};
+use crate::classify::{classify_any_error, Classifier, ErrorBody, Outcome, MAX_RETRY_AFTER};
 use crate::redact::redact_secret;
+use crate::usage::{AttemptLog, AttemptRecord};
 
 /// Error bodies are read whole, up to this size, so that every key quoted in them can be
 /// redacted before they go on. Gemini's error bodies are a few KiB; anything past the cap is cut.
 pub const MAX_ERROR_BODY: usize = 1024 * 1024;
+
+/// Longest upstream error message kept in an attempt record.
+const MAX_ERROR_MESSAGE: usize = 2000;
+
+/// One attempt in flight: the key it holds and what to report when it ends.
+pub(super) struct Attempt {
+    pub(super) lease: KeyLease,
+    pub(super) model: Option<String>,
+    pub(super) classifier: Classifier,
+    pub(super) log: Option<AttemptLog>,
+    pub(super) started: Instant,
+    pub(super) at: SystemTime,
+}
+
+impl Attempt {
+    /// Reports the outcome to the pool and, when a usage layer asked, to the attempt log.
+    fn report(self, outcome: &Outcome, status: Option<StatusCode>, message: Option<String>) {
+        if let Some(log) = &self.log {
+            log.push(AttemptRecord {
+                at: self.at,
+                key: self.lease.id().clone(),
+                model: self.model.clone(),
+                status: status.map(|s| s.as_u16()),
+                class: outcome.failure().map(|c| c.name()),
+                latency: self.started.elapsed(),
+                error_message: message,
+            });
+        }
+        self.lease.report_for(self.model.as_deref(), outcome);
+    }
+}
 
 pin_project! {
     /// Response future of [`KeyRotation`](super::KeyRotation).
@@ -32,17 +66,13 @@ pin_project! {
         Called {
             #[pin]
             future: F,
-            lease: Option<KeyLease>,
-            model: Option<String>,
-            classifier: Classifier,
+            attempt: Option<Attempt>,
         },
         ReadingError {
             #[pin]
             read: ReadPrefix<B>,
             parts: Option<http::response::Parts>,
-            lease: Option<KeyLease>,
-            model: Option<String>,
-            classifier: Classifier,
+            attempt: Option<Attempt>,
         },
     }
 }
@@ -62,18 +92,11 @@ impl<F, B> ResponseFuture<F, B> {
         }
     }
 
-    pub(super) fn called(
-        future: F,
-        lease: KeyLease,
-        model: Option<String>,
-        classifier: Classifier,
-    ) -> Self {
+    pub(super) fn called(future: F, attempt: Attempt) -> Self {
         ResponseFuture {
             state: State::Called {
                 future,
-                lease: Some(lease),
-                model,
-                classifier,
+                attempt: Some(attempt),
             },
         }
     }
@@ -94,58 +117,47 @@ where
                 StateProj::Local { response } => {
                     return Poll::Ready(Ok(response.take().expect("polled after completion")));
                 }
-                StateProj::Called {
-                    future,
-                    lease,
-                    model,
-                    classifier,
-                } => {
+                StateProj::Called { future, attempt } => {
                     let result = ready!(future.poll(cx));
+                    let attempt = attempt.take().expect("polled after completion");
                     let mut res = match result {
                         Ok(res) => res,
                         Err(err) => {
-                            let class = crate::classify::classify_any_error(&err);
-                            if let Some(lease) = lease.take() {
-                                lease.report_for(model.as_deref(), &Outcome::Failure(class));
-                            }
+                            let class = classify_any_error(&err);
+                            let message = Some(truncate(class.to_string()));
+                            attempt.report(&Outcome::Failure(class), None, message);
                             return Poll::Ready(Err(err));
                         }
                     };
-                    let lease_ref = lease.as_ref().expect("lease taken once");
-                    res.extensions_mut().insert(lease_ref.id().clone());
-                    if classifier.is_success(res.status(), res.headers()) {
-                        if let Some(lease) = lease.take() {
-                            lease.report_for(model.as_deref(), &Outcome::Success);
-                        }
+                    res.extensions_mut().insert(attempt.lease.id().clone());
+                    if attempt.classifier.is_success(res.status(), res.headers()) {
+                        attempt.report(&Outcome::Success, Some(res.status()), None);
                         res.extensions_mut().insert(Outcome::Success);
                         return Poll::Ready(Ok(res.map(ResponseBody::inner)));
                     }
                     let (parts, body) = res.into_parts();
-                    let next = State::ReadingError {
+                    state.set(State::ReadingError {
                         read: ReadPrefix::new(body, MAX_ERROR_BODY),
                         parts: Some(parts),
-                        lease: lease.take(),
-                        model: model.take(),
-                        classifier: classifier.clone(),
-                    };
-                    state.set(next);
+                        attempt: Some(attempt),
+                    });
                 }
                 StateProj::ReadingError {
                     read,
                     parts,
-                    lease,
-                    model,
-                    classifier,
+                    attempt,
                 } => {
-                    let (prefix, rest) = ready!(read.poll(cx));
+                    let (body, rest) = ready!(read.poll(cx));
                     let mut parts = parts.take().expect("polled after completion");
-                    let lease = lease.take().expect("lease taken once");
-                    let outcome: Outcome = classifier
-                        .classify(parts.status, &parts.headers, &prefix)
+                    let attempt = attempt.take().expect("polled after completion");
+                    let outcome: Outcome = attempt
+                        .classifier
+                        .classify(parts.status, &parts.headers, &body)
                         .into();
                     // Error bodies may quote the key: never let it reach the client or a log.
-                    let prefix = redact(prefix, &lease);
-                    lease.report_for(model.as_deref(), &outcome);
+                    let body = redact(body, &attempt.lease);
+                    let message = attempt.log.as_ref().map(|_| error_message(&body));
+                    attempt.report(&outcome, Some(parts.status), message);
                     parts.extensions.insert(outcome);
                     if rest.is_some() {
                         // Past the cap the rest is dropped: a partly redacted body could leak.
@@ -159,13 +171,32 @@ where
                     parts.headers.remove(header::TRANSFER_ENCODING);
                     parts
                         .headers
-                        .insert(header::CONTENT_LENGTH, HeaderValue::from(prefix.len()));
-                    let body = ResponseBody::full(prefix);
-                    return Poll::Ready(Ok(Response::from_parts(parts, body)));
+                        .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+                    return Poll::Ready(Ok(Response::from_parts(parts, ResponseBody::full(body))));
                 }
             }
         }
     }
+}
+
+/// The upstream's error message: `error.message` of a JSON error, else the start of the body.
+fn error_message(body: &[u8]) -> String {
+    match ErrorBody::parse(body, MAX_RETRY_AFTER).and_then(|e| e.message) {
+        Some(message) => truncate(message),
+        None => truncate(String::from_utf8_lossy(body).into_owned()),
+    }
+}
+
+fn truncate(mut text: String) -> String {
+    if text.len() > MAX_ERROR_MESSAGE {
+        let mut end = MAX_ERROR_MESSAGE;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    text
 }
 
 fn redact(bytes: Bytes, lease: &KeyLease) -> Bytes {

@@ -6,12 +6,18 @@ use http::{header, HeaderValue, Request, Response, Uri};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::future::ResponseFuture;
-use super::pool::{KeyPool, NoKey};
+use std::time::SystemTime;
+
+use tokio::time::Instant;
+
+use super::future::{Attempt, ResponseFuture};
+use super::pool::KeyPool;
+use super::status::NoKey;
 use crate::api_error::{error_response, ApiFlavor};
 use crate::body::ResponseBody;
 use crate::classify::{Classifier, FailureClass, Outcome};
 use crate::ext::{request_model, AttemptContext};
+use crate::usage::AttemptLog;
 
 /// Where the key goes in the upstream request.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -135,13 +141,25 @@ where
             Ok(lease) => lease,
             Err(no_key) => return ResponseFuture::local(no_key_response(&req, &no_key)),
         };
+        let log = req.extensions().get::<AttemptLog>().cloned();
+        let started = Instant::now();
         strip_client_credentials(&mut req);
         inject_key(&mut req, lease.key(), &self.placement);
 
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let future = inner.call(req);
-        ResponseFuture::called(future, lease, model, self.classifier.clone())
+        ResponseFuture::called(
+            future,
+            Attempt {
+                lease,
+                model,
+                classifier: self.classifier.clone(),
+                log,
+                started,
+                at: SystemTime::now(),
+            },
+        )
     }
 }
 
@@ -152,7 +170,13 @@ fn no_key_response<B, ResBody>(
     let (status, retry_after) = match no_key {
         NoKey::CoolingDown { retry_after } => (
             http::StatusCode::TOO_MANY_REQUESTS,
-            Some(retry_after.as_secs_f64().ceil().max(1.0) as u64),
+            // Whole seconds, rounded up; cooldown ends are kept to the millisecond (rounded up).
+            Some(
+                (retry_after.as_millis() as u64)
+                    .saturating_sub(1)
+                    .div_ceil(1000)
+                    .max(1),
+            ),
         ),
         _ => (http::StatusCode::SERVICE_UNAVAILABLE, None),
     };

@@ -49,18 +49,21 @@
 
 mod api_key;
 mod daily_reset;
+mod entry;
 pub mod future;
 mod layer;
 mod pool;
+mod status;
 
 use std::fmt;
 
 pub use self::api_key::{looks_like_gemini_key, mask, ApiKey, InvalidKey, KeyId};
 pub use self::daily_reset::next_daily_reset;
 pub use self::layer::{KeyPlacement, KeyRotation, KeyRotationLayer};
-pub use self::pool::{
-    AddReport, DisabledReason, KeyLease, KeyPool, KeyPoolBuilder, KeySnapshot, KeyStatus,
-    LastError, ModelCooldown, NoKey, Strategy, DEFAULT_MAX_FAILURES,
+pub use self::pool::{KeyLease, KeyPool, KeyPoolBuilder, DEFAULT_MAX_FAILURES};
+pub use self::status::{
+    AddReport, DisabledReason, KeyObserver, KeySnapshot, KeyStatus, LastError, ModelCooldown,
+    NoKey, Strategy,
 };
 
 /// A key list entry that could not be parsed; names the position, never the key.

@@ -19,6 +19,7 @@ use crate::body::ResponseBody;
 use crate::classify::{classify_any_error, Classifier, FailureClass, Outcome, RetryAdvice};
 use crate::ext::{AttemptContext, Attempts};
 use crate::keys::KeyId;
+use crate::usage::RequestBodyCapture;
 use crate::BoxError;
 
 /// Response header with the number of attempts the request took.
@@ -215,6 +216,9 @@ where
             ))
         }
     };
+    if let Some(capture) = parts.extensions.get::<RequestBodyCapture>() {
+        capture.set(bytes.clone());
+    }
     if let Some(budget) = &config.budget {
         budget.deposit();
     }

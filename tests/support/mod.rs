@@ -51,3 +51,11 @@ pub fn prompt_body(prompt: &str) -> String {
     serde_json::json!({ "contents": [{ "role": "user", "parts": [{ "text": prompt }] }] })
         .to_string()
 }
+
+/// A reqwest client builder for tests (no system proxy). Installs ring as rustls' crypto provider
+/// first: the workspace's proxy enables reqwest's TLS without a default provider, and cargo
+/// unifies features across the workspace.
+pub fn client_builder() -> reqwest::ClientBuilder {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder().no_proxy()
+}

@@ -10,6 +10,9 @@
 
 mod auth;
 mod config;
+// The runtime-config half (set, apply_stored, describe) serves the admin API, which comes next.
+#[allow(dead_code)]
+mod settings;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -1,0 +1,984 @@
+//! Every Gemini-Balance setting, described once: name, type, default, group, whether this
+//! version acts on it. The `.env` reader, the startup warnings, the admin config API and the
+//! config page all read this one table.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+
+use serde_json::{json, Value};
+
+/// The type of a setting, and how its text form is read.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Kind {
+    /// `true`/`false` (also `1`/`0`, `yes`/`no`, `on`/`off`, any case).
+    Bool,
+    /// A whole number within bounds.
+    Int { min: i64, max: i64 },
+    /// A number within bounds.
+    Float { min: f64, max: f64 },
+    /// Free text.
+    Text,
+    /// Text that is a secret (masked whenever shown).
+    Secret,
+    /// A list of strings: JSON (`["a","b"]`) or comma-separated.
+    List,
+    /// A list of secrets.
+    SecretList,
+    /// A JSON object.
+    Object,
+    /// A JSON list of objects (SAFETY_SETTINGS).
+    ObjectList,
+    /// One of a fixed set of words.
+    Choice(&'static [&'static str]),
+}
+
+impl Kind {
+    /// The name shown in the admin UI.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Kind::Bool => "bool",
+            Kind::Int { .. } => "int",
+            Kind::Float { .. } => "float",
+            Kind::Text => "string",
+            Kind::Secret => "secret",
+            Kind::List => "list",
+            Kind::SecretList => "secret list",
+            Kind::Object => "object",
+            Kind::ObjectList => "list of objects",
+            Kind::Choice(_) => "choice",
+        }
+    }
+
+    /// `true` for secrets.
+    pub fn is_secret(&self) -> bool {
+        matches!(self, Kind::Secret | Kind::SecretList)
+    }
+}
+
+/// Whether this version acts on a setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Support {
+    /// Read and applied.
+    Yes,
+    /// Known from Gemini-Balance but not acted on yet: named in the startup warning.
+    NotYet,
+    /// Known, deliberately not supported (e.g. MySQL): named in the startup warning.
+    Never,
+}
+
+/// One setting.
+#[derive(Debug, Clone, Copy)]
+pub struct Def {
+    pub name: &'static str,
+    pub kind: Kind,
+    /// The default, in the setting's text form (as it would appear in `.env`).
+    pub default: &'static str,
+    pub group: &'static str,
+    pub help: &'static str,
+    pub support: Support,
+    /// Can be changed while running (through the admin API).
+    pub live: bool,
+}
+
+const fn def(
+    name: &'static str,
+    kind: Kind,
+    default: &'static str,
+    group: &'static str,
+    help: &'static str,
+) -> Def {
+    Def {
+        name,
+        kind,
+        default,
+        group,
+        help,
+        support: Support::Yes,
+        live: true,
+    }
+}
+
+const fn not_yet(mut d: Def) -> Def {
+    d.support = Support::NotYet;
+    d
+}
+
+const fn never(mut d: Def) -> Def {
+    d.support = Support::Never;
+    d
+}
+
+const fn startup_only(mut d: Def) -> Def {
+    d.live = false;
+    d
+}
+
+const INT: Kind = Kind::Int {
+    min: 0,
+    max: i64::MAX,
+};
+
+const DEFAULT_SAFETY: &str = r#"[{"category":"HARM_CATEGORY_HARASSMENT","threshold":"OFF"},{"category":"HARM_CATEGORY_HATE_SPEECH","threshold":"OFF"},{"category":"HARM_CATEGORY_SEXUALLY_EXPLICIT","threshold":"OFF"},{"category":"HARM_CATEGORY_DANGEROUS_CONTENT","threshold":"OFF"},{"category":"HARM_CATEGORY_CIVIC_INTEGRITY","threshold":"BLOCK_NONE"}]"#;
+
+/// Every setting, in the order the admin page shows them.
+pub const DEFS: &[Def] = &[
+    // Server
+    startup_only(def(
+        "HOST",
+        Kind::Text,
+        "0.0.0.0",
+        "Server",
+        "Address to listen on",
+    )),
+    startup_only(def(
+        "PORT",
+        Kind::Int { min: 0, max: 65535 },
+        "8000",
+        "Server",
+        "Port to listen on",
+    )),
+    def(
+        "LOG_LEVEL",
+        Kind::Choice(&["error", "warn", "info", "debug", "trace"]),
+        "info",
+        "Server",
+        "Log level",
+    ),
+    def(
+        "TIMEZONE",
+        Kind::Text,
+        "UTC",
+        "Server",
+        "Time zone for calendar-month statistics and daily jobs",
+    ),
+    // Keys and auth
+    def(
+        "API_KEYS",
+        Kind::SecretList,
+        "[]",
+        "Keys",
+        "Gemini API keys, in rotation order",
+    ),
+    def(
+        "ALLOWED_TOKENS",
+        Kind::SecretList,
+        "[]",
+        "Keys",
+        "Client tokens accepted on the API routes",
+    ),
+    def(
+        "AUTH_TOKEN",
+        Kind::Secret,
+        "",
+        "Keys",
+        "Admin token (also accepted as a client token); defaults to the first ALLOWED_TOKENS",
+    ),
+    def(
+        "MAX_FAILURES",
+        INT,
+        "3",
+        "Keys",
+        "Consecutive counted failures that take a key out (0: never)",
+    ),
+    def(
+        "CHECK_INTERVAL_HOURS",
+        Kind::Float {
+            min: 0.0,
+            max: 8760.0,
+        },
+        "1",
+        "Keys",
+        "Re-check failed keys this often (0: never)",
+    ),
+    def(
+        "TEST_MODEL",
+        Kind::Text,
+        "gemini-2.5-flash-lite",
+        "Keys",
+        "Model used to verify keys",
+    ),
+    not_yet(def(
+        "PAID_KEY",
+        Kind::Secret,
+        "",
+        "Keys",
+        "Key for image generation",
+    )),
+    never(def(
+        "VERTEX_API_KEYS",
+        Kind::SecretList,
+        "[]",
+        "Keys",
+        "Vertex Express keys",
+    )),
+    never(def(
+        "VERTEX_EXPRESS_BASE_URL",
+        Kind::Text,
+        "https://aiplatform.googleapis.com/v1beta1/publishers/google",
+        "Keys",
+        "Vertex Express base URL",
+    )),
+    // Upstream
+    startup_only(def(
+        "BASE_URL",
+        Kind::Text,
+        "https://generativelanguage.googleapis.com/v1beta",
+        "Upstream",
+        "Gemini base URL, version included",
+    )),
+    def(
+        "MAX_RETRIES",
+        Kind::Int { min: 1, max: 20 },
+        "3",
+        "Upstream",
+        "Attempts per request, the first included",
+    ),
+    def(
+        "TIME_OUT",
+        Kind::Int { min: 1, max: 3600 },
+        "300",
+        "Upstream",
+        "Seconds to connect and for each read from the upstream",
+    ),
+    def(
+        "CUSTOM_HEADERS",
+        Kind::Object,
+        "{}",
+        "Upstream",
+        "Extra headers sent upstream",
+    ),
+    def(
+        "PROXIES",
+        Kind::SecretList,
+        "[]",
+        "Upstream",
+        "HTTP or SOCKS5 proxies for upstream calls",
+    ),
+    def(
+        "PROXIES_USE_CONSISTENCY_HASH_BY_API_KEY",
+        Kind::Bool,
+        "true",
+        "Upstream",
+        "Give each key a stable proxy",
+    ),
+    never(def(
+        "URL_NORMALIZATION_ENABLED",
+        Kind::Bool,
+        "false",
+        "Upstream",
+        "Path rewriting",
+    )),
+    // Models
+    def(
+        "SEARCH_MODELS",
+        Kind::List,
+        r#"["gemini-2.5-flash","gemini-2.5-pro"]"#,
+        "Models",
+        "Models with a -search variant",
+    ),
+    def(
+        "IMAGE_MODELS",
+        Kind::List,
+        r#"["gemini-2.0-flash-exp","gemini-2.5-flash-image-preview"]"#,
+        "Models",
+        "Models with an -image variant",
+    ),
+    def(
+        "THINKING_MODELS",
+        Kind::List,
+        "[]",
+        "Models",
+        "Models with a -non-thinking variant",
+    ),
+    def(
+        "THINKING_BUDGET_MAP",
+        Kind::Object,
+        "{}",
+        "Models",
+        "Default thinking budget per model (-1: dynamic)",
+    ),
+    def(
+        "FILTERED_MODELS",
+        Kind::List,
+        r#"["gemini-1.0-pro-vision-latest","gemini-pro-vision","chat-bison-001","text-bison-001","embedding-gecko-001"]"#,
+        "Models",
+        "Models hidden and refused",
+    ),
+    def(
+        "SAFETY_SETTINGS",
+        Kind::ObjectList,
+        DEFAULT_SAFETY,
+        "Models",
+        "Safety settings applied when the client sends none",
+    ),
+    def(
+        "SHOW_THINKING_PROCESS",
+        Kind::Bool,
+        "true",
+        "Models",
+        "Return thoughts (OpenAI: reasoning_content)",
+    ),
+    def(
+        "SHOW_SEARCH_LINK",
+        Kind::Bool,
+        "true",
+        "Models",
+        "Append the search sources to grounded answers",
+    ),
+    def(
+        "TOOLS_CODE_EXECUTION_ENABLED",
+        Kind::Bool,
+        "false",
+        "Models",
+        "Add the code execution tool",
+    ),
+    def(
+        "URL_CONTEXT_ENABLED",
+        Kind::Bool,
+        "false",
+        "Models",
+        "Add the URL context tool",
+    ),
+    def(
+        "URL_CONTEXT_MODELS",
+        Kind::List,
+        r#"["gemini-2.5-pro","gemini-2.5-flash","gemini-2.5-flash-lite","gemini-2.0-flash","gemini-2.0-flash-live-001"]"#,
+        "Models",
+        "Models that get the URL context tool",
+    ),
+    // Streaming
+    def(
+        "FAKE_STREAM_ENABLED",
+        Kind::Bool,
+        "false",
+        "Streaming",
+        "Answer streams from a non-streaming call, with keep-alives",
+    ),
+    def(
+        "FAKE_STREAM_EMPTY_DATA_INTERVAL_SECONDS",
+        Kind::Int { min: 1, max: 600 },
+        "5",
+        "Streaming",
+        "Seconds between keep-alives",
+    ),
+    def(
+        "STREAM_OPTIMIZER_ENABLED",
+        Kind::Bool,
+        "false",
+        "Streaming",
+        "Re-chunk long deltas for smooth typing",
+    ),
+    def(
+        "STREAM_MIN_DELAY",
+        Kind::Float { min: 0.0, max: 1.0 },
+        "0.016",
+        "Streaming",
+        "Seconds between pieces of long text",
+    ),
+    def(
+        "STREAM_MAX_DELAY",
+        Kind::Float { min: 0.0, max: 1.0 },
+        "0.024",
+        "Streaming",
+        "Seconds between pieces of short text",
+    ),
+    def(
+        "STREAM_SHORT_TEXT_THRESHOLD",
+        INT,
+        "10",
+        "Streaming",
+        "Characters up to which text goes one character at a time",
+    ),
+    def(
+        "STREAM_LONG_TEXT_THRESHOLD",
+        INT,
+        "50",
+        "Streaming",
+        "Characters from which text goes in chunks",
+    ),
+    def(
+        "STREAM_CHUNK_SIZE",
+        Kind::Int {
+            min: 1,
+            max: 10_000,
+        },
+        "5",
+        "Streaming",
+        "Characters per chunk of long text",
+    ),
+    // Storage and logs
+    startup_only(def(
+        "DATABASE_TYPE",
+        Kind::Choice(&["sqlite", "mysql"]),
+        "sqlite",
+        "Storage",
+        "sqlite (mysql is not supported)",
+    )),
+    startup_only(def(
+        "SQLITE_DATABASE",
+        Kind::Text,
+        "default_db",
+        "Storage",
+        "Database file under data/",
+    )),
+    never(def("MYSQL_HOST", Kind::Text, "", "Storage", "MySQL host")),
+    never(def("MYSQL_PORT", INT, "3306", "Storage", "MySQL port")),
+    never(def("MYSQL_USER", Kind::Text, "", "Storage", "MySQL user")),
+    never(def(
+        "MYSQL_PASSWORD",
+        Kind::Secret,
+        "",
+        "Storage",
+        "MySQL password",
+    )),
+    never(def(
+        "MYSQL_DATABASE",
+        Kind::Text,
+        "",
+        "Storage",
+        "MySQL database",
+    )),
+    never(def(
+        "MYSQL_SOCKET",
+        Kind::Text,
+        "",
+        "Storage",
+        "MySQL socket",
+    )),
+    def(
+        "ERROR_LOG_RECORD_REQUEST_BODY",
+        Kind::Bool,
+        "false",
+        "Storage",
+        "Keep the request body of failed requests",
+    ),
+    def(
+        "AUTO_DELETE_ERROR_LOGS_ENABLED",
+        Kind::Bool,
+        "true",
+        "Storage",
+        "Delete old error logs",
+    ),
+    def(
+        "AUTO_DELETE_ERROR_LOGS_DAYS",
+        Kind::Int { min: 1, max: 3650 },
+        "7",
+        "Storage",
+        "Keep error logs this many days",
+    ),
+    def(
+        "AUTO_DELETE_REQUEST_LOGS_ENABLED",
+        Kind::Bool,
+        "false",
+        "Storage",
+        "Delete old request logs",
+    ),
+    def(
+        "AUTO_DELETE_REQUEST_LOGS_DAYS",
+        Kind::Int { min: 1, max: 3650 },
+        "30",
+        "Storage",
+        "Keep request logs this many days",
+    ),
+    // Admin
+    def(
+        "ADMIN_SESSION_EXPIRE",
+        Kind::Int {
+            min: 300,
+            max: 86_400,
+        },
+        "3600",
+        "Admin",
+        "Seconds an admin session lasts",
+    ),
+    // Not supported yet
+    not_yet(def(
+        "CREATE_IMAGE_MODEL",
+        Kind::Text,
+        "imagen-3.0-generate-002",
+        "Images and speech",
+        "Image generation model",
+    )),
+    not_yet(def(
+        "UPLOAD_PROVIDER",
+        Kind::Text,
+        "smms",
+        "Images and speech",
+        "Image hosting provider",
+    )),
+    not_yet(def(
+        "TTS_MODEL",
+        Kind::Text,
+        "gemini-2.5-flash-preview-tts",
+        "Images and speech",
+        "Text-to-speech model",
+    )),
+    not_yet(def(
+        "TTS_VOICE_NAME",
+        Kind::Text,
+        "Zephyr",
+        "Images and speech",
+        "Text-to-speech voice",
+    )),
+    not_yet(def(
+        "TTS_SPEED",
+        Kind::Text,
+        "normal",
+        "Images and speech",
+        "Text-to-speech speed",
+    )),
+    not_yet(def(
+        "FILES_CLEANUP_ENABLED",
+        Kind::Bool,
+        "true",
+        "Files",
+        "Files API cleanup",
+    )),
+    not_yet(def(
+        "FILES_CLEANUP_INTERVAL_HOURS",
+        INT,
+        "1",
+        "Files",
+        "Files API cleanup interval",
+    )),
+    not_yet(def(
+        "FILES_USER_ISOLATION_ENABLED",
+        Kind::Bool,
+        "true",
+        "Files",
+        "Files API isolation",
+    )),
+];
+
+/// Image-hosting credentials of Gemini-Balance: recognised (so they are named in the warning,
+/// never silently ignored) but not supported.
+const IMAGE_HOST_VARS: &[&str] = &[
+    "SMMS_SECRET_TOKEN",
+    "PICGO_API_KEY",
+    "PICGO_API_URL",
+    "CLOUDFLARE_IMGBED_URL",
+    "CLOUDFLARE_IMGBED_AUTH_CODE",
+    "CLOUDFLARE_IMGBED_UPLOAD_FOLDER",
+    "OSS_ENDPOINT",
+    "OSS_ENDPOINT_INNER",
+    "OSS_ACCESS_KEY",
+    "OSS_ACCESS_KEY_SECRET",
+    "OSS_BUCKET_NAME",
+    "OSS_REGION",
+];
+
+/// The definition of a setting.
+pub fn find(name: &str) -> Option<&'static Def> {
+    DEFS.iter().find(|d| d.name == name)
+}
+
+/// A value that does not fit its setting; names the setting and what was expected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    pub name: String,
+    pub expected: String,
+}
+
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: expected {}", self.name, self.expected)
+    }
+}
+
+impl std::error::Error for Invalid {}
+
+/// Reads a setting's text form (from `.env`, the environment or the database) into JSON.
+pub fn parse(def: &Def, raw: &str) -> Result<Value, Invalid> {
+    let invalid = |expected: String| Invalid {
+        name: def.name.to_owned(),
+        expected,
+    };
+    let raw = raw.trim();
+    match def.kind {
+        Kind::Bool => match raw.to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => Ok(json!(true)),
+            "false" | "0" | "no" | "off" | "" => Ok(json!(false)),
+            _ => Err(invalid(format!("true or false, got {raw:?}"))),
+        },
+        Kind::Int { min, max } => match raw.parse::<i64>() {
+            Ok(n) if (min..=max).contains(&n) => Ok(json!(n)),
+            _ if max == i64::MAX => Err(invalid(format!(
+                "a whole number of at least {min}, got {raw:?}"
+            ))),
+            _ => Err(invalid(format!(
+                "a whole number from {min} to {max}, got {raw:?}"
+            ))),
+        },
+        Kind::Float { min, max } => match raw.parse::<f64>() {
+            Ok(x) if x.is_finite() && x >= min && x <= max => Ok(json!(x)),
+            _ => Err(invalid(format!(
+                "a number from {min} to {max}, got {raw:?}"
+            ))),
+        },
+        Kind::Text | Kind::Secret => Ok(json!(raw.trim_matches('"'))),
+        Kind::Choice(options) => {
+            let lower = raw.to_ascii_lowercase();
+            match options.iter().find(|o| **o == lower) {
+                Some(o) => Ok(json!(o)),
+                None => Err(invalid(format!(
+                    "one of {}, got {raw:?}",
+                    options.join(", ")
+                ))),
+            }
+        }
+        Kind::List | Kind::SecretList => parse_list(raw).map(|items| json!(items)).map_err(|e| {
+            invalid(format!(
+                "a JSON list of strings such as [\"a\",\"b\"], or a comma-separated list ({e})"
+            ))
+        }),
+        Kind::Object => {
+            match serde_json::from_str::<Value>(if raw.is_empty() { "{}" } else { raw }) {
+                Ok(v @ Value::Object(_)) => Ok(v),
+                _ => Err(invalid(
+                    "a JSON object such as {\"name\": \"value\"}".to_owned(),
+                )),
+            }
+        }
+        Kind::ObjectList => {
+            match serde_json::from_str::<Value>(if raw.is_empty() { "[]" } else { raw }) {
+                Ok(Value::Array(items)) if items.iter().all(Value::is_object) => {
+                    Ok(Value::Array(items))
+                }
+                _ => Err(invalid("a JSON list of objects".to_owned())),
+            }
+        }
+    }
+}
+
+/// Checks a JSON value (from the admin API) against a setting, normalising what is lossless.
+pub fn check(def: &Def, value: &Value) -> Result<Value, Invalid> {
+    match value {
+        Value::String(s) => parse(def, s),
+        Value::Bool(b) if def.kind == Kind::Bool => Ok(json!(b)),
+        Value::Number(_) => parse(def, &value.to_string()),
+        Value::Array(_) | Value::Object(_) => parse(def, &value.to_string()),
+        _ => Err(Invalid {
+            name: def.name.to_owned(),
+            expected: format!("a {} value", def.kind.name()),
+        }),
+    }
+}
+
+/// A list in the Python server's format (`["a","b"]`), or a comma-separated list (`a,b`).
+pub fn parse_list(raw: &str) -> Result<Vec<String>, String> {
+    let raw = raw.trim();
+    if raw.starts_with('[') {
+        let items: Vec<Value> = serde_json::from_str(raw).map_err(|e| e.to_string())?;
+        return items
+            .into_iter()
+            .filter_map(|item| match item {
+                Value::String(s) if s.trim().is_empty() => None,
+                Value::String(s) => Some(Ok(s.trim().to_owned())),
+                other => Some(Err(format!("{other} is not a string"))),
+            })
+            .collect();
+    }
+    Ok(raw
+        .split(',')
+        .map(|s| s.trim().trim_matches('"').trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect())
+}
+
+/// Where a setting's value came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Default,
+    Environment,
+    Database,
+}
+
+impl Source {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Source::Default => "default",
+            Source::Environment => "environment",
+            Source::Database => "database",
+        }
+    }
+}
+
+/// The value of every setting, and where it came from.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    values: BTreeMap<&'static str, (Value, Source)>,
+}
+
+/// What reading the environment found besides the values.
+#[derive(Debug, Default)]
+pub struct Findings {
+    /// Set, known, but not acted on (by this version or ever).
+    pub unsupported: Vec<String>,
+}
+
+impl Settings {
+    /// Defaults, overridden by the variables that are set. Fails on the first invalid value.
+    pub fn from_vars(vars: &HashMap<String, String>) -> Result<(Settings, Findings), Invalid> {
+        let mut values = BTreeMap::new();
+        let mut findings = Findings::default();
+        for def in DEFS {
+            let (value, source) = match vars.get(def.name) {
+                Some(raw) => (parse(def, raw)?, Source::Environment),
+                None => (parse(def, def.default)?, Source::Default),
+            };
+            let set_explicitly = source == Source::Environment
+                && vars.get(def.name).is_some_and(|v| !v.trim().is_empty());
+            if def.support != Support::Yes
+                && set_explicitly
+                && parse(def, def.default).ok() != Some(value.clone())
+            {
+                findings.unsupported.push(def.name.to_owned());
+            }
+            values.insert(def.name, (value, source));
+        }
+        if let Some((Value::String(db), _)) = values.get("DATABASE_TYPE") {
+            if db == "mysql" {
+                findings
+                    .unsupported
+                    .push("DATABASE_TYPE=mysql (SQLite is used)".to_owned());
+            }
+        }
+        findings.unsupported.extend(
+            IMAGE_HOST_VARS
+                .iter()
+                .filter(|name| vars.get(**name).is_some_and(|v| !v.trim().is_empty()))
+                .map(|name| (*name).to_owned()),
+        );
+        findings.unsupported.sort();
+        let mut settings = Settings { values };
+        // AUTH_TOKEN defaults to the first client token, as in Gemini-Balance.
+        if settings.text("AUTH_TOKEN").is_empty() {
+            if let Some(first) = settings.list("ALLOWED_TOKENS").first().cloned() {
+                settings
+                    .values
+                    .insert("AUTH_TOKEN", (json!(first), Source::Default));
+            }
+        }
+        Ok((settings, findings))
+    }
+
+    /// Applies a stored value (from the database). Unknown names and invalid values are
+    /// reported, not applied.
+    pub fn apply_stored(&mut self, name: &str, raw: &str) -> Result<(), Invalid> {
+        let def = find(name).ok_or_else(|| Invalid {
+            name: name.to_owned(),
+            expected: "a known setting".to_owned(),
+        })?;
+        let value = parse(def, raw)?;
+        self.values.insert(def.name, (value, Source::Database));
+        Ok(())
+    }
+
+    /// Sets a value at runtime (validated); returns the normalised value.
+    pub fn set(&mut self, name: &str, value: &Value) -> Result<Value, Invalid> {
+        let def = find(name).ok_or_else(|| Invalid {
+            name: name.to_owned(),
+            expected: "a known setting".to_owned(),
+        })?;
+        if !def.live {
+            return Err(Invalid {
+                name: name.to_owned(),
+                expected: "a setting that can change while running (this one needs a restart: set it in .env)".to_owned(),
+            });
+        }
+        let value = check(def, value)?;
+        self.values
+            .insert(def.name, (value.clone(), Source::Database));
+        Ok(value)
+    }
+
+    pub fn value(&self, name: &str) -> &Value {
+        static NULL: Value = Value::Null;
+        self.values.get(name).map_or(&NULL, |(v, _)| v)
+    }
+
+    pub fn source(&self, name: &str) -> Source {
+        self.values.get(name).map_or(Source::Default, |(_, s)| *s)
+    }
+
+    pub fn bool(&self, name: &str) -> bool {
+        self.value(name).as_bool().unwrap_or(false)
+    }
+
+    pub fn int(&self, name: &str) -> i64 {
+        self.value(name).as_i64().unwrap_or(0)
+    }
+
+    pub fn float(&self, name: &str) -> f64 {
+        self.value(name).as_f64().unwrap_or(0.0)
+    }
+
+    pub fn text(&self, name: &str) -> &str {
+        self.value(name).as_str().unwrap_or("")
+    }
+
+    pub fn list(&self, name: &str) -> Vec<String> {
+        self.value(name)
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Names of the settings whose value comes from the database.
+    pub fn set_in_database(&self) -> Vec<&'static str> {
+        self.values
+            .iter()
+            .filter(|(_, (_, source))| *source == Source::Database)
+            .map(|(name, _)| *name)
+            .collect()
+    }
+
+    /// Every setting for the admin API: value (secrets masked), type, group, source.
+    pub fn describe(&self) -> Vec<Value> {
+        DEFS.iter()
+            .map(|def| {
+                let value = self.value(def.name);
+                let shown = if def.kind.is_secret() {
+                    mask_value(value)
+                } else {
+                    value.clone()
+                };
+                json!({
+                    "name": def.name,
+                    "value": shown,
+                    "type": def.kind.name(),
+                    "group": def.group,
+                    "help": def.help,
+                    "source": self.source(def.name).as_str(),
+                    "supported": def.support == Support::Yes,
+                    "live": def.live,
+                    "secret": def.kind.is_secret(),
+                })
+            })
+            .collect()
+    }
+}
+
+/// Masks secrets for display: `sk-a…9f3c`; lists are masked item by item.
+pub fn mask_value(value: &Value) -> Value {
+    match value {
+        Value::String(s) if s.is_empty() => json!(""),
+        Value::String(s) => json!(gemini_balance::keys::mask(s)),
+        Value::Array(items) => Value::Array(items.iter().map(mask_value).collect()),
+        other => other.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn every_default_parses() {
+        for def in DEFS {
+            parse(def, def.default).unwrap_or_else(|e| panic!("{e}"));
+        }
+        let names: std::collections::HashSet<_> = DEFS.iter().map(|d| d.name).collect();
+        assert_eq!(names.len(), DEFS.len(), "a setting is listed twice");
+    }
+
+    #[test]
+    fn values_in_every_format() {
+        let (s, findings) = Settings::from_vars(&vars(&[
+            ("API_KEYS", r#"["AIza1", "AIza2"]"#),
+            ("ALLOWED_TOKENS", "sk-1, sk-2"),
+            ("FAKE_STREAM_ENABLED", "True"),
+            ("STREAM_MIN_DELAY", "0.01"),
+            ("THINKING_BUDGET_MAP", r#"{"gemini-2.5-flash": -1}"#),
+            ("LOG_LEVEL", "DEBUG"),
+        ]))
+        .unwrap();
+        assert_eq!(s.list("API_KEYS"), ["AIza1", "AIza2"]);
+        assert_eq!(s.list("ALLOWED_TOKENS"), ["sk-1", "sk-2"]);
+        assert_eq!(
+            s.text("AUTH_TOKEN"),
+            "sk-1",
+            "defaults to the first client token"
+        );
+        assert!(s.bool("FAKE_STREAM_ENABLED"));
+        assert_eq!(s.float("STREAM_MIN_DELAY"), 0.01);
+        assert_eq!(s.value("THINKING_BUDGET_MAP")["gemini-2.5-flash"], -1);
+        assert_eq!(s.text("LOG_LEVEL"), "debug");
+        assert_eq!(s.source("API_KEYS"), Source::Environment);
+        assert_eq!(s.source("MAX_RETRIES"), Source::Default);
+        assert!(findings.unsupported.is_empty());
+    }
+
+    #[test]
+    fn invalid_values_name_the_setting() {
+        for (name, raw) in [
+            ("MAX_RETRIES", "three"),
+            ("MAX_RETRIES", "0"),
+            ("PORT", "99999"),
+            ("FAKE_STREAM_ENABLED", "maybe"),
+            ("API_KEYS", "[1, 2]"),
+            ("CUSTOM_HEADERS", "[]"),
+            ("ADMIN_SESSION_EXPIRE", "60"),
+            ("LOG_LEVEL", "loud"),
+        ] {
+            let err = Settings::from_vars(&vars(&[(name, raw)])).unwrap_err();
+            assert_eq!(err.name, name, "{raw}");
+            assert!(!err.expected.is_empty());
+        }
+    }
+
+    #[test]
+    fn unsupported_settings_are_named() {
+        let (_, findings) = Settings::from_vars(&vars(&[
+            ("DATABASE_TYPE", "mysql"),
+            ("MYSQL_HOST", "db"),
+            ("PAID_KEY", "x"),
+            ("SMMS_SECRET_TOKEN", "y"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            findings.unsupported,
+            [
+                "DATABASE_TYPE=mysql (SQLite is used)",
+                "MYSQL_HOST",
+                "PAID_KEY",
+                "SMMS_SECRET_TOKEN"
+            ]
+        );
+    }
+
+    #[test]
+    fn runtime_changes_are_checked_and_secrets_masked() {
+        let (mut s, _) = Settings::from_vars(&vars(&[(
+            "API_KEYS",
+            r#"["AIzaSyA1234567890abcdefghijklmnopqrstuv"]"#,
+        )]))
+        .unwrap();
+        assert_eq!(s.set("MAX_RETRIES", &json!(5)).unwrap(), json!(5));
+        assert_eq!(s.source("MAX_RETRIES"), Source::Database);
+        assert_eq!(
+            s.set("FAKE_STREAM_ENABLED", &json!("yes")).unwrap(),
+            json!(true)
+        );
+        assert!(s.set("MAX_RETRIES", &json!("lots")).is_err());
+        assert!(s.set("PORT", &json!(9000)).is_err(), "needs a restart");
+        assert!(s.set("NO_SUCH_THING", &json!(1)).is_err());
+        let described = s.describe();
+        let keys = described.iter().find(|d| d["name"] == "API_KEYS").unwrap();
+        assert_eq!(keys["value"], json!(["AIza…stuv"]));
+        assert_eq!(s.set_in_database(), ["FAKE_STREAM_ENABLED", "MAX_RETRIES"]);
+    }
+}

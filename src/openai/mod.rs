@@ -1,0 +1,40 @@
+//! OpenAI ↔ Gemini conversion, as pure functions over `serde_json::Value`.
+//!
+//! The proxy's OpenAI-compatible routes are these functions around the Gemini pipeline; they
+//! live in the library so that anyone can offer an OpenAI face to Gemini. Requests:
+//! [`chat_request_to_gemini`], [`embeddings_request_to_gemini`]. Answers:
+//! [`gemini_response_to_openai`], [`OpenAiStream`] (a real stream, chunk by chunk),
+//! [`gemini_embeddings_to_openai`], [`openai_model_list`]. Model names with Gemini-Balance's
+//! `-search` / `-image` / `-non-thinking` suffixes: [`ModelRules`].
+//!
+//! # Example
+//!
+//! ```
+//! use serde_json::json;
+//! use gemini_balance::openai::{chat_request_to_gemini, gemini_response_to_openai, ChatOptions, ResponseOptions};
+//!
+//! let chat = chat_request_to_gemini(&json!({
+//!     "model": "gemini-2.5-flash",
+//!     "messages": [{"role": "user", "content": "Hi"}],
+//! }), &ChatOptions::default()).unwrap();
+//! // ... send chat.body to models/{chat.model.upstream}:generateContent ...
+//! let gemini = json!({"candidates": [{"content": {"parts": [{"text": "Hello!"}]}, "finishReason": "STOP"}]});
+//! let answer = gemini_response_to_openai(&gemini, &chat.model.requested, "chatcmpl-1", 0, &ResponseOptions::default());
+//! assert_eq!(answer["choices"][0]["message"]["content"], "Hello!");
+//! ```
+
+mod models;
+mod request;
+mod response;
+mod schema;
+
+pub use self::models::{openai_model_list, ModelRules, ResolvedModel};
+pub use self::request::{
+    chat_request_to_gemini, embeddings_request_to_gemini, ChatOptions, ConvertError, GeminiChat,
+    GeminiEmbeddings, RemoteImage,
+};
+pub use self::response::{
+    finish_reason, gemini_embeddings_to_openai, gemini_response_to_openai,
+    openai_usage_from_gemini, random_id, OpenAiStream, ResponseOptions,
+};
+pub use self::schema::clean_schema;

@@ -1,0 +1,90 @@
+//! Where usage and key state go: the [`UsageSink`] and [`KeyStateStore`] traits, an in-memory
+//! [`MemoryStore`], and the SQLite store (the default).
+//!
+//! The request path only ever calls [`UsageSink::record`], which must not block: stores queue
+//! the record and write it elsewhere (the SQLite store has a writer thread). Other stores (a
+//! networked one, so several proxies share key state) implement the same traits.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::SystemTime;
+//! use gemini_balance::store::{MemoryStore, UsageSink};
+//! use gemini_balance::usage::RequestRecord;
+//!
+//! let store = MemoryStore::new();
+//! store.record(RequestRecord::new(1, SystemTime::now()));
+//! assert_eq!(store.records().len(), 1);
+//! ```
+
+mod memory;
+
+use std::fmt;
+
+pub use self::memory::MemoryStore;
+use crate::keys::{KeyId, KeySnapshot};
+use crate::usage::RequestRecord;
+
+/// Receives one record per finished client request. Must never block the caller.
+pub trait UsageSink: Send + Sync + 'static {
+    /// Takes a record; when the store cannot keep up it drops the record and counts the drop.
+    fn record(&self, record: RequestRecord);
+}
+
+/// Keeps key state (disabled reasons, failure counts, cooldowns, totals) across restarts.
+///
+/// The pool reports changes through [`KeyObserver`](crate::keys::KeyObserver); a store that
+/// implements both persists them.
+pub trait KeyStateStore: Send + Sync + 'static {
+    /// Saves the state of one key (replacing what was stored). Must never block.
+    fn save_key_state(&self, state: KeySnapshot);
+    /// Forgets a key (it was removed from the pool).
+    fn forget_key(&self, id: &KeyId);
+    /// Everything stored, for [`KeyPool::restore`](crate::keys::KeyPool::restore) at startup.
+    fn load_key_states(&self) -> Result<Vec<KeySnapshot>, StoreError>;
+}
+
+/// A store failed (opening, migrating, querying).
+#[derive(Debug)]
+pub struct StoreError {
+    message: String,
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl StoreError {
+    /// An error with a message.
+    pub fn new(message: impl Into<String>) -> Self {
+        StoreError {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// An error with a message and a cause.
+    pub fn with_source(
+        message: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        StoreError {
+            message: message.into(),
+            source: Some(source.into()),
+        }
+    }
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.source {
+            Some(source) => write!(f, "{}: {source}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}

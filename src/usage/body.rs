@@ -1,0 +1,177 @@
+//! [`UsageBody`]: passes the response body through and finishes the record when it ends.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use tokio::time::Instant;
+
+use super::attempts::{AttemptLog, RequestBodyCapture};
+use super::extract::UsageTap;
+use super::record::{Completion, RequestRecord, TokenUsage};
+use crate::store::UsageSink;
+
+/// Longest request body kept in a record.
+const MAX_RECORDED_BODY: usize = 64 * 1024;
+
+/// A record waiting for its response to end.
+pub(super) struct Pending {
+    pub(super) record: RequestRecord,
+    pub(super) started: Instant,
+    pub(super) log: AttemptLog,
+    pub(super) capture: Option<RequestBodyCapture>,
+    pub(super) sink: Arc<dyn UsageSink>,
+}
+
+impl Pending {
+    /// Completes the record and hands it to the sink.
+    pub(super) fn finish(
+        mut self,
+        completion: Completion,
+        first_byte: Option<Duration>,
+        tokens: Option<TokenUsage>,
+        streamed: bool,
+    ) {
+        let record = &mut self.record;
+        record.latency = self.started.elapsed();
+        record.time_to_first_byte = first_byte;
+        record.tokens = tokens.unwrap_or_default();
+        record.streamed = streamed;
+        record.completion = completion;
+        record.success = (200..300).contains(&record.status) && completion == Completion::Complete;
+        record.attempt_log = self.log.take();
+        if record.attempts == 0 {
+            record.attempts = record.attempt_log.len() as u32;
+        }
+        if !record.success {
+            if let Some(body) = self.capture.as_ref().and_then(RequestBodyCapture::get) {
+                let kept = &body[..body.len().min(MAX_RECORDED_BODY)];
+                record.request_body = Some(String::from_utf8_lossy(kept).into_owned());
+            }
+        }
+        self.sink.record(self.record);
+    }
+}
+
+/// Follows a body to its end; writes the record when it ends or is dropped.
+pub(super) struct Tracker {
+    pending: Option<Pending>,
+    tap: UsageTap,
+    streamed: bool,
+    first_byte: Option<Duration>,
+}
+
+impl Tracker {
+    pub(super) fn new(pending: Pending, tap: UsageTap, streamed: bool) -> Self {
+        Tracker {
+            pending: Some(pending),
+            tap,
+            streamed,
+            first_byte: None,
+        }
+    }
+
+    fn data(&mut self, data: &Bytes) {
+        if self.first_byte.is_none() {
+            if let Some(p) = &self.pending {
+                self.first_byte = Some(p.started.elapsed());
+            }
+        }
+        self.tap.observe(data);
+    }
+
+    fn finish(&mut self, completion: Completion) {
+        if let Some(pending) = self.pending.take() {
+            let tokens = self.tap.finish();
+            pending.finish(completion, self.first_byte, tokens, self.streamed);
+        }
+    }
+}
+
+impl Drop for Tracker {
+    fn drop(&mut self) {
+        // Dropped before the end: the client went away (or the server gave up on the body).
+        self.finish(Completion::ClientGone);
+    }
+}
+
+pin_project! {
+    /// The response body of [`Usage`](super::Usage): the inner body, frame by frame, watched for
+    /// token usage. Nothing is buffered beyond a bounded window and no frame is held back.
+    pub struct UsageBody<B> {
+        #[pin]
+        inner: B,
+        tracker: Option<Tracker>,
+    }
+}
+
+impl<B> std::fmt::Debug for UsageBody<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UsageBody").finish_non_exhaustive()
+    }
+}
+
+impl<B: Body> UsageBody<B> {
+    pub(super) fn tracked(inner: B, mut tracker: Tracker) -> Self {
+        if inner.is_end_stream() {
+            // Servers do not poll a body that is already over: finish now.
+            tracker.finish(Completion::Complete);
+        }
+        UsageBody {
+            inner,
+            tracker: Some(tracker),
+        }
+    }
+
+    pub(super) fn untracked(inner: B) -> Self {
+        UsageBody {
+            inner,
+            tracker: None,
+        }
+    }
+}
+
+impl<B> Body for UsageBody<B>
+where
+    B: Body<Data = Bytes>,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let mut this = self.project();
+        let frame = ready!(this.inner.as_mut().poll_frame(cx));
+        if let Some(tracker) = this.tracker.as_mut() {
+            match &frame {
+                Some(Ok(frame)) => {
+                    if let Some(data) = frame.data_ref() {
+                        tracker.data(data);
+                    }
+                    // Servers stop polling a body that says it is over (a known length is
+                    // complete), so the end may never be polled: finish here.
+                    if this.inner.is_end_stream() {
+                        tracker.finish(Completion::Complete);
+                    }
+                }
+                Some(Err(_)) => tracker.finish(Completion::BodyError),
+                None => tracker.finish(Completion::Complete),
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

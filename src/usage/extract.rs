@@ -1,0 +1,387 @@
+//! Reading token usage out of response bodies, JSON or SSE, as they flow past.
+//!
+//! Gemini reports `usageMetadata`, OpenAI reports `usage`. In a JSON answer it sits at the top
+//! level (or in the last element of Gemini's JSON-array stream); in an SSE stream it rides on the
+//! last event that carries it. [`UsageTap`] sees each chunk once, keeps bounded memory, and never
+//! holds a chunk back.
+
+use bytes::{Bytes, BytesMut};
+use serde_json::Value;
+
+use super::record::TokenUsage;
+
+/// Largest JSON body parsed whole; past it only the tail is kept (usage comes last).
+const JSON_WHOLE_LIMIT: usize = 256 * 1024;
+/// The tail kept of a larger JSON body.
+const JSON_TAIL: usize = 16 * 1024;
+/// Longest SSE line kept; longer lines (huge inline images) are skipped.
+const SSE_LINE_LIMIT: usize = 1024 * 1024;
+
+/// Token usage from a parsed JSON value: Gemini's `usageMetadata` or OpenAI's `usage`, at the
+/// top level or in the last element of an array that has one.
+pub fn usage_from_json(value: &Value) -> Option<TokenUsage> {
+    match value {
+        Value::Array(items) => items.iter().rev().find_map(usage_from_json),
+        Value::Object(map) => {
+            if let Some(meta) = map.get("usageMetadata") {
+                return gemini_usage(meta);
+            }
+            map.get("usage").and_then(openai_usage)
+        }
+        _ => None,
+    }
+}
+
+fn count(value: &Value, field: &str) -> u64 {
+    value.get(field).and_then(Value::as_u64).unwrap_or(0)
+}
+
+/// Gemini `usageMetadata`.
+pub fn gemini_usage(meta: &Value) -> Option<TokenUsage> {
+    if !meta.is_object() {
+        return None;
+    }
+    Some(TokenUsage {
+        prompt: count(meta, "promptTokenCount"),
+        candidates: count(meta, "candidatesTokenCount"),
+        thoughts: count(meta, "thoughtsTokenCount"),
+        cached: count(meta, "cachedContentTokenCount"),
+        tool_use_prompt: count(meta, "toolUsePromptTokenCount"),
+        total: count(meta, "totalTokenCount"),
+    })
+}
+
+/// OpenAI `usage` (chat completions and embeddings).
+pub fn openai_usage(usage: &Value) -> Option<TokenUsage> {
+    if !usage.is_object() {
+        return None;
+    }
+    let completion = count(usage, "completion_tokens");
+    let reasoning = usage
+        .get("completion_tokens_details")
+        .map_or(0, |d| count(d, "reasoning_tokens"));
+    let cached = usage
+        .get("prompt_tokens_details")
+        .map_or(0, |d| count(d, "cached_tokens"));
+    Some(TokenUsage {
+        prompt: count(usage, "prompt_tokens"),
+        candidates: completion.saturating_sub(reasoning),
+        thoughts: reasoning,
+        cached,
+        tool_use_prompt: 0,
+        total: count(usage, "total_tokens"),
+    })
+}
+
+/// Finds the last `"usageMetadata"` or `"usage"` object in a piece of JSON text that may not
+/// parse as a whole (the tail of a large body) and reads it.
+pub fn usage_from_text(text: &[u8]) -> Option<TokenUsage> {
+    for (name, read) in [
+        (
+            &b"\"usageMetadata\""[..],
+            gemini_usage as fn(&Value) -> Option<TokenUsage>,
+        ),
+        (&b"\"usage\""[..], openai_usage),
+    ] {
+        let Some(at) = rfind(text, name) else {
+            continue;
+        };
+        let rest = &text[at + name.len()..];
+        let Some(open) = rest.iter().position(|&b| b == b'{') else {
+            continue;
+        };
+        if !rest[..open]
+            .iter()
+            .all(|&b| b == b':' || b.is_ascii_whitespace())
+        {
+            continue;
+        }
+        let Some(len) = object_len(&rest[open..]) else {
+            continue;
+        };
+        if let Ok(value) = serde_json::from_slice::<Value>(&rest[open..open + len]) {
+            if let Some(usage) = read(&value) {
+                return Some(usage);
+            }
+        }
+    }
+    None
+}
+
+fn rfind(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).rposition(|w| w == needle)
+}
+
+/// Length of the JSON object starting at `text[0] == b'{'`, strings and escapes respected.
+fn object_len(text: &[u8]) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for (i, &b) in text.iter().enumerate() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' => depth += 1,
+            b'}' => {
+                depth = depth.checked_sub(1)?;
+                if depth == 0 {
+                    return Some(i + 1);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Watches a response body for token usage, chunk by chunk.
+#[derive(Debug)]
+pub enum UsageTap {
+    /// A JSON body: kept whole up to a limit, then only its tail.
+    Json {
+        /// What is kept.
+        buf: BytesMut,
+        /// `true` once the body outgrew the whole-body limit.
+        truncated: bool,
+    },
+    /// An SSE stream: parsed line by line; the last usage seen wins.
+    Sse {
+        /// The unfinished line.
+        line: BytesMut,
+        /// `true` while skipping an over-long line.
+        skipping: bool,
+        /// The last usage seen.
+        last: Option<TokenUsage>,
+    },
+    /// Not a body we read (binary, HTML...).
+    Ignore,
+}
+
+impl UsageTap {
+    /// A tap for a response with this `content-type`.
+    pub fn for_content_type(content_type: Option<&str>) -> UsageTap {
+        let content_type = content_type.unwrap_or("").to_ascii_lowercase();
+        if content_type.starts_with("text/event-stream") {
+            UsageTap::Sse {
+                line: BytesMut::new(),
+                skipping: false,
+                last: None,
+            }
+        } else if content_type.contains("json") || content_type.is_empty() {
+            UsageTap::Json {
+                buf: BytesMut::new(),
+                truncated: false,
+            }
+        } else {
+            UsageTap::Ignore
+        }
+    }
+
+    /// `true` for an SSE stream.
+    pub fn is_stream(&self) -> bool {
+        matches!(self, UsageTap::Sse { .. })
+    }
+
+    /// Looks at one chunk (which the caller passes on unchanged).
+    pub fn observe(&mut self, chunk: &Bytes) {
+        match self {
+            UsageTap::Json { buf, truncated } => {
+                buf.extend_from_slice(chunk);
+                if buf.len() > JSON_WHOLE_LIMIT + JSON_TAIL {
+                    let cut = buf.len() - JSON_TAIL;
+                    let _ = buf.split_to(cut);
+                    *truncated = true;
+                }
+            }
+            UsageTap::Sse {
+                line,
+                skipping,
+                last,
+            } => {
+                let mut rest: &[u8] = chunk;
+                while let Some(end) = rest.iter().position(|&b| b == b'\n') {
+                    if !*skipping {
+                        line.extend_from_slice(&rest[..end]);
+                        sse_line(line, last);
+                    }
+                    line.clear();
+                    *skipping = false;
+                    rest = &rest[end + 1..];
+                }
+                if !*skipping {
+                    line.extend_from_slice(rest);
+                    if line.len() > SSE_LINE_LIMIT {
+                        line.clear();
+                        *skipping = true;
+                    }
+                }
+            }
+            UsageTap::Ignore => {}
+        }
+    }
+
+    /// The usage found, once the body has ended (or been cut).
+    pub fn finish(&mut self) -> Option<TokenUsage> {
+        match self {
+            UsageTap::Json { buf, truncated } => {
+                if buf.is_empty() {
+                    return None;
+                }
+                if !*truncated {
+                    if let Ok(value) = serde_json::from_slice::<Value>(buf) {
+                        return usage_from_json(&value);
+                    }
+                }
+                usage_from_text(buf)
+            }
+            UsageTap::Sse {
+                line,
+                skipping,
+                last,
+            } => {
+                if !*skipping && !line.is_empty() {
+                    sse_line(line, last);
+                    line.clear();
+                }
+                *last
+            }
+            UsageTap::Ignore => None,
+        }
+    }
+}
+
+fn sse_line(line: &[u8], last: &mut Option<TokenUsage>) {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let Some(data) = line.strip_prefix(b"data:") else {
+        return;
+    };
+    // Only events that mention usage are worth parsing.
+    if rfind(data, b"sage").is_none() {
+        return;
+    }
+    let data = data.strip_prefix(b" ").unwrap_or(data);
+    let found = match serde_json::from_slice::<Value>(data) {
+        Ok(value) => usage_from_json(&value),
+        Err(_) => usage_from_text(data),
+    };
+    if let Some(usage) = found {
+        *last = Some(usage);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feed(tap: &mut UsageTap, body: &str, chunk: usize) -> Option<TokenUsage> {
+        for piece in body.as_bytes().chunks(chunk) {
+            tap.observe(&Bytes::copy_from_slice(piece));
+        }
+        tap.finish()
+    }
+
+    const GEMINI: &str = r#"{"candidates":[{"content":{"parts":[{"text":"hi"}]}}],"usageMetadata":{"promptTokenCount":5,"candidatesTokenCount":7,"thoughtsTokenCount":8,"cachedContentTokenCount":2,"toolUsePromptTokenCount":1,"totalTokenCount":20}}"#;
+    const GEMINI_USAGE: TokenUsage = TokenUsage {
+        prompt: 5,
+        candidates: 7,
+        thoughts: 8,
+        cached: 2,
+        tool_use_prompt: 1,
+        total: 20,
+    };
+
+    #[test]
+    fn gemini_json_in_any_chunking() {
+        for chunk in [1, 7, 64, 10_000] {
+            let mut tap = UsageTap::for_content_type(Some("application/json; charset=UTF-8"));
+            assert_eq!(
+                feed(&mut tap, GEMINI, chunk),
+                Some(GEMINI_USAGE),
+                "chunk {chunk}"
+            );
+        }
+    }
+
+    #[test]
+    fn openai_json_splits_reasoning_out() {
+        let body = r#"{"id":"x","choices":[],"usage":{"prompt_tokens":10,"completion_tokens":30,"total_tokens":40,"prompt_tokens_details":{"cached_tokens":4},"completion_tokens_details":{"reasoning_tokens":12}}}"#;
+        let mut tap = UsageTap::for_content_type(Some("application/json"));
+        let usage = feed(&mut tap, body, 5).unwrap();
+        assert_eq!(
+            (
+                usage.prompt,
+                usage.candidates,
+                usage.thoughts,
+                usage.cached,
+                usage.total
+            ),
+            (10, 18, 12, 4, 40)
+        );
+    }
+
+    #[test]
+    fn large_json_keeps_only_the_tail() {
+        let padding = "x".repeat(1024 * 1024);
+        let body = format!(
+            r#"{{"candidates":[{{"content":{{"parts":[{{"text":"{padding}"}}]}}}}],"usageMetadata":{{"promptTokenCount":5,"candidatesTokenCount":7,"totalTokenCount":12}}}}"#
+        );
+        let mut tap = UsageTap::for_content_type(Some("application/json"));
+        let usage = feed(&mut tap, &body, 8192).unwrap();
+        assert_eq!((usage.prompt, usage.candidates, usage.total), (5, 7, 12));
+        match &tap {
+            UsageTap::Json { buf, .. } => assert!(buf.len() <= JSON_WHOLE_LIMIT + JSON_TAIL),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn gemini_json_array_stream() {
+        let body = format!("[{GEMINI},\r\n{GEMINI}]");
+        let mut tap = UsageTap::for_content_type(Some("application/json"));
+        assert_eq!(feed(&mut tap, &body, 3), Some(GEMINI_USAGE));
+    }
+
+    #[test]
+    fn sse_last_usage_wins_in_any_chunking() {
+        let early =
+            r#"{"candidates":[],"usageMetadata":{"promptTokenCount":5,"totalTokenCount":5}}"#;
+        let body = format!("data: {early}\r\n\r\ndata: {GEMINI}\r\n\r\n");
+        for chunk in [1, 3, 50, 100_000] {
+            let mut tap = UsageTap::for_content_type(Some("text/event-stream"));
+            assert!(tap.is_stream());
+            assert_eq!(
+                feed(&mut tap, &body, chunk),
+                Some(GEMINI_USAGE),
+                "chunk {chunk}"
+            );
+        }
+    }
+
+    #[test]
+    fn openai_sse_with_done() {
+        let body = "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4,\"total_tokens\":7}}\n\ndata: [DONE]\n\n";
+        let mut tap = UsageTap::for_content_type(Some("text/event-stream; charset=utf-8"));
+        let usage = feed(&mut tap, body, 10).unwrap();
+        assert_eq!((usage.prompt, usage.candidates, usage.total), (3, 4, 7));
+    }
+
+    #[test]
+    fn no_usage_and_odd_bodies() {
+        let mut tap = UsageTap::for_content_type(Some("application/json"));
+        assert_eq!(feed(&mut tap, r#"{"embedding":{"values":[1,2]}}"#, 4), None);
+        let mut tap = UsageTap::for_content_type(Some("application/json"));
+        assert_eq!(feed(&mut tap, r#"{"usage": "#, 4), None);
+        let mut tap = UsageTap::for_content_type(Some("image/png"));
+        assert_eq!(feed(&mut tap, "\u{0}\u{1}", 1), None);
+        let mut tap = UsageTap::for_content_type(Some("text/event-stream"));
+        assert_eq!(feed(&mut tap, "data: {\"usage\": {broken\n\n", 2), None);
+    }
+}

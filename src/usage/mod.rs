@@ -1,0 +1,66 @@
+//! Usage recording: one [`RequestRecord`] per client request, with every upstream attempt and
+//! the tokens the answer reported.
+//!
+//! [`UsageLayer`] times the exchange and taps the response body as it flows (JSON or SSE, Gemini
+//! `usageMetadata` or OpenAI `usage`; bounded memory, no chunk held back). When the body ends,
+//! or the client goes away (the record says which), it hands the record to a
+//! [`UsageSink`](crate::store::UsageSink). Inner layers add what only they know through
+//! request extensions: [`KeyRotation`](crate::keys::KeyRotation) logs every attempt (key,
+//! status, failure class, latency, the upstream's error message, redacted) into an
+//! [`AttemptLog`], and [`Retry`](crate::retry::Retry) leaves the request body it buffered in a
+//! [`RequestBodyCapture`] when asked to.
+//!
+//! The layer is body-agnostic on the request side (it works for gRPC too); it reads response
+//! bodies only to find token usage.
+//!
+//! # Example
+//!
+//! ```
+//! use gemini_balance::keys::{KeyPool, KeyRotationLayer};
+//! use gemini_balance::retry::RetryLayer;
+//! use gemini_balance::store::MemoryStore;
+//! use gemini_balance::usage::UsageLayer;
+//! use http::{Request, Response};
+//! use http_body_util::{BodyExt, Full};
+//! use bytes::Bytes;
+//! use tower::{service_fn, ServiceBuilder, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = MemoryStore::new();
+//! let pool = KeyPool::builder().keys(["AIzaSyA1234567890abcdefghijklmnopqrstuv"]).build()?;
+//! let upstream = service_fn(|_req: Request<Full<Bytes>>| async {
+//!     let body = r#"{"candidates":[],"usageMetadata":{"promptTokenCount":5,"candidatesTokenCount":7,"totalTokenCount":12}}"#;
+//!     Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(body))))
+//! });
+//! let service = ServiceBuilder::new()
+//!     .layer(UsageLayer::new(store.clone()))
+//!     .layer(RetryLayer::new())
+//!     .layer(KeyRotationLayer::new(pool))
+//!     .service(upstream);
+//!
+//! let req = Request::post("/v1beta/models/gemini-2.0-flash:generateContent")
+//!     .body(Full::new(Bytes::from("{}")))?;
+//! let res = service.oneshot(req).await?;
+//! res.into_body().collect().await?; // the record is written when the body ends
+//!
+//! let record = &store.records()[0];
+//! assert_eq!(record.model.as_deref(), Some("gemini-2.0-flash"));
+//! assert_eq!((record.tokens.prompt, record.tokens.candidates), (5, 7));
+//! assert_eq!(record.attempt_log.len(), 1);
+//! # Ok(())
+//! # }
+//! ```
+
+mod attempts;
+mod body;
+mod extract;
+pub mod future;
+mod layer;
+mod record;
+
+pub use self::attempts::{AttemptLog, RequestBodyCapture};
+pub use self::body::UsageBody;
+pub use self::extract::{gemini_usage, openai_usage, usage_from_json, usage_from_text, UsageTap};
+pub use self::layer::{Usage, UsageLayer};
+pub use self::record::{AttemptRecord, ClientId, Completion, RequestRecord, TokenUsage};
