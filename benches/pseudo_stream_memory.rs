@@ -1,6 +1,7 @@
 //! Memory per waiting pseudo stream: streams whose upstream never answers, each polled once so
-//! that every layer (PseudoStream → ParamFilter → Retry → KeyRotation) sits in its waiting
-//! state with its timer armed, measured as growth of the process's resident memory (VmRSS).
+//! that every layer (PseudoStream → Usage → ParamFilter → Retry → KeyRotation) sits in its
+//! waiting state with its timer armed, measured as growth of the process's resident memory
+//! (VmRSS).
 //!
 //! `cargo bench --bench pseudo_stream_memory` opens 1,000 streams, then 1,000 more, per
 //! protocol, and prints the growth per stream for each step (the second step excludes one-time
@@ -16,7 +17,9 @@ use bytes::Bytes;
 use gemini_balance::filter::ParamFilterLayer;
 use gemini_balance::keys::{KeyPool, KeyRotationLayer};
 use gemini_balance::retry::RetryLayer;
+use gemini_balance::store::MemoryStore;
 use gemini_balance::stream::pseudo::PseudoStreamLayer;
+use gemini_balance::usage::UsageLayer;
 use http::{Request, Response};
 use http_body::Body;
 use http_body_util::Full;
@@ -72,6 +75,7 @@ fn main() {
         });
         let service = ServiceBuilder::new()
             .layer(PseudoStreamLayer::new())
+            .layer(UsageLayer::new(MemoryStore::new()))
             .layer(ParamFilterLayer::new())
             .layer(RetryLayer::new())
             .layer(KeyRotationLayer::new(pool))

@@ -31,6 +31,7 @@
 //! use gemini_balance::{keys::{KeyPool, KeyRotationLayer}, retry::RetryLayer};
 //! use gemini_balance::filter::ParamFilterLayer;
 //! use gemini_balance::stream::{optimizer::StreamOptimizerLayer, pseudo::PseudoStreamLayer};
+//! use gemini_balance::{store::MemoryStore, usage::UsageLayer};
 //! use tower::ServiceBuilder;
 //!
 //! # fn build() -> Result<Router, Box<dyn std::error::Error>> {
@@ -43,6 +44,7 @@
 //!         ServiceBuilder::new()
 //!             .layer(StreamOptimizerLayer::default()) // off until its handle switches it on
 //!             .layer(PseudoStreamLayer::new())
+//!             .layer(UsageLayer::new(MemoryStore::new()))
 //!             .layer(ParamFilterLayer::new())
 //!             .layer(RetryLayer::new())
 //!             .layer(KeyRotationLayer::new(pool)),

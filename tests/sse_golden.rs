@@ -175,3 +175,66 @@ async fn openai_finish_reasons() {
         assert!(chunks[0]["created"].as_u64().unwrap() > 1_600_000_000);
     }
 }
+
+/// The OpenAI face of a Gemini answer (`openai::gemini_response_to_openai`, as the proxy's
+/// OpenAI routes build it) replays whole: thoughts, answer and function call.
+#[tokio::test]
+async fn an_openai_answer_converted_from_gemini_replays_whole() {
+    let gemini = serde_json::json!({
+        "candidates": [{
+            "content": {"role": "model", "parts": [
+                {"text": "Thinking about the weather.", "thought": true},
+                {"text": "Let me check."},
+                {"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}}
+            ]},
+            "finishReason": "STOP"
+        }],
+        "usageMetadata": {"promptTokenCount": 10, "candidatesTokenCount": 5, "thoughtsTokenCount": 7, "totalTokenCount": 22}
+    });
+    let mut options = gemini_balance::openai::ResponseOptions::default();
+    options.show_thinking = true;
+    let answer = gemini_balance::openai::gemini_response_to_openai(
+        &gemini,
+        "gemini-2.5-flash",
+        "chatcmpl-x",
+        1,
+        &options,
+    );
+    let answer: &'static str = Box::leak(answer.to_string().into_boxed_str());
+    let request = r#"{"model":"gemini-2.5-flash","messages":[{"role":"user","content":"Weather?"}],"stream":true,"stream_options":{"include_usage":true}}"#;
+    let bytes = stream_bytes(CHAT, request, answer).await;
+    let events = decode_all(&bytes);
+    assert!(events.last().unwrap().is_done());
+    let chunks: Vec<Value> = events[..events.len() - 1]
+        .iter()
+        .map(|e| e.json().unwrap())
+        .collect();
+    let delta_text = |field: &str| -> String {
+        chunks
+            .iter()
+            .filter_map(|c| c["choices"][0]["delta"][field].as_str())
+            .collect()
+    };
+    assert_eq!(
+        delta_text("reasoning_content"),
+        "Thinking about the weather."
+    );
+    assert_eq!(delta_text("content"), "Let me check.");
+    let calls: Vec<&Value> = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["tool_calls"].as_array())
+        .flatten()
+        .collect();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0]["index"], 0);
+    assert_eq!(calls[0]["function"]["name"], "get_weather");
+    let reasons: Vec<&Value> = chunks
+        .iter()
+        .map(|c| &c["choices"][0]["finish_reason"])
+        .filter(|r| !r.is_null())
+        .collect();
+    assert_eq!(reasons, [&Value::from("tool_calls")]);
+    let usage = &chunks.last().unwrap()["usage"];
+    assert_eq!(usage["prompt_tokens"], 10);
+    assert_eq!(usage["total_tokens"], 22);
+}

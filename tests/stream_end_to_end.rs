@@ -1,5 +1,5 @@
 //! The shaping layers in the real stack over loopback: a reqwest client calls an axum server
-//! whose fallback is `StreamOptimizer` → `PseudoStream` → `ParamFilter` → `Retry` →
+//! whose fallback is `StreamOptimizer` → `PseudoStream` → `Usage` → `ParamFilter` → `Retry` →
 //! `KeyRotation` → `ReqwestService`, which calls the mock Gemini of `tests/support`.
 #![cfg(feature = "reqwest")]
 
@@ -13,9 +13,11 @@ use gemini_balance::client::ReqwestService;
 use gemini_balance::filter::ParamFilterLayer;
 use gemini_balance::keys::{KeyPool, KeyRotationLayer};
 use gemini_balance::retry::RetryLayer;
+use gemini_balance::store::MemoryStore;
 use gemini_balance::stream::optimizer::{OptimizerParams, StreamOptimizerLayer};
 use gemini_balance::stream::pseudo::PseudoStreamLayer;
 use gemini_balance::stream::sse::{decode_all, SseEvent};
+use gemini_balance::usage::UsageLayer;
 use http::{header, HeaderMap, Request, StatusCode};
 use serde_json::{json, Value};
 use support::{replies, test_keys, Fault, MockGemini};
@@ -29,6 +31,7 @@ struct Served {
     task: JoinHandle<()>,
     mock: MockGemini,
     keys: Vec<String>,
+    usage: MemoryStore,
 }
 
 impl Drop for Served {
@@ -42,6 +45,7 @@ async fn serve(pseudo: PseudoStreamLayer, optimizer: StreamOptimizerLayer) -> Se
     let keys = test_keys(2);
     let pool = KeyPool::builder().keys(&keys).build().unwrap();
     let client = support::client_builder().build().unwrap();
+    let usage = MemoryStore::new();
     let stack = ServiceBuilder::new()
         .layer(HandleErrorLayer::new(|err: reqwest::Error| async move {
             (StatusCode::BAD_GATEWAY, err.to_string())
@@ -51,6 +55,7 @@ async fn serve(pseudo: PseudoStreamLayer, optimizer: StreamOptimizerLayer) -> Se
         })
         .layer(optimizer)
         .layer(pseudo)
+        .layer(UsageLayer::new(usage.clone()))
         .layer(ParamFilterLayer::new())
         .layer(
             RetryLayer::new()
@@ -72,6 +77,7 @@ async fn serve(pseudo: PseudoStreamLayer, optimizer: StreamOptimizerLayer) -> Se
         task,
         mock,
         keys,
+        usage,
     }
 }
 
@@ -151,6 +157,16 @@ async fn a_pseudo_stream_rides_out_a_rate_limited_key_and_filtered_parameters() 
         "generationConfig": {"maxOutputTokens": 64}
     });
     assert_eq!(last.body_len, serde_json::to_vec(&filtered).unwrap().len());
+
+    // Usage recording, below the pseudo stream, saw the non-streaming answer and its tokens.
+    let records = served.usage.records();
+    assert_eq!(records.len(), 1);
+    let record = &records[0];
+    assert!(record.success);
+    assert_eq!(record.attempts, 2);
+    assert_eq!(record.attempt_log.len(), 2);
+    assert_eq!(record.tokens.prompt, replies::count_tokens("hello world"));
+    assert_eq!(record.tokens.candidates, replies::CANDIDATE_TOKENS);
 }
 
 #[tokio::test]
