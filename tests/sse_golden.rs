@@ -191,8 +191,9 @@ async fn an_openai_answer_converted_from_gemini_replays_whole() {
         }],
         "usageMetadata": {"promptTokenCount": 10, "candidatesTokenCount": 5, "thoughtsTokenCount": 7, "totalTokenCount": 22}
     });
-    let mut options = gemini_balance::openai::ResponseOptions::default();
-    options.show_thinking = true;
+    let options = gemini_balance::openai::ResponseOptions {
+        show_thinking: true,
+    };
     let answer = gemini_balance::openai::gemini_response_to_openai(
         &gemini,
         "gemini-2.5-flash",
