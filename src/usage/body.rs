@@ -40,7 +40,7 @@ impl Pending {
         record.latency = self.started.elapsed();
         record.time_to_first_byte = first_byte;
         record.tokens = tokens.unwrap_or_default();
-        record.streamed = streamed;
+        record.streamed |= streamed;
         record.completion = completion;
         record.success = (200..300).contains(&record.status) && completion == Completion::Complete;
         record.attempt_log = self.log.take();

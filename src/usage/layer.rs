@@ -16,6 +16,7 @@ use super::record::{ClientId, RequestRecord};
 use crate::api_error::ApiFlavor;
 use crate::ext::request_model;
 use crate::store::UsageSink;
+use crate::stream::pseudo::PseudoStreamed;
 
 /// Applies [`Usage`]: one [`RequestRecord`] per request, handed to a
 /// [`UsageSink`] after the response has ended. Cloning the layer shares its sink.
@@ -121,6 +122,8 @@ where
         record.route = req.uri().path().to_owned();
         record.model = request_model(&req).map(str::to_owned);
         record.client = req.extensions().get::<ClientId>().cloned();
+        // Under a pseudo-stream layer the inner answer is JSON, but the client gets a stream.
+        record.streamed = req.extensions().get::<PseudoStreamed>().is_some();
         let log = AttemptLog::default();
         req.extensions_mut().insert(log.clone());
         let capture = self.record_request_body.then(|| {
