@@ -56,6 +56,8 @@ mod retention;
 mod rollup;
 mod schema;
 pub mod stats;
+#[cfg(test)]
+mod tests;
 mod time;
 mod writer;
 
