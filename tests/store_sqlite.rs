@@ -216,6 +216,55 @@ fn a_full_channel_drops_and_counts_without_blocking() {
 }
 
 #[test]
+fn a_briefly_locked_database_delays_writes_but_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("usage.db");
+    let store = SqliteStore::builder(&path)
+        .busy_timeout(Duration::from_millis(200))
+        .open()
+        .unwrap();
+    let blocker = open_raw(&path);
+    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    for id in 0..10 {
+        store.record(record(id, 1, 0, SystemTime::now()));
+    }
+    // Longer than the busy timeout, shorter than its retries.
+    thread::sleep(Duration::from_millis(500));
+    blocker.execute_batch("COMMIT").unwrap();
+    store.flush().unwrap();
+    let stats = store.writer_stats();
+    assert_eq!((stats.written, stats.lost), (10, 0), "{stats:?}");
+}
+
+#[test]
+fn a_database_locked_for_long_loses_the_batch_and_counts_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("usage.db");
+    let store = SqliteStore::builder(&path)
+        .busy_timeout(Duration::from_millis(50))
+        .open()
+        .unwrap();
+    store.flush().unwrap();
+    let blocker = open_raw(&path);
+    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    for id in 0..10 {
+        store.record(record(id, 1, 0, SystemTime::now()));
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while store.writer_stats().lost < 10 {
+        assert!(Instant::now() < deadline, "{:?}", store.writer_stats());
+        thread::sleep(Duration::from_millis(20));
+    }
+    blocker.execute_batch("COMMIT").unwrap();
+    // The writer goes on once the lock is gone.
+    store.record(record(10, 1, 0, SystemTime::now()));
+    store.shutdown().unwrap();
+    let stats = store.writer_stats();
+    assert_eq!((stats.written, stats.lost, stats.queued), (1, 10, 0), "{stats:?}");
+    assert_eq!(count(&open_raw(&path), "SELECT count(*) FROM request_log"), 1);
+}
+
+#[test]
 fn key_state_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("usage.db");

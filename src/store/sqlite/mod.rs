@@ -61,7 +61,7 @@ mod tests;
 mod time;
 mod writer;
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -101,6 +101,7 @@ pub struct SqliteStoreBuilder {
     batch_size: usize,
     busy_timeout: Duration,
     cache_mib: u32,
+    sync_every_commit: bool,
     retention: Retention,
 }
 
@@ -122,6 +123,15 @@ impl SqliteStoreBuilder {
     /// or a `sqlite3` shell writing). Default 5 s.
     pub fn busy_timeout(mut self, timeout: Duration) -> Self {
         self.busy_timeout = timeout;
+        self
+    }
+
+    /// `true`: every commit is synced to disk (`PRAGMA synchronous=FULL`), so a power loss or
+    /// OS crash loses nothing that was committed; each batch then waits for one `fsync`.
+    /// Default `false` (`synchronous=NORMAL`): a process crash loses nothing committed, a
+    /// power loss can lose the commits since the last checkpoint (see `docs/store.md`).
+    pub fn sync_every_commit(mut self, yes: bool) -> Self {
+        self.sync_every_commit = yes;
         self
     }
 
@@ -161,8 +171,13 @@ impl SqliteStoreBuilder {
         if !mode.eq_ignore_ascii_case("wal") {
             tracing::warn!(path = %path_text, mode, "SQLite refused WAL mode; readers will wait for writers");
         }
-        conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(sql_error("setting synchronous=NORMAL"))?;
+        let synchronous = if self.sync_every_commit {
+            "FULL"
+        } else {
+            "NORMAL"
+        };
+        conn.pragma_update(None, "synchronous", synchronous)
+            .map_err(sql_error(format!("setting synchronous={synchronous}")))?;
         conn.pragma_update(None, "cache_size", -(i64::from(self.cache_mib) * 1024))
             .map_err(sql_error("setting the cache size"))?;
         schema::migrate(&mut conn)?;
@@ -185,8 +200,8 @@ impl SqliteStoreBuilder {
             retention: self.retention,
             next_retention: Instant::now(),
             jobs: VecDeque::new(),
-            known_keys: HashSet::new(),
-            known_clients: HashSet::new(),
+            known_keys: Default::default(),
+            known_clients: Default::default(),
             error_log: Throttle::new(Duration::from_secs(10)),
         };
         let handle = std::thread::Builder::new()
@@ -277,6 +292,7 @@ impl SqliteStore {
             batch_size: 1_024,
             busy_timeout: Duration::from_secs(5),
             cache_mib: 16,
+            sync_every_commit: false,
             retention: Retention::default(),
         }
     }

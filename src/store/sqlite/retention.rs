@@ -81,7 +81,8 @@ impl Table {
             Table::UsageHours => {
                 "DELETE FROM usage_hour WHERE (dim, hour_ms, value) IN \
                  (SELECT dim, hour_ms, value FROM usage_hour \
-                  WHERE dim IN ('', 'key', 'model', 'client') AND hour_ms < ?1 LIMIT ?2)"
+                  WHERE dim IN ('', 'key', 'model', 'client', 'key_model') AND hour_ms < ?1 \
+                  LIMIT ?2)"
             }
         }
     }

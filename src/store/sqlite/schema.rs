@@ -100,8 +100,12 @@ CREATE TABLE settings (
 "#;
 
 /// Version 2: the usage rollups (per minute and per hour, one row per bucket × dimension value),
-/// the id → fingerprint table they name, indexes for per-key queries, and a backfill of the
-/// rollups from the raw logs already there.
+/// the id → fingerprint table they name, the per-key index of the error log, and a backfill of
+/// the rollups from the raw logs already there.
+///
+/// The request log has no per-key index on purpose: with many keys used round-robin, its
+/// inserts land all over the index and cost about a third of the writer's time (measured in
+/// `docs/performance.md`); per-key figures come from the rollups instead.
 const V2: &str = r#"
 CREATE TABLE usage_minute (
     dim                   TEXT    NOT NULL,
@@ -150,7 +154,6 @@ CREATE TABLE fingerprint (
     PRIMARY KEY (kind, id)
 ) WITHOUT ROWID;
 
-CREATE INDEX request_log_key_at ON request_log (key_id, at_ms);
 CREATE INDEX error_log_key_at ON error_log (key_id, at_ms);
 
 INSERT OR IGNORE INTO fingerprint (kind, id, mask)
@@ -160,37 +163,40 @@ INSERT OR IGNORE INTO fingerprint (kind, id, mask)
 INSERT OR IGNORE INTO fingerprint (kind, id, mask)
     SELECT 'client', client_id, max(client_mask) FROM request_log WHERE client_id IS NOT NULL GROUP BY client_id;
 
--- Backfill: the request-level counters per dimension, then the attempt-level ones.
+-- Backfill: the request-level counters per dimension, then the attempt-level ones
+-- (`key_model` goes to the hour table only).
 CREATE TEMP TABLE backfill AS
     SELECT d.dim AS dim, r.at_ms - (r.at_ms % 60000) AS minute_ms,
            CASE d.dim WHEN 'key' THEN coalesce(r.key_id, '')
                       WHEN 'model' THEN coalesce(r.model, '')
                       WHEN 'client' THEN coalesce(r.client_id, '')
+                      WHEN 'key_model' THEN coalesce(r.key_id, '') || '/' || coalesce(r.model, '')
                       ELSE '' END AS value,
            1 AS calls, (r.success != 0) AS successes, (r.success = 0) AS failures,
            r.prompt_tokens, r.candidates_tokens, r.thoughts_tokens, r.cached_tokens,
            r.tool_use_prompt_tokens, r.total_tokens, r.latency_ms,
            0 AS attempts, 0 AS failed_attempts, 0 AS rate_limited_attempts
     FROM request_log r, (SELECT '' AS dim UNION ALL SELECT 'key' UNION ALL SELECT 'model'
-                         UNION ALL SELECT 'client') d
+                         UNION ALL SELECT 'client' UNION ALL SELECT 'key_model') d
     UNION ALL
     SELECT d.dim, a.at_ms - (a.at_ms % 60000),
            CASE d.dim WHEN 'key' THEN a.key_id
                       WHEN 'model' THEN coalesce(a.model, r.model, '')
                       WHEN 'client' THEN coalesce(r.client_id, '')
+                      WHEN 'key_model' THEN a.key_id || '/' || coalesce(a.model, r.model, '')
                       ELSE '' END,
            0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
            1, (a.class IS NOT NULL), (a.status = 429)
     FROM attempt_log a LEFT JOIN request_log r ON r.request_id = a.request_id,
          (SELECT '' AS dim UNION ALL SELECT 'key' UNION ALL SELECT 'model'
-          UNION ALL SELECT 'client') d;
+          UNION ALL SELECT 'client' UNION ALL SELECT 'key_model') d;
 
 INSERT INTO usage_minute
     SELECT dim, minute_ms, value, sum(calls), sum(successes), sum(failures), sum(prompt_tokens),
            sum(candidates_tokens), sum(thoughts_tokens), sum(cached_tokens),
            sum(tool_use_prompt_tokens), sum(total_tokens), sum(latency_ms), sum(attempts),
            sum(failed_attempts), sum(coalesce(rate_limited_attempts, 0))
-    FROM backfill GROUP BY dim, minute_ms, value;
+    FROM backfill WHERE dim != 'key_model' GROUP BY dim, minute_ms, value;
 INSERT INTO usage_hour
     SELECT dim, minute_ms - (minute_ms % 3600000), value, sum(calls), sum(successes),
            sum(failures), sum(prompt_tokens), sum(candidates_tokens), sum(thoughts_tokens),
@@ -276,7 +282,7 @@ mod tests {
             "usage_minute",
             "usage_hour",
             "fingerprint",
-            "request_log_key_at",
+            "error_log_key_at",
         ] {
             assert!(after.contains(&name.to_owned()), "{name} missing");
         }

@@ -447,34 +447,46 @@ pub fn series(
         .collect())
 }
 
-/// Usage of one key per model over `window`, from the raw request log (most calls first;
-/// attempt counters are left at zero). Answers the Python server's "key usage details".
+/// Usage of one key per model over `window`, most calls first (answers the Python server's
+/// "key usage details"). From the per-hour rollup: the window is rounded out to whole hours.
 pub fn models_of_key(
     conn: &Connection,
     key_id: &str,
     window: Window,
 ) -> Result<Vec<UsageRow>, StoreError> {
+    let from = hour_of(window.from_ms);
+    if window.to_ms <= from {
+        return Ok(Vec::new());
+    }
+    let prefix = format!("{key_id}/");
+    // Values of this key sort between "{key_id}/" and "{key_id}0" ('0' follows '/').
+    let end = format!("{key_id}0");
+    let sql = format!(
+        "SELECT substr(value, ?4), {SUMS} FROM usage_hour WHERE dim = 'key_model' \
+         AND hour_ms >= ?1 AND hour_ms < ?2 AND value >= ?3 AND value < ?5 GROUP BY value"
+    );
     let mut stmt = conn
-        .prepare_cached(
-            "SELECT coalesce(model, ''), count(*), sum(success != 0), sum(success = 0), \
-             sum(prompt_tokens), sum(candidates_tokens), sum(thoughts_tokens), \
-             sum(cached_tokens), sum(tool_use_prompt_tokens), sum(total_tokens), \
-             sum(latency_ms), 0, 0, 0 FROM request_log \
-             WHERE key_id = ?1 AND at_ms >= ?2 AND at_ms < ?3 GROUP BY 1",
-        )
+        .prepare_cached(&sql)
         .map_err(sql_error("reading a key's models"))?;
     let rows = stmt
-        .query_map(params![key_id, window.from_ms, window.to_ms], |row| {
-            Ok(UsageRow {
-                id: row.get(0)?,
-                mask: None,
-                counts: Counts::from_row(row, 1),
-            })
-        })
+        .query_map(
+            params![from, window.to_ms, prefix, prefix.len() as i64 + 1, end],
+            |row| {
+                Ok(UsageRow {
+                    id: row.get(0)?,
+                    mask: None,
+                    counts: Counts::from_row(row, 1),
+                })
+            },
+        )
         .map_err(sql_error("reading a key's models"))?;
-    let mut out = rows
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(sql_error("reading a key's models"))?;
+    let mut out = Vec::new();
+    for row in rows {
+        match row {
+            Ok(row) => out.push(row),
+            Err(e) => tracing::warn!(error = %e, "skipping an unreadable usage row"),
+        }
+    }
     out.sort_by(|a, b| b.counts.calls.cmp(&a.counts.calls).then(a.id.cmp(&b.id)));
     Ok(out)
 }

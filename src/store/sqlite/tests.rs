@@ -101,7 +101,7 @@ fn a_version_1_database_is_migrated_with_its_data() {
                 "usage_minute",
                 "usage_hour",
                 "fingerprint",
-                "request_log_key_at",
+                "error_log_key_at",
             ] {
                 let n = count(
                     c,
@@ -418,30 +418,49 @@ fn windows_older_than_the_minute_rows_count_whole_hours() {
 }
 
 #[test]
-fn models_of_a_key_come_from_the_raw_log() {
+fn models_of_a_key_count_whole_hours() {
     let dir = tempfile::tempdir().unwrap();
     let (store, now) = spread_store(dir.path());
+    let from = now - 24 * HOUR_MS;
     let window = Window {
-        from_ms: now - 24 * HOUR_MS,
+        from_ms: from,
         to_ms: now + 1,
     };
     let key = KeyId::of(KEY).hex();
+    let other = KeyId::of(OTHER_KEY).hex();
     let rows = store
         .read(|c| stats::models_of_key(c, &key, window))
         .unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].id, "gemini-2.0-flash");
-    let raw = store
-        .read(|c| {
-            Ok(count(
-                c,
-                &format!(
-                    "SELECT count(*) FROM request_log WHERE key_id = '{key}' AND at_ms >= {}",
-                    now - 24 * HOUR_MS
-                ),
-            ))
-        })
-        .unwrap();
-    assert_eq!(rows[0].counts.calls, raw as u64);
+    let raw = |key: &str, model: &str| {
+        store
+            .read(|c| {
+                Ok(count(
+                    c,
+                    &format!(
+                        "SELECT count(*) FROM request_log WHERE key_id = '{key}' \
+                         AND model = '{model}' AND at_ms >= {}",
+                        hour_of(from)
+                    ),
+                ))
+            })
+            .unwrap() as u64
+    };
+    assert_eq!(rows[0].counts.calls, raw(&key, "gemini-2.0-flash"));
     assert!(rows[0].counts.calls > 0);
+    // OTHER_KEY served its own requests and answered every 429, for both models.
+    let rows = store
+        .read(|c| stats::models_of_key(c, &other, window))
+        .unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    let pro = rows.iter().find(|r| r.id == "gemini-2.5-pro").unwrap();
+    assert_eq!(pro.counts.calls, raw(&other, "gemini-2.5-pro"));
+    let flash = rows.iter().find(|r| r.id == "gemini-2.0-flash").unwrap();
+    assert_eq!(flash.counts.calls, 0);
+    assert!(flash.counts.rate_limited_attempts > 0);
+    assert!(store
+        .read(|c| stats::models_of_key(c, "0123456789abcdef", window))
+        .unwrap()
+        .is_empty());
 }

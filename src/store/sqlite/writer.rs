@@ -8,22 +8,33 @@
 //! everything sent before it is in the database. Between batches, and when idle, it runs one
 //! small retention step.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use rusqlite::{params, Connection, Transaction};
+use rusqlite::{params, Connection, Transaction, TransactionBehavior};
 
 use super::key_state;
 use super::retention::{self, Purge, Retention};
-use super::rollup::{clamp, Rollup};
+use super::rollup::{clamp, FastSet, Rollup};
 use super::time::{duration_ms, ms_of};
 use crate::api_error::ApiFlavor;
 use crate::keys::{KeyId, KeySnapshot};
 use crate::redact::redact_keys;
 use crate::usage::{ClientId, RequestRecord};
+
+/// Times a batch is retried when another connection holds the write lock past the busy
+/// timeout (5 s by default, so about half a minute in all) before it is given up as lost.
+const BUSY_RETRIES: u32 = 5;
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
 
 /// Longest error message kept, in characters.
 pub(crate) const MAX_MESSAGE_CHARS: usize = 2_000;
@@ -118,8 +129,8 @@ pub(crate) struct Writer {
     pub next_retention: Instant,
     pub jobs: VecDeque<Purge>,
     /// Keys and clients known to be in the `fingerprint` table.
-    pub known_keys: HashSet<KeyId>,
-    pub known_clients: HashSet<ClientId>,
+    pub known_keys: FastSet<KeyId>,
+    pub known_clients: FastSet<ClientId>,
     pub error_log: Throttle,
 }
 
@@ -245,8 +256,8 @@ impl Writer {
             return;
         }
         let n = batch.len() as u64;
-        let mut new_keys: HashSet<&KeyId> = HashSet::new();
-        let mut new_clients: HashSet<&ClientId> = HashSet::new();
+        let mut new_keys: FastSet<&KeyId> = FastSet::default();
+        let mut new_clients: FastSet<&ClientId> = FastSet::default();
         for record in batch.iter() {
             let keys = record
                 .key
@@ -268,7 +279,22 @@ impl Writer {
             .map(|k| ("key", k.hex(), k.mask()))
             .chain(new_clients.iter().map(|c| ("client", c.hex(), c.mask())))
             .collect();
-        let result = write(&mut self.conn, batch, &keys, &new_fingerprints);
+        let mut retries = 0;
+        let result = loop {
+            match write(&mut self.conn, batch, &keys, &new_fingerprints) {
+                // Another connection held the write lock for the whole busy timeout: keep the
+                // batch and wait again (records meanwhile queue, then drop, and are counted).
+                Err(e) if is_busy(&e) && retries < BUSY_RETRIES => {
+                    retries += 1;
+                    tracing::warn!(
+                        records = n,
+                        retries,
+                        "the database is locked by another connection; retrying the batch"
+                    );
+                }
+                other => break other,
+            }
+        };
         match result {
             Ok(()) => {
                 self.shared.written.fetch_add(n, Ordering::Relaxed);
@@ -312,6 +338,15 @@ pub(crate) fn protocol_name(protocol: ApiFlavor) -> &'static str {
     }
 }
 
+/// `KeyId::hex`, without `format!` (the writer makes one or two per record).
+fn hex_of(key: &KeyId) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let digest = key.digest();
+    (0..16)
+        .map(|i| char::from(DIGITS[((digest >> (60 - 4 * i)) & 0xf) as usize]))
+        .collect()
+}
+
 /// Redacts keys and cuts to at most `max_chars` characters.
 pub(crate) fn clean_text(text: &str, max_chars: usize) -> String {
     let redacted = redact_keys(text);
@@ -340,7 +375,7 @@ fn write(
     keys: &HashMap<KeyId, Option<KeySnapshot>>,
     fingerprints: &[(&'static str, String, &str)],
 ) -> rusqlite::Result<()> {
-    let tx = conn.transaction()?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     insert_records(&tx, batch)?;
     let mut rollup = Rollup::default();
     for record in batch {
@@ -370,7 +405,7 @@ fn insert_records(tx: &Transaction<'_>, batch: &[RequestRecord]) -> rusqlite::Re
     for r in batch {
         // Stored as the same 64 bits, read as a signed integer.
         let request_id = r.id as i64;
-        let key_hex = r.key.as_ref().map(|k| k.hex());
+        let key_hex = r.key.as_ref().map(hex_of);
         let client_hex = r.client.as_ref().map(|c| c.hex());
         let t = &r.tokens;
         request.execute(params![
@@ -400,7 +435,7 @@ fn insert_records(tx: &Transaction<'_>, batch: &[RequestRecord]) -> rusqlite::Re
         let mut body = None;
         for a in &r.attempt_log {
             let at = ms_of(a.at);
-            let key_hex = a.key.hex();
+            let key_hex = hex_of(&a.key);
             let model = a.model.as_deref().or(r.model.as_deref());
             attempt.execute(params![
                 request_id,
@@ -452,6 +487,15 @@ mod tests {
         assert_eq!(clean_body("ééé", 3), "é…");
         let long = format!("{}{key}", "x".repeat(10));
         assert!(!clean_body(&long, 20).contains("AIzaSyA"));
+    }
+
+    #[test]
+    fn key_hex_is_the_key_ids_hex() {
+        for key in ["AIzaSyA1234567890abcdefghijklmnopqrstuv", "x"] {
+            let id = KeyId::of(key);
+            assert_eq!(hex_of(&id), id.hex());
+        }
+        assert_eq!(hex_of(&KeyId::from_parts(0x0a, "m")), "000000000000000a");
     }
 
     #[test]
