@@ -399,6 +399,22 @@ fn queries(c: &mut Criterion) {
             group.bench_function("requests_page_1_of_one_key", |b| {
                 b.iter(|| black_box(logs::requests(conn, &by_key).expect("query")))
             });
+            // The worst case of a key filter (no per-key index on the request log): a key
+            // with no request scans the whole log, unless the query bounds the time.
+            let unused = RequestQuery {
+                key_id: Some("0123456789abcdef".to_owned()),
+                ..RequestQuery::default()
+            };
+            group.bench_function("requests_page_1_of_an_unused_key", |b| {
+                b.iter(|| black_box(logs::requests(conn, &unused).expect("query")))
+            });
+            let unused_last_hour = RequestQuery {
+                from_ms: Some(day.to_ms - 3_600_000),
+                ..unused.clone()
+            };
+            group.bench_function("requests_page_1_of_an_unused_key_last_hour", |b| {
+                b.iter(|| black_box(logs::requests(conn, &unused_last_hour).expect("query")))
+            });
             Ok(())
         })
         .expect("queries");

@@ -260,8 +260,15 @@ fn a_database_locked_for_long_loses_the_batch_and_counts_it() {
     store.record(record(10, 1, 0, SystemTime::now()));
     store.shutdown().unwrap();
     let stats = store.writer_stats();
-    assert_eq!((stats.written, stats.lost, stats.queued), (1, 10, 0), "{stats:?}");
-    assert_eq!(count(&open_raw(&path), "SELECT count(*) FROM request_log"), 1);
+    assert_eq!(
+        (stats.written, stats.lost, stats.queued),
+        (1, 10, 0),
+        "{stats:?}"
+    );
+    assert_eq!(
+        count(&open_raw(&path), "SELECT count(*) FROM request_log"),
+        1
+    );
 }
 
 #[test]
@@ -552,6 +559,36 @@ fn a_killed_writer_leaves_an_intact_database() {
     store.shutdown().unwrap();
     let conn = open_raw(&path);
     assert_eq!(count(&conn, "SELECT count(*) FROM request_log"), rows + 1);
+}
+
+#[test]
+fn commits_reach_the_database_file_within_seconds() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("usage.db");
+    let store = SqliteStore::open(&path).unwrap();
+    store.record(record(1, 1, 0, SystemTime::now()));
+    store.flush().unwrap();
+    // The database file alone (without its WAL) is what survives a power loss when the WAL
+    // was not synced: the writer checkpoints about a second after committing.
+    let copy = dir.path().join("copy.db");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        std::fs::copy(&path, &copy).unwrap();
+        let rows = Connection::open(&copy)
+            .and_then(|c| {
+                c.query_row("SELECT count(*) FROM request_log", [], |r| {
+                    r.get::<_, i64>(0)
+                })
+            })
+            .unwrap_or(0);
+        let _ = std::fs::remove_file(format!("{}-wal", copy.display()));
+        if rows == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not checkpointed after 10 s");
+        thread::sleep(Duration::from_millis(100));
+    }
+    store.shutdown().unwrap();
 }
 
 #[test]

@@ -199,6 +199,8 @@ impl SqliteStoreBuilder {
             batch_size: self.batch_size,
             retention: self.retention,
             next_retention: Instant::now(),
+            dirty: false,
+            last_checkpoint: Instant::now(),
             jobs: VecDeque::new(),
             known_keys: Default::default(),
             known_clients: Default::default(),
