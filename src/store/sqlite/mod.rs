@@ -381,7 +381,7 @@ impl SqliteStore {
         let purge = Purge::new(tables, time::ms_of(cutoff), Some(reply));
         self.inner
             .tx
-            .send(Msg::Purge(purge))
+            .send(Msg::Purge(Box::new(purge)))
             .map_err(|_| closed())?;
         answer.recv().map_err(|_| closed())?
     }

@@ -124,6 +124,14 @@ fn a_version_1_database_is_migrated_with_its_data() {
     assert_eq!(keys.len(), 1);
     assert_eq!(keys[0].id, key.hex());
     assert_eq!(keys[0].mask.as_deref(), Some(key.mask()));
+    let models = store
+        .read(|c| stats::models_of_key(c, &key.hex(), Window::last(Duration::from_secs(3600))))
+        .unwrap();
+    assert_eq!(models.len(), 1);
+    assert_eq!(
+        (models[0].id.as_str(), models[0].counts.calls),
+        ("gemini-2.0-flash", 5)
+    );
     // Key state and settings survived.
     let states = store.load_key_states().unwrap();
     assert_eq!(states.len(), 1);

@@ -55,7 +55,7 @@ pub(crate) enum Msg {
     /// Run on the connection once everything queued before is committed.
     Exec(Box<dyn FnOnce(&mut Connection) + Send>),
     /// Delete old rows in small steps; the purge replies when done.
-    Purge(Purge),
+    Purge(Box<Purge>),
     /// Commit everything, checkpoint, reply, stop.
     Shutdown(SyncSender<()>),
 }
@@ -186,7 +186,7 @@ impl Writer {
                     let _ = reply.send(());
                 }
                 Some(Msg::Exec(f)) => f(&mut self.conn),
-                Some(Msg::Purge(purge)) => self.jobs.push_back(purge),
+                Some(Msg::Purge(purge)) => self.jobs.push_back(*purge),
                 Some(Msg::Shutdown(reply)) => {
                     self.finish(&mut batch);
                     let _ = reply.send(());
@@ -517,6 +517,16 @@ mod tests {
         assert_eq!(clean_body("ééé", 3), "é…");
         let long = format!("{}{key}", "x".repeat(10));
         assert!(!clean_body(&long, 20).contains("AIzaSyA"));
+    }
+
+    #[test]
+    fn channel_slots_stay_small() {
+        // The channel allocates `capacity` slots up front.
+        assert!(
+            std::mem::size_of::<Msg>() <= 24,
+            "{}",
+            std::mem::size_of::<Msg>()
+        );
     }
 
     #[test]
