@@ -744,6 +744,15 @@ fn stats_ms(t: SystemTime) -> i64 {
 }
 
 #[test]
+fn opening_creates_the_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data").join("nested").join("usage.db");
+    let store = SqliteStore::open(&path).unwrap();
+    store.shutdown().unwrap();
+    assert!(path.is_file());
+}
+
+#[test]
 fn a_newer_schema_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("usage.db");

@@ -159,9 +159,15 @@ impl SqliteStoreBuilder {
         self
     }
 
-    /// Opens (creating or migrating) the database and starts the writer thread.
+    /// Opens the database (creating it, and its directory, or migrating it) and starts the
+    /// writer thread.
     pub fn open(self) -> Result<SqliteStore, StoreError> {
         let path_text = self.path.display().to_string();
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::with_source(format!("creating the directory of {path_text}"), e)
+            })?;
+        }
         let mut conn =
             Connection::open(&self.path).map_err(sql_error(format!("opening {path_text}")))?;
         configure(&conn, self.busy_timeout)?;

@@ -242,25 +242,31 @@ impl Writer {
     /// Writes everything still queued, then checkpoints the WAL into the database.
     fn finish(&mut self, batch: &mut Vec<RequestRecord>) {
         self.shared.closed.store(true, Ordering::Relaxed);
-        loop {
-            while batch.len() < self.batch_size {
-                match self.rx.try_recv() {
-                    Ok(Msg::Record(record)) => batch.push(*record),
-                    Ok(Msg::Flush(reply)) | Ok(Msg::Shutdown(reply)) => {
-                        let _ = reply.send(());
+        while let Ok(msg) = self.rx.try_recv() {
+            match msg {
+                Msg::Record(record) => {
+                    batch.push(*record);
+                    if batch.len() >= self.batch_size {
+                        self.write_batch(batch);
                     }
-                    Ok(Msg::Exec(f)) => f(&mut self.conn),
-                    Ok(Msg::Purge(mut purge)) => while !purge.step(&self.conn, u32::MAX) {},
-                    Ok(Msg::Wake) => {}
-                    Err(_) => break,
+                }
+                Msg::Wake => {}
+                // What was queued before a control message is committed before it is answered.
+                Msg::Flush(reply) | Msg::Shutdown(reply) => {
+                    self.write_batch(batch);
+                    let _ = reply.send(());
+                }
+                Msg::Exec(f) => {
+                    self.write_batch(batch);
+                    f(&mut self.conn);
+                }
+                Msg::Purge(mut purge) => {
+                    self.write_batch(batch);
+                    while !purge.step(&self.conn, u32::MAX) {}
                 }
             }
-            let more = batch.len() >= self.batch_size;
-            self.write_batch(batch);
-            if !more {
-                break;
-            }
         }
+        self.write_batch(batch);
         for mut job in self.jobs.drain(..) {
             // Answer waiting callers; scheduled purges resume at the next start.
             if let Some(reply) = job.take_reply() {
