@@ -91,6 +91,7 @@ impl Default for ErrorQuery {
 
 /// One failed upstream attempt.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct ErrorEntry {
     /// Row id (for [`error`] and deletion).
     pub id: i64,
@@ -117,6 +118,7 @@ pub struct ErrorEntry {
 
 /// A page of the error log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct ErrorPage {
     /// Rows matching the filters, all pages together.
     pub total: u64,
@@ -166,6 +168,7 @@ impl Default for RequestQuery {
 
 /// One client request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct RequestEntry {
     /// Row id.
     pub id: i64,
@@ -207,6 +210,7 @@ pub struct RequestEntry {
 
 /// A page of the request log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct RequestPage {
     /// This page, newest first.
     pub entries: Vec<RequestEntry>,
@@ -216,6 +220,7 @@ pub struct RequestPage {
 
 /// One upstream attempt of a request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct AttemptEntry {
     /// When it started (ms since the epoch).
     pub at_ms: i64,

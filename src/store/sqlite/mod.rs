@@ -269,6 +269,7 @@ impl fmt::Debug for SqliteStore {
 
 /// The writer's counters: how full the channel is and what happened to every record.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct WriterStats {
     /// Records accepted and not yet committed (in the channel or in the batch being written).
     pub queued: u64,
@@ -580,6 +581,7 @@ fn delete_by_ids(conn: &mut Connection, ids: &[i64], sqls: &[&str]) -> Result<u6
 
 /// One row of the `settings` table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct Setting {
     /// The setting's name (such as `MAX_FAILURES`).
     pub name: String,

@@ -14,7 +14,25 @@ use crate::store::StoreError;
 /// deleted after 7 days, request logs are kept (its `AUTO_DELETE_REQUEST_LOGS_ENABLED` is off
 /// by default; when turned on its default is 30 days). The usage rollups, which answer the
 /// statistics, are small and kept much longer: per-minute rows 3 days, per-hour rows 400 days.
+///
+/// Start from the default and change fields:
+///
+/// ```
+/// use std::time::Duration;
+/// use gemini_balance::store::sqlite::Retention;
+///
+/// let mut retention = Retention::default();
+/// retention.request_logs = Some(Duration::from_secs(30 * 86_400));
+/// retention.batch_rows = 500;
+/// # let dir = tempfile::tempdir().unwrap();
+/// let store = gemini_balance::store::SqliteStore::builder(dir.path().join("usage.db"))
+///     .retention(retention)
+///     .open()
+///     .unwrap();
+/// # store.shutdown().unwrap();
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Retention {
     /// Error log rows older than this are deleted; `None` keeps them. Default 7 days.
     pub error_logs: Option<Duration>,

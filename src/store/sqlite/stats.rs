@@ -84,6 +84,7 @@ impl Window {
 
 /// Token sums.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct Tokens {
     /// Prompt tokens.
     pub prompt: u64,
@@ -101,6 +102,7 @@ pub struct Tokens {
 
 /// Counters over a window.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct Counts {
     /// Client requests.
     pub calls: u64,
@@ -174,6 +176,7 @@ const SUMS: &str = "sum(calls), sum(successes), sum(failures), sum(prompt_tokens
 
 /// The header figures: the last minute, hour, day and the calendar month.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct Summary {
     /// When the figures were taken.
     pub now_ms: i64,
@@ -194,6 +197,7 @@ pub struct Summary {
 
 /// Usage of one key, model or client.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct UsageRow {
     /// The key's or client's id (16 hex digits) or the model name; empty for requests that
     /// had none (no key was available, no model in the path, no client token).
@@ -208,6 +212,7 @@ pub struct UsageRow {
 
 /// One bucket of a time series.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct SeriesPoint {
     /// Start of the bucket, in milliseconds since the Unix epoch.
     pub start_ms: i64,
@@ -242,6 +247,7 @@ pub enum Filter {
 
 /// A key with rate-limited attempts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct RateLimitedKey {
     /// The key's id (16 hex digits).
     pub key_id: String,
