@@ -13,7 +13,7 @@ pub enum Strategy {
     /// Each request takes the next usable key in order (the Python server's behaviour).
     #[default]
     RoundRobin,
-    /// Keys are chosen at random in proportion to their weight ([`KeyPool::add_weighted`]).
+    /// Keys are chosen at random in proportion to their weight ([`KeyPool::add_weighted`](super::KeyPool::add_weighted)).
     Weighted,
     /// The key with fewer requests in flight of two chosen at random ("power of two choices":
     /// constant time at any pool size, and nearly as good as scanning every key).
