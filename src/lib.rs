@@ -61,6 +61,8 @@
 //! # Feature flags
 //!
 //! - `reqwest`: [`client::ReqwestService`], the tower adapter around `reqwest::Client`.
+//! - `sqlite` (default): [`store::SqliteStore`], usage log, key state and settings in an
+//!   embedded SQLite database (compiled in; no system library needed).
 #![cfg_attr(docsrs, feature(doc_cfg))]
 // Input never panics the library: no `unwrap()` outside tests.
 #![warn(clippy::unwrap_used)]

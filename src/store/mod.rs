@@ -1,5 +1,5 @@
 //! Where usage and key state go: the [`UsageSink`] and [`KeyStateStore`] traits, an in-memory
-//! [`MemoryStore`], and the SQLite store (the default).
+//! [`MemoryStore`], and the SQLite store (the default; feature `sqlite`, see [`sqlite`]).
 //!
 //! The request path only ever calls [`UsageSink::record`], which must not block: stores queue
 //! the record and write it elsewhere (the SQLite store has a writer thread). Other stores (a
@@ -18,10 +18,16 @@
 //! ```
 
 mod memory;
+#[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+pub mod sqlite;
 
 use std::fmt;
 
 pub use self::memory::MemoryStore;
+#[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+pub use self::sqlite::SqliteStore;
 use crate::keys::{KeyId, KeySnapshot};
 use crate::usage::RequestRecord;
 

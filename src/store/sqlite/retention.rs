@@ -1,0 +1,214 @@
+//! Retention: old rows are deleted by the writer thread, a few thousand at a time, between
+//! batches of new records, so a large purge never holds the write lock for long.
+
+use std::sync::mpsc::SyncSender;
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+use crate::store::StoreError;
+
+/// How long rows are kept, and how deletion is paced.
+///
+/// The defaults follow the Python Gemini-Balance server where it has a setting: error logs are
+/// deleted after 7 days, request logs are kept (its `AUTO_DELETE_REQUEST_LOGS_ENABLED` is off
+/// by default; when turned on its default is 30 days). The usage rollups, which answer the
+/// statistics, are small and kept much longer: per-minute rows 3 days, per-hour rows 400 days.
+///
+/// Start from the default and change fields:
+///
+/// ```
+/// use std::time::Duration;
+/// use gemini_balance::store::sqlite::Retention;
+///
+/// let mut retention = Retention::default();
+/// retention.request_logs = Some(Duration::from_secs(30 * 86_400));
+/// retention.batch_rows = 500;
+/// # let dir = tempfile::tempdir().unwrap();
+/// let store = gemini_balance::store::SqliteStore::builder(dir.path().join("usage.db"))
+///     .retention(retention)
+///     .open()
+///     .unwrap();
+/// # store.shutdown().unwrap();
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Retention {
+    /// Error log rows older than this are deleted; `None` keeps them. Default 7 days.
+    pub error_logs: Option<Duration>,
+    /// Request log rows (and their attempt rows) older than this are deleted; `None` keeps
+    /// them. Default `None`.
+    pub request_logs: Option<Duration>,
+    /// Per-minute usage rows older than this are deleted. Default 3 days. Statistics whose
+    /// window starts before it count the whole first hour (see `docs/store.md`).
+    pub usage_minutes: Duration,
+    /// Per-hour usage rows older than this are deleted. Default 400 days.
+    pub usage_hours: Duration,
+    /// How often the writer looks for old rows. Default one hour (also once at startup).
+    pub interval: Duration,
+    /// Rows deleted per statement. Default 2,000 (a few milliseconds of write lock).
+    pub batch_rows: u32,
+}
+
+/// A day.
+const DAY: Duration = Duration::from_secs(86_400);
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            error_logs: Some(7 * DAY),
+            request_logs: None,
+            usage_minutes: 3 * DAY,
+            usage_hours: 400 * DAY,
+            interval: Duration::from_secs(3600),
+            batch_rows: 2_000,
+        }
+    }
+}
+
+/// A table retention deletes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Table {
+    Requests,
+    Attempts,
+    Errors,
+    UsageMinutes,
+    UsageHours,
+}
+
+impl Table {
+    fn sql(self) -> &'static str {
+        match self {
+            Table::Requests => {
+                "DELETE FROM request_log WHERE id IN \
+                 (SELECT id FROM request_log WHERE at_ms < ?1 LIMIT ?2)"
+            }
+            Table::Attempts => {
+                "DELETE FROM attempt_log WHERE id IN \
+                 (SELECT id FROM attempt_log WHERE at_ms < ?1 LIMIT ?2)"
+            }
+            Table::Errors => {
+                "DELETE FROM error_log WHERE id IN \
+                 (SELECT id FROM error_log WHERE at_ms < ?1 LIMIT ?2)"
+            }
+            Table::UsageMinutes => {
+                "DELETE FROM usage_minute WHERE (dim, minute_ms, value) IN \
+                 (SELECT dim, minute_ms, value FROM usage_minute \
+                  WHERE dim IN ('', 'key', 'model', 'client') AND minute_ms < ?1 LIMIT ?2)"
+            }
+            Table::UsageHours => {
+                "DELETE FROM usage_hour WHERE (dim, hour_ms, value) IN \
+                 (SELECT dim, hour_ms, value FROM usage_hour \
+                  WHERE dim IN ('', 'key', 'model', 'client', 'key_model') AND hour_ms < ?1 \
+                  LIMIT ?2)"
+            }
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Table::Requests => "request_log",
+            Table::Attempts => "attempt_log",
+            Table::Errors => "error_log",
+            Table::UsageMinutes => "usage_minute",
+            Table::UsageHours => "usage_hour",
+        }
+    }
+}
+
+/// Deleting rows older than a cutoff from some tables, one small statement per step.
+#[derive(Debug)]
+pub(crate) struct Purge {
+    tables: Vec<Table>,
+    cutoff_ms: i64,
+    deleted: u64,
+    reply: Option<SyncSender<Result<u64, StoreError>>>,
+}
+
+impl Purge {
+    pub(crate) fn new(
+        tables: Vec<Table>,
+        cutoff_ms: i64,
+        reply: Option<SyncSender<Result<u64, StoreError>>>,
+    ) -> Self {
+        Purge {
+            tables,
+            cutoff_ms,
+            deleted: 0,
+            reply,
+        }
+    }
+
+    /// `true` when this purge covers `table` (so the schedule does not queue it twice).
+    pub(crate) fn covers(&self, table: Table) -> bool {
+        self.tables.contains(&table)
+    }
+
+    /// Deletes at most `limit` rows; `true` when the purge is finished (and answered).
+    pub(crate) fn step(&mut self, conn: &Connection, limit: u32) -> bool {
+        let Some(&table) = self.tables.first() else {
+            self.answer(Ok(()));
+            return true;
+        };
+        let result = conn
+            .prepare_cached(table.sql())
+            .and_then(|mut stmt| stmt.execute(rusqlite::params![self.cutoff_ms, limit]));
+        match result {
+            Ok(n) => {
+                self.deleted += n as u64;
+                if n < limit as usize {
+                    self.tables.remove(0);
+                    if n > 0 || self.deleted > 0 {
+                        tracing::debug!(
+                            table = table.name(),
+                            deleted = self.deleted,
+                            "old rows deleted"
+                        );
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(table = table.name(), error = %e, "deleting old rows failed");
+                self.tables.clear();
+                self.answer(Err(StoreError::with_source(
+                    format!("deleting old rows from {}", table.name()),
+                    e,
+                )));
+                return true;
+            }
+        }
+        if self.tables.is_empty() {
+            self.answer(Ok(()));
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The caller waiting for this purge, if any.
+    pub(crate) fn take_reply(&mut self) -> Option<SyncSender<Result<u64, StoreError>>> {
+        self.reply.take()
+    }
+
+    fn answer(&mut self, result: Result<(), StoreError>) {
+        if let Some(reply) = self.reply.take() {
+            let _ = reply.send(result.map(|()| self.deleted));
+        }
+    }
+}
+
+/// The purges a retention run queues, for `now_ms`.
+pub(crate) fn due(retention: &Retention, now_ms: i64) -> Vec<(Vec<Table>, i64)> {
+    let cutoff =
+        |d: Duration| now_ms.saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let mut out = Vec::new();
+    if let Some(d) = retention.error_logs {
+        out.push((vec![Table::Errors], cutoff(d)));
+    }
+    if let Some(d) = retention.request_logs {
+        out.push((vec![Table::Requests, Table::Attempts], cutoff(d)));
+    }
+    out.push((vec![Table::UsageMinutes], cutoff(retention.usage_minutes)));
+    out.push((vec![Table::UsageHours], cutoff(retention.usage_hours)));
+    out
+}

@@ -1,0 +1,569 @@
+//! Usage statistics: calls, tokens and attempts per window, key, model and client, and time
+//! series for charts.
+//!
+//! Every function takes a [`rusqlite::Connection`] to a store's database and returns
+//! `Serialize` values (an admin API can return them as JSON). Most answers come from the usage
+//! rollups (per-minute and per-hour counters the writer maintains), so they cost the same over
+//! a million requests as over a hundred; the last-minute figure comes from the raw log.
+//!
+//! Windows are rounded out to whole minutes. A window starting before the oldest per-minute
+//! row still kept (3 days by default) counts its first hour whole. "Calls" are client
+//! requests; "attempts" are upstream attempts (a request retried on another key makes two).
+//!
+//! These calls block: from async code use [`SqliteStore::read_async`](super::SqliteStore::read_async).
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::{Duration, SystemTime};
+//! use gemini_balance::store::sqlite::stats::{self, Window};
+//! use gemini_balance::store::{SqliteStore, UsageSink};
+//! use gemini_balance::usage::RequestRecord;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = tempfile::tempdir()?;
+//! let store = SqliteStore::open(dir.path().join("usage.db"))?;
+//! let mut record = RequestRecord::new(7, SystemTime::now());
+//! record.model = Some("gemini-2.0-flash".into());
+//! record.success = true;
+//! record.tokens.total = 42;
+//! store.record(record);
+//! store.flush()?;
+//!
+//! let models = store.read(|conn| stats::by_model(conn, Window::last(Duration::from_secs(86_400))))?;
+//! assert_eq!(models[0].id, "gemini-2.0-flash");
+//! assert_eq!(models[0].counts.tokens.total, 42);
+//! # Ok(())
+//! # }
+//! ```
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
+
+use super::rollup::Dim;
+use super::sql_error;
+use super::time::{hour_of, minute_of, month_start, ms_of, HOUR_MS, MINUTE_MS};
+use super::WriterStats;
+use crate::store::StoreError;
+
+/// A time range `[from_ms, to_ms)`, in milliseconds since the Unix epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Window {
+    /// Start (inclusive).
+    pub from_ms: i64,
+    /// End (exclusive).
+    pub to_ms: i64,
+}
+
+impl Window {
+    /// The `span` ending now.
+    pub fn last(span: Duration) -> Window {
+        Window::ending(SystemTime::now(), span)
+    }
+
+    /// The `span` ending at `end`.
+    pub fn ending(end: SystemTime, span: Duration) -> Window {
+        let to_ms = ms_of(end).saturating_add(1);
+        Window {
+            from_ms: to_ms.saturating_sub(i64::try_from(span.as_millis()).unwrap_or(i64::MAX)),
+            to_ms,
+        }
+    }
+
+    /// From `from` to `to`.
+    pub fn between(from: SystemTime, to: SystemTime) -> Window {
+        Window {
+            from_ms: ms_of(from),
+            to_ms: ms_of(to),
+        }
+    }
+}
+
+/// Token sums.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct Tokens {
+    /// Prompt tokens.
+    pub prompt: u64,
+    /// Answer tokens (thoughts excluded).
+    pub candidates: u64,
+    /// Thinking tokens.
+    pub thoughts: u64,
+    /// Prompt tokens served from the cache.
+    pub cached: u64,
+    /// Prompt tokens of tool results.
+    pub tool_use_prompt: u64,
+    /// Totals as reported by the upstream.
+    pub total: u64,
+}
+
+/// Counters over a window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct Counts {
+    /// Client requests.
+    pub calls: u64,
+    /// Requests answered with a complete 2xx.
+    pub successes: u64,
+    /// The other requests.
+    pub failures: u64,
+    /// Tokens of those requests.
+    pub tokens: Tokens,
+    /// Sum of request latencies (divide by `calls` for the mean).
+    pub latency_ms_sum: u64,
+    /// Upstream attempts.
+    pub attempts: u64,
+    /// Failed upstream attempts.
+    pub failed_attempts: u64,
+    /// Upstream attempts answered with 429.
+    pub rate_limited_attempts: u64,
+}
+
+impl Counts {
+    fn add(&mut self, o: &Counts) {
+        self.calls += o.calls;
+        self.successes += o.successes;
+        self.failures += o.failures;
+        self.tokens.prompt += o.tokens.prompt;
+        self.tokens.candidates += o.tokens.candidates;
+        self.tokens.thoughts += o.tokens.thoughts;
+        self.tokens.cached += o.tokens.cached;
+        self.tokens.tool_use_prompt += o.tokens.tool_use_prompt;
+        self.tokens.total += o.tokens.total;
+        self.latency_ms_sum += o.latency_ms_sum;
+        self.attempts += o.attempts;
+        self.failed_attempts += o.failed_attempts;
+        self.rate_limited_attempts += o.rate_limited_attempts;
+    }
+
+    /// Reads 13 counter columns starting at `first` (negative or NULL values read as 0).
+    fn from_row(row: &rusqlite::Row<'_>, first: usize) -> Counts {
+        let n = |i: usize| -> u64 {
+            row.get::<_, Option<i64>>(first + i)
+                .ok()
+                .flatten()
+                .and_then(|v| u64::try_from(v).ok())
+                .unwrap_or(0)
+        };
+        Counts {
+            calls: n(0),
+            successes: n(1),
+            failures: n(2),
+            tokens: Tokens {
+                prompt: n(3),
+                candidates: n(4),
+                thoughts: n(5),
+                cached: n(6),
+                tool_use_prompt: n(7),
+                total: n(8),
+            },
+            latency_ms_sum: n(9),
+            attempts: n(10),
+            failed_attempts: n(11),
+            rate_limited_attempts: n(12),
+        }
+    }
+}
+
+/// The sums of the 13 rollup counters, in [`Counts::from_row`] order.
+const SUMS: &str = "sum(calls), sum(successes), sum(failures), sum(prompt_tokens), \
+    sum(candidates_tokens), sum(thoughts_tokens), sum(cached_tokens), \
+    sum(tool_use_prompt_tokens), sum(total_tokens), sum(latency_ms), sum(attempts), \
+    sum(failed_attempts), sum(rate_limited_attempts)";
+
+/// The header figures: the last minute, hour, day and the calendar month.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct Summary {
+    /// When the figures were taken.
+    pub now_ms: i64,
+    /// The last 60 seconds (from the raw log).
+    pub last_minute: Counts,
+    /// The last hour.
+    pub last_hour: Counts,
+    /// The last 24 hours.
+    pub last_day: Counts,
+    /// Since the start of the calendar month.
+    pub this_month: Counts,
+    /// When the calendar month started.
+    pub month_start_ms: i64,
+    /// The writer's counters, when the summary comes from a running store.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub writer: Option<WriterStats>,
+}
+
+/// Usage of one key, model or client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct UsageRow {
+    /// The key's or client's id (16 hex digits) or the model name; empty for requests that
+    /// had none (no key was available, no model in the path, no client token).
+    pub id: String,
+    /// The fingerprint of a key or client (`AIza…x4Fq`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mask: Option<String>,
+    /// The counters.
+    #[serde(flatten)]
+    pub counts: Counts,
+}
+
+/// One bucket of a time series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct SeriesPoint {
+    /// Start of the bucket, in milliseconds since the Unix epoch.
+    pub start_ms: i64,
+    /// The counters.
+    #[serde(flatten)]
+    pub counts: Counts,
+}
+
+/// Bucket size of a time series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Granularity {
+    /// 60 one-minute buckets: the last hour.
+    Minute,
+    /// 24 one-hour buckets: the last day.
+    Hour,
+}
+
+/// Restricts a time series to one key, model or client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Filter {
+    /// A key, by its id (16 hex digits).
+    Key(String),
+    /// A model.
+    Model(String),
+    /// A client, by its id (16 hex digits).
+    Client(String),
+}
+
+/// A key with rate-limited attempts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct RateLimitedKey {
+    /// The key's id (16 hex digits).
+    pub key_id: String,
+    /// Its fingerprint.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mask: Option<String>,
+    /// Attempts answered with 429.
+    pub rate_limited: u64,
+    /// All attempts with the key.
+    pub attempts: u64,
+}
+
+/// The header figures at `now`; the calendar month is taken in a zone `utc_offset_minutes`
+/// east of UTC (0 for UTC, 480 for UTC+8).
+pub fn summary(
+    conn: &Connection,
+    now: SystemTime,
+    utc_offset_minutes: i32,
+) -> Result<Summary, StoreError> {
+    let now_ms = ms_of(now);
+    let month_start_ms = month_start(now_ms, utc_offset_minutes);
+    let total = |from_ms: i64| -> Result<Counts, StoreError> {
+        Ok(collect(
+            conn,
+            Dim::All,
+            Window {
+                from_ms,
+                to_ms: now_ms + 1,
+            },
+        )?
+        .remove("")
+        .unwrap_or_default())
+    };
+    Ok(Summary {
+        now_ms,
+        last_minute: last_minute(conn, now_ms)?,
+        last_hour: total(now_ms - HOUR_MS)?,
+        last_day: total(now_ms - 24 * HOUR_MS)?,
+        this_month: total(month_start_ms)?,
+        month_start_ms,
+        writer: None,
+    })
+}
+
+/// The last 60 seconds from the raw request and attempt logs.
+fn last_minute(conn: &Connection, now_ms: i64) -> Result<Counts, StoreError> {
+    let from = now_ms - MINUTE_MS;
+    let mut counts = conn
+        .prepare_cached(
+            "SELECT count(*), sum(success != 0), sum(success = 0), sum(prompt_tokens), \
+             sum(candidates_tokens), sum(thoughts_tokens), sum(cached_tokens), \
+             sum(tool_use_prompt_tokens), sum(total_tokens), sum(latency_ms), 0, 0, 0 \
+             FROM request_log WHERE at_ms > ?1 AND at_ms <= ?2",
+        )
+        .and_then(|mut s| s.query_row(params![from, now_ms], |row| Ok(Counts::from_row(row, 0))))
+        .map_err(sql_error("counting the last minute"))?;
+    let (attempts, failed, limited) = conn
+        .prepare_cached(
+            "SELECT count(*), sum(class IS NOT NULL), sum(status = 429) FROM attempt_log \
+             WHERE at_ms > ?1 AND at_ms <= ?2",
+        )
+        .and_then(|mut s| {
+            s.query_row(params![from, now_ms], |row| {
+                Ok((
+                    row.get::<_, Option<i64>>(0)?.unwrap_or(0),
+                    row.get::<_, Option<i64>>(1)?.unwrap_or(0),
+                    row.get::<_, Option<i64>>(2)?.unwrap_or(0),
+                ))
+            })
+        })
+        .map_err(sql_error("counting the last minute's attempts"))?;
+    counts.attempts = u64::try_from(attempts).unwrap_or(0);
+    counts.failed_attempts = u64::try_from(failed).unwrap_or(0);
+    counts.rate_limited_attempts = u64::try_from(limited).unwrap_or(0);
+    Ok(counts)
+}
+
+/// Usage per key over `window`, most calls first.
+pub fn by_key(conn: &Connection, window: Window) -> Result<Vec<UsageRow>, StoreError> {
+    rows(conn, Dim::Key, window)
+}
+
+/// Usage per model over `window`, most calls first.
+pub fn by_model(conn: &Connection, window: Window) -> Result<Vec<UsageRow>, StoreError> {
+    rows(conn, Dim::Model, window)
+}
+
+/// Usage per client token over `window`, most calls first.
+pub fn by_client(conn: &Connection, window: Window) -> Result<Vec<UsageRow>, StoreError> {
+    rows(conn, Dim::Client, window)
+}
+
+fn rows(conn: &Connection, dim: Dim, window: Window) -> Result<Vec<UsageRow>, StoreError> {
+    let mut rows: Vec<UsageRow> = collect(conn, dim, window)?
+        .into_iter()
+        .map(|(id, counts)| UsageRow {
+            mask: None,
+            id,
+            counts,
+        })
+        .collect();
+    rows.sort_by(|a, b| b.counts.calls.cmp(&a.counts.calls).then(a.id.cmp(&b.id)));
+    let kind = match dim {
+        Dim::Key => "key",
+        Dim::Client => "client",
+        _ => return Ok(rows),
+    };
+    for row in &mut rows {
+        row.mask = mask(conn, kind, &row.id)?;
+    }
+    Ok(rows)
+}
+
+/// The fingerprint of a key or client id.
+fn mask(conn: &Connection, kind: &str, id: &str) -> Result<Option<String>, StoreError> {
+    if id.is_empty() {
+        return Ok(None);
+    }
+    conn.prepare_cached("SELECT mask FROM fingerprint WHERE kind = ?1 AND id = ?2")
+        .and_then(|mut s| s.query_row(params![kind, id], |r| r.get(0)).optional())
+        .map_err(sql_error("reading a fingerprint"))
+}
+
+/// The keys with the most 429 answers over `window` (keys with none are left out).
+pub fn top_rate_limited_keys(
+    conn: &Connection,
+    window: Window,
+    limit: u32,
+) -> Result<Vec<RateLimitedKey>, StoreError> {
+    let mut keys: Vec<RateLimitedKey> = collect(conn, Dim::Key, window)?
+        .into_iter()
+        .filter(|(id, c)| c.rate_limited_attempts > 0 && !id.is_empty())
+        .map(|(key_id, c)| RateLimitedKey {
+            key_id,
+            mask: None,
+            rate_limited: c.rate_limited_attempts,
+            attempts: c.attempts,
+        })
+        .collect();
+    keys.sort_by(|a, b| {
+        b.rate_limited
+            .cmp(&a.rate_limited)
+            .then(a.key_id.cmp(&b.key_id))
+    });
+    keys.truncate(limit as usize);
+    for key in &mut keys {
+        key.mask = mask(conn, "key", &key.key_id)?;
+    }
+    Ok(keys)
+}
+
+/// A time series ending with the bucket that holds `now`: 60 minutes or 24 hours, oldest
+/// first, empty buckets included. `filter` restricts it to one key, model or client.
+pub fn series(
+    conn: &Connection,
+    granularity: Granularity,
+    now: SystemTime,
+    filter: Option<&Filter>,
+) -> Result<Vec<SeriesPoint>, StoreError> {
+    let now_ms = ms_of(now);
+    let (table, column, step, last, n) = match granularity {
+        Granularity::Minute => (
+            "usage_minute",
+            "minute_ms",
+            MINUTE_MS,
+            minute_of(now_ms),
+            60,
+        ),
+        Granularity::Hour => ("usage_hour", "hour_ms", HOUR_MS, hour_of(now_ms), 24),
+    };
+    let first = last - (n - 1) * step;
+    let (dim, value) = match filter {
+        None => (Dim::All, ""),
+        Some(Filter::Key(id)) => (Dim::Key, id.as_str()),
+        Some(Filter::Model(model)) => (Dim::Model, model.as_str()),
+        Some(Filter::Client(id)) => (Dim::Client, id.as_str()),
+    };
+    let sql = format!(
+        "SELECT {column}, {SUMS} FROM {table} WHERE dim = ?1 AND {column} >= ?2 \
+         AND {column} <= ?3 AND value = ?4 GROUP BY {column}"
+    );
+    let mut found: HashMap<i64, Counts> = HashMap::new();
+    let mut stmt = conn
+        .prepare_cached(&sql)
+        .map_err(sql_error("reading a time series"))?;
+    let rows = stmt
+        .query_map(params![dim.as_str(), first, last, value], |row| {
+            Ok((row.get::<_, i64>(0)?, Counts::from_row(row, 1)))
+        })
+        .map_err(sql_error("reading a time series"))?;
+    for row in rows {
+        let (start, counts) = row.map_err(sql_error("reading a time series"))?;
+        found.insert(start, counts);
+    }
+    Ok((0..n)
+        .map(|i| {
+            let start_ms = first + i * step;
+            SeriesPoint {
+                start_ms,
+                counts: found.remove(&start_ms).unwrap_or_default(),
+            }
+        })
+        .collect())
+}
+
+/// Usage of one key per model over `window`, most calls first (answers the Python server's
+/// "key usage details"). From the per-hour rollup: the window is rounded out to whole hours.
+pub fn models_of_key(
+    conn: &Connection,
+    key_id: &str,
+    window: Window,
+) -> Result<Vec<UsageRow>, StoreError> {
+    let from = hour_of(window.from_ms);
+    if window.to_ms <= from {
+        return Ok(Vec::new());
+    }
+    let prefix = format!("{key_id}/");
+    // Values of this key sort between "{key_id}/" and "{key_id}0" ('0' follows '/').
+    let end = format!("{key_id}0");
+    let sql = format!(
+        "SELECT substr(value, ?4), {SUMS} FROM usage_hour WHERE dim = 'key_model' \
+         AND hour_ms >= ?1 AND hour_ms < ?2 AND value >= ?3 AND value < ?5 GROUP BY value"
+    );
+    let mut stmt = conn
+        .prepare_cached(&sql)
+        .map_err(sql_error("reading a key's models"))?;
+    let rows = stmt
+        .query_map(
+            params![from, window.to_ms, prefix, prefix.len() as i64 + 1, end],
+            |row| {
+                Ok(UsageRow {
+                    id: row.get(0)?,
+                    mask: None,
+                    counts: Counts::from_row(row, 1),
+                })
+            },
+        )
+        .map_err(sql_error("reading a key's models"))?;
+    let mut out = Vec::new();
+    for row in rows {
+        match row {
+            Ok(row) => out.push(row),
+            Err(e) => tracing::warn!(error = %e, "skipping an unreadable usage row"),
+        }
+    }
+    out.sort_by(|a, b| b.counts.calls.cmp(&a.counts.calls).then(a.id.cmp(&b.id)));
+    Ok(out)
+}
+
+/// Which rollup rows cover a window: `(table, bucket column, from, to)` parts.
+fn plan(
+    conn: &Connection,
+    window: Window,
+) -> Result<Vec<(&'static str, &'static str, i64, i64)>, StoreError> {
+    const MINUTES: (&str, &str) = ("usage_minute", "minute_ms");
+    const HOURS: (&str, &str) = ("usage_hour", "hour_ms");
+    let from = minute_of(window.from_ms);
+    let to = window.to_ms;
+    if to <= from {
+        return Ok(Vec::new());
+    }
+    let oldest_minute: Option<i64> = conn
+        .prepare_cached("SELECT min(minute_ms) FROM usage_minute WHERE dim = ''")
+        .and_then(|mut s| s.query_row([], |r| r.get(0)))
+        .map_err(sql_error("reading the rollup horizon"))?;
+    let last_hour = hour_of(to);
+    let mut parts = Vec::with_capacity(3);
+    let part = |(t, c): (&'static str, &'static str), a: i64, b: i64| (t, c, a, b);
+    if oldest_minute.is_some_and(|oldest| oldest <= from) {
+        let first_hour = if from % HOUR_MS == 0 {
+            from
+        } else {
+            hour_of(from) + HOUR_MS
+        };
+        if first_hour >= last_hour {
+            parts.push(part(MINUTES, from, to));
+        } else {
+            parts.push(part(MINUTES, from, first_hour));
+            parts.push(part(HOURS, first_hour, last_hour));
+            parts.push(part(MINUTES, last_hour, to));
+        }
+    } else {
+        // Per-minute rows no longer reach back to `from`: count its hour whole.
+        parts.push(part(HOURS, hour_of(from), last_hour));
+        parts.push(part(MINUTES, last_hour.max(hour_of(from)), to));
+    }
+    parts.retain(|(_, _, a, b)| a < b);
+    Ok(parts)
+}
+
+/// Sums the rollups over `window` per value of `dim`.
+fn collect(
+    conn: &Connection,
+    dim: Dim,
+    window: Window,
+) -> Result<HashMap<String, Counts>, StoreError> {
+    let mut out: HashMap<String, Counts> = HashMap::new();
+    for (table, column, from, to) in plan(conn, window)? {
+        let sql = format!(
+            "SELECT value, {SUMS} FROM {table} WHERE dim = ?1 AND {column} >= ?2 \
+             AND {column} < ?3 GROUP BY value"
+        );
+        let mut stmt = conn
+            .prepare_cached(&sql)
+            .map_err(sql_error("reading usage"))?;
+        let rows = stmt
+            .query_map(params![dim.as_str(), from, to], |row| {
+                Ok((row.get::<_, String>(0)?, Counts::from_row(row, 1)))
+            })
+            .map_err(sql_error("reading usage"))?;
+        for row in rows {
+            match row {
+                Ok((value, counts)) => out.entry(value).or_default().add(&counts),
+                Err(e) => tracing::warn!(error = %e, table, "skipping an unreadable usage row"),
+            }
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,474 @@
+//! Tests that need the store's insides: migration from an old schema, retention, and the
+//! rollup windows against the raw log.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use rusqlite::{params, Connection};
+
+use super::stats::{self, Filter, Granularity, Window};
+use super::time::{hour_of, minute_of, ms_of, time_of, DAY_MS, HOUR_MS, MINUTE_MS};
+use super::{schema, Retention, SqliteStore};
+use crate::keys::{KeyId, KeyStatus};
+use crate::store::{KeyStateStore, UsageSink};
+use crate::usage::{AttemptRecord, ClientId, RequestRecord};
+
+const KEY: &str = "AIzaSyA1234567890abcdefghijklmnopqrstuv";
+const OTHER_KEY: &str = "AIzaSyB1234567890abcdefghijklmnopqrstuv";
+
+fn count(conn: &Connection, sql: &str) -> i64 {
+    conn.query_row(sql, [], |r| r.get(0)).unwrap()
+}
+
+/// A request at `at` on `key` for `model`, with one failed attempt (429 on `OTHER_KEY`) when
+/// `retried`.
+fn record(id: u64, at: SystemTime, key: &str, model: &str, retried: bool) -> RequestRecord {
+    let mut r = RequestRecord::new(id, at);
+    r.model = Some(model.to_owned());
+    r.key = Some(KeyId::of(key));
+    r.client = Some(ClientId::of("sk-client"));
+    r.status = 200;
+    r.success = true;
+    r.tokens.total = 10;
+    if retried {
+        r.attempt_log.push(AttemptRecord {
+            at,
+            key: KeyId::of(OTHER_KEY),
+            model: Some(model.to_owned()),
+            status: Some(429),
+            class: Some("rate_limited"),
+            latency: Duration::from_millis(5),
+            error_message: Some("quota".to_owned()),
+        });
+    }
+    r.attempt_log.push(AttemptRecord {
+        at,
+        key: KeyId::of(key),
+        model: Some(model.to_owned()),
+        status: Some(200),
+        class: None,
+        latency: Duration::from_millis(5),
+        error_message: None,
+    });
+    r.attempts = r.attempt_log.len() as u32;
+    r
+}
+
+#[test]
+fn a_version_1_database_is_migrated_with_its_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("usage.db");
+    let now = ms_of(SystemTime::now());
+    let key = KeyId::of(KEY);
+    {
+        let mut conn = Connection::open(&path).unwrap();
+        schema::migrate_to(&mut conn, 1).unwrap();
+        assert_eq!(schema::version(&conn).unwrap(), 1);
+        for i in 0..5_i64 {
+            conn.execute(
+                "INSERT INTO request_log (request_id, at_ms, protocol, route, model, key_id, \
+                 key_mask, status, success, attempts, latency_ms, streamed, completion, \
+                 total_tokens) VALUES (?1, ?2, 'gemini', '/v1beta/x', 'gemini-2.0-flash', ?3, \
+                 ?4, 200, 1, 1, 100, 0, 'complete', 7)",
+                params![i, now - i * MINUTE_MS, key.hex(), key.mask()],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO attempt_log (request_id, at_ms, key_id, key_mask, model, status, \
+                 latency_ms) VALUES (?1, ?2, ?3, ?4, 'gemini-2.0-flash', 200, 50)",
+                params![i, now - i * MINUTE_MS, key.hex(), key.mask()],
+            )
+            .unwrap();
+        }
+        conn.execute(
+            "INSERT INTO key_state (key_id, key_mask, status, disabled_kind, disabled_status, \
+             disabled_detail, updated_ms) VALUES (?1, ?2, 'disabled', 'rejected', 400, \
+             'API_KEY_INVALID', ?3)",
+            params![key.hex(), key.mask(), now],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO settings (name, value, updated_ms) VALUES ('MAX_FAILURES', '7', ?1)",
+            [now],
+        )
+        .unwrap();
+    }
+
+    let store = SqliteStore::open(&path).unwrap();
+    store
+        .read(|c| {
+            assert_eq!(schema::version(c)?, schema::SCHEMA_VERSION);
+            for object in [
+                "usage_minute",
+                "usage_hour",
+                "fingerprint",
+                "error_log_key_at",
+            ] {
+                let n = count(
+                    c,
+                    &format!("SELECT count(*) FROM sqlite_master WHERE name = '{object}'"),
+                );
+                assert_eq!(n, 1, "{object} exists");
+            }
+            assert_eq!(count(c, "SELECT count(*) FROM request_log"), 5);
+            Ok(())
+        })
+        .unwrap();
+    // The old rows are in the new rollups (backfilled by the migration).
+    let summary = store.summary().unwrap();
+    assert_eq!(summary.last_hour.calls, 5);
+    assert_eq!(summary.last_hour.tokens.total, 35);
+    assert_eq!(summary.last_hour.attempts, 5);
+    let keys = store
+        .usage_by_key(Window::last(Duration::from_secs(3600)))
+        .unwrap();
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0].id, key.hex());
+    assert_eq!(keys[0].mask.as_deref(), Some(key.mask()));
+    let models = store
+        .read(|c| stats::models_of_key(c, &key.hex(), Window::last(Duration::from_secs(3600))))
+        .unwrap();
+    assert_eq!(models.len(), 1);
+    assert_eq!(
+        (models[0].id.as_str(), models[0].counts.calls),
+        ("gemini-2.0-flash", 5)
+    );
+    // Key state and settings survived.
+    let states = store.load_key_states().unwrap();
+    assert_eq!(states.len(), 1);
+    assert!(matches!(states[0].status, KeyStatus::Disabled(_)));
+    assert_eq!(store.settings().unwrap()[0].value, "7");
+    // And the store goes on writing.
+    store.record(record(
+        99,
+        SystemTime::now(),
+        KEY,
+        "gemini-2.0-flash",
+        false,
+    ));
+    store.flush().unwrap();
+    assert_eq!(store.summary().unwrap().last_hour.calls, 6);
+    store.shutdown().unwrap();
+}
+
+/// Waits until `done` holds on the database (retention runs in the writer's background).
+fn wait_for(store: &SqliteStore, what: &str, done: impl Fn(&Connection) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !store.read(|c| Ok(done(c))).unwrap() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn retention_deletes_only_what_is_old() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("usage.db");
+    let now = SystemTime::now();
+    let days = |d: u64| now - Duration::from_secs(d * 86_400);
+    let ages = [1, 6, 8, 29, 31, 401];
+    {
+        let store = SqliteStore::builder(&path)
+            .retention(Retention {
+                error_logs: None,
+                request_logs: None,
+                usage_minutes: Duration::from_secs(1000 * 86_400),
+                usage_hours: Duration::from_secs(1000 * 86_400),
+                ..Retention::default()
+            })
+            .open()
+            .unwrap();
+        let mut id = 0;
+        for age in ages {
+            for _ in 0..10 {
+                id += 1;
+                store.record(record(id, days(age), KEY, "m", true));
+            }
+        }
+        store.shutdown().unwrap();
+    }
+    // Error logs 7 days, request logs 30 days, minutes 3 days, hours 400 days; 3 rows per
+    // statement, so each table takes several steps.
+    let store = SqliteStore::builder(&path)
+        .retention(Retention {
+            error_logs: Some(Duration::from_secs(7 * 86_400)),
+            request_logs: Some(Duration::from_secs(30 * 86_400)),
+            batch_rows: 3,
+            ..Retention::default()
+        })
+        .open()
+        .unwrap();
+    let cut = |d: u64| ms_of(days(d));
+    let older = |table: &str, column: &str, d: u64| {
+        format!("SELECT count(*) FROM {table} WHERE {column} < {}", cut(d))
+    };
+    let (errors_7, requests_30, attempts_30, minutes_3, hours_400) = (
+        older("error_log", "at_ms", 7),
+        older("request_log", "at_ms", 30),
+        older("attempt_log", "at_ms", 30),
+        older("usage_minute", "minute_ms", 3),
+        older("usage_hour", "hour_ms", 400),
+    );
+    wait_for(&store, "retention", |c| {
+        [
+            &errors_7,
+            &requests_30,
+            &attempts_30,
+            &minutes_3,
+            &hours_400,
+        ]
+        .iter()
+        .all(|sql| count(c, sql) == 0)
+    });
+    store
+        .read(|c| {
+            // What is younger than each limit is all there.
+            assert_eq!(count(c, "SELECT count(*) FROM error_log"), 20); // 1 and 6 days
+            assert_eq!(count(c, "SELECT count(*) FROM request_log"), 40); // 1, 6, 8, 29
+            assert_eq!(count(c, "SELECT count(*) FROM attempt_log"), 80);
+            assert_eq!(
+                count(c, "SELECT sum(calls) FROM usage_minute WHERE dim = ''"),
+                10
+            );
+            assert_eq!(
+                count(c, "SELECT sum(calls) FROM usage_hour WHERE dim = ''"),
+                50
+            );
+            Ok(())
+        })
+        .unwrap();
+    store.shutdown().unwrap();
+}
+
+#[test]
+fn by_default_request_logs_are_kept_and_error_logs_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("usage.db");
+    let old = SystemTime::now() - Duration::from_secs(100 * 86_400);
+    {
+        let store = SqliteStore::builder(&path)
+            .error_log_days(None)
+            .open()
+            .unwrap();
+        store.record(record(1, old, KEY, "m", true));
+        store.record(record(2, SystemTime::now(), KEY, "m", true));
+        store.shutdown().unwrap();
+    }
+    let store = SqliteStore::open(&path).unwrap();
+    wait_for(&store, "error log retention", |c| {
+        count(c, "SELECT count(*) FROM error_log") == 1
+    });
+    store
+        .read(|c| {
+            assert_eq!(count(c, "SELECT count(*) FROM request_log"), 2);
+            assert_eq!(count(c, "SELECT count(*) FROM attempt_log"), 4);
+            Ok(())
+        })
+        .unwrap();
+}
+
+/// Requests spread over the last 30 hours, one every 7 minutes and 13 seconds.
+fn spread_store(dir: &std::path::Path) -> (SqliteStore, i64) {
+    let store = SqliteStore::open(dir.join("usage.db")).unwrap();
+    let now = ms_of(SystemTime::now());
+    let step = 7 * MINUTE_MS + 13_000;
+    let mut at = now - 30 * HOUR_MS;
+    let mut id = 0;
+    while at <= now {
+        id += 1;
+        let (key, model) = if id % 3 == 0 {
+            (OTHER_KEY, "gemini-2.5-pro")
+        } else {
+            (KEY, "gemini-2.0-flash")
+        };
+        store.record(record(id, time_of(at), key, model, id % 4 == 0));
+        at += step;
+    }
+    store.flush().unwrap();
+    (store, now)
+}
+
+/// Raw requests in the window as the rollups see it: both ends rounded out to whole minutes.
+fn raw_calls(conn: &Connection, from: i64, to: i64) -> u64 {
+    let to = minute_of(to - 1) + MINUTE_MS;
+    let n: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM request_log WHERE at_ms >= ?1 AND at_ms < ?2",
+            params![minute_of(from), to],
+            |r| r.get(0),
+        )
+        .unwrap();
+    n as u64
+}
+
+#[test]
+fn rollup_windows_match_the_raw_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, now) = spread_store(dir.path());
+    let windows = [
+        (now - HOUR_MS, now + 1),
+        (now - 24 * HOUR_MS, now + 1),
+        (
+            now - 29 * HOUR_MS - 17 * MINUTE_MS,
+            now - 3 * HOUR_MS + 5_000,
+        ),
+        (hour_of(now) - 5 * HOUR_MS, hour_of(now) - 2 * HOUR_MS),
+        (now - 90 * MINUTE_MS + 1, now - 80 * MINUTE_MS),
+        (now - 10 * DAY_MS, now + 1),
+    ];
+    store
+        .read(|c| {
+            for (from, to) in windows {
+                let window = Window {
+                    from_ms: from,
+                    to_ms: to,
+                };
+                let raw = raw_calls(c, from, to);
+                let models = stats::by_model(c, window)?;
+                let calls: u64 = models.iter().map(|m| m.counts.calls).sum();
+                assert_eq!(calls, raw, "window {from}..{to}");
+                let keys = stats::by_key(c, window)?;
+                let key_calls: u64 = keys.iter().map(|k| k.counts.calls).sum();
+                assert_eq!(key_calls, raw, "window {from}..{to} per key");
+            }
+            // Attempts are counted per attempt key: OTHER_KEY has its own calls and every 429.
+            let window = Window::last(Duration::from_secs(86_400));
+            let top = stats::top_rate_limited_keys(c, window, 10)?;
+            assert_eq!(top.len(), 1);
+            assert_eq!(top[0].key_id, KeyId::of(OTHER_KEY).hex());
+            let retried: i64 = count(
+                c,
+                &format!(
+                    "SELECT count(*) FROM attempt_log WHERE status = 429 AND at_ms >= {}",
+                    minute_of(window.from_ms)
+                ),
+            );
+            assert_eq!(top[0].rate_limited, retried as u64);
+            let clients = stats::by_client(c, window)?;
+            assert_eq!(clients.len(), 1);
+            assert_eq!(clients[0].mask.as_deref(), Some("…"));
+            Ok(())
+        })
+        .unwrap();
+    store.shutdown().unwrap();
+}
+
+#[test]
+fn series_are_complete_and_match_the_totals() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, now) = spread_store(dir.path());
+    let at = time_of(now);
+    store
+        .read(|c| {
+            let minutes = stats::series(c, Granularity::Minute, at, None)?;
+            assert_eq!(minutes.len(), 60);
+            assert_eq!(minutes[59].start_ms, minute_of(now));
+            assert!(minutes
+                .windows(2)
+                .all(|w| w[1].start_ms - w[0].start_ms == MINUTE_MS));
+            let in_series: u64 = minutes.iter().map(|p| p.counts.calls).sum();
+            assert_eq!(
+                in_series,
+                raw_calls(c, minute_of(now) - 59 * MINUTE_MS, now + 1)
+            );
+            let hours = stats::series(c, Granularity::Hour, at, None)?;
+            assert_eq!(hours.len(), 24);
+            assert_eq!(hours[23].start_ms, hour_of(now));
+            let in_hours: u64 = hours.iter().map(|p| p.counts.calls).sum();
+            assert_eq!(in_hours, raw_calls(c, hour_of(now) - 23 * HOUR_MS, now + 1));
+            let pro = Filter::Model("gemini-2.5-pro".to_owned());
+            let pro_hours = stats::series(c, Granularity::Hour, at, Some(&pro))?;
+            let pro_calls: u64 = pro_hours.iter().map(|p| p.counts.calls).sum();
+            assert!(pro_calls > 0 && pro_calls < in_hours);
+            Ok(())
+        })
+        .unwrap();
+}
+
+#[test]
+fn windows_older_than_the_minute_rows_count_whole_hours() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, now) = spread_store(dir.path());
+    let horizon = hour_of(now) - 10 * HOUR_MS + 20 * MINUTE_MS;
+    store
+        .exec(move |c| {
+            c.execute("DELETE FROM usage_minute WHERE minute_ms < ?1", [horizon])
+                .map_err(super::sql_error("test"))?;
+            Ok(())
+        })
+        .unwrap();
+    store
+        .read(|c| {
+            // Starts before the oldest minute row: its first hour counts whole.
+            let from = hour_of(now) - 20 * HOUR_MS + 30 * MINUTE_MS;
+            let window = Window {
+                from_ms: from,
+                to_ms: now + 1,
+            };
+            let calls: u64 = stats::by_model(c, window)?
+                .iter()
+                .map(|m| m.counts.calls)
+                .sum();
+            assert_eq!(calls, raw_calls(c, hour_of(from), now + 1));
+            // Starts after it: exact to the minute.
+            let from = horizon + 15 * MINUTE_MS;
+            let window = Window {
+                from_ms: from,
+                to_ms: now + 1,
+            };
+            let calls: u64 = stats::by_model(c, window)?
+                .iter()
+                .map(|m| m.counts.calls)
+                .sum();
+            assert_eq!(calls, raw_calls(c, from, now + 1));
+            Ok(())
+        })
+        .unwrap();
+}
+
+#[test]
+fn models_of_a_key_count_whole_hours() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, now) = spread_store(dir.path());
+    let from = now - 24 * HOUR_MS;
+    let window = Window {
+        from_ms: from,
+        to_ms: now + 1,
+    };
+    let key = KeyId::of(KEY).hex();
+    let other = KeyId::of(OTHER_KEY).hex();
+    let rows = store
+        .read(|c| stats::models_of_key(c, &key, window))
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].id, "gemini-2.0-flash");
+    let raw = |key: &str, model: &str| {
+        store
+            .read(|c| {
+                Ok(count(
+                    c,
+                    &format!(
+                        "SELECT count(*) FROM request_log WHERE key_id = '{key}' \
+                         AND model = '{model}' AND at_ms >= {}",
+                        hour_of(from)
+                    ),
+                ))
+            })
+            .unwrap() as u64
+    };
+    assert_eq!(rows[0].counts.calls, raw(&key, "gemini-2.0-flash"));
+    assert!(rows[0].counts.calls > 0);
+    // OTHER_KEY served its own requests and answered every 429, for both models.
+    let rows = store
+        .read(|c| stats::models_of_key(c, &other, window))
+        .unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    let pro = rows.iter().find(|r| r.id == "gemini-2.5-pro").unwrap();
+    assert_eq!(pro.counts.calls, raw(&other, "gemini-2.5-pro"));
+    let flash = rows.iter().find(|r| r.id == "gemini-2.0-flash").unwrap();
+    assert_eq!(flash.counts.calls, 0);
+    assert!(flash.counts.rate_limited_attempts > 0);
+    assert!(store
+        .read(|c| stats::models_of_key(c, "0123456789abcdef", window))
+        .unwrap()
+        .is_empty());
+}

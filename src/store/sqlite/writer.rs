@@ -1,0 +1,556 @@
+//! The writer thread: it owns the read-write connection and drains the channel.
+//!
+//! It blocks for the first message, takes whatever else is queued (up to the batch size)
+//! without waiting, and writes the batch in **one** transaction with cached prepared
+//! statements: the raw rows, the rollup UPSERTs, new fingerprints and pending key states.
+//! Control messages (flush, shutdown, a closure to run on the connection, a purge) end the
+//! batch: what was queued before them is committed first, so `flush()` returns only when
+//! everything sent before it is in the database. Between batches, and when idle, it runs one
+//! small retention step.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use rusqlite::{params, Connection, Transaction, TransactionBehavior};
+
+use super::key_state;
+use super::retention::{self, Purge, Retention};
+use super::rollup::{clamp, FastSet, Rollup};
+use super::time::{duration_ms, ms_of};
+use crate::api_error::ApiFlavor;
+use crate::keys::{KeyId, KeySnapshot};
+use crate::redact::redact_keys;
+use crate::usage::{ClientId, RequestRecord};
+
+/// How long after a commit the writer checkpoints at most (see `Writer::checkpoint_step`).
+pub(crate) const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Times a batch is retried when another connection holds the write lock past the busy
+/// timeout (5 s by default, so about half a minute in all) before it is given up as lost.
+const BUSY_RETRIES: u32 = 5;
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
+/// Longest error message kept, in characters.
+pub(crate) const MAX_MESSAGE_CHARS: usize = 2_000;
+/// Longest request body kept, in bytes.
+pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// What the request path and the handle send to the writer.
+pub(crate) enum Msg {
+    /// A usage record (boxed: a channel slot stays small).
+    Record(Box<RequestRecord>),
+    /// Key states are pending in [`Shared::pending_keys`].
+    Wake,
+    /// Reply once everything queued before is committed.
+    Flush(SyncSender<()>),
+    /// Run on the connection once everything queued before is committed.
+    Exec(Box<dyn FnOnce(&mut Connection) + Send>),
+    /// Delete old rows in small steps; the purge replies when done.
+    Purge(Box<Purge>),
+    /// Commit everything, checkpoint, reply, stop.
+    Shutdown(SyncSender<()>),
+}
+
+/// Counters and pending key states shared by the handle and the writer.
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    /// Records offered to `record()` (accepted or dropped).
+    pub offered: AtomicU64,
+    /// Records dropped because the channel was full or the store shut down.
+    pub dropped: AtomicU64,
+    /// Records committed.
+    pub written: AtomicU64,
+    /// Records in batches that failed to commit.
+    pub lost: AtomicU64,
+    /// Transactions committed.
+    pub batches: AtomicU64,
+    /// Set when shutdown starts: later records are dropped.
+    pub closed: AtomicBool,
+    /// The latest state of each changed key (`None`: forget it), coalesced.
+    pub pending_keys: Mutex<HashMap<KeyId, Option<KeySnapshot>>>,
+}
+
+impl Shared {
+    pub(crate) fn take_pending_keys(&self) -> HashMap<KeyId, Option<KeySnapshot>> {
+        std::mem::take(&mut *self.pending_keys.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Puts states back after a failed write, unless newer ones arrived meanwhile.
+    fn restore_pending_keys(&self, states: HashMap<KeyId, Option<KeySnapshot>>) {
+        let mut pending = self.pending_keys.lock().unwrap_or_else(|e| e.into_inner());
+        for (id, state) in states {
+            pending.entry(id).or_insert(state);
+        }
+    }
+}
+
+/// Logs at most once per interval (the first time at once).
+#[derive(Debug)]
+pub(crate) struct Throttle {
+    start: Instant,
+    /// Milliseconds since `start` of the last log; `u64::MAX` before the first.
+    last: AtomicU64,
+    interval_ms: u64,
+}
+
+impl Throttle {
+    pub(crate) fn new(interval: Duration) -> Self {
+        Throttle {
+            start: Instant::now(),
+            last: AtomicU64::new(u64::MAX),
+            interval_ms: u64::try_from(interval.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+
+    /// `true` when the caller should log now.
+    pub(crate) fn ready(&self) -> bool {
+        let now = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
+        let last = self.last.load(Ordering::Relaxed);
+        let due = last == u64::MAX || now >= last.saturating_add(self.interval_ms);
+        due && self
+            .last
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    }
+}
+
+pub(crate) struct Writer {
+    pub conn: Connection,
+    pub rx: Receiver<Msg>,
+    pub shared: Arc<Shared>,
+    pub batch_size: usize,
+    pub retention: Retention,
+    pub next_retention: Instant,
+    /// Commits not yet checkpointed (synced) into the database file.
+    pub dirty: bool,
+    /// When the writer last checkpointed.
+    pub last_checkpoint: Instant,
+    pub jobs: VecDeque<Purge>,
+    /// Keys and clients known to be in the `fingerprint` table.
+    pub known_keys: FastSet<KeyId>,
+    pub known_clients: FastSet<ClientId>,
+    pub error_log: Throttle,
+}
+
+impl Writer {
+    pub(crate) fn run(mut self) {
+        let mut batch: Vec<RequestRecord> = Vec::with_capacity(self.batch_size);
+        loop {
+            let mut wait = if self.jobs.is_empty() {
+                self.next_retention
+                    .saturating_duration_since(Instant::now())
+            } else {
+                Duration::ZERO
+            };
+            if self.dirty {
+                wait = wait.min(CHECKPOINT_INTERVAL.saturating_sub(self.last_checkpoint.elapsed()));
+            }
+            let mut control = None;
+            match self.rx.recv_timeout(wait) {
+                Ok(first) => {
+                    let mut next = Some(first);
+                    while let Some(msg) = next.take() {
+                        match msg {
+                            Msg::Record(record) => batch.push(*record),
+                            Msg::Wake => {}
+                            other => {
+                                control = Some(other);
+                                break;
+                            }
+                        }
+                        if batch.len() >= self.batch_size {
+                            break;
+                        }
+                        next = self.rx.try_recv().ok();
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.finish(&mut batch);
+                    return;
+                }
+            }
+            self.write_batch(&mut batch);
+            match control {
+                None | Some(Msg::Record(_)) | Some(Msg::Wake) => {}
+                Some(Msg::Flush(reply)) => {
+                    let _ = reply.send(());
+                }
+                Some(Msg::Exec(f)) => f(&mut self.conn),
+                Some(Msg::Purge(purge)) => self.jobs.push_back(*purge),
+                Some(Msg::Shutdown(reply)) => {
+                    self.finish(&mut batch);
+                    let _ = reply.send(());
+                    return;
+                }
+            }
+            self.retention_step();
+            self.checkpoint_step();
+        }
+    }
+
+    /// At most once per [`CHECKPOINT_INTERVAL`] after a commit: a passive checkpoint, which
+    /// syncs the WAL and copies it into the database file. It bounds what a power loss can
+    /// take to about that interval (SQLite's own checkpoint every 1,000 WAL pages only runs
+    /// after ~85 single-record commits, which at low traffic can span hours).
+    fn checkpoint_step(&mut self) {
+        if !self.dirty || self.last_checkpoint.elapsed() < CHECKPOINT_INTERVAL {
+            return;
+        }
+        if let Err(e) = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+        {
+            tracing::debug!(error = %e, "checkpoint failed; retrying later");
+        }
+        self.dirty = false;
+        self.last_checkpoint = Instant::now();
+    }
+
+    /// Queues the retention purges when due, then runs one step of the first purge.
+    fn retention_step(&mut self) {
+        let now = Instant::now();
+        if now >= self.next_retention {
+            self.next_retention = now + self.retention.interval.max(Duration::from_secs(1));
+            let now_ms = ms_of(SystemTime::now());
+            for (tables, cutoff) in retention::due(&self.retention, now_ms) {
+                let queued = self
+                    .jobs
+                    .iter()
+                    .any(|job| tables.iter().any(|t| job.covers(*t)));
+                if !queued {
+                    self.jobs.push_back(Purge::new(tables, cutoff, None));
+                }
+            }
+        }
+        if let Some(job) = self.jobs.front_mut() {
+            if job.step(&self.conn, self.retention.batch_rows.max(1)) {
+                self.jobs.pop_front();
+            }
+        }
+    }
+
+    /// Writes everything still queued, then checkpoints the WAL into the database.
+    fn finish(&mut self, batch: &mut Vec<RequestRecord>) {
+        self.shared.closed.store(true, Ordering::Relaxed);
+        while let Ok(msg) = self.rx.try_recv() {
+            match msg {
+                Msg::Record(record) => {
+                    batch.push(*record);
+                    if batch.len() >= self.batch_size {
+                        self.write_batch(batch);
+                    }
+                }
+                Msg::Wake => {}
+                // What was queued before a control message is committed before it is answered.
+                Msg::Flush(reply) | Msg::Shutdown(reply) => {
+                    self.write_batch(batch);
+                    let _ = reply.send(());
+                }
+                Msg::Exec(f) => {
+                    self.write_batch(batch);
+                    f(&mut self.conn);
+                }
+                Msg::Purge(mut purge) => {
+                    self.write_batch(batch);
+                    while !purge.step(&self.conn, u32::MAX) {}
+                }
+            }
+        }
+        self.write_batch(batch);
+        for mut job in self.jobs.drain(..) {
+            // Answer waiting callers; scheduled purges resume at the next start.
+            if let Some(reply) = job.take_reply() {
+                let _ = reply.send(Err(crate::store::StoreError::new(
+                    "the store shut down before the deletion finished",
+                )));
+            }
+        }
+        if let Err(e) = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        {
+            tracing::warn!(error = %e, "checkpoint at shutdown failed (the WAL is replayed at the next open)");
+        }
+        let _ = self.conn.execute_batch("PRAGMA optimize");
+    }
+
+    /// Commits the batch and the pending key states in one transaction.
+    fn write_batch(&mut self, batch: &mut Vec<RequestRecord>) {
+        let keys = self.shared.take_pending_keys();
+        if batch.is_empty() && keys.is_empty() {
+            return;
+        }
+        let n = batch.len() as u64;
+        let mut new_keys: FastSet<&KeyId> = FastSet::default();
+        let mut new_clients: FastSet<&ClientId> = FastSet::default();
+        for record in batch.iter() {
+            let keys = record
+                .key
+                .iter()
+                .chain(record.attempt_log.iter().map(|a| &a.key));
+            for key in keys {
+                if !self.known_keys.contains(key) {
+                    new_keys.insert(key);
+                }
+            }
+            if let Some(client) = &record.client {
+                if !self.known_clients.contains(client) {
+                    new_clients.insert(client);
+                }
+            }
+        }
+        let new_fingerprints: Vec<(&'static str, String, &str)> = new_keys
+            .iter()
+            .map(|k| ("key", k.hex(), k.mask()))
+            .chain(new_clients.iter().map(|c| ("client", c.hex(), c.mask())))
+            .collect();
+        let mut retries = 0;
+        let result = loop {
+            match write(&mut self.conn, batch, &keys, &new_fingerprints) {
+                // Another connection held the write lock for the whole busy timeout: keep the
+                // batch and wait again (records meanwhile queue, then drop, and are counted).
+                Err(e) if is_busy(&e) && retries < BUSY_RETRIES => {
+                    retries += 1;
+                    tracing::warn!(
+                        records = n,
+                        retries,
+                        "the database is locked by another connection; retrying the batch"
+                    );
+                }
+                other => break other,
+            }
+        };
+        match result {
+            Ok(()) => {
+                self.dirty = true;
+                self.shared.written.fetch_add(n, Ordering::Relaxed);
+                self.shared.batches.fetch_add(1, Ordering::Relaxed);
+                self.known_keys.extend(new_keys.into_iter().cloned());
+                self.known_clients.extend(new_clients.into_iter().cloned());
+            }
+            Err(e) => {
+                self.shared.lost.fetch_add(n, Ordering::Relaxed);
+                self.shared.restore_pending_keys(keys);
+                if self.error_log.ready() {
+                    tracing::error!(error = %e, records = n, lost_total = self.shared.lost.load(Ordering::Relaxed),
+                        "writing usage records failed; the batch is lost");
+                }
+            }
+        }
+        batch.clear();
+    }
+}
+
+const INSERT_REQUEST: &str = "INSERT INTO request_log (request_id, at_ms, protocol, route, \
+    model, key_id, key_mask, client_id, client_mask, status, success, attempts, latency_ms, \
+    ttfb_ms, streamed, completion, prompt_tokens, candidates_tokens, thoughts_tokens, \
+    cached_tokens, tool_use_prompt_tokens, total_tokens) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, \
+    ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)";
+
+const INSERT_ATTEMPT: &str = "INSERT INTO attempt_log (request_id, at_ms, key_id, key_mask, \
+    model, status, class, latency_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+
+const INSERT_ERROR: &str = "INSERT INTO error_log (at_ms, request_id, key_id, key_mask, model, \
+    status, class, message, request_body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
+
+const INSERT_FINGERPRINT: &str =
+    "INSERT OR IGNORE INTO fingerprint (kind, id, mask) VALUES (?1, ?2, ?3)";
+
+/// The protocol as stored.
+pub(crate) fn protocol_name(protocol: ApiFlavor) -> &'static str {
+    match protocol {
+        ApiFlavor::Gemini => "gemini",
+        ApiFlavor::OpenAi => "openai",
+    }
+}
+
+/// `KeyId::hex`, without `format!` (the writer makes one or two per record).
+fn hex_of(key: &KeyId) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let digest = key.digest();
+    (0..16)
+        .map(|i| char::from(DIGITS[((digest >> (60 - 4 * i)) & 0xf) as usize]))
+        .collect()
+}
+
+/// Redacts keys and cuts to at most `max_chars` characters.
+pub(crate) fn clean_text(text: &str, max_chars: usize) -> String {
+    let redacted = redact_keys(text);
+    match redacted.char_indices().nth(max_chars) {
+        Some((cut, _)) => format!("{}…", &redacted[..cut]),
+        None => redacted.into_owned(),
+    }
+}
+
+/// Redacts keys and cuts to at most `max_bytes` bytes (on a character boundary).
+fn clean_body(body: &str, max_bytes: usize) -> String {
+    let redacted = redact_keys(body);
+    if redacted.len() <= max_bytes {
+        return redacted.into_owned();
+    }
+    let mut cut = max_bytes;
+    while !redacted.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}…", &redacted[..cut])
+}
+
+fn write(
+    conn: &mut Connection,
+    batch: &[RequestRecord],
+    keys: &HashMap<KeyId, Option<KeySnapshot>>,
+    fingerprints: &[(&'static str, String, &str)],
+) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    insert_records(&tx, batch)?;
+    let mut rollup = Rollup::default();
+    for record in batch {
+        rollup.add(record);
+    }
+    rollup.write(&tx)?;
+    if !fingerprints.is_empty() {
+        let mut stmt = tx.prepare_cached(INSERT_FINGERPRINT)?;
+        for (kind, hex, mask) in fingerprints {
+            stmt.execute(params![kind, hex, mask])?;
+        }
+    }
+    let now_ms = ms_of(SystemTime::now());
+    for (id, state) in keys {
+        match state {
+            Some(state) => key_state::save(&tx, state, now_ms)?,
+            None => key_state::forget(&tx, id)?,
+        }
+    }
+    tx.commit()
+}
+
+fn insert_records(tx: &Transaction<'_>, batch: &[RequestRecord]) -> rusqlite::Result<()> {
+    let mut request = tx.prepare_cached(INSERT_REQUEST)?;
+    let mut attempt = tx.prepare_cached(INSERT_ATTEMPT)?;
+    let mut error = tx.prepare_cached(INSERT_ERROR)?;
+    for r in batch {
+        // Stored as the same 64 bits, read as a signed integer.
+        let request_id = r.id as i64;
+        let key_hex = r.key.as_ref().map(hex_of);
+        let client_hex = r.client.as_ref().map(|c| c.hex());
+        let t = &r.tokens;
+        request.execute(params![
+            request_id,
+            ms_of(r.at),
+            protocol_name(r.protocol),
+            clean_text(&r.route, MAX_MESSAGE_CHARS),
+            r.model,
+            key_hex,
+            r.key.as_ref().map(|k| k.mask()),
+            client_hex,
+            r.client.as_ref().map(|c| c.mask()),
+            r.status,
+            r.success,
+            r.attempts,
+            duration_ms(r.latency),
+            r.time_to_first_byte.map(duration_ms),
+            r.streamed,
+            r.completion.as_str(),
+            clamp(t.prompt),
+            clamp(t.candidates),
+            clamp(t.thoughts),
+            clamp(t.cached),
+            clamp(t.tool_use_prompt),
+            clamp(t.total),
+        ])?;
+        let mut body = None;
+        for a in &r.attempt_log {
+            let at = ms_of(a.at);
+            let key_hex = hex_of(&a.key);
+            let model = a.model.as_deref().or(r.model.as_deref());
+            attempt.execute(params![
+                request_id,
+                at,
+                key_hex,
+                a.key.mask(),
+                model,
+                a.status,
+                a.class,
+                duration_ms(a.latency),
+            ])?;
+            if let Some(class) = a.class {
+                if body.is_none() {
+                    body = Some(
+                        r.request_body
+                            .as_deref()
+                            .map(|b| clean_body(b, MAX_BODY_BYTES)),
+                    );
+                }
+                error.execute(params![
+                    at,
+                    request_id,
+                    key_hex,
+                    a.key.mask(),
+                    model,
+                    a.status,
+                    class,
+                    a.error_message
+                        .as_deref()
+                        .map(|m| clean_text(m, MAX_MESSAGE_CHARS)),
+                    body.as_ref().and_then(|b| b.as_deref()),
+                ])?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_is_redacted_and_cut() {
+        let key = "AIzaSyA1234567890abcdefghijklmnopqrstuv";
+        let message = format!("key {key} is bad");
+        assert_eq!(clean_text(&message, 100), "key AIza…stuv is bad");
+        assert_eq!(clean_text("ééééé", 3), "ééé…");
+        assert_eq!(clean_body("ééé", 3), "é…");
+        let long = format!("{}{key}", "x".repeat(10));
+        assert!(!clean_body(&long, 20).contains("AIzaSyA"));
+    }
+
+    #[test]
+    fn channel_slots_stay_small() {
+        // The channel allocates `capacity` slots up front.
+        assert!(
+            std::mem::size_of::<Msg>() <= 24,
+            "{}",
+            std::mem::size_of::<Msg>()
+        );
+    }
+
+    #[test]
+    fn key_hex_is_the_key_ids_hex() {
+        for key in ["AIzaSyA1234567890abcdefghijklmnopqrstuv", "x"] {
+            let id = KeyId::of(key);
+            assert_eq!(hex_of(&id), id.hex());
+        }
+        assert_eq!(hex_of(&KeyId::from_parts(0x0a, "m")), "000000000000000a");
+    }
+
+    #[test]
+    fn throttle_logs_first_then_waits() {
+        let t = Throttle::new(Duration::from_secs(3600));
+        assert!(t.ready());
+        assert!(!t.ready());
+        let t = Throttle::new(Duration::ZERO);
+        assert!(t.ready());
+        assert!(t.ready());
+    }
+}
