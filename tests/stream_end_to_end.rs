@@ -163,7 +163,10 @@ async fn a_pseudo_stream_rides_out_a_rate_limited_key_and_filtered_parameters() 
     assert_eq!(records.len(), 1);
     let record = &records[0];
     assert!(record.success);
-    assert!(record.streamed, "the client got a stream, though the upstream answered JSON");
+    assert!(
+        record.streamed,
+        "the client got a stream, though the upstream answered JSON"
+    );
     assert_eq!(record.attempts, 2);
     assert_eq!(record.attempt_log.len(), 2);
     assert_eq!(record.tokens.prompt, replies::count_tokens("hello world"));
