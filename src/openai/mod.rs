@@ -5,7 +5,8 @@
 //! [`chat_request_to_gemini`], [`embeddings_request_to_gemini`]. Answers:
 //! [`gemini_response_to_openai`], [`OpenAiStream`] (a real stream, chunk by chunk),
 //! [`gemini_embeddings_to_openai`], [`openai_model_list`]. Model names with Gemini-Balance's
-//! `-search` / `-image` / `-non-thinking` suffixes: [`ModelRules`].
+//! `-search` / `-image` / `-non-thinking` suffixes: [`ModelRules`]. [`OpenAiLayer`] puts them
+//! together: an OpenAI-compatible face (`chat/completions`, `embeddings`) on a Gemini stack.
 //!
 //! # Example
 //!
@@ -23,11 +24,18 @@
 //! assert_eq!(answer["choices"][0]["message"]["content"], "Hello!");
 //! ```
 
+mod body;
+mod layer;
 mod models;
 mod request;
 mod response;
 mod schema;
 
+pub use self::body::OpenAiBody;
+pub use self::layer::{
+    gemini_error_to_openai, FetchFuture, FetchedImage, ImageFetcher, OpenAi, OpenAiLayer,
+    OpenAiOptionsHandle,
+};
 pub use self::models::{openai_model_list, ModelRules, ResolvedModel};
 pub use self::request::{
     chat_request_to_gemini, embeddings_request_to_gemini, ChatOptions, ConvertError, GeminiChat,

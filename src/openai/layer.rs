@@ -1,0 +1,455 @@
+//! [`OpenAiLayer`]: an OpenAI-compatible face on a Gemini stack.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use serde_json::{json, Value};
+use tower::ServiceExt;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use super::body::OpenAiBody;
+use super::request::{chat_request_to_gemini, embeddings_request_to_gemini, ChatOptions};
+use super::response::{
+    gemini_embeddings_to_openai, gemini_response_to_openai, random_id, OpenAiStream,
+    ResponseOptions,
+};
+use crate::api_error::{openai_type_and_code, ApiFlavor};
+use crate::buffer::{CollectError, CollectLimited};
+use crate::ext::ModelName;
+
+/// An image fetched for a chat request: its MIME type and its data in base64.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchedImage {
+    /// For example `image/png`.
+    pub mime_type: String,
+    /// The bytes, base64-encoded.
+    pub base64: String,
+}
+
+/// The future of [`ImageFetcher::fetch`]; the error is shown to the client.
+pub type FetchFuture<'a> = Pin<Box<dyn Future<Output = Result<FetchedImage, String>> + Send + 'a>>;
+
+/// Fetches an image given by URL for a chat request (the proxy's is an HTTP client with size and
+/// time limits).
+pub trait ImageFetcher: Send + Sync + 'static {
+    /// Fetches `url`.
+    fn fetch<'a>(&'a self, url: &'a str) -> FetchFuture<'a>;
+}
+
+#[derive(Clone)]
+struct Options {
+    chat: ChatOptions,
+    show_thinking: bool,
+}
+
+/// Changes the conversion options while serving (settings edited at runtime). Clones share.
+#[derive(Clone)]
+pub struct OpenAiOptionsHandle(Arc<RwLock<Arc<Options>>>);
+
+impl std::fmt::Debug for OpenAiOptionsHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenAiOptionsHandle")
+            .finish_non_exhaustive()
+    }
+}
+
+impl OpenAiOptionsHandle {
+    /// Replaces the options; requests already converted keep the old ones.
+    pub fn set(&self, chat: ChatOptions) {
+        let show_thinking = chat.show_thinking;
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(Options {
+            chat,
+            show_thinking,
+        });
+    }
+
+    fn get(&self) -> Arc<Options> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// Applies [`OpenAi`]: serves `POST …/chat/completions` and `POST …/embeddings` in OpenAI's
+/// format from an inner stack that speaks Gemini's REST API.
+///
+/// Requests are converted by [`chat_request_to_gemini`] / [`embeddings_request_to_gemini`] and
+/// sent to the inner stack as `{prefix}/models/{model}:generateContent` (or
+/// `:streamGenerateContent?alt=sse` for a stream, `:batchEmbedContents` for embeddings), with
+/// the [`ModelName`] and [`ApiFlavor::OpenAi`] extensions set so that key cooldowns are per
+/// model and local errors come out in OpenAI's format. Answers are converted back: JSON whole,
+/// streams event by event (nothing buffered), Gemini errors into OpenAI's error shape with the
+/// same status. Other requests pass through untouched.
+#[derive(Clone)]
+pub struct OpenAiLayer {
+    options: OpenAiOptionsHandle,
+    prefix: Arc<str>,
+    max_body_bytes: usize,
+    fetcher: Option<Arc<dyn ImageFetcher>>,
+}
+
+impl std::fmt::Debug for OpenAiLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenAiLayer")
+            .field("prefix", &self.prefix)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OpenAiLayer {
+    /// Converts with `options`; Gemini paths start with `/v1beta`.
+    pub fn new(options: ChatOptions) -> Self {
+        let show_thinking = options.show_thinking;
+        OpenAiLayer {
+            options: OpenAiOptionsHandle(Arc::new(RwLock::new(Arc::new(Options {
+                chat: options,
+                show_thinking,
+            })))),
+            prefix: "/v1beta".into(),
+            max_body_bytes: crate::retry::DEFAULT_MAX_BODY_BYTES,
+            fetcher: None,
+        }
+    }
+
+    /// The path prefix of the Gemini requests sent inward (default `/v1beta`).
+    pub fn gemini_prefix(mut self, prefix: &str) -> Self {
+        self.prefix = prefix.trim_end_matches('/').into();
+        self
+    }
+
+    /// Largest request and answer body read (default 20 MiB); larger requests get a 413.
+    pub fn max_body_bytes(mut self, bytes: usize) -> Self {
+        self.max_body_bytes = bytes;
+        self
+    }
+
+    /// Fetches `http(s)` image URLs; without one, such images are refused with a 400.
+    pub fn image_fetcher(mut self, fetcher: Arc<dyn ImageFetcher>) -> Self {
+        self.fetcher = Some(fetcher);
+        self
+    }
+
+    /// A handle to change the options while serving.
+    pub fn options_handle(&self) -> OpenAiOptionsHandle {
+        self.options.clone()
+    }
+}
+
+impl<S> Layer<S> for OpenAiLayer {
+    type Service = OpenAi<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        OpenAi {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// Serves OpenAI's chat and embeddings routes from a Gemini stack; see [`OpenAiLayer`].
+#[derive(Clone)]
+pub struct OpenAi<S> {
+    inner: S,
+    layer: OpenAiLayer,
+}
+
+impl<S: std::fmt::Debug> std::fmt::Debug for OpenAi<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenAi")
+            .field("inner", &self.inner)
+            .field("layer", &self.layer)
+            .finish()
+    }
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Chat,
+    Embeddings,
+}
+
+fn route<B>(req: &Request<B>) -> Option<Route> {
+    if req.method() != Method::POST {
+        return None;
+    }
+    let path = req.uri().path().trim_end_matches('/');
+    if path.ends_with("/chat/completions") {
+        Some(Route::Chat)
+    } else if path.ends_with("/embeddings") {
+        Some(Route::Embeddings)
+    } else {
+        None
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for OpenAi<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ReqBody: http_body::Body<Data = Bytes> + From<Bytes> + Send + 'static,
+    ResBody: http_body::Body<Data = Bytes> + Send + 'static,
+{
+    type Response = Response<OpenAiBody<ResBody>>;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let Some(route) = route(&req) else {
+            return Box::pin(async move {
+                let res = inner.oneshot(req).await?;
+                Ok(res.map(OpenAiBody::inner))
+            });
+        };
+        let layer = self.layer.clone();
+        Box::pin(async move {
+            match convert(route, &layer, req).await {
+                Err(local) => Ok(local),
+                Ok((gemini_req, plan)) => {
+                    let res = inner.oneshot(gemini_req).await?;
+                    Ok(answer(res, plan, layer.max_body_bytes).await)
+                }
+            }
+        })
+    }
+}
+
+/// How to turn the answer back.
+struct Plan {
+    route: Route,
+    model: String,
+    stream: bool,
+    include_usage: bool,
+    show_thinking: bool,
+}
+
+async fn convert<ReqBody, ResBody>(
+    route: Route,
+    layer: &OpenAiLayer,
+    req: Request<ReqBody>,
+) -> Result<(Request<ReqBody>, Plan), Response<OpenAiBody<ResBody>>>
+where
+    ReqBody: http_body::Body<Data = Bytes> + From<Bytes>,
+{
+    let (mut parts, body) = req.into_parts();
+    let bytes = match CollectLimited::new(body, layer.max_body_bytes).await {
+        Ok(bytes) => bytes,
+        Err(CollectError::TooLarge) => {
+            return Err(error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!(
+                    "the request body is larger than {} bytes",
+                    layer.max_body_bytes
+                ),
+                None,
+            ))
+        }
+        Err(CollectError::Read) => {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "the request body could not be read",
+                None,
+            ))
+        }
+    };
+    let json: Value = serde_json::from_slice(&bytes).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            &format!("the request body is not valid JSON: {e}"),
+            None,
+        )
+    })?;
+    let options = layer.options.get();
+    let (path, body, plan) = match route {
+        Route::Chat => {
+            let mut chat = chat_request_to_gemini(&json, &options.chat)
+                .map_err(|e| error(StatusCode::BAD_REQUEST, &e.message, Some(&e.param)))?;
+            for image in std::mem::take(&mut chat.remote_images) {
+                let Some(fetcher) = &layer.fetcher else {
+                    return Err(error(
+                        StatusCode::BAD_REQUEST,
+                        "image URLs are not fetched here: send the image as a data: URL",
+                        Some("messages"),
+                    ));
+                };
+                let fetched = fetcher.fetch(&image.url).await.map_err(|e| {
+                    error(
+                        StatusCode::BAD_REQUEST,
+                        &format!("could not fetch the image {}: {e}", image.url),
+                        Some("messages"),
+                    )
+                })?;
+                if let Some(part) = chat.body.pointer_mut(&image.pointer) {
+                    *part = json!({ "inlineData": {
+                        "mimeType": fetched.mime_type,
+                        "data": fetched.base64,
+                    } });
+                }
+            }
+            let method = if chat.stream {
+                "streamGenerateContent?alt=sse"
+            } else {
+                "generateContent"
+            };
+            let path = format!("{}/models/{}:{method}", layer.prefix, chat.model.upstream);
+            let plan = Plan {
+                route,
+                model: chat.model.requested.clone(),
+                stream: chat.stream,
+                include_usage: chat.include_usage,
+                show_thinking: options.show_thinking,
+            };
+            parts.extensions.insert(ModelName::new(chat.model.upstream));
+            (path, chat.body, plan)
+        }
+        Route::Embeddings => {
+            let embeddings = embeddings_request_to_gemini(&json)
+                .map_err(|e| error(StatusCode::BAD_REQUEST, &e.message, Some(&e.param)))?;
+            let path = format!(
+                "{}/models/{}:batchEmbedContents",
+                layer.prefix, embeddings.model
+            );
+            let plan = Plan {
+                route,
+                model: embeddings.model.clone(),
+                stream: false,
+                include_usage: false,
+                show_thinking: false,
+            };
+            parts.extensions.insert(ModelName::new(embeddings.model));
+            (path, embeddings.body, plan)
+        }
+    };
+    let body = Bytes::from(body.to_string());
+    parts.uri = path.parse().map_err(|_| {
+        error(
+            StatusCode::BAD_REQUEST,
+            "the model name cannot be used in a URL",
+            Some("model"),
+        )
+    })?;
+    parts.extensions.insert(ApiFlavor::OpenAi);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.remove(header::TRANSFER_ENCODING);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    parts
+        .headers
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    Ok((Request::from_parts(parts, ReqBody::from(body)), plan))
+}
+
+async fn answer<B>(res: Response<B>, plan: Plan, limit: usize) -> Response<OpenAiBody<B>>
+where
+    B: http_body::Body<Data = Bytes>,
+{
+    let (mut parts, body) = res.into_parts();
+    let created = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let id = format!("chatcmpl-{}", random_id(24));
+    let opts = ResponseOptions {
+        show_thinking: plan.show_thinking,
+    };
+    if parts.status.is_success() && plan.stream {
+        parts.headers.remove(header::CONTENT_LENGTH);
+        parts.headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        parts
+            .headers
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        let converter = OpenAiStream::new(&plan.model, &id, created, opts, plan.include_usage);
+        return Response::from_parts(parts, OpenAiBody::stream(body, converter));
+    }
+    let bytes = match CollectLimited::new(body, limit).await {
+        Ok(bytes) => bytes,
+        Err(_) => {
+            let mut res = error(
+                StatusCode::BAD_GATEWAY,
+                "the upstream answer could not be read whole",
+                None,
+            );
+            *res.extensions_mut() = parts.extensions;
+            return res;
+        }
+    };
+    let gemini: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    let value = if !parts.status.is_success() {
+        gemini_error_to_openai(parts.status, &gemini_or_text(gemini, &bytes))
+    } else {
+        match plan.route {
+            Route::Chat => gemini_response_to_openai(&gemini, &plan.model, &id, created, &opts),
+            Route::Embeddings => gemini_embeddings_to_openai(&gemini, &plan.model),
+        }
+    };
+    let body = Bytes::from(value.to_string());
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    parts.headers.remove(header::TRANSFER_ENCODING);
+    parts
+        .headers
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    Response::from_parts(parts, OpenAiBody::full(body))
+}
+
+fn gemini_or_text(parsed: Value, raw: &[u8]) -> Value {
+    if parsed.get("error").is_some() {
+        parsed
+    } else {
+        json!({ "error": { "message": String::from_utf8_lossy(raw) } })
+    }
+}
+
+/// A Gemini error body (`{"error":{"code","message","status"}}`) in OpenAI's error shape
+/// (`{"error":{"message","type","param","code"}}`); an OpenAI-shaped body is kept as it is.
+pub fn gemini_error_to_openai(status: StatusCode, gemini: &Value) -> Value {
+    let error = gemini.get("error").unwrap_or(&Value::Null);
+    if error.get("type").is_some() {
+        return gemini.clone();
+    }
+    let status = error
+        .get("code")
+        .and_then(Value::as_u64)
+        .and_then(|c| StatusCode::from_u16(c as u16).ok())
+        .unwrap_or(status);
+    let (kind, code) = openai_type_and_code(status);
+    let message = error
+        .get("message")
+        .and_then(Value::as_str)
+        .filter(|m| !m.is_empty())
+        .unwrap_or_else(|| status.canonical_reason().unwrap_or("upstream error"));
+    json!({ "error": { "message": message, "type": kind, "param": null, "code": code } })
+}
+
+fn error<B>(status: StatusCode, message: &str, param: Option<&str>) -> Response<OpenAiBody<B>> {
+    let (kind, code) = openai_type_and_code(status);
+    let body =
+        json!({ "error": { "message": message, "type": kind, "param": param, "code": code } });
+    let body = Bytes::from(body.to_string());
+    let mut res = Response::new(OpenAiBody::full(body));
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    res
+}
