@@ -21,13 +21,22 @@ impl ClientTokens {
 
     /// `true` when the request carries an accepted token as `Authorization: Bearer`,
     /// `x-goog-api-key` or `?key=`.
+    #[cfg(test)]
     pub fn accepts<B>(&self, req: &Request<B>) -> bool {
-        presented(req).any(|candidate| {
-            // Check every token, so the time taken does not say which one nearly matched.
-            self.tokens.iter().fold(false, |found, token| {
-                found | constant_time_eq(token, candidate)
+        self.accepted(req).is_some()
+    }
+
+    /// The accepted token the request carries (as `Authorization: Bearer`, `x-goog-api-key` or
+    /// `?key=`), if any.
+    pub fn accepted<B>(&self, req: &Request<B>) -> Option<String> {
+        presented(req)
+            .find(|candidate| {
+                // Check every token, so the time taken does not say which one nearly matched.
+                self.tokens.iter().fold(false, |found, token| {
+                    found | constant_time_eq(token, candidate)
+                })
             })
-        })
+            .map(|token| String::from_utf8_lossy(token).into_owned())
     }
 }
 

@@ -36,6 +36,8 @@ pub struct Config {
     pub log_level: String,
     /// Variables that are set but not supported yet (named in one startup warning).
     pub unsupported: Vec<String>,
+    /// Every setting, typed.
+    pub settings: Settings,
 }
 
 impl fmt::Debug for Config {
@@ -85,6 +87,7 @@ impl Config {
             port: u16::try_from(settings.int("PORT")).unwrap_or(8000),
             log_level: settings.text("LOG_LEVEL").to_owned(),
             unsupported: findings.unsupported,
+            settings,
         })
     }
 }

@@ -1,20 +1,23 @@
 //! `gemini-balance-proxy`: the gemini-balance layers in front of Gemini, configured like the
 //! Python Gemini-Balance server (same `.env`).
 //!
-//! This first version serves the Gemini-native routes (`/v1beta`, `/gemini/v1beta`, `/v1`) with
-//! key rotation and retries, and `GET /health`. OpenAI routes, the admin API, usage recording and
-//! the web admin come with later versions.
+//! This version serves the Gemini-native routes (`/v1beta`, `/gemini/v1beta`, `/v1`) and the
+//! OpenAI chat and embeddings routes (`/v1`, `/hf/v1`) through the library's layers (pseudo
+//! streaming, stream optimizer, usage recording in SQLite, parameter filter, retry, key
+//! rotation), keeps key state across restarts, and answers `GET /health`. The admin API, the web
+//! admin and the remaining routes come with later versions.
 
 #![warn(clippy::unwrap_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod auth;
 mod config;
+mod dotenv;
+mod pipeline;
 // The runtime-config half (set, apply_stored, describe) serves the admin API, which comes next.
 #[allow(dead_code)]
 mod settings;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -28,21 +31,29 @@ use gemini_balance::api_error::{error_response, ApiFlavor};
 use gemini_balance::classify::{classify_any_error, FailureClass};
 use gemini_balance::client::ReqwestService;
 use gemini_balance::ext::{model_from_path, Attempts};
-use gemini_balance::keys::{ApiKey, KeyId, KeyPool, KeyRotation, KeyRotationLayer, KeyStatus};
-use gemini_balance::retry::{Retry, RetryLayer};
-use tower::{ServiceBuilder, ServiceExt};
+use gemini_balance::keys::{ApiKey, KeyId, KeyPool, KeyStatus};
+use gemini_balance::store::{KeyStateStore, SqliteStore};
+use gemini_balance::usage::ClientId;
+use tower::ServiceExt;
 use tracing_subscriber::EnvFilter;
 
 use crate::auth::ClientTokens;
 use crate::config::Config;
 
-type Upstream = Retry<KeyRotation<ReqwestService>>;
-
 struct App {
     pool: KeyPool,
     tokens: ClientTokens,
-    upstream: Upstream,
+    gemini: pipeline::Stack,
+    openai: pipeline::Stack,
 }
+
+/// OpenAI-compatible routes served by the OpenAI stack.
+const OPENAI_ROUTES: &[&str] = &[
+    "/v1/chat/completions",
+    "/hf/v1/chat/completions",
+    "/v1/embeddings",
+    "/hf/v1/embeddings",
+];
 
 /// Where the Gemini-native API is mounted; the rest of the path goes after BASE_URL.
 const GEMINI_MOUNTS: &[&str] = &["/gemini/v1beta", "/v1beta", "/v1"];
@@ -56,15 +67,12 @@ async fn main() {
 }
 
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
-    // `.env` first, then the environment, which wins (dotenvy never overrides set variables).
-    match dotenvy::dotenv() {
-        Ok(_) | Err(dotenvy::Error::Io(_)) => {}
-        Err(err) => return Err(format!(".env: {err}").into()),
-    }
-    let vars: HashMap<String, String> = std::env::vars().collect();
+    // `.env` in the working directory, under the environment (which wins).
+    let vars = dotenv::load(std::env::vars().collect())?;
     let config = Config::from_vars(&vars)?;
 
     tracing_subscriber::fmt()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .with_env_filter(
             EnvFilter::try_new(format!("{},hyper=warn,reqwest=warn", config.log_level))
                 .map_err(|_| "LOG_LEVEL: expected one of error, warn, info, debug, trace")?,
@@ -83,6 +91,25 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         let key = ApiKey::new(raw).map_err(|e| format!("API_KEYS: entry #{}: {e}", i + 1))?;
         keys.push(key);
     }
+    let settings = &config.settings;
+    let db_path = format!("data/{}.db", settings.text("SQLITE_DATABASE"));
+    let days = |enabled: &str, days: &str| {
+        settings
+            .bool(enabled)
+            .then(|| u32::try_from(settings.int(days)).unwrap_or(u32::MAX))
+    };
+    let store = SqliteStore::builder(&db_path)
+        .error_log_days(days(
+            "AUTO_DELETE_ERROR_LOGS_ENABLED",
+            "AUTO_DELETE_ERROR_LOGS_DAYS",
+        ))
+        .request_log_days(days(
+            "AUTO_DELETE_REQUEST_LOGS_ENABLED",
+            "AUTO_DELETE_REQUEST_LOGS_DAYS",
+        ))
+        .open()
+        .map_err(|e| format!("SQLITE_DATABASE ({db_path}): {e}"))?;
+
     let pool = KeyPool::builder()
         .max_failures(config.max_failures)
         .build()?;
@@ -93,6 +120,9 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             "API_KEYS lists some keys more than once; duplicates ignored"
         );
     }
+    // Key state (disabled keys, failure counts, cooldowns) survives restarts.
+    let restored = pool.restore(&store.load_key_states()?);
+    pool.set_observer(Arc::new(store.clone()));
     if pool.is_empty() {
         tracing::warn!(
             "API_KEYS is empty: every API request will be answered 503 until keys are added"
@@ -111,15 +141,18 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         .read_timeout(config.time_out)
         .pool_idle_timeout(std::time::Duration::from_secs(90))
         .build()?;
-    let upstream = ServiceBuilder::new()
-        .layer(RetryLayer::new().max_attempts(config.max_retries))
-        .layer(KeyRotationLayer::new(pool.clone()))
-        .service(ReqwestService::new(client).base_url(&config.base_url)?);
+    let parts = pipeline::Parts {
+        pool: pool.clone(),
+        store: store.clone(),
+        upstream: ReqwestService::new(client).base_url(&config.base_url)?,
+    };
+    let (gemini, openai) = pipeline::build(settings, &parts);
 
     let app = Arc::new(App {
         pool,
         tokens,
-        upstream,
+        gemini,
+        openai,
     });
     let router = Router::new().fallback(handle).with_state(app.clone());
 
@@ -130,12 +163,16 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     tracing::info!(
         address = %listener.local_addr()?,
         keys = app.pool.len(),
+        restored_key_states = restored,
+        database = %db_path,
         base_url = %config.base_url,
         "gemini-balance-proxy listening"
     );
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
+    // Everything recorded reaches the database before the process ends.
+    store.shutdown()?;
     tracing::info!("shut down");
     Ok(())
 }
@@ -169,39 +206,44 @@ async fn handle(State(app): State<Arc<App>>, req: Request<Body>) -> Response<Bod
     if path == "/health" {
         return health(&app);
     }
-    let Some(rest) = gemini_route(&path) else {
+    let gemini_rest = gemini_route(&path).map(str::to_owned);
+    let is_openai = OPENAI_ROUTES.contains(&path.trim_end_matches('/'));
+    if gemini_rest.is_none() && !is_openai {
         return local(
             flavor,
             StatusCode::NOT_FOUND,
             &format!("no route for {path}"),
         );
-    };
-    if !app.tokens.accepts(&req) {
+    }
+    let Some(token) = app.tokens.accepted(&req) else {
+        tracing::info!(route = %path, status = 401, "request refused: no valid client token");
         return local(
             flavor,
             StatusCode::UNAUTHORIZED,
             "missing or invalid client token: send one of ALLOWED_TOKENS as Authorization: Bearer, x-goog-api-key or ?key=",
         );
-    }
-    let uri = match upstream_uri(rest, req.uri()) {
-        Some(uri) => uri,
-        None => {
-            return local(
-                flavor,
-                StatusCode::BAD_REQUEST,
-                "the request path is not valid",
-            )
-        }
     };
-    let model = model_from_path(&rest.replace("%3A", ":").replace("%3a", ":")).map(str::to_owned);
     let (mut parts, body) = req.into_parts();
-    parts.uri = uri;
+    parts.extensions.insert(ClientId::of(&token));
+    let mut model = None;
+    if let Some(rest) = &gemini_rest {
+        parts.uri = match upstream_uri(rest, &parts.uri) {
+            Some(uri) => uri,
+            None => {
+                return local(
+                    flavor,
+                    StatusCode::BAD_REQUEST,
+                    "the request path is not valid",
+                )
+            }
+        };
+        model = model_from_path(parts.uri.path()).map(str::to_owned);
+    }
     let upstream_req =
         Request::from_parts(parts, reqwest::Body::wrap_stream(body.into_data_stream()));
-
-    let result = app.upstream.clone().oneshot(upstream_req).await;
-    let response = match result {
-        Ok(res) => res.into_response(),
+    let stack = if is_openai { &app.openai } else { &app.gemini };
+    let response = match stack.clone().oneshot(upstream_req).await {
+        Ok(res) => res,
         Err(err) => {
             let class = classify_any_error(&err);
             let status = match class {

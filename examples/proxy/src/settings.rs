@@ -55,7 +55,8 @@ impl Kind {
     }
 }
 
-/// Whether this version acts on a setting.
+/// Whether this version acts on a setting. Settings read but not acted on yet are `NotYet`, so
+/// that a value set for them is named in the startup warning instead of silently ignored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Support {
     /// Read and applied.
@@ -144,13 +145,13 @@ pub const DEFS: &[Def] = &[
         "Server",
         "Log level",
     ),
-    def(
+    not_yet(def(
         "TIMEZONE",
         Kind::Text,
         "UTC",
         "Server",
         "Time zone for calendar-month statistics and daily jobs",
-    ),
+    )),
     // Keys and auth
     def(
         "API_KEYS",
@@ -180,7 +181,7 @@ pub const DEFS: &[Def] = &[
         "Keys",
         "Consecutive counted failures that take a key out (0: never)",
     ),
-    def(
+    not_yet(def(
         "CHECK_INTERVAL_HOURS",
         Kind::Float {
             min: 0.0,
@@ -189,14 +190,14 @@ pub const DEFS: &[Def] = &[
         "1",
         "Keys",
         "Re-check failed keys this often (0: never)",
-    ),
-    def(
+    )),
+    not_yet(def(
         "TEST_MODEL",
         Kind::Text,
         "gemini-2.5-flash-lite",
         "Keys",
         "Model used to verify keys",
-    ),
+    )),
     not_yet(def(
         "PAID_KEY",
         Kind::Secret,
@@ -240,27 +241,27 @@ pub const DEFS: &[Def] = &[
         "Upstream",
         "Seconds to connect and for each read from the upstream",
     ),
-    def(
+    not_yet(def(
         "CUSTOM_HEADERS",
         Kind::Object,
         "{}",
         "Upstream",
         "Extra headers sent upstream",
-    ),
-    def(
+    )),
+    not_yet(def(
         "PROXIES",
         Kind::SecretList,
         "[]",
         "Upstream",
         "HTTP or SOCKS5 proxies for upstream calls",
-    ),
-    def(
+    )),
+    not_yet(def(
         "PROXIES_USE_CONSISTENCY_HASH_BY_API_KEY",
         Kind::Bool,
         "true",
         "Upstream",
         "Give each key a stable proxy",
-    ),
+    )),
     never(def(
         "URL_NORMALIZATION_ENABLED",
         Kind::Bool,
@@ -318,13 +319,13 @@ pub const DEFS: &[Def] = &[
         "Models",
         "Return thoughts (OpenAI: reasoning_content)",
     ),
-    def(
+    not_yet(def(
         "SHOW_SEARCH_LINK",
         Kind::Bool,
         "true",
         "Models",
         "Append the search sources to grounded answers",
-    ),
+    )),
     def(
         "TOOLS_CODE_EXECUTION_ENABLED",
         Kind::Bool,
@@ -481,7 +482,7 @@ pub const DEFS: &[Def] = &[
         "Keep request logs this many days",
     ),
     // Admin
-    def(
+    not_yet(def(
         "ADMIN_SESSION_EXPIRE",
         Kind::Int {
             min: 300,
@@ -490,7 +491,7 @@ pub const DEFS: &[Def] = &[
         "3600",
         "Admin",
         "Seconds an admin session lasts",
-    ),
+    )),
     // Not supported yet
     not_yet(def(
         "CREATE_IMAGE_MODEL",

@@ -1,0 +1,132 @@
+//! The layer stacks the proxy serves with: one for Gemini's own API, one for OpenAI's.
+//!
+//! ```text
+//! Gemini:  PseudoStream → StreamOptimizer → Usage → ParamFilter →             Retry → KeyRotation → upstream
+//! OpenAI:  PseudoStream → StreamOptimizer → Usage → ParamFilter → OpenAi → Retry → KeyRotation → upstream
+//! ```
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, Response};
+use gemini_balance::client::ReqwestService;
+use gemini_balance::filter::ParamFilterLayer;
+use gemini_balance::keys::{KeyPool, KeyRotationLayer};
+use gemini_balance::openai::{ChatOptions, ModelRules, OpenAiLayer};
+use gemini_balance::retry::RetryLayer;
+use gemini_balance::store::SqliteStore;
+use gemini_balance::stream::optimizer::{OptimizerParams, StreamOptimizerLayer};
+use gemini_balance::stream::pseudo::PseudoStreamLayer;
+use gemini_balance::usage::UsageLayer;
+use tower::util::BoxCloneSyncService;
+use tower::ServiceBuilder;
+
+use crate::settings::Settings;
+
+/// A stack as the handler sees it.
+pub type Stack = BoxCloneSyncService<Request<reqwest::Body>, Response<Body>, reqwest::Error>;
+
+/// What the stacks share.
+pub struct Parts {
+    pub pool: KeyPool,
+    pub store: SqliteStore,
+    pub upstream: ReqwestService,
+}
+
+/// The Gemini and OpenAI stacks, built from the settings.
+pub fn build(settings: &Settings, parts: &Parts) -> (Stack, Stack) {
+    let gemini = ServiceBuilder::new()
+        .map_response(|res: Response<_>| res.map(Body::new))
+        .layer(pseudo_stream(settings))
+        .layer(optimizer(settings))
+        .layer(usage(settings, parts))
+        .layer(ParamFilterLayer::new())
+        .layer(retry(settings))
+        .layer(KeyRotationLayer::new(parts.pool.clone()))
+        .service(parts.upstream.clone());
+    let openai = ServiceBuilder::new()
+        .map_response(|res: Response<_>| res.map(Body::new))
+        .layer(pseudo_stream(settings))
+        .layer(optimizer(settings))
+        .layer(usage(settings, parts))
+        .layer(ParamFilterLayer::new())
+        // BASE_URL carries the API version; the OpenAI layer sends `/models/...` below it.
+        .layer(OpenAiLayer::new(chat_options(settings)).gemini_prefix(""))
+        .layer(retry(settings))
+        .layer(KeyRotationLayer::new(parts.pool.clone()))
+        .service(parts.upstream.clone());
+    (
+        BoxCloneSyncService::new(gemini),
+        BoxCloneSyncService::new(openai),
+    )
+}
+
+fn pseudo_stream(settings: &Settings) -> PseudoStreamLayer {
+    PseudoStreamLayer::new()
+        .enabled(settings.bool("FAKE_STREAM_ENABLED"))
+        .keep_alive_interval(Duration::from_secs(
+            settings
+                .int("FAKE_STREAM_EMPTY_DATA_INTERVAL_SECONDS")
+                .unsigned_abs(),
+        ))
+}
+
+fn optimizer(settings: &Settings) -> StreamOptimizerLayer {
+    let secs = |name: &str| Duration::from_secs_f64(settings.float(name).max(0.0));
+    let count = |name: &str| usize::try_from(settings.int(name)).unwrap_or(0);
+    let mut params = OptimizerParams::default();
+    params.enabled = settings.bool("STREAM_OPTIMIZER_ENABLED");
+    params.min_delay = secs("STREAM_MIN_DELAY");
+    params.max_delay = secs("STREAM_MAX_DELAY");
+    params.short_text_threshold = count("STREAM_SHORT_TEXT_THRESHOLD");
+    params.long_text_threshold = count("STREAM_LONG_TEXT_THRESHOLD");
+    params.chunk_size = count("STREAM_CHUNK_SIZE").max(1);
+    StreamOptimizerLayer::with_params(params)
+}
+
+fn usage(settings: &Settings, parts: &Parts) -> UsageLayer {
+    UsageLayer::shared(Arc::new(parts.store.clone()))
+        .record_request_body(settings.bool("ERROR_LOG_RECORD_REQUEST_BODY"))
+}
+
+fn retry(settings: &Settings) -> RetryLayer {
+    RetryLayer::new().max_attempts(u32::try_from(settings.int("MAX_RETRIES")).unwrap_or(3))
+}
+
+/// The OpenAI conversion options from the settings.
+pub fn chat_options(settings: &Settings) -> ChatOptions {
+    let budgets: HashMap<String, i64> = settings
+        .value("THINKING_BUDGET_MAP")
+        .as_object()
+        .map(|map| {
+            map.iter()
+                .filter_map(|(model, budget)| Some((model.clone(), budget.as_i64()?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    ChatOptions {
+        rules: model_rules(settings),
+        show_thinking: settings.bool("SHOW_THINKING_PROCESS"),
+        thinking_budgets: budgets,
+        safety_settings: Some(settings.value("SAFETY_SETTINGS").clone())
+            .filter(|v| v.as_array().is_some_and(|a| !a.is_empty())),
+        code_execution: settings.bool("TOOLS_CODE_EXECUTION_ENABLED"),
+        url_context_models: if settings.bool("URL_CONTEXT_ENABLED") {
+            settings.list("URL_CONTEXT_MODELS")
+        } else {
+            Vec::new()
+        },
+    }
+}
+
+/// The model suffix rules from the settings.
+pub fn model_rules(settings: &Settings) -> ModelRules {
+    ModelRules {
+        search_models: settings.list("SEARCH_MODELS"),
+        image_models: settings.list("IMAGE_MODELS"),
+        thinking_models: settings.list("THINKING_MODELS"),
+        filtered_models: settings.list("FILTERED_MODELS"),
+    }
+}

@@ -1,0 +1,230 @@
+//! The proxy binary end to end: started with a `.env` against the loopback mock Gemini, used
+//! the Gemini way and the OpenAI way, stopped with SIGTERM, its SQLite database checked.
+
+#[path = "../../../tests/support/mod.rs"]
+mod support;
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use gemini_balance::store::SqliteStore;
+use serde_json::{json, Value};
+use support::{prompt_body, test_key, test_keys, Fault, MockGemini};
+
+const TOKEN: &str = "sk-proxy-test-token";
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Proxy {
+    child: Child,
+    url: String,
+}
+
+impl Proxy {
+    /// Starts the binary in `dir` with `.env` there; waits until `/health` answers.
+    async fn start(dir: &Path, env_file: &str) -> Proxy {
+        std::fs::write(dir.join(".env"), env_file).unwrap();
+        let port = free_port();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_gemini-balance-proxy"))
+            .current_dir(dir)
+            .env("HOST", "127.0.0.1")
+            .env("PORT", port.to_string())
+            .env("LOG_LEVEL", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let url = format!("http://127.0.0.1:{port}");
+        let client = support::client_builder().build().unwrap();
+        for _ in 0..200 {
+            if let Ok(res) = client.get(format!("{url}/health")).send().await {
+                if res.status() == 200 {
+                    return Proxy { child, url };
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("the proxy did not start");
+    }
+
+    /// SIGTERM, then wait: the graceful path that flushes the store.
+    fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(status.success());
+        let exit = self.child.wait().unwrap();
+        assert!(exit.success(), "the proxy exited with {exit}");
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn env_file(mock: &MockGemini) -> String {
+    let keys: Vec<String> = test_keys(2);
+    format!(
+        "API_KEYS={}\nALLOWED_TOKENS=[\"{TOKEN}\"]\nBASE_URL={}/v1beta\nMAX_RETRIES=3\n",
+        serde_json::to_string(&keys).unwrap(),
+        mock.base_url()
+    )
+}
+
+#[tokio::test]
+async fn serves_both_apis_records_usage_and_keeps_key_state() {
+    let mock = MockGemini::start().await;
+    mock.set_fault(&test_key(1), Fault::InvalidKey);
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(dir.path(), &env_file(&mock)).await;
+    let client = support::client_builder().build().unwrap();
+
+    // Gemini, with the token as ?key= and the `:` encoded as the google-genai SDK sends it.
+    let res = client
+        .post(format!(
+            "{}/v1/models/gemini-2.0-flash%3AgenerateContent?key={TOKEN}",
+            proxy.url
+        ))
+        .header("content-type", "application/json")
+        .body(prompt_body("hello proxy"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let answer: Value = serde_json::from_slice(&res.bytes().await.unwrap()).unwrap();
+    assert_eq!(
+        answer["candidates"][0]["content"]["parts"][0]["text"],
+        "echo: hello proxy"
+    );
+
+    // OpenAI, with the token as a Bearer.
+    let res = client
+        .post(format!("{}/v1/chat/completions", proxy.url))
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .header("content-type", "application/json")
+        .body(
+            json!({"model": "gemini-2.0-flash", "messages": [{"role": "user", "content": "hi openai"}]})
+                .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let answer: Value = serde_json::from_slice(&res.bytes().await.unwrap()).unwrap();
+    assert_eq!(
+        answer["choices"][0]["message"]["content"],
+        "echo: hi openai"
+    );
+
+    // A wrong token is refused in the route's format, and the upstream never hears of it.
+    let res = client
+        .post(format!("{}/v1/chat/completions", proxy.url))
+        .header("authorization", "Bearer nope")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    let error: Value = serde_json::from_slice(&res.bytes().await.unwrap()).unwrap();
+    assert_eq!(error["error"]["type"], "invalid_request_error");
+    assert!(!mock.saw_credential(TOKEN));
+    assert!(!mock.saw_credential("nope"));
+
+    proxy.stop();
+
+    // Usage rows with token counts; the invalid key's state survived in the database.
+    let db = dir.path().join("data/default_db.db");
+    let store = SqliteStore::open(&db).unwrap();
+    let summary = store.summary().unwrap();
+    assert_eq!(summary.last_hour.calls, 2);
+    assert_eq!(summary.last_hour.successes, 2);
+    assert!(summary.last_hour.tokens.total > 0);
+    assert!(
+        summary.last_hour.failed_attempts >= 1,
+        "the invalid key's attempt is counted"
+    );
+    let states = gemini_balance::store::KeyStateStore::load_key_states(&store).unwrap();
+    let invalid = gemini_balance::keys::KeyId::of(&test_key(1));
+    let state = states
+        .iter()
+        .find(|s| s.id == invalid)
+        .expect("state of the invalid key");
+    assert!(matches!(
+        state.status,
+        gemini_balance::keys::KeyStatus::Disabled(_)
+    ));
+    store.shutdown().unwrap();
+
+    // No key in the database files.
+    for entry in std::fs::read_dir(dir.path().join("data")).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        for key in test_keys(2) {
+            assert!(
+                !bytes.windows(key.len()).any(|w| w == key.as_bytes()),
+                "a key is in the database"
+            );
+        }
+        assert!(!bytes.windows(TOKEN.len()).any(|w| w == TOKEN.as_bytes()));
+    }
+}
+
+#[tokio::test]
+async fn a_restart_keeps_a_disabled_key_out() {
+    let mock = MockGemini::start().await;
+    mock.set_fault(&test_key(1), Fault::InvalidKey);
+    let dir = tempfile::tempdir().unwrap();
+    let env = env_file(&mock);
+    let ask = |url: String| async move {
+        support::client_builder()
+            .build()
+            .unwrap()
+            .post(format!(
+                "{url}/v1beta/models/gemini-2.0-flash:generateContent"
+            ))
+            .header("x-goog-api-key", TOKEN)
+            .header("content-type", "application/json")
+            .body(prompt_body("x"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    let proxy = Proxy::start(dir.path(), &env).await;
+    assert_eq!(ask(proxy.url.clone()).await, 200);
+    proxy.stop();
+    let before = mock.requests(&test_key(1));
+    assert_eq!(before, 1);
+
+    // After the restart the invalid key is still disabled: it is not tried again.
+    let proxy = Proxy::start(dir.path(), &env).await;
+    for _ in 0..4 {
+        assert_eq!(ask(proxy.url.clone()).await, 200);
+    }
+    assert_eq!(mock.requests(&test_key(1)), before);
+    proxy.stop();
+}
+
+#[test]
+fn an_invalid_setting_stops_startup_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(".env"), "MAX_RETRIES=lots\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_gemini-balance-proxy"))
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("MAX_RETRIES"), "{stderr}");
+}
