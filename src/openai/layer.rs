@@ -359,6 +359,8 @@ where
     B: http_body::Body<Data = Bytes>,
 {
     let (mut parts, body) = res.into_parts();
+    // Outer layers (logs) learn the model the client asked for.
+    parts.extensions.insert(ModelName::new(plan.model.as_str()));
     let created = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());

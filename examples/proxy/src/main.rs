@@ -30,7 +30,7 @@ use axum::Router;
 use gemini_balance::api_error::{error_response, ApiFlavor};
 use gemini_balance::classify::{classify_any_error, FailureClass};
 use gemini_balance::client::ReqwestService;
-use gemini_balance::ext::{model_from_path, Attempts};
+use gemini_balance::ext::{model_from_path, Attempts, ModelName};
 use gemini_balance::keys::{ApiKey, KeyId, KeyPool, KeyStatus};
 use gemini_balance::store::{KeyStateStore, SqliteStore};
 use gemini_balance::usage::ClientId;
@@ -258,6 +258,12 @@ async fn handle(State(app): State<Arc<App>>, req: Request<Body>) -> Response<Bod
             )
         }
     };
+    if model.is_none() {
+        model = response
+            .extensions()
+            .get::<ModelName>()
+            .map(|m| m.as_str().to_owned());
+    }
     let key = response
         .extensions()
         .get::<KeyId>()
