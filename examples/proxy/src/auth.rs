@@ -27,30 +27,42 @@ impl ClientTokens {
     }
 
     /// The accepted token the request carries (as `Authorization: Bearer`, `x-goog-api-key` or
-    /// `?key=`), if any.
-    pub fn accepted<B>(&self, req: &Request<B>) -> Option<String> {
+    /// `?key=`), if any, and where it was.
+    pub fn accepted<B>(&self, req: &Request<B>) -> Option<(String, Placement)> {
         presented(req)
-            .find(|candidate| {
+            .find(|(candidate, _)| {
                 // Check every token, so the time taken does not say which one nearly matched.
                 self.tokens.iter().fold(false, |found, token| {
                     found | constant_time_eq(token, candidate)
                 })
             })
-            .map(|token| String::from_utf8_lossy(token).into_owned())
+            .map(|(token, placement)| (String::from_utf8_lossy(token).into_owned(), placement))
     }
 }
 
-fn presented<B>(req: &Request<B>) -> impl Iterator<Item = &[u8]> {
+/// Where a client put its token: it says which API's conventions the client follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// `Authorization: Bearer` (OpenAI clients).
+    Bearer,
+    /// `x-goog-api-key` or `?key=` (Gemini clients).
+    Google,
+}
+
+fn presented<B>(req: &Request<B>) -> impl Iterator<Item = (&[u8], Placement)> {
     let bearer = req
         .headers()
         .get(header::AUTHORIZATION)
         .map(|v| v.as_bytes())
-        .map(|v| v.strip_prefix(b"Bearer ").unwrap_or(v));
-    let goog = req.headers().get("x-goog-api-key").map(|v| v.as_bytes());
+        .map(|v| (v.strip_prefix(b"Bearer ").unwrap_or(v), Placement::Bearer));
+    let goog = req
+        .headers()
+        .get("x-goog-api-key")
+        .map(|v| (v.as_bytes(), Placement::Google));
     let query = req.uri().query().into_iter().flat_map(|q| {
         q.split('&')
             .filter_map(|pair| pair.strip_prefix("key="))
-            .map(str::as_bytes)
+            .map(|token| (token.as_bytes(), Placement::Google))
     });
     bearer.into_iter().chain(goog).chain(query)
 }

@@ -13,6 +13,7 @@
 mod auth;
 mod config;
 mod dotenv;
+mod models;
 mod pipeline;
 // The runtime-config half (set, apply_stored, describe) serves the admin API, which comes next.
 #[allow(dead_code)]
@@ -30,17 +31,19 @@ use axum::Router;
 use gemini_balance::api_error::{error_response, ApiFlavor};
 use gemini_balance::classify::{classify_any_error, FailureClass};
 use gemini_balance::client::ReqwestService;
-use gemini_balance::ext::{model_from_path, Attempts, ModelName};
+use gemini_balance::ext::{Attempts, ModelName};
 use gemini_balance::keys::{ApiKey, KeyId, KeyPool, KeyStatus};
 use gemini_balance::store::{KeyStateStore, SqliteStore};
 use gemini_balance::usage::ClientId;
 use tower::ServiceExt;
 use tracing_subscriber::EnvFilter;
 
-use crate::auth::ClientTokens;
+use crate::auth::{ClientTokens, Placement};
 use crate::config::Config;
+use crate::models::ListShape;
 
 struct App {
+    models: models::ModelPolicy,
     pool: KeyPool,
     tokens: ClientTokens,
     gemini: pipeline::Stack,
@@ -149,6 +152,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let (gemini, openai) = pipeline::build(settings, &parts);
 
     let app = Arc::new(App {
+        models: models::ModelPolicy::from_settings(settings),
         pool,
         tokens,
         gemini,
@@ -215,7 +219,7 @@ async fn handle(State(app): State<Arc<App>>, req: Request<Body>) -> Response<Bod
             &format!("no route for {path}"),
         );
     }
-    let Some(token) = app.tokens.accepted(&req) else {
+    let Some((token, placement)) = app.tokens.accepted(&req) else {
         tracing::info!(route = %path, status = 401, "request refused: no valid client token");
         return local(
             flavor,
@@ -226,6 +230,8 @@ async fn handle(State(app): State<Arc<App>>, req: Request<Body>) -> Response<Bod
     let (mut parts, body) = req.into_parts();
     parts.extensions.insert(ClientId::of(&token));
     let mut model = None;
+    let mut list_shape = None;
+    let mut body = reqwest::Body::wrap_stream(body.into_data_stream());
     if let Some(rest) = &gemini_rest {
         parts.uri = match upstream_uri(rest, &parts.uri) {
             Some(uri) => uri,
@@ -237,10 +243,24 @@ async fn handle(State(app): State<Arc<App>>, req: Request<Body>) -> Response<Bod
                 )
             }
         };
-        model = model_from_path(parts.uri.path()).map(str::to_owned);
+        if parts.uri.path() == "/models" {
+            // `GET /v1/models` answers in the shape of the client's API: Bearer means OpenAI.
+            let openai = path.starts_with("/v1/") && placement == Placement::Bearer;
+            list_shape = Some(if openai {
+                ListShape::OpenAi
+            } else {
+                ListShape::Gemini
+            });
+        }
+        match models::prepare(&app.models, &mut parts, body).await {
+            Ok((resolved, prepared)) => {
+                model = resolved;
+                body = prepared;
+            }
+            Err(refusal) => return refusal,
+        }
     }
-    let upstream_req =
-        Request::from_parts(parts, reqwest::Body::wrap_stream(body.into_data_stream()));
+    let upstream_req = Request::from_parts(parts, body);
     let stack = if is_openai { &app.openai } else { &app.gemini };
     let response = match stack.clone().oneshot(upstream_req).await {
         Ok(res) => res,
@@ -264,6 +284,10 @@ async fn handle(State(app): State<Arc<App>>, req: Request<Body>) -> Response<Bod
             .get::<ModelName>()
             .map(|m| m.as_str().to_owned());
     }
+    let response = match list_shape {
+        Some(shape) => models::rewrite_list(&app.models, shape, response).await,
+        None => response,
+    };
     let key = response
         .extensions()
         .get::<KeyId>()

@@ -228,3 +228,120 @@ fn an_invalid_setting_stops_startup_naming_it() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("MAX_RETRIES"), "{stderr}");
 }
+
+#[tokio::test]
+async fn model_names_lists_and_filters_on_the_gemini_routes() {
+    let mock = MockGemini::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = format!(
+        "{}THINKING_MODELS=[\"gemini-2.5-flash\"]\nFILTERED_MODELS=[\"gemini-2.5-pro\"]\n",
+        env_file(&mock)
+    );
+    let proxy = Proxy::start(dir.path(), &env).await;
+    let client = support::client_builder().build().unwrap();
+    let get = |path: &str, bearer: bool| {
+        let req = client.get(format!("{}{path}", proxy.url));
+        if bearer {
+            req.header("authorization", format!("Bearer {TOKEN}"))
+        } else {
+            req.header("x-goog-api-key", TOKEN)
+        }
+    };
+
+    // Gemini shape: the filtered model is gone; derived models follow their base.
+    let list: Value = serde_json::from_slice(
+        &get("/v1beta/models", false)
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let names: Vec<&str> = list["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "models/gemini-2.0-flash",
+            "models/gemini-2.5-flash",
+            "models/gemini-2.5-flash-search",
+            "models/gemini-2.5-flash-non-thinking",
+            "models/text-embedding-004"
+        ]
+    );
+
+    // `GET /v1/models`: OpenAI's shape for a Bearer client, Gemini's for a Gemini client.
+    let openai: Value = serde_json::from_slice(
+        &get("/v1/models", true)
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(openai["object"], "list");
+    assert!(openai["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m["id"] == "gemini-2.5-flash-search"));
+    let gemini: Value = serde_json::from_slice(
+        &get("/v1/models", false)
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(gemini["models"].is_array());
+
+    // A suffixed model reaches the upstream under its real name.
+    let res = client
+        .post(format!(
+            "{}/v1beta/models/gemini-2.5-flash-search-non-thinking:generateContent",
+            proxy.url
+        ))
+        .header("x-goog-api-key", TOKEN)
+        .header("content-type", "application/json")
+        .body(prompt_body("search this"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        mock.last_request().unwrap().uri.path(),
+        "/v1beta/models/gemini-2.5-flash:generateContent"
+    );
+
+    // A filtered model is refused without any upstream call.
+    let before = mock.total();
+    let res = client
+        .post(format!(
+            "{}/v1beta/models/gemini-2.5-pro:generateContent",
+            proxy.url
+        ))
+        .header("x-goog-api-key", TOKEN)
+        .body(prompt_body("x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    let error: Value = serde_json::from_slice(&res.bytes().await.unwrap()).unwrap();
+    assert_eq!(error["error"]["status"], "INVALID_ARGUMENT");
+    assert!(error["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("gemini-2.5-pro"));
+    assert_eq!(mock.total(), before);
+    proxy.stop();
+}
