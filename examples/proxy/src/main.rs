@@ -15,6 +15,7 @@ mod config;
 mod dotenv;
 mod models;
 mod pipeline;
+mod recheck;
 // The runtime-config half (set, apply_stored, describe) serves the admin API, which comes next.
 #[allow(dead_code)]
 mod settings;
@@ -140,6 +141,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         .install_default()
         .map_err(|_| "could not install the TLS crypto provider")?;
     let client = reqwest::Client::builder()
+        .default_headers(custom_headers(settings.value("CUSTOM_HEADERS"))?)
         .connect_timeout(config.time_out)
         .read_timeout(config.time_out)
         .pool_idle_timeout(std::time::Duration::from_secs(90))
@@ -150,6 +152,15 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         upstream: ReqwestService::new(client).base_url(&config.base_url)?,
     };
     let (gemini, openai) = pipeline::build(settings, &parts);
+    let hours = settings.float("CHECK_INTERVAL_HOURS");
+    if hours > 0.0 {
+        recheck::spawn(
+            parts.pool.clone(),
+            parts.upstream.clone(),
+            settings.text("TEST_MODEL").to_owned(),
+            std::time::Duration::from_secs_f64(hours * 3600.0),
+        );
+    }
 
     let app = Arc::new(App {
         models: models::ModelPolicy::from_settings(settings),
@@ -179,6 +190,24 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     store.shutdown()?;
     tracing::info!("shut down");
     Ok(())
+}
+
+/// `CUSTOM_HEADERS` (a JSON object) as headers sent with every upstream request.
+fn custom_headers(value: &serde_json::Value) -> Result<reqwest::header::HeaderMap, String> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    for (name, value) in value.as_object().into_iter().flatten() {
+        let text = match value {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| format!("CUSTOM_HEADERS: {name:?} is not a header name"))?;
+        let value = reqwest::header::HeaderValue::from_str(&text).map_err(|_| {
+            format!("CUSTOM_HEADERS: the value of {name} is not a valid header value")
+        })?;
+        headers.insert(name, value);
+    }
+    Ok(headers)
 }
 
 async fn shutdown_signal() {

@@ -181,7 +181,7 @@ pub const DEFS: &[Def] = &[
         "Keys",
         "Consecutive counted failures that take a key out (0: never)",
     ),
-    not_yet(def(
+    def(
         "CHECK_INTERVAL_HOURS",
         Kind::Float {
             min: 0.0,
@@ -190,14 +190,14 @@ pub const DEFS: &[Def] = &[
         "1",
         "Keys",
         "Re-check failed keys this often (0: never)",
-    )),
-    not_yet(def(
+    ),
+    def(
         "TEST_MODEL",
         Kind::Text,
         "gemini-2.5-flash-lite",
         "Keys",
         "Model used to verify keys",
-    )),
+    ),
     not_yet(def(
         "PAID_KEY",
         Kind::Secret,
@@ -241,13 +241,13 @@ pub const DEFS: &[Def] = &[
         "Upstream",
         "Seconds to connect and for each read from the upstream",
     ),
-    not_yet(def(
+    def(
         "CUSTOM_HEADERS",
         Kind::Object,
         "{}",
         "Upstream",
         "Extra headers sent upstream",
-    )),
+    ),
     not_yet(def(
         "PROXIES",
         Kind::SecretList,

@@ -88,7 +88,11 @@ async fn serves_both_apis_records_usage_and_keeps_key_state() {
     let mock = MockGemini::start().await;
     mock.set_fault(&test_key(1), Fault::InvalidKey);
     let dir = tempfile::tempdir().unwrap();
-    let proxy = Proxy::start(dir.path(), &env_file(&mock)).await;
+    let env = format!(
+        "{}CUSTOM_HEADERS={{\"X-Custom-Tag\": \"gemini-balance\"}}\n",
+        env_file(&mock)
+    );
+    let proxy = Proxy::start(dir.path(), &env).await;
     let client = support::client_builder().build().unwrap();
 
     // Gemini, with the token as ?key= and the `:` encoded as the google-genai SDK sends it.
@@ -141,6 +145,10 @@ async fn serves_both_apis_records_usage_and_keeps_key_state() {
     assert_eq!(error["error"]["type"], "invalid_request_error");
     assert!(!mock.saw_credential(TOKEN));
     assert!(!mock.saw_credential("nope"));
+
+    // CUSTOM_HEADERS reach the upstream.
+    let last = mock.last_request().unwrap();
+    assert_eq!(last.headers["x-custom-tag"], "gemini-balance");
 
     proxy.stop();
 
@@ -343,5 +351,49 @@ async fn model_names_lists_and_filters_on_the_gemini_routes() {
         .unwrap()
         .contains("gemini-2.5-pro"));
     assert_eq!(mock.total(), before);
+    proxy.stop();
+}
+
+#[tokio::test]
+async fn the_periodic_recheck_brings_a_healed_key_back() {
+    let mock = MockGemini::start().await;
+    mock.set_fault(&test_key(1), Fault::InvalidKey);
+    let dir = tempfile::tempdir().unwrap();
+    // A re-check every 0.9 s.
+    let env = format!(
+        "{}CHECK_INTERVAL_HOURS=0.00025\nTEST_MODEL=gemini-2.0-flash\n",
+        env_file(&mock)
+    );
+    let proxy = Proxy::start(dir.path(), &env).await;
+    let client = support::client_builder().build().unwrap();
+    let ask = || async {
+        client
+            .post(format!(
+                "{}/v1beta/models/gemini-2.0-flash:generateContent",
+                proxy.url
+            ))
+            .header("x-goog-api-key", TOKEN)
+            .body(prompt_body("x"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    assert_eq!(ask().await, 200); // key 1 is refused and disabled; key 2 serves
+    mock.set_fault(&test_key(1), Fault::Ok); // the key works again upstream
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while mock.status_count(&test_key(1), 200) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the re-check never probed the key"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Back in rotation: client requests reach key 1 again.
+    let before = mock.requests(&test_key(1));
+    for _ in 0..4 {
+        assert_eq!(ask().await, 200);
+    }
+    assert!(mock.requests(&test_key(1)) >= before + 2);
     proxy.stop();
 }
