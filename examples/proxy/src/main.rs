@@ -47,8 +47,7 @@ struct App {
     models: models::ModelPolicy,
     pool: KeyPool,
     tokens: ClientTokens,
-    gemini: pipeline::Stack,
-    openai: pipeline::Stack,
+    stacks: pipeline::Stacks,
 }
 
 /// OpenAI-compatible routes served by the OpenAI stack.
@@ -151,7 +150,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         store: store.clone(),
         upstream: ReqwestService::new(client).base_url(&config.base_url)?,
     };
-    let (gemini, openai) = pipeline::build(settings, &parts);
+    let stacks = pipeline::build(settings, &parts);
     let hours = settings.float("CHECK_INTERVAL_HOURS");
     if hours > 0.0 {
         recheck::spawn(
@@ -166,8 +165,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         models: models::ModelPolicy::from_settings(settings),
         pool,
         tokens,
-        gemini,
-        openai,
+        stacks,
     });
     let router = Router::new().fallback(handle).with_state(app.clone());
 
@@ -241,7 +239,11 @@ async fn handle(State(app): State<Arc<App>>, req: Request<Body>) -> Response<Bod
     }
     let gemini_rest = gemini_route(&path).map(str::to_owned);
     let is_openai = OPENAI_ROUTES.contains(&path.trim_end_matches('/'));
-    if gemini_rest.is_none() && !is_openai {
+    // `/openai/v1/...` goes to the upstream's own OpenAI-compatible endpoint, `{BASE_URL}/openai/...`.
+    let passthrough = path
+        .strip_prefix("/openai/v1/")
+        .map(|rest| format!("/openai/{rest}"));
+    if gemini_rest.is_none() && !is_openai && passthrough.is_none() {
         return local(
             flavor,
             StatusCode::NOT_FOUND,
@@ -289,8 +291,30 @@ async fn handle(State(app): State<Arc<App>>, req: Request<Body>) -> Response<Bod
             Err(refusal) => return refusal,
         }
     }
+    if let Some(target) = &passthrough {
+        let pq = match parts.uri.query() {
+            Some(q) => format!("{target}?{q}"),
+            None => target.clone(),
+        };
+        parts.uri = match pq.parse() {
+            Ok(uri) => uri,
+            Err(_) => {
+                return local(
+                    flavor,
+                    StatusCode::BAD_REQUEST,
+                    "the request path is not valid",
+                )
+            }
+        };
+    }
     let upstream_req = Request::from_parts(parts, body);
-    let stack = if is_openai { &app.openai } else { &app.gemini };
+    let stack = if passthrough.is_some() {
+        &app.stacks.passthrough
+    } else if is_openai {
+        &app.stacks.openai
+    } else {
+        &app.stacks.gemini
+    };
     let response = match stack.clone().oneshot(upstream_req).await {
         Ok(res) => res,
         Err(err) => {

@@ -3,6 +3,7 @@
 //! ```text
 //! Gemini:  PseudoStream → StreamOptimizer → Usage → ParamFilter →             Retry → KeyRotation → upstream
 //! OpenAI:  PseudoStream → StreamOptimizer → Usage → ParamFilter → OpenAi → Retry → KeyRotation → upstream
+//! /openai: PseudoStream → StreamOptimizer → Usage → ParamFilter →           Retry → KeyRotation(Bearer) → upstream's OpenAI endpoint
 //! ```
 
 use std::collections::HashMap;
@@ -13,7 +14,7 @@ use axum::body::Body;
 use axum::http::{Request, Response};
 use gemini_balance::client::ReqwestService;
 use gemini_balance::filter::ParamFilterLayer;
-use gemini_balance::keys::{KeyPool, KeyRotationLayer};
+use gemini_balance::keys::{KeyPlacement, KeyPool, KeyRotationLayer};
 use gemini_balance::openai::{ChatOptions, ModelRules, OpenAiLayer};
 use gemini_balance::retry::RetryLayer;
 use gemini_balance::store::SqliteStore;
@@ -35,8 +36,18 @@ pub struct Parts {
     pub upstream: ReqwestService,
 }
 
-/// The Gemini and OpenAI stacks, built from the settings.
-pub fn build(settings: &Settings, parts: &Parts) -> (Stack, Stack) {
+/// The stacks the proxy serves with.
+pub struct Stacks {
+    /// Gemini's own API.
+    pub gemini: Stack,
+    /// OpenAI's API, converted to Gemini's.
+    pub openai: Stack,
+    /// OpenAI's API passed to Gemini's own OpenAI-compatible endpoint (`/openai/v1/...`).
+    pub passthrough: Stack,
+}
+
+/// The stacks, built from the settings.
+pub fn build(settings: &Settings, parts: &Parts) -> Stacks {
     let gemini = ServiceBuilder::new()
         .map_response(|res: Response<_>| res.map(Body::new))
         .layer(pseudo_stream(settings))
@@ -57,10 +68,20 @@ pub fn build(settings: &Settings, parts: &Parts) -> (Stack, Stack) {
         .layer(retry(settings))
         .layer(KeyRotationLayer::new(parts.pool.clone()))
         .service(parts.upstream.clone());
-    (
-        BoxCloneSyncService::new(gemini),
-        BoxCloneSyncService::new(openai),
-    )
+    let passthrough = ServiceBuilder::new()
+        .map_response(|res: Response<_>| res.map(Body::new))
+        .layer(pseudo_stream(settings))
+        .layer(optimizer(settings))
+        .layer(usage(settings, parts))
+        .layer(ParamFilterLayer::new())
+        .layer(retry(settings))
+        .layer(KeyRotationLayer::new(parts.pool.clone()).placement(KeyPlacement::BearerToken))
+        .service(parts.upstream.clone());
+    Stacks {
+        gemini: BoxCloneSyncService::new(gemini),
+        openai: BoxCloneSyncService::new(openai),
+        passthrough: BoxCloneSyncService::new(passthrough),
+    }
 }
 
 fn pseudo_stream(settings: &Settings) -> PseudoStreamLayer {

@@ -397,3 +397,34 @@ async fn the_periodic_recheck_brings_a_healed_key_back() {
     assert!(mock.requests(&test_key(1)) >= before + 2);
     proxy.stop();
 }
+
+#[tokio::test]
+async fn openai_passthrough_goes_to_the_upstreams_openai_endpoint_with_a_pool_key() {
+    let mock = MockGemini::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(dir.path(), &env_file(&mock)).await;
+    let res = support::client_builder()
+        .build()
+        .unwrap()
+        .post(format!("{}/openai/v1/chat/completions", proxy.url))
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .header("content-type", "application/json")
+        .body(
+            json!({"model": "gemini-2.0-flash", "messages": [{"role": "user", "content": "x"}]})
+                .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    // The mock has no OpenAI endpoint: its 404 comes back as it is.
+    assert_eq!(res.status(), 404);
+    let last = mock.last_request().unwrap();
+    assert_eq!(last.uri.path(), "/v1beta/openai/chat/completions");
+    let sent = last.headers["authorization"].to_str().unwrap().to_owned();
+    assert!(
+        test_keys(2).iter().any(|k| sent == format!("Bearer {k}")),
+        "a pool key as Bearer"
+    );
+    assert!(!mock.saw_credential(TOKEN));
+    proxy.stop();
+}
