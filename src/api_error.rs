@@ -19,7 +19,7 @@
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode};
-use serde_json::json;
+use serde_json::{json, Value};
 
 /// Which API's error format a request expects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -94,9 +94,9 @@ pub(crate) fn openai_type_and_code(status: StatusCode) -> (&'static str, &'stati
     }
 }
 
-/// The JSON error body for `status` and `message` in the given flavor.
-pub fn error_body(flavor: ApiFlavor, status: StatusCode, message: &str) -> Bytes {
-    let value = match flavor {
+/// The JSON error for `status` and `message` in the given flavor.
+pub fn error_value(flavor: ApiFlavor, status: StatusCode, message: &str) -> Value {
+    match flavor {
         ApiFlavor::Gemini => json!({
             "error": {
                 "code": status.as_u16(),
@@ -104,19 +104,26 @@ pub fn error_body(flavor: ApiFlavor, status: StatusCode, message: &str) -> Bytes
                 "status": rpc_status_name(status),
             }
         }),
-        ApiFlavor::OpenAi => {
-            let (kind, code) = openai_type_and_code(status);
-            json!({
-                "error": {
-                    "message": message,
-                    "type": kind,
-                    "param": null,
-                    "code": code,
-                }
-            })
+        ApiFlavor::OpenAi => openai_error_value(status, message, None),
+    }
+}
+
+/// OpenAI's error JSON, naming the offending request field in `param` when there is one.
+pub fn openai_error_value(status: StatusCode, message: &str, param: Option<&str>) -> Value {
+    let (kind, code) = openai_type_and_code(status);
+    json!({
+        "error": {
+            "message": message,
+            "type": kind,
+            "param": param,
+            "code": code,
         }
-    };
-    Bytes::from(value.to_string())
+    })
+}
+
+/// The JSON error body for `status` and `message` in the given flavor.
+pub fn error_body(flavor: ApiFlavor, status: StatusCode, message: &str) -> Bytes {
+    Bytes::from(error_value(flavor, status, message).to_string())
 }
 
 /// A complete JSON error response.

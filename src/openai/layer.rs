@@ -19,7 +19,7 @@ use super::response::{
     gemini_embeddings_to_openai, gemini_response_to_openai, random_id, OpenAiStream,
     ResponseOptions,
 };
-use crate::api_error::{openai_type_and_code, ApiFlavor};
+use crate::api_error::{openai_error_value, ApiFlavor};
 use crate::buffer::{CollectError, CollectLimited};
 use crate::ext::ModelName;
 
@@ -433,20 +433,16 @@ pub fn gemini_error_to_openai(status: StatusCode, gemini: &Value) -> Value {
         .and_then(Value::as_u64)
         .and_then(|c| StatusCode::from_u16(c as u16).ok())
         .unwrap_or(status);
-    let (kind, code) = openai_type_and_code(status);
     let message = error
         .get("message")
         .and_then(Value::as_str)
         .filter(|m| !m.is_empty())
         .unwrap_or_else(|| status.canonical_reason().unwrap_or("upstream error"));
-    json!({ "error": { "message": message, "type": kind, "param": null, "code": code } })
+    openai_error_value(status, message, None)
 }
 
 fn error<B>(status: StatusCode, message: &str, param: Option<&str>) -> Response<OpenAiBody<B>> {
-    let (kind, code) = openai_type_and_code(status);
-    let body =
-        json!({ "error": { "message": message, "type": kind, "param": param, "code": code } });
-    let body = Bytes::from(body.to_string());
+    let body = Bytes::from(openai_error_value(status, message, param).to_string());
     let mut res = Response::new(OpenAiBody::full(body));
     *res.status_mut() = status;
     res.headers_mut().insert(

@@ -8,7 +8,7 @@ use http::StatusCode;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
-use crate::api_error::{openai_type_and_code, rpc_status_name, ApiFlavor};
+use crate::api_error::{error_value, openai_type_and_code, rpc_status_name, ApiFlavor};
 use crate::stream::sse::{blank_line, comment, data_event, LineEnding};
 
 /// What to write while the answer is being waited for.
@@ -431,18 +431,11 @@ fn compact_json(json: &[u8]) -> Vec<u8> {
 }
 
 fn gemini_error(status: StatusCode, message: &str) -> Value {
-    json!({
-        "error": {
-            "code": status.as_u16(),
-            "message": message,
-            "status": rpc_status_name(status),
-        }
-    })
+    error_value(ApiFlavor::Gemini, status, message)
 }
 
 fn openai_error(status: StatusCode, message: &str) -> Value {
-    let (kind, code) = openai_type_and_code(status);
-    json!({ "error": { "message": message, "type": kind, "param": null, "code": code } })
+    error_value(ApiFlavor::OpenAi, status, message)
 }
 
 fn default_message(status: StatusCode) -> String {
