@@ -9,13 +9,14 @@ use bytes::{Bytes, BytesMut};
 use serde_json::Value;
 
 use super::record::TokenUsage;
+use crate::stream::sse::{SseDecoder, SseEvent};
 
 /// Largest JSON body parsed whole; past it only the tail is kept (usage comes last).
 const JSON_WHOLE_LIMIT: usize = 256 * 1024;
 /// The tail kept of a larger JSON body.
 const JSON_TAIL: usize = 16 * 1024;
-/// Longest SSE line kept; longer lines (huge inline images) are skipped.
-const SSE_LINE_LIMIT: usize = 1024 * 1024;
+/// Longest SSE event kept; longer events (huge inline images) are skipped.
+const SSE_EVENT_LIMIT: usize = 1024 * 1024;
 
 /// Token usage from a parsed JSON value: Gemini's `usageMetadata` or OpenAI's `usage`, at the
 /// top level or in the last element of an array that has one.
@@ -152,12 +153,10 @@ pub enum UsageTap {
         /// `true` once the body outgrew the whole-body limit.
         truncated: bool,
     },
-    /// An SSE stream: parsed line by line; the last usage seen wins.
+    /// An SSE stream: decoded event by event; the last usage seen wins.
     Sse {
-        /// The unfinished line.
-        line: BytesMut,
-        /// `true` while skipping an over-long line.
-        skipping: bool,
+        /// The events not yet complete.
+        decoder: SseDecoder,
         /// The last usage seen.
         last: Option<TokenUsage>,
     },
@@ -171,8 +170,7 @@ impl UsageTap {
         let content_type = content_type.unwrap_or("").to_ascii_lowercase();
         if content_type.starts_with("text/event-stream") {
             UsageTap::Sse {
-                line: BytesMut::new(),
-                skipping: false,
+                decoder: SseDecoder::with_max_event_bytes(SSE_EVENT_LIMIT),
                 last: None,
             }
         } else if content_type.contains("json") || content_type.is_empty() {
@@ -201,27 +199,12 @@ impl UsageTap {
                     *truncated = true;
                 }
             }
-            UsageTap::Sse {
-                line,
-                skipping,
-                last,
-            } => {
-                let mut rest: &[u8] = chunk;
-                while let Some(end) = rest.iter().position(|&b| b == b'\n') {
-                    if !*skipping {
-                        line.extend_from_slice(&rest[..end]);
-                        sse_line(line, last);
-                    }
-                    line.clear();
-                    *skipping = false;
-                    rest = &rest[end + 1..];
-                }
-                if !*skipping {
-                    line.extend_from_slice(rest);
-                    if line.len() > SSE_LINE_LIMIT {
-                        line.clear();
-                        *skipping = true;
-                    }
+            UsageTap::Sse { decoder, last } => {
+                decoder.push(chunk);
+                drain(decoder, last);
+                if decoder.is_over_limit() {
+                    // An event too large to be a usage event (inline media): let it go.
+                    let _ = decoder.take_rest();
                 }
             }
             UsageTap::Ignore => {}
@@ -242,15 +225,9 @@ impl UsageTap {
                 }
                 usage_from_text(buf)
             }
-            UsageTap::Sse {
-                line,
-                skipping,
-                last,
-            } => {
-                if !*skipping && !line.is_empty() {
-                    sse_line(line, last);
-                    line.clear();
-                }
+            UsageTap::Sse { decoder, last } => {
+                decoder.finish();
+                drain(decoder, last);
                 *last
             }
             UsageTap::Ignore => None,
@@ -258,22 +235,23 @@ impl UsageTap {
     }
 }
 
-fn sse_line(line: &[u8], last: &mut Option<TokenUsage>) {
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let Some(data) = line.strip_prefix(b"data:") else {
-        return;
-    };
-    // Only events that mention usage are worth parsing.
-    if rfind(data, b"sage").is_none() {
-        return;
-    }
-    let data = data.strip_prefix(b" ").unwrap_or(data);
-    let found = match serde_json::from_slice::<Value>(data) {
-        Ok(value) => usage_from_json(&value),
-        Err(_) => usage_from_text(data),
-    };
-    if let Some(usage) = found {
-        *last = Some(usage);
+/// Reads the usage of every complete event that mentions one.
+fn drain(decoder: &mut SseDecoder, last: &mut Option<TokenUsage>) {
+    while let Some(block) = decoder.next_block() {
+        // Only events that mention usage are worth parsing.
+        if rfind(&block, b"sage").is_none() {
+            continue;
+        }
+        let Some(event) = SseEvent::parse(&block) else {
+            continue;
+        };
+        let found = match serde_json::from_str::<Value>(&event.data) {
+            Ok(value) => usage_from_json(&value),
+            Err(_) => usage_from_text(event.data.as_bytes()),
+        };
+        if found.is_some() {
+            *last = found;
+        }
     }
 }
 
@@ -363,6 +341,23 @@ mod tests {
                 "chunk {chunk}"
             );
         }
+    }
+
+    #[test]
+    fn an_oversized_event_is_skipped_and_memory_stays_bounded() {
+        let huge = format!(
+            "data: {{\"inline\":\"{}\"}}\r\n\r\n",
+            "x".repeat(3 * 1024 * 1024)
+        );
+        let body = format!("{huge}data: {GEMINI}\r\n\r\n");
+        let mut tap = UsageTap::for_content_type(Some("text/event-stream"));
+        for piece in body.as_bytes().chunks(64 * 1024) {
+            tap.observe(&Bytes::copy_from_slice(piece));
+            if let UsageTap::Sse { decoder, .. } = &tap {
+                assert!(decoder.pending() <= SSE_EVENT_LIMIT + 64 * 1024);
+            }
+        }
+        assert_eq!(tap.finish(), Some(GEMINI_USAGE));
     }
 
     #[test]
