@@ -34,7 +34,9 @@ pub async fn recheck(pool: &KeyPool, upstream: &ReqwestService, test_model: &str
         let outcome: Outcome = match upstream.clone().oneshot(req).await {
             Ok(res) => {
                 let (parts, body) = res.into_parts();
-                let bytes = http_body_util::BodyExt::collect(body)
+                // The classifier reads at most the start of an error body; read no more.
+                let limited = http_body_util::Limited::new(body, 64 * 1024);
+                let bytes = http_body_util::BodyExt::collect(limited)
                     .await
                     .map(|c| c.to_bytes())
                     .unwrap_or_default();
