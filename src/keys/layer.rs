@@ -80,7 +80,9 @@ impl<S> Layer<S> for KeyRotationLayer {
 
 /// Picks a key per request, injects it, strips client credentials, reports the outcome.
 ///
-/// Responses carry the chosen [`KeyId`](super::KeyId) and the classified [`Outcome`] in their
+/// The request passed to the inner service carries the chosen [`KeyId`](super::KeyId) in its
+/// extensions, so that the upstream service can act on the key without reading the secret
+/// (for example, send each key's traffic through its own outbound proxy). Responses carry the chosen [`KeyId`](super::KeyId) and the classified [`Outcome`] in their
 /// extensions. When no key is usable the service answers at once in the API's error format:
 /// `429` with `Retry-After` when keys are only cooling down, `503` when none is enabled.
 #[derive(Debug, Clone)]
@@ -145,6 +147,7 @@ where
         let started = Instant::now();
         strip_client_credentials(&mut req);
         inject_key(&mut req, lease.key(), &self.placement);
+        req.extensions_mut().insert(lease.id().clone());
 
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
@@ -259,6 +262,30 @@ fn without_query_param(uri: &Uri, name: &str) -> Option<Uri> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_inner_service_sees_the_chosen_key_id() {
+        use tower::ServiceExt;
+        const SECRET: &str = "AIzaSyA1234567890abcdefghijklmnopqrstuv";
+        let pool = KeyPool::builder().keys([SECRET]).build().unwrap();
+        let inner = tower::service_fn(|req: Request<String>| async move {
+            let seen = req.extensions().get::<super::super::KeyId>().cloned();
+            Ok::<_, std::convert::Infallible>(Response::new(http_body_util::Full::new(
+                bytes::Bytes::from(seen.map(|id| id.hex()).unwrap_or_default()),
+            )))
+        });
+        let res = KeyRotation::new(inner, pool)
+            .oneshot(Request::new(String::new()))
+            .await
+            .unwrap();
+        let chosen = res.extensions().get::<super::super::KeyId>().cloned().unwrap();
+        assert_eq!(chosen, super::super::KeyId::of(SECRET));
+        let body = http_body_util::BodyExt::collect(res.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        assert_eq!(body, chosen.hex().as_bytes());
+    }
 
     #[test]
     fn strips_only_the_key_parameter() {
