@@ -278,7 +278,11 @@ mod tests {
             .oneshot(Request::new(String::new()))
             .await
             .unwrap();
-        let chosen = res.extensions().get::<super::super::KeyId>().cloned().unwrap();
+        let chosen = res
+            .extensions()
+            .get::<super::super::KeyId>()
+            .cloned()
+            .unwrap();
         assert_eq!(chosen, super::super::KeyId::of(SECRET));
         let body = http_body_util::BodyExt::collect(res.into_body())
             .await

@@ -5,7 +5,7 @@
 //! `generateContent`, `streamGenerateContent` (SSE), `countTokens`, `embedContent`,
 //! `batchEmbedContents` and the model list under `/v1beta` and `/v1`, and fails per key as told
 //! by a [`Fault`]. It counts requests per key and status, remembers every credential it saw and
-//! the heads of recent requests.
+//! recent requests (head and body).
 //!
 //! ```ignore
 //! let mock = MockGemini::start().await;

@@ -16,6 +16,7 @@ mod dotenv;
 mod models;
 mod pipeline;
 mod recheck;
+mod upstream;
 // The runtime-config half (set, apply_stored, describe) serves the admin API, which comes next.
 #[allow(dead_code)]
 mod settings;
@@ -31,7 +32,6 @@ use axum::response::IntoResponse;
 use axum::Router;
 use gemini_balance::api_error::{error_response, ApiFlavor};
 use gemini_balance::classify::{classify_any_error, FailureClass};
-use gemini_balance::client::ReqwestService;
 use gemini_balance::ext::{Attempts, ModelName};
 use gemini_balance::keys::{ApiKey, KeyId, KeyPool, KeyStatus};
 use gemini_balance::store::{KeyStateStore, SqliteStore};
@@ -139,16 +139,23 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     rustls::crypto::ring::default_provider()
         .install_default()
         .map_err(|_| "could not install the TLS crypto provider")?;
-    let client = reqwest::Client::builder()
-        .default_headers(custom_headers(settings.value("CUSTOM_HEADERS"))?)
-        .connect_timeout(config.time_out)
-        .read_timeout(config.time_out)
-        .pool_idle_timeout(std::time::Duration::from_secs(90))
-        .build()?;
+    let headers = custom_headers(settings.value("CUSTOM_HEADERS"))?;
+    let client = || {
+        reqwest::Client::builder()
+            .default_headers(headers.clone())
+            .connect_timeout(config.time_out)
+            .read_timeout(config.time_out)
+            .pool_idle_timeout(std::time::Duration::from_secs(90))
+    };
     let parts = pipeline::Parts {
         pool: pool.clone(),
         store: store.clone(),
-        upstream: ReqwestService::new(client).base_url(&config.base_url)?,
+        upstream: upstream::Upstream::build(
+            client,
+            &settings.list("PROXIES"),
+            settings.bool("PROXIES_USE_CONSISTENCY_HASH_BY_API_KEY"),
+            &config.base_url,
+        )?,
     };
     let stacks = pipeline::build(settings, &parts);
     let hours = settings.float("CHECK_INTERVAL_HOURS");

@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, Response};
-use gemini_balance::client::ReqwestService;
 use gemini_balance::filter::ParamFilterLayer;
 use gemini_balance::keys::{KeyPlacement, KeyPool, KeyRotationLayer};
 use gemini_balance::openai::{ChatOptions, ModelRules, OpenAiLayer};
@@ -33,7 +32,7 @@ pub type Stack = BoxCloneSyncService<Request<reqwest::Body>, Response<Body>, req
 pub struct Parts {
     pub pool: KeyPool,
     pub store: SqliteStore,
-    pub upstream: ReqwestService,
+    pub upstream: crate::upstream::Upstream,
 }
 
 /// The stacks the proxy serves with.

@@ -5,14 +5,15 @@ use std::time::Duration;
 
 use axum::http::{header, HeaderValue, Method, Request, Uri};
 use gemini_balance::classify::{classify_any_error, Classifier, Outcome};
-use gemini_balance::client::ReqwestService;
 use gemini_balance::keys::KeyPool;
 use tower::ServiceExt;
+
+use crate::upstream::Upstream;
 
 const PROBE: &str = r#"{"contents":[{"role":"user","parts":[{"text":"hi"}]}],"generationConfig":{"maxOutputTokens":1}}"#;
 
 /// Probes every key that needs it, one after another; returns how many came back.
-pub async fn recheck(pool: &KeyPool, upstream: &ReqwestService, test_model: &str) -> usize {
+pub async fn recheck(pool: &KeyPool, upstream: &Upstream, test_model: &str) -> usize {
     let Ok(uri) = format!("/models/{test_model}:generateContent").parse::<Uri>() else {
         tracing::warn!("TEST_MODEL cannot be used in a URL; key re-check skipped");
         return 0;
@@ -31,6 +32,8 @@ pub async fn recheck(pool: &KeyPool, upstream: &ReqwestService, test_model: &str
             HeaderValue::from_static("application/json"),
         );
         headers.insert("x-goog-api-key", lease.key().header_value().clone());
+        // The probe takes the key's own route (its proxy, with PROXIES).
+        req.extensions_mut().insert(id.clone());
         let outcome: Outcome = match upstream.clone().oneshot(req).await {
             Ok(res) => {
                 let (parts, body) = res.into_parts();
@@ -60,7 +63,7 @@ pub async fn recheck(pool: &KeyPool, upstream: &ReqwestService, test_model: &str
 
 /// Runs [`recheck`] every `interval` until the process ends (the first run one interval after
 /// start, as in Gemini-Balance).
-pub fn spawn(pool: KeyPool, upstream: ReqwestService, test_model: String, interval: Duration) {
+pub fn spawn(pool: KeyPool, upstream: Upstream, test_model: String, interval: Duration) {
     tokio::spawn(async move {
         let start = tokio::time::Instant::now() + interval;
         let mut ticker = tokio::time::interval_at(start, interval);

@@ -248,19 +248,19 @@ pub const DEFS: &[Def] = &[
         "Upstream",
         "Extra headers sent upstream",
     ),
-    not_yet(def(
+    startup_only(def(
         "PROXIES",
         Kind::SecretList,
         "[]",
         "Upstream",
-        "HTTP or SOCKS5 proxies for upstream calls",
+        "Proxies for upstream calls (http://, https://, socks5://, socks5h://; user:password@ allowed)",
     )),
-    not_yet(def(
+    startup_only(def(
         "PROXIES_USE_CONSISTENCY_HASH_BY_API_KEY",
         Kind::Bool,
         "true",
         "Upstream",
-        "Give each key a stable proxy",
+        "Give each key a stable proxy (the same across restarts); otherwise take turns",
     )),
     never(def(
         "URL_NORMALIZATION_ENABLED",
