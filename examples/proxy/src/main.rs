@@ -13,6 +13,7 @@
 mod auth;
 mod config;
 mod dotenv;
+mod images;
 mod models;
 mod pipeline;
 mod recheck;
@@ -156,6 +157,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             settings.bool("PROXIES_USE_CONSISTENCY_HASH_BY_API_KEY"),
             &config.base_url,
         )?,
+        images: images::fetcher(settings.bool("IMAGE_FETCH_ALLOW_PRIVATE_NETWORKS"))?,
     };
     let stacks = pipeline::build(settings, &parts);
     let hours = settings.float("CHECK_INTERVAL_HOURS");

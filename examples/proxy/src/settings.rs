@@ -262,6 +262,13 @@ pub const DEFS: &[Def] = &[
         "Upstream",
         "Give each key a stable proxy (the same across restarts); otherwise take turns",
     )),
+    startup_only(def(
+        "IMAGE_FETCH_ALLOW_PRIVATE_NETWORKS",
+        Kind::Bool,
+        "false",
+        "Upstream",
+        "Let image URLs in OpenAI chat requests reach loopback, private and link-local addresses (trusted networks only; not a Gemini-Balance setting)",
+    )),
     never(def(
         "URL_NORMALIZATION_ENABLED",
         Kind::Bool,
