@@ -5,6 +5,8 @@ use std::fmt;
 use std::net::IpAddr;
 use std::time::Duration;
 
+use gemini_balance::store::TimeZone;
+
 use crate::settings::Settings;
 
 /// A setting that could not be used; names the variable and what was expected.
@@ -34,6 +36,8 @@ pub struct Config {
     pub host: IpAddr,
     pub port: u16,
     pub log_level: String,
+    /// TIMEZONE: the calendar of the statistics' month and of the midnight log purge.
+    pub time_zone: TimeZone,
     /// Variables that are set but not supported yet (named in one startup warning).
     pub unsupported: Vec<String>,
     /// Every setting, typed.
@@ -52,6 +56,7 @@ impl fmt::Debug for Config {
             .field("time_out", &self.time_out)
             .field("host", &self.host)
             .field("port", &self.port)
+            .field("time_zone", &self.time_zone)
             .finish_non_exhaustive()
     }
 }
@@ -74,6 +79,10 @@ impl Config {
             variable: "HOST",
             expected: "an IP address such as 0.0.0.0 or 127.0.0.1".to_owned(),
         })?;
+        let time_zone = TimeZone::named(settings.text("TIMEZONE")).map_err(|e| ConfigError {
+            variable: "TIMEZONE",
+            expected: format!("an IANA time zone name such as Asia/Shanghai or UTC ({e})"),
+        })?;
         let auth_token = Some(settings.text("AUTH_TOKEN").to_owned()).filter(|t| !t.is_empty());
         Ok(Config {
             api_keys: settings.list("API_KEYS"),
@@ -86,6 +95,7 @@ impl Config {
             host,
             port: u16::try_from(settings.int("PORT")).unwrap_or(8000),
             log_level: settings.text("LOG_LEVEL").to_owned(),
+            time_zone,
             unsupported: findings.unsupported,
             settings,
         })
@@ -121,6 +131,9 @@ mod tests {
         assert_eq!(err.variable, "PORT");
         let err = Config::from_vars(&vars(&[("BASE_URL", "localhost:1")])).unwrap_err();
         assert_eq!(err.variable, "BASE_URL");
+        let err = Config::from_vars(&vars(&[("TIMEZONE", "Asia/Atlantis")])).unwrap_err();
+        assert_eq!(err.variable, "TIMEZONE");
+        assert!(err.to_string().contains("Asia/Atlantis"), "{err}");
     }
 
     #[test]
@@ -130,5 +143,8 @@ mod tests {
         assert_eq!(c.max_retries, 3);
         assert_eq!(c.unsupported, ["PAID_KEY"]);
         assert!(c.base_url.ends_with("/v1beta"));
+        assert_eq!(c.time_zone.name(), "Asia/Shanghai", "as in Gemini-Balance");
+        let c = Config::from_vars(&vars(&[("TIMEZONE", "europe/berlin")])).unwrap();
+        assert_eq!(c.time_zone.name(), "Europe/Berlin");
     }
 }

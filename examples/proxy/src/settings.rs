@@ -145,12 +145,12 @@ pub const DEFS: &[Def] = &[
         "Server",
         "Log level",
     ),
-    not_yet(def(
+    startup_only(def(
         "TIMEZONE",
         Kind::Text,
-        "UTC",
+        "Asia/Shanghai",
         "Server",
-        "Time zone for calendar-month statistics and daily jobs",
+        "IANA time zone (e.g. Asia/Shanghai, Europe/Berlin, UTC) of the calendar-month statistics and of the midnight log purge",
     )),
     // Keys and auth
     def(
