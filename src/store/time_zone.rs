@@ -10,7 +10,7 @@
 //! # Example
 //!
 //! ```
-//! use std::time::{Duration, SystemTime};
+//! use std::time::{Duration, UNIX_EPOCH};
 //! use gemini_balance::store::TimeZone;
 //!
 //! let shanghai = TimeZone::named("Asia/Shanghai")?;
