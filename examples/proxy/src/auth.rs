@@ -40,6 +40,30 @@ impl ClientTokens {
     }
 }
 
+impl ClientTokens {
+    /// Like [`accepted`](Self::accepted), from headers only (`Authorization: Bearer` or
+    /// `x-goog-api-key`): for the admin API, where a token in the URL would end up in logs.
+    pub fn accepted_header(&self, headers: &axum::http::HeaderMap) -> Option<Placement> {
+        let bearer = headers
+            .get(header::AUTHORIZATION)
+            .map(|v| v.as_bytes())
+            .and_then(|v| v.strip_prefix(b"Bearer "))
+            .map(|v| (v, Placement::Bearer));
+        let goog = headers
+            .get("x-goog-api-key")
+            .map(|v| (v.as_bytes(), Placement::Google));
+        bearer
+            .into_iter()
+            .chain(goog)
+            .find(|(candidate, _)| {
+                self.tokens.iter().fold(false, |found, token| {
+                    found | constant_time_eq(token, candidate)
+                })
+            })
+            .map(|(_, placement)| placement)
+    }
+}
+
 /// Where a client put its token: it says which API's conventions the client follows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Placement {

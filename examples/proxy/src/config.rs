@@ -3,7 +3,6 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
-use std::time::Duration;
 
 use gemini_balance::store::TimeZone;
 
@@ -24,15 +23,8 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// The proxy's settings. Secrets (keys, tokens) are never printed by `Debug`.
+/// The proxy's settings from the environment, checked. Secrets are never printed by `Debug`.
 pub struct Config {
-    pub api_keys: Vec<String>,
-    pub allowed_tokens: Vec<String>,
-    pub auth_token: Option<String>,
-    pub base_url: String,
-    pub max_failures: u32,
-    pub max_retries: u32,
-    pub time_out: Duration,
     pub host: IpAddr,
     pub port: u16,
     pub log_level: String,
@@ -47,13 +39,6 @@ pub struct Config {
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
-            .field("api_keys", &self.api_keys.len())
-            .field("allowed_tokens", &self.allowed_tokens.len())
-            .field("auth_token", &self.auth_token.as_ref().map(|_| "…"))
-            .field("base_url", &self.base_url)
-            .field("max_failures", &self.max_failures)
-            .field("max_retries", &self.max_retries)
-            .field("time_out", &self.time_out)
             .field("host", &self.host)
             .field("port", &self.port)
             .field("time_zone", &self.time_zone)
@@ -83,15 +68,7 @@ impl Config {
             variable: "TIMEZONE",
             expected: format!("an IANA time zone name such as Asia/Shanghai or UTC ({e})"),
         })?;
-        let auth_token = Some(settings.text("AUTH_TOKEN").to_owned()).filter(|t| !t.is_empty());
         Ok(Config {
-            api_keys: settings.list("API_KEYS"),
-            allowed_tokens: settings.list("ALLOWED_TOKENS"),
-            auth_token,
-            base_url,
-            max_failures: u32::try_from(settings.int("MAX_FAILURES")).unwrap_or(u32::MAX),
-            max_retries: u32::try_from(settings.int("MAX_RETRIES")).unwrap_or(3),
-            time_out: Duration::from_secs(settings.int("TIME_OUT").unsigned_abs()),
             host,
             port: u16::try_from(settings.int("PORT")).unwrap_or(8000),
             log_level: settings.text("LOG_LEVEL").to_owned(),
@@ -140,9 +117,9 @@ mod tests {
     fn defaults_and_unsupported() {
         let c = Config::from_vars(&vars(&[("PAID_KEY", "x")])).unwrap();
         assert_eq!(c.port, 8000);
-        assert_eq!(c.max_retries, 3);
+        assert_eq!(c.settings.int("MAX_RETRIES"), 3);
         assert_eq!(c.unsupported, ["PAID_KEY"]);
-        assert!(c.base_url.ends_with("/v1beta"));
+        assert!(c.settings.text("BASE_URL").ends_with("/v1beta"));
         assert_eq!(c.time_zone.name(), "Asia/Shanghai", "as in Gemini-Balance");
         let c = Config::from_vars(&vars(&[("TIMEZONE", "europe/berlin")])).unwrap();
         assert_eq!(c.time_zone.name(), "Europe/Berlin");

@@ -52,7 +52,10 @@ impl Upstream {
     ) -> Result<Upstream, String> {
         let mut routes = Vec::with_capacity(proxies.len().max(1));
         if proxies.is_empty() {
-            routes.push(client().build().map_err(|e| e.to_string())?);
+            let built = client().build().map_err(|e| {
+                format!("TIME_OUT/CUSTOM_HEADERS: the HTTP client could not be built: {e}")
+            })?;
+            routes.push(built);
         }
         for (i, url) in proxies.iter().enumerate() {
             let proxy = parse_proxy(url).map_err(|e| format!("PROXIES: entry #{}: {e}", i + 1))?;
