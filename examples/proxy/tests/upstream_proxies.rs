@@ -182,3 +182,59 @@ fn an_invalid_proxy_stops_startup_naming_proxies() {
     assert!(stderr.contains("PROXIES: entry #2"), "{stderr}");
     assert!(!stderr.contains("hunter2"), "{stderr}");
 }
+
+/// `PUT /api/config` with AUTH_TOKEN; returns the status and the JSON answer.
+async fn put_config(proxy: &Proxy, change: serde_json::Value) -> (u16, serde_json::Value) {
+    let res = support::client_builder()
+        .build()
+        .unwrap()
+        .put(format!("{}/api/config", proxy.url))
+        .bearer_auth(ADMIN)
+        .header("content-type", "application/json")
+        .body(change.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    (
+        status,
+        serde_json::from_slice(&res.bytes().await.unwrap()).unwrap(),
+    )
+}
+
+const ADMIN: &str = "sk-admin-token-proxies";
+
+#[tokio::test]
+async fn proxies_change_while_running() {
+    let mock = MockGemini::start().await;
+    let a = ForwardProxy::start().await;
+    let key = test_key(1);
+    let dir = tempfile::tempdir().unwrap();
+    let env = format!(
+        "{}AUTH_TOKEN={ADMIN}\n",
+        env_file(&mock, std::slice::from_ref(&key), &[], true)
+    );
+    let proxy = Proxy::start(dir.path(), &env).await;
+    ask(&proxy, 1).await;
+    assert_eq!(a.total(), 0, "no proxy configured: direct");
+
+    let (status, answer) = put_config(&proxy, serde_json::json!({"PROXIES": [a.url]})).await;
+    assert_eq!(status, 200, "{answer}");
+    ask(&proxy, 2).await;
+    assert_eq!(a.seen()[&key], 2);
+    assert_eq!(mock.requests(&key), 3);
+
+    // An invalid entry is refused, naming PROXIES, and nothing changes.
+    let (status, answer) = put_config(
+        &proxy,
+        serde_json::json!({"PROXIES": [a.url, "gopher://user:hunter2@host"]}),
+    )
+    .await;
+    assert_eq!(status, 400, "{answer}");
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(message.contains("PROXIES"), "{message}");
+    assert!(!answer.to_string().contains("hunter2"), "{answer}");
+    ask(&proxy, 1).await;
+    assert_eq!(a.seen()[&key], 3);
+    proxy.stop();
+}
