@@ -19,6 +19,7 @@ mod recheck;
 // The runtime-config half (set, apply_stored, describe) serves the admin API, which comes next.
 #[allow(dead_code)]
 mod settings;
+mod web;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -167,7 +168,15 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         tokens,
         stacks,
     });
-    let router = Router::new().fallback(handle).with_state(app.clone());
+    // The web admin (login, pages, assets); the admin API accepts its sessions.
+    let web_admin = Arc::new(web::WebAdmin::new(
+        config.auth_token.as_deref(),
+        std::time::Duration::from_secs(
+            u64::try_from(settings.int("ADMIN_SESSION_EXPIRE")).unwrap_or(3600),
+        ),
+    ));
+    let router = web::router(web_admin.clone())
+        .merge(Router::new().fallback(handle).with_state(app.clone()));
 
     let addr = SocketAddr::new(config.host, config.port);
     let listener = tokio::net::TcpListener::bind(addr)

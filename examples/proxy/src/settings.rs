@@ -482,7 +482,7 @@ pub const DEFS: &[Def] = &[
         "Keep request logs this many days",
     ),
     // Admin
-    not_yet(def(
+    startup_only(def(
         "ADMIN_SESSION_EXPIRE",
         Kind::Int {
             min: 300,
