@@ -246,3 +246,407 @@ async fn login_gives_a_session_cookie_not_the_token_and_logout_ends_it() {
         .unwrap();
     assert_eq!(res.status(), 303);
 }
+
+/// The browser and its driver, or `None` (with a note) where they are not installed. CI
+/// installs them, so there a missing browser fails the test instead.
+fn chromium() -> Option<(PathBuf, PathBuf)> {
+    let browser = which("chromium").or_else(|| which("chromium-browser"));
+    let driver = which("chromedriver");
+    match (browser, driver) {
+        (Some(b), Some(d)) => Some((b, d)),
+        _ if std::env::var_os("CI").is_some() => {
+            panic!("chromium and chromedriver must be installed for the browser tests (.ci/run installs them)")
+        }
+        _ => {
+            eprintln!("skipping the browser test: install chromium and chromium-driver to run it");
+            None
+        }
+    }
+}
+
+/// Where the screenshots go: always under target/, and into docs/ui/ when asked.
+fn screenshot_dirs() -> Vec<PathBuf> {
+    let mut dirs = vec![PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("web-ui")];
+    if std::env::var_os("UPDATE_UI_SCREENSHOTS").is_some() {
+        dirs.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/ui"));
+    }
+    dirs
+}
+
+async fn shot(browser: &Browser, name: &str, width: u32) {
+    for dir in screenshot_dirs() {
+        browser
+            .screenshot(&dir.join(format!("{name}.png")), width)
+            .await;
+    }
+    browser.set_size(1280, 900).await;
+}
+
+/// The admin API, called the script way (Bearer AUTH_TOKEN), to check what the pages did.
+async fn admin_get(url: &str, path: &str) -> Value {
+    let res = http()
+        .get(format!("{url}{path}"))
+        .header("authorization", format!("Bearer {ADMIN}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "GET {path}");
+    read_json(res).await
+}
+
+/// Some traffic, so that the dashboard and the logs have something to show.
+async fn traffic(url: &str) {
+    let client = support::client_builder().build().unwrap();
+    for (i, model) in [
+        "gemini-2.0-flash",
+        "gemini-2.5-flash",
+        "gemini-2.5-pro",
+        "gemini-2.0-flash",
+        "gemini-2.5-flash",
+        "gemini-2.0-flash",
+        "gemini-2.5-pro",
+        "gemini-2.0-flash",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let res = client
+            .post(format!(
+                "{url}/v1beta/models/{model}:generateContent?key={TOKEN}"
+            ))
+            .header("content-type", "application/json")
+            .body(prompt_body(&format!("question number {i}")))
+            .send()
+            .await
+            .unwrap();
+        let _ = res.bytes().await;
+    }
+}
+
+/// The id (`data-key`) of the card whose mask ends with `tail`.
+async fn card_id(browser: &Browser, tail: &str) -> String {
+    browser
+        .wait_for(
+            &format!(
+                "[...document.querySelectorAll('.card')].map(c => [c.dataset.key, c.querySelector('.mono').textContent])\
+                 .filter(([, mask]) => mask.endsWith({tail:?})).map(([id]) => id)[0]"
+            ),
+            &format!("the card of the key ending in {tail}"),
+        )
+        .await
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn an_admin_manages_the_proxy_in_a_browser() {
+    let Some((chromium, chromedriver)) = chromium() else {
+        return;
+    };
+    let mock = MockGemini::start().await;
+    // Key 3 is rate limited on 2.5 Pro; key 4 has been revoked.
+    mock.set_fault(
+        &test_key(3),
+        Fault::rate_limited_for("gemini-2.5-pro", "600s"),
+    );
+    mock.set_fault(&test_key(4), Fault::InvalidKey);
+    let keys: Vec<String> = (1..=4).map(test_key).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let extra = "TEST_MODEL=gemini-2.0-flash\n\
+                 THINKING_MODELS=[\"gemini-2.5-flash\",\"gemini-2.5-pro\"]\n\
+                 SEARCH_MODELS=[\"gemini-2.0-flash\"]\n\
+                 IMAGE_MODELS=[\"gemini-2.0-flash-exp-image\"]\n";
+    let proxy = Proxy::start(dir.path(), &env_file(&mock, &keys, extra)).await;
+    let url = proxy.url.clone();
+    traffic(&url).await;
+
+    let driver = ChromeDriver::start(&chromedriver, free_port()).await;
+    let browser = Browser::open(&driver, &chromium).await;
+    browser.set_size(1280, 900).await;
+
+    // Log in: a wrong token is refused on the page, AUTH_TOKEN opens the keys page.
+    browser.goto(&format!("{url}/keys")).await;
+    browser.find("#login-form").await;
+    assert!(browser.url().await.ends_with("/login?next=/keys"));
+    shot(&browser, "login", 1280).await;
+    browser.type_into("#token", "wrong-token").await;
+    browser.click("#login-button").await;
+    browser
+        .wait_for(
+            "document.querySelector('#login-error').textContent.includes('wrong token')",
+            "the login error",
+        )
+        .await;
+    browser.clear("#token").await;
+    browser.type_into("#token", ADMIN).await;
+    browser.click("#login-button").await;
+
+    // The key cards: one per key, masked, with its status.
+    browser
+        .wait_for(
+            "document.querySelectorAll('#key-cards .card').length === 4",
+            "four key cards",
+        )
+        .await;
+    assert!(browser.url().await.ends_with("/keys"));
+    let page = browser.text("#key-cards").await;
+    for key in &keys {
+        assert!(!page.contains(key.as_str()), "a key in clear on the page");
+    }
+    for tail in ["0001", "0002", "0003", "0004"] {
+        assert!(page.contains(&format!("AIza…{tail}")), "{page}");
+    }
+    let revoked = card_id(&browser, "0004").await;
+    browser
+        .wait_for(
+            &format!("document.querySelector('.card[data-key=\"{revoked}\"]').classList.contains('disabled')"),
+            "the revoked key shown disabled",
+        )
+        .await;
+    shot(&browser, "keys", 1280).await;
+
+    // Add keys by pasting text: two new ones, one already there, one that is not a key.
+    browser.click("#add-keys").await;
+    let pasted = format!(
+        "GEMINI_KEYS = {}, {}\n{} # old one\nnot-a-key-123\n",
+        test_key(10),
+        test_key(11),
+        test_key(1)
+    );
+    browser.type_into("#add-keys-text", &pasted).await;
+    browser.click("#dialog-actions button[value=add]").await;
+    let result = browser.text("#add-result").await;
+    assert!(result.contains("2 added"), "{result}");
+    assert!(result.contains("1 already there"), "{result}");
+    assert!(result.contains("1 rejected"), "{result}");
+    assert!(!result.contains(&test_key(10)));
+    shot(&browser, "keys-added", 1280).await;
+    browser.click("#dialog-actions button[value=close]").await;
+    browser
+        .wait_for(
+            "document.querySelectorAll('#key-cards .card').length === 6",
+            "six key cards",
+        )
+        .await;
+    assert_eq!(admin_get(&url, "/api/keys").await["total"], 6);
+
+    // Batch delete the two new keys, with a confirmation.
+    for tail in ["0010", "0011"] {
+        let id = card_id(&browser, tail).await;
+        browser
+            .click(&format!(".card[data-key=\"{id}\"] input[type=checkbox]"))
+            .await;
+    }
+    assert_eq!(browser.text("#selected-count").await, "2 selected");
+    browser.click("#delete-selected").await;
+    browser.click("#dialog-actions button[value=yes]").await;
+    browser
+        .wait_for(
+            "document.querySelectorAll('#key-cards .card').length === 4",
+            "four key cards after the delete",
+        )
+        .await;
+    let listed = admin_get(&url, "/api/keys").await;
+    assert_eq!(listed["total"], 4);
+    assert!(!listed.to_string().contains("0010"));
+
+    // Verify every key on the page: the revoked one is reported and stays disabled.
+    let before = mock.requests_for(&test_key(1), "gemini-2.0-flash");
+    browser.click("#select-page").await;
+    browser.click("#verify-selected").await;
+    browser
+        .wait_for(
+            "document.querySelector('#toasts').textContent.includes('3 of 4 keys work')",
+            "the verification summary",
+        )
+        .await;
+    let report = browser.text("#dialog-content").await;
+    assert!(report.contains("AIza…0004"), "{report}");
+    assert!(!report.contains("AIza…0001"), "{report}");
+    browser.click("#dialog-actions button[value=close]").await;
+    assert_eq!(
+        mock.requests_for(&test_key(1), "gemini-2.0-flash"),
+        before + 1,
+        "verify sends one request per key to TEST_MODEL"
+    );
+    let disabled = admin_get(&url, "/api/keys?status=disabled").await;
+    assert_eq!(disabled["total"], 1);
+    assert_eq!(disabled["items"][0]["id"], revoked.as_str());
+
+    // The model helper: the upstream's models with the derived ones; compare two.
+    browser.click("a[data-nav=models]").await;
+    browser
+        .wait_for(
+            "document.querySelector('tr[data-model=\"gemini-2.5-pro-non-thinking\"]')",
+            "the derived -non-thinking model",
+        )
+        .await;
+    assert!(
+        browser
+            .count("tr[data-model=\"gemini-2.0-flash-search\"]")
+            .await
+            == 1
+    );
+    browser
+        .click("input[type=checkbox][data-model=\"gemini-2.5-flash\"]")
+        .await;
+    browser
+        .click("input[type=checkbox][data-model=\"gemini-2.0-flash\"]")
+        .await;
+    let compare = browser.text("#compare table").await;
+    assert!(compare.contains("gemini-2.5-flash") && compare.contains("gemini-2.0-flash"));
+    assert!(
+        compare.contains("65,536") && compare.contains("8,192"),
+        "{compare}"
+    );
+    // The compatibility check names the configured model the upstream does not serve.
+    let check = browser.text("#compat").await;
+    assert!(check.contains("1 configured name not served"), "{check}");
+    assert_eq!(
+        browser
+            .js(
+                "return [...document.querySelectorAll('#compat-list li[data-ok=false] .model-name')].map(n => n.textContent)",
+                json!([]),
+            )
+            .await,
+        json!(["gemini-2.0-flash-exp-image"])
+    );
+    shot(&browser, "models", 1280).await;
+
+    // The dashboard shows the traffic.
+    browser.click("a[data-nav=dashboard]").await;
+    browser
+        .wait_for(
+            "document.querySelectorAll('#calls-chart svg rect').length > 0 \
+             && document.querySelectorAll('#models-table tbody tr').length > 0",
+            "the charts and the per-model table",
+        )
+        .await;
+    let tables = browser.text("#models-table").await;
+    assert!(tables.contains("gemini-2.0-flash"), "{tables}");
+    shot(&browser, "dashboard", 1280).await;
+
+    // The logs: the 429s of key 3 and the revoked key's errors; a detail view.
+    browser.click("a[data-nav=logs]").await;
+    browser
+        .wait_for(
+            "document.querySelectorAll('#log-table tbody tr').length > 0",
+            "error log entries",
+        )
+        .await;
+    let log = browser.text("#log-table").await;
+    assert!(
+        log.contains("AIza…0004") || log.contains("AIza…0003"),
+        "{log}"
+    );
+    browser.click("#log-table tbody tr button").await;
+    browser.find("#dialog[open] dl.details").await;
+    browser.click("#dialog-actions button[value=close]").await;
+    browser.click("button[data-kind=requests]").await;
+    browser
+        .wait_for(
+            "document.querySelectorAll('#log-table tbody tr').length > 0 && \
+             document.querySelector('button[data-kind=requests]').getAttribute('aria-pressed') === 'true'",
+            "request log entries",
+        )
+        .await;
+    browser.click("button[data-kind=errors]").await;
+    browser
+        .wait_for(
+            "document.querySelectorAll('#log-table tbody tr').length > 0",
+            "error log entries again",
+        )
+        .await;
+    shot(&browser, "logs", 1280).await;
+
+    // Config: an invalid value is refused next to its field; a valid one is saved and applied.
+    browser.click("a[data-nav=config]").await;
+    browser.find("#set-MAX_RETRIES").await;
+    browser.clear("#set-MAX_RETRIES").await;
+    browser.type_into("#set-MAX_RETRIES", "0").await;
+    browser.click("#save-config").await;
+    browser
+        .wait_for(
+            "document.querySelector('#err-MAX_RETRIES').textContent.length > 0",
+            "the MAX_RETRIES validation message",
+        )
+        .await;
+    assert_eq!(
+        admin_get(&url, "/api/config").await["settings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == "MAX_RETRIES")
+            .unwrap()["value"],
+        3
+    );
+    browser.click("#discard-config").await;
+    browser.clear("#set-TEST_MODEL").await;
+    browser
+        .type_into("#set-TEST_MODEL", "gemini-2.5-flash")
+        .await;
+    browser.click("#save-config").await;
+    browser
+        .wait_for(
+            "document.querySelector('#toasts').textContent.includes('Saved and applied: TEST_MODEL')",
+            "the saved toast",
+        )
+        .await;
+    let setting = admin_get(&url, "/api/config").await["settings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "TEST_MODEL")
+        .unwrap()
+        .clone();
+    assert_eq!(setting["value"], "gemini-2.5-flash");
+    assert_eq!(setting["source"], "database");
+    shot(&browser, "config", 1280).await;
+    // Applied: the next verification asks the new TEST_MODEL.
+    browser.click("a[data-nav=keys]").await;
+    let first = card_id(&browser, "0001").await;
+    browser
+        .click(&format!(".card[data-key=\"{first}\"] .card-actions button"))
+        .await;
+    browser
+        .wait_for(
+            "document.querySelector('#toasts').textContent.includes('1 of 1 key work')",
+            "the single verification",
+        )
+        .await;
+    assert_eq!(mock.requests_for(&test_key(1), "gemini-2.5-flash"), 1);
+
+    // At phone width the keys page still works (one column, the navigation scrolls).
+    browser.set_size(390, 844).await;
+    browser.goto(&format!("{url}/keys")).await;
+    browser
+        .wait_for(
+            "document.querySelectorAll('#key-cards .card').length === 4",
+            "the cards at phone width",
+        )
+        .await;
+    let overflow = browser
+        .js(
+            "return document.documentElement.scrollWidth > window.innerWidth + 1",
+            json!([]),
+        )
+        .await;
+    assert_eq!(overflow, false, "the page is wider than a phone");
+    shot(&browser, "keys-phone", 390).await;
+
+    // Log out: the pages and the API refuse the browser afterwards.
+    browser.click("#logout").await;
+    browser.find("#login-form").await;
+    browser.goto(&format!("{url}/config")).await;
+    browser.find("#login-form").await;
+    assert!(browser.url().await.ends_with("/login?next=/config"));
+    let status = browser
+        .js(
+            "return fetch('/api/keys', {credentials: 'same-origin'}).then(r => r.status)",
+            json!([]),
+        )
+        .await;
+    assert_eq!(status, 401);
+    browser.close().await;
+}

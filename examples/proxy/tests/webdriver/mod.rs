@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 /// The key WebDriver puts element references under.
-const ELEMENT: &str = "element-6066-11e4-a52f-4f80da1a0d8b";
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 /// The flags the browser tests run Chromium with.
 pub const CHROMIUM_ARGS: &[&str] = &[
@@ -212,7 +212,12 @@ impl Browser {
                 json!({"using": "css selector", "value": css}),
             )
             .await;
-        Element(v[ELEMENT].as_str().unwrap().to_owned())
+        Element(
+            v[ELEMENT]
+                .as_str()
+                .unwrap_or_else(|| panic!("no element {css}: {v}"))
+                .to_owned(),
+        )
     }
 
     /// Clicks the first element matching `css` the way a user would (scrolled into view).

@@ -123,7 +123,7 @@
         !s.supported ? el("div", { class: "small muted" }, "This version reads this setting but does not act on it.") : null,
         s.supported && !s.live && s.name !== "API_KEYS" ? el("div", { class: "small muted" }, "Takes effect at start: set it in .env or the environment.") : null,
         el("div", { class: "field-error", id: "err-" + s.name }, error || ""),
-        s.source === "database" && editable ? el("div", {}, el("button", { type: "button", class: "small ghost", onclick: (ev) => forget(s, ev.currentTarget) }, "Use the environment's value")) : null));
+        s.source === "database" && editable ? el("div", {}, el("button", { type: "button", class: "small link", onclick: (ev) => forget(s, ev.currentTarget) }, "Use the environment's value instead")) : null));
   }
 
   function updateBar() {

@@ -45,8 +45,9 @@
         el("div", { class: "label" }, label[w]),
         el("div", { class: "value" }, num(c.calls), el("span", { class: "small muted" }, " calls")),
         el("div", { class: "sub" }, el("span", { class: c.failures ? "badge bad plain" : "badge ok plain" }, pct(rate) + " ok"), " ",
-          `${num(c.failures)} failed · ${compact(c.tokens && c.tokens.total)} tokens` + (c.latency_ms_avg ? ` · ${Math.round(c.latency_ms_avg)} ms avg` : "")));
-    }), s.timezone ? el("p", { class: "small muted" }, "Month in " + s.timezone) : null);
+          `${num(c.failures)} failed · ${compact(c.tokens && c.tokens.total)} tokens` + (c.latency_ms_avg ? ` · ${Math.round(c.latency_ms_avg)} ms avg` : "")),
+        w === "month" && s.timezone ? el("div", { class: "sub" }, "Calendar month in " + s.timezone) : null);
+    }));
   }
 
   async function loadSeries() {

@@ -111,12 +111,12 @@
     return el("article", { class: `card ${k.status}${checked ? " selected" : ""}`, "data-key": k.id, "aria-label": "Key " + k.mask },
       el("div", { class: "card-head" }, box, el("span", { class: "mono", title: "id " + k.id }, k.mask), statusBadge(k)),
       el("div", { class: "stats" },
-        stat(num(k.consecutive_failures), "failures"),
-        stat(compact(s.calls), "requests 24h"),
-        stat(pct(s.success_rate), "success"),
-        stat(compact(s.tokens), "tokens 24h")),
+        stat(num(k.consecutive_failures), "failures", "consecutive failures"),
+        stat(compact(s.calls), "requests", "requests in the last 24 hours"),
+        stat(pct(s.success_rate), "success", "success rate over the last 24 hours"),
+        stat(compact(s.tokens), "tokens", "tokens in the last 24 hours")),
       notes,
-      el("div", { class: "small muted" }, "Last used ", ago(k.last_used_ms), " · id ", el("code", {}, k.id)),
+      el("div", { class: "small muted" }, "Last 24 h · last used ", ago(k.last_used_ms), " · id ", el("code", {}, k.id)),
       el("div", { class: "card-actions" },
         el("button", { type: "button", class: "small", onclick: (ev) => verify([k.id], ev.currentTarget) }, "Verify"),
         el("button", { type: "button", class: "small", onclick: (ev) => busy(ev.currentTarget, async () => {
@@ -125,7 +125,7 @@
         el("button", { type: "button", class: "small danger", onclick: () => remove([k.id], k.mask) }, "Delete")));
   }
 
-  function stat(value, label) { return el("div", { class: "stat" }, el("b", {}, value), el("span", {}, label)); }
+  function stat(value, label, title) { return el("div", { class: "stat", title }, el("b", {}, value), el("span", {}, label)); }
 
   function renderPager(d) {
     const pages = d.pages || 1;
