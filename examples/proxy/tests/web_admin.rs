@@ -409,7 +409,7 @@ async fn an_admin_manages_the_proxy_in_a_browser() {
     // Add keys by pasting text: two new ones, one already there, one that is not a key.
     browser.click("#add-keys").await;
     let pasted = format!(
-        "GEMINI_KEYS = {}, {}\n{} # old one\nnot-a-key-123\n",
+        "GEMINI_KEYS = {}, {}\n{} # old one\nAIzaTooShort-123\n",
         test_key(10),
         test_key(11),
         test_key(1)

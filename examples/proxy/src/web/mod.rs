@@ -7,7 +7,7 @@
 pub mod assets;
 pub mod session;
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -17,7 +17,9 @@ use axum::routing::{get, post};
 use axum::Router;
 use serde_json::{json, Value};
 
-pub use session::{SessionCheck, Sessions};
+pub use session::{LoginError, Sessions, TokenCheck};
+
+use crate::admin::SessionVerdict;
 
 /// The admin pages, by path; each is the page shell with that page's script.
 pub const PAGES: &[(&str, &str)] = &[
@@ -41,40 +43,17 @@ const SECURITY_HEADERS: &[(&str, &str)] = &[
     ("referrer-policy", "no-referrer"),
 ];
 
-/// What the web admin's routes share: the sessions and the token that opens one.
+/// What the web admin's routes share: the sessions (which the admin API accepts too).
 pub struct WebAdmin {
-    /// The live sessions; the admin API accepts them too (`Sessions::check`).
     pub sessions: Arc<Sessions>,
-    auth_token: RwLock<Option<Vec<u8>>>,
 }
 
 impl WebAdmin {
-    /// A web admin whose login takes `auth_token` and whose sessions last `ttl`.
-    pub fn new(auth_token: Option<&str>, ttl: Duration) -> Self {
+    /// A web admin whose sessions last `ttl` and open with the token `admin_token` accepts.
+    pub fn new(ttl: Duration, admin_token: TokenCheck) -> Self {
         WebAdmin {
-            sessions: Arc::new(Sessions::new(ttl)),
-            auth_token: RwLock::new(auth_token.filter(|t| !t.is_empty()).map(|t| t.into())),
+            sessions: Arc::new(Sessions::new(ttl, admin_token)),
         }
-    }
-
-    /// Replaces the login token and ends every session opened with the old one.
-    #[allow(dead_code)] // for the admin API, when AUTH_TOKEN is changed live
-    pub fn set_auth_token(&self, auth_token: Option<&str>) {
-        let mut current = self
-            .auth_token
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        *current = auth_token.filter(|t| !t.is_empty()).map(|t| t.into());
-        self.sessions.end_all();
-    }
-
-    fn token_matches(&self, candidate: &str) -> Option<bool> {
-        let current = self
-            .auth_token
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let token = current.as_ref()?;
-        Some(session::constant_time_eq(token, candidate.as_bytes()))
     }
 }
 
@@ -82,7 +61,7 @@ impl std::fmt::Debug for WebAdmin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WebAdmin")
             .field("sessions", &self.sessions)
-            .finish_non_exhaustive()
+            .finish()
     }
 }
 
@@ -137,45 +116,42 @@ async fn login(State(web): Web, headers: HeaderMap, body: Bytes) -> Response<Bod
             "send the token as JSON: {\"token\": \"…\"}",
         );
     };
-    match web.token_matches(&token) {
-        None => error(
+    match web.sessions.login(&token) {
+        Err(LoginError::Closed) => error(
             StatusCode::SERVICE_UNAVAILABLE,
             "the web admin is closed: AUTH_TOKEN (or ALLOWED_TOKENS) is not set",
         ),
-        Some(false) => {
+        Err(LoginError::WrongToken) => {
             tracing::info!("admin login refused: wrong token");
             // A pause makes guessing slow without locking the real admin out.
             tokio::time::sleep(Duration::from_millis(300)).await;
             error(StatusCode::UNAUTHORIZED, "wrong token")
         }
-        Some(true) => match web.sessions.create() {
-            Ok(new) => {
-                tracing::info!("admin login");
-                let cookie =
-                    session::set_cookie(&new.id, web.sessions.ttl(), behind_https(&headers));
-                let mut res =
-                    json_response(StatusCode::OK, &json!({"next": "/keys", "csrf": new.csrf}));
-                if let Ok(value) = HeaderValue::from_str(&cookie) {
-                    res.headers_mut().insert(header::SET_COOKIE, value);
-                }
-                res
+        Err(LoginError::NoRandomness) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the system has no randomness to make a session id",
+        ),
+        Ok(new) => {
+            tracing::info!("admin login");
+            let cookie = session::set_cookie(&new.id, web.sessions.ttl(), behind_https(&headers));
+            let mut res =
+                json_response(StatusCode::OK, &json!({"next": "/keys", "csrf": new.csrf}));
+            if let Ok(value) = HeaderValue::from_str(&cookie) {
+                res.headers_mut().insert(header::SET_COOKIE, value);
             }
-            Err(_) => error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "the system has no randomness to make a session id",
-            ),
-        },
+            res
+        }
     }
 }
 
 /// `POST /logout` (with the CSRF token): ends the session and clears the cookie.
 async fn logout(State(web): Web, headers: HeaderMap) -> Response<Body> {
     match web.sessions.check(&headers, &Method::POST) {
-        SessionCheck::MissingCsrf => {
+        SessionVerdict::MissingCsrf => {
             return error(StatusCode::FORBIDDEN, "missing or wrong x-csrf-token")
         }
-        SessionCheck::Valid => web.sessions.end(&headers),
-        SessionCheck::None => {}
+        SessionVerdict::Valid => web.sessions.end(&headers),
+        SessionVerdict::None => {}
     }
     let mut res = json_response(StatusCode::OK, &json!({"next": "/login"}));
     if let Ok(value) = HeaderValue::from_str(&session::clear_cookie()) {

@@ -5,12 +5,17 @@
 //! own CSRF token, which the pages send as `x-csrf-token` with every request that changes
 //! something; a cross-site page can make the browser send the cookie (if SameSite failed) but
 //! cannot read the CSRF token.
+//!
+//! A session remembers the token it was opened with and is valid only while that token is still
+//! the admin token: changing AUTH_TOKEN (live, through the admin API) logs every browser out.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::http::{header, HeaderMap, HeaderValue, Method};
+
+use crate::admin::{AdminSessions, SessionVerdict};
 
 /// Name of the session cookie.
 pub const COOKIE: &str = "gb_admin_session";
@@ -22,19 +27,14 @@ pub const CSRF_HEADER: &str = "x-csrf-token";
 /// must not grow memory without bound).
 const MAX_SESSIONS: usize = 1024;
 
-/// What a request's session cookie amounts to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SessionCheck {
-    /// No cookie, an unknown session, or an expired one.
-    None,
-    /// A live session; for `POST`/`PUT`/`DELETE`/`PATCH` the right CSRF token came with it.
-    Valid,
-    /// A live session, but a state-changing request without its CSRF token (answer `403`).
-    MissingCsrf,
-}
+/// Says whether a token is the current admin token: `None` when no admin token is set (the
+/// web admin is closed), else `Some(matches)`. Compares in constant time.
+pub type TokenCheck = Arc<dyn Fn(&str) -> Option<bool> + Send + Sync>;
 
 struct Session {
     csrf: String,
+    /// The token the session was opened with (held in memory only, as the settings are).
+    token: String,
     created: Instant,
     expires: Instant,
 }
@@ -42,7 +42,19 @@ struct Session {
 /// The live admin sessions, in memory (a restart logs everyone out).
 pub struct Sessions {
     ttl: Duration,
+    admin_token: TokenCheck,
     live: Mutex<HashMap<String, Session>>,
+}
+
+/// Why a login failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginError {
+    /// No admin token is set: nobody can log in.
+    Closed,
+    /// Not the admin token.
+    WrongToken,
+    /// The OS gave no randomness for the session id.
+    NoRandomness,
 }
 
 /// A session just made: its id goes in the cookie, its CSRF token in the page.
@@ -53,10 +65,12 @@ pub struct NewSession {
 }
 
 impl Sessions {
-    /// Sessions that last `ttl` from login (ADMIN_SESSION_EXPIRE).
-    pub fn new(ttl: Duration) -> Self {
+    /// Sessions that last `ttl` from login (ADMIN_SESSION_EXPIRE), opened with the token that
+    /// `admin_token` accepts.
+    pub fn new(ttl: Duration, admin_token: TokenCheck) -> Self {
         Sessions {
             ttl,
+            admin_token,
             live: Mutex::new(HashMap::new()),
         }
     }
@@ -66,10 +80,15 @@ impl Sessions {
         self.ttl
     }
 
-    /// Starts a session. Fails only when the OS has no randomness to give.
-    pub fn create(&self) -> Result<NewSession, getrandom::Error> {
-        let id = random_hex()?;
-        let csrf = random_hex()?;
+    /// Starts a session for `token` if it is the admin token.
+    pub fn login(&self, token: &str) -> Result<NewSession, LoginError> {
+        match (self.admin_token)(token) {
+            None => return Err(LoginError::Closed),
+            Some(false) => return Err(LoginError::WrongToken),
+            Some(true) => {}
+        }
+        let id = random_hex().map_err(|_| LoginError::NoRandomness)?;
+        let csrf = random_hex().map_err(|_| LoginError::NoRandomness)?;
         let now = Instant::now();
         let mut live = self.lock();
         live.retain(|_, s| s.expires > now);
@@ -87,6 +106,7 @@ impl Sessions {
             id.clone(),
             Session {
                 csrf: csrf.clone(),
+                token: token.to_owned(),
                 created: now,
                 expires: now + self.ttl,
             },
@@ -96,21 +116,21 @@ impl Sessions {
 
     /// Judges a request by its session cookie and, for state-changing methods, its
     /// `x-csrf-token` header. This is what the admin API calls to accept the web admin.
-    pub fn check(&self, headers: &HeaderMap, method: &Method) -> SessionCheck {
+    pub fn check(&self, headers: &HeaderMap, method: &Method) -> SessionVerdict {
         let Some(csrf) = self.csrf_for(headers) else {
-            return SessionCheck::None;
+            return SessionVerdict::None;
         };
         if !changes_state(method) {
-            return SessionCheck::Valid;
+            return SessionVerdict::Valid;
         }
         let sent = headers
             .get(CSRF_HEADER)
             .map(HeaderValue::as_bytes)
             .unwrap_or_default();
         if constant_time_eq(sent, csrf.as_bytes()) {
-            SessionCheck::Valid
+            SessionVerdict::Valid
         } else {
-            SessionCheck::MissingCsrf
+            SessionVerdict::MissingCsrf
         }
     }
 
@@ -120,7 +140,9 @@ impl Sessions {
         let now = Instant::now();
         let mut live = self.lock();
         match live.get(id) {
-            Some(s) if s.expires > now => Some(s.csrf.clone()),
+            Some(s) if s.expires > now && (self.admin_token)(&s.token) == Some(true) => {
+                Some(s.csrf.clone())
+            }
             Some(_) => {
                 live.remove(id);
                 None
@@ -136,12 +158,7 @@ impl Sessions {
         }
     }
 
-    /// Ends every session: call it when AUTH_TOKEN changes.
-    pub fn end_all(&self) {
-        self.lock().clear();
-    }
-
-    /// Number of live sessions.
+    /// Number of sessions kept.
     #[cfg(test)]
     pub fn len(&self) -> usize {
         self.lock().len()
@@ -152,6 +169,13 @@ impl Sessions {
         self.live
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The admin API accepts the web admin's sessions.
+impl AdminSessions for Sessions {
+    fn check(&self, headers: &HeaderMap, method: &Method) -> SessionVerdict {
+        Sessions::check(self, headers, method)
     }
 }
 
@@ -217,6 +241,10 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 mod tests {
     use super::*;
 
+    fn sessions(ttl: Duration) -> Sessions {
+        Sessions::new(ttl, Arc::new(|t: &str| Some(t == "admin")))
+    }
+
     fn headers(cookie: &str, csrf: Option<&str>) -> HeaderMap {
         let mut h = HeaderMap::new();
         h.insert(header::COOKIE, cookie.parse().unwrap());
@@ -228,69 +256,85 @@ mod tests {
 
     #[test]
     fn a_session_needs_its_csrf_token_to_change_things() {
-        let sessions = Sessions::new(Duration::from_secs(60));
-        let s = sessions.create().unwrap();
+        let sessions = sessions(Duration::from_secs(60));
+        assert_eq!(sessions.login("nope").unwrap_err(), LoginError::WrongToken);
+        let s = sessions.login("admin").unwrap();
         assert_eq!(s.id.len(), 64);
         assert_ne!(s.id, s.csrf);
         let cookie = format!("theme=dark; {COOKIE}={}", s.id);
         assert_eq!(
             sessions.check(&headers(&cookie, None), &Method::GET),
-            SessionCheck::Valid
+            SessionVerdict::Valid
         );
         assert_eq!(
             sessions.check(&headers(&cookie, None), &Method::POST),
-            SessionCheck::MissingCsrf
+            SessionVerdict::MissingCsrf
         );
         assert_eq!(
             sessions.check(&headers(&cookie, Some(&s.id)), &Method::DELETE),
-            SessionCheck::MissingCsrf
+            SessionVerdict::MissingCsrf
         );
         assert_eq!(
             sessions.check(&headers(&cookie, Some(&s.csrf)), &Method::PUT),
-            SessionCheck::Valid
+            SessionVerdict::Valid
         );
         // Another session's CSRF token does not do.
-        let other = sessions.create().unwrap();
+        let other = sessions.login("admin").unwrap();
         assert_eq!(
             sessions.check(&headers(&cookie, Some(&other.csrf)), &Method::POST),
-            SessionCheck::MissingCsrf
+            SessionVerdict::MissingCsrf
         );
         sessions.end(&headers(&cookie, None));
         assert_eq!(
             sessions.check(&headers(&cookie, Some(&s.csrf)), &Method::POST),
-            SessionCheck::None
+            SessionVerdict::None
         );
         assert_eq!(
             sessions.check(&headers(&format!("{COOKIE}=nope"), None), &Method::GET),
-            SessionCheck::None
+            SessionVerdict::None
         );
         assert_eq!(
             sessions.check(&HeaderMap::new(), &Method::GET),
-            SessionCheck::None
+            SessionVerdict::None
         );
     }
 
     #[test]
     fn expired_sessions_are_refused_and_forgotten() {
-        let sessions = Sessions::new(Duration::ZERO);
-        let s = sessions.create().unwrap();
+        let sessions = sessions(Duration::ZERO);
+        let s = sessions.login("admin").unwrap();
         let h = headers(&format!("{COOKIE}={}", s.id), None);
-        assert_eq!(sessions.check(&h, &Method::GET), SessionCheck::None);
+        assert_eq!(sessions.check(&h, &Method::GET), SessionVerdict::None);
         assert_eq!(sessions.len(), 0);
     }
 
     #[test]
-    fn sessions_are_bounded_and_can_all_be_ended() {
-        let sessions = Sessions::new(Duration::from_secs(60));
-        let first = sessions.create().unwrap();
+    fn sessions_are_bounded() {
+        let sessions = sessions(Duration::from_secs(60));
+        let first = sessions.login("admin").unwrap();
         for _ in 0..MAX_SESSIONS {
-            sessions.create().unwrap();
+            sessions.login("admin").unwrap();
         }
         assert_eq!(sessions.len(), MAX_SESSIONS);
         let h = headers(&format!("{COOKIE}={}", first.id), None);
-        assert_eq!(sessions.check(&h, &Method::GET), SessionCheck::None);
-        sessions.end_all();
-        assert_eq!(sessions.len(), 0);
+        assert_eq!(sessions.check(&h, &Method::GET), SessionVerdict::None);
+    }
+
+    #[test]
+    fn a_new_admin_token_ends_the_sessions_of_the_old_one() {
+        let current = Arc::new(Mutex::new("admin".to_owned()));
+        let seen = current.clone();
+        let sessions = Sessions::new(
+            Duration::from_secs(60),
+            Arc::new(move |t: &str| Some(*seen.lock().unwrap() == t)),
+        );
+        let s = sessions.login("admin").unwrap();
+        let h = headers(&format!("{COOKIE}={}", s.id), None);
+        assert_eq!(sessions.check(&h, &Method::GET), SessionVerdict::Valid);
+        *current.lock().unwrap() = "new-admin".to_owned();
+        assert_eq!(sessions.check(&h, &Method::GET), SessionVerdict::None);
+        let closed = Sessions::new(Duration::from_secs(60), Arc::new(|_: &str| None));
+        assert_eq!(closed.login("").unwrap_err(), LoginError::Closed);
     }
 
     #[test]

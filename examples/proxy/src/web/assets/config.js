@@ -109,11 +109,11 @@
       input.addEventListener("input", () => onEdit(input.value));
     }
     if (error) { input.setAttribute("aria-invalid", "true"); input.setAttribute("aria-describedby", "err-" + s.name); }
-    const sourceClass = s.source === "database" ? "info" : s.source === "environment" ? "ok" : "plain";
+    const sourceClass = s.source === "database" || s.source === "secrets_file" ? "info" : s.source === "environment" ? "ok" : "plain";
     return el("div", { class: "setting" + (edited ? " dirty" : "") + (error ? " invalid" : ""), id: "row-" + s.name, "data-setting": s.name },
       el("div", { class: "meta" },
         el("label", { class: "name", for: id, id: s.name }, s.name),
-        el("div", {}, el("span", { class: "chip" }, s.type), " ", el("span", { class: "badge plain " + sourceClass, title: "where the value comes from" }, s.source),
+        el("div", {}, el("span", { class: "chip" }, s.type), " ", el("span", { class: "badge plain " + sourceClass, title: "where the value comes from" }, String(s.source).replace(/_/g, " ")),
           !s.supported ? [" ", el("span", { class: "badge warn plain" }, "not supported")] : null,
           s.supported && !s.live ? [" ", el("span", { class: "badge plain" }, "restart to change")] : null),
         el("div", { class: "small muted" }, s.help || "")),
@@ -153,10 +153,12 @@
         toast(`Saved and applied: ${names.join(", ")}.`, "ok");
       } catch (e) {
         if (e.status !== 400) throw e;
-        // The API names each invalid setting: "NAME: why" (several joined by "; " or new lines).
-        for (const part of e.message.split(/;\s+|\n/)) {
-          const m = part.match(/^([A-Z][A-Z0-9_]+):\s*(.*)$/);
-          if (m && state.edits.has(m[1])) state.errors.set(m[1], m[2]);
+        // The API names each invalid setting in error.details ({setting, expected}); the message
+        // says the same as "NAME: why; NAME: why".
+        const details = (e.body && e.body.error && e.body.error.details) || [];
+        for (const d of details) if (d && d.setting) state.errors.set(d.setting, "expected " + d.expected);
+        if (!state.errors.size) {
+          for (const m of e.message.matchAll(/\b([A-Z][A-Z0-9_]+):\s*([^;]*)/g)) if (state.edits.has(m[1])) state.errors.set(m[1], m[2]);
         }
         if (!state.errors.size) formError.textContent = e.message;
         render();
