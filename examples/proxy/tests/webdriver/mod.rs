@@ -267,8 +267,12 @@ impl Browser {
         .unwrap_or(0)
     }
 
-    /// Saves a PNG of the whole page (the window is grown to the page's height first).
+    /// Saves a PNG of the whole page (up to 2400 px tall) at `width` CSS pixels: the viewport
+    /// is made as tall as the page (through chromedriver's CDP bridge), so fixed and sticky
+    /// elements sit where a reader expects them.
     pub async fn screenshot(&self, path: &Path, width: u32) {
+        self.set_size(width, 900).await;
+        self.js("window.scrollTo(0, 0)", json!([])).await;
         let height = self
             .js(
                 "return Math.ceil(document.documentElement.scrollHeight)",
@@ -277,15 +281,33 @@ impl Browser {
             .await
             .as_u64()
             .unwrap_or(900)
-            .clamp(600, 4000) as u32;
-        self.set_size(width, height).await;
-        let png = self.cmd("GET", "/screenshot", Value::Null).await;
-        let bytes = base64_decode(png.as_str().unwrap());
+            .clamp(300, 2400);
+        self.cdp(
+            "Emulation.setDeviceMetricsOverride",
+            json!({"width": width, "height": height, "deviceScaleFactor": 1, "mobile": false}),
+        )
+        .await;
+        let shot = self
+            .cdp("Page.captureScreenshot", json!({"format": "png"}))
+            .await;
+        self.cdp("Emulation.clearDeviceMetricsOverride", json!({}))
+            .await;
+        let bytes = base64_decode(shot["data"].as_str().unwrap());
         assert!(bytes.starts_with(b"\x89PNG"), "a PNG screenshot");
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).unwrap();
         }
         std::fs::write(path, bytes).unwrap();
+    }
+
+    /// A Chrome DevTools Protocol command, through chromedriver.
+    async fn cdp(&self, cmd: &str, params: Value) -> Value {
+        self.cmd(
+            "POST",
+            "/goog/cdp/execute",
+            json!({"cmd": cmd, "params": params}),
+        )
+        .await
     }
 
     pub async fn close(self) {

@@ -41,18 +41,20 @@
     clear(tiles, ["1m", "1h", "24h", "month"].map((w) => {
       const c = (s.windows || {})[w] || {};
       const rate = c.calls ? c.successes / c.calls : null;
+      const latency = c.latency_ms_avg ?? (c.calls && c.latency_ms_sum !== undefined ? c.latency_ms_sum / c.calls : null);
       return el("div", { class: "tile", "data-window": w },
         el("div", { class: "label" }, label[w]),
         el("div", { class: "value" }, num(c.calls), el("span", { class: "small muted" }, " calls")),
         el("div", { class: "sub" }, el("span", { class: c.failures ? "badge bad plain" : "badge ok plain" }, pct(rate) + " ok"), " ",
-          `${num(c.failures)} failed · ${compact(c.tokens && c.tokens.total)} tokens` + (c.latency_ms_avg ? ` · ${Math.round(c.latency_ms_avg)} ms avg` : "")),
+          `${num(c.failures)} failed · ${compact(c.tokens && c.tokens.total)} tokens` + (latency ? ` · ${Math.round(latency)} ms avg` : "")),
         w === "month" && s.timezone ? el("div", { class: "sub" }, "Calendar month in " + s.timezone) : null);
     }));
   }
 
   async function loadSeries() {
     const r = await api("GET", "/api/stats/series?granularity=" + state.granularity);
-    const points = r.points || [];
+    // Tokens come as {prompt, candidates, …, total}; the chart shows the total.
+    const points = (r.points || []).map((p) => Object.assign({}, p, { tokens: tokens(p.tokens) }));
     const minute = state.granularity === "minute";
     document.getElementById("calls-title").textContent = minute ? "Calls per minute, last hour" : "Calls per hour, last 24 hours";
     document.getElementById("tokens-title").textContent = minute ? "Tokens per minute, last hour" : "Tokens per hour, last 24 hours";
@@ -120,23 +122,27 @@
       el("tbody", {}, rows.map((r) => el("tr", {}, columns.map(([, get, n]) => el("td", { class: n ? "num" : "" }, get(r)))))));
   }
   const rate = (r) => pct(r.calls ? r.successes / r.calls : null);
+  function tokens(t) { return t && typeof t === "object" ? t.total : t; }
 
   async function loadTables() {
     const [models, keys] = await Promise.all([
       api("GET", "/api/stats/models?window=" + state.window),
       api("GET", "/api/stats/keys?window=" + state.window),
     ]);
-    clear(modelsTable, table(models.rows || [], [["Model", (r) => el("span", { class: "model-name" }, r.id)], ["Calls", (r) => num(r.calls), 1],
-      ["Success", rate, 1], ["Failures", (r) => num(r.failures), 1], ["Tokens", (r) => compact(r.tokens), 1]], "No calls in this window."));
-    clear(keysTable, table(keys.rows || [], [["Key", (r) => el("span", { class: "mono" }, r.mask || r.id)], ["Calls", (r) => num(r.calls), 1],
-      ["Success", rate, 1], ["Failures", (r) => num(r.failures), 1], ["Tokens", (r) => compact(r.tokens), 1]], "No calls in this window."));
+    clear(modelsTable, table(models.rows || [], [["Model", (r) => el("span", { class: "model-name" }, r.id || "(none)")], ["Calls", (r) => num(r.calls), 1],
+      ["Success", rate, 1], ["Failures", (r) => num(r.failures), 1], ["Tokens", (r) => compact(tokens(r.tokens)), 1]], "No calls in this window."));
+    // Per key, what counts is every upstream attempt made with it.
+    const keyRate = (r) => pct(r.attempts ? (r.attempts - r.failed_attempts) / r.attempts : null);
+    clear(keysTable, table(keys.rows || [], [["Key", (r) => el("span", { class: "mono" }, r.mask || r.id)], ["Attempts", (r) => num(r.attempts ?? r.calls), 1],
+      ["Success", r0 => (r0.attempts !== undefined ? keyRate(r0) : rate(r0)), 1], ["Failed", (r) => num(r.failed_attempts ?? r.failures), 1],
+      ["429s", (r) => num(r.rate_limited_attempts), 1], ["Tokens", (r) => compact(tokens(r.tokens)), 1]], "No calls in this window."));
   }
 
   async function loadAttention() {
     const r = await api("GET", "/api/stats/attention?limit=10&status=429");
     clear(attention, table(r.rows || [], [["Key", (r) => el("span", { class: "mono" }, r.mask || r.id)],
       ["429 answers", (r) => num(r.count), 1],
-      ["", (r) => el("a", { href: "/logs?key=" + encodeURIComponent(r.id) + "&status=429" }, "Errors")]], "No key was rate limited in the last 24 hours."));
+      ["", (r) => el("a", { href: "/logs?key_id=" + encodeURIComponent(r.id) + "&status=429" }, "Errors")]], "No key was rate limited in the last 24 hours."));
   }
 
   async function loadAll() {

@@ -100,19 +100,20 @@
     if ((k.cooldowns || []).length) {
       notes.push(el("div", { class: "note warn" }, el("b", {}, "Cooling down"),
         el("ul", { class: "check-list small" }, k.cooldowns.map((c) => el("li", {},
-          el("span", { class: "chip" }, c.model || "all models"),
+          el("span", { class: "chip" }, !c.model || c.model === "*" ? "all models" : c.model),
           `until ${clock(c.until_ms)} (${until(c.until_ms)})`, c.reason ? el("span", { class: "muted" }, c.reason.replace(/_/g, " ")) : null)))));
     }
     if (k.last_error) {
       const e = k.last_error;
       notes.push(el("div", { class: "note" }, el("b", {}, "Last error "), el("span", { class: "muted" }, ago(e.at_ms)), el("br"),
-        el("span", { class: "chip" }, e.status || "-"), " ", e.class ? e.class.replace(/_/g, " ") + ": " : "", e.message || ""));
+        e.status ? [el("span", { class: "chip" }, e.status), " "] : null,
+        e.description || (e.class || "").replace(/_/g, " "), e.message ? ": " + e.message : ""));
     }
     return el("article", { class: `card ${k.status}${checked ? " selected" : ""}`, "data-key": k.id, "aria-label": "Key " + k.mask },
       el("div", { class: "card-head" }, box, el("span", { class: "mono", title: "id " + k.id }, k.mask), statusBadge(k)),
       el("div", { class: "stats" },
         stat(num(k.consecutive_failures), "failures", "consecutive failures"),
-        stat(compact(s.calls), "requests", "requests in the last 24 hours"),
+        stat(compact(s.requests ?? s.calls), "requests", "upstream attempts with this key in the last 24 hours"),
         stat(pct(s.success_rate), "success", "success rate over the last 24 hours"),
         stat(compact(s.tokens), "tokens", "tokens in the last 24 hours")),
       notes,

@@ -9,13 +9,13 @@
 
   const tabs = el("div", { class: "segmented", role: "tablist", "aria-label": "Log" });
   const f = {
-    key: el("input", { type: "text", id: "f-key", placeholder: "key id", size: "16", value: params.get("key") || "" }),
+    key: el("input", { type: "text", id: "f-key", placeholder: "key id", size: "16", value: params.get("key_id") || "" }),
     model: el("input", { type: "text", id: "f-model", placeholder: "model", size: "16", value: params.get("model") || "" }),
     status: el("input", { type: "number", id: "f-status", placeholder: "status", min: "100", max: "599", value: params.get("status") || "" }),
     success: el("select", { id: "f-success" }, el("option", { value: "" }, "Any result"), el("option", { value: "true" }, "Succeeded"), el("option", { value: "false" }, "Failed")),
     since: el("input", { type: "datetime-local", id: "f-since" }),
     until: el("input", { type: "datetime-local", id: "f-until" }),
-    q: el("input", { type: "search", id: "f-q", placeholder: "text in message", value: params.get("q") || "" }),
+    q: el("input", { type: "search", id: "f-q", placeholder: "text in message", value: params.get("search") || "" }),
   };
   const labelled = (text, input, cls) => el("label", { class: "small " + (cls || "") }, text, el("br"), input);
   const filters = el("form", { class: "toolbar", id: "log-filters", "aria-label": "Filters" },
@@ -72,9 +72,9 @@
   }
 
   async function load() {
-    const q = { limit: LIMIT, offset: state.offset, key: f.key.value.trim(), model: f.model.value.trim(), status: f.status.value,
-      since_ms: fromLocalInput(f.since.value), until_ms: fromLocalInput(f.until.value) };
-    if (state.kind === "errors") q.q = f.q.value.trim(); else q.success = f.success.value;
+    const q = { limit: LIMIT, offset: state.offset, key_id: f.key.value.trim(), model: f.model.value.trim(), status: f.status.value,
+      from_ms: fromLocalInput(f.since.value), to_ms: fromLocalInput(f.until.value) };
+    if (state.kind === "errors") q.search = f.q.value.trim(); else q.success = f.success.value;
     try { state.data = await api("GET", `/api/logs/${state.kind}` + query(q)); }
     catch (e) { toast("Could not load the log: " + e.message, "bad"); return; }
     render();
@@ -93,7 +93,7 @@
       box.addEventListener("change", () => { box.checked ? state.selected.add(item.id) : state.selected.delete(item.id); render(); });
       return box;
     };
-    const open = (item) => el("button", { type: "button", class: "small", onclick: () => details(item.id) }, "Details");
+    const open = (item) => el("button", { type: "button", class: "small", onclick: () => details(item) }, "Details");
     const cols = errors
       ? [["Time", (i) => time(i.at_ms)], ["Key", (i) => el("span", { class: "mono" }, i.key_mask || "–")], ["Model", (i) => i.model || "–"],
         ["Status", (i) => statusBadge(i.status, false)], ["Class", (i) => (i.class || "").replace(/_/g, " ")],
@@ -102,8 +102,8 @@
         ["Client", (i) => el("span", { class: "mono" }, i.client_mask || i.client || "–")],
         ["Status", (i) => statusBadge(i.status, i.success)],
         ["Latency", (i) => (i.latency_ms !== undefined ? num(i.latency_ms) + " ms" : "–")],
-        ["Tokens", (i) => num(i.total_tokens ?? (i.tokens && typeof i.tokens === "object" ? i.tokens.total : i.tokens))],
-        ["Attempts", (i) => num(i.attempts_count ?? (typeof i.attempts === "number" ? i.attempts : undefined))]];
+        ["Tokens", (i) => num(i.tokens && typeof i.tokens === "object" ? i.tokens.total : i.tokens)],
+        ["Attempts", (i) => num(typeof i.attempts === "number" ? i.attempts : undefined)]];
     deleteSelected.disabled = state.selected.size === 0;
     deleteSelected.textContent = state.selected.size ? `Delete selected (${state.selected.size})` : "Delete selected";
     selectAll.checked = items.length > 0 && items.every((i) => state.selected.has(i.id));
@@ -119,13 +119,23 @@
       el("button", { type: "button", disabled: !more, onclick: () => { state.offset += LIMIT; load(); } }, "Older ›"));
   }
 
-  async function details(id) {
+  async function details(item) {
+    // An error is fetched by its id; a request's attempts by its request_id.
     let entry;
-    try { entry = await api("GET", `/api/logs/${state.kind}/${id}`); }
-    catch (e) { toast(e.message, "bad"); return; }
+    try {
+      entry = state.kind === "errors" ? await api("GET", `/api/logs/errors/${item.id}`)
+        : Object.assign({}, item, await api("GET", `/api/logs/requests/${item.request_id}`));
+    } catch (e) { toast(e.message, "bad"); return; }
+    const id = item.id;
     const rows = Object.entries(entry).filter(([k, v]) => !["request_body", "attempts"].includes(k) && (v === null || typeof v !== "object"));
     const content = [el("dl", { class: "details" }, rows.map(([k, v]) => [el("dt", {}, k.replace(/_/g, " ")), el("dd", {}, k.endsWith("_ms") && k !== "latency_ms" && v ? time(v) : String(v ?? "–"))]))];
-    if (Array.isArray(entry.attempts)) content.push(el("h3", {}, "Attempts"), el("pre", { class: "json" }, JSON.stringify(entry.attempts, null, 2)));
+    if (Array.isArray(entry.attempts)) {
+      content.push(el("h3", {}, "Attempts"), el("div", { class: "table-wrap" }, el("table", {},
+        el("thead", {}, el("tr", {}, ["Time", "Key", "Model", "Status", "Class", "Latency"].map((h) => el("th", {}, h)))),
+        el("tbody", {}, entry.attempts.map((a) => el("tr", {}, el("td", {}, time(a.at_ms)), el("td", { class: "mono" }, a.key_mask || "–"),
+          el("td", {}, a.model || "–"), el("td", {}, a.status ?? "–"), el("td", {}, (a.class || "").replace(/_/g, " ")),
+          el("td", {}, a.latency_ms !== undefined ? num(a.latency_ms) + " ms" : "–")))))));
+    }
     if (entry.request_body !== undefined && entry.request_body !== null) {
       let body = entry.request_body;
       if (typeof body === "string") { try { body = JSON.parse(body); } catch (e) { /* keep the text */ } }
