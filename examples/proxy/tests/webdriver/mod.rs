@@ -43,7 +43,7 @@ pub struct ChromeDriver {
 
 impl ChromeDriver {
     pub async fn start(chromedriver: &Path, port: u16) -> ChromeDriver {
-        let child = Command::new(chromedriver)
+        let mut child = Command::new(chromedriver)
             .arg(format!("--port={port}"))
             .arg("--allowed-ips=127.0.0.1")
             .stdout(Stdio::null())
@@ -64,6 +64,8 @@ impl ChromeDriver {
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("chromedriver did not become ready");
     }
 }

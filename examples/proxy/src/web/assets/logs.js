@@ -7,7 +7,7 @@
   const LIMIT = 50;
   const state = { kind: params.get("kind") === "requests" ? "requests" : "errors", offset: 0, selected: new Set(), data: null };
 
-  const tabs = el("div", { class: "segmented", role: "tablist", "aria-label": "Log" });
+  const tabs = el("div", { class: "segmented", role: "group", "aria-label": "Which log" });
   const f = {
     key: el("input", { type: "text", id: "f-key", placeholder: "key id", size: "16", value: params.get("key_id") || "" }),
     model: el("input", { type: "text", id: "f-model", placeholder: "model", size: "16", value: params.get("model") || "" }),
@@ -64,7 +64,7 @@
 
   function renderTabs() {
     clear(tabs, [["errors", "Error log"], ["requests", "Request log"]].map(([k, l]) => el("button", {
-      type: "button", role: "tab", "aria-selected": String(state.kind === k), "aria-pressed": String(state.kind === k), "data-kind": k,
+      type: "button", "aria-pressed": String(state.kind === k), "data-kind": k,
       onclick: () => { state.kind = k; state.offset = 0; state.selected.clear(); renderTabs(); load(); },
     }, l)));
     for (const n of filters.querySelectorAll(".only-requests")) n.classList.toggle("hidden", state.kind !== "requests");
