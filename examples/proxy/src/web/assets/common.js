@@ -142,7 +142,8 @@
     return s ? "?" + s : "";
   }
 
-  /** Runs an action with a button disabled and a toast on failure. */
+  /** Runs an action with a button disabled and a toast on failure. Callers whose button
+   *  depends on state re-render afterwards. */
   async function busy(button, action) {
     if (button) button.disabled = true;
     try { return await action(); }

@@ -118,13 +118,15 @@
           s.supported && !s.live ? [" ", el("span", { class: "badge plain" }, "restart to change")] : null),
         el("div", { class: "small muted" }, s.help || "")),
       el("div", { class: "editor" }, input,
-        s.secret && s.value !== "" && s.value !== null ? el("div", { class: "small muted" }, "Current: ", el("code", {}, Array.isArray(s.value) ? s.value.join(", ") : String(s.value))) : null,
+        s.secret && !isEmpty(s.value) ? el("div", { class: "small muted" }, "Current: ", el("code", {}, Array.isArray(s.value) ? s.value.join(", ") : String(s.value))) : null,
         s.name === "API_KEYS" ? el("div", { class: "small muted" }, "Manage keys on the ", el("a", { href: "/keys" }, "Keys page"), ".") : null,
         !s.supported ? el("div", { class: "small muted" }, "This version reads this setting but does not act on it.") : null,
         s.supported && !s.live && s.name !== "API_KEYS" ? el("div", { class: "small muted" }, "Takes effect at start: set it in .env or the environment.") : null,
         el("div", { class: "field-error", id: "err-" + s.name }, error || ""),
         s.source === "database" && editable ? el("div", {}, el("button", { type: "button", class: "small link", onclick: (ev) => forget(s, ev.currentTarget) }, "Use the environment's value instead")) : null));
   }
+
+  function isEmpty(v) { return v === null || v === undefined || v === "" || (Array.isArray(v) && v.length === 0); }
 
   function updateBar() {
     const n = state.edits.size;
@@ -166,6 +168,7 @@
         toast("Not saved: " + e.message, "bad");
       }
     });
+    updateBar();
   }
 
   async function forget(s, button) {

@@ -43,12 +43,15 @@
   addButton.addEventListener("click", addKeys);
   verifyBtn.addEventListener("click", () => verify([...state.selected]));
   verifyAllBtn.addEventListener("click", verifyAll);
-  resetBtn.addEventListener("click", () => busy(resetBtn, async () => {
-    const ids = [...state.selected];
-    const r = await api("POST", "/api/keys/reset", { ids });
-    toast(`Reset ${r.reset} key${r.reset === 1 ? "" : "s"}.`, "ok");
-    await load();
-  }));
+  resetBtn.addEventListener("click", async () => {
+    await busy(resetBtn, async () => {
+      const ids = [...state.selected];
+      const r = await api("POST", "/api/keys/reset", { ids });
+      toast(`Reset ${r.reset} key${r.reset === 1 ? "" : "s"}.`, "ok");
+      await load();
+    });
+    if (state.data) render();
+  });
   deleteBtn.addEventListener("click", () => remove([...state.selected]));
 
   async function load() {
@@ -149,6 +152,7 @@
       toast(`Deleted ${r.deleted} key${r.deleted === 1 ? "" : "s"}` + (r.not_found && r.not_found.length ? ` (${r.not_found.length} already gone)` : "") + ".", "ok");
       await load();
     });
+    if (state.data) render();
   }
 
   /** Verifies keys in batches of 8, so the progress bar moves while hundreds are checked. */
@@ -175,8 +179,9 @@
       progress.classList.add("hidden");
       bar.style.width = "0";
       progressText.textContent = "";
-      for (const b of [verifyBtn, verifyAllBtn]) b.disabled = false;
+      verifyAllBtn.disabled = false;
       if (button) button.disabled = false;
+      if (state.data) render();
     }
     if (!results.length) return;
     const bad = results.filter((r) => !r.ok);

@@ -50,6 +50,7 @@
       toast(`Deleted ${num(r.deleted)} entr${r.deleted === 1 ? "y" : "ies"}.`, "ok");
       await load();
     });
+    if (state.data) render();
   });
   deleteOlder.addEventListener("click", async () => {
     const before = fromLocalInput(olderThan.value);
