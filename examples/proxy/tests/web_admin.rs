@@ -220,6 +220,47 @@ async fn login_gives_a_session_cookie_not_the_token_and_logout_ends_it() {
         .unwrap();
     assert_eq!(res.status(), 404);
 
+    // The admin API takes the session: reads with the cookie alone, changes only with the
+    // session's CSRF token.
+    let res = client
+        .get(format!("{url}/api/keys"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(read_json(res).await["total"], 1);
+    for csrf_header in [None, Some("0".repeat(64))] {
+        let mut req = client
+            .post(format!("{url}/api/keys/reset"))
+            .header("cookie", &session)
+            .header("content-type", "application/json")
+            .body(r#"{"all": true}"#);
+        if let Some(value) = &csrf_header {
+            req = req.header("x-csrf-token", value);
+        }
+        assert_eq!(req.send().await.unwrap().status(), 403, "{csrf_header:?}");
+    }
+    let res = client
+        .post(format!("{url}/api/keys/reset"))
+        .header("cookie", &session)
+        .header("x-csrf-token", &csrf)
+        .header("content-type", "application/json")
+        .body(r#"{"all": true}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(read_json(res).await["reset"], 1);
+    // Without a session, or with an unknown one, the API says 401.
+    let res = client
+        .get(format!("{url}/api/keys"))
+        .header("cookie", format!("gb_admin_session={}", "f".repeat(64)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+
     // Logging out needs the CSRF token (a cross-site page cannot log the admin out)…
     let res = client
         .post(format!("{url}/logout"))
@@ -245,6 +286,46 @@ async fn login_gives_a_session_cookie_not_the_token_and_logout_ends_it() {
         .await
         .unwrap();
     assert_eq!(res.status(), 303);
+
+    // A new AUTH_TOKEN, set live through the API, ends the sessions opened with the old one.
+    let other = other.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let res = client
+        .get(format!("{url}/keys"))
+        .header("cookie", &other)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let res = client
+        .put(format!("{url}/api/config"))
+        .header("authorization", format!("Bearer {ADMIN}"))
+        .header("content-type", "application/json")
+        .body(json!({"AUTH_TOKEN": "a-brand-new-admin-token"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let res = client
+        .get(format!("{url}/keys"))
+        .header("cookie", &other)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    let res = with_json(
+        client.post(format!("{url}/login")),
+        &json!({ "token": "a-brand-new-admin-token" }),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 200);
 }
 
 /// The browser and its driver, or `None` (with a note) where they are not installed. CI
