@@ -880,6 +880,10 @@ impl Settings {
                     "supported": def.support == Support::Yes,
                     "live": def.live,
                     "secret": def.kind.is_secret(),
+                    "choices": match def.kind {
+                        Kind::Choice(words) => json!(words),
+                        _ => Value::Null,
+                    },
                 })
             })
             .collect()
