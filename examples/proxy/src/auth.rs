@@ -19,6 +19,13 @@ impl ClientTokens {
         self.tokens.is_empty()
     }
 
+    /// `true` when `candidate` is one of the tokens (the web admin's login form).
+    pub fn accepts_token(&self, candidate: &[u8]) -> bool {
+        self.tokens.iter().fold(false, |found, token| {
+            found | constant_time_eq(token, candidate)
+        })
+    }
+
     /// `true` when the request carries an accepted token as `Authorization: Bearer`,
     /// `x-goog-api-key` or `?key=`.
     #[cfg(test)]

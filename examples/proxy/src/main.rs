@@ -22,6 +22,7 @@ mod secrets;
 mod settings;
 mod state;
 mod upstream;
+mod web;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -205,14 +206,27 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     }
     recheck::spawn(app.clone());
 
+    // The web admin (login, pages, assets); its sessions open with the live AUTH_TOKEN, and
+    // the admin API accepts them.
+    let token_app = app.clone();
+    let web_admin = web::WebAdmin::new(
+        std::time::Duration::from_secs(
+            u64::try_from(app.live().settings.int("ADMIN_SESSION_EXPIRE")).unwrap_or(3600),
+        ),
+        Arc::new(move |token: &str| {
+            let live = token_app.live();
+            (!live.admin.is_empty()).then(|| live.admin.accepts_token(token.as_bytes()))
+        }),
+    );
     let admin = admin::router(admin::AdminState {
         app: app.clone(),
-        sessions: None,
+        sessions: Some(web_admin.sessions.clone()),
     });
     let router = Router::new()
         .fallback(handle)
         .with_state(app.clone())
-        .nest("/api", admin);
+        .nest("/api", admin)
+        .merge(web::router(Arc::new(web_admin)));
 
     let addr = SocketAddr::new(config.host, config.port);
     let listener = tokio::net::TcpListener::bind(addr)

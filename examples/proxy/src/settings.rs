@@ -489,7 +489,7 @@ pub const DEFS: &[Def] = &[
         "Keep request logs this many days",
     ),
     // Admin
-    not_yet(def(
+    startup_only(def(
         "ADMIN_SESSION_EXPIRE",
         Kind::Int {
             min: 300,
@@ -887,6 +887,10 @@ impl Settings {
                     "supported": def.support == Support::Yes,
                     "live": def.live,
                     "secret": def.kind.is_secret(),
+                    "choices": match def.kind {
+                        Kind::Choice(words) => json!(words),
+                        _ => Value::Null,
+                    },
                 })
             })
             .collect()

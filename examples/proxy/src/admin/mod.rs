@@ -28,7 +28,6 @@ use crate::state::App;
 
 /// What a web admin session says about a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[allow(dead_code)] // The web admin's sessions construct the verdicts.
 pub enum SessionVerdict {
     /// No session cookie, or an unknown or expired one.
     None,
