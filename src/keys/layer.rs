@@ -139,7 +139,10 @@ where
             .pick(model.as_deref(), req.extensions().get::<AttemptContext>());
         let lease = match lease {
             Ok(lease) => lease,
-            Err(no_key) => return ResponseFuture::local(no_key_response(&req, &no_key)),
+            Err(no_key) => {
+                let local = no_key_response(ApiFlavor::of(&req), &no_key);
+                return ResponseFuture::local(local.map(ResponseBody::full));
+            }
         };
         let log = req.extensions().get::<AttemptLog>().cloned();
         let started = Instant::now();
@@ -163,10 +166,9 @@ where
     }
 }
 
-fn no_key_response<B, ResBody>(
-    req: &Request<B>,
-    no_key: &NoKey,
-) -> Response<ResponseBody<ResBody>> {
+/// The local answer when no key is usable: `429` with `Retry-After` when keys are only cooling
+/// down, `503` when none is enabled; [`Outcome`] `Local` in its extensions.
+pub(crate) fn no_key_response(flavor: ApiFlavor, no_key: &NoKey) -> Response<bytes::Bytes> {
     let (status, retry_after) = match no_key {
         NoKey::CoolingDown { retry_after } => (
             http::StatusCode::TOO_MANY_REQUESTS,
@@ -180,7 +182,7 @@ fn no_key_response<B, ResBody>(
         ),
         _ => (http::StatusCode::SERVICE_UNAVAILABLE, None),
     };
-    let local = error_response(ApiFlavor::of(req), status, &no_key.to_string());
+    let local = error_response(flavor, status, &no_key.to_string());
     let (mut parts, body) = local.into_parts();
     if let Some(secs) = retry_after {
         parts
@@ -193,7 +195,7 @@ fn no_key_response<B, ResBody>(
             status,
             reason: "no usable API key",
         }));
-    Response::from_parts(parts, ResponseBody::full(body))
+    Response::from_parts(parts, body)
 }
 
 /// Removes every credential the client sent, so it never reaches the upstream.

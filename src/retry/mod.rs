@@ -68,4 +68,6 @@ pub mod future;
 mod layer;
 
 pub use self::backoff::Backoff;
+#[cfg(feature = "reqwest-middleware")]
+pub(crate) use self::layer::Config;
 pub use self::layer::{Retry, RetryLayer, ATTEMPTS_HEADER, DEFAULT_MAX_BODY_BYTES};

@@ -61,6 +61,8 @@ mod record;
 
 pub use self::attempts::{AttemptLog, RequestBodyCapture};
 pub use self::body::UsageBody;
+#[cfg(feature = "reqwest-middleware")]
+pub(crate) use self::body::{Head, Pending};
 pub use self::extract::{gemini_usage, openai_usage, usage_from_json, usage_from_text, UsageTap};
 pub use self::layer::{Usage, UsageLayer};
 pub use self::record::{AttemptRecord, ClientId, Completion, RequestRecord, TokenUsage};
