@@ -56,6 +56,77 @@ pub(crate) fn code_name(code: u32) -> Option<&'static str> {
     NAMES.get(code as usize).copied()
 }
 
+/// `grpc-status-details-bin` for a local answer: a `google.rpc.Status` with the code, the
+/// message and, when given, a `RetryInfo`, base64-encoded without padding (as gRPC sends it).
+pub(crate) fn status_details_bin(
+    code: u32,
+    message: &str,
+    retry_after: Option<Duration>,
+) -> String {
+    let mut status = Vec::new();
+    put_varint(&mut status, 1 << 3);
+    put_varint(&mut status, u64::from(code));
+    put_bytes(&mut status, 2, message.as_bytes());
+    if let Some(wait) = retry_after {
+        let mut duration = Vec::new();
+        put_varint(&mut duration, 1 << 3);
+        put_varint(&mut duration, wait.as_secs());
+        let mut retry_info = Vec::new();
+        put_bytes(&mut retry_info, 1, &duration);
+        let mut any = Vec::new();
+        put_bytes(&mut any, 1, b"type.googleapis.com/google.rpc.RetryInfo");
+        put_bytes(&mut any, 2, &retry_info);
+        put_bytes(&mut status, 3, &any);
+    }
+    base64_encode(&status)
+}
+
+fn put_varint(out: &mut Vec<u8>, mut n: u64) {
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+fn put_bytes(out: &mut Vec<u8>, field: u64, bytes: &[u8]) {
+    put_varint(out, field << 3 | 2);
+    put_varint(out, bytes.len() as u64);
+    out.extend_from_slice(bytes);
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let mut n = 0u32;
+        for (i, &b) in chunk.iter().enumerate() {
+            n |= u32::from(b) << (16 - 8 * i);
+        }
+        for i in 0..=chunk.len() {
+            out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
+        }
+    }
+    out
+}
+
+/// `grpc-message` is percent-encoded: everything outside printable ASCII, and `%`.
+pub(crate) fn percent_encode(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    for byte in message.bytes() {
+        if (0x20..0x7f).contains(&byte) && byte != b'%' {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
 /// `google.rpc.Status { int32 code = 1; string message = 2; repeated Any details = 3; }`
 fn read_status(bytes: &[u8], out: &mut ErrorBody, max_delay: Duration) {
     for (field, value) in Fields::new(bytes) {
@@ -286,18 +357,18 @@ mod tests {
     }
 
     fn base64(bytes: &[u8]) -> String {
-        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-        let mut out = String::new();
-        for chunk in bytes.chunks(3) {
-            let mut n = 0u32;
-            for (i, &b) in chunk.iter().enumerate() {
-                n |= u32::from(b) << (16 - 8 * i);
-            }
-            for i in 0..=chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            }
-        }
-        out
+        base64_encode(bytes)
+    }
+
+    #[test]
+    fn local_details_read_back() {
+        let mut metadata = HeaderMap::new();
+        let bin = status_details_bin(8, "no key", Some(Duration::from_secs(12)));
+        metadata.insert("grpc-status-details-bin", bin.parse().unwrap());
+        metadata.insert("grpc-message", percent_encode("100% über").parse().unwrap());
+        let body = error_body(8, &metadata, Duration::from_secs(3600));
+        assert_eq!(body.retry_delay, Some(Duration::from_secs(12)));
+        assert_eq!(body.message.as_deref(), Some("100% über"));
     }
 
     #[test]

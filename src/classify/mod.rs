@@ -30,7 +30,7 @@
 mod class;
 mod gemini_error;
 mod grpc;
-mod grpc_details;
+pub(crate) mod grpc_details;
 mod policy;
 mod retry_after;
 mod tower_http_adapter;
