@@ -10,6 +10,8 @@ use tower_service::Service;
 use super::body::{Head, Pending};
 use super::future::ResponseFuture;
 use super::record::ClientId;
+#[cfg(doc)]
+use super::record::RequestRecord;
 use crate::api_error::ApiFlavor;
 use crate::ext::request_model;
 use crate::store::UsageSink;
