@@ -27,7 +27,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use gemini_balance::ext::ModelName;
 use gemini_balance::keys::{KeyPool, KeyRotationLayer};
-use gemini_balance::retry::RetryLayer;
+use gemini_balance::retry::{ReplayBody, RetryLayer};
 use gemini_balance::store::MemoryStore;
 use gemini_balance::usage::UsageLayer;
 use prost::Message;
@@ -69,10 +69,12 @@ async fn main() -> Result<(), Error> {
     let client = ServiceBuilder::new()
         .layer(UsageLayer::new(client_usage.clone()))
         // `Retry` rebuilds each attempt's body from the bytes it buffered (`From<Bytes>`), which
-        // tonic's body type does not offer; axum's does, and each wraps the other.
-        .map_request(|req: http::Request<tonic::body::Body>| req.map(axum::body::Body::new))
+        // tonic's body type does not offer: `ReplayBody` around it above `Retry`, tonic's below.
+        .map_request(|req: http::Request<tonic::body::Body>| req.map(ReplayBody::new))
         .layer(RetryLayer::new())
-        .map_request(|req: http::Request<axum::body::Body>| req.map(tonic::body::Body::new))
+        .map_request(|req: http::Request<ReplayBody<tonic::body::Body>>| {
+            req.map(tonic::body::Body::new)
+        })
         .layer(KeyRotationLayer::new(pool.clone()))
         .service(channel);
 

@@ -22,7 +22,7 @@ use bytes::Bytes;
 use gemini_balance::classify::{FailureClass, QuotaScope};
 use gemini_balance::ext::ModelName;
 use gemini_balance::keys::{ApiKey, DisabledReason, KeyPool, KeyRotationLayer, KeyStatus};
-use gemini_balance::retry::RetryLayer;
+use gemini_balance::retry::{ReplayBody, RetryLayer};
 use gemini_balance::store::MemoryStore;
 use gemini_balance::usage::UsageLayer;
 use prost::Message;
@@ -437,12 +437,14 @@ fn key_status(pool: &KeyPool, key: &str) -> KeyStatus {
 }
 
 /// `Retry` rebuilds each attempt's body from the bytes it buffered (`From<Bytes>`), which
-/// tonic's `Body` does not offer; axum's does, and each wraps the other.
-fn to_replayable(req: http::Request<tonic::body::Body>) -> http::Request<axum::body::Body> {
-    req.map(axum::body::Body::new)
+/// tonic's `Body` does not offer: `ReplayBody` around it above `Retry`, tonic's below.
+fn to_replayable(
+    req: http::Request<tonic::body::Body>,
+) -> http::Request<ReplayBody<tonic::body::Body>> {
+    req.map(ReplayBody::new)
 }
 
-fn to_tonic(req: http::Request<axum::body::Body>) -> http::Request<tonic::body::Body> {
+fn to_tonic(req: http::Request<ReplayBody<tonic::body::Body>>) -> http::Request<tonic::body::Body> {
     req.map(tonic::body::Body::new)
 }
 
