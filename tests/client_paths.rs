@@ -577,3 +577,60 @@ async fn the_tower_path_and_the_middleware_path_decide_the_same() {
     assert!(tower.keys.iter().any(|k| k.consecutive_failures > 0));
     assert_eq!(tower, middleware);
 }
+
+/// A refused connection is the network's fault, not the key's: both paths retry on the same key
+/// (the `AttemptContext` the key layer or middleware leaves says so) and blame no key.
+#[tokio::test]
+async fn a_refused_connection_is_retried_on_the_same_key_on_both_paths() {
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    };
+    let path = format!("/v1beta/models/{FLASH}:generateContent");
+    let mut requests_per_path = Vec::new();
+    for client_path in PATHS {
+        let keys = test_keys(3);
+        let pool = KeyPool::builder().keys(&keys).build().unwrap();
+        let http = support::client_builder().build().unwrap();
+        let failed = match client_path {
+            Path::Tower => {
+                let stack = ServiceBuilder::new()
+                    .layer(fast_retry())
+                    .layer(KeyRotationLayer::new(pool.clone()))
+                    .service(ReqwestService::new(http).base_url(&closed).unwrap());
+                let req = http::Request::post(path.as_str())
+                    .body(reqwest::Body::from(prompt_body("hello?")))
+                    .unwrap();
+                stack.oneshot(req).await.is_err()
+            }
+            Path::Middleware => {
+                let client = reqwest_middleware::ClientBuilder::new(http)
+                    .with(RetryMiddleware::from(fast_retry()))
+                    .with(KeyRotationMiddleware::new(pool.clone()))
+                    .build();
+                client
+                    .post(format!("{closed}{path}"))
+                    .body(prompt_body("hello?"))
+                    .send()
+                    .await
+                    .is_err()
+            }
+        };
+        assert!(
+            failed,
+            "{client_path:?}: the transport error reaches the caller"
+        );
+        let snapshots = pool.snapshots();
+        let requests: Vec<u64> = snapshots.iter().map(|k| k.requests).collect();
+        assert_eq!(
+            requests,
+            [3, 0, 0],
+            "{client_path:?}: all attempts on the same key"
+        );
+        assert!(snapshots
+            .iter()
+            .all(|k| k.consecutive_failures == 0 && k.status == KeyStatus::Active));
+        requests_per_path.push(requests);
+    }
+    assert_eq!(requests_per_path[0], requests_per_path[1]);
+}

@@ -558,7 +558,9 @@ async fn when_every_key_is_exhausted_the_caller_gets_resource_exhausted_with_its
     }
     let addr = start_upstream(mock.clone()).await;
     let pool = KeyPool::builder().keys(&keys).build().unwrap();
+    let store = MemoryStore::new();
     let client = ServiceBuilder::new()
+        .layer(UsageLayer::new(store.clone()))
         .map_request(to_replayable)
         .layer(RetryLayer::new().base_delay(Duration::from_millis(1)))
         .map_request(to_tonic)
@@ -566,6 +568,13 @@ async fn when_every_key_is_exhausted_the_caller_gets_resource_exhausted_with_its
         .service(channel(addr).await);
 
     let status = generate(client.clone(), "hi").await.unwrap_err();
+    let record = &store.records()[0];
+    assert_eq!(record.grpc_status, Some(Code::ResourceExhausted as u32));
+    assert!(
+        !record.success,
+        "a failed gRPC call is not a success, whatever its HTTP status"
+    );
+    assert_eq!(record.attempts, 2);
     assert_eq!(status.code(), Code::ResourceExhausted);
     let details = RpcStatus::decode(status.details()).unwrap();
     assert!(details

@@ -17,7 +17,7 @@ use crate::api_error::{error_response, ApiFlavor};
 use crate::body::ResponseBody;
 use crate::classify::grpc_details::{percent_encode, status_details_bin};
 use crate::classify::{Classifier, FailureClass, Outcome};
-use crate::ext::{request_model, AttemptContext};
+use crate::ext::{request_model, AttemptContext, AttemptKey};
 use crate::usage::AttemptLog;
 
 /// Where the key goes in the upstream request.
@@ -150,6 +150,9 @@ where
                 return ResponseFuture::local(local.map(ResponseBody::full));
             }
         };
+        if let Some(slot) = req.extensions().get::<AttemptKey>() {
+            slot.set(lease.id().clone());
+        }
         let log = req.extensions().get::<AttemptLog>().cloned();
         let started = Instant::now();
         strip_client_credentials(&mut req);

@@ -17,7 +17,7 @@ use super::future::ResponseFuture;
 use crate::api_error::{error_response, ApiFlavor};
 use crate::body::ResponseBody;
 use crate::classify::{classify_any_error, Classifier, FailureClass, Outcome, RetryAdvice};
-use crate::ext::{AttemptContext, Attempts};
+use crate::ext::{AttemptContext, AttemptKey, Attempts};
 use crate::keys::KeyId;
 use crate::usage::RequestBodyCapture;
 use crate::BoxError;
@@ -32,7 +32,7 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 20 * 1024 * 1024;
 pub(crate) struct Config {
     max_attempts: u32,
     backoff: Backoff,
-    pub(crate) honor_retry_after_up_to: Duration,
+    honor_retry_after_up_to: Duration,
     max_body_bytes: usize,
     budget: Option<Arc<TpsBudget>>,
     pub(crate) classifier: Classifier,
@@ -240,6 +240,8 @@ where
         let attempt = context.number;
         let mut attempt_req = Request::from_parts(parts.clone(), ReqBody::from(bytes.clone()));
         attempt_req.extensions_mut().insert(context.clone());
+        let served_by = AttemptKey::default();
+        attempt_req.extensions_mut().insert(served_by.clone());
         let result = match first.take() {
             Some(mut ready) => ready.call(attempt_req).await,
             None => template.clone().oneshot(attempt_req).await,
@@ -268,11 +270,13 @@ where
         let Some(wait) = config.next_wait(&class, attempt) else {
             return finish(result, attempt);
         };
+        // From the answer, or, after an error, from the slot the key layer filled.
         let key = result
             .as_ref()
             .ok()
             .and_then(|res| res.extensions().get::<KeyId>())
-            .cloned();
+            .cloned()
+            .or_else(|| served_by.get());
         tracing::debug!(
             attempt,
             class = %class,
