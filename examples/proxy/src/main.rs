@@ -15,6 +15,7 @@ mod auth;
 mod config;
 mod dotenv;
 mod images;
+mod log_writer;
 mod models;
 mod pipeline;
 mod recheck;
@@ -62,9 +63,16 @@ const OPENAI_ROUTES: &[&str] = &[
 /// Where the Gemini-native API is mounted; the rest of the path goes after BASE_URL.
 const GEMINI_MOUNTS: &[&str] = &["/gemini/v1beta", "/v1beta", "/v1"];
 
+/// The log's writer thread, flushed before the process ends.
+static LOG: std::sync::OnceLock<log_writer::LogWriter> = std::sync::OnceLock::new();
+
 #[tokio::main]
 async fn main() {
-    if let Err(err) = run().await {
+    let result = run().await;
+    if let Some(log) = LOG.get() {
+        log.flush();
+    }
+    if let Err(err) = result {
         eprintln!("gemini-balance-proxy: {err}");
         std::process::exit(2);
     }
@@ -80,11 +88,15 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             .map_err(|_| "LOG_LEVEL: expected one of error, warn, info, debug, trace".to_owned())
     };
     let (filter_layer, filter_handle) = reload::Layer::new(filter(&config.log_level)?);
+    let log = log_writer::LogWriter::stdout()
+        .map_err(|e| format!("cannot start the log writer thread: {e}"))?;
+    let _ = LOG.set(log.clone());
     tracing_subscriber::registry()
         .with(filter_layer)
         .with(
             tracing_subscriber::fmt::layer()
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout())),
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+                .with_writer(log.clone()),
         )
         .init();
     let set_log_level: state::LogLevelSetter = Box::new(move |level: &str| {

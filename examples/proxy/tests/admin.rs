@@ -596,3 +596,69 @@ async fn stats_logs_and_models() {
     );
     proxy.stop();
 }
+
+#[tokio::test]
+async fn the_log_names_stored_settings_and_holds_no_secret() {
+    let mock = MockGemini::start().await;
+    // The upstream's message for a suspended key quotes the key.
+    mock.set_fault(&test_key(1), Fault::Suspended);
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("proxy.log");
+    let env = format!("{}LOG_LEVEL=debug\n", env_file(&mock));
+    let proxy = common::Proxy::start_logging(dir.path(), &env, Some(&log)).await;
+    let running = Proxy {
+        url: proxy.url.clone(),
+        proxy,
+        client: support::client_builder().build().unwrap(),
+    };
+    for _ in 0..4 {
+        assert_eq!(running.generate("gemini-2.0-flash").await, 200);
+    }
+    let res = running
+        .client
+        .post(format!("{}/v1/chat/completions", running.url))
+        .bearer_auth("sk-wrong-token-123456")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    let (status, _) = running
+        .admin(
+            "PUT",
+            "/config",
+            Some(json!({"MAX_RETRIES": 2, "ALLOWED_TOKENS": [TOKEN, "sk-another-token-9999"]})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = running
+        .admin("POST", "/keys/verify", Some(json!({"all": true})))
+        .await;
+    assert_eq!(status, 200);
+    running.stop();
+
+    let proxy = common::Proxy::start_logging(dir.path(), &env, Some(&log)).await;
+    proxy.stop();
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_no_secret(&text);
+    assert!(!text.contains("sk-another-token-9999") && !text.contains("sk-wrong-token-123456"));
+    // One line per request, with the key's fingerprint.
+    let requests: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("gemini-2.0-flash") && l.contains("status=200"))
+        .collect();
+    assert_eq!(requests.len(), 4, "{text}");
+    assert!(requests
+        .iter()
+        .all(|l| l.contains("AIza…") && l.contains("latency_ms")));
+    // The second start says which settings the admin API changed.
+    let stored = text
+        .lines()
+        .find(|l| l.contains("override the environment"))
+        .unwrap_or_else(|| panic!("no line about stored settings in {text}"));
+    assert!(
+        stored.contains("MAX_RETRIES") && stored.contains("ALLOWED_TOKENS"),
+        "{stored}"
+    );
+}

@@ -31,17 +31,33 @@ pub struct Proxy {
 impl Proxy {
     /// Starts the binary in `dir` with `.env` there; waits until `/health` answers.
     pub async fn start(dir: &Path, env_file: &str) -> Proxy {
+        Proxy::start_logging(dir, env_file, None).await
+    }
+
+    /// Like [`start`](Self::start); with `log`, the log (stdout) goes to that file at the
+    /// LOG_LEVEL of `env_file` (`warn` otherwise).
+    pub async fn start_logging(dir: &Path, env_file: &str, log: Option<&Path>) -> Proxy {
         std::fs::write(dir.join(".env"), env_file).unwrap();
         let port = free_port();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_gemini-balance-proxy"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_gemini-balance-proxy"));
+        command
             .current_dir(dir)
             .env("HOST", "127.0.0.1")
-            .env("PORT", port.to_string())
-            .env("LOG_LEVEL", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
+            .env("PORT", port.to_string());
+        match log {
+            Some(path) => {
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .unwrap();
+                command.stdout(file);
+            }
+            None => {
+                command.env("LOG_LEVEL", "warn").stdout(Stdio::null());
+            }
+        }
+        let mut child = command.stderr(Stdio::inherit()).spawn().unwrap();
         let url = format!("http://127.0.0.1:{port}");
         let client = support::client_builder().build().unwrap();
         for _ in 0..400 {
