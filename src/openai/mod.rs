@@ -38,7 +38,10 @@ pub use self::layer::{
     gemini_error_to_openai, FetchFuture, FetchedImage, ImageFetcher, OpenAi, OpenAiLayer,
     OpenAiOptionsHandle,
 };
-pub use self::models::{default_safety_settings, openai_model_list, ModelRules, ResolvedModel};
+pub use self::models::{
+    default_safety_settings, openai_model_list, splice_default_safety_settings, ModelRules,
+    ResolvedModel,
+};
 pub use self::request::{
     chat_request_to_gemini, embeddings_request_to_gemini, ChatOptions, ConvertError, GeminiChat,
     GeminiEmbeddings, RemoteImage,

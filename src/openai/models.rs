@@ -234,6 +234,41 @@ pub fn default_safety_settings(body: &mut Value, safety: &Value) {
     }
 }
 
+/// [`default_safety_settings`] without parsing the body, for the common case: when the body
+/// bytes do not mention `safetySettings` (or `safety_settings`) anywhere, `safety_json` is
+/// spliced in before the closing brace of the top-level object. `None` when the body mentions
+/// them (parse it and use [`default_safety_settings`]) or is not a JSON object's text.
+///
+/// ```
+/// use gemini_balance::openai::splice_default_safety_settings;
+/// let body = br#"{"contents": []}"#;
+/// let out = splice_default_safety_settings(body, r#"[{"category":"X","threshold":"OFF"}]"#).unwrap();
+/// let json: serde_json::Value = serde_json::from_slice(&out).unwrap();
+/// assert_eq!(json["safetySettings"][0]["threshold"], "OFF");
+/// assert!(splice_default_safety_settings(br#"{"safetySettings": []}"#, "[]").is_none());
+/// ```
+pub fn splice_default_safety_settings(body: &[u8], safety_json: &str) -> Option<Vec<u8>> {
+    let mentions = |needle: &[u8]| body.windows(needle.len()).any(|w| w == needle);
+    if mentions(b"safetySettings") || mentions(b"safety_settings") {
+        return None;
+    }
+    let open = body.iter().position(|b| !b.is_ascii_whitespace())?;
+    let close = body.iter().rposition(|b| !b.is_ascii_whitespace())?;
+    if open >= close || body[open] != b'{' || body[close] != b'}' {
+        return None;
+    }
+    let empty = body[open + 1..close].iter().all(u8::is_ascii_whitespace);
+    let mut out = Vec::with_capacity(body.len() + safety_json.len() + 20);
+    out.extend_from_slice(&body[..close]);
+    if !empty {
+        out.push(b',');
+    }
+    out.extend_from_slice(b"\"safetySettings\":");
+    out.extend_from_slice(safety_json.as_bytes());
+    out.extend_from_slice(&body[close..]);
+    Some(out)
+}
+
 /// A Gemini model list as OpenAI's `GET /v1/models` answer.
 pub fn openai_model_list(gemini_list: &Value, created: u64) -> Value {
     let data: Vec<Value> = gemini_list
@@ -257,6 +292,37 @@ pub fn openai_model_list(gemini_list: &Value, created: u64) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn safety_settings_spliced_like_parsed() {
+        let safety = json!([{"category": "HARM_CATEGORY_HARASSMENT", "threshold": "OFF"}]);
+        let text = safety.to_string();
+        for body in [
+            r#"{"contents":[{"parts":[{"text":"hi }"}]}]}"#,
+            "  {\n \"contents\": [] } \n",
+            "{}",
+            "{ }",
+        ] {
+            let spliced = splice_default_safety_settings(body.as_bytes(), &text).unwrap();
+            let spliced: Value = serde_json::from_slice(&spliced).unwrap();
+            let mut parsed: Value = serde_json::from_str(body).unwrap();
+            default_safety_settings(&mut parsed, &safety);
+            assert_eq!(spliced, parsed, "{body}");
+        }
+        for body in [
+            r#"{"safetySettings": []}"#,
+            r#"{"safety_settings": []}"#,
+            r#"{"contents": [{"parts": [{"text": "what are safetySettings?"}]}]}"#,
+            "[1, 2]",
+            "",
+            "nonsense",
+        ] {
+            assert!(
+                splice_default_safety_settings(body.as_bytes(), &text).is_none(),
+                "{body}"
+            );
+        }
+    }
 
     fn rules() -> ModelRules {
         ModelRules {

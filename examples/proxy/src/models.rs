@@ -9,7 +9,9 @@ use axum::http::{header, HeaderValue, Response, StatusCode};
 use bytes::Bytes;
 use gemini_balance::api_error::{error_response, ApiFlavor};
 use gemini_balance::ext::model_from_path;
-use gemini_balance::openai::{default_safety_settings, openai_model_list, ModelRules};
+use gemini_balance::openai::{
+    default_safety_settings, openai_model_list, splice_default_safety_settings, ModelRules,
+};
 use http_body_util::BodyExt;
 use serde_json::Value;
 
@@ -24,6 +26,8 @@ const MAX_LIST: usize = 8 * 1024 * 1024;
 pub struct ModelPolicy {
     rules: ModelRules,
     safety: Option<Value>,
+    /// `safety` as JSON text, spliced into bodies without parsing them.
+    safety_json: String,
 }
 
 /// Which API's shape a model list is given in.
@@ -35,10 +39,12 @@ pub enum ListShape {
 
 impl ModelPolicy {
     pub fn from_settings(settings: &Settings) -> Self {
+        let safety = Some(settings.value("SAFETY_SETTINGS").clone())
+            .filter(|v| v.as_array().is_some_and(|a| !a.is_empty()));
         ModelPolicy {
             rules: crate::pipeline::model_rules(settings),
-            safety: Some(settings.value("SAFETY_SETTINGS").clone())
-                .filter(|v| v.as_array().is_some_and(|a| !a.is_empty())),
+            safety_json: safety.as_ref().map(Value::to_string).unwrap_or_default(),
+            safety,
         }
     }
 }
@@ -78,16 +84,13 @@ pub async fn prepare(
             ))
         }
     };
-    let bytes = match serde_json::from_slice::<Value>(&bytes) {
-        Ok(mut json) => {
-            ModelRules::shape_gemini_request(&model, &mut json);
-            if let (Some(safety), true) = (&policy.safety, is_generate) {
-                default_safety_settings(&mut json, safety);
-            }
-            Bytes::from(json.to_string())
-        }
-        // Not JSON: the parameter filter answers it in the API's format.
-        Err(_) => bytes,
+    // Most requests only need the default safety settings: splice them in without a parse.
+    let spliced = (model.upstream == model.requested && policy.safety.is_some())
+        .then(|| splice_default_safety_settings(&bytes, &policy.safety_json))
+        .flatten();
+    let bytes = match spliced {
+        Some(spliced) => Bytes::from(spliced),
+        None => reshape_parsed(policy, &model, is_generate, bytes),
     };
     if model.upstream != model.requested {
         let from = format!("/models/{requested}");
@@ -151,6 +154,26 @@ pub async fn rewrite_list(
         .headers
         .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
     Response::from_parts(parts, Body::from(bytes))
+}
+
+/// Parses the body to give it the suffix's tools and configs and the default safety settings.
+fn reshape_parsed(
+    policy: &ModelPolicy,
+    model: &gemini_balance::openai::ResolvedModel,
+    is_generate: bool,
+    bytes: Bytes,
+) -> Bytes {
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(mut json) => {
+            ModelRules::shape_gemini_request(model, &mut json);
+            if let (Some(safety), true) = (&policy.safety, is_generate) {
+                default_safety_settings(&mut json, safety);
+            }
+            Bytes::from(json.to_string())
+        }
+        // Not JSON: the parameter filter answers it in the API's format.
+        Err(_) => bytes,
+    }
 }
 
 fn refuse(status: StatusCode, message: &str) -> Response<Body> {

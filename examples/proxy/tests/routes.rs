@@ -349,3 +349,61 @@ async fn every_route_with_every_token_placement() {
         "OpenAI's error shape: {body}"
     );
 }
+
+#[tokio::test]
+async fn safety_settings_are_added_only_when_the_client_sent_none() {
+    let mock = MockGemini::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = format!(
+        "API_KEYS={}\nALLOWED_TOKENS=[\"{TOKEN}\"]\nBASE_URL={}/v1beta\nSEARCH_MODELS=[\"gemini-2.5-flash\"]\n",
+        serde_json::to_string(&test_keys(1)).unwrap(),
+        mock.base_url()
+    );
+    let proxy = Proxy::start(dir.path(), &env).await;
+    let client = support::client_builder().build().unwrap();
+    let mock = &mock;
+    let (client, url) = (&client, &proxy.url);
+    let sent = |body: Value, model: &'static str| async move {
+        let res = request(
+            client,
+            "POST",
+            &format!("{url}/v1beta/models/{model}:generateContent"),
+            Auth::GoogHeader,
+            Some(body),
+        )
+        .send()
+        .await
+        .unwrap();
+        assert_eq!(res.status(), 200);
+        let last = mock.last_request().unwrap();
+        serde_json::from_slice::<Value>(&last.body).unwrap()
+    };
+    let prompt = json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}],
+                        "generationConfig": {"temperature": 0.3}});
+
+    // None sent: the defaults (every category off), and the rest of the body untouched.
+    let upstream = sent(prompt.clone(), "gemini-2.5-flash").await;
+    assert_eq!(upstream["safetySettings"].as_array().unwrap().len(), 5);
+    assert_eq!(upstream["contents"], prompt["contents"]);
+    assert_eq!(upstream["generationConfig"], json!({"temperature": 0.3}));
+
+    // The client's own are kept as sent.
+    let mut own = prompt.clone();
+    own["safetySettings"] =
+        json!([{"category": "HARM_CATEGORY_HARASSMENT", "threshold": "BLOCK_LOW_AND_ABOVE"}]);
+    let upstream = sent(own.clone(), "gemini-2.5-flash").await;
+    assert_eq!(upstream["safetySettings"], own["safetySettings"]);
+
+    // A derived model: the search tool and the defaults, under the real model's name.
+    let upstream = sent(prompt.clone(), "gemini-2.5-flash-search").await;
+    assert_eq!(upstream["safetySettings"].as_array().unwrap().len(), 5);
+    assert!(
+        upstream["tools"].to_string().contains("google_search")
+            || upstream["tools"].to_string().contains("googleSearch"),
+        "{upstream}"
+    );
+    assert_eq!(
+        mock.last_request().unwrap().uri.path(),
+        "/v1beta/models/gemini-2.5-flash:generateContent"
+    );
+}
