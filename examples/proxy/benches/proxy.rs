@@ -389,6 +389,10 @@ impl Server {
         (field("VmRSS:"), field("VmHWM:"))
     }
 
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGTERM and wait (the proxy flushes its database on the way out).
     fn stop(mut self) {
         let pid = self.child.id().to_string();
@@ -440,6 +444,8 @@ struct Target {
 struct Load {
     latencies_us: Vec<u32>,
     requests: u64,
+    /// CPU time of the measured server process during the measured window.
+    cpu: Duration,
     errors: u64,
     first_error: Option<String>,
 }
@@ -526,9 +532,41 @@ async fn exchange(sender: &mut Sender, target: &Target) -> Result<(), String> {
     check(target, status, &body)
 }
 
+/// CPU time (user + system) the process `pid` has used so far.
+fn cpu_time(pid: u32) -> Duration {
+    static TICKS_PER_SECOND: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let ticks_per_second = *TICKS_PER_SECOND.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .unwrap_or(100)
+    });
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // After the command name in parentheses: state is field 3, utime 14, stime 15.
+    let fields: Vec<u64> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| {
+            rest.split_whitespace()
+                .map(|f| f.parse().unwrap_or(0))
+                .collect()
+        })
+        .unwrap_or_default();
+    let ticks = fields.get(11).unwrap_or(&0) + fields.get(12).unwrap_or(&0);
+    Duration::from_millis(ticks * 1000 / ticks_per_second.max(1))
+}
+
 /// `connections` keep-alive connections, each sending requests one after the other for
-/// `warmup + measure`; requests started and finished inside the measured window count.
-async fn load(target: &Target, connections: usize, warmup: Duration, measure: Duration) -> Load {
+/// `warmup + measure`; requests started and finished inside the measured window count, and the
+/// CPU time the server `pid` used in that window.
+async fn load(
+    target: &Target,
+    connections: usize,
+    warmup: Duration,
+    measure: Duration,
+    pid: u32,
+) -> Load {
     let start = Instant::now() + warmup;
     let end = start + measure;
     let mut tasks = Vec::new();
@@ -573,7 +611,14 @@ async fn load(target: &Target, connections: usize, warmup: Duration, measure: Du
             load
         }));
     }
-    let mut total = Load::default();
+    tokio::time::sleep_until(start.into()).await;
+    let cpu_before = cpu_time(pid);
+    tokio::time::sleep_until(end.into()).await;
+    let cpu = cpu_time(pid).saturating_sub(cpu_before);
+    let mut total = Load {
+        cpu,
+        ..Load::default()
+    };
     for task in tasks {
         total.merge(task.await.expect("a load task"));
     }
@@ -719,11 +764,19 @@ async fn run(warmup: Duration, measure: Duration, streams: usize) {
     let keys: Vec<String> = (1..=KEYS)
         .map(|n| format!("AIzaSyBench_abcdefghijklmnopqrstuvw{n:04}"))
         .collect();
+    // `GB_PROXY_BENCH_ENV`: more `.env` lines for experiments (`\n`-separated), e.g.
+    // `LOG_LEVEL=warn`.
+    let extra = std::env::var("GB_PROXY_BENCH_ENV")
+        .unwrap_or_default()
+        .replace("\\n", "\n");
     let env_file = format!(
-        "API_KEYS={}\nALLOWED_TOKENS=[\"{TOKEN}\"]\nBASE_URL=http://{}/v1beta\nCHECK_INTERVAL_HOURS=0\n",
+        "API_KEYS={}\nALLOWED_TOKENS=[\"{TOKEN}\"]\nBASE_URL=http://{}/v1beta\nCHECK_INTERVAL_HOURS=0\n{extra}\n",
         serde_json::to_string(&keys).expect("json"),
         upstream.addr
     );
+    if !extra.is_empty() {
+        println!("extra .env lines: {extra:?}");
+    }
     let proxy = Server::proxy(dir.path(), &env_file).await;
     let (idle_rss, _) = proxy.memory();
 
@@ -743,9 +796,9 @@ async fn run(warmup: Duration, measure: Duration, streams: usize) {
         }),
     };
     let targets = [
-        ("(a) upstream directly", upstream.addr),
-        ("(b) plain hyper pass-through", pass.addr),
-        ("(c) gemini-balance-proxy", proxy.addr),
+        ("(a) upstream directly", upstream.addr, upstream.pid()),
+        ("(b) plain hyper pass-through", pass.addr, pass.pid()),
+        ("(c) gemini-balance-proxy", proxy.addr, proxy.pid()),
     ];
 
     let mut sent_to_proxy = 0;
@@ -757,15 +810,25 @@ async fn run(warmup: Duration, measure: Duration, streams: usize) {
         ),
     ] {
         println!("\n{title}\n");
-        println!("| target | connections | requests/s | p50 | p99 | errors |");
-        println!("|---|---|---|---|---|---|");
+        println!(
+            "| target | connections | requests/s | p50 | p99 | server CPU per request | errors |"
+        );
+        println!("|---|---|---|---|---|---|---|");
         let mut floor: [Option<(f64, f64)>; 2] = [None, None];
-        for (name, addr) in targets {
+        for (name, addr, pid) in targets {
             for (i, connections) in [1, 64].into_iter().enumerate() {
-                let result = load(&target(addr, stream, MODEL), connections, warmup, measure).await;
+                let result = load(
+                    &target(addr, stream, MODEL),
+                    connections,
+                    warmup,
+                    measure,
+                    pid,
+                )
+                .await;
                 let rps = result.requests as f64 / measure.as_secs_f64();
                 let p50 = result.percentile(0.50);
                 let p99 = result.percentile(0.99);
+                let cpu_us = result.cpu.as_secs_f64() * 1e6 / result.requests.max(1) as f64;
                 let mut note = String::new();
                 if name.starts_with("(b)") {
                     floor[i] = Some((rps, p50));
@@ -780,7 +843,7 @@ async fn run(warmup: Duration, measure: Duration, streams: usize) {
                     }
                 }
                 println!(
-                    "| {name} | {connections} | {rps:.0}{note} | {p50:.0} µs | {p99:.0} µs | {} |",
+                    "| {name} | {connections} | {rps:.0}{note} | {p50:.0} µs | {p99:.0} µs | {cpu_us:.0} µs | {} |",
                     result.errors
                 );
                 if let Some(e) = result.first_error {
