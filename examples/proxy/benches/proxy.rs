@@ -22,7 +22,8 @@
 //!
 //! `cargo test -p gemini-balance-proxy --bench proxy` runs everything briefly (a smoke test).
 //! `GB_PROXY_BENCH_SECS` sets the measured seconds per case (default 5), `GB_PROXY_BENCH_STREAMS`
-//! the number of concurrent streaming clients (default 1,000).
+//! the number of concurrent streaming clients (default 1,000), `GB_PROXY_BENCH_ENV` more `.env`
+//! lines for the proxy (separated by a literal `\n`), for experiments.
 //! Results and method: docs/performance.md, "Proxy throughput".
 
 use std::collections::VecDeque;
@@ -446,6 +447,8 @@ struct Load {
     requests: u64,
     /// CPU time of the measured server process during the measured window.
     cpu: Duration,
+    /// The same, by thread name.
+    threads: Vec<(String, Duration)>,
     errors: u64,
     first_error: Option<String>,
 }
@@ -534,6 +537,35 @@ async fn exchange(sender: &mut Sender, target: &Target) -> Result<(), String> {
 
 /// CPU time (user + system) the process `pid` has used so far.
 fn cpu_time(pid: u32) -> Duration {
+    stat_cpu(&format!("/proc/{pid}/stat")).1
+}
+
+/// CPU time used so far by each thread of `pid`, by thread name (the main thread as `main`).
+fn thread_cpu(pid: u32) -> Vec<(String, Duration)> {
+    let mut threads: Vec<(String, Duration)> = Vec::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return threads;
+    };
+    for task in tasks.flatten() {
+        let (name, cpu) = stat_cpu(&format!("{}/stat", task.path().display()));
+        let name = if task.file_name().to_string_lossy() == pid.to_string() {
+            "main".to_owned()
+        } else if name == "gemini-balance-" {
+            // `gemini-balance-sqlite`, cut to 15 characters by the kernel.
+            "sqlite-writer".to_owned()
+        } else {
+            name
+        };
+        match threads.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, total)) => *total += cpu,
+            None => threads.push((name, cpu)),
+        }
+    }
+    threads
+}
+
+/// The command name and the CPU time (user + system) from a `/proc/.../stat` file.
+fn stat_cpu(path: &str) -> (String, Duration) {
     static TICKS_PER_SECOND: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     let ticks_per_second = *TICKS_PER_SECOND.get_or_init(|| {
         Command::new("getconf")
@@ -543,7 +575,11 @@ fn cpu_time(pid: u32) -> Duration {
             .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
             .unwrap_or(100)
     });
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
+    let name = stat
+        .split_once('(')
+        .and_then(|(_, rest)| rest.rsplit_once(')'))
+        .map_or_else(String::new, |(name, _)| name.to_owned());
     // After the command name in parentheses: state is field 3, utime 14, stime 15.
     let fields: Vec<u64> = stat
         .rsplit_once(')')
@@ -554,7 +590,10 @@ fn cpu_time(pid: u32) -> Duration {
         })
         .unwrap_or_default();
     let ticks = fields.get(11).unwrap_or(&0) + fields.get(12).unwrap_or(&0);
-    Duration::from_millis(ticks * 1000 / ticks_per_second.max(1))
+    (
+        name,
+        Duration::from_millis(ticks * 1000 / ticks_per_second.max(1)),
+    )
 }
 
 /// `connections` keep-alive connections, each sending requests one after the other for
@@ -613,10 +652,23 @@ async fn load(
     }
     tokio::time::sleep_until(start.into()).await;
     let cpu_before = cpu_time(pid);
+    let threads_before = thread_cpu(pid);
     tokio::time::sleep_until(end.into()).await;
     let cpu = cpu_time(pid).saturating_sub(cpu_before);
+    let threads = thread_cpu(pid)
+        .into_iter()
+        .map(|(name, cpu)| {
+            let before = threads_before
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map_or(Duration::ZERO, |(_, c)| *c);
+            (name, cpu.saturating_sub(before))
+        })
+        .filter(|(_, cpu)| !cpu.is_zero())
+        .collect();
     let mut total = Load {
         cpu,
+        threads,
         ..Load::default()
     };
     for task in tasks {
@@ -802,6 +854,7 @@ async fn run(warmup: Duration, measure: Duration, streams: usize) {
     ];
 
     let mut sent_to_proxy = 0;
+    let mut thread_notes = Vec::new();
     for (stream, title) in [
         (false, "generateContent (JSON answer, 1 frame)"),
         (
@@ -849,8 +902,26 @@ async fn run(warmup: Duration, measure: Duration, streams: usize) {
                 if let Some(e) = result.first_error {
                     println!("|   first error: {e} |");
                 }
+                if name.starts_with("(c)") {
+                    thread_notes.push(format!(
+                        "{title}, {connections} connection(s): {}",
+                        result
+                            .threads
+                            .iter()
+                            .map(|(thread, cpu)| format!(
+                                "{thread} {:.0} µs",
+                                cpu.as_secs_f64() * 1e6 / result.requests.max(1) as f64
+                            ))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ));
+                }
             }
         }
+    }
+    println!("\n(c)'s CPU per request by thread (threads that used any):\n");
+    for note in &thread_notes {
+        println!("- {note}");
     }
     let (rss_after_load, hwm_after_load) = proxy.memory();
 
