@@ -19,6 +19,13 @@ impl ClientTokens {
         self.tokens.is_empty()
     }
 
+    /// `true` when `candidate` is one of the tokens (the web admin's login form).
+    pub fn accepts_token(&self, candidate: &[u8]) -> bool {
+        self.tokens.iter().fold(false, |found, token| {
+            found | constant_time_eq(token, candidate)
+        })
+    }
+
     /// `true` when the request carries an accepted token as `Authorization: Bearer`,
     /// `x-goog-api-key` or `?key=`.
     #[cfg(test)]
@@ -37,6 +44,30 @@ impl ClientTokens {
                 })
             })
             .map(|(token, placement)| (String::from_utf8_lossy(token).into_owned(), placement))
+    }
+}
+
+impl ClientTokens {
+    /// Like [`accepted`](Self::accepted), from headers only (`Authorization: Bearer` or
+    /// `x-goog-api-key`): for the admin API, where a token in the URL would end up in logs.
+    pub fn accepted_header(&self, headers: &axum::http::HeaderMap) -> Option<Placement> {
+        let bearer = headers
+            .get(header::AUTHORIZATION)
+            .map(|v| v.as_bytes())
+            .and_then(|v| v.strip_prefix(b"Bearer "))
+            .map(|v| (v, Placement::Bearer));
+        let goog = headers
+            .get("x-goog-api-key")
+            .map(|v| (v.as_bytes(), Placement::Google));
+        bearer
+            .into_iter()
+            .chain(goog)
+            .find(|(candidate, _)| {
+                self.tokens.iter().fold(false, |found, token| {
+                    found | constant_time_eq(token, candidate)
+                })
+            })
+            .map(|(_, placement)| placement)
     }
 }
 

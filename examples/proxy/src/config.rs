@@ -3,7 +3,6 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
-use std::time::Duration;
 
 use crate::settings::Settings;
 
@@ -22,15 +21,8 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// The proxy's settings. Secrets (keys, tokens) are never printed by `Debug`.
+/// The proxy's settings from the environment, checked. Secrets are never printed by `Debug`.
 pub struct Config {
-    pub api_keys: Vec<String>,
-    pub allowed_tokens: Vec<String>,
-    pub auth_token: Option<String>,
-    pub base_url: String,
-    pub max_failures: u32,
-    pub max_retries: u32,
-    pub time_out: Duration,
     pub host: IpAddr,
     pub port: u16,
     pub log_level: String,
@@ -43,13 +35,6 @@ pub struct Config {
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
-            .field("api_keys", &self.api_keys.len())
-            .field("allowed_tokens", &self.allowed_tokens.len())
-            .field("auth_token", &self.auth_token.as_ref().map(|_| "…"))
-            .field("base_url", &self.base_url)
-            .field("max_failures", &self.max_failures)
-            .field("max_retries", &self.max_retries)
-            .field("time_out", &self.time_out)
             .field("host", &self.host)
             .field("port", &self.port)
             .finish_non_exhaustive()
@@ -74,15 +59,7 @@ impl Config {
             variable: "HOST",
             expected: "an IP address such as 0.0.0.0 or 127.0.0.1".to_owned(),
         })?;
-        let auth_token = Some(settings.text("AUTH_TOKEN").to_owned()).filter(|t| !t.is_empty());
         Ok(Config {
-            api_keys: settings.list("API_KEYS"),
-            allowed_tokens: settings.list("ALLOWED_TOKENS"),
-            auth_token,
-            base_url,
-            max_failures: u32::try_from(settings.int("MAX_FAILURES")).unwrap_or(u32::MAX),
-            max_retries: u32::try_from(settings.int("MAX_RETRIES")).unwrap_or(3),
-            time_out: Duration::from_secs(settings.int("TIME_OUT").unsigned_abs()),
             host,
             port: u16::try_from(settings.int("PORT")).unwrap_or(8000),
             log_level: settings.text("LOG_LEVEL").to_owned(),
@@ -127,8 +104,8 @@ mod tests {
     fn defaults_and_unsupported() {
         let c = Config::from_vars(&vars(&[("PAID_KEY", "x")])).unwrap();
         assert_eq!(c.port, 8000);
-        assert_eq!(c.max_retries, 3);
+        assert_eq!(c.settings.int("MAX_RETRIES"), 3);
         assert_eq!(c.unsupported, ["PAID_KEY"]);
-        assert!(c.base_url.ends_with("/v1beta"));
+        assert!(c.settings.text("BASE_URL").ends_with("/v1beta"));
     }
 }

@@ -10,15 +10,18 @@
 #![warn(clippy::unwrap_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+mod admin;
 mod auth;
 mod config;
 mod dotenv;
 mod models;
 mod pipeline;
 mod recheck;
-// The runtime-config half (set, apply_stored, describe) serves the admin API, which comes next.
-#[allow(dead_code)]
+mod secrets;
 mod settings;
+mod state;
+mod timezone;
+mod web;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,24 +34,20 @@ use axum::response::IntoResponse;
 use axum::Router;
 use gemini_balance::api_error::{error_response, ApiFlavor};
 use gemini_balance::classify::{classify_any_error, FailureClass};
-use gemini_balance::client::ReqwestService;
 use gemini_balance::ext::{Attempts, ModelName};
 use gemini_balance::keys::{ApiKey, KeyId, KeyPool, KeyStatus};
 use gemini_balance::store::{KeyStateStore, SqliteStore};
 use gemini_balance::usage::ClientId;
 use tower::ServiceExt;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{reload, EnvFilter};
 
-use crate::auth::{ClientTokens, Placement};
+use crate::auth::Placement;
 use crate::config::Config;
 use crate::models::ListShape;
-
-struct App {
-    models: models::ModelPolicy,
-    pool: KeyPool,
-    tokens: ClientTokens,
-    stacks: pipeline::Stacks,
-}
+use crate::secrets::SecretsFile;
+use crate::state::App;
 
 /// OpenAI-compatible routes served by the OpenAI stack.
 const OPENAI_ROUTES: &[&str] = &[
@@ -74,13 +73,23 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let vars = dotenv::load(std::env::vars().collect())?;
     let config = Config::from_vars(&vars)?;
 
-    tracing_subscriber::fmt()
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .with_env_filter(
-            EnvFilter::try_new(format!("{},hyper=warn,reqwest=warn", config.log_level))
-                .map_err(|_| "LOG_LEVEL: expected one of error, warn, info, debug, trace")?,
+    let filter = |level: &str| {
+        EnvFilter::try_new(format!("{level},hyper=warn,reqwest=warn"))
+            .map_err(|_| "LOG_LEVEL: expected one of error, warn, info, debug, trace".to_owned())
+    };
+    let (filter_layer, filter_handle) = reload::Layer::new(filter(&config.log_level)?);
+    tracing_subscriber::registry()
+        .with(filter_layer)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout())),
         )
         .init();
+    let set_log_level: state::LogLevelSetter = Box::new(move |level: &str| {
+        filter_handle
+            .reload(filter(level)?)
+            .map_err(|e| format!("the log filter could not be changed: {e}"))
+    });
 
     if !config.unsupported.is_empty() {
         tracing::warn!(
@@ -89,17 +98,11 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
 
-    let mut keys = Vec::with_capacity(config.api_keys.len());
-    for (i, raw) in config.api_keys.iter().enumerate() {
-        let key = ApiKey::new(raw).map_err(|e| format!("API_KEYS: entry #{}: {e}", i + 1))?;
-        keys.push(key);
-    }
-    let settings = &config.settings;
-    let db_path = format!("data/{}.db", settings.text("SQLITE_DATABASE"));
+    let base = config.settings;
+    let db_path = format!("data/{}.db", base.text("SQLITE_DATABASE"));
     let days = |enabled: &str, days: &str| {
-        settings
-            .bool(enabled)
-            .then(|| u32::try_from(settings.int(days)).unwrap_or(u32::MAX))
+        base.bool(enabled)
+            .then(|| u32::try_from(base.int(days)).unwrap_or(u32::MAX))
     };
     let store = SqliteStore::builder(&db_path)
         .error_log_days(days(
@@ -113,8 +116,56 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         .open()
         .map_err(|e| format!("SQLITE_DATABASE ({db_path}): {e}"))?;
 
+    // Changes made through the admin API win over the environment, as in Gemini-Balance:
+    // secrets from the secrets file, everything else from the database.
+    let secrets = SecretsFile::new(format!(
+        "data/{}.secrets.json",
+        base.text("SQLITE_DATABASE")
+    ));
+    let mut settings = base.clone();
+    for (name, raw) in secrets.load()? {
+        match settings::find(&name) {
+            Some(def) if def.kind.is_secret() => settings
+                .apply_stored(&name, &raw)
+                .map_err(|e| format!("{}: {e}", secrets.path().display()))?,
+            _ => tracing::warn!(
+                setting = %name,
+                file = %secrets.path().display(),
+                "ignoring an entry of the secrets file that is not a secret setting"
+            ),
+        }
+    }
+    for stored in store.settings()? {
+        let changeable =
+            settings::find(&stored.name).is_some_and(|d| d.live && !d.kind.is_secret());
+        if !changeable {
+            tracing::warn!(setting = %stored.name, "ignoring a stored setting that cannot be changed at runtime");
+            continue;
+        }
+        if let Err(e) = settings.apply_stored(&stored.name, &stored.value) {
+            tracing::warn!(error = %e, "ignoring an invalid stored setting (the environment's value applies)");
+        }
+    }
+    let from_db = settings.with_source(settings::Source::Database);
+    let from_secrets = settings.with_source(settings::Source::SecretsFile);
+    if !from_db.is_empty() || !from_secrets.is_empty() {
+        tracing::info!(
+            database = %from_db.join(", "),
+            secrets_file = %from_secrets.join(", "),
+            "settings changed through the admin API override the environment"
+        );
+    }
+    if settings.text("LOG_LEVEL") != base.text("LOG_LEVEL") {
+        set_log_level(settings.text("LOG_LEVEL"))?;
+    }
+
+    let mut keys = Vec::new();
+    for (i, raw) in settings.list("API_KEYS").iter().enumerate() {
+        let key = ApiKey::new(raw).map_err(|e| format!("API_KEYS: entry #{}: {e}", i + 1))?;
+        keys.push(key);
+    }
     let pool = KeyPool::builder()
-        .max_failures(config.max_failures)
+        .max_failures(u32::try_from(settings.int("MAX_FAILURES")).unwrap_or(u32::MAX))
         .build()?;
     let report = pool.add(keys);
     if !report.duplicates.is_empty() {
@@ -131,43 +182,44 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             "API_KEYS is empty: every API request will be answered 503 until keys are added"
         );
     }
-    let tokens = ClientTokens::new(&config.allowed_tokens, config.auth_token.as_deref());
-    if tokens.is_empty() {
-        tracing::warn!("neither ALLOWED_TOKENS nor AUTH_TOKEN is set: every API request will be refused with 401");
-    }
 
     rustls::crypto::ring::default_provider()
         .install_default()
         .map_err(|_| "could not install the TLS crypto provider")?;
-    let client = reqwest::Client::builder()
-        .default_headers(custom_headers(settings.value("CUSTOM_HEADERS"))?)
-        .connect_timeout(config.time_out)
-        .read_timeout(config.time_out)
-        .pool_idle_timeout(std::time::Duration::from_secs(90))
-        .build()?;
-    let parts = pipeline::Parts {
-        pool: pool.clone(),
-        store: store.clone(),
-        upstream: ReqwestService::new(client).base_url(&config.base_url)?,
-    };
-    let stacks = pipeline::build(settings, &parts);
-    let hours = settings.float("CHECK_INTERVAL_HOURS");
-    if hours > 0.0 {
-        recheck::spawn(
-            parts.pool.clone(),
-            parts.upstream.clone(),
-            settings.text("TEST_MODEL").to_owned(),
-            std::time::Duration::from_secs_f64(hours * 3600.0),
-        );
-    }
-
-    let app = Arc::new(App {
-        models: models::ModelPolicy::from_settings(settings),
+    let app = Arc::new(App::new(
         pool,
-        tokens,
-        stacks,
+        store.clone(),
+        secrets,
+        base,
+        settings,
+        set_log_level,
+    )?);
+    if app.live().tokens.is_empty() {
+        tracing::warn!("neither ALLOWED_TOKENS nor AUTH_TOKEN is set: every API request will be refused with 401");
+    }
+    recheck::spawn(app.clone());
+
+    // The web admin (login, pages, assets); its sessions open with the live AUTH_TOKEN, and
+    // the admin API accepts them.
+    let token_app = app.clone();
+    let web_admin = web::WebAdmin::new(
+        std::time::Duration::from_secs(
+            u64::try_from(app.live().settings.int("ADMIN_SESSION_EXPIRE")).unwrap_or(3600),
+        ),
+        Arc::new(move |token: &str| {
+            let live = token_app.live();
+            (!live.admin.is_empty()).then(|| live.admin.accepts_token(token.as_bytes()))
+        }),
+    );
+    let admin = admin::router(admin::AdminState {
+        app: app.clone(),
+        sessions: Some(web_admin.sessions.clone()),
     });
-    let router = Router::new().fallback(handle).with_state(app.clone());
+    let router = Router::new()
+        .fallback(handle)
+        .with_state(app.clone())
+        .nest("/api", admin)
+        .merge(web::router(Arc::new(web_admin)));
 
     let addr = SocketAddr::new(config.host, config.port);
     let listener = tokio::net::TcpListener::bind(addr)
@@ -178,7 +230,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         keys = app.pool.len(),
         restored_key_states = restored,
         database = %db_path,
-        base_url = %config.base_url,
+        base_url = %app.live().settings.text("BASE_URL"),
         "gemini-balance-proxy listening"
     );
     // TCP_NODELAY: a response goes out as several writes (head, then body frames as the
@@ -194,24 +246,6 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     store.shutdown()?;
     tracing::info!("shut down");
     Ok(())
-}
-
-/// `CUSTOM_HEADERS` (a JSON object) as headers sent with every upstream request.
-fn custom_headers(value: &serde_json::Value) -> Result<reqwest::header::HeaderMap, String> {
-    let mut headers = reqwest::header::HeaderMap::new();
-    for (name, value) in value.as_object().into_iter().flatten() {
-        let text = match value {
-            serde_json::Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
-        let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
-            .map_err(|_| format!("CUSTOM_HEADERS: {name:?} is not a header name"))?;
-        let value = reqwest::header::HeaderValue::from_str(&text).map_err(|_| {
-            format!("CUSTOM_HEADERS: the value of {name} is not a valid header value")
-        })?;
-        headers.insert(name, value);
-    }
-    Ok(headers)
 }
 
 async fn shutdown_signal() {
@@ -238,6 +272,7 @@ async fn shutdown_signal() {
 
 async fn handle(State(app): State<Arc<App>>, req: Request<Body>) -> Response<Body> {
     let started = Instant::now();
+    let live = app.live();
     let path = req.uri().path().to_owned();
     let flavor = ApiFlavor::of(&req);
     if path == "/health" {
@@ -256,7 +291,7 @@ async fn handle(State(app): State<Arc<App>>, req: Request<Body>) -> Response<Bod
             &format!("no route for {path}"),
         );
     }
-    let Some((token, placement)) = app.tokens.accepted(&req) else {
+    let Some((token, placement)) = live.tokens.accepted(&req) else {
         tracing::info!(route = %path, status = 401, "request refused: no valid client token");
         return local(
             flavor,
@@ -289,7 +324,7 @@ async fn handle(State(app): State<Arc<App>>, req: Request<Body>) -> Response<Bod
                 ListShape::Gemini
             });
         }
-        match models::prepare(&app.models, &mut parts, body).await {
+        match models::prepare(&live.models, &mut parts, body).await {
             Ok((resolved, prepared)) => {
                 model = resolved;
                 body = prepared;
@@ -315,11 +350,11 @@ async fn handle(State(app): State<Arc<App>>, req: Request<Body>) -> Response<Bod
     }
     let upstream_req = Request::from_parts(parts, body);
     let stack = if passthrough.is_some() {
-        &app.stacks.passthrough
+        &live.stacks.passthrough
     } else if is_openai {
-        &app.stacks.openai
+        &live.stacks.openai
     } else {
-        &app.stacks.gemini
+        &live.stacks.gemini
     };
     let response = match stack.clone().oneshot(upstream_req).await {
         Ok(res) => res,
@@ -344,7 +379,7 @@ async fn handle(State(app): State<Arc<App>>, req: Request<Body>) -> Response<Bod
             .map(|m| m.as_str().to_owned());
     }
     let response = match list_shape {
-        Some(shape) => models::rewrite_list(&app.models, shape, response).await,
+        Some(shape) => models::rewrite_list(&live.models, shape, response).await,
         None => response,
     };
     let key = response

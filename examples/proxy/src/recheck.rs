@@ -1,75 +1,150 @@
-//! The periodic key re-check (`CHECK_INTERVAL_HOURS`, `TEST_MODEL`): keys that are disabled or
-//! have counted failures are probed with a one-word request; a key that answers comes back.
+//! Key probes: the periodic re-check (`CHECK_INTERVAL_HOURS`, `TEST_MODEL`) of keys that are
+//! disabled or have counted failures, and the admin API's verify. A probe is a one-word
+//! request with the key; its outcome is reported to the pool, so a key that answers comes back
+//! and a key the upstream rejects is taken out.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::http::{header, HeaderValue, Method, Request, Uri};
 use gemini_balance::classify::{classify_any_error, Classifier, Outcome};
 use gemini_balance::client::ReqwestService;
-use gemini_balance::keys::KeyPool;
+use gemini_balance::keys::{KeyId, KeyPool};
+use serde::Serialize;
 use tower::ServiceExt;
+
+use crate::state::App;
 
 const PROBE: &str = r#"{"contents":[{"role":"user","parts":[{"text":"hi"}]}],"generationConfig":{"maxOutputTokens":1}}"#;
 
+/// What one probe found. Holds no secret (the upstream's message is redacted).
+#[derive(Debug, Clone, Serialize)]
+pub struct ProbeResult {
+    pub id: String,
+    pub mask: String,
+    pub ok: bool,
+    /// The upstream's status; none when it could not be reached.
+    pub status: Option<u16>,
+    /// The failure class.
+    pub class: Option<String>,
+    /// The upstream's error message, or why it could not be reached.
+    pub message: Option<String>,
+    pub latency_ms: u64,
+}
+
+/// Probes one key with `test_model` and reports the outcome to the pool; `None` if the key is
+/// not in the pool.
+pub async fn probe(
+    pool: &KeyPool,
+    upstream: &ReqwestService,
+    test_model: &str,
+    id: &KeyId,
+) -> Option<ProbeResult> {
+    let lease = pool.probe(id)?;
+    let id = lease.id().clone();
+    let mut result = ProbeResult {
+        id: id.hex(),
+        mask: id.mask().to_owned(),
+        ok: false,
+        status: None,
+        class: None,
+        message: None,
+        latency_ms: 0,
+    };
+    let Ok(uri) = format!("/models/{test_model}:generateContent").parse::<Uri>() else {
+        result.message = Some("TEST_MODEL cannot be used in a URL".to_owned());
+        return Some(result);
+    };
+    let mut req = Request::new(reqwest::Body::from(PROBE));
+    *req.method_mut() = Method::POST;
+    *req.uri_mut() = uri;
+    let headers = req.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert("x-goog-api-key", lease.key().header_value().clone());
+    let started = Instant::now();
+    let outcome: Outcome = match upstream.clone().oneshot(req).await {
+        Ok(res) => {
+            let (parts, body) = res.into_parts();
+            // The classifier reads at most the start of an error body; read no more.
+            let limited = http_body_util::Limited::new(body, 64 * 1024);
+            let bytes = http_body_util::BodyExt::collect(limited)
+                .await
+                .map(|c| c.to_bytes())
+                .unwrap_or_default();
+            result.status = Some(parts.status.as_u16());
+            if !parts.status.is_success() {
+                let message = serde_json::from_slice::<serde_json::Value>(&bytes)
+                    .ok()
+                    .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
+                    .unwrap_or_else(|| {
+                        String::from_utf8_lossy(&bytes[..bytes.len().min(512)]).into_owned()
+                    });
+                let message = gemini_balance::redact::redact_keys(&message);
+                let message = gemini_balance::redact::redact_secret(
+                    &message,
+                    lease.key().expose_secret(),
+                    id.mask(),
+                );
+                result.message = Some(message.into_owned());
+            }
+            Classifier::new()
+                .classify(parts.status, &parts.headers, &bytes)
+                .into()
+        }
+        Err(err) => {
+            let class = classify_any_error(&err);
+            result.message = Some(format!("the upstream could not be reached: {class}"));
+            Outcome::Failure(class)
+        }
+    };
+    result.latency_ms = started.elapsed().as_millis() as u64;
+    result.ok = outcome.is_success();
+    result.class = outcome.failure().map(|c| c.name().to_owned());
+    lease.report_probe(&outcome);
+    Some(result)
+}
+
 /// Probes every key that needs it, one after another; returns how many came back.
 pub async fn recheck(pool: &KeyPool, upstream: &ReqwestService, test_model: &str) -> usize {
-    let Ok(uri) = format!("/models/{test_model}:generateContent").parse::<Uri>() else {
-        tracing::warn!("TEST_MODEL cannot be used in a URL; key re-check skipped");
-        return 0;
-    };
     let mut recovered = 0;
     for id in pool.keys_to_probe() {
-        let Some(lease) = pool.probe(&id) else {
+        let Some(result) = probe(pool, upstream, test_model, &id).await else {
             continue; // removed meanwhile
         };
-        let mut req = Request::new(reqwest::Body::from(PROBE));
-        *req.method_mut() = Method::POST;
-        *req.uri_mut() = uri.clone();
-        let headers = req.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        headers.insert("x-goog-api-key", lease.key().header_value().clone());
-        let outcome: Outcome = match upstream.clone().oneshot(req).await {
-            Ok(res) => {
-                let (parts, body) = res.into_parts();
-                // The classifier reads at most the start of an error body; read no more.
-                let limited = http_body_util::Limited::new(body, 64 * 1024);
-                let bytes = http_body_util::BodyExt::collect(limited)
-                    .await
-                    .map(|c| c.to_bytes())
-                    .unwrap_or_default();
-                Classifier::new()
-                    .classify(parts.status, &parts.headers, &bytes)
-                    .into()
-            }
-            Err(err) => Outcome::Failure(classify_any_error(&err)),
-        };
-        match outcome.failure() {
-            None => {
-                recovered += 1;
-                tracing::info!(key = %id, "key re-check: the key works again");
-            }
-            Some(class) => tracing::info!(key = %id, class = %class, "key re-check: still failing"),
+        if result.ok {
+            recovered += 1;
+            tracing::info!(key = %id, "key re-check: the key works again");
+        } else {
+            tracing::info!(
+                key = %id,
+                class = result.class.as_deref().unwrap_or("-"),
+                "key re-check: still failing"
+            );
         }
-        lease.report_probe(&outcome);
     }
     recovered
 }
 
-/// Runs [`recheck`] every `interval` until the process ends (the first run one interval after
-/// start, as in Gemini-Balance).
-pub fn spawn(pool: KeyPool, upstream: ReqwestService, test_model: String, interval: Duration) {
+/// Runs [`recheck`] every CHECK_INTERVAL_HOURS (read again after each run, so a change applies
+/// from the next run; 0 pauses it) until the process ends. The first run is one interval after
+/// start, as in Gemini-Balance.
+pub fn spawn(app: Arc<App>) {
     tokio::spawn(async move {
-        let start = tokio::time::Instant::now() + interval;
-        let mut ticker = tokio::time::interval_at(start, interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            ticker.tick().await;
-            let due = pool.keys_to_probe().len();
+            let hours = app.live().settings.float("CHECK_INTERVAL_HOURS");
+            if hours <= 0.0 {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                continue;
+            }
+            tokio::time::sleep(Duration::from_secs_f64(hours * 3600.0)).await;
+            let live = app.live();
+            let due = app.pool.keys_to_probe().len();
             if due > 0 {
-                let recovered = recheck(&pool, &upstream, &test_model).await;
+                let test_model = live.settings.text("TEST_MODEL");
+                let recovered = recheck(&app.pool, &live.upstream, test_model).await;
                 tracing::info!(probed = due, recovered, "key re-check done");
             }
         }

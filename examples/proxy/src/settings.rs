@@ -482,7 +482,7 @@ pub const DEFS: &[Def] = &[
         "Keep request logs this many days",
     ),
     // Admin
-    not_yet(def(
+    startup_only(def(
         "ADMIN_SESSION_EXPIRE",
         Kind::Int {
             min: 300,
@@ -691,7 +691,10 @@ pub fn parse_list(raw: &str) -> Result<Vec<String>, String> {
 pub enum Source {
     Default,
     Environment,
+    /// Changed through the admin API and kept in the database's settings table.
     Database,
+    /// A secret changed through the admin API, kept in the secrets file (never in the database).
+    SecretsFile,
 }
 
 impl Source {
@@ -700,6 +703,7 @@ impl Source {
             Source::Default => "default",
             Source::Environment => "environment",
             Source::Database => "database",
+            Source::SecretsFile => "secrets_file",
         }
     }
 }
@@ -771,8 +775,24 @@ impl Settings {
             expected: "a known setting".to_owned(),
         })?;
         let value = parse(def, raw)?;
-        self.values.insert(def.name, (value, Source::Database));
+        self.values.insert(def.name, (value, stored_source(def)));
         Ok(())
+    }
+
+    /// Forgets a runtime change: the value from `base` (environment or default) applies again.
+    pub fn revert(&mut self, name: &str, base: &Settings) -> Result<Value, Invalid> {
+        let def = find(name).ok_or_else(|| Invalid {
+            name: name.to_owned(),
+            expected: "a known setting".to_owned(),
+        })?;
+        let entry = base
+            .values
+            .get(def.name)
+            .cloned()
+            .unwrap_or((Value::Null, Source::Default));
+        let value = entry.0.clone();
+        self.values.insert(def.name, entry);
+        Ok(value)
     }
 
     /// Sets a value at runtime (validated); returns the normalised value.
@@ -789,7 +809,7 @@ impl Settings {
         }
         let value = check(def, value)?;
         self.values
-            .insert(def.name, (value.clone(), Source::Database));
+            .insert(def.name, (value.clone(), stored_source(def)));
         Ok(value)
     }
 
@@ -831,11 +851,11 @@ impl Settings {
             .unwrap_or_default()
     }
 
-    /// Names of the settings whose value comes from the database.
-    pub fn set_in_database(&self) -> Vec<&'static str> {
+    /// Names of the settings whose value comes from `source`.
+    pub fn with_source(&self, source: Source) -> Vec<&'static str> {
         self.values
             .iter()
-            .filter(|(_, (_, source))| *source == Source::Database)
+            .filter(|(_, (_, s))| *s == source)
             .map(|(name, _)| *name)
             .collect()
     }
@@ -860,9 +880,31 @@ impl Settings {
                     "supported": def.support == Support::Yes,
                     "live": def.live,
                     "secret": def.kind.is_secret(),
+                    "choices": match def.kind {
+                        Kind::Choice(words) => json!(words),
+                        _ => Value::Null,
+                    },
                 })
             })
             .collect()
+    }
+}
+
+/// Where a runtime change of `def` is kept: secrets never go into the database.
+fn stored_source(def: &Def) -> Source {
+    if def.kind.is_secret() {
+        Source::SecretsFile
+    } else {
+        Source::Database
+    }
+}
+
+/// The text form of a value, as `.env` and the settings table hold it (and [`parse`] reads).
+pub fn to_text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
     }
 }
 
@@ -980,6 +1022,28 @@ mod tests {
         let described = s.describe();
         let keys = described.iter().find(|d| d["name"] == "API_KEYS").unwrap();
         assert_eq!(keys["value"], json!(["AIza…stuv"]));
-        assert_eq!(s.set_in_database(), ["FAKE_STREAM_ENABLED", "MAX_RETRIES"]);
+        assert_eq!(
+            s.with_source(Source::Database),
+            ["FAKE_STREAM_ENABLED", "MAX_RETRIES"]
+        );
+        s.set("ALLOWED_TOKENS", &json!(["sk-new-token-1234"]))
+            .unwrap();
+        assert_eq!(s.with_source(Source::SecretsFile), ["ALLOWED_TOKENS"]);
+        let (base, _) = Settings::from_vars(&HashMap::new()).unwrap();
+        assert_eq!(s.revert("MAX_RETRIES", &base).unwrap(), json!(3));
+        assert_eq!(s.source("MAX_RETRIES"), Source::Default);
+        // What is stored reads back as the same value.
+        for (name, value) in [
+            ("CUSTOM_HEADERS", json!({"x-a": "1"})),
+            ("SEARCH_MODELS", json!(["a", "b"])),
+            ("FAKE_STREAM_ENABLED", json!(true)),
+            ("STREAM_MIN_DELAY", json!(0.5)),
+            ("TEST_MODEL", json!("gemini-x")),
+        ] {
+            let def = find(name).unwrap();
+            assert_eq!(parse(def, &to_text(&value)).unwrap(), value, "{name}");
+        }
+        assert_eq!(to_text(&json!(["a", "b"])), r#"["a","b"]"#);
+        assert_eq!(to_text(&json!("plain")), "plain");
     }
 }

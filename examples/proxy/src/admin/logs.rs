@@ -1,0 +1,178 @@
+//! `/api/logs/…`: the error log and the request log (filter, detail, delete). Filters are the
+//! store's query fields; every query runs on the blocking pool.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{Response, StatusCode};
+use axum::Json;
+use gemini_balance::store::sqlite::logs::{self, ErrorQuery, RequestQuery};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{answer, body, fail, ok, query, store_failed, AdminState};
+
+pub async fn errors(
+    State(state): State<AdminState>,
+    q: Result<Query<ErrorQuery>, QueryRejection>,
+) -> Response<Body> {
+    let q = match query(q) {
+        Ok(q) => q,
+        Err(e) => return e,
+    };
+    match state
+        .app
+        .store
+        .read_async(move |c| logs::errors(c, &q))
+        .await
+    {
+        Ok(page) => ok(json!({"total": page.total, "items": page.entries})),
+        Err(e) => store_failed(e),
+    }
+}
+
+pub async fn error(State(state): State<AdminState>, Path(id): Path<String>) -> Response<Body> {
+    let Ok(id) = id.parse::<i64>() else {
+        return fail(
+            StatusCode::BAD_REQUEST,
+            format!("{id:?} is not an error log id"),
+        );
+    };
+    match state
+        .app
+        .store
+        .read_async(move |c| logs::error(c, id))
+        .await
+    {
+        Ok(Some(entry)) => ok(json!(entry)),
+        Ok(None) => fail(StatusCode::NOT_FOUND, format!("no error log entry {id}")),
+        Err(e) => store_failed(e),
+    }
+}
+
+pub async fn requests(
+    State(state): State<AdminState>,
+    q: Result<Query<RequestQuery>, QueryRejection>,
+) -> Response<Body> {
+    let q = match query(q) {
+        Ok(q) => q,
+        Err(e) => return e,
+    };
+    match state
+        .app
+        .store
+        .read_async(move |c| logs::requests(c, &q))
+        .await
+    {
+        Ok(page) => ok(json!({"has_more": page.has_more, "items": page.entries})),
+        Err(e) => store_failed(e),
+    }
+}
+
+/// One request's upstream attempts, by its request id (16 hex digits).
+pub async fn request(State(state): State<AdminState>, Path(id): Path<String>) -> Response<Body> {
+    let Some(request_id) = (id.len() == 16)
+        .then(|| u64::from_str_radix(&id, 16).ok())
+        .flatten()
+    else {
+        return fail(
+            StatusCode::BAD_REQUEST,
+            format!("{id:?} is not a request id (16 hex digits)"),
+        );
+    };
+    match state
+        .app
+        .store
+        .read_async(move |c| logs::attempts(c, request_id))
+        .await
+    {
+        Ok(attempts) if attempts.is_empty() => fail(
+            StatusCode::NOT_FOUND,
+            format!("no attempts recorded for request {id}"),
+        ),
+        Ok(attempts) => ok(json!({"request_id": id, "attempts": attempts})),
+        Err(e) => store_failed(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteBody {
+    #[serde(default)]
+    ids: Option<Vec<i64>>,
+    #[serde(default)]
+    before_ms: Option<u64>,
+}
+
+pub async fn delete_errors(
+    State(state): State<AdminState>,
+    b: Result<Json<DeleteBody>, JsonRejection>,
+) -> Response<Body> {
+    answer(delete(state, b, true).await)
+}
+
+pub async fn delete_requests(
+    State(state): State<AdminState>,
+    b: Result<Json<DeleteBody>, JsonRejection>,
+) -> Response<Body> {
+    answer(delete(state, b, false).await)
+}
+
+async fn delete(
+    state: AdminState,
+    b: Result<Json<DeleteBody>, JsonRejection>,
+    error_log: bool,
+) -> Result<Response<Body>, Response<Body>> {
+    let b = body(b)?;
+    let store = state.app.store.clone();
+    let job = match (b.ids, b.before_ms) {
+        (Some(ids), None) => {
+            if ids.len() > 10_000 {
+                return Err(fail(
+                    StatusCode::BAD_REQUEST,
+                    "at most 10000 ids at once; use before_ms for more",
+                ));
+            }
+            tokio::task::spawn_blocking(move || {
+                if error_log {
+                    store.delete_error_logs(&ids)
+                } else {
+                    store.delete_request_logs(&ids)
+                }
+            })
+        }
+        (None, Some(before_ms)) => {
+            let cutoff = UNIX_EPOCH + Duration::from_millis(before_ms);
+            tokio::task::spawn_blocking(move || {
+                if error_log {
+                    store.delete_error_logs_before(cutoff)
+                } else {
+                    store.delete_request_logs_before(cutoff)
+                }
+            })
+        }
+        _ => {
+            return Err(fail(
+                StatusCode::BAD_REQUEST,
+                r#"send {"ids": [1, 2, …]} or {"before_ms": <milliseconds since the epoch>}"#,
+            ))
+        }
+    };
+    let deleted = job
+        .await
+        .map_err(|e| {
+            fail(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("delete failed: {e}"),
+            )
+        })?
+        .map_err(store_failed)?;
+    tracing::info!(
+        deleted,
+        log = if error_log { "error" } else { "request" },
+        "admin: log entries deleted"
+    );
+    Ok(ok(json!({"deleted": deleted})))
+}

@@ -1,0 +1,186 @@
+//! `/api/stats/…`: usage figures from the store (windows, time series, per key / model /
+//! client, the keys with the most 429s). Queries run on the blocking pool, never on the
+//! request threads.
+
+use std::time::{Duration, SystemTime};
+
+use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::{Response, StatusCode};
+use gemini_balance::store::sqlite::stats::{self, Granularity, Window};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{answer, fail, ok, query, store_failed, AdminState};
+
+pub async fn summary(State(state): State<AdminState>) -> Response<Body> {
+    let offset = crate::timezone::utc_offset_minutes(&state.app.live().settings);
+    let writer = state.app.store.writer_stats();
+    let result = state
+        .app
+        .store
+        .read_async(move |c| stats::summary(c, SystemTime::now(), offset))
+        .await;
+    match result {
+        Ok(mut s) => {
+            s.writer = Some(writer);
+            ok(json!({
+                "windows": {
+                    "1m": s.last_minute,
+                    "1h": s.last_hour,
+                    "24h": s.last_day,
+                    "month": s.this_month,
+                },
+                "month_start_ms": s.month_start_ms,
+                "now_ms": s.now_ms,
+                "timezone": state.app.live().settings.text("TIMEZONE"),
+                "store": s.writer,
+            }))
+        }
+        Err(e) => store_failed(e),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct SeriesQuery {
+    granularity: Granularity,
+}
+
+pub async fn series(
+    State(state): State<AdminState>,
+    q: Result<Query<SeriesQuery>, QueryRejection>,
+) -> Response<Body> {
+    let q = match query(q) {
+        Ok(q) => q,
+        Err(e) => return e,
+    };
+    match state
+        .app
+        .store
+        .read_async(move |c| stats::series(c, q.granularity, SystemTime::now(), None))
+        .await
+    {
+        Ok(points) => ok(json!({"points": points})),
+        Err(e) => store_failed(e),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct WindowQuery {
+    #[serde(default = "day")]
+    window: String,
+}
+
+fn day() -> String {
+    "24h".to_owned()
+}
+
+fn window(name: &str) -> Result<Window, Response<Body>> {
+    let span = match name {
+        "1h" => 3_600,
+        "24h" => 86_400,
+        "7d" => 7 * 86_400,
+        "30d" => 30 * 86_400,
+        _ => {
+            return Err(fail(
+                StatusCode::BAD_REQUEST,
+                "window: expected one of 1h, 24h, 7d, 30d",
+            ))
+        }
+    };
+    Ok(Window::last(Duration::from_secs(span)))
+}
+
+type Rows = fn(
+    &gemini_balance::store::sqlite::rusqlite::Connection,
+    Window,
+) -> Result<Vec<stats::UsageRow>, gemini_balance::store::StoreError>;
+
+async fn rows(
+    state: AdminState,
+    q: Result<Query<WindowQuery>, QueryRejection>,
+    of: Rows,
+) -> Result<Response<Body>, Response<Body>> {
+    let q = query(q)?;
+    let window = window(&q.window)?;
+    let rows = state
+        .app
+        .store
+        .read_async(move |c| of(c, window))
+        .await
+        .map_err(store_failed)?;
+    Ok(ok(json!({"window": q.window, "rows": rows})))
+}
+
+pub async fn by_key(
+    State(state): State<AdminState>,
+    q: Result<Query<WindowQuery>, QueryRejection>,
+) -> Response<Body> {
+    answer(rows(state, q, stats::by_key).await)
+}
+
+pub async fn by_model(
+    State(state): State<AdminState>,
+    q: Result<Query<WindowQuery>, QueryRejection>,
+) -> Response<Body> {
+    answer(rows(state, q, stats::by_model).await)
+}
+
+pub async fn by_client(
+    State(state): State<AdminState>,
+    q: Result<Query<WindowQuery>, QueryRejection>,
+) -> Response<Body> {
+    answer(rows(state, q, stats::by_client).await)
+}
+
+#[derive(Deserialize)]
+#[serde(default)]
+pub struct AttentionQuery {
+    limit: u32,
+    status: u16,
+}
+
+impl Default for AttentionQuery {
+    fn default() -> Self {
+        AttentionQuery {
+            limit: 20,
+            status: 429,
+        }
+    }
+}
+
+pub async fn attention(
+    State(state): State<AdminState>,
+    q: Result<Query<AttentionQuery>, QueryRejection>,
+) -> Response<Body> {
+    let q = match query(q) {
+        Ok(q) => q,
+        Err(e) => return e,
+    };
+    if q.status != 429 {
+        return fail(
+            StatusCode::BAD_REQUEST,
+            "status: only 429 is counted per key (the rollups keep rate-limited attempts)",
+        );
+    }
+    let limit = q.limit.clamp(1, 1000);
+    match state
+        .app
+        .store
+        .read_async(move |c| {
+            stats::top_rate_limited_keys(c, Window::last(Duration::from_secs(86_400)), limit)
+        })
+        .await
+    {
+        Ok(rows) => ok(json!({
+            "rows": rows.into_iter().map(|r| json!({
+                "id": r.key_id,
+                "mask": r.mask,
+                "count": r.rate_limited,
+                "attempts": r.attempts,
+            })).collect::<Vec<_>>()
+        })),
+        Err(e) => store_failed(e),
+    }
+}

@@ -1,0 +1,285 @@
+//! The proxy's state: what lives as long as the process (key pool, store) and what a
+//! configuration change replaces (settings and everything built from them).
+//!
+//! A change builds a complete new [`Live`] beside the old one and swaps it in; a request holds
+//! the `Live` it started with until it ends, so nothing is ever half-applied.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use gemini_balance::client::ReqwestService;
+use gemini_balance::keys::{ApiKey, KeyId, KeyPool};
+use gemini_balance::store::SqliteStore;
+use serde_json::{Map, Value};
+
+use crate::auth::ClientTokens;
+use crate::models::ModelPolicy;
+use crate::pipeline::{self, Stacks};
+use crate::secrets::SecretsFile;
+use crate::settings::{self, Invalid, Settings};
+
+/// Settings whose change needs a new upstream client.
+const CLIENT_SETTINGS: &[&str] = &["TIME_OUT", "CUSTOM_HEADERS", "BASE_URL"];
+
+/// Everything built from the settings.
+pub struct Live {
+    pub settings: Settings,
+    pub models: ModelPolicy,
+    pub tokens: ClientTokens,
+    /// AUTH_TOKEN: the admin API's credential.
+    pub admin: ClientTokens,
+    pub stacks: Stacks,
+    pub upstream: ReqwestService,
+}
+
+/// Changes the log filter (LOG_LEVEL) of the running process.
+pub type LogLevelSetter = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
+/// The proxy.
+pub struct App {
+    pub pool: KeyPool,
+    pub store: SqliteStore,
+    pub secrets: SecretsFile,
+    /// The settings from the environment and `.env` alone: what a forgotten change reverts to.
+    base: Settings,
+    live: ArcSwap<Live>,
+    /// One configuration change at a time (each is read, modify, write).
+    changes: tokio::sync::Mutex<()>,
+    set_log_level: LogLevelSetter,
+}
+
+impl App {
+    pub fn new(
+        pool: KeyPool,
+        store: SqliteStore,
+        secrets: SecretsFile,
+        base: Settings,
+        settings: Settings,
+        set_log_level: LogLevelSetter,
+    ) -> Result<App, String> {
+        let live = Live::build(settings, &pool, &store, None)?;
+        Ok(App {
+            pool,
+            store,
+            secrets,
+            base,
+            live: ArcSwap::from_pointee(live),
+            changes: tokio::sync::Mutex::new(()),
+            set_log_level,
+        })
+    }
+
+    /// The current settings and what is built from them.
+    pub fn live(&self) -> Arc<Live> {
+        self.live.load_full()
+    }
+
+    /// Applies a partial change (`{"NAME": value}`): every value is checked first, and if one
+    /// is invalid nothing changes. Then the change takes effect at once and is kept (database,
+    /// or the secrets file for secrets). Returns the names changed.
+    pub async fn change(
+        &self,
+        changes: &Map<String, Value>,
+    ) -> Result<Vec<&'static str>, Vec<Invalid>> {
+        let _one_at_a_time = self.changes.lock().await;
+        let current = self.live();
+        let mut next = current.settings.clone();
+        let mut invalid = Vec::new();
+        let mut names = Vec::new();
+        for (name, value) in changes {
+            match next.set(name, value) {
+                Ok(_) => names.extend(settings::find(name).map(|d| d.name)),
+                Err(e) => invalid.push(e),
+            }
+        }
+        if !invalid.is_empty() {
+            return Err(invalid);
+        }
+        self.commit(&current, next, &names).await?;
+        Ok(names)
+    }
+
+    /// Forgets the kept change of one setting: the environment's value (or the default) applies again.
+    pub async fn forget(&self, name: &str) -> Result<&'static str, Vec<Invalid>> {
+        let _one_at_a_time = self.changes.lock().await;
+        let current = self.live();
+        let mut next = current.settings.clone();
+        next.revert(name, &self.base).map_err(|e| vec![e])?;
+        let def = settings::find(name).map(|d| d.name).unwrap_or("");
+        self.commit(&current, next, &[def]).await?;
+        Ok(def)
+    }
+
+    /// Edits the key list (API_KEYS) under the change lock, then applies and keeps it.
+    pub async fn edit_keys<T>(
+        &self,
+        edit: impl FnOnce(&mut Vec<String>) -> T,
+    ) -> Result<T, Vec<Invalid>> {
+        let _one_at_a_time = self.changes.lock().await;
+        let current = self.live();
+        let mut keys = current.settings.list("API_KEYS");
+        let out = edit(&mut keys);
+        let mut next = current.settings.clone();
+        next.set("API_KEYS", &Value::from(keys))
+            .map_err(|e| vec![e])?;
+        self.commit(&current, next, &["API_KEYS"]).await?;
+        Ok(out)
+    }
+
+    async fn commit(
+        &self,
+        current: &Live,
+        next: Settings,
+        names: &[&'static str],
+    ) -> Result<(), Vec<Invalid>> {
+        let invalid = |name: &str, expected: String| {
+            vec![Invalid {
+                name: name.to_owned(),
+                expected,
+            }]
+        };
+        // Side effects that can fail are checked before anything is applied.
+        let new_keys = if names.contains(&"API_KEYS") {
+            let mut keys = Vec::new();
+            for (i, raw) in next.list("API_KEYS").iter().enumerate() {
+                match ApiKey::new(raw) {
+                    Ok(key) => keys.push(key),
+                    Err(e) => {
+                        return Err(invalid(
+                            "API_KEYS",
+                            format!("valid API keys (entry #{} is not: {e})", i + 1),
+                        ))
+                    }
+                }
+            }
+            Some(keys)
+        } else {
+            None
+        };
+        if names.contains(&"LOG_LEVEL") {
+            (self.set_log_level)(next.text("LOG_LEVEL")).map_err(|e| invalid("LOG_LEVEL", e))?;
+        }
+        let reuse =
+            (!names.iter().any(|n| CLIENT_SETTINGS.contains(n))).then_some(&current.upstream);
+        let live = Live::build(next, &self.pool, &self.store, reuse).map_err(|e| {
+            let name = CLIENT_SETTINGS
+                .iter()
+                .find(|n| e.starts_with(**n))
+                .copied()
+                .unwrap_or("settings");
+            invalid(name, e)
+        })?;
+        // Keep the change, then apply it.
+        for name in names {
+            let def = settings::find(name).map(|d| (d.name, d.kind.is_secret()));
+            let Some((name, secret)) = def else { continue };
+            let from_base = live.settings.source(name) == self.base.source(name)
+                && live.settings.value(name) == self.base.value(name);
+            let text = settings::to_text(live.settings.value(name));
+            let kept = if secret {
+                let secrets = self.secrets.clone();
+                let value = (!from_base).then_some(text);
+                tokio::task::spawn_blocking(move || secrets.store(name, value.as_deref()))
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r)
+            } else {
+                let store = self.store.clone();
+                tokio::task::spawn_blocking(move || {
+                    if from_base {
+                        store.delete_setting(name).map(|_| ())
+                    } else {
+                        store.set_setting(name, &text)
+                    }
+                })
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()))
+            };
+            kept.map_err(|e| invalid(name, format!("a value that can be kept ({e})")))?;
+        }
+        if let Some(keys) = new_keys {
+            let wanted: HashSet<KeyId> = keys.iter().map(|k| k.id().clone()).collect();
+            let gone: Vec<KeyId> = self
+                .pool
+                .ids()
+                .into_iter()
+                .filter(|id| !wanted.contains(id))
+                .collect();
+            self.pool.remove(&gone);
+            self.pool.add(keys);
+        }
+        self.pool
+            .set_max_failures(u32::try_from(live.settings.int("MAX_FAILURES")).unwrap_or(u32::MAX));
+        self.live.store(Arc::new(live));
+        tracing::info!(settings = %names.join(", "), "configuration changed");
+        Ok(())
+    }
+}
+
+impl Live {
+    /// Builds everything from `settings`; `upstream` is reused when given (its settings are unchanged).
+    pub fn build(
+        settings: Settings,
+        pool: &KeyPool,
+        store: &SqliteStore,
+        upstream: Option<&ReqwestService>,
+    ) -> Result<Live, String> {
+        let upstream = match upstream {
+            Some(u) => u.clone(),
+            None => build_upstream(&settings)?,
+        };
+        let parts = pipeline::Parts {
+            pool: pool.clone(),
+            store: store.clone(),
+            upstream: upstream.clone(),
+        };
+        let stacks = pipeline::build(&settings, &parts);
+        let auth_token = Some(settings.text("AUTH_TOKEN")).filter(|t| !t.is_empty());
+        Ok(Live {
+            models: ModelPolicy::from_settings(&settings),
+            tokens: ClientTokens::new(&settings.list("ALLOWED_TOKENS"), auth_token),
+            admin: ClientTokens::new(&[], auth_token),
+            stacks,
+            upstream,
+            settings,
+        })
+    }
+}
+
+/// The upstream client: pooled keep-alive connections (HTTP/2 where offered), TIME_OUT,
+/// CUSTOM_HEADERS, pinned to BASE_URL.
+pub fn build_upstream(settings: &Settings) -> Result<ReqwestService, String> {
+    let time_out = Duration::from_secs(settings.int("TIME_OUT").unsigned_abs());
+    let client = reqwest::Client::builder()
+        .default_headers(custom_headers(settings.value("CUSTOM_HEADERS"))?)
+        .connect_timeout(time_out)
+        .read_timeout(time_out)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .build()
+        .map_err(|e| format!("TIME_OUT/CUSTOM_HEADERS: the HTTP client could not be built: {e}"))?;
+    let base_url = settings.text("BASE_URL").trim_end_matches('/');
+    ReqwestService::new(client)
+        .base_url(base_url)
+        .map_err(|e| format!("BASE_URL: {e}"))
+}
+
+/// `CUSTOM_HEADERS` (a JSON object) as headers sent with every upstream request.
+fn custom_headers(value: &Value) -> Result<reqwest::header::HeaderMap, String> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    for (name, value) in value.as_object().into_iter().flatten() {
+        let text = match value {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| format!("CUSTOM_HEADERS: {name:?} is not a header name"))?;
+        let value = reqwest::header::HeaderValue::from_str(&text).map_err(|_| {
+            format!("CUSTOM_HEADERS: the value of {name} is not a valid header value")
+        })?;
+        headers.insert(name, value);
+    }
+    Ok(headers)
+}

@@ -1,0 +1,246 @@
+//! The web admin: login, the admin pages and their assets, all embedded in the binary.
+//!
+//! The pages are plain HTML/CSS/JS (no build step, nothing fetched from elsewhere) that talk to
+//! the admin JSON API under `/api/` with the session cookie this module hands out at login. See
+//! `docs/web-admin.md`.
+
+pub mod assets;
+pub mod session;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
+use axum::routing::{get, post};
+use axum::Router;
+use serde_json::{json, Value};
+
+pub use session::{LoginError, Sessions, TokenCheck};
+
+use crate::admin::SessionVerdict;
+
+/// The admin pages, by path; each is the page shell with that page's script.
+pub const PAGES: &[(&str, &str)] = &[
+    ("keys", "Keys"),
+    ("models", "Model helper"),
+    ("dashboard", "Dashboard"),
+    ("logs", "Logs"),
+    ("config", "Config"),
+];
+
+/// Headers every web admin answer carries: nothing from elsewhere may load, no framing, no
+/// sniffing, no referrer (URLs can carry filters with key ids).
+const SECURITY_HEADERS: &[(&str, &str)] = &[
+    (
+        "content-security-policy",
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+         connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    ),
+    ("x-content-type-options", "nosniff"),
+    ("x-frame-options", "DENY"),
+    ("referrer-policy", "no-referrer"),
+];
+
+/// What the web admin's routes share: the sessions (which the admin API accepts too).
+pub struct WebAdmin {
+    pub sessions: Arc<Sessions>,
+}
+
+impl WebAdmin {
+    /// A web admin whose sessions last `ttl` and open with the token `admin_token` accepts.
+    pub fn new(ttl: Duration, admin_token: TokenCheck) -> Self {
+        WebAdmin {
+            sessions: Arc::new(Sessions::new(ttl, admin_token)),
+        }
+    }
+}
+
+impl std::fmt::Debug for WebAdmin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebAdmin")
+            .field("sessions", &self.sessions)
+            .finish()
+    }
+}
+
+/// The web admin's routes: `/`, `/login`, `/logout`, the pages and `/static/*`.
+pub fn router(web: Arc<WebAdmin>) -> Router {
+    let mut router = Router::new()
+        .route("/", get(root))
+        .route("/login", get(login_page).post(login))
+        .route("/logout", post(logout))
+        .route("/static/{file}", get(asset));
+    for (page, _) in PAGES {
+        router = router.route(&format!("/{page}"), get(page_for(page)));
+    }
+    router.with_state(web)
+}
+
+type Web = State<Arc<WebAdmin>>;
+
+async fn root(State(web): Web, headers: HeaderMap) -> Response<Body> {
+    match web.sessions.csrf_for(&headers) {
+        Some(_) => redirect("/keys"),
+        None => redirect("/login"),
+    }
+}
+
+async fn login_page(State(web): Web, headers: HeaderMap) -> Response<Body> {
+    if web.sessions.csrf_for(&headers).is_some() {
+        return redirect("/keys");
+    }
+    html(assets::LOGIN_HTML.to_owned())
+}
+
+/// `POST /login` with `{"token": AUTH_TOKEN}` as JSON. JSON only, so a cross-site HTML form
+/// cannot log a browser in to an attacker's choice (that would need a CORS preflight).
+async fn login(State(web): Web, headers: HeaderMap, body: Bytes) -> Response<Body> {
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !is_json {
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send the token as JSON: {\"token\": \"…\"}",
+        );
+    }
+    let token = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| v.get("token").and_then(Value::as_str).map(str::to_owned));
+    let Some(token) = token else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "send the token as JSON: {\"token\": \"…\"}",
+        );
+    };
+    match web.sessions.login(&token) {
+        Err(LoginError::Closed) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the web admin is closed: AUTH_TOKEN (or ALLOWED_TOKENS) is not set",
+        ),
+        Err(LoginError::WrongToken) => {
+            tracing::info!("admin login refused: wrong token");
+            // A pause makes guessing slow without locking the real admin out.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            error(StatusCode::UNAUTHORIZED, "wrong token")
+        }
+        Err(LoginError::NoRandomness) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the system has no randomness to make a session id",
+        ),
+        Ok(new) => {
+            tracing::info!("admin login");
+            let cookie = session::set_cookie(&new.id, web.sessions.ttl(), behind_https(&headers));
+            let mut res =
+                json_response(StatusCode::OK, &json!({"next": "/keys", "csrf": new.csrf}));
+            if let Ok(value) = HeaderValue::from_str(&cookie) {
+                res.headers_mut().insert(header::SET_COOKIE, value);
+            }
+            res
+        }
+    }
+}
+
+/// `POST /logout` (with the CSRF token): ends the session and clears the cookie.
+async fn logout(State(web): Web, headers: HeaderMap) -> Response<Body> {
+    match web.sessions.check(&headers, &Method::POST) {
+        SessionVerdict::MissingCsrf => {
+            return error(StatusCode::FORBIDDEN, "missing or wrong x-csrf-token")
+        }
+        SessionVerdict::Valid => web.sessions.end(&headers),
+        SessionVerdict::None => {}
+    }
+    let mut res = json_response(StatusCode::OK, &json!({"next": "/login"}));
+    if let Ok(value) = HeaderValue::from_str(&session::clear_cookie()) {
+        res.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    res
+}
+
+/// The handler of `/{page}`: the shell with the page's CSRF token, or off to the login page.
+fn page_for(
+    page: &'static str,
+) -> impl Fn(Web, HeaderMap) -> std::future::Ready<Response<Body>> + Clone + Send + 'static {
+    move |State(web): Web, headers: HeaderMap| {
+        std::future::ready(match web.sessions.csrf_for(&headers) {
+            Some(csrf) => html(assets::page_html(page, &csrf)),
+            None => redirect(&format!("/login?next=/{page}")),
+        })
+    }
+}
+
+async fn asset(Path(file): Path<String>) -> Response<Body> {
+    match assets::find(&file) {
+        Some(asset) => {
+            let mut res = Response::new(Body::from(asset.body));
+            res.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(asset.content_type),
+            );
+            res.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            secure(res)
+        }
+        None => error(StatusCode::NOT_FOUND, "no such file"),
+    }
+}
+
+/// `true` when a TLS-terminating proxy in front says the browser used HTTPS.
+fn behind_https(headers: &HeaderMap) -> bool {
+    headers
+        .get("x-forwarded-proto")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"))
+}
+
+fn html(body: String) -> Response<Body> {
+    let mut res = Response::new(Body::from(body));
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    secure(res)
+}
+
+fn redirect(to: &str) -> Response<Body> {
+    let mut res = Response::new(Body::empty());
+    *res.status_mut() = StatusCode::SEE_OTHER;
+    if let Ok(location) = HeaderValue::from_str(to) {
+        res.headers_mut().insert(header::LOCATION, location);
+    }
+    secure(res)
+}
+
+fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
+    let mut res = Response::new(Body::from(value.to_string()));
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    secure(res)
+}
+
+/// An error in the admin API's format (Gemini's error JSON).
+fn error(status: StatusCode, message: &str) -> Response<Body> {
+    let body = gemini_balance::api_error::error_value(
+        gemini_balance::api_error::ApiFlavor::Gemini,
+        status,
+        message,
+    );
+    json_response(status, &body)
+}
+
+fn secure(mut res: Response<Body>) -> Response<Body> {
+    for (name, value) in SECURITY_HEADERS {
+        res.headers_mut()
+            .insert(*name, HeaderValue::from_static(value));
+    }
+    res
+}

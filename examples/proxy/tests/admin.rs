@@ -1,0 +1,633 @@
+//! The admin JSON API end to end: the proxy binary against the loopback mock Gemini, driven
+//! over HTTP with AUTH_TOKEN; restarts check that changes are kept, and the database and
+//! every answer are checked for secrets.
+
+#[path = "../../../tests/support/mod.rs"]
+mod support;
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::{prompt_body, test_key, test_keys, Fault, MockGemini};
+
+const TOKEN: &str = "sk-client-token-0001";
+const ADMIN: &str = "sk-admin-token-0002";
+
+struct Proxy {
+    child: Child,
+    url: String,
+    client: reqwest::Client,
+}
+
+impl Proxy {
+    async fn start(dir: &Path, env_file: &str) -> Proxy {
+        std::fs::write(dir.join(".env"), env_file).unwrap();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_gemini-balance-proxy"))
+            .current_dir(dir)
+            .env("HOST", "127.0.0.1")
+            .env("PORT", port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let url = format!("http://127.0.0.1:{port}");
+        let client = support::client_builder().build().unwrap();
+        for _ in 0..200 {
+            if let Ok(res) = client.get(format!("{url}/health")).send().await {
+                if res.status() == 200 {
+                    return Proxy { child, url, client };
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("the proxy did not start");
+    }
+
+    fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
+        assert!(self.child.wait().unwrap().success());
+    }
+
+    /// An admin call with AUTH_TOKEN; returns status and JSON.
+    async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut req = self
+            .client
+            .request(method.parse().unwrap(), format!("{}/api{path}", self.url))
+            .header("authorization", format!("Bearer {ADMIN}"));
+        if let Some(body) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(body.to_string());
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status().as_u16();
+        let text = res.text().await.unwrap();
+        assert_no_secret(&text);
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    async fn generate(&self, model: &str) -> u16 {
+        self.client
+            .post(format!(
+                "{}/v1beta/models/{model}:generateContent",
+                self.url
+            ))
+            .header("x-goog-api-key", TOKEN)
+            .header("content-type", "application/json")
+            .body(prompt_body("hello"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// No key of the test and no token appears in `text`.
+fn assert_no_secret(text: &str) {
+    for n in 1..=9 {
+        assert!(!text.contains(&test_key(n)), "a key leaked: {text}");
+    }
+    assert!(
+        !text.contains(TOKEN) && !text.contains(ADMIN),
+        "a token leaked: {text}"
+    );
+}
+
+fn env_file(mock: &MockGemini) -> String {
+    format!(
+        "API_KEYS={}\nALLOWED_TOKENS=[\"{TOKEN}\"]\nAUTH_TOKEN={ADMIN}\nTEST_MODEL=gemini-2.0-flash\nBASE_URL={}/v1beta\nMAX_RETRIES=3\nLOG_LEVEL=warn\n",
+        serde_json::to_string(&test_keys(3)).unwrap(),
+        mock.base_url()
+    )
+}
+
+fn id_of(list: &Value, mask_suffix: &str) -> String {
+    list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["mask"].as_str().unwrap().ends_with(mask_suffix))
+        .unwrap_or_else(|| panic!("no key …{mask_suffix} in {list}"))["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn admin_api_needs_auth_token_and_answers_in_json() {
+    let mock = MockGemini::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(dir.path(), &env_file(&mock)).await;
+    let url = format!("{}/api/keys", proxy.url);
+    for req in [
+        proxy.client.get(&url),
+        proxy.client.get(&url).bearer_auth(TOKEN), // a client token is not the admin token
+        proxy.client.get(format!("{url}?key={ADMIN}")), // not in the URL
+        proxy.client.get(&url).bearer_auth("sk-admin-token-0003"),
+    ] {
+        let res = req.send().await.unwrap();
+        assert_eq!(res.status(), 401);
+        let body: Value = serde_json::from_slice(&res.bytes().await.unwrap()).unwrap();
+        assert_eq!(body["error"]["code"], 401);
+        assert!(body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("AUTH_TOKEN"));
+    }
+    let res = proxy
+        .client
+        .get(&url)
+        .header("x-goog-api-key", ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+
+    // Bad input: a clear 400 in the API's format, and the server keeps serving.
+    let (status, body) = proxy.admin("GET", "/keys?per_page=0", None).await;
+    assert_eq!(status, 400);
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("per_page"));
+    let (status, body) = proxy.admin("GET", "/keys?status=sleepy", None).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, _) = proxy
+        .admin("POST", "/keys/verify", Some(json!({"ids": ["xyz"]})))
+        .await;
+    assert_eq!(status, 400);
+    let (status, _) = proxy
+        .admin("POST", "/keys", Some(json!({"nonsense": 1})))
+        .await;
+    assert_eq!(status, 400);
+    let (status, _) = proxy.admin("GET", "/stats/keys?window=1y", None).await;
+    assert_eq!(status, 400);
+    let (status, body) = proxy.admin("GET", "/nowhere", None).await;
+    assert_eq!(status, 404);
+    assert_eq!(body["error"]["code"], 404);
+    assert_eq!(proxy.generate("gemini-2.0-flash").await, 200);
+    proxy.stop();
+}
+
+#[tokio::test]
+async fn keys_are_listed_added_deleted_verified_and_kept_across_a_restart() {
+    let mock = MockGemini::start().await;
+    mock.set_fault(&test_key(1), Fault::InvalidKey);
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(dir.path(), &env_file(&mock)).await;
+    for _ in 0..4 {
+        assert_eq!(proxy.generate("gemini-2.0-flash").await, 200);
+    }
+
+    // The list: status, reason, per-key stats; filters and search. The store writes in the
+    // background: wait until the five attempts (one retried away from key 1) are visible.
+    let attempts = |list: &Value| -> u64 {
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["stats_24h"]["requests"].as_u64().unwrap())
+            .sum()
+    };
+    let mut list = Value::Null;
+    for _ in 0..100 {
+        let (status, l) = proxy.admin("GET", "/keys", None).await;
+        assert_eq!(status, 200, "{l}");
+        list = l;
+        if attempts(&list) == 5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(attempts(&list), 5, "{list}");
+    assert_eq!(list["total"], 3);
+    assert_eq!(list["counts"]["disabled"], 1);
+    assert_eq!(list["counts"]["active"], 2);
+    let bad = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["status"] == "disabled")
+        .unwrap();
+    assert!(bad["mask"].as_str().unwrap().ends_with("0001"));
+    assert!(bad["disabled_reason"]
+        .as_str()
+        .unwrap()
+        .contains("rejected"));
+    assert_eq!(bad["last_error"]["class"], "key_rejected");
+    assert_eq!(bad["stats_24h"]["failures"], 1);
+    assert_eq!(bad["stats_24h"]["success_rate"], 0.0);
+    let (_, disabled) = proxy.admin("GET", "/keys?status=disabled", None).await;
+    assert_eq!(disabled["total"], 1);
+    let (_, found) = proxy
+        .admin("GET", &format!("/keys?search={}", test_key(2)), None)
+        .await;
+    assert_eq!(found["total"], 1);
+    assert!(found["items"][0]["mask"]
+        .as_str()
+        .unwrap()
+        .ends_with("0002"));
+    let (_, paged) = proxy.admin("GET", "/keys?per_page=2&page=2", None).await;
+    assert_eq!(
+        (
+            paged["pages"].as_u64(),
+            paged["items"].as_array().unwrap().len()
+        ),
+        (Some(2), 1)
+    );
+
+    // Add by pasting text: one new, one already there, one malformed.
+    let pasted = format!(
+        "here are my keys:\n{}\n\"{}\", AIzaTooShort\n",
+        test_key(4),
+        test_key(2)
+    );
+    let (status, added) = proxy
+        .admin("POST", "/keys", Some(json!({"text": pasted})))
+        .await;
+    assert_eq!(status, 200, "{added}");
+    assert_eq!(added["added"].as_array().unwrap().len(), 1);
+    assert_eq!(added["duplicates"].as_array().unwrap().len(), 1);
+    assert_eq!(added["rejected"].as_array().unwrap().len(), 1);
+    assert!(added["rejected"][0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("AIza"));
+    // The new key serves at once.
+    for _ in 0..6 {
+        assert_eq!(proxy.generate("gemini-2.0-flash").await, 200);
+    }
+    assert!(mock.requests(&test_key(4)) > 0, "the added key is used");
+
+    // Verify: the healed key comes back; a key that turned bad is taken out.
+    mock.clear_faults();
+    mock.set_fault(&test_key(3), Fault::InvalidKey);
+    let (_, list) = proxy.admin("GET", "/keys", None).await;
+    let (id1, id3) = (id_of(&list, "0001"), id_of(&list, "0003"));
+    let (status, verified) = proxy
+        .admin("POST", "/keys/verify", Some(json!({"ids": [id1, id3]})))
+        .await;
+    assert_eq!(status, 200, "{verified}");
+    let results = verified["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2);
+    assert_eq!(
+        (results[0]["id"].as_str(), results[0]["ok"].as_bool()),
+        (Some(id1.as_str()), Some(true))
+    );
+    assert_eq!(results[1]["ok"], false);
+    assert_eq!(results[1]["status"], 400);
+    assert_eq!(results[1]["class"], "key_rejected");
+    assert!(results[1]["message"]
+        .as_str()
+        .unwrap()
+        .contains("API key not valid"));
+    let (_, list) = proxy.admin("GET", "/keys", None).await;
+    let status_of = |suffix: &str| {
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["mask"].as_str().unwrap().ends_with(suffix))
+            .unwrap()["status"]
+            .clone()
+    };
+    assert_eq!(status_of("0001"), "active");
+    assert_eq!(status_of("0003"), "disabled");
+    // Reset brings it back by hand.
+    let (status, reset) = proxy
+        .admin("POST", &format!("/keys/{id3}/reset"), None)
+        .await;
+    assert_eq!((status, reset["reset"].as_u64()), (200, Some(1)));
+    let (_, all) = proxy
+        .admin("POST", "/keys/reset", Some(json!({"all": true})))
+        .await;
+    assert_eq!(all["reset"], 4);
+
+    // Delete: one by id, then a batch with an unknown id.
+    let (status, _) = proxy.admin("DELETE", &format!("/keys/{id3}"), None).await;
+    assert_eq!(status, 200);
+    let (status, _) = proxy.admin("DELETE", &format!("/keys/{id3}"), None).await;
+    assert_eq!(status, 404);
+    let (status, deleted) = proxy
+        .admin(
+            "POST",
+            "/keys/delete",
+            Some(json!({"ids": [id1, "00000000000000ff"]})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(deleted["deleted"], 1);
+    assert_eq!(deleted["not_found"], json!(["00000000000000ff"]));
+    let before = mock.requests(&test_key(1));
+    for _ in 0..4 {
+        assert_eq!(proxy.generate("gemini-2.0-flash").await, 200);
+    }
+    assert_eq!(
+        mock.requests(&test_key(1)),
+        before,
+        "a deleted key is not used"
+    );
+    proxy.stop();
+
+    // After a restart the pool is what the admin made it: keys 2 and 4.
+    let proxy = Proxy::start(dir.path(), &env_file(&mock)).await;
+    let (_, list) = proxy.admin("GET", "/keys", None).await;
+    let mut masks: Vec<String> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| {
+            let mask = k["mask"].as_str().unwrap();
+            mask[mask.len() - 4..].to_owned()
+        })
+        .collect();
+    masks.sort();
+    assert_eq!(masks, ["0002", "0004"]);
+    proxy.stop();
+
+    // The keys are in the secrets file (owner-only), never in the database.
+    let secrets = std::fs::read_to_string(dir.path().join("data/default_db.secrets.json"))
+        .or_else(|_| {
+            let entry = std::fs::read_dir(dir.path().join("data"))
+                .unwrap()
+                .flatten()
+                .find(|e| e.file_name().to_string_lossy().ends_with(".secrets.json"))
+                .unwrap();
+            std::fs::read_to_string(entry.path())
+        })
+        .unwrap();
+    assert!(secrets.contains(&test_key(4)));
+    for entry in std::fs::read_dir(dir.path().join("data"))
+        .unwrap()
+        .flatten()
+    {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.contains(".db") {
+            let bytes = std::fs::read(entry.path()).unwrap();
+            let text = String::from_utf8_lossy(&bytes);
+            assert!(!text.contains("AIzaSyMock"), "a key is in {name}");
+            assert!(!text.contains(TOKEN), "a token is in {name}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn config_changes_are_checked_applied_live_and_kept() {
+    let mock = MockGemini::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(dir.path(), &env_file(&mock)).await;
+
+    let (status, config) = proxy.admin("GET", "/config", None).await;
+    assert_eq!(status, 200);
+    let setting = |config: &Value, name: &str| {
+        config["settings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap_or_else(|| panic!("no {name}"))
+            .clone()
+    };
+    let keys = setting(&config, "API_KEYS");
+    assert_eq!(keys["secret"], true);
+    assert_eq!(keys["value"][0], "AIza…0001");
+    assert_eq!(setting(&config, "MAX_RETRIES")["source"], "environment");
+
+    // One invalid value: nothing is applied, and every bad one is named.
+    let (status, refused) = proxy
+        .admin(
+            "PUT",
+            "/config",
+            Some(
+                json!({"FILTERED_MODELS": ["gemini-2.0-flash"], "MAX_RETRIES": "lots", "PORT": 1}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 400);
+    let message = refused["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("MAX_RETRIES") && message.contains("PORT"),
+        "{message}"
+    );
+    assert_eq!(refused["error"]["details"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        proxy.generate("gemini-2.0-flash").await,
+        200,
+        "nothing was applied"
+    );
+
+    // A valid change applies at once.
+    let (status, changed) = proxy
+        .admin(
+            "PUT",
+            "/config",
+            Some(json!({"FILTERED_MODELS": ["gemini-2.0-flash"], "MAX_RETRIES": 2})),
+        )
+        .await;
+    assert_eq!(status, 200, "{changed}");
+    assert_eq!(setting(&changed, "MAX_RETRIES")["source"], "database");
+    assert_eq!(setting(&changed, "MAX_RETRIES")["value"], 2);
+    assert_eq!(
+        proxy.generate("gemini-2.0-flash").await,
+        400,
+        "filtered now"
+    );
+    let before = mock.total();
+    mock.set_fault(&test_key(1), Fault::ServerError);
+    mock.set_fault(&test_key(2), Fault::ServerError);
+    mock.set_fault(&test_key(3), Fault::ServerError);
+    assert_eq!(proxy.generate("gemini-2.5-flash").await, 500);
+    assert_eq!(mock.total() - before, 2, "MAX_RETRIES=2 is applied");
+    mock.clear_faults();
+
+    // Client tokens change live too (and are secrets: kept outside the database).
+    let (status, _) = proxy
+        .admin(
+            "PUT",
+            "/config",
+            Some(json!({"ALLOWED_TOKENS": ["sk-client-token-0009"]})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let res = proxy
+        .client
+        .post(format!(
+            "{}/v1beta/models/gemini-2.5-flash:generateContent",
+            proxy.url
+        ))
+        .header("x-goog-api-key", TOKEN)
+        .body(prompt_body("hi"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401, "the old client token is refused now");
+    proxy.stop();
+
+    // Kept across a restart; the environment no longer wins for them.
+    let proxy = Proxy::start(dir.path(), &env_file(&mock)).await;
+    let (_, config) = proxy.admin("GET", "/config", None).await;
+    assert_eq!(setting(&config, "MAX_RETRIES")["value"], 2);
+    assert_eq!(setting(&config, "MAX_RETRIES")["source"], "database");
+    assert_eq!(setting(&config, "ALLOWED_TOKENS")["source"], "secrets_file");
+    assert_eq!(
+        proxy.generate("gemini-2.0-flash").await,
+        401,
+        "old token still refused"
+    );
+
+    // Forgetting a change brings the environment's value back.
+    let (status, _) = proxy.admin("DELETE", "/config/ALLOWED_TOKENS", None).await;
+    assert_eq!(status, 200);
+    let (status, config) = proxy.admin("DELETE", "/config/FILTERED_MODELS", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(setting(&config, "FILTERED_MODELS")["source"], "default");
+    assert_eq!(proxy.generate("gemini-2.0-flash").await, 200);
+    proxy.stop();
+}
+
+#[tokio::test]
+async fn stats_logs_and_models() {
+    let mock = MockGemini::start().await;
+    mock.set_fault(&test_key(1), Fault::rate_limited("20s"));
+    let dir = tempfile::tempdir().unwrap();
+    let env = format!("{}SEARCH_MODELS=[\"gemini-2.5-flash\"]\n", env_file(&mock));
+    let proxy = Proxy::start(dir.path(), &env).await;
+    for _ in 0..3 {
+        assert_eq!(proxy.generate("gemini-2.5-flash").await, 200);
+    }
+    // The store writes in the background; wait until the requests are visible.
+    let mut summary = Value::Null;
+    for _ in 0..100 {
+        let (_, s) = proxy.admin("GET", "/stats/summary", None).await;
+        if s["windows"]["24h"]["calls"] == 3 {
+            summary = s;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(summary["windows"]["1h"]["calls"], 3, "{summary}");
+    assert_eq!(summary["windows"]["month"]["successes"], 3);
+    assert!(
+        summary["windows"]["24h"]["tokens"]["total"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+
+    let (_, models) = proxy.admin("GET", "/stats/models?window=1h", None).await;
+    assert_eq!(models["rows"][0]["id"], "gemini-2.5-flash");
+    assert_eq!(models["rows"][0]["calls"], 3);
+    let (_, series) = proxy
+        .admin("GET", "/stats/series?granularity=minute", None)
+        .await;
+    let points = series["points"].as_array().unwrap();
+    assert_eq!(points.len(), 60);
+    assert_eq!(
+        points
+            .iter()
+            .map(|p| p["calls"].as_u64().unwrap())
+            .sum::<u64>(),
+        3
+    );
+    let (status, _) = proxy
+        .admin("GET", "/stats/series?granularity=week", None)
+        .await;
+    assert_eq!(status, 400);
+    let (_, attention) = proxy.admin("GET", "/stats/attention", None).await;
+    assert!(
+        attention["rows"][0]["mask"]
+            .as_str()
+            .unwrap()
+            .ends_with("0001"),
+        "{attention}"
+    );
+    assert!(attention["rows"][0]["count"].as_u64().unwrap() >= 1);
+    let (_, clients) = proxy.admin("GET", "/stats/clients", None).await;
+    assert_eq!(clients["rows"][0]["calls"], 3);
+
+    // The error log has the 429 with the key's fingerprint; detail; delete.
+    let (_, errors) = proxy.admin("GET", "/logs/errors?status=429", None).await;
+    assert!(errors["total"].as_u64().unwrap() >= 1, "{errors}");
+    let entry = &errors["items"][0];
+    assert!(entry["key_mask"].as_str().unwrap().ends_with("0001"));
+    let id = entry["id"].as_i64().unwrap();
+    let (status, detail) = proxy
+        .admin("GET", &format!("/logs/errors/{id}"), None)
+        .await;
+    assert_eq!((status, detail["id"].as_i64()), (200, Some(id)));
+    let (_, requests) = proxy.admin("GET", "/logs/requests?limit=10", None).await;
+    let items = requests["items"].as_array().unwrap();
+    assert_eq!(items.len(), 3);
+    // Round robin gives key 1 one of the three requests: that one was retried.
+    let retried = items
+        .iter()
+        .find(|r| r["attempts"].as_u64() == Some(2))
+        .unwrap_or_else(|| panic!("no retried request in {requests}"));
+    let rid = retried["request_id"].as_str().unwrap();
+    let (status, attempts) = proxy
+        .admin("GET", &format!("/logs/requests/{rid}"), None)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(attempts["attempts"][0]["status"], 429);
+    assert_eq!(attempts["attempts"][1]["status"], 200);
+    let (status, deleted) = proxy
+        .admin("DELETE", "/logs/errors", Some(json!({"ids": [id]})))
+        .await;
+    assert_eq!((status, deleted["deleted"].as_u64()), (200, Some(1)));
+    let (status, _) = proxy
+        .admin("GET", &format!("/logs/errors/{id}"), None)
+        .await;
+    assert_eq!(status, 404);
+    let (_, deleted) = proxy
+        .admin(
+            "DELETE",
+            "/logs/requests",
+            Some(json!({"before_ms": u64::MAX / 2})),
+        )
+        .await;
+    assert!(
+        deleted["deleted"].as_u64().unwrap() >= 3,
+        "requests and their attempts"
+    );
+    let (_, requests) = proxy.admin("GET", "/logs/requests", None).await;
+    assert_eq!(requests["items"], json!([]));
+
+    // The model list with the derived models.
+    let (status, models) = proxy.admin("GET", "/models", None).await;
+    assert_eq!(status, 200);
+    let names: Vec<&str> = models["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"models/gemini-2.5-flash"), "{names:?}");
+    assert!(
+        names.contains(&"models/gemini-2.5-flash-search"),
+        "{names:?}"
+    );
+    proxy.stop();
+}
