@@ -830,7 +830,8 @@ async fn run(warmup: Duration, measure: Duration, streams: usize) {
         println!("extra .env lines: {extra:?}");
     }
     let proxy = Server::proxy(dir.path(), &env_file).await;
-    let (idle_rss, _) = proxy.memory();
+    let idle = proxy.memory();
+    let pass_idle = pass.memory();
 
     let body = request_body();
     let target = |addr: SocketAddr, stream: bool, model: &str| Target {
@@ -853,7 +854,46 @@ async fn run(warmup: Duration, measure: Duration, streams: usize) {
         ("(c) gemini-balance-proxy", proxy.addr, proxy.pid()),
     ];
 
+    // The streaming clients first, on fresh processes: their memory is not mixed with what
+    // the request runs leave behind (the SQLite queue, allocator caches).
     let mut sent_to_proxy = 0;
+
+    println!(
+        "\n{streams} concurrent streaming clients ({PACED_EVENTS} events, {} ms apart)\n",
+        PACED_INTERVAL.as_millis()
+    );
+    println!(
+        "| target | completed | errors | most open at once | wall time | peak RSS during the run |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for (name, server) in [
+        ("(b) plain hyper pass-through", &pass),
+        ("(c) gemini-balance-proxy", &proxy),
+    ] {
+        let run = hold_streams(
+            &target(server.addr, true, PACED_MODEL),
+            streams,
+            Some(server),
+        )
+        .await;
+        if name.starts_with("(c)") {
+            sent_to_proxy += run.clients as u64;
+        }
+        println!(
+            "| {name} | {} of {} | {} | {} | {:.2} s | {} |",
+            run.completed,
+            run.clients,
+            run.errors,
+            run.most_open,
+            run.wall.as_secs_f64(),
+            mib(run.peak_rss_kib)
+        );
+        if let Some(e) = run.first_error {
+            println!("|   first error: {e} |");
+        }
+    }
+    let (rss_after_streams, hwm_after_streams) = proxy.memory();
+    let pass_after_streams = pass.memory();
     let mut thread_notes = Vec::new();
     for (stream, title) in [
         (false, "generateContent (JSON answer, 1 frame)"),
@@ -924,64 +964,38 @@ async fn run(warmup: Duration, measure: Duration, streams: usize) {
         println!("- {note}");
     }
     let (rss_after_load, hwm_after_load) = proxy.memory();
-
-    println!(
-        "\n{streams} concurrent streaming clients ({PACED_EVENTS} events, {} ms apart)\n",
-        PACED_INTERVAL.as_millis()
-    );
-    println!(
-        "| target | completed | errors | most open at once | wall time | peak RSS during the run |"
-    );
-    println!("|---|---|---|---|---|---|");
-    for (name, server) in [
-        ("(b) plain hyper pass-through", &pass),
-        ("(c) gemini-balance-proxy", &proxy),
-    ] {
-        let run = hold_streams(
-            &target(server.addr, true, PACED_MODEL),
-            streams,
-            Some(server),
-        )
-        .await;
-        if name.starts_with("(c)") {
-            sent_to_proxy += run.clients as u64;
-        }
-        println!(
-            "| {name} | {} of {} | {} | {} | {:.2} s | {} |",
-            run.completed,
-            run.clients,
-            run.errors,
-            run.most_open,
-            run.wall.as_secs_f64(),
-            mib(run.peak_rss_kib)
-        );
-        if let Some(e) = run.first_error {
-            println!("|   first error: {e} |");
-        }
-    }
-    let (rss_end, hwm_end) = proxy.memory();
-    let (pass_rss, pass_hwm) = pass.memory();
+    let (pass_rss_after_load, pass_hwm_after_load) = pass.memory();
     println!("\nMemory (VmRSS / VmHWM from /proc/<pid>/status)\n");
-    println!("| process | when | VmRSS | VmHWM (peak) |");
+    println!("| process | when | VmRSS | VmHWM (peak so far) |");
     println!("|---|---|---|---|");
-    println!(
-        "| (c) gemini-balance-proxy | idle, after start | {} | |",
-        mib(idle_rss)
+    let row = |name: &str, when: &str, (rss, hwm): (u64, u64)| {
+        println!("| {name} | {when} | {} | {} |", mib(rss), mib(hwm));
+    };
+    row("(c) gemini-balance-proxy", "idle, after start", idle);
+    row(
+        "(c) gemini-balance-proxy",
+        "after the streaming clients",
+        (rss_after_streams, hwm_after_streams),
     );
-    println!(
-        "| (c) gemini-balance-proxy | after the request/s runs | {} | {} |",
-        mib(rss_after_load),
-        mib(hwm_after_load)
+    row(
+        "(c) gemini-balance-proxy",
+        "after the request runs",
+        (rss_after_load, hwm_after_load),
     );
-    println!(
-        "| (c) gemini-balance-proxy | after the streaming clients | {} | {} |",
-        mib(rss_end),
-        mib(hwm_end)
+    row(
+        "(b) plain hyper pass-through",
+        "idle, after start",
+        pass_idle,
     );
-    println!(
-        "| (b) plain hyper pass-through | at the end | {} | {} |",
-        mib(pass_rss),
-        mib(pass_hwm)
+    row(
+        "(b) plain hyper pass-through",
+        "after the streaming clients",
+        pass_after_streams,
+    );
+    row(
+        "(b) plain hyper pass-through",
+        "after the request runs",
+        (pass_rss_after_load, pass_hwm_after_load),
     );
 
     // Every request the proxy answered is in its database (or counted as dropped).
