@@ -4,20 +4,23 @@
 //! cargo bench -p gemini-balance-proxy --bench proxy
 //! ```
 //!
-//! Three targets answer the same Gemini `generateContent` (and `streamGenerateContent`)
+//! Four targets answer the same Gemini `generateContent` (and `streamGenerateContent`)
 //! requests from a load generator holding N keep-alive HTTP/1.1 connections:
 //!
 //! - **(a) upstream**: a lean hyper server answering like Gemini (the stand-in for Gemini);
 //! - **(b) pass-through**: a plain hyper proxy in front of (a), forwarding each request over a
 //!   pooled hyper client: the floor for any proxy;
+//! - **(b2) axum + reqwest pass-through**: the same, on the proxy's own frameworks (axum's
+//!   `serve`, a reqwest client) and none of its layers: what the frameworks cost;
 //! - **(c) gemini-balance-proxy**: the real binary (bench profile) in front of (a), with a
 //!   `.env` of 10 keys and a client token, every layer of its stack in place and usage recorded
 //!   to SQLite.
 //!
 //! Each target, the upstream and the proxies run as their own processes (this bench re-executes
-//! itself for (a) and (b), chosen by `GB_PROXY_BENCH_ROLE`); the load generator is this process.
-//! All share the machine's cores. Then 1,000 clients each open a slow stream through (b) and
-//! (c) at once, and must all get every event. The proxy's resident memory is read from
+//! itself for (a), (b) and (b2), chosen by `GB_PROXY_BENCH_ROLE`); the load generator is this
+//! process.
+//! All share the machine's cores. First 1,000 clients each open a slow stream through (b), (b2)
+//! and (c) at once, and must all get every event. The proxy's resident memory is read from
 //! `/proc/<pid>/status`.
 //!
 //! `cargo test -p gemini-balance-proxy --bench proxy` runs everything briefly (a smoke test).
@@ -74,6 +77,13 @@ fn main() {
                 .parse()
                 .expect("an address");
             serve_role(move |req| passthrough(upstream, req))
+        }
+        Ok("axum-reqwest") => {
+            let upstream: SocketAddr = std::env::var(UPSTREAM)
+                .expect("GB_PROXY_BENCH_UPSTREAM")
+                .parse()
+                .expect("an address");
+            axum_reqwest_role(upstream)
         }
         _ => bench(),
     }
@@ -257,6 +267,71 @@ fn bad_gateway() -> Response<PassBody> {
     let mut res = Response::new(Either::Right(Full::new(Bytes::from_static(b"bad gateway"))));
     *res.status_mut() = StatusCode::BAD_GATEWAY;
     res
+}
+
+// ---------------------------------------------------------------------------------------------
+// (b2) The same pass-through on the proxy's own frameworks (axum's `serve`, a reqwest client),
+// with none of its layers: what the frameworks cost, apart from what the layers do.
+
+fn axum_reqwest_role(upstream: SocketAddr) {
+    std::thread::spawn(|| {
+        let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+        std::process::exit(0);
+    });
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .tcp_nodelay(true)
+        .build()
+        .expect("reqwest client");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async move {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        println!("LISTENING {}", listener.local_addr().expect("address"));
+        std::io::stdout().flush().expect("stdout");
+        let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+            let client = client.clone();
+            async move { forward_with_reqwest(&client, upstream, req).await }
+        });
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        let _ = axum::serve(listener, app).await;
+    });
+}
+
+async fn forward_with_reqwest(
+    client: &reqwest::Client,
+    upstream: SocketAddr,
+    req: axum::extract::Request,
+) -> Response<axum::body::Body> {
+    let (parts, body) = req.into_parts();
+    let pq = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let mut request = client
+        .request(parts.method.clone(), format!("http://{upstream}{pq}"))
+        .body(reqwest::Body::wrap_stream(body.into_data_stream()));
+    for (name, value) in &parts.headers {
+        if name != header::HOST {
+            request = request.header(name, value);
+        }
+    }
+    match request.send().await {
+        Ok(res) => {
+            let (status, headers) = (res.status(), res.headers().clone());
+            let mut out = Response::new(axum::body::Body::from_stream(res.bytes_stream()));
+            *out.status_mut() = status;
+            *out.headers_mut() = headers;
+            out
+        }
+        Err(_) => {
+            let mut out = Response::new(axum::body::Body::from("bad gateway"));
+            *out.status_mut() = StatusCode::BAD_GATEWAY;
+            out
+        }
+    }
 }
 
 /// Runs a server role: binds `127.0.0.1:0`, prints `LISTENING <addr>`, serves until stdin closes
@@ -812,6 +887,11 @@ async fn run(warmup: Duration, measure: Duration, streams: usize) {
         "passthrough",
         &[(UPSTREAM, upstream.addr.to_string())],
     );
+    let frameworks = Server::role(
+        "axum + reqwest pass-through",
+        "axum-reqwest",
+        &[(UPSTREAM, upstream.addr.to_string())],
+    );
     let dir = tempfile::tempdir().expect("tempdir");
     let keys: Vec<String> = (1..=KEYS)
         .map(|n| format!("AIzaSyBench_abcdefghijklmnopqrstuvw{n:04}"))
@@ -832,6 +912,7 @@ async fn run(warmup: Duration, measure: Duration, streams: usize) {
     let proxy = Server::proxy(dir.path(), &env_file).await;
     let idle = proxy.memory();
     let pass_idle = pass.memory();
+    let frameworks_idle = frameworks.memory();
 
     let body = request_body();
     let target = |addr: SocketAddr, stream: bool, model: &str| Target {
@@ -851,6 +932,11 @@ async fn run(warmup: Duration, measure: Duration, streams: usize) {
     let targets = [
         ("(a) upstream directly", upstream.addr, upstream.pid()),
         ("(b) plain hyper pass-through", pass.addr, pass.pid()),
+        (
+            "(b2) axum + reqwest pass-through",
+            frameworks.addr,
+            frameworks.pid(),
+        ),
         ("(c) gemini-balance-proxy", proxy.addr, proxy.pid()),
     ];
 
@@ -868,6 +954,7 @@ async fn run(warmup: Duration, measure: Duration, streams: usize) {
     println!("|---|---|---|---|---|---|");
     for (name, server) in [
         ("(b) plain hyper pass-through", &pass),
+        ("(b2) axum + reqwest pass-through", &frameworks),
         ("(c) gemini-balance-proxy", &proxy),
     ] {
         let run = hold_streams(
@@ -894,6 +981,7 @@ async fn run(warmup: Duration, measure: Duration, streams: usize) {
     }
     let (rss_after_streams, hwm_after_streams) = proxy.memory();
     let pass_after_streams = pass.memory();
+    let frameworks_after_streams = frameworks.memory();
     let mut thread_notes = Vec::new();
     for (stream, title) in [
         (false, "generateContent (JSON answer, 1 frame)"),
@@ -997,6 +1085,14 @@ async fn run(warmup: Duration, measure: Duration, streams: usize) {
         "after the request runs",
         (pass_rss_after_load, pass_hwm_after_load),
     );
+    let name = "(b2) axum + reqwest pass-through";
+    row(name, "idle, after start", frameworks_idle);
+    row(
+        name,
+        "after the streaming clients",
+        frameworks_after_streams,
+    );
+    row(name, "after the request runs", frameworks.memory());
 
     // Every request the proxy answered is in its database (or counted as dropped).
     proxy.stop();
@@ -1012,6 +1108,7 @@ async fn run(warmup: Duration, measure: Duration, streams: usize) {
         Err(e) => println!("\nSQLite: cannot read {}: {e}", db.display()),
     }
     println!("load average {} at the end", loadavg());
+    drop(frameworks);
     drop(pass);
     drop(upstream);
     let _ = std::io::stdout().flush();
