@@ -62,8 +62,9 @@ const KEYS: u32 = 10;
 const MODEL: &str = "gemini-2.0-flash";
 /// The model whose streams the upstream paces (the concurrent-streams run).
 const PACED_MODEL: &str = "gemini-2.5-flash";
-/// Events of a paced stream, and the time between them: each stream stays open 2 s.
-const PACED_EVENTS: usize = 20;
+/// Events of a paced stream, and the time between them: each stream stays open 4 s, long
+/// enough for all the clients to connect while the first are still streaming.
+const PACED_EVENTS: usize = 40;
 const PACED_INTERVAL: Duration = Duration::from_millis(100);
 /// Events of a normal stream (sent at once).
 const STREAM_EVENTS: usize = 3;
