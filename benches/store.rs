@@ -16,7 +16,7 @@ use gemini_balance::keys::KeyId;
 use gemini_balance::store::sqlite::logs::{self, ErrorQuery, RequestQuery};
 use gemini_balance::store::sqlite::rusqlite::Connection;
 use gemini_balance::store::sqlite::stats::{self, Filter, Granularity, Window};
-use gemini_balance::store::{SqliteStore, UsageSink};
+use gemini_balance::store::{SqliteStore, TimeZone, UsageSink};
 use gemini_balance::usage::{AttemptRecord, ClientId, RequestRecord};
 
 /// Distinct keys, used round-robin.
@@ -325,10 +325,10 @@ fn queries(c: &mut Criterion) {
     store
         .read(|conn| {
             // Sanity: the answers cover every row.
-            let s = stats::summary(conn, now, 0)?;
+            let s = stats::summary(conn, now, &TimeZone::utc())?;
             assert_eq!(s.last_day.calls, rows as u64, "{s:?}");
             group.bench_function("summary_1m_1h_24h_month", |b| {
-                b.iter(|| black_box(stats::summary(conn, now, 0).expect("query")))
+                b.iter(|| black_box(stats::summary(conn, now, &TimeZone::utc()).expect("query")))
             });
             group.bench_function("by_key_24h", |b| {
                 b.iter(|| black_box(stats::by_key(conn, day).expect("query")))

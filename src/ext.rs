@@ -3,7 +3,7 @@
 //! Request extensions are set by the caller or by an outer layer and read by inner ones;
 //! response extensions travel back out. None of them ever holds a secret.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use http::Request;
 
@@ -39,6 +39,25 @@ pub struct AttemptContext {
     pub prefer: Option<KeyId>,
     /// Keys that already failed this request; avoided while another key is usable.
     pub avoid: Vec<KeyId>,
+}
+
+/// Which key an attempt used, even when it ended in an error instead of a response (whose
+/// extensions would say): a shared slot [`Retry`](crate::retry::Retry) puts in each attempt's
+/// request extensions and [`KeyRotation`](crate::keys::KeyRotation) fills, so that a retry after
+/// a transport error can prefer the same key.
+#[derive(Debug, Clone, Default)]
+pub struct AttemptKey(Arc<Mutex<Option<KeyId>>>);
+
+impl AttemptKey {
+    /// Records the key.
+    pub fn set(&self, id: KeyId) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(id);
+    }
+
+    /// The key, once set.
+    pub fn get(&self) -> Option<KeyId> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
 }
 
 /// How many attempts the request took (response extension, also sent as the

@@ -57,10 +57,16 @@
 //!
 //! With the `reqwest` feature, [`client::ReqwestService`] makes a `reqwest::Client` a tower
 //! service of `http::Request`s, so the same layers wrap your outgoing calls (see `README.md`).
+//! With `reqwest-middleware`, the same pool, classifier and usage store plug into a
+//! `reqwest_middleware::ClientWithMiddleware` ([`client::middleware`]). The body-agnostic layers
+//! (`KeyRotation`, `Retry`, `Usage`) also wrap a tonic `Channel` or server. `docs/client.md` and
+//! the examples `client`, `embed_axum` and `tonic` show each.
 //!
 //! # Feature flags
 //!
 //! - `reqwest`: [`client::ReqwestService`], the tower adapter around `reqwest::Client`.
+//! - `reqwest-middleware`: [`client::middleware`], key rotation, classified retries and usage
+//!   as reqwest-middleware middleware, and a reqwest-retry `RetryableStrategy`.
 //! - `sqlite` (default): [`store::SqliteStore`], usage log, key state and settings in an
 //!   embedded SQLite database (compiled in; no system library needed).
 #![cfg_attr(docsrs, feature(doc_cfg))]

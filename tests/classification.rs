@@ -179,6 +179,24 @@ fn case(id: u32) -> Input {
         ))),
         30 => Input::Error(Box::new(std::io::Error::from(std::io::ErrorKind::TimedOut))),
         31 => Input::Local,
+        // google.rpc.Status { code: 8, details: [QuotaFailure (per minute), RetryInfo 30s] }
+        32 => http(
+            200,
+            &[
+                ("grpc-status", "8"),
+                ("grpc-status-details-bin", "CAgSBXF1b3RhGmcKK3R5cGUuZ29vZ2xlYXBpcy5jb20vZ29vZ2xlLnJwYy5RdW90YUZhaWx1cmUSOAo2KjRHZW5lcmF0ZVJlcXVlc3RzUGVyTWludXRlUGVyUHJvamVjdFBlck1vZGVsLUZyZWVUaWVyGjAKKHR5cGUuZ29vZ2xlYXBpcy5jb20vZ29vZ2xlLnJwYy5SZXRyeUluZm8SBAoCCB4"),
+            ],
+            "",
+        ),
+        // google.rpc.Status { code: 3, details: [ErrorInfo { reason: API_KEY_INVALID }] }
+        33 => http(
+            200,
+            &[
+                ("grpc-status", "3"),
+                ("grpc-status-details-bin", "CAMSL0FQSSBrZXkgbm90IHZhbGlkLiBQbGVhc2UgcGFzcyBhIHZhbGlkIEFQSSBrZXkuGk0KKHR5cGUuZ29vZ2xlYXBpcy5jb20vZ29vZ2xlLnJwYy5FcnJvckluZm8SIQoPQVBJX0tFWV9JTlZBTElEEg5nb29nbGVhcGlzLmNvbQ"),
+            ],
+            "",
+        ),
         _ => panic!("docs/classification.md has row {id}, which has no test case"),
     }
 }

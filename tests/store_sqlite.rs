@@ -16,7 +16,8 @@ use gemini_balance::keys::{DisabledReason, KeyId, KeyPool, KeyStatus};
 use gemini_balance::store::sqlite::logs::{self, ErrorQuery, RequestQuery};
 use gemini_balance::store::sqlite::rusqlite::Connection;
 use gemini_balance::store::sqlite::stats::{self, Window};
-use gemini_balance::store::{KeyStateStore, SqliteStore, UsageSink};
+use gemini_balance::store::sqlite::Retention;
+use gemini_balance::store::{KeyStateStore, SqliteStore, TimeZone, UsageSink};
 use gemini_balance::usage::{AttemptRecord, ClientId, RequestRecord};
 use http::StatusCode;
 
@@ -149,7 +150,7 @@ fn concurrent_writers_lose_nothing() {
         );
     }
     // And so do the statistics the library answers with.
-    let summary = stats::summary(&conn, SystemTime::now(), 0).unwrap();
+    let summary = stats::summary(&conn, SystemTime::now(), &TimeZone::utc()).unwrap();
     assert_eq!(summary.last_day.calls, total as u64);
     assert_eq!(summary.last_day.tokens.total, raw_tokens as u64);
     assert_eq!(summary.last_minute.calls, total as u64);
@@ -780,4 +781,54 @@ async fn async_reads_run_off_the_runtime() {
     assert_eq!(models.len(), 1);
     assert_eq!(models[0].id, MODEL);
     assert_eq!(models[0].counts.calls, 1);
+}
+
+/// The instant `secs` seconds after the epoch.
+fn unix(secs: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+}
+
+#[test]
+fn this_month_is_the_month_of_the_store_time_zone() {
+    let dir = tempfile::tempdir().unwrap();
+    // Keep the 2024 rollups that these records make (the default retention would drop them).
+    let mut retention = Retention::default();
+    retention.usage_minutes = Duration::from_secs(100 * 365 * 86_400);
+    retention.usage_hours = retention.usage_minutes;
+    let store = SqliteStore::builder(dir.path().join("usage.db"))
+        .retention(retention)
+        .time_zone(TimeZone::named("Asia/Shanghai").unwrap())
+        .open()
+        .unwrap();
+    assert_eq!(store.time_zone().name(), "Asia/Shanghai");
+    // 2024-02-29T15:30Z is still February in Shanghai; 16:30Z is already March 1st there.
+    // 2024-04-01T03:30Z is still March in New York (UTC-4 in summer); 04:30Z is April.
+    for (id, secs) in [
+        (1, 1_709_220_600), // 2024-02-29T15:30Z
+        (2, 1_709_224_200), // 2024-02-29T16:30Z
+        (3, 1_709_254_800), // 2024-03-01T01:00Z
+        (4, 1_711_942_200), // 2024-04-01T03:30Z
+        (5, 1_711_945_800), // 2024-04-01T04:30Z
+    ] {
+        store.record(record(id, 1, 0, unix(secs)));
+    }
+    store.flush().unwrap();
+    let month = |tz: &TimeZone, now: u64| {
+        let s = store.read(|c| stats::summary(c, unix(now), tz)).unwrap();
+        (s.this_month.calls, s.month_start_ms / 1000)
+    };
+    let shanghai = store.time_zone().clone();
+    let new_york = TimeZone::named("America/New_York").unwrap();
+    // At 2024-03-01T02:00Z: March began at 2024-02-29T16:00Z in Shanghai, later in UTC.
+    assert_eq!(month(&shanghai, 1_709_258_400), (2, 1_709_222_400));
+    assert_eq!(month(&TimeZone::utc(), 1_709_258_400), (1, 1_709_251_200));
+    // At 2024-04-01T12:00Z: April began at local midnight in summer time, 04:00Z, not at the
+    // 05:00Z a fixed winter offset (UTC-5) would give.
+    assert_eq!(month(&new_york, 1_711_972_800), (1, 1_711_944_000));
+    assert_eq!(
+        month(&TimeZone::fixed(-300).unwrap(), 1_711_972_800),
+        (0, 1_711_947_600)
+    );
+    assert_eq!(month(&TimeZone::utc(), 1_711_972_800), (2, 1_711_929_600));
+    store.shutdown().unwrap();
 }

@@ -1,4 +1,6 @@
-//! gRPC status codes (`grpc-status` in headers or trailers) mapped onto [`FailureClass`].
+//! gRPC status codes (`grpc-status` in headers or trailers) mapped onto [`FailureClass`], with
+//! the details of `grpc-status-details-bin` (`RetryInfo`, `QuotaFailure`, `ErrorInfo`) read as
+//! for a JSON error body.
 
 use std::time::{Duration, SystemTime};
 
@@ -6,7 +8,21 @@ use http::{HeaderMap, StatusCode};
 use tower_http::classify::ClassifyEos;
 
 use super::class::{FailureClass, QuotaScope};
+use super::grpc_details::error_body;
 use super::retry_after::parse_retry_after;
+use super::{message_names_bad_key, KEY_REASONS};
+
+/// The `grpc-status` of response headers or trailers, when there is one.
+///
+/// ```
+/// use http::HeaderMap;
+/// let mut trailers = HeaderMap::new();
+/// trailers.insert("grpc-status", "8".parse().unwrap());
+/// assert_eq!(gemini_balance::classify::grpc_status(&trailers), Some(8));
+/// ```
+pub fn grpc_status(headers: &HeaderMap) -> Option<u32> {
+    header_code(headers)
+}
 
 /// Reads `grpc-status` from a header map (response headers or trailers).
 pub(crate) fn header_code(headers: &HeaderMap) -> Option<u32> {
@@ -24,18 +40,40 @@ pub(crate) fn classify(
     metadata: &HeaderMap,
     max_wait: Duration,
 ) -> Result<(), FailureClass> {
-    let wait = || parse_retry_after(metadata, max_wait, SystemTime::now());
+    if code == 0 {
+        return Ok(());
+    }
+    // What `grpc-status-details-bin` says: the same details as Gemini's JSON error body.
+    let details = error_body(code, metadata, max_wait);
+    let wait = details
+        .retry_delay
+        .or_else(|| parse_retry_after(metadata, max_wait, SystemTime::now()));
+    let key_reason = details
+        .reasons
+        .iter()
+        .find(|r| KEY_REASONS.contains(&r.as_str()))
+        .cloned();
     let class = match code {
-        0 => return Ok(()),
+        // INVALID_ARGUMENT, PERMISSION_DENIED about the key (API_KEY_INVALID, CONSUMER_SUSPENDED…)
+        3 | 7 | 9 if key_reason.is_some() => FailureClass::KeyRejected {
+            status: if code == 7 {
+                StatusCode::FORBIDDEN
+            } else {
+                StatusCode::BAD_REQUEST
+            },
+            reason: key_reason.unwrap_or_default(),
+        },
+        3 if message_names_bad_key(Some(&details)) => FailureClass::KeyRejected {
+            status: StatusCode::BAD_REQUEST,
+            reason: "API_KEY_INVALID".to_owned(),
+        },
         // RESOURCE_EXHAUSTED
         8 => FailureClass::RateLimited {
-            retry_after: wait(),
-            scope: QuotaScope::Unknown,
+            retry_after: wait,
+            scope: details.quota_scope.unwrap_or(QuotaScope::Unknown),
         },
         // UNAVAILABLE
-        14 => FailureClass::Overloaded {
-            retry_after: wait(),
-        },
+        14 => FailureClass::Overloaded { retry_after: wait },
         // DEADLINE_EXCEEDED
         4 => FailureClass::Timeout,
         // UNAUTHENTICATED

@@ -30,6 +30,7 @@
 mod class;
 mod gemini_error;
 mod grpc;
+pub(crate) mod grpc_details;
 mod policy;
 mod retry_after;
 mod tower_http_adapter;
@@ -44,7 +45,7 @@ pub use self::class::{
     DEFAULT_RATE_LIMIT_COOLDOWN,
 };
 pub use self::gemini_error::{quota_scope, ErrorBody};
-pub use self::grpc::GrpcEos;
+pub use self::grpc::{grpc_status, GrpcEos};
 pub use self::policy::ClassifiedPolicy;
 pub use self::retry_after::{
     parse_retry_after, parse_retry_after_value, parse_retry_delay, MAX_RETRY_AFTER,
@@ -200,8 +201,9 @@ impl Classifier {
         }
     }
 
-    /// Classifies a gRPC status code; `metadata` supplies `grpc-message` and, when present,
-    /// `grpc-retry-after`-style hints through `retry-after`.
+    /// Classifies a gRPC status code. `metadata` (the headers or trailers that carried it)
+    /// supplies `grpc-message` and `grpc-status-details-bin` (the `google.rpc.Status` with
+    /// Gemini's `ErrorInfo`, `RetryInfo` and `QuotaFailure`), and `retry-after` when present.
     pub fn classify_grpc(&self, code: u32, metadata: &HeaderMap) -> Result<(), FailureClass> {
         grpc::classify(code, metadata, self.max_retry_after)
     }

@@ -29,6 +29,14 @@
 //! # }
 //! ```
 
+#[cfg(feature = "reqwest-middleware")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest-middleware")))]
+pub mod middleware;
 mod reqwest_service;
 
+#[cfg(feature = "reqwest-middleware")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest-middleware")))]
+pub use self::middleware::{
+    ClassifiedStrategy, KeyRotationMiddleware, RetryMiddleware, UsageMiddleware,
+};
 pub use self::reqwest_service::{InvalidBaseUrl, ReqwestService};

@@ -23,6 +23,9 @@
 //! cooldowns are tracked per model. The shapes, coercions and error format are described in
 //! `docs/filter.md`.
 //!
+//! **HTTP/JSON only**: the layer reads JSON request bodies; gRPC (protobuf) calls and any other
+//! content pass through unread.
+//!
 //! # Example
 //!
 //! ```

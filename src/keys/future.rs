@@ -24,18 +24,23 @@ pub const MAX_ERROR_BODY: usize = 1024 * 1024;
 const MAX_ERROR_MESSAGE: usize = 2000;
 
 /// One attempt in flight: the key it holds and what to report when it ends.
-pub(super) struct Attempt {
-    pub(super) lease: KeyLease,
-    pub(super) model: Option<String>,
-    pub(super) classifier: Classifier,
-    pub(super) log: Option<AttemptLog>,
-    pub(super) started: Instant,
-    pub(super) at: SystemTime,
+pub(crate) struct Attempt {
+    pub(crate) lease: KeyLease,
+    pub(crate) model: Option<String>,
+    pub(crate) classifier: Classifier,
+    pub(crate) log: Option<AttemptLog>,
+    pub(crate) started: Instant,
+    pub(crate) at: SystemTime,
 }
 
 impl Attempt {
     /// Reports the outcome to the pool and, when a usage layer asked, to the attempt log.
-    fn report(self, outcome: &Outcome, status: Option<StatusCode>, message: Option<String>) {
+    pub(crate) fn report(
+        self,
+        outcome: &Outcome,
+        status: Option<StatusCode>,
+        message: Option<String>,
+    ) {
         if let Some(log) = &self.log {
             log.push(AttemptRecord {
                 at: self.at,
@@ -180,14 +185,14 @@ where
 }
 
 /// The upstream's error message: `error.message` of a JSON error, else the start of the body.
-fn error_message(body: &[u8]) -> String {
+pub(crate) fn error_message(body: &[u8]) -> String {
     match ErrorBody::parse(body, MAX_RETRY_AFTER).and_then(|e| e.message) {
         Some(message) => truncate(message),
         None => truncate(String::from_utf8_lossy(body).into_owned()),
     }
 }
 
-fn truncate(mut text: String) -> String {
+pub(crate) fn truncate(mut text: String) -> String {
     if text.len() > MAX_ERROR_MESSAGE {
         let mut end = MAX_ERROR_MESSAGE;
         while !text.is_char_boundary(end) {
@@ -199,7 +204,7 @@ fn truncate(mut text: String) -> String {
     text
 }
 
-fn redact(bytes: Bytes, lease: &KeyLease) -> Bytes {
+pub(crate) fn redact(bytes: Bytes, lease: &KeyLease) -> Bytes {
     let Ok(text) = std::str::from_utf8(&bytes) else {
         return bytes;
     };

@@ -6,7 +6,7 @@ use http::{header, HeaderValue, Request, Response, Uri};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
@@ -15,8 +15,9 @@ use super::pool::KeyPool;
 use super::status::NoKey;
 use crate::api_error::{error_response, ApiFlavor};
 use crate::body::ResponseBody;
+use crate::classify::grpc_details::{percent_encode, status_details_bin};
 use crate::classify::{Classifier, FailureClass, Outcome};
-use crate::ext::{request_model, AttemptContext};
+use crate::ext::{request_model, AttemptContext, AttemptKey};
 use crate::usage::AttemptLog;
 
 /// Where the key goes in the upstream request.
@@ -80,7 +81,9 @@ impl<S> Layer<S> for KeyRotationLayer {
 
 /// Picks a key per request, injects it, strips client credentials, reports the outcome.
 ///
-/// Responses carry the chosen [`KeyId`](super::KeyId) and the classified [`Outcome`] in their
+/// The request passed to the inner service carries the chosen [`KeyId`](super::KeyId) in its
+/// extensions, so that the upstream service can act on the key without reading the secret
+/// (for example, send each key's traffic through its own outbound proxy). Responses carry the chosen [`KeyId`](super::KeyId) and the classified [`Outcome`] in their
 /// extensions. When no key is usable the service answers at once in the API's error format:
 /// `429` with `Retry-After` when keys are only cooling down, `503` when none is enabled.
 #[derive(Debug, Clone)]
@@ -139,12 +142,24 @@ where
             .pick(model.as_deref(), req.extensions().get::<AttemptContext>());
         let lease = match lease {
             Ok(lease) => lease,
-            Err(no_key) => return ResponseFuture::local(no_key_response(&req, &no_key)),
+            Err(no_key) if is_grpc(&req) => {
+                return ResponseFuture::local(
+                    grpc_no_key_response(&no_key).map(ResponseBody::full),
+                );
+            }
+            Err(no_key) => {
+                let local = no_key_response(ApiFlavor::of(&req), &no_key);
+                return ResponseFuture::local(local.map(ResponseBody::full));
+            }
         };
+        if let Some(slot) = req.extensions().get::<AttemptKey>() {
+            slot.set(lease.id().clone());
+        }
         let log = req.extensions().get::<AttemptLog>().cloned();
         let started = Instant::now();
         strip_client_credentials(&mut req);
         inject_key(&mut req, lease.key(), &self.placement);
+        req.extensions_mut().insert(lease.id().clone());
 
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
@@ -163,10 +178,54 @@ where
     }
 }
 
-fn no_key_response<B, ResBody>(
-    req: &Request<B>,
-    no_key: &NoKey,
-) -> Response<ResponseBody<ResBody>> {
+/// `true` for a gRPC call (`content-type: application/grpc…`).
+fn is_grpc<B>(req: &Request<B>) -> bool {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// The local answer to a gRPC call when no key is usable, in gRPC: `RESOURCE_EXHAUSTED` with a
+/// `RetryInfo` when keys are only cooling down, `UNAVAILABLE` when none is enabled.
+fn grpc_no_key_response(no_key: &NoKey) -> Response<bytes::Bytes> {
+    let (code, status, retry_after) = match no_key {
+        NoKey::CoolingDown { retry_after } => (
+            8u32,
+            http::StatusCode::TOO_MANY_REQUESTS,
+            Some(*retry_after),
+        ),
+        _ => (14, http::StatusCode::SERVICE_UNAVAILABLE, None),
+    };
+    let message = no_key.to_string();
+    let mut res = Response::new(bytes::Bytes::new());
+    let headers = res.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    headers.insert("grpc-status", HeaderValue::from(code));
+    if let Ok(value) = HeaderValue::from_str(&percent_encode(&message)) {
+        headers.insert("grpc-message", value);
+    }
+    let details = status_details_bin(
+        code,
+        &message,
+        retry_after.map(|d| Duration::from_secs(d.as_millis().div_ceil(1000) as u64)),
+    );
+    if let Ok(value) = HeaderValue::from_str(&details) {
+        headers.insert("grpc-status-details-bin", value);
+    }
+    res.extensions_mut()
+        .insert(Outcome::Failure(FailureClass::Local {
+            status,
+            reason: "no usable API key",
+        }));
+    res
+}
+
+/// The local answer when no key is usable: `429` with `Retry-After` when keys are only cooling
+/// down, `503` when none is enabled; [`Outcome`] `Local` in its extensions.
+pub(crate) fn no_key_response(flavor: ApiFlavor, no_key: &NoKey) -> Response<bytes::Bytes> {
     let (status, retry_after) = match no_key {
         NoKey::CoolingDown { retry_after } => (
             http::StatusCode::TOO_MANY_REQUESTS,
@@ -180,7 +239,7 @@ fn no_key_response<B, ResBody>(
         ),
         _ => (http::StatusCode::SERVICE_UNAVAILABLE, None),
     };
-    let local = error_response(ApiFlavor::of(req), status, &no_key.to_string());
+    let local = error_response(flavor, status, &no_key.to_string());
     let (mut parts, body) = local.into_parts();
     if let Some(secs) = retry_after {
         parts
@@ -193,7 +252,7 @@ fn no_key_response<B, ResBody>(
             status,
             reason: "no usable API key",
         }));
-    Response::from_parts(parts, ResponseBody::full(body))
+    Response::from_parts(parts, body)
 }
 
 /// Removes every credential the client sent, so it never reaches the upstream.
@@ -259,6 +318,34 @@ fn without_query_param(uri: &Uri, name: &str) -> Option<Uri> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_inner_service_sees_the_chosen_key_id() {
+        use tower::ServiceExt;
+        const SECRET: &str = "AIzaSyA1234567890abcdefghijklmnopqrstuv";
+        let pool = KeyPool::builder().keys([SECRET]).build().unwrap();
+        let inner = tower::service_fn(|req: Request<String>| async move {
+            let seen = req.extensions().get::<super::super::KeyId>().cloned();
+            Ok::<_, std::convert::Infallible>(Response::new(http_body_util::Full::new(
+                bytes::Bytes::from(seen.map(|id| id.hex()).unwrap_or_default()),
+            )))
+        });
+        let res = KeyRotation::new(inner, pool)
+            .oneshot(Request::new(String::new()))
+            .await
+            .unwrap();
+        let chosen = res
+            .extensions()
+            .get::<super::super::KeyId>()
+            .cloned()
+            .unwrap();
+        assert_eq!(chosen, super::super::KeyId::of(SECRET));
+        let body = http_body_util::BodyExt::collect(res.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        assert_eq!(body, chosen.hex().as_bytes());
+    }
 
     #[test]
     fn strips_only_the_key_parameter() {

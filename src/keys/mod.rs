@@ -12,6 +12,14 @@
 //! disabled at once, server errors and timeouts count towards `max_failures`, client errors
 //! never count, and a success resets the count.
 //!
+//! The layer is body-agnostic, so it also wraps a tonic `Channel` or server: the key goes in
+//! `x-goog-api-key` metadata, and a gRPC answer is judged by its `grpc-status` and the details
+//! in `grpc-status-details-bin` (`RetryInfo`, `QuotaFailure`, `ErrorInfo`). It judges at the
+//! response head, which is where a failed unary call's status is (a "trailers-only" answer); a
+//! status that only arrives in the trailers of a streamed answer is not reported to the pool.
+//! When no key is usable, a gRPC call is answered in gRPC (`RESOURCE_EXHAUSTED` with a
+//! `RetryInfo`, or `UNAVAILABLE`). See `docs/client.md`.
+//!
 //! # Example
 //!
 //! ```
@@ -59,6 +67,8 @@ use std::fmt;
 
 pub use self::api_key::{looks_like_gemini_key, mask, ApiKey, InvalidKey, KeyId};
 pub use self::daily_reset::next_daily_reset;
+#[cfg(feature = "reqwest-middleware")]
+pub(crate) use self::layer::no_key_response;
 pub use self::layer::{KeyPlacement, KeyRotation, KeyRotationLayer};
 pub use self::pool::{KeyLease, KeyPool, KeyPoolBuilder, DEFAULT_MAX_FAILURES};
 pub use self::status::{

@@ -8,6 +8,8 @@
 //! `-search` / `-image` / `-non-thinking` suffixes: [`ModelRules`]. [`OpenAiLayer`] puts them
 //! together: an OpenAI-compatible face (`chat/completions`, `embeddings`) on a Gemini stack.
 //!
+//! **HTTP/JSON only**: these convert JSON bodies; nothing here applies to gRPC.
+//!
 //! # Example
 //!
 //! ```

@@ -17,7 +17,7 @@ use super::future::ResponseFuture;
 use crate::api_error::{error_response, ApiFlavor};
 use crate::body::ResponseBody;
 use crate::classify::{classify_any_error, Classifier, FailureClass, Outcome, RetryAdvice};
-use crate::ext::{AttemptContext, Attempts};
+use crate::ext::{AttemptContext, AttemptKey, Attempts};
 use crate::keys::KeyId;
 use crate::usage::RequestBodyCapture;
 use crate::BoxError;
@@ -29,13 +29,13 @@ pub const ATTEMPTS_HEADER: HeaderName = HeaderName::from_static("x-gemini-balanc
 pub const DEFAULT_MAX_BODY_BYTES: usize = 20 * 1024 * 1024;
 
 #[derive(Debug, Clone)]
-struct Config {
+pub(crate) struct Config {
     max_attempts: u32,
     backoff: Backoff,
     honor_retry_after_up_to: Duration,
     max_body_bytes: usize,
     budget: Option<Arc<TpsBudget>>,
-    classifier: Classifier,
+    pub(crate) classifier: Classifier,
 }
 
 /// Applies [`Retry`]. Cloning the layer shares its retry budget.
@@ -69,6 +69,12 @@ impl RetryLayer {
 
     fn config(&mut self) -> &mut Config {
         Arc::make_mut(&mut self.config)
+    }
+
+    /// The settings, shared with the reqwest-middleware retry (same budget, same decisions).
+    #[cfg(feature = "reqwest-middleware")]
+    pub(crate) fn shared_config(&self) -> Arc<Config> {
+        self.config.clone()
     }
 
     /// Attempts in total, first one included (minimum 1).
@@ -219,9 +225,7 @@ where
     if let Some(capture) = parts.extensions.get::<RequestBodyCapture>() {
         capture.set(bytes.clone());
     }
-    if let Some(budget) = &config.budget {
-        budget.deposit();
-    }
+    config.deposit();
 
     // Later attempts drive clones of the service (each made ready first).
     let template = ready.clone();
@@ -236,6 +240,8 @@ where
         let attempt = context.number;
         let mut attempt_req = Request::from_parts(parts.clone(), ReqBody::from(bytes.clone()));
         attempt_req.extensions_mut().insert(context.clone());
+        let served_by = AttemptKey::default();
+        attempt_req.extensions_mut().insert(served_by.clone());
         let result = match first.take() {
             Some(mut ready) => ready.call(attempt_req).await,
             None => template.clone().oneshot(attempt_req).await,
@@ -261,14 +267,16 @@ where
             // Answered without reaching the upstream: count only the attempts that did.
             return finish(result, attempt - 1);
         }
-        let Some(wait) = next_wait(&config, &class, attempt) else {
+        let Some(wait) = config.next_wait(&class, attempt) else {
             return finish(result, attempt);
         };
+        // From the answer, or, after an error, from the slot the key layer filled.
         let key = result
             .as_ref()
             .ok()
             .and_then(|res| res.extensions().get::<KeyId>())
-            .cloned();
+            .cloned()
+            .or_else(|| served_by.get());
         tracing::debug!(
             attempt,
             class = %class,
@@ -278,40 +286,57 @@ where
         );
         // Keep the failed answer (its body is already read) in case no key is left to retry with.
         previous = result.ok();
-        context.number += 1;
-        match class.action().retry {
-            RetryAdvice::SameKey => context.prefer = key,
-            _ => {
-                context.prefer = None;
-                context.avoid.extend(key);
-            }
-        }
+        context.advance(&class, key);
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
     }
 }
 
-/// The wait before the next attempt, or `None` when this failure ends the request.
-fn next_wait(config: &Config, class: &FailureClass, attempt: u32) -> Option<Duration> {
-    if attempt >= config.max_attempts || !class.is_retryable() {
-        return None;
-    }
-    let wait = match class.retry_after() {
-        // The key was the problem: another key needs no wait.
-        _ if class.is_key_scoped() => Duration::ZERO,
-        // The upstream asked for a long pause: let the client see its answer and decide.
-        Some(asked) if asked > config.honor_retry_after_up_to => return None,
-        Some(asked) => asked.max(config.backoff.delay(attempt)),
-        None => config.backoff.delay(attempt),
-    };
-    if let Some(budget) = &config.budget {
-        if !budget.withdraw() {
-            tracing::debug!(class = %class, "retry budget exhausted; not retrying");
-            return None;
+impl Config {
+    /// Counts a request towards the retry budget.
+    pub(crate) fn deposit(&self) {
+        if let Some(budget) = &self.budget {
+            budget.deposit();
         }
     }
-    Some(wait)
+
+    /// The wait before the next attempt, or `None` when this failure ends the request.
+    pub(crate) fn next_wait(&self, class: &FailureClass, attempt: u32) -> Option<Duration> {
+        if attempt >= self.max_attempts || !class.is_retryable() {
+            return None;
+        }
+        let wait = match class.retry_after() {
+            // The key was the problem: another key needs no wait.
+            _ if class.is_key_scoped() => Duration::ZERO,
+            // The upstream asked for a long pause: let the client see its answer and decide.
+            Some(asked) if asked > self.honor_retry_after_up_to => return None,
+            Some(asked) => asked.max(self.backoff.delay(attempt)),
+            None => self.backoff.delay(attempt),
+        };
+        if let Some(budget) = &self.budget {
+            if !budget.withdraw() {
+                tracing::debug!(class = %class, "retry budget exhausted; not retrying");
+                return None;
+            }
+        }
+        Some(wait)
+    }
+}
+
+impl AttemptContext {
+    /// What the next attempt learns from a failed one: the same key again when the fault was on
+    /// the way, otherwise any key but this one.
+    pub(crate) fn advance(&mut self, class: &FailureClass, key: Option<KeyId>) {
+        self.number += 1;
+        match class.action().retry {
+            RetryAdvice::SameKey => self.prefer = key,
+            _ => {
+                self.prefer = None;
+                self.avoid.extend(key);
+            }
+        }
+    }
 }
 
 fn finish<B, E>(

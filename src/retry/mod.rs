@@ -66,6 +66,10 @@
 mod backoff;
 pub mod future;
 mod layer;
+mod replay_body;
 
 pub use self::backoff::Backoff;
+#[cfg(feature = "reqwest-middleware")]
+pub(crate) use self::layer::Config;
 pub use self::layer::{Retry, RetryLayer, ATTEMPTS_HEADER, DEFAULT_MAX_BODY_BYTES};
+pub use self::replay_body::ReplayBody;

@@ -21,6 +21,8 @@ mod memory;
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub mod sqlite;
+#[cfg(feature = "sqlite")]
+mod time_zone;
 
 use std::fmt;
 
@@ -28,6 +30,9 @@ pub use self::memory::MemoryStore;
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use self::sqlite::SqliteStore;
+#[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+pub use self::time_zone::{TimeZone, UnknownTimeZone};
 use crate::keys::{KeyId, KeySnapshot};
 use crate::usage::RequestRecord;
 

@@ -19,7 +19,7 @@ use crate::store::UsageSink;
 const MAX_RECORDED_BODY: usize = 64 * 1024;
 
 /// A record waiting for its response to end.
-pub(super) struct Pending {
+pub(crate) struct Pending {
     pub(super) record: RequestRecord,
     pub(super) started: Instant,
     pub(super) log: AttemptLog,
@@ -27,7 +27,67 @@ pub(super) struct Pending {
     pub(super) sink: Arc<dyn UsageSink>,
 }
 
+/// What the usage layer records about a request before it is sent.
+pub(crate) struct Head<'a> {
+    pub(crate) flavor: crate::api_error::ApiFlavor,
+    pub(crate) path: &'a str,
+    pub(crate) model: Option<&'a str>,
+    pub(crate) client: Option<crate::usage::ClientId>,
+    pub(crate) streamed: bool,
+}
+
 impl Pending {
+    /// Starts the record of a request; `capture` asks `Retry` for the request body.
+    pub(crate) fn start(sink: Arc<dyn UsageSink>, head: Head<'_>, capture: bool) -> Pending {
+        let mut record = RequestRecord::new(fastrand::u64(..), std::time::SystemTime::now());
+        record.protocol = head.flavor;
+        record.route = head.path.to_owned();
+        record.model = head.model.map(str::to_owned);
+        record.client = head.client;
+        record.streamed = head.streamed;
+        Pending {
+            record,
+            started: Instant::now(),
+            log: AttemptLog::default(),
+            capture: capture.then(RequestBodyCapture::default),
+            sink,
+        }
+    }
+
+    /// Puts the slots inner layers fill (attempt log, request body) into request extensions.
+    pub(crate) fn insert_slots(&self, extensions: &mut http::Extensions) {
+        extensions.insert(self.log.clone());
+        if let Some(capture) = &self.capture {
+            extensions.insert(capture.clone());
+        }
+    }
+
+    /// The inner service failed without a response.
+    pub(crate) fn no_response(self) {
+        self.finish(Completion::NoResponse, None, None, false);
+    }
+
+    /// Reads the response head and wraps the body, which finishes the record when it ends.
+    pub(crate) fn track<B: Body>(mut self, res: http::Response<B>) -> http::Response<UsageBody<B>> {
+        let record = &mut self.record;
+        record.status = res.status().as_u16();
+        record.grpc_status = crate::classify::grpc_status(res.headers());
+        record.key = res.extensions().get::<crate::keys::KeyId>().cloned();
+        record.attempts = res
+            .extensions()
+            .get::<crate::ext::Attempts>()
+            .map_or(self.log.len() as u32, |a| a.0);
+        let tap = UsageTap::for_content_type(
+            res.headers()
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok()),
+        );
+        let streamed = tap.is_stream();
+        let (parts, body) = res.into_parts();
+        let tracker = Tracker::new(self, tap, streamed);
+        http::Response::from_parts(parts, UsageBody::tracked(body, tracker))
+    }
+
     /// Completes the record and hands it to the sink.
     pub(super) fn finish(
         mut self,
@@ -42,7 +102,9 @@ impl Pending {
         record.tokens = tokens.unwrap_or_default();
         record.streamed |= streamed;
         record.completion = completion;
-        record.success = (200..300).contains(&record.status) && completion == Completion::Complete;
+        record.success = (200..300).contains(&record.status)
+            && completion == Completion::Complete
+            && record.grpc_status.is_none_or(|code| code == 0);
         record.attempt_log = self.log.take();
         if record.attempts == 0 {
             record.attempts = record.attempt_log.len() as u32;
@@ -82,6 +144,12 @@ impl Tracker {
             }
         }
         self.tap.observe(data);
+    }
+
+    fn grpc_status(&mut self, code: u32) {
+        if let Some(p) = &mut self.pending {
+            p.record.grpc_status = Some(code);
+        }
     }
 
     fn finish(&mut self, completion: Completion) {
@@ -153,6 +221,11 @@ where
                 Some(Ok(frame)) => {
                     if let Some(data) = frame.data_ref() {
                         tracker.data(data);
+                    }
+                    // A gRPC call's status comes in the trailers.
+                    if let Some(code) = frame.trailers_ref().and_then(crate::classify::grpc_status)
+                    {
+                        tracker.grpc_status(code);
                     }
                     // Servers stop polling a body that says it is over (a known length is
                     // complete), so the end may never be polled: finish here.

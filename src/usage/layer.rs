@@ -2,17 +2,16 @@
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::SystemTime;
 
 use http::{Request, Response};
-use tokio::time::Instant;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::attempts::{AttemptLog, RequestBodyCapture};
-use super::body::Pending;
+use super::body::{Head, Pending};
 use super::future::ResponseFuture;
-use super::record::{ClientId, RequestRecord};
+use super::record::ClientId;
+#[cfg(doc)]
+use super::record::RequestRecord;
 use crate::api_error::ApiFlavor;
 use crate::ext::request_model;
 use crate::store::UsageSink;
@@ -117,27 +116,19 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
-        let mut record = RequestRecord::new(fastrand::u64(..), SystemTime::now());
-        record.protocol = ApiFlavor::of(&req);
-        record.route = req.uri().path().to_owned();
-        record.model = request_model(&req).map(str::to_owned);
-        record.client = req.extensions().get::<ClientId>().cloned();
-        // Under a pseudo-stream layer the inner answer is JSON, but the client gets a stream.
-        record.streamed = req.extensions().get::<PseudoStreamed>().is_some();
-        let log = AttemptLog::default();
-        req.extensions_mut().insert(log.clone());
-        let capture = self.record_request_body.then(|| {
-            let capture = RequestBodyCapture::default();
-            req.extensions_mut().insert(capture.clone());
-            capture
-        });
-        let pending = Pending {
-            record,
-            started: Instant::now(),
-            log,
-            capture,
-            sink: self.sink.clone(),
-        };
+        let pending = Pending::start(
+            self.sink.clone(),
+            Head {
+                flavor: ApiFlavor::of(&req),
+                path: req.uri().path(),
+                model: request_model(&req),
+                client: req.extensions().get::<ClientId>().cloned(),
+                // Under a pseudo-stream layer the inner answer is JSON, but the client gets a stream.
+                streamed: req.extensions().get::<PseudoStreamed>().is_some(),
+            },
+            self.record_request_body,
+        );
+        pending.insert_slots(req.extensions_mut());
         ResponseFuture::new(self.inner.call(req), pending)
     }
 }

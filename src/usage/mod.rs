@@ -10,8 +10,10 @@
 //! [`AttemptLog`], and [`Retry`](crate::retry::Retry) leaves the request body it buffered in a
 //! [`RequestBodyCapture`] when asked to.
 //!
-//! The layer is body-agnostic on the request side (it works for gRPC too); it reads response
-//! bodies only to find token usage.
+//! The layer is body-agnostic (it works for gRPC too, recording the call's `grpc-status` from
+//! the headers or trailers in [`RequestRecord::grpc_status`]); it reads response bodies only to
+//! find token usage, and that part is **HTTP/JSON only**: tokens are read from JSON and SSE
+//! answers, not from protobuf ones.
 //!
 //! # Example
 //!
@@ -61,6 +63,8 @@ mod record;
 
 pub use self::attempts::{AttemptLog, RequestBodyCapture};
 pub use self::body::UsageBody;
+#[cfg(feature = "reqwest-middleware")]
+pub(crate) use self::body::{Head, Pending};
 pub use self::extract::{gemini_usage, openai_usage, usage_from_json, usage_from_text, UsageTap};
 pub use self::layer::{Usage, UsageLayer};
 pub use self::record::{AttemptRecord, ClientId, Completion, RequestRecord, TokenUsage};

@@ -142,7 +142,9 @@ pub struct RequestRecord {
     pub client: Option<ClientId>,
     /// The status the client got (0 when the inner service failed without a response).
     pub status: u16,
-    /// `true` for a 2xx that completed.
+    /// The gRPC status of a gRPC call (`grpc-status` of the headers or trailers), else `None`.
+    pub grpc_status: Option<u32>,
+    /// `true` for a 2xx that completed (and, for gRPC, ended with `grpc-status: 0`).
     pub success: bool,
     /// Upstream attempts made.
     pub attempts: u32,
@@ -175,6 +177,7 @@ impl RequestRecord {
             key: None,
             client: None,
             status: 0,
+            grpc_status: None,
             success: false,
             attempts: 0,
             latency: Duration::ZERO,

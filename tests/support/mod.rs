@@ -5,8 +5,8 @@
 //! `generateContent`, `streamGenerateContent` (SSE), `countTokens`, `embedContent`,
 //! `batchEmbedContents` and the model list under `/v1beta` and `/v1` (calling a declared
 //! function when a request offers tools), and fails per key as told by a [`Fault`]. It counts
-//! requests per key and status, remembers every credential it saw and the heads of recent
-//! requests.
+//! requests per key and status, remembers every credential it saw and recent requests (head and
+//! body).
 //!
 //! ```ignore
 //! let mock = MockGemini::start().await;

@@ -1,4 +1,4 @@
-//! What the mock saw: counters per key, every credential, and the heads of recent requests.
+//! What the mock saw: counters per key, every credential, and recent requests (head and body).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
@@ -19,7 +19,7 @@ pub struct KeyCounts {
     pub by_model: BTreeMap<String, u64>,
 }
 
-/// The head of one request and what the mock answered. Bodies are not kept, only their length.
+/// One request as the mock received it, and what the mock answered.
 #[derive(Debug, Clone)]
 pub struct RecordedRequest {
     /// The method.
@@ -34,6 +34,8 @@ pub struct RecordedRequest {
     pub model: Option<String>,
     /// Request body length in bytes.
     pub body_len: usize,
+    /// The request body (bounded by the mock's body limit; recent requests only).
+    pub body: bytes::Bytes,
     /// The status the mock answered.
     pub status: u16,
 }

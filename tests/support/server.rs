@@ -209,6 +209,7 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         key,
         model: route.model().map(str::to_owned),
         body_len: body.len(),
+        body: body.clone(),
         status: res.status().as_u16(),
     });
     res

@@ -4,6 +4,8 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 
+use gemini_balance::store::TimeZone;
+
 use crate::settings::Settings;
 
 /// A setting that could not be used; names the variable and what was expected.
@@ -26,6 +28,8 @@ pub struct Config {
     pub host: IpAddr,
     pub port: u16,
     pub log_level: String,
+    /// TIMEZONE: the calendar of the statistics' month and of the midnight log purge.
+    pub time_zone: TimeZone,
     /// Variables that are set but not supported yet (named in one startup warning).
     pub unsupported: Vec<String>,
     /// Every setting, typed.
@@ -37,6 +41,7 @@ impl fmt::Debug for Config {
         f.debug_struct("Config")
             .field("host", &self.host)
             .field("port", &self.port)
+            .field("time_zone", &self.time_zone)
             .finish_non_exhaustive()
     }
 }
@@ -59,10 +64,15 @@ impl Config {
             variable: "HOST",
             expected: "an IP address such as 0.0.0.0 or 127.0.0.1".to_owned(),
         })?;
+        let time_zone = TimeZone::named(settings.text("TIMEZONE")).map_err(|e| ConfigError {
+            variable: "TIMEZONE",
+            expected: format!("an IANA time zone name such as Asia/Shanghai or UTC ({e})"),
+        })?;
         Ok(Config {
             host,
             port: u16::try_from(settings.int("PORT")).unwrap_or(8000),
             log_level: settings.text("LOG_LEVEL").to_owned(),
+            time_zone,
             unsupported: findings.unsupported,
             settings,
         })
@@ -98,6 +108,9 @@ mod tests {
         assert_eq!(err.variable, "PORT");
         let err = Config::from_vars(&vars(&[("BASE_URL", "localhost:1")])).unwrap_err();
         assert_eq!(err.variable, "BASE_URL");
+        let err = Config::from_vars(&vars(&[("TIMEZONE", "Asia/Atlantis")])).unwrap_err();
+        assert_eq!(err.variable, "TIMEZONE");
+        assert!(err.to_string().contains("Asia/Atlantis"), "{err}");
     }
 
     #[test]
@@ -107,5 +120,8 @@ mod tests {
         assert_eq!(c.settings.int("MAX_RETRIES"), 3);
         assert_eq!(c.unsupported, ["PAID_KEY"]);
         assert!(c.settings.text("BASE_URL").ends_with("/v1beta"));
+        assert_eq!(c.time_zone.name(), "Asia/Shanghai", "as in Gemini-Balance");
+        let c = Config::from_vars(&vars(&[("TIMEZONE", "europe/berlin")])).unwrap();
+        assert_eq!(c.time_zone.name(), "Europe/Berlin");
     }
 }

@@ -14,13 +14,14 @@ mod admin;
 mod auth;
 mod config;
 mod dotenv;
+mod images;
 mod models;
 mod pipeline;
 mod recheck;
 mod secrets;
 mod settings;
 mod state;
-mod timezone;
+mod upstream;
 mod web;
 
 use std::net::SocketAddr;
@@ -36,6 +37,7 @@ use gemini_balance::api_error::{error_response, ApiFlavor};
 use gemini_balance::classify::{classify_any_error, FailureClass};
 use gemini_balance::ext::{Attempts, ModelName};
 use gemini_balance::keys::{ApiKey, KeyId, KeyPool, KeyStatus};
+use gemini_balance::store::sqlite::Retention;
 use gemini_balance::store::{KeyStateStore, SqliteStore};
 use gemini_balance::usage::ClientId;
 use tower::ServiceExt;
@@ -104,7 +106,12 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         base.bool(enabled)
             .then(|| u32::try_from(base.int(days)).unwrap_or(u32::MAX))
     };
+    // Logs are purged at midnight in TIMEZONE, as in Gemini-Balance; the month is TIMEZONE's.
+    let mut retention = Retention::default();
+    retention.logs_at_midnight = true;
     let store = SqliteStore::builder(&db_path)
+        .retention(retention)
+        .time_zone(config.time_zone.clone())
         .error_log_days(days(
             "AUTO_DELETE_ERROR_LOGS_ENABLED",
             "AUTO_DELETE_ERROR_LOGS_DAYS",

@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, Response};
-use gemini_balance::client::ReqwestService;
 use gemini_balance::filter::ParamFilterLayer;
 use gemini_balance::keys::{KeyPlacement, KeyPool, KeyRotationLayer};
 use gemini_balance::openai::{ChatOptions, ModelRules, OpenAiLayer};
@@ -33,7 +32,9 @@ pub type Stack = BoxCloneSyncService<Request<reqwest::Body>, Response<Body>, req
 pub struct Parts {
     pub pool: KeyPool,
     pub store: SqliteStore,
-    pub upstream: ReqwestService,
+    pub upstream: crate::upstream::Upstream,
+    /// Fetches the `image_url` images of OpenAI chat requests.
+    pub images: Arc<dyn gemini_balance::openai::ImageFetcher>,
 }
 
 /// The stacks the proxy serves with.
@@ -64,7 +65,11 @@ pub fn build(settings: &Settings, parts: &Parts) -> Stacks {
         .layer(usage(settings, parts))
         .layer(ParamFilterLayer::new())
         // BASE_URL carries the API version; the OpenAI layer sends `/models/...` below it.
-        .layer(OpenAiLayer::new(chat_options(settings)).gemini_prefix(""))
+        .layer(
+            OpenAiLayer::new(chat_options(settings))
+                .gemini_prefix("")
+                .image_fetcher(parts.images.clone()),
+        )
         .layer(retry(settings))
         .layer(KeyRotationLayer::new(parts.pool.clone()))
         .service(parts.upstream.clone());

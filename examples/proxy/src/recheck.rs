@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 
 use axum::http::{header, HeaderValue, Method, Request, Uri};
 use gemini_balance::classify::{classify_any_error, Classifier, Outcome};
-use gemini_balance::client::ReqwestService;
 use gemini_balance::keys::{KeyId, KeyPool};
 use serde::Serialize;
 use tower::ServiceExt;
 
 use crate::state::App;
+use crate::upstream::Upstream;
 
 const PROBE: &str = r#"{"contents":[{"role":"user","parts":[{"text":"hi"}]}],"generationConfig":{"maxOutputTokens":1}}"#;
 
@@ -36,7 +36,7 @@ pub struct ProbeResult {
 /// not in the pool.
 pub async fn probe(
     pool: &KeyPool,
-    upstream: &ReqwestService,
+    upstream: &Upstream,
     test_model: &str,
     id: &KeyId,
 ) -> Option<ProbeResult> {
@@ -64,6 +64,8 @@ pub async fn probe(
         HeaderValue::from_static("application/json"),
     );
     headers.insert("x-goog-api-key", lease.key().header_value().clone());
+    // The probe takes the key's own route (its proxy, with PROXIES).
+    req.extensions_mut().insert(id.clone());
     let started = Instant::now();
     let outcome: Outcome = match upstream.clone().oneshot(req).await {
         Ok(res) => {
@@ -108,7 +110,7 @@ pub async fn probe(
 }
 
 /// Probes every key that needs it, one after another; returns how many came back.
-pub async fn recheck(pool: &KeyPool, upstream: &ReqwestService, test_model: &str) -> usize {
+pub async fn recheck(pool: &KeyPool, upstream: &Upstream, test_model: &str) -> usize {
     let mut recovered = 0;
     for id in pool.keys_to_probe() {
         let Some(result) = probe(pool, upstream, test_model, &id).await else {

@@ -145,12 +145,12 @@ pub const DEFS: &[Def] = &[
         "Server",
         "Log level",
     ),
-    not_yet(def(
+    startup_only(def(
         "TIMEZONE",
         Kind::Text,
-        "UTC",
+        "Asia/Shanghai",
         "Server",
-        "Time zone for calendar-month statistics and daily jobs",
+        "IANA time zone (e.g. Asia/Shanghai, Europe/Berlin, UTC) of the calendar-month statistics and of the midnight log purge",
     )),
     // Keys and auth
     def(
@@ -248,20 +248,27 @@ pub const DEFS: &[Def] = &[
         "Upstream",
         "Extra headers sent upstream",
     ),
-    not_yet(def(
+    def(
         "PROXIES",
         Kind::SecretList,
         "[]",
         "Upstream",
-        "HTTP or SOCKS5 proxies for upstream calls",
-    )),
-    not_yet(def(
+        "Proxies for upstream calls (http://, https://, socks5://, socks5h://; user:password@ allowed)",
+    ),
+    def(
         "PROXIES_USE_CONSISTENCY_HASH_BY_API_KEY",
         Kind::Bool,
         "true",
         "Upstream",
-        "Give each key a stable proxy",
-    )),
+        "Give each key a stable proxy (the same across restarts); otherwise take turns",
+    ),
+    def(
+        "IMAGE_FETCH_ALLOW_PRIVATE_NETWORKS",
+        Kind::Bool,
+        "false",
+        "Upstream",
+        "Let image URLs in OpenAI chat requests reach loopback, private and link-local addresses (trusted networks only; not a Gemini-Balance setting)",
+    ),
     never(def(
         "URL_NORMALIZATION_ENABLED",
         Kind::Bool,

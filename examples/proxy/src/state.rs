@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use gemini_balance::client::ReqwestService;
 use gemini_balance::keys::{ApiKey, KeyId, KeyPool};
 use gemini_balance::store::SqliteStore;
 use serde_json::{Map, Value};
@@ -19,9 +18,16 @@ use crate::models::ModelPolicy;
 use crate::pipeline::{self, Stacks};
 use crate::secrets::SecretsFile;
 use crate::settings::{self, Invalid, Settings};
+use crate::upstream::Upstream;
 
-/// Settings whose change needs a new upstream client.
-const CLIENT_SETTINGS: &[&str] = &["TIME_OUT", "CUSTOM_HEADERS", "BASE_URL"];
+/// Settings whose change needs new upstream clients.
+const CLIENT_SETTINGS: &[&str] = &[
+    "TIME_OUT",
+    "CUSTOM_HEADERS",
+    "BASE_URL",
+    "PROXIES",
+    "PROXIES_USE_CONSISTENCY_HASH_BY_API_KEY",
+];
 
 /// Everything built from the settings.
 pub struct Live {
@@ -31,7 +37,7 @@ pub struct Live {
     /// AUTH_TOKEN: the admin API's credential.
     pub admin: ClientTokens,
     pub stacks: Stacks,
-    pub upstream: ReqwestService,
+    pub upstream: Upstream,
 }
 
 /// Changes the log filter (LOG_LEVEL) of the running process.
@@ -225,7 +231,7 @@ impl Live {
         settings: Settings,
         pool: &KeyPool,
         store: &SqliteStore,
-        upstream: Option<&ReqwestService>,
+        upstream: Option<&Upstream>,
     ) -> Result<Live, String> {
         let upstream = match upstream {
             Some(u) => u.clone(),
@@ -235,6 +241,7 @@ impl Live {
             pool: pool.clone(),
             store: store.clone(),
             upstream: upstream.clone(),
+            images: crate::images::fetcher(settings.bool("IMAGE_FETCH_ALLOW_PRIVATE_NETWORKS"))?,
         };
         let stacks = pipeline::build(&settings, &parts);
         let auth_token = Some(settings.text("AUTH_TOKEN")).filter(|t| !t.is_empty());
@@ -249,21 +256,24 @@ impl Live {
     }
 }
 
-/// The upstream client: pooled keep-alive connections (HTTP/2 where offered), TIME_OUT,
-/// CUSTOM_HEADERS, pinned to BASE_URL.
-pub fn build_upstream(settings: &Settings) -> Result<ReqwestService, String> {
+/// The upstream clients: pooled keep-alive connections (HTTP/2 where offered), TIME_OUT,
+/// CUSTOM_HEADERS, pinned to BASE_URL; one per PROXIES entry (see [`Upstream`]).
+pub fn build_upstream(settings: &Settings) -> Result<Upstream, String> {
     let time_out = Duration::from_secs(settings.int("TIME_OUT").unsigned_abs());
-    let client = reqwest::Client::builder()
-        .default_headers(custom_headers(settings.value("CUSTOM_HEADERS"))?)
-        .connect_timeout(time_out)
-        .read_timeout(time_out)
-        .pool_idle_timeout(Duration::from_secs(90))
-        .build()
-        .map_err(|e| format!("TIME_OUT/CUSTOM_HEADERS: the HTTP client could not be built: {e}"))?;
-    let base_url = settings.text("BASE_URL").trim_end_matches('/');
-    ReqwestService::new(client)
-        .base_url(base_url)
-        .map_err(|e| format!("BASE_URL: {e}"))
+    let headers = custom_headers(settings.value("CUSTOM_HEADERS"))?;
+    let client = || {
+        reqwest::Client::builder()
+            .default_headers(headers.clone())
+            .connect_timeout(time_out)
+            .read_timeout(time_out)
+            .pool_idle_timeout(Duration::from_secs(90))
+    };
+    Upstream::build(
+        client,
+        &settings.list("PROXIES"),
+        settings.bool("PROXIES_USE_CONSISTENCY_HASH_BY_API_KEY"),
+        settings.text("BASE_URL").trim_end_matches('/'),
+    )
 }
 
 /// `CUSTOM_HEADERS` (a JSON object) as headers sent with every upstream request.

@@ -5,9 +5,9 @@
 #[path = "../../../tests/support/mod.rs"]
 mod support;
 
-use std::net::TcpListener;
+mod common;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -16,51 +16,23 @@ use support::{prompt_body, test_key, test_keys, Fault, MockGemini};
 const TOKEN: &str = "sk-client-token-0001";
 const ADMIN: &str = "sk-admin-token-0002";
 
+/// The running proxy and a client for it.
 struct Proxy {
-    child: Child,
+    proxy: common::Proxy,
     url: String,
     client: reqwest::Client,
 }
 
 impl Proxy {
     async fn start(dir: &Path, env_file: &str) -> Proxy {
-        std::fs::write(dir.join(".env"), env_file).unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_gemini-balance-proxy"))
-            .current_dir(dir)
-            .env("HOST", "127.0.0.1")
-            .env("PORT", port.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let url = format!("http://127.0.0.1:{port}");
+        let proxy = common::Proxy::start(dir, env_file).await;
+        let url = proxy.url.clone();
         let client = support::client_builder().build().unwrap();
-        for _ in 0..200 {
-            if let Ok(res) = client.get(format!("{url}/health")).send().await {
-                if res.status() == 200 {
-                    return Proxy { child, url, client };
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("the proxy did not start");
+        Proxy { proxy, url, client }
     }
 
-    fn stop(mut self) {
-        let pid = self.child.id().to_string();
-        assert!(Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success());
-        assert!(self.child.wait().unwrap().success());
+    fn stop(self) {
+        self.proxy.stop();
     }
 
     /// An admin call with AUTH_TOKEN; returns status and JSON.
@@ -98,13 +70,6 @@ impl Proxy {
     }
 }
 
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// No key of the test and no token appears in `text`.
 fn assert_no_secret(text: &str) {
     for n in 1..=9 {
@@ -118,7 +83,7 @@ fn assert_no_secret(text: &str) {
 
 fn env_file(mock: &MockGemini) -> String {
     format!(
-        "API_KEYS={}\nALLOWED_TOKENS=[\"{TOKEN}\"]\nAUTH_TOKEN={ADMIN}\nTEST_MODEL=gemini-2.0-flash\nBASE_URL={}/v1beta\nMAX_RETRIES=3\nLOG_LEVEL=warn\n",
+        "API_KEYS={}\nALLOWED_TOKENS=[\"{TOKEN}\"]\nAUTH_TOKEN={ADMIN}\nTEST_MODEL=gemini-2.0-flash\nBASE_URL={}/v1beta\nMAX_RETRIES=3\n",
         serde_json::to_string(&test_keys(3)).unwrap(),
         mock.base_url()
     )

@@ -4,75 +4,16 @@
 #[path = "../../../tests/support/mod.rs"]
 mod support;
 
-use std::net::TcpListener;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::Command;
 use std::time::Duration;
+
+use common::{Proxy, TOKEN};
 
 use gemini_balance::store::SqliteStore;
 use serde_json::{json, Value};
 use support::{prompt_body, test_key, test_keys, Fault, MockGemini};
-
-const TOKEN: &str = "sk-proxy-test-token";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Proxy {
-    child: Child,
-    url: String,
-}
-
-impl Proxy {
-    /// Starts the binary in `dir` with `.env` there; waits until `/health` answers.
-    async fn start(dir: &Path, env_file: &str) -> Proxy {
-        std::fs::write(dir.join(".env"), env_file).unwrap();
-        let port = free_port();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_gemini-balance-proxy"))
-            .current_dir(dir)
-            .env("HOST", "127.0.0.1")
-            .env("PORT", port.to_string())
-            .env("LOG_LEVEL", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let url = format!("http://127.0.0.1:{port}");
-        let client = support::client_builder().build().unwrap();
-        for _ in 0..200 {
-            if let Ok(res) = client.get(format!("{url}/health")).send().await {
-                if res.status() == 200 {
-                    return Proxy { child, url };
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("the proxy did not start");
-    }
-
-    /// SIGTERM, then wait: the graceful path that flushes the store.
-    fn stop(mut self) {
-        let pid = self.child.id().to_string();
-        let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        assert!(status.success());
-        let exit = self.child.wait().unwrap();
-        assert!(exit.success(), "the proxy exited with {exit}");
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn env_file(mock: &MockGemini) -> String {
     let keys: Vec<String> = test_keys(2);

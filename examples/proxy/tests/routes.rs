@@ -5,61 +5,15 @@
 #[path = "../../../tests/support/mod.rs"]
 mod support;
 
-use std::collections::BTreeMap;
-use std::net::TcpListener;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+mod common;
 
+use std::collections::BTreeMap;
+
+use common::Proxy;
 use serde_json::{json, Value};
 use support::{prompt_body, test_key, test_keys, Fault, MockGemini};
 
 const TOKEN: &str = "sk-routes-token-0001";
-
-struct Proxy {
-    child: Child,
-    url: String,
-}
-
-impl Proxy {
-    async fn start(dir: &Path, env_file: &str) -> Proxy {
-        std::fs::write(dir.join(".env"), env_file).unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_gemini-balance-proxy"))
-            .current_dir(dir)
-            .env("HOST", "127.0.0.1")
-            .env("PORT", port.to_string())
-            .env("LOG_LEVEL", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let url = format!("http://127.0.0.1:{port}");
-        let client = support::client_builder().build().unwrap();
-        for _ in 0..200 {
-            if let Ok(res) = client.get(format!("{url}/health")).send().await {
-                if res.status() == 200 {
-                    return Proxy { child, url };
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("the proxy did not start");
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// The three ways SDKs present a token.
 #[derive(Debug, Clone, Copy)]

@@ -9,19 +9,16 @@
 //! one in `.venv`). Without it the test fails under CI (`CI` set) and is skipped, loudly,
 //! elsewhere.
 
+mod common;
 #[path = "../../../tests/support/mod.rs"]
 mod support;
 
 use std::io::Write;
-use std::net::TcpListener;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
+use common::{Proxy, TOKEN};
 use serde_json::{json, Value};
 use support::{test_keys, MockGemini};
-
-const TOKEN: &str = "sk-sdk-client-token";
 
 /// Variables that would send the SDKs' HTTP clients through a proxy.
 const PROXY_VARIABLES: &[&str] = &[
@@ -32,52 +29,6 @@ const PROXY_VARIABLES: &[&str] = &[
     "https_proxy",
     "all_proxy",
 ];
-
-struct Proxy {
-    child: Child,
-    url: String,
-}
-
-impl Proxy {
-    /// Starts the binary in `dir` with `.env` there; waits until `/health` answers.
-    async fn start(dir: &Path, env_file: &str) -> Proxy {
-        std::fs::write(dir.join(".env"), env_file).unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_gemini-balance-proxy"))
-            .current_dir(dir)
-            .env("HOST", "127.0.0.1")
-            .env("PORT", port.to_string())
-            .env("LOG_LEVEL", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let url = format!("http://127.0.0.1:{port}");
-        let client = support::client_builder().build().unwrap();
-        for _ in 0..200 {
-            if let Ok(res) = client.get(format!("{url}/health")).send().await {
-                if res.status() == 200 {
-                    return Proxy { child, url };
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("the proxy did not start");
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn python() -> Option<String> {
     match std::env::var("GEMINI_BALANCE_PYTHON") {
@@ -334,5 +285,5 @@ async fn official_sdks_work_against_the_proxy() {
     assert!(!mock.saw_credential(TOKEN));
     assert!(!mock.saw_credential("not-a-token"));
     assert!(test_keys(3).iter().any(|k| mock.requests(k) > 0));
-    drop(proxy);
+    proxy.stop();
 }

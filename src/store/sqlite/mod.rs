@@ -79,7 +79,7 @@ use self::retention::{Purge, Table};
 pub use self::schema::SCHEMA_VERSION;
 use self::stats::{Granularity, SeriesPoint, Summary, UsageRow, Window};
 use self::writer::{Msg, Shared, Throttle, Writer};
-use super::{KeyStateStore, StoreError, UsageSink};
+use super::{KeyStateStore, StoreError, TimeZone, UsageSink};
 use crate::keys::{KeyId, KeyObserver, KeySnapshot};
 use crate::usage::RequestRecord;
 
@@ -103,6 +103,7 @@ pub struct SqliteStoreBuilder {
     cache_mib: u32,
     sync_every_commit: bool,
     retention: Retention,
+    time_zone: TimeZone,
 }
 
 impl SqliteStoreBuilder {
@@ -144,6 +145,13 @@ impl SqliteStoreBuilder {
     /// Retention of logs and rollups (default: [`Retention::default`]).
     pub fn retention(mut self, retention: Retention) -> Self {
         self.retention = retention;
+        self
+    }
+
+    /// The zone of the calendar: where [`summary`](SqliteStore::summary)'s month begins and,
+    /// with [`Retention::logs_at_midnight`], when the logs are purged. Default UTC.
+    pub fn time_zone(mut self, time_zone: TimeZone) -> Self {
+        self.time_zone = time_zone;
         self
     }
 
@@ -205,6 +213,8 @@ impl SqliteStoreBuilder {
             batch_size: self.batch_size,
             retention: self.retention,
             next_retention: Instant::now(),
+            next_log_purge: None,
+            time_zone: self.time_zone.clone(),
             dirty: false,
             last_checkpoint: Instant::now(),
             jobs: VecDeque::new(),
@@ -225,6 +235,7 @@ impl SqliteStoreBuilder {
                 path: self.path,
                 capacity: self.channel_capacity,
                 drop_log: Throttle::new(DROP_LOG_INTERVAL),
+                time_zone: self.time_zone,
             }),
         })
     }
@@ -256,6 +267,7 @@ struct Inner {
     path: PathBuf,
     capacity: usize,
     drop_log: Throttle,
+    time_zone: TimeZone,
 }
 
 impl fmt::Debug for SqliteStore {
@@ -303,6 +315,7 @@ impl SqliteStore {
             cache_mib: 16,
             sync_every_commit: false,
             retention: Retention::default(),
+            time_zone: TimeZone::utc(),
         }
     }
 
@@ -419,9 +432,16 @@ impl SqliteStore {
         self.inner.reader.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// [`stats::summary`] now, in UTC, with the writer's counters. Blocks (see [`read`](Self::read)).
+    /// The zone of the store's calendar (see [`SqliteStoreBuilder::time_zone`]).
+    pub fn time_zone(&self) -> &TimeZone {
+        &self.inner.time_zone
+    }
+
+    /// [`stats::summary`] now, the month in the store's [time zone](Self::time_zone), with the
+    /// writer's counters. Blocks (see [`read`](Self::read)).
     pub fn summary(&self) -> Result<Summary, StoreError> {
-        let mut summary = self.read(|c| stats::summary(c, SystemTime::now(), 0))?;
+        let time_zone = &self.inner.time_zone;
+        let mut summary = self.read(|c| stats::summary(c, SystemTime::now(), time_zone))?;
         summary.writer = Some(self.writer_stats());
         Ok(summary)
     }

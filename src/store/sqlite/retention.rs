@@ -46,6 +46,11 @@ pub struct Retention {
     pub usage_hours: Duration,
     /// How often the writer looks for old rows. Default one hour (also once at startup).
     pub interval: Duration,
+    /// `true`: old error and request log rows are looked for once a day, at midnight in the
+    /// store's [time zone](super::SqliteStoreBuilder::time_zone) (and once at startup), as
+    /// Gemini-Balance does; the rollups keep `interval`. Default `false`: everything every
+    /// `interval`.
+    pub logs_at_midnight: bool,
     /// Rows deleted per statement. Default 2,000 (a few milliseconds of write lock).
     pub batch_rows: u32,
 }
@@ -61,6 +66,7 @@ impl Default for Retention {
             usage_minutes: 3 * DAY,
             usage_hours: 400 * DAY,
             interval: Duration::from_secs(3600),
+            logs_at_midnight: false,
             batch_rows: 2_000,
         }
     }
@@ -197,18 +203,85 @@ impl Purge {
     }
 }
 
+/// Which purges a retention run covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Due {
+    /// The error and request logs.
+    pub logs: bool,
+    /// The usage rollups.
+    pub rollups: bool,
+}
+
 /// The purges a retention run queues, for `now_ms`.
-pub(crate) fn due(retention: &Retention, now_ms: i64) -> Vec<(Vec<Table>, i64)> {
+pub(crate) fn due(retention: &Retention, now_ms: i64, what: Due) -> Vec<(Vec<Table>, i64)> {
     let cutoff =
         |d: Duration| now_ms.saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
     let mut out = Vec::new();
-    if let Some(d) = retention.error_logs {
-        out.push((vec![Table::Errors], cutoff(d)));
+    if what.logs {
+        if let Some(d) = retention.error_logs {
+            out.push((vec![Table::Errors], cutoff(d)));
+        }
+        if let Some(d) = retention.request_logs {
+            out.push((vec![Table::Requests, Table::Attempts], cutoff(d)));
+        }
     }
-    if let Some(d) = retention.request_logs {
-        out.push((vec![Table::Requests, Table::Attempts], cutoff(d)));
+    if what.rollups {
+        out.push((vec![Table::UsageMinutes], cutoff(retention.usage_minutes)));
+        out.push((vec![Table::UsageHours], cutoff(retention.usage_hours)));
     }
-    out.push((vec![Table::UsageMinutes], cutoff(retention.usage_minutes)));
-    out.push((vec![Table::UsageHours], cutoff(retention.usage_hours)));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_covers_what_is_due() {
+        let retention = Retention {
+            request_logs: Some(DAY),
+            ..Retention::default()
+        };
+        let now = 100 * 86_400_000;
+        let tables = |what| -> Vec<Table> {
+            due(&retention, now, what)
+                .into_iter()
+                .flat_map(|(t, _)| t)
+                .collect()
+        };
+        let logs = [Table::Errors, Table::Requests, Table::Attempts];
+        let rollups = [Table::UsageMinutes, Table::UsageHours];
+        let all: Vec<Table> = logs.iter().chain(&rollups).copied().collect();
+        assert_eq!(
+            tables(Due {
+                logs: true,
+                rollups: true
+            }),
+            all
+        );
+        assert_eq!(
+            tables(Due {
+                logs: true,
+                rollups: false
+            }),
+            logs
+        );
+        assert_eq!(
+            tables(Due {
+                logs: false,
+                rollups: true
+            }),
+            rollups
+        );
+        let cutoffs = due(
+            &retention,
+            now,
+            Due {
+                logs: true,
+                rollups: false,
+            },
+        );
+        assert_eq!(cutoffs[0].1, now - 7 * 86_400_000, "error logs: 7 days");
+        assert_eq!(cutoffs[1].1, now - 86_400_000, "request logs: 1 day");
+    }
 }

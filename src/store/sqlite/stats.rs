@@ -45,9 +45,9 @@ use serde::{Deserialize, Serialize};
 
 use super::rollup::Dim;
 use super::sql_error;
-use super::time::{hour_of, minute_of, month_start, ms_of, HOUR_MS, MINUTE_MS};
+use super::time::{hour_of, minute_of, ms_of, HOUR_MS, MINUTE_MS};
 use super::WriterStats;
-use crate::store::StoreError;
+use crate::store::{StoreError, TimeZone};
 
 /// A time range `[from_ms, to_ms)`, in milliseconds since the Unix epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -188,7 +188,7 @@ pub struct Summary {
     pub last_day: Counts,
     /// Since the start of the calendar month.
     pub this_month: Counts,
-    /// When the calendar month started.
+    /// When the calendar month started (local midnight of the 1st in the store's time zone).
     pub month_start_ms: i64,
     /// The writer's counters, when the summary comes from a running store.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -260,15 +260,14 @@ pub struct RateLimitedKey {
     pub attempts: u64,
 }
 
-/// The header figures at `now`; the calendar month is taken in a zone `utc_offset_minutes`
-/// east of UTC (0 for UTC, 480 for UTC+8).
+/// The header figures at `now`; the calendar month is the one holding `now` in `time_zone`.
 pub fn summary(
     conn: &Connection,
     now: SystemTime,
-    utc_offset_minutes: i32,
+    time_zone: &TimeZone,
 ) -> Result<Summary, StoreError> {
     let now_ms = ms_of(now);
-    let month_start_ms = month_start(now_ms, utc_offset_minutes);
+    let month_start_ms = ms_of(time_zone.month_start(now));
     let total = |from_ms: i64| -> Result<Counts, StoreError> {
         Ok(collect(
             conn,

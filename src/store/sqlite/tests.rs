@@ -266,6 +266,37 @@ fn by_default_request_logs_are_kept_and_error_logs_expire() {
         .unwrap();
 }
 
+#[test]
+fn midnight_log_purges_also_run_at_startup() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("usage.db");
+    let old = SystemTime::now() - Duration::from_secs(10 * 86_400);
+    {
+        let store = SqliteStore::builder(&path)
+            .error_log_days(None)
+            .open()
+            .unwrap();
+        store.record(record(1, old, KEY, "m", true));
+        store.record(record(2, SystemTime::now(), KEY, "m", true));
+        store.shutdown().unwrap();
+    }
+    // Purged at startup, before the first midnight in the zone comes.
+    let store = SqliteStore::builder(&path)
+        .retention(Retention {
+            logs_at_midnight: true,
+            request_logs: Some(Duration::from_secs(86_400)),
+            ..Retention::default()
+        })
+        .time_zone(crate::store::TimeZone::named("Asia/Shanghai").unwrap())
+        .open()
+        .unwrap();
+    wait_for(&store, "log retention at startup", |c| {
+        count(c, "SELECT count(*) FROM error_log") == 1
+            && count(c, "SELECT count(*) FROM request_log") == 1
+    });
+    store.shutdown().unwrap();
+}
+
 /// Requests spread over the last 30 hours, one every 7 minutes and 13 seconds.
 fn spread_store(dir: &std::path::Path) -> (SqliteStore, i64) {
     let store = SqliteStore::open(dir.join("usage.db")).unwrap();

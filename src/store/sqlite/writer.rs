@@ -17,12 +17,13 @@ use std::time::{Duration, Instant, SystemTime};
 use rusqlite::{params, Connection, Transaction, TransactionBehavior};
 
 use super::key_state;
-use super::retention::{self, Purge, Retention};
+use super::retention::{self, Due, Purge, Retention};
 use super::rollup::{clamp, FastSet, Rollup};
 use super::time::{duration_ms, ms_of};
 use crate::api_error::ApiFlavor;
 use crate::keys::{KeyId, KeySnapshot};
 use crate::redact::redact_keys;
+use crate::store::TimeZone;
 use crate::usage::{ClientId, RequestRecord};
 
 /// How long after a commit the writer checkpoints at most (see `Writer::checkpoint_step`).
@@ -130,6 +131,9 @@ pub(crate) struct Writer {
     pub batch_size: usize,
     pub retention: Retention,
     pub next_retention: Instant,
+    /// The next midnight log purge, with `retention.logs_at_midnight` (`None`: at startup).
+    pub next_log_purge: Option<Instant>,
+    pub time_zone: TimeZone,
     /// Commits not yet checkpointed (synced) into the database file.
     pub dirty: bool,
     /// When the writer last checkpointed.
@@ -147,6 +151,7 @@ impl Writer {
         loop {
             let mut wait = if self.jobs.is_empty() {
                 self.next_retention
+                    .min(self.next_log_purge.unwrap_or(self.next_retention))
                     .saturating_duration_since(Instant::now())
             } else {
                 Duration::ZERO
@@ -219,10 +224,27 @@ impl Writer {
     /// Queues the retention purges when due, then runs one step of the first purge.
     fn retention_step(&mut self) {
         let now = Instant::now();
-        if now >= self.next_retention {
+        let rollups = now >= self.next_retention;
+        let logs = if self.retention.logs_at_midnight {
+            self.next_log_purge.is_none_or(|at| now >= at)
+        } else {
+            rollups
+        };
+        if rollups {
             self.next_retention = now + self.retention.interval.max(Duration::from_secs(1));
+        }
+        if logs && self.retention.logs_at_midnight {
+            let wall = SystemTime::now();
+            let until = self
+                .time_zone
+                .next_midnight(wall)
+                .duration_since(wall)
+                .unwrap_or(Duration::from_secs(3600));
+            self.next_log_purge = Some(now + until.max(Duration::from_secs(1)));
+        }
+        if logs || rollups {
             let now_ms = ms_of(SystemTime::now());
-            for (tables, cutoff) in retention::due(&self.retention, now_ms) {
+            for (tables, cutoff) in retention::due(&self.retention, now_ms, Due { logs, rollups }) {
                 let queued = self
                     .jobs
                     .iter()

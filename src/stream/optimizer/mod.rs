@@ -16,6 +16,8 @@
 //! delayed. Every other event (comments, keep-alives, errors, `[DONE]`, several candidates,
 //! events over 1 MiB) passes through byte for byte.
 //!
+//! **HTTP/JSON only**: it rewrites `text/event-stream` answers; gRPC streams pass through.
+//!
 //! # Example
 //!
 //! ```

@@ -29,6 +29,9 @@
 //! Requests that are not streaming, Gemini streams without `alt=sse` (a streamed JSON array),
 //! other routes and other methods pass through untouched. `docs/streaming.md` has the details.
 //!
+//! **HTTP/JSON only**: it recognises Gemini REST and OpenAI JSON requests and writes SSE; gRPC
+//! calls pass through untouched.
+//!
 //! # Example
 //!
 //! ```

@@ -15,12 +15,13 @@ use serde_json::json;
 use super::{answer, fail, ok, query, store_failed, AdminState};
 
 pub async fn summary(State(state): State<AdminState>) -> Response<Body> {
-    let offset = crate::timezone::utc_offset_minutes(&state.app.live().settings);
+    // The month is TIMEZONE's (the store's time zone, set at startup).
+    let time_zone = state.app.store.time_zone().clone();
     let writer = state.app.store.writer_stats();
     let result = state
         .app
         .store
-        .read_async(move |c| stats::summary(c, SystemTime::now(), offset))
+        .read_async(move |c| stats::summary(c, SystemTime::now(), &time_zone))
         .await;
     match result {
         Ok(mut s) => {
@@ -34,7 +35,7 @@ pub async fn summary(State(state): State<AdminState>) -> Response<Body> {
                 },
                 "month_start_ms": s.month_start_ms,
                 "now_ms": s.now_ms,
-                "timezone": state.app.live().settings.text("TIMEZONE"),
+                "timezone": state.app.store.time_zone().name(),
                 "store": s.writer,
             }))
         }

@@ -1,0 +1,106 @@
+//! Starting and stopping the proxy binary in a test: a `.env` in a temporary directory, the
+//! binary on a free loopback port, `/health` polled until it answers.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::support;
+
+/// The client token the test `.env` files accept.
+pub const TOKEN: &str = "sk-proxy-test-token";
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The running binary; killed when dropped.
+pub struct Proxy {
+    child: Child,
+    /// `http://127.0.0.1:<port>`.
+    pub url: String,
+}
+
+impl Proxy {
+    /// Starts the binary in `dir` with `.env` there; waits until `/health` answers.
+    pub async fn start(dir: &Path, env_file: &str) -> Proxy {
+        std::fs::write(dir.join(".env"), env_file).unwrap();
+        let port = free_port();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_gemini-balance-proxy"))
+            .current_dir(dir)
+            .env("HOST", "127.0.0.1")
+            .env("PORT", port.to_string())
+            .env("LOG_LEVEL", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let url = format!("http://127.0.0.1:{port}");
+        let client = support::client_builder().build().unwrap();
+        for _ in 0..400 {
+            if let Ok(res) = client.get(format!("{url}/health")).send().await {
+                if res.status() == 200 {
+                    return Proxy { child, url };
+                }
+            }
+            if let Ok(Some(exit)) = child.try_wait() {
+                panic!("the proxy exited at startup with {exit}");
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("the proxy did not start");
+    }
+
+    /// SIGTERM, then wait: the graceful path that flushes the store.
+    pub fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(status.success());
+        let exit = self.child.wait().unwrap();
+        assert!(exit.success(), "the proxy exited with {exit}");
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the binary in a directory holding `env_file` as `.env` and expects it to refuse to
+/// start; returns what it wrote to stderr.
+pub fn startup_error(env_file: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(".env"), env_file).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gemini-balance-proxy"))
+        .current_dir(dir.path())
+        .env("HOST", "127.0.0.1")
+        .env("PORT", free_port().to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A guard, not a measurement: a proxy that started anyway would otherwise run forever.
+    for _ in 0..1200 {
+        if let Some(exit) = child.try_wait().unwrap() {
+            assert!(!exit.success(), "the proxy exited with {exit}");
+            let mut stderr = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+            return stderr;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("the proxy started although its settings are invalid");
+}

@@ -1,0 +1,245 @@
+//! [`RetryMiddleware`] and [`ClassifiedStrategy`]: classified retries for a `ClientWithMiddleware`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, Extensions, HeaderValue};
+use reqwest::{Request, Response};
+use reqwest_middleware::{Error, Middleware, Next, Result};
+use reqwest_retry::{Retryable, RetryableStrategy};
+
+use super::classify_error;
+use crate::classify::{Classifier, FailureClass, Outcome};
+use crate::ext::Attempts;
+use crate::keys::KeyId;
+use crate::retry::{Config, RetryLayer, ATTEMPTS_HEADER};
+use crate::usage::RequestBodyCapture;
+
+/// The retry loop of [`RetryLayer`] as a reqwest-middleware middleware: same settings, same
+/// budget, same decisions.
+///
+/// Put it above a [`KeyRotationMiddleware`](super::KeyRotationMiddleware): each retry then goes
+/// through the pool again and gets another key when the [`FailureClass`] says so. Unlike
+/// reqwest-retry (whose `RetryPolicy` never sees the answer), it waits as long as a short
+/// `Retry-After` / `RetryInfo` asks, and a long one ends the retries so that the caller sees the
+/// upstream's answer. When no key is left to try, the caller gets the upstream's last answer.
+/// Answers carry the [`ATTEMPTS_HEADER`] and the [`Attempts`] extension.
+///
+/// A request whose body is a stream cannot be replayed: it is sent once.
+#[derive(Debug, Clone)]
+pub struct RetryMiddleware {
+    config: Arc<Config>,
+}
+
+impl Default for RetryMiddleware {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RetryMiddleware {
+    /// The defaults of [`RetryLayer::new`].
+    pub fn new() -> Self {
+        Self::from(RetryLayer::new())
+    }
+}
+
+/// Configure the middleware with [`RetryLayer`]'s builder; a layer and a middleware made from
+/// it share the retry budget.
+impl From<RetryLayer> for RetryMiddleware {
+    fn from(layer: RetryLayer) -> Self {
+        RetryMiddleware {
+            config: layer.shared_config(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Middleware for RetryMiddleware {
+    async fn handle(
+        &self,
+        req: Request,
+        extensions: &mut Extensions,
+        next: Next<'_>,
+    ) -> Result<Response> {
+        let config = &self.config;
+        if let Some(capture) = extensions.get::<RequestBodyCapture>() {
+            if let Some(body) = req.body().and_then(reqwest::Body::as_bytes) {
+                capture.set(Bytes::copy_from_slice(body));
+            }
+        }
+        config.deposit();
+        let mut template = Some(req);
+        let mut previous: Option<Response> = None;
+        let mut attempt = 1;
+        loop {
+            // Keep a copy for the next attempt; a streaming body has none and is sent once.
+            let Some(current) = template.take() else {
+                return Err(Error::middleware(NotReplayable));
+            };
+            let attempt_req = match current.try_clone() {
+                Some(copy) => {
+                    template = Some(current);
+                    copy
+                }
+                None => current,
+            };
+            let result = next.clone().run(attempt_req, extensions).await;
+            let class = match &result {
+                Ok(res) => match res.extensions().get::<Outcome>() {
+                    Some(outcome) => outcome.failure().cloned(),
+                    None => config
+                        .classifier
+                        .classify(res.status(), res.headers(), &[])
+                        .err(),
+                },
+                Err(err) => Some(classify_error(err)),
+            };
+            let Some(class) = class else {
+                return finish(result, attempt);
+            };
+            if let FailureClass::Local { .. } = class {
+                return match previous.take() {
+                    // No key is left to try: the upstream's last answer says more than "no key".
+                    Some(upstream) => Ok(upstream_over_local(upstream, result, attempt - 1)),
+                    // Answered without reaching the upstream: count only the attempts that did.
+                    None => finish(result, attempt - 1),
+                };
+            }
+            if template.is_none() {
+                return finish(result, attempt);
+            }
+            let Some(wait) = config.next_wait(&class, attempt) else {
+                return finish(result, attempt);
+            };
+            tracing::debug!(
+                attempt,
+                class = %class,
+                key = result
+                    .as_ref()
+                    .ok()
+                    .and_then(|res| res.extensions().get::<KeyId>())
+                    .map(tracing::field::display),
+                wait_ms = wait.as_millis() as u64,
+                "retrying"
+            );
+            // Keep the failed answer (its body is already read) in case no key is left.
+            previous = result.ok();
+            attempt += 1;
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}
+
+/// Only reached if the loop lost its request; kept as an error rather than a panic.
+#[derive(Debug)]
+struct NotReplayable;
+
+impl std::fmt::Display for NotReplayable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the request could not be replayed for a retry")
+    }
+}
+
+impl std::error::Error for NotReplayable {}
+
+fn finish(result: Result<Response>, attempts: u32) -> Result<Response> {
+    let mut res = result?;
+    res.headers_mut()
+        .insert(ATTEMPTS_HEADER, HeaderValue::from(attempts));
+    res.extensions_mut().insert(Attempts(attempts));
+    Ok(res)
+}
+
+fn upstream_over_local(mut upstream: Response, local: Result<Response>, attempts: u32) -> Response {
+    if !upstream.headers().contains_key(header::RETRY_AFTER) {
+        if let Some(value) = local
+            .ok()
+            .and_then(|res| res.headers().get(header::RETRY_AFTER).cloned())
+        {
+            upstream.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+    }
+    upstream
+        .headers_mut()
+        .insert(ATTEMPTS_HEADER, HeaderValue::from(attempts));
+    upstream.extensions_mut().insert(Attempts(attempts));
+    upstream
+}
+
+/// A reqwest-retry [`RetryableStrategy`] that answers from the one [`Classifier`].
+///
+/// With a [`KeyRotationMiddleware`](super::KeyRotationMiddleware) below it, it reads the
+/// [`Outcome`] that middleware put in the answer (judged from the error body too); otherwise it
+/// classifies the status and headers. Retryable classes are `Transient`, the rest `Fatal`.
+///
+/// reqwest-retry's `RetryPolicy` only sees the number of past retries, never the answer, so it
+/// cannot wait for a `Retry-After` / `RetryInfo`. This strategy makes a failure that asks for a
+/// wait longer than [`honor_retry_after_up_to`](Self::honor_retry_after_up_to) (5 s by default)
+/// `Fatal`, as [`RetryLayer`] does, unless the failure was the key's (then the next attempt uses
+/// another key at once). To wait for short ones, use [`RetryMiddleware`] instead.
+#[derive(Debug, Clone)]
+pub struct ClassifiedStrategy {
+    classifier: Classifier,
+    honor_retry_after_up_to: Duration,
+}
+
+impl Default for ClassifiedStrategy {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ClassifiedStrategy {
+    /// The default classifier; waits up to 5 s count as retryable.
+    pub fn new() -> Self {
+        ClassifiedStrategy {
+            classifier: Classifier::new(),
+            honor_retry_after_up_to: Duration::from_secs(5),
+        }
+    }
+
+    /// The classifier used when no [`Outcome`] is in the answer.
+    pub fn classifier(mut self, classifier: Classifier) -> Self {
+        self.classifier = classifier;
+        self
+    }
+
+    /// The longest `Retry-After` still retried (longer ones are `Fatal`).
+    pub fn honor_retry_after_up_to(mut self, max: Duration) -> Self {
+        self.honor_retry_after_up_to = max;
+        self
+    }
+
+    /// The class of an answer or error, `None` for a success.
+    pub fn class(&self, res: &Result<Response>) -> Option<FailureClass> {
+        match res {
+            Ok(res) => match res.extensions().get::<Outcome>() {
+                Some(outcome) => outcome.failure().cloned(),
+                None => self
+                    .classifier
+                    .classify(res.status(), res.headers(), &[])
+                    .err(),
+            },
+            Err(err) => Some(classify_error(err)),
+        }
+    }
+}
+
+impl RetryableStrategy for ClassifiedStrategy {
+    fn handle(&self, res: &Result<Response>) -> Option<Retryable> {
+        let class = self.class(res)?;
+        let too_long = !class.is_key_scoped()
+            && class
+                .retry_after()
+                .is_some_and(|asked| asked > self.honor_retry_after_up_to);
+        Some(if class.is_retryable() && !too_long {
+            Retryable::Transient
+        } else {
+            Retryable::Fatal
+        })
+    }
+}
