@@ -288,6 +288,91 @@ async fn streams_server_sent_events() {
 }
 
 #[tokio::test]
+async fn calls_a_declared_function_until_its_result_comes_back() {
+    let mock = MockGemini::start().await;
+    let tools = serde_json::json!([{"functionDeclarations": [
+        {"name": "get_time", "parameters": {"type": "object", "properties": {"tz": {"type": "string"}}}},
+        {"name": "get_weather", "parameters": {"type": "OBJECT", "properties": {
+            "city": {"type": "STRING"}, "days": {"type": "integer"}, "metric": {"type": "boolean"},
+            "extra": {"type": "object"}}}}
+    ]}]);
+    let ask = |body: Value| {
+        let mock = &mock;
+        async move {
+            post(
+                mock,
+                "/v1beta/models/gemini-2.0-flash:generateContent",
+                Some(&test_key(1)),
+                body.to_string(),
+            )
+            .await
+        }
+    };
+    let contents = serde_json::json!([{"role": "user", "parts": [{"text": "weather in Paris"}]}]);
+
+    // The first declared function, its parameters filled from the prompt.
+    let (status, answer) = ask(serde_json::json!({"contents": contents, "tools": tools})).await;
+    assert_eq!(status, 200);
+    let candidate = &answer["candidates"][0];
+    assert_eq!(
+        candidate["content"]["parts"],
+        serde_json::json!([{"functionCall": {"name": "get_time", "args": {"tz": "weather in Paris"}}}])
+    );
+    assert_eq!(candidate["finishReason"], "STOP");
+    assert_eq!(answer["usageMetadata"]["promptTokenCount"], 3);
+
+    // `allowedFunctionNames` picks the function; each type gets a value.
+    let config = serde_json::json!({"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["get_weather"]}});
+    let (_, answer) =
+        ask(serde_json::json!({"contents": contents, "tools": tools, "toolConfig": config})).await;
+    assert_eq!(
+        answer["candidates"][0]["content"]["parts"][0]["functionCall"],
+        serde_json::json!({"name": "get_weather", "args": {"city": "weather in Paris", "days": 3, "metric": true}})
+    );
+
+    // Mode NONE, or the function's result as the last turn: text again.
+    let none = serde_json::json!({"functionCallingConfig": {"mode": "NONE"}});
+    let (_, answer) =
+        ask(serde_json::json!({"contents": contents, "tools": tools, "toolConfig": none})).await;
+    assert_eq!(
+        answer["candidates"][0]["content"]["parts"][0]["text"],
+        "echo: weather in Paris"
+    );
+    let answered = serde_json::json!([
+        {"role": "user", "parts": [{"text": "weather in Paris"}]},
+        {"role": "model", "parts": [{"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}}]},
+        {"role": "user", "parts": [{"functionResponse": {"name": "get_weather", "response": {"sky": "clear"}}}]}
+    ]);
+    let (_, answer) = ask(serde_json::json!({"contents": answered, "tools": tools})).await;
+    assert_eq!(
+        answer["candidates"][0]["content"]["parts"][0]["text"],
+        "echo: weather in Paris"
+    );
+
+    // Streamed: the call comes whole, in one event, with the usage.
+    let res = client()
+        .post(format!(
+            "{}/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse",
+            mock.base_url()
+        ))
+        .header("x-goog-api-key", test_key(1))
+        .body(serde_json::json!({"contents": contents, "tools": tools}).to_string())
+        .send()
+        .await
+        .unwrap();
+    let text = res.text().await.unwrap();
+    let events: Vec<&str> = text.split("\r\n\r\n").filter(|e| !e.is_empty()).collect();
+    assert_eq!(events.len(), 1, "{text}");
+    let event: Value = serde_json::from_str(events[0].strip_prefix("data: ").unwrap()).unwrap();
+    assert_eq!(
+        event["candidates"][0]["content"]["parts"][0]["functionCall"]["name"],
+        "get_time"
+    );
+    assert_eq!(event["candidates"][0]["finishReason"], "STOP");
+    assert_eq!(event["usageMetadata"]["candidatesTokenCount"], 6);
+}
+
+#[tokio::test]
 async fn faults_answer_as_gemini_fails() {
     let mock = MockGemini::start().await;
     let path = "/v1beta/models/gemini-2.0-flash:generateContent";

@@ -3,9 +3,10 @@
 //! [`MockGemini::start`] serves an axum app on `127.0.0.1:0` that answers like Gemini, errors
 //! included: it takes the key from `x-goog-api-key`, `?key=` or `Authorization: Bearer`, serves
 //! `generateContent`, `streamGenerateContent` (SSE), `countTokens`, `embedContent`,
-//! `batchEmbedContents` and the model list under `/v1beta` and `/v1`, and fails per key as told
-//! by a [`Fault`]. It counts requests per key and status, remembers every credential it saw and
-//! recent requests (head and body).
+//! `batchEmbedContents` and the model list under `/v1beta` and `/v1` (calling a declared
+//! function when a request offers tools), and fails per key as told by a [`Fault`]. It counts
+//! requests per key and status, remembers every credential it saw and recent requests (head and
+//! body).
 //!
 //! ```ignore
 //! let mock = MockGemini::start().await;

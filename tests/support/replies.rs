@@ -1,7 +1,9 @@
 //! Gemini's successful answers, and the models the mock knows.
 //!
 //! Answers are deterministic: the text echoes the prompt (so a test can tell that a retried
-//! request carried its body), and token counts are word counts.
+//! request carried its body), and token counts are word counts. A request that declares
+//! functions is answered with a call of one of them (see [`function_call`]), as a model that
+//! decides to use a tool would.
 
 use serde_json::{json, Value};
 
@@ -175,6 +177,86 @@ fn chunk(model: &ModelInfo, text: &str, last: bool, prompt: &str) -> Value {
         response["usageMetadata"] = usage(model, prompt);
     }
     response["candidates"] = json!([candidate]);
+    response
+}
+
+/// The function call the mock answers a request with, if the request declares functions
+/// (`tools[].functionDeclarations`, or `function_declarations`) and neither forbids calls
+/// (`toolConfig.functionCallingConfig.mode` `NONE`) nor ends with a function's result (the
+/// turn where a real model answers in text). The function is the first of
+/// `allowedFunctionNames` that is declared, else the first declared. Its `args` fill each
+/// property of the declared `parameters`: a string with the prompt, a number or an integer with
+/// the prompt's token count, a boolean with `true`.
+pub fn function_call(request: &Value) -> Option<Value> {
+    let declarations: Vec<&Value> = request
+        .get("tools")?
+        .as_array()?
+        .iter()
+        .filter_map(|tool| {
+            tool.get("functionDeclarations")
+                .or_else(|| tool.get("function_declarations"))
+        })
+        .filter_map(Value::as_array)
+        .flatten()
+        .collect();
+    let config = request
+        .get("toolConfig")
+        .and_then(|c| c.get("functionCallingConfig"));
+    if config.and_then(|c| c.get("mode")).and_then(Value::as_str) == Some("NONE") {
+        return None;
+    }
+    let last_turn_answers_a_call = request
+        .get("contents")
+        .and_then(Value::as_array)
+        .and_then(|contents| contents.last())
+        .and_then(|turn| turn.get("parts"))
+        .and_then(Value::as_array)
+        .is_some_and(|parts| parts.iter().any(|p| p.get("functionResponse").is_some()));
+    if last_turn_answers_a_call {
+        return None;
+    }
+    let name_of = |d: &Value| d.get("name").and_then(Value::as_str).map(str::to_owned);
+    let allowed = config
+        .and_then(|c| c.get("allowedFunctionNames"))
+        .and_then(Value::as_array);
+    let declaration = allowed
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .find_map(|name| {
+            declarations
+                .iter()
+                .find(|d| name_of(d).as_deref() == Some(name))
+        })
+        .or_else(|| declarations.first())?;
+    let prompt = prompt_text(request);
+    let mut args = serde_json::Map::new();
+    let properties = declaration
+        .pointer("/parameters/properties")
+        .or_else(|| declaration.pointer("/parametersJsonSchema/properties"))
+        .and_then(Value::as_object);
+    for (property, schema) in properties.into_iter().flatten() {
+        let kind = schema
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let value = match kind.as_str() {
+            "string" => json!(prompt),
+            "number" | "integer" => json!(count_tokens(&prompt)),
+            "boolean" => json!(true),
+            _ => continue,
+        };
+        args.insert(property.clone(), value);
+    }
+    Some(json!({ "name": name_of(declaration)?, "args": args }))
+}
+
+/// A `GenerateContentResponse` calling a function (`call` from [`function_call`]): one
+/// `functionCall` part, `finishReason` `STOP` (Gemini has no finish reason of its own for calls).
+pub fn function_call_content(model: &ModelInfo, call: &Value, prompt: &str) -> Value {
+    let mut response = chunk(model, "", true, prompt);
+    response["candidates"][0]["content"]["parts"] = json!([{ "functionCall": call }]);
     response
 }
 

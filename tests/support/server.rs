@@ -295,13 +295,24 @@ fn call(
         return errors::invalid_json().response();
     };
     let prompt = replies::prompt_text(&request);
+    let function_call = replies::function_call(&request);
     match action {
         Action::Generate | Action::Stream if request.get("contents").is_none() => {
             errors::no_contents().response()
         }
-        Action::Generate => json(StatusCode::OK, &replies::generate_content(model, &prompt)),
+        Action::Generate => json(
+            StatusCode::OK,
+            &match &function_call {
+                Some(call) => replies::function_call_content(model, call, &prompt),
+                None => replies::generate_content(model, &prompt),
+            },
+        ),
         Action::Stream => {
-            let chunks = replies::stream_chunks(model, &prompt);
+            // Gemini streams a function call whole, in one event.
+            let chunks = match &function_call {
+                Some(call) => vec![replies::function_call_content(model, call, &prompt)],
+                None => replies::stream_chunks(model, &prompt),
+            };
             let sse = parts
                 .uri
                 .query()

@@ -252,6 +252,12 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         base_url = %app.live().settings.text("BASE_URL"),
         "gemini-balance-proxy listening"
     );
+    // TCP_NODELAY: a response goes out as several writes (head, then body frames as the
+    // upstream sends them); with Nagle each later write waits for the client's delayed ACK,
+    // about 40 ms per request.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
