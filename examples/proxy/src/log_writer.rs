@@ -13,6 +13,9 @@ use tracing_subscriber::fmt::MakeWriter;
 
 /// Lines waiting for the writer thread at most.
 const QUEUE: usize = 16 * 1024;
+/// After a batch, lines gather this long: meanwhile a request hands its line over without
+/// waking the writer thread (a wake-up per line costs more than formatting it).
+const GATHER: std::time::Duration = std::time::Duration::from_millis(5);
 
 enum Msg {
     Line(Vec<u8>),
@@ -72,6 +75,7 @@ fn write_lines(rx: Receiver<Msg>, out: impl Write, dropped: Arc<AtomicU64>) {
             );
         }
         let _ = out.flush();
+        std::thread::sleep(GATHER);
     }
 }
 

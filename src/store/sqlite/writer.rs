@@ -129,6 +129,8 @@ pub(crate) struct Writer {
     pub rx: Receiver<Msg>,
     pub shared: Arc<Shared>,
     pub batch_size: usize,
+    /// How long records gather after a batch that was not full (see the builder's `gather`).
+    pub gather: Duration,
     pub retention: Retention,
     pub next_retention: Instant,
     /// The next midnight log purge, with `retention.logs_at_midnight` (`None`: at startup).
@@ -184,6 +186,8 @@ impl Writer {
                     return;
                 }
             }
+            // Under load, wait for the next records instead of being woken for each one.
+            let gather = control.is_none() && !batch.is_empty() && batch.len() < self.batch_size;
             self.write_batch(&mut batch);
             match control {
                 None | Some(Msg::Record(_)) | Some(Msg::Wake) => {}
@@ -200,6 +204,9 @@ impl Writer {
             }
             self.retention_step();
             self.checkpoint_step();
+            if gather && !self.gather.is_zero() {
+                std::thread::sleep(self.gather);
+            }
         }
     }
 
