@@ -258,7 +258,9 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    axum::serve(listener, router)
+    // One service for every connection: serving the `Router` itself would rebuild its route
+    // table (`with_state`) for each connection, about 18 KiB held as long as the connection.
+    axum::serve(listener, router.into_make_service())
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     // Everything recorded reaches the database before the process ends.
