@@ -70,7 +70,7 @@ async fn main() -> Result<(), Error> {
         .layer(UsageLayer::new(client_usage.clone()))
         // `Retry` rebuilds each attempt's body from the bytes it buffered (`From<Bytes>`), which
         // tonic's body type does not offer: `ReplayBody` around it above `Retry`, tonic's below.
-        .map_request(|req: http::Request<tonic::body::Body>| req.map(ReplayBody::new))
+        .map_request(|req: http::Request<tonic::body::Body>| req.map(ReplayBody::inner))
         .layer(RetryLayer::new())
         .map_request(|req: http::Request<ReplayBody<tonic::body::Body>>| {
             req.map(tonic::body::Body::new)

@@ -47,6 +47,14 @@ impl<B> ResponseBody<B> {
     }
 }
 
+/// Bytes we hold: how [`Retry`](crate::retry::Retry) rebuilds a request body for each attempt
+/// (see [`ReplayBody`](crate::retry::ReplayBody)).
+impl<B> From<Bytes> for ResponseBody<B> {
+    fn from(data: Bytes) -> Self {
+        ResponseBody::full(data)
+    }
+}
+
 impl<B> Body for ResponseBody<B>
 where
     B: Body<Data = Bytes>,

@@ -441,7 +441,7 @@ fn key_status(pool: &KeyPool, key: &str) -> KeyStatus {
 fn to_replayable(
     req: http::Request<tonic::body::Body>,
 ) -> http::Request<ReplayBody<tonic::body::Body>> {
-    req.map(ReplayBody::new)
+    req.map(ReplayBody::inner)
 }
 
 fn to_tonic(req: http::Request<ReplayBody<tonic::body::Body>>) -> http::Request<tonic::body::Body> {
