@@ -1,6 +1,6 @@
 //! Client authentication: ALLOWED_TOKENS and AUTH_TOKEN, from any of the places SDKs put them.
 
-use axum::http::{header, Request};
+use axum::http::{header, HeaderMap, Request};
 
 /// The tokens a client may present. Compared in constant time.
 pub struct ClientTokens {
@@ -19,7 +19,8 @@ impl ClientTokens {
         self.tokens.is_empty()
     }
 
-    /// `true` when `candidate` is one of the tokens (the web admin's login form).
+    /// `true` when `candidate` is one of the tokens. Every token is compared, so the time
+    /// taken does not say which one nearly matched.
     pub fn accepts_token(&self, candidate: &[u8]) -> bool {
         self.tokens.iter().fold(false, |found, token| {
             found | constant_time_eq(token, candidate)
@@ -36,37 +37,22 @@ impl ClientTokens {
     /// The accepted token the request carries (as `Authorization: Bearer`, `x-goog-api-key` or
     /// `?key=`), if any, and where it was.
     pub fn accepted<B>(&self, req: &Request<B>) -> Option<(String, Placement)> {
-        presented(req)
-            .find(|(candidate, _)| {
-                // Check every token, so the time taken does not say which one nearly matched.
-                self.tokens.iter().fold(false, |found, token| {
-                    found | constant_time_eq(token, candidate)
-                })
-            })
+        let query = req.uri().query().into_iter().flat_map(|q| {
+            q.split('&')
+                .filter_map(|pair| pair.strip_prefix("key="))
+                .map(|token| (token.as_bytes(), Placement::Google))
+        });
+        in_headers(req.headers())
+            .chain(query)
+            .find(|(candidate, _)| self.accepts_token(candidate))
             .map(|(token, placement)| (String::from_utf8_lossy(token).into_owned(), placement))
     }
-}
 
-impl ClientTokens {
     /// Like [`accepted`](Self::accepted), from headers only (`Authorization: Bearer` or
     /// `x-goog-api-key`): for the admin API, where a token in the URL would end up in logs.
-    pub fn accepted_header(&self, headers: &axum::http::HeaderMap) -> Option<Placement> {
-        let bearer = headers
-            .get(header::AUTHORIZATION)
-            .map(|v| v.as_bytes())
-            .and_then(|v| v.strip_prefix(b"Bearer "))
-            .map(|v| (v, Placement::Bearer));
-        let goog = headers
-            .get("x-goog-api-key")
-            .map(|v| (v.as_bytes(), Placement::Google));
-        bearer
-            .into_iter()
-            .chain(goog)
-            .find(|(candidate, _)| {
-                self.tokens.iter().fold(false, |found, token| {
-                    found | constant_time_eq(token, candidate)
-                })
-            })
+    pub fn accepted_header(&self, headers: &HeaderMap) -> Option<Placement> {
+        in_headers(headers)
+            .find(|(candidate, _)| self.accepts_token(candidate))
             .map(|(_, placement)| placement)
     }
 }
@@ -80,22 +66,16 @@ pub enum Placement {
     Google,
 }
 
-fn presented<B>(req: &Request<B>) -> impl Iterator<Item = (&[u8], Placement)> {
-    let bearer = req
-        .headers()
+/// The tokens in `Authorization: Bearer` and `x-goog-api-key`.
+fn in_headers(headers: &HeaderMap) -> impl Iterator<Item = (&[u8], Placement)> {
+    let bearer = headers
         .get(header::AUTHORIZATION)
         .map(|v| v.as_bytes())
         .map(|v| (v.strip_prefix(b"Bearer ").unwrap_or(v), Placement::Bearer));
-    let goog = req
-        .headers()
+    let goog = headers
         .get("x-goog-api-key")
         .map(|v| (v.as_bytes(), Placement::Google));
-    let query = req.uri().query().into_iter().flat_map(|q| {
-        q.split('&')
-            .filter_map(|pair| pair.strip_prefix("key="))
-            .map(|token| (token.as_bytes(), Placement::Google))
-    });
-    bearer.into_iter().chain(goog).chain(query)
+    bearer.into_iter().chain(goog)
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -129,5 +109,16 @@ mod tests {
             assert!(!tokens.accepts(&req.body(()).unwrap()));
         }
         assert!(!ClientTokens::new(&[], None).accepts(&Request::get("/x?key=").body(()).unwrap()));
+        // The admin API reads headers only: a token in the URL is not accepted there.
+        let in_url = Request::get("/x?key=admin").body(()).unwrap();
+        assert!(tokens.accepted_header(in_url.headers()).is_none());
+        let in_header = Request::get("/x")
+            .header("x-goog-api-key", "admin")
+            .body(())
+            .unwrap();
+        assert_eq!(
+            tokens.accepted_header(in_header.headers()),
+            Some(Placement::Google)
+        );
     }
 }
