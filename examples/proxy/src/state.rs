@@ -164,9 +164,6 @@ impl App {
         } else {
             None
         };
-        if names.contains(&"LOG_LEVEL") {
-            (self.set_log_level)(next.text("LOG_LEVEL")).map_err(|e| invalid("LOG_LEVEL", e))?;
-        }
         let reuse =
             (!names.iter().any(|n| CLIENT_SETTINGS.contains(n))).then_some(&current.upstream);
         let live = Live::build(next, &self.pool, &self.store, reuse).map_err(|e| {
@@ -219,6 +216,12 @@ impl App {
         }
         self.pool
             .set_max_failures(u32::try_from(live.settings.int("MAX_FAILURES")).unwrap_or(u32::MAX));
+        if names.contains(&"LOG_LEVEL") {
+            // Checked by `Settings::set` (one of the known levels), so this cannot refuse it.
+            if let Err(e) = (self.set_log_level)(live.settings.text("LOG_LEVEL")) {
+                tracing::warn!(error = %e, "LOG_LEVEL could not be applied to the running log");
+            }
+        }
         self.live.store(Arc::new(live));
         tracing::info!(settings = %names.join(", "), "configuration changed");
         Ok(())
