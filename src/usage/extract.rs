@@ -5,7 +5,11 @@
 //! last event that carries it. [`UsageTap`] sees each chunk once, keeps bounded memory, and never
 //! holds a chunk back.
 
+use std::fmt;
+
 use bytes::{Bytes, BytesMut};
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::record::TokenUsage;
@@ -143,6 +147,101 @@ fn object_len(text: &[u8]) -> Option<usize> {
     None
 }
 
+/// What [`usage_from_json`] finds, read straight from JSON text: only the `usageMetadata` and
+/// `usage` objects are built; everything else (candidates, their text, inline data) is skipped
+/// without allocating, which is most of a response's bytes.
+struct UsageOnly(Option<TokenUsage>);
+
+impl<'de> Deserialize<'de> for UsageOnly {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(UsageOnlyVisitor)
+    }
+}
+
+struct UsageOnlyVisitor;
+
+impl<'de> Visitor<'de> for UsageOnlyVisitor {
+    type Value = UsageOnly;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    // Like `usage_from_json`: the last element of an array that has usage.
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<UsageOnly, A::Error> {
+        let mut last = None;
+        while let Some(UsageOnly(found)) = seq.next_element::<UsageOnly>()? {
+            last = found.or(last);
+        }
+        Ok(UsageOnly(last))
+    }
+
+    // Like `usage_from_json`: `usageMetadata` wins over `usage`.
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<UsageOnly, A::Error> {
+        let mut gemini: Option<Value> = None;
+        let mut openai: Option<Value> = None;
+        while let Some(field) = map.next_key::<UsageField>()? {
+            match field {
+                UsageField::Gemini => gemini = Some(map.next_value()?),
+                UsageField::OpenAi => openai = Some(map.next_value()?),
+                UsageField::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(UsageOnly(match gemini {
+            Some(meta) => gemini_usage(&meta),
+            None => openai.as_ref().and_then(openai_usage),
+        }))
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<UsageOnly, E> {
+        Ok(UsageOnly(None))
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<UsageOnly, E> {
+        Ok(UsageOnly(None))
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<UsageOnly, E> {
+        Ok(UsageOnly(None))
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<UsageOnly, E> {
+        Ok(UsageOnly(None))
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<UsageOnly, E> {
+        Ok(UsageOnly(None))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<UsageOnly, E> {
+        Ok(UsageOnly(None))
+    }
+}
+
+/// An object key, compared without being copied.
+enum UsageField {
+    Gemini,
+    OpenAi,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for UsageField {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl Visitor<'_> for KeyVisitor {
+            type Value = UsageField;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object key")
+            }
+            fn visit_str<E: de::Error>(self, key: &str) -> Result<UsageField, E> {
+                Ok(match key {
+                    "usageMetadata" => UsageField::Gemini,
+                    "usage" => UsageField::OpenAi,
+                    _ => UsageField::Other,
+                })
+            }
+        }
+        deserializer.deserialize_identifier(KeyVisitor)
+    }
+}
+
 /// Watches a response body for token usage, chunk by chunk.
 #[derive(Debug)]
 pub enum UsageTap {
@@ -219,8 +318,8 @@ impl UsageTap {
                     return None;
                 }
                 if !*truncated {
-                    if let Ok(value) = serde_json::from_slice::<Value>(buf) {
-                        return usage_from_json(&value);
+                    if let Ok(found) = serde_json::from_slice::<UsageOnly>(buf) {
+                        return found.0;
                     }
                 }
                 usage_from_text(buf)
@@ -245,8 +344,8 @@ fn drain(decoder: &mut SseDecoder, last: &mut Option<TokenUsage>) {
         let Some(event) = SseEvent::parse(&block) else {
             continue;
         };
-        let found = match serde_json::from_str::<Value>(&event.data) {
-            Ok(value) => usage_from_json(&value),
+        let found = match serde_json::from_str::<UsageOnly>(&event.data) {
+            Ok(found) => found.0,
             Err(_) => usage_from_text(event.data.as_bytes()),
         };
         if found.is_some() {
@@ -275,6 +374,27 @@ mod tests {
         tool_use_prompt: 1,
         total: 20,
     };
+
+    #[test]
+    fn the_skipping_reader_agrees_with_the_value_reader() {
+        for body in [
+            GEMINI,
+            r#"[{"candidates":[]},{"usageMetadata":{"promptTokenCount":3,"totalTokenCount":4}},{"candidates":[{"x":[1,2.5,true,null,"s\"}"]}]}]"#,
+            r#"[[{"usage":{"prompt_tokens":1}}],{"a":1}]"#,
+            r#"{"usage":{"prompt_tokens":10,"completion_tokens":30,"total_tokens":40,"completion_tokens_details":{"reasoning_tokens":12}},"usageMetadata":{"promptTokenCount":1}}"#,
+            r#"{"usageMetadata":"not an object","usage":{"prompt_tokens":1}}"#,
+            r#"{"usageMetadata":{"promptTokenCount":1},"usageMetadata":{"promptTokenCount":2}}"#,
+            r#"{"candidates":[{"content":{"parts":[{"text":"no usage here"}]}}]}"#,
+            r#""a string""#,
+            "42",
+            "null",
+            "[]",
+        ] {
+            let value: Value = serde_json::from_str(body).unwrap();
+            let skipped: UsageOnly = serde_json::from_str(body).unwrap();
+            assert_eq!(skipped.0, usage_from_json(&value), "{body}");
+        }
+    }
 
     #[test]
     fn gemini_json_in_any_chunking() {

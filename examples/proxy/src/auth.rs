@@ -1,17 +1,23 @@
 //! Client authentication: ALLOWED_TOKENS and AUTH_TOKEN, from any of the places SDKs put them.
 
 use axum::http::{header, HeaderMap, Request};
+use gemini_balance::usage::ClientId;
 
-/// The tokens a client may present. Compared in constant time.
+/// The tokens a client may present, each with its fingerprint (computed once, not per
+/// request). Compared in constant time.
 pub struct ClientTokens {
-    tokens: Vec<Vec<u8>>,
+    tokens: Vec<(Vec<u8>, ClientId)>,
 }
 
 impl ClientTokens {
     pub fn new(allowed: &[String], auth_token: Option<&str>) -> Self {
-        let mut tokens: Vec<Vec<u8>> = allowed.iter().map(|t| t.as_bytes().to_vec()).collect();
-        tokens.extend(auth_token.map(|t| t.as_bytes().to_vec()));
-        tokens.retain(|t| !t.is_empty());
+        let tokens = allowed
+            .iter()
+            .map(String::as_str)
+            .chain(auth_token)
+            .filter(|t| !t.is_empty())
+            .map(|t| (t.as_bytes().to_vec(), ClientId::of(t)))
+            .collect();
         ClientTokens { tokens }
     }
 
@@ -22,8 +28,14 @@ impl ClientTokens {
     /// `true` when `candidate` is one of the tokens. Every token is compared, so the time
     /// taken does not say which one nearly matched.
     pub fn accepts_token(&self, candidate: &[u8]) -> bool {
-        self.tokens.iter().fold(false, |found, token| {
-            found | constant_time_eq(token, candidate)
+        self.matching(candidate).is_some()
+    }
+
+    /// The id of the token equal to `candidate`. Every token is compared.
+    fn matching(&self, candidate: &[u8]) -> Option<&ClientId> {
+        self.tokens.iter().fold(None, |found, (token, id)| {
+            let equal = constant_time_eq(token, candidate);
+            found.or(equal.then_some(id))
         })
     }
 
@@ -36,7 +48,7 @@ impl ClientTokens {
 
     /// The accepted token the request carries (as `Authorization: Bearer`, `x-goog-api-key` or
     /// `?key=`), if any, and where it was.
-    pub fn accepted<B>(&self, req: &Request<B>) -> Option<(String, Placement)> {
+    pub fn accepted<B>(&self, req: &Request<B>) -> Option<(ClientId, Placement)> {
         let query = req.uri().query().into_iter().flat_map(|q| {
             q.split('&')
                 .filter_map(|pair| pair.strip_prefix("key="))
@@ -44,8 +56,7 @@ impl ClientTokens {
         });
         in_headers(req.headers())
             .chain(query)
-            .find(|(candidate, _)| self.accepts_token(candidate))
-            .map(|(token, placement)| (String::from_utf8_lossy(token).into_owned(), placement))
+            .find_map(|(candidate, placement)| Some((self.matching(candidate)?.clone(), placement)))
     }
 
     /// Like [`accepted`](Self::accepted), from headers only (`Authorization: Bearer` or

@@ -40,7 +40,6 @@ use gemini_balance::ext::{Attempts, ModelName};
 use gemini_balance::keys::{ApiKey, KeyId, KeyPool, KeyStatus};
 use gemini_balance::store::sqlite::Retention;
 use gemini_balance::store::{KeyStateStore, SqliteStore};
-use gemini_balance::usage::ClientId;
 use tower::ServiceExt;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -315,7 +314,7 @@ async fn handle(State(app): State<Arc<App>>, req: Request<Body>) -> Response<Bod
             &format!("no route for {path}"),
         );
     }
-    let Some((token, placement)) = live.tokens.accepted(&req) else {
+    let Some((client, placement)) = live.tokens.accepted(&req) else {
         tracing::info!(route = %path, status = 401, "request refused: no valid client token");
         return local(
             flavor,
@@ -324,7 +323,7 @@ async fn handle(State(app): State<Arc<App>>, req: Request<Body>) -> Response<Bod
         );
     };
     let (mut parts, body) = req.into_parts();
-    parts.extensions.insert(ClientId::of(&token));
+    parts.extensions.insert(client);
     let mut model = None;
     let mut list_shape = None;
     let mut body = reqwest::Body::wrap_stream(body.into_data_stream());
