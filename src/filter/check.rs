@@ -5,6 +5,7 @@ use bytes::Bytes;
 use serde_json::{Map, Number, Value};
 
 use super::drop_list::{DropList, Key};
+use super::first_pass::first_pass;
 use super::schema::{Obj, Req, Shape, Ty};
 
 /// At most this many violations are listed; the rest are counted.
@@ -83,6 +84,12 @@ pub enum Filtered {
 /// assert!(out.get("seed").is_none());
 /// ```
 pub fn filter_body(body: &[u8], shape: Shape, model: Option<&str>, drops: &DropList) -> Filtered {
+    if let Some(clean) = first_pass(body, shape) {
+        let model = model.or(clean.model.as_deref());
+        if drops.paths_for(shape, model).next().is_none() {
+            return Filtered::Unchanged;
+        }
+    }
     let Ok(mut value) = serde_json::from_slice::<Value>(body) else {
         return Filtered::NotJson;
     };

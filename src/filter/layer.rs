@@ -11,6 +11,7 @@ use tower_service::Service;
 
 use super::check::{body_model, filter_value, Checked};
 use super::drop_list::{DropList, DropRule};
+use super::first_pass::first_pass;
 use super::future::ResponseFuture;
 use super::reject::rejection;
 use super::schema::Shape;
@@ -158,6 +159,23 @@ pub(crate) fn decide(
     config: &Config,
     flavor: ApiFlavor,
 ) -> Result<Bytes, Box<Response<Bytes>>> {
+    // Most bodies need nothing: say so without building them (see `first_pass`).
+    if let Some(clean) = first_pass(&bytes, shape) {
+        if let Some(name) = &clean.model {
+            if parts.extensions.get::<ModelName>().is_none() {
+                parts.extensions.insert(ModelName::new(name.as_str()));
+            }
+        }
+        let model = parts
+            .extensions
+            .get::<ModelName>()
+            .map(|m| m.as_str())
+            .or_else(|| model_from_path(parts.uri.path()))
+            .or(clean.model.as_deref());
+        if config.drops.paths_for(shape, model).next().is_none() {
+            return Ok(bytes);
+        }
+    }
     let Ok(mut value) = serde_json::from_slice::<Value>(&bytes) else {
         return Ok(bytes); // not JSON: the upstream answers it
     };

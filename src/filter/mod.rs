@@ -73,6 +73,7 @@
 
 mod check;
 mod drop_list;
+mod first_pass;
 pub mod future;
 mod layer;
 mod reject;

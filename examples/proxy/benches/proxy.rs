@@ -27,6 +27,9 @@
 //! `GB_PROXY_BENCH_SECS` sets the measured seconds per case (default 5), `GB_PROXY_BENCH_STREAMS`
 //! the number of concurrent streaming clients (default 1,000), `GB_PROXY_BENCH_ENV` more `.env`
 //! lines for the proxy (separated by a literal `\n`), for experiments.
+//! For quicker experiments: `GB_PROXY_BENCH_ONLY=b,c` runs only those targets' request runs,
+//! `GB_PROXY_BENCH_CONNECTIONS=64` only that connection count, `GB_PROXY_BENCH_STREAMS=0` no
+//! streaming clients, and `GB_PROXY_BENCH_PROXY_WORKERS=N` gives the proxy N tokio workers.
 //! Results and method: docs/performance.md, "Proxy throughput".
 
 use std::collections::VecDeque;
@@ -88,6 +91,16 @@ fn main() {
         }
         _ => bench(),
     }
+}
+
+/// `true` when `wanted` is empty or names `item`: a target by its letter (`(b2) ...` is `b2`)
+/// or a connection count.
+fn selected(wanted: &[String], item: &str) -> bool {
+    let key = item
+        .strip_prefix('(')
+        .and_then(|rest| rest.split(')').next())
+        .unwrap_or(item);
+    wanted.is_empty() || wanted.iter().any(|w| w == key)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -427,6 +440,11 @@ impl Server {
             .current_dir(dir)
             .env("HOST", "127.0.0.1")
             .env("PORT", port.to_string())
+            .envs(
+                std::env::var("GB_PROXY_BENCH_PROXY_WORKERS")
+                    .ok()
+                    .map(|n| ("TOKIO_WORKER_THREADS", n)),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -958,6 +976,9 @@ async fn run(warmup: Duration, measure: Duration, streams: usize) {
         ("(b2) axum + reqwest pass-through", &frameworks),
         ("(c) gemini-balance-proxy", &proxy),
     ] {
+        if streams == 0 {
+            break;
+        }
         let run = hold_streams(
             &target(server.addr, true, PACED_MODEL),
             streams,
@@ -984,6 +1005,17 @@ async fn run(warmup: Duration, measure: Duration, streams: usize) {
     let pass_after_streams = pass.memory();
     let frameworks_after_streams = frameworks.memory();
     let mut thread_notes = Vec::new();
+    // Experiment knobs: a subset of the targets (by letter) and of the connection counts.
+    let list = |name: &str| -> Vec<String> {
+        std::env::var(name)
+            .unwrap_or_default()
+            .split(',')
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect()
+    };
+    let only = list("GB_PROXY_BENCH_ONLY");
+    let connection_counts = list("GB_PROXY_BENCH_CONNECTIONS");
     for (stream, title) in [
         (false, "generateContent (JSON answer, 1 frame)"),
         (
@@ -998,7 +1030,13 @@ async fn run(warmup: Duration, measure: Duration, streams: usize) {
         println!("|---|---|---|---|---|---|---|");
         let mut floor: [Option<(f64, f64)>; 2] = [None, None];
         for (name, addr, pid) in targets {
+            if !selected(&only, name) {
+                continue;
+            }
             for (i, connections) in [1, 64].into_iter().enumerate() {
+                if !selected(&connection_counts, &connections.to_string()) {
+                    continue;
+                }
                 let result = load(
                     &target(addr, stream, MODEL),
                     connections,
