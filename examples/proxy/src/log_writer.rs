@@ -80,12 +80,12 @@ fn write_lines(rx: Receiver<Msg>, out: impl Write, dropped: Arc<AtomicU64>) {
 }
 
 /// One log line being formatted; handed to the writer thread when complete.
-pub struct Line {
+pub struct Line<'a> {
     buf: Vec<u8>,
-    writer: LogWriter,
+    writer: &'a LogWriter,
 }
 
-impl Write for Line {
+impl Write for Line<'_> {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
         self.buf.extend_from_slice(bytes);
         Ok(bytes.len())
@@ -96,7 +96,7 @@ impl Write for Line {
     }
 }
 
-impl Drop for Line {
+impl Drop for Line<'_> {
     fn drop(&mut self) {
         if self.buf.is_empty() {
             return;
@@ -113,12 +113,12 @@ impl Drop for Line {
 }
 
 impl<'a> MakeWriter<'a> for LogWriter {
-    type Writer = Line;
+    type Writer = Line<'a>;
 
-    fn make_writer(&'a self) -> Line {
+    fn make_writer(&'a self) -> Line<'a> {
         Line {
             buf: Vec::with_capacity(256),
-            writer: self.clone(),
+            writer: self,
         }
     }
 }
