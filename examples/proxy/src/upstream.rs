@@ -77,8 +77,8 @@ enum Spread {
 /// One way to the upstream.
 #[derive(Debug, Clone)]
 enum Route {
-    /// No PROXIES: straight to BASE_URL.
-    Direct(Direct),
+    /// No PROXIES: straight to BASE_URL (boxed: the client is large, and built once).
+    Direct(Box<Direct>),
     /// Through one PROXIES entry.
     Proxied(ReqwestService),
 }
@@ -98,7 +98,7 @@ impl Upstream {
     pub fn build(options: &Options, proxies: &[String], by_key: bool) -> Result<Upstream, String> {
         let mut routes = Vec::with_capacity(proxies.len().max(1));
         if proxies.is_empty() {
-            routes.push(Route::Direct(Direct::new(options)?));
+            routes.push(Route::Direct(Box::new(Direct::new(options)?)));
         }
         for (i, url) in proxies.iter().enumerate() {
             let proxy = parse_proxy(url).map_err(|e| format!("PROXIES: entry #{}: {e}", i + 1))?;

@@ -162,11 +162,11 @@ impl Direct {
             None if self.prefix.is_empty() => PathAndQuery::from_static("/"),
             None => PathAndQuery::from_maybe_shared(Bytes::from(self.prefix.clone()))?,
         };
-        Ok(Uri::builder()
+        Uri::builder()
             .scheme(self.scheme.clone())
             .authority(self.authority.clone())
             .path_and_query(pq)
-            .build()?)
+            .build()
     }
 }
 
