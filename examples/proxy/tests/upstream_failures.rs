@@ -97,6 +97,22 @@ async fn a_refused_connection_answers_502() {
 }
 
 #[tokio::test]
+async fn an_https_base_url_is_reached_over_tls() {
+    // The mock speaks plain HTTP: a TLS client's handshake fails there, a plain client's
+    // request would be served.
+    let mock = MockGemini::start().await;
+    let base = mock.base_url().replacen("http://", "https://", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(dir.path(), &env_file(&base)).await;
+
+    let res = generate(&proxy, "generateContent").await;
+    assert_eq!(res.status(), 502);
+    let error: Value = serde_json::from_slice(&res.bytes().await.unwrap()).unwrap();
+    assert_eq!(error["error"]["code"], 502);
+    assert_eq!(mock.requests(&test_key(1)), 0);
+}
+
+#[tokio::test]
 async fn a_stream_that_stalls_is_cut_after_time_out() {
     let mock = MockGemini::start().await;
     // Every stream stops after its first event, and no permit ever lets the rest through.
