@@ -20,13 +20,15 @@ use gemini_balance::store::SqliteStore;
 use gemini_balance::stream::optimizer::{OptimizerParams, StreamOptimizerLayer};
 use gemini_balance::stream::pseudo::PseudoStreamLayer;
 use gemini_balance::usage::UsageLayer;
+use gemini_balance::BoxError;
 use tower::util::BoxCloneSyncService;
 use tower::ServiceBuilder;
 
 use crate::settings::Settings;
 
-/// A stack as the handler sees it.
-pub type Stack = BoxCloneSyncService<Request<reqwest::Body>, Response<Body>, reqwest::Error>;
+/// A stack as the handler sees it. The error keeps its cause's `source()` chain (see
+/// [`crate::upstream`]), which the handler classifies as 504 or 502.
+pub type Stack = BoxCloneSyncService<Request<reqwest::Body>, Response<Body>, BoxError>;
 
 /// What the stacks share.
 pub struct Parts {

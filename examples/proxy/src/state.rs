@@ -18,7 +18,7 @@ use crate::models::ModelPolicy;
 use crate::pipeline::{self, Stacks};
 use crate::secrets::SecretsFile;
 use crate::settings::{self, Invalid, Settings};
-use crate::upstream::Upstream;
+use crate::upstream::{self, Upstream};
 
 /// Settings whose change needs new upstream clients.
 const CLIENT_SETTINGS: &[&str] = &[
@@ -259,37 +259,32 @@ impl Live {
     }
 }
 
-/// The upstream clients: pooled keep-alive connections (HTTP/2 where offered), TIME_OUT,
-/// CUSTOM_HEADERS, pinned to BASE_URL; one per PROXIES entry (see [`Upstream`]).
+/// The upstream routes: pooled keep-alive connections (HTTP/2 where offered), TIME_OUT,
+/// CUSTOM_HEADERS, pinned to BASE_URL; direct, or one per PROXIES entry (see [`Upstream`]).
 pub fn build_upstream(settings: &Settings) -> Result<Upstream, String> {
-    let time_out = Duration::from_secs(settings.int("TIME_OUT").unsigned_abs());
-    let headers = custom_headers(settings.value("CUSTOM_HEADERS"))?;
-    let client = || {
-        reqwest::Client::builder()
-            .default_headers(headers.clone())
-            .connect_timeout(time_out)
-            .read_timeout(time_out)
-            .pool_idle_timeout(Duration::from_secs(90))
+    let options = upstream::Options {
+        time_out: Duration::from_secs(settings.int("TIME_OUT").unsigned_abs()),
+        headers: custom_headers(settings.value("CUSTOM_HEADERS"))?,
+        base_url: settings.text("BASE_URL").trim_end_matches('/').to_owned(),
     };
     Upstream::build(
-        client,
+        &options,
         &settings.list("PROXIES"),
         settings.bool("PROXIES_USE_CONSISTENCY_HASH_BY_API_KEY"),
-        settings.text("BASE_URL").trim_end_matches('/'),
     )
 }
 
 /// `CUSTOM_HEADERS` (a JSON object) as headers sent with every upstream request.
-fn custom_headers(value: &Value) -> Result<reqwest::header::HeaderMap, String> {
-    let mut headers = reqwest::header::HeaderMap::new();
+fn custom_headers(value: &Value) -> Result<axum::http::header::HeaderMap, String> {
+    let mut headers = axum::http::header::HeaderMap::new();
     for (name, value) in value.as_object().into_iter().flatten() {
         let text = match value {
             Value::String(s) => s.clone(),
             other => other.to_string(),
         };
-        let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+        let name = axum::http::header::HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| format!("CUSTOM_HEADERS: {name:?} is not a header name"))?;
-        let value = reqwest::header::HeaderValue::from_str(&text).map_err(|_| {
+        let value = axum::http::header::HeaderValue::from_str(&text).map_err(|_| {
             format!("CUSTOM_HEADERS: the value of {name} is not a valid header value")
         })?;
         headers.insert(name, value);

@@ -1,7 +1,9 @@
 //! The upstream service: Gemini reached directly, or through one of the outbound `PROXIES`.
 //!
-//! Each proxy gets its own pooled `reqwest::Client`, built once at startup, so connections to a
-//! proxy are reused like direct ones. Which proxy a request takes is decided per request:
+//! The direct route sends over hyper-util's pooled client (see [`direct`]); each proxy gets its
+//! own pooled `reqwest::Client` (reqwest speaks HTTP, HTTPS and SOCKS proxies), built once, so
+//! connections to a proxy are reused like direct ones. Which proxy a request takes is decided
+//! per request:
 //!
 //! - `PROXIES_USE_CONSISTENCY_HASH_BY_API_KEY=true`: by the key the key-rotation layer chose
 //!   (its [`KeyId`] travels in the request's extensions). The digest of the key's id is
@@ -10,18 +12,58 @@
 //! - otherwise round-robin over the proxies.
 //!
 //! Requests without a key id (none should reach here) take the round-robin path.
+//!
+//! Both kinds of route answer with an [`UpstreamBody`] and fail with a [`BoxError`] that keeps
+//! the cause's `source()` chain, so the classifier tells a timeout (504) from a refused
+//! connection (502) whichever route a request took.
 
+mod direct;
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
+use axum::http::header::HeaderMap;
 use axum::http::{Request, Response};
+use bytes::Bytes;
 use gemini_balance::client::ReqwestService;
 use gemini_balance::keys::KeyId;
+use gemini_balance::BoxError;
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
 use tower::Service;
+
+use direct::{Direct, DirectBody};
 
 /// Proxy URL schemes accepted in `PROXIES`.
 const SCHEMES: &[&str] = &["http", "https", "socks5", "socks5h"];
+
+/// What every route is built with.
+#[derive(Clone)]
+pub struct Options {
+    /// TIME_OUT: to connect, and the longest the upstream may stay silent (before the response
+    /// head, and between body frames).
+    pub time_out: Duration,
+    /// CUSTOM_HEADERS: sent with every request that does not carry the header itself.
+    pub headers: HeaderMap,
+    /// BASE_URL: where every request goes (`http(s)://host[:port][/path]`).
+    pub base_url: String,
+}
+
+impl fmt::Debug for Options {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // CUSTOM_HEADERS may hold credentials: only their names.
+        f.debug_struct("Options")
+            .field("time_out", &self.time_out)
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("base_url", &self.base_url)
+            .finish()
+    }
+}
 
 /// How a proxy is chosen for a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,44 +74,47 @@ enum Spread {
     RoundRobin,
 }
 
-/// Sends each request through its route: the direct client, or the client of one proxy.
+/// One way to the upstream.
+#[derive(Debug, Clone)]
+enum Route {
+    /// No PROXIES: straight to BASE_URL (boxed: the client is large, and built once).
+    Direct(Box<Direct>),
+    /// Through one PROXIES entry.
+    Proxied(ReqwestService),
+}
+
+/// Sends each request through its route: direct, or through one of the proxies.
 #[derive(Clone, Debug)]
 pub struct Upstream {
-    routes: Arc<[ReqwestService]>,
+    routes: Arc<[Route]>,
     spread: Spread,
     next: Arc<AtomicUsize>,
 }
 
 impl Upstream {
-    /// One client from `client()` per proxy in `proxies` (none: one direct client), each sending
-    /// to `base_url`. An entry that is not a proxy URL is an error naming PROXIES and its
+    /// The direct route when `proxies` is empty, else one route per proxy, all sending to
+    /// `options.base_url`. An entry that is not a proxy URL is an error naming PROXIES and its
     /// position (never its text, which may hold a password).
-    pub fn build(
-        client: impl Fn() -> reqwest::ClientBuilder,
-        proxies: &[String],
-        by_key: bool,
-        base_url: &str,
-    ) -> Result<Upstream, String> {
+    pub fn build(options: &Options, proxies: &[String], by_key: bool) -> Result<Upstream, String> {
         let mut routes = Vec::with_capacity(proxies.len().max(1));
         if proxies.is_empty() {
-            let built = client().build().map_err(|e| {
-                format!("TIME_OUT/CUSTOM_HEADERS: the HTTP client could not be built: {e}")
-            })?;
-            routes.push(built);
+            routes.push(Route::Direct(Box::new(Direct::new(options)?)));
         }
         for (i, url) in proxies.iter().enumerate() {
             let proxy = parse_proxy(url).map_err(|e| format!("PROXIES: entry #{}: {e}", i + 1))?;
-            let built = client()
+            let client = reqwest::Client::builder()
+                .default_headers(options.headers.clone())
+                .connect_timeout(options.time_out)
+                .read_timeout(options.time_out)
+                .pool_idle_timeout(Duration::from_secs(90))
                 .proxy(proxy)
                 .build()
                 .map_err(|e| format!("PROXIES: entry #{}: {e}", i + 1))?;
-            routes.push(built);
+            let service = ReqwestService::new(client)
+                .base_url(&options.base_url)
+                .map_err(|e| format!("BASE_URL: {e}"))?;
+            routes.push(Route::Proxied(service));
         }
-        let routes = routes
-            .into_iter()
-            .map(|c| ReqwestService::new(c).base_url(base_url))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("BASE_URL: {e}"))?;
         Ok(Upstream {
             routes: routes.into(),
             spread: if by_key {
@@ -129,22 +174,106 @@ fn parse_proxy(url: &str) -> Result<reqwest::Proxy, String> {
     reqwest::Proxy::all(parsed).map_err(|_| "not a usable proxy URL".to_owned())
 }
 
-impl<B> Service<Request<B>> for Upstream
-where
-    B: Into<reqwest::Body>,
-{
-    type Response = Response<reqwest::Body>;
-    type Error = reqwest::Error;
-    type Future = <ReqwestService as Service<Request<B>>>::Future;
+impl Service<Request<reqwest::Body>> for Upstream {
+    type Response = Response<UpstreamBody>;
+    type Error = BoxError;
+    type Future = ResponseFuture;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Request<B>) -> Self::Future {
-        let route = self.pick(req.extensions().get::<KeyId>());
-        let mut service = self.routes[route].clone();
-        service.call(req)
+    fn call(&mut self, req: Request<reqwest::Body>) -> Self::Future {
+        match &self.routes[self.pick(req.extensions().get::<KeyId>())] {
+            Route::Direct(direct) => ResponseFuture::Direct {
+                inner: direct.send(req),
+            },
+            Route::Proxied(service) => ResponseFuture::Proxied {
+                inner: service.clone().call(req),
+            },
+        }
+    }
+}
+
+/// What a proxied route's reqwest service returns.
+type ProxiedFuture = <ReqwestService as Service<Request<reqwest::Body>>>::Future;
+
+pin_project! {
+    /// The response of either kind of route.
+    #[project = ResponseFutureProj]
+    pub enum ResponseFuture {
+        /// The direct route.
+        Direct { #[pin] inner: direct::ResponseFuture },
+        /// A route through a proxy.
+        Proxied { inner: ProxiedFuture },
+    }
+}
+
+impl Future for ResponseFuture {
+    type Output = Result<Response<UpstreamBody>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Poll::Ready(match self.project() {
+            ResponseFutureProj::Direct { inner } => {
+                ready!(inner.poll(cx)).map(|res| res.map(|body| UpstreamBody::Direct { body }))
+            }
+            ResponseFutureProj::Proxied { inner } => match ready!(inner.as_mut().poll(cx)) {
+                Ok(res) => Ok(res.map(|body| UpstreamBody::Proxied { body })),
+                Err(e) => Err(Box::new(e)),
+            },
+        })
+    }
+}
+
+pin_project! {
+    /// A response body of either kind of route (an enum, not a box: nothing allocated per
+    /// response or per frame).
+    #[project = UpstreamBodyProj]
+    pub enum UpstreamBody {
+        /// From the direct route.
+        Direct { #[pin] body: DirectBody },
+        /// From a route through a proxy.
+        Proxied { body: reqwest::Body },
+    }
+}
+
+impl fmt::Debug for UpstreamBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UpstreamBody::Direct { body } => body.fmt(f),
+            UpstreamBody::Proxied { body } => body.fmt(f),
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.project() {
+            UpstreamBodyProj::Direct { body } => body.poll_frame(cx),
+            UpstreamBodyProj::Proxied { body } => Pin::new(body)
+                .poll_frame(cx)
+                .map_err(|e| -> BoxError { Box::new(e) }),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Direct { body } => body.is_end_stream(),
+            UpstreamBody::Proxied { body } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpstreamBody::Direct { body } => body.size_hint(),
+            UpstreamBody::Proxied { body } => body.size_hint(),
+        }
     }
 }
 
@@ -155,12 +284,12 @@ mod tests {
     fn upstream(proxies: &[&str], by_key: bool) -> Result<Upstream, String> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let proxies: Vec<String> = proxies.iter().map(|p| (*p).to_owned()).collect();
-        Upstream::build(
-            reqwest::Client::builder,
-            &proxies,
-            by_key,
-            "http://127.0.0.1:9/v1beta",
-        )
+        let options = Options {
+            time_out: Duration::from_secs(5),
+            headers: HeaderMap::new(),
+            base_url: "http://127.0.0.1:9/v1beta".to_owned(),
+        };
+        Upstream::build(&options, &proxies, by_key)
     }
 
     #[test]

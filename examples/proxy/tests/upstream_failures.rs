@@ -1,0 +1,149 @@
+//! What a client sees when the upstream fails on the direct route (no PROXIES): a silent
+//! upstream is a 504 once TIME_OUT passes, a refused connection a 502, both in the route's
+//! error format; a stream that stalls mid-way is cut after TIME_OUT instead of holding its
+//! client forever.
+
+#[path = "../../../tests/support/mod.rs"]
+mod support;
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Proxy, TOKEN};
+
+use serde_json::Value;
+use support::{prompt_body, test_key, test_keys, Fault, MockGemini};
+
+/// One key, one attempt, TIME_OUT of 1 s (the smallest allowed).
+fn env_file(base_url: &str) -> String {
+    format!(
+        "API_KEYS={}\nALLOWED_TOKENS=[\"{TOKEN}\"]\nBASE_URL={base_url}/v1beta\nMAX_RETRIES=1\nTIME_OUT=1\n",
+        serde_json::to_string(&test_keys(1)).unwrap(),
+    )
+}
+
+async fn generate(proxy: &Proxy, action: &str) -> reqwest::Response {
+    support::client_builder()
+        .build()
+        .unwrap()
+        .post(format!(
+            "{}/v1beta/models/gemini-2.0-flash:{action}",
+            proxy.url
+        ))
+        .header("x-goog-api-key", TOKEN)
+        .header("content-type", "application/json")
+        .body(prompt_body("hello"))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_silent_upstream_answers_504_after_time_out() {
+    let mock = MockGemini::start().await;
+    mock.set_fault(&test_key(1), Fault::Slow(Duration::from_secs(30)));
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(dir.path(), &env_file(&mock.base_url())).await;
+
+    let res = generate(&proxy, "generateContent").await;
+    assert_eq!(res.status(), 504);
+    let error: Value = serde_json::from_slice(&res.bytes().await.unwrap()).unwrap();
+    assert_eq!(error["error"]["code"], 504);
+    assert_eq!(error["error"]["status"], "DEADLINE_EXCEEDED");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("timed out"),
+        "{error}"
+    );
+    // The request did reach the upstream: it is the wait that failed, not the connection.
+    assert_eq!(mock.requests(&test_key(1)), 1);
+}
+
+#[tokio::test]
+async fn a_refused_connection_answers_502() {
+    // A loopback port nobody listens on.
+    let closed = format!("http://127.0.0.1:{}", common::free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(dir.path(), &env_file(&closed)).await;
+
+    let res = generate(&proxy, "generateContent").await;
+    assert_eq!(res.status(), 502);
+    let error: Value = serde_json::from_slice(&res.bytes().await.unwrap()).unwrap();
+    assert_eq!(error["error"]["code"], 502);
+    let message = error["error"]["message"].as_str().unwrap();
+    assert!(message.contains("refused"), "{error}");
+    assert!(!message.contains(&test_key(1)), "{error}");
+
+    // The OpenAI routes answer in OpenAI's format.
+    let res = support::client_builder()
+        .build()
+        .unwrap()
+        .post(format!("{}/v1/chat/completions", proxy.url))
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .header("content-type", "application/json")
+        .body(
+            serde_json::json!({"model": "gemini-2.0-flash", "messages": [{"role": "user", "content": "hi"}]})
+                .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 502);
+    let error: Value = serde_json::from_slice(&res.bytes().await.unwrap()).unwrap();
+    assert!(error["error"]["type"].is_string(), "{error}");
+}
+
+#[tokio::test]
+async fn an_https_base_url_is_reached_over_tls() {
+    // The mock speaks plain HTTP: a TLS client's handshake fails there, a plain client's
+    // request would be served.
+    let mock = MockGemini::start().await;
+    let base = mock.base_url().replacen("http://", "https://", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(dir.path(), &env_file(&base)).await;
+
+    let res = generate(&proxy, "generateContent").await;
+    assert_eq!(res.status(), 502);
+    let error: Value = serde_json::from_slice(&res.bytes().await.unwrap()).unwrap();
+    assert_eq!(error["error"]["code"], 502);
+    assert_eq!(mock.requests(&test_key(1)), 0);
+}
+
+#[tokio::test]
+async fn a_stream_that_stalls_is_cut_after_time_out() {
+    let mock = MockGemini::start().await;
+    // Every stream stops after its first event, and no permit ever lets the rest through.
+    let _gate = mock.gate_streams();
+    let dir = tempfile::tempdir().unwrap();
+    let env = format!(
+        "{}STREAM_OPTIMIZER_ENABLED=false\n",
+        env_file(&mock.base_url())
+    );
+    let proxy = Proxy::start(dir.path(), &env).await;
+
+    let res = generate(&proxy, "streamGenerateContent?alt=sse").await;
+    assert_eq!(res.status(), 200);
+    // A guard, not a measurement: without the read timeout this would wait forever.
+    let read = tokio::time::timeout(Duration::from_secs(60), async {
+        let mut res = res;
+        let mut received = Vec::new();
+        loop {
+            match res.chunk().await {
+                Ok(Some(chunk)) => received.extend_from_slice(&chunk),
+                Ok(None) => return (received, false),
+                Err(_) => return (received, true),
+            }
+        }
+    })
+    .await
+    .expect("the stalled stream was not cut");
+    let (received, failed) = read;
+    let text = String::from_utf8_lossy(&received);
+    assert!(text.starts_with("data: "), "{text}");
+    // The first event came through; the stream did not finish normally.
+    assert!(!text.contains("\"finishReason\""), "{text}");
+    assert!(failed, "the stream ended as if complete: {text}");
+}
