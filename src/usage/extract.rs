@@ -8,7 +8,7 @@
 use std::fmt;
 
 use bytes::{Bytes, BytesMut};
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -178,20 +178,20 @@ impl<'de> Visitor<'de> for UsageOnlyVisitor {
 
     // Like `usage_from_json`: `usageMetadata` wins over `usage`.
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<UsageOnly, A::Error> {
-        let mut gemini: Option<Value> = None;
-        let mut openai: Option<Value> = None;
-        while let Some(field) = map.next_key::<UsageField>()? {
+        let mut gemini: Option<Option<TokenUsage>> = None;
+        let mut openai: Option<Option<TokenUsage>> = None;
+        while let Some(field) = map.next_key_seed(KeyOf(&["usageMetadata", "usage"]))? {
             match field {
-                UsageField::Gemini => gemini = Some(map.next_value()?),
-                UsageField::OpenAi => openai = Some(map.next_value()?),
-                UsageField::Other => {
+                Some(0) => gemini = Some(map.next_value_seed(Counts::Gemini)?),
+                Some(_) => openai = Some(map.next_value_seed(Counts::OpenAi)?),
+                None => {
                     map.next_value::<IgnoredAny>()?;
                 }
             }
         }
         Ok(UsageOnly(match gemini {
-            Some(meta) => gemini_usage(&meta),
-            None => openai.as_ref().and_then(openai_usage),
+            Some(found) => found,
+            None => openai.flatten(),
         }))
     }
 
@@ -215,30 +215,167 @@ impl<'de> Visitor<'de> for UsageOnlyVisitor {
     }
 }
 
-/// An object key, compared without being copied.
-enum UsageField {
-    Gemini,
-    OpenAi,
-    Other,
+/// An object key: its position in a list of names, compared without being copied.
+struct KeyOf(&'static [&'static str]);
+
+impl<'de> DeserializeSeed<'de> for KeyOf {
+    type Value = Option<usize>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Option<usize>, D::Error> {
+        deserializer.deserialize_str(self)
+    }
 }
 
-impl<'de> Deserialize<'de> for UsageField {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct KeyVisitor;
-        impl Visitor<'_> for KeyVisitor {
-            type Value = UsageField;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an object key")
-            }
-            fn visit_str<E: de::Error>(self, key: &str) -> Result<UsageField, E> {
-                Ok(match key {
-                    "usageMetadata" => UsageField::Gemini,
-                    "usage" => UsageField::OpenAi,
-                    _ => UsageField::Other,
-                })
+impl Visitor<'_> for KeyOf {
+    type Value = Option<usize>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object key")
+    }
+
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<Option<usize>, E> {
+        Ok(self.0.iter().position(|name| *name == key))
+    }
+}
+
+const GEMINI_COUNTS: &[&str] = &[
+    "promptTokenCount",
+    "candidatesTokenCount",
+    "thoughtsTokenCount",
+    "cachedContentTokenCount",
+    "toolUsePromptTokenCount",
+    "totalTokenCount",
+];
+const OPENAI_COUNTS: &[&str] = &[
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "completion_tokens_details",
+    "prompt_tokens_details",
+];
+
+/// A usage object read as [`gemini_usage`] or [`openai_usage`] reads it (`None` unless an
+/// object; a count that is not a non-negative integer is 0), or one count inside it.
+#[derive(Clone, Copy)]
+enum Counts {
+    Gemini,
+    OpenAi,
+    /// The one named count of a nested object (OpenAI's `*_tokens_details`); not an object: 0.
+    Detail(&'static [&'static str]),
+    /// A count: a non-negative integer, else 0.
+    One,
+}
+
+impl<'de> DeserializeSeed<'de> for Counts {
+    type Value = Option<TokenUsage>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl Counts {
+    /// What a value that is not an object (or, for `One`, not a count) reads as.
+    fn other(self) -> Option<TokenUsage> {
+        match self {
+            Counts::Gemini | Counts::OpenAi => None,
+            Counts::Detail(_) | Counts::One => Some(TokenUsage::default()),
+        }
+    }
+
+    /// Reads a count with this seed: the number in `total`.
+    fn count<'de, A: MapAccess<'de>>(map: &mut A, seed: Counts) -> Result<u64, A::Error> {
+        Ok(map.next_value_seed(seed)?.map_or(0, |found| found.total))
+    }
+}
+
+impl<'de> Visitor<'de> for Counts {
+    type Value = Option<TokenUsage>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a usage object")
+    }
+
+    fn visit_u64<E: de::Error>(self, n: u64) -> Result<Self::Value, E> {
+        Ok(match self {
+            Counts::One => Some(TokenUsage {
+                total: n,
+                ..TokenUsage::default()
+            }),
+            other => other.other(),
+        })
+    }
+    fn visit_i64<E: de::Error>(self, n: i64) -> Result<Self::Value, E> {
+        match u64::try_from(n) {
+            Ok(n) => self.visit_u64(n),
+            Err(_) => Ok(self.other()),
+        }
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(self.other())
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(self.other())
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(self.other())
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(self.other())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(self.other())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let names = match self {
+            Counts::Gemini => GEMINI_COUNTS,
+            Counts::OpenAi => OPENAI_COUNTS,
+            Counts::Detail(name) => name,
+            Counts::One => &[],
+        };
+        // The last of duplicate keys wins, as in a parsed `Value`.
+        let mut counts = [0u64; 6];
+        while let Some(field) = map.next_key_seed(KeyOf(names))? {
+            let seed = match (self, field) {
+                (Counts::OpenAi, Some(3)) => Counts::Detail(&["reasoning_tokens"]),
+                (Counts::OpenAi, Some(4)) => Counts::Detail(&["cached_tokens"]),
+                _ => Counts::One,
+            };
+            match field {
+                Some(i) => counts[i] = Counts::count(&mut map, seed)?,
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
             }
         }
-        deserializer.deserialize_identifier(KeyVisitor)
+        Ok(Some(match self {
+            Counts::Gemini => TokenUsage {
+                prompt: counts[0],
+                candidates: counts[1],
+                thoughts: counts[2],
+                cached: counts[3],
+                tool_use_prompt: counts[4],
+                total: counts[5],
+            },
+            Counts::OpenAi => {
+                let reasoning = counts[3];
+                TokenUsage {
+                    prompt: counts[0],
+                    candidates: counts[1].saturating_sub(reasoning),
+                    thoughts: reasoning,
+                    cached: counts[4],
+                    tool_use_prompt: 0,
+                    total: counts[2],
+                }
+            }
+            Counts::Detail(_) => TokenUsage {
+                total: counts[0],
+                ..TokenUsage::default()
+            },
+            Counts::One => return Ok(self.other()),
+        }))
     }
 }
 
@@ -385,6 +522,12 @@ mod tests {
             r#"{"usageMetadata":"not an object","usage":{"prompt_tokens":1}}"#,
             r#"{"usageMetadata":{"promptTokenCount":1},"usageMetadata":{"promptTokenCount":2}}"#,
             r#"{"candidates":[{"content":{"parts":[{"text":"no usage here"}]}}]}"#,
+            r#"{"usageMetadata":{"promptTokenCount":-1,"candidatesTokenCount":2.5,"thoughtsTokenCount":"3","cachedContentTokenCount":{"a":1},"toolUsePromptTokenCount":[1],"totalTokenCount":9,"promptTokensDetails":[{"modality":"TEXT","tokenCount":1}]}}"#,
+            r#"{"usageMetadata":{"totalTokenCount":9,"totalTokenCount":null}}"#,
+            r#"{"usage":{"prompt_tokens":4,"completion_tokens":3,"completion_tokens_details":7,"prompt_tokens_details":{"cached_tokens":9,"cached_tokens":2}}}"#,
+            r#"{"usage":{"completion_tokens":3,"completion_tokens_details":{"reasoning_tokens":5}}}"#,
+            r#"{"usage":[1,2]}"#,
+            r#"{"usage":null,"usageMetadata":null}"#,
             r#""a string""#,
             "42",
             "null",
