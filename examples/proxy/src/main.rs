@@ -432,12 +432,16 @@ fn gemini_route(path: &str) -> Option<&str> {
 
 /// The upstream URI (relative to BASE_URL): the route, `%3A` decoded, the query kept.
 fn upstream_uri(rest: &str, original: &Uri) -> Option<Uri> {
-    let path = rest.replace("%3A", ":").replace("%3a", ":");
-    let pq = match original.query() {
-        Some(q) => format!("{path}?{q}"),
-        None => path,
+    let mut pq = if rest.contains('%') {
+        rest.replace("%3A", ":").replace("%3a", ":")
+    } else {
+        rest.to_owned()
     };
-    pq.parse().ok()
+    if let Some(q) = original.query() {
+        pq.push('?');
+        pq.push_str(q);
+    }
+    Uri::try_from(pq).ok()
 }
 
 fn health(app: &App) -> Response<Body> {
