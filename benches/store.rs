@@ -7,6 +7,8 @@
 //! `cargo test --bench store` runs every benchmark once on small data as a smoke test.
 //! `GB_STORE_BENCH=writer_cpu` (or `memory`, `record`, `sustained`, `stats`) runs one group
 //! only, skipping the others' setup (the statistics database takes a while to build).
+//! `writer_cpu` also reads `GB_WRITER_CPU_PER_TICK` (records per 5 ms, default `50,10`),
+//! `GB_WRITER_CPU_GATHER_MS` (the store's `gather`) and `GB_WRITER_CPU_SEQUENTIAL_IDS=1`.
 
 use std::hint::black_box;
 use std::path::Path;
@@ -223,7 +225,12 @@ fn proxy_record(i: usize) -> RequestRecord {
     let at = SystemTime::now();
     let model = MODELS[0];
     let key = ids.keys[i % 10].clone();
-    let id = if std::env::var_os("GB_SEQ_IDS").is_some() {
+    // The usage layer's ids are random; time-ordered ones would append to the attempt log's
+    // request-id index instead of landing all over it (`GB_WRITER_CPU_SEQUENTIAL_IDS=1`).
+    static SEQUENTIAL: OnceLock<bool> = OnceLock::new();
+    let sequential =
+        *SEQUENTIAL.get_or_init(|| std::env::var_os("GB_WRITER_CPU_SEQUENTIAL_IDS").is_some());
+    let id = if sequential {
         (i as u64) << 8
     } else {
         fastrand::u64(..)
@@ -258,7 +265,7 @@ fn proxy_record(i: usize) -> RequestRecord {
 fn writer_cpu_run(dir: &Path, per_tick: usize, run: Duration) -> Option<(Duration, f64)> {
     let path = dir.join(format!("writer-cpu-{}.db", fastrand::u64(..)));
     let mut builder = SqliteStore::builder(&path);
-    if let Some(ms) = std::env::var("GB_GATHER_MS")
+    if let Some(ms) = std::env::var("GB_WRITER_CPU_GATHER_MS")
         .ok()
         .and_then(|v| v.parse().ok())
     {
