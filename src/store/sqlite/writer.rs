@@ -3,7 +3,7 @@
 //! It blocks for the first message, takes whatever else is queued (up to the batch size)
 //! without waiting, and writes the batch in **one** transaction with cached prepared
 //! statements: the raw rows, the rollup UPSERTs, new fingerprints and pending key states.
-//! After a batch that was not full it sleeps while records gather (see `Writer::gather_records`):
+//! After a batch that was not full it sleeps while records gather (`Writer::gather_records`):
 //! most of a commit's cost is per transaction, not per record, so larger batches are cheaper.
 //! Control messages (flush, shutdown, a closure to run on the connection, a purge) end the
 //! gathering and the batch: what was queued before them is committed first, so `flush()`
@@ -238,15 +238,22 @@ impl Writer {
     /// woken by `record()`, which only queues (waking a thread blocked on the channel costs a
     /// futex call and two context switches per request); and one commit of many records costs
     /// much less per record than many small ones (`docs/performance.md`, "SQLite store").
+    /// While a purge is under way it gathers one step at most, so the purge keeps its pace
+    /// (one step per batch).
     fn gather_records(&self) {
         let start = Instant::now();
+        let gather = if self.jobs.is_empty() {
+            self.gather
+        } else {
+            self.gather.min(GATHER_STEP)
+        };
         loop {
             if self.shared.controls.load(Ordering::SeqCst) > 0
                 || self.shared.queued() >= self.gather_until
             {
                 return;
             }
-            let left = self.gather.saturating_sub(start.elapsed());
+            let left = gather.saturating_sub(start.elapsed());
             if left.is_zero() {
                 return;
             }
