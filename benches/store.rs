@@ -338,7 +338,7 @@ fn writer_cpu(_: &mut Criterion) {
         let micros = |d: Duration| d.as_secs_f64() * 1e6;
         println!(
             "writer_cpu/{per_tick}_per_5ms: {:.1} us of writer CPU per record [{:.1}-{:.1}], \
-             {:.0} records per batch ({} runs of {:.0} s)",
+             {:.0} records per batch ({} runs of {:.1} s)",
             micros(samples[samples.len() / 2].0),
             micros(samples[0].0),
             micros(samples[samples.len() - 1].0),
