@@ -1,9 +1,14 @@
 //! SQLite store benchmarks: the cost of `record()` on the request path (with room in the
-//! channel, and when it is full), the sustained insert rate through the writer thread, the
-//! memory a full channel holds, and the statistics queries over 1,000,000 requests in 24 h.
+//! channel, and when it is full), the writer thread's CPU time per record at the proxy's pace,
+//! the sustained insert rate through the writer thread, the memory a full channel holds, and
+//! the statistics queries over 1,000,000 requests in 24 h.
 //!
 //! Run with `cargo bench --bench store` (figures and method: `docs/performance.md`).
 //! `cargo test --bench store` runs every benchmark once on small data as a smoke test.
+//! `GB_STORE_BENCH=writer_cpu` (or `memory`, `record`, `sustained`, `stats`) runs one group
+//! only, skipping the others' setup (the statistics database takes a while to build).
+//! `writer_cpu` also reads `GB_WRITER_CPU_PER_TICK` (records per 5 ms, default `50,10`),
+//! `GB_WRITER_CPU_GATHER_MS` (the store's `gather`) and `GB_WRITER_CPU_SEQUENTIAL_IDS=1`.
 
 use std::hint::black_box;
 use std::path::Path;
@@ -41,6 +46,11 @@ fn benchmarking() -> bool {
     let args: Vec<String> = std::env::args().collect();
     let has = |flag: &str| args.iter().any(|a| a == flag);
     has("--bench") && !has("--test") && !has("--list")
+}
+
+/// `false` when `GB_STORE_BENCH` names another group.
+fn selected(group: &str) -> bool {
+    std::env::var("GB_STORE_BENCH").map_or(true, |only| only == group)
 }
 
 /// The ids the records use, made once (a `KeyId` is hashed from its key).
@@ -144,6 +154,9 @@ fn rss_bytes() -> Option<u64> {
 /// connection's write lock while records are sent, first the channel's worth, then ten
 /// times more (which must all be dropped without growing memory).
 fn memory(_: &mut Criterion) {
+    if !selected("memory") {
+        return;
+    }
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("memory.db");
     let store = SqliteStore::builder(&path)
@@ -184,9 +197,164 @@ fn memory(_: &mut Criterion) {
     store.shutdown().expect("shutdown");
 }
 
+/// CPU time (on-CPU nanoseconds from `schedstat`) used so far by the store's writer threads
+/// (`gemini-balance-sqlite`, cut to 15 characters by the kernel). Read from `/proc`: the
+/// writer is another thread, and the crate forbids `unsafe` (no `clock_gettime` of a thread).
+fn writer_cpu_time() -> Option<Duration> {
+    let mut total = Duration::ZERO;
+    let mut found = false;
+    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        let dir = task.path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if comm.trim_end() != "gemini-balance-" {
+            continue;
+        }
+        let schedstat = std::fs::read_to_string(dir.join("schedstat")).ok()?;
+        let ns: u64 = schedstat.split_whitespace().next()?.parse().ok()?;
+        total += Duration::from_nanos(ns);
+        found = true;
+    }
+    found.then_some(total)
+}
+
+/// A request as the proxy records it at full speed: a successful `generateContent` answered by
+/// the first key tried (one attempt), one of the proxy benchmark's 10 keys in turn, its one
+/// client token and model, token counts; no error, no body.
+fn proxy_record(i: usize) -> RequestRecord {
+    let ids = ids();
+    let at = SystemTime::now();
+    let model = MODELS[0];
+    let key = ids.keys[i % 10].clone();
+    // The usage layer's ids are random; time-ordered ones would append to the attempt log's
+    // request-id index instead of landing all over it (`GB_WRITER_CPU_SEQUENTIAL_IDS=1`).
+    static SEQUENTIAL: OnceLock<bool> = OnceLock::new();
+    let sequential =
+        *SEQUENTIAL.get_or_init(|| std::env::var_os("GB_WRITER_CPU_SEQUENTIAL_IDS").is_some());
+    let id = if sequential {
+        (i as u64) << 8
+    } else {
+        fastrand::u64(..)
+    };
+    let mut r = RequestRecord::new(id, at);
+    r.route = format!("/v1beta/models/{model}:generateContent");
+    r.model = Some(model.to_owned());
+    r.key = Some(key.clone());
+    r.client = Some(ids.clients[0].clone());
+    r.status = 200;
+    r.success = true;
+    r.attempts = 1;
+    r.latency = Duration::from_millis(2);
+    r.time_to_first_byte = Some(Duration::from_millis(2));
+    r.tokens.prompt = 12;
+    r.tokens.candidates = 30;
+    r.tokens.total = 42;
+    r.attempt_log.push(AttemptRecord {
+        at,
+        key,
+        model: Some(model.to_owned()),
+        status: Some(200),
+        class: None,
+        latency: Duration::from_millis(2),
+        error_message: None,
+    });
+    r
+}
+
+/// The writer's CPU time per record at the proxy's pace: `per_tick` records every 5 ms (the
+/// writer's default gather), for `run`. Returns (CPU per record, records per batch).
+fn writer_cpu_run(dir: &Path, per_tick: usize, run: Duration) -> Option<(Duration, f64)> {
+    let path = dir.join(format!("writer-cpu-{}.db", fastrand::u64(..)));
+    let mut builder = SqliteStore::builder(&path);
+    if let Some(ms) = std::env::var("GB_WRITER_CPU_GATHER_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        builder = builder.gather(Duration::from_millis(ms));
+    }
+    let store = builder.open().expect("open");
+    let tick = Duration::from_millis(5);
+    let mut sent = 0;
+    let pace = |until: Instant, sent: &mut usize| {
+        let mut next = Instant::now();
+        while next < until {
+            for _ in 0..per_tick {
+                store.record(proxy_record(*sent));
+                *sent += 1;
+            }
+            next += tick;
+            thread::sleep(next.saturating_duration_since(Instant::now()));
+        }
+    };
+    // Warm-up: the tables' first pages, the statement cache, the known fingerprints.
+    pace(Instant::now() + run / 4, &mut sent);
+    store.flush().expect("flush");
+    let (cpu_before, stats_before) = (writer_cpu_time()?, store.writer_stats());
+    pace(Instant::now() + run, &mut sent);
+    store.flush().expect("flush");
+    let (cpu_after, stats_after) = (writer_cpu_time()?, store.writer_stats());
+    assert_eq!(stats_after.dropped, 0, "the writer must keep up");
+    let records = stats_after.written - stats_before.written;
+    let batches = (stats_after.batches - stats_before.batches).max(1);
+    store.shutdown().expect("shutdown");
+    drop(store);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    Some((
+        (cpu_after - cpu_before) / u32::try_from(records.max(1)).unwrap_or(u32::MAX),
+        records as f64 / batches as f64,
+    ))
+}
+
+/// Prints the writer's CPU time per record for ~50 and ~10 records every 5 ms (the proxy
+/// benchmark at 64 connections and at 1 connection): median and range of 3 runs.
+fn writer_cpu(_: &mut Criterion) {
+    if !selected("writer_cpu") {
+        return;
+    }
+    let (run, runs) = if benchmarking() {
+        (Duration::from_secs(2), 3)
+    } else {
+        (Duration::from_millis(100), 1)
+    };
+    // `GB_WRITER_CPU_PER_TICK=10,50,200` measures other paces.
+    let paces: Vec<usize> = std::env::var("GB_WRITER_CPU_PER_TICK")
+        .ok()
+        .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![50, 10]);
+    let dir = tempfile::tempdir().expect("temp dir");
+    for per_tick in paces {
+        let mut samples = Vec::new();
+        for _ in 0..runs {
+            match writer_cpu_run(dir.path(), per_tick, run) {
+                Some(sample) => samples.push(sample),
+                None => {
+                    println!("writer_cpu: /proc/self/task/*/schedstat unavailable, not measured");
+                    return;
+                }
+            }
+        }
+        samples.sort_by_key(|(cpu, _)| *cpu);
+        let micros = |d: Duration| d.as_secs_f64() * 1e6;
+        println!(
+            "writer_cpu/{per_tick}_per_5ms: {:.1} us of writer CPU per record [{:.1}-{:.1}], \
+             {:.0} records per batch ({} runs of {:.1} s)",
+            micros(samples[samples.len() / 2].0),
+            micros(samples[0].0),
+            micros(samples[samples.len() - 1].0),
+            samples[samples.len() / 2].1,
+            samples.len(),
+            run.as_secs_f64(),
+        );
+    }
+}
+
 /// `record()` with room in the channel (the writer draining on the other core), and on a full
 /// channel (the drop path).
 fn record_cost(c: &mut Criterion) {
+    if !selected("record") {
+        return;
+    }
     let mut group = c.benchmark_group("record");
     let dir = tempfile::tempdir().expect("temp dir");
     let store = SqliteStore::open(dir.path().join("record.db")).expect("open");
@@ -259,6 +427,9 @@ fn sustained_run(dir: &Path, records: Vec<RequestRecord>) -> Duration {
 }
 
 fn sustained(c: &mut Criterion) {
+    if !selected("sustained") {
+        return;
+    }
     let n = if benchmarking() { SUSTAINED } else { 2_000 };
     let dir = tempfile::tempdir().expect("temp dir");
     let mut group = c.benchmark_group("sustained_insert");
@@ -315,6 +486,9 @@ fn stats_db(dir: &Path, rows: usize) -> (SqliteStore, SystemTime) {
 }
 
 fn queries(c: &mut Criterion) {
+    if !selected("stats") {
+        return;
+    }
     let rows = if benchmarking() { STATS_ROWS } else { 10_000 };
     let dir = tempfile::tempdir().expect("temp dir");
     let (store, now) = stats_db(dir.path(), rows);
@@ -428,6 +602,7 @@ mod group {
     criterion::criterion_group!(
         benches,
         super::memory,
+        super::writer_cpu,
         super::record_cost,
         super::sustained,
         super::queries

@@ -67,7 +67,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, SyncSender};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::JoinHandle;
+use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant, SystemTime};
 
 pub use rusqlite;
@@ -121,11 +121,16 @@ impl SqliteStoreBuilder {
         self
     }
 
-    /// After writing a batch that was not full, the writer lets records gather this long
-    /// before it looks again. Meanwhile `record()` only queues: it never has to wake the
-    /// writer thread, which under load would otherwise cost a futex wake-up and two context
-    /// switches per request. An idle writer still wakes on the first record. Default 5 ms:
-    /// records reach the database that much later, and `flush()` may wait that much longer.
+    /// After writing a batch that was not full, the writer lets records gather up to this
+    /// long (or until a full batch, or half the channel, waits) before it writes again.
+    /// Meanwhile `record()` only queues: it never has to wake the writer thread, which under
+    /// load would otherwise cost a futex wake-up and two context switches per request; and
+    /// the records gathered commit in one transaction, whose cost is mostly per transaction
+    /// (at 2,000 records/s, a 50 ms gather costs the writer a third of the CPU per record of
+    /// a 5 ms one: `docs/performance.md`). An idle writer still writes the first record at
+    /// once; `flush()`, `shutdown()` and the admin writes end the wait at once. Default 50 ms:
+    /// under steady traffic records reach the database (and readers) up to that much later,
+    /// and a process crash can take that much more (`docs/store.md`, "Durability").
     /// `Duration::ZERO` writes as soon as records arrive.
     pub fn gather(mut self, delay: Duration) -> Self {
         self.gather = delay;
@@ -224,6 +229,7 @@ impl SqliteStoreBuilder {
             shared: shared.clone(),
             batch_size: self.batch_size,
             gather: self.gather,
+            gather_until: self.batch_size.min(self.channel_capacity / 2).max(1) as u64,
             retention: self.retention,
             next_retention: Instant::now(),
             next_log_purge: None,
@@ -244,6 +250,7 @@ impl SqliteStoreBuilder {
                 tx,
                 shared,
                 reader: Mutex::new(reader),
+                writer_thread: handle.thread().clone(),
                 writer: Mutex::new(Some(handle)),
                 path: self.path,
                 capacity: self.channel_capacity,
@@ -277,6 +284,8 @@ struct Inner {
     shared: Arc<Shared>,
     reader: Mutex<Connection>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    /// The writer thread, unparked when a control message is sent (it may be gathering).
+    writer_thread: Thread,
     path: PathBuf,
     capacity: usize,
     drop_log: Throttle,
@@ -324,7 +333,7 @@ impl SqliteStore {
             path: path.as_ref().to_owned(),
             channel_capacity: 16_384,
             batch_size: 1_024,
-            gather: Duration::from_millis(5),
+            gather: Duration::from_millis(50),
             busy_timeout: Duration::from_secs(5),
             cache_mib: 16,
             sync_every_commit: false,
@@ -345,12 +354,7 @@ impl SqliteStore {
 
     /// Records accepted and not yet committed.
     pub fn queued(&self) -> u64 {
-        let s = &self.inner.shared;
-        s.offered
-            .load(Ordering::Relaxed)
-            .saturating_sub(s.dropped.load(Ordering::Relaxed))
-            .saturating_sub(s.written.load(Ordering::Relaxed))
-            .saturating_sub(s.lost.load(Ordering::Relaxed))
+        self.inner.shared.queued()
     }
 
     /// All of the writer's counters.
@@ -374,10 +378,7 @@ impl SqliteStore {
             return Ok(());
         }
         let (reply, done) = mpsc::sync_channel(1);
-        self.inner
-            .tx
-            .send(Msg::Flush(reply))
-            .map_err(|_| closed())?;
+        self.inner.send_control(Msg::Flush(reply))?;
         done.recv().map_err(|_| closed())
     }
 
@@ -402,7 +403,7 @@ impl SqliteStore {
         let job = Box::new(move |conn: &mut Connection| {
             let _ = reply.send(f(conn));
         });
-        self.inner.tx.send(Msg::Exec(job)).map_err(|_| closed())?;
+        self.inner.send_control(Msg::Exec(job))?;
         answer.recv().map_err(|_| closed())?
     }
 
@@ -413,10 +414,7 @@ impl SqliteStore {
         }
         let (reply, answer) = mpsc::sync_channel(1);
         let purge = Purge::new(tables, time::ms_of(cutoff), Some(reply));
-        self.inner
-            .tx
-            .send(Msg::Purge(Box::new(purge)))
-            .map_err(|_| closed())?;
+        self.inner.send_control(Msg::Purge(Box::new(purge)))?;
         answer.recv().map_err(|_| closed())?
     }
 
@@ -632,13 +630,23 @@ impl Inner {
             return Ok(());
         };
         let (reply, done) = mpsc::sync_channel(1);
-        if self.tx.send(Msg::Shutdown(reply)).is_ok() {
+        if self.send_control(Msg::Shutdown(reply)).is_ok() {
             let _ = done.recv();
         }
         self.shared.closed.store(true, Ordering::Relaxed);
         handle
             .join()
             .map_err(|_| StoreError::new("the SQLite writer thread panicked"))
+    }
+
+    /// Sends a message the writer must answer soon (flush, shutdown, an admin write, a
+    /// purge): counted in `controls` and followed by an unpark, so a gathering writer stops
+    /// waiting. Blocks while the channel is full.
+    fn send_control(&self, msg: Msg) -> Result<(), StoreError> {
+        self.shared.controls.fetch_add(1, Ordering::SeqCst);
+        let sent = self.tx.send(msg).map_err(|_| closed());
+        self.writer_thread.unpark();
+        sent
     }
 
     fn note_drop(&self) {

@@ -1,7 +1,7 @@
 //! Tests that need the store's insides: migration from an old schema, retention, and the
 //! rollup windows against the raw log.
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection};
 
@@ -502,4 +502,65 @@ fn models_of_a_key_count_whole_hours() {
         .read(|c| stats::models_of_key(c, "0123456789abcdef", window))
         .unwrap()
         .is_empty());
+}
+
+/// Runs `f` on another thread and fails if it has not finished within a minute: a liveness
+/// bound for calls that would otherwise hang the test (not a measure of speed).
+fn finishes<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .unwrap_or_else(|_| panic!("{what} did not return: the writer kept gathering"))
+}
+
+#[test]
+fn records_gather_into_one_batch_and_control_messages_end_the_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    // The writer gathers for an hour after each batch that is not full, unless woken.
+    let store = SqliteStore::builder(dir.path().join("usage.db"))
+        .gather(Duration::from_secs(3600))
+        .open()
+        .unwrap();
+    // While a purge is under way the writer gathers 5 ms at most: let the startup retention
+    // finish first. Purges run in order, and the second is queued after the startup ones.
+    for _ in 0..2 {
+        store.delete_request_logs_before(UNIX_EPOCH).unwrap();
+    }
+    let now = SystemTime::now();
+    // An idle writer writes the first record at once (then starts gathering).
+    store.record(record(1, now, KEY, "gemini-2.0-flash", false));
+    // (The counters move just after the commit, so wait for them rather than for the row.)
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while store.writer_stats().batches < 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the first record was not written"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(store.writer_stats().written, 1);
+    // Records sent while it gathers wait for it (record() never wakes it) and commit together.
+    for id in 2..=100 {
+        store.record(record(id, now, KEY, "gemini-2.0-flash", id % 10 == 0));
+    }
+    let s = store.clone();
+    finishes("flush", move || s.flush().unwrap());
+    let stats = store.writer_stats();
+    assert_eq!((stats.written, stats.batches), (100, 2), "{stats:?}");
+    assert_eq!(store.summary().unwrap().last_minute.calls, 100);
+    // An admin write and a shutdown also end the gathering.
+    store.record(record(101, now, KEY, "gemini-2.0-flash", false));
+    wait_for(&store, "record 101", |c| {
+        count(c, "SELECT count(*) FROM request_log") == 101
+    });
+    let s = store.clone();
+    finishes("set_setting", move || {
+        s.set_setting("MAX_FAILURES", "3").unwrap()
+    });
+    store.record(record(102, now, KEY, "gemini-2.0-flash", false));
+    let s = store.clone();
+    finishes("shutdown", move || s.shutdown().unwrap());
+    assert_eq!(store.writer_stats().written, 102);
 }

@@ -3,13 +3,16 @@
 //! It blocks for the first message, takes whatever else is queued (up to the batch size)
 //! without waiting, and writes the batch in **one** transaction with cached prepared
 //! statements: the raw rows, the rollup UPSERTs, new fingerprints and pending key states.
+//! After a batch that was not full it sleeps while records gather (`Writer::gather_records`):
+//! most of a commit's cost is per transaction, not per record, so larger batches are cheaper.
 //! Control messages (flush, shutdown, a closure to run on the connection, a purge) end the
-//! batch: what was queued before them is committed first, so `flush()` returns only when
-//! everything sent before it is in the database. Between batches, and when idle, it runs one
-//! small retention step.
+//! gathering and the batch: what was queued before them is committed first, so `flush()`
+//! returns only when everything sent before it is in the database. Between batches, and when
+//! idle, it runs one small retention step.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -28,6 +31,10 @@ use crate::usage::{ClientId, RequestRecord};
 
 /// How long after a commit the writer checkpoints at most (see `Writer::checkpoint_step`).
 pub(crate) const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How often a gathering writer looks whether it should stop early (a full batch waiting, a
+/// control message): the longest it oversleeps either.
+const GATHER_STEP: Duration = Duration::from_millis(5);
 
 /// Times a batch is retried when another connection holds the write lock past the busy
 /// timeout (5 s by default, so about half a minute in all) before it is given up as lost.
@@ -76,11 +83,23 @@ pub(crate) struct Shared {
     pub batches: AtomicU64,
     /// Set when shutdown starts: later records are dropped.
     pub closed: AtomicBool,
+    /// Control messages sent and not yet received by the writer: a gathering writer stops
+    /// waiting when this is not zero (the sender also unparks it).
+    pub controls: AtomicUsize,
     /// The latest state of each changed key (`None`: forget it), coalesced.
     pub pending_keys: Mutex<HashMap<KeyId, Option<KeySnapshot>>>,
 }
 
 impl Shared {
+    /// Records accepted and not yet committed (in the channel or in the writer's hands).
+    pub(crate) fn queued(&self) -> u64 {
+        self.offered
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.dropped.load(Ordering::Relaxed))
+            .saturating_sub(self.written.load(Ordering::Relaxed))
+            .saturating_sub(self.lost.load(Ordering::Relaxed))
+    }
+
     pub(crate) fn take_pending_keys(&self) -> HashMap<KeyId, Option<KeySnapshot>> {
         std::mem::take(&mut *self.pending_keys.lock().unwrap_or_else(|e| e.into_inner()))
     }
@@ -129,8 +148,11 @@ pub(crate) struct Writer {
     pub rx: Receiver<Msg>,
     pub shared: Arc<Shared>,
     pub batch_size: usize,
-    /// How long records gather after a batch that was not full (see the builder's `gather`).
+    /// How long records gather at most after a batch that was not full (see the builder's
+    /// `gather`).
     pub gather: Duration,
+    /// Records waiting that end the gathering early: a full batch, or half the channel.
+    pub gather_until: u64,
     pub retention: Retention,
     pub next_retention: Instant,
     /// The next midnight log purge, with `retention.logs_at_midnight` (`None`: at startup).
@@ -170,6 +192,7 @@ impl Writer {
                             Msg::Record(record) => batch.push(*record),
                             Msg::Wake => {}
                             other => {
+                                self.shared.controls.fetch_sub(1, Ordering::SeqCst);
                                 control = Some(other);
                                 break;
                             }
@@ -205,8 +228,36 @@ impl Writer {
             self.retention_step();
             self.checkpoint_step();
             if gather && !self.gather.is_zero() {
-                std::thread::sleep(self.gather);
+                self.gather_records();
             }
+        }
+    }
+
+    /// Sleeps while records queue: up to `gather`, until `gather_until` records wait, or until
+    /// a control message is sent (its sender unparks this thread). A sleeping writer is never
+    /// woken by `record()`, which only queues (waking a thread blocked on the channel costs a
+    /// futex call and two context switches per request); and one commit of many records costs
+    /// much less per record than many small ones (`docs/performance.md`, "SQLite store").
+    /// While a purge is under way it gathers one step at most, so the purge keeps its pace
+    /// (one step per batch).
+    fn gather_records(&self) {
+        let start = Instant::now();
+        let gather = if self.jobs.is_empty() {
+            self.gather
+        } else {
+            self.gather.min(GATHER_STEP)
+        };
+        loop {
+            if self.shared.controls.load(Ordering::SeqCst) > 0
+                || self.shared.queued() >= self.gather_until
+            {
+                return;
+            }
+            let left = gather.saturating_sub(start.elapsed());
+            if left.is_zero() {
+                return;
+            }
+            std::thread::park_timeout(left.min(GATHER_STEP));
         }
     }
 
@@ -403,21 +454,34 @@ pub(crate) fn protocol_name(protocol: ApiFlavor) -> &'static str {
     }
 }
 
-/// `KeyId::hex`, without `format!` (the writer makes one or two per record).
-fn hex_of(key: &KeyId) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let digest = key.digest();
-    (0..16)
-        .map(|i| char::from(DIGITS[((digest >> (60 - 4 * i)) & 0xf) as usize]))
-        .collect()
+/// `KeyId::hex` on the stack: the writer makes one or two per record, and SQLite copies
+/// the text it binds anyway.
+struct Hex16([u8; 16]);
+
+impl Hex16 {
+    fn as_str(&self) -> &str {
+        // Always ASCII hex digits.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
 }
 
-/// Redacts keys and cuts to at most `max_chars` characters.
-pub(crate) fn clean_text(text: &str, max_chars: usize) -> String {
+fn hex_of(key: &KeyId) -> Hex16 {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let digest = key.digest();
+    let mut out = [0u8; 16];
+    for (i, digit) in out.iter_mut().enumerate() {
+        *digit = DIGITS[((digest >> (60 - 4 * i)) & 0xf) as usize];
+    }
+    Hex16(out)
+}
+
+/// Redacts keys and cuts to at most `max_chars` characters; borrows when nothing changes
+/// (a route, nearly always).
+pub(crate) fn clean_text(text: &str, max_chars: usize) -> Cow<'_, str> {
     let redacted = redact_keys(text);
     match redacted.char_indices().nth(max_chars) {
-        Some((cut, _)) => format!("{}…", &redacted[..cut]),
-        None => redacted.into_owned(),
+        Some((cut, _)) => Cow::Owned(format!("{}…", &redacted[..cut])),
+        None => redacted,
     }
 }
 
@@ -471,6 +535,7 @@ fn insert_records(tx: &Transaction<'_>, batch: &[RequestRecord]) -> rusqlite::Re
         // Stored as the same 64 bits, read as a signed integer.
         let request_id = r.id as i64;
         let key_hex = r.key.as_ref().map(hex_of);
+        let key_hex = key_hex.as_ref().map(Hex16::as_str);
         let client_hex = r.client.as_ref().map(|c| c.hex());
         let t = &r.tokens;
         request.execute(params![
@@ -501,6 +566,7 @@ fn insert_records(tx: &Transaction<'_>, batch: &[RequestRecord]) -> rusqlite::Re
         for a in &r.attempt_log {
             let at = ms_of(a.at);
             let key_hex = hex_of(&a.key);
+            let key_hex = key_hex.as_str();
             let model = a.model.as_deref().or(r.model.as_deref());
             attempt.execute(params![
                 request_id,
@@ -568,9 +634,16 @@ mod tests {
     fn key_hex_is_the_key_ids_hex() {
         for key in ["AIzaSyA1234567890abcdefghijklmnopqrstuv", "x"] {
             let id = KeyId::of(key);
-            assert_eq!(hex_of(&id), id.hex());
+            assert_eq!(hex_of(&id).as_str(), id.hex());
         }
-        assert_eq!(hex_of(&KeyId::from_parts(0x0a, "m")), "000000000000000a");
+        assert_eq!(
+            hex_of(&KeyId::from_parts(0x0a, "m")).as_str(),
+            "000000000000000a"
+        );
+        assert_eq!(
+            hex_of(&KeyId::from_parts(u64::MAX, "m")).as_str(),
+            "ffffffffffffffff"
+        );
     }
 
     #[test]
