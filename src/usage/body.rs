@@ -27,6 +27,21 @@ pub(crate) struct Pending {
     pub(super) sink: Arc<dyn UsageSink>,
 }
 
+/// A request id that grows with time: the milliseconds since 1970 above 20 bits of a counter
+/// that starts at random. Ids are unique within a process up to a million requests per
+/// millisecond, and time-ordered ids land at the end of the store's `request_id` index instead
+/// of on a random page of it (a third of the SQLite writer's cost per record with random ids).
+fn request_id(at: std::time::SystemTime) -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: std::sync::OnceLock<AtomicU64> = std::sync::OnceLock::new();
+    let counter = COUNTER.get_or_init(|| AtomicU64::new(fastrand::u64(..)));
+    let ms = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    // 43 bits of milliseconds last until the year 2248; the id stays below 2^63 (stored as i64).
+    ((ms & ((1 << 43) - 1)) << 20) | (counter.fetch_add(1, Ordering::Relaxed) & 0xF_FFFF)
+}
+
 /// What the usage layer records about a request before it is sent.
 pub(crate) struct Head<'a> {
     pub(crate) flavor: crate::api_error::ApiFlavor,
@@ -39,7 +54,8 @@ pub(crate) struct Head<'a> {
 impl Pending {
     /// Starts the record of a request; `capture` asks `Retry` for the request body.
     pub(crate) fn start(sink: Arc<dyn UsageSink>, head: Head<'_>, capture: bool) -> Pending {
-        let mut record = RequestRecord::new(fastrand::u64(..), std::time::SystemTime::now());
+        let at = std::time::SystemTime::now();
+        let mut record = RequestRecord::new(request_id(at), at);
         record.protocol = head.flavor;
         record.route = head.path.to_owned();
         record.model = head.model.map(str::to_owned);
@@ -246,5 +262,25 @@ where
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::request_id;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn request_ids_are_unique_and_follow_time() {
+        let at = UNIX_EPOCH + Duration::from_millis(1_790_000_000_123);
+        let mut ids: Vec<u64> = (0..100_000).map(|_| request_id(at)).collect();
+        assert!(ids.iter().all(|id| id >> 20 == 1_790_000_000_123));
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), 100_000);
+        let later = request_id(at + Duration::from_millis(1));
+        assert!(ids.iter().all(|id| *id < later));
+        // Stored as an SQLite INTEGER (i64): never negative.
+        assert!(i64::try_from(later).is_ok());
     }
 }

@@ -126,7 +126,7 @@ impl AttemptRecord {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RequestRecord {
-    /// A random id linking the request to its attempts and errors.
+    /// An id linking the request to its attempts and errors (time-ordered, unique per process).
     pub id: u64,
     /// When the request arrived.
     pub at: SystemTime,
