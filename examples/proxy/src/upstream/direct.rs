@@ -32,16 +32,16 @@ use tokio::time::{Instant, Sleep, Timeout};
 use super::Options;
 
 /// Headers that describe the client's connection to the proxy, not the proxy's to the upstream.
-const HOP_BY_HOP: &[header::HeaderName] = &[
+/// (Names, not strings: removing by a string parses it on every request.)
+const HOP_BY_HOP: [header::HeaderName; 7] = [
     header::CONNECTION,
     header::TE,
     header::TRAILER,
     header::TRANSFER_ENCODING,
     header::UPGRADE,
+    header::HeaderName::from_static("keep-alive"),
+    header::HeaderName::from_static("proxy-connection"),
 ];
-
-/// Also hop-by-hop, without a constant in `http`.
-const HOP_BY_HOP_NAMES: &[&str] = &["keep-alive", "proxy-connection"];
 
 /// Sends requests to BASE_URL over pooled connections.
 #[derive(Clone)]
@@ -126,11 +126,8 @@ impl Direct {
         parts.version = Version::HTTP_11;
         let headers = &mut parts.headers;
         headers.remove(header::HOST);
-        for name in HOP_BY_HOP {
+        for name in &HOP_BY_HOP {
             headers.remove(name);
-        }
-        for name in HOP_BY_HOP_NAMES {
-            headers.remove(*name);
         }
         // The body is complete by now (the retry layer buffers it): hyper sets the length from
         // the body itself, so a stale or chunked framing of the client's never reaches Gemini.
