@@ -29,14 +29,16 @@
 //! # }
 //! ```
 
+mod base_url;
 #[cfg(feature = "reqwest-middleware")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest-middleware")))]
 pub mod middleware;
 mod reqwest_service;
 
+pub use self::base_url::{remove_hop_by_hop, BaseUrl, InvalidBaseUrl};
 #[cfg(feature = "reqwest-middleware")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest-middleware")))]
 pub use self::middleware::{
     ClassifiedStrategy, KeyRotationMiddleware, RetryMiddleware, UsageMiddleware,
 };
-pub use self::reqwest_service::{InvalidBaseUrl, ReqwestService};
+pub use self::reqwest_service::ReqwestService;

@@ -5,9 +5,11 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use http::uri::{PathAndQuery, Uri};
+use http::uri::Uri;
 use http::{header, Request, Response};
 use tower_service::Service;
+
+use super::base_url::{remove_hop_by_hop, BaseUrl, InvalidBaseUrl};
 
 /// `reqwest::Client` as a `Service<http::Request<B>>` answering `http::Response<reqwest::Body>`.
 ///
@@ -18,7 +20,7 @@ use tower_service::Service;
 #[derive(Clone)]
 pub struct ReqwestService {
     client: reqwest::Client,
-    base: Option<Uri>,
+    base: Option<BaseUrl>,
 }
 
 impl fmt::Debug for ReqwestService {
@@ -29,32 +31,6 @@ impl fmt::Debug for ReqwestService {
     }
 }
 
-/// The base URL is not an absolute `http`/`https` URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InvalidBaseUrl(String);
-
-impl fmt::Display for InvalidBaseUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "invalid base URL {:?}: expected http(s)://host[:port][/path]",
-            self.0
-        )
-    }
-}
-
-impl std::error::Error for InvalidBaseUrl {}
-
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
-
 impl ReqwestService {
     /// Wraps a client; requests must carry absolute URIs until a base URL is set.
     pub fn new(client: reqwest::Client) -> Self {
@@ -64,34 +40,22 @@ impl ReqwestService {
     /// Where relative request URIs go, e.g. `https://generativelanguage.googleapis.com`.
     /// A path in the base (`http://host/prefix`) is put before the request's path.
     pub fn base_url(mut self, base: &str) -> Result<Self, InvalidBaseUrl> {
-        self.base = Some(parse_base(base)?);
+        self.base = Some(BaseUrl::parse(base)?);
         Ok(self)
     }
 }
 
-fn parse_base(base: &str) -> Result<Uri, InvalidBaseUrl> {
-    let uri: Uri = base
-        .trim_end_matches('/')
-        .parse()
-        .map_err(|_| InvalidBaseUrl(base.to_owned()))?;
-    match uri.scheme_str() {
-        Some("http") | Some("https") if uri.authority().is_some() => Ok(uri),
-        _ => Err(InvalidBaseUrl(base.to_owned())),
-    }
-}
-
 /// Where a request goes: onto `base` when there is one, else where its URI says.
-fn absolute(base: Option<&Uri>, uri: &Uri) -> Uri {
+fn absolute(base: Option<&BaseUrl>, uri: &Uri) -> Uri {
     let Some(base) = base else {
         return uri.clone();
     };
-    // With a base set, only the path and query of the request are used: an absolute-form
-    // request (`POST http://elsewhere/...`) must never carry a pool key to another host.
-    let prefix = base.path().trim_end_matches('/');
-    let pq = uri.path_and_query().map_or("/", PathAndQuery::as_str);
-    let mut parts = base.clone().into_parts();
-    parts.path_and_query = format!("{prefix}{pq}").parse().ok();
-    Uri::from_parts(parts).unwrap_or_else(|_| uri.clone())
+    // Never the request's own URI, which may name another host: if the join ever failed, the
+    // bare path and query are relative, and reqwest refuses them.
+    base.join(uri).unwrap_or_else(|_| {
+        uri.path_and_query()
+            .map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone()))
+    })
 }
 
 impl<B> Service<Request<B>> for ReqwestService
@@ -113,10 +77,7 @@ where
         if parts.headers.contains_key(header::TRANSFER_ENCODING) {
             parts.headers.remove(header::CONTENT_LENGTH);
         }
-        parts.headers.remove(header::HOST);
-        for name in HOP_BY_HOP {
-            parts.headers.remove(*name);
-        }
+        remove_hop_by_hop(&mut parts.headers);
         let request = reqwest::Request::try_from(Request::from_parts(parts, body));
         let client = self.client.clone();
         Box::pin(async move {
@@ -131,21 +92,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn joins_relative_uris_onto_the_base() {
-        let base = parse_base("http://127.0.0.1:9/prefix/").unwrap();
-        let joined = absolute(Some(&base), &"/v1beta/models?x=1".parse().unwrap());
-        assert_eq!(
-            joined.to_string(),
-            "http://127.0.0.1:9/prefix/v1beta/models?x=1"
-        );
-        // Absolute-form requests are pinned to the base too.
+    fn pins_requests_to_the_base_or_leaves_them_without_one() {
+        let base = BaseUrl::parse("http://127.0.0.1:9/prefix/").unwrap();
         let elsewhere: Uri = "http://other/x?y=1".parse().unwrap();
         assert_eq!(
             absolute(Some(&base), &elsewhere).to_string(),
             "http://127.0.0.1:9/prefix/x?y=1"
         );
         assert_eq!(absolute(None, &elsewhere), elsewhere);
-        assert!(parse_base("ftp://x").is_err());
-        assert!(parse_base("/relative").is_err());
     }
 }

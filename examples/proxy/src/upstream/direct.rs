@@ -16,9 +16,9 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use axum::http::header::{self, HeaderMap};
-use axum::http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use axum::http::{Request, Response, Version};
 use bytes::Bytes;
+use gemini_balance::client::{remove_hop_by_hop, BaseUrl};
 use gemini_balance::BoxError;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -31,26 +31,11 @@ use tokio::time::{Instant, Sleep, Timeout};
 
 use super::Options;
 
-/// Headers that describe the client's connection to the proxy, not the proxy's to the upstream.
-/// (Names, not strings: removing by a string parses it on every request.)
-const HOP_BY_HOP: [header::HeaderName; 7] = [
-    header::CONNECTION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    header::HeaderName::from_static("keep-alive"),
-    header::HeaderName::from_static("proxy-connection"),
-];
-
 /// Sends requests to BASE_URL over pooled connections.
 #[derive(Clone)]
 pub struct Direct {
     client: Client<HttpsConnector<HttpConnector>, reqwest::Body>,
-    scheme: Scheme,
-    authority: Authority,
-    /// BASE_URL's path (`/v1beta`), put before each request's path; empty for none.
-    prefix: String,
+    base: BaseUrl,
     /// CUSTOM_HEADERS, and `accept: */*` as reqwest sent it.
     headers: HeaderMap,
     time_out: Duration,
@@ -60,9 +45,7 @@ impl fmt::Debug for Direct {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // CUSTOM_HEADERS may hold credentials: only their names.
         f.debug_struct("Direct")
-            .field("scheme", &self.scheme)
-            .field("authority", &self.authority)
-            .field("prefix", &self.prefix)
+            .field("base", &self.base)
             .field("headers", &self.headers.keys().collect::<Vec<_>>())
             .field("time_out", &self.time_out)
             .finish_non_exhaustive()
@@ -72,7 +55,7 @@ impl fmt::Debug for Direct {
 impl Direct {
     /// The client for `options`; an error names the setting at fault.
     pub fn new(options: &Options) -> Result<Direct, String> {
-        let (scheme, authority, prefix) = parse_base(&options.base_url)?;
+        let base = BaseUrl::parse(&options.base_url).map_err(|e| format!("BASE_URL: {e}"))?;
         let mut http = HttpConnector::new();
         // The https connector below handles `https://`; this one only opens the TCP stream.
         http.enforce_http(false);
@@ -100,9 +83,7 @@ impl Direct {
         }
         Ok(Direct {
             client,
-            scheme,
-            authority,
-            prefix,
+            base,
             headers,
             time_out: options.time_out,
         })
@@ -112,7 +93,7 @@ impl Direct {
     /// (`POST http://elsewhere/...`) can never carry a pool key to another host.
     pub fn send(&self, req: Request<reqwest::Body>) -> ResponseFuture {
         let (mut parts, body) = req.into_parts();
-        let uri = match self.target(&parts.uri) {
+        let uri = match self.base.join(&parts.uri) {
             Ok(uri) => uri,
             Err(e) => {
                 return ResponseFuture::Failed {
@@ -125,10 +106,7 @@ impl Direct {
         // HTTP/1.1 (hyper-util picks the upstream's version from the connection).
         parts.version = Version::HTTP_11;
         let headers = &mut parts.headers;
-        headers.remove(header::HOST);
-        for name in &HOP_BY_HOP {
-            headers.remove(name);
-        }
+        remove_hop_by_hop(headers);
         // The body is complete by now (the retry layer buffers it): hyper sets the length from
         // the body itself, so a stale or chunked framing of the client's never reaches Gemini.
         headers.remove(header::CONTENT_LENGTH);
@@ -146,43 +124,6 @@ impl Direct {
             time_out: self.time_out,
         }
     }
-
-    /// BASE_URL joined with the request's path and query.
-    fn target(&self, uri: &Uri) -> Result<Uri, axum::http::Error> {
-        let pq = match uri.path_and_query() {
-            Some(pq) if self.prefix.is_empty() => pq.clone(),
-            Some(pq) => PathAndQuery::from_maybe_shared(Bytes::from(format!(
-                "{}{}",
-                self.prefix,
-                pq.as_str()
-            )))?,
-            None if self.prefix.is_empty() => PathAndQuery::from_static("/"),
-            None => PathAndQuery::from_maybe_shared(Bytes::from(self.prefix.clone()))?,
-        };
-        Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(pq)
-            .build()
-    }
-}
-
-/// BASE_URL as scheme, authority and path prefix.
-fn parse_base(base: &str) -> Result<(Scheme, Authority, String), String> {
-    let invalid = || format!("BASE_URL: expected http(s)://host[:port][/path], not {base:?}");
-    let uri: Uri = base.trim_end_matches('/').parse().map_err(|_| invalid())?;
-    let parts = uri.into_parts();
-    let (Some(scheme), Some(authority)) = (parts.scheme, parts.authority) else {
-        return Err(invalid());
-    };
-    if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
-        return Err(invalid());
-    }
-    let prefix = parts
-        .path_and_query
-        .map(|pq| pq.path().trim_end_matches('/').to_owned())
-        .unwrap_or_default();
-    Ok((scheme, authority, prefix))
 }
 
 /// TLS as reqwest had it: ring, TLS 1.2 and 1.3, the platform's certificate verifier.
@@ -348,41 +289,15 @@ impl Body for DirectBody {
 mod tests {
     use super::*;
 
-    fn direct(base: &str) -> Direct {
-        let mut headers = HeaderMap::new();
-        headers.insert("x-custom", header::HeaderValue::from_static("1"));
-        Direct::new(&Options {
-            time_out: Duration::from_secs(5),
-            headers,
-            base_url: base.to_owned(),
-        })
-        .unwrap()
-    }
-
     #[test]
-    fn pins_requests_to_the_base_url() {
-        let with_prefix = direct("http://127.0.0.1:9/prefix/");
-        let target = |d: &Direct, uri: &str| d.target(&uri.parse().unwrap()).unwrap().to_string();
-        assert_eq!(
-            target(&with_prefix, "/models/m:generateContent?alt=sse"),
-            "http://127.0.0.1:9/prefix/models/m:generateContent?alt=sse"
-        );
-        // Absolute-form requests go to the base too.
-        assert_eq!(
-            target(&with_prefix, "http://other.example/x?y=1"),
-            "http://127.0.0.1:9/prefix/x?y=1"
-        );
-        let bare = direct("https://generativelanguage.googleapis.com");
-        assert_eq!(
-            target(&bare, "/v1beta/models"),
-            "https://generativelanguage.googleapis.com/v1beta/models"
-        );
-    }
-
-    #[test]
-    fn refuses_a_base_url_that_is_not_http() {
+    fn refuses_a_base_url_that_is_not_http_naming_the_setting() {
         for bad in ["ftp://x", "/relative", "127.0.0.1:9", ""] {
-            let err = parse_base(bad).unwrap_err();
+            let err = Direct::new(&Options {
+                time_out: Duration::from_secs(5),
+                headers: HeaderMap::new(),
+                base_url: bad.to_owned(),
+            })
+            .unwrap_err();
             assert!(err.starts_with("BASE_URL: "), "{bad}: {err}");
         }
     }
