@@ -25,68 +25,27 @@ const SSE_EVENT_LIMIT: usize = 1024 * 1024;
 /// Token usage from a parsed JSON value: Gemini's `usageMetadata` or OpenAI's `usage`, at the
 /// top level or in the last element of an array that has one.
 pub fn usage_from_json(value: &Value) -> Option<TokenUsage> {
-    match value {
-        Value::Array(items) => items.iter().rev().find_map(usage_from_json),
-        Value::Object(map) => {
-            if let Some(meta) = map.get("usageMetadata") {
-                return gemini_usage(meta);
-            }
-            map.get("usage").and_then(openai_usage)
-        }
-        _ => None,
-    }
+    UsageOnly::deserialize(value).ok().and_then(|found| found.0)
 }
 
-fn count(value: &Value, field: &str) -> u64 {
-    value.get(field).and_then(Value::as_u64).unwrap_or(0)
-}
-
-/// Gemini `usageMetadata`.
+/// Gemini `usageMetadata` (`None` unless an object; a count that is not a non-negative integer
+/// reads as 0).
 pub fn gemini_usage(meta: &Value) -> Option<TokenUsage> {
-    if !meta.is_object() {
-        return None;
-    }
-    Some(TokenUsage {
-        prompt: count(meta, "promptTokenCount"),
-        candidates: count(meta, "candidatesTokenCount"),
-        thoughts: count(meta, "thoughtsTokenCount"),
-        cached: count(meta, "cachedContentTokenCount"),
-        tool_use_prompt: count(meta, "toolUsePromptTokenCount"),
-        total: count(meta, "totalTokenCount"),
-    })
+    Counts::Gemini.deserialize(meta).ok().flatten()
 }
 
-/// OpenAI `usage` (chat completions and embeddings).
+/// OpenAI `usage` (chat completions and embeddings), reasoning tokens split out of
+/// `completion_tokens` as in Gemini.
 pub fn openai_usage(usage: &Value) -> Option<TokenUsage> {
-    if !usage.is_object() {
-        return None;
-    }
-    let completion = count(usage, "completion_tokens");
-    let reasoning = usage
-        .get("completion_tokens_details")
-        .map_or(0, |d| count(d, "reasoning_tokens"));
-    let cached = usage
-        .get("prompt_tokens_details")
-        .map_or(0, |d| count(d, "cached_tokens"));
-    Some(TokenUsage {
-        prompt: count(usage, "prompt_tokens"),
-        candidates: completion.saturating_sub(reasoning),
-        thoughts: reasoning,
-        cached,
-        tool_use_prompt: 0,
-        total: count(usage, "total_tokens"),
-    })
+    Counts::OpenAi.deserialize(usage).ok().flatten()
 }
 
 /// Finds the last `"usageMetadata"` or `"usage"` object in a piece of JSON text that may not
 /// parse as a whole (the tail of a large body) and reads it.
 pub fn usage_from_text(text: &[u8]) -> Option<TokenUsage> {
-    for (name, read) in [
-        (
-            &b"\"usageMetadata\""[..],
-            gemini_usage as fn(&Value) -> Option<TokenUsage>,
-        ),
-        (&b"\"usage\""[..], openai_usage),
+    for (name, counts) in [
+        (&b"\"usageMetadata\""[..], Counts::Gemini),
+        (&b"\"usage\""[..], Counts::OpenAi),
     ] {
         let Some(at) = rfind(text, name) else {
             continue;
@@ -104,10 +63,9 @@ pub fn usage_from_text(text: &[u8]) -> Option<TokenUsage> {
         let Some(len) = object_len(&rest[open..]) else {
             continue;
         };
-        if let Ok(value) = serde_json::from_slice::<Value>(&rest[open..open + len]) {
-            if let Some(usage) = read(&value) {
-                return Some(usage);
-            }
+        let mut object = serde_json::Deserializer::from_slice(&rest[open..open + len]);
+        if let Ok(Some(usage)) = counts.deserialize(&mut object) {
+            return Some(usage);
         }
     }
     None
@@ -147,9 +105,9 @@ fn object_len(text: &[u8]) -> Option<usize> {
     None
 }
 
-/// What [`usage_from_json`] finds, read straight from JSON text: only the `usageMetadata` and
-/// `usage` objects are built; everything else (candidates, their text, inline data) is skipped
-/// without allocating, which is most of a response's bytes.
+/// What [`usage_from_json`] finds, read straight from JSON text (or a `Value`): only the usage
+/// counts are read; everything else (candidates, their text, inline data) is skipped without
+/// allocating, which is most of a response's bytes.
 struct UsageOnly(Option<TokenUsage>);
 
 impl<'de> Deserialize<'de> for UsageOnly {
@@ -254,8 +212,8 @@ const OPENAI_COUNTS: &[&str] = &[
     "prompt_tokens_details",
 ];
 
-/// A usage object read as [`gemini_usage`] or [`openai_usage`] reads it (`None` unless an
-/// object; a count that is not a non-negative integer is 0), or one count inside it.
+/// A usage object, Gemini's or OpenAI's (`None` unless an object; a count that is not a
+/// non-negative integer is 0), or one count inside it.
 #[derive(Clone, Copy)]
 enum Counts {
     Gemini,
@@ -512,30 +470,78 @@ mod tests {
         total: 20,
     };
 
+    /// Usage with these counts (prompt, candidates, thoughts, cached, tool-use prompt, total).
+    fn counts(c: [u64; 6]) -> Option<TokenUsage> {
+        Some(TokenUsage {
+            prompt: c[0],
+            candidates: c[1],
+            thoughts: c[2],
+            cached: c[3],
+            tool_use_prompt: c[4],
+            total: c[5],
+        })
+    }
+
     #[test]
-    fn the_skipping_reader_agrees_with_the_value_reader() {
-        for body in [
-            GEMINI,
-            r#"[{"candidates":[]},{"usageMetadata":{"promptTokenCount":3,"totalTokenCount":4}},{"candidates":[{"x":[1,2.5,true,null,"s\"}"]}]}]"#,
-            r#"[[{"usage":{"prompt_tokens":1}}],{"a":1}]"#,
-            r#"{"usage":{"prompt_tokens":10,"completion_tokens":30,"total_tokens":40,"completion_tokens_details":{"reasoning_tokens":12}},"usageMetadata":{"promptTokenCount":1}}"#,
-            r#"{"usageMetadata":"not an object","usage":{"prompt_tokens":1}}"#,
-            r#"{"usageMetadata":{"promptTokenCount":1},"usageMetadata":{"promptTokenCount":2}}"#,
-            r#"{"candidates":[{"content":{"parts":[{"text":"no usage here"}]}}]}"#,
-            r#"{"usageMetadata":{"promptTokenCount":-1,"candidatesTokenCount":2.5,"thoughtsTokenCount":"3","cachedContentTokenCount":{"a":1},"toolUsePromptTokenCount":[1],"totalTokenCount":9,"promptTokensDetails":[{"modality":"TEXT","tokenCount":1}]}}"#,
-            r#"{"usageMetadata":{"totalTokenCount":9,"totalTokenCount":null}}"#,
-            r#"{"usage":{"prompt_tokens":4,"completion_tokens":3,"completion_tokens_details":7,"prompt_tokens_details":{"cached_tokens":9,"cached_tokens":2}}}"#,
-            r#"{"usage":{"completion_tokens":3,"completion_tokens_details":{"reasoning_tokens":5}}}"#,
-            r#"{"usage":[1,2]}"#,
-            r#"{"usage":null,"usageMetadata":null}"#,
-            r#""a string""#,
-            "42",
-            "null",
-            "[]",
+    fn odd_bodies_read_the_same_from_text_and_from_a_value() {
+        for (body, expected) in [
+            (GEMINI, Some(GEMINI_USAGE)),
+            // The last element of an array that has usage, nested arrays included.
+            (
+                r#"[{"candidates":[]},{"usageMetadata":{"promptTokenCount":3,"totalTokenCount":4}},{"candidates":[{"x":[1,2.5,true,null,"s\"}"]}]}]"#,
+                counts([3, 0, 0, 0, 0, 4]),
+            ),
+            (
+                r#"[[{"usage":{"prompt_tokens":1}}],{"a":1}]"#,
+                counts([1, 0, 0, 0, 0, 0]),
+            ),
+            // usageMetadata wins over usage, even when it is not an object.
+            (
+                r#"{"usage":{"prompt_tokens":10,"completion_tokens":30},"usageMetadata":{"promptTokenCount":1}}"#,
+                counts([1, 0, 0, 0, 0, 0]),
+            ),
+            (
+                r#"{"usageMetadata":"not an object","usage":{"prompt_tokens":1}}"#,
+                None,
+            ),
+            (r#"{"usage":null,"usageMetadata":null}"#, None),
+            (r#"{"usage":[1,2]}"#, None),
+            // The last of duplicate keys.
+            (
+                r#"{"usageMetadata":{"promptTokenCount":1},"usageMetadata":{"promptTokenCount":2}}"#,
+                counts([2, 0, 0, 0, 0, 0]),
+            ),
+            (
+                r#"{"usageMetadata":{"totalTokenCount":9,"totalTokenCount":null}}"#,
+                counts([0; 6]),
+            ),
+            // Counts that are not non-negative integers read as 0.
+            (
+                r#"{"usageMetadata":{"promptTokenCount":-1,"candidatesTokenCount":2.5,"thoughtsTokenCount":"3","cachedContentTokenCount":{"a":1},"toolUsePromptTokenCount":[1],"totalTokenCount":9,"promptTokensDetails":[{"modality":"TEXT","tokenCount":1}]}}"#,
+                counts([0, 0, 0, 0, 0, 9]),
+            ),
+            // OpenAI: details that are not objects count 0; reasoning leaves the completion.
+            (
+                r#"{"usage":{"prompt_tokens":4,"completion_tokens":3,"completion_tokens_details":7,"prompt_tokens_details":{"cached_tokens":9,"cached_tokens":2}}}"#,
+                counts([4, 3, 0, 2, 0, 0]),
+            ),
+            (
+                r#"{"usage":{"completion_tokens":3,"completion_tokens_details":{"reasoning_tokens":5}}}"#,
+                counts([0, 0, 5, 0, 0, 0]),
+            ),
+            (
+                r#"{"candidates":[{"content":{"parts":[{"text":"no usage"}]}}]}"#,
+                None,
+            ),
+            (r#""a string""#, None),
+            ("42", None),
+            ("null", None),
+            ("[]", None),
         ] {
+            let from_text: UsageOnly = serde_json::from_str(body).unwrap();
+            assert_eq!(from_text.0, expected, "{body}");
             let value: Value = serde_json::from_str(body).unwrap();
-            let skipped: UsageOnly = serde_json::from_str(body).unwrap();
-            assert_eq!(skipped.0, usage_from_json(&value), "{body}");
+            assert_eq!(usage_from_json(&value), expected, "{body}");
         }
     }
 
