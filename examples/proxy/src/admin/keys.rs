@@ -15,7 +15,7 @@ use gemini_balance::store::sqlite::stats::Window;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{answer, body, fail, ok, query, store_failed, AdminState};
+use super::{answer, body, fail, ok, query, AdminState};
 use crate::recheck;
 
 /// At most this many probes run at once (verify).
@@ -92,16 +92,13 @@ async fn list_keys(
         .take(q.per_page as usize)
         .collect();
     let usage = state
-        .app
-        .store
-        .read_async(|c| {
+        .read(|c| {
             gemini_balance::store::sqlite::stats::by_key(
                 c,
                 Window::last(Duration::from_secs(86_400)),
             )
         })
-        .await
-        .map_err(store_failed)?;
+        .await?;
     let usage: HashMap<String, _> = usage
         .into_iter()
         .map(|r| (r.id.clone(), r.counts))

@@ -22,14 +22,9 @@ pub async fn errors(
         Ok(q) => q,
         Err(e) => return e,
     };
-    match state
-        .app
-        .store
-        .read_async(move |c| logs::errors(c, &q))
-        .await
-    {
+    match state.read(move |c| logs::errors(c, &q)).await {
         Ok(page) => ok(json!({"total": page.total, "items": page.entries})),
-        Err(e) => store_failed(e),
+        Err(failed) => failed,
     }
 }
 
@@ -40,15 +35,10 @@ pub async fn error(State(state): State<AdminState>, Path(id): Path<String>) -> R
             format!("{id:?} is not an error log id"),
         );
     };
-    match state
-        .app
-        .store
-        .read_async(move |c| logs::error(c, id))
-        .await
-    {
+    match state.read(move |c| logs::error(c, id)).await {
         Ok(Some(entry)) => ok(json!(entry)),
         Ok(None) => fail(StatusCode::NOT_FOUND, format!("no error log entry {id}")),
-        Err(e) => store_failed(e),
+        Err(failed) => failed,
     }
 }
 
@@ -60,14 +50,9 @@ pub async fn requests(
         Ok(q) => q,
         Err(e) => return e,
     };
-    match state
-        .app
-        .store
-        .read_async(move |c| logs::requests(c, &q))
-        .await
-    {
+    match state.read(move |c| logs::requests(c, &q)).await {
         Ok(page) => ok(json!({"has_more": page.has_more, "items": page.entries})),
-        Err(e) => store_failed(e),
+        Err(failed) => failed,
     }
 }
 
@@ -82,18 +67,13 @@ pub async fn request(State(state): State<AdminState>, Path(id): Path<String>) ->
             format!("{id:?} is not a request id (16 hex digits)"),
         );
     };
-    match state
-        .app
-        .store
-        .read_async(move |c| logs::attempts(c, request_id))
-        .await
-    {
+    match state.read(move |c| logs::attempts(c, request_id)).await {
         Ok(attempts) if attempts.is_empty() => fail(
             StatusCode::NOT_FOUND,
             format!("no attempts recorded for request {id}"),
         ),
         Ok(attempts) => ok(json!({"request_id": id, "attempts": attempts})),
-        Err(e) => store_failed(e),
+        Err(failed) => failed,
     }
 }
 

@@ -50,6 +50,20 @@ pub struct AdminState {
     pub sessions: Option<Arc<dyn AdminSessions>>,
 }
 
+impl AdminState {
+    /// A read query on the store, run off the async workers; a failure is already the
+    /// admin's 500 answer.
+    pub async fn read<T, F>(&self, f: F) -> Result<T, Response<Body>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&gemini_balance::store::sqlite::rusqlite::Connection) -> Result<T, StoreError>
+            + Send
+            + 'static,
+    {
+        self.app.store.read_async(f).await.map_err(store_failed)
+    }
+}
+
 /// The routes, to be nested under `/api`.
 pub fn router(state: AdminState) -> Router {
     Router::new()

@@ -12,16 +12,14 @@ use gemini_balance::store::sqlite::stats::{self, Granularity, Window};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{answer, fail, ok, query, store_failed, AdminState};
+use super::{answer, fail, ok, query, AdminState};
 
 pub async fn summary(State(state): State<AdminState>) -> Response<Body> {
     // The month is TIMEZONE's (the store's time zone, set at startup).
     let time_zone = state.app.store.time_zone().clone();
     let writer = state.app.store.writer_stats();
     let result = state
-        .app
-        .store
-        .read_async(move |c| stats::summary(c, SystemTime::now(), &time_zone))
+        .read(move |c| stats::summary(c, SystemTime::now(), &time_zone))
         .await;
     match result {
         Ok(mut s) => {
@@ -39,7 +37,7 @@ pub async fn summary(State(state): State<AdminState>) -> Response<Body> {
                 "store": s.writer,
             }))
         }
-        Err(e) => store_failed(e),
+        Err(failed) => failed,
     }
 }
 
@@ -57,13 +55,11 @@ pub async fn series(
         Err(e) => return e,
     };
     match state
-        .app
-        .store
-        .read_async(move |c| stats::series(c, q.granularity, SystemTime::now(), None))
+        .read(move |c| stats::series(c, q.granularity, SystemTime::now(), None))
         .await
     {
         Ok(points) => ok(json!({"points": points})),
-        Err(e) => store_failed(e),
+        Err(failed) => failed,
     }
 }
 
@@ -105,12 +101,7 @@ async fn rows(
 ) -> Result<Response<Body>, Response<Body>> {
     let q = query(q)?;
     let window = window(&q.window)?;
-    let rows = state
-        .app
-        .store
-        .read_async(move |c| of(c, window))
-        .await
-        .map_err(store_failed)?;
+    let rows = state.read(move |c| of(c, window)).await?;
     Ok(ok(json!({"window": q.window, "rows": rows})))
 }
 
@@ -167,9 +158,7 @@ pub async fn attention(
     }
     let limit = q.limit.clamp(1, 1000);
     match state
-        .app
-        .store
-        .read_async(move |c| {
+        .read(move |c| {
             stats::top_rate_limited_keys(c, Window::last(Duration::from_secs(86_400)), limit)
         })
         .await
@@ -182,6 +171,6 @@ pub async fn attention(
                 "attempts": r.attempts,
             })).collect::<Vec<_>>()
         })),
-        Err(e) => store_failed(e),
+        Err(failed) => failed,
     }
 }
