@@ -6,8 +6,10 @@
 //! one in `.venv`). Without it the test fails under CI (`CI` set) and is skipped, loudly,
 //! elsewhere.
 
+#[path = "support/python.rs"]
+mod python;
+
 use std::convert::Infallible;
-use std::io::Write;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -217,32 +219,9 @@ async fn serve(pseudo: PseudoStreamLayer, optimizer: StreamOptimizerLayer) -> Se
     Server { url, task }
 }
 
-fn python() -> Option<String> {
-    match std::env::var("GEMINI_BALANCE_PYTHON") {
-        Ok(python) if !python.is_empty() => Some(python),
-        _ if std::env::var_os("CI").is_some() => {
-            panic!(
-                "GEMINI_BALANCE_PYTHON is not set: CI must run the SDK stream tests (see .ci/run)"
-            )
-        }
-        _ => {
-            // Written to the real stderr, not through `eprintln!`, which the test harness
-            // captures (and hides for passing tests).
-            let _ = writeln!(
-                std::io::stderr(),
-                "\n**********************************************************************\n\
-                 SKIPPED sdk_streams: set GEMINI_BALANCE_PYTHON to a Python with `openai`\n\
-                 and `google-genai` (bash .ci/run creates .venv) to run the SDK tests.\n\
-                 **********************************************************************\n"
-            );
-            None
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_sdks_read_pseudo_streams() {
-    let Some(python) = python() else {
+    let Some(python) = python::sdk_python("sdk_streams") else {
         return;
     };
     let plain = serve(PseudoStreamLayer::new(), StreamOptimizerLayer::default()).await;

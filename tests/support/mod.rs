@@ -22,6 +22,7 @@
 
 pub mod errors;
 mod fault;
+pub mod python;
 mod record;
 pub mod replies;
 mod route;

@@ -13,7 +13,6 @@ mod common;
 #[path = "../../../tests/support/mod.rs"]
 mod support;
 
-use std::io::Write;
 use std::process::Command;
 
 use common::{Proxy, TOKEN};
@@ -29,29 +28,6 @@ const PROXY_VARIABLES: &[&str] = &[
     "https_proxy",
     "all_proxy",
 ];
-
-fn python() -> Option<String> {
-    match std::env::var("GEMINI_BALANCE_PYTHON") {
-        Ok(python) if !python.is_empty() => Some(python),
-        _ if std::env::var_os("CI").is_some() => {
-            panic!(
-                "GEMINI_BALANCE_PYTHON is not set: CI must run the SDK client tests (see .ci/run)"
-            )
-        }
-        _ => {
-            // Written to the real stderr, not through `eprintln!`, which the test harness
-            // captures (and hides for passing tests).
-            let _ = writeln!(
-                std::io::stderr(),
-                "\n**********************************************************************\n\
-                 SKIPPED sdk_clients: set GEMINI_BALANCE_PYTHON to a Python with `openai`\n\
-                 and `google-genai` (bash .ci/run creates .venv) to run the SDK tests.\n\
-                 **********************************************************************\n"
-            );
-            None
-        }
-    }
-}
 
 /// The mock's embedding of `text`, as a list of numbers.
 fn embedding(text: &str) -> Value {
@@ -83,7 +59,7 @@ fn ok<'a>(report: &'a Value, path: &str) -> &'a Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_sdks_work_against_the_proxy() {
-    let Some(python) = python() else {
+    let Some(python) = support::python::sdk_python("sdk_clients") else {
         return;
     };
     let mock = MockGemini::start().await;
