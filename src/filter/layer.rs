@@ -152,21 +152,25 @@ where
 }
 
 /// What to do with a collected body: forward these bytes, or answer with this refusal.
-/// The model a request is for: the `ModelName` extension, else the one in the path, else the
-/// body's `model` (which becomes the extension when there was none, for per-model cooldowns).
-fn request_model(parts: &mut Parts, body_model: Option<&str>) -> Option<String> {
+/// The body's `model` becomes the request's `ModelName` extension when it has none (for
+/// per-model key cooldowns).
+fn note_body_model(parts: &mut Parts, body_model: Option<&str>) {
     if let Some(name) = body_model {
         if parts.extensions.get::<ModelName>().is_none() {
             parts.extensions.insert(ModelName::new(name));
         }
     }
+}
+
+/// The model a request is for: the `ModelName` extension, else the one in the path, else the
+/// body's `model`.
+fn request_model<'a>(parts: &'a Parts, body_model: Option<&'a str>) -> Option<&'a str> {
     parts
         .extensions
         .get::<ModelName>()
         .map(|m| m.as_str())
         .or_else(|| model_from_path(parts.uri.path()))
         .or(body_model)
-        .map(str::to_owned)
 }
 
 pub(crate) fn decide(
@@ -178,20 +182,18 @@ pub(crate) fn decide(
 ) -> Result<Bytes, Box<Response<Bytes>>> {
     // Most bodies need nothing: say so without building them (see `first_pass`).
     if let Some(clean) = first_pass(&bytes, shape) {
+        note_body_model(parts, clean.model.as_deref());
         let model = request_model(parts, clean.model.as_deref());
-        if config
-            .drops
-            .paths_for(shape, model.as_deref())
-            .next()
-            .is_none()
-        {
+        if config.drops.paths_for(shape, model).next().is_none() {
             return Ok(bytes);
         }
     }
     let Ok(mut value) = serde_json::from_slice::<Value>(&bytes) else {
         return Ok(bytes); // not JSON: the upstream answers it
     };
-    let model = request_model(parts, body_model(&value, shape));
+    let body_model = body_model(&value, shape).map(str::to_owned);
+    note_body_model(parts, body_model.as_deref());
+    let model = request_model(parts, body_model.as_deref()).map(str::to_owned);
     match filter_value(&mut value, shape, model.as_deref(), &config.drops) {
         Checked::Unchanged => Ok(bytes),
         Checked::Changed => match serde_json::to_vec(&value) {
