@@ -112,14 +112,21 @@ impl Drop for Line<'_> {
     }
 }
 
-impl<'a> MakeWriter<'a> for LogWriter {
-    type Writer = Line<'a>;
-
-    fn make_writer(&'a self) -> Line<'a> {
+impl LogWriter {
+    /// A line to write into; it is handed over when dropped.
+    pub fn make_line(&self) -> Line<'_> {
         Line {
             buf: Vec::with_capacity(256),
             writer: self,
         }
+    }
+}
+
+impl<'a> MakeWriter<'a> for LogWriter {
+    type Writer = Line<'a>;
+
+    fn make_writer(&'a self) -> Line<'a> {
+        self.make_line()
     }
 }
 

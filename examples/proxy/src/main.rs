@@ -19,7 +19,9 @@ mod log_writer;
 mod models;
 mod pipeline;
 mod recheck;
+mod request_line;
 mod secrets;
+mod serve;
 mod settings;
 mod state;
 mod upstream;
@@ -65,6 +67,10 @@ const GEMINI_MOUNTS: &[&str] = &["/gemini/v1beta", "/v1beta", "/v1"];
 /// The log's writer thread, flushed before the process ends.
 static LOG: std::sync::OnceLock<log_writer::LogWriter> = std::sync::OnceLock::new();
 
+/// The log's writer for the hand-formatted request line; unset when the log is coloured (a
+/// terminal), where the line goes through tracing's formatter.
+static REQUEST_LINES: std::sync::OnceLock<log_writer::LogWriter> = std::sync::OnceLock::new();
+
 #[tokio::main]
 async fn main() {
     let result = run().await;
@@ -90,11 +96,15 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let log = log_writer::LogWriter::stdout()
         .map_err(|e| format!("cannot start the log writer thread: {e}"))?;
     let _ = LOG.set(log.clone());
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    if !ansi {
+        let _ = REQUEST_LINES.set(log.clone());
+    }
     tracing_subscriber::registry()
         .with(filter_layer)
         .with(
             tracing_subscriber::fmt::layer()
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+                .with_ansi(ansi)
                 .with_writer(log.clone()),
         )
         .init();
@@ -254,17 +264,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         base_url = %app.live().settings.text("BASE_URL"),
         "gemini-balance-proxy listening"
     );
-    // TCP_NODELAY: a response goes out as several writes (head, then body frames as the
-    // upstream sends them); with Nagle each later write waits for the client's delayed ACK,
-    // about 40 ms per request.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    // One service for every connection: serving the `Router` itself would rebuild its route
-    // table (`with_state`) for each connection, about 18 KiB held as long as the connection.
-    axum::serve(listener, router.into_make_service())
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    serve::serve(listener, app.clone(), router, shutdown_signal()).await;
     // Everything recorded reaches the database before the process ends.
     store.shutdown()?;
     tracing::info!("shut down");
@@ -405,21 +405,25 @@ async fn handle(State(app): State<Arc<App>>, req: Request<Body>) -> Response<Bod
         Some(shape) => models::rewrite_list(&live.models, shape, response).await,
         None => response,
     };
-    let key = response
-        .extensions()
-        .get::<KeyId>()
-        .map(ToString::to_string);
-    let attempts = response.extensions().get::<Attempts>().map_or(0, |a| a.0);
-    tracing::info!(
-        route = %path,
-        model = model.as_deref().unwrap_or("-"),
-        status = response.status().as_u16(),
-        latency_ms = started.elapsed().as_millis() as u64,
-        attempts,
-        key = key.as_deref().unwrap_or("-"),
-        "request"
-    );
+    let key = response.extensions().get::<KeyId>().map(KeyId::mask);
+    request_line::RequestLine {
+        route: &path,
+        model: model.as_deref().unwrap_or("-"),
+        status: response.status().as_u16(),
+        latency_ms: started.elapsed().as_millis() as u64,
+        attempts: response.extensions().get::<Attempts>().map_or(0, |a| a.0),
+        key: key.unwrap_or("-"),
+    }
+    .emit(REQUEST_LINES.get());
     response
+}
+
+/// Whether [`handle`] serves `path` (the server sends these past the router).
+fn is_api_path(path: &str) -> bool {
+    path == "/health"
+        || gemini_route(path).is_some()
+        || OPENAI_ROUTES.contains(&path.trim_end_matches('/'))
+        || path.starts_with("/openai/v1/")
 }
 
 /// The part of a Gemini-native path after its mount (`/v1beta/models` → `/models`).
