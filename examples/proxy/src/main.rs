@@ -20,6 +20,7 @@ mod models;
 mod pipeline;
 mod recheck;
 mod request_line;
+mod safety;
 mod secrets;
 mod serve;
 mod settings;

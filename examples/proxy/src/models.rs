@@ -9,9 +9,7 @@ use axum::http::{header, HeaderValue, Response, StatusCode};
 use bytes::Bytes;
 use gemini_balance::api_error::{error_response, ApiFlavor};
 use gemini_balance::ext::model_from_path;
-use gemini_balance::openai::{
-    default_safety_settings, openai_model_list, splice_default_safety_settings, ModelRules,
-};
+use gemini_balance::openai::{default_safety_settings, openai_model_list, ModelRules};
 use http_body_util::BodyExt;
 use serde_json::Value;
 
@@ -26,8 +24,6 @@ const MAX_LIST: usize = 8 * 1024 * 1024;
 pub struct ModelPolicy {
     rules: ModelRules,
     safety: Option<Value>,
-    /// `safety` as JSON text, spliced into bodies without parsing them.
-    safety_json: String,
 }
 
 /// Which API's shape a model list is given in.
@@ -43,15 +39,16 @@ impl ModelPolicy {
             .filter(|v| v.as_array().is_some_and(|a| !a.is_empty()));
         ModelPolicy {
             rules: crate::pipeline::model_rules(settings),
-            safety_json: safety.as_ref().map(Value::to_string).unwrap_or_default(),
             safety,
         }
     }
 }
 
 /// Resolves the model of a Gemini request path; refuses filtered models (before any key is
-/// used); for POST requests rewrites the path to the real model and reshapes the body (suffix
-/// tools and configs, default safety settings). Returns the model for the log line.
+/// used); for POST requests to a suffix model (`-search`, ...) rewrites the path to the real
+/// model and reshapes the body (suffix tools and configs, default safety settings). Returns the
+/// model for the log line. The default safety settings of plain models are added by
+/// [`crate::safety`], inside the Gemini stack.
 pub async fn prepare(
     policy: &ModelPolicy,
     parts: &mut Parts,
@@ -70,11 +67,12 @@ pub async fn prepare(
     if parts.method != http::Method::POST {
         return Ok((Some(requested), body));
     }
-    let is_generate = parts.uri.path().contains("enerateContent");
-    let reshape = model.upstream != model.requested || (policy.safety.is_some() && is_generate);
-    if !reshape {
+    // Plain models only need the default safety settings, which the Gemini stack adds after
+    // the parameter filter (crate::safety); a suffix model's body is reshaped here.
+    if model.upstream == model.requested {
         return Ok((Some(requested), body));
     }
+    let is_generate = parts.uri.path().contains("enerateContent");
     let bytes = match http_body_util::Limited::new(body, MAX_BODY).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(_) => {
@@ -84,24 +82,15 @@ pub async fn prepare(
             ))
         }
     };
-    // Most requests only need the default safety settings: splice them in without a parse.
-    let spliced = (model.upstream == model.requested && policy.safety.is_some())
-        .then(|| splice_default_safety_settings(&bytes, &policy.safety_json))
-        .flatten();
-    let bytes = match spliced {
-        Some(spliced) => Bytes::from(spliced),
-        None => reshape_parsed(policy, &model, is_generate, bytes),
-    };
-    if model.upstream != model.requested {
-        let from = format!("/models/{requested}");
-        let to = format!("/models/{}", model.upstream);
-        let pq = parts
-            .uri
-            .path_and_query()
-            .map_or(String::new(), |pq| pq.as_str().replacen(&from, &to, 1));
-        if let Ok(uri) = pq.parse() {
-            parts.uri = uri;
-        }
+    let bytes = reshape_parsed(policy, &model, is_generate, bytes);
+    let from = format!("/models/{requested}");
+    let to = format!("/models/{}", model.upstream);
+    let pq = parts
+        .uri
+        .path_and_query()
+        .map_or(String::new(), |pq| pq.as_str().replacen(&from, &to, 1));
+    if let Ok(uri) = pq.parse() {
+        parts.uri = uri;
     }
     parts.headers.remove(header::CONTENT_LENGTH);
     parts.headers.remove(header::TRANSFER_ENCODING);

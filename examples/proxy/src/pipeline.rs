@@ -1,7 +1,7 @@
 //! The layer stacks the proxy serves with: one for Gemini's own API, one for OpenAI's.
 //!
 //! ```text
-//! Gemini:  PseudoStream → StreamOptimizer → Usage → ParamFilter →             Retry → KeyRotation → upstream
+//! Gemini:  PseudoStream → StreamOptimizer → Usage → ParamFilter → DefaultSafety → Retry → KeyRotation → upstream
 //! OpenAI:  PseudoStream → StreamOptimizer → Usage → ParamFilter → OpenAi → Retry → KeyRotation → upstream
 //! /openai: PseudoStream → StreamOptimizer → Usage → ParamFilter →           Retry → KeyRotation(Bearer) → upstream's OpenAI endpoint
 //! ```
@@ -57,6 +57,7 @@ pub fn build(settings: &Settings, parts: &Parts) -> Stacks {
         .layer(optimizer(settings))
         .layer(usage(settings, parts))
         .layer(ParamFilterLayer::new())
+        .layer(crate::safety::DefaultSafetyLayer::from_settings(settings))
         .layer(retry(settings))
         .layer(KeyRotationLayer::new(parts.pool.clone()))
         .service(parts.upstream.clone());

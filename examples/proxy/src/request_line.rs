@@ -220,7 +220,8 @@ mod tests {
     fn parse_rfc3339(ts: &str) -> SystemTime {
         let n = |r: std::ops::Range<usize>| ts[r].parse::<u64>().unwrap();
         let (year, month, day) = (n(0..4), n(5..7), n(8..10));
-        let leap = |y: u64| (y.is_multiple_of(4) && !y.is_multiple_of(100)) || y.is_multiple_of(400);
+        let leap =
+            |y: u64| (y.is_multiple_of(4) && !y.is_multiple_of(100)) || y.is_multiple_of(400);
         let mut days = (1970..year)
             .map(|y| if leap(y) { 366 } else { 365 })
             .sum::<u64>();
