@@ -75,13 +75,29 @@ pub struct Attempts(pub u32);
 /// assert_eq!(model_from_path("/v1/chat/completions"), None);
 /// ```
 pub fn model_from_path(path: &str) -> Option<&str> {
-    let start = path.rfind("/models/")? + "/models/".len();
-    let rest = &path[start..];
-    let mut end = rest.find([':', '/']).unwrap_or(rest.len());
-    if let Some(encoded) = find_ascii_case_insensitive(rest, "%3a") {
-        end = end.min(encoded);
-    }
-    let model = &rest[..end];
+    // Byte scans, not `rfind`/`find` with string patterns: this runs several times per request
+    // and a pattern searcher's setup costs more than scanning a path this short.
+    const MODELS: &[u8] = b"/models/";
+    let bytes = path.as_bytes();
+    let last = bytes.len().checked_sub(MODELS.len())?;
+    let start = (0..=last).rev().find(|&i| bytes[i..].starts_with(MODELS))? + MODELS.len();
+    let rest = &bytes[start..];
+    // The model ends at `:` (the method), `/` or a URL-encoded `:` (`%3A`, any case).
+    let end = rest
+        .iter()
+        .enumerate()
+        .position(|(i, &b)| {
+            b == b':'
+                || b == b'/'
+                || (b == b'%'
+                    && rest
+                        .get(i + 1..i + 3)
+                        .is_some_and(|h| h.eq_ignore_ascii_case(b"3a")))
+        })
+        .unwrap_or(rest.len());
+    // `start` follows an ASCII pattern and `end` is at an ASCII byte or the end: both are
+    // character boundaries.
+    let model = path.get(start..start + end)?;
     (!model.is_empty()).then_some(model)
 }
 
@@ -93,9 +109,38 @@ pub fn request_model<B>(req: &Request<B>) -> Option<&str> {
     }
 }
 
-fn find_ascii_case_insensitive(haystack: &str, needle: &str) -> Option<usize> {
-    haystack
-        .as_bytes()
-        .windows(needle.len())
-        .position(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+#[cfg(test)]
+mod tests {
+    use super::model_from_path;
+
+    #[test]
+    fn the_model_is_the_segment_after_the_last_models() {
+        let cases = [
+            (
+                "/v1beta/models/gemini-2.0-flash:generateContent",
+                Some("gemini-2.0-flash"),
+            ),
+            (
+                "/v1/models/gemini-2.5-pro%3astreamGenerateContent?alt=sse",
+                Some("gemini-2.5-pro"),
+            ),
+            (
+                "/v1/models/gemini-2.5-pro%3AcountTokens",
+                Some("gemini-2.5-pro"),
+            ),
+            ("/v1beta/models/tunedModels/x", Some("tunedModels")),
+            ("/models/a/models/b:generateContent", Some("b")),
+            ("/v1beta/models/gemini-2.0-flash", Some("gemini-2.0-flash")),
+            ("/v1beta/models/modèle-ü:generateContent", Some("modèle-ü")),
+            ("/v1beta/models/m%3", Some("m%3")),
+            ("/v1beta/models/%3Ax", None),
+            ("/v1beta/models/", None),
+            ("/v1beta/models", None),
+            ("/models/", None),
+            ("", None),
+        ];
+        for (path, model) in cases {
+            assert_eq!(model_from_path(path), model, "{path}");
+        }
+    }
 }

@@ -248,8 +248,13 @@ pub fn default_safety_settings(body: &mut Value, safety: &Value) {
 /// assert!(splice_default_safety_settings(br#"{"safetySettings": []}"#, "[]").is_none());
 /// ```
 pub fn splice_default_safety_settings(body: &[u8], safety_json: &str) -> Option<Vec<u8>> {
-    let mentions = |needle: &[u8]| body.windows(needle.len()).any(|w| w == needle);
-    if mentions(b"safetySettings") || mentions(b"safety_settings") {
+    // One pass over the body (this runs for every generateContent request).
+    let mentions = body.iter().enumerate().any(|(i, &b)| {
+        b == b's'
+            && (body[i..].starts_with(b"safetySettings")
+                || body[i..].starts_with(b"safety_settings"))
+    });
+    if mentions {
         return None;
     }
     let open = body.iter().position(|b| !b.is_ascii_whitespace())?;
