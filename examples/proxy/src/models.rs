@@ -9,7 +9,9 @@ use axum::http::{header, HeaderValue, Response, StatusCode};
 use bytes::Bytes;
 use gemini_balance::api_error::{error_response, ApiFlavor};
 use gemini_balance::ext::model_from_path;
-use gemini_balance::openai::{default_safety_settings, openai_model_list, ModelRules};
+use gemini_balance::openai::{
+    default_safety_settings, openai_model_list, splice_default_safety_settings, ModelRules,
+};
 use http_body_util::BodyExt;
 use serde_json::Value;
 
@@ -24,6 +26,8 @@ const MAX_LIST: usize = 8 * 1024 * 1024;
 pub struct ModelPolicy {
     rules: ModelRules,
     safety: Option<Value>,
+    /// `safety` as JSON text, spliced into bodies without parsing them.
+    safety_json: String,
 }
 
 /// Which API's shape a model list is given in.
@@ -39,6 +43,7 @@ impl ModelPolicy {
             .filter(|v| v.as_array().is_some_and(|a| !a.is_empty()));
         ModelPolicy {
             rules: crate::pipeline::model_rules(settings),
+            safety_json: safety.as_ref().map(Value::to_string).unwrap_or_default(),
             safety,
         }
     }
@@ -68,11 +73,14 @@ pub async fn prepare(
         return Ok((Some(requested), body));
     }
     // Plain models only need the default safety settings, which the Gemini stack adds after
-    // the parameter filter (crate::safety); a suffix model's body is reshaped here.
-    if model.upstream == model.requested {
+    // the parameter filter (crate::safety) to the bodies the filter reads: those labelled JSON
+    // or not labelled. A suffix model's body, or one labelled otherwise (`curl -d` sends
+    // `application/x-www-form-urlencoded`), is reshaped here.
+    let plain = model.upstream == model.requested;
+    let is_generate = parts.uri.path().contains("enerateContent");
+    if plain && (!is_generate || policy.safety.is_none() || json_or_unlabelled(&parts.headers)) {
         return Ok((Some(requested), body));
     }
-    let is_generate = parts.uri.path().contains("enerateContent");
     let bytes = match http_body_util::Limited::new(body, MAX_BODY).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(_) => {
@@ -82,15 +90,23 @@ pub async fn prepare(
             ))
         }
     };
-    let bytes = reshape_parsed(policy, &model, is_generate, bytes);
-    let from = format!("/models/{requested}");
-    let to = format!("/models/{}", model.upstream);
-    let pq = parts
-        .uri
-        .path_and_query()
-        .map_or(String::new(), |pq| pq.as_str().replacen(&from, &to, 1));
-    if let Ok(uri) = pq.parse() {
-        parts.uri = uri;
+    let spliced = plain
+        .then(|| splice_default_safety_settings(&bytes, &policy.safety_json))
+        .flatten();
+    let bytes = match spliced {
+        Some(spliced) => Bytes::from(spliced),
+        None => reshape_parsed(policy, &model, is_generate, bytes),
+    };
+    if !plain {
+        let from = format!("/models/{requested}");
+        let to = format!("/models/{}", model.upstream);
+        let pq = parts
+            .uri
+            .path_and_query()
+            .map_or(String::new(), |pq| pq.as_str().replacen(&from, &to, 1));
+        if let Ok(uri) = pq.parse() {
+            parts.uri = uri;
+        }
     }
     parts.headers.remove(header::CONTENT_LENGTH);
     parts.headers.remove(header::TRANSFER_ENCODING);
@@ -165,6 +181,46 @@ fn reshape_parsed(
     }
 }
 
+/// Whether the parameter filter reads this body: no `Content-Type`, or one that says JSON
+/// (`application/json`, `…+json`, `text/json`), as the filter decides.
+fn json_or_unlabelled(headers: &http::HeaderMap) -> bool {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return true;
+    };
+    let essence = value
+        .to_str()
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json" || essence == "text/json" || essence.ends_with("+json")
+}
+
 fn refuse(status: StatusCode, message: &str) -> Response<Body> {
     error_response(ApiFlavor::Gemini, status, message).map(Body::from)
+}
+
+#[cfg(test)]
+mod content_type_tests {
+    use super::*;
+
+    #[test]
+    fn the_filter_reads_json_and_unlabelled_bodies_only() {
+        let with = |ct: Option<&str>| {
+            let mut headers = http::HeaderMap::new();
+            if let Some(ct) = ct {
+                headers.insert(header::CONTENT_TYPE, HeaderValue::from_str(ct).unwrap());
+            }
+            json_or_unlabelled(&headers)
+        };
+        assert!(with(None));
+        assert!(with(Some("application/json")));
+        assert!(with(Some("Application/JSON; charset=utf-8")));
+        assert!(with(Some("application/vnd.api+json")));
+        assert!(with(Some("text/json")));
+        assert!(!with(Some("application/x-www-form-urlencoded")));
+        assert!(!with(Some("text/plain")));
+    }
 }
