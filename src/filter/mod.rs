@@ -83,3 +83,11 @@ pub use self::check::{filter_body, Filtered, Violation, ViolationKind};
 pub use self::drop_list::{DropList, DropRule};
 pub use self::layer::{ParamFilter, ParamFilterLayer, DEFAULT_MAX_BODY_BYTES};
 pub use self::schema::Shape;
+
+/// Whether [`ParamFilterLayer`] reads a body with these headers: no `Content-Type`, or one that
+/// says JSON (`application/json`, `…+json`, `text/json`). Other bodies pass through unread, so
+/// a service that must see every body the filter does not (the proxy's default safety
+/// settings) asks here rather than repeating the rule.
+pub fn reads_body(headers: &http::HeaderMap) -> bool {
+    crate::buffer::is_json_or_unlabelled(headers)
+}

@@ -78,7 +78,11 @@ pub async fn prepare(
     // `application/x-www-form-urlencoded`), is reshaped here.
     let plain = model.upstream == model.requested;
     let is_generate = parts.uri.path().contains("enerateContent");
-    if plain && (!is_generate || policy.safety.is_none() || json_or_unlabelled(&parts.headers)) {
+    if plain
+        && (!is_generate
+            || policy.safety.is_none()
+            || gemini_balance::filter::reads_body(&parts.headers))
+    {
         return Ok((Some(requested), body));
     }
     let bytes = match http_body_util::Limited::new(body, MAX_BODY).collect().await {
@@ -181,46 +185,6 @@ fn reshape_parsed(
     }
 }
 
-/// Whether the parameter filter reads this body: no `Content-Type`, or one that says JSON
-/// (`application/json`, `…+json`, `text/json`), as the filter decides.
-fn json_or_unlabelled(headers: &http::HeaderMap) -> bool {
-    let Some(value) = headers.get(header::CONTENT_TYPE) else {
-        return true;
-    };
-    let essence = value
-        .to_str()
-        .unwrap_or("")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    essence == "application/json" || essence == "text/json" || essence.ends_with("+json")
-}
-
 fn refuse(status: StatusCode, message: &str) -> Response<Body> {
     error_response(ApiFlavor::Gemini, status, message).map(Body::from)
-}
-
-#[cfg(test)]
-mod content_type_tests {
-    use super::*;
-
-    #[test]
-    fn the_filter_reads_json_and_unlabelled_bodies_only() {
-        let with = |ct: Option<&str>| {
-            let mut headers = http::HeaderMap::new();
-            if let Some(ct) = ct {
-                headers.insert(header::CONTENT_TYPE, HeaderValue::from_str(ct).unwrap());
-            }
-            json_or_unlabelled(&headers)
-        };
-        assert!(with(None));
-        assert!(with(Some("application/json")));
-        assert!(with(Some("Application/JSON; charset=utf-8")));
-        assert!(with(Some("application/vnd.api+json")));
-        assert!(with(Some("text/json")));
-        assert!(!with(Some("application/x-www-form-urlencoded")));
-        assert!(!with(Some("text/plain")));
-    }
 }
