@@ -44,17 +44,23 @@ impl ApiFlavor {
 
     /// The flavor implied by a path alone.
     pub fn of_path(path: &str) -> Self {
-        const OPENAI: &[&str] = &[
-            "/chat/completions",
-            "/embeddings",
-            "/images/",
-            "/audio/",
-            "/completions",
+        // One pass from each `/`: every layer asks this of every request, and `str::contains`
+        // would set up a substring search per pattern.
+        const OPENAI: &[&[u8]] = &[
+            b"/chat/completions",
+            b"/embeddings",
+            b"/images/",
+            b"/audio/",
+            b"/completions",
         ];
-        if path.starts_with("/openai/")
-            || path.starts_with("/hf/")
-            || OPENAI.iter().any(|p| path.contains(p))
-        {
+        let path = path.as_bytes();
+        if path.starts_with(b"/openai/") || path.starts_with(b"/hf/") {
+            return ApiFlavor::OpenAi;
+        }
+        let openai = (0..path.len())
+            .filter(|&i| path[i] == b'/')
+            .any(|i| OPENAI.iter().any(|p| path[i..].starts_with(p)));
+        if openai {
             ApiFlavor::OpenAi
         } else {
             ApiFlavor::Gemini
@@ -136,4 +142,40 @@ pub fn error_response(flavor: ApiFlavor, status: StatusCode, message: &str) -> R
         HeaderValue::from_static("application/json; charset=utf-8"),
     );
     res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flavor_of_path() {
+        let openai = [
+            "/v1/chat/completions",
+            "/hf/v1/chat/completions",
+            "/openai/v1/models",
+            "/hf/v1/models",
+            "/v1/embeddings",
+            "/v1/images/generations",
+            "/v1/audio/speech",
+            "/v1/completions",
+            "/proxy/chat/completions?x=1",
+        ];
+        for path in openai {
+            assert_eq!(ApiFlavor::of_path(path), ApiFlavor::OpenAi, "{path}");
+        }
+        let gemini = [
+            "/v1beta/models/gemini-2.0-flash:generateContent",
+            "/v1/models/gemini-2.0-flash%3AstreamGenerateContent",
+            "/gemini/v1beta/models",
+            "/v1/models",
+            "/v1beta/models/text-embedding-004:embedContent",
+            "/v1/chatcompletions",
+            "",
+            "/",
+        ];
+        for path in gemini {
+            assert_eq!(ApiFlavor::of_path(path), ApiFlavor::Gemini, "{path}");
+        }
+    }
 }

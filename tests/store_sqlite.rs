@@ -832,3 +832,101 @@ fn this_month_is_the_month_of_the_store_time_zone() {
     assert_eq!(month(&TimeZone::utc(), 1_711_972_800), (2, 1_711_929_600));
     store.shutdown().unwrap();
 }
+
+/// A request id as the usage layer makes them: the arrival millisecond above a counter.
+fn timed_id(at: SystemTime, n: u64) -> u64 {
+    ((stats_ms(at) as u64) << 20) | n
+}
+
+#[test]
+fn a_request_served_by_its_first_attempt_keeps_it_in_its_own_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("usage.db");
+    let store = SqliteStore::open(&path).unwrap();
+    let now = SystemTime::now();
+    // Served by the first attempt: no attempt row.
+    let lone = timed_id(now, 1);
+    store.record(record(lone, 3, 0, now));
+    // A 429 then a success: both attempts in attempt_log.
+    let retried = timed_id(now, 2);
+    store.record(record(retried, 4, 1, now));
+    // One attempt that failed: in attempt_log (and the error log).
+    let failed_id = timed_id(now, 3);
+    let mut failed = record(failed_id, 5, 0, now);
+    failed.status = 500;
+    failed.success = false;
+    failed.attempt_log[0].status = Some(500);
+    failed.attempt_log[0].class = Some("server_error");
+    store.record(failed);
+    // An id that does not carry its arrival time (a library user's own ids): attempt_log.
+    store.record(record(7, 6, 0, now));
+    store.flush().unwrap();
+
+    let conn = open_raw(&path);
+    assert_eq!(count(&conn, "SELECT count(*) FROM attempt_log"), 4);
+    assert_eq!(
+        count(
+            &conn,
+            &format!("SELECT count(*) FROM attempt_log WHERE request_id = {lone}")
+        ),
+        0
+    );
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT count(*) FROM request_log WHERE lone_attempt_latency_ms IS NOT NULL"
+        ),
+        1
+    );
+
+    // The admin's view of its attempts is the same as if it had its own row.
+    let attempts = store.read(move |c| logs::attempts(c, lone)).unwrap();
+    assert_eq!(attempts.len(), 1, "{attempts:?}");
+    let a = &attempts[0];
+    assert_eq!(a.at_ms, stats_ms(now));
+    assert_eq!(a.key_id, KeyId::of(&key(3)).hex());
+    assert_eq!(a.key_mask, KeyId::of(&key(3)).mask());
+    assert_eq!(a.model.as_deref(), Some(MODEL));
+    assert_eq!(a.status, Some(200));
+    assert_eq!(a.class, None);
+    assert_eq!(a.latency_ms, 80);
+    let attempts = store.read(move |c| logs::attempts(c, retried)).unwrap();
+    assert_eq!(attempts.len(), 2);
+    assert_eq!(attempts[0].status, Some(429));
+    let attempts = store.read(move |c| logs::attempts(c, failed_id)).unwrap();
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0].class.as_deref(), Some("server_error"));
+    assert!(store
+        .read(move |c| logs::attempts(c, timed_id(now, 99)))
+        .unwrap()
+        .is_empty());
+
+    // The last minute's counts (from the raw logs) and the rollups agree: 5 attempts, 2 failed.
+    let summary = stats::summary(&conn, SystemTime::now(), &TimeZone::utc()).unwrap();
+    assert_eq!(summary.last_minute.calls, 4);
+    assert_eq!(summary.last_minute.attempts, 5);
+    assert_eq!(summary.last_minute.failed_attempts, 2);
+    assert_eq!(summary.last_minute.rate_limited_attempts, 1);
+    let rollup: (i64, i64) = conn
+        .query_row(
+            "SELECT sum(attempts), sum(failed_attempts) FROM usage_minute WHERE dim = ''",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(rollup, (5, 2));
+
+    // Deleting the request deletes what there is of it.
+    let id: i64 = conn
+        .query_row(
+            &format!("SELECT id FROM request_log WHERE request_id = {lone}"),
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(store.delete_request_logs(&[id]).unwrap(), 1);
+    assert!(store
+        .read(move |c| logs::attempts(c, lone))
+        .unwrap()
+        .is_empty());
+}

@@ -71,8 +71,85 @@ pub fn usage_from_text(text: &[u8]) -> Option<TokenUsage> {
     None
 }
 
+/// The last occurrence of `needle` (non-empty): a backward scan for its first byte, then a
+/// compare, rather than a compare per position.
 fn rfind(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).rposition(|w| w == needle)
+    let (&first, _) = needle.split_first()?;
+    let last_start = haystack.len().checked_sub(needle.len())?;
+    (0..=last_start)
+        .rev()
+        .find(|&i| haystack[i] == first && haystack[i..].starts_with(needle))
+}
+
+/// The usage of a JSON object answer read without parsing all of it: the last
+/// `"usageMetadata"` (else `"usage"`) key, when what follows its object only closes the
+/// top-level object, is a key of that object. Usage comes last in Gemini's and OpenAI's
+/// answers, so this reads a few hundred bytes of the end instead of the whole answer.
+///
+/// `None` when that cannot be told this way (no such key at the top level, an array, a value
+/// that is not an object): the caller parses the whole answer.
+fn top_level_usage(text: &[u8]) -> Option<Option<TokenUsage>> {
+    if text.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return None;
+    }
+    let (name, counts) = if let Some(at) = rfind(text, b"\"usageMetadata\"") {
+        (at + b"\"usageMetadata\"".len(), Counts::Gemini)
+    } else {
+        (
+            rfind(text, b"\"usage\"")? + b"\"usage\"".len(),
+            Counts::OpenAi,
+        )
+    };
+    let rest = &text[name..];
+    let open = rest.iter().position(|b| !b.is_ascii_whitespace())?;
+    if rest[open] != b':' {
+        return None;
+    }
+    let open = open
+        + 1
+        + rest[open + 1..]
+            .iter()
+            .position(|b| !b.is_ascii_whitespace())?;
+    if rest[open] != b'{' {
+        return None;
+    }
+    let len = object_len(&rest[open..])?;
+    if closes_after(&rest[open + len..]) != Some(1) {
+        return None;
+    }
+    let mut object = serde_json::Deserializer::from_slice(&rest[open..open + len]);
+    counts.deserialize(&mut object).ok()
+}
+
+/// How many more objects or arrays `text` closes than it opens (strings respected), when it
+/// ends right after its last close (trailing whitespace aside).
+fn closes_after(text: &[u8]) -> Option<usize> {
+    let mut depth = 0isize;
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut end = 0;
+    for (i, &b) in text.iter().enumerate() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => {
+                depth -= 1;
+                end = i + 1;
+            }
+            _ => {}
+        }
+    }
+    let trailing_ok = text[end..].iter().all(u8::is_ascii_whitespace);
+    (trailing_ok && !in_string && depth < 0).then(|| depth.unsigned_abs())
 }
 
 /// Length of the JSON object starting at `text[0] == b'{'`, strings and escapes respected.
@@ -361,13 +438,21 @@ pub enum UsageTap {
 impl UsageTap {
     /// A tap for a response with this `content-type`.
     pub fn for_content_type(content_type: Option<&str>) -> UsageTap {
-        let content_type = content_type.unwrap_or("").to_ascii_lowercase();
-        if content_type.starts_with("text/event-stream") {
+        let content_type = content_type.unwrap_or("").as_bytes();
+        let has = |word: &[u8]| {
+            content_type
+                .windows(word.len())
+                .any(|w| w.eq_ignore_ascii_case(word))
+        };
+        if content_type
+            .get(..17)
+            .is_some_and(|p| p.eq_ignore_ascii_case(b"text/event-stream"))
+        {
             UsageTap::Sse {
                 decoder: SseDecoder::with_max_event_bytes(SSE_EVENT_LIMIT),
                 last: None,
             }
-        } else if content_type.contains("json") || content_type.is_empty() {
+        } else if content_type.is_empty() || has(b"json") {
             UsageTap::Json {
                 buf: BytesMut::new(),
                 truncated: false,
@@ -413,6 +498,9 @@ impl UsageTap {
                     return None;
                 }
                 if !*truncated {
+                    if let Some(found) = top_level_usage(buf) {
+                        return found;
+                    }
                     if let Ok(found) = serde_json::from_slice::<UsageOnly>(buf) {
                         return found.0;
                     }
@@ -537,11 +625,62 @@ mod tests {
             ("42", None),
             ("null", None),
             ("[]", None),
+            // Read from the end (the tap's shortcut): pretty-printed as Gemini sends it.
+            (
+                "{\n  \"candidates\": [],\n  \"usageMetadata\" :\n {\"promptTokenCount\": 6,\n    \"totalTokenCount\": 8\n  },\n  \"modelVersion\": \"m}]\\\"\"\n}\n",
+                counts([6, 0, 0, 0, 0, 8]),
+            ),
+            // A usage key nested after the top-level one is not the answer's.
+            (
+                r#"{"usageMetadata":{"promptTokenCount":1},"candidates":[{"args":{"usageMetadata":{"promptTokenCount":7}}}]}"#,
+                counts([1, 0, 0, 0, 0, 0]),
+            ),
+            (
+                r#"{"usage":{"prompt_tokens":2},"choices":[{"message":{"usage":{"prompt_tokens":7}}}]}"#,
+                counts([2, 0, 0, 0, 0, 0]),
+            ),
+            (
+                r#"{"candidates":[{"args":{"usageMetadata":{"promptTokenCount":7}}}],"usage":{"prompt_tokens":3}}"#,
+                counts([3, 0, 0, 0, 0, 0]),
+            ),
+            (
+                r#"{"candidates":[{"args":{"usageMetadata":{"promptTokenCount":7}}}]}"#,
+                None,
+            ),
+            (
+                r#"{"text":"a \"usageMetadata\":{\"promptTokenCount\":7}} in a string"}"#,
+                None,
+            ),
         ] {
             let from_text: UsageOnly = serde_json::from_str(body).unwrap();
             assert_eq!(from_text.0, expected, "{body}");
             let value: Value = serde_json::from_str(body).unwrap();
             assert_eq!(usage_from_json(&value), expected, "{body}");
+            for content_type in ["application/json; charset=UTF-8", "Application/JSON"] {
+                let mut tap = UsageTap::for_content_type(Some(content_type));
+                assert_eq!(feed(&mut tap, body, 10_000), expected, "{body}");
+            }
+        }
+    }
+
+    #[test]
+    fn usage_at_the_end_is_read_from_the_end() {
+        assert_eq!(top_level_usage(GEMINI.as_bytes()), Some(Some(GEMINI_USAGE)));
+        let pretty = "{\"candidates\": [{\"x\": \"}\"}],\n \"usageMetadata\": {\"promptTokenCount\": 2},\n \"responseId\": \"r\"\n}\n";
+        assert_eq!(
+            top_level_usage(pretty.as_bytes()),
+            Some(counts([2, 0, 0, 0, 0, 0]))
+        );
+        // Left to the whole parse: nested, in an array, not an object, not JSON at the end.
+        for body in [
+            r#"{"a":{"usageMetadata":{"promptTokenCount":7}}}"#,
+            r#"[{"usageMetadata":{"promptTokenCount":7}}]"#,
+            r#"{"usageMetadata":null}"#,
+            r#"{"usageMetadata":{"promptTokenCount":7}} trailing"#,
+            r#"{"usageMetadata":{"promptTokenCount":7},"x":"open"#,
+            "",
+        ] {
+            assert_eq!(top_level_usage(body.as_bytes()), None, "{body}");
         }
     }
 

@@ -481,6 +481,45 @@ pub fn attempts(conn: &Connection, request_id: u64) -> Result<Vec<AttemptEntry>,
             })
         })
         .map_err(sql_error("reading attempts"))?;
+    let attempts = rows
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(sql_error("reading attempts"))?;
+    if !attempts.is_empty() {
+        return Ok(attempts);
+    }
+    // A request served by its first attempt keeps it in its own row (schema version 3); the
+    // id's upper bits are its arrival millisecond, which the `at_ms` index finds.
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT at_ms, key_id, key_mask, model, status, lone_attempt_latency_ms \
+             FROM request_log WHERE at_ms = ?1 AND request_id = ?2 \
+             AND lone_attempt_latency_ms IS NOT NULL",
+        )
+        .map_err(sql_error("reading attempts"))?;
+    let rows = stmt
+        .query_map(
+            params![(request_id >> 20) as i64, request_id as i64],
+            |row| {
+                Ok(AttemptEntry {
+                    at_ms: row.get(0).unwrap_or(0),
+                    key_id: row
+                        .get::<_, Option<String>>(1)
+                        .ok()
+                        .flatten()
+                        .unwrap_or_default(),
+                    key_mask: row
+                        .get::<_, Option<String>>(2)
+                        .ok()
+                        .flatten()
+                        .unwrap_or_default(),
+                    model: row.get(3).ok().flatten(),
+                    status: status_of(row.get(4).ok().flatten()),
+                    class: None,
+                    latency_ms: unsigned(row.get(5).ok().flatten()),
+                })
+            },
+        )
+        .map_err(sql_error("reading attempts"))?;
     rows.collect::<Result<Vec<_>, _>>()
         .map_err(sql_error("reading attempts"))
 }

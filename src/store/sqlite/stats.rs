@@ -294,15 +294,25 @@ pub fn summary(
 /// The last 60 seconds from the raw request and attempt logs.
 fn last_minute(conn: &Connection, now_ms: i64) -> Result<Counts, StoreError> {
     let from = now_ms - MINUTE_MS;
-    let mut counts = conn
+    let counts = conn
         .prepare_cached(
             "SELECT count(*), sum(success != 0), sum(success = 0), sum(prompt_tokens), \
              sum(candidates_tokens), sum(thoughts_tokens), sum(cached_tokens), \
-             sum(tool_use_prompt_tokens), sum(total_tokens), sum(latency_ms), 0, 0, 0 \
+             sum(tool_use_prompt_tokens), sum(total_tokens), sum(latency_ms), 0, 0, 0, \
+             sum(lone_attempt_latency_ms IS NOT NULL) \
              FROM request_log WHERE at_ms > ?1 AND at_ms <= ?2",
         )
-        .and_then(|mut s| s.query_row(params![from, now_ms], |row| Ok(Counts::from_row(row, 0))))
+        .and_then(|mut s| {
+            s.query_row(params![from, now_ms], |row| {
+                Ok((
+                    Counts::from_row(row, 0),
+                    row.get::<_, Option<i64>>(13)?.unwrap_or(0),
+                ))
+            })
+        })
         .map_err(sql_error("counting the last minute"))?;
+    // Requests served by their first attempt keep it in their own row (schema version 3).
+    let (mut counts, lone_attempts) = counts;
     let (attempts, failed, limited) = conn
         .prepare_cached(
             "SELECT count(*), sum(class IS NOT NULL), sum(status = 429) FROM attempt_log \
@@ -318,7 +328,7 @@ fn last_minute(conn: &Connection, now_ms: i64) -> Result<Counts, StoreError> {
             })
         })
         .map_err(sql_error("counting the last minute's attempts"))?;
-    counts.attempts = u64::try_from(attempts).unwrap_or(0);
+    counts.attempts = u64::try_from(attempts + lone_attempts).unwrap_or(0);
     counts.failed_attempts = u64::try_from(failed).unwrap_or(0);
     counts.rate_limited_attempts = u64::try_from(limited).unwrap_or(0);
     Ok(counts)

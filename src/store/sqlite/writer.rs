@@ -27,7 +27,7 @@ use crate::api_error::ApiFlavor;
 use crate::keys::{KeyId, KeySnapshot};
 use crate::redact::redact_keys;
 use crate::store::TimeZone;
-use crate::usage::{ClientId, RequestRecord};
+use crate::usage::{AttemptRecord, ClientId, RequestRecord};
 
 /// How long after a commit the writer checkpoints at most (see `Writer::checkpoint_step`).
 pub(crate) const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
@@ -434,8 +434,9 @@ impl Writer {
 const INSERT_REQUEST: &str = "INSERT INTO request_log (request_id, at_ms, protocol, route, \
     model, key_id, key_mask, client_id, client_mask, status, success, attempts, latency_ms, \
     ttfb_ms, streamed, completion, prompt_tokens, candidates_tokens, thoughts_tokens, \
-    cached_tokens, tool_use_prompt_tokens, total_tokens) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, \
-    ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)";
+    cached_tokens, tool_use_prompt_tokens, total_tokens, lone_attempt_latency_ms) VALUES (?1, ?2, \
+    ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, \
+    ?23)";
 
 const INSERT_ATTEMPT: &str = "INSERT INTO attempt_log (request_id, at_ms, key_id, key_mask, \
     model, status, class, latency_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
@@ -527,6 +528,24 @@ fn write(
     tx.commit()
 }
 
+/// The request's one attempt, when the request row can stand for it (schema version 3): the
+/// first attempt succeeded, with the request's key, model and status, and the request id
+/// carries the arrival millisecond (the index `logs::attempts` finds the row by).
+fn lone_attempt(r: &RequestRecord) -> Option<&AttemptRecord> {
+    let [a] = r.attempt_log.as_slice() else {
+        return None;
+    };
+    let id_ms = i64::try_from(r.id >> 20).ok()?;
+    let stands_for = a.class.is_none()
+        && a.status == Some(r.status)
+        && r.key.as_ref() == Some(&a.key)
+        && a.model
+            .as_deref()
+            .is_none_or(|m| r.model.as_deref() == Some(m))
+        && id_ms == ms_of(r.at);
+    stands_for.then_some(a)
+}
+
 fn insert_records(tx: &Transaction<'_>, batch: &[RequestRecord]) -> rusqlite::Result<()> {
     let mut request = tx.prepare_cached(INSERT_REQUEST)?;
     let mut attempt = tx.prepare_cached(INSERT_ATTEMPT)?;
@@ -538,6 +557,7 @@ fn insert_records(tx: &Transaction<'_>, batch: &[RequestRecord]) -> rusqlite::Re
         let key_hex = key_hex.as_ref().map(Hex16::as_str);
         let client_hex = r.client.as_ref().map(|c| c.hex());
         let t = &r.tokens;
+        let lone = lone_attempt(r);
         request.execute(params![
             request_id,
             ms_of(r.at),
@@ -561,9 +581,15 @@ fn insert_records(tx: &Transaction<'_>, batch: &[RequestRecord]) -> rusqlite::Re
             clamp(t.cached),
             clamp(t.tool_use_prompt),
             clamp(t.total),
+            lone.map(|a| duration_ms(a.latency)),
         ])?;
         let mut body = None;
-        for a in &r.attempt_log {
+        let written = if lone.is_some() {
+            &[][..]
+        } else {
+            &r.attempt_log[..]
+        };
+        for a in written {
             let at = ms_of(a.at);
             let key_hex = hex_of(&a.key);
             let key_hex = key_hex.as_str();
