@@ -557,6 +557,18 @@ impl Load {
         }
     }
 
+    /// Adds a slice of the same target: its requests, CPU time and threads' CPU time.
+    fn add_slice(&mut self, other: Load) {
+        self.cpu += other.cpu;
+        for (name, cpu) in &other.threads {
+            match self.threads.iter_mut().find(|(n, _)| n == name) {
+                Some((_, total)) => *total += *cpu,
+                None => self.threads.push((name.clone(), *cpu)),
+            }
+        }
+        self.merge(other);
+    }
+
     fn percentile(&self, p: f64) -> f64 {
         if self.latencies_us.is_empty() {
             return f64::NAN;
@@ -700,14 +712,30 @@ async fn load(
     measure: Duration,
     pid: u32,
 ) -> Load {
-    let start = Instant::now() + warmup;
+    let mut senders = (0..connections).map(|_| None).collect();
+    let mut total = slice(target, &mut senders, warmup, measure, pid).await;
+    total.latencies_us.sort_unstable();
+    total
+}
+
+/// One slice of a run on connections kept open across slices (`None`: connect first): each
+/// connection sends requests one after the other for `lead_in + measure`; requests started
+/// and finished inside the measured window count, and the CPU time `pid` used in it.
+async fn slice(
+    target: &Target,
+    senders: &mut Vec<Option<Sender>>,
+    lead_in: Duration,
+    measure: Duration,
+    pid: u32,
+) -> Load {
+    let start = Instant::now() + lead_in;
     let end = start + measure;
     let mut tasks = Vec::new();
-    for _ in 0..connections {
+    for sender in senders.drain(..) {
         let target = target.clone();
         tasks.push(tokio::spawn(async move {
             let mut load = Load::default();
-            let mut sender = None;
+            let mut sender = sender;
             while Instant::now() < end {
                 let mut s = match sender.take() {
                     Some(s) => s,
@@ -741,7 +769,7 @@ async fn load(
                     }
                 }
             }
-            load
+            (load, sender)
         }));
     }
     tokio::time::sleep_until(start.into()).await;
@@ -766,10 +794,55 @@ async fn load(
         ..Load::default()
     };
     for task in tasks {
-        total.merge(task.await.expect("a load task"));
+        let (load, sender) = task.await.expect("a load task");
+        total.merge(load);
+        senders.push(sender);
     }
-    total.latencies_us.sort_unstable();
     total
+}
+
+/// (b) and (c) measured in alternating slices (`rounds` of each, `measure / rounds` long,
+/// after `lead_in` each; which goes first alternates), on connections kept open: drifts of the
+/// machine's speed over the run (other guests of the host, its own background work) then
+/// weigh on both alike, so their ratio is steadier than from two runs one after the other.
+/// Returns both totals and each round's ratio of (c) to (b).
+#[allow(clippy::too_many_arguments)]
+async fn paired(
+    b: (&Target, u32),
+    c: (&Target, u32),
+    connections: usize,
+    warmup: Duration,
+    lead_in: Duration,
+    measure: Duration,
+    rounds: u32,
+) -> (Load, Load, Vec<f64>) {
+    let piece = measure / rounds.max(1);
+    let mut senders = [
+        (0..connections).map(|_| None).collect::<Vec<_>>(),
+        (0..connections).map(|_| None).collect::<Vec<_>>(),
+    ];
+    let targets = [b, c];
+    // Warm both up (connections, pools, caches); not counted.
+    for (i, (target, pid)) in targets.iter().enumerate() {
+        slice(target, &mut senders[i], warmup, Duration::ZERO, *pid).await;
+    }
+    let mut totals = [Load::default(), Load::default()];
+    let mut ratios = Vec::new();
+    for round in 0..rounds {
+        let mut rates = [0.0; 2];
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for i in order {
+            let (target, pid) = targets[i];
+            let load = slice(target, &mut senders[i], lead_in, piece, pid).await;
+            rates[i] = load.requests as f64;
+            totals[i].add_slice(load);
+        }
+        ratios.push(rates[1] / rates[0].max(1.0));
+    }
+    let [mut b_total, mut c_total] = totals;
+    b_total.latencies_us.sort_unstable();
+    c_total.latencies_us.sort_unstable();
+    (b_total, c_total, ratios)
 }
 
 /// `clients` clients open a paced stream each at once and read it to the end.
@@ -855,6 +928,21 @@ async fn hold_streams(target: &Target, clients: usize, watch: Option<&Server>) -
 
 // ---------------------------------------------------------------------------------------------
 // The run.
+
+/// One row of the results table; `measured` is the time the requests were counted in.
+fn print_row(name: &str, connections: usize, result: &Load, measured: Duration, note: &str) {
+    let rps = result.requests as f64 / measured.as_secs_f64();
+    let cpu_us = result.cpu.as_secs_f64() * 1e6 / result.requests.max(1) as f64;
+    println!(
+        "| {name} | {connections} | {rps:.0}{note} | {:.0} µs | {:.0} µs | {cpu_us:.0} µs | {} |",
+        result.percentile(0.50),
+        result.percentile(0.99),
+        result.errors
+    );
+    if let Some(e) = &result.first_error {
+        println!("|   first error: {e} |");
+    }
+}
 
 fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
@@ -1016,6 +1104,10 @@ async fn run(warmup: Duration, measure: Duration, streams: usize) {
     };
     let only = list("GB_PROXY_BENCH_ONLY");
     let connection_counts = list("GB_PROXY_BENCH_CONNECTIONS");
+    let rounds = u32::try_from(env_number("GB_PROXY_BENCH_ROUNDS", 10)).unwrap_or(10);
+    let lead_in = warmup / 5;
+    let b_name = "(b) plain hyper pass-through";
+    let c_name = "(c) gemini-balance-proxy";
     for (stream, title) in [
         (false, "generateContent (JSON answer, 1 frame)"),
         (
@@ -1028,13 +1120,13 @@ async fn run(warmup: Duration, measure: Duration, streams: usize) {
             "| target | connections | requests/s | p50 | p99 | server CPU per request | errors |"
         );
         println!("|---|---|---|---|---|---|---|");
-        let mut floor: [Option<(f64, f64)>; 2] = [None, None];
-        for (name, addr, pid) in targets {
-            if !selected(&only, name) {
+        for connections in [1, 64] {
+            if !selected(&connection_counts, &connections.to_string()) {
                 continue;
             }
-            for (i, connections) in [1, 64].into_iter().enumerate() {
-                if !selected(&connection_counts, &connections.to_string()) {
+            // (a) and (b2): one run each.
+            for (name, addr, pid) in targets {
+                if name == b_name || name == c_name || !selected(&only, name) {
                     continue;
                 }
                 let result = load(
@@ -1045,44 +1137,71 @@ async fn run(warmup: Duration, measure: Duration, streams: usize) {
                     pid,
                 )
                 .await;
-                let rps = result.requests as f64 / measure.as_secs_f64();
-                let p50 = result.percentile(0.50);
-                let p99 = result.percentile(0.99);
-                let cpu_us = result.cpu.as_secs_f64() * 1e6 / result.requests.max(1) as f64;
-                let mut note = String::new();
-                if name.starts_with("(b)") {
-                    floor[i] = Some((rps, p50));
-                } else if name.starts_with("(c)") {
-                    sent_to_proxy += result.requests + result.errors;
-                    if let Some((b_rps, b_p50)) = floor[i] {
-                        note = format!(
-                            " ({:.0}% of (b); p50 +{:.0} µs)",
-                            100.0 * rps / b_rps,
-                            p50 - b_p50
-                        );
-                    }
-                }
-                println!(
-                    "| {name} | {connections} | {rps:.0}{note} | {p50:.0} µs | {p99:.0} µs | {cpu_us:.0} µs | {} |",
-                    result.errors
+                print_row(name, connections, &result, measure, "");
+            }
+            let (b_on, c_on) = (selected(&only, b_name), selected(&only, c_name));
+            let c_result = if b_on && c_on {
+                // (b) and (c) in alternating slices: their ratio is the target.
+                let (b_target, c_target) = (
+                    target(pass.addr, stream, MODEL),
+                    target(proxy.addr, stream, MODEL),
                 );
-                if let Some(e) = result.first_error {
-                    println!("|   first error: {e} |");
-                }
-                if name.starts_with("(c)") {
-                    thread_notes.push(format!(
-                        "{title}, {connections} connection(s): {}",
-                        result
-                            .threads
-                            .iter()
-                            .map(|(thread, cpu)| format!(
-                                "{thread} {:.0} µs",
-                                cpu.as_secs_f64() * 1e6 / result.requests.max(1) as f64
-                            ))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ));
-                }
+                let (b_result, c_result, ratios) = paired(
+                    (&b_target, pass.pid()),
+                    (&c_target, proxy.pid()),
+                    connections,
+                    warmup,
+                    lead_in,
+                    measure,
+                    rounds,
+                )
+                .await;
+                let measured = measure / rounds.max(1) * rounds.max(1);
+                print_row(b_name, connections, &b_result, measured, "");
+                let mut sorted = ratios.clone();
+                sorted.sort_by(f64::total_cmp);
+                let note = format!(
+                    " ({:.0}% of (b), rounds {:.0}–{:.0}%; p50 +{:.0} µs)",
+                    100.0 * c_result.requests as f64 / b_result.requests.max(1) as f64,
+                    100.0 * sorted.first().copied().unwrap_or(0.0),
+                    100.0 * sorted.last().copied().unwrap_or(0.0),
+                    c_result.percentile(0.50) - b_result.percentile(0.50)
+                );
+                print_row(c_name, connections, &c_result, measured, &note);
+                Some(c_result)
+            } else if b_on || c_on {
+                let (name, server) = if b_on {
+                    (b_name, &pass)
+                } else {
+                    (c_name, &proxy)
+                };
+                let result = load(
+                    &target(server.addr, stream, MODEL),
+                    connections,
+                    warmup,
+                    measure,
+                    server.pid(),
+                )
+                .await;
+                print_row(name, connections, &result, measure, "");
+                c_on.then_some(result)
+            } else {
+                None
+            };
+            if let Some(result) = c_result {
+                sent_to_proxy += result.requests + result.errors;
+                thread_notes.push(format!(
+                    "{title}, {connections} connection(s): {}",
+                    result
+                        .threads
+                        .iter()
+                        .map(|(thread, cpu)| format!(
+                            "{thread} {:.0} µs",
+                            cpu.as_secs_f64() * 1e6 / result.requests.max(1) as f64
+                        ))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
             }
         }
     }

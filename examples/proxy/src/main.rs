@@ -76,7 +76,7 @@ static REQUEST_LINES: std::sync::OnceLock<log_writer::LogWriter> = std::sync::On
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() {
     let result = run().await;
     if let Some(log) = LOG.get() {

@@ -26,7 +26,36 @@ use tower::ServiceExt;
 
 use crate::state::App;
 
+thread_local! {
+    /// Which serving thread this is: `1..=threads`, or 0 on any other thread.
+    static SHARD: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// The serving thread the caller runs on (`1..=serving_threads()`), or 0 on any other thread:
+/// per-thread state (the upstream connection pools) is indexed by it.
+pub fn shard() -> usize {
+    SHARD.with(std::cell::Cell::get)
+}
+
+static SERVING_THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+
+/// How many threads serve connections: `TOKIO_WORKER_THREADS` when set, else one per core.
+pub fn serving_threads() -> usize {
+    *SERVING_THREADS.get_or_init(|| {
+        std::env::var("TOKIO_WORKER_THREADS")
+            .ok()
+            .and_then(|n| n.parse::<usize>().ok())
+            .filter(|&n| n > 0)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    })
+}
+
 /// Serves `listener` until `shutdown` completes, then drains the open connections.
+///
+/// Connections are accepted here and handed round-robin to [`serving_threads`] threads, each
+/// with its own single-threaded runtime and upstream connection pool: a request is served on
+/// one thread from start to end, with no wake-ups across threads and no work stealing (see
+/// docs/performance.md, "Proxy throughput").
 pub async fn serve(
     listener: TcpListener,
     app: Arc<App>,
@@ -34,9 +63,31 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let dispatch = Dispatch { app, router };
-    let builder = auto::Builder::new(TokioExecutor::new());
-    let graceful = GracefulShutdown::new();
+    let mut shards = Vec::new();
+    for index in 1..=serving_threads() {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<std::net::TcpStream>();
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+        let dispatch = dispatch.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("serve-{index}"))
+            .spawn(move || {
+                SHARD.with(|s| s.set(index));
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime.block_on(serve_shard(rx, dispatch)),
+                    Err(e) => tracing::error!(error = %e, "a serving thread could not start"),
+                }
+                let _ = done_tx.send(());
+            });
+        match spawned {
+            Ok(_) => shards.push((tx, done_rx)),
+            Err(e) => tracing::error!(error = %e, "a serving thread could not start"),
+        }
+    }
     let mut shutdown = std::pin::pin!(shutdown);
+    let mut next = 0usize;
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -52,6 +103,38 @@ pub async fn serve(
         // upstream sends them); with Nagle each later write waits for the client's delayed
         // ACK, about 40 ms per request.
         let _ = stream.set_nodelay(true);
+        let Ok(stream) = stream.into_std() else {
+            continue;
+        };
+        if shards.is_empty() {
+            break;
+        }
+        next = (next + 1) % shards.len();
+        let _ = shards[next].0.send(stream);
+    }
+    drop(listener);
+    let mut done = Vec::new();
+    for (tx, done_rx) in shards {
+        drop(tx);
+        done.push(done_rx);
+    }
+    for done_rx in done {
+        let _ = done_rx.await;
+    }
+}
+
+/// One serving thread: serves the connections handed to it until the sender closes, then
+/// drains them.
+async fn serve_shard(
+    mut streams: tokio::sync::mpsc::UnboundedReceiver<std::net::TcpStream>,
+    dispatch: Dispatch,
+) {
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let graceful = GracefulShutdown::new();
+    while let Some(stream) = streams.recv().await {
+        let Ok(stream) = tokio::net::TcpStream::from_std(stream) else {
+            continue;
+        };
         let conn = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), dispatch.clone())
             .into_owned();
@@ -62,7 +145,6 @@ pub async fn serve(
             }
         });
     }
-    drop(listener);
     graceful.shutdown().await;
 }
 

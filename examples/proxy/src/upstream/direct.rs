@@ -34,7 +34,9 @@ use super::Options;
 /// Sends requests to BASE_URL over pooled connections.
 #[derive(Clone)]
 pub struct Direct {
-    client: Client<HttpsConnector<HttpConnector>, reqwest::Body>,
+    /// One pool per serving thread (`crate::serve::shard()`), so that a connection's task runs
+    /// on the thread whose requests use it.
+    clients: std::sync::Arc<[Client<HttpsConnector<HttpConnector>, reqwest::Body>]>,
     base: BaseUrl,
     /// CUSTOM_HEADERS, and `accept: */*` as reqwest sent it.
     headers: HeaderMap,
@@ -72,17 +74,21 @@ impl Direct {
             .enable_http1()
             .enable_http2()
             .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(https);
+        let clients = (0..=crate::serve::serving_threads())
+            .map(|_| {
+                Client::builder(TokioExecutor::new())
+                    .pool_idle_timeout(Duration::from_secs(90))
+                    .pool_timer(TokioTimer::new())
+                    .timer(TokioTimer::new())
+                    .build(https.clone())
+            })
+            .collect();
         let mut headers = options.headers.clone();
         if !headers.contains_key(header::ACCEPT) {
             headers.insert(header::ACCEPT, header::HeaderValue::from_static("*/*"));
         }
         Ok(Direct {
-            client,
+            clients,
             base,
             headers,
             time_out: options.time_out,
@@ -119,7 +125,8 @@ impl Direct {
         ResponseFuture::Waiting {
             head: tokio::time::timeout(
                 self.time_out,
-                self.client.request(Request::from_parts(parts, body)),
+                self.clients[crate::serve::shard() % self.clients.len()]
+                    .request(Request::from_parts(parts, body)),
             ),
             time_out: self.time_out,
         }
