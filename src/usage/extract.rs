@@ -113,12 +113,129 @@ fn top_level_usage(text: &[u8]) -> Option<Option<TokenUsage>> {
     if rest[open] != b'{' {
         return None;
     }
-    let len = object_len(&rest[open..])?;
-    if closes_after(&rest[open + len..]) != Some(1) {
+    let object = &rest[open..];
+    let (usage, len) = match counts {
+        Counts::Gemini => flat_gemini_usage(object)?,
+        _ => {
+            let len = object_len(object)?;
+            let mut de = serde_json::Deserializer::from_slice(&object[..len]);
+            (counts.deserialize(&mut de).ok()?, len)
+        }
+    };
+    if closes_after(&object[len..]) != Some(1) {
         return None;
     }
-    let mut object = serde_json::Deserializer::from_slice(&rest[open..open + len]);
-    counts.deserialize(&mut object).ok()
+    Some(usage)
+}
+
+/// Gemini's `usageMetadata` object at the start of `text`, read in one pass when it is as
+/// Gemini sends it: the counts are non-negative integers, anything else (the per-modality
+/// details) is skipped. Returns the usage and the object's length; `None` for anything the
+/// full reader should judge (a count that is not a plain integer, malformed text).
+fn flat_gemini_usage(text: &[u8]) -> Option<(Option<TokenUsage>, usize)> {
+    let mut counts = [0u64; 6];
+    let mut i = 1; // past `{`
+    let skip_ws = |i: &mut usize| {
+        while text.get(*i).is_some_and(u8::is_ascii_whitespace) {
+            *i += 1;
+        }
+    };
+    loop {
+        skip_ws(&mut i);
+        match *text.get(i)? {
+            b'}' => break,
+            b',' => {
+                i += 1;
+                continue;
+            }
+            b'"' => {}
+            _ => return None,
+        }
+        let key_end = i + 1 + text[i + 1..].iter().position(|&b| b == b'"' || b == b'\\')?;
+        if text[key_end] != b'"' {
+            return None;
+        }
+        let key = &text[i + 1..key_end];
+        i = key_end + 1;
+        skip_ws(&mut i);
+        if *text.get(i)? != b':' {
+            return None;
+        }
+        i += 1;
+        skip_ws(&mut i);
+        match GEMINI_COUNTS.iter().position(|name| name.as_bytes() == key) {
+            Some(slot) => {
+                let digits = text[i..].iter().take_while(|b| b.is_ascii_digit()).count();
+                let after = *text.get(i + digits)?;
+                if digits == 0 || matches!(after, b'.' | b'e' | b'E') {
+                    return None;
+                }
+                counts[slot] = std::str::from_utf8(&text[i..i + digits]).ok()?.parse().ok()?;
+                i += digits;
+            }
+            None => i += value_len(&text[i..])?,
+        }
+    }
+    let usage = TokenUsage {
+        prompt: counts[0],
+        candidates: counts[1],
+        thoughts: counts[2],
+        cached: counts[3],
+        tool_use_prompt: counts[4],
+        total: counts[5],
+    };
+    Some((Some(usage), i + 1))
+}
+
+/// Length of the JSON value at the start of `text` (a string, an object or array with strings
+/// respected, or a scalar up to the next `,` `}` `]`).
+fn value_len(text: &[u8]) -> Option<usize> {
+    match *text.first()? {
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            let mut in_string = false;
+            let mut escaped = false;
+            for (i, &b) in text.iter().enumerate() {
+                if in_string {
+                    match b {
+                        _ if escaped => escaped = false,
+                        b'\\' => escaped = true,
+                        b'"' => in_string = false,
+                        _ => {}
+                    }
+                    continue;
+                }
+                match b {
+                    b'"' => in_string = true,
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth = depth.checked_sub(1)?;
+                        if depth == 0 {
+                            return Some(i + 1);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            None
+        }
+        b'"' => {
+            let mut escaped = false;
+            for (i, &b) in text.iter().enumerate().skip(1) {
+                match b {
+                    _ if escaped => escaped = false,
+                    b'\\' => escaped = true,
+                    b'"' => return Some(i + 1),
+                    _ => {}
+                }
+            }
+            None
+        }
+        _ => text
+            .iter()
+            .position(|&b| matches!(b, b',' | b'}' | b']') || b.is_ascii_whitespace())
+            .filter(|&len| len > 0),
+    }
 }
 
 /// How many more objects or arrays `text` closes than it opens (strings respected), when it
@@ -681,6 +798,40 @@ mod tests {
             "",
         ] {
             assert_eq!(top_level_usage(body.as_bytes()), None, "{body}");
+        }
+    }
+
+    #[test]
+    fn the_flat_reader_agrees_with_the_full_one() {
+        for object in [
+            r#"{"promptTokenCount":5,"candidatesTokenCount":7,"totalTokenCount":12}"#,
+            r#"{ "promptTokenCount" : 27 ,
+                "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 27}],
+                "candidatesTokenCount": 24, "thoughtsTokenCount": 3, "cachedContentTokenCount": 1,
+                "toolUsePromptTokenCount": 2, "totalTokenCount": 51, "note": "a } \" ]", "x": null,
+                "y": -1.5e3, "z": true }"#,
+            r#"{"totalTokenCount":9,"totalTokenCount":10}"#,
+            r#"{}"#,
+        ] {
+            let (usage, len) = flat_gemini_usage(object.as_bytes()).expect(object);
+            assert_eq!(len, object.len(), "{object}");
+            let mut de = serde_json::Deserializer::from_str(object);
+            assert_eq!(usage, Counts::Gemini.deserialize(&mut de).unwrap(), "{object}");
+        }
+        // Left to the full reader: counts that are not plain non-negative integers.
+        for object in [
+            r#"{"promptTokenCount":-1}"#,
+            r#"{"promptTokenCount":2.5}"#,
+            r#"{"promptTokenCount":1e3}"#,
+            r#"{"promptTokenCount":"3"}"#,
+            r#"{"promptTokenCount":null}"#,
+            r#"{"promptTokenCount":99999999999999999999999}"#,
+            r#"{"prompt\u0054okenCount":1}"#,
+            r#"{"promptTokenCount":1"#,
+            r#"{"promptTokenCount" 1}"#,
+            r#"{"other": ,"promptTokenCount":1}"#,
+        ] {
+            assert_eq!(flat_gemini_usage(object.as_bytes()), None, "{object}");
         }
     }
 

@@ -27,6 +27,7 @@ mod settings;
 mod state;
 mod upstream;
 mod web;
+mod whole_answer;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -408,7 +409,9 @@ async fn handle(State(app): State<Arc<App>>, req: Request<Body>) -> Response<Bod
     }
     let response = match list_shape {
         Some(shape) => models::rewrite_list(&live.models, shape, response).await,
-        None => response,
+        // A streamed route passes through as it comes, SSE or Gemini's JSON-array stream.
+        None if path.contains("streamGenerateContent") => response,
+        None => whole_answer::whole(flavor, response).await,
     };
     let key = response.extensions().get::<KeyId>().map(KeyId::mask);
     request_line::RequestLine {

@@ -1,0 +1,215 @@
+//! Non-streamed answers are sent whole, with a `Content-Length`.
+//!
+//! Gemini sends a `generateContent` answer only once it is complete, but with chunked
+//! framing; passed through as it came, the client gets the answer, then a separate
+//! zero-length chunk that ends it: one more write for the proxy and one more read (and
+//! wake-up) for the client per request. Collected first (it is all there already), it goes out
+//! in one write with a `Content-Length`, and an upstream that breaks off mid-answer gets the
+//! client a clear 502 instead of a truncated body.
+//!
+//! Streams are never held: the handler does not call this for `streamGenerateContent` (SSE or
+//! Gemini's JSON-array stream), and an SSE answer (`text/event-stream`, as OpenAI-style
+//! `"stream": true` chats get) passes through event by event here too. An
+//! answer larger than [`LIMIT`] is passed on as it comes once the limit is reached, so memory
+//! stays bounded.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use axum::http::{header, HeaderMap, Response, StatusCode};
+use bytes::{Bytes, BytesMut};
+use gemini_balance::api_error::{error_response, ApiFlavor};
+use http_body::{Frame, SizeHint};
+use http_body_util::BodyExt;
+
+/// Largest answer collected before it is sent (answers with inline images can be megabytes).
+pub const LIMIT: usize = 1024 * 1024;
+
+/// `response` with its body collected and a `Content-Length`, unless it is an SSE stream or
+/// outgrows [`LIMIT`]; a body that fails while collected becomes a 502 in `flavor`'s format.
+pub async fn whole(flavor: ApiFlavor, response: Response<Body>) -> Response<Body> {
+    if is_event_stream(response.headers()) {
+        return response;
+    }
+    let (mut parts, mut body) = response.into_parts();
+    let mut chunks: VecDeque<Frame<Bytes>> = VecDeque::new();
+    let mut len = 0usize;
+    loop {
+        match body.frame().await {
+            None => break,
+            Some(Ok(frame)) => {
+                let data_len = frame.data_ref().map(Bytes::len);
+                chunks.push_back(frame);
+                match data_len {
+                    Some(n) if len + n <= LIMIT => len += n,
+                    // Too large to hold, or trailers: the rest passes through as it comes.
+                    _ => {
+                        let rest = Prefixed { chunks, rest: body };
+                        return Response::from_parts(parts, Body::new(rest));
+                    }
+                }
+            }
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "the upstream answer broke off");
+                return error_response(
+                    flavor,
+                    StatusCode::BAD_GATEWAY,
+                    "the upstream answer broke off before it was complete",
+                )
+                .map(Body::from);
+            }
+        }
+    }
+    let bytes = match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks
+            .pop_front()
+            .and_then(|frame| frame.into_data().ok())
+            .unwrap_or_default(),
+        _ => {
+            let mut all = BytesMut::with_capacity(len);
+            for frame in chunks {
+                if let Ok(data) = frame.into_data() {
+                    all.extend_from_slice(&data);
+                }
+            }
+            all.freeze()
+        }
+    };
+    parts.headers.remove(header::TRANSFER_ENCODING);
+    parts
+        .headers
+        .insert(header::CONTENT_LENGTH, header::HeaderValue::from(bytes.len()));
+    Response::from_parts(parts, Body::from(bytes))
+}
+
+fn is_event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.as_bytes().get(..17))
+        .is_some_and(|p| p.eq_ignore_ascii_case(b"text/event-stream"))
+}
+
+/// The frames already read, then the rest of the body.
+struct Prefixed {
+    chunks: VecDeque<Frame<Bytes>>,
+    rest: Body,
+}
+
+impl http_body::Body for Prefixed {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        if let Some(frame) = self.chunks.pop_front() {
+            return Poll::Ready(Some(Ok(frame)));
+        }
+        Pin::new(&mut self.rest).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.chunks.is_empty() && self.rest.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let held: u64 = self
+            .chunks
+            .iter()
+            .filter_map(|f| f.data_ref().map(|d| d.len() as u64))
+            .sum();
+        let rest = self.rest.size_hint();
+        let mut hint = SizeHint::new();
+        hint.set_lower(rest.lower() + held);
+        if let Some(upper) = rest.upper() {
+            hint.set_upper(upper + held);
+        }
+        hint
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A body of the given pieces, one frame each, of unknown length (as hyper's `Incoming`).
+    struct Pieces(VecDeque<Result<Bytes, std::io::Error>>);
+
+    impl http_body::Body for Pieces {
+        type Data = Bytes;
+        type Error = std::io::Error;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+            Poll::Ready(self.0.pop_front().map(|r| r.map(Frame::data)))
+        }
+    }
+
+    fn streamed(content_type: &str, pieces: Vec<Result<Bytes, std::io::Error>>) -> Response<Body> {
+        Response::builder()
+            .header(header::CONTENT_TYPE, content_type)
+            .header(header::TRANSFER_ENCODING, "chunked")
+            .body(Body::new(Pieces(pieces.into())))
+            .unwrap()
+    }
+
+    async fn read(response: Response<Body>) -> Bytes {
+        response.into_body().collect().await.unwrap().to_bytes()
+    }
+
+    #[tokio::test]
+    async fn a_json_answer_is_sent_whole_with_its_length() {
+        let pieces = vec![Ok(Bytes::from_static(b"{\"a\"")), Ok(Bytes::from_static(b":1}"))];
+        let whole = whole(ApiFlavor::Gemini, streamed("application/json", pieces)).await;
+        assert_eq!(whole.headers()[header::CONTENT_LENGTH], "7");
+        assert!(!whole.headers().contains_key(header::TRANSFER_ENCODING));
+        assert_eq!(http_body::Body::size_hint(whole.body()).exact(), Some(7));
+        assert_eq!(read(whole).await, "{\"a\":1}");
+    }
+
+    #[tokio::test]
+    async fn an_event_stream_is_not_held() {
+        let pieces = vec![Ok(Bytes::from_static(b"data: 1\n\n"))];
+        let out = whole(ApiFlavor::Gemini, streamed("text/event-stream", pieces)).await;
+        assert!(!out.headers().contains_key(header::CONTENT_LENGTH));
+        assert_eq!(http_body::Body::size_hint(out.body()).exact(), None);
+        assert_eq!(read(out).await, "data: 1\n\n");
+    }
+
+    #[tokio::test]
+    async fn a_large_answer_passes_on_once_past_the_limit() {
+        let big = Bytes::from(vec![b'x'; LIMIT - 10]);
+        let pieces = vec![
+            Ok(big.clone()),
+            Ok(Bytes::from_static(b"0123456789abc")),
+            Ok(Bytes::from_static(b"tail")),
+        ];
+        let out = whole(ApiFlavor::Gemini, streamed("application/json", pieces)).await;
+        assert!(!out.headers().contains_key(header::CONTENT_LENGTH));
+        let body = read(out).await;
+        assert_eq!(body.len(), LIMIT - 10 + 13 + 4);
+        assert!(body.ends_with(b"0123456789abctail"));
+    }
+
+    #[tokio::test]
+    async fn a_body_that_breaks_off_is_a_502_in_the_flavor_of_the_route() {
+        let pieces = vec![
+            Ok(Bytes::from_static(b"{\"candidates\":")),
+            Err(std::io::Error::other("connection reset")),
+        ];
+        let out = whole(ApiFlavor::OpenAi, streamed("application/json", pieces)).await;
+        assert_eq!(out.status(), StatusCode::BAD_GATEWAY);
+        let body: serde_json::Value = serde_json::from_slice(&read(out).await).unwrap();
+        assert!(body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("broke off"));
+        assert!(body["error"]["type"].is_string(), "OpenAI's error shape: {body}");
+    }
+}
