@@ -237,7 +237,7 @@ impl SseDecoder {
     pub fn next_block(&mut self) -> Option<Bytes> {
         loop {
             let rest = &self.buf[self.scanned..];
-            let at = rest.iter().position(|b| *b == b'\r' || *b == b'\n')? + self.scanned;
+            let at = memchr::memchr2(b'\r', b'\n', rest)? + self.scanned;
             let width = if self.buf[at] == b'\r' {
                 match self.buf.get(at + 1) {
                     None if self.ended => 1,

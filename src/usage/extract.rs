@@ -6,8 +6,10 @@
 //! holds a chunk back.
 
 use std::fmt;
+use std::sync::LazyLock;
 
 use bytes::{Bytes, BytesMut};
+use memchr::memmem::FinderRev;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::Value;
@@ -71,15 +73,16 @@ pub fn usage_from_text(text: &[u8]) -> Option<TokenUsage> {
     None
 }
 
-/// The last occurrence of `needle` (non-empty): a backward scan for its first byte, then a
-/// compare, rather than a compare per position.
 fn rfind(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    let (&first, _) = needle.split_first()?;
-    let last_start = haystack.len().checked_sub(needle.len())?;
-    (0..=last_start)
-        .rev()
-        .find(|&i| haystack[i] == first && haystack[i..].starts_with(needle))
+    memchr::memmem::rfind(haystack, needle)
 }
+
+/// Searchers for the needles of every response, built once (building one costs more than a
+/// search through a whole event).
+static USAGE_METADATA_KEY: LazyLock<FinderRev<'static>> =
+    LazyLock::new(|| FinderRev::new(b"\"usageMetadata\""));
+static USAGE_KEY: LazyLock<FinderRev<'static>> = LazyLock::new(|| FinderRev::new(b"\"usage\""));
+static SAGE: LazyLock<FinderRev<'static>> = LazyLock::new(|| FinderRev::new(b"sage"));
 
 /// The usage of a JSON object answer read without parsing all of it: the last
 /// `"usageMetadata"` (else `"usage"`) key, when what follows its object only closes the
@@ -92,13 +95,10 @@ fn top_level_usage(text: &[u8]) -> Option<Option<TokenUsage>> {
     if text.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return None;
     }
-    let (name, counts) = if let Some(at) = rfind(text, b"\"usageMetadata\"") {
+    let (name, counts) = if let Some(at) = USAGE_METADATA_KEY.rfind(text) {
         (at + b"\"usageMetadata\"".len(), Counts::Gemini)
     } else {
-        (
-            rfind(text, b"\"usage\"")? + b"\"usage\"".len(),
-            Counts::OpenAi,
-        )
+        (USAGE_KEY.rfind(text)? + b"\"usage\"".len(), Counts::OpenAi)
     };
     let rest = &text[name..];
     let open = rest.iter().position(|b| !b.is_ascii_whitespace())?;
@@ -151,7 +151,11 @@ fn flat_gemini_usage(text: &[u8]) -> Option<(Option<TokenUsage>, usize)> {
             b'"' => {}
             _ => return None,
         }
-        let key_end = i + 1 + text[i + 1..].iter().position(|&b| b == b'"' || b == b'\\')?;
+        let key_end = i
+            + 1
+            + text[i + 1..]
+                .iter()
+                .position(|&b| b == b'"' || b == b'\\')?;
         if text[key_end] != b'"' {
             return None;
         }
@@ -170,7 +174,10 @@ fn flat_gemini_usage(text: &[u8]) -> Option<(Option<TokenUsage>, usize)> {
                 if digits == 0 || matches!(after, b'.' | b'e' | b'E') {
                     return None;
                 }
-                counts[slot] = std::str::from_utf8(&text[i..i + digits]).ok()?.parse().ok()?;
+                counts[slot] = std::str::from_utf8(&text[i..i + digits])
+                    .ok()?
+                    .parse()
+                    .ok()?;
                 i += digits;
             }
             None => i += value_len(&text[i..])?,
@@ -634,19 +641,46 @@ impl UsageTap {
     }
 }
 
+/// The usage in an event's data, parsed whole (or, if it does not parse, found as text).
+fn usage_of_data(data: &[u8]) -> Option<TokenUsage> {
+    match serde_json::from_slice::<UsageOnly>(data) {
+        Ok(found) => found.0,
+        Err(_) => usage_from_text(data),
+    }
+}
+
+/// The value of a block that is exactly one `data:` line and the blank line ending it (the
+/// optional space after the colon removed, as SSE does); `None` for any other block.
+fn single_data_line(block: &[u8]) -> Option<&[u8]> {
+    let rest = block.strip_prefix(b"data:")?;
+    let rest = rest.strip_prefix(b" ").unwrap_or(rest);
+    let end = rest.iter().position(|&b| b == b'\r' || b == b'\n')?;
+    let ending = |tail: &[u8]| -> Option<usize> {
+        match tail {
+            [b'\r', b'\n', ..] => Some(2),
+            [b'\r' | b'\n', ..] => Some(1),
+            _ => None,
+        }
+    };
+    let tail = &rest[end..];
+    let tail = &tail[ending(tail)?..];
+    (ending(tail)? == tail.len()).then_some(&rest[..end])
+}
+
 /// Reads the usage of every complete event that mentions one.
 fn drain(decoder: &mut SseDecoder, last: &mut Option<TokenUsage>) {
     while let Some(block) = decoder.next_block() {
         // Only events that mention usage are worth parsing.
-        if rfind(&block, b"sage").is_none() {
+        if SAGE.rfind(&block).is_none() {
             continue;
         }
-        let Some(event) = SseEvent::parse(&block) else {
-            continue;
-        };
-        let found = match serde_json::from_str::<UsageOnly>(&event.data) {
-            Ok(found) => found.0,
-            Err(_) => usage_from_text(event.data.as_bytes()),
+        // Gemini's events are one `data:` line of JSON: read it in place, from its end.
+        let found = match single_data_line(&block) {
+            Some(data) => top_level_usage(data).unwrap_or_else(|| usage_of_data(data)),
+            None => match SseEvent::parse(&block) {
+                Some(event) => usage_of_data(event.data.as_bytes()),
+                None => continue,
+            },
         };
         if found.is_some() {
             *last = found;
@@ -816,7 +850,11 @@ mod tests {
             let (usage, len) = flat_gemini_usage(object.as_bytes()).expect(object);
             assert_eq!(len, object.len(), "{object}");
             let mut de = serde_json::Deserializer::from_str(object);
-            assert_eq!(usage, Counts::Gemini.deserialize(&mut de).unwrap(), "{object}");
+            assert_eq!(
+                usage,
+                Counts::Gemini.deserialize(&mut de).unwrap(),
+                "{object}"
+            );
         }
         // Left to the full reader: counts that are not plain non-negative integers.
         for object in [
@@ -917,6 +955,30 @@ mod tests {
             }
         }
         assert_eq!(tap.finish(), Some(GEMINI_USAGE));
+    }
+
+    #[test]
+    fn a_single_data_line_is_read_in_place() {
+        for (block, data) in [
+            (&b"data: {\"a\":1}\n\n"[..], Some(&b"{\"a\":1}"[..])),
+            (b"data:{}\r\n\r\n", Some(b"{}")),
+            (b"data: x\r\r", Some(b"x")),
+            (b"data: x\n\r\n", Some(b"x")),
+            (b"data:  two spaces\n\n", Some(b" two spaces")),
+            // Anything else goes to the full parser.
+            (b"data: a\ndata: b\n\n", None),
+            (b"event: x\ndata: a\n\n", None),
+            (b": comment\n\n", None),
+            (b"data: a\r\n", None),
+            (b"data: a\r\n\r\nx", None),
+        ] {
+            assert_eq!(
+                single_data_line(block),
+                data,
+                "{:?}",
+                String::from_utf8_lossy(block)
+            );
+        }
     }
 
     #[test]

@@ -79,9 +79,10 @@ pub async fn whole(flavor: ApiFlavor, response: Response<Body>) -> Response<Body
         }
     };
     parts.headers.remove(header::TRANSFER_ENCODING);
-    parts
-        .headers
-        .insert(header::CONTENT_LENGTH, header::HeaderValue::from(bytes.len()));
+    parts.headers.insert(
+        header::CONTENT_LENGTH,
+        header::HeaderValue::from(bytes.len()),
+    );
     Response::from_parts(parts, Body::from(bytes))
 }
 
@@ -165,7 +166,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_json_answer_is_sent_whole_with_its_length() {
-        let pieces = vec![Ok(Bytes::from_static(b"{\"a\"")), Ok(Bytes::from_static(b":1}"))];
+        let pieces = vec![
+            Ok(Bytes::from_static(b"{\"a\"")),
+            Ok(Bytes::from_static(b":1}")),
+        ];
         let whole = whole(ApiFlavor::Gemini, streamed("application/json", pieces)).await;
         assert_eq!(whole.headers()[header::CONTENT_LENGTH], "7");
         assert!(!whole.headers().contains_key(header::TRANSFER_ENCODING));
@@ -210,6 +214,9 @@ mod tests {
             .as_str()
             .unwrap()
             .contains("broke off"));
-        assert!(body["error"]["type"].is_string(), "OpenAI's error shape: {body}");
+        assert!(
+            body["error"]["type"].is_string(),
+            "OpenAI's error shape: {body}"
+        );
     }
 }
