@@ -29,7 +29,12 @@
 //! lines for the proxy (separated by a literal `\n`), for experiments.
 //! For quicker experiments: `GB_PROXY_BENCH_ONLY=b,c` runs only those targets' request runs,
 //! `GB_PROXY_BENCH_CONNECTIONS=64` only that connection count, `GB_PROXY_BENCH_STREAMS=0` no
-//! streaming clients, and `GB_PROXY_BENCH_PROXY_WORKERS=N` gives the proxy N tokio workers.
+//! streaming clients, and `GB_PROXY_BENCH_PROXY_WORKERS=N` gives the proxy N serving threads.
+//!
+//! (b) and (c), whose ratio is the target, are measured in alternating slices
+//! (`GB_PROXY_BENCH_ROUNDS`, default 10, slices of each per case, which one goes first
+//! alternating), on connections kept open: drifts of the machine's speed over a run weigh on
+//! both alike. The table shows the whole run's ratio and the range of the rounds' ratios.
 //! Results and method: docs/performance.md, "Proxy throughput".
 
 use std::collections::VecDeque;
