@@ -86,6 +86,17 @@ pub async fn serve(
             Err(e) => tracing::error!(error = %e, "a serving thread could not start"),
         }
     }
+    if shards.is_empty() {
+        // No thread could be started: serve on this runtime rather than not at all.
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<std::net::TcpStream>();
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+        let dispatch = dispatch.clone();
+        tokio::spawn(async move {
+            serve_shard(rx, dispatch).await;
+            let _ = done_tx.send(());
+        });
+        shards.push((tx, done_rx));
+    }
     let mut shutdown = std::pin::pin!(shutdown);
     let mut next = 0usize;
     loop {
@@ -106,11 +117,15 @@ pub async fn serve(
         let Ok(stream) = stream.into_std() else {
             continue;
         };
-        if shards.is_empty() {
-            break;
+        // In turn; past a thread that has ended (it cannot take connections any more).
+        let mut stream = stream;
+        for _ in 0..shards.len() {
+            next = (next + 1) % shards.len();
+            match shards[next].0.send(stream) {
+                Ok(()) => break,
+                Err(unsent) => stream = unsent.0,
+            }
         }
-        next = (next + 1) % shards.len();
-        let _ = shards[next].0.send(stream);
     }
     drop(listener);
     let mut done = Vec::new();

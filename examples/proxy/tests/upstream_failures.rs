@@ -1,7 +1,8 @@
 //! What a client sees when the upstream fails on the direct route (no PROXIES): a silent
 //! upstream is a 504 once TIME_OUT passes, a refused connection a 502, both in the route's
 //! error format; a stream that stalls mid-way is cut after TIME_OUT instead of holding its
-//! client forever.
+//! client forever; an answer that breaks off mid-way is a 502 (a whole one goes out with its
+//! `Content-Length`).
 
 #[path = "../../../tests/support/mod.rs"]
 mod support;
@@ -146,4 +147,55 @@ async fn a_stream_that_stalls_is_cut_after_time_out() {
     // The first event came through; the stream did not finish normally.
     assert!(!text.contains("\"finishReason\""), "{text}");
     assert!(failed, "the stream ended as if complete: {text}");
+}
+
+#[tokio::test]
+async fn an_answer_that_breaks_off_is_a_502_and_a_whole_one_has_its_length() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // An upstream that starts a chunked JSON answer and closes the connection mid-way, as a
+    // dropped upstream connection does.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut buf = vec![0u8; 65536];
+            let _ = socket.read(&mut buf).await;
+            let _ = socket
+                .write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json; charset=UTF-8\r\n\
+                      transfer-encoding: chunked\r\n\r\n10\r\n{\"candidates\":[\r\n",
+                )
+                .await;
+            let _ = socket.shutdown().await;
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(dir.path(), &env_file(&format!("http://{addr}"))).await;
+    let res = generate(&proxy, "generateContent").await;
+    assert_eq!(res.status(), 502);
+    let error: Value = serde_json::from_slice(&res.bytes().await.unwrap()).unwrap();
+    assert_eq!(error["error"]["status"], "UNAVAILABLE", "{error}");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("broke off"),
+        "{error}"
+    );
+
+    // A whole answer goes out with its length; a stream as it comes, without one.
+    let mock = MockGemini::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(dir.path(), &env_file(&mock.base_url())).await;
+    let res = generate(&proxy, "generateContent").await;
+    assert_eq!(res.status(), 200);
+    let length = res.headers()["content-length"].to_str().unwrap().to_owned();
+    let body = res.bytes().await.unwrap();
+    assert_eq!(length, body.len().to_string());
+    let answer: Value = serde_json::from_slice(&body).unwrap();
+    assert!(answer["candidates"].is_array(), "{answer}");
+    let res = generate(&proxy, "streamGenerateContent?alt=sse").await;
+    assert_eq!(res.status(), 200);
+    assert!(!res.headers().contains_key("content-length"));
+    assert!(String::from_utf8_lossy(&res.bytes().await.unwrap()).starts_with("data: "));
 }
