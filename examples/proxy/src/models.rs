@@ -39,8 +39,7 @@ pub enum ListShape {
 
 impl ModelPolicy {
     pub fn from_settings(settings: &Settings) -> Self {
-        let safety = Some(settings.value("SAFETY_SETTINGS").clone())
-            .filter(|v| v.as_array().is_some_and(|a| !a.is_empty()));
+        let safety = crate::safety::configured(settings);
         ModelPolicy {
             rules: crate::pipeline::model_rules(settings),
             safety_json: safety.as_ref().map(Value::to_string).unwrap_or_default(),

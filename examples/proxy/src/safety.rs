@@ -32,15 +32,24 @@ pub struct DefaultSafetyLayer {
 
 impl DefaultSafetyLayer {
     pub fn from_settings(settings: &Settings) -> Self {
-        let value = settings.value("SAFETY_SETTINGS");
-        let defaults = value.as_array().is_some_and(|a| !a.is_empty()).then(|| {
+        let defaults = configured(settings).map(|value| {
             Arc::new(Defaults {
-                value: value.clone(),
                 json: value.to_string(),
+                value,
             })
         });
         DefaultSafetyLayer { defaults }
     }
+}
+
+/// SAFETY_SETTINGS when it holds any (a non-empty array); `None` adds nothing. The handler's
+/// own splice (suffix models, bodies the filter does not read) reads it here too.
+pub fn configured(settings: &Settings) -> Option<serde_json::Value> {
+    let value = settings.value("SAFETY_SETTINGS");
+    value
+        .as_array()
+        .is_some_and(|a| !a.is_empty())
+        .then(|| value.clone())
 }
 
 impl<S> Layer<S> for DefaultSafetyLayer {
