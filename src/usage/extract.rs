@@ -95,12 +95,20 @@ fn top_level_usage(text: &[u8]) -> Option<Option<TokenUsage>> {
     if text.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return None;
     }
-    let (name, counts) = if let Some(at) = USAGE_METADATA_KEY.rfind(text) {
-        (at + b"\"usageMetadata\"".len(), Counts::Gemini)
+    let (at, len, counts) = if let Some(at) = USAGE_METADATA_KEY.rfind(text) {
+        (at, b"\"usageMetadata\"".len(), Counts::Gemini)
+    } else if memchr::memmem::find(text, b"\\u").is_none() {
+        // (With `\u` escapes, a key spelled `usage\u004detadata` would be `usageMetadata`.)
+        (USAGE_KEY.rfind(text)?, b"\"usage\"".len(), Counts::OpenAi)
     } else {
-        (USAGE_KEY.rfind(text)? + b"\"usage\"".len(), Counts::OpenAi)
+        return None;
     };
-    let rest = &text[name..];
+    // A key: the first thing of its object or after a comma (not text after an escaped quote).
+    let before = text[..at].iter().rev().find(|b| !b.is_ascii_whitespace());
+    if !matches!(before, Some(b'{' | b',')) {
+        return None;
+    }
+    let rest = &text[at + len..];
     let open = rest.iter().position(|b| !b.is_ascii_whitespace())?;
     if rest[open] != b':' {
         return None;
@@ -802,6 +810,8 @@ mod tests {
                 r#"{"text":"a \"usageMetadata\":{\"promptTokenCount\":7}} in a string"}"#,
                 None,
             ),
+            (r#"{"x\"usageMetadata":{}}"#, None),
+            (r#"{"usage\u004detadata":62,"usage":{"prompt_tokens":1}}"#, None),
         ] {
             let from_text: UsageOnly = serde_json::from_str(body).unwrap();
             assert_eq!(from_text.0, expected, "{body}");
@@ -822,8 +832,11 @@ mod tests {
             top_level_usage(pretty.as_bytes()),
             Some(counts([2, 0, 0, 0, 0, 0]))
         );
-        // Left to the whole parse: nested, in an array, not an object, not JSON at the end.
+        // Left to the whole parse: nested, in an array, not an object, not JSON at the end,
+        // a key that only looks like one (after an escaped quote, or spelled with escapes).
         for body in [
+            r#"{"x\"usageMetadata":{}}"#,
+            r#"{"usage\u004detadata":62,"usage":{"prompt_tokens":1}}"#,
             r#"{"a":{"usageMetadata":{"promptTokenCount":7}}}"#,
             r#"[{"usageMetadata":{"promptTokenCount":7}}]"#,
             r#"{"usageMetadata":null}"#,

@@ -303,6 +303,7 @@ async fn handle(State(app): State<Arc<App>>, req: Request<Body>) -> Response<Bod
     let started = Instant::now();
     let live = app.live();
     let path = req.uri().path().to_owned();
+    let head_request = req.method() == axum::http::Method::HEAD;
     let flavor = ApiFlavor::of(&req);
     if path == "/health" {
         return health(&app);
@@ -410,7 +411,7 @@ async fn handle(State(app): State<Arc<App>>, req: Request<Body>) -> Response<Bod
     let response = match list_shape {
         Some(shape) => models::rewrite_list(&live.models, shape, response).await,
         // A streamed route passes through as it comes, SSE or Gemini's JSON-array stream.
-        None if path.contains("streamGenerateContent") => response,
+        None if path.contains("streamGenerateContent") || head_request => response,
         None => whole_answer::whole(flavor, response).await,
     };
     let key = response.extensions().get::<KeyId>().map(KeyId::mask);

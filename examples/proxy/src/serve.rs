@@ -63,11 +63,16 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let dispatch = Dispatch { app, router };
+    // A thread's runtime also runs the connection tasks of the upstream clients it opened
+    // (reqwest's, for PROXIES and image URLs, are shared by all threads): each runtime lives on
+    // until every thread has drained, so no thread's requests lose a connection under them.
+    let (release, released) = tokio::sync::watch::channel(false);
     let mut shards = Vec::new();
     for index in 1..=serving_threads() {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<std::net::TcpStream>();
         let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
         let dispatch = dispatch.clone();
+        let mut released = released.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("serve-{index}"))
             .spawn(move || {
@@ -76,10 +81,16 @@ pub async fn serve(
                     .enable_all()
                     .build()
                 {
-                    Ok(runtime) => runtime.block_on(serve_shard(rx, dispatch)),
-                    Err(e) => tracing::error!(error = %e, "a serving thread could not start"),
+                    Ok(runtime) => runtime.block_on(async move {
+                        serve_shard(rx, dispatch).await;
+                        let _ = done_tx.send(());
+                        let _ = released.wait_for(|released| *released).await;
+                    }),
+                    Err(e) => {
+                        tracing::error!(error = %e, "a serving thread could not start");
+                        let _ = done_tx.send(());
+                    }
                 }
-                let _ = done_tx.send(());
             });
         match spawned {
             Ok(_) => shards.push((tx, done_rx)),
@@ -136,6 +147,7 @@ pub async fn serve(
     for done_rx in done {
         let _ = done_rx.await;
     }
+    let _ = release.send(true);
 }
 
 /// One serving thread: serves the connections handed to it until the sender closes, then

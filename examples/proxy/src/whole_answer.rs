@@ -27,10 +27,16 @@ use http_body_util::BodyExt;
 /// Largest answer collected before it is sent (answers with inline images can be megabytes).
 pub const LIMIT: usize = 1024 * 1024;
 
-/// `response` with its body collected and a `Content-Length`, unless it is an SSE stream or
-/// outgrows [`LIMIT`]; a body that fails while collected becomes a 502 in `flavor`'s format.
+/// `response` with its body collected and a `Content-Length`, unless it is an SSE stream, has
+/// no body by its status (204, 304) or outgrows [`LIMIT`]; a body that fails while collected
+/// becomes a 502 in `flavor`'s format. Not for answers to `HEAD` (their length is not their
+/// body's).
 pub async fn whole(flavor: ApiFlavor, response: Response<Body>) -> Response<Body> {
-    if is_event_stream(response.headers()) {
+    let status = response.status();
+    if is_event_stream(response.headers())
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
         return response;
     }
     let (mut parts, mut body) = response.into_parts();
@@ -53,12 +59,15 @@ pub async fn whole(flavor: ApiFlavor, response: Response<Body>) -> Response<Body
             }
             Some(Err(e)) => {
                 tracing::warn!(error = %e, "the upstream answer broke off");
-                return error_response(
+                let mut failed = error_response(
                     flavor,
                     StatusCode::BAD_GATEWAY,
                     "the upstream answer broke off before it was complete",
                 )
                 .map(Body::from);
+                // The key and attempt count stay for the request's log line.
+                *failed.extensions_mut() = parts.extensions;
+                return failed;
             }
         }
     }
@@ -202,13 +211,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_answer_without_a_body_keeps_its_headers() {
+        let mut answer = streamed("application/json", vec![]);
+        *answer.status_mut() = StatusCode::NO_CONTENT;
+        let out = whole(ApiFlavor::Gemini, answer).await;
+        assert!(!out.headers().contains_key(header::CONTENT_LENGTH));
+        assert_eq!(out.headers()[header::TRANSFER_ENCODING], "chunked");
+    }
+
+    #[tokio::test]
     async fn a_body_that_breaks_off_is_a_502_in_the_flavor_of_the_route() {
         let pieces = vec![
             Ok(Bytes::from_static(b"{\"candidates\":")),
             Err(std::io::Error::other("connection reset")),
         ];
-        let out = whole(ApiFlavor::OpenAi, streamed("application/json", pieces)).await;
+        let mut answer = streamed("application/json", pieces);
+        answer
+            .extensions_mut()
+            .insert(gemini_balance::ext::Attempts(2));
+        let out = whole(ApiFlavor::OpenAi, answer).await;
         assert_eq!(out.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(
+            out.extensions().get::<gemini_balance::ext::Attempts>(),
+            Some(&gemini_balance::ext::Attempts(2)),
+            "what the log line reports"
+        );
         let body: serde_json::Value = serde_json::from_slice(&read(out).await).unwrap();
         assert!(body["error"]["message"]
             .as_str()
