@@ -62,7 +62,7 @@ pub fn usage_from_text(text: &[u8]) -> Option<TokenUsage> {
         {
             continue;
         }
-        let Some(len) = object_len(&rest[open..]) else {
+        let Some(len) = value_len(&rest[open..]) else {
             continue;
         };
         let mut object = serde_json::Deserializer::from_slice(&rest[open..open + len]);
@@ -125,7 +125,7 @@ fn top_level_usage(text: &[u8]) -> Option<Option<TokenUsage>> {
     let (usage, len) = match counts {
         Counts::Gemini => flat_gemini_usage(object)?,
         _ => {
-            let len = object_len(object)?;
+            let len = value_len(object)?;
             let mut de = serde_json::Deserializer::from_slice(&object[..len]);
             (counts.deserialize(&mut de).ok()?, len)
         }
@@ -208,31 +208,18 @@ fn value_len(text: &[u8]) -> Option<usize> {
     match *text.first()? {
         b'{' | b'[' => {
             let mut depth = 0usize;
-            let mut in_string = false;
-            let mut escaped = false;
-            for (i, &b) in text.iter().enumerate() {
-                if in_string {
-                    match b {
-                        _ if escaped => escaped = false,
-                        b'\\' => escaped = true,
-                        b'"' => in_string = false,
-                        _ => {}
-                    }
-                    continue;
+            match brackets(text, |i, open| {
+                // The first byte opens, so the depth is at least 1 before any close.
+                if open {
+                    depth += 1;
+                    return None;
                 }
-                match b {
-                    b'"' => in_string = true,
-                    b'{' | b'[' => depth += 1,
-                    b'}' | b']' => {
-                        depth = depth.checked_sub(1)?;
-                        if depth == 0 {
-                            return Some(i + 1);
-                        }
-                    }
-                    _ => {}
-                }
+                depth -= 1;
+                (depth == 0).then_some(i + 1)
+            }) {
+                Walk::Stopped(len) => Some(len),
+                Walk::Ended { .. } => None,
             }
-            None
         }
         b'"' => {
             let mut escaped = false;
@@ -257,36 +244,32 @@ fn value_len(text: &[u8]) -> Option<usize> {
 /// ends right after its last close (trailing whitespace aside).
 fn closes_after(text: &[u8]) -> Option<usize> {
     let mut depth = 0isize;
-    let mut in_string = false;
-    let mut escaped = false;
     let mut end = 0;
-    for (i, &b) in text.iter().enumerate() {
-        if in_string {
-            match b {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
-            }
-            continue;
+    let walk = brackets(text, |i, open| {
+        if open {
+            depth += 1;
+        } else {
+            depth -= 1;
+            end = i + 1;
         }
-        match b {
-            b'"' => in_string = true,
-            b'{' | b'[' => depth += 1,
-            b'}' | b']' => {
-                depth -= 1;
-                end = i + 1;
-            }
-            _ => {}
-        }
-    }
+        None::<()>
+    });
+    let in_string = matches!(walk, Walk::Ended { in_string: true });
     let trailing_ok = text[end..].iter().all(u8::is_ascii_whitespace);
     (trailing_ok && !in_string && depth < 0).then(|| depth.unsigned_abs())
 }
 
-/// Length of the JSON object starting at `text[0] == b'{'`, strings and escapes respected.
-fn object_len(text: &[u8]) -> Option<usize> {
-    let mut depth = 0usize;
+/// How [`brackets`] ended.
+enum Walk<T> {
+    /// The step returned this.
+    Stopped(T),
+    /// The text ended (inside a string or not).
+    Ended { in_string: bool },
+}
+
+/// Walks `text` outside its strings (escapes respected), calling `step(index, opens)` at each
+/// `{` `[` (`opens`) and `}` `]`, until `step` returns something.
+fn brackets<T>(text: &[u8], mut step: impl FnMut(usize, bool) -> Option<T>) -> Walk<T> {
     let mut in_string = false;
     let mut escaped = false;
     for (i, &b) in text.iter().enumerate() {
@@ -299,19 +282,20 @@ fn object_len(text: &[u8]) -> Option<usize> {
             }
             continue;
         }
-        match b {
-            b'"' => in_string = true,
-            b'{' => depth += 1,
-            b'}' => {
-                depth = depth.checked_sub(1)?;
-                if depth == 0 {
-                    return Some(i + 1);
-                }
+        let found = match b {
+            b'"' => {
+                in_string = true;
+                None
             }
-            _ => {}
+            b'{' | b'[' => step(i, true),
+            b'}' | b']' => step(i, false),
+            _ => None,
+        };
+        if let Some(found) = found {
+            return Walk::Stopped(found);
         }
     }
-    None
+    Walk::Ended { in_string }
 }
 
 /// What [`usage_from_json`] finds, read straight from JSON text (or a `Value`): only the usage
