@@ -33,6 +33,26 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 /// The media type of an event stream.
 pub const CONTENT_TYPE: &str = "text/event-stream";
 
+/// `true` when a `Content-Type` value names an event stream: `text/event-stream` in any case,
+/// with or without parameters. The one test every layer that treats streams apart uses.
+///
+/// ```
+/// use gemini_balance::stream::sse::is_event_stream;
+/// assert!(is_event_stream(b"text/event-stream"));
+/// assert!(is_event_stream(b"Text/Event-Stream; charset=utf-8"));
+/// assert!(!is_event_stream(b"application/json"));
+/// assert!(!is_event_stream(b"text/event-streams"));
+/// ```
+pub fn is_event_stream(content_type: &[u8]) -> bool {
+    let essence = content_type
+        .split(|&b| b == b';')
+        .next()
+        .unwrap_or_default();
+    essence
+        .trim_ascii()
+        .eq_ignore_ascii_case(CONTENT_TYPE.as_bytes())
+}
+
 /// Default largest event [`SseDecoder`] holds before [`SseDecoder::is_over_limit`] says so:
 /// 32 MiB (a Gemini chunk can carry a generated image inline).
 pub const DEFAULT_MAX_EVENT_BYTES: usize = 32 * 1024 * 1024;

@@ -560,10 +560,7 @@ impl UsageTap {
                 .windows(word.len())
                 .any(|w| w.eq_ignore_ascii_case(word))
         };
-        if content_type
-            .get(..17)
-            .is_some_and(|p| p.eq_ignore_ascii_case(b"text/event-stream"))
-        {
+        if crate::stream::sse::is_event_stream(content_type) {
             UsageTap::Sse {
                 decoder: SseDecoder::with_max_event_bytes(SSE_EVENT_LIMIT),
                 last: None,

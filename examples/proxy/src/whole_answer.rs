@@ -98,8 +98,7 @@ pub async fn whole(flavor: ApiFlavor, response: Response<Body>) -> Response<Body
 fn is_event_stream(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
-        .and_then(|v| v.as_bytes().get(..17))
-        .is_some_and(|p| p.eq_ignore_ascii_case(b"text/event-stream"))
+        .is_some_and(|v| gemini_balance::stream::sse::is_event_stream(v.as_bytes()))
 }
 
 /// The frames already read, then the rest of the body.

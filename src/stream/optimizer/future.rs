@@ -56,10 +56,5 @@ where
 fn is_event_stream(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(';')
-                .next()
-                .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("text/event-stream"))
-        })
+        .is_some_and(|v| crate::stream::sse::is_event_stream(v.as_bytes()))
 }
