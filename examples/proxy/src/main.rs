@@ -409,9 +409,12 @@ async fn handle(State(app): State<Arc<App>>, req: Request<Body>) -> Response<Bod
             .map(|m| m.as_str().to_owned());
     }
     let response = match list_shape {
+        // An answer to HEAD has no body to rewrite or collect (a model list rewritten from
+        // nothing was a 502).
+        _ if head_request => response,
         Some(shape) => models::rewrite_list(&live.models, shape, response).await,
         // A streamed route passes through as it comes, SSE or Gemini's JSON-array stream.
-        None if path.contains("streamGenerateContent") || head_request => response,
+        None if path.contains("streamGenerateContent") => response,
         None => whole_answer::whole(flavor, response).await,
     };
     let key = response.extensions().get::<KeyId>().map(KeyId::mask);

@@ -2,7 +2,7 @@
 //! upstream is a 504 once TIME_OUT passes, a refused connection a 502, both in the route's
 //! error format; a stream that stalls mid-way is cut after TIME_OUT instead of holding its
 //! client forever; an answer that breaks off mid-way is a 502 (a whole one goes out with its
-//! `Content-Length`).
+//! `Content-Length`); a HEAD request gets the upstream's head, not a 502.
 
 #[path = "../../../tests/support/mod.rs"]
 mod support;
@@ -198,4 +198,38 @@ async fn an_answer_that_breaks_off_is_a_502_and_a_whole_one_has_its_length() {
     assert_eq!(res.status(), 200);
     assert!(!res.headers().contains_key("content-length"));
     assert!(String::from_utf8_lossy(&res.bytes().await.unwrap()).starts_with("data: "));
+}
+
+#[tokio::test]
+async fn a_head_request_gets_the_upstreams_head() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // An upstream that answers HEAD as HTTP says: the headers of the answer, no body.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut buf = vec![0u8; 65536];
+            let _ = socket.read(&mut buf).await;
+            let _ = socket
+                .write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json; charset=UTF-8\r\n\
+                      content-length: 1234\r\n\r\n",
+                )
+                .await;
+            let _ = socket.shutdown().await;
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(dir.path(), &env_file(&format!("http://{addr}"))).await;
+    let client = support::client_builder().build().unwrap();
+    // The model list (rewritten for GET) and a plain route.
+    for path in ["/v1beta/models", "/v1beta/models/gemini-2.0-flash"] {
+        let res = client
+            .head(format!("{}{path}", proxy.url))
+            .header("x-goog-api-key", TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "{path}");
+    }
 }
