@@ -14,11 +14,12 @@
 //!           │                 names every bad field in one 400
 //!           Retry            buffers the body once, re-drives the stack per attempt
 //!           KeyRotation      picks a key per attempt, injects it, reports the outcome
+//!           Decode           (client side) asks for gzip, decodes compressed answers
 //!           upstream         your HTTP client (client side) or your own service (server side)
 //! ```
 //!
 //! The modules: [`stream::pseudo`], [`stream::optimizer`] and [`stream::sse`] (SSE writing and
-//! decoding), [`usage`], [`filter`], [`retry`], [`keys`].
+//! decoding), [`usage`], [`filter`], [`retry`], [`keys`], [`decode`].
 //!
 //! Every decision about what a response means comes from one [`classify::Classifier`]; the
 //! retry layer, the key pool, tower-http's `TraceLayer` and tower's retry policy all read the
@@ -80,6 +81,7 @@ mod buffer;
 pub mod classify;
 #[cfg(feature = "reqwest")]
 pub mod client;
+pub mod decode;
 pub mod ext;
 pub mod filter;
 pub mod keys;

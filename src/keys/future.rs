@@ -11,6 +11,7 @@ use pin_project_lite::pin_project;
 use tokio::time::Instant;
 
 use super::pool::KeyLease;
+use crate::api_error::{error_body, ApiFlavor};
 use crate::body::{ReadPrefix, ResponseBody};
 use crate::classify::{classify_any_error, Classifier, ErrorBody, Outcome, MAX_RETRY_AFTER};
 use crate::redact::redact_secret;
@@ -31,6 +32,8 @@ pub(crate) struct Attempt {
     pub(crate) log: Option<AttemptLog>,
     pub(crate) started: Instant,
     pub(crate) at: SystemTime,
+    /// The error format of a body we write in place of one we cannot read.
+    pub(crate) flavor: ApiFlavor,
 }
 
 impl Attempt {
@@ -140,6 +143,12 @@ where
                         res.extensions_mut().insert(Outcome::Success);
                         return Poll::Ready(Ok(res.map(ResponseBody::inner)));
                     }
+                    if crate::decode::is_encoded(res.headers()) {
+                        // Nothing decoded it (no `DecodeLayer` below): its bytes can be neither
+                        // classified nor redacted, so they are not passed on.
+                        let (parts, _unread) = res.into_parts();
+                        return Poll::Ready(Ok(unreadable_error(parts, attempt)));
+                    }
                     let (parts, body) = res.into_parts();
                     state.set(State::ReadingError {
                         read: ReadPrefix::new(body, MAX_ERROR_BODY),
@@ -182,6 +191,46 @@ where
             }
         }
     }
+}
+
+/// An error answer whose body is still encoded: classified by its status and headers alone,
+/// and answered with a body of ours that says so, under the upstream's status.
+fn unreadable_error<B>(
+    mut parts: http::response::Parts,
+    attempt: Attempt,
+) -> Response<ResponseBody<B>> {
+    let outcome: Outcome = attempt
+        .classifier
+        .classify(parts.status, &parts.headers, &[])
+        .into();
+    let coding = String::from_utf8_lossy(
+        parts
+            .headers
+            .get(header::CONTENT_ENCODING)
+            .map_or(&b""[..], |v| v.as_bytes()),
+    )
+    .chars()
+    .take(64)
+    .collect::<String>();
+    let message = format!(
+        "the upstream's error answer (status {}) was encoded ({coding}) and could not be read; \
+         decode upstream answers with gemini_balance::decode::DecodeLayer",
+        parts.status.as_u16()
+    );
+    tracing::warn!(status = parts.status.as_u16(), content_encoding = %coding, "an encoded upstream error body was not read");
+    let body = error_body(attempt.flavor, parts.status, &message);
+    attempt.report(&outcome, Some(parts.status), Some(message));
+    parts.extensions.insert(outcome);
+    parts.headers.remove(header::CONTENT_ENCODING);
+    parts.headers.remove(header::TRANSFER_ENCODING);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    parts
+        .headers
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    Response::from_parts(parts, ResponseBody::full(body))
 }
 
 /// The upstream's error message: `error.message` of a JSON error, else the start of the body.

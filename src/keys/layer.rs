@@ -156,6 +156,7 @@ where
             slot.set(lease.id().clone());
         }
         let log = req.extensions().get::<AttemptLog>().cloned();
+        let flavor = ApiFlavor::of(&req);
         let started = Instant::now();
         strip_client_credentials(&mut req);
         inject_key(&mut req, lease.key(), &self.placement);
@@ -173,6 +174,7 @@ where
                 log,
                 started,
                 at: SystemTime::now(),
+                flavor,
             },
         )
     }

@@ -368,6 +368,18 @@ where
     let opts = ResponseOptions {
         show_thinking: plan.show_thinking,
     };
+    if crate::decode::is_encoded(&parts.headers) {
+        // Compressed bytes are not Gemini's answer (a stack without `DecodeLayer`): converting
+        // them would answer an empty choice list as if the model had said nothing.
+        let mut res = error(
+            StatusCode::BAD_GATEWAY,
+            "the upstream answer was compressed and could not be read (decode upstream answers \
+             with gemini_balance::decode::DecodeLayer)",
+            None,
+        );
+        *res.extensions_mut() = parts.extensions;
+        return res;
+    }
     if parts.status.is_success() && plan.stream {
         parts.headers.remove(header::CONTENT_LENGTH);
         parts.headers.insert(
@@ -392,7 +404,20 @@ where
             return res;
         }
     };
-    let gemini: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    let gemini: Value = match serde_json::from_slice(&bytes) {
+        Ok(value) => value,
+        Err(_) if parts.status.is_success() => {
+            // Not an answer to convert: an empty choice list would hide that.
+            let mut res = error(
+                StatusCode::BAD_GATEWAY,
+                "the upstream's answer was not JSON",
+                None,
+            );
+            *res.extensions_mut() = parts.extensions;
+            return res;
+        }
+        Err(_) => Value::Null,
+    };
     let value = if !parts.status.is_success() {
         gemini_error_to_openai(parts.status, &gemini_or_text(gemini, &bytes))
     } else {

@@ -93,11 +93,16 @@ impl Pending {
             .extensions()
             .get::<crate::ext::Attempts>()
             .map_or(self.log.len() as u32, |a| a.0);
-        let tap = UsageTap::for_content_type(
-            res.headers()
-                .get(http::header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok()),
-        );
+        let tap = if crate::decode::is_encoded(res.headers()) {
+            // Compressed bytes hold no readable usage (a stack without `DecodeLayer`).
+            UsageTap::Ignore
+        } else {
+            UsageTap::for_content_type(
+                res.headers()
+                    .get(http::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok()),
+            )
+        };
         let streamed = tap.is_stream();
         let (parts, body) = res.into_parts();
         let tracker = Tracker::new(self, tap, streamed);

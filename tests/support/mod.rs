@@ -15,11 +15,15 @@
 //! assert_eq!(mock.requests(&test_key(1)), 1);
 //! ```
 //!
+//! Answers are compressed as Google's front ends compress them (`compress.rs`: gzip whenever
+//! the request accepts it; a relay that forces an encoding on request).
+//!
 //! Files: `fault.rs` (what a key does wrong), `errors.rs` (Gemini's error bodies), `replies.rs`
 //! (successful bodies and the model catalogue), `route.rs` (what a path asks for), `record.rs`
 //! (counters), `sse.rs` (the streaming body), `server.rs` (the app and its handle).
 #![allow(dead_code, unused_imports)]
 
+pub mod compress;
 pub mod errors;
 mod fault;
 pub mod python;
@@ -29,6 +33,7 @@ mod route;
 mod server;
 mod sse;
 
+pub use self::compress::{Compression, Encoding};
 pub use self::fault::Fault;
 pub use self::record::{KeyCounts, RecordedRequest};
 pub use self::route::{Action, Route};

@@ -13,6 +13,7 @@ use http::{header, request::Parts, HeaderValue, StatusCode};
 use serde_json::Value;
 use tokio::task::JoinHandle;
 
+use super::compress::{self, Compression};
 use super::errors::{self, GeminiError};
 use super::fault::Fault;
 use super::record::{KeyCounts, RecordedRequest, Recorder};
@@ -37,6 +38,9 @@ struct Shared {
     faults: Mutex<HashMap<String, FaultState>>,
     recorder: Recorder,
     gate: Mutex<Option<StreamGate>>,
+    compression: Mutex<Compression>,
+    /// Answers sent compressed.
+    compressed: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -84,6 +88,23 @@ impl MockGemini {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clear();
+    }
+
+    /// How answers are compressed from the next request on (by default as Google's front ends
+    /// do: gzip when the request accepts it).
+    pub fn set_compression(&self, compression: Compression) {
+        *self
+            .shared
+            .compression
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = compression;
+    }
+
+    /// Answers sent compressed so far.
+    pub fn compressed_answers(&self) -> u64 {
+        self.shared
+            .compressed
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Holds every stream started from now on after its first event; see [`StreamGate`].
@@ -202,6 +223,18 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     let mut res = respond(&shared, key.as_deref(), &route, &parts, &body).await;
     res.headers_mut()
         .insert(header::SERVER, HeaderValue::from_static("mock-gemini"));
+    let status = res.status().as_u16();
+    let compression = shared
+        .compression
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let res = compress::apply(&compression, &parts.method, &parts.headers, res);
+    if res.headers().contains_key(header::CONTENT_ENCODING) {
+        shared
+            .compressed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
     shared.recorder.answered(RecordedRequest {
         method: parts.method.clone(),
         uri: parts.uri.clone(),
@@ -210,7 +243,7 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         model: route.model().map(str::to_owned),
         body_len: body.len(),
         body: body.clone(),
-        status: res.status().as_u16(),
+        status,
     });
     res
 }

@@ -1,10 +1,13 @@
 //! The layer stacks the proxy serves with: one for Gemini's own API, one for OpenAI's.
 //!
 //! ```text
-//! Gemini:  PseudoStream → StreamOptimizer → Usage → ParamFilter → DefaultSafety → Retry → KeyRotation → upstream
-//! OpenAI:  PseudoStream → StreamOptimizer → Usage → ParamFilter → OpenAi → Retry → KeyRotation → upstream
-//! /openai: PseudoStream → StreamOptimizer → Usage → ParamFilter →           Retry → KeyRotation(Bearer) → upstream's OpenAI endpoint
+//! Gemini:  PseudoStream → StreamOptimizer → Usage → ParamFilter → DefaultSafety → Retry → KeyRotation → Decode → upstream
+//! OpenAI:  PseudoStream → StreamOptimizer → Usage → ParamFilter → OpenAi → Retry → KeyRotation → Decode → upstream
+//! /openai: PseudoStream → StreamOptimizer → Usage → ParamFilter →           Retry → KeyRotation(Bearer) → Decode → upstream's OpenAI endpoint
 //! ```
+//!
+//! `Decode` asks the upstream for gzip and decodes whatever compressed answer comes back, so
+//! every layer above reads (and the client gets) plain bytes.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,6 +15,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, Response};
+use gemini_balance::decode::DecodeLayer;
 use gemini_balance::filter::ParamFilterLayer;
 use gemini_balance::keys::{KeyPlacement, KeyPool, KeyRotationLayer};
 use gemini_balance::openai::{ChatOptions, ModelRules, OpenAiLayer};
@@ -60,6 +64,7 @@ pub fn build(settings: &Settings, parts: &Parts) -> Stacks {
         .layer(crate::safety::DefaultSafetyLayer::from_settings(settings))
         .layer(retry(settings))
         .layer(KeyRotationLayer::new(parts.pool.clone()))
+        .layer(DecodeLayer::new())
         .service(parts.upstream.clone());
     let openai = ServiceBuilder::new()
         .map_response(|res: Response<_>| res.map(Body::new))
@@ -75,6 +80,7 @@ pub fn build(settings: &Settings, parts: &Parts) -> Stacks {
         )
         .layer(retry(settings))
         .layer(KeyRotationLayer::new(parts.pool.clone()))
+        .layer(DecodeLayer::new())
         .service(parts.upstream.clone());
     let passthrough = ServiceBuilder::new()
         .map_response(|res: Response<_>| res.map(Body::new))
@@ -84,6 +90,7 @@ pub fn build(settings: &Settings, parts: &Parts) -> Stacks {
         .layer(ParamFilterLayer::new())
         .layer(retry(settings))
         .layer(KeyRotationLayer::new(parts.pool.clone()).placement(KeyPlacement::BearerToken))
+        .layer(DecodeLayer::new())
         .service(parts.upstream.clone());
     Stacks {
         gemini: BoxCloneSyncService::new(gemini),

@@ -8,7 +8,7 @@ use reqwest::{Request, Response};
 use reqwest_middleware::{Middleware, Next, Result};
 use tokio::time::Instant;
 
-use super::{classify_error, local_response, rebuild, request_flavor, request_model};
+use super::{classify_error, local_response, rebuild, request_flavor, request_model, with_url};
 use crate::classify::{Classifier, Outcome};
 use crate::ext::AttemptContext;
 use crate::keys::future::{error_message, redact, truncate, Attempt, MAX_ERROR_BODY};
@@ -98,6 +98,7 @@ impl Middleware for KeyRotationMiddleware {
             log: extensions.get::<AttemptLog>().cloned(),
             started: Instant::now(),
             at: SystemTime::now(),
+            flavor: request_flavor(&req, extensions),
         };
 
         let mut res = match next.run(req, extensions).await {
@@ -114,6 +115,11 @@ impl Middleware for KeyRotationMiddleware {
                 return Err(err);
             }
         };
+        if crate::decode::is_encoded(res.headers()) {
+            // reqwest decodes only with its own compression features on: what it left encoded
+            // is decoded here, so the classifier, the redaction and the usage tap read text.
+            res = decode(res);
+        }
         res.extensions_mut().insert(id.clone());
         if self.classifier.is_success(res.status(), res.headers()) {
             attempt.report(&Outcome::Success, Some(res.status()), None);
@@ -139,6 +145,15 @@ impl Middleware for KeyRotationMiddleware {
         res.extensions_mut().insert(outcome);
         Ok(res)
     }
+}
+
+/// The answer decoded as [`DecodeLayer`](crate::decode::DecodeLayer) would decode it.
+fn decode(res: Response) -> Response {
+    let url = res.url().clone();
+    let decoded = crate::decode::decode_response(http::Response::<reqwest::Body>::from(res));
+    let (mut parts, body) = decoded.into_parts();
+    with_url(&mut parts, url);
+    Response::from(http::Response::from_parts(parts, reqwest::Body::wrap(body)))
 }
 
 /// Reads an error body up to [`MAX_ERROR_BODY`]; past the cap the rest is dropped.

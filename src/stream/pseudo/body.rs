@@ -166,6 +166,16 @@ where
         loop {
             match this.state.as_mut().project() {
                 StateProj::Waiting { future } => match future.poll(cx) {
+                    Poll::Ready(Ok(res)) if crate::decode::is_encoded(res.headers()) => {
+                        // No `DecodeLayer` below: compressed bytes cannot be replayed as events.
+                        tracing::warn!("pseudo stream: the upstream answer is compressed");
+                        let event = this.ctx.failure(
+                            StatusCode::BAD_GATEWAY,
+                            "the upstream answer was compressed and could not be read",
+                        );
+                        this.state.set(State::Done);
+                        return Poll::Ready(Some(event));
+                    }
                     Poll::Ready(Ok(res)) => {
                         let (parts, body) = res.into_parts();
                         this.state.set(State::Reading {
