@@ -43,6 +43,7 @@ use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 use serde::{Deserialize, Serialize};
 
+use super::snapshot::snapshot;
 use super::sql_error;
 use crate::store::StoreError;
 
@@ -265,8 +266,12 @@ fn contains_pattern(text: &str) -> String {
     out
 }
 
-/// A page of the error log, newest first.
+/// A page of the error log, newest first; its total and its rows come from one snapshot.
 pub fn errors(conn: &Connection, query: &ErrorQuery) -> Result<ErrorPage, StoreError> {
+    snapshot(conn, |conn| error_page(conn, query))
+}
+
+fn error_page(conn: &Connection, query: &ErrorQuery) -> Result<ErrorPage, StoreError> {
     let mut clauses = Vec::new();
     let mut args: Vec<Value> = Vec::new();
     let mut filter = |clause: &str, value: Value| {

@@ -55,6 +55,7 @@ pub mod logs;
 mod retention;
 mod rollup;
 mod schema;
+mod snapshot;
 pub mod stats;
 #[cfg(test)]
 mod tests;
@@ -364,7 +365,9 @@ impl SqliteStore {
             queued: self.queued(),
             capacity: self.inner.capacity as u64,
             dropped: s.dropped.load(Ordering::Relaxed),
-            written: s.written.load(Ordering::Relaxed),
+            // Acquire: pairs with the writer's Release after its commit, so a read that starts
+            // after this load sees every record counted here.
+            written: s.written.load(Ordering::Acquire),
             lost: s.lost.load(Ordering::Relaxed),
             batches: s.batches.load(Ordering::Relaxed),
             running: !s.closed.load(Ordering::Relaxed),
@@ -418,13 +421,15 @@ impl SqliteStore {
         answer.recv().map_err(|_| closed())?
     }
 
-    /// Runs `f` on the store's read-only connection. Readers do not wait for the writer (WAL),
-    /// but this call blocks the thread: from async code use [`read_async`](Self::read_async).
+    /// Runs `f` on the store's read-only connection, in one read transaction: everything `f`
+    /// reads is one snapshot of the database, so the parts of an answer agree even while the
+    /// writer commits. Readers do not wait for the writer (WAL), but this call blocks the
+    /// thread: from async code use [`read_async`](Self::read_async).
     pub fn read<T>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        f(&self.reader())
+        snapshot::snapshot(&self.reader(), f)
     }
 
     /// [`read`](Self::read) on Tokio's blocking thread pool. Must be called within a Tokio
@@ -450,11 +455,14 @@ impl SqliteStore {
     }
 
     /// [`stats::summary`] now, the month in the store's [time zone](Self::time_zone), with the
-    /// writer's counters. Blocks (see [`read`](Self::read)).
+    /// writer's counters. These are taken just before the windows are read, so every record
+    /// they count as [`written`](WriterStats::written) is in the windows (records committed
+    /// in between may be too). Blocks (see [`read`](Self::read)).
     pub fn summary(&self) -> Result<Summary, StoreError> {
         let time_zone = &self.inner.time_zone;
+        let writer = self.writer_stats();
         let mut summary = self.read(|c| stats::summary(c, SystemTime::now(), time_zone))?;
-        summary.writer = Some(self.writer_stats());
+        summary.writer = Some(writer);
         Ok(summary)
     }
 

@@ -6,6 +6,9 @@
 //! rollups (per-minute and per-hour counters the writer maintains), so they cost the same over
 //! a million requests as over a hundred; the last-minute figure comes from the raw log.
 //!
+//! Each answer reads one snapshot of the database (one read transaction), so its parts agree
+//! while the writer commits: the windows of a [`Summary`], the rows of a table.
+//!
 //! Windows are rounded out to whole minutes. A window starting before the oldest per-minute
 //! row still kept (3 days by default) counts its first hour whole. "Calls" are client
 //! requests; "attempts" are upstream attempts (a request retried on another key makes two).
@@ -44,6 +47,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
 use super::rollup::Dim;
+use super::snapshot::snapshot;
 use super::sql_error;
 use super::time::{hour_of, minute_of, ms_of, HOUR_MS, MINUTE_MS};
 use super::WriterStats;
@@ -190,7 +194,8 @@ pub struct Summary {
     pub this_month: Counts,
     /// When the calendar month started (local midnight of the 1st in the store's time zone).
     pub month_start_ms: i64,
-    /// The writer's counters, when the summary comes from a running store.
+    /// The writer's counters, when the summary comes from a running store; taken just before
+    /// the windows were read, so every record counted as written is in them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub writer: Option<WriterStats>,
 }
@@ -261,7 +266,17 @@ pub struct RateLimitedKey {
 }
 
 /// The header figures at `now`; the calendar month is the one holding `now` in `time_zone`.
+/// All windows end at `now` and come from one snapshot, so a request in the last hour is also
+/// in the last day and the month.
 pub fn summary(
+    conn: &Connection,
+    now: SystemTime,
+    time_zone: &TimeZone,
+) -> Result<Summary, StoreError> {
+    snapshot(conn, |conn| summary_of(conn, now, time_zone))
+}
+
+fn summary_of(
     conn: &Connection,
     now: SystemTime,
     time_zone: &TimeZone,
@@ -350,6 +365,10 @@ pub fn by_client(conn: &Connection, window: Window) -> Result<Vec<UsageRow>, Sto
 }
 
 fn rows(conn: &Connection, dim: Dim, window: Window) -> Result<Vec<UsageRow>, StoreError> {
+    snapshot(conn, |conn| rows_of(conn, dim, window))
+}
+
+fn rows_of(conn: &Connection, dim: Dim, window: Window) -> Result<Vec<UsageRow>, StoreError> {
     let mut rows: Vec<UsageRow> = collect(conn, dim, window)?
         .into_iter()
         .map(|(id, counts)| UsageRow {
@@ -382,6 +401,14 @@ fn mask(conn: &Connection, kind: &str, id: &str) -> Result<Option<String>, Store
 
 /// The keys with the most 429 answers over `window` (keys with none are left out).
 pub fn top_rate_limited_keys(
+    conn: &Connection,
+    window: Window,
+    limit: u32,
+) -> Result<Vec<RateLimitedKey>, StoreError> {
+    snapshot(conn, |conn| rate_limited_keys(conn, window, limit))
+}
+
+fn rate_limited_keys(
     conn: &Connection,
     window: Window,
     limit: u32,

@@ -564,3 +564,145 @@ fn records_gather_into_one_batch_and_control_messages_end_the_wait() {
     finishes("shutdown", move || s.shutdown().unwrap());
     assert_eq!(store.writer_stats().written, 102);
 }
+
+/// Runs `read` on its own read-only connection and, when its `commit_at`-th SQL statement
+/// starts, commits `records` through the store: the writer committing in the middle of a
+/// statistic, deterministically. Returns the answer and how many statements it ran.
+fn read_with_commit_at<T>(
+    store: &SqliteStore,
+    commit_at: usize,
+    records: Vec<RequestRecord>,
+    read: impl FnOnce(&Connection) -> T,
+) -> (T, usize) {
+    use rusqlite::trace::{TraceEvent, TraceEventCodes};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    let mut conn =
+        Connection::open_with_flags(store.path(), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    let statements = Arc::new(AtomicUsize::new(0));
+    let (seen, writer) = (statements.clone(), store.clone());
+    let mut records = Some(records);
+    conn.trace_v2(
+        TraceEventCodes::SQLITE_TRACE_STMT,
+        Some(move |event: TraceEvent<'_>| {
+            if let TraceEvent::Stmt(..) = event {
+                if seen.fetch_add(1, Ordering::SeqCst) + 1 == commit_at {
+                    for r in records.take().unwrap_or_default() {
+                        writer.record(r);
+                    }
+                    // Panics here would be swallowed by the trace callback; the caller checks
+                    // `written` instead.
+                    let _ = writer.flush();
+                }
+            }
+        }),
+    )
+    .unwrap();
+    let answer = read(&conn);
+    (answer, statements.load(Ordering::SeqCst))
+}
+
+#[test]
+fn every_window_of_a_summary_reads_one_snapshot_while_the_writer_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("usage.db")).unwrap();
+    let now = SystemTime::now();
+    let summary =
+        |conn: &Connection| stats::summary(conn, now, &crate::store::TimeZone::utc()).unwrap();
+    let (_, statements) = read_with_commit_at(&store, 0, Vec::new(), summary);
+    assert!(statements >= 5, "{statements} statements");
+    let mut written = 0;
+    // The writer commits three requests (all in every window) before each statement in turn:
+    // the first statements see none of them, the others all three, unless the whole summary
+    // reads one snapshot.
+    for commit_at in 1..=statements {
+        let records = (0..3)
+            .map(|i| record(written + i, now, KEY, "gemini-2.0-flash", false))
+            .collect();
+        let (summary, _) = read_with_commit_at(&store, commit_at, records, summary);
+        written += 3;
+        assert_eq!(store.writer_stats().written, written, "the commit happened");
+        let calls = [
+            summary.last_minute.calls,
+            summary.last_hour.calls,
+            summary.last_day.calls,
+            summary.this_month.calls,
+        ];
+        assert!(
+            calls.iter().all(|&c| c == calls[0])
+                && (calls[0] + 3 == written || calls[0] == written),
+            "commit before statement {commit_at} of {statements}: 1m, 1h, 24h, month = {calls:?} \
+             ({written} written)"
+        );
+    }
+    let summary = store.summary().unwrap();
+    assert_eq!(summary.last_day.calls, written);
+}
+
+#[test]
+fn a_read_is_one_snapshot_and_leaves_none_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("usage.db")).unwrap();
+    let now = SystemTime::now();
+    let writer = store.clone();
+    let (before, after) = store
+        .read(move |c| {
+            let before = count(c, "SELECT count(*) FROM request_log");
+            writer.record(record(1, now, KEY, "gemini-2.0-flash", false));
+            writer.flush()?;
+            Ok((before, count(c, "SELECT count(*) FROM request_log")))
+        })
+        .unwrap();
+    assert_eq!(store.writer_stats().written, 1, "committed during the read");
+    assert_eq!((before, after), (0, 0), "one read, one snapshot");
+    // A transaction the closure opens itself ends with the read: the next read sees new rows.
+    store
+        .read(|c| {
+            c.execute_batch("COMMIT; BEGIN; SELECT count(*) FROM request_log;")
+                .map_err(crate::store::sqlite::sql_error("test"))
+        })
+        .unwrap();
+    store.record(record(2, now, KEY, "gemini-2.0-flash", false));
+    store.flush().unwrap();
+    assert_eq!(
+        store
+            .read(|c| Ok(count(c, "SELECT count(*) FROM request_log")))
+            .unwrap(),
+        2
+    );
+}
+
+#[test]
+fn a_usage_table_reads_one_snapshot_while_the_writer_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("usage.db")).unwrap();
+    let now = SystemTime::now();
+    let window = Window::ending(now, Duration::from_secs(86_400));
+    let by_key = |conn: &Connection| stats::by_key(conn, window).unwrap();
+    // Requests two hours ago and now: the day is read in parts (per hour, then per minute).
+    let batch = |first: u64| {
+        vec![
+            record(first, now - Duration::from_secs(7_200), KEY, "m", false),
+            record(first + 1, now, KEY, "m", false),
+        ]
+    };
+    for r in batch(0) {
+        store.record(r);
+    }
+    store.flush().unwrap();
+    let (_, statements) = read_with_commit_at(&store, 0, Vec::new(), by_key);
+    let mut written = store.writer_stats().written;
+    assert_eq!(written, 2);
+    for commit_at in 1..=statements {
+        let (rows, _) = read_with_commit_at(&store, commit_at, batch(written), by_key);
+        written += 2;
+        assert_eq!(store.writer_stats().written, written, "the commit happened");
+        let calls = rows.first().map_or(0, |r| r.counts.calls);
+        assert!(
+            calls + 2 == written || calls == written,
+            "commit before statement {commit_at} of {statements}: {calls} calls ({written} written)"
+        );
+    }
+}

@@ -75,7 +75,7 @@ pub(crate) struct Shared {
     pub offered: AtomicU64,
     /// Records dropped because the channel was full or the store shut down.
     pub dropped: AtomicU64,
-    /// Records committed.
+    /// Records committed (counted after the commit, with `Release`).
     pub written: AtomicU64,
     /// Records in batches that failed to commit.
     pub lost: AtomicU64,
@@ -413,7 +413,8 @@ impl Writer {
         match result {
             Ok(()) => {
                 self.dirty = true;
-                self.shared.written.fetch_add(n, Ordering::Relaxed);
+                // Release: whoever sees the count sees the commit (`SqliteStore::summary`).
+                self.shared.written.fetch_add(n, Ordering::Release);
                 self.shared.batches.fetch_add(1, Ordering::Relaxed);
                 self.known_keys.extend(new_keys.into_iter().cloned());
                 self.known_clients.extend(new_clients.into_iter().cloned());

@@ -17,6 +17,8 @@ use super::{answer, fail, ok, query, AdminState};
 pub async fn summary(State(state): State<AdminState>) -> Response<Body> {
     // The month is TIMEZONE's (the store's time zone, set at startup).
     let time_zone = state.app.store.time_zone().clone();
+    // The writer's counters before the windows: every record `store.written` counts is in
+    // them (records committed in between may be too), so a client can wait on it.
     let writer = state.app.store.writer_stats();
     let result = state
         .read(move |c| stats::summary(c, SystemTime::now(), &time_zone))
