@@ -25,6 +25,7 @@ pin_project! {
     #[derive(Debug)]
     enum Kind<B> {
         Inner { #[pin] body: B },
+        Redacting { #[pin] body: crate::redact::RedactBody<B> },
         Full { data: Option<Bytes> },
     }
 }
@@ -34,6 +35,16 @@ impl<B> ResponseBody<B> {
     pub fn inner(body: B) -> Self {
         ResponseBody {
             kind: Kind::Inner { body },
+        }
+    }
+
+    /// The inner body, passed through with every form of a secret overwritten as it streams
+    /// (see [`RedactBody`](crate::redact::RedactBody)).
+    pub fn redacting(body: B, forms: crate::redact::SecretForms) -> Self {
+        ResponseBody {
+            kind: Kind::Redacting {
+                body: crate::redact::RedactBody::new(body, forms),
+            },
         }
     }
 
@@ -68,6 +79,7 @@ where
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         match self.project().kind.project() {
             KindProj::Inner { body } => body.poll_frame(cx),
+            KindProj::Redacting { body } => body.poll_frame(cx),
             KindProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
         }
     }
@@ -75,6 +87,7 @@ where
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Inner { body } => body.is_end_stream(),
+            Kind::Redacting { body } => body.is_end_stream(),
             Kind::Full { data } => data.is_none(),
         }
     }
@@ -82,6 +95,7 @@ where
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Inner { body } => body.size_hint(),
+            Kind::Redacting { body } => body.size_hint(),
             Kind::Full { data } => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }

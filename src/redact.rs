@@ -14,39 +14,64 @@
 //! ```
 
 use std::borrow::Cow;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use memchr::memmem;
 
 use crate::keys::mask;
+
+/// Length of a Google API key: `AIza` and 35 characters of `[0-9A-Za-z_-]`.
+const GOOGLE_KEY_LEN: usize = 39;
 
 /// Replaces every Google API key (`AIza` followed by 35 URL-safe characters) with its
 /// fingerprint (`AIza…x4Fq`).
 pub fn redact_keys(text: &str) -> Cow<'_, str> {
-    if !text.contains("AIza") {
-        return Cow::Borrowed(text);
+    match redact_keys_in_bytes(text.as_bytes()) {
+        Cow::Borrowed(_) => Cow::Borrowed(text),
+        // Only ASCII runs were replaced, by valid UTF-8: the text is still UTF-8.
+        Cow::Owned(bytes) => Cow::Owned(String::from_utf8_lossy(&bytes).into_owned()),
     }
-    let bytes = text.as_bytes();
-    let mut out = String::with_capacity(text.len());
+}
+
+/// [`redact_keys`] on bytes in any encoding that writes ASCII as ASCII (UTF-8, Latin-1,
+/// Windows-1252...): a body need not be valid UTF-8 to have its keys removed.
+pub fn redact_keys_in_bytes(bytes: &[u8]) -> Cow<'_, [u8]> {
+    redact_google_keys(bytes, std::str::from_utf8(bytes).is_err())
+}
+
+/// Google keys replaced by their fingerprint; with `ascii`, spelled `AIza...x4Fq`, for bodies
+/// in another encoding than UTF-8 (where `…` would not read as one).
+fn redact_google_keys(bytes: &[u8], ascii: bool) -> Cow<'_, [u8]> {
+    let mut out: Option<Vec<u8>> = None;
     let mut last = 0;
-    let mut i = 0;
-    while let Some(found) = text[i..].find("AIza") {
-        let start = i + found;
-        let end = start + 39;
+    for start in memmem::find_iter(bytes, b"AIza") {
+        if start < last {
+            continue;
+        }
+        let end = start + GOOGLE_KEY_LEN;
         let is_key = end <= bytes.len()
             && bytes[start + 4..end].iter().all(|b| is_key_char(*b))
             && (end == bytes.len() || !is_key_char(bytes[end]));
         if is_key {
-            out.push_str(&text[last..start]);
-            out.push_str(&mask(&text[start..end]));
+            let out = out.get_or_insert_with(|| Vec::with_capacity(bytes.len()));
+            out.extend_from_slice(&bytes[last..start]);
+            let fingerprint = mask(&String::from_utf8_lossy(&bytes[start..end]));
+            if ascii {
+                out.extend_from_slice(fingerprint.replace('…', "...").as_bytes());
+            } else {
+                out.extend_from_slice(fingerprint.as_bytes());
+            }
             last = end;
-            i = end;
-        } else {
-            i = start + 4;
         }
     }
-    if last == 0 {
-        return Cow::Borrowed(text);
+    match out {
+        None => Cow::Borrowed(bytes),
+        Some(mut out) => {
+            out.extend_from_slice(&bytes[last..]);
+            Cow::Owned(out)
+        }
     }
-    out.push_str(&text[last..]);
-    Cow::Owned(out)
 }
 
 /// Replaces every occurrence of `secret` with `replacement`, then applies [`redact_keys`].
@@ -59,6 +84,353 @@ pub fn redact_secret<'a>(text: &'a str, secret: &str, replacement: &str) -> Cow<
 
 fn is_key_char(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
+}
+
+/// The forms one secret takes in the bodies of answers, each with what replaces it: the
+/// secret as is (UTF-8, Latin-1 and every ASCII-compatible encoding), JSON-escaped and
+/// percent-encoded (when those differ), and as UTF-16 (both byte orders).
+///
+/// Built once per key ([`ApiKey::secret_forms`](crate::keys::ApiKey::secret_forms)); cloning
+/// shares it.
+///
+/// ```
+/// use gemini_balance::redact::SecretForms;
+///
+/// let forms = SecretForms::new("sk-live-0123456789abcdef", "sk-l…cdef");
+/// let body = "<p>key sk-live-0123456789abcdef refused</p>".as_bytes();
+/// assert_eq!(&*forms.redact(body), "<p>key sk-l…cdef refused</p>".as_bytes());
+/// // Latin-1, not UTF-8: ASCII stand-ins.
+/// let body = b"<p>cl\xe9 sk-live-0123456789abcdef refus\xe9e</p>";
+/// assert_eq!(&*forms.redact(body), b"<p>cl\xe9 sk-l****************cdef refus\xe9e</p>");
+/// ```
+#[derive(Clone)]
+pub struct SecretForms {
+    forms: Arc<[Form]>,
+}
+
+struct Form {
+    finder: memmem::Finder<'static>,
+    /// The fingerprint, in the form's encoding: for bodies read whole.
+    short: Box<[u8]>,
+    /// As long as the form (`*` between the first and last four characters): for bodies that
+    /// stream, whose length was announced before they were read.
+    padded: Box<[u8]>,
+}
+
+impl std::fmt::Debug for SecretForms {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretForms")
+            .field("forms", &self.forms.len())
+            .finish()
+    }
+}
+
+impl SecretForms {
+    /// The forms of `secret`, replaced by `fingerprint` (such as `AIza…x4Fq`).
+    pub fn new(secret: &str, fingerprint: &str) -> SecretForms {
+        let mut texts: Vec<String> = vec![secret.to_owned()];
+        let json = serde_json::to_string(secret).unwrap_or_default();
+        let json = json.trim_start_matches('"').trim_end_matches('"');
+        if json != secret && !json.is_empty() {
+            texts.push(json.to_owned());
+        }
+        // Some JSON writers also escape `/`.
+        let slashed = json.replace('/', "\\/");
+        if slashed != json {
+            texts.push(slashed);
+        }
+        let percent = percent_encode(secret);
+        if percent != secret {
+            texts.push(percent);
+        }
+        let padded_text = |text: &str| -> String {
+            let n = text.chars().count();
+            if n < 12 {
+                "*".repeat(n)
+            } else {
+                let chars: Vec<char> = text.chars().collect();
+                let mut out: String = chars[..4].iter().collect();
+                out.push_str(&"*".repeat(n - 8));
+                out.extend(&chars[n - 4..]);
+                out
+            }
+        };
+        let mut forms = Vec::new();
+        for text in &texts {
+            forms.push(Form::new(
+                text.as_bytes().to_vec(),
+                fingerprint.as_bytes().to_vec(),
+                padded_text(text).into_bytes(),
+            ));
+        }
+        let utf16 = |text: &str, le: bool| -> Vec<u8> {
+            text.encode_utf16()
+                .flat_map(|unit| {
+                    if le {
+                        unit.to_le_bytes()
+                    } else {
+                        unit.to_be_bytes()
+                    }
+                })
+                .collect()
+        };
+        for le in [true, false] {
+            forms.push(Form::new(
+                utf16(secret, le),
+                utf16(fingerprint, le),
+                utf16(&padded_text(secret), le),
+            ));
+        }
+        forms.retain(|form| !form.finder.needle().is_empty());
+        SecretForms {
+            forms: forms.into(),
+        }
+    }
+
+    /// `bytes` with every form of the secret replaced by the fingerprint, then every Google API
+    /// key ([`redact_keys_in_bytes`]): for a body read whole, such as an error answer.
+    ///
+    /// A body that is not UTF-8 gets ASCII stand-ins (`*` in place of the hidden characters),
+    /// so that its own encoding still reads.
+    pub fn redact<'a>(&self, bytes: &'a [u8]) -> Cow<'a, [u8]> {
+        let ascii = std::str::from_utf8(bytes).is_err();
+        let mut current = Cow::Borrowed(bytes);
+        for form in self.forms.iter() {
+            if form.finder.find(&current).is_none() {
+                continue;
+            }
+            let mut out = Vec::with_capacity(current.len());
+            let mut last = 0;
+            for start in form.finder.find_iter(&current) {
+                if start < last {
+                    continue;
+                }
+                out.extend_from_slice(&current[last..start]);
+                out.extend_from_slice(if ascii { &form.padded } else { &form.short });
+                last = start + form.finder.needle().len();
+            }
+            out.extend_from_slice(&current[last..]);
+            current = Cow::Owned(out);
+        }
+        match current {
+            Cow::Borrowed(b) => redact_google_keys(b, ascii),
+            Cow::Owned(owned) => Cow::Owned(redact_google_keys(&owned, ascii).into_owned()),
+        }
+    }
+
+    /// Overwrites every form of the secret in `buf` with its padded stand-in (same length).
+    fn overwrite(&self, buf: &mut [u8]) {
+        for form in self.forms.iter() {
+            let len = form.finder.needle().len();
+            let mut from = 0;
+            while let Some(found) = form.finder.find(&buf[from..]) {
+                let at = from + found;
+                buf[at..at + len].copy_from_slice(&form.padded);
+                from = at + len;
+            }
+        }
+    }
+
+    /// `true` when some form of the secret is in `bytes`.
+    fn is_in(&self, bytes: &[u8]) -> bool {
+        self.forms
+            .iter()
+            .any(|form| form.finder.find(bytes).is_some())
+    }
+
+    /// The length of the longest end of `bytes` that begins some form of the secret (and may
+    /// be completed by the next frame).
+    fn partial_at_end(&self, bytes: &[u8]) -> usize {
+        let mut longest = 0;
+        for form in self.forms.iter() {
+            let needle = form.finder.needle();
+            let from = bytes.len().saturating_sub(needle.len() - 1);
+            for start in from..bytes.len() {
+                let tail = &bytes[start..];
+                if tail.len() > longest && needle.starts_with(tail) {
+                    longest = tail.len();
+                    break;
+                }
+            }
+        }
+        longest
+    }
+}
+
+impl Form {
+    fn new(needle: Vec<u8>, short: Vec<u8>, padded: Vec<u8>) -> Form {
+        debug_assert_eq!(needle.len(), padded.len());
+        Form {
+            finder: memmem::Finder::new(&needle).into_owned(),
+            short: short.into(),
+            padded: padded.into(),
+        }
+    }
+}
+
+/// `text` with every byte outside RFC 3986's unreserved set percent-encoded.
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Removes a secret from a body as it streams: every form of it is overwritten with a stand-in
+/// of the same length (the body's announced length stays true), and a frame that ends with the
+/// beginning of a form is held back until the next frame says whether the secret follows.
+///
+/// A frame that holds nothing of the secret is passed on as it is, without a copy.
+#[derive(Debug)]
+pub struct StreamRedactor {
+    forms: SecretForms,
+    carry: BytesMut,
+}
+
+impl StreamRedactor {
+    /// A redactor for the forms of one secret.
+    pub fn new(forms: SecretForms) -> StreamRedactor {
+        StreamRedactor {
+            forms,
+            carry: BytesMut::new(),
+        }
+    }
+
+    /// The part of the stream so far that can be passed on (possibly empty).
+    pub fn push(&mut self, data: Bytes) -> Bytes {
+        if self.carry.is_empty()
+            && !self.forms.is_in(&data)
+            && self.forms.partial_at_end(&data) == 0
+        {
+            return data;
+        }
+        self.carry.extend_from_slice(&data);
+        self.forms.overwrite(&mut self.carry);
+        let hold = self.forms.partial_at_end(&self.carry);
+        let ready = self.carry.len() - hold;
+        self.carry.split_to(ready).freeze()
+    }
+
+    /// What was held back, at the end of the stream (it cannot complete a secret any more).
+    pub fn finish(&mut self) -> Option<Bytes> {
+        (!self.carry.is_empty()).then(|| self.carry.split().freeze())
+    }
+
+    /// Bytes held back.
+    pub fn held(&self) -> usize {
+        self.carry.len()
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A body passed on frame by frame through a [`StreamRedactor`]: the secret never leaves in
+    /// it, whatever frames it is split across, and its length stays what was announced.
+    pub struct RedactBody<B> {
+        #[pin]
+        inner: B,
+        redactor: StreamRedactor,
+        // Trailers that came while bytes were held back: sent after them.
+        trailers: Option<http::HeaderMap>,
+        ended: bool,
+    }
+}
+
+impl<B> std::fmt::Debug for RedactBody<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedactBody").finish_non_exhaustive()
+    }
+}
+
+impl<B> RedactBody<B> {
+    /// `inner`, with every form of the secret overwritten.
+    pub fn new(inner: B, forms: SecretForms) -> RedactBody<B> {
+        RedactBody {
+            inner,
+            redactor: StreamRedactor::new(forms),
+            trailers: None,
+            ended: false,
+        }
+    }
+}
+
+impl<B> http_body::Body for RedactBody<B>
+where
+    B: http_body::Body<Data = Bytes>,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, B::Error>>> {
+        use std::task::Poll;
+        let mut this = self.project();
+        loop {
+            if *this.ended {
+                if let Some(rest) = this.redactor.finish() {
+                    return Poll::Ready(Some(Ok(http_body::Frame::data(rest))));
+                }
+                return Poll::Ready(
+                    this.trailers
+                        .take()
+                        .map(|t| Ok(http_body::Frame::trailers(t))),
+                );
+            }
+            match std::task::ready!(this.inner.as_mut().poll_frame(cx)) {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => {
+                        let out = this.redactor.push(data);
+                        if !out.is_empty() {
+                            return Poll::Ready(Some(Ok(http_body::Frame::data(out))));
+                        }
+                    }
+                    Err(frame) => match frame.into_trailers() {
+                        Ok(trailers) if this.redactor.held() > 0 => {
+                            *this.trailers = Some(trailers);
+                            *this.ended = true;
+                        }
+                        Ok(trailers) => {
+                            return Poll::Ready(Some(Ok(http_body::Frame::trailers(trailers))))
+                        }
+                        Err(_) => {}
+                    },
+                },
+                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                None => *this.ended = true,
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        let nothing_held = self.redactor.held() == 0;
+        if self.ended {
+            nothing_held && self.trailers.is_none()
+        } else {
+            nothing_held && self.inner.is_end_stream()
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        // Stand-ins are as long as what they replace: what is held back is still to come.
+        let inner = if self.ended {
+            http_body::SizeHint::with_exact(0)
+        } else {
+            self.inner.size_hint()
+        };
+        let held = self.redactor.held() as u64;
+        let mut hint = http_body::SizeHint::new();
+        hint.set_lower(inner.lower() + held);
+        if let Some(upper) = inner.upper() {
+            hint.set_upper(upper + held);
+        }
+        hint
+    }
 }
 
 #[cfg(test)]
@@ -79,5 +451,94 @@ mod tests {
             redact_secret("token sk-abcdef123 failed", "sk-abcdef123", "sk-a…f123"),
             "token sk-a…f123 failed"
         );
+    }
+
+    const KEY: &str = "AIzaSyA1234567890abcdefghijklmnopqrstuv";
+
+    fn forms() -> SecretForms {
+        SecretForms::new(KEY, &mask(KEY))
+    }
+
+    #[test]
+    fn redacts_every_form_of_the_secret_in_bytes_that_are_not_utf8() {
+        let latin1: Vec<u8> = [
+            b"<html>\xe9chec: cl\xe9 ".as_slice(),
+            KEY.as_bytes(),
+            b"</html>",
+        ]
+        .concat();
+        assert_eq!(
+            &*forms().redact(&latin1),
+            [
+                b"<html>\xe9chec: cl\xe9 ".as_slice(),
+                b"AIza*******************************stuv",
+                b"</html>"
+            ]
+            .concat()
+        );
+        let utf16: Vec<u8> = format!("key={KEY}!")
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes)
+            .collect();
+        let redacted = forms().redact(&utf16).into_owned();
+        let text = String::from_utf16_lossy(
+            &redacted
+                .chunks(2)
+                .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                .collect::<Vec<_>>(),
+        );
+        assert_eq!(text, "key=AIza…stuv!");
+        // Another Google key in a non-UTF-8 body goes too.
+        let other = b"\xff AIzaSyB1234567890abcdefghijklmnopqrstuw \xfe";
+        assert_eq!(&*forms().redact(other), b"\xff AIza...stuw \xfe".as_slice());
+        // A secret that JSON or a URL would escape is found escaped too.
+        let odd = SecretForms::new("sk/abc+def\"ghi", "sk/a…");
+        for json in [
+            br#"{"m":"sk/abc+def\"ghi"}"#.as_slice(),
+            br#"{"m":"sk\/abc+def\"ghi"}"#,
+        ] {
+            assert_eq!(&*odd.redact(json), r#"{"m":"sk/a…"}"#.as_bytes());
+        }
+        assert_eq!(
+            &*odd.redact(b"?key=sk%2Fabc%2Bdef%22ghi&x"),
+            "?key=sk/a…&x".as_bytes()
+        );
+    }
+
+    #[test]
+    fn a_stream_is_redacted_across_frame_boundaries_keeping_its_length() {
+        let body = format!("data: {{\"error\":\"Consumer api_key:{KEY} suspended\"}}\r\n\r\n");
+        for cut in 1..body.len() {
+            let mut redactor = StreamRedactor::new(forms());
+            let mut out = Vec::new();
+            out.extend_from_slice(&redactor.push(Bytes::copy_from_slice(&body.as_bytes()[..cut])));
+            out.extend_from_slice(&redactor.push(Bytes::copy_from_slice(&body.as_bytes()[cut..])));
+            if let Some(rest) = redactor.finish() {
+                out.extend_from_slice(&rest);
+            }
+            let out = String::from_utf8(out).unwrap();
+            assert_eq!(out.len(), body.len(), "cut at {cut}");
+            assert!(!out.contains(KEY), "cut at {cut}: {out}");
+            assert!(
+                out.contains("AIza*******************************stuv"),
+                "{out}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_stream_without_the_secret_passes_without_copies_or_delay() {
+        let mut redactor = StreamRedactor::new(forms());
+        let frame = Bytes::from_static(b"data: {\"text\":\"AIz\"}\r\n\r\n");
+        let out = redactor.push(frame.clone());
+        assert_eq!(out.as_ptr(), frame.as_ptr());
+        // A frame ending in the first characters of the key waits for the next one.
+        assert!(redactor.push(Bytes::from_static(b"text AIza")).as_ref() == b"text ");
+        assert_eq!(redactor.held(), 4);
+        assert_eq!(
+            redactor.push(Bytes::from_static(b" end")).as_ref(),
+            b"AIza end"
+        );
+        assert_eq!(redactor.finish(), None);
     }
 }

@@ -31,6 +31,7 @@ struct KeyInner {
     id: KeyId,
     header: HeaderValue,
     bearer: HeaderValue,
+    forms: crate::redact::SecretForms,
 }
 
 /// Why a string was refused as an API key.
@@ -77,12 +78,15 @@ impl ApiKey {
         let mut bearer = HeaderValue::from_str(&format!("Bearer {secret}"))
             .map_err(|_| InvalidKey::BadCharacters)?;
         bearer.set_sensitive(true);
+        let id = KeyId::of(secret);
+        let forms = crate::redact::SecretForms::new(secret, id.mask());
         Ok(ApiKey {
             inner: Arc::new(KeyInner {
-                id: KeyId::of(secret),
+                id,
                 secret: secret.into(),
                 header,
                 bearer,
+                forms,
             }),
         })
     }
@@ -95,6 +99,12 @@ impl ApiKey {
     /// The key's id: stable, unique, safe to log and store.
     pub fn id(&self) -> &KeyId {
         &self.inner.id
+    }
+
+    /// The forms the key can take in an answer's body (as is, escaped, UTF-16), to remove it
+    /// from bodies before they are passed on or logged.
+    pub fn secret_forms(&self) -> &crate::redact::SecretForms {
+        &self.inner.forms
     }
 
     /// The key as an `x-goog-api-key` header value (marked sensitive).

@@ -14,7 +14,6 @@ use super::pool::KeyLease;
 use crate::api_error::{error_body, ApiFlavor};
 use crate::body::{ReadPrefix, ResponseBody};
 use crate::classify::{classify_any_error, Classifier, ErrorBody, Outcome, MAX_RETRY_AFTER};
-use crate::redact::redact_secret;
 use crate::usage::{AttemptLog, AttemptRecord};
 
 /// Error bodies are read whole, up to this size, so that every key quoted in them can be
@@ -139,9 +138,13 @@ where
                     };
                     res.extensions_mut().insert(attempt.lease.id().clone());
                     if attempt.classifier.is_success(res.status(), res.headers()) {
+                        // A stream can carry an error event that quotes the key after its 200.
+                        let forms = attempt.lease.key().secret_forms().clone();
                         attempt.report(&Outcome::Success, Some(res.status()), None);
                         res.extensions_mut().insert(Outcome::Success);
-                        return Poll::Ready(Ok(res.map(ResponseBody::inner)));
+                        return Poll::Ready(Ok(
+                            res.map(|body| ResponseBody::redacting(body, forms))
+                        ));
                     }
                     if crate::decode::is_encoded(res.headers()) {
                         // Nothing decoded it (no `DecodeLayer` below): its bytes can be neither
@@ -253,13 +256,11 @@ pub(crate) fn truncate(mut text: String) -> String {
     text
 }
 
+/// The body without the lease's key (in any of its forms, whatever the body's encoding) or any
+/// other Google API key.
 pub(crate) fn redact(bytes: Bytes, lease: &KeyLease) -> Bytes {
-    let Ok(text) = std::str::from_utf8(&bytes) else {
-        return bytes;
-    };
-    let key = lease.key();
-    match redact_secret(text, key.expose_secret(), key.id().mask()) {
+    match lease.key().secret_forms().redact(&bytes) {
         std::borrow::Cow::Borrowed(_) => bytes,
-        std::borrow::Cow::Owned(s) => Bytes::from(s),
+        std::borrow::Cow::Owned(redacted) => Bytes::from(redacted),
     }
 }

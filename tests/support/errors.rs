@@ -204,3 +204,26 @@ pub fn no_contents() -> GeminiError {
         None,
     )
 }
+
+/// A relay's 500 error page in ISO-8859-1 (`\xe9` is "é"), quoting the key it was sent.
+pub fn html_page_quoting(key: &str) -> Response<Bytes> {
+    let mut page = b"<html><head><title>Erreur 500</title></head><body><h1>Requ\xeate \xe9chou\xe9e</h1><p>upstream refused key=".to_vec();
+    page.extend_from_slice(key.as_bytes());
+    page.extend_from_slice(b" (r\xe9essayez)</p></body></html>");
+    let mut res = Response::new(Bytes::from(page));
+    *res.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=ISO-8859-1"),
+    );
+    res
+}
+
+/// The error event Gemini sends inside a stream that fails after its 200, quoting the key.
+pub fn stream_error_quoting(key: &str) -> Value {
+    json!({ "error": {
+        "code": 500,
+        "message": format!("Internal error encountered for api_key:{key}."),
+        "status": "INTERNAL",
+    }})
+}

@@ -37,6 +37,11 @@ pub enum Fault {
     /// 403 `PERMISSION_DENIED` whose message quotes the key (`Consumer 'api_key:<key>' has been
     /// suspended.`), ErrorInfo reason `CONSUMER_SUSPENDED`.
     Suspended,
+    /// 500 with a relay's HTML error page in ISO-8859-1 (not UTF-8) that quotes the key.
+    HtmlPageQuotingKey,
+    /// Streams (`alt=sse`) answer 200, send their first event, then an error event quoting the
+    /// key, and end; other calls are served normally.
+    StreamErrorQuotingKey,
 }
 
 impl Fault {

@@ -252,7 +252,10 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
 enum Verdict {
     Serve,
     Fail(GeminiError),
+    Answer(http::Response<Bytes>),
     Delay(std::time::Duration),
+    /// Serve, but a stream ends with an error event quoting the key.
+    StreamError,
 }
 
 fn verdict(shared: &Shared, key: &str, route: &Route) -> Verdict {
@@ -281,6 +284,8 @@ fn verdict(shared: &Shared, key: &str, route: &Route) -> Verdict {
         Fault::Flaky503 => Verdict::Serve,
         Fault::ServerError => Verdict::Fail(errors::internal()),
         Fault::Slow(delay) => Verdict::Delay(*delay),
+        Fault::HtmlPageQuotingKey => Verdict::Answer(errors::html_page_quoting(key)),
+        Fault::StreamErrorQuotingKey => Verdict::StreamError,
     }
 }
 
@@ -294,10 +299,13 @@ async fn respond(
     let Some(key) = key else {
         return errors::unregistered_caller().response();
     };
+    let mut stream_error = None;
     match verdict(shared, key, route) {
         Verdict::Serve => {}
         Verdict::Fail(error) => return error.response(),
+        Verdict::Answer(res) => return res.map(Body::from),
         Verdict::Delay(delay) => tokio::time::sleep(delay).await,
+        Verdict::StreamError => stream_error = Some(errors::stream_error_quoting(key)),
     }
     match route {
         Route::Unknown => errors::path_not_found(parts.uri.path()).response(),
@@ -311,7 +319,7 @@ async fn respond(
             model,
             action,
         } => match replies::find_model(model).filter(|m| m.supports(action.name())) {
-            Some(info) => call(shared, info, action, parts, body),
+            Some(info) => call(shared, info, action, parts, body, stream_error),
             None => errors::model_not_found(version, model, action.name()).response(),
         },
     }
@@ -323,6 +331,7 @@ fn call(
     action: &Action,
     parts: &Parts,
     body: &Bytes,
+    stream_error: Option<Value>,
 ) -> Response {
     let Ok(request) = serde_json::from_slice::<Value>(body) else {
         return errors::invalid_json().response();
@@ -342,10 +351,14 @@ fn call(
         ),
         Action::Stream => {
             // Gemini streams a function call whole, in one event.
-            let chunks = match &function_call {
+            let mut chunks = match &function_call {
                 Some(call) => vec![replies::function_call_content(model, call, &prompt)],
                 None => replies::stream_chunks(model, &prompt),
             };
+            if let Some(error) = stream_error {
+                chunks.truncate(1);
+                chunks.push(error);
+            }
             let sse = parts
                 .uri
                 .query()

@@ -122,9 +122,11 @@ impl Middleware for KeyRotationMiddleware {
         }
         res.extensions_mut().insert(id.clone());
         if self.classifier.is_success(res.status(), res.headers()) {
+            // A stream can carry an error event that quotes the key after its 200.
+            let forms = attempt.lease.key().secret_forms().clone();
             attempt.report(&Outcome::Success, Some(res.status()), None);
             res.extensions_mut().insert(Outcome::Success);
-            return Ok(res);
+            return Ok(redacting(res, forms));
         }
 
         let status = res.status();
@@ -154,6 +156,15 @@ fn decode(res: Response) -> Response {
     let (mut parts, body) = decoded.into_parts();
     with_url(&mut parts, url);
     Response::from(http::Response::from_parts(parts, reqwest::Body::wrap(body)))
+}
+
+/// The answer with its body passed through a [`RedactBody`](crate::redact::RedactBody).
+fn redacting(res: Response, forms: crate::redact::SecretForms) -> Response {
+    let url = res.url().clone();
+    let (mut parts, body) = http::Response::<reqwest::Body>::from(res).into_parts();
+    with_url(&mut parts, url);
+    let body = reqwest::Body::wrap(crate::redact::RedactBody::new(body, forms));
+    Response::from(http::Response::from_parts(parts, body))
 }
 
 /// Reads an error body up to [`MAX_ERROR_BODY`]; past the cap the rest is dropped.
