@@ -139,3 +139,45 @@ async fn tower_retry_stops_at_the_attempt_limit() {
     assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
+
+#[tokio::test]
+async fn tower_retry_moves_past_broken_keys_without_spending_attempts() {
+    const INVALID: &str = r#"{"error":{"code":400,"message":"API key not valid.","status":"INVALID_ARGUMENT","details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"API_KEY_INVALID"}]}}"#;
+    let keys = [
+        "AIzaSyA1234567890abcdefghijklmnopqrstuv",
+        "AIzaSyB1234567890abcdefghijklmnopqrstuv",
+        "AIzaSyC1234567890abcdefghijklmnopqrstuv",
+    ];
+    let calls = Arc::new(AtomicU32::new(0));
+    let counter = calls.clone();
+    // The first key is invalid, the second rate limited, the third good.
+    let upstream = service_fn(move |req: Request<Full<Bytes>>| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        let key = req.headers()["x-goog-api-key"].clone();
+        async move {
+            Ok::<_, Infallible>(if key == keys[0] {
+                respond(400, INVALID)
+            } else if key == keys[1] {
+                respond(429, "")
+            } else {
+                respond(200, "{}")
+            })
+        }
+    });
+    for (failovers, status, expected_calls) in [(10, 200, 3), (0, 400, 1)] {
+        calls.store(0, Ordering::SeqCst);
+        let pool = KeyPool::builder().keys(keys).build().expect("pool");
+        let res = ServiceBuilder::new()
+            // One attempt: no real retry allowed.
+            .layer(tower::retry::RetryLayer::new(
+                ClassifiedPolicy::new(1).max_key_failovers(failovers),
+            ))
+            .layer(KeyRotationLayer::new(pool))
+            .service(upstream.clone())
+            .oneshot(post())
+            .await
+            .expect("response");
+        assert_eq!(res.status().as_u16(), status, "{failovers} failovers");
+        assert_eq!(calls.load(Ordering::SeqCst), expected_calls);
+    }
+}

@@ -1,4 +1,5 @@
-//! When no key is left to retry with, the client sees the upstream's last answer, not ours.
+//! When no key is left to retry with, the client sees the upstream's last answer, not ours;
+//! a final 429 or 503 says when to come back.
 
 use std::convert::Infallible;
 
@@ -83,4 +84,21 @@ async fn the_only_key_rate_limited_gives_the_upstream_429_with_retry_after() {
         serde_json::from_slice(&res.into_body().collect().await.expect("body").to_bytes())
             .expect("json");
     assert_eq!(body["error"]["status"], "RESOURCE_EXHAUSTED");
+}
+
+const OVERLOADED_FOR_A_MINUTE: &str = r#"{"error":{"code":503,"message":"The model is overloaded. Please try again later.","status":"UNAVAILABLE","details":[{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"59.2s"}]}}"#;
+
+#[tokio::test]
+async fn a_503_asking_for_a_long_wait_in_its_body_says_it_in_retry_after() {
+    let pool = keys(2);
+    let service = ServiceBuilder::new()
+        .layer(RetryLayer::new().max_attempts(3))
+        .layer(KeyRotationLayer::new(pool))
+        .service(answering(503, OVERLOADED_FOR_A_MINUTE));
+    let res = service.oneshot(post()).await.expect("response");
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(res.headers()[ATTEMPTS_HEADER], "1", "too long to wait for");
+    assert_eq!(res.headers()[http::header::RETRY_AFTER], "60", "rounded up");
+    let body = res.into_body().collect().await.expect("body").to_bytes();
+    assert_eq!(body, OVERLOADED_FOR_A_MINUTE.as_bytes());
 }

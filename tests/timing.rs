@@ -118,9 +118,9 @@ fn stack(pool: &KeyPool, retry: RetryLayer, upstream: Upstream) -> Stack {
     BoxCloneSyncService::new(retry.layer(keys))
 }
 
-/// No retries: every failure reaches the pool and the client as it is.
+/// No retries, not even to another key: every failure reaches the pool and the client as it is.
 fn no_retry() -> RetryLayer {
-    RetryLayer::new().max_attempts(1)
+    RetryLayer::new().max_attempts(1).max_key_failovers(0)
 }
 
 fn pool(keys: u32, max_failures: u32) -> KeyPool {

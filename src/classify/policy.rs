@@ -11,11 +11,18 @@ use http::{Request, Response};
 use tower::retry::Policy;
 
 use super::{Classifier, Outcome};
+use crate::keys::KeyId;
+use crate::retry::DEFAULT_MAX_KEY_FAILOVERS;
 
 /// A tower retry [`Policy`] that retries exactly what the [`Classifier`] calls retryable.
 ///
 /// Requests are cloned for each attempt, so the request body must be `Clone` (for example
 /// `Full<Bytes>` or `String`). Waits honour a short `Retry-After`.
+///
+/// As in [`RetryLayer`](crate::retry::RetryLayer), an answer that blames the key a
+/// [`KeyRotation`](crate::keys::KeyRotation) below chose (rate limited, rejected) is followed by
+/// an attempt on another key at once that does not count towards `max_attempts`: once per key
+/// and request, at most [`max_key_failovers`](Self::max_key_failovers) times.
 ///
 /// ```
 /// use gemini_balance::classify::ClassifiedPolicy;
@@ -28,6 +35,9 @@ use super::{Classifier, Outcome};
 pub struct ClassifiedPolicy {
     classifier: Classifier,
     attempts_left: u32,
+    key_failovers_left: u32,
+    /// Keys that failed this request (the policy is cloned per request).
+    failed_keys: Vec<KeyId>,
     max_wait: Duration,
 }
 
@@ -37,8 +47,17 @@ impl ClassifiedPolicy {
         ClassifiedPolicy {
             classifier: Classifier::new(),
             attempts_left: max_attempts.saturating_sub(1),
+            key_failovers_left: DEFAULT_MAX_KEY_FAILOVERS,
+            failed_keys: Vec::new(),
             max_wait: Duration::from_secs(5),
         }
+    }
+
+    /// Free moves to another key after a key's failure, per request (default 10; 0 makes them
+    /// count as retries).
+    pub fn max_key_failovers(mut self, failovers: u32) -> Self {
+        self.key_failovers_left = failovers;
+        self
     }
 
     /// Use this classifier instead of the default one.
@@ -60,9 +79,6 @@ where
         _req: &mut Request<B>,
         result: &mut Result<Response<ResB>, E>,
     ) -> Option<Self::Future> {
-        if self.attempts_left == 0 {
-            return None;
-        }
         let class = match result {
             Ok(res) => match res.extensions().get::<Outcome>() {
                 Some(outcome) => outcome.failure()?.clone(),
@@ -76,10 +92,24 @@ where
         if !class.is_retryable() {
             return None;
         }
+        let key = result
+            .as_ref()
+            .ok()
+            .and_then(|res| res.extensions().get::<KeyId>());
+        let new_key = key.is_some_and(|key| !self.failed_keys.contains(key));
+        self.failed_keys.extend(key.filter(|_| new_key).cloned());
+        if class.is_key_scoped() && new_key && self.key_failovers_left > 0 {
+            self.key_failovers_left -= 1;
+            return Some(Box::pin(std::future::ready(())));
+        }
+        if self.attempts_left == 0 {
+            return None;
+        }
         let wait = match class.retry_after() {
-            Some(d) if d > self.max_wait && !class.is_key_scoped() => return None,
-            Some(d) if !class.is_key_scoped() => d,
-            _ => Duration::ZERO,
+            _ if class.is_key_scoped() && new_key => Duration::ZERO,
+            Some(d) if d > self.max_wait => return None,
+            Some(d) => d,
+            None => Duration::ZERO,
         };
         self.attempts_left -= 1;
         Some(Box::pin(tokio::time::sleep(wait)))

@@ -7,12 +7,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{header, HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use tower::retry::budget::{Budget, TpsBudget};
+use tower::retry::budget::TpsBudget;
 use tower::ServiceExt;
 use tower_layer::Layer;
 use tower_service::Service;
 
 use super::backoff::Backoff;
+use super::decision::{fill_retry_after, Config, Decision, Tally, DEFAULT_MAX_KEY_FAILOVERS};
 use super::future::ResponseFuture;
 use crate::api_error::{error_response, ApiFlavor};
 use crate::body::ResponseBody;
@@ -28,16 +29,6 @@ pub const ATTEMPTS_HEADER: HeaderName = HeaderName::from_static("x-gemini-balanc
 /// Default limit of a buffered request body: 20 MiB (inline images make Gemini requests large).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 20 * 1024 * 1024;
 
-#[derive(Debug, Clone)]
-pub(crate) struct Config {
-    max_attempts: u32,
-    backoff: Backoff,
-    honor_retry_after_up_to: Duration,
-    max_body_bytes: usize,
-    budget: Option<Arc<TpsBudget>>,
-    pub(crate) classifier: Classifier,
-}
-
 /// Applies [`Retry`]. Cloning the layer shares its retry budget.
 #[derive(Debug, Clone)]
 pub struct RetryLayer {
@@ -51,13 +42,15 @@ impl Default for RetryLayer {
 }
 
 impl RetryLayer {
-    /// 3 attempts in total (the Python server's `MAX_RETRIES` default), backoff 100 ms doubling
-    /// to 5 s, `Retry-After` honoured up to 5 s, bodies up to 20 MiB, and a budget allowing
-    /// retries of 20% of requests on top of 10 per second.
+    /// 3 attempts (the Python server's `MAX_RETRIES` default) plus up to 10 free moves to
+    /// another key after a key's failure, backoff 100 ms doubling to 5 s, `Retry-After` honoured
+    /// up to 5 s, bodies up to 20 MiB, and a budget allowing retries of 20% of requests on top
+    /// of 10 per second.
     pub fn new() -> Self {
         RetryLayer {
             config: Arc::new(Config {
                 max_attempts: 3,
+                max_key_failovers: DEFAULT_MAX_KEY_FAILOVERS,
                 backoff: Backoff::default(),
                 honor_retry_after_up_to: Duration::from_secs(5),
                 max_body_bytes: DEFAULT_MAX_BODY_BYTES,
@@ -77,9 +70,23 @@ impl RetryLayer {
         self.config.clone()
     }
 
-    /// Attempts in total, first one included (minimum 1).
+    /// Attempts that count, first one included (minimum 1): every attempt except one that
+    /// failed because of its key (rate limited or rejected) and was followed by a free
+    /// [key failover](Self::max_key_failovers). Bounds the real retries: 5xx, overload,
+    /// timeouts, transport errors.
     pub fn max_attempts(mut self, attempts: u32) -> Self {
         self.config().max_attempts = attempts.max(1);
+        self
+    }
+
+    /// Free key failovers per request (default 10): after a rate-limited or rejected key, the
+    /// next attempt uses another key at once and spends neither an attempt nor the retry
+    /// budget, since such an answer says nothing about the request. Each key gets one such
+    /// chance per request; past this number a key's failure counts like any other. 0 makes
+    /// every failure count. A request makes at most `max_attempts + max_key_failovers`
+    /// attempts.
+    pub fn max_key_failovers(mut self, failovers: u32) -> Self {
+        self.config().max_key_failovers = failovers;
         self
     }
 
@@ -230,7 +237,10 @@ where
     // Later attempts drive clones of the service (each made ready first).
     let template = ready.clone();
     let mut first = Some(ready);
-    let mut previous: Option<Response<ResBody>> = None;
+    // The last failed upstream answer (its body is already read) and its class, in case no
+    // key is left to retry with.
+    let mut previous: Option<(Response<ResBody>, FailureClass)> = None;
+    let mut tally = Tally::default();
     let mut context = AttemptContext {
         number: 1,
         prefer: None,
@@ -259,17 +269,14 @@ where
         let Some(class) = class else {
             return finish(result, attempt);
         };
-        if let (FailureClass::Local { .. }, Some(upstream)) = (&class, previous.take()) {
-            // No key is left to try: the upstream's last answer says more than "no key" does.
-            return Ok(upstream_over_local(upstream, result, attempt - 1));
-        }
         if let FailureClass::Local { .. } = class {
-            // Answered without reaching the upstream: count only the attempts that did.
-            return finish(result, attempt - 1);
+            return match previous.take() {
+                // No key is left to try: the upstream's last answer says more than "no key".
+                Some(upstream) => Ok(upstream_over_local(upstream, result, attempt - 1)),
+                // Answered without reaching the upstream: count only the attempts that did.
+                None => finish(result, attempt - 1),
+            };
         }
-        let Some(wait) = config.next_wait(&class, attempt) else {
-            return finish(result, attempt);
-        };
         // From the answer, or, after an error, from the slot the key layer filled.
         let key = result
             .as_ref()
@@ -277,6 +284,11 @@ where
             .and_then(|res| res.extensions().get::<KeyId>())
             .cloned()
             .or_else(|| served_by.get());
+        let wait = match config.decide(&mut tally, &class, key.as_ref(), &context.avoid) {
+            Decision::Stop => return finish_failed(result, attempt, &class),
+            Decision::KeyFailover => Duration::ZERO,
+            Decision::Retry(wait) => wait,
+        };
         tracing::debug!(
             attempt,
             class = %class,
@@ -284,43 +296,11 @@ where
             wait_ms = wait.as_millis() as u64,
             "retrying"
         );
-        // Keep the failed answer (its body is already read) in case no key is left to retry with.
-        previous = result.ok();
+        previous = result.ok().map(|res| (res, class.clone()));
         context.advance(&class, key);
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
-    }
-}
-
-impl Config {
-    /// Counts a request towards the retry budget.
-    pub(crate) fn deposit(&self) {
-        if let Some(budget) = &self.budget {
-            budget.deposit();
-        }
-    }
-
-    /// The wait before the next attempt, or `None` when this failure ends the request.
-    pub(crate) fn next_wait(&self, class: &FailureClass, attempt: u32) -> Option<Duration> {
-        if attempt >= self.max_attempts || !class.is_retryable() {
-            return None;
-        }
-        let wait = match class.retry_after() {
-            // The key was the problem: another key needs no wait.
-            _ if class.is_key_scoped() => Duration::ZERO,
-            // The upstream asked for a long pause: let the client see its answer and decide.
-            Some(asked) if asked > self.honor_retry_after_up_to => return None,
-            Some(asked) => asked.max(self.backoff.delay(attempt)),
-            None => self.backoff.delay(attempt),
-        };
-        if let Some(budget) = &self.budget {
-            if !budget.withdraw() {
-                tracing::debug!(class = %class, "retry budget exhausted; not retrying");
-                return None;
-            }
-        }
-        Some(wait)
     }
 }
 
@@ -339,6 +319,22 @@ impl AttemptContext {
     }
 }
 
+/// A failed answer the client gets: with the `Retry-After` its class knows, if it has none.
+fn finish_failed<B, E>(
+    result: Result<Response<B>, E>,
+    attempts: u32,
+    class: &FailureClass,
+) -> Result<Response<ResponseBody<B>>, E> {
+    finish(
+        result.map(|mut res| {
+            let status = res.status();
+            fill_retry_after(res.headers_mut(), status, class);
+            res
+        }),
+        attempts,
+    )
+}
+
 fn finish<B, E>(
     result: Result<Response<B>, E>,
     attempts: u32,
@@ -350,10 +346,10 @@ fn finish<B, E>(
     Ok(res.map(ResponseBody::inner))
 }
 
-/// The previous upstream failure, with the `Retry-After` of the local "no key" answer when the
-/// upstream gave none.
+/// The previous upstream failure, with the `Retry-After` of the local "no key" answer (when the
+/// soonest key is back) when the upstream gave none, else the one its class knows.
 fn upstream_over_local<B, E>(
-    mut upstream: Response<B>,
+    (mut upstream, class): (Response<B>, FailureClass),
     local: Result<Response<B>, E>,
     attempts: u32,
 ) -> Response<ResponseBody<B>> {
@@ -365,6 +361,8 @@ fn upstream_over_local<B, E>(
             upstream.headers_mut().insert(header::RETRY_AFTER, value);
         }
     }
+    let status = upstream.status();
+    fill_retry_after(upstream.headers_mut(), status, &class);
     upstream
         .headers_mut()
         .insert(ATTEMPTS_HEADER, HeaderValue::from(attempts));

@@ -5,18 +5,23 @@
 //! passes through [`KeyRotation`](crate::keys::KeyRotation) again and gets another key when the
 //! [`FailureClass`](crate::classify::FailureClass) says so.
 //!
-//! - Waits: exponential backoff with full jitter and a cap. A short `Retry-After` / `RetryInfo`
-//!   on a failure that is not the key's (503 overloaded) is honoured; a long one ends the retries
-//!   and the client sees the upstream's answer. A rate-limited or rejected key needs no wait: the
-//!   next attempt simply uses another key.
+//! - A rate-limited or rejected key says nothing about the request and costs no time: the next
+//!   attempt uses another key at once, and that *key failover* spends neither an attempt of
+//!   [`max_attempts`](RetryLayer::max_attempts) nor the retry budget. Each key gets one such
+//!   chance per request, and [`max_key_failovers`](RetryLayer::max_key_failovers) caps them.
+//! - Real retries (5xx, overload, timeouts, transport errors) count towards `max_attempts` and
+//!   wait: exponential backoff with full jitter and a cap. A short `Retry-After` / `RetryInfo`
+//!   on a failure that is not the key's (503 overloaded) is honoured; a long one ends the
+//!   retries and the client sees the upstream's answer.
 //! - A retry budget ([`TpsBudget`](tower::retry::budget::TpsBudget)) keeps a dying upstream
 //!   from being hit with a multiple of its traffic.
 //! - Once the response head goes back to the client nothing is retried; a client that goes
 //!   away drops the future and ends the loop.
 //! - When attempts run out, the client gets the last upstream status and body unchanged, plus
-//!   an [`ATTEMPTS_HEADER`] with the number of attempts. When no key is left to retry with, the
-//!   client also gets the last upstream answer (not a generic "no key"), with a `Retry-After`
-//!   saying when a key is back if the upstream gave none.
+//!   an [`ATTEMPTS_HEADER`] with the number of upstream attempts (key failovers included). When
+//!   no key is left to retry with, the client also gets the last upstream answer (not a generic
+//!   "no key"), with a `Retry-After` saying when a key is back if the upstream gave none. A
+//!   final 429 or 503 whose delay is known (`RetryInfo`) always carries it as `Retry-After`.
 //!
 //! # Example
 //!
@@ -64,12 +69,14 @@
 //! ```
 
 mod backoff;
+mod decision;
 pub mod future;
 mod layer;
 mod replay_body;
 
 pub use self::backoff::Backoff;
+pub use self::decision::DEFAULT_MAX_KEY_FAILOVERS;
 #[cfg(feature = "reqwest-middleware")]
-pub(crate) use self::layer::Config;
+pub(crate) use self::decision::{fill_retry_after, Config, Decision, Tally};
 pub use self::layer::{Retry, RetryLayer, ATTEMPTS_HEADER, DEFAULT_MAX_BODY_BYTES};
 pub use self::replay_body::ReplayBody;

@@ -11,9 +11,9 @@ use reqwest_retry::{Retryable, RetryableStrategy};
 
 use super::classify_error;
 use crate::classify::{Classifier, FailureClass, Outcome};
-use crate::ext::Attempts;
+use crate::ext::{AttemptContext, Attempts};
 use crate::keys::KeyId;
-use crate::retry::{Config, RetryLayer, ATTEMPTS_HEADER};
+use crate::retry::{fill_retry_after, Config, Decision, RetryLayer, Tally, ATTEMPTS_HEADER};
 use crate::usage::RequestBodyCapture;
 
 /// The retry loop of [`RetryLayer`] as a reqwest-middleware middleware: same settings, same
@@ -71,7 +71,9 @@ impl Middleware for RetryMiddleware {
         }
         config.deposit();
         let mut template = Some(req);
-        let mut previous: Option<Response> = None;
+        // The last failed upstream answer and its class, in case no key is left.
+        let mut previous: Option<(Response, FailureClass)> = None;
+        let mut tally = Tally::default();
         let mut attempt = 1;
         loop {
             // Keep a copy for the next attempt; a streaming body has none and is sent once.
@@ -85,6 +87,11 @@ impl Middleware for RetryMiddleware {
                 }
                 None => current,
             };
+            // The key middleware below adds the key it used to this list after a failure.
+            let failed_before = extensions
+                .get::<AttemptContext>()
+                .map(|context| context.avoid.clone())
+                .unwrap_or_default();
             let result = next.clone().run(attempt_req, extensions).await;
             let class = match &result {
                 Ok(res) => match res.extensions().get::<Outcome>() {
@@ -108,24 +115,26 @@ impl Middleware for RetryMiddleware {
                 };
             }
             if template.is_none() {
-                return finish(result, attempt);
+                return finish_failed(result, attempt, &class);
             }
-            let Some(wait) = config.next_wait(&class, attempt) else {
-                return finish(result, attempt);
+            let key = result
+                .as_ref()
+                .ok()
+                .and_then(|res| res.extensions().get::<KeyId>())
+                .cloned();
+            let wait = match config.decide(&mut tally, &class, key.as_ref(), &failed_before) {
+                Decision::Stop => return finish_failed(result, attempt, &class),
+                Decision::KeyFailover => Duration::ZERO,
+                Decision::Retry(wait) => wait,
             };
             tracing::debug!(
                 attempt,
                 class = %class,
-                key = result
-                    .as_ref()
-                    .ok()
-                    .and_then(|res| res.extensions().get::<KeyId>())
-                    .map(tracing::field::display),
+                key = key.as_ref().map(tracing::field::display),
                 wait_ms = wait.as_millis() as u64,
                 "retrying"
             );
-            // Keep the failed answer (its body is already read) in case no key is left.
-            previous = result.ok();
+            previous = result.ok().map(|res| (res, class));
             attempt += 1;
             if !wait.is_zero() {
                 tokio::time::sleep(wait).await;
@@ -146,6 +155,22 @@ impl std::fmt::Display for NotReplayable {
 
 impl std::error::Error for NotReplayable {}
 
+/// A failed answer the caller gets: with the `Retry-After` its class knows, if it has none.
+fn finish_failed(
+    result: Result<Response>,
+    attempts: u32,
+    class: &FailureClass,
+) -> Result<Response> {
+    finish(
+        result.map(|mut res| {
+            let status = res.status();
+            fill_retry_after(res.headers_mut(), status, class);
+            res
+        }),
+        attempts,
+    )
+}
+
 fn finish(result: Result<Response>, attempts: u32) -> Result<Response> {
     let mut res = result?;
     res.headers_mut()
@@ -154,7 +179,13 @@ fn finish(result: Result<Response>, attempts: u32) -> Result<Response> {
     Ok(res)
 }
 
-fn upstream_over_local(mut upstream: Response, local: Result<Response>, attempts: u32) -> Response {
+/// The previous upstream failure, with the `Retry-After` of the local "no key" answer when the
+/// upstream gave none, else the one its class knows.
+fn upstream_over_local(
+    (mut upstream, class): (Response, FailureClass),
+    local: Result<Response>,
+    attempts: u32,
+) -> Response {
     if !upstream.headers().contains_key(header::RETRY_AFTER) {
         if let Some(value) = local
             .ok()
@@ -163,6 +194,8 @@ fn upstream_over_local(mut upstream: Response, local: Result<Response>, attempts
             upstream.headers_mut().insert(header::RETRY_AFTER, value);
         }
     }
+    let status = upstream.status();
+    fill_retry_after(upstream.headers_mut(), status, &class);
     upstream
         .headers_mut()
         .insert(ATTEMPTS_HEADER, HeaderValue::from(attempts));
