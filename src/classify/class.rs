@@ -153,7 +153,9 @@ impl FailureClass {
     }
 
     /// `true` when the failure is tied to the key that was used (so switching keys is the cure and
-    /// waiting is not needed).
+    /// waiting is not needed). Such an answer says nothing about the request: the retry loops of
+    /// this crate move to another key after it without spending an attempt (see
+    /// [`RetryLayer::max_key_failovers`](crate::retry::RetryLayer::max_key_failovers)).
     pub fn is_key_scoped(&self) -> bool {
         matches!(
             self,

@@ -42,7 +42,8 @@ pub struct ClassifiedPolicy {
 }
 
 impl ClassifiedPolicy {
-    /// Up to `max_attempts` attempts in total (1 means no retry).
+    /// Up to `max_attempts` attempts that count (1 means no real retry); moves past a broken
+    /// key are not counted (see [`max_key_failovers`](Self::max_key_failovers)).
     pub fn new(max_attempts: u32) -> Self {
         ClassifiedPolicy {
             classifier: Classifier::new(),

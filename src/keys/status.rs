@@ -68,6 +68,19 @@ pub enum KeyStatus {
     Disabled(DisabledReason),
 }
 
+impl KeyStatus {
+    /// `true` when the key serves some model now: it is enabled and not cooling down for every
+    /// model (`*`, after a 429 on a request whose model was unknown). A key cooling down for
+    /// some models still serves the others.
+    pub fn is_serving(&self) -> bool {
+        match self {
+            KeyStatus::Active => true,
+            KeyStatus::CoolingDown(cooldowns) => cooldowns.iter().all(|c| c.model != "*"),
+            KeyStatus::Disabled(_) => false,
+        }
+    }
+}
+
 /// One key×model cooldown.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelCooldown {

@@ -460,16 +460,20 @@ fn upstream_uri(rest: &str, original: &Uri) -> Option<Uri> {
     Uri::try_from(pq).ok()
 }
 
+/// Key counts: `active` (serving some model), `cooling_down` (cooling for every model) and
+/// `disabled` add up to `total`; `cooling_for_some_models` counts the active keys that are
+/// cooling for one model or more (a 429 for one model leaves a key serving the others).
 fn health(app: &App) -> Response<Body> {
     let snapshots = app.pool.snapshots();
-    let count = |f: fn(&KeyStatus) -> bool| snapshots.iter().filter(|s| f(&s.status)).count();
+    let count = |f: &dyn Fn(&KeyStatus) -> bool| snapshots.iter().filter(|s| f(&s.status)).count();
     let body = serde_json::json!({
         "status": "ok",
         "keys": {
             "total": snapshots.len(),
-            "active": count(|s| matches!(s, KeyStatus::Active)),
-            "cooling_down": count(|s| matches!(s, KeyStatus::CoolingDown(_))),
-            "disabled": count(|s| matches!(s, KeyStatus::Disabled(_))),
+            "active": count(&KeyStatus::is_serving),
+            "cooling_down": count(&|s| matches!(s, KeyStatus::CoolingDown(_)) && !s.is_serving()),
+            "disabled": count(&|s| matches!(s, KeyStatus::Disabled(_))),
+            "cooling_for_some_models": count(&|s| matches!(s, KeyStatus::CoolingDown(_)) && s.is_serving()),
         }
     });
     axum::Json(body).into_response()

@@ -232,7 +232,7 @@ pub const DEFS: &[Def] = &[
         Kind::Int { min: 1, max: 20 },
         "3",
         "Upstream",
-        "Attempts per request, the first included",
+        "Attempts per request, the first included; moving on from a rate-limited or rejected key is not counted",
     ),
     def(
         "TIME_OUT",

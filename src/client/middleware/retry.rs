@@ -20,11 +20,14 @@ use crate::usage::RequestBodyCapture;
 /// budget, same decisions.
 ///
 /// Put it above a [`KeyRotationMiddleware`](super::KeyRotationMiddleware): each retry then goes
-/// through the pool again and gets another key when the [`FailureClass`] says so. Unlike
-/// reqwest-retry (whose `RetryPolicy` never sees the answer), it waits as long as a short
-/// `Retry-After` / `RetryInfo` asks, and a long one ends the retries so that the caller sees the
-/// upstream's answer. When no key is left to try, the caller gets the upstream's last answer.
-/// Answers carry the [`ATTEMPTS_HEADER`] and the [`Attempts`] extension.
+/// through the pool again and gets another key when the [`FailureClass`] says so. A rate-limited
+/// or rejected key is followed by another key at once without spending an attempt or the budget
+/// (see [`RetryLayer::max_key_failovers`]). Unlike reqwest-retry (whose `RetryPolicy` never sees
+/// the answer and counts every retry), it waits as long as a short `Retry-After` / `RetryInfo`
+/// asks, and a long one ends the retries so that the caller sees the upstream's answer. When no
+/// key is left to try, the caller gets the upstream's last answer. Answers carry the
+/// [`ATTEMPTS_HEADER`] (every upstream attempt) and the [`Attempts`] extension, and a final 429
+/// or 503 carries the `Retry-After` its `RetryInfo` gives.
 ///
 /// A request whose body is a stream cannot be replayed: it is sent once.
 #[derive(Debug, Clone)]
@@ -214,6 +217,11 @@ fn upstream_over_local(
 /// wait longer than [`honor_retry_after_up_to`](Self::honor_retry_after_up_to) (5 s by default)
 /// `Fatal`, as [`RetryLayer`] does, unless the failure was the key's (then the next attempt uses
 /// another key at once). To wait for short ones, use [`RetryMiddleware`] instead.
+///
+/// A `RetryPolicy` also counts every retry towards its `max_retries`, so with reqwest-retry a
+/// move to another key after a rate-limited or rejected key spends a retry (and waits the
+/// policy's backoff); [`RetryMiddleware`] makes such moves free. With reqwest-retry, allow as
+/// many retries as the broken keys a request may meet.
 #[derive(Debug, Clone)]
 pub struct ClassifiedStrategy {
     classifier: Classifier,
