@@ -127,6 +127,11 @@ impl Pending {
             && completion == Completion::Complete
             && record.grpc_status.is_none_or(|code| code == 0);
         record.attempt_log = self.log.take();
+        if record.key.is_none() {
+            // Answered before the upstream was (a pseudo stream's 200): the key that served is
+            // the last attempt's.
+            record.key = record.attempt_log.last().map(|a| a.key.clone());
+        }
         if record.attempts == 0 {
             record.attempts = record.attempt_log.len() as u32;
         }
@@ -176,6 +181,10 @@ impl Tracker {
     fn finish(&mut self, completion: Completion) {
         if let Some(pending) = self.pending.take() {
             let tokens = self.tap.finish();
+            let completion = match completion {
+                Completion::Complete if self.tap.saw_error_event() => Completion::ErrorEvent,
+                other => other,
+            };
             pending.finish(completion, self.first_byte, tokens, self.streamed);
         }
     }

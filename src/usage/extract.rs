@@ -546,6 +546,9 @@ pub enum UsageTap {
         decoder: SseDecoder,
         /// The last usage seen.
         last: Option<TokenUsage>,
+        /// An error event was seen (`{"error": ...}` data, or `event: error`): the stream
+        /// failed after its `200`.
+        failed: bool,
     },
     /// Not a body we read (binary, HTML...).
     Ignore,
@@ -564,6 +567,7 @@ impl UsageTap {
             UsageTap::Sse {
                 decoder: SseDecoder::with_max_event_bytes(SSE_EVENT_LIMIT),
                 last: None,
+                failed: false,
             }
         } else if content_type.is_empty() || has(b"json") {
             UsageTap::Json {
@@ -580,6 +584,12 @@ impl UsageTap {
         matches!(self, UsageTap::Sse { .. })
     }
 
+    /// `true` when the stream carried an error event: the client got a `200` and then a
+    /// failure, which is not a success whatever the status says.
+    pub fn saw_error_event(&self) -> bool {
+        matches!(self, UsageTap::Sse { failed: true, .. })
+    }
+
     /// Looks at one chunk (which the caller passes on unchanged).
     pub fn observe(&mut self, chunk: &Bytes) {
         match self {
@@ -591,9 +601,13 @@ impl UsageTap {
                     *truncated = true;
                 }
             }
-            UsageTap::Sse { decoder, last } => {
+            UsageTap::Sse {
+                decoder,
+                last,
+                failed,
+            } => {
                 decoder.push(chunk);
-                drain(decoder, last);
+                drain(decoder, last, failed);
                 if decoder.is_over_limit() {
                     // An event too large to be a usage event (inline media): let it go.
                     let _ = decoder.take_rest();
@@ -620,9 +634,13 @@ impl UsageTap {
                 }
                 usage_from_text(buf)
             }
-            UsageTap::Sse { decoder, last } => {
+            UsageTap::Sse {
+                decoder,
+                last,
+                failed,
+            } => {
                 decoder.finish();
-                drain(decoder, last);
+                drain(decoder, last, failed);
                 *last
             }
             UsageTap::Ignore => None,
@@ -656,9 +674,29 @@ fn single_data_line(block: &[u8]) -> Option<&[u8]> {
     (ending(tail)? == tail.len()).then_some(&rest[..end])
 }
 
-/// Reads the usage of every complete event that mentions one.
-fn drain(decoder: &mut SseDecoder, last: &mut Option<TokenUsage>) {
+/// `true` for an error event: an object whose first member is `error` (Gemini's and OpenAI's
+/// error events), or an `event: error`.
+fn is_error_event(block: &[u8]) -> bool {
+    let first_member_is_error = |data: &[u8]| {
+        let data = data.trim_ascii_start();
+        data.strip_prefix(b"{")
+            .is_some_and(|rest| rest.trim_ascii_start().starts_with(b"\"error\""))
+    };
+    match single_data_line(block) {
+        Some(data) => first_member_is_error(data),
+        None => SseEvent::parse(block).is_some_and(|event| {
+            event.event.as_deref() == Some("error") || first_member_is_error(event.data.as_bytes())
+        }),
+    }
+}
+
+/// Reads the usage of every complete event that mentions one, and notes error events.
+fn drain(decoder: &mut SseDecoder, last: &mut Option<TokenUsage>, failed: &mut bool) {
     while let Some(block) = decoder.next_block() {
+        if !*failed && is_error_event(&block) {
+            *failed = true;
+            continue;
+        }
         // Only events that mention usage are worth parsing.
         if SAGE.rfind(&block).is_none() {
             continue;
@@ -708,6 +746,36 @@ mod tests {
             tool_use_prompt: c[4],
             total: c[5],
         })
+    }
+
+    #[test]
+    fn an_error_event_marks_the_stream_failed() {
+        let sse = |body: &str| {
+            let mut tap = UsageTap::for_content_type(Some("text/event-stream"));
+            for piece in body.as_bytes().chunks(7) {
+                tap.observe(&Bytes::copy_from_slice(piece));
+            }
+            let usage = tap.finish();
+            (tap.saw_error_event(), usage)
+        };
+        let ok = format!("data: {GEMINI}\r\n\r\n");
+        assert_eq!(sse(&ok), (false, Some(GEMINI_USAGE)));
+        // "error" as text or a nested member is not an error event.
+        let nested = r#"data: {"candidates":[{"content":{"parts":[{"text":"\"error\": none"}]}}],"error_rate":1}"#;
+        assert!(!sse(&format!("{nested}\n\n")).0);
+        for failed in [
+            format!("data: {GEMINI}\r\n\r\ndata: {{\"error\":{{\"code\":500,\"message\":\"x\"}}}}\r\n\r\n"),
+            "data: { \"error\" : {\"message\":\"cut\",\"type\":\"server_error\"}}\n\n".to_owned(),
+            "event: error\ndata: cut\n\n".to_owned(),
+            "data: {\"error\":\n data: 1}\n\n".to_owned(),
+        ] {
+            assert!(sse(&failed).0, "{failed:?}");
+        }
+        // The usage before the failure still counts.
+        assert_eq!(
+            sse(&format!("data: {GEMINI}\n\ndata: {{\"error\":{{}}}}\n\n")).1,
+            Some(GEMINI_USAGE)
+        );
     }
 
     #[test]

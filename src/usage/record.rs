@@ -49,16 +49,21 @@ pub enum Completion {
     BodyError,
     /// The inner service failed without a response (the upstream could not be reached).
     NoResponse,
+    /// The body was delivered whole, but the stream carried an error event: it failed after
+    /// its `200` (the upstream broke off or refused mid-stream, or a pseudo stream's answer
+    /// failed).
+    ErrorEvent,
 }
 
 impl Completion {
-    /// `complete`, `client_gone`, `body_error` or `no_response`.
+    /// `complete`, `client_gone`, `body_error`, `no_response` or `error_event`.
     pub fn as_str(&self) -> &'static str {
         match self {
             Completion::Complete => "complete",
             Completion::ClientGone => "client_gone",
             Completion::BodyError => "body_error",
             Completion::NoResponse => "no_response",
+            Completion::ErrorEvent => "error_event",
         }
     }
 }

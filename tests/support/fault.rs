@@ -42,6 +42,9 @@ pub enum Fault {
     /// Streams (`alt=sse`) answer 200, send their first event, then an error event quoting the
     /// key, and end; other calls are served normally.
     StreamErrorQuotingKey,
+    /// The answer breaks off: a stream after its first event, any other answer half-way
+    /// through its body (the connection is cut, as when the upstream dies).
+    BreaksOff,
 }
 
 impl Fault {

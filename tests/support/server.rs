@@ -256,6 +256,8 @@ enum Verdict {
     Delay(std::time::Duration),
     /// Serve, but a stream ends with an error event quoting the key.
     StreamError,
+    /// Serve, but break the answer off.
+    BreakOff,
 }
 
 fn verdict(shared: &Shared, key: &str, route: &Route) -> Verdict {
@@ -286,6 +288,7 @@ fn verdict(shared: &Shared, key: &str, route: &Route) -> Verdict {
         Fault::Slow(delay) => Verdict::Delay(*delay),
         Fault::HtmlPageQuotingKey => Verdict::Answer(errors::html_page_quoting(key)),
         Fault::StreamErrorQuotingKey => Verdict::StreamError,
+        Fault::BreaksOff => Verdict::BreakOff,
     }
 }
 
@@ -300,13 +303,98 @@ async fn respond(
         return errors::unregistered_caller().response();
     };
     let mut stream_error = None;
+    let mut break_off = false;
     match verdict(shared, key, route) {
+        Verdict::BreakOff => break_off = true,
         Verdict::Serve => {}
         Verdict::Fail(error) => return error.response(),
         Verdict::Answer(res) => return res.map(Body::from),
         Verdict::Delay(delay) => tokio::time::sleep(delay).await,
         Verdict::StreamError => stream_error = Some(errors::stream_error_quoting(key)),
     }
+    if break_off {
+        let res = answer(shared, route, parts, body, None).await;
+        return broken(res).await;
+    }
+    answer(shared, route, parts, body, stream_error).await
+}
+
+/// `res` cut off: a stream after its first frame, any other body after half of it.
+async fn broken(res: Response) -> Response {
+    use http_body_util::BodyExt;
+    let (parts, mut body) = res.into_parts();
+    let streamed = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    let first: Bytes = if streamed {
+        match body.frame().await {
+            Some(Ok(frame)) => frame.into_data().unwrap_or_default(),
+            _ => Bytes::new(),
+        }
+    } else {
+        let all = body
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default();
+        all.slice(..all.len() / 2)
+    };
+    let frames: Vec<Result<Bytes, std::io::Error>> = vec![
+        Ok(first),
+        Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "the mock broke the answer off",
+        )),
+    ];
+    let body = Frames {
+        frames: frames.into(),
+        // The head and what came before leave the mock before the connection is cut, as they
+        // do when a real upstream dies mid-answer (hyper drops unsent bytes on a body error).
+        pause: Some(Box::pin(tokio::time::sleep(
+            std::time::Duration::from_millis(50),
+        ))),
+    };
+    let mut out = Response::from_parts(parts, Body::new(body));
+    out.headers_mut().remove(header::CONTENT_LENGTH);
+    out
+}
+
+/// A body of these frames, one after another, with a pause before an error (which ends it).
+struct Frames {
+    frames: std::collections::VecDeque<Result<Bytes, std::io::Error>>,
+    pause: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl http_body::Body for Frames {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
+        if self.frames.front().is_some_and(Result::is_err) {
+            if let Some(pause) = self.pause.as_mut() {
+                std::task::ready!(std::future::Future::poll(pause.as_mut(), cx));
+                self.pause = None;
+            }
+        }
+        std::task::Poll::Ready(
+            self.frames
+                .pop_front()
+                .map(|r| r.map(http_body::Frame::data)),
+        )
+    }
+}
+
+async fn answer(
+    shared: &Shared,
+    route: &Route,
+    parts: &Parts,
+    body: &Bytes,
+    stream_error: Option<Value>,
+) -> Response {
     match route {
         Route::Unknown => errors::path_not_found(parts.uri.path()).response(),
         Route::ListModels { .. } => json(StatusCode::OK, &replies::model_list()),

@@ -413,9 +413,8 @@ async fn handle(State(app): State<Arc<App>>, req: Request<Body>) -> Response<Bod
         // nothing was a 502).
         _ if head_request => response,
         Some(shape) => models::rewrite_list(&live.models, shape, response).await,
-        // A streamed route passes through as it comes, SSE or Gemini's JSON-array stream.
-        None if path.contains("streamGenerateContent") => response,
-        None => whole_answer::whole(flavor, response).await,
+        // Non-streamed answers were made whole inside the stack (`WholeAnswerLayer`).
+        None => response,
     };
     let key = response.extensions().get::<KeyId>().map(KeyId::mask);
     request_line::RequestLine {

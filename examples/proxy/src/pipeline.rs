@@ -1,10 +1,14 @@
 //! The layer stacks the proxy serves with: one for Gemini's own API, one for OpenAI's.
 //!
 //! ```text
-//! Gemini:  PseudoStream → StreamOptimizer → Usage → ParamFilter → DefaultSafety → Retry → KeyRotation → Decode → upstream
-//! OpenAI:  PseudoStream → StreamOptimizer → Usage → ParamFilter → OpenAi → Retry → KeyRotation → Decode → upstream
-//! /openai: PseudoStream → StreamOptimizer → Usage → ParamFilter →           Retry → KeyRotation(Bearer) → Decode → upstream's OpenAI endpoint
+//! Gemini:  Usage → WholeAnswer → PseudoStream → StreamOptimizer → ParamFilter → DefaultSafety → Retry → KeyRotation → Decode → upstream
+//! OpenAI:  Usage → WholeAnswer → PseudoStream → StreamOptimizer → ParamFilter → OpenAi → Retry → KeyRotation → Decode → upstream
+//! /openai: Usage → WholeAnswer → PseudoStream → StreamOptimizer → ParamFilter →           Retry → KeyRotation(Bearer) → Decode → upstream's OpenAI endpoint
 //! ```
+//!
+//! `Usage` is outermost so that a request's record is what the client got: the `200` and error
+//! event of a pseudo stream, the `502` of an answer that broke off (`WholeAnswer`), the tokens of
+//! the events the client read.
 //!
 //! `Decode` asks the upstream for gzip and decodes whatever compressed answer comes back, so
 //! every layer above reads (and the client gets) plain bytes.
@@ -29,6 +33,7 @@ use tower::util::BoxCloneSyncService;
 use tower::ServiceBuilder;
 
 use crate::settings::Settings;
+use crate::whole_answer::WholeAnswerLayer;
 
 /// A stack as the handler sees it. The error keeps its cause's `source()` chain (see
 /// [`crate::upstream`]), which the handler classifies as 504 or 502.
@@ -57,9 +62,11 @@ pub struct Stacks {
 pub fn build(settings: &Settings, parts: &Parts) -> Stacks {
     let gemini = ServiceBuilder::new()
         .map_response(|res: Response<_>| res.map(Body::new))
+        .layer(usage(settings, parts))
+        .layer(WholeAnswerLayer)
+        .map_response(|res: Response<_>| res.map(Body::new))
         .layer(pseudo_stream(settings))
         .layer(optimizer(settings))
-        .layer(usage(settings, parts))
         .layer(ParamFilterLayer::new())
         .layer(crate::safety::DefaultSafetyLayer::from_settings(settings))
         .layer(retry(settings))
@@ -68,9 +75,11 @@ pub fn build(settings: &Settings, parts: &Parts) -> Stacks {
         .service(parts.upstream.clone());
     let openai = ServiceBuilder::new()
         .map_response(|res: Response<_>| res.map(Body::new))
+        .layer(usage(settings, parts))
+        .layer(WholeAnswerLayer)
+        .map_response(|res: Response<_>| res.map(Body::new))
         .layer(pseudo_stream(settings))
         .layer(optimizer(settings))
-        .layer(usage(settings, parts))
         .layer(ParamFilterLayer::new())
         // BASE_URL carries the API version; the OpenAI layer sends `/models/...` below it.
         .layer(
@@ -84,9 +93,11 @@ pub fn build(settings: &Settings, parts: &Parts) -> Stacks {
         .service(parts.upstream.clone());
     let passthrough = ServiceBuilder::new()
         .map_response(|res: Response<_>| res.map(Body::new))
+        .layer(usage(settings, parts))
+        .layer(WholeAnswerLayer)
+        .map_response(|res: Response<_>| res.map(Body::new))
         .layer(pseudo_stream(settings))
         .layer(optimizer(settings))
-        .layer(usage(settings, parts))
         .layer(ParamFilterLayer::new())
         .layer(retry(settings))
         .layer(KeyRotationLayer::new(parts.pool.clone()).placement(KeyPlacement::BearerToken))

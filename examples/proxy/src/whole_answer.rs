@@ -95,6 +95,85 @@ pub async fn whole(flavor: ApiFlavor, response: Response<Body>) -> Response<Body
     Response::from_parts(parts, Body::from(bytes))
 }
 
+/// Applies [`whole`] inside a stack, below the usage layer, so that the request's record says
+/// what the client got (a `502` for an answer that broke off, not the upstream's `200`).
+///
+/// Streamed routes (`streamGenerateContent`, SSE answers) and answers to `HEAD` pass through.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WholeAnswerLayer;
+
+impl<S> tower::Layer<S> for WholeAnswerLayer {
+    type Service = WholeAnswer<S>;
+
+    fn layer(&self, inner: S) -> WholeAnswer<S> {
+        WholeAnswer { inner }
+    }
+}
+
+/// See [`WholeAnswerLayer`].
+#[derive(Debug, Clone)]
+pub struct WholeAnswer<S> {
+    inner: S,
+}
+
+type WholeFuture<E> = Pin<Box<dyn std::future::Future<Output = Result<Response<Body>, E>> + Send>>;
+
+impl<S, ReqBody> tower::Service<axum::http::Request<ReqBody>> for WholeAnswer<S>
+where
+    S: tower::Service<axum::http::Request<ReqBody>, Response = Response<Body>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = WholeAnswerFuture<S::Future, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: axum::http::Request<ReqBody>) -> Self::Future {
+        let streamed = req.method() == axum::http::Method::HEAD
+            || req.uri().path().contains("streamGenerateContent");
+        let flavor = ApiFlavor::of(&req);
+        let future = self.inner.call(req);
+        if streamed {
+            return WholeAnswerFuture::Passing { future };
+        }
+        WholeAnswerFuture::Collecting {
+            future: Box::pin(async move {
+                let response = future.await?;
+                Ok(whole(flavor, response).await)
+            }),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Response future of [`WholeAnswer`]: the inner future as it is, or collecting its answer.
+    #[project = WholeAnswerProj]
+    pub enum WholeAnswerFuture<F, E> {
+        /// A stream or an answer to `HEAD`.
+        Passing { #[pin] future: F },
+        /// A non-streamed answer, collected whole.
+        Collecting { future: WholeFuture<E> },
+    }
+}
+
+impl<F, E> std::future::Future for WholeAnswerFuture<F, E>
+where
+    F: std::future::Future<Output = Result<Response<Body>, E>>,
+{
+    type Output = Result<Response<Body>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            WholeAnswerProj::Passing { future } => future.poll(cx),
+            WholeAnswerProj::Collecting { future } => future.as_mut().poll(cx),
+        }
+    }
+}
+
 fn is_event_stream(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)

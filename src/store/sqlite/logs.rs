@@ -203,7 +203,7 @@ pub struct RequestEntry {
     pub ttfb_ms: Option<u64>,
     /// An SSE response.
     pub streamed: bool,
-    /// `complete`, `client_gone` or `body_error`.
+    /// `complete`, `client_gone`, `body_error`, `no_response` or `error_event`.
     pub completion: String,
     /// Tokens.
     pub tokens: super::stats::Tokens,
