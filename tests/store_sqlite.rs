@@ -604,9 +604,18 @@ fn settings_are_kept_and_refuse_keys() {
         .set_setting("API_KEYS", &format!("[\"{}\"]", key(1)))
         .unwrap_err();
     assert!(err.to_string().contains("API key"), "{err}");
+    store
+        .set_setting(
+            "CUSTOM_HEADERS",
+            r#"{"x-relay-auth":"relay-credential-0123"}"#,
+        )
+        .unwrap();
     assert!(store.delete_setting("MAX_RETRIES").unwrap());
     assert!(!store.delete_setting("MAX_RETRIES").unwrap());
+    // A deleted value leaves no copy in the file (a secret an older version kept here).
+    assert!(store.delete_setting("CUSTOM_HEADERS").unwrap());
     store.shutdown().unwrap();
+    assert!(!contains(&database_bytes(&path), "relay-credential-0123"));
 
     let store = SqliteStore::open(&path).unwrap();
     let settings = store.settings().unwrap();

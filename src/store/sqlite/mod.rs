@@ -554,13 +554,24 @@ impl SqliteStore {
         })
     }
 
-    /// Deletes a setting; `true` if it existed.
+    /// Deletes a setting; `true` if it existed. The row's bytes are overwritten, not only
+    /// unlinked (`secure_delete`): a value that should not have been kept here (a secret an
+    /// older version stored) leaves no copy in the file.
     pub fn delete_setting(&self, name: &str) -> Result<bool, StoreError> {
         let name = name.to_owned();
         self.exec(move |conn| {
-            conn.execute("DELETE FROM settings WHERE name = ?1", [&name])
+            conn.pragma_update(None, "secure_delete", true)
+                .map_err(sql_error("enabling secure_delete"))?;
+            let deleted = conn
+                .execute("DELETE FROM settings WHERE name = ?1", [&name])
                 .map(|n| n > 0)
-                .map_err(sql_error(format!("deleting setting {name}")))
+                .map_err(sql_error(format!("deleting setting {name}")));
+            let restored = conn
+                .pragma_update(None, "secure_delete", false)
+                .map_err(sql_error("disabling secure_delete"));
+            let deleted = deleted?;
+            restored?;
+            Ok(deleted)
         })
     }
 
