@@ -12,12 +12,15 @@
 
 mod admin;
 mod auth;
+mod auth_limit;
+mod client_addr;
 mod config;
 mod dotenv;
 mod images;
 mod log_writer;
 mod models;
 mod pipeline;
+mod private_files;
 mod recheck;
 mod request_line;
 mod safety;
@@ -50,6 +53,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{reload, EnvFilter};
 
 use crate::auth::Placement;
+use crate::auth_limit::{Blocked, Surface};
 use crate::config::Config;
 use crate::models::ListShape;
 use crate::secrets::SecretsFile;
@@ -129,6 +133,16 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
 
     let base = config.settings;
     let db_path = format!("data/{}.db", base.text("SQLITE_DATABASE"));
+    let secrets = SecretsFile::new(format!(
+        "data/{}.secrets.json",
+        base.text("SQLITE_DATABASE")
+    ));
+    private_files::prepare(
+        std::path::Path::new("data"),
+        std::path::Path::new(&db_path),
+        &[secrets.path()],
+    )
+    .map_err(|e| format!("SQLITE_DATABASE ({db_path}): {e}"))?;
     let days = |enabled: &str, days: &str| {
         base.bool(enabled)
             .then(|| u32::try_from(base.int(days)).unwrap_or(u32::MAX))
@@ -153,12 +167,20 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         .open()
         .map_err(|e| format!("SQLITE_DATABASE ({db_path}): {e}"))?;
 
+    // Settings that became secrets (CUSTOM_HEADERS) leave the database for the secrets file.
+    let moved = secrets::adopt_from_database(&secrets, &store, |name| {
+        settings::find(name).is_some_and(|d| d.kind.is_secret())
+    })?;
+    if !moved.is_empty() {
+        tracing::info!(
+            settings = %moved.join(", "),
+            file = %secrets.path().display(),
+            "moved secret settings out of the database into the secrets file"
+        );
+    }
+
     // Changes made through the admin API win over the environment, as in Gemini-Balance:
     // secrets from the secrets file, everything else from the database.
-    let secrets = SecretsFile::new(format!(
-        "data/{}.secrets.json",
-        base.text("SQLITE_DATABASE")
-    ));
     let mut settings = base.clone();
     for (name, raw) in secrets.load()? {
         match settings::find(&name) {
@@ -235,6 +257,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         tracing::warn!("neither ALLOWED_TOKENS nor AUTH_TOKEN is set: every API request will be refused with 401");
     }
     recheck::spawn(app.clone());
+    auth_limit::spawn_sweeper(app.auth_limit.clone());
 
     // The web admin (login, pages, assets); its sessions open with the live AUTH_TOKEN, and
     // the admin API accepts them.
@@ -247,6 +270,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             let live = token_app.live();
             (!live.admin.is_empty()).then(|| live.admin.accepts_token(token.as_bytes()))
         }),
+        app.auth_limit.clone(),
     );
     let admin = admin::router(admin::AdminState {
         app: app.clone(),
@@ -321,8 +345,14 @@ async fn handle(State(app): State<Arc<App>>, req: Request<Body>) -> Response<Bod
             &format!("no route for {path}"),
         );
     }
+    // A guessing address is refused before its token is checked (see auth_limit).
+    let address = app.auth_limit.client(req.extensions(), req.headers());
+    if let Err(blocked) = app.auth_limit.admit(address, Surface::Api, &path) {
+        return too_many(flavor, blocked);
+    }
     let Some((client, placement)) = live.tokens.accepted(&req) else {
-        tracing::info!(route = %path, status = 401, "request refused: no valid client token");
+        app.auth_limit
+            .refused(address, Surface::Api, &path, "no valid client token");
         return local(
             flavor,
             StatusCode::UNAUTHORIZED,
@@ -480,6 +510,16 @@ fn health(app: &App) -> Response<Body> {
 
 fn local(flavor: ApiFlavor, status: StatusCode, message: &str) -> Response<Body> {
     error_response(flavor, status, message).map(Body::from)
+}
+
+/// `429` with `Retry-After`, in the error format of the client's API.
+fn too_many(flavor: ApiFlavor, blocked: Blocked) -> Response<Body> {
+    let mut res = local(flavor, StatusCode::TOO_MANY_REQUESTS, &blocked.message());
+    res.headers_mut().insert(
+        axum::http::header::RETRY_AFTER,
+        axum::http::HeaderValue::from(blocked.retry_after_secs()),
+    );
+    res
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! The secrets file: where runtime changes to secret settings (API_KEYS, ALLOWED_TOKENS,
-//! AUTH_TOKEN, …) are kept, because the database never holds a secret.
+//! AUTH_TOKEN, PROXIES, CUSTOM_HEADERS, …) are kept, because the database never holds a secret.
 //!
 //! A JSON object of setting name → text value (the `.env` form), next to the database, readable
 //! by its owner only (mode 0600), replaced atomically (write, sync, rename) so a crash leaves the
@@ -58,12 +58,41 @@ impl SecretsFile {
             #[cfg(unix)]
             std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
             let mut file = options.open(&tmp)?;
+            // A temporary file left by a crash keeps its mode when reopened: set it again.
+            #[cfg(unix)]
+            file.set_permissions(
+                <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600),
+            )?;
             file.write_all(text.as_bytes())?;
             file.sync_all()?;
             std::fs::rename(&tmp, &self.path)
         };
         write().map_err(|e| format!("{}: {e}", self.path.display()))
     }
+}
+
+/// Moves the settings an older version kept in the database's settings table that are secrets
+/// now (CUSTOM_HEADERS) into the secrets file; returns their names. A value already in the file
+/// wins. The row is deleted once the file has the value (so a crash in between loses nothing),
+/// and its bytes with it (see `SqliteStore::delete_setting`).
+pub fn adopt_from_database(
+    file: &SecretsFile,
+    store: &gemini_balance::store::SqliteStore,
+    is_secret: impl Fn(&str) -> bool,
+) -> Result<Vec<String>, String> {
+    let failed = |e: gemini_balance::store::StoreError| format!("the settings table: {e}");
+    let mut moved = Vec::new();
+    for row in store.settings().map_err(failed)? {
+        if !is_secret(&row.name) {
+            continue;
+        }
+        if !file.load()?.contains_key(&row.name) {
+            file.store(&row.name, Some(&row.value))?;
+        }
+        store.delete_setting(&row.name).map_err(failed)?;
+        moved.push(row.name);
+    }
+    Ok(moved)
 }
 
 #[cfg(test)]

@@ -9,12 +9,13 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{Request, Response};
 use axum::Router;
 use hyper::body::Incoming;
@@ -62,7 +63,11 @@ pub async fn serve(
     router: Router,
     shutdown: impl Future<Output = ()>,
 ) {
-    let dispatch = Dispatch { app, router };
+    let dispatch = Dispatch {
+        app,
+        router,
+        peer: None,
+    };
     // A thread's runtime also runs the connection tasks of the upstream clients it opened
     // (reqwest's, for PROXIES and image URLs, are shared by all threads): each runtime lives on
     // until every thread has drained, so no thread's requests lose a connection under them.
@@ -162,8 +167,12 @@ async fn serve_shard(
         let Ok(stream) = tokio::net::TcpStream::from_std(stream) else {
             continue;
         };
+        let service = Dispatch {
+            peer: stream.peer_addr().ok(),
+            ..dispatch.clone()
+        };
         let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), dispatch.clone())
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
@@ -189,11 +198,14 @@ async fn accept_failed(e: std::io::Error) {
     tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
-/// One connection's service: the API routes to the handler, the rest to the router.
+/// One connection's service: the API routes to the handler, the rest to the router. Every
+/// request carries the connection's peer as `ConnectInfo<SocketAddr>` (failed
+/// authentications are counted per client address).
 #[derive(Clone)]
 struct Dispatch {
     app: Arc<App>,
     router: Router,
+    peer: Option<SocketAddr>,
 }
 
 type DispatchFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
@@ -204,7 +216,10 @@ impl hyper::service::Service<Request<Incoming>> for Dispatch {
     type Future = DispatchFuture;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
-        let req = req.map(Body::new);
+        let mut req = req.map(Body::new);
+        if let Some(peer) = self.peer {
+            req.extensions_mut().insert(ConnectInfo(peer));
+        }
         if crate::is_api_path(req.uri().path()) {
             let app = self.app.clone();
             Box::pin(async move { Ok(crate::handle(State(app), req).await) })

@@ -26,6 +26,8 @@ pub enum Kind {
     SecretList,
     /// A JSON object.
     Object,
+    /// A JSON object whose values are secrets (its names are shown, its values masked).
+    SecretObject,
     /// A JSON list of objects (SAFETY_SETTINGS).
     ObjectList,
     /// One of a fixed set of words.
@@ -44,6 +46,7 @@ impl Kind {
             Kind::List => "list",
             Kind::SecretList => "secret list",
             Kind::Object => "object",
+            Kind::SecretObject => "secret object",
             Kind::ObjectList => "list of objects",
             Kind::Choice(_) => "choice",
         }
@@ -51,7 +54,7 @@ impl Kind {
 
     /// `true` for secrets.
     pub fn is_secret(&self) -> bool {
-        matches!(self, Kind::Secret | Kind::SecretList)
+        matches!(self, Kind::Secret | Kind::SecretList | Kind::SecretObject)
     }
 }
 
@@ -175,6 +178,33 @@ pub const DEFS: &[Def] = &[
         "Admin token (also accepted as a client token); defaults to the first ALLOWED_TOKENS",
     ),
     def(
+        "AUTH_FAILURE_BURST",
+        Kind::Int {
+            min: 0,
+            max: 1_000_000,
+        },
+        "10",
+        "Keys",
+        "Failed authentications one client address may make in a row before it is answered 429 (0: no limit; not a Gemini-Balance setting)",
+    ),
+    def(
+        "AUTH_FAILURE_REFILL_SECONDS",
+        Kind::Int {
+            min: 1,
+            max: 86_400,
+        },
+        "6",
+        "Keys",
+        "After that, one more failed authentication is allowed every this many seconds (not a Gemini-Balance setting)",
+    ),
+    def(
+        "TRUSTED_PROXIES",
+        Kind::List,
+        "[]",
+        "Keys",
+        "Reverse proxies in front of this one (addresses or ranges such as 127.0.0.1, 10.0.0.0/8) whose X-Forwarded-For names the client (not a Gemini-Balance setting)",
+    ),
+    def(
         "MAX_FAILURES",
         INT,
         "3",
@@ -243,10 +273,10 @@ pub const DEFS: &[Def] = &[
     ),
     def(
         "CUSTOM_HEADERS",
-        Kind::Object,
+        Kind::SecretObject,
         "{}",
         "Upstream",
-        "Extra headers sent upstream",
+        "Extra headers sent upstream (a secret: they often carry a relay's credentials)",
     ),
     def(
         "PROXIES",
@@ -595,8 +625,19 @@ impl fmt::Display for Invalid {
 
 impl std::error::Error for Invalid {}
 
-/// Reads a setting's text form (from `.env`, the environment or the database) into JSON.
+/// Reads a setting's text form (from `.env`, the environment, the database or the secrets
+/// file) into JSON.
 pub fn parse(def: &Def, raw: &str) -> Result<Value, Invalid> {
+    let value = parse_text(def, raw)?;
+    value_rules(def, &value).map_err(|expected| Invalid {
+        name: def.name.to_owned(),
+        expected,
+    })?;
+    Ok(value)
+}
+
+/// The text form read by the setting's kind.
+fn parse_text(def: &Def, raw: &str) -> Result<Value, Invalid> {
     let invalid = |expected: String| Invalid {
         name: def.name.to_owned(),
         expected,
@@ -639,7 +680,7 @@ pub fn parse(def: &Def, raw: &str) -> Result<Value, Invalid> {
                 "a JSON list of strings such as [\"a\",\"b\"], or a comma-separated list ({e})"
             ))
         }),
-        Kind::Object => {
+        Kind::Object | Kind::SecretObject => {
             match serde_json::from_str::<Value>(if raw.is_empty() { "{}" } else { raw }) {
                 Ok(v @ Value::Object(_)) => Ok(v),
                 _ => Err(invalid(
@@ -658,18 +699,209 @@ pub fn parse(def: &Def, raw: &str) -> Result<Value, Invalid> {
     }
 }
 
-/// Checks a JSON value (from the admin API) against a setting, normalising what is lossless.
+/// Checks a JSON value from the admin API against a setting and returns it normalised.
+///
+/// Stricter than the text form of `.env`: the value must already have the JSON type of the
+/// setting's kind (`5`, not `"5"`; `["a"]`, not `"a"` or `42`; `true`, not `"yes"`), be in range,
+/// and follow the setting's own rules (see [`admin_rules`]). Messages never repeat a secret.
 pub fn check(def: &Def, value: &Value) -> Result<Value, Invalid> {
-    match value {
-        Value::String(s) => parse(def, s),
-        Value::Bool(b) if def.kind == Kind::Bool => Ok(json!(b)),
-        Value::Number(_) => parse(def, &value.to_string()),
-        Value::Array(_) | Value::Object(_) => parse(def, &value.to_string()),
-        _ => Err(Invalid {
-            name: def.name.to_owned(),
-            expected: format!("a {} value", def.kind.name()),
-        }),
+    let invalid = |expected: String| Invalid {
+        name: def.name.to_owned(),
+        expected,
+    };
+    let typed = typed(def, value).map_err(invalid)?;
+    value_rules(def, &typed)
+        .and_then(|()| admin_rules(def, &typed))
+        .map_err(invalid)?;
+    Ok(typed)
+}
+
+/// `value` if it has the JSON type of the setting's kind (normalised: text trimmed, blank list
+/// entries dropped, choices in lower case), else what was expected.
+fn typed(def: &Def, value: &Value) -> Result<Value, String> {
+    let expected = match def.kind {
+        Kind::Bool => "true or false".to_owned(),
+        Kind::Int { min, max } if max == i64::MAX => format!("a whole number of at least {min}"),
+        Kind::Int { min, max } => format!("a whole number from {min} to {max}"),
+        Kind::Float { min, max } => format!("a number from {min} to {max}"),
+        Kind::Text | Kind::Secret => "a string".to_owned(),
+        Kind::Choice(words) => format!("one of {}", words.join(", ")),
+        Kind::List | Kind::SecretList => "a JSON list of strings such as [\"a\", \"b\"]".to_owned(),
+        Kind::Object => "a JSON object such as {\"name\": \"value\"}".to_owned(),
+        Kind::SecretObject => "a JSON object of strings such as {\"name\": \"value\"}".to_owned(),
+        Kind::ObjectList => "a JSON list of objects".to_owned(),
+    };
+    let got = |what: &str| format!("{expected}, got {what}");
+    match (def.kind, value) {
+        (_, Value::Null) => Err(got(&format!(
+            "null (DELETE /api/config/{} forgets a change)",
+            def.name
+        ))),
+        (Kind::Bool, Value::Bool(b)) => Ok(json!(b)),
+        (Kind::Int { min, max }, Value::Number(n)) => match whole(n) {
+            Some(i) if (min..=max).contains(&i) => Ok(json!(i)),
+            _ => Err(got(&n.to_string())),
+        },
+        (Kind::Float { min, max }, Value::Number(n)) => match n.as_f64() {
+            Some(x) if x.is_finite() && (min..=max).contains(&x) => Ok(json!(x)),
+            _ => Err(got(&n.to_string())),
+        },
+        (Kind::Text | Kind::Secret, Value::String(s)) => Ok(json!(s.trim())),
+        (Kind::Choice(words), Value::String(s)) => {
+            let lower = s.trim().to_ascii_lowercase();
+            match words.iter().find(|w| **w == lower) {
+                Some(w) => Ok(json!(w)),
+                None => Err(got(&format!("{s:?}"))),
+            }
+        }
+        (Kind::List | Kind::SecretList, Value::Array(items)) => {
+            let mut list = Vec::with_capacity(items.len());
+            for (i, item) in items.iter().enumerate() {
+                match item {
+                    Value::String(s) if s.trim().is_empty() => {}
+                    Value::String(s) => list.push(json!(s.trim())),
+                    other => return Err(got(&format!("entry #{} as {}", i + 1, json_type(other)))),
+                }
+            }
+            Ok(Value::Array(list))
+        }
+        (Kind::Object, Value::Object(_)) => Ok(value.clone()),
+        (Kind::SecretObject, Value::Object(map)) => {
+            match map.iter().find(|(_, v)| !v.is_string()) {
+                Some((name, v)) => Err(got(&format!("{} for {name:?}", json_type(v)))),
+                None => Ok(value.clone()),
+            }
+        }
+        (Kind::ObjectList, Value::Array(items)) => {
+            match items.iter().position(|item| !item.is_object()) {
+                Some(i) => Err(got(&format!(
+                    "entry #{} as {}",
+                    i + 1,
+                    json_type(&items[i])
+                ))),
+                None => Ok(value.clone()),
+            }
+        }
+        (_, other) => Err(got(json_type(other))),
     }
+}
+
+/// A JSON number that is a whole number (`5` or `5.0`).
+fn whole(n: &serde_json::Number) -> Option<i64> {
+    n.as_i64().or_else(|| {
+        n.as_f64()
+            .filter(|x| x.fract() == 0.0 && x.abs() < 9.0e18)
+            .map(|x| x as i64)
+    })
+}
+
+/// What a JSON value is, without its content (which may be a secret).
+fn json_type(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Rules beyond the type that hold wherever a value comes from (`.env`, the database, the
+/// secrets file, the admin API): values the proxy could not use at all.
+fn value_rules(def: &Def, value: &Value) -> Result<(), String> {
+    match def.name {
+        "TRUSTED_PROXIES" => {
+            let entries = strings(value);
+            crate::client_addr::TrustedProxies::parse(&entries).map(drop)
+        }
+        "CUSTOM_HEADERS" => {
+            for (name, v) in value.as_object().into_iter().flatten() {
+                if axum::http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                    return Err(format!("header names, and {name:?} is not one"));
+                }
+                if axum::http::HeaderValue::from_str(&to_text(v)).is_err() {
+                    return Err(format!(
+                        "header values, and the value of {name:?} is not one (printable text on one line)"
+                    ));
+                }
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Rules for values set through the admin API, on top of [`value_rules`]: a change made while
+/// running must not lock the admin out or break every request (`.env` keeps the Python server's
+/// leniency).
+fn admin_rules(def: &Def, value: &Value) -> Result<(), String> {
+    let each = |rule: &dyn Fn(&str) -> Result<(), String>| {
+        strings(value)
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, item)| rule(item).map_err(|e| format!("{e} (entry #{})", i + 1)))
+    };
+    match def.name {
+        "AUTH_TOKEN" => token(value.as_str().unwrap_or_default()),
+        "ALLOWED_TOKENS" => each(&token),
+        "API_KEYS" => each(&|raw| {
+            gemini_balance::keys::ApiKey::new(raw)
+                .map(drop)
+                .map_err(|e| format!("API keys: {e}"))
+        }),
+        "PROXIES" => each(&crate::upstream::check_proxy),
+        "THINKING_BUDGET_MAP" => {
+            for (model, budget) in value.as_object().into_iter().flatten() {
+                if !budget.as_number().and_then(whole).is_some_and(|b| b >= -1) {
+                    let has = match budget {
+                        Value::Number(n) => n.to_string(),
+                        other => json_type(other).to_owned(),
+                    };
+                    return Err(format!(
+                        "thinking budgets as whole numbers of at least -1 (-1: dynamic), and {model:?} has {has}"
+                    ));
+                }
+            }
+            Ok(())
+        }
+        "SAFETY_SETTINGS" => {
+            let items = value.as_array().map(Vec::as_slice).unwrap_or_default();
+            match items.iter().position(|item| {
+                !(item.get("category").is_some_and(Value::is_string)
+                    && item.get("threshold").is_some_and(Value::is_string))
+            }) {
+                Some(i) => Err(format!(
+                    "objects with a \"category\" and a \"threshold\" string (entry #{} is not one)",
+                    i + 1
+                )),
+                None => Ok(()),
+            }
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A client or admin token set while running: it must be sendable as a header and in `?key=`.
+fn token(token: &str) -> Result<(), String> {
+    if token.is_empty() {
+        return Err("a token that is not empty".to_owned());
+    }
+    if !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("a token of printable ASCII without spaces".to_owned());
+    }
+    Ok(())
+}
+
+/// The strings of a list value.
+fn strings(value: &Value) -> Vec<String> {
+    value
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(str::to_owned)
+        .collect()
 }
 
 /// A list in the Python server's format (`["a","b"]`), or a comma-separated list (`a,b`).
@@ -915,12 +1147,18 @@ pub fn to_text(value: &Value) -> String {
     }
 }
 
-/// Masks secrets for display: `sk-a…9f3c`; lists are masked item by item.
+/// Masks secrets for display: `sk-a…9f3c`; lists are masked item by item, objects value by value.
 pub fn mask_value(value: &Value) -> Value {
     match value {
         Value::String(s) if s.is_empty() => json!(""),
         Value::String(s) => json!(gemini_balance::keys::mask(s)),
         Value::Array(items) => Value::Array(items.iter().map(mask_value).collect()),
+        // A secret object (CUSTOM_HEADERS): the names are shown, the values masked.
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(name, v)| (name.clone(), mask_value(&json!(to_text(v)))))
+                .collect(),
+        ),
         other => other.clone(),
     }
 }
@@ -1020,7 +1258,7 @@ mod tests {
         assert_eq!(s.set("MAX_RETRIES", &json!(5)).unwrap(), json!(5));
         assert_eq!(s.source("MAX_RETRIES"), Source::Database);
         assert_eq!(
-            s.set("FAKE_STREAM_ENABLED", &json!("yes")).unwrap(),
+            s.set("FAKE_STREAM_ENABLED", &json!(true)).unwrap(),
             json!(true)
         );
         assert!(s.set("MAX_RETRIES", &json!("lots")).is_err());
@@ -1039,6 +1277,27 @@ mod tests {
         let (base, _) = Settings::from_vars(&HashMap::new()).unwrap();
         assert_eq!(s.revert("MAX_RETRIES", &base).unwrap(), json!(3));
         assert_eq!(s.source("MAX_RETRIES"), Source::Default);
+        // CUSTOM_HEADERS is a secret: names shown, values masked, kept in the secrets file.
+        s.set(
+            "CUSTOM_HEADERS",
+            &json!({"x-relay-auth": "Bearer relay-credential-1234", "x-tag": "a"}),
+        )
+        .unwrap();
+        assert_eq!(
+            s.with_source(Source::SecretsFile),
+            ["ALLOWED_TOKENS", "CUSTOM_HEADERS"]
+        );
+        let described = s.describe();
+        let headers = described
+            .iter()
+            .find(|d| d["name"] == "CUSTOM_HEADERS")
+            .unwrap();
+        assert_eq!(
+            headers["value"],
+            json!({"x-relay-auth": "Bear…1234", "x-tag": "…"})
+        );
+        assert_eq!(headers["secret"], true);
+        assert_eq!(headers["type"], "secret object");
         // What is stored reads back as the same value.
         for (name, value) in [
             ("CUSTOM_HEADERS", json!({"x-a": "1"})),
@@ -1052,5 +1311,111 @@ mod tests {
         }
         assert_eq!(to_text(&json!(["a", "b"])), r#"["a","b"]"#);
         assert_eq!(to_text(&json!("plain")), "plain");
+    }
+
+    #[test]
+    fn admin_changes_must_have_the_settings_json_type() {
+        // (setting, value, what the message must say): every one is refused.
+        let refused = [
+            // The examples of issue 14.
+            ("API_KEYS", json!({"a": 1}), "got an object"),
+            ("ALLOWED_TOKENS", json!(42), "got a number"),
+            ("AUTH_TOKEN", json!(""), "not empty"),
+            // Text forms are for .env, not for JSON.
+            ("MAX_RETRIES", json!("5"), "got a string"),
+            ("FAKE_STREAM_ENABLED", json!("yes"), "got a string"),
+            ("FAKE_STREAM_ENABLED", json!(1), "got a number"),
+            ("SEARCH_MODELS", json!("a,b"), "got a string"),
+            ("CUSTOM_HEADERS", json!("{\"x-a\": \"1\"}"), "got a string"),
+            // Ranges.
+            ("MAX_RETRIES", json!(0), "from 1 to 20"),
+            ("MAX_RETRIES", json!(2.5), "got 2.5"),
+            ("STREAM_MIN_DELAY", json!(2), "from 0 to 1"),
+            ("PORT", json!(1), "restart"),
+            // Lists, maps and their entries.
+            ("SEARCH_MODELS", json!(["a", 1]), "entry #2 as a number"),
+            ("API_KEYS", json!(["AIza ok"]), "entry #1"),
+            ("ALLOWED_TOKENS", json!(["good", "has space"]), "entry #2"),
+            ("AUTH_TOKEN", json!(42), "got a number"),
+            ("AUTH_TOKEN", json!("tab\there"), "printable"),
+            ("PROXIES", json!(["ftp://relay"]), "entry #1"),
+            ("TRUSTED_PROXIES", json!(["localhost"]), "entry #1"),
+            ("CUSTOM_HEADERS", json!({"x-a": 1}), "a number for \"x-a\""),
+            ("CUSTOM_HEADERS", json!({"bad name": "1"}), "\"bad name\""),
+            (
+                "CUSTOM_HEADERS",
+                json!({"x-a": "line\nbreak"}),
+                "value of \"x-a\"",
+            ),
+            (
+                "THINKING_BUDGET_MAP",
+                json!({"m": "1024"}),
+                "\"m\" has a string",
+            ),
+            ("THINKING_BUDGET_MAP", json!({"m": -2}), "at least -1"),
+            ("THINKING_BUDGET_MAP", json!([]), "got a list"),
+            ("SAFETY_SETTINGS", json!([{"category": "X"}]), "entry #1"),
+            ("SAFETY_SETTINGS", json!([1]), "entry #1 as a number"),
+            ("LOG_LEVEL", json!("loud"), "one of error"),
+            ("MAX_RETRIES", Value::Null, "DELETE /api/config/MAX_RETRIES"),
+        ];
+        for (name, value, says) in refused {
+            let err = check(find(name).unwrap(), &value)
+                .and_then(|_| {
+                    let (mut s, _) = Settings::from_vars(&HashMap::new()).unwrap();
+                    s.set(name, &value)
+                })
+                .unwrap_err();
+            assert_eq!(err.name, name, "{value}");
+            assert!(err.to_string().contains(says), "{name}={value}: {err}");
+        }
+        // No message repeats a secret.
+        for (name, value) in [
+            ("AUTH_TOKEN", json!("secret token")),
+            ("ALLOWED_TOKENS", json!(["secret token"])),
+            ("API_KEYS", json!(["AIza secret"])),
+            ("CUSTOM_HEADERS", json!({"x-a": "secret\n"})),
+        ] {
+            let err = check(find(name).unwrap(), &value).unwrap_err();
+            assert!(!err.to_string().contains("secret"), "{err}");
+        }
+        // Accepted, and normalised where that loses nothing.
+        let accepted = [
+            ("MAX_RETRIES", json!(5), json!(5)),
+            ("MAX_RETRIES", json!(5.0), json!(5)),
+            ("STREAM_MIN_DELAY", json!(0), json!(0.0)),
+            ("FAKE_STREAM_ENABLED", json!(false), json!(false)),
+            ("LOG_LEVEL", json!("DEBUG"), json!("debug")),
+            ("SEARCH_MODELS", json!([" a ", "", "b"]), json!(["a", "b"])),
+            ("API_KEYS", json!([]), json!([])),
+            ("AUTH_TOKEN", json!(" sk-admin "), json!("sk-admin")),
+            ("CUSTOM_HEADERS", json!({"x-a": "1"}), json!({"x-a": "1"})),
+            ("THINKING_BUDGET_MAP", json!({"m": -1}), json!({"m": -1})),
+            (
+                "TRUSTED_PROXIES",
+                json!(["10.0.0.0/8", "::1"]),
+                json!(["10.0.0.0/8", "::1"]),
+            ),
+            ("AUTH_FAILURE_BURST", json!(0), json!(0)),
+            (
+                "SAFETY_SETTINGS",
+                json!([{"category": "A", "threshold": "OFF"}]),
+                json!([{"category": "A", "threshold": "OFF"}]),
+            ),
+        ];
+        for (name, value, normalised) in accepted {
+            assert_eq!(
+                check(find(name).unwrap(), &value).unwrap(),
+                normalised,
+                "{name}={value}"
+            );
+        }
+        // .env keeps its text forms; a bad TRUSTED_PROXIES entry stops startup there too.
+        assert_eq!(
+            parse(find("ALLOWED_TOKENS").unwrap(), "42").unwrap(),
+            json!(["42"])
+        );
+        let err = Settings::from_vars(&vars(&[("TRUSTED_PROXIES", "10.0.0.1, nope")])).unwrap_err();
+        assert_eq!(err.name, "TRUSTED_PROXIES");
     }
 }

@@ -14,6 +14,8 @@ use gemini_balance::store::SqliteStore;
 use serde_json::{Map, Value};
 
 use crate::auth::ClientTokens;
+use crate::auth_limit::{self, AuthLimit};
+use crate::client_addr::TrustedProxies;
 use crate::models::ModelPolicy;
 use crate::pipeline::{self, Stacks};
 use crate::secrets::SecretsFile;
@@ -48,6 +50,8 @@ pub struct App {
     pub pool: KeyPool,
     pub store: SqliteStore,
     pub secrets: SecretsFile,
+    /// Failed authentications per client address, on every surface (AUTH_FAILURE_*).
+    pub auth_limit: Arc<AuthLimit>,
     /// The settings from the environment and `.env` alone: what a forgotten change reverts to.
     base: Settings,
     live: ArcSwap<Live>,
@@ -66,10 +70,12 @@ impl App {
         set_log_level: LogLevelSetter,
     ) -> Result<App, String> {
         let live = Live::build(settings, &pool, &store, None)?;
+        let auth_limit = Arc::new(AuthLimit::new(auth_policy(&live.settings)));
         Ok(App {
             pool,
             store,
             secrets,
+            auth_limit,
             base,
             live: ArcSwap::from_pointee(live),
             changes: tokio::sync::Mutex::new(()),
@@ -222,6 +228,7 @@ impl App {
                 tracing::warn!(error = %e, "LOG_LEVEL could not be applied to the running log");
             }
         }
+        self.auth_limit.set_policy(auth_policy(&live.settings));
         self.live.store(Arc::new(live));
         tracing::info!(settings = %names.join(", "), "configuration changed");
         Ok(())
@@ -256,6 +263,16 @@ impl Live {
             upstream,
             settings,
         })
+    }
+}
+
+/// The failed-authentication limit of the settings (AUTH_FAILURE_*, TRUSTED_PROXIES).
+pub fn auth_policy(settings: &Settings) -> auth_limit::Policy {
+    auth_limit::Policy {
+        burst: u32::try_from(settings.int("AUTH_FAILURE_BURST")).unwrap_or(u32::MAX),
+        refill: Duration::from_secs(settings.int("AUTH_FAILURE_REFILL_SECONDS").unsigned_abs()),
+        // Checked when the setting was read (settings::value_rules).
+        trusted: TrustedProxies::parse(&settings.list("TRUSTED_PROXIES")).unwrap_or_default(),
     }
 }
 

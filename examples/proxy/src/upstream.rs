@@ -149,6 +149,11 @@ pub fn route_of(id: &KeyId, n: usize) -> usize {
     (id.digest() % n as u64) as usize
 }
 
+/// Checks a `PROXIES` entry the way [`Upstream::build`] reads it; the error never repeats the URL.
+pub fn check_proxy(url: &str) -> Result<(), String> {
+    parse_proxy(url).map(drop)
+}
+
 /// A `PROXIES` entry as a reqwest proxy; the error never repeats the URL.
 fn parse_proxy(url: &str) -> Result<reqwest::Proxy, String> {
     let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());

@@ -24,6 +24,7 @@ use gemini_balance::store::StoreError;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use crate::auth_limit::Surface;
 use crate::state::App;
 
 /// What a web admin session says about a request.
@@ -106,9 +107,23 @@ pub fn router(state: AdminState) -> Router {
         .with_state(state)
 }
 
-/// AUTH_TOKEN (`Authorization: Bearer` or `x-goog-api-key`), or a web admin session.
+/// AUTH_TOKEN (`Authorization: Bearer` or `x-goog-api-key`), or a web admin session. Runs
+/// before any handler reads the body. An address that failed too often is answered `429`
+/// before its credential is checked (see `auth_limit`).
 async fn authorize(State(state): State<AdminState>, req: Request, next: Next) -> Response<Body> {
     let live = state.app.live();
+    let limit = &state.app.auth_limit;
+    let address = limit.client(req.extensions(), req.headers());
+    // Nested under /api: the router has taken the prefix off.
+    let route = format!("/api{}", req.uri().path());
+    if let Err(blocked) = limit.admit(address, Surface::AdminApi, &route) {
+        let mut res = fail(StatusCode::TOO_MANY_REQUESTS, blocked.message());
+        res.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from(blocked.retry_after_secs()),
+        );
+        return res;
+    }
     if !live.admin.is_empty() && live.admin.accepted_header(req.headers()).is_some() {
         return next.run(req).await;
     }
@@ -127,7 +142,12 @@ async fn authorize(State(state): State<AdminState>, req: Request, next: Next) ->
     } else {
         "the admin API needs AUTH_TOKEN as Authorization: Bearer or x-goog-api-key"
     };
-    tracing::info!(route = %req.uri().path(), status = 401, "admin request refused");
+    limit.refused(
+        address,
+        Surface::AdminApi,
+        &route,
+        "no valid AUTH_TOKEN or session",
+    );
     fail(StatusCode::UNAUTHORIZED, message)
 }
 

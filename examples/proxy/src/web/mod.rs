@@ -10,16 +10,22 @@ pub mod session;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
 use axum::routing::{get, post};
 use axum::Router;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::{json, Value};
 
 pub use session::{LoginError, Sessions, TokenCheck};
 
 use crate::admin::SessionVerdict;
+use crate::auth_limit::{AuthLimit, Blocked, Surface};
+
+/// The largest login body read: `{"token": "…"}` is a few hundred bytes. Anything larger is
+/// refused before it is buffered, parsed or paused on.
+pub const LOGIN_BODY_LIMIT: usize = 4 * 1024;
 
 /// The admin pages, by path; each is the page shell with that page's script.
 pub const PAGES: &[(&str, &str)] = &[
@@ -43,16 +49,20 @@ const SECURITY_HEADERS: &[(&str, &str)] = &[
     ("referrer-policy", "no-referrer"),
 ];
 
-/// What the web admin's routes share: the sessions (which the admin API accepts too).
+/// What the web admin's routes share: the sessions (which the admin API accepts too), and the
+/// limit on failed authentications that logins count towards.
 pub struct WebAdmin {
     pub sessions: Arc<Sessions>,
+    auth_limit: Arc<AuthLimit>,
 }
 
 impl WebAdmin {
-    /// A web admin whose sessions last `ttl` and open with the token `admin_token` accepts.
-    pub fn new(ttl: Duration, admin_token: TokenCheck) -> Self {
+    /// A web admin whose sessions last `ttl` and open with the token `admin_token` accepts;
+    /// wrong tokens count in `auth_limit`.
+    pub fn new(ttl: Duration, admin_token: TokenCheck, auth_limit: Arc<AuthLimit>) -> Self {
         WebAdmin {
             sessions: Arc::new(Sessions::new(ttl, admin_token)),
+            auth_limit,
         }
     }
 }
@@ -96,34 +106,56 @@ async fn login_page(State(web): Web, headers: HeaderMap) -> Response<Body> {
 
 /// `POST /login` with `{"token": AUTH_TOKEN}` as JSON. JSON only, so a cross-site HTML form
 /// cannot log a browser in to an attacker's choice (that would need a CORS preflight).
-async fn login(State(web): Web, headers: HeaderMap, body: Bytes) -> Response<Body> {
-    let is_json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if !is_json {
-        return error(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "send the token as JSON: {\"token\": \"…\"}",
-        );
+///
+/// The body is read only up to [`LOGIN_BODY_LIMIT`] (`413` past it), then the address's
+/// failed authentications are consulted (`429`), and only then the token checked.
+async fn login(State(web): Web, req: Request) -> Response<Body> {
+    const HOW: &str = "send the token as JSON: {\"token\": \"…\"}";
+    let (parts, body) = req.into_parts();
+    let headers = &parts.headers;
+    if !is_json(headers) {
+        return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, HOW);
     }
+    let too_large = || {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("the login body is larger than {LOGIN_BODY_LIMIT} bytes; {HOW}"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > LOGIN_BODY_LIMIT as u64) {
+        return too_large();
+    }
+    let body = match Limited::new(body, LOGIN_BODY_LIMIT).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => return too_large(),
+        Err(_) => return error(StatusCode::BAD_REQUEST, "the login body could not be read"),
+    };
     let token = serde_json::from_slice::<Value>(&body)
         .ok()
         .and_then(|v| v.get("token").and_then(Value::as_str).map(str::to_owned));
+    drop(body);
     let Some(token) = token else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "send the token as JSON: {\"token\": \"…\"}",
-        );
+        return error(StatusCode::BAD_REQUEST, HOW);
     };
+    // From here to the verdict nothing is awaited (see AuthLimit::admit).
+    let address = web.auth_limit.client(&parts.extensions, headers);
+    if let Err(blocked) = web.auth_limit.admit(address, Surface::Login, "/login") {
+        return too_many(blocked);
+    }
     match web.sessions.login(&token) {
         Err(LoginError::Closed) => error(
             StatusCode::SERVICE_UNAVAILABLE,
             "the web admin is closed: AUTH_TOKEN (or ALLOWED_TOKENS) is not set",
         ),
         Err(LoginError::WrongToken) => {
-            tracing::info!("admin login refused: wrong token");
-            // A pause makes guessing slow without locking the real admin out.
+            web.auth_limit
+                .refused(address, Surface::Login, "/login", "wrong admin token");
+            drop(token);
+            // A pause slows a guesser within its burst; the body is no longer held.
             tokio::time::sleep(Duration::from_millis(300)).await;
             error(StatusCode::UNAUTHORIZED, "wrong token")
         }
@@ -186,6 +218,26 @@ async fn asset(Path(file): Path<String>) -> Response<Body> {
         }
         None => error(StatusCode::NOT_FOUND, "no such file"),
     }
+}
+
+/// `Content-Type: application/json`, with or without parameters (`; charset=utf-8`), in any
+/// case; not `application/jsonx` or `application/json-seq`.
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// `429` with `Retry-After`, in the login's error format.
+fn too_many(blocked: Blocked) -> Response<Body> {
+    let mut res = error(StatusCode::TOO_MANY_REQUESTS, &blocked.message());
+    res.headers_mut().insert(
+        header::RETRY_AFTER,
+        HeaderValue::from(blocked.retry_after_secs()),
+    );
+    res
 }
 
 /// `true` when a TLS-terminating proxy in front says the browser used HTTPS.

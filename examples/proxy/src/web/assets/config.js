@@ -13,7 +13,7 @@
   const formError = el("div", { class: "field-error", id: "config-error", role: "alert" });
   clear(root,
     el("div", { class: "toolbar" }, filter, el("span", { class: "spacer" }),
-      el("span", { class: "small muted" }, "Saved values are applied at once and kept in the database; secrets go to data/secrets.env.")),
+      el("span", { class: "small muted" }, "Saved values are applied at once and kept in the database; secrets go to the secrets file next to it.")),
     groupsBox,
     el("div", { class: "savebar" }, saveButton, discardButton, saveInfo, formError));
   filter.addEventListener("input", () => { state.filter = filter.value.trim().toLowerCase(); render(); });
@@ -31,7 +31,7 @@
   function textOf(s, value) {
     if (value === null || value === undefined) return "";
     if (s.type === "list") return Array.isArray(value) ? value.join("\n") : String(value);
-    if (s.type === "object" || s.type === "list of objects") return JSON.stringify(value, null, 2);
+    if (s.type === "object" || s.type === "secret object" || s.type === "list of objects") return JSON.stringify(value, null, 2);
     return String(value);
   }
 
@@ -50,10 +50,10 @@
       }
       case "list": case "secret list":
         return String(text).split(/[\n,]/).map((x) => x.trim()).filter(Boolean);
-      case "object": case "list of objects": {
+      case "object": case "secret object": case "list of objects": {
         let v;
         try { v = JSON.parse(text); } catch (e) { throw "not valid JSON: " + e.message; }
-        if (s.type === "object" && (v === null || typeof v !== "object" || Array.isArray(v))) throw "expected a JSON object";
+        if (s.type !== "list of objects" && (v === null || typeof v !== "object" || Array.isArray(v))) throw "expected a JSON object";
         if (s.type === "list of objects" && !Array.isArray(v)) throw "expected a JSON list";
         return v;
       }
@@ -95,10 +95,10 @@
     } else if (s.choices && Array.isArray(s.choices)) {
       input = el("select", { id, disabled: !editable }, s.choices.map((c) => el("option", { value: c, selected: (edited ? current : s.value) === c }, c)));
       input.addEventListener("change", () => onEdit(input.value));
-    } else if (["list", "object", "list of objects", "secret list"].includes(s.type)) {
+    } else if (["list", "object", "list of objects", "secret list", "secret object"].includes(s.type)) {
       const text = edited ? current : (s.secret ? "" : textOf(s, s.value));
       input = el("textarea", { id, rows: String(Math.min(10, Math.max(2, text.split("\n").length + 1))), disabled: !editable,
-        placeholder: s.secret ? "Hidden. Type new values (one a line) to replace them all." : (s.type === "list" ? "One item a line" : "JSON") });
+        placeholder: s.type === "secret object" ? "Hidden. Type the whole JSON object to replace it." : s.secret ? "Hidden. Type new values (one a line) to replace them all." : (s.type === "list" ? "One item a line" : "JSON") });
       input.value = text;
       input.addEventListener("input", () => onEdit(input.value));
     } else {
@@ -118,7 +118,7 @@
           s.supported && !s.live ? [" ", el("span", { class: "badge plain" }, "restart to change")] : null),
         el("div", { class: "small muted" }, s.help || "")),
       el("div", { class: "editor" }, input,
-        s.secret && !isEmpty(s.value) ? el("div", { class: "small muted" }, "Current: ", el("code", {}, Array.isArray(s.value) ? s.value.join(", ") : String(s.value))) : null,
+        s.secret && !isEmpty(s.value) ? el("div", { class: "small muted" }, "Current: ", el("code", {}, shownSecret(s.value))) : null,
         s.name === "API_KEYS" ? el("div", { class: "small muted" }, "Manage keys on the ", el("a", { href: "/keys" }, "Keys page"), ".") : null,
         !s.supported ? el("div", { class: "small muted" }, "This version reads this setting but does not act on it.") : null,
         s.supported && !s.live && s.name !== "API_KEYS" ? el("div", { class: "small muted" }, "Takes effect at start: set it in .env or the environment.") : null,
@@ -126,7 +126,17 @@
         s.source === "database" && editable ? el("div", {}, el("button", { type: "button", class: "small link", onclick: (ev) => forget(s, ev.currentTarget) }, "Use the environment's value instead")) : null));
   }
 
-  function isEmpty(v) { return v === null || v === undefined || v === "" || (Array.isArray(v) && v.length === 0); }
+  function isEmpty(v) {
+    return v === null || v === undefined || v === "" || (Array.isArray(v) && v.length === 0)
+      || (typeof v === "object" && !Array.isArray(v) && Object.keys(v).length === 0);
+  }
+
+  /** A masked secret as text: list items, or an object's names with their masked values. */
+  function shownSecret(v) {
+    if (Array.isArray(v)) return v.join(", ");
+    if (v && typeof v === "object") return Object.entries(v).map(([k, x]) => k + ": " + x).join(", ");
+    return String(v);
+  }
 
   function updateBar() {
     const n = state.edits.size;
