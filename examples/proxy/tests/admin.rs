@@ -10,6 +10,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
+use gemini_balance::store::SqliteStore;
 use serde_json::{json, Value};
 use support::{prompt_body, test_key, test_keys, Fault, MockGemini};
 
@@ -669,4 +670,235 @@ async fn the_log_names_stored_settings_and_holds_no_secret() {
         stored.contains("MAX_RETRIES") && stored.contains("ALLOWED_TOKENS"),
         "{stored}"
     );
+}
+
+#[tokio::test]
+async fn config_values_are_type_checked_and_nothing_changes_when_one_is_wrong() {
+    let mock = MockGemini::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(dir.path(), &env_file(&mock)).await;
+    let (_, before) = proxy.admin("GET", "/config", None).await;
+
+    // The examples of issue 14, alone and beside a valid change: each is a 400 naming the field.
+    for (body, name) in [
+        (json!({"API_KEYS": {"a": 1}}), "API_KEYS"),
+        (json!({"ALLOWED_TOKENS": 42}), "ALLOWED_TOKENS"),
+        (json!({"AUTH_TOKEN": ""}), "AUTH_TOKEN"),
+        (json!({"MAX_RETRIES": 2, "AUTH_TOKEN": ""}), "AUTH_TOKEN"),
+    ] {
+        let (status, refused) = proxy.admin("PUT", "/config", Some(body.clone())).await;
+        assert_eq!(status, 400, "{body}: {refused}");
+        assert_eq!(refused["error"]["details"][0]["setting"], name, "{refused}");
+        assert_eq!(refused["error"]["details"].as_array().unwrap().len(), 1);
+        assert!(refused["error"]["message"].as_str().unwrap().contains(name));
+    }
+    // Every wrong field is named in one answer, the valid ones are not applied either.
+    let (status, refused) = proxy
+        .admin(
+            "PUT",
+            "/config",
+            Some(json!({
+                "API_KEYS": ["AIza not a key"],
+                "ALLOWED_TOKENS": [TOKEN, 7],
+                "MAX_RETRIES": "2",
+                "FAKE_STREAM_ENABLED": "yes",
+                "CUSTOM_HEADERS": {"x-relay": 1},
+                "THINKING_BUDGET_MAP": {"gemini-2.5-flash": "lots"},
+                "TRUSTED_PROXIES": ["the load balancer"],
+                "SEARCH_MODELS": ["gemini-2.0-flash"],
+                "FILTERED_MODELS": ["gemini-2.0-flash"],
+            })),
+        )
+        .await;
+    assert_eq!(status, 400);
+    let mut named: Vec<&str> = refused["error"]["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["setting"].as_str().unwrap())
+        .collect();
+    named.sort_unstable();
+    assert_eq!(
+        named,
+        [
+            "ALLOWED_TOKENS",
+            "API_KEYS",
+            "CUSTOM_HEADERS",
+            "FAKE_STREAM_ENABLED",
+            "MAX_RETRIES",
+            "THINKING_BUDGET_MAP",
+            "TRUSTED_PROXIES"
+        ],
+        "{refused}"
+    );
+    let (_, after) = proxy.admin("GET", "/config", None).await;
+    assert_eq!(after, before, "nothing was applied");
+    assert_eq!(
+        proxy.generate("gemini-2.0-flash").await,
+        200,
+        "same tokens, keys and filter"
+    );
+    let (status, _) = proxy.admin("GET", "/keys", None).await;
+    assert_eq!(status, 200, "the admin is not locked out");
+    proxy.stop();
+    // …nor kept.
+    assert!(!dir.path().join("data/default_db.secrets.json").exists());
+    let store = SqliteStore::open(dir.path().join("data/default_db.db")).unwrap();
+    assert!(store.settings().unwrap().is_empty());
+    store.shutdown().unwrap();
+}
+
+/// Every byte of the database files (database, WAL, shared memory).
+fn database_bytes(db: &Path) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for suffix in ["", "-wal", "-shm"] {
+        if let Ok(mut b) = std::fs::read(format!("{}{suffix}", db.display())) {
+            bytes.append(&mut b);
+        }
+    }
+    bytes
+}
+
+fn holds(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+#[cfg(unix)]
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[cfg(unix)]
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn custom_headers_are_a_secret_and_old_files_are_made_private() {
+    const OLD: &str = "relay-credential-5f2b9c";
+    const NEW: &str = "relay-credential-7d41e0";
+    let mock = MockGemini::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let db = data.join("default_db.db");
+    // What an older version left: CUSTOM_HEADERS in the settings table, files open to others.
+    let old = SqliteStore::open(&db).unwrap();
+    old.set_setting(
+        "CUSTOM_HEADERS",
+        &json!({"x-relay-auth": format!("Bearer {OLD}")}).to_string(),
+    )
+    .unwrap();
+    old.set_setting("MAX_RETRIES", "2").unwrap();
+    old.shutdown().unwrap();
+    set_mode(&data, 0o755);
+    set_mode(&db, 0o644);
+
+    let log = dir.path().join("proxy.log");
+    let env = format!("{}LOG_LEVEL=info\n", env_file(&mock));
+    let proxy = common::Proxy::start_logging(dir.path(), &env, Some(&log)).await;
+    let proxy = Proxy {
+        url: proxy.url.clone(),
+        proxy,
+        client: support::client_builder().build().unwrap(),
+    };
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(mode(&db), 0o600);
+    let setting = |config: &Value, name: &str| {
+        config["settings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    // Moved to the secrets file, still applied, shown masked (the header's name, not its value).
+    let (_, config) = proxy.admin("GET", "/config", None).await;
+    let headers = setting(&config, "CUSTOM_HEADERS");
+    assert_eq!(headers["value"], json!({"x-relay-auth": "Bear…2b9c"}));
+    assert_eq!(headers["secret"], true);
+    assert_eq!(headers["source"], "secrets_file");
+    assert_eq!(setting(&config, "MAX_RETRIES")["source"], "database");
+    assert!(!config.to_string().contains(OLD));
+    assert_eq!(proxy.generate("gemini-2.0-flash").await, 200);
+    let seen = mock.last_request().unwrap();
+    assert_eq!(seen.headers["x-relay-auth"], format!("Bearer {OLD}"));
+
+    // A change through the API goes to the secrets file as well, and its answer is masked.
+    let (status, changed) = proxy
+        .admin(
+            "PUT",
+            "/config",
+            Some(json!({"CUSTOM_HEADERS": {"x-relay-auth": format!("Bearer {NEW}")}})),
+        )
+        .await;
+    assert_eq!(status, 200, "{changed}");
+    assert!(!changed.to_string().contains(NEW));
+    assert_eq!(proxy.generate("gemini-2.0-flash").await, 200);
+    let seen = mock.last_request().unwrap();
+    assert_eq!(seen.headers["x-relay-auth"], format!("Bearer {NEW}"));
+    proxy.stop();
+
+    let bytes = database_bytes(&db);
+    assert!(!holds(&bytes, OLD), "the old row's bytes are gone");
+    assert!(!holds(&bytes, NEW));
+    assert!(!holds(&bytes, "relay-credential"));
+    let secrets = data.join("default_db.secrets.json");
+    assert!(std::fs::read_to_string(&secrets).unwrap().contains(NEW));
+    assert_eq!(mode(&secrets), 0o600);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains("relay-credential"), "{text}");
+    assert!(
+        text.contains("moved secret settings out of the database")
+            && text.contains("CUSTOM_HEADERS"),
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("made a data file private").count(),
+        2,
+        "data/ and the database: {text}"
+    );
+
+    // Kept across a restart, from the secrets file.
+    let proxy = Proxy::start(dir.path(), &env_file(&mock)).await;
+    let (_, config) = proxy.admin("GET", "/config", None).await;
+    assert_eq!(
+        setting(&config, "CUSTOM_HEADERS")["value"]["x-relay-auth"],
+        "Bear…41e0"
+    );
+    proxy.stop();
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn data_files_are_private_whatever_the_umask() {
+    let mock = MockGemini::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = common::Proxy::start_with(dir.path(), &env_file(&mock), None, Some("022")).await;
+    let data = dir.path().join("data");
+    assert_eq!(mode(&data), 0o700);
+    // Open in WAL mode: the -wal and -shm files exist while the proxy runs.
+    for file in ["default_db.db", "default_db.db-wal", "default_db.db-shm"] {
+        assert_eq!(mode(&data.join(file)), 0o600, "{file}");
+    }
+    let running = Proxy {
+        url: proxy.url.clone(),
+        proxy,
+        client: support::client_builder().build().unwrap(),
+    };
+    let (status, _) = running
+        .admin(
+            "PUT",
+            "/config",
+            Some(json!({"ALLOWED_TOKENS": [TOKEN, "sk-client-token-0003"]})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(mode(&data.join("default_db.secrets.json")), 0o600);
+    running.stop();
 }

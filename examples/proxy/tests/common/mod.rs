@@ -37,9 +37,28 @@ impl Proxy {
     /// Like [`start`](Self::start); with `log`, the log (stdout) goes to that file at the
     /// LOG_LEVEL of `env_file` (`warn` otherwise).
     pub async fn start_logging(dir: &Path, env_file: &str, log: Option<&Path>) -> Proxy {
+        Proxy::start_with(dir, env_file, log, None).await
+    }
+
+    /// Like [`start_logging`](Self::start_logging); with `umask` (such as `"022"`), the binary
+    /// runs under that umask (through `sh`, which sets it and `exec`s the binary).
+    pub async fn start_with(
+        dir: &Path,
+        env_file: &str,
+        log: Option<&Path>,
+        umask: Option<&str>,
+    ) -> Proxy {
         std::fs::write(dir.join(".env"), env_file).unwrap();
         let port = free_port();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_gemini-balance-proxy"));
+        let binary = env!("CARGO_BIN_EXE_gemini-balance-proxy");
+        let mut command = match umask {
+            Some(mask) => {
+                let mut sh = Command::new("sh");
+                sh.args(["-c", &format!("umask {mask} && exec \"$0\""), binary]);
+                sh
+            }
+            None => Command::new(binary),
+        };
         command
             .current_dir(dir)
             .env("HOST", "127.0.0.1")
