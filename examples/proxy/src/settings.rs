@@ -853,7 +853,7 @@ fn admin_rules(def: &Def, value: &Value) -> Result<(), String> {
         "PROXIES" => each(&crate::upstream::check_proxy),
         "THINKING_BUDGET_MAP" => {
             for (model, budget) in value.as_object().into_iter().flatten() {
-                if !budget.as_number().and_then(whole).is_some_and(|b| b >= -1) {
+                if budget.as_number().and_then(whole).is_none_or(|b| b < -1) {
                     let has = match budget {
                         Value::Number(n) => n.to_string(),
                         other => json_type(other).to_owned(),

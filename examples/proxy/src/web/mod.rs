@@ -165,7 +165,7 @@ async fn login(State(web): Web, req: Request) -> Response<Body> {
         ),
         Ok(new) => {
             tracing::info!("admin login");
-            let cookie = session::set_cookie(&new.id, web.sessions.ttl(), behind_https(&headers));
+            let cookie = session::set_cookie(&new.id, web.sessions.ttl(), behind_https(headers));
             let mut res =
                 json_response(StatusCode::OK, &json!({"next": "/keys", "csrf": new.csrf}));
             if let Ok(value) = HeaderValue::from_str(&cookie) {
