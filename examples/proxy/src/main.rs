@@ -294,14 +294,23 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         base_url = %app.live().settings.text("BASE_URL"),
         "gemini-balance-proxy listening"
     );
-    serve::serve(listener, app.clone(), router, shutdown_signal()).await;
+    let limits = serve::Limits::from_settings(&app.live().settings);
+    tracing::debug!(?limits, "client connection limits");
+    serve::serve(
+        listener,
+        app.clone(),
+        router,
+        limits,
+        shutdown_signal(limits),
+    )
+    .await;
     // Everything recorded reaches the database before the process ends.
     store.shutdown()?;
     tracing::info!("shut down");
     Ok(())
 }
 
-async fn shutdown_signal() {
+async fn shutdown_signal(limits: serve::Limits) {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -320,7 +329,10 @@ async fn shutdown_signal() {
         _ = ctrl_c => {},
         _ = terminate => {},
     }
-    tracing::info!("shutdown signal received; draining in-flight requests");
+    tracing::info!(
+        "shutdown signal received: requests in progress get up to {} s (SHUTDOWN_TIMEOUT)",
+        limits.shutdown_timeout.as_secs()
+    );
 }
 
 async fn handle(State(app): State<Arc<App>>, req: Request<Body>) -> Response<Body> {

@@ -155,6 +155,46 @@ pub const DEFS: &[Def] = &[
         "Server",
         "IANA time zone (e.g. Asia/Shanghai, Europe/Berlin, UTC) of the calendar-month statistics and of the midnight log purge",
     )),
+    // Client connections (not Gemini-Balance settings): docs/proxy.md, "What the server
+    // guarantees".
+    startup_only(def(
+        "CLIENT_HEADER_TIMEOUT",
+        Kind::Int { min: 1, max: 3600 },
+        "30",
+        "Server",
+        "Seconds a new connection has to send its first complete request head; then it is closed",
+    )),
+    startup_only(def(
+        "CLIENT_IDLE_TIMEOUT",
+        Kind::Int { min: 1, max: 3600 },
+        "60",
+        "Server",
+        "Seconds a connection may wait with no request in progress (HTTP/1.1 keep-alive, HTTP/2 with no open stream) before it is closed",
+    )),
+    startup_only(def(
+        "CLIENT_BODY_TIMEOUT",
+        Kind::Int { min: 1, max: 3600 },
+        "30",
+        "Server",
+        "Seconds a client may send nothing while the proxy waits for more of its request body; then it is answered 408",
+    )),
+    startup_only(def(
+        "MAX_CONNECTIONS",
+        Kind::Int {
+            min: 0,
+            max: 1_000_000,
+        },
+        "0",
+        "Server",
+        "Open client connections at most; past it a new one is answered 503 and closed (0: from the open-file limit)",
+    )),
+    startup_only(def(
+        "SHUTDOWN_TIMEOUT",
+        Kind::Int { min: 0, max: 3600 },
+        "8",
+        "Server",
+        "Seconds requests in progress get to finish after SIGTERM or Ctrl-C; then every connection is closed",
+    )),
     // Keys and auth
     def(
         "API_KEYS",
