@@ -97,11 +97,31 @@ impl Proxy {
 
     /// SIGTERM, then wait: the graceful path that flushes the store.
     pub fn stop(mut self) {
+        self.sigterm();
+        let exit = self.child.wait().unwrap();
+        assert!(exit.success(), "the proxy exited with {exit}");
+    }
+
+    /// Sends SIGTERM and returns at once.
+    pub fn sigterm(&self) {
         let pid = self.child.id().to_string();
         let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
         assert!(status.success());
-        let exit = self.child.wait().unwrap();
-        assert!(exit.success(), "the proxy exited with {exit}");
+    }
+
+    /// The exit status once the process has ended, or `None` if it is still running after
+    /// `limit`.
+    pub async fn exited_within(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let started = std::time::Instant::now();
+        loop {
+            if let Some(exit) = self.child.try_wait().unwrap() {
+                return Some(exit);
+            }
+            if started.elapsed() >= limit {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
 
