@@ -411,3 +411,84 @@ async fn hypers_own_400_414_and_431_carry_a_json_body() {
     let health: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(health["status"], "ok");
 }
+
+#[tokio::test]
+async fn http2_connections_have_the_same_bounds() {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let (mock, proxy, _dir) = start("CLIENT_IDLE_TIMEOUT=2\nCLIENT_BODY_TIMEOUT=1\n").await;
+    let url = |path: &str| format!("{}{path}", proxy.url);
+
+    // A request, then no open stream: the connection ends after the idle timeout.
+    let io = TokioIo::new(connect(&proxy).await);
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    let res = sender
+        .send_request(
+            http::Request::get(url("/health"))
+                .body(Empty::<bytes::Bytes>::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    res.into_body().collect().await.unwrap();
+    let started = Instant::now();
+    tokio::time::timeout(GUARD, conn)
+        .await
+        .expect("the HTTP/2 connection was never closed")
+        .unwrap()
+        .ok();
+    assert!(started.elapsed() >= Duration::from_millis(1900));
+
+    // A body that stalls after its first frame: 408 in the route's error format.
+    let io = TokioIo::new(connect(&proxy).await);
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tx.send(bytes::Bytes::from_static(b"{\"contents\": ["))
+        .await
+        .unwrap();
+    let body = ChannelBody(rx);
+    let res = tokio::time::timeout(
+        GUARD,
+        sender.send_request(
+            http::Request::post(url("/v1beta/models/gemini-2.0-flash:generateContent"))
+                .header("x-goog-api-key", TOKEN)
+                .header("content-type", "application/json")
+                .body(body)
+                .unwrap(),
+        ),
+    )
+    .await
+    .expect("no answer to a stalled body")
+    .unwrap();
+    assert_eq!(res.status(), 408);
+    let error: Value =
+        serde_json::from_slice(&res.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(error["error"]["status"], "DEADLINE_EXCEEDED", "{error}");
+    drop(tx);
+    assert_eq!(mock.total(), 0);
+}
+
+/// A request body sending what its channel receives, one frame each.
+struct ChannelBody(tokio::sync::mpsc::Receiver<bytes::Bytes>);
+
+impl http_body::Body for ChannelBody {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|next| next.map(|data| Ok(http_body::Frame::data(data))))
+    }
+}

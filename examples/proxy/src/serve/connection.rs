@@ -153,7 +153,9 @@ impl<C> Watched<C> {
         timeouts: Timeouts,
         stop: oneshot::Receiver<Instant>,
     ) -> Self {
-        let first = state.opened + timeouts.header;
+        // No deadline can come earlier than this one; when it comes, the real one is worked
+        // out (the end of a response does not wake this task).
+        let first = state.opened + timeouts.header.min(timeouts.idle);
         Watched {
             conn,
             timer: tokio::time::sleep_until(first),
@@ -282,6 +284,27 @@ mod tests {
         drop(request);
         assert_eq!(watched.await.unwrap(), Ended::TimedOut);
         assert_eq!(started.elapsed(), Duration::from_secs(205) + TIMEOUTS.idle);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_timeout_shorter_than_the_header_timeout_applies_after_a_request() {
+        let state = Arc::new(ConnState::new());
+        let (_stop, rx) = oneshot::channel();
+        let timeouts = Timeouts {
+            header: Duration::from_secs(60),
+            idle: Duration::from_secs(10),
+        };
+        let pending = Pending {
+            asked_to_stop: false,
+        };
+        let started = Instant::now();
+        let watched = tokio::spawn(Watched::new(pending, state.clone(), timeouts, rx));
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let (request, _) = state.begin();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        drop(request);
+        assert_eq!(watched.await.unwrap(), Ended::TimedOut);
+        assert_eq!(started.elapsed(), Duration::from_secs(16));
     }
 
     #[tokio::test(start_paused = true)]
