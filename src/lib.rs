@@ -12,6 +12,8 @@
 //!           Usage            times the exchange, taps the answer for tokens, one record each
 //!           ParamFilter      JSON bodies: drops nulls, coerces, drops configured fields,
 //!           │                 names every bad field in one 400
+//!           ForwardHeaders   (gateways) only the headers Gemini reads go on: no cookies,
+//!           │                 forwarding headers or client User-Agent
 //!           Retry            buffers the body once, re-drives the stack per attempt
 //!           KeyRotation      picks a key per attempt, injects it, reports the outcome
 //!           Decode           (client side) asks for gzip, decodes compressed answers
@@ -19,7 +21,8 @@
 //! ```
 //!
 //! The modules: [`stream::pseudo`], [`stream::optimizer`] and [`stream::sse`] (SSE writing and
-//! decoding), [`usage`], [`filter`], [`retry`], [`keys`], [`decode`].
+//! decoding), [`usage`], [`filter`], [`client::forward_headers`], [`retry`], [`keys`],
+//! [`decode`].
 //!
 //! Every decision about what a response means comes from one [`classify::Classifier`]; the
 //! retry layer, the key pool, tower-http's `TraceLayer` and tower's retry policy all read the
@@ -79,7 +82,6 @@ pub mod api_error;
 pub mod body;
 mod buffer;
 pub mod classify;
-#[cfg(feature = "reqwest")]
 pub mod client;
 pub mod decode;
 pub mod ext;

@@ -1,44 +1,65 @@
-//! Client-side adapters: the layers of this crate around an HTTP client.
+//! Client-side pieces: what a request sent upstream looks like, and the layers of this crate
+//! around an HTTP client.
 //!
-//! [`ReqwestService`] makes a `reqwest::Client` a tower `Service<http::Request<B>>`, so
-//! `ServiceBuilder::new().layer(RetryLayer::new()).layer(KeyRotationLayer::new(pool)).service(..)`
-//! calls Gemini with rotating keys and classified retries, with streaming response bodies passed
-//! through as they arrive.
+//! What goes upstream, for any gateway or client built from the layers:
+//!
+//! - [`HeaderAllowlist`] and [`ForwardHeadersLayer`]: only the headers the Gemini API reads go
+//!   on (`content-type`, `accept`, `x-goog-api-client`, ...); the client's cookies, forwarding
+//!   headers, `User-Agent` and anything unknown stay behind ([`forward_headers`]).
+//! - [`check_path`]: the request paths that may be appended to a base URL; `..`, `%2F`, `\`
+//!   and the like are refused before anything is sent ([`request_path`]).
+//! - [`BaseUrl`]: every request pinned to one upstream, so a client cannot steer a pool key to
+//!   another host; [`remove_hop_by_hop`] drops what belongs to the client's connection.
+//!
+//! With the `reqwest` feature, [`ReqwestService`] makes a `reqwest::Client` a tower
+//! `Service<http::Request<B>>`, so `RetryLayer`, `KeyRotationLayer` and the rest wrap outgoing
+//! calls, with streaming response bodies passed through as they arrive; with
+//! `reqwest-middleware`, the same decisions plug into a `ClientWithMiddleware` ([`middleware`]).
 //!
 //! # Example
 //!
-//! ```no_run
-//! use bytes::Bytes;
-//! use gemini_balance::{client::ReqwestService, keys::{KeyPool, KeyRotationLayer}, retry::RetryLayer};
-//! use tower::{ServiceBuilder, ServiceExt};
+//! A gateway's edge: refuse a path that would leave its route, keep only the headers Gemini
+//! reads, and pin what is left to the upstream.
 //!
-//! # async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-//! let pool = KeyPool::builder().keys(["AIzaSyA1234567890abcdefghijklmnopqrstuv"]).build()?;
-//! let gemini = ServiceBuilder::new()
-//!     .layer(RetryLayer::new())
-//!     .layer(KeyRotationLayer::new(pool))
-//!     .service(ReqwestService::new(reqwest::Client::new())
-//!         .base_url("https://generativelanguage.googleapis.com")?);
+//! ```
+//! use gemini_balance::client::{check_path, BaseUrl, HeaderAllowlist};
+//! use http::Request;
 //!
-//! let req = http::Request::post("/v1beta/models/gemini-2.0-flash:generateContent")
+//! let base = BaseUrl::parse("https://generativelanguage.googleapis.com/v1beta")?;
+//! let allowlist = HeaderAllowlist::gemini();
+//! let mut req = Request::post("/models/gemini-2.5-flash:generateContent")
 //!     .header("content-type", "application/json")
-//!     .body(reqwest::Body::from(Bytes::from_static(br#"{"contents":[{"parts":[{"text":"hi"}]}]}"#)))?;
-//! let res = gemini.oneshot(req).await?;
-//! println!("{}", res.status());
-//! # Ok(())
-//! # }
+//!     .header("cookie", "session=admin")
+//!     .body(())?;
+//! check_path(req.uri().path())?;
+//! allowlist.retain(req.headers_mut());
+//! *req.uri_mut() = base.join(req.uri())?;
+//! assert_eq!(
+//!     req.uri(),
+//!     "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5-flash:generateContent"
+//! );
+//! assert!(req.headers().get("cookie").is_none());
+//! assert!(check_path("/models/../tunedModels/x").is_err());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 mod base_url;
+pub mod forward_headers;
 #[cfg(feature = "reqwest-middleware")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest-middleware")))]
 pub mod middleware;
+pub mod request_path;
+#[cfg(feature = "reqwest")]
 mod reqwest_service;
 
 pub use self::base_url::{remove_hop_by_hop, BaseUrl, InvalidBaseUrl};
+pub use self::forward_headers::{ForwardHeaders, ForwardHeadersLayer, HeaderAllowlist};
 #[cfg(feature = "reqwest-middleware")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest-middleware")))]
 pub use self::middleware::{
     ClassifiedStrategy, KeyRotationMiddleware, RetryMiddleware, UsageMiddleware,
 };
+pub use self::request_path::{check_path, UnsafePath};
+#[cfg(feature = "reqwest")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 pub use self::reqwest_service::ReqwestService;

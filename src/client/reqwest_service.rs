@@ -16,7 +16,33 @@ use super::base_url::{remove_hop_by_hop, BaseUrl, InvalidBaseUrl};
 /// With a [`base_url`](Self::base_url), every request goes there: only its path and query are
 /// kept, so a client cannot steer a pool key to another host with an absolute-form URI.
 /// Without one, requests must carry absolute URIs. The `Host` header and hop-by-hop headers are
-/// dropped, since they describe the client's connection to us, not ours to the upstream.
+/// dropped, since they describe the client's connection to us, not ours to the upstream. In a
+/// gateway, put [`ForwardHeadersLayer`](super::ForwardHeadersLayer) above the key layer so that
+/// only the headers Gemini reads reach this service.
+///
+/// # Example
+///
+/// ```no_run
+/// use bytes::Bytes;
+/// use gemini_balance::{client::ReqwestService, keys::{KeyPool, KeyRotationLayer}, retry::RetryLayer};
+/// use tower::{ServiceBuilder, ServiceExt};
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+/// let pool = KeyPool::builder().keys(["AIzaSyA1234567890abcdefghijklmnopqrstuv"]).build()?;
+/// let gemini = ServiceBuilder::new()
+///     .layer(RetryLayer::new())
+///     .layer(KeyRotationLayer::new(pool))
+///     .service(ReqwestService::new(reqwest::Client::new())
+///         .base_url("https://generativelanguage.googleapis.com")?);
+///
+/// let req = http::Request::post("/v1beta/models/gemini-2.0-flash:generateContent")
+///     .header("content-type", "application/json")
+///     .body(reqwest::Body::from(Bytes::from_static(br#"{"contents":[{"parts":[{"text":"hi"}]}]}"#)))?;
+/// let res = gemini.oneshot(req).await?;
+/// println!("{}", res.status());
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct ReqwestService {
     client: reqwest::Client,

@@ -87,10 +87,13 @@ impl Route {
         }) else {
             return Route::Unknown;
         };
+        // HEAD is answered as GET (without the body), as Google's front ends do.
+        let read = *method == Method::GET || *method == Method::HEAD;
         if rest == "models" {
-            return match *method {
-                Method::GET => Route::ListModels { version },
-                _ => Route::Unknown,
+            return if read {
+                Route::ListModels { version }
+            } else {
+                Route::Unknown
             };
         }
         let Some(target) = rest.strip_prefix("models/") else {
@@ -105,7 +108,7 @@ impl Route {
                 model: model.to_owned(),
                 action: Action::parse(action),
             },
-            (None, &Method::GET) => Route::GetModel {
+            (None, _) if read => Route::GetModel {
                 version,
                 model: target.to_owned(),
             },

@@ -23,6 +23,7 @@ mod pipeline;
 mod private_files;
 mod recheck;
 mod request_line;
+mod route;
 mod safety;
 mod secrets;
 mod serve;
@@ -56,19 +57,9 @@ use crate::auth::Placement;
 use crate::auth_limit::{Blocked, Surface};
 use crate::config::Config;
 use crate::models::ListShape;
+use crate::route::Route;
 use crate::secrets::SecretsFile;
 use crate::state::App;
-
-/// OpenAI-compatible routes served by the OpenAI stack.
-const OPENAI_ROUTES: &[&str] = &[
-    "/v1/chat/completions",
-    "/hf/v1/chat/completions",
-    "/v1/embeddings",
-    "/hf/v1/embeddings",
-];
-
-/// Where the Gemini-native API is mounted; the rest of the path goes after BASE_URL.
-const GEMINI_MOUNTS: &[&str] = &["/gemini/v1beta", "/v1beta", "/v1"];
 
 /// The log's writer thread, flushed before the process ends.
 static LOG: std::sync::OnceLock<log_writer::LogWriter> = std::sync::OnceLock::new();
@@ -341,22 +332,19 @@ async fn handle(State(app): State<Arc<App>>, req: Request<Body>) -> Response<Bod
     let path = req.uri().path().to_owned();
     let head_request = req.method() == axum::http::Method::HEAD;
     let flavor = ApiFlavor::of(&req);
-    if path == "/health" {
-        return health(&app);
-    }
-    let gemini_rest = gemini_route(&path).map(str::to_owned);
-    let is_openai = OPENAI_ROUTES.contains(&path.trim_end_matches('/'));
-    // `/openai/v1/...` goes to the upstream's own OpenAI-compatible endpoint, `{BASE_URL}/openai/...`.
-    let passthrough = path
-        .strip_prefix("/openai/v1/")
-        .map(|rest| format!("/openai/{rest}"));
-    if gemini_rest.is_none() && !is_openai && passthrough.is_none() {
-        return local(
-            flavor,
-            StatusCode::NOT_FOUND,
-            &format!("no route for {path}"),
-        );
-    }
+    // The request line alone decides the route, or a 400/404/405, before the token is checked
+    // (see `route`): nothing past this point sees a path that leaves its route.
+    let (gemini_rest, is_openai, passthrough) = match route::route(req.method(), &path) {
+        Ok(Route::Health) => return health(&app),
+        Ok(Route::Gemini { rest }) => (Some(rest.to_owned()), false, None),
+        Ok(Route::OpenAi) => (None, true, None),
+        // The upstream's own OpenAI-compatible endpoint: `{BASE_URL}/openai/...`.
+        Ok(Route::Passthrough { rest }) => (None, false, Some(format!("/openai{rest}"))),
+        Err(refusal) => {
+            tracing::debug!(route = %path, method = %req.method(), refusal = ?refusal, "request refused");
+            return refusal.response(flavor, req.method(), &path);
+        }
+    };
     // A guessing address is refused before its token is checked (see auth_limit).
     let address = app.auth_limit.client(req.extensions(), req.headers());
     if let Err(blocked) = app.auth_limit.admit(address, Surface::Api, &path) {
@@ -471,22 +459,6 @@ async fn handle(State(app): State<Arc<App>>, req: Request<Body>) -> Response<Bod
     response
 }
 
-/// Whether [`handle`] serves `path` (the server sends these past the router).
-fn is_api_path(path: &str) -> bool {
-    path == "/health"
-        || gemini_route(path).is_some()
-        || OPENAI_ROUTES.contains(&path.trim_end_matches('/'))
-        || path.starts_with("/openai/v1/")
-}
-
-/// The part of a Gemini-native path after its mount (`/v1beta/models` → `/models`).
-fn gemini_route(path: &str) -> Option<&str> {
-    GEMINI_MOUNTS.iter().find_map(|mount| {
-        let rest = path.strip_prefix(mount)?;
-        (rest == "/models" || rest.starts_with("/models/")).then_some(rest)
-    })
-}
-
 /// The upstream URI (relative to BASE_URL): the route, `%3A` decoded, the query kept.
 fn upstream_uri(rest: &str, original: &Uri) -> Option<Uri> {
     let mut pq = if rest.contains('%') {
@@ -539,18 +511,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn routes_gemini_mounts() {
-        assert_eq!(gemini_route("/v1beta/models"), Some("/models"));
-        assert_eq!(
-            gemini_route("/gemini/v1beta/models/m:generateContent"),
-            Some("/models/m:generateContent")
-        );
-        assert_eq!(
-            gemini_route("/v1/models/m%3AgenerateContent"),
-            Some("/models/m%3AgenerateContent")
-        );
-        assert_eq!(gemini_route("/v1/chat/completions"), None);
-        assert_eq!(gemini_route("/v1betamodels"), None);
+    fn the_colon_is_decoded_and_the_query_kept() {
         let uri: Uri = "/v1/models/m%3AstreamGenerateContent?alt=sse"
             .parse()
             .unwrap();

@@ -1,17 +1,22 @@
 //! The layer stacks the proxy serves with: one for Gemini's own API, one for OpenAI's.
 //!
 //! ```text
-//! Gemini:  Usage → WholeAnswer → PseudoStream → StreamOptimizer → ParamFilter → DefaultSafety → Retry → KeyRotation → Decode → upstream
-//! OpenAI:  Usage → WholeAnswer → PseudoStream → StreamOptimizer → ParamFilter → OpenAi → Retry → KeyRotation → Decode → upstream
-//! /openai: Usage → WholeAnswer → PseudoStream → StreamOptimizer → ParamFilter →           Retry → KeyRotation(Bearer) → Decode → upstream's OpenAI endpoint
+//! Gemini:  Usage → WholeAnswer → PseudoStream → StreamOptimizer → ParamFilter → DefaultSafety → ForwardHeaders → Retry → KeyRotation → Decode → upstream
+//! OpenAI:  Usage → WholeAnswer → PseudoStream → StreamOptimizer → ParamFilter → OpenAi → ForwardHeaders → Retry → KeyRotation → Decode → upstream
+//! /openai: Usage → WholeAnswer → PseudoStream → StreamOptimizer → ParamFilter →          ForwardHeaders → Retry → KeyRotation(Bearer) → Decode → upstream's OpenAI endpoint
 //! ```
 //!
 //! `Usage` is outermost so that a request's record is what the client got: the `200` and error
 //! event of a pseudo stream, the `502` of an answer that broke off (`WholeAnswer`), the tokens of
 //! the events the client read.
 //!
-//! `Decode` asks the upstream for gzip and decodes whatever compressed answer comes back, so
-//! every layer above reads (and the client gets) plain bytes.
+//! `ForwardHeaders` keeps only the request headers the Gemini API reads (the library's
+//! `HeaderAllowlist::gemini()`), once a request has its final shape and before anything of
+//! ours is added: below it the key layer sets the pool key, `Decode` asks for gzip, and the
+//! upstream service adds `CUSTOM_HEADERS` and the proxy's `User-Agent`. It sits in every stack,
+//! so the direct route and the PROXIES routes send the same headers. `Decode` asks the
+//! upstream for gzip and decodes whatever compressed answer comes back, so every layer above
+//! reads (and the client gets) plain bytes.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,6 +24,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, Response};
+use gemini_balance::client::ForwardHeadersLayer;
 use gemini_balance::decode::DecodeLayer;
 use gemini_balance::filter::ParamFilterLayer;
 use gemini_balance::keys::{KeyPlacement, KeyPool, KeyRotationLayer};
@@ -69,6 +75,7 @@ pub fn build(settings: &Settings, parts: &Parts) -> Stacks {
         .layer(optimizer(settings))
         .layer(ParamFilterLayer::new())
         .layer(crate::safety::DefaultSafetyLayer::from_settings(settings))
+        .layer(ForwardHeadersLayer::default())
         .layer(retry(settings))
         .layer(KeyRotationLayer::new(parts.pool.clone()))
         .layer(DecodeLayer::new())
@@ -87,6 +94,7 @@ pub fn build(settings: &Settings, parts: &Parts) -> Stacks {
                 .gemini_prefix("")
                 .image_fetcher(parts.images.clone()),
         )
+        .layer(ForwardHeadersLayer::default())
         .layer(retry(settings))
         .layer(KeyRotationLayer::new(parts.pool.clone()))
         .layer(DecodeLayer::new())
@@ -99,6 +107,7 @@ pub fn build(settings: &Settings, parts: &Parts) -> Stacks {
         .layer(pseudo_stream(settings))
         .layer(optimizer(settings))
         .layer(ParamFilterLayer::new())
+        .layer(ForwardHeadersLayer::default())
         .layer(retry(settings))
         .layer(KeyRotationLayer::new(parts.pool.clone()).placement(KeyPlacement::BearerToken))
         .layer(DecodeLayer::new())

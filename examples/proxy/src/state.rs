@@ -277,11 +277,19 @@ pub fn auth_policy(settings: &Settings) -> auth_limit::Policy {
 }
 
 /// The upstream routes: pooled keep-alive connections (HTTP/2 where offered), TIME_OUT,
-/// CUSTOM_HEADERS, pinned to BASE_URL; direct, or one per PROXIES entry (see [`Upstream`]).
+/// CUSTOM_HEADERS and our `User-Agent` (unless CUSTOM_HEADERS sets one), pinned to BASE_URL;
+/// direct, or one per PROXIES entry (see [`Upstream`]).
 pub fn build_upstream(settings: &Settings) -> Result<Upstream, String> {
+    let mut headers = custom_headers(settings.value("CUSTOM_HEADERS"))?;
+    if !headers.contains_key(axum::http::header::USER_AGENT) {
+        headers.insert(
+            axum::http::header::USER_AGENT,
+            axum::http::HeaderValue::from_static(upstream::USER_AGENT),
+        );
+    }
     let options = upstream::Options {
         time_out: Duration::from_secs(settings.int("TIME_OUT").unsigned_abs()),
-        headers: custom_headers(settings.value("CUSTOM_HEADERS"))?,
+        headers,
         base_url: settings.text("BASE_URL").trim_end_matches('/').to_owned(),
     };
     Upstream::build(

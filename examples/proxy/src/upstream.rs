@@ -39,6 +39,10 @@ use tower::Service;
 
 use direct::{Direct, DirectBody};
 
+/// The `User-Agent` of every upstream request (the client's own never goes upstream), unless
+/// CUSTOM_HEADERS sets one.
+pub const USER_AGENT: &str = concat!("gemini-balance-proxy/", env!("CARGO_PKG_VERSION"));
+
 /// Proxy URL schemes accepted in `PROXIES`.
 const SCHEMES: &[&str] = &["http", "https", "socks5", "socks5h"];
 
@@ -48,7 +52,8 @@ pub struct Options {
     /// TIME_OUT: to connect, and the longest the upstream may stay silent (before the response
     /// head, and between body frames).
     pub time_out: Duration,
-    /// CUSTOM_HEADERS: sent with every request that does not carry the header itself.
+    /// CUSTOM_HEADERS and our `User-Agent`: sent with every request that does not carry the
+    /// header itself (the stacks' `ForwardHeaders` has removed the client's own by then).
     pub headers: HeaderMap,
     /// BASE_URL: where every request goes (`http(s)://host[:port][/path]`).
     pub base_url: String,

@@ -81,7 +81,7 @@ impl hyper::service::Service<Request<Incoming>> for Dispatch {
             (Body::new(body), Some(watch))
         };
         let req = Request::from_parts(parts, body);
-        let handled: Handled = if crate::is_api_path(req.uri().path()) {
+        let handled: Handled = if crate::route::is_api_path(req.uri().path()) {
             let app = self.app.clone();
             Box::pin(async move { Ok(crate::handle(State(app), req).await) })
         } else {

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use crate::support;
 
+pub mod forward_proxy;
+
 /// The client token the test `.env` files accept.
 pub const TOKEN: &str = "sk-proxy-test-token";
 
