@@ -102,14 +102,12 @@ pub fn check_path(path: &str) -> Result<(), UnsafePath> {
         }
         i += 1;
     }
-    // The first segment is the empty one before the leading `/`; the last may be empty (a
-    // trailing `/`).
-    let segments: Vec<&str> = path[1..].split('/').collect();
-    let last = segments.len() - 1;
-    for (n, segment) in segments.iter().enumerate() {
-        match *segment {
+    // The segments after the leading `/`; the last may be empty (a trailing `/`).
+    let mut segments = path[1..].split('/').peekable();
+    while let Some(segment) = segments.next() {
+        match segment {
             "." | ".." => return Err(UnsafePath::DotSegment),
-            "" if n < last => return Err(UnsafePath::EmptySegment),
+            "" if segments.peek().is_some() => return Err(UnsafePath::EmptySegment),
             _ => {}
         }
     }

@@ -50,12 +50,12 @@ impl Action {
 /// A parsed request target.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
-    /// `GET /{version}/models`.
+    /// `GET` (or `HEAD`) `/{version}/models`.
     ListModels {
         /// `v1beta` or `v1`.
         version: String,
     },
-    /// `GET /{version}/models/{model}`.
+    /// `GET` (or `HEAD`) `/{version}/models/{model}`.
     GetModel {
         /// `v1beta` or `v1`.
         version: String,

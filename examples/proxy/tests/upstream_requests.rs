@@ -81,6 +81,8 @@ async fn only_the_allowlist_goes_upstream(proxy: &Proxy, mock: &MockGemini, user
                 .header("x-goog-api-key", TOKEN)
                 .header("content-type", "application/json")
                 .header("x-server-timeout", "60")
+                .header("x-goog-fieldmask", "candidates,usageMetadata")
+                .header("accept", "application/json")
                 .body(prompt_body("hello")),
             true,
         ),
@@ -100,6 +102,7 @@ async fn only_the_allowlist_goes_upstream(proxy: &Proxy, mock: &MockGemini, user
                 .body(chat.to_string()),
             true,
         ),
+        // The mock has no OpenAI-compatible endpoint: it records the request and answers 404.
         (
             "OpenAI chat, passed through",
             client
@@ -149,6 +152,11 @@ async fn only_the_allowlist_goes_upstream(proxy: &Proxy, mock: &MockGemini, user
         }
         if what.starts_with("Gemini generateContent") {
             assert_eq!(seen["x-server-timeout"], "60", "{what}");
+            assert_eq!(
+                seen["x-goog-fieldmask"], "candidates,usageMetadata",
+                "{what}"
+            );
+            assert_eq!(seen["accept"], "application/json", "{what}");
         }
         // Only the pool key, in the place its route takes it.
         assert!(!mock.saw_credential(TOKEN), "{what}: the client token");
