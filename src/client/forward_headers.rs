@@ -14,11 +14,11 @@
 //!
 //! | header | why it goes upstream |
 //! |---|---|
-//! | `content-type` | the body's format (Google answers 400 to a JSON body labelled otherwise) |
+//! | `content-type` | the body's format |
 //! | `content-length` | the body's length, kept exact by every layer that rewrites a body |
 //! | `accept` | the format the client reads |
 //! | `x-goog-api-client` | the SDK and language (`google-genai-sdk/1.x gl-python/3.x`), a system parameter Google reads |
-//! | `x-server-timeout` | the deadline the google-genai SDK gives Google (seconds); Google stops working on the answer after it |
+//! | `x-server-timeout` | the deadline for the answer that the google-genai SDK gives Google (seconds) |
 //! | `x-goog-fieldmask` | the system parameter that filters the answer's fields (`$fields`) |
 //!
 //! Dropped, with the reason:
