@@ -110,6 +110,8 @@ pub struct SecretForms {
 
 struct Form {
     finder: memmem::Finder<'static>,
+    /// The form holds a NUL byte (UTF-16): it cannot be in bytes without one, as text rarely is.
+    wide: bool,
     /// The fingerprint, in the form's encoding: for bodies read whole.
     short: Box<[u8]>,
     /// As long as the form (`*` between the first and last four characters): for bodies that
@@ -218,9 +220,16 @@ impl SecretForms {
         }
     }
 
+    /// The forms that can be in `bytes`: the UTF-16 ones only where there is a NUL byte.
+    fn candidates<'a>(&'a self, bytes: &[u8]) -> impl Iterator<Item = &'a Form> + 'a {
+        let wide = memchr::memchr(0, bytes).is_some();
+        self.forms.iter().filter(move |form| wide || !form.wide)
+    }
+
     /// Overwrites every form of the secret in `buf` with its padded stand-in (same length).
     fn overwrite(&self, buf: &mut [u8]) {
-        for form in self.forms.iter() {
+        let forms: Vec<&Form> = self.candidates(buf).collect();
+        for form in forms {
             let len = form.finder.needle().len();
             let mut from = 0;
             while let Some(found) = form.finder.find(&buf[from..]) {
@@ -233,8 +242,7 @@ impl SecretForms {
 
     /// `true` when some form of the secret is in `bytes`.
     fn is_in(&self, bytes: &[u8]) -> bool {
-        self.forms
-            .iter()
+        self.candidates(bytes)
             .any(|form| form.finder.find(bytes).is_some())
     }
 
@@ -242,13 +250,18 @@ impl SecretForms {
     /// be completed by the next frame).
     fn partial_at_end(&self, bytes: &[u8]) -> usize {
         let mut longest = 0;
-        for form in self.forms.iter() {
+        for form in self.candidates(bytes) {
             let needle = form.finder.needle();
             let from = bytes.len().saturating_sub(needle.len() - 1);
-            for start in from..bytes.len() {
-                let tail = &bytes[start..];
-                if tail.len() > longest && needle.starts_with(tail) {
-                    longest = tail.len();
+            let tail = &bytes[from..];
+            // Only where the form's first byte is can a form begin.
+            for at in memchr::memchr_iter(needle[0], tail) {
+                let end = &tail[at..];
+                if end.len() <= longest {
+                    break;
+                }
+                if needle.starts_with(end) {
+                    longest = end.len();
                     break;
                 }
             }
@@ -261,6 +274,7 @@ impl Form {
     fn new(needle: Vec<u8>, short: Vec<u8>, padded: Vec<u8>) -> Form {
         debug_assert_eq!(needle.len(), padded.len());
         Form {
+            wide: needle.contains(&0),
             finder: memmem::Finder::new(&needle).into_owned(),
             short: short.into(),
             padded: padded.into(),
