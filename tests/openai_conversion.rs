@@ -83,6 +83,48 @@ fn images_inline_or_to_fetch() {
 }
 
 #[test]
+fn inline_data_must_be_base64_gemini_decodes() {
+    let image = |data: &str| {
+        json!({"model": "m", "messages": [{"role": "user", "content": [
+            {"type": "text", "text": "What is this?"},
+            {"type": "image_url", "image_url": {"url": format!("data:image/png;base64,{data}")}}
+        ]}]})
+    };
+    // Standard or URL-safe alphabet, padded or not: what proto3 JSON accepts for `bytes`.
+    for good in ["aGk=", "aGk", "+/+/", "-_-_", "iVBORw0KGgo="] {
+        let body = convert(image(good));
+        assert_eq!(body["contents"][0]["parts"][1]["inlineData"]["data"], good);
+    }
+    for bad in [
+        "!!!not base64!!!",
+        "aGk=A",
+        "aGk==x",
+        "a",
+        "aGk %3D",
+        "aG\nk=",
+        "+/-_",
+        "",
+    ] {
+        let error = chat_request_to_gemini(&image(bad), &ChatOptions::default()).unwrap_err();
+        assert_eq!(
+            error.param, "messages[0].content[1].image_url.url",
+            "{bad:?}"
+        );
+        assert!(
+            error.message.contains("base64") || error.message.contains("empty"),
+            "{error}"
+        );
+    }
+    let audio = json!({"model": "m", "messages": [{"role": "user", "content": [
+        {"type": "input_audio", "input_audio": {"data": "not base64!", "format": "wav"}}
+    ]}]});
+    assert_eq!(
+        error_param(audio),
+        "messages[0].content[0].input_audio.data"
+    );
+}
+
+#[test]
 fn tools_tool_choice_and_response_format() {
     let body = convert(json!({
         "model": "m",

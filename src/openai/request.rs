@@ -442,6 +442,7 @@ fn content_parts(
                         "needs base64 `data` and a `format`",
                     ));
                 };
+                check_base64(data, &format!("{here}.input_audio.data"), "the audio data")?;
                 let mime = match format {
                     "wav" => "audio/wav",
                     "mp3" => "audio/mp3",
@@ -487,7 +488,39 @@ fn inline_data_url(data_url: &str, at: &str) -> Result<Value, ConvertError> {
         "image/jpg" => "image/jpeg",
         other => other,
     };
+    check_base64(data, at, "the data: URL's data")?;
     Ok(json!({ "inlineData": { "mimeType": mime, "data": data } }))
+}
+
+/// Refuses `data` that Gemini would not decode as `bytes`, so a broken image costs the client
+/// a 400 naming the field rather than an upstream call (and a key's attempt) that fails.
+///
+/// Gemini reads `bytes` as proto3 JSON does: the standard or the URL-safe alphabet, padded or
+/// not. Anything else (whitespace, `%`, a stray `=`, a length no encoding has) is refused.
+fn check_base64(data: &str, at: &str, what: &str) -> Result<(), ConvertError> {
+    use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+    use base64::engine::DecodePaddingMode;
+    use base64::{alphabet, Engine};
+    const LENIENT: GeneralPurposeConfig = GeneralPurposeConfig::new()
+        .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+        .with_decode_allow_trailing_bits(true);
+    const STANDARD: GeneralPurpose = GeneralPurpose::new(&alphabet::STANDARD, LENIENT);
+    const URL_SAFE: GeneralPurpose = GeneralPurpose::new(&alphabet::URL_SAFE, LENIENT);
+    if data.is_empty() {
+        return Err(ConvertError::new(at, format!("{what} is empty")));
+    }
+    let engine = if data.contains(['-', '_']) {
+        &URL_SAFE
+    } else {
+        &STANDARD
+    };
+    match engine.decode(data) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(ConvertError::new(
+            at,
+            format!("{what} is not valid base64 ({e})"),
+        )),
+    }
 }
 
 fn response_format(req: &Value, config: &mut Map<String, Value>) -> Result<(), ConvertError> {

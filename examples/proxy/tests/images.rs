@@ -223,3 +223,33 @@ async fn private_addresses_are_refused_unless_allowed() {
     assert_eq!(mock.total(), 0);
     proxy.stop();
 }
+
+#[tokio::test]
+async fn a_data_url_whose_base64_is_broken_is_refused_naming_the_field() {
+    let mock = MockGemini::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(dir.path(), &env_file(&mock, false)).await;
+
+    for data in ["!!!not base64!!!", "iVBORw0KGgo=A", "iVBO Rw0K", "%3D%3D"] {
+        let (status, answer) = ask_about(&proxy, &format!("data:image/png;base64,{data}")).await;
+        assert_eq!(status, 400, "{data}: {answer}");
+        assert_eq!(answer["error"]["type"], "invalid_request_error", "{answer}");
+        assert_eq!(
+            answer["error"]["param"], "messages[0].content[1].image_url.url",
+            "{answer}"
+        );
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(message.contains("not valid base64"), "{message}");
+    }
+    assert_eq!(mock.total(), 0, "nothing went upstream");
+
+    // Valid base64 of either alphabet, padded or not, still goes through as inline data.
+    let standard = base64::engine::general_purpose::STANDARD.encode(PICTURE);
+    let url_safe = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(PICTURE);
+    for data in [standard, url_safe] {
+        let (status, answer) = ask_about(&proxy, &format!("data:image/png;base64,{data}")).await;
+        assert_eq!(status, 200, "{data}: {answer}");
+        assert_eq!(parts_sent_upstream(&mock)[1]["inlineData"]["data"], data);
+    }
+    proxy.stop();
+}
