@@ -514,6 +514,36 @@ async fn what_it_does_not_guard_passes_untouched() {
 }
 
 #[tokio::test]
+async fn a_body_that_is_not_json_is_refused_in_openai_format_on_openai_routes() {
+    for path in [
+        CHAT,
+        "/openai/chat/completions",
+        "/hf/v1/embeddings",
+        "/openai/v1/embeddings",
+    ] {
+        for (body, content_type) in [
+            (r#"{"model": "m", "messages": ["#, Some("application/json")),
+            ("model=m", None),
+            ("", Some("application/json")),
+        ] {
+            let Outcome::Refused(status, error) =
+                send_with(ParamFilterLayer::new(), path, body, content_type).await
+            else {
+                panic!("{path} {body:?}: refused");
+            };
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{path} {body:?}");
+            assert_eq!(error["error"]["type"], "invalid_request_error", "{error}");
+            let message = error["error"]["message"].as_str().unwrap();
+            assert!(
+                message.starts_with("the request body is not valid JSON: "),
+                "{message}"
+            );
+            assert!(message.contains("line 1 column"), "{message}");
+        }
+    }
+}
+
+#[tokio::test]
 async fn drop_rules_apply_per_model_and_per_route() {
     let layer = || {
         ParamFilterLayer::new()

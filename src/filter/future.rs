@@ -180,9 +180,7 @@ where
                                 service.call(Request::from_parts(parts, ReqBody::from(bytes)));
                             this.state.set(State::Inner { future });
                         }
-                        Err(refusal) => {
-                            return Poll::Ready(Ok(local(*refusal, "invalid request parameters")))
-                        }
+                        Err((refusal, reason)) => return Poll::Ready(Ok(local(*refusal, reason))),
                     }
                 }
             }

@@ -13,7 +13,7 @@ use super::check::{body_model, filter_value, Checked};
 use super::drop_list::{DropList, DropRule};
 use super::first_pass::first_pass;
 use super::future::ResponseFuture;
-use super::reject::rejection;
+use super::reject::{not_json, rejection};
 use super::schema::Shape;
 use crate::api_error::ApiFlavor;
 use crate::body::ResponseBody;
@@ -173,13 +173,16 @@ fn request_model<'a>(parts: &'a Parts, body_model: Option<&'a str>) -> Option<&'
         .or(body_model)
 }
 
+/// Why the filter answered a request itself: the answer, and the reason recorded with it.
+pub(crate) type Refusal = (Box<Response<Bytes>>, &'static str);
+
 pub(crate) fn decide(
     parts: &mut Parts,
     bytes: Bytes,
     shape: Shape,
     config: &Config,
     flavor: ApiFlavor,
-) -> Result<Bytes, Box<Response<Bytes>>> {
+) -> Result<Bytes, Refusal> {
     // Most bodies need nothing: say so without building them (see `first_pass`).
     if let Some(clean) = first_pass(&bytes, shape) {
         note_body_model(parts, clean.model.as_deref());
@@ -188,8 +191,19 @@ pub(crate) fn decide(
             return Ok(bytes);
         }
     }
-    let Ok(mut value) = serde_json::from_slice::<Value>(&bytes) else {
-        return Ok(bytes); // not JSON: the upstream answers it
+    let mut value = match serde_json::from_slice::<Value>(&bytes) {
+        Ok(value) => value,
+        // Behind an OpenAI route is Gemini (converted to, or its OpenAI-compatible endpoint),
+        // which would answer the syntax error in its own format: answer it here, in OpenAI's.
+        Err(e) if flavor == ApiFlavor::OpenAi => {
+            tracing::info!(
+                route = shape.name(),
+                "request refused: the body is not JSON"
+            );
+            return Err((Box::new(not_json(flavor, &e)), "request body is not JSON"));
+        }
+        // Gemini's own API answers it, in Gemini's format.
+        Err(_) => return Ok(bytes),
     };
     let body_model = body_model(&value, shape).map(str::to_owned);
     note_body_model(parts, body_model.as_deref());
@@ -216,7 +230,10 @@ pub(crate) fn decide(
                 ?fields,
                 "request refused: invalid parameters"
             );
-            Err(Box::new(rejection(flavor, &violations, more)))
+            Err((
+                Box::new(rejection(flavor, &violations, more)),
+                "invalid request parameters",
+            ))
         }
     }
 }

@@ -16,8 +16,11 @@
 //!   offending field and why (Gemini: `google.rpc.Status` with a `BadRequest` detail per field;
 //!   OpenAI: `{"error":{"message","type","param","code"}}`). The upstream is not called.
 //!
-//! Bodies that are not JSON, routes it does not know and non-`POST` requests pass through
-//! untouched and unread. A body that needs no change is forwarded byte for byte; a rewritten one
+//! Bodies labelled as something else than JSON, routes it does not know and non-`POST`
+//! requests pass through untouched and unread. A body labelled JSON (or unlabelled) that does
+//! not parse goes on to the upstream on Gemini routes (Gemini answers the syntax error in its
+//! own format), and is refused with a 400 in OpenAI's format on OpenAI routes (whose upstream
+//! is Gemini too, and would answer in Gemini's). A body that needs no change is forwarded byte for byte; a rewritten one
 //! gets a corrected `Content-Length`. On OpenAI routes the body's `model` is also put in the
 //! request extensions as [`ModelName`](crate::ext::ModelName) (unless one is there), so key
 //! cooldowns are tracked per model. The shapes, coercions and error format are described in

@@ -5,7 +5,7 @@ use http::{header, HeaderValue, Response, StatusCode};
 use serde_json::{json, Value};
 
 use super::check::{Violation, ViolationKind};
-use crate::api_error::{rpc_status_name, ApiFlavor};
+use crate::api_error::{error_response, rpc_status_name, ApiFlavor};
 
 /// The message naming every offending field.
 pub(crate) fn message(violations: &[Violation], more: usize) -> String {
@@ -74,4 +74,13 @@ pub(crate) fn rejection(
         HeaderValue::from_static("application/json; charset=utf-8"),
     );
     res
+}
+
+/// `400` for a body that is not JSON, saying where the parser stopped.
+pub(crate) fn not_json(flavor: ApiFlavor, error: &serde_json::Error) -> Response<Bytes> {
+    error_response(
+        flavor,
+        StatusCode::BAD_REQUEST,
+        &format!("the request body is not valid JSON: {error}"),
+    )
 }

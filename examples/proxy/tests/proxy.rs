@@ -369,3 +369,41 @@ async fn openai_passthrough_goes_to_the_upstreams_openai_endpoint_with_a_pool_ke
     assert!(!mock.saw_credential(TOKEN));
     proxy.stop();
 }
+
+#[tokio::test]
+async fn a_json_syntax_error_on_the_openai_passthrough_is_answered_in_openais_format() {
+    let mock = MockGemini::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(dir.path(), &env_file(&mock)).await;
+    let client = support::client_builder().build().unwrap();
+    for (route, body) in [
+        (
+            "chat/completions",
+            r#"{"model": "gemini-2.0-flash", "messages": [{"role": "user""#,
+        ),
+        (
+            "embeddings",
+            r#"{"model": "text-embedding-004", "input": "x",}"#,
+        ),
+    ] {
+        let res = client
+            .post(format!("{}/openai/v1/{route}", proxy.url))
+            .header("authorization", format!("Bearer {TOKEN}"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 400, "{route}");
+        let error: Value = serde_json::from_slice(&res.bytes().await.unwrap()).unwrap();
+        assert_eq!(error["error"]["type"], "invalid_request_error", "{error}");
+        assert!(
+            error["error"].get("status").is_none(),
+            "not Gemini's: {error}"
+        );
+        let message = error["error"]["message"].as_str().unwrap();
+        assert!(message.contains("not valid JSON"), "{message}");
+    }
+    assert_eq!(mock.total(), 0, "the upstream never saw the broken bodies");
+    proxy.stop();
+}
