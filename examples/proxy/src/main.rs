@@ -331,7 +331,7 @@ async fn handle(State(app): State<Arc<App>>, req: Request<Body>) -> Response<Bod
     let live = app.live();
     let path = req.uri().path().to_owned();
     let head_request = req.method() == axum::http::Method::HEAD;
-    let flavor = ApiFlavor::of(&req);
+    let flavor = route::flavor(&path);
     // The request line alone decides the route, or a 400/404/405, before the token is checked
     // (see `route`): nothing past this point sees a path that leaves its route.
     let (gemini_rest, is_openai, passthrough) = match route::route(req.method(), &path) {
@@ -361,6 +361,8 @@ async fn handle(State(app): State<Arc<App>>, req: Request<Body>) -> Response<Bod
     };
     let (mut parts, body) = req.into_parts();
     parts.extensions.insert(client);
+    // The layers answer in the route's format too, whatever the rest of the path looks like.
+    parts.extensions.insert(flavor);
     let mut model = None;
     let mut list_shape = None;
     let mut body = reqwest::Body::wrap_stream(body.into_data_stream());

@@ -124,6 +124,20 @@ pub fn is_api_path(path: &str) -> bool {
         || path.starts_with("/openai/v1/")
 }
 
+/// The error format of the route family `path` belongs to: a Gemini mount answers in Gemini's
+/// whatever its tail looks like (`/v1/models/m:generateContent/embeddings`), the OpenAI routes
+/// and `/openai/v1/*` in OpenAI's, anything else as its path suggests.
+pub fn flavor(path: &str) -> ApiFlavor {
+    if gemini_route(path).is_some() {
+        ApiFlavor::Gemini
+    } else if OPENAI_ROUTES.contains(&path.trim_end_matches('/')) || path.starts_with("/openai/v1/")
+    {
+        ApiFlavor::OpenAi
+    } else {
+        ApiFlavor::of_path(path)
+    }
+}
+
 /// The part of a Gemini-native path after its mount (`/v1beta/models` → `/models`).
 fn gemini_route(path: &str) -> Option<&str> {
     GEMINI_MOUNTS.iter().find_map(|mount| {
@@ -195,6 +209,25 @@ impl Refusal {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_route_familys_error_format_does_not_depend_on_its_tail() {
+        for path in [
+            "/v1/models/gemini-2.0-flash:generateContent/embeddings",
+            "/v1beta/models/x/chat/completions",
+            "/gemini/v1beta/models",
+        ] {
+            assert_eq!(flavor(path), ApiFlavor::Gemini, "{path}");
+        }
+        for path in [
+            "/v1/chat/completions/",
+            "/hf/v1/embeddings",
+            "/openai/v1/models",
+            "/v2/chat/completions",
+        ] {
+            assert_eq!(flavor(path), ApiFlavor::OpenAi, "{path}");
+        }
+    }
 
     #[test]
     fn routes_gemini_mounts() {

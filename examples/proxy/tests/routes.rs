@@ -407,3 +407,38 @@ async fn safety_settings_are_added_only_when_the_client_sent_none() {
         "/v1beta/models/gemini-2.5-flash:generateContent"
     );
 }
+
+#[tokio::test]
+async fn a_gemini_route_answers_in_geminis_format_whatever_its_tail() {
+    let mock = MockGemini::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = format!(
+        "API_KEYS={}\nALLOWED_TOKENS=[\"{TOKEN}\"]\nBASE_URL={}/v1beta\n",
+        serde_json::to_string(&test_keys(1)).unwrap(),
+        mock.base_url()
+    );
+    let proxy = Proxy::start(dir.path(), &env).await;
+    let client = support::client_builder().build().unwrap();
+    // `/embeddings` and `/chat/completions` in a path make it look like OpenAI's; the mount
+    // says it is Gemini's.
+    for path in [
+        "/v1/models/gemini-2.0-flash:generateContent/embeddings",
+        "/v1beta/models/gemini-2.0-flash/chat/completions",
+    ] {
+        let res = client
+            .post(format!("{}{path}", proxy.url))
+            .header("x-goog-api-key", "not-a-token")
+            .body(prompt_body("x"))
+            .send()
+            .await
+            .unwrap();
+        // 401 (no valid token) today; a path check before it may answer 400 or 404 instead.
+        let status = res.status().as_u16();
+        assert!((400..500).contains(&status), "{path}: {status}");
+        let error: Value = serde_json::from_slice(&res.bytes().await.unwrap()).unwrap();
+        assert_eq!(error["error"]["code"], status, "{path}: {error}");
+        assert!(error["error"]["status"].is_string(), "{path}: {error}");
+    }
+    assert_eq!(mock.total(), 0);
+    proxy.stop();
+}
