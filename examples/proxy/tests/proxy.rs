@@ -407,3 +407,43 @@ async fn a_json_syntax_error_on_the_openai_passthrough_is_answered_in_openais_fo
     assert_eq!(mock.total(), 0, "the upstream never saw the broken bodies");
     proxy.stop();
 }
+
+// Multi-threaded: the clients' connections must answer the proxy's graceful shutdown while
+// `stop` blocks this thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_requests_get_a_head_without_a_body_over_http2_too() {
+    let mock = MockGemini::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(dir.path(), &env_file(&mock)).await;
+    for h2 in [false, true] {
+        let builder = support::client_builder();
+        let client = if h2 {
+            builder.http2_prior_knowledge()
+        } else {
+            builder.http1_only()
+        }
+        .build()
+        .unwrap();
+        // Answered by the proxy, by the upstream (the mock's 404 to HEAD), or refused.
+        for (path, status) in [
+            ("/health".to_owned(), 200),
+            (format!("/v1beta/models?key={TOKEN}"), 404),
+            ("/v1/models".to_owned(), 401),
+            ("/openai/v1/models".to_owned(), 401),
+        ] {
+            let res = client
+                .head(format!("{}{path}", proxy.url))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), status, "h2 {h2}: {path}");
+            // An HTTP/2 answer to HEAD that carries data is a protocol error to the client.
+            let body = res
+                .bytes()
+                .await
+                .unwrap_or_else(|e| panic!("h2 {h2}: {path}: {e:?}"));
+            assert!(body.is_empty(), "h2 {h2}: {path}");
+        }
+    }
+    proxy.stop();
+}

@@ -83,7 +83,11 @@ impl hyper::service::Service<Request<Incoming>> for Dispatch {
         let req = Request::from_parts(parts, body);
         let handled: Handled = if crate::route::is_api_path(req.uri().path()) {
             let app = self.app.clone();
-            Box::pin(async move { Ok(crate::handle(State(app), req).await) })
+            let head = req.method() == axum::http::Method::HEAD;
+            Box::pin(async move {
+                let res = crate::handle(State(app), req).await;
+                Ok(if head { without_body(res) } else { res })
+            })
         } else {
             Box::pin(self.router.clone().oneshot(req))
         };
@@ -93,6 +97,14 @@ impl hyper::service::Service<Request<Incoming>> for Dispatch {
             watch,
         }
     }
+}
+
+/// An answer to `HEAD`: its headers, no body. hyper drops the body of such an answer over
+/// HTTP/1.1 but sends it over HTTP/2, where the client's h2 library resets the stream as a
+/// protocol error; axum's routes drop it themselves, the API routes served here did not.
+fn without_body(res: Response<Body>) -> Response<Body> {
+    let (parts, _) = res.into_parts();
+    Response::from_parts(parts, Body::empty())
 }
 
 /// What is needed to answer 408 if a request's body times out.
