@@ -219,6 +219,15 @@ async fn login_gives_a_session_cookie_not_the_token_and_logout_ends_it() {
         .await
         .unwrap();
     assert_eq!(res.status(), 404);
+    // A name that is not UTF-8 once decoded: the same 404, in the admin's JSON error format.
+    let res = client
+        .get(format!("{url}/static/%ff"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+    let error: Value = serde_json::from_slice(&res.bytes().await.unwrap()).unwrap();
+    assert_eq!(error["error"]["code"], 404, "{error}");
 
     // The admin API takes the session: reads with the cookie alone, changes only with the
     // session's CSRF token.

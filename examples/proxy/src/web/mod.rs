@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
 use axum::routing::{get, post};
@@ -204,8 +205,10 @@ fn page_for(
     }
 }
 
-async fn asset(Path(file): Path<String>) -> Response<Body> {
-    match assets::find(&file) {
+/// A name that is not UTF-8 once decoded (`/static/%ff`) names no asset: a 404 like any other
+/// unknown file, rather than axum's plain-text 400.
+async fn asset(file: Result<Path<String>, PathRejection>) -> Response<Body> {
+    match file.ok().and_then(|Path(file)| assets::find(&file)) {
         Some(asset) => {
             let mut res = Response::new(Body::from(asset.body));
             res.headers_mut().insert(
