@@ -42,6 +42,12 @@ impl Proxy {
         Proxy::start_with(dir, env_file, log, None).await
     }
 
+    /// Like [`start_logging`](Self::start_logging) with a log file, and stderr (where a panic
+    /// message goes) into the same file.
+    pub async fn start_capturing(dir: &Path, env_file: &str, output: &Path) -> Proxy {
+        Proxy::spawn(dir, env_file, Some(output), None, true).await
+    }
+
     /// Like [`start_logging`](Self::start_logging); with `umask` (such as `"022"`), the binary
     /// runs under that umask (through `sh`, which sets it and `exec`s the binary).
     pub async fn start_with(
@@ -49,6 +55,16 @@ impl Proxy {
         env_file: &str,
         log: Option<&Path>,
         umask: Option<&str>,
+    ) -> Proxy {
+        Proxy::spawn(dir, env_file, log, umask, false).await
+    }
+
+    async fn spawn(
+        dir: &Path,
+        env_file: &str,
+        log: Option<&Path>,
+        umask: Option<&str>,
+        capture_stderr: bool,
     ) -> Proxy {
         std::fs::write(dir.join(".env"), env_file).unwrap();
         let port = free_port();
@@ -72,13 +88,21 @@ impl Proxy {
                     .append(true)
                     .open(path)
                     .unwrap();
+                if capture_stderr {
+                    command.stderr(file.try_clone().unwrap());
+                } else {
+                    command.stderr(Stdio::inherit());
+                }
                 command.stdout(file);
             }
             None => {
-                command.env("LOG_LEVEL", "warn").stdout(Stdio::null());
+                command
+                    .env("LOG_LEVEL", "warn")
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::inherit());
             }
         }
-        let mut child = command.stderr(Stdio::inherit()).spawn().unwrap();
+        let mut child = command.spawn().unwrap();
         let url = format!("http://127.0.0.1:{port}");
         let client = support::client_builder().build().unwrap();
         for _ in 0..400 {
@@ -95,6 +119,11 @@ impl Proxy {
         let _ = child.kill();
         let _ = child.wait();
         panic!("the proxy did not start");
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     /// SIGTERM, then wait: the graceful path that flushes the store.
