@@ -376,3 +376,47 @@ fn the_mock_reports_usage_as_the_tests_expect() {
     let answer = replies::generate_content(model, "x");
     assert!(answer["usageMetadata"]["thoughtsTokenCount"].as_u64() == Some(12));
 }
+
+/// What a chat through the OpenAI conversion leaves in the record, usage outermost as in the
+/// bundled proxy: `(model, tokens)` for `stream` and `include_usage`.
+async fn record_converted_chat(stream: bool, include_usage: bool) -> RequestRecord {
+    use gemini_balance::openai::{ChatOptions, OpenAiLayer};
+    let mock = MockGemini::start().await;
+    let store = MemoryStore::new();
+    let pool = KeyPool::builder().keys(test_keys(1)).build().unwrap();
+    let upstream = ReqwestService::new(support::client_builder().build().unwrap())
+        .base_url(&mock.base_url())
+        .unwrap();
+    let stack = ServiceBuilder::new()
+        .layer(UsageLayer::new(store.clone()))
+        .layer(OpenAiLayer::new(ChatOptions::default()))
+        .layer(RetryLayer::new().base_delay(Duration::from_millis(1)))
+        .layer(KeyRotationLayer::new(pool))
+        .service(upstream);
+    let mut body = serde_json::json!({
+        "model": FLASH,
+        "stream": stream,
+        "messages": [{"role": "user", "content": "count me"}],
+    });
+    if include_usage {
+        body["stream_options"] = serde_json::json!({"include_usage": true});
+    }
+    let req = Request::post("/v1/chat/completions")
+        .header("content-type", "application/json")
+        .body(reqwest::Body::from(body.to_string()))
+        .unwrap();
+    let res = stack.oneshot(req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    res.into_body().collect().await.unwrap();
+    store.records().remove(0)
+}
+
+#[tokio::test]
+async fn openai_chats_over_the_conversion_record_the_model_of_their_body() {
+    for (stream, include_usage) in [(false, false), (true, false), (true, true)] {
+        let r = record_converted_chat(stream, include_usage).await;
+        assert_eq!(r.model.as_deref(), Some(FLASH), "stream {stream}");
+        assert_eq!(r.protocol, gemini_balance::api_error::ApiFlavor::OpenAi);
+        assert!(r.success, "{r:?}");
+    }
+}

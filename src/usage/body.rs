@@ -89,6 +89,14 @@ impl Pending {
         record.status = res.status().as_u16();
         record.grpc_status = crate::classify::grpc_status(res.headers());
         record.key = res.extensions().get::<crate::keys::KeyId>().cloned();
+        if record.model.is_none() {
+            // Named in the request body, not the path (OpenAI's chat and embeddings): the inner
+            // layer that read the body says which on the response.
+            record.model = res
+                .extensions()
+                .get::<crate::ext::ModelName>()
+                .map(|m| m.as_str().to_owned());
+        }
         record.attempts = res
             .extensions()
             .get::<crate::ext::Attempts>()

@@ -139,7 +139,9 @@ pub struct RequestRecord {
     pub protocol: ApiFlavor,
     /// The request path (no query string: it may hold a token).
     pub route: String,
-    /// The model, when known.
+    /// The model, when known: the request's [`ModelName`](crate::ext::ModelName) or path, else
+    /// the `ModelName` an inner layer put on the response (one that read it from the request
+    /// body, as the OpenAI conversion does).
     pub model: Option<String>,
     /// The key that served the final attempt.
     pub key: Option<KeyId>,
