@@ -377,8 +377,8 @@ fn the_mock_reports_usage_as_the_tests_expect() {
     assert!(answer["usageMetadata"]["thoughtsTokenCount"].as_u64() == Some(12));
 }
 
-/// What a chat through the OpenAI conversion leaves in the record, usage outermost as in the
-/// bundled proxy: `(model, tokens)` for `stream` and `include_usage`.
+/// The record of a chat through the OpenAI conversion, usage outermost as in the bundled
+/// proxy, streamed or not, with or without `stream_options.include_usage`.
 async fn record_converted_chat(stream: bool, include_usage: bool) -> RequestRecord {
     use gemini_balance::openai::{ChatOptions, OpenAiLayer};
     let mock = MockGemini::start().await;
@@ -418,5 +418,33 @@ async fn openai_chats_over_the_conversion_record_the_model_of_their_body() {
         assert_eq!(r.model.as_deref(), Some(FLASH), "stream {stream}");
         assert_eq!(r.protocol, gemini_balance::api_error::ApiFlavor::OpenAi);
         assert!(r.success, "{r:?}");
+    }
+}
+
+#[tokio::test]
+async fn openai_chats_over_the_conversion_record_the_upstreams_tokens() {
+    // What the mock reports for the prompt: its whole answer's and its stream's last event's.
+    let model = replies::find_model(FLASH).unwrap();
+    let whole = gemini_balance::usage::gemini_usage(
+        &replies::generate_content(model, "count me")["usageMetadata"],
+    )
+    .unwrap();
+    let streamed = replies::stream_chunks(model, "count me")
+        .iter()
+        .rev()
+        .find_map(|c| gemini_balance::usage::gemini_usage(&c["usageMetadata"]))
+        .unwrap();
+    assert!(whole.total > 0 && streamed.total > 0);
+    for (stream, include_usage, expected) in [
+        (false, false, whole),
+        // The client did not ask for the usage chunk: the upstream reported it all the same.
+        (true, false, streamed),
+        (true, true, streamed),
+    ] {
+        let r = record_converted_chat(stream, include_usage).await;
+        assert_eq!(
+            r.tokens, expected,
+            "stream {stream}, include_usage {include_usage}"
+        );
     }
 }

@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use super::response::OpenAiStream;
 use crate::stream::sse::SseDecoder;
+use crate::usage::{gemini_usage, UpstreamUsage};
 
 pin_project! {
     /// The response body of [`OpenAi`](super::OpenAi).
@@ -35,6 +36,8 @@ pub(super) struct StreamState {
     pub(super) converter: OpenAiStream,
     pub(super) out: VecDeque<Bytes>,
     pub(super) done: bool,
+    /// Gets the upstream's token count from the events, whether or not the client sees it.
+    pub(super) upstream_usage: Option<UpstreamUsage>,
 }
 
 impl<B> std::fmt::Debug for OpenAiBody<B> {
@@ -58,7 +61,11 @@ impl<B> OpenAiBody<B> {
         }
     }
 
-    pub(super) fn stream(body: B, converter: OpenAiStream) -> Self {
+    pub(super) fn stream(
+        body: B,
+        converter: OpenAiStream,
+        upstream_usage: Option<UpstreamUsage>,
+    ) -> Self {
         OpenAiBody {
             kind: Kind::Stream {
                 body,
@@ -67,6 +74,7 @@ impl<B> OpenAiBody<B> {
                     converter,
                     out: VecDeque::new(),
                     done: false,
+                    upstream_usage,
                 }),
             },
         }
@@ -92,6 +100,11 @@ impl StreamState {
                     &value,
                 ));
                 return;
+            }
+            if let Some(slot) = &self.upstream_usage {
+                if let Some(usage) = value.get("usageMetadata").and_then(gemini_usage) {
+                    slot.set(usage);
+                }
             }
             for chunk in self.converter.chunk(&value) {
                 self.out.push_back(event(&chunk));

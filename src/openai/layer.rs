@@ -22,6 +22,7 @@ use super::response::{
 use crate::api_error::{openai_error_value, ApiFlavor};
 use crate::buffer::{CollectError, CollectLimited};
 use crate::ext::ModelName;
+use crate::usage::{gemini_usage, UpstreamUsage};
 
 /// An image fetched for a chat request: its MIME type and its data in base64.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -234,6 +235,9 @@ struct Plan {
     stream: bool,
     include_usage: bool,
     show_thinking: bool,
+    /// Where the usage layer above wants the upstream's token count (the client may not see
+    /// it: an OpenAI stream carries it only when asked).
+    upstream_usage: Option<UpstreamUsage>,
 }
 
 async fn convert<ReqBody, ResBody>(
@@ -273,6 +277,7 @@ where
         )
     })?;
     let options = layer.options.get();
+    let upstream_usage = parts.extensions.get::<UpstreamUsage>().cloned();
     let (path, body, plan) = match route {
         Route::Chat => {
             let mut chat = chat_request_to_gemini(&json, &options.chat)
@@ -311,6 +316,7 @@ where
                 stream: chat.stream,
                 include_usage: chat.include_usage,
                 show_thinking: options.show_thinking,
+                upstream_usage,
             };
             parts.extensions.insert(ModelName::new(chat.model.upstream));
             (path, chat.body, plan)
@@ -328,6 +334,7 @@ where
                 stream: false,
                 include_usage: false,
                 show_thinking: false,
+                upstream_usage,
             };
             parts.extensions.insert(ModelName::new(embeddings.model));
             (path, embeddings.body, plan)
@@ -390,7 +397,10 @@ where
             .headers
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         let converter = OpenAiStream::new(&plan.model, &id, created, opts, plan.include_usage);
-        return Response::from_parts(parts, OpenAiBody::stream(body, converter));
+        return Response::from_parts(
+            parts,
+            OpenAiBody::stream(body, converter, plan.upstream_usage),
+        );
     }
     let bytes = match CollectLimited::new(body, limit).await {
         Ok(bytes) => bytes,
@@ -418,6 +428,11 @@ where
         }
         Err(_) => Value::Null,
     };
+    if let Some(slot) = &plan.upstream_usage {
+        if let Some(usage) = gemini.get("usageMetadata").and_then(gemini_usage) {
+            slot.set(usage);
+        }
+    }
     let value = if !parts.status.is_success() {
         gemini_error_to_openai(parts.status, &gemini_or_text(gemini, &bytes))
     } else {

@@ -10,7 +10,7 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 
-use super::attempts::{AttemptLog, RequestBodyCapture};
+use super::attempts::{AttemptLog, RequestBodyCapture, UpstreamUsage};
 use super::extract::UsageTap;
 use super::record::{Completion, RequestRecord, TokenUsage};
 use crate::store::UsageSink;
@@ -24,6 +24,7 @@ pub(crate) struct Pending {
     pub(super) started: Instant,
     pub(super) log: AttemptLog,
     pub(super) capture: Option<RequestBodyCapture>,
+    pub(super) upstream_usage: UpstreamUsage,
     pub(super) sink: Arc<dyn UsageSink>,
 }
 
@@ -66,13 +67,16 @@ impl Pending {
             started: Instant::now(),
             log: AttemptLog::default(),
             capture: capture.then(RequestBodyCapture::default),
+            upstream_usage: UpstreamUsage::default(),
             sink,
         }
     }
 
-    /// Puts the slots inner layers fill (attempt log, request body) into request extensions.
+    /// Puts the slots inner layers fill (attempt log, request body, the upstream's token
+    /// count) into request extensions.
     pub(crate) fn insert_slots(&self, extensions: &mut http::Extensions) {
         extensions.insert(self.log.clone());
+        extensions.insert(self.upstream_usage.clone());
         if let Some(capture) = &self.capture {
             extensions.insert(capture.clone());
         }
@@ -128,7 +132,8 @@ impl Pending {
         let record = &mut self.record;
         record.latency = self.started.elapsed();
         record.time_to_first_byte = first_byte;
-        record.tokens = tokens.unwrap_or_default();
+        // The upstream's own count when a layer left it, else what the answer showed.
+        record.tokens = self.upstream_usage.get().or(tokens).unwrap_or_default();
         record.streamed |= streamed;
         record.completion = completion;
         record.success = (200..300).contains(&record.status)

@@ -7,8 +7,9 @@
 //! [`UsageSink`](crate::store::UsageSink). Inner layers add what only they know through
 //! request extensions: [`KeyRotation`](crate::keys::KeyRotation) logs every attempt (key,
 //! status, failure class, latency, the upstream's error message, redacted) into an
-//! [`AttemptLog`], and [`Retry`](crate::retry::Retry) leaves the request body it buffered in a
-//! [`RequestBodyCapture`] when asked to.
+//! [`AttemptLog`], [`Retry`](crate::retry::Retry) leaves the request body it buffered in a
+//! [`RequestBodyCapture`] when asked to, and the OpenAI conversion leaves the upstream's token
+//! count in an [`UpstreamUsage`] (an OpenAI stream shows it to the client only when asked).
 //!
 //! The layer is body-agnostic (it works for gRPC too, recording the call's `grpc-status` from
 //! the headers or trailers in [`RequestRecord::grpc_status`]); it reads response bodies only to
@@ -61,7 +62,7 @@ pub mod future;
 mod layer;
 mod record;
 
-pub use self::attempts::{AttemptLog, RequestBodyCapture};
+pub use self::attempts::{AttemptLog, RequestBodyCapture, UpstreamUsage};
 pub use self::body::UsageBody;
 #[cfg(feature = "reqwest-middleware")]
 pub(crate) use self::body::{Head, Pending};
