@@ -145,6 +145,9 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         // The writer appends; 8 MiB of page cache holds the pages it touches (the library's
         // default 16 MiB would be a quarter of the proxy's memory budget).
         .cache_mib(8)
+        // The request path never waits for the database: past this many queued records, new
+        // ones are dropped and counted (docs/store.md, "The writer thread").
+        .channel_capacity(usize::try_from(base.int("SQLITE_QUEUE_CAPACITY")).unwrap_or(16_384))
         .retention(retention)
         .time_zone(config.time_zone.clone())
         .error_log_days(days(

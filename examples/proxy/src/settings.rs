@@ -499,6 +499,16 @@ pub const DEFS: &[Def] = &[
         "Storage",
         "Database file under data/",
     )),
+    startup_only(def(
+        "SQLITE_QUEUE_CAPACITY",
+        Kind::Int {
+            min: 1,
+            max: 1_000_000,
+        },
+        "16384",
+        "Storage",
+        "Usage records queued for the database writer at most; past it records are dropped and counted, never waited for (not a Gemini-Balance setting)",
+    )),
     never(def("MYSQL_HOST", Kind::Text, "", "Storage", "MySQL host")),
     never(def("MYSQL_PORT", INT, "3306", "Storage", "MySQL port")),
     never(def("MYSQL_USER", Kind::Text, "", "Storage", "MySQL user")),
