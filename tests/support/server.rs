@@ -41,6 +41,8 @@ struct Shared {
     compression: Mutex<Compression>,
     /// Answers sent compressed.
     compressed: std::sync::atomic::AtomicU64,
+    /// Streams whose reader went away before their last event.
+    abandoned_streams: Arc<std::sync::atomic::AtomicU64>,
 }
 
 #[derive(Debug, Default)]
@@ -104,6 +106,14 @@ impl MockGemini {
     pub fn compressed_answers(&self) -> u64 {
         self.shared
             .compressed
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Streams (`alt=sse`) whose reader went away before their last event: the connection was
+    /// closed or the body dropped, whether the stream was held by a gate or sending.
+    pub fn abandoned_streams(&self) -> u64 {
+        self.shared
+            .abandoned_streams
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
@@ -457,7 +467,7 @@ fn call(
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .clone();
-                sse_response(chunks, gate)
+                sse_response(chunks, gate, shared.abandoned_streams.clone())
             } else {
                 // Without `alt=sse` Gemini streams one JSON array.
                 json(StatusCode::OK, &Value::Array(chunks))

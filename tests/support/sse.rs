@@ -2,10 +2,13 @@
 //!
 //! Events are sent from a task through a channel, so each one leaves the mock as its own write.
 //! A [`StreamGate`] holds every stream after its first event until the test lets more through,
-//! which tells a layer that passes the stream on from one that buffers it.
+//! which tells a layer that passes the stream on from one that buffers it. A stream whose reader
+//! goes away before its last event (the connection closed, the body dropped) is counted, held
+//! or not, so a test can tell that a client's disconnect reached the upstream.
 
 use std::convert::Infallible;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -68,17 +71,30 @@ pub fn sse_event(chunk: &Value) -> String {
     format!("data: {chunk}\r\n\r\n")
 }
 
-/// A `text/event-stream` response sending `chunks` as events, held by `gate` after the first.
-pub(crate) fn sse_response(chunks: Vec<Value>, gate: Option<StreamGate>) -> Response {
+/// A `text/event-stream` response sending `chunks` as events, held by `gate` after the first;
+/// `abandoned` counts the stream if its reader goes away before the last event.
+pub(crate) fn sse_response(
+    chunks: Vec<Value>,
+    gate: Option<StreamGate>,
+    abandoned: Arc<AtomicU64>,
+) -> Response {
     let (tx, rx) = mpsc::channel(chunks.len().max(1));
     tokio::spawn(async move {
         for (i, chunk) in chunks.iter().enumerate() {
             if i > 0 {
                 if let Some(gate) = &gate {
-                    gate.pass().await;
+                    // A held stream notices its reader leaving without waiting for a permit.
+                    tokio::select! {
+                        _ = gate.pass() => {}
+                        _ = tx.closed() => {
+                            abandoned.fetch_add(1, Ordering::Relaxed);
+                            return;
+                        }
+                    }
                 }
             }
             if tx.send(Bytes::from(sse_event(chunk))).await.is_err() {
+                abandoned.fetch_add(1, Ordering::Relaxed);
                 return; // the client went away
             }
         }

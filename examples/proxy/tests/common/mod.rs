@@ -81,6 +81,7 @@ impl Proxy {
             .current_dir(dir)
             .env("HOST", "127.0.0.1")
             .env("PORT", port.to_string());
+        command.stderr(Stdio::inherit());
         match log {
             Some(path) => {
                 let file = std::fs::OpenOptions::new()
@@ -131,6 +132,12 @@ impl Proxy {
         self.sigterm();
         let exit = self.child.wait().unwrap();
         assert!(exit.success(), "the proxy exited with {exit}");
+    }
+
+    /// SIGKILL (`kill -9`), and wait for the process to end: a crash, nothing flushed.
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
     }
 
     /// Sends SIGTERM and returns at once.
