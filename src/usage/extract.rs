@@ -675,19 +675,34 @@ fn single_data_line(block: &[u8]) -> Option<&[u8]> {
 }
 
 /// `true` for an error event: an object whose first member is `error` (Gemini's and OpenAI's
-/// error events), or an `event: error`.
+/// error events), or an `event: error`. Looks at the start of the event only: its cost does not
+/// grow with the event.
 fn is_error_event(block: &[u8]) -> bool {
-    let first_member_is_error = |data: &[u8]| {
-        let data = data.trim_ascii_start();
-        data.strip_prefix(b"{")
-            .is_some_and(|rest| rest.trim_ascii_start().starts_with(b"\"error\""))
+    let spaces = |bytes: &[u8]| -> usize {
+        bytes
+            .iter()
+            .take_while(|b| **b == b' ' || **b == b'\t')
+            .count()
     };
-    match single_data_line(block) {
-        Some(data) => first_member_is_error(data),
-        None => SseEvent::parse(block).is_some_and(|event| {
-            event.event.as_deref() == Some("error") || first_member_is_error(event.data.as_bytes())
-        }),
+    if let Some(rest) = block.strip_prefix(b"data:") {
+        // `{`, blanks, then the first member, all on the first data line.
+        let rest = &rest[spaces(rest)..];
+        let Some(rest) = rest.strip_prefix(b"{") else {
+            return false;
+        };
+        let rest = &rest[spaces(rest)..];
+        if !rest.starts_with(b"\r") && !rest.starts_with(b"\n") && !rest.is_empty() {
+            return rest.starts_with(b"\"error\"");
+        }
+        // The object goes on over more lines: read the event whole.
     }
+    SseEvent::parse(block).is_some_and(|event| {
+        let data = event.data.as_bytes().trim_ascii_start();
+        event.event.as_deref() == Some("error")
+            || data
+                .strip_prefix(b"{")
+                .is_some_and(|rest| rest.trim_ascii_start().starts_with(b"\"error\""))
+    })
 }
 
 /// Reads the usage of every complete event that mentions one, and notes error events.
@@ -763,11 +778,14 @@ mod tests {
         // "error" as text or a nested member is not an error event.
         let nested = r#"data: {"candidates":[{"content":{"parts":[{"text":"\"error\": none"}]}}],"error_rate":1}"#;
         assert!(!sse(&format!("{nested}\n\n")).0);
+        assert!(!sse("data: [DONE]\n\n: keep-alive\n\ndata: {\n\"candidates\": []}\n\n").0);
         for failed in [
             format!("data: {GEMINI}\r\n\r\ndata: {{\"error\":{{\"code\":500,\"message\":\"x\"}}}}\r\n\r\n"),
             "data: { \"error\" : {\"message\":\"cut\",\"type\":\"server_error\"}}\n\n".to_owned(),
             "event: error\ndata: cut\n\n".to_owned(),
             "data: {\"error\":\n data: 1}\n\n".to_owned(),
+            "data: {\ndata: \"error\": {\"code\": 500}}\n\n".to_owned(),
+            ": keep-alive\ndata: {\"error\":{}}\n\n".to_owned(),
         ] {
             assert!(sse(&failed).0, "{failed:?}");
         }
