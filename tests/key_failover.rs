@@ -269,6 +269,31 @@ async fn the_key_failover_cap_holds() {
 }
 
 #[tokio::test]
+async fn a_bare_403_counts_so_one_request_cannot_disable_the_pool() {
+    // A 403 with no reason about the key may be the request's doing: each one disables the key
+    // it met, so it must not be a free failover.
+    let mock = MockGemini::start().await;
+    let keys: Vec<String> = (1..=20).map(test_key).collect();
+    for key in &keys {
+        mock.set_fault(key, Fault::PermissionDenied);
+    }
+    for path in PATHS {
+        mock.reset_counters();
+        let pool = pool_of(&keys);
+        let res = generate(path, &mock, &pool, &retry()).await;
+        assert_eq!(res.status, StatusCode::FORBIDDEN, "{path:?}");
+        assert_eq!(res.attempts(), 3, "{path:?}: max_attempts bounds it");
+        assert_eq!(mock.total(), 3, "{path:?}");
+        let disabled = pool
+            .snapshots()
+            .iter()
+            .filter(|k| !k.status.is_serving())
+            .count();
+        assert_eq!(disabled, 3, "{path:?}");
+    }
+}
+
+#[tokio::test]
 async fn the_429_that_discovers_a_quota_says_when_to_come_back() {
     let mock = MockGemini::start().await;
     mock.set_fault(&test_key(1), Fault::rate_limited("37s"));

@@ -163,6 +163,20 @@ impl FailureClass {
         )
     }
 
+    /// `true` when the answer names the key as the cause: a quota of the key's (429 /
+    /// `RESOURCE_EXHAUSTED`), or a rejection whose reason is about the key (`API_KEY_INVALID`,
+    /// `CONSUMER_SUSPENDED`, `SERVICE_DISABLED`, ...). A bare 401 or 403 may be the request's
+    /// doing (an OAuth token in its query, a file of another project), so it does not.
+    pub fn names_the_key(&self) -> bool {
+        match self {
+            FailureClass::RateLimited { .. } => true,
+            FailureClass::KeyRejected { reason, .. } => {
+                super::KEY_REASONS.contains(&reason.as_str())
+            }
+            _ => false,
+        }
+    }
+
     /// The wait the upstream asked for, if any.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {

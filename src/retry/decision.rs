@@ -2,9 +2,11 @@
 //! the end. Shared by [`Retry`](super::Retry) and the reqwest-middleware retry, so both decide
 //! the same.
 //!
-//! A rate-limited or rejected key (a *key-scoped* failure) says nothing about the request and
-//! costs no time, so moving to another key after one is not a retry of the request: it spends
-//! neither `max_attempts` nor the retry budget. It is bounded twice: by the pool (a key that
+//! A rate-limited key, or one rejected for a reason about the key (`API_KEY_INVALID`,
+//! `CONSUMER_SUSPENDED`, ...: [`FailureClass::names_the_key`]), says nothing about the request
+//! and costs no time, so moving to another key after one is not a retry of the request: it
+//! spends neither `max_attempts` nor the retry budget. A bare 401/403 is counted like any
+//! retry, since the request itself may have caused it. It is bounded twice: by the pool (a key that
 //! already failed this request is avoided, and a key-scoped failure on a key met again is
 //! counted like any other) and by `max_key_failovers` per request. Everything else that is
 //! retryable (5xx, overload, timeouts, transport) is a real retry: counted, waited for, paid
@@ -79,7 +81,10 @@ impl Config {
         // Another key is the cure only if a key layer chose this one and it is new to this
         // request (a key met again means no other key was usable).
         let new_key = key.is_some_and(|key| !failed_before.contains(key));
-        if class.is_key_scoped() && new_key && tally.failovers < self.max_key_failovers {
+        // Free only when the answer named the key: a bare 401/403 may be the request's doing,
+        // and would otherwise disable every key it meets, free of charge.
+        let free = class.is_key_scoped() && class.names_the_key();
+        if free && new_key && tally.failovers < self.max_key_failovers {
             tally.failovers += 1;
             return Decision::KeyFailover;
         }

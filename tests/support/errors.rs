@@ -227,3 +227,13 @@ pub fn stream_error_quoting(key: &str) -> Value {
         "status": "INTERNAL",
     }})
 }
+
+/// 403 `PERMISSION_DENIED` without an `ErrorInfo` naming the key.
+pub fn permission_denied() -> GeminiError {
+    GeminiError::new(
+        StatusCode::FORBIDDEN,
+        "You do not have permission to access the File abc123 or it may not exist.",
+        "PERMISSION_DENIED",
+        None,
+    )
+}

@@ -37,6 +37,9 @@ pub enum Fault {
     /// 403 `PERMISSION_DENIED` whose message quotes the key (`Consumer 'api_key:<key>' has been
     /// suspended.`), ErrorInfo reason `CONSUMER_SUSPENDED`.
     Suspended,
+    /// 403 `PERMISSION_DENIED` with no reason about the key (what a request that is not the
+    /// key's to make gets, such as one for a file of another project).
+    PermissionDenied,
     /// 500 with a relay's HTML error page in ISO-8859-1 (not UTF-8) that quotes the key.
     HtmlPageQuotingKey,
     /// Streams (`alt=sse`) answer 200, send their first event, then an error event quoting the

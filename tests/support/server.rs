@@ -296,6 +296,7 @@ fn verdict(shared: &Shared, key: &str, route: &Route) -> Verdict {
         Fault::Flaky503 => Verdict::Serve,
         Fault::ServerError => Verdict::Fail(errors::internal()),
         Fault::Slow(delay) => Verdict::Delay(*delay),
+        Fault::PermissionDenied => Verdict::Fail(errors::permission_denied()),
         Fault::HtmlPageQuotingKey => Verdict::Answer(errors::html_page_quoting(key)),
         Fault::StreamErrorQuotingKey => Verdict::StreamError,
         Fault::BreaksOff => Verdict::BreakOff,
