@@ -28,6 +28,11 @@
 //! - `x-goog-user-project`: charges the request to the client's Google Cloud project; an API key
 //!   cannot, so Google answers `403 PERMISSION_DENIED` and the pool key would take the blame;
 //! - `x-http-method-override`: would turn a `POST` into another method at Google's front end;
+//! - `x-goog-fieldmask`: filters the answer's fields, and a mask without `usageMetadata` would
+//!   hide the request's tokens from the usage record;
+//! - the query parameters Google reads as system parameters (`$userProject`, `$httpMethod`,
+//!   `access_token`, `oauth_token`, `$ct`, `$fields`, `fields`, `quotaUser`, `prettyPrint`...):
+//!   the same headers by another name; only `alt`, `pageSize` and `pageToken` go on;
 //! - `Cookie`, `Proxy-Authorization`, CSRF tokens, `X-Forwarded-*`, `Forwarded`, `X-Real-IP`,
 //!   `Via`: the client's session, credentials and address, which stay with this hop;
 //! - `User-Agent`: the client's software and platform; the gateway's client sends its own;
@@ -87,19 +92,26 @@ use tower_service::Service;
 #[derive(Clone, PartialEq, Eq)]
 pub struct HeaderAllowlist {
     names: Arc<[HeaderName]>,
+    query: Arc<[&'static str]>,
 }
 
 impl HeaderAllowlist {
     /// What the Gemini API reads and its SDKs send that changes the answer; the
     /// [module docs](self) give the reason for each.
-    pub const GEMINI: [HeaderName; 6] = [
+    pub const GEMINI: [HeaderName; 5] = [
         header::CONTENT_TYPE,
         header::CONTENT_LENGTH,
         header::ACCEPT,
         HeaderName::from_static("x-goog-api-client"),
         HeaderName::from_static("x-server-timeout"),
-        HeaderName::from_static("x-goog-fieldmask"),
     ];
+
+    /// The query parameters the Gemini API reads and its SDKs send: `alt` (`alt=sse` for
+    /// streams) and the paging of lists (`pageSize`, `pageToken`). Every other parameter is
+    /// removed: Google reads some as the headers this list drops (`$userProject`,
+    /// `$httpMethod`, `access_token`, `$ct`, `$fields`/`fields`), and a key in `key=` is the
+    /// key layer's to set.
+    pub const GEMINI_QUERY: [&'static str; 3] = ["alt", "pageSize", "pageToken"];
 
     /// The request headers of the Files API's resumable upload protocol, as the google-genai
     /// SDK sends them: the protocol, the command (`start`, `upload`, `finalize`), the offset of a
@@ -117,6 +129,7 @@ impl HeaderAllowlist {
     pub fn gemini() -> Self {
         HeaderAllowlist {
             names: Arc::new(Self::GEMINI),
+            query: Arc::new(Self::GEMINI_QUERY),
         }
     }
 
@@ -124,6 +137,7 @@ impl HeaderAllowlist {
     pub fn none() -> Self {
         HeaderAllowlist {
             names: Arc::from([]),
+            query: Arc::from([]),
         }
     }
 
@@ -140,7 +154,51 @@ impl HeaderAllowlist {
                 all.push(name);
             }
         }
-        HeaderAllowlist { names: all.into() }
+        HeaderAllowlist {
+            names: all.into(),
+            query: self.query,
+        }
+    }
+
+    /// The query parameter `name` is sent upstream too (matched as written, not decoded).
+    pub fn allow_query(self, name: &'static str) -> Self {
+        let mut all = self.query.to_vec();
+        if !all.contains(&name) {
+            all.push(name);
+        }
+        HeaderAllowlist {
+            names: self.names,
+            query: all.into(),
+        }
+    }
+
+    /// Whether the query parameter `name` (as written) is sent upstream.
+    pub fn allows_query(&self, name: &str) -> bool {
+        self.query.contains(&name)
+    }
+
+    /// The query of `uri` without the parameters not on the list (`None` when nothing is
+    /// removed). A parameter is kept only when its name is written exactly as listed: an
+    /// escaped spelling (`%61lt`) is removed, never decoded into a listed one.
+    pub fn retain_query(&self, uri: &http::Uri) -> Option<http::Uri> {
+        let query = uri.query()?;
+        fn name(pair: &str) -> &str {
+            pair.split('=').next().unwrap_or("")
+        }
+        let pairs = query.split('&').filter(|pair| !pair.is_empty());
+        if pairs.clone().all(|pair| self.allows_query(name(pair))) && !query.contains("&&") {
+            return None;
+        }
+        let kept: Vec<&str> = pairs.filter(|pair| self.allows_query(name(pair))).collect();
+        let path = uri.path();
+        let pq = if kept.is_empty() {
+            path.to_owned()
+        } else {
+            format!("{path}?{}", kept.join("&"))
+        };
+        let mut parts = uri.clone().into_parts();
+        parts.path_and_query = Some(pq.parse().ok()?);
+        http::Uri::from_parts(parts).ok()
     }
 
     /// The resumable upload headers ([`RESUMABLE_UPLOAD`](Self::RESUMABLE_UPLOAD)) are sent
@@ -187,7 +245,10 @@ impl Default for HeaderAllowlist {
 
 impl fmt::Debug for HeaderAllowlist {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(self.names.iter()).finish()
+        f.debug_struct("HeaderAllowlist")
+            .field("names", &self.names)
+            .field("query", &self.query)
+            .finish()
     }
 }
 
@@ -264,6 +325,9 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         self.allowlist.retain(req.headers_mut());
+        if let Some(uri) = self.allowlist.retain_query(req.uri()) {
+            *req.uri_mut() = uri;
+        }
         self.inner.call(req)
     }
 }
@@ -326,7 +390,6 @@ mod tests {
                 "content-length",
                 "content-type",
                 "x-goog-api-client",
-                "x-goog-fieldmask",
                 "x-server-timeout"
             ]
         );
@@ -358,5 +421,33 @@ mod tests {
         let mut sent = headers(&[("content-type", "application/json"), ("x-tenant", "a")]);
         HeaderAllowlist::none().retain(&mut sent);
         assert!(sent.is_empty());
+    }
+
+    #[test]
+    fn only_the_query_parameters_gemini_reads_go_on() {
+        let list = HeaderAllowlist::gemini();
+        let cases = [
+            ("/m:streamGenerateContent?alt=sse", None),
+            ("/models?pageSize=5&pageToken=x", None),
+            ("/m", None),
+            (
+                "/m:generateContent?%24userProject=p&access_token=ya29&alt=sse&%24httpMethod=DELETE&%24ct=text/plain",
+                Some("/m:generateContent?alt=sse"),
+            ),
+            ("/m?$fields=candidates&fields=x&quotaUser=q", Some("/m")),
+            ("/m?%61lt=sse&alt=json", Some("/m?alt=json")),
+            ("/m?alt=sse&&pageSize=1", Some("/m?alt=sse&pageSize=1")),
+        ];
+        for (uri, expected) in cases {
+            let uri: http::Uri = uri.parse().unwrap();
+            let got = list.retain_query(&uri).map(|u| u.to_string());
+            assert_eq!(got.as_deref(), expected, "{uri}");
+        }
+        let wider = HeaderAllowlist::gemini().allow_query("upload_id");
+        let uri: http::Uri = "/upload?upload_id=1&x=2".parse().unwrap();
+        assert_eq!(
+            wider.retain_query(&uri).unwrap().to_string(),
+            "/upload?upload_id=1"
+        );
     }
 }
