@@ -226,6 +226,24 @@ impl SecretForms {
         self.forms.iter().filter(move |form| wide || !form.wide)
     }
 
+    /// The length to cut `bytes` to when they were cut short (a body read up to a cap): an end
+    /// that may begin this secret, or any Google API key, is dropped, since redaction cannot
+    /// recognise a key of which only the start is there.
+    pub fn cut_partial_end(&self, bytes: &[u8]) -> usize {
+        let mut keep = bytes.len() - self.partial_at_end(bytes);
+        // `AIza` and up to 34 more key characters at the very end: the start of a Google key.
+        let from = keep.saturating_sub(GOOGLE_KEY_LEN - 1);
+        for at in from..keep {
+            let tail = &bytes[at..keep];
+            let prefix = &b"AIza"[..tail.len().min(4)];
+            if tail.starts_with(prefix) && tail[prefix.len()..].iter().all(|b| is_key_char(*b)) {
+                keep = at;
+                break;
+            }
+        }
+        keep
+    }
+
     /// Overwrites every form of the secret in `buf` with its padded stand-in (same length).
     fn overwrite(&self, buf: &mut [u8]) {
         let forms: Vec<&Form> = self.candidates(buf).collect();
@@ -250,7 +268,9 @@ impl SecretForms {
     /// be completed by the next frame).
     fn partial_at_end(&self, bytes: &[u8]) -> usize {
         let mut longest = 0;
-        for form in self.candidates(bytes) {
+        // Every form, the UTF-16 ones too: the frame may end where a UTF-16 key begins (`A`)
+        // without holding a NUL byte itself.
+        for form in self.forms.iter() {
             let needle = form.finder.needle();
             let from = bytes.len().saturating_sub(needle.len() - 1);
             let tail = &bytes[from..];
@@ -538,6 +558,26 @@ mod tests {
                 "{out}"
             );
         }
+    }
+
+    #[test]
+    fn a_body_cut_short_loses_any_start_of_a_key() {
+        let forms = forms();
+        for cut in 0..KEY.len() {
+            let body = format!("{{\"message\":\"key {}", &KEY[..cut]);
+            let keep = forms.cut_partial_end(body.as_bytes());
+            assert_eq!(&body[..keep], "{\"message\":\"key ", "cut at {cut}");
+        }
+        // Another Google key's start goes too; text that cannot begin one stays.
+        let other = "see AIzaSyB1234567890abc";
+        assert_eq!(forms.cut_partial_end(other.as_bytes()), 4);
+        assert_eq!(forms.cut_partial_end(b"all done."), 9);
+        // A UTF-16 key's first byte at the end of a frame without a NUL: held back too.
+        let mut redactor = StreamRedactor::new(forms.clone());
+        assert_eq!(
+            redactor.push(Bytes::from_static(b"xyz A")).as_ref(),
+            b"xyz "
+        );
     }
 
     #[test]

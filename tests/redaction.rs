@@ -157,3 +157,57 @@ async fn an_error_event_inside_a_stream_is_redacted() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_key_cut_at_the_error_body_cap_loses_its_start_too() {
+    use gemini_balance::keys::future::MAX_ERROR_BODY;
+    let key = test_key(3);
+    for shown in [1usize, 4, 30, 38] {
+        let pool = KeyPool::builder().keys([&key]).build().unwrap();
+        // An error body whose key starts just before the cap and ends after it.
+        let filler = MAX_ERROR_BODY - 5 - shown;
+        let frames = vec![
+            Bytes::from(vec![b'x'; filler]),
+            Bytes::from(format!("key: {}", &key[..shown])),
+            Bytes::from(format!("{} refused", &key[shown..])),
+        ];
+        let upstream = tower::service_fn(move |_req: Request<String>| {
+            let body = Frames(frames.clone().into());
+            async move {
+                Ok::<_, std::convert::Infallible>(
+                    Response::builder().status(500).body(body).unwrap(),
+                )
+            }
+        });
+        let res = ServiceBuilder::new()
+            .layer(KeyRotationLayer::new(pool.clone()))
+            .service(upstream)
+            .oneshot(Request::new(String::new()))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 500);
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8_lossy(&body);
+        assert!(text.len() <= MAX_ERROR_BODY, "{shown}: cut at the cap");
+        assert!(
+            !text.contains(&format!("key: {}", &key[..shown])),
+            "{shown}: the start of the key leaked: {}",
+            &text[text.len().saturating_sub(48)..]
+        );
+    }
+}
+
+/// A body of these frames, one after another.
+struct Frames(std::collections::VecDeque<Bytes>);
+
+impl http_body::Body for Frames {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        std::task::Poll::Ready(self.0.pop_front().map(|b| Ok(http_body::Frame::data(b))))
+    }
+}

@@ -164,9 +164,14 @@ where
                     parts,
                     attempt,
                 } => {
-                    let (body, rest) = ready!(read.poll(cx));
+                    let (mut body, rest) = ready!(read.poll(cx));
                     let mut parts = parts.take().expect("polled after completion");
                     let attempt = attempt.take().expect("polled after completion");
+                    if rest.is_some() {
+                        // Cut at the cap: an end that begins a key cannot be redacted, so it goes.
+                        let keep = attempt.lease.key().secret_forms().cut_partial_end(&body);
+                        body.truncate(keep);
+                    }
                     let outcome: Outcome = attempt
                         .classifier
                         .classify(parts.status, &parts.headers, &body)

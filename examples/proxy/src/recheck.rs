@@ -67,7 +67,9 @@ pub async fn probe(
     // The probe takes the key's own route (its proxy, with PROXIES).
     req.extensions_mut().insert(id.clone());
     let started = Instant::now();
-    let outcome: Outcome = match upstream.clone().oneshot(req).await {
+    // Decoded as the API routes' answers are: a relay may compress the probe's answer too.
+    let probed = gemini_balance::decode::Decode::new(upstream.clone());
+    let outcome: Outcome = match probed.oneshot(req).await {
         Ok(res) => {
             let (parts, body) = res.into_parts();
             // The classifier reads at most the start of an error body; read no more.
@@ -78,19 +80,16 @@ pub async fn probe(
                 .unwrap_or_default();
             result.status = Some(parts.status.as_u16());
             if !parts.status.is_success() {
-                let message = serde_json::from_slice::<serde_json::Value>(&bytes)
+                // Redacted whole, by bytes, before anything is cut from it: a key across the cut
+                // would otherwise keep its start.
+                let redacted = lease.key().secret_forms().redact(&bytes);
+                let message = serde_json::from_slice::<serde_json::Value>(&redacted)
                     .ok()
                     .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
                     .unwrap_or_else(|| {
-                        String::from_utf8_lossy(&bytes[..bytes.len().min(512)]).into_owned()
+                        String::from_utf8_lossy(&redacted[..redacted.len().min(512)]).into_owned()
                     });
-                let message = gemini_balance::redact::redact_keys(&message);
-                let message = gemini_balance::redact::redact_secret(
-                    &message,
-                    lease.key().expose_secret(),
-                    id.mask(),
-                );
-                result.message = Some(message.into_owned());
+                result.message = Some(message);
             }
             Classifier::new()
                 .classify(parts.status, &parts.headers, &bytes)

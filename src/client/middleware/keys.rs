@@ -130,7 +130,12 @@ impl Middleware for KeyRotationMiddleware {
         }
 
         let status = res.status();
-        let body = read_error_body(&mut res).await;
+        let mut body = read_error_body(&mut res).await;
+        if body.len() >= MAX_ERROR_BODY {
+            // Cut at the cap: an end that begins a key cannot be redacted, so it goes.
+            let keep = attempt.lease.key().secret_forms().cut_partial_end(&body);
+            body.truncate(keep);
+        }
         let outcome: Outcome = self
             .classifier
             .classify(status, res.headers(), &body)
