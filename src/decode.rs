@@ -63,6 +63,7 @@ use tower_service::Service;
 
 use crate::api_error::{error_response, ApiFlavor};
 use crate::body::ResponseBody;
+use crate::classify::{FailureClass, Outcome};
 use crate::BoxError;
 
 /// The body of a [`Decode`] answer: the upstream's body, decoded; or our own `502` when the
@@ -122,7 +123,7 @@ impl<S> Layer<S> for DecodeLayer {
 
     fn layer(&self, inner: S) -> Self::Service {
         Decode {
-            inner: Decompression::new(inner),
+            inner: Decompression::new(Spelled { inner }),
             accept: self.accept.clone(),
         }
     }
@@ -131,8 +132,78 @@ impl<S> Layer<S> for DecodeLayer {
 /// Asks for an encoding it can read and decodes the answer; see the [module docs](self).
 #[derive(Debug, Clone)]
 pub struct Decode<S> {
-    inner: Decompression<S>,
+    inner: Decompression<Spelled<S>>,
     accept: HeaderValue,
+}
+
+/// The inner service, with the `Content-Encoding` of its answers in the one spelling
+/// tower-http matches (`x-gzip` and `GZIP` are `gzip`, as RFC 9110 says).
+#[derive(Debug, Clone)]
+struct Spelled<S> {
+    inner: S,
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Spelled<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = SpelledFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        SpelledFuture {
+            inner: self.inner.call(req),
+        }
+    }
+}
+
+pin_project! {
+    /// The inner service's response future, its answer's `Content-Encoding` spelled as
+    /// tower-http matches it (part of [`Decode`]'s [`ResponseFuture`]).
+    pub struct SpelledFuture<F> {
+        #[pin]
+        inner: F,
+    }
+}
+
+impl<F> std::fmt::Debug for SpelledFuture<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpelledFuture").finish_non_exhaustive()
+    }
+}
+
+impl<F, B, E> Future for SpelledFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<B>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut res = ready!(self.project().inner.poll(cx))?;
+        if let Some(coding) = res.headers().get(header::CONTENT_ENCODING) {
+            let coding = coding.as_bytes().trim_ascii();
+            let canonical = if coding.eq_ignore_ascii_case(b"x-gzip") {
+                Some("gzip")
+            } else {
+                DECODABLE
+                    .iter()
+                    .find(|known| coding.eq_ignore_ascii_case(known.as_bytes()))
+                    .copied()
+            };
+            if let Some(canonical) = canonical.filter(|c| c.as_bytes() != coding) {
+                res.headers_mut().insert(
+                    header::CONTENT_ENCODING,
+                    HeaderValue::from_static(canonical),
+                );
+            }
+        }
+        Poll::Ready(Ok(res))
+    }
 }
 
 impl<S> Decode<S> {
@@ -143,17 +214,17 @@ impl<S> Decode<S> {
 
     /// The inner service.
     pub fn get_ref(&self) -> &S {
-        self.inner.get_ref()
+        &self.inner.get_ref().inner
     }
 
     /// The inner service, mutably.
     pub fn get_mut(&mut self) -> &mut S {
-        self.inner.get_mut()
+        &mut self.inner.get_mut().inner
     }
 
     /// Unwraps the inner service.
     pub fn into_inner(self) -> S {
-        self.inner.into_inner()
+        self.inner.into_inner().inner
     }
 }
 
@@ -165,7 +236,7 @@ where
 {
     type Response = Response<DecodedBody<ResBody>>;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future>;
+    type Future = ResponseFuture<SpelledFuture<S::Future>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -233,6 +304,14 @@ where
         let local = error_response(*this.flavor, StatusCode::BAD_GATEWAY, &message);
         let (mut parts, body) = local.into_parts();
         parts.extensions = std::mem::take(res.extensions_mut());
+        // Ours, not the upstream's: the key layer neither charges the key nor retries it (the
+        // answer was a whole, billed generation that another attempt would only repeat).
+        parts
+            .extensions
+            .insert(Outcome::Failure(FailureClass::Local {
+                status: StatusCode::BAD_GATEWAY,
+                reason: "upstream answer in an encoding that cannot be read",
+            }));
         Poll::Ready(Ok(Response::from_parts(parts, ResponseBody::full(body))))
     }
 }

@@ -260,7 +260,8 @@ async fn a_compressed_stream_is_decoded_event_by_event() {
 async fn an_encoding_nobody_can_read_is_a_502_not_a_mislabelled_body() {
     let mock = MockGemini::start().await;
     mock.set_compression(Compression::Label("compress"));
-    let pool = KeyPool::builder().keys(test_keys(1)).build().unwrap();
+    let keys = test_keys(2);
+    let pool = KeyPool::builder().keys(&keys).build().unwrap();
     let res = stack(&mock, &pool, &MemoryStore::new())
         .oneshot(post(
             "/v1beta/models/gemini-2.0-flash:generateContent",
@@ -273,6 +274,39 @@ async fn an_encoding_nobody_can_read_is_a_502_not_a_mislabelled_body() {
     let error = json_of(&body_of(res).await);
     let message = error["error"]["message"].as_str().unwrap();
     assert!(message.contains("\"compress\""), "{message}");
+    // Not the key's doing, and another attempt would only buy the same answer again.
+    assert_eq!(mock.total(), 1, "one upstream call");
+    for key in &keys {
+        let snapshot = pool.snapshot(&KeyId::of(key)).unwrap();
+        assert_eq!(snapshot.failures, 0, "{key}: {snapshot:?}");
+        assert!(matches!(snapshot.status, KeyStatus::Active));
+    }
+}
+
+#[tokio::test]
+async fn other_spellings_of_a_coding_are_decoded() {
+    for (encoding, label) in [
+        (Encoding::Gzip, "x-gzip"),
+        (Encoding::Gzip, "GZIP"),
+        (Encoding::Brotli, " br "),
+    ] {
+        let mock = MockGemini::start().await;
+        mock.set_compression(Compression::Spelled(encoding, label));
+        let pool = KeyPool::builder().keys(test_keys(1)).build().unwrap();
+        let res = stack(&mock, &pool, &MemoryStore::new())
+            .oneshot(post(
+                "/v1beta/models/gemini-2.0-flash:generateContent",
+                prompt_body("spelled"),
+            ))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "{label}");
+        let answer = json_of(&body_of(res).await);
+        assert_eq!(
+            answer["candidates"][0]["content"]["parts"][0]["text"], "echo: spelled",
+            "{label}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -364,6 +398,35 @@ async fn openai_chat_over_a_compressed_upstream() {
         assert!(text.trim_end().ends_with("data: [DONE]"), "{mode:?}");
         assert!(mock.compressed_answers() >= 2, "{mode:?}");
     }
+}
+
+#[cfg(feature = "reqwest-middleware")]
+#[tokio::test]
+async fn the_reqwest_middleware_path_does_not_pass_on_an_error_it_cannot_read() {
+    use gemini_balance::client::middleware::KeyRotationMiddleware;
+    let mock = MockGemini::start().await;
+    mock.set_compression(Compression::Label("compress"));
+    let key = test_key(5);
+    mock.set_fault(&key, Fault::Suspended);
+    let pool = KeyPool::builder().keys([&key]).build().unwrap();
+    let client = reqwest_middleware::ClientBuilder::new(support::client_builder().build().unwrap())
+        .with(KeyRotationMiddleware::new(pool.clone()))
+        .build();
+    let res = client
+        .post(format!(
+            "{}/v1beta/models/gemini-2.0-flash:generateContent",
+            mock.base_url()
+        ))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(prompt_body("hi"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+    assert!(res.headers().get(header::CONTENT_ENCODING).is_none());
+    let text = res.text().await.unwrap();
+    assert!(!text.contains(&key), "{text}");
+    assert!(text.contains("could not be read"), "{text}");
 }
 
 #[cfg(feature = "reqwest-middleware")]

@@ -36,6 +36,28 @@ pub(crate) struct Attempt {
 }
 
 impl Attempt {
+    /// Records the attempt in the attempt log only, not in the pool: for an answer the layers
+    /// below made themselves ([`FailureClass::Local`](crate::classify::FailureClass::Local)),
+    /// which says nothing about the key.
+    pub(crate) fn log_only(
+        self,
+        outcome: &Outcome,
+        status: Option<StatusCode>,
+        message: Option<String>,
+    ) {
+        if let Some(log) = &self.log {
+            log.push(AttemptRecord {
+                at: self.at,
+                key: self.lease.id().clone(),
+                model: self.model.clone(),
+                status: status.map(|s| s.as_u16()),
+                class: outcome.failure().map(|c| c.name()),
+                latency: self.started.elapsed(),
+                error_message: message,
+            });
+        }
+    }
+
     /// Reports the outcome to the pool and, when a usage layer asked, to the attempt log.
     pub(crate) fn report(
         self,
@@ -137,6 +159,13 @@ where
                         }
                     };
                     res.extensions_mut().insert(attempt.lease.id().clone());
+                    if let Some(local) = local_outcome(&res) {
+                        // Answered below by a layer of ours (an upstream answer that could not
+                        // be read): not the key's doing, and not worth another attempt.
+                        attempt.log_only(&local, Some(res.status()), None);
+                        res.extensions_mut().insert(local);
+                        return Poll::Ready(Ok(res.map(ResponseBody::inner)));
+                    }
                     if attempt.classifier.is_success(res.status(), res.headers()) {
                         // A stream can carry an error event that quotes the key after its 200.
                         let forms = attempt.lease.key().secret_forms().clone();
@@ -201,12 +230,30 @@ where
     }
 }
 
+/// The `Local` outcome an inner layer put on its own answer, if any.
+fn local_outcome<B>(res: &Response<B>) -> Option<Outcome> {
+    match res.extensions().get::<Outcome>() {
+        Some(outcome @ Outcome::Failure(crate::classify::FailureClass::Local { .. })) => {
+            Some(outcome.clone())
+        }
+        _ => None,
+    }
+}
+
 /// An error answer whose body is still encoded: classified by its status and headers alone,
 /// and answered with a body of ours that says so, under the upstream's status.
 fn unreadable_error<B>(
-    mut parts: http::response::Parts,
+    parts: http::response::Parts,
     attempt: Attempt,
 ) -> Response<ResponseBody<B>> {
+    unreadable_error_answer(parts, attempt).map(ResponseBody::full)
+}
+
+/// [`unreadable_error`]'s answer, its body as bytes (for the reqwest-middleware key layer too).
+pub(crate) fn unreadable_error_answer(
+    mut parts: http::response::Parts,
+    attempt: Attempt,
+) -> Response<Bytes> {
     let outcome: Outcome = attempt
         .classifier
         .classify(parts.status, &parts.headers, &[])
@@ -238,7 +285,7 @@ fn unreadable_error<B>(
     parts
         .headers
         .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-    Response::from_parts(parts, ResponseBody::full(body))
+    Response::from_parts(parts, body)
 }
 
 /// The upstream's error message: `error.message` of a JSON error, else the start of the body.

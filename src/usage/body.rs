@@ -21,6 +21,7 @@ const MAX_RECORDED_BODY: usize = 64 * 1024;
 /// A record waiting for its response to end.
 pub(crate) struct Pending {
     pub(super) record: RequestRecord,
+    pub(super) bodiless: bool,
     pub(super) started: Instant,
     pub(super) log: AttemptLog,
     pub(super) capture: Option<RequestBodyCapture>,
@@ -50,6 +51,9 @@ pub(crate) struct Head<'a> {
     pub(crate) model: Option<&'a str>,
     pub(crate) client: Option<crate::usage::ClientId>,
     pub(crate) streamed: bool,
+    /// The answer has no body whatever its headers say (a request with `HEAD`): it is complete
+    /// once its head is out, and a server that drops the body unread loses nothing.
+    pub(crate) bodiless: bool,
 }
 
 impl Pending {
@@ -64,6 +68,7 @@ impl Pending {
         record.streamed = head.streamed;
         Pending {
             record,
+            bodiless: head.bodiless,
             started: Instant::now(),
             log: AttemptLog::default(),
             capture: capture.then(RequestBodyCapture::default),
@@ -116,8 +121,16 @@ impl Pending {
             )
         };
         let streamed = tap.is_stream();
+        let no_body = self.bodiless
+            || res.status() == http::StatusCode::NO_CONTENT
+            || res.status() == http::StatusCode::NOT_MODIFIED;
         let (parts, body) = res.into_parts();
-        let tracker = Tracker::new(self, tap, streamed);
+        let mut tracker = Tracker::new(self, tap, streamed);
+        if no_body {
+            // Nothing follows the head: the answer is complete, whether or not the server
+            // polls (or drops) the body it will not send.
+            tracker.finish(Completion::Complete);
+        }
         http::Response::from_parts(parts, UsageBody::tracked(body, tracker))
     }
 

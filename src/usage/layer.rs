@@ -125,6 +125,7 @@ where
                 client: req.extensions().get::<ClientId>().cloned(),
                 // Under a pseudo-stream layer the inner answer is JSON, but the client gets a stream.
                 streamed: req.extensions().get::<PseudoStreamed>().is_some(),
+                bodiless: req.method() == http::Method::HEAD,
             },
             self.record_request_body,
         );

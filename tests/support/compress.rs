@@ -69,6 +69,8 @@ pub enum Compression {
     Force(Encoding),
     /// The body unchanged, labelled with this `Content-Encoding` (one nobody can decode).
     Label(&'static str),
+    /// Compressed with this coding, labelled with another spelling of it (`x-gzip`, `GZIP`).
+    Spelled(Encoding, &'static str),
     /// Never.
     Off,
 }
@@ -95,7 +97,7 @@ impl Compression {
                 .into_iter()
                 .find(|e| accepted.iter().any(|a| a == e.token()))
             }
-            Compression::Force(encoding) => Some(*encoding),
+            Compression::Force(encoding) | Compression::Spelled(encoding, _) => Some(*encoding),
             Compression::Label(_) | Compression::Off => None,
         }
     }
@@ -126,10 +128,13 @@ pub(crate) fn apply(
     };
     let (mut parts, body) = res.into_parts();
     parts.headers.remove(header::CONTENT_LENGTH);
-    parts.headers.insert(
-        header::CONTENT_ENCODING,
-        HeaderValue::from_static(encoding.token()),
-    );
+    let label = match compression {
+        Compression::Spelled(_, label) => label,
+        _ => encoding.token(),
+    };
+    parts
+        .headers
+        .insert(header::CONTENT_ENCODING, HeaderValue::from_static(label));
     parts
         .headers
         .insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));

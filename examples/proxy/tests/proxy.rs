@@ -446,4 +446,17 @@ async fn head_requests_get_a_head_without_a_body_over_http2_too() {
         }
     }
     proxy.stop();
+    // The answers to HEAD that went through the stack are complete, not "client gone".
+    let store = SqliteStore::open(dir.path().join("data/default_db.db")).unwrap();
+    let rows = store
+        .request_log(&gemini_balance::store::sqlite::logs::RequestQuery::default())
+        .unwrap()
+        .entries;
+    store.shutdown().unwrap();
+    assert_eq!(rows.len(), 2, "{rows:#?}");
+    for row in &rows {
+        assert_eq!(row.status, 200, "{row:#?}");
+        assert_eq!(row.completion, "complete", "{row:#?}");
+        assert!(row.success, "{row:#?}");
+    }
 }

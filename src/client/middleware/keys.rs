@@ -129,6 +129,22 @@ impl Middleware for KeyRotationMiddleware {
             return Ok(redacting(res, forms));
         }
 
+        if crate::decode::is_encoded(res.headers()) {
+            // An encoding nothing here can read: its bytes can be neither classified by their
+            // content nor redacted, so they are not passed on.
+            let url = res.url().clone();
+            let (parts, _unread) = http::Response::<reqwest::Body>::from(res).into_parts();
+            let local = crate::keys::future::unreadable_error_answer(parts, attempt);
+            if let Some(class) = local
+                .extensions()
+                .get::<Outcome>()
+                .and_then(Outcome::failure)
+            {
+                context.advance(class, Some(id));
+                extensions.insert(context);
+            }
+            return Ok(local_response(local, &url));
+        }
         let status = res.status();
         let mut body = read_error_body(&mut res).await;
         if body.len() >= MAX_ERROR_BODY {

@@ -71,6 +71,7 @@ impl Middleware for UsageMiddleware {
                 model: model.as_deref(),
                 client: extensions.get::<ClientId>().cloned(),
                 streamed: false,
+                bodiless: req.method() == reqwest::Method::HEAD,
             },
             self.record_request_body,
         );
