@@ -614,6 +614,8 @@ fn settings_are_kept_and_refuse_keys() {
     assert!(!store.delete_setting("MAX_RETRIES").unwrap());
     // A deleted value leaves no copy in the file (a secret an older version kept here).
     assert!(store.delete_setting("CUSTOM_HEADERS").unwrap());
+    // At once, not only once the store is closed: the write-ahead log held the old page.
+    assert!(!contains(&database_bytes(&path), "relay-credential-0123"));
     store.shutdown().unwrap();
     assert!(!contains(&database_bytes(&path), "relay-credential-0123"));
 

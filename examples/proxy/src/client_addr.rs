@@ -54,14 +54,18 @@ impl TrustedProxies {
             return peer;
         }
         let mut client = peer;
+        // Split as bytes: one entry the client wrote in non-ASCII must not hide the entries
+        // the trusted proxies appended after it.
         let forwarded = headers
             .get_all("x-forwarded-for")
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
+            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
             .collect::<Vec<_>>();
         for hop in forwarded.into_iter().rev() {
-            let Some(addr) = parse_hop(hop.trim()) else {
+            let Some(addr) = std::str::from_utf8(hop.trim_ascii())
+                .ok()
+                .and_then(parse_hop)
+            else {
                 break;
             };
             client = addr;
@@ -192,5 +196,20 @@ mod tests {
         assert_eq!(a.to_string(), "2001:db8:1:2::/64");
         assert_eq!(ClientKey::of(ip("::ffff:1.2.3.4")).to_string(), "1.2.3.4");
         assert_eq!(ClientKey::of(ip("1.2.3.4")).to_string(), "1.2.3.4");
+    }
+
+    #[test]
+    fn a_non_ascii_entry_does_not_hide_the_hops_after_it() {
+        let trusted = TrustedProxies::parse(&["127.0.0.1".to_owned()]).unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-forwarded-for",
+            http::HeaderValue::from_bytes(b"\xff, 9.9.9.9").unwrap(),
+        );
+        let peer: IpAddr = "127.0.0.1".parse().unwrap();
+        assert_eq!(
+            trusted.client(peer, &headers),
+            "9.9.9.9".parse::<IpAddr>().unwrap()
+        );
     }
 }

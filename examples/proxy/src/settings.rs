@@ -961,10 +961,16 @@ pub fn parse_list(raw: &str) -> Result<Vec<String>, String> {
         let items: Vec<Value> = serde_json::from_str(raw).map_err(|e| e.to_string())?;
         return items
             .into_iter()
-            .filter_map(|item| match item {
+            .enumerate()
+            .filter_map(|(i, item)| match item {
                 Value::String(s) if s.trim().is_empty() => None,
                 Value::String(s) => Some(Ok(s.trim().to_owned())),
-                other => Some(Err(format!("{other} is not a string"))),
+                // The entry's type, never its value: the list may be of keys or tokens.
+                other => Some(Err(format!(
+                    "entry #{} is {}, not a string",
+                    i + 1,
+                    json_type(&other)
+                ))),
             })
             .collect();
     }
@@ -1467,5 +1473,14 @@ mod tests {
         );
         let err = Settings::from_vars(&vars(&[("TRUSTED_PROXIES", "10.0.0.1, nope")])).unwrap_err();
         assert_eq!(err.name, "TRUSTED_PROXIES");
+    }
+
+    #[test]
+    fn a_list_entry_that_is_not_a_string_is_named_by_position_not_value() {
+        let err =
+            parse_list(r#"["ok", {"k": "AIzaSyA1234567890abcdefghijklmnopqrstuv"}, 12345678]"#)
+                .unwrap_err();
+        assert_eq!(err, "entry #2 is an object, not a string");
+        assert!(!err.contains("AIza"));
     }
 }

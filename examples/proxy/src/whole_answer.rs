@@ -7,8 +7,8 @@
 //! in one write with a `Content-Length`, and an upstream that breaks off mid-answer gets the
 //! client a clear 502 instead of a truncated body.
 //!
-//! Streams are never held: the handler does not call this for `streamGenerateContent` (SSE or
-//! Gemini's JSON-array stream), and an SSE answer (`text/event-stream`, as OpenAI-style
+//! Streams are never held: [`WholeAnswerLayer`] passes `streamGenerateContent` (SSE or Gemini's
+//! JSON-array stream) and answers to `HEAD` through, and an SSE answer (`text/event-stream`, as OpenAI-style
 //! `"stream": true` chats get) passes through event by event here too. An
 //! answer larger than [`LIMIT`] is passed on as it comes once the limit is reached, so memory
 //! stays bounded.

@@ -571,6 +571,20 @@ impl SqliteStore {
                 .map_err(sql_error("disabling secure_delete"));
             let deleted = deleted?;
             restored?;
+            if deleted {
+                // The write-ahead log still holds the pages as they were before (the value in
+                // clear): copy them into the database, whose page is now overwritten, and
+                // empty the log. Best effort: a reader in progress keeps the frames it needs
+                // until the next checkpoint.
+                let busy: i64 = conn
+                    .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get(0))
+                    .unwrap_or(1);
+                if busy != 0 {
+                    tracing::debug!(
+                        "the write-ahead log could not be emptied at once after a secure delete"
+                    );
+                }
+            }
             Ok(deleted)
         })
     }
