@@ -172,11 +172,28 @@ pub const DEFS: &[Def] = &[
         "Seconds a connection may wait with no request in progress (HTTP/1.1 keep-alive, HTTP/2 with no open stream) before it is closed",
     )),
     startup_only(def(
+        "CLIENT_SEND_TIMEOUT",
+        Kind::Int { min: 1, max: 3600 },
+        "60",
+        "Server",
+        "Seconds a client may take nothing of what is sent to it (a response it does not read, an HTTP/2 window it does not open); then its connection is closed",
+    )),
+    startup_only(def(
         "CLIENT_BODY_TIMEOUT",
         Kind::Int { min: 1, max: 3600 },
         "30",
         "Server",
         "Seconds a client may send nothing while the proxy waits for more of its request body; then it is answered 408",
+    )),
+    startup_only(def(
+        "CLIENT_BODY_MIN_RATE",
+        Kind::Int {
+            min: 0,
+            max: 1_000_000_000,
+        },
+        "500",
+        "Server",
+        "Bytes per second a request body must average after its first CLIENT_BODY_TIMEOUT seconds; a slower one is answered 408 (0: no minimum)",
     )),
     startup_only(def(
         "MAX_CONNECTIONS",

@@ -1,6 +1,6 @@
 //! One connection's service: the API routes to the handler, the rest to the router; every
 //! request counted in progress on its connection until its response is sent, its body read
-//! under CLIENT_BODY_TIMEOUT, and the client's address attached.
+//! under CLIENT_BODY_TIMEOUT and CLIENT_BODY_MIN_RATE, and the client's address attached.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -8,7 +8,6 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
-use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
@@ -20,7 +19,7 @@ use http_body::{Body as _, Frame, SizeHint};
 use hyper::body::Incoming;
 use tower::ServiceExt;
 
-use super::client_body::{BodyTimedOut, ClientBody};
+use super::client_body::{BodyDeadlines, BodyTimedOut, ClientBody, Cut, TimeoutSlot};
 use super::connection::{ConnState, Graceful, InFlight};
 use super::parse_errors::ClientIo;
 use crate::state::App;
@@ -33,7 +32,7 @@ pub struct Dispatch {
     conn: Arc<ConnState>,
     /// The client's address, known per connection and given to each of its requests.
     peer: SocketAddr,
-    body_timeout: Duration,
+    body_deadlines: BodyDeadlines,
 }
 
 impl Dispatch {
@@ -43,14 +42,14 @@ impl Dispatch {
         router: Router,
         conn: Arc<ConnState>,
         peer: SocketAddr,
-        body_timeout: Duration,
+        body_deadlines: BodyDeadlines,
     ) -> Self {
         Dispatch {
             app,
             router,
             conn,
             peer,
-            body_timeout,
+            body_deadlines,
         }
     }
 }
@@ -63,23 +62,12 @@ impl hyper::service::Service<Request<Incoming>> for Dispatch {
     type Future = Answer;
 
     fn call(&self, req: Request<Incoming>) -> Answer {
-        let (in_flight, seq) = self.conn.begin();
+        let in_flight = self.conn.begin();
         let (mut parts, body) = req.into_parts();
         // Handlers that need the client's address (per-address limits) read it as axum's.
         parts.extensions.insert(ConnectInfo(self.peer));
-        // Only a body still to come can stall; a request without one is left as it is.
-        let (body, watch) = if body.is_end_stream() {
-            (Body::new(body), None)
-        } else {
-            let watch = BodyWatch {
-                seq,
-                flavor: ApiFlavor::of_path(parts.uri.path()),
-                close: parts.version < Version::HTTP_2,
-                timeout: self.body_timeout,
-            };
-            let body = ClientBody::new(body, self.body_timeout, self.conn.clone(), seq);
-            (Body::new(body), Some(watch))
-        };
+        let http2 = parts.version == Version::HTTP_2;
+        let (body, watch) = watch_body(&self.conn, &parts, body, self.body_deadlines);
         let req = Request::from_parts(parts, body);
         let handled: Handled = if crate::route::is_api_path(req.uri().path()) {
             let app = self.app.clone();
@@ -95,8 +83,36 @@ impl hyper::service::Service<Request<Incoming>> for Dispatch {
             handled,
             in_flight: Some(in_flight),
             watch,
+            http2,
         }
     }
+}
+
+/// The body of a request of `conn` read under `deadlines`, with what its answer needs to
+/// become a 408 if the body times out. Only a body still to come can stall; a request without
+/// one is left as it is.
+fn watch_body<B>(
+    conn: &Arc<ConnState>,
+    parts: &axum::http::request::Parts,
+    body: B,
+    deadlines: BodyDeadlines,
+) -> (Body, Option<BodyWatch>)
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<gemini_balance::BoxError>,
+{
+    if body.is_end_stream() {
+        return (Body::new(body), None);
+    }
+    let slot = conn.body_timeouts().claim();
+    let watch = slot.map(|slot| BodyWatch {
+        slot,
+        flavor: ApiFlavor::of_path(parts.uri.path()),
+        close: parts.version < Version::HTTP_2,
+        deadlines,
+    });
+    let body = ClientBody::new(body, deadlines, conn.clone(), slot);
+    (Body::new(body), watch)
 }
 
 /// An answer to `HEAD`: its headers, no body. hyper drops the body of such an answer over
@@ -110,11 +126,12 @@ fn without_body(res: Response<Body>) -> Response<Body> {
 /// What is needed to answer 408 if a request's body times out.
 #[derive(Debug, Clone, Copy)]
 struct BodyWatch {
-    seq: u64,
+    /// Where its body records a timeout.
+    slot: TimeoutSlot,
     flavor: ApiFlavor,
     /// HTTP/1.x: the connection closes after the answer (the rest of the body never came).
     close: bool,
-    timeout: Duration,
+    deadlines: BodyDeadlines,
 }
 
 /// The response of [`Dispatch`]: the handler's, or a 408 if the request's body timed out
@@ -123,6 +140,7 @@ pub struct Answer {
     handled: Handled,
     in_flight: Option<InFlight>,
     watch: Option<BodyWatch>,
+    http2: bool,
 }
 
 impl Future for Answer {
@@ -132,22 +150,37 @@ impl Future for Answer {
         let this = &mut *self;
         let Ok(mut res) = ready!(this.handled.as_mut().poll(cx));
         let in_flight = this.in_flight.take();
-        if let (Some(watch), Some(in_flight)) = (this.watch, &in_flight) {
-            if in_flight.conn().did_body_time_out(watch.seq) {
-                res = body_timed_out(watch);
+        if let (Some(watch), Some(in_flight)) = (this.watch.take(), &in_flight) {
+            let timeouts = in_flight.conn().body_timeouts();
+            if let Some(cut) = timeouts.recorded(watch.slot) {
+                res = body_timed_out(watch, cut);
             }
+            timeouts.release_answer(watch.slot);
         }
         Poll::Ready(Ok(res.map(|body| Sending {
             body,
-            _in_flight: in_flight,
+            in_flight,
+            http2: this.http2,
+            rest: Bytes::new(),
+            waiting: false,
         })))
     }
 }
 
-/// The 408 for a request whose body stalled.
-fn body_timed_out(watch: BodyWatch) -> Response<Body> {
+impl Drop for Answer {
+    fn drop(&mut self) {
+        // Dropped before its handler answered (the client went away).
+        if let (Some(watch), Some(in_flight)) = (self.watch, &self.in_flight) {
+            in_flight.conn().body_timeouts().release_answer(watch.slot);
+        }
+    }
+}
+
+/// The 408 for a request whose body stalled or came too slowly.
+fn body_timed_out(watch: BodyWatch, cut: Cut) -> Response<Body> {
     let message = BodyTimedOut {
-        waited: watch.timeout,
+        cut,
+        deadlines: watch.deadlines,
     }
     .to_string();
     tracing::info!(status = 408, "request refused: {message}");
@@ -160,11 +193,46 @@ fn body_timed_out(watch: BodyWatch) -> Response<Body> {
     res
 }
 
+/// The largest piece of an HTTP/2 response body handed to hyper at once: one DATA frame of
+/// the default size (SETTINGS_MAX_FRAME_SIZE, 16 KiB).
+///
+/// hyper takes the next frame of a body once the previous one fits the client's flow-control
+/// window, and drops the body with its last frame handed over, not sent: handed over in pieces,
+/// the answer counts as in progress (and its pieces as send progress) while the window opens,
+/// and an answer sent whole keeps its last byte for last, so that when the body ends all of
+/// it fits the window (a stream's last piece does not: its end is not known in advance).
+const H2_PIECE: usize = 16 * 1024;
+
 /// A response body on its way to the client: its request counts as in progress on the
-/// connection until hyper has sent it and drops it.
+/// connection until hyper has taken all of it and drops it.
+///
+/// HTTP/1.1 passes frames through untouched: hyper takes the next frame once it could write the
+/// previous one, so a client that takes nothing shows on the socket ([`ClientIo`]). HTTP/2 hands
+/// frames over in pieces ([`H2_PIECE`]) and counts each piece hyper holds as waiting on the
+/// client, until hyper asks for the next one (send progress).
 pub struct Sending {
     body: Body,
-    _in_flight: Option<InFlight>,
+    in_flight: Option<InFlight>,
+    http2: bool,
+    /// HTTP/2: what is left of the body's latest frame.
+    rest: Bytes,
+    /// HTTP/2: a piece was handed over and hyper has not asked for the next one yet.
+    waiting: bool,
+}
+
+impl Sending {
+    /// The next piece of `rest`: at most [`H2_PIECE`], and the last byte of a body on its own.
+    fn next_piece(&mut self) -> Bytes {
+        let len = self.rest.len();
+        let take = if len > H2_PIECE {
+            H2_PIECE
+        } else if len > 1 && self.body.is_end_stream() {
+            len - 1
+        } else {
+            len
+        };
+        self.rest.split_to(take)
+    }
 }
 
 impl http_body::Body for Sending {
@@ -175,15 +243,58 @@ impl http_body::Body for Sending {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
+        let this = &mut *self;
+        if !this.http2 {
+            return Pin::new(&mut this.body).poll_frame(cx);
+        }
+        if std::mem::take(&mut this.waiting) {
+            if let Some(in_flight) = &this.in_flight {
+                in_flight.conn().send_taken();
+            }
+        }
+        if this.rest.is_empty() {
+            match ready!(Pin::new(&mut this.body).poll_frame(cx)) {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => this.rest = data,
+                    // Trailers: no flow control.
+                    Err(frame) => return Poll::Ready(Some(Ok(frame))),
+                },
+                end_or_error => return Poll::Ready(end_or_error),
+            }
+        }
+        let piece = this.next_piece();
+        if let Some(in_flight) = &this.in_flight {
+            in_flight.conn().send_waiting();
+            this.waiting = true;
+        }
+        Poll::Ready(Some(Ok(Frame::data(piece))))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        self.rest.is_empty() && self.body.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+        let mut hint = self.body.size_hint();
+        let rest = self.rest.len() as u64;
+        if rest > 0 {
+            if let Some(upper) = hint.upper() {
+                hint.set_upper(upper.saturating_add(rest));
+            }
+            hint.set_lower(hint.lower().saturating_add(rest));
+        }
+        hint
+    }
+}
+
+impl Drop for Sending {
+    fn drop(&mut self) {
+        // A piece hyper held when the stream ended (reset, or the connection closed).
+        if self.waiting {
+            if let Some(in_flight) = &self.in_flight {
+                in_flight.conn().send_dropped();
+            }
+        }
     }
 }
 

@@ -7,10 +7,12 @@
 //! `axum::serve` serves them.
 //!
 //! Every connection is bounded (docs/proxy.md, "What the server guarantees"): a deadline for
-//! its first request head and between requests ([`connection`]), between the frames of a
-//! request body ([`client_body`]), a cap on open connections ([`limits`]), and a bounded
-//! shutdown: the listener closes, connections with no request in progress close at once, the
-//! others finish their requests until SHUTDOWN_TIMEOUT, and then everything is closed.
+//! its first request head, between requests and for the client to take what is sent
+//! ([`connection`]), between the frames of a request body and on its average rate
+//! ([`client_body`]), a cap on open connections ([`limits`]) and on HTTP/2 streams per
+//! connection, and a bounded shutdown: the listener closes, connections with nothing in
+//! progress close at once, the others finish their requests until SHUTDOWN_TIMEOUT, and then
+//! everything is closed.
 
 mod client_body;
 mod connection;
@@ -31,6 +33,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use self::client_body::BodyDeadlines;
 use self::connection::{ConnState, Ended, Timeouts, Watched};
 use self::dispatch::Dispatch;
 use self::limits::{FileLimit, OpenConnections, Refusals, Slot};
@@ -43,6 +46,14 @@ const H2_PING_INTERVAL: Duration = Duration::from_secs(20);
 /// ...and the connection is closed if the answer takes longer than this: a client that
 /// vanished without closing its connection is noticed even while a stream is open.
 const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
+/// HTTP/2: streams a client may have open at once on one connection (hyper's default is 200).
+///
+/// Each stream's request body may be buffered whole by the retry layer (up to 20 MiB), so this
+/// bounds what one connection can make the proxy hold: 32 × 20 MiB instead of 200 × 20 MiB.
+/// Thirty-two is more than the SDKs and reverse proxies in front of the proxy use on one
+/// connection; a client that wants more waits for a stream to end or opens another connection,
+/// as HTTP/2 clients do (nginx advertises 128, Go 250: they hold no request body whole).
+const H2_MAX_CONCURRENT_STREAMS: u32 = 32;
 
 thread_local! {
     /// Which serving thread this is: `1..=threads`, or 0 on any other thread.
@@ -75,8 +86,13 @@ pub struct Limits {
     pub header_timeout: Duration,
     /// CLIENT_IDLE_TIMEOUT: for the next request, from the end of the previous response.
     pub idle_timeout: Duration,
+    /// CLIENT_SEND_TIMEOUT: for the client to take more of what is sent to it.
+    pub send_timeout: Duration,
     /// CLIENT_BODY_TIMEOUT: for each wait on the client while reading a request body.
     pub body_timeout: Duration,
+    /// CLIENT_BODY_MIN_RATE: bytes a second a request body must average after the first
+    /// CLIENT_BODY_TIMEOUT (0: no minimum).
+    pub body_min_rate: u64,
     /// MAX_CONNECTIONS, or its default from the open-file limit.
     pub max_connections: usize,
     /// SHUTDOWN_TIMEOUT: how long requests in progress get to finish on shutdown.
@@ -107,7 +123,9 @@ impl Limits {
         Limits {
             header_timeout: seconds("CLIENT_HEADER_TIMEOUT"),
             idle_timeout: seconds("CLIENT_IDLE_TIMEOUT"),
+            send_timeout: seconds("CLIENT_SEND_TIMEOUT"),
             body_timeout: seconds("CLIENT_BODY_TIMEOUT"),
+            body_min_rate: u64::try_from(settings.int("CLIENT_BODY_MIN_RATE")).unwrap_or(0),
             max_connections,
             shutdown_timeout: seconds("SHUTDOWN_TIMEOUT"),
         }
@@ -258,10 +276,16 @@ async fn serve_shard(mut accepted: mpsc::UnboundedReceiver<Accepted>, shared: Sh
         .http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(H2_PING_INTERVAL)
-        .keep_alive_timeout(H2_PING_TIMEOUT);
+        .keep_alive_timeout(H2_PING_TIMEOUT)
+        .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS);
     let timeouts = Timeouts {
         header: limits.header_timeout,
         idle: limits.idle_timeout,
+        send: limits.send_timeout,
+    };
+    let body_deadlines = BodyDeadlines {
+        timeout: limits.body_timeout,
+        min_rate: limits.body_min_rate,
     };
     // One stop signal per connection; those of ended connections are dropped as the list
     // grows.
@@ -283,7 +307,7 @@ async fn serve_shard(mut accepted: mpsc::UnboundedReceiver<Accepted>, shared: Sh
             shared.router.clone(),
             conn.clone(),
             peer,
-            limits.body_timeout,
+            body_deadlines,
         );
         let served = builder
             .serve_connection_with_upgrades(ClientIo::new(stream, conn.clone()), service)
@@ -298,6 +322,10 @@ async fn serve_shard(mut accepted: mpsc::UnboundedReceiver<Accepted>, shared: Sh
                 Ended::TimedOut => tracing::debug!(
                     %peer,
                     "closed a connection that waited too long with no request in progress"
+                ),
+                Ended::SendTimedOut => tracing::debug!(
+                    %peer,
+                    "closed a connection whose client took nothing of what was sent to it for CLIENT_SEND_TIMEOUT"
                 ),
                 Ended::Served(Ok(())) | Ended::Stopped => {}
             }

@@ -11,6 +11,11 @@
 //! connection (so it cannot be part of an answer of the proxy's), that is one of hyper's three
 //! status lines followed only by the `connection: close`, `content-length: 0` and `date`
 //! fields hyper writes with it. Everything else passes untouched, with one branch per write.
+//!
+//! [`ClientIo`] also tells the connection when the socket takes none of a write (the client
+//! reads nothing and the kernel's buffers are full) and when it takes one again: until then
+//! hyper holds output for the client, so the connection is busy, not idle (hyper has dropped
+//! the response body by then), and its client is one the send timeout watches.
 
 use std::io;
 use std::pin::Pin;
@@ -48,12 +53,15 @@ const AUTOMATIC: [(&[u8], StatusCode, &str); 3] = [
     ),
 ];
 
-/// A client connection's socket, with hyper's automatic error answers given a body.
+/// A client connection's socket, with hyper's automatic error answers given a body and blocked
+/// writes reported to the connection.
 #[derive(Debug)]
 pub struct ClientIo {
     inner: TokioIo<TcpStream>,
     conn: Arc<ConnState>,
     replacing: Option<Replacement>,
+    /// The latest write was not taken (reported to `conn` until one is).
+    blocked: bool,
 }
 
 /// An answer being written in place of hyper's.
@@ -72,7 +80,25 @@ impl ClientIo {
             inner: TokioIo::new(stream),
             conn,
             replacing: None,
+            blocked: false,
         }
+    }
+
+    /// Reports a write the socket did not take, or took after one it did not. One branch per
+    /// write; the connection is told only when that changes.
+    fn note<T>(&mut self, written: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        match (&written, self.blocked) {
+            (Poll::Pending, false) => {
+                self.blocked = true;
+                self.conn.write_blocked();
+            }
+            (Poll::Ready(_), true) => {
+                self.blocked = false;
+                self.conn.write_resumed();
+            }
+            _ => {}
+        }
+        written
     }
 
     /// Starts replacing `buf` if it is one of hyper's automatic answers.
@@ -162,10 +188,12 @@ impl Write for ClientIo {
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         this.check(buf);
-        if this.replacing.is_some() {
-            return this.poll_replacement(cx);
-        }
-        Pin::new(&mut this.inner).poll_write(cx, buf)
+        let written = if this.replacing.is_some() {
+            this.poll_replacement(cx)
+        } else {
+            Pin::new(&mut this.inner).poll_write(cx, buf)
+        };
+        this.note(written)
     }
 
     fn poll_write_vectored(
@@ -177,10 +205,12 @@ impl Write for ClientIo {
         if let Some(first) = bufs.iter().find(|b| !b.is_empty()) {
             this.check(first);
         }
-        if this.replacing.is_some() {
-            return this.poll_replacement(cx);
-        }
-        Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
+        let written = if this.replacing.is_some() {
+            this.poll_replacement(cx)
+        } else {
+            Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
+        };
+        this.note(written)
     }
 
     fn is_write_vectored(&self) -> bool {
