@@ -111,6 +111,12 @@ impl ConnState {
         self.waiting_sends.fetch_sub(1, Ordering::Relaxed);
     }
 
+    /// Sends waiting on the client.
+    #[cfg(test)]
+    pub fn waiting_sends(&self) -> usize {
+        self.waiting_sends.load(Ordering::Relaxed)
+    }
+
     /// Where the connection's requests record that their body timed out.
     pub fn body_timeouts(&self) -> &BodyTimeouts {
         &self.body_timeouts

@@ -311,3 +311,128 @@ impl Graceful for Served {
         Served::graceful_shutdown(self);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use http_body_util::BodyExt;
+    use tokio::sync::oneshot;
+
+    use super::*;
+
+    const DEADLINES: BodyDeadlines = BodyDeadlines {
+        timeout: Duration::from_secs(1),
+        min_rate: 0,
+    };
+
+    /// A request body that never sends anything.
+    struct Silent;
+
+    impl http_body::Body for Silent {
+        type Data = Bytes;
+        type Error = Infallible;
+
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+            Poll::Pending
+        }
+    }
+
+    /// The answer to an HTTP/2 request of `conn` with a silent body, by `handler` (which gets
+    /// the body and says the status).
+    fn answer<F>(conn: &Arc<ConnState>, handler: impl FnOnce(Body) -> F) -> Answer
+    where
+        F: Future<Output = StatusCode> + Send + 'static,
+    {
+        let (parts, ()) = Request::post("/v1beta/models/gemini-2.0-flash:generateContent")
+            .version(Version::HTTP_2)
+            .body(())
+            .unwrap()
+            .into_parts();
+        let in_flight = conn.begin();
+        let (body, watch) = watch_body(conn, &parts, Silent, DEADLINES);
+        let handled = handler(body);
+        Answer {
+            handled: Box::pin(async move {
+                let status = handled.await;
+                Ok(Response::builder()
+                    .status(status)
+                    .body(Body::empty())
+                    .unwrap())
+            }),
+            in_flight: Some(in_flight),
+            watch,
+            http2: true,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_body_timeouts_each_make_their_own_answer_a_408() {
+        let conn = Arc::new(ConnState::new());
+        // The first handler answers only after the second request's body has timed out too.
+        let (go, first_may_answer) = oneshot::channel::<()>();
+        let first = tokio::spawn(answer(&conn, |body| async move {
+            assert!(body.collect().await.is_err());
+            let _ = first_may_answer.await;
+            StatusCode::BAD_REQUEST
+        }));
+        let second = tokio::spawn(answer(&conn, |body| async move {
+            assert!(body.collect().await.is_err());
+            StatusCode::BAD_REQUEST
+        }));
+        let second = second.await.unwrap().unwrap();
+        assert_eq!(second.status(), StatusCode::REQUEST_TIMEOUT);
+        go.send(()).unwrap();
+        let first = first.await.unwrap().unwrap();
+        assert_eq!(first.status(), StatusCode::REQUEST_TIMEOUT);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_whose_body_did_not_time_out_keeps_its_answer() {
+        let conn = Arc::new(ConnState::new());
+        let timed_out = tokio::spawn(answer(&conn, |body| async move {
+            assert!(body.collect().await.is_err());
+            StatusCode::BAD_REQUEST
+        }));
+        // Its body was never read: a slot of its own, nothing recorded in it.
+        let untouched = answer(&conn, |_body| async move { StatusCode::OK });
+        assert_eq!(
+            timed_out.await.unwrap().unwrap().status(),
+            StatusCode::REQUEST_TIMEOUT
+        );
+        assert_eq!(untouched.await.unwrap().status(), StatusCode::OK);
+        // Every slot is free again.
+        for _ in 0..32 {
+            assert!(conn.body_timeouts().claim().is_some());
+        }
+        assert!(conn.body_timeouts().claim().is_none());
+    }
+
+    #[tokio::test]
+    async fn an_http2_answer_is_handed_over_in_pieces_with_its_last_byte_last() {
+        let conn = Arc::new(ConnState::new());
+        let answer = answer_of(&conn, Body::from(vec![b'x'; 40_000]));
+        let mut sending = std::pin::pin!(answer.await.unwrap().into_body());
+        let mut pieces = Vec::new();
+        while let Some(frame) = sending.frame().await {
+            pieces.push(frame.unwrap().into_data().unwrap().len());
+            // Each piece waits on the client until hyper asks for the next one.
+            assert_eq!(conn.waiting_sends(), 1);
+        }
+        assert_eq!(pieces, [16_384, 16_384, 40_000 - 32_768 - 1, 1]);
+        assert_eq!(conn.waiting_sends(), 0);
+    }
+
+    /// The answer `body` to an HTTP/2 request of `conn` without a body.
+    fn answer_of(conn: &Arc<ConnState>, body: Body) -> Answer {
+        Answer {
+            handled: Box::pin(async move { Ok(Response::new(body)) }),
+            in_flight: Some(conn.begin()),
+            watch: None,
+            http2: true,
+        }
+    }
+}
