@@ -606,6 +606,93 @@ async fn sigterm_lets_an_answer_still_being_sent_to_a_slow_http2_reader_finish()
     assert!(exit.success(), "{exit}");
 }
 
+/// A connection to the proxy from a client with 536-byte TCP segments and a 4 KiB receive
+/// buffer: the proxy's kernel then buffers about 150 KB for it (4 MB on loopback otherwise), so
+/// that hyper is left writing the rest of a larger answer to a slow reader, its body dropped.
+async fn connect_small(proxy: &Proxy) -> TcpStream {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let addr: std::net::SocketAddr = proxy.url.trim_start_matches("http://").parse().unwrap();
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
+    socket.set_tcp_mss(536).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&addr.into()).unwrap();
+    socket.set_nonblocking(true).unwrap();
+    TcpStream::from_std(socket.into()).unwrap()
+}
+
+/// Sends a `generateContent` request over HTTP/1.1 whose answer is about `size` bytes.
+async fn ask_for_a_large_answer(stream: &mut TcpStream, size: usize) {
+    let body = prompt_body(&"a".repeat(size));
+    let head = format!(
+        "POST /v1beta/models/gemini-2.0-flash:generateContent HTTP/1.1\r\nhost: proxy\r\nx-goog-api-key: {TOKEN}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body.as_bytes()).await.unwrap();
+}
+
+/// Reads one response from `stream`, 8 KiB every `pause`: its head and body, or what came
+/// before the connection was cut.
+async fn read_response_slowly(
+    stream: &mut TcpStream,
+    pause: Duration,
+) -> Result<(String, Vec<u8>), String> {
+    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; 8 * 1024];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            if whole_responses(&buf) == 1 {
+                let head = String::from_utf8_lossy(&buf[..end + 4]).into_owned();
+                return Ok((head, buf[end + 4..].to_vec()));
+            }
+        }
+        match tokio::time::timeout(GUARD, stream.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            other => return Err(format!("cut after {} bytes: {other:?}", buf.len())),
+        }
+        tokio::time::sleep(pause).await;
+    }
+}
+
+#[tokio::test]
+async fn a_slow_reader_gets_the_whole_answer_past_the_idle_and_send_timeouts() {
+    // A second with nothing in progress, or with nothing taken by the client, would end the
+    // connection; the client reads on, never pausing for a second, for about 3 s.
+    let (_mock, proxy, _dir) = start("CLIENT_IDLE_TIMEOUT=1\nCLIENT_SEND_TIMEOUT=1\n").await;
+    let mut stream = connect_small(&proxy).await;
+    let size = 900_000;
+    ask_for_a_large_answer(&mut stream, size).await;
+    let started = Instant::now();
+    let (head, body) = read_response_slowly(&mut stream, Duration::from_millis(25))
+        .await
+        .unwrap_or_else(|cut| panic!("after {:?}: {cut}", started.elapsed()));
+    assert!(started.elapsed() > Duration::from_secs(2));
+    assert_eq!(status(&head), 200, "{head}");
+    assert_eq!(answer_text(&body).len(), "echo: ".len() + size);
+}
+
+#[tokio::test]
+async fn sigterm_lets_an_answer_still_being_written_to_a_slow_reader_finish() {
+    let (_mock, mut proxy, _dir) = start("SHUTDOWN_TIMEOUT=30\n").await;
+    let mut stream = connect_small(&proxy).await;
+    let size = 900_000;
+    ask_for_a_large_answer(&mut stream, size).await;
+    // The answer is complete on the proxy's side (its body dropped by hyper): only the client
+    // holds it back.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    proxy.sigterm();
+    let (head, body) = read_response_slowly(&mut stream, Duration::from_millis(5))
+        .await
+        .expect("the answer was cut");
+    assert_eq!(status(&head), 200, "{head}");
+    assert_eq!(answer_text(&body).len(), "echo: ".len() + size);
+    let exit = proxy
+        .exited_within(GUARD)
+        .await
+        .expect("still running after its last answer");
+    assert!(exit.success(), "{exit}");
+}
+
 /// How many whole HTTP/1.1 responses (framed by `content-length`) `buf` starts with.
 fn whole_responses(buf: &[u8]) -> usize {
     let mut count = 0;
@@ -630,30 +717,38 @@ fn whole_responses(buf: &[u8]) -> usize {
 }
 
 #[tokio::test]
-async fn a_client_that_pauses_reading_pipelined_answers_gets_them_all_past_the_idle_timeout() {
-    let (_mock, proxy, _dir) = start("CLIENT_IDLE_TIMEOUT=1\nCLIENT_SEND_TIMEOUT=10\n").await;
-    // 400 answers of 13.8 KB: more than the kernel's buffers hold (4 MB on loopback), so hyper
-    // is left writing the rest, each body dropped once queued.
+async fn a_slow_reader_of_pipelined_answers_gets_them_all_past_the_idle_and_send_timeouts() {
+    // The reviewer's case: answers queued faster than the client reads them, hyper dropping
+    // each body once queued; a second with nothing in progress, or with nothing taken by the
+    // client, would end the connection.
+    let (_mock, proxy, _dir) = start("CLIENT_IDLE_TIMEOUT=1\nCLIENT_SEND_TIMEOUT=1\n").await;
+    // 400 answers of 13.8 KB, more than the kernel's buffers hold (4 MB on loopback).
     const REQUESTS: usize = 400;
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
+    socket.set_recv_buffer_size(8192).unwrap();
     let mut stream = socket
         .connect(proxy.url.trim_start_matches("http://").parse().unwrap())
         .await
         .unwrap();
     let request = b"GET /static/keys.js HTTP/1.1\r\nhost: proxy\r\n\r\n";
     stream.write_all(&request.repeat(REQUESTS)).await.unwrap();
-    // The client reads nothing for longer than the idle timeout, then everything.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // About 200 KB a second for 3 s, then as fast as it can.
+    let started = Instant::now();
     let mut buf = Vec::new();
     let mut chunk = vec![0u8; 64 * 1024];
     while whole_responses(&buf) < REQUESTS {
-        match tokio::time::timeout(GUARD, stream.read(&mut chunk)).await {
+        let slow = started.elapsed() < Duration::from_secs(3);
+        let read = if slow { 4096 } else { chunk.len() };
+        match tokio::time::timeout(GUARD, stream.read(&mut chunk[..read])).await {
             Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
             other => panic!(
-                "cut after {} of {REQUESTS} answers: {other:?}",
+                "cut after {:?}, {} of {REQUESTS} answers: {other:?}",
+                started.elapsed(),
                 whole_responses(&buf)
             ),
+        }
+        if slow {
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 }

@@ -46,6 +46,16 @@ const H2_PING_INTERVAL: Duration = Duration::from_secs(20);
 /// ...and the connection is closed if the answer takes longer than this: a client that
 /// vanished without closing its connection is noticed even while a stream is open.
 const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
+/// Bytes of a response the kernel may hold unsent for a client (TCP_NOTSENT_LOWAT, Linux).
+///
+/// The send timeout counts a client as taking what is sent each time the socket takes a write
+/// after refusing one, and the kernel only says so once the unsent bytes fall below half this
+/// mark. Without it, the mark is a third of the send buffer, which Linux grows to 4 MiB: a
+/// client reading 20 KB/s could then take nothing visible for a minute. With it, each 32 KiB
+/// the client takes is seen, and the rest of a large answer waits in hyper's buffer, where
+/// the connection counts it as still being sent. Small answers go out in one write as before.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const NOTSENT_LOWAT: u32 = 64 * 1024;
 /// HTTP/2: streams a client may have open at once on one connection (hyper's default is 200).
 ///
 /// Each stream's request body may be buffered whole by the retry layer (up to 20 MiB), so this
@@ -234,6 +244,8 @@ pub async fn serve(
         // upstream sends them); with Nagle each later write waits for the client's delayed
         // ACK, about 40 ms per request.
         let _ = stream.set_nodelay(true);
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        let _ = socket2::SockRef::from(&stream).set_tcp_notsent_lowat(NOTSENT_LOWAT);
         let Ok(stream) = stream.into_std() else {
             continue;
         };
