@@ -196,11 +196,13 @@ fn body_timed_out(watch: BodyWatch, cut: Cut) -> Response<Body> {
 /// The largest piece of an HTTP/2 response body handed to hyper at once: one DATA frame of
 /// the default size (SETTINGS_MAX_FRAME_SIZE, 16 KiB).
 ///
-/// hyper takes the next frame of a body once the previous one fits the client's flow-control
-/// window, and drops the body with its last frame handed over, not sent: handed over in pieces,
-/// the answer counts as in progress (and its pieces as send progress) while the window opens,
-/// and an answer sent whole keeps its last byte for last, so that when the body ends all of
-/// it fits the window (a stream's last piece does not: its end is not known in advance).
+/// hyper holds a frame until the client's flow-control window has room for it and for every
+/// byte before it, then asks for the next one; it drops the body once the last frame is handed
+/// over, not sent. Handed over in pieces, an answer counts as in progress (and each piece asked
+/// for as send progress) while the window opens; and an answer sent whole keeps its last byte
+/// for a piece of its own, so that hyper lets go of the body only once the window has room for
+/// all of it. A stream's last piece cannot be held back so (its end is only known once it has
+/// been handed over): it may still wait on the window once the stream has ended.
 const H2_PIECE: usize = 16 * 1024;
 
 /// A response body on its way to the client: its request counts as in progress on the
