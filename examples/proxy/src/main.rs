@@ -1,11 +1,13 @@
 //! `gemini-balance-proxy`: the gemini-balance layers in front of Gemini, configured like the
 //! Python Gemini-Balance server (same `.env`).
 //!
-//! This version serves the Gemini-native routes (`/v1beta`, `/gemini/v1beta`, `/v1`) and the
-//! OpenAI chat and embeddings routes (`/v1`, `/hf/v1`) through the library's layers (pseudo
-//! streaming, stream optimizer, usage recording in SQLite, parameter filter, retry, key
-//! rotation), keeps key state across restarts, and answers `GET /health`. The admin API, the web
-//! admin and the remaining routes come with later versions.
+//! It serves the Gemini-native routes (`/v1beta`, `/gemini/v1beta`, `/v1`), the OpenAI chat and
+//! embeddings routes (`/v1`, `/hf/v1`) and the pass-through to Gemini's own OpenAI-compatible
+//! endpoint (`/openai/v1`) through the library's layers (usage recording in SQLite, pseudo
+//! streaming, stream optimizer, parameter filter, header allowlist, retry, key rotation,
+//! decoding), keeps key state across restarts, answers `GET /health`, and serves the admin API
+//! (`/api`) and the web admin. `docs/proxy.md` is the whole picture; the routes Gemini-Balance
+//! has and this version does not are listed there.
 
 #![warn(clippy::unwrap_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
