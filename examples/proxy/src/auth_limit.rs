@@ -4,7 +4,7 @@
 //! Every surface that checks a credential (the API routes' client tokens, the admin API's
 //! AUTH_TOKEN or session, the web admin's login) asks [`AuthLimit::admit`] before checking it
 //! and reports a refused one with [`AuthLimit::refused`]. An address (an IPv4 address, an IPv6
-//! /64; see [`client_addr`](crate::client_addr)) may fail `AUTH_FAILURE_BURST` times in a row;
+//! /64; see [`client_addr`]) may fail `AUTH_FAILURE_BURST` times in a row;
 //! after that one more failure is allowed every `AUTH_FAILURE_REFILL_SECONDS` (a token bucket,
 //! kept as the time its debt is paid off). While it has none left, every credential from it is
 //! answered `429` with `Retry-After` *without being checked*: a limit that still let a right
