@@ -45,6 +45,11 @@ impl Attempt {
         status: Option<StatusCode>,
         message: Option<String>,
     ) {
+        self.log(outcome, status, message);
+    }
+
+    /// Adds the attempt to the attempt log, when a usage layer asked for one.
+    fn log(&self, outcome: &Outcome, status: Option<StatusCode>, message: Option<String>) {
         if let Some(log) = &self.log {
             log.push(AttemptRecord {
                 at: self.at,
@@ -65,17 +70,7 @@ impl Attempt {
         status: Option<StatusCode>,
         message: Option<String>,
     ) {
-        if let Some(log) = &self.log {
-            log.push(AttemptRecord {
-                at: self.at,
-                key: self.lease.id().clone(),
-                model: self.model.clone(),
-                status: status.map(|s| s.as_u16()),
-                class: outcome.failure().map(|c| c.name()),
-                latency: self.started.elapsed(),
-                error_message: message,
-            });
-        }
+        self.log(outcome, status, message);
         self.lease.report_for(self.model.as_deref(), outcome);
     }
 }

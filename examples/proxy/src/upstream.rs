@@ -223,15 +223,21 @@ impl Future for ResponseFuture {
     type Output = Result<Response<UpstreamBody>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Poll::Ready(match self.project() {
+        let answer = match self.project() {
             ResponseFutureProj::Direct { inner } => {
                 ready!(inner.poll(cx)).map(|res| res.map(|body| UpstreamBody::Direct { body }))
             }
             ResponseFutureProj::Proxied { inner } => match ready!(inner.as_mut().poll(cx)) {
                 Ok(res) => Ok(res.map(|body| UpstreamBody::Proxied { body })),
-                Err(e) => Err(Box::new(e)),
+                Err(e) => Err(Box::new(e) as BoxError),
             },
-        })
+        };
+        // The version is the upstream hop's: an HTTP/1.0 relay's answer would otherwise go to
+        // an HTTP/1.1 client as `HTTP/1.0`, which ends its keep-alive connection.
+        Poll::Ready(answer.map(|mut res| {
+            *res.version_mut() = axum::http::Version::HTTP_11;
+            res
+        }))
     }
 }
 

@@ -233,3 +233,42 @@ async fn a_head_request_gets_the_upstreams_head() {
         assert_eq!(res.status(), 200, "{path}");
     }
 }
+
+#[tokio::test]
+async fn an_http_1_0_upstream_does_not_make_the_clients_connection_http_1_0() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A relay that answers in HTTP/1.0 (Python's http.server does).
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut buf = vec![0u8; 65536];
+            let _ = socket.read(&mut buf).await;
+            let body = br#"{"candidates":[]}"#;
+            let head = format!(
+                "HTTP/1.0 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                body.len()
+            );
+            let _ = socket.write_all(head.as_bytes()).await;
+            let _ = socket.write_all(body).await;
+            let _ = socket.shutdown().await;
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(dir.path(), &env_file(&format!("http://{addr}"))).await;
+    let mut stream = tokio::net::TcpStream::connect(proxy.url.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let body = support::prompt_body("hi");
+    let request = format!(
+        "POST /v1beta/models/gemini-2.0-flash:generateContent HTTP/1.1\r\nhost: x\r\n\
+         x-goog-api-key: {TOKEN}\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = stream.read(&mut answer).await.unwrap();
+    let head = String::from_utf8_lossy(&answer[..n]);
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+}
