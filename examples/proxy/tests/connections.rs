@@ -14,17 +14,15 @@ mod support;
 
 mod common;
 
+use common::raw::{closed_after, read_response, GUARD};
+
 use std::time::{Duration, Instant};
 
 use common::{Proxy, TOKEN};
 use serde_json::Value;
 use support::{prompt_body, test_keys, MockGemini};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-/// Longer than any wait a test expects: a connection or process still there after it has
-/// not been closed.
-const GUARD: Duration = Duration::from_secs(10);
 
 fn env_file(base_url: &str, extra: &str) -> String {
     format!(
@@ -44,63 +42,6 @@ async fn connect(proxy: &Proxy) -> TcpStream {
     TcpStream::connect(proxy.url.trim_start_matches("http://"))
         .await
         .unwrap()
-}
-
-/// How long until the server closes `stream` (reading and dropping what it sends), or `None`
-/// if it is still open after [`GUARD`].
-async fn closed_after(stream: &mut (impl AsyncRead + Unpin)) -> Option<Duration> {
-    let started = Instant::now();
-    let mut buf = [0u8; 4096];
-    loop {
-        match tokio::time::timeout_at((started + GUARD).into(), stream.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return Some(started.elapsed()),
-            Ok(Ok(_)) => {}
-            Err(_) => return None,
-        }
-    }
-}
-
-/// One response: its head (as text) and body, read by its `content-length`.
-async fn read_response(stream: &mut (impl AsyncRead + Unpin)) -> (String, Vec<u8>) {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let head_end = loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break end + 4;
-        }
-        let n = tokio::time::timeout(GUARD, stream.read(&mut chunk))
-            .await
-            .expect("no response")
-            .unwrap();
-        assert!(
-            n > 0,
-            "closed before a response: {:?}",
-            String::from_utf8_lossy(&buf)
-        );
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8(buf[..head_end].to_vec()).unwrap();
-    let length: usize = head
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("content-length: ")
-                .map(str::to_owned)
-        })
-        .expect("no content-length")
-        .trim()
-        .parse()
-        .unwrap();
-    let mut body = buf[head_end..].to_vec();
-    while body.len() < length {
-        let n = tokio::time::timeout(GUARD, stream.read(&mut chunk))
-            .await
-            .expect("the body did not come")
-            .unwrap();
-        assert!(n > 0, "closed in the middle of the body");
-        body.extend_from_slice(&chunk[..n]);
-    }
-    (head, body)
 }
 
 fn status(head: &str) -> u16 {

@@ -35,6 +35,8 @@ mod support;
 
 mod common;
 
+use common::raw::{closed_after, read_response, GUARD};
+
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
@@ -57,8 +59,6 @@ const ADMIN_TOKEN: &str = "sk-fault-matrix-admin-7d2e4b";
 const SK_KEY: &str = "sk-relay-pool-key-5e8c0a9b7d6f4e3a2b1c";
 /// The model of every call.
 const FLASH: &str = "gemini-2.0-flash";
-/// Longer than anything a row waits for: past it, "closed" or "exited" did not happen.
-const GUARD: Duration = Duration::from_secs(10);
 
 /// One answer as the client got it.
 #[derive(Debug)]
@@ -441,10 +441,6 @@ impl Leaks {
     }
 }
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
 fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap() {
@@ -471,19 +467,6 @@ fn count_rows(path: &Path, table: &str) -> u64 {
         r.get::<_, i64>(0)
     })
     .unwrap() as u64
-}
-
-/// How long until the server closes `stream`, or `None` if it is still open after [`GUARD`].
-async fn closed_after(stream: &mut TcpStream) -> Option<Duration> {
-    let started = Instant::now();
-    let mut buf = [0u8; 4096];
-    loop {
-        match tokio::time::timeout_at((started + GUARD).into(), stream.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return Some(started.elapsed()),
-            Ok(Ok(_)) => {}
-            Err(_) => return None,
-        }
-    }
 }
 
 /// The text of a streamed answer: its events' pieces put together.
@@ -977,42 +960,6 @@ async fn trickle(stream: &mut TcpStream, head: &[u8]) -> (Option<Duration>, Vec<
         }
     }
     (None, received)
-}
-
-/// One HTTP/1.1 response read off `stream`: its head and its body (by `content-length`).
-async fn read_response(stream: &mut TcpStream) -> (String, Vec<u8>) {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let head_end = loop {
-        if let Some(end) = find(&buf, b"\r\n\r\n") {
-            break end + 4;
-        }
-        let n = tokio::time::timeout(GUARD, stream.read(&mut chunk))
-            .await
-            .expect("no response")
-            .unwrap();
-        assert!(n > 0, "closed before a response");
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-    let length: usize = head
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("content-length: ")
-                .map(str::to_owned)
-        })
-        .map_or(0, |v| v.trim().parse().unwrap());
-    let mut body = buf[head_end..].to_vec();
-    while body.len() < length {
-        let n = tokio::time::timeout(GUARD, stream.read(&mut chunk))
-            .await
-            .expect("the body did not come")
-            .unwrap();
-        assert!(n > 0, "closed in the middle of the body");
-        body.extend_from_slice(&chunk[..n]);
-    }
-    (head, body)
 }
 
 /// Row 6: a client that leaves in the middle of a stream: the request log says `client_gone`,

@@ -10,6 +10,7 @@ use std::time::Duration;
 use crate::support;
 
 pub mod forward_proxy;
+pub mod raw;
 
 /// The client token the test `.env` files accept.
 pub const TOKEN: &str = "sk-proxy-test-token";
