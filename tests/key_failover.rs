@@ -18,7 +18,7 @@ use gemini_balance::keys::{ApiKey, KeyPool, KeyRotationLayer};
 use gemini_balance::retry::{RetryLayer, ATTEMPTS_HEADER};
 use http::{header, HeaderMap, StatusCode};
 use http_body_util::BodyExt;
-use support::{prompt_body, test_key, Fault, MockGemini};
+use support::{permutations, prompt_body, test_key, Fault, MockGemini};
 use tower::{ServiceBuilder, ServiceExt};
 
 const FLASH: &str = "gemini-2.0-flash";
@@ -115,23 +115,6 @@ async fn generate(path: Path, mock: &MockGemini, pool: &KeyPool, retry: &RetryLa
 
 fn pool_of(keys: &[String]) -> KeyPool {
     KeyPool::builder().keys(keys).build().unwrap()
-}
-
-/// Every order of `items`.
-fn permutations<T: Clone>(items: &[T]) -> Vec<Vec<T>> {
-    if items.len() <= 1 {
-        return vec![items.to_vec()];
-    }
-    let mut all = Vec::new();
-    for i in 0..items.len() {
-        let mut rest = items.to_vec();
-        let first = rest.remove(i);
-        for mut tail in permutations(&rest) {
-            tail.insert(0, first.clone());
-            all.push(tail);
-        }
-    }
-    all
 }
 
 /// Keys 1–3 are broken, each its own way, as Gemini answers them; key 4 is good.

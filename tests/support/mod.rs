@@ -53,6 +53,23 @@ pub fn test_keys(count: u32) -> Vec<String> {
     (1..=count).map(test_key).collect()
 }
 
+/// Every order of `items` (the key orders of the key-failover tests).
+pub fn permutations<T: Clone>(items: &[T]) -> Vec<Vec<T>> {
+    if items.len() <= 1 {
+        return vec![items.to_vec()];
+    }
+    let mut all = Vec::new();
+    for i in 0..items.len() {
+        let mut rest = items.to_vec();
+        let first = rest.remove(i);
+        for mut tail in permutations(&rest) {
+            tail.insert(0, first.clone());
+            all.push(tail);
+        }
+    }
+    all
+}
+
 /// A minimal `generateContent` request body asking `prompt`.
 pub fn prompt_body(prompt: &str) -> String {
     serde_json::json!({ "contents": [{ "role": "user", "parts": [{ "text": prompt }] }] })

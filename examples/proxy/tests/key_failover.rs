@@ -10,7 +10,7 @@ mod common;
 
 use common::{Proxy, TOKEN};
 use serde_json::{json, Value};
-use support::{prompt_body, test_key, test_keys, Fault, MockGemini};
+use support::{permutations, prompt_body, test_key, test_keys, Fault, MockGemini};
 
 const FLASH: &str = "gemini-2.0-flash";
 
@@ -58,23 +58,6 @@ async fn call(proxy: &Proxy, route: Route) -> (u16, Option<String>, String) {
         .get("retry-after")
         .map(|v| v.to_str().unwrap().to_owned());
     (status, retry_after, res.text().await.unwrap())
-}
-
-/// Every order of `items`.
-fn permutations(items: &[String]) -> Vec<Vec<String>> {
-    if items.len() <= 1 {
-        return vec![items.to_vec()];
-    }
-    let mut all = Vec::new();
-    for i in 0..items.len() {
-        let mut rest = items.to_vec();
-        let first = rest.remove(i);
-        for mut tail in permutations(&rest) {
-            tail.insert(0, first.clone());
-            all.push(tail);
-        }
-    }
-    all
 }
 
 #[tokio::test]
