@@ -88,7 +88,7 @@ async fn main() {
 
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
     // `.env` in the working directory, under the environment (which wins).
-    let vars = dotenv::load(std::env::vars().collect())?;
+    let (vars, skipped_lines) = dotenv::load(std::env::vars().collect())?;
     let config = Config::from_vars(&vars)?;
 
     let filter = |level: &str| {
@@ -117,6 +117,13 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             .map_err(|e| format!("the log filter could not be changed: {e}"))
     });
 
+    if !skipped_lines.is_empty() {
+        let lines: Vec<String> = skipped_lines.iter().map(ToString::to_string).collect();
+        tracing::warn!(
+            ".env: the statements on these lines could not be read and are skipped, as Gemini-Balance's python-dotenv skips them: {}",
+            lines.join(", ")
+        );
+    }
     if !config.unsupported.is_empty() {
         tracing::warn!(
             "these settings are not supported by this version and are ignored: {}",
