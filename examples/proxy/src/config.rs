@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use gemini_balance::store::TimeZone;
 
-use crate::settings::Settings;
+use crate::settings::{Adjusted, Settings};
 
 /// A setting that could not be used; names the variable and what was expected.
 #[derive(Debug)]
@@ -32,6 +32,9 @@ pub struct Config {
     pub time_zone: TimeZone,
     /// Variables that are set but not supported yet (named in one startup warning).
     pub unsupported: Vec<String>,
+    /// Values used differently from how they were given, e.g. clamped into range (named in
+    /// one startup warning).
+    pub adjusted: Vec<Adjusted>,
     /// Every setting, typed.
     pub settings: Settings,
 }
@@ -74,6 +77,7 @@ impl Config {
             log_level: settings.text("LOG_LEVEL").to_owned(),
             time_zone,
             unsupported: findings.unsupported,
+            adjusted: findings.adjusted,
             settings,
         })
     }
@@ -111,6 +115,117 @@ mod tests {
         let err = Config::from_vars(&vars(&[("TIMEZONE", "Asia/Atlantis")])).unwrap_err();
         assert_eq!(err.variable, "TIMEZONE");
         assert!(err.to_string().contains("Asia/Atlantis"), "{err}");
+    }
+
+    /// Gemini-Balance's own `.env.example` (verbatim: tests/fixtures/python.env.example) is read
+    /// as the Python server reads it, at each log level its comment lists.
+    #[test]
+    fn the_python_projects_env_example_is_read_as_it_means() {
+        use serde_json::json;
+        let example = include_str!("../tests/fixtures/python.env.example");
+        // "# 日志级别 (debug, info, warning, error, critical)，默认为 info"
+        assert!(example.contains("(debug, info, warning, error, critical)"));
+        for (level, used) in [
+            ("info", "info"),
+            ("debug", "debug"),
+            ("warning", "warn"),
+            ("error", "error"),
+            ("critical", "error"),
+            ("WARNING", "warn"),
+            ("CRITICAL", "error"),
+        ] {
+            let text = example.replace("LOG_LEVEL=info", &format!("LOG_LEVEL={level}"));
+            let (vars, skipped) = crate::dotenv::merge(HashMap::new(), &text);
+            assert!(skipped.is_empty(), "{skipped:?}");
+            let c = Config::from_vars(&vars).unwrap_or_else(|e| panic!("LOG_LEVEL={level}: {e}"));
+            assert_eq!(c.log_level, used, "LOG_LEVEL={level}");
+            assert!(c.adjusted.is_empty(), "{:?}", c.adjusted);
+        }
+
+        let (vars, _) = crate::dotenv::merge(HashMap::new(), example);
+        let c = Config::from_vars(&vars).unwrap();
+        let s = &c.settings;
+        assert_eq!(s.list("API_KEYS"), ["AIzaSyxxxxxxxxxxxxxxxxxxx"; 2]);
+        assert_eq!(s.list("ALLOWED_TOKENS"), ["sk-123456"]);
+        assert_eq!(s.text("AUTH_TOKEN"), "sk-123456");
+        assert_eq!(s.text("TEST_MODEL"), "gemini-2.5-flash-lite");
+        assert_eq!(
+            s.list("THINKING_MODELS"),
+            ["gemini-2.5-flash", "gemini-2.5-pro"]
+        );
+        assert_eq!(
+            s.value("THINKING_BUDGET_MAP"),
+            &json!({"gemini-2.5-flash": -1})
+        );
+        assert_eq!(
+            s.list("IMAGE_MODELS"),
+            ["gemini-2.0-flash-exp", "gemini-2.5-flash-image-preview"]
+        );
+        assert_eq!(s.list("FILTERED_MODELS").len(), 5);
+        assert_eq!(s.list("URL_CONTEXT_MODELS").len(), 5);
+        assert!(!s.bool("URL_CONTEXT_ENABLED"));
+        assert!(!s.bool("TOOLS_CODE_EXECUTION_ENABLED"));
+        assert!(s.bool("SHOW_THINKING_PROCESS"));
+        assert_eq!(
+            s.text("BASE_URL"),
+            "https://generativelanguage.googleapis.com/v1beta"
+        );
+        assert_eq!(s.int("MAX_FAILURES"), 10);
+        assert_eq!(s.int("MAX_RETRIES"), 3);
+        assert_eq!(s.float("CHECK_INTERVAL_HOURS"), 1.0);
+        assert_eq!(c.time_zone.name(), "Asia/Shanghai");
+        assert_eq!(s.int("TIME_OUT"), 300);
+        assert!(s.list("PROXIES").is_empty());
+        assert!(s.bool("PROXIES_USE_CONSISTENCY_HASH_BY_API_KEY"));
+        assert!(!s.bool("STREAM_OPTIMIZER_ENABLED"));
+        assert_eq!(s.float("STREAM_MIN_DELAY"), 0.016);
+        assert_eq!(s.float("STREAM_MAX_DELAY"), 0.024);
+        assert_eq!(s.int("STREAM_SHORT_TEXT_THRESHOLD"), 10);
+        assert_eq!(s.int("STREAM_LONG_TEXT_THRESHOLD"), 50);
+        assert_eq!(s.int("STREAM_CHUNK_SIZE"), 5);
+        assert_eq!(c.log_level, "info");
+        assert!(!s.bool("ERROR_LOG_RECORD_REQUEST_BODY"));
+        assert!(s.bool("AUTO_DELETE_ERROR_LOGS_ENABLED"));
+        assert_eq!(s.int("AUTO_DELETE_ERROR_LOGS_DAYS"), 7);
+        assert!(!s.bool("AUTO_DELETE_REQUEST_LOGS_ENABLED"));
+        assert_eq!(s.int("AUTO_DELETE_REQUEST_LOGS_DAYS"), 30);
+        assert!(s.bool("FAKE_STREAM_ENABLED"), "FAKE_STREAM_ENABLED=True");
+        assert_eq!(s.int("FAKE_STREAM_EMPTY_DATA_INTERVAL_SECONDS"), 5);
+        let safety = s.value("SAFETY_SETTINGS").as_array().unwrap();
+        assert_eq!(safety.len(), 5);
+        assert_eq!(
+            safety[4],
+            json!({"category": "HARM_CATEGORY_CIVIC_INTEGRITY", "threshold": "BLOCK_NONE"})
+        );
+        assert_eq!(
+            c.settings.source("API_KEYS"),
+            crate::settings::Source::Environment
+        );
+        // What it sets that this version does not act on, named in the startup warning (the
+        // settings it leaves at their defaults, and the empty ones, are not).
+        assert_eq!(
+            c.unsupported,
+            [
+                "CLOUDFLARE_IMGBED_AUTH_CODE",
+                "CLOUDFLARE_IMGBED_URL",
+                "DATABASE_TYPE=mysql (SQLite is used)",
+                "MYSQL_DATABASE",
+                "MYSQL_HOST",
+                "MYSQL_PASSWORD",
+                "MYSQL_USER",
+                "OSS_ACCESS_KEY",
+                "OSS_ACCESS_KEY_SECRET",
+                "OSS_BUCKET_NAME",
+                "OSS_ENDPOINT",
+                "OSS_ENDPOINT_INNER",
+                "OSS_REGION",
+                "PAID_KEY",
+                "PICGO_API_KEY",
+                "PICGO_API_URL",
+                "SMMS_SECRET_TOKEN",
+                "VERTEX_API_KEYS",
+            ]
+        );
     }
 
     #[test]

@@ -91,9 +91,14 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let (vars, skipped_lines) = dotenv::load(std::env::vars().collect())?;
     let config = Config::from_vars(&vars)?;
 
+    // LOG_LEVEL holds one of settings::LOG_LEVELS, whatever spelling it was given in.
     let filter = |level: &str| {
-        EnvFilter::try_new(format!("{level},hyper=warn,reqwest=warn"))
-            .map_err(|_| "LOG_LEVEL: expected one of error, warn, info, debug, trace".to_owned())
+        EnvFilter::try_new(format!("{level},hyper=warn,reqwest=warn")).map_err(|_| {
+            format!(
+                "LOG_LEVEL: expected one of {}",
+                settings::LOG_LEVELS.join(", ")
+            )
+        })
     };
     let (filter_layer, filter_handle) = reload::Layer::new(filter(&config.log_level)?);
     let log = log_writer::LogWriter::stdout()
@@ -128,6 +133,13 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         tracing::warn!(
             "these settings are not supported by this version and are ignored: {}",
             config.unsupported.join(", ")
+        );
+    }
+    if !config.adjusted.is_empty() {
+        let adjusted: Vec<String> = config.adjusted.iter().map(ToString::to_string).collect();
+        tracing::warn!(
+            "these settings are outside what this proxy can use and are adjusted: {}",
+            adjusted.join(", ")
         );
     }
 

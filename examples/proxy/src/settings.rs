@@ -1,6 +1,14 @@
 //! Every Gemini-Balance setting, described once: name, type, default, group, whether this
 //! version acts on it. The `.env` reader, the startup warnings, the admin config API and the
 //! config page all read this one table.
+//!
+//! Text forms (`.env`, the environment, stored values) are read the way Gemini-Balance's
+//! pydantic `Settings` reads them, so that every `.env` the Python server accepts starts this
+//! one: variable names in any case, booleans and numbers with pydantic's coercion, log levels
+//! as its logger maps them. A Gemini-Balance number this proxy cannot use as given (it would
+//! overflow a timer or never end a request) is clamped into range and reported as
+//! [`Adjusted`]; what Gemini-Balance itself refuses is refused here too. The admin API is
+//! stricter ([`check`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -10,11 +18,13 @@ use serde_json::{json, Value};
 /// The type of a setting, and how its text form is read.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Kind {
-    /// `true`/`false` (also `1`/`0`, `yes`/`no`, `on`/`off`, any case).
+    /// `true`/`false`, read as pydantic reads a bool: `true`, `1`, `yes`, `on`, `t`, `y` and
+    /// `false`, `0`, `no`, `off`, `f`, `n`, in any case (and an empty value: false).
     Bool,
-    /// A whole number within bounds.
+    /// A whole number, read as pydantic reads an int (` 3 `, `+3`, `1_000`, `3.0`; not `3.5`),
+    /// used within `min..=max` (see [`Def::out_of_range`]).
     Int { min: i64, max: i64 },
-    /// A number within bounds.
+    /// A number, read as pydantic reads a float, used within `min..=max`.
     Float { min: f64, max: f64 },
     /// Free text.
     Text,
@@ -32,6 +42,9 @@ pub enum Kind {
     ObjectList,
     /// One of a fixed set of words.
     Choice(&'static [&'static str]),
+    /// LOG_LEVEL: one of [`LOG_LEVELS`]; Gemini-Balance's spellings are read too (see
+    /// [`log_level`]).
+    LogLevel,
 }
 
 impl Kind {
@@ -48,7 +61,7 @@ impl Kind {
             Kind::Object => "object",
             Kind::SecretObject => "secret object",
             Kind::ObjectList => "list of objects",
-            Kind::Choice(_) => "choice",
+            Kind::Choice(_) | Kind::LogLevel => "choice",
         }
     }
 
@@ -56,6 +69,36 @@ impl Kind {
     pub fn is_secret(&self) -> bool {
         matches!(self, Kind::Secret | Kind::SecretList | Kind::SecretObject)
     }
+}
+
+/// The log levels of this proxy (tracing's), as LOG_LEVEL holds them.
+pub const LOG_LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace"];
+
+/// The level a LOG_LEVEL spelling stands for, in any case: Gemini-Balance's five (`DEBUG`,
+/// `INFO`, `WARNING`, `ERROR`, `CRITICAL`; tracing has nothing above error) and this proxy's
+/// own `warn` and `trace`. `None` for anything else, which Gemini-Balance's logger runs at
+/// INFO (`LOG_LEVELS.get(level.lower(), logging.INFO)` in `app/log/logger.py`): `FATAL` and
+/// `NOTSET` included.
+pub fn log_level(text: &str) -> Option<&'static str> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "critical" | "error" => Some("error"),
+        "warning" | "warn" => Some("warn"),
+        "info" => Some("info"),
+        "debug" => Some("debug"),
+        "trace" => Some("trace"),
+        _ => None,
+    }
+}
+
+/// What happens to a number outside its kind's range when read from its text form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutOfRange {
+    /// Clamped into range and reported ([`Adjusted`]): Gemini-Balance accepts any number for
+    /// its settings, so a `.env` that starts it must start this proxy.
+    Clamp,
+    /// Refused: this proxy's own settings, and the ranges Gemini-Balance enforces itself
+    /// (ADMIN_SESSION_EXPIRE).
+    Refuse,
 }
 
 /// Whether this version acts on a setting. Settings read but not acted on yet are `NotYet`, so
@@ -82,6 +125,8 @@ pub struct Def {
     pub support: Support,
     /// Can be changed while running (through the admin API).
     pub live: bool,
+    /// A number outside the range of its kind, read from text: clamped or refused.
+    pub out_of_range: OutOfRange,
 }
 
 const fn def(
@@ -99,6 +144,7 @@ const fn def(
         help,
         support: Support::Yes,
         live: true,
+        out_of_range: OutOfRange::Clamp,
     }
 }
 
@@ -117,10 +163,27 @@ const fn startup_only(mut d: Def) -> Def {
     d
 }
 
+/// A number outside the range is refused, not clamped (see [`OutOfRange`]).
+const fn refuse_out_of_range(mut d: Def) -> Def {
+    d.out_of_range = OutOfRange::Refuse;
+    d
+}
+
 const INT: Kind = Kind::Int {
     min: 0,
     max: i64::MAX,
 };
+
+/// Any whole number (settings this version only names in the startup warning).
+const ANY_INT: Kind = Kind::Int {
+    min: i64::MIN,
+    max: i64::MAX,
+};
+
+/// The longest duration a seconds setting may ask for, one year: beyond it the timers'
+/// deadline arithmetic would overflow (Gemini-Balance has no upper bound; larger values are
+/// clamped to this).
+const SECONDS_MAX: i64 = 365 * 86_400;
 
 const DEFAULT_SAFETY: &str = r#"[{"category":"HARM_CATEGORY_HARASSMENT","threshold":"OFF"},{"category":"HARM_CATEGORY_HATE_SPEECH","threshold":"OFF"},{"category":"HARM_CATEGORY_SEXUALLY_EXPLICIT","threshold":"OFF"},{"category":"HARM_CATEGORY_DANGEROUS_CONTENT","threshold":"OFF"},{"category":"HARM_CATEGORY_CIVIC_INTEGRITY","threshold":"BLOCK_NONE"}]"#;
 
@@ -134,19 +197,19 @@ pub const DEFS: &[Def] = &[
         "Server",
         "Address to listen on",
     )),
-    startup_only(def(
+    refuse_out_of_range(startup_only(def(
         "PORT",
         Kind::Int { min: 0, max: 65535 },
         "8000",
         "Server",
         "Port to listen on",
-    )),
+    ))),
     def(
         "LOG_LEVEL",
-        Kind::Choice(&["error", "warn", "info", "debug", "trace"]),
+        Kind::LogLevel,
         "info",
         "Server",
-        "Log level",
+        "Log level (Gemini-Balance's WARNING and CRITICAL are read as warn and error)",
     ),
     startup_only(def(
         "TIMEZONE",
@@ -157,35 +220,35 @@ pub const DEFS: &[Def] = &[
     )),
     // Client connections (not Gemini-Balance settings): docs/proxy.md, "What the server
     // guarantees".
-    startup_only(def(
+    refuse_out_of_range(startup_only(def(
         "CLIENT_HEADER_TIMEOUT",
         Kind::Int { min: 1, max: 3600 },
         "30",
         "Server",
         "Seconds a new connection has to send its first complete request head; then it is closed",
-    )),
-    startup_only(def(
+    ))),
+    refuse_out_of_range(startup_only(def(
         "CLIENT_IDLE_TIMEOUT",
         Kind::Int { min: 1, max: 3600 },
         "60",
         "Server",
         "Seconds a connection may wait with no request in progress (HTTP/1.1 keep-alive, HTTP/2 with no open stream) before it is closed",
-    )),
-    startup_only(def(
+    ))),
+    refuse_out_of_range(startup_only(def(
         "CLIENT_SEND_TIMEOUT",
         Kind::Int { min: 1, max: 3600 },
         "60",
         "Server",
         "Seconds a client may take nothing of what is sent to it (a response it does not read, an HTTP/2 window it does not open); then its connection is closed",
-    )),
-    startup_only(def(
+    ))),
+    refuse_out_of_range(startup_only(def(
         "CLIENT_BODY_TIMEOUT",
         Kind::Int { min: 1, max: 3600 },
         "30",
         "Server",
         "Seconds a client may send nothing while the proxy waits for more of its request body; then it is answered 408",
-    )),
-    startup_only(def(
+    ))),
+    refuse_out_of_range(startup_only(def(
         "CLIENT_BODY_MIN_RATE",
         Kind::Int {
             min: 0,
@@ -194,8 +257,8 @@ pub const DEFS: &[Def] = &[
         "500",
         "Server",
         "Bytes per second a request body must average after its first CLIENT_BODY_TIMEOUT seconds; a slower one is answered 408 (0: no minimum)",
-    )),
-    startup_only(def(
+    ))),
+    refuse_out_of_range(startup_only(def(
         "MAX_CONNECTIONS",
         Kind::Int {
             min: 0,
@@ -204,14 +267,14 @@ pub const DEFS: &[Def] = &[
         "0",
         "Server",
         "Open client connections at most; past it a new one is answered 503 and closed (0: from the open-file limit)",
-    )),
-    startup_only(def(
+    ))),
+    refuse_out_of_range(startup_only(def(
         "SHUTDOWN_TIMEOUT",
         Kind::Int { min: 0, max: 3600 },
         "8",
         "Server",
         "Seconds requests in progress get to finish after SIGTERM or Ctrl-C; then every connection is closed",
-    )),
+    ))),
     // Keys and auth
     def(
         "API_KEYS",
@@ -234,7 +297,7 @@ pub const DEFS: &[Def] = &[
         "Keys",
         "Admin token (also accepted as a client token); defaults to the first ALLOWED_TOKENS",
     ),
-    def(
+    refuse_out_of_range(def(
         "AUTH_FAILURE_BURST",
         Kind::Int {
             min: 0,
@@ -243,8 +306,8 @@ pub const DEFS: &[Def] = &[
         "10",
         "Keys",
         "Failed authentications one client address may make in a row before it is answered 429 (0: no limit; not a Gemini-Balance setting)",
-    ),
-    def(
+    )),
+    refuse_out_of_range(def(
         "AUTH_FAILURE_REFILL_SECONDS",
         Kind::Int {
             min: 1,
@@ -253,7 +316,7 @@ pub const DEFS: &[Def] = &[
         "6",
         "Keys",
         "After that, one more failed authentication is allowed every this many seconds (not a Gemini-Balance setting)",
-    ),
+    )),
     def(
         "TRUSTED_PROXIES",
         Kind::List,
@@ -316,14 +379,19 @@ pub const DEFS: &[Def] = &[
     )),
     def(
         "MAX_RETRIES",
-        Kind::Int { min: 1, max: 20 },
+        // Gemini-Balance makes no attempt at all with 0, and an enormous value would keep a
+        // failing request going for hours: both are clamped.
+        Kind::Int { min: 1, max: 100 },
         "3",
         "Upstream",
         "Attempts per request, the first included; moving on from a rate-limited or rejected key is not counted",
     ),
     def(
         "TIME_OUT",
-        Kind::Int { min: 1, max: 3600 },
+        Kind::Int {
+            min: 1,
+            max: SECONDS_MAX,
+        },
         "300",
         "Upstream",
         "Seconds to connect and for each read from the upstream",
@@ -451,7 +519,10 @@ pub const DEFS: &[Def] = &[
     ),
     def(
         "FAKE_STREAM_EMPTY_DATA_INTERVAL_SECONDS",
-        Kind::Int { min: 1, max: 600 },
+        Kind::Int {
+            min: 1,
+            max: SECONDS_MAX,
+        },
         "5",
         "Streaming",
         "Seconds between keep-alives",
@@ -465,14 +536,20 @@ pub const DEFS: &[Def] = &[
     ),
     def(
         "STREAM_MIN_DELAY",
-        Kind::Float { min: 0.0, max: 1.0 },
+        Kind::Float {
+            min: 0.0,
+            max: SECONDS_MAX as f64,
+        },
         "0.016",
         "Streaming",
         "Seconds between pieces of long text",
     ),
     def(
         "STREAM_MAX_DELAY",
-        Kind::Float { min: 0.0, max: 1.0 },
+        Kind::Float {
+            min: 0.0,
+            max: SECONDS_MAX as f64,
+        },
         "0.024",
         "Streaming",
         "Seconds between pieces of short text",
@@ -495,7 +572,7 @@ pub const DEFS: &[Def] = &[
         "STREAM_CHUNK_SIZE",
         Kind::Int {
             min: 1,
-            max: 10_000,
+            max: i64::MAX,
         },
         "5",
         "Streaming",
@@ -516,7 +593,7 @@ pub const DEFS: &[Def] = &[
         "Storage",
         "Database file under data/",
     )),
-    startup_only(def(
+    refuse_out_of_range(startup_only(def(
         "SQLITE_QUEUE_CAPACITY",
         Kind::Int {
             min: 1,
@@ -525,9 +602,9 @@ pub const DEFS: &[Def] = &[
         "16384",
         "Storage",
         "Usage records queued for the database writer at most; past it records are dropped and counted, never waited for (not a Gemini-Balance setting)",
-    )),
+    ))),
     never(def("MYSQL_HOST", Kind::Text, "", "Storage", "MySQL host")),
-    never(def("MYSQL_PORT", INT, "3306", "Storage", "MySQL port")),
+    never(def("MYSQL_PORT", ANY_INT, "3306", "Storage", "MySQL port")),
     never(def("MYSQL_USER", Kind::Text, "", "Storage", "MySQL user")),
     never(def(
         "MYSQL_PASSWORD",
@@ -566,10 +643,10 @@ pub const DEFS: &[Def] = &[
     ),
     def(
         "AUTO_DELETE_ERROR_LOGS_DAYS",
-        Kind::Int { min: 1, max: 3650 },
+        INT,
         "7",
         "Storage",
-        "Keep error logs this many days",
+        "Keep error logs this many days (0: none are kept past the next purge)",
     ),
     def(
         "AUTO_DELETE_REQUEST_LOGS_ENABLED",
@@ -580,13 +657,13 @@ pub const DEFS: &[Def] = &[
     ),
     def(
         "AUTO_DELETE_REQUEST_LOGS_DAYS",
-        Kind::Int { min: 1, max: 3650 },
+        INT,
         "30",
         "Storage",
-        "Keep request logs this many days",
+        "Keep request logs this many days (0: none are kept past the next purge)",
     ),
     // Admin
-    startup_only(def(
+    refuse_out_of_range(startup_only(def(
         "ADMIN_SESSION_EXPIRE",
         Kind::Int {
             min: 300,
@@ -595,7 +672,7 @@ pub const DEFS: &[Def] = &[
         "3600",
         "Admin",
         "Seconds an admin session lasts",
-    )),
+    ))),
     // Not supported yet
     not_yet(def(
         "CREATE_IMAGE_MODEL",
@@ -641,7 +718,7 @@ pub const DEFS: &[Def] = &[
     )),
     not_yet(def(
         "FILES_CLEANUP_INTERVAL_HOURS",
-        INT,
+        ANY_INT,
         "1",
         "Files",
         "Files API cleanup interval",
@@ -655,9 +732,14 @@ pub const DEFS: &[Def] = &[
     )),
 ];
 
-/// Image-hosting credentials of Gemini-Balance: recognised (so they are named in the warning,
-/// never silently ignored) but not supported.
-const IMAGE_HOST_VARS: &[&str] = &[
+/// Gemini-Balance variables this version does not use and does not show on the config page:
+/// named in the startup warning when set, never silently ignored. The image hosts'
+/// credentials, the update check's repository and `ENABLE_TTS` (read by Gemini-Balance's TTS
+/// code outside its `Settings`).
+const UNUSED_VARS: &[&str] = &[
+    "GITHUB_REPO_OWNER",
+    "GITHUB_REPO_NAME",
+    "ENABLE_TTS",
     "SMMS_SECRET_TOKEN",
     "PICGO_API_KEY",
     "PICGO_API_URL",
@@ -692,64 +774,113 @@ impl fmt::Display for Invalid {
 
 impl std::error::Error for Invalid {}
 
+/// A value read from text that this proxy uses differently from how it was given: a number
+/// clamped into the range it can use, a log level Gemini-Balance runs at INFO, a fractional
+/// thinking budget. Named in one startup warning (only numbers and log levels are adjusted,
+/// never secrets).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Adjusted {
+    pub name: &'static str,
+    /// The text given (trimmed, and cut short if long).
+    pub given: String,
+    /// The value used, in its text form.
+    pub used: String,
+}
+
+impl fmt::Display for Adjusted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}={} (using {})", self.name, self.given, self.used)
+    }
+}
+
 /// Reads a setting's text form (from `.env`, the environment, the database or the secrets
-/// file) into JSON.
-pub fn parse(def: &Def, raw: &str) -> Result<Value, Invalid> {
-    let value = parse_text(def, raw)?;
+/// file) into JSON; a value that had to be adjusted is used adjusted (see [`read`]).
+pub fn parse(def: &'static Def, raw: &str) -> Result<Value, Invalid> {
+    read(def, raw).map(|(value, _)| value)
+}
+
+/// Like [`parse`], and says whether the value used differs from the one given.
+pub fn read(def: &'static Def, raw: &str) -> Result<(Value, Option<Adjusted>), Invalid> {
+    let (value, adjusted) = parse_text(def, raw)?;
     value_rules(def, &value).map_err(|expected| Invalid {
         name: def.name.to_owned(),
         expected,
     })?;
-    Ok(value)
+    let adjusted = adjusted.then(|| {
+        let given = raw.trim();
+        Adjusted {
+            name: def.name,
+            given: match given.char_indices().nth(40) {
+                Some((cut, _)) => format!("{}…", &given[..cut]),
+                None => given.to_owned(),
+            },
+            used: to_text(&value),
+        }
+    });
+    Ok((value, adjusted))
 }
 
-/// The text form read by the setting's kind.
-fn parse_text(def: &Def, raw: &str) -> Result<Value, Invalid> {
+/// The text form read by the setting's kind, and whether it was adjusted to be used.
+fn parse_text(def: &Def, raw: &str) -> Result<(Value, bool), Invalid> {
     let invalid = |expected: String| Invalid {
         name: def.name.to_owned(),
         expected,
     };
+    let exact = |value: Value| Ok((value, false));
+    let clamp = def.out_of_range == OutOfRange::Clamp;
     let raw = raw.trim();
     match def.kind {
-        Kind::Bool => match raw.to_ascii_lowercase().as_str() {
-            "true" | "1" | "yes" | "on" => Ok(json!(true)),
-            "false" | "0" | "no" | "off" | "" => Ok(json!(false)),
-            _ => Err(invalid(format!("true or false, got {raw:?}"))),
-        },
-        Kind::Int { min, max } => match raw.parse::<i64>() {
-            Ok(n) if (min..=max).contains(&n) => Ok(json!(n)),
-            _ if max == i64::MAX => Err(invalid(format!(
-                "a whole number of at least {min}, got {raw:?}"
-            ))),
-            _ => Err(invalid(format!(
-                "a whole number from {min} to {max}, got {raw:?}"
+        Kind::Bool => match pydantic_bool(raw) {
+            Some(b) => exact(json!(b)),
+            None => Err(invalid(format!(
+                "true or false (also 1/0, yes/no, on/off, t/f, y/n), got {raw:?}"
             ))),
         },
-        Kind::Float { min, max } => match raw.parse::<f64>() {
-            Ok(x) if x.is_finite() && x >= min && x <= max => Ok(json!(x)),
+        Kind::Int { min, max } => match pydantic_int(raw) {
+            Some(n) if (min..=max).contains(&n) => exact(json!(n)),
+            Some(n) if clamp => Ok((json!(n.clamp(min, max)), true)),
+            _ => Err(invalid(format!("{}, got {raw:?}", int_expected(min, max)))),
+        },
+        Kind::Float { min, max } => match pydantic_float(raw) {
+            Some(x) if x >= min && x <= max => exact(json!(x)),
+            // Not a number: the default (pydantic reads "nan" as a float).
+            Some(x) if clamp && x.is_nan() => {
+                Ok((json!(def.default.parse::<f64>().unwrap_or(min)), true))
+            }
+            Some(x) if clamp => Ok((json!(x.clamp(min, max)), true)),
             _ => Err(invalid(format!(
                 "a number from {min} to {max}, got {raw:?}"
             ))),
         },
-        Kind::Text | Kind::Secret => Ok(json!(raw.trim_matches('"'))),
+        Kind::Text | Kind::Secret => exact(json!(raw.trim_matches('"'))),
         Kind::Choice(options) => {
             let lower = raw.to_ascii_lowercase();
             match options.iter().find(|o| **o == lower) {
-                Some(o) => Ok(json!(o)),
+                Some(o) => exact(json!(o)),
                 None => Err(invalid(format!(
                     "one of {}, got {raw:?}",
                     options.join(", ")
                 ))),
             }
         }
-        Kind::List | Kind::SecretList => parse_list(raw).map(|items| json!(items)).map_err(|e| {
-            invalid(format!(
-                "a JSON list of strings such as [\"a\",\"b\"], or a comma-separated list ({e})"
-            ))
-        }),
+        // Gemini-Balance takes any text and logs at INFO for a level its logger does not know.
+        Kind::LogLevel => match log_level(raw) {
+            Some(level) => exact(json!(level)),
+            None => Ok((json!(def.default), !raw.is_empty())),
+        },
+        Kind::List | Kind::SecretList => parse_list(raw)
+            .map(|items| (json!(items), false))
+            .map_err(|e| {
+                invalid(format!(
+                    "a JSON list of strings such as [\"a\",\"b\"], or a comma-separated list ({e})"
+                ))
+            }),
         Kind::Object | Kind::SecretObject => {
             match serde_json::from_str::<Value>(if raw.is_empty() { "{}" } else { raw }) {
-                Ok(v @ Value::Object(_)) => Ok(v),
+                Ok(Value::Object(map)) if def.name == "THINKING_BUDGET_MAP" => {
+                    budgets(map).map_err(invalid)
+                }
+                Ok(v @ Value::Object(_)) => exact(v),
                 _ => Err(invalid(
                     "a JSON object such as {\"name\": \"value\"}".to_owned(),
                 )),
@@ -758,12 +889,117 @@ fn parse_text(def: &Def, raw: &str) -> Result<Value, Invalid> {
         Kind::ObjectList => {
             match serde_json::from_str::<Value>(if raw.is_empty() { "[]" } else { raw }) {
                 Ok(Value::Array(items)) if items.iter().all(Value::is_object) => {
-                    Ok(Value::Array(items))
+                    exact(Value::Array(items))
                 }
                 _ => Err(invalid("a JSON list of objects".to_owned())),
             }
         }
     }
+}
+
+/// What an int setting expects, in words.
+fn int_expected(min: i64, max: i64) -> String {
+    match (min, max) {
+        (i64::MIN, i64::MAX) => "a whole number".to_owned(),
+        (min, i64::MAX) => format!("a whole number of at least {min}"),
+        (min, max) => format!("a whole number from {min} to {max}"),
+    }
+}
+
+/// A bool as pydantic (v2, lax mode) reads one from text (`str_as_bool` in pydantic-core),
+/// in any case; an empty value is false.
+fn pydantic_bool(text: &str) -> Option<bool> {
+    const TRUE: &[&str] = &["1", "t", "y", "on", "yes", "true"];
+    const FALSE: &[&str] = &["", "0", "f", "n", "no", "off", "false"];
+    let is = |words: &[&str]| words.iter().any(|w| w.eq_ignore_ascii_case(text));
+    if is(TRUE) {
+        Some(true)
+    } else if is(FALSE) {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// An int as pydantic (v2, lax mode) reads one from text (`str_as_int` in pydantic-core):
+/// surrounding whitespace, one sign, `_` between digits and a fraction of zeros (`3.0`) are
+/// accepted; `3.5`, `1e3`, `inf` and `3.` are not. Python's ints have no bounds: values beyond
+/// `i64` saturate, to be clamped like any other value out of range.
+fn pydantic_int(text: &str) -> Option<i64> {
+    let text = text.trim();
+    let (negative, digits) = match text.as_bytes().first() {
+        Some(b'-') => (true, &text[1..]),
+        Some(b'+') => (false, &text[1..]),
+        _ => (false, text),
+    };
+    let digits = match digits.split_once('.') {
+        Some((whole, zeros)) if !zeros.is_empty() && zeros.bytes().all(|b| b == b'0') => whole,
+        Some(_) => return None,
+        None => digits,
+    };
+    if digits.is_empty()
+        || digits.starts_with('_')
+        || digits.ends_with('_')
+        || digits.contains("__")
+    {
+        return None;
+    }
+    let mut n: i64 = 0;
+    for b in digits.bytes() {
+        match b {
+            b'0'..=b'9' => n = n.saturating_mul(10).saturating_add(i64::from(b - b'0')),
+            b'_' => {}
+            _ => return None,
+        }
+    }
+    Some(if negative { -n } else { n })
+}
+
+/// A float as pydantic (v2, lax mode) reads one from text (`str_as_float` in pydantic-core,
+/// which is Rust's own float syntax: `1.5`, `.5`, `1e3`, `inf`, `nan`; and `_` between digits).
+fn pydantic_float(text: &str) -> Option<f64> {
+    text.trim().parse().ok().or_else(|| {
+        let underscores_ok = text.contains('_')
+            && !text.starts_with('_')
+            && !text.ends_with('_')
+            && !text.contains("__");
+        underscores_ok
+            .then(|| text.replace('_', "").parse().ok())
+            .flatten()
+    })
+}
+
+/// THINKING_BUDGET_MAP as Gemini-Balance reads it (a `Dict[str, float]`: numbers, numeric
+/// strings, booleans), made whole numbers as Gemini's `thinkingBudget` is: a fraction is cut
+/// off, an infinite or NaN budget is left out (both reported as adjusted).
+fn budgets(map: serde_json::Map<String, Value>) -> Result<(Value, bool), String> {
+    let mut out = serde_json::Map::new();
+    let mut adjusted = false;
+    for (model, budget) in map {
+        if let Some(whole) = budget.as_i64() {
+            out.insert(model, json!(whole));
+            continue;
+        }
+        let number = match &budget {
+            Value::Number(n) => n.as_f64(),
+            Value::String(s) => pydantic_float(s),
+            Value::Bool(b) => Some(if *b { 1.0 } else { 0.0 }),
+            _ => None,
+        };
+        let Some(number) = number else {
+            return Err(format!(
+                "a JSON object of thinking budgets (numbers) such as {{\"gemini-2.5-flash\": -1}}, and {model:?} has {}",
+                json_type(&budget)
+            ));
+        };
+        if !number.is_finite() {
+            adjusted = true;
+            continue;
+        }
+        adjusted |= number.fract() != 0.0;
+        out.insert(model, json!(number.trunc() as i64));
+    }
+    Ok((Value::Object(out), adjusted))
 }
 
 /// Checks a JSON value from the admin API against a setting and returns it normalised.
@@ -788,11 +1024,14 @@ pub fn check(def: &Def, value: &Value) -> Result<Value, Invalid> {
 fn typed(def: &Def, value: &Value) -> Result<Value, String> {
     let expected = match def.kind {
         Kind::Bool => "true or false".to_owned(),
-        Kind::Int { min, max } if max == i64::MAX => format!("a whole number of at least {min}"),
-        Kind::Int { min, max } => format!("a whole number from {min} to {max}"),
+        Kind::Int { min, max } => int_expected(min, max),
         Kind::Float { min, max } => format!("a number from {min} to {max}"),
         Kind::Text | Kind::Secret => "a string".to_owned(),
         Kind::Choice(words) => format!("one of {}", words.join(", ")),
+        Kind::LogLevel => format!(
+            "one of {} (WARNING and CRITICAL, Gemini-Balance's words, are read as warn and error)",
+            LOG_LEVELS.join(", ")
+        ),
         Kind::List | Kind::SecretList => "a JSON list of strings such as [\"a\", \"b\"]".to_owned(),
         Kind::Object => "a JSON object such as {\"name\": \"value\"}".to_owned(),
         Kind::SecretObject => "a JSON object of strings such as {\"name\": \"value\"}".to_owned(),
@@ -814,6 +1053,10 @@ fn typed(def: &Def, value: &Value) -> Result<Value, String> {
             _ => Err(got(&n.to_string())),
         },
         (Kind::Text | Kind::Secret, Value::String(s)) => Ok(json!(s.trim())),
+        (Kind::LogLevel, Value::String(s)) => match log_level(s) {
+            Some(level) => Ok(json!(level)),
+            None => Err(got(&format!("{s:?}"))),
+        },
         (Kind::Choice(words), Value::String(s)) => {
             let lower = s.trim().to_ascii_lowercase();
             match words.iter().find(|w| **w == lower) {
@@ -1031,6 +1274,20 @@ pub struct Settings {
 pub struct Findings {
     /// Set, known, but not acted on (by this version or ever).
     pub unsupported: Vec<String>,
+    /// Values used differently from how they were given (in the order of [`DEFS`]).
+    pub adjusted: Vec<Adjusted>,
+}
+
+/// The value of variable `name`: set in exactly that case, or else in any case, as
+/// pydantic-settings reads the environment (`case_sensitive=False`: `log_level=debug` sets
+/// LOG_LEVEL). Of several spellings in other cases, the first in sorted order.
+fn lookup<'a>(vars: &'a HashMap<String, String>, name: &str) -> Option<&'a String> {
+    vars.get(name).or_else(|| {
+        vars.iter()
+            .filter(|(key, _)| key.eq_ignore_ascii_case(name))
+            .min_by(|a, b| a.0.cmp(b.0))
+            .map(|(_, value)| value)
+    })
 }
 
 impl Settings {
@@ -1039,12 +1296,16 @@ impl Settings {
         let mut values = BTreeMap::new();
         let mut findings = Findings::default();
         for def in DEFS {
-            let (value, source) = match vars.get(def.name) {
-                Some(raw) => (parse(def, raw)?, Source::Environment),
+            let given = lookup(vars, def.name);
+            let (value, source) = match given {
+                Some(raw) => {
+                    let (value, adjusted) = read(def, raw)?;
+                    findings.adjusted.extend(adjusted);
+                    (value, Source::Environment)
+                }
                 None => (parse(def, def.default)?, Source::Default),
             };
-            let set_explicitly = source == Source::Environment
-                && vars.get(def.name).is_some_and(|v| !v.trim().is_empty());
+            let set_explicitly = given.is_some_and(|v| !v.trim().is_empty());
             if def.support != Support::Yes
                 && set_explicitly
                 && parse(def, def.default).ok() != Some(value.clone())
@@ -1061,9 +1322,9 @@ impl Settings {
             }
         }
         findings.unsupported.extend(
-            IMAGE_HOST_VARS
+            UNUSED_VARS
                 .iter()
-                .filter(|name| vars.get(**name).is_some_and(|v| !v.trim().is_empty()))
+                .filter(|name| lookup(vars, name).is_some_and(|v| !v.trim().is_empty()))
                 .map(|name| (*name).to_owned()),
         );
         findings.unsupported.sort();
@@ -1080,13 +1341,16 @@ impl Settings {
     }
 
     /// Applies a stored value (from the database). Unknown names and invalid values are
-    /// reported, not applied.
+    /// reported, not applied; a value that had to be adjusted is applied adjusted, and logged.
     pub fn apply_stored(&mut self, name: &str, raw: &str) -> Result<(), Invalid> {
         let def = find(name).ok_or_else(|| Invalid {
             name: name.to_owned(),
             expected: "a known setting".to_owned(),
         })?;
-        let value = parse(def, raw)?;
+        let (value, adjusted) = read(def, raw)?;
+        if let Some(adjusted) = adjusted {
+            tracing::warn!(setting = %adjusted, "a stored setting is outside what this proxy can use; adjusted");
+        }
         self.values.insert(def.name, (value, stored_source(def)));
         Ok(())
     }
@@ -1194,6 +1458,7 @@ impl Settings {
                     "secret": def.kind.is_secret(),
                     "choices": match def.kind {
                         Kind::Choice(words) => json!(words),
+                        Kind::LogLevel => json!(LOG_LEVELS),
                         _ => Value::Null,
                     },
                 })
@@ -1250,7 +1515,8 @@ mod tests {
     #[test]
     fn every_default_parses() {
         for def in DEFS {
-            parse(def, def.default).unwrap_or_else(|e| panic!("{e}"));
+            let (_, adjusted) = read(def, def.default).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(adjusted, None, "{}", def.name);
         }
         let names: std::collections::HashSet<_> = DEFS.iter().map(|d| d.name).collect();
         assert_eq!(names.len(), DEFS.len(), "a setting is listed twice");
@@ -1285,20 +1551,262 @@ mod tests {
 
     #[test]
     fn invalid_values_name_the_setting() {
+        // What Gemini-Balance's pydantic Settings refuses too, and this proxy's own ranges.
         for (name, raw) in [
             ("MAX_RETRIES", "three"),
-            ("MAX_RETRIES", "0"),
-            ("PORT", "99999"),
+            ("MAX_RETRIES", "3.5"),
+            ("MAX_RETRIES", "1e3"),
+            ("MAX_RETRIES", "3."),
+            ("MAX_RETRIES", "1__0"),
+            ("MAX_RETRIES", "+-3"),
+            ("MAX_RETRIES", ""),
+            ("TIME_OUT", "inf"),
+            ("STREAM_MIN_DELAY", "fast"),
             ("FAKE_STREAM_ENABLED", "maybe"),
+            ("FAKE_STREAM_ENABLED", "2"),
             ("API_KEYS", "[1, 2]"),
             ("CUSTOM_HEADERS", "[]"),
+            ("THINKING_BUDGET_MAP", r#"{"gemini-2.5-flash": "lots"}"#),
+            ("THINKING_BUDGET_MAP", r#"{"gemini-2.5-flash": null}"#),
+            // Gemini-Balance's own `Field(ge=300, le=86400)`.
             ("ADMIN_SESSION_EXPIRE", "60"),
-            ("LOG_LEVEL", "loud"),
+            ("ADMIN_SESSION_EXPIRE", "86401"),
+            // Not Gemini-Balance settings: their ranges stand.
+            ("PORT", "99999"),
+            ("CLIENT_IDLE_TIMEOUT", "0"),
+            ("AUTH_FAILURE_REFILL_SECONDS", "0"),
         ] {
             let err = Settings::from_vars(&vars(&[(name, raw)])).unwrap_err();
             assert_eq!(err.name, name, "{raw}");
             assert!(!err.expected.is_empty());
         }
+    }
+
+    /// Every spelling Gemini-Balance's pydantic Settings accepts, as it reads it (checked against
+    /// pydantic 2.14 and Gemini-Balance's `app/config/config.py`); numbers at and beyond this
+    /// proxy's old ranges; the clamps, each reported with the value given and used. Lines marked
+    /// "ours" are read more leniently than Gemini-Balance does.
+    #[test]
+    fn values_are_read_as_gemini_balance_reads_them() {
+        // (setting, text, value used, `Some(text of the value used)` when adjusted)
+        let cases: &[(&str, &str, Value, Option<&str>)] = &[
+            // Log levels: app/log/logger.py's five in any case, our warn and trace; anything
+            // else is INFO there, and here (reported).
+            ("LOG_LEVEL", "DEBUG", json!("debug"), None),
+            ("LOG_LEVEL", "debug", json!("debug"), None),
+            ("LOG_LEVEL", "Info", json!("info"), None),
+            ("LOG_LEVEL", "INFO", json!("info"), None),
+            ("LOG_LEVEL", "WARNING", json!("warn"), None),
+            ("LOG_LEVEL", "warning", json!("warn"), None),
+            ("LOG_LEVEL", "Warning", json!("warn"), None),
+            // Ours (Gemini-Balance runs these at INFO): this proxy's documented words.
+            ("LOG_LEVEL", "warn", json!("warn"), None),
+            ("LOG_LEVEL", "WARN", json!("warn"), None),
+            ("LOG_LEVEL", "ERROR", json!("error"), None),
+            ("LOG_LEVEL", "error", json!("error"), None),
+            ("LOG_LEVEL", "CRITICAL", json!("error"), None),
+            ("LOG_LEVEL", "critical", json!("error"), None),
+            ("LOG_LEVEL", "trace", json!("trace"), None),
+            ("LOG_LEVEL", " warning ", json!("warn"), None), // ours
+            ("LOG_LEVEL", "FATAL", json!("info"), Some("info")),
+            ("LOG_LEVEL", "fatal", json!("info"), Some("info")),
+            ("LOG_LEVEL", "NOTSET", json!("info"), Some("info")),
+            ("LOG_LEVEL", "loud", json!("info"), Some("info")),
+            // Booleans: pydantic's words, any case, surrounding whitespace.
+            ("FAKE_STREAM_ENABLED", "true", json!(true), None),
+            ("FAKE_STREAM_ENABLED", "True", json!(true), None),
+            ("FAKE_STREAM_ENABLED", "TRUE", json!(true), None),
+            ("FAKE_STREAM_ENABLED", "1", json!(true), None),
+            ("FAKE_STREAM_ENABLED", "yes", json!(true), None),
+            ("FAKE_STREAM_ENABLED", "YES", json!(true), None),
+            ("FAKE_STREAM_ENABLED", "on", json!(true), None),
+            ("FAKE_STREAM_ENABLED", "On", json!(true), None),
+            ("FAKE_STREAM_ENABLED", "t", json!(true), None),
+            ("FAKE_STREAM_ENABLED", "T", json!(true), None),
+            ("FAKE_STREAM_ENABLED", "y", json!(true), None),
+            ("FAKE_STREAM_ENABLED", "Y", json!(true), None),
+            ("FAKE_STREAM_ENABLED", " true ", json!(true), None), // ours
+            ("SHOW_THINKING_PROCESS", "false", json!(false), None),
+            ("SHOW_THINKING_PROCESS", "False", json!(false), None),
+            ("SHOW_THINKING_PROCESS", "0", json!(false), None),
+            ("SHOW_THINKING_PROCESS", "no", json!(false), None),
+            ("SHOW_THINKING_PROCESS", "NO", json!(false), None),
+            ("SHOW_THINKING_PROCESS", "off", json!(false), None),
+            ("SHOW_THINKING_PROCESS", "OFF", json!(false), None),
+            ("SHOW_THINKING_PROCESS", "f", json!(false), None),
+            ("SHOW_THINKING_PROCESS", "F", json!(false), None),
+            ("SHOW_THINKING_PROCESS", "n", json!(false), None),
+            ("SHOW_THINKING_PROCESS", "N", json!(false), None),
+            ("SHOW_THINKING_PROCESS", "", json!(false), None), // ours
+            // Ints: pydantic's lax forms.
+            ("MAX_RETRIES", "3", json!(3), None),
+            ("MAX_RETRIES", " 3 ", json!(3), None),
+            ("MAX_RETRIES", "+3", json!(3), None),
+            ("MAX_RETRIES", "3.0", json!(3), None),
+            ("MAX_RETRIES", "3.00", json!(3), None),
+            ("MAX_RETRIES", "0003", json!(3), None),
+            ("MAX_RETRIES", "1_0", json!(10), None),
+            // MAX_RETRIES: the old range was 1..=20; now 1..=100, the rest clamped.
+            ("MAX_RETRIES", "20", json!(20), None),
+            ("MAX_RETRIES", "21", json!(21), None),
+            ("MAX_RETRIES", "100", json!(100), None),
+            ("MAX_RETRIES", "101", json!(100), Some("100")),
+            ("MAX_RETRIES", "1000000", json!(100), Some("100")),
+            (
+                "MAX_RETRIES",
+                "99999999999999999999999",
+                json!(100),
+                Some("100"),
+            ),
+            ("MAX_RETRIES", "0", json!(1), Some("1")),
+            ("MAX_RETRIES", "-5", json!(1), Some("1")),
+            // TIME_OUT: was 1..=3600.
+            ("TIME_OUT", "3600", json!(3600), None),
+            ("TIME_OUT", "7200", json!(7200), None),
+            ("TIME_OUT", "0", json!(1), Some("1")),
+            ("TIME_OUT", "-1", json!(1), Some("1")),
+            (
+                "TIME_OUT",
+                "99999999999",
+                json!(SECONDS_MAX),
+                Some("31536000"),
+            ),
+            ("MAX_FAILURES", "1000000", json!(1_000_000), None),
+            ("MAX_FAILURES", "-1", json!(0), Some("0")),
+            // Floats: was 0..=1.
+            ("STREAM_MIN_DELAY", "0.016", json!(0.016), None),
+            ("STREAM_MIN_DELAY", "1e-2", json!(0.01), None),
+            ("STREAM_MIN_DELAY", " .5 ", json!(0.5), None),
+            ("STREAM_MIN_DELAY", "1_0.5", json!(10.5), None),
+            ("STREAM_MAX_DELAY", "2", json!(2.0), None),
+            ("STREAM_MAX_DELAY", "-0.5", json!(0.0), Some("0.0")),
+            (
+                "STREAM_MAX_DELAY",
+                "inf",
+                json!(SECONDS_MAX as f64),
+                Some("31536000.0"),
+            ),
+            ("STREAM_MAX_DELAY", "nan", json!(0.024), Some("0.024")),
+            ("STREAM_CHUNK_SIZE", "20000", json!(20_000), None),
+            ("STREAM_CHUNK_SIZE", "0", json!(1), Some("1")),
+            ("STREAM_CHUNK_SIZE", "-3", json!(1), Some("1")),
+            ("STREAM_SHORT_TEXT_THRESHOLD", "-1", json!(0), Some("0")),
+            (
+                "FAKE_STREAM_EMPTY_DATA_INTERVAL_SECONDS",
+                "601",
+                json!(601),
+                None,
+            ),
+            (
+                "FAKE_STREAM_EMPTY_DATA_INTERVAL_SECONDS",
+                "0",
+                json!(1),
+                Some("1"),
+            ),
+            ("AUTO_DELETE_ERROR_LOGS_DAYS", "0", json!(0), None),
+            ("AUTO_DELETE_ERROR_LOGS_DAYS", "5000", json!(5000), None),
+            ("AUTO_DELETE_REQUEST_LOGS_DAYS", "-1", json!(0), Some("0")),
+            ("CHECK_INTERVAL_HOURS", "24", json!(24.0), None),
+            ("CHECK_INTERVAL_HOURS", "-1", json!(0.0), Some("0.0")),
+            (
+                "CHECK_INTERVAL_HOURS",
+                "100000",
+                json!(8760.0),
+                Some("8760.0"),
+            ),
+            ("ADMIN_SESSION_EXPIRE", "300", json!(300), None),
+            ("ADMIN_SESSION_EXPIRE", "86400.0", json!(86_400), None),
+            ("MYSQL_PORT", "-1", json!(-1), None),
+            // THINKING_BUDGET_MAP is a Dict[str, float] there; Gemini wants whole numbers.
+            (
+                "THINKING_BUDGET_MAP",
+                r#"{"m": -1}"#,
+                json!({"m": -1}),
+                None,
+            ),
+            (
+                "THINKING_BUDGET_MAP",
+                r#"{"m": "1024"}"#,
+                json!({"m": 1024}),
+                None,
+            ),
+            (
+                "THINKING_BUDGET_MAP",
+                r#"{"m": 1024.0}"#,
+                json!({"m": 1024}),
+                None,
+            ),
+            (
+                "THINKING_BUDGET_MAP",
+                r#"{"m": true}"#,
+                json!({"m": 1}),
+                None,
+            ),
+            (
+                "THINKING_BUDGET_MAP",
+                r#"{"m": 1.5}"#,
+                json!({"m": 1}),
+                Some(r#"{"m":1}"#),
+            ),
+            (
+                "THINKING_BUDGET_MAP",
+                r#"{"m": "inf", "n": 0}"#,
+                json!({"n": 0}),
+                Some(r#"{"n":0}"#),
+            ),
+        ];
+        for (name, raw, value, used) in cases {
+            let (s, findings) = Settings::from_vars(&vars(&[(name, raw)]))
+                .unwrap_or_else(|e| panic!("{name}={raw:?}: {e}"));
+            assert_eq!(s.value(name), value, "{name}={raw:?}");
+            let expected: Vec<Adjusted> = used
+                .iter()
+                .map(|used| Adjusted {
+                    name: find(name).unwrap().name,
+                    given: raw.trim().to_owned(),
+                    used: (*used).to_owned(),
+                })
+                .collect();
+            assert_eq!(findings.adjusted, expected, "{name}={raw:?}");
+        }
+    }
+
+    #[test]
+    fn adjusted_values_make_one_line() {
+        let (_, findings) = Settings::from_vars(&vars(&[
+            ("MAX_RETRIES", "1000"),
+            ("TIME_OUT", "0"),
+            ("LOG_LEVEL", "FATAL"),
+            ("STREAM_CHUNK_SIZE", &format!("-{}", "9".repeat(60))),
+        ]))
+        .unwrap();
+        let line: Vec<String> = findings.adjusted.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            line,
+            [
+                "LOG_LEVEL=FATAL (using info)",
+                "MAX_RETRIES=1000 (using 100)",
+                "TIME_OUT=0 (using 1)",
+                &format!("STREAM_CHUNK_SIZE=-{}… (using 1)", "9".repeat(39)),
+            ]
+        );
+    }
+
+    #[test]
+    fn variable_names_in_any_case_as_pydantic_settings_reads_them() {
+        let (s, findings) = Settings::from_vars(&vars(&[
+            ("log_level", "WARNING"),
+            ("Max_Retries", "7"),
+            ("TIME_OUT", "10"),
+            ("time_out", "20"),
+            ("github_repo_owner", "someone"),
+        ]))
+        .unwrap();
+        assert_eq!(s.text("LOG_LEVEL"), "warn");
+        assert_eq!(s.int("MAX_RETRIES"), 7);
+        assert_eq!(s.int("TIME_OUT"), 10, "the exact spelling wins");
+        assert_eq!(s.source("LOG_LEVEL"), Source::Environment);
+        assert_eq!(findings.unsupported, ["GITHUB_REPO_OWNER"]);
     }
 
     #[test]
@@ -1308,12 +1816,19 @@ mod tests {
             ("MYSQL_HOST", "db"),
             ("PAID_KEY", "x"),
             ("SMMS_SECRET_TOKEN", "y"),
+            ("GITHUB_REPO_OWNER", "snailyp"),
+            ("GITHUB_REPO_NAME", "gemini-balance"),
+            ("ENABLE_TTS", "true"),
+            ("OSS_REGION", ""),
         ]))
         .unwrap();
         assert_eq!(
             findings.unsupported,
             [
                 "DATABASE_TYPE=mysql (SQLite is used)",
+                "ENABLE_TTS",
+                "GITHUB_REPO_NAME",
+                "GITHUB_REPO_OWNER",
                 "MYSQL_HOST",
                 "PAID_KEY",
                 "SMMS_SECRET_TOKEN"
@@ -1401,9 +1916,12 @@ mod tests {
             ("SEARCH_MODELS", json!("a,b"), "got a string"),
             ("CUSTOM_HEADERS", json!("{\"x-a\": \"1\"}"), "got a string"),
             // Ranges.
-            ("MAX_RETRIES", json!(0), "from 1 to 20"),
+            ("MAX_RETRIES", json!(0), "from 1 to 100"),
+            ("MAX_RETRIES", json!(101), "from 1 to 100"),
             ("MAX_RETRIES", json!(2.5), "got 2.5"),
-            ("STREAM_MIN_DELAY", json!(2), "from 0 to 1"),
+            ("TIME_OUT", json!(0), "from 1 to 31536000"),
+            ("STREAM_MIN_DELAY", json!(-0.5), "from 0 to 31536000"),
+            ("AUTO_DELETE_ERROR_LOGS_DAYS", json!(-1), "at least 0"),
             ("PORT", json!(1), "restart"),
             // Lists, maps and their entries.
             ("SEARCH_MODELS", json!(["a", 1]), "entry #2 as a number"),
@@ -1429,7 +1947,13 @@ mod tests {
             ("THINKING_BUDGET_MAP", json!([]), "got a list"),
             ("SAFETY_SETTINGS", json!([{"category": "X"}]), "entry #1"),
             ("SAFETY_SETTINGS", json!([1]), "entry #1 as a number"),
-            ("LOG_LEVEL", json!("loud"), "one of error"),
+            (
+                "LOG_LEVEL",
+                json!("loud"),
+                "one of error, warn, info, debug, trace",
+            ),
+            ("LOG_LEVEL", json!("FATAL"), "one of error"),
+            ("LOG_LEVEL", json!(2), "got a number"),
             ("MAX_RETRIES", Value::Null, "DELETE /api/config/MAX_RETRIES"),
         ];
         for (name, value, says) in refused {
@@ -1459,6 +1983,11 @@ mod tests {
             ("STREAM_MIN_DELAY", json!(0), json!(0.0)),
             ("FAKE_STREAM_ENABLED", json!(false), json!(false)),
             ("LOG_LEVEL", json!("DEBUG"), json!("debug")),
+            ("LOG_LEVEL", json!("WARNING"), json!("warn")),
+            ("LOG_LEVEL", json!("critical"), json!("error")),
+            ("LOG_LEVEL", json!("Error"), json!("error")),
+            ("MAX_RETRIES", json!(50), json!(50)),
+            ("TIME_OUT", json!(7200), json!(7200)),
             ("SEARCH_MODELS", json!([" a ", "", "b"]), json!(["a", "b"])),
             ("API_KEYS", json!([]), json!([])),
             ("AUTH_TOKEN", json!(" sk-admin "), json!("sk-admin")),
