@@ -82,6 +82,54 @@ pub fn redact_secret<'a>(text: &'a str, secret: &str, replacement: &str) -> Cow<
     Cow::Owned(redact_keys(&text.replace(secret, replacement)).into_owned())
 }
 
+/// Shortest run of token characters after `sk-` that [`redact_sk_tokens`] takes for a token.
+const SK_TOKEN_MIN: usize = 20;
+
+/// Replaces every `sk-` token (`sk-` followed by at least 20 characters of `[0-9A-Za-z_-]`, not
+/// inside a longer word) with its fingerprint (`sk-a…9f3c`): the pattern of OpenAI keys and of
+/// the client tokens Gemini-Balance deployments use, which its logs can hold in clear.
+///
+/// Not applied to answers (a model may well write `sk-…` in one): for logs and records that
+/// come from elsewhere, such as an imported error log.
+///
+/// ```
+/// use gemini_balance::redact::redact_sk_tokens;
+///
+/// let line = "Using allowed token: sk-proj-0123456789abcdefghij";
+/// assert_eq!(redact_sk_tokens(line), "Using allowed token: sk-p…ghij");
+/// assert_eq!(redact_sk_tokens("task-0123456789abcdefghijkl"), "task-0123456789abcdefghijkl");
+/// ```
+pub fn redact_sk_tokens(text: &str) -> Cow<'_, str> {
+    let bytes = text.as_bytes();
+    let mut out: Option<String> = None;
+    let mut last = 0;
+    for start in memmem::find_iter(bytes, b"sk-") {
+        if start < last || (start > 0 && is_key_char(bytes[start - 1])) {
+            continue;
+        }
+        let run = bytes[start + 3..]
+            .iter()
+            .take_while(|b| is_key_char(**b))
+            .count();
+        if run < SK_TOKEN_MIN {
+            continue;
+        }
+        let end = start + 3 + run;
+        let out = out.get_or_insert_with(|| String::with_capacity(text.len()));
+        // Token characters are ASCII: the cuts are on character boundaries.
+        out.push_str(&text[last..start]);
+        out.push_str(&mask(&text[start..end]));
+        last = end;
+    }
+    match out {
+        None => Cow::Borrowed(text),
+        Some(mut out) => {
+            out.push_str(&text[last..]);
+            Cow::Owned(out)
+        }
+    }
+}
+
 fn is_key_char(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
 }
@@ -470,6 +518,25 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sk_tokens_are_redacted_where_they_stand_alone() {
+        let token = "sk-abcdefghij0123456789";
+        assert_eq!(redact_sk_tokens(token), "sk-a…6789");
+        assert_eq!(
+            redact_sk_tokens(&format!("key={token}&x=1,{token}")),
+            "key=sk-a…6789&x=1,sk-a…6789"
+        );
+        // Too short, or part of a longer word: left alone.
+        for text in ["sk-short", "task-abcdefghij0123456789", "sk-", "ask-"] {
+            assert_eq!(redact_sk_tokens(text), text);
+        }
+        assert!(matches!(redact_sk_tokens("nothing here"), Cow::Borrowed(_)));
+        assert_eq!(
+            redact_sk_tokens("é sk-abcdefghij0123456789 é"),
+            "é sk-a…6789 é"
+        );
+    }
 
     #[test]
     fn redacts_keys_and_keeps_the_rest() {

@@ -138,6 +138,34 @@ impl TimeZone {
         self.instant(next, at + Duration::from_secs(86_400))
     }
 
+    /// The instant a wall-clock time in this zone stands for: `local` is a date and time
+    /// without a zone (`2025-05-09 14:30:00`, with `T` or a space, seconds and fractions
+    /// optional), as systems that keep naive local times write them (Gemini-Balance's logs).
+    /// A time that happens twice (when the clocks go back) is the earlier; one that never
+    /// happens (skipped when they go forward) is read as if the clocks had not moved yet.
+    /// `None` when `local` is not such a time.
+    ///
+    /// ```
+    /// use std::time::{Duration, UNIX_EPOCH};
+    /// use gemini_balance::store::TimeZone;
+    ///
+    /// let shanghai = TimeZone::named("Asia/Shanghai")?;
+    /// // 08:00 in Shanghai is 00:00 UTC.
+    /// let at = shanghai.instant_of_local("2025-01-15 08:00:00.250000").unwrap();
+    /// assert_eq!(at, UNIX_EPOCH + Duration::from_millis(1_736_899_200_250));
+    /// assert!(shanghai.instant_of_local("yesterday").is_none());
+    /// # Ok::<(), gemini_balance::store::UnknownTimeZone>(())
+    /// ```
+    pub fn instant_of_local(&self, local: &str) -> Option<SystemTime> {
+        let civil: jiff::civil::DateTime = local.trim().parse().ok()?;
+        let zoned = self
+            .zone
+            .to_ambiguous_zoned_datetime(civil)
+            .compatible()
+            .ok()?;
+        SystemTime::try_from(zoned.timestamp()).ok()
+    }
+
     fn zoned(&self, at: SystemTime) -> Result<ZonedDateTime, jiff::Error> {
         Ok(Timestamp::try_from(at)?.to_zoned_datetime(self.zone.clone()))
     }
@@ -235,6 +263,38 @@ mod tests {
         let err = TimeZone::named("Asia/Atlantis").unwrap_err();
         assert!(err.to_string().contains("Asia/Atlantis"));
         assert_eq!(TimeZone::named("UTC").unwrap(), TimeZone::utc());
+    }
+
+    #[test]
+    fn local_times_read_in_the_zone() {
+        let tz = TimeZone::named("Asia/Shanghai").unwrap();
+        for (local, utc) in [
+            ("2025-05-09 14:30:00", "2025-05-09T06:30:00Z"),
+            ("2025-05-09T14:30:00.123456", "2025-05-09T06:30:00.123456Z"),
+            ("2025-05-09 14:30", "2025-05-09T06:30:00Z"),
+            ("2025-01-01 00:00:00", "2024-12-31T16:00:00Z"),
+        ] {
+            assert_eq!(tz.instant_of_local(local), Some(at(utc)), "{local}");
+        }
+        for bad in [
+            "",
+            "2025-13-01 00:00:00",
+            "14:30",
+            "2025-05-09 14:30:00+02:00x",
+        ] {
+            assert_eq!(tz.instant_of_local(bad), None, "{bad}");
+        }
+        let ny = TimeZone::named("America/New_York").unwrap();
+        // 01:30 happened twice on 2024-11-03: the first one, in summer time (UTC-4).
+        assert_eq!(
+            ny.instant_of_local("2024-11-03 01:30:00"),
+            Some(at("2024-11-03T05:30:00Z"))
+        );
+        // 02:30 never happened on 2024-03-10: read as winter time (UTC-5).
+        assert_eq!(
+            ny.instant_of_local("2024-03-10 02:30:00"),
+            Some(at("2024-03-10T07:30:00Z"))
+        );
     }
 
     #[test]

@@ -50,6 +50,7 @@
 //! # }
 //! ```
 
+pub mod import;
 mod key_state;
 pub mod logs;
 mod retention;
@@ -75,6 +76,7 @@ pub use rusqlite;
 use rusqlite::{Connection, OpenFlags};
 use serde::Serialize;
 
+pub use self::import::{ImportBatch, ImportMark, ImportedError};
 pub use self::retention::Retention;
 use self::retention::{Purge, Table};
 pub use self::schema::SCHEMA_VERSION;

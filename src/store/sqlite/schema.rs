@@ -11,7 +11,7 @@ use super::sql_error;
 use crate::store::StoreError;
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// Version 1: the raw logs, key state and settings.
 const V1: &str = r#"
@@ -218,8 +218,22 @@ const V3: &str = r#"
 ALTER TABLE request_log ADD COLUMN lone_attempt_latency_ms INTEGER;
 "#;
 
+/// Version 4: how far each import from another system's logs has come (see
+/// [`super::import`]): per source and source table, the highest source row id imported, so that
+/// running an import again adds nothing.
+const V4: &str = r#"
+CREATE TABLE import_mark (
+    source       TEXT    NOT NULL,
+    source_table TEXT    NOT NULL,
+    last_id      INTEGER NOT NULL,
+    rows         INTEGER NOT NULL,
+    updated_ms   INTEGER NOT NULL,
+    PRIMARY KEY (source, source_table)
+) WITHOUT ROWID;
+"#;
+
 /// Every migration, in order: `MIGRATIONS[n]` takes version `n` to `n + 1`.
-const MIGRATIONS: &[&str] = &[V1, V2, V3];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// The database's `user_version`.
 pub(crate) fn version(conn: &Connection) -> Result<u32, StoreError> {
@@ -307,6 +321,10 @@ mod tests {
             )
             .unwrap();
         assert_eq!(lone, 1, "version 3's column");
+        assert!(
+            after.contains(&"import_mark".to_owned()),
+            "version 4's table"
+        );
         // Running again changes nothing.
         migrate(&mut conn).unwrap();
         assert_eq!(tables(&conn), after);

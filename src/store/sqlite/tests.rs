@@ -706,3 +706,103 @@ fn a_usage_table_reads_one_snapshot_while_the_writer_commits() {
         );
     }
 }
+
+#[test]
+fn an_import_is_written_once_with_its_rollups_and_without_derived_errors() {
+    use super::{ImportBatch, ImportedError};
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("usage.db")).unwrap();
+    let at = SystemTime::now() - Duration::from_secs(600);
+    // Rows 1..=3 of a request log: two requests (one failed with 429) and an unreadable row.
+    let mut batch = ImportBatch::new("python:x", "t_request_log", 3);
+    let mut ok = record(1 << 20, at, KEY, "gemini-2.0-flash", false);
+    ok.client = None;
+    batch.requests.push(ok);
+    let mut failed = RequestRecord::new(2 << 20, at);
+    failed.key = Some(KeyId::of(OTHER_KEY));
+    failed.model = Some("gemini-2.0-flash".to_owned());
+    failed.status = 429;
+    failed.attempts = 1;
+    failed.attempt_log.push(AttemptRecord {
+        at,
+        key: KeyId::of(OTHER_KEY),
+        model: Some("gemini-2.0-flash".to_owned()),
+        status: Some(429),
+        class: Some("rate_limited"),
+        latency: Duration::from_millis(40),
+        error_message: None,
+    });
+    batch.requests.push(failed);
+    batch.skipped = 1;
+    assert!(store.import(batch.clone()).unwrap());
+    // The same rows again, or older ones: nothing is written.
+    assert!(!store.import(batch.clone()).unwrap());
+    batch.last_id = 2;
+    assert!(!store.import(batch).unwrap());
+
+    // The error log's own rows, with a key in the message.
+    let mut errors = ImportedError::new(7, at, "rate_limited");
+    errors.key = Some(KeyId::of(OTHER_KEY));
+    errors.status = Some(429);
+    errors.message = Some(format!("quota exceeded for key={OTHER_KEY}"));
+    errors.request_body = Some(format!("{{\"key\": \"{KEY}\"}}"));
+    let mut error_batch = ImportBatch::new("python:x", "t_error_logs", 1);
+    error_batch.errors.push(errors);
+    assert!(store.import(error_batch).unwrap());
+
+    let mark = store
+        .import_mark("python:x", "t_request_log")
+        .unwrap()
+        .unwrap();
+    assert_eq!((mark.last_id, mark.rows), (3, 3));
+    assert_eq!(
+        store
+            .import_mark("python:x", "t_error_logs")
+            .unwrap()
+            .unwrap()
+            .rows,
+        1
+    );
+    assert_eq!(
+        store.import_mark("python:y", "t_request_log").unwrap(),
+        None
+    );
+    store
+        .read(|c| {
+            assert_eq!(count(c, "SELECT count(*) FROM request_log"), 2);
+            // Only the imported error row: the failed attempt did not make one of its own.
+            assert_eq!(count(c, "SELECT count(*) FROM error_log"), 1);
+            let (message, body): (String, String) = c
+                .query_row("SELECT message, request_body FROM error_log", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .unwrap();
+            assert!(
+                !message.contains(OTHER_KEY) && message.contains("AIza…"),
+                "{message}"
+            );
+            assert!(!body.contains(KEY), "{body}");
+            assert_eq!(
+                count(c, "SELECT count(*) FROM fingerprint WHERE kind = 'key'"),
+                2
+            );
+            Ok(())
+        })
+        .unwrap();
+    // The rollups count the imported requests and attempts.
+    let window = Window::last(Duration::from_secs(3600));
+    let by_key = store.usage_by_key(window).unwrap();
+    let other = by_key
+        .iter()
+        .find(|r| r.id == KeyId::of(OTHER_KEY).hex())
+        .unwrap();
+    assert_eq!(
+        (other.counts.calls, other.counts.failures),
+        (1, 1),
+        "{by_key:?}"
+    );
+    assert_eq!(other.counts.rate_limited_attempts, 1);
+    assert_eq!(store.summary().unwrap().last_hour.calls, 2);
+    store.shutdown().unwrap();
+}

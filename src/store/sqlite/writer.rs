@@ -442,10 +442,11 @@ const INSERT_REQUEST: &str = "INSERT INTO request_log (request_id, at_ms, protoc
 const INSERT_ATTEMPT: &str = "INSERT INTO attempt_log (request_id, at_ms, key_id, key_mask, \
     model, status, class, latency_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
 
-const INSERT_ERROR: &str = "INSERT INTO error_log (at_ms, request_id, key_id, key_mask, model, \
+pub(crate) const INSERT_ERROR: &str =
+    "INSERT INTO error_log (at_ms, request_id, key_id, key_mask, model, \
     status, class, message, request_body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
 
-const INSERT_FINGERPRINT: &str =
+pub(crate) const INSERT_FINGERPRINT: &str =
     "INSERT OR IGNORE INTO fingerprint (kind, id, mask) VALUES (?1, ?2, ?3)";
 
 /// The protocol as stored.
@@ -488,7 +489,7 @@ pub(crate) fn clean_text(text: &str, max_chars: usize) -> Cow<'_, str> {
 }
 
 /// Redacts keys and cuts to at most `max_bytes` bytes (on a character boundary).
-fn clean_body(body: &str, max_bytes: usize) -> String {
+pub(crate) fn clean_body(body: &str, max_bytes: usize) -> String {
     let redacted = redact_keys(body);
     if redacted.len() <= max_bytes {
         return redacted.into_owned();
@@ -507,7 +508,7 @@ fn write(
     fingerprints: &[(&'static str, String, &str)],
 ) -> rusqlite::Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    insert_records(&tx, batch)?;
+    insert_records(&tx, batch, true)?;
     let mut rollup = Rollup::default();
     for record in batch {
         rollup.add(record);
@@ -547,7 +548,13 @@ fn lone_attempt(r: &RequestRecord) -> Option<&AttemptRecord> {
     stands_for.then_some(a)
 }
 
-fn insert_records(tx: &Transaction<'_>, batch: &[RequestRecord]) -> rusqlite::Result<()> {
+/// Writes the rows of `batch`; `errors_from_attempts`: each failed attempt also gets an
+/// `error_log` row (an import brings its error rows separately, see `super::import`).
+pub(crate) fn insert_records(
+    tx: &Transaction<'_>,
+    batch: &[RequestRecord],
+    errors_from_attempts: bool,
+) -> rusqlite::Result<()> {
     let mut request = tx.prepare_cached(INSERT_REQUEST)?;
     let mut attempt = tx.prepare_cached(INSERT_ATTEMPT)?;
     let mut error = tx.prepare_cached(INSERT_ERROR)?;
@@ -605,7 +612,7 @@ fn insert_records(tx: &Transaction<'_>, batch: &[RequestRecord]) -> rusqlite::Re
                 a.class,
                 duration_ms(a.latency),
             ])?;
-            if let Some(class) = a.class {
+            if let Some(class) = a.class.filter(|_| errors_from_attempts) {
                 if body.is_none() {
                     body = Some(
                         r.request_body
