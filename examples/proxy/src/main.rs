@@ -7,7 +7,8 @@
 //! streaming, stream optimizer, parameter filter, header allowlist, retry, key rotation,
 //! decoding), keeps key state across restarts, answers `GET /health`, and serves the admin API
 //! (`/api`) and the web admin. `docs/proxy.md` is the whole picture; the routes Gemini-Balance
-//! has and this version does not are listed there.
+//! has and this version does not are listed there. `gemini-balance-proxy import` brings a
+//! Python Gemini-Balance server's stored settings and logs over (see `import`).
 
 #![warn(clippy::unwrap_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
@@ -17,8 +18,10 @@ mod auth;
 mod auth_limit;
 mod client_addr;
 mod config;
+mod data_lock;
 mod dotenv;
 mod images;
+mod import;
 mod log_writer;
 mod models;
 mod pipeline;
@@ -74,8 +77,49 @@ static REQUEST_LINES: std::sync::OnceLock<log_writer::LogWriter> = std::sync::On
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `gemini-balance-proxy --help`.
+const USAGE: &str = "\
+Usage: gemini-balance-proxy [COMMAND]
+
+Without a command, serves: configured like the Python Gemini-Balance server, from .env in the
+working directory and the environment (docs/proxy.md).
+
+Commands:
+  import <SOURCE>   bring a Python Gemini-Balance server's stored settings (and with --logs its
+                    logs) over; `gemini-balance-proxy import --help` says more
+  help              this text (also -h, --help)
+  version           the version (also -V, --version)
+";
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
+    let args: Vec<String> = match std::env::args_os()
+        .skip(1)
+        .map(|a| a.into_string())
+        .collect()
+    {
+        Ok(args) => args,
+        Err(arg) => {
+            eprintln!("gemini-balance-proxy: {arg:?} is not valid UTF-8\n\n{USAGE}");
+            std::process::exit(2);
+        }
+    };
+    match args.first().map(String::as_str) {
+        None => {}
+        Some("import") => std::process::exit(import::main(&args[1..]).await),
+        Some("help" | "-h" | "--help") => {
+            print!("{USAGE}");
+            return;
+        }
+        Some("version" | "-V" | "--version") => {
+            println!("gemini-balance-proxy {}", env!("CARGO_PKG_VERSION"));
+            return;
+        }
+        Some(other) => {
+            eprintln!("gemini-balance-proxy: unknown command {other:?}\n\n{USAGE}");
+            std::process::exit(2);
+        }
+    }
     let result = run().await;
     if let Some(log) = LOG.get() {
         log.flush();
@@ -155,6 +199,15 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         &[secrets.path()],
     )
     .map_err(|e| format!("SQLITE_DATABASE ({db_path}): {e}"))?;
+    // Held while the proxy runs: `import` does not write beside it (see data_lock).
+    let lock_path = data_lock::path_of(std::path::Path::new(&db_path));
+    let _lock = data_lock::DataLock::shared(&lock_path).map_err(|e| match e {
+        data_lock::LockError::Busy => format!(
+            "an import into {db_path} is under way ({} is locked): start the proxy when it has finished",
+            lock_path.display()
+        ),
+        data_lock::LockError::Failed(e) => format!("SQLITE_DATABASE ({db_path}): {e}"),
+    })?;
     let days = |enabled: &str, days: &str| {
         base.bool(enabled)
             .then(|| u32::try_from(base.int(days)).unwrap_or(u32::MAX))

@@ -186,27 +186,14 @@ impl App {
             let Some((name, secret)) = def else { continue };
             let from_base = live.settings.source(name) == self.base.source(name)
                 && live.settings.value(name) == self.base.value(name);
-            let text = settings::to_text(live.settings.value(name));
-            let kept = if secret {
-                let secrets = self.secrets.clone();
-                let value = (!from_base).then_some(text);
-                tokio::task::spawn_blocking(move || secrets.store(name, value.as_deref()))
-                    .await
-                    .map_err(|e| e.to_string())
-                    .and_then(|r| r)
-            } else {
-                let store = self.store.clone();
-                tokio::task::spawn_blocking(move || {
-                    if from_base {
-                        store.delete_setting(name).map(|_| ())
-                    } else {
-                        store.set_setting(name, &text)
-                    }
-                })
-                .await
-                .map_err(|e| e.to_string())
-                .and_then(|r| r.map_err(|e| e.to_string()))
-            };
+            let text = (!from_base).then(|| settings::to_text(live.settings.value(name)));
+            let (secrets, store) = (self.secrets.clone(), self.store.clone());
+            let kept = tokio::task::spawn_blocking(move || {
+                keep(&secrets, &store, name, secret, text.as_deref())
+            })
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r);
             kept.map_err(|e| invalid(name, format!("a value that can be kept ({e})")))?;
         }
         if let Some(keys) = new_keys {
@@ -232,6 +219,26 @@ impl App {
         self.live.store(Arc::new(live));
         tracing::info!(settings = %names.join(", "), "configuration changed");
         Ok(())
+    }
+}
+
+/// Keeps the change of one setting where the proxy reads it at start: a secret in the secrets
+/// file, anything else in the store's settings table (the database never holds a secret).
+/// `None` forgets a kept change (the environment's value applies again). Blocks.
+pub fn keep(
+    secrets: &SecretsFile,
+    store: &SqliteStore,
+    name: &str,
+    secret: bool,
+    text: Option<&str>,
+) -> Result<(), String> {
+    match (secret, text) {
+        (true, text) => secrets.store(name, text),
+        (false, Some(text)) => store.set_setting(name, text).map_err(|e| e.to_string()),
+        (false, None) => store
+            .delete_setting(name)
+            .map(drop)
+            .map_err(|e| e.to_string()),
     }
 }
 

@@ -507,30 +507,9 @@ impl SqliteStore {
         self.read(|c| logs::requests(c, query))
     }
 
-    /// Every setting, by name.
+    /// Every setting, by name ([`settings`]). Blocks (see [`read`](Self::read)).
     pub fn settings(&self) -> Result<Vec<Setting>, StoreError> {
-        self.read(|c| {
-            let mut stmt = c
-                .prepare_cached("SELECT name, value, updated_ms FROM settings ORDER BY name")
-                .map_err(sql_error("reading settings"))?;
-            let rows = stmt
-                .query_map([], |row| {
-                    Ok(Setting {
-                        name: row.get(0)?,
-                        value: row.get(1)?,
-                        updated_ms: row.get(2)?,
-                    })
-                })
-                .map_err(sql_error("reading settings"))?;
-            let mut settings = Vec::new();
-            for row in rows {
-                match row {
-                    Ok(setting) => settings.push(setting),
-                    Err(e) => tracing::warn!(error = %e, "skipping an unreadable settings row"),
-                }
-            }
-            Ok(settings)
-        })
+        self.read(settings)
     }
 
     /// Sets (inserts or replaces) a setting; committed when this returns.
@@ -625,6 +604,31 @@ impl SqliteStore {
     pub fn delete_request_logs_before(&self, cutoff: SystemTime) -> Result<u64, StoreError> {
         self.purge(vec![Table::Requests, Table::Attempts], cutoff)
     }
+}
+
+/// Every row of the `settings` table, by name; unreadable rows are skipped (and logged). For a
+/// connection of its own, such as a read-only look at a store that is not open.
+pub fn settings(conn: &Connection) -> Result<Vec<Setting>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached("SELECT name, value, updated_ms FROM settings ORDER BY name")
+        .map_err(sql_error("reading settings"))?;
+    let rows = stmt
+        .query_map([], |row| {
+            Ok(Setting {
+                name: row.get(0)?,
+                value: row.get(1)?,
+                updated_ms: row.get(2)?,
+            })
+        })
+        .map_err(sql_error("reading settings"))?;
+    let mut settings = Vec::new();
+    for row in rows {
+        match row {
+            Ok(setting) => settings.push(setting),
+            Err(e) => tracing::warn!(error = %e, "skipping an unreadable settings row"),
+        }
+    }
+    Ok(settings)
 }
 
 /// Runs each statement for each id in one transaction; counts the last statement's changes.

@@ -1,0 +1,839 @@
+//! `gemini-balance-proxy import`, end to end: a database made as the Python Gemini-Balance
+//! server makes it (its SQLAlchemy models' tables, rows in the formats it writes: 72 settings
+//! rows, lists as JSON, booleans `true`/`false`, full keys in the logs), imported by the real
+//! binary; then the proxy started on the result. SQLite always; MySQL against the MariaDB of
+//! `GEMINI_BALANCE_TEST_MYSQL_URL` (set by `.ci/run`).
+
+#[path = "../../../tests/support/mod.rs"]
+mod support;
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use gemini_balance::store::sqlite::rusqlite::{params, Connection, OpenFlags};
+use serde_json::Value;
+use support::{prompt_body, test_key, MockGemini};
+
+const TOKEN: &str = "sk-env-client-token-0001";
+const UI_TOKEN: &str = "sk-added-in-the-python-ui-0002";
+const ADMIN: &str = "sk-admin-token-from-env-0003";
+const PROXY_PASSWORD: &str = "pw-secret-relay-77";
+const SMMS_TOKEN: &str = "smms-secret-token-77";
+
+/// The keys: 1 from `.env`, 2 added in the Python UI, 3 gone from the pool but in the logs.
+fn key(n: u32) -> String {
+    test_key(n)
+}
+
+/// Every secret of the fixture: none may reach the database, the report or an answer.
+fn secrets() -> Vec<String> {
+    vec![
+        key(1),
+        key(2),
+        key(3),
+        TOKEN.to_owned(),
+        UI_TOKEN.to_owned(),
+        ADMIN.to_owned(),
+        PROXY_PASSWORD.to_owned(),
+        SMMS_TOKEN.to_owned(),
+    ]
+}
+
+/// The `.env` shared by the Python server and this proxy.
+fn env_file(base_url: &str) -> String {
+    format!(
+        "API_KEYS=[\"{}\"]\nALLOWED_TOKENS=[\"{TOKEN}\"]\nAUTH_TOKEN={ADMIN}\nBASE_URL={base_url}\n",
+        key(1)
+    )
+}
+
+/// `json.dumps` as the Python server writes lists (`", "` between items).
+fn py_list(items: &[&str]) -> String {
+    format!(
+        "[{}]",
+        items
+            .iter()
+            .map(|i| format!("\"{i}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
+/// The 72 rows the Python server writes back at start (every setting but DATABASE_TYPE), in
+/// its formats, for the `.env` above plus changes made in its web UI: a key and a token
+/// added, MAX_RETRIES, THINKING_BUDGET_MAP and ERROR_LOG_RECORD_REQUEST_BODY changed, a proxy
+/// this proxy refuses, a time zone (read at start only here), an image host's token.
+fn settings_rows(base_url: &str) -> Vec<(&'static str, String)> {
+    let k1 = key(1);
+    let k2 = key(2);
+    let rows: Vec<(&str, String)> = vec![
+        ("SQLITE_DATABASE", "default_db".into()),
+        ("MYSQL_HOST", "".into()),
+        ("MYSQL_PORT", "3306".into()),
+        ("MYSQL_USER", "".into()),
+        ("MYSQL_PASSWORD", "".into()),
+        ("MYSQL_DATABASE", "".into()),
+        ("MYSQL_SOCKET", "".into()),
+        ("API_KEYS", py_list(&[&k1, &k2])),
+        ("ALLOWED_TOKENS", py_list(&[TOKEN, UI_TOKEN])),
+        ("BASE_URL", base_url.into()),
+        ("AUTH_TOKEN", ADMIN.into()),
+        ("MAX_FAILURES", "3".into()),
+        ("TEST_MODEL", "gemini-2.5-flash-lite".into()),
+        ("TIME_OUT", "300".into()),
+        ("MAX_RETRIES", "5".into()),
+        (
+            "PROXIES",
+            py_list(&[&format!("ftp://user:{PROXY_PASSWORD}@relay:21")]),
+        ),
+        ("PROXIES_USE_CONSISTENCY_HASH_BY_API_KEY", "true".into()),
+        ("VERTEX_API_KEYS", "[]".into()),
+        (
+            "VERTEX_EXPRESS_BASE_URL",
+            "https://aiplatform.googleapis.com/v1beta1/publishers/google".into(),
+        ),
+        ("URL_NORMALIZATION_ENABLED", "false".into()),
+        ("CUSTOM_HEADERS", "{}".into()),
+        (
+            "SEARCH_MODELS",
+            py_list(&["gemini-2.5-flash", "gemini-2.5-pro"]),
+        ),
+        (
+            "IMAGE_MODELS",
+            py_list(&["gemini-2.0-flash-exp", "gemini-2.5-flash-image-preview"]),
+        ),
+        (
+            "FILTERED_MODELS",
+            py_list(&[
+                "gemini-1.0-pro-vision-latest",
+                "gemini-pro-vision",
+                "chat-bison-001",
+                "text-bison-001",
+                "embedding-gecko-001",
+            ]),
+        ),
+        ("TOOLS_CODE_EXECUTION_ENABLED", "false".into()),
+        ("URL_CONTEXT_ENABLED", "false".into()),
+        (
+            "URL_CONTEXT_MODELS",
+            py_list(&[
+                "gemini-2.5-pro",
+                "gemini-2.5-flash",
+                "gemini-2.5-flash-lite",
+                "gemini-2.0-flash",
+                "gemini-2.0-flash-live-001",
+            ]),
+        ),
+        ("SHOW_SEARCH_LINK", "true".into()),
+        ("SHOW_THINKING_PROCESS", "true".into()),
+        ("THINKING_MODELS", "[]".into()),
+        ("THINKING_BUDGET_MAP", r#"{"gemini-2.5-flash": -1.0}"#.into()),
+        ("TTS_MODEL", "gemini-2.5-flash-preview-tts".into()),
+        ("TTS_VOICE_NAME", "Zephyr".into()),
+        ("TTS_SPEED", "normal".into()),
+        ("PAID_KEY", "".into()),
+        ("CREATE_IMAGE_MODEL", "imagen-3.0-generate-002".into()),
+        ("UPLOAD_PROVIDER", "smms".into()),
+        ("SMMS_SECRET_TOKEN", SMMS_TOKEN.into()),
+        ("PICGO_API_KEY", "".into()),
+        ("PICGO_API_URL", "https://www.picgo.net/api/1/upload".into()),
+        ("CLOUDFLARE_IMGBED_URL", "".into()),
+        ("CLOUDFLARE_IMGBED_AUTH_CODE", "".into()),
+        ("CLOUDFLARE_IMGBED_UPLOAD_FOLDER", "".into()),
+        ("OSS_ENDPOINT", "".into()),
+        ("OSS_ENDPOINT_INNER", "".into()),
+        ("OSS_ACCESS_KEY", "".into()),
+        ("OSS_ACCESS_KEY_SECRET", "".into()),
+        ("OSS_BUCKET_NAME", "".into()),
+        ("OSS_REGION", "".into()),
+        ("STREAM_OPTIMIZER_ENABLED", "false".into()),
+        ("STREAM_MIN_DELAY", "0.016".into()),
+        ("STREAM_MAX_DELAY", "0.024".into()),
+        ("STREAM_SHORT_TEXT_THRESHOLD", "10".into()),
+        ("STREAM_LONG_TEXT_THRESHOLD", "50".into()),
+        ("STREAM_CHUNK_SIZE", "5".into()),
+        ("FAKE_STREAM_ENABLED", "false".into()),
+        ("FAKE_STREAM_EMPTY_DATA_INTERVAL_SECONDS", "5".into()),
+        ("CHECK_INTERVAL_HOURS", "1".into()),
+        ("TIMEZONE", "Europe/Berlin".into()),
+        ("GITHUB_REPO_OWNER", "snailyp".into()),
+        ("GITHUB_REPO_NAME", "gemini-balance".into()),
+        ("LOG_LEVEL", "INFO".into()),
+        ("ERROR_LOG_RECORD_REQUEST_BODY", "true".into()),
+        ("AUTO_DELETE_ERROR_LOGS_ENABLED", "true".into()),
+        ("AUTO_DELETE_ERROR_LOGS_DAYS", "7".into()),
+        ("AUTO_DELETE_REQUEST_LOGS_ENABLED", "false".into()),
+        ("AUTO_DELETE_REQUEST_LOGS_DAYS", "30".into()),
+        (
+            "SAFETY_SETTINGS",
+            r#"[{"category": "HARM_CATEGORY_HARASSMENT", "threshold": "OFF"}, {"category": "HARM_CATEGORY_HATE_SPEECH", "threshold": "OFF"}, {"category": "HARM_CATEGORY_SEXUALLY_EXPLICIT", "threshold": "OFF"}, {"category": "HARM_CATEGORY_DANGEROUS_CONTENT", "threshold": "OFF"}, {"category": "HARM_CATEGORY_CIVIC_INTEGRITY", "threshold": "BLOCK_NONE"}]"#.into(),
+        ),
+        ("FILES_CLEANUP_ENABLED", "true".into()),
+        ("FILES_CLEANUP_INTERVAL_HOURS", "1".into()),
+        ("FILES_USER_ISOLATION_ENABLED", "true".into()),
+        ("ADMIN_SESSION_EXPIRE", "3600".into()),
+    ];
+    assert_eq!(rows.len(), 72, "the Python server writes 72 rows");
+    rows
+}
+
+/// A `t_request_log` row: seconds after the fixture's start, model, key, success, status,
+/// latency.
+type RequestRow = (i64, &'static str, String, bool, i64, i64);
+/// A `t_error_logs` row: seconds after the start, key, model, error_type, error_log,
+/// error_code, request_msg.
+type ErrorRow = (
+    i64,
+    String,
+    &'static str,
+    &'static str,
+    String,
+    i64,
+    Option<String>,
+);
+
+fn request_rows() -> Vec<RequestRow> {
+    vec![
+        (0, "gemini-2.0-flash", key(1), true, 200, 350),
+        (1, "gemini-2.0-flash", key(2), false, 429, 80),
+        (2, "gemini-2.5-pro", key(2), true, 200, 900),
+        (3, "gemini-2.5-pro", key(3), false, 400, 50),
+    ]
+}
+
+fn error_rows() -> Vec<ErrorRow> {
+    vec![
+        (
+            1,
+            key(2),
+            "gemini-2.0-flash",
+            "gemini-chat-non-stream",
+            format!(
+                r#"{{"error": {{"code": 429, "message": "Resource has been exhausted (key={}, caller {UI_TOKEN}).", "status": "RESOURCE_EXHAUSTED"}}}}"#,
+                key(2)
+            ),
+            429,
+            Some(format!(
+                r#"{{"contents": [{{"role": "user", "parts": [{{"text": "my keys: {} {SMMS_TOKEN} sk-proj-abcdefghijklmnopqrstuv"}}]}}]}}"#,
+                key(3)
+            )),
+        ),
+        (
+            3,
+            key(3),
+            "gemini-2.5-pro",
+            "openai-chat-non-stream",
+            r#"{"error": {"code": 400, "message": "API key not valid. Please pass a valid API key.", "status": "INVALID_ARGUMENT", "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID"}]}}"#.to_owned(),
+            400,
+            None,
+        ),
+    ]
+}
+
+/// The fixture's start: two hours ago, in whole seconds (MySQL's DATETIME keeps no fraction).
+fn start() -> i64 {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    now - 7200
+}
+
+/// A naive local time in Asia/Shanghai (UTC+8 all year), as the Python server in its Docker
+/// image writes `datetime.now()`: `YYYY-MM-DD HH:MM:SS.ffffff`.
+fn shanghai(unix: i64) -> String {
+    let local = unix + 8 * 3600;
+    let (days, secs) = (local.div_euclid(86_400), local.rem_euclid(86_400));
+    // Howard Hinnant's days-to-civil.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}.000000",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+/// The tables exactly as the Python server's SQLAlchemy models create them on SQLite.
+const SQLITE_DDL: &str = r#"
+CREATE TABLE t_settings (
+	id INTEGER NOT NULL, 
+	"key" VARCHAR(100) NOT NULL, 
+	value TEXT, 
+	description VARCHAR(255), 
+	created_at DATETIME, 
+	updated_at DATETIME, 
+	PRIMARY KEY (id), 
+	UNIQUE ("key")
+);
+CREATE TABLE t_error_logs (
+	id INTEGER NOT NULL, 
+	gemini_key VARCHAR(100), 
+	model_name VARCHAR(100), 
+	error_type VARCHAR(50), 
+	error_log TEXT, 
+	error_code INTEGER, 
+	request_msg JSON, 
+	request_time DATETIME, 
+	PRIMARY KEY (id)
+);
+CREATE TABLE t_request_log (
+	id INTEGER NOT NULL, 
+	request_time DATETIME, 
+	model_name VARCHAR(100), 
+	api_key VARCHAR(100), 
+	is_success BOOLEAN NOT NULL, 
+	status_code INTEGER, 
+	latency_ms INTEGER, 
+	PRIMARY KEY (id)
+);
+CREATE TABLE t_file_records (
+	id INTEGER NOT NULL, 
+	name VARCHAR(255) NOT NULL, 
+	display_name VARCHAR(255), 
+	mime_type VARCHAR(100) NOT NULL, 
+	size_bytes BIGINT NOT NULL, 
+	sha256_hash VARCHAR(255), 
+	state VARCHAR(10) NOT NULL, 
+	create_time DATETIME NOT NULL, 
+	update_time DATETIME NOT NULL, 
+	expiration_time DATETIME NOT NULL, 
+	uri VARCHAR(500) NOT NULL, 
+	api_key VARCHAR(100) NOT NULL, 
+	upload_url TEXT, 
+	user_token VARCHAR(100), 
+	upload_completed DATETIME, 
+	PRIMARY KEY (id), 
+	UNIQUE (name)
+);
+"#;
+
+/// The Python server's SQLite database, filled, at `path`.
+fn python_sqlite(path: &Path, base_url: &str, start: i64) {
+    let conn = Connection::open(path).unwrap();
+    conn.execute_batch(SQLITE_DDL).unwrap();
+    let created = shanghai(start - 86_400);
+    for (name, value) in settings_rows(base_url) {
+        conn.execute(
+            "INSERT INTO t_settings (\"key\", value, description, created_at, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?4)",
+            params![
+                name,
+                value,
+                format!("{name} configuration setting"),
+                created
+            ],
+        )
+        .unwrap();
+    }
+    for (at, model, key, success, status, latency) in request_rows() {
+        conn.execute(
+            "INSERT INTO t_request_log (request_time, model_name, api_key, is_success, \
+             status_code, latency_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![shanghai(start + at), model, key, success, status, latency],
+        )
+        .unwrap();
+    }
+    for (at, key, model, kind, log, code, msg) in error_rows() {
+        conn.execute(
+            "INSERT INTO t_error_logs (gemini_key, model_name, error_type, error_log, \
+             error_code, request_msg, request_time) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![key, model, kind, log, code, msg, shanghai(start + at)],
+        )
+        .unwrap();
+    }
+}
+
+/// Runs `gemini-balance-proxy import ARGS` in `dir` (TZ unset: the Python server's default
+/// zone); returns the exit code, stdout and stderr.
+fn import(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_gemini-balance-proxy"))
+        .arg("import")
+        .args(args)
+        .current_dir(dir)
+        .env_remove("TZ")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    for secret in secrets() {
+        assert!(
+            !stdout.contains(&secret) && !stderr.contains(&secret),
+            "a secret in the import's output:\n{stdout}\n{stderr}"
+        );
+    }
+    (out.status.code().unwrap_or(-1), stdout, stderr)
+}
+
+/// The bytes of the database and its companions hold no secret.
+fn assert_no_secret_in_database(dir: &Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let path = dir.join(format!("data/default_db.db{suffix}"));
+        let Ok(bytes) = std::fs::read(&path) else {
+            continue;
+        };
+        for secret in secrets() {
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "{} holds a secret",
+                path.display()
+            );
+        }
+    }
+}
+
+/// What the store holds: the settings table, and the imported log rows.
+fn store_state(dir: &Path) -> (Vec<(String, String)>, i64, i64) {
+    let conn = Connection::open_with_flags(
+        dir.join("data/default_db.db"),
+        OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let settings = conn
+        .prepare("SELECT name, value FROM settings ORDER BY name")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let count = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap();
+    (
+        settings,
+        count("SELECT count(*) FROM request_log WHERE route = '(imported)'"),
+        count("SELECT count(*) FROM error_log"),
+    )
+}
+
+/// The report of the first import (or of a dry run) names every change and what was left.
+fn assert_first_report(stdout: &str, dry_run: bool) {
+    for line in [
+        "API_KEYS: [\"AIza…0001\"] → [\"AIza…0001\",\"AIza…0002\"] (secrets file)",
+        "ALLOWED_TOKENS: [\"sk-e…0001\"] → [\"sk-e…0001\",\"sk-a…0002\"] (secrets file)",
+        "MAX_RETRIES: 3 → 5 (database)",
+        "THINKING_BUDGET_MAP: {} → {\"gemini-2.5-flash\":-1.0} (database)",
+        "ERROR_LOG_RECORD_REQUEST_BODY: false → true (database)",
+        "PROXIES: refused: expected",
+        "TIMEZONE: read at start only: the Python server has Europe/Berlin; set TIMEZONE=Europe/Berlin in .env",
+        "GITHUB_REPO_NAME",
+        "SMMS_SECRET_TOKEN",
+        "MYSQL_PASSWORD",
+    ] {
+        assert!(stdout.contains(line), "{line:?} missing from:\n{stdout}");
+    }
+    let logs = if dry_run {
+        [
+            "t_request_log: 4 rows to import (up to id 4)",
+            "t_error_logs: 2 rows to import (up to id 2)",
+        ]
+    } else {
+        [
+            "t_request_log: 4 rows imported",
+            "t_error_logs: 2 rows imported",
+        ]
+    };
+    for line in logs {
+        assert!(stdout.contains(line), "{line:?} missing from:\n{stdout}");
+    }
+    assert!(stdout.contains("times read as Asia/Shanghai"), "{stdout}");
+}
+
+/// After the first import: secrets in the secrets file only, the rest in the settings table,
+/// the log rows with fingerprints; a second run changes nothing.
+fn assert_imported_once(dir: &Path, args: &[&str], env: &[(&str, &str)], start: i64) {
+    assert_no_secret_in_database(dir);
+    let secrets_path = dir.join("data/default_db.secrets.json");
+    let kept: Value =
+        serde_json::from_str(&std::fs::read_to_string(&secrets_path).unwrap()).unwrap();
+    assert_eq!(kept["API_KEYS"], format!("[\"{}\",\"{}\"]", key(1), key(2)));
+    assert_eq!(
+        kept["ALLOWED_TOKENS"],
+        format!("[\"{TOKEN}\",\"{UI_TOKEN}\"]")
+    );
+    assert_eq!(kept.as_object().unwrap().len(), 2, "{kept}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&secrets_path)
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let (settings, requests, errors) = store_state(dir);
+    let names: Vec<&str> = settings.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "ERROR_LOG_RECORD_REQUEST_BODY",
+            "MAX_RETRIES",
+            "THINKING_BUDGET_MAP"
+        ]
+    );
+    assert_eq!((requests, errors), (4, 2));
+    // Times: 08:00 in Shanghai is 00:00 UTC; keys as their fingerprints.
+    let conn = Connection::open_with_flags(
+        dir.join("data/default_db.db"),
+        OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let (at_ms, mask, class, message, body): (i64, String, String, String, String) = conn
+        .query_row(
+            "SELECT at_ms, key_mask, class, message, request_body FROM error_log ORDER BY at_ms LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+        )
+        .unwrap();
+    assert_eq!(at_ms, (start + 1) * 1000);
+    assert_eq!(
+        (mask.as_str(), class.as_str()),
+        ("AIza…0002", "rate_limited")
+    );
+    assert!(
+        message.starts_with("[gemini-chat-non-stream] {"),
+        "{message}"
+    );
+    assert!(message.contains("key=AIza…0002"), "{message}");
+    assert!(body.contains("sk-p…stuv"), "{body}");
+    let first_request: i64 = conn
+        .query_row("SELECT min(at_ms) FROM request_log", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(first_request, start * 1000);
+    drop(conn);
+
+    // Again: nothing changes.
+    let secrets_before = std::fs::read(&secrets_path).unwrap();
+    let (code, stdout, _) = import(dir, args, env);
+    assert_eq!(code, 3, "{stdout}");
+    assert!(stdout.contains("nothing to change"), "{stdout}");
+    assert!(
+        stdout.contains("t_request_log: 0 rows imported; 4 rows imported before (up to id 4)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("t_error_logs: 0 rows imported"), "{stdout}");
+    assert_eq!(std::fs::read(&secrets_path).unwrap(), secrets_before);
+    assert_eq!(store_state(dir), (settings, 4, 2));
+    assert_no_secret_in_database(dir);
+}
+
+#[tokio::test]
+async fn the_python_servers_sqlite_database_is_imported_and_the_proxy_starts_on_it() {
+    let mock = MockGemini::start().await;
+    let base_url = format!("{}/v1beta", mock.base_url());
+    let dir = tempfile::tempdir().unwrap();
+    let start = start();
+    python_sqlite(&dir.path().join("python.db"), &base_url, start);
+    std::fs::write(dir.path().join(".env"), env_file(&base_url)).unwrap();
+    let args = ["python.db", "--logs"];
+
+    // A dry run writes nothing and says what would change.
+    let (code, stdout, stderr) = import(dir.path(), &["python.db", "--logs", "--dry-run"], &[]);
+    assert_eq!(code, 3, "{stdout}\n{stderr}");
+    assert_first_report(&stdout, true);
+    assert!(stdout.contains("Dry run: nothing was written"), "{stdout}");
+    assert!(!dir.path().join("data").exists(), "the dry run wrote data/");
+
+    let (code, stdout, stderr) = import(dir.path(), &args, &[]);
+    assert_eq!(code, 3, "{stdout}\n{stderr}");
+    assert_first_report(&stdout, false);
+    assert_imported_once(dir.path(), &args, &[], start);
+
+    // The proxy starts with the Python server's settings: the key and the token added in its
+    // UI work, MAX_RETRIES is 5.
+    let proxy = common::Proxy::start(dir.path(), &env_file(&base_url)).await;
+    let client = support::client_builder().build().unwrap();
+    let admin = |path: &str| {
+        let req = client
+            .get(format!("{}/api{path}", proxy.url))
+            .bearer_auth(ADMIN);
+        async move {
+            let text = req.send().await.unwrap().text().await.unwrap();
+            serde_json::from_str::<Value>(&text).unwrap()
+        }
+    };
+    let keys: Value = admin("/keys").await;
+    let mut masks: Vec<&str> = keys["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["mask"].as_str().unwrap())
+        .collect();
+    masks.sort();
+    assert_eq!(masks, ["AIza…0001", "AIza…0002"]);
+    let config: Value = admin("/config").await;
+    let setting = |name: &str| {
+        config["settings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(setting("MAX_RETRIES")["value"], 5);
+    assert_eq!(setting("MAX_RETRIES")["source"], "database");
+    assert_eq!(setting("API_KEYS")["source"], "secrets_file");
+    for _ in 0..4 {
+        let res = client
+            .post(format!(
+                "{}/v1beta/models/gemini-2.0-flash:generateContent",
+                proxy.url
+            ))
+            .header("x-goog-api-key", UI_TOKEN)
+            .header("content-type", "application/json")
+            .body(prompt_body("hello"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+    }
+    assert!(
+        mock.requests(&key(2)) > 0,
+        "the key added in the Python UI served no request"
+    );
+    // The imported logs, as the admin API shows them.
+    let errors: Value = admin("/logs/errors").await;
+    assert_eq!(errors["total"], 2, "{errors}");
+    let text = errors.to_string();
+    for secret in secrets() {
+        assert!(!text.contains(&secret), "{text}");
+    }
+    assert_eq!(errors["items"][0]["key_mask"], "AIza…0003");
+    assert_eq!(errors["items"][0]["class"], "key_rejected");
+
+    // While the proxy runs, the import refuses to write (a dry run still reads).
+    let (code, _, stderr) = import(dir.path(), &args, &[]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("stop it first"), "{stderr}");
+    let (code, stdout, _) = import(dir.path(), &["python.db", "--dry-run"], &[]);
+    assert_eq!(code, 3);
+    assert!(stdout.contains("nothing to change"), "{stdout}");
+    proxy.stop();
+}
+
+#[test]
+fn the_command_line_is_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, stdout, _) = import(dir.path(), &["--help"], &[]);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("Usage: gemini-balance-proxy import <SOURCE>"));
+    assert!(stdout.contains("Exit status"));
+    let (code, _, stderr) = import(dir.path(), &[], &[]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("SOURCE is missing"), "{stderr}");
+    let (code, _, stderr) = import(dir.path(), &["nowhere.db"], &[]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("nowhere.db: no such file"), "{stderr}");
+    // A file that is not the Python server's database.
+    std::fs::write(dir.path().join("other.db"), "").unwrap();
+    let (code, _, stderr) = import(dir.path(), &["other.db"], &[]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("not a Gemini-Balance database"), "{stderr}");
+    assert!(!dir.path().join("data").exists());
+    let unknown = Command::new(env!("CARGO_BIN_EXE_gemini-balance-proxy"))
+        .arg("serve-please")
+        .output()
+        .unwrap();
+    assert_eq!(unknown.status.code(), Some(2));
+}
+
+#[cfg(feature = "mysql")]
+/// The MariaDB of `GEMINI_BALANCE_TEST_MYSQL_URL` (`mysql://root@127.0.0.1:3306`). Without
+/// it the test is skipped with a notice, except under CI, where that is a failure.
+fn mysql_url() -> Option<String> {
+    match std::env::var("GEMINI_BALANCE_TEST_MYSQL_URL") {
+        Ok(url) if !url.is_empty() => Some(url.trim_end_matches('/').to_owned()),
+        _ if std::env::var_os("CI").is_some() => {
+            panic!("GEMINI_BALANCE_TEST_MYSQL_URL is not set: CI must run the MySQL import test (see .ci/run)")
+        }
+        _ => {
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "\n**********************************************************************\n\
+                 SKIPPED the MySQL import test: set GEMINI_BALANCE_TEST_MYSQL_URL\n\
+                 (e.g. mysql://root@127.0.0.1:3306) to a MySQL or MariaDB server.\n\
+                 **********************************************************************\n"
+            );
+            None
+        }
+    }
+}
+
+/// The tables as the Python server's SQLAlchemy models create them on MySQL.
+#[cfg(feature = "mysql")]
+const MYSQL_DDL: &[&str] = &[
+    "CREATE TABLE t_settings (
+	id INTEGER NOT NULL AUTO_INCREMENT, 
+	`key` VARCHAR(100) NOT NULL COMMENT '配置项键名', 
+	value TEXT COMMENT '配置项值', 
+	description VARCHAR(255) COMMENT '配置项描述', 
+	created_at DATETIME COMMENT '创建时间', 
+	updated_at DATETIME COMMENT '更新时间', 
+	PRIMARY KEY (id), 
+	UNIQUE (`key`)
+)",
+    "CREATE TABLE t_error_logs (
+	id INTEGER NOT NULL AUTO_INCREMENT, 
+	gemini_key VARCHAR(100) COMMENT 'Gemini API密钥', 
+	model_name VARCHAR(100) COMMENT '模型名称', 
+	error_type VARCHAR(50) COMMENT '错误类型', 
+	error_log TEXT COMMENT '错误日志', 
+	error_code INTEGER COMMENT '错误代码', 
+	request_msg JSON COMMENT '请求消息', 
+	request_time DATETIME COMMENT '请求时间', 
+	PRIMARY KEY (id)
+)",
+    "CREATE TABLE t_request_log (
+	id INTEGER NOT NULL AUTO_INCREMENT, 
+	request_time DATETIME COMMENT '请求时间', 
+	model_name VARCHAR(100) COMMENT '模型名称', 
+	api_key VARCHAR(100) COMMENT '使用的API密钥', 
+	is_success BOOL NOT NULL COMMENT '请求是否成功', 
+	status_code INTEGER COMMENT 'API响应状态码', 
+	latency_ms INTEGER COMMENT '请求耗时(毫秒)', 
+	PRIMARY KEY (id)
+)",
+];
+
+#[cfg(feature = "mysql")]
+#[tokio::test]
+async fn the_python_servers_mysql_database_is_imported() {
+    use sqlx::Connection as _;
+
+    let Some(url) = mysql_url() else { return };
+    let database = format!(
+        "gb_import_{}_{}",
+        std::process::id(),
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos()
+    );
+    let mut server = sqlx::MySqlConnection::connect(&url).await.unwrap();
+    sqlx::query(&format!("CREATE DATABASE {database} CHARACTER SET utf8mb4"))
+        .execute(&mut server)
+        .await
+        .unwrap();
+    // Dropped however the test ends.
+    struct DropDatabase(String, String);
+    impl Drop for DropDatabase {
+        fn drop(&mut self) {
+            let (url, database) = (self.0.clone(), self.1.clone());
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async {
+                    if let Ok(mut c) = sqlx::MySqlConnection::connect(&url).await {
+                        let _ = sqlx::query(&format!("DROP DATABASE {database}"))
+                            .execute(&mut c)
+                            .await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
+    let _drop = DropDatabase(url.clone(), database.clone());
+
+    let mut conn = sqlx::MySqlConnection::connect(&format!("{url}/{database}"))
+        .await
+        .unwrap();
+    for ddl in MYSQL_DDL {
+        sqlx::query(ddl).execute(&mut conn).await.unwrap();
+    }
+    let base_url = "http://127.0.0.1:9/v1beta";
+    let start = start();
+    let created = shanghai(start - 86_400);
+    for (name, value) in settings_rows(base_url) {
+        sqlx::query(
+            "INSERT INTO t_settings (`key`, value, description, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(name)
+        .bind(value)
+        .bind(format!("{name} configuration setting"))
+        .bind(&created)
+        .bind(&created)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+    for (at, model, key, success, status, latency) in request_rows() {
+        sqlx::query(
+            "INSERT INTO t_request_log (request_time, model_name, api_key, is_success, \
+             status_code, latency_ms) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(shanghai(start + at))
+        .bind(model)
+        .bind(key)
+        .bind(success)
+        .bind(status)
+        .bind(latency)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+    for (at, key, model, kind, log, code, msg) in error_rows() {
+        sqlx::query(
+            "INSERT INTO t_error_logs (gemini_key, model_name, error_type, error_log, \
+             error_code, request_msg, request_time) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(key)
+        .bind(model)
+        .bind(kind)
+        .bind(log)
+        .bind(code)
+        .bind(msg)
+        .bind(shanghai(start + at))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+    conn.close().await.unwrap();
+
+    // The MYSQL_* settings, as the Python server reads them.
+    let rest = url.strip_prefix("mysql://").unwrap();
+    let (user_part, host_part) = rest.rsplit_once('@').unwrap();
+    let (user, password) = user_part.split_once(':').unwrap_or((user_part, ""));
+    let (host, port) = host_part.split_once(':').unwrap_or((host_part, "3306"));
+    let env = [
+        ("MYSQL_HOST", host),
+        ("MYSQL_PORT", port),
+        ("MYSQL_USER", user),
+        ("MYSQL_PASSWORD", password),
+        ("MYSQL_DATABASE", database.as_str()),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(".env"), env_file(base_url)).unwrap();
+    let (code, stdout, stderr) = import(dir.path(), &["mysql", "--logs", "--dry-run"], &env);
+    assert_eq!(code, 3, "{stdout}\n{stderr}");
+    assert_first_report(&stdout, true);
+    assert!(stdout.contains(&format!("/{database} (MySQL)")), "{stdout}");
+    assert!(!dir.path().join("data").exists(), "the dry run wrote data/");
+    let args = ["mysql", "--logs"];
+    let (code, stdout, stderr) = import(dir.path(), &args, &env);
+    assert_eq!(code, 3, "{stdout}\n{stderr}");
+    assert_first_report(&stdout, false);
+    assert_imported_once(dir.path(), &args, &env, start);
+}
+
+#[test]
+fn the_fixture_times_are_shanghai_local_times() {
+    // 2025-01-15T00:00:00Z is 08:00 in Shanghai.
+    assert_eq!(shanghai(1_736_899_200), "2025-01-15 08:00:00.000000");
+    assert_eq!(shanghai(1_709_222_399), "2024-02-29 23:59:59.000000");
+}
