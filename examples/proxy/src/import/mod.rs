@@ -245,7 +245,11 @@ async fn run(options: &Options) -> Result<bool, String> {
     let rows = db.settings().await?;
     let kept_secrets = secrets.load()?;
     let plan = settings::plan(&rows, base, &target.kept_settings()?, &kept_secrets);
-    print_plan(&plan, options.dry_run);
+    // Every secret known, to keep it out of the report (a non-secret value may hold one, such as
+    // a BASE_URL with credentials) and out of the imported logs.
+    let redactor =
+        logs::Redactor::new(known_secrets(&mut db, &rows, &config, &kept_secrets, &vars).await?);
+    print_plan(&plan, options.dry_run, &redactor);
     if let Target::Write { store, .. } = &target {
         for change in &plan.changes {
             crate::state::keep(
@@ -278,9 +282,6 @@ async fn run(options: &Options) -> Result<bool, String> {
         }
         Some((zone, why)) => {
             println!("Logs (times read as {zone}: {why}):");
-            let redactor = logs::Redactor::new(
-                known_secrets(&mut db, &rows, &config, &kept_secrets, &vars).await?,
-            );
             for state in &states {
                 let before = match &state.mark {
                     Some(mark) => format!(
@@ -386,70 +387,61 @@ async fn known_secrets(
     Ok(secrets)
 }
 
-fn print_plan(plan: &settings::Plan, dry_run: bool) {
+/// Prints the settings part of the report; every line passes through `redactor` (a value that
+/// is not a secret setting may still hold a key or a password).
+fn print_plan(plan: &settings::Plan, dry_run: bool, redactor: &logs::Redactor) {
+    let say = |line: String| println!("{}", redactor.redact(&line));
     println!();
-    println!("Settings (t_settings: {} rows):", plan.rows);
+    say(format!("Settings (t_settings: {} rows):", plan.rows));
     let forgotten = if dry_run {
         "would be forgotten"
     } else {
         "forgotten"
     };
-    for change in &plan.changes {
-        let place = if change.secret {
-            "secrets file"
-        } else {
-            "database"
-        };
-        match &change.keep {
-            Some(_) => println!("  {}: {} → {} ({place})", change.name, change.old, change.new),
-            None => println!(
+    for c in &plan.changes {
+        let place = if c.secret { "secrets file" } else { "database" };
+        say(match &c.keep {
+            Some(_) => format!("  {}: {} → {} ({place})", c.name, c.old, c.new),
+            None => format!(
                 "  {}: {} → {} (the environment's value, as in the Python server: the kept change {forgotten})",
-                change.name, change.old, change.new
+                c.name, c.old, c.new
             ),
-        }
+        });
     }
     if plan.changes.is_empty() {
-        println!("  nothing to change");
+        say("  nothing to change".to_owned());
     }
-    println!(
+    say(format!(
         "  {} settings already as in the Python server",
         plan.unchanged
-    );
+    ));
     if !plan.not_acted_on.is_empty() {
-        println!(
+        say(format!(
             "  kept, but not acted on by this version: {}",
             plan.not_acted_on.join(", ")
-        );
+        ));
     }
-    let left = !plan.refused.is_empty()
-        || !plan.startup_only.is_empty()
-        || !plan.storage.is_empty()
-        || !plan.unknown.is_empty()
-        || !plan.not_python.is_empty();
-    if !left {
-        return;
+    let mut left = Vec::new();
+    for l in plan.refused.iter().chain(&plan.startup_only) {
+        left.push(format!("  {}: {}", l.name, l.why));
     }
-    println!("Not brought over:");
-    for left in plan.refused.iter().chain(&plan.startup_only) {
-        println!("  {}: {}", left.name, left.why);
+    for (names, why) in [
+        (&plan.storage, "where the Python server kept its data"),
+        (&plan.unknown, "Python settings this proxy does not have"),
+        (
+            &plan.not_python,
+            "not settings of the Python server either (it ignores them)",
+        ),
+    ] {
+        if !names.is_empty() {
+            left.push(format!("  {}: {why}", names.join(", ")));
+        }
     }
-    if !plan.storage.is_empty() {
-        println!(
-            "  {}: where the Python server kept its data",
-            plan.storage.join(", ")
-        );
-    }
-    if !plan.unknown.is_empty() {
-        println!(
-            "  {}: Python settings this proxy does not have",
-            plan.unknown.join(", ")
-        );
-    }
-    if !plan.not_python.is_empty() {
-        println!(
-            "  {}: not settings of the Python server either (it ignores them)",
-            plan.not_python.join(", ")
-        );
+    if !left.is_empty() {
+        say("Not brought over:".to_owned());
+        for line in left {
+            say(line);
+        }
     }
 }
 
