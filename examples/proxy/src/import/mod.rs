@@ -193,6 +193,8 @@ impl Target {
     fn kept_settings(&self) -> Result<BTreeMap<String, String>, String> {
         let rows = match self {
             Target::Look(None) => Vec::new(),
+            // A file the proxy has not set up yet (created, never opened) has no table.
+            Target::Look(Some(conn)) if !has_settings_table(conn) => Vec::new(),
             Target::Look(Some(conn)) => sqlite::settings(conn).map_err(|e| e.to_string())?,
             Target::Write { store, .. } => store.settings().map_err(|e| e.to_string())?,
         };
@@ -207,6 +209,15 @@ impl Target {
         }
         .map_err(|e| e.to_string())
     }
+}
+
+fn has_settings_table(conn: &Connection) -> bool {
+    conn.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'settings'",
+        [],
+        |r| r.get::<_, i64>(0),
+    )
+    .is_ok_and(|n| n > 0)
 }
 
 /// `Ok(true)`: everything was brought over; `Ok(false)`: done, but some settings were not.
