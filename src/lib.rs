@@ -5,7 +5,9 @@
 //! they form a pipeline, outermost first:
 //!
 //! ```text
-//! client ─▶ StreamOptimizer  (optional, off by default) re-emits long text deltas of any
+//! client ─▶ NormalizeUrl     (optional, server side) fixes common client path mistakes
+//!           │                 (`/v1/v1/chat/completions`, a missing `/v1beta`) before routing
+//!           StreamOptimizer  (optional, off by default) re-emits long text deltas of any
 //!           │                 event stream as small, evenly timed pieces
 //!           PseudoStream     answers a streaming request at once with SSE, keeps it alive,
 //!           │                 asks the stack below for the non-streaming answer, replays it
@@ -22,7 +24,7 @@
 //!
 //! The modules: [`stream::pseudo`], [`stream::optimizer`] and [`stream::sse`] (SSE writing and
 //! decoding), [`usage`], [`filter`], [`client::forward_headers`], [`retry`], [`keys`],
-//! [`decode`].
+//! [`decode`], [`normalize_url`].
 //!
 //! Every decision about what a response means comes from one [`classify::Classifier`]; the
 //! retry layer, the key pool, tower-http's `TraceLayer` and tower's retry policy all read the
@@ -87,6 +89,7 @@ pub mod decode;
 pub mod ext;
 pub mod filter;
 pub mod keys;
+pub mod normalize_url;
 pub mod openai;
 pub mod redact;
 pub mod retry;
