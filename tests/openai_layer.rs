@@ -9,7 +9,7 @@ use axum::error_handling::HandleErrorLayer;
 use axum::Router;
 use gemini_balance::client::ReqwestService;
 use gemini_balance::keys::{KeyPool, KeyRotationLayer};
-use gemini_balance::openai::{ChatOptions, OpenAiLayer};
+use gemini_balance::openai::{ChatOptions, ModelRules, OpenAiLayer};
 use gemini_balance::retry::RetryLayer;
 use gemini_balance::stream::sse::decode_all;
 use http::{Request, StatusCode};
@@ -25,6 +25,17 @@ struct Setup {
 }
 
 async fn setup(keys: u32) -> Setup {
+    setup_with(
+        keys,
+        ChatOptions {
+            show_thinking: true,
+            ..ChatOptions::default()
+        },
+    )
+    .await
+}
+
+async fn setup_with(keys: u32, options: ChatOptions) -> Setup {
     let mock = MockGemini::start().await;
     let pool = KeyPool::builder().keys(test_keys(keys)).build().unwrap();
     let upstream = ReqwestService::new(support::client_builder().build().unwrap())
@@ -37,10 +48,7 @@ async fn setup(keys: u32) -> Setup {
         .map_request(|req: Request<axum::body::Body>| {
             req.map(|body| reqwest::Body::wrap_stream(body.into_data_stream()))
         })
-        .layer(OpenAiLayer::new(ChatOptions {
-            show_thinking: true,
-            ..ChatOptions::default()
-        }))
+        .layer(OpenAiLayer::new(options))
         .layer(RetryLayer::new().base_delay(Duration::from_millis(1)))
         .layer(KeyRotationLayer::new(pool))
         .service(upstream);
@@ -224,6 +232,53 @@ async fn errors_come_back_in_openai_shape() {
     assert_eq!(status, 429);
     let error: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(error["error"]["type"], "rate_limit_error");
+}
+
+#[tokio::test]
+async fn filtered_models_are_refused_before_any_key_is_used() {
+    let s = setup_with(
+        1,
+        ChatOptions {
+            rules: ModelRules {
+                search_models: vec!["gemini-2.5-pro".into()],
+                filtered_models: vec!["gemini-2.5-pro".into(), "text-embedding-004".into()],
+                ..ModelRules::default()
+            },
+            ..ChatOptions::default()
+        },
+    )
+    .await;
+    for (path, body) in [
+        (
+            "/v1/chat/completions",
+            json!({"model": "gemini-2.5-pro", "messages": [{"role": "user", "content": "x"}]}),
+        ),
+        // A derived model of a filtered one is filtered too.
+        (
+            "/v1/chat/completions",
+            json!({"model": "gemini-2.5-pro-search", "messages": [{"role": "user", "content": "x"}]}),
+        ),
+        (
+            "/v1/embeddings",
+            json!({"model": "models/text-embedding-004", "input": "x"}),
+        ),
+    ] {
+        let (status, _, answer) = s.post(path, body.clone()).await;
+        assert_eq!(status, 400, "{body}");
+        let error: Value = serde_json::from_slice(&answer).unwrap();
+        assert_eq!(error["error"]["type"], "invalid_request_error", "{error}");
+        assert_eq!(error["error"]["param"], "model", "{error}");
+        let message = error["error"]["message"].as_str().unwrap();
+        assert!(message.contains("not available"), "{message}");
+    }
+    assert_eq!(s.mock.total(), 0);
+    let (status, _, _) = s
+        .post(
+            "/v1/chat/completions",
+            json!({"model": "gemini-2.5-flash", "messages": [{"role": "user", "content": "x"}]}),
+        )
+        .await;
+    assert_eq!(status, 200);
 }
 
 #[tokio::test]

@@ -14,6 +14,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::body::OpenAiBody;
+use super::models::{ModelRules, ResolvedModel};
 use super::request::{chat_request_to_gemini, embeddings_request_to_gemini, ChatOptions};
 use super::response::{
     gemini_embeddings_to_openai, gemini_response_to_openai, random_id, OpenAiStream,
@@ -84,7 +85,9 @@ impl OpenAiOptionsHandle {
 /// the [`ModelName`] and [`ApiFlavor::OpenAi`] extensions set so that key cooldowns are per
 /// model and local errors come out in OpenAI's format. Answers are converted back: JSON whole,
 /// streams event by event (nothing buffered), Gemini errors into OpenAI's error shape with the
-/// same status. Other requests pass through untouched.
+/// same status. A model in the rules' [`filtered_models`](ModelRules::filtered_models) is
+/// refused with a `400` naming it (`param: "model"`) before anything is sent inward. Other
+/// requests pass through untouched.
 #[derive(Clone)]
 pub struct OpenAiLayer {
     options: OpenAiOptionsHandle,
@@ -282,6 +285,7 @@ where
         Route::Chat => {
             let mut chat = chat_request_to_gemini(&json, &options.chat)
                 .map_err(|e| error(StatusCode::BAD_REQUEST, &e.message, Some(&e.param)))?;
+            refuse_filtered(&options.chat.rules, &chat.model)?;
             for image in std::mem::take(&mut chat.remote_images) {
                 let Some(fetcher) = &layer.fetcher else {
                     return Err(error(
@@ -324,6 +328,10 @@ where
         Route::Embeddings => {
             let embeddings = embeddings_request_to_gemini(&json)
                 .map_err(|e| error(StatusCode::BAD_REQUEST, &e.message, Some(&e.param)))?;
+            refuse_filtered(
+                &options.chat.rules,
+                &options.chat.rules.resolve(&embeddings.model),
+            )?;
             let path = format!(
                 "{}/models/{}:batchEmbedContents",
                 layer.prefix, embeddings.model
@@ -359,6 +367,25 @@ where
         .headers
         .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
     Ok((Request::from_parts(parts, ReqBody::from(body)), plan))
+}
+
+/// A `400` for a model in the rules' `filtered_models`, before any image is fetched or any key
+/// is used.
+fn refuse_filtered<B>(
+    rules: &ModelRules,
+    model: &ResolvedModel,
+) -> Result<(), Response<OpenAiBody<B>>> {
+    if rules.is_filtered(model) {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            &format!(
+                "the model {} is not available on this server",
+                model.requested
+            ),
+            Some("model"),
+        ));
+    }
+    Ok(())
 }
 
 async fn answer<B>(res: Response<B>, plan: Plan, limit: usize) -> Response<OpenAiBody<B>>
