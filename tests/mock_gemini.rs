@@ -106,6 +106,50 @@ fn parses_gemini_paths() {
 }
 
 #[tokio::test]
+async fn model_lists_are_paged_as_geminis_are() {
+    let mock = MockGemini::start().await;
+    mock.list_extra_models(60);
+    let key = test_key(1);
+    let names = |page: &Value| -> Vec<String> {
+        page["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    // 64 models: a first page of 50 by default, the rest behind the next page token.
+    let (status, first) = get(&mock, "/v1beta/models", &key).await;
+    assert_eq!(status, 200);
+    assert_eq!(names(&first).len(), 50);
+    let token = first["nextPageToken"].as_str().unwrap().to_owned();
+    let (_, second) = get(&mock, &format!("/v1beta/models?pageToken={token}"), &key).await;
+    assert_eq!(names(&second).len(), 14);
+    assert!(second.get("nextPageToken").is_none());
+    // pageSize up to 1000 gives them all at once; a larger one is taken as 1000.
+    for size in ["1000", "5000"] {
+        let (_, all) = get(&mock, &format!("/v1beta/models?pageSize={size}"), &key).await;
+        assert_eq!(names(&all).len(), 64, "{size}");
+        assert!(all.get("nextPageToken").is_none());
+    }
+    let (status, _) = get(&mock, "/v1beta/models?pageSize=-1", &key).await;
+    assert_eq!(status, 400);
+    let (status, _) = get(&mock, "/v1beta/models?pageToken=bogus", &key).await;
+    assert_eq!(status, 400);
+    // A relay that pages by less.
+    mock.set_max_page_size(30);
+    let (_, page) = get(&mock, "/v1beta/models?pageSize=1000", &key).await;
+    assert_eq!(names(&page).len(), 30);
+    assert!(page["nextPageToken"].is_string());
+    // The OpenAI-compatible endpoint's list.
+    let (status, list) = get(&mock, "/v1beta/openai/models", &key).await;
+    assert_eq!(status, 200);
+    assert_eq!(list["object"], "list");
+    assert_eq!(list["data"].as_array().unwrap().len(), 64);
+    assert_eq!(list["data"][0]["id"], "models/gemini-2.0-flash");
+}
+
+#[tokio::test]
 async fn takes_the_key_from_header_query_or_bearer_and_refuses_none() {
     let mock = MockGemini::start().await;
     let url = format!(

@@ -49,6 +49,16 @@ impl GeminiError {
     }
 }
 
+/// 400 for a `pageSize` or `pageToken` Gemini cannot read.
+pub fn invalid_page(what: &str) -> GeminiError {
+    GeminiError::new(
+        StatusCode::BAD_REQUEST,
+        &format!("Invalid {what}."),
+        "INVALID_ARGUMENT",
+        None,
+    )
+}
+
 /// 403 for a request that carries no key at all.
 pub fn unregistered_caller() -> GeminiError {
     GeminiError::new(

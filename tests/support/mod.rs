@@ -4,7 +4,9 @@
 //! included: it takes the key from `x-goog-api-key`, `?key=` or `Authorization: Bearer`, serves
 //! `generateContent`, `streamGenerateContent` (SSE), `countTokens`, `embedContent`,
 //! `batchEmbedContents` and the model list under `/v1beta` and `/v1` (calling a declared
-//! function when a request offers tools), and fails per key as told by a [`Fault`]. It counts
+//! function when a request offers tools; the list paged as Gemini pages it: 50 by default,
+//! `pageSize` up to 1000, `nextPageToken`), the OpenAI-compatible endpoint's model list
+//! (`openai/models`), and fails per key as told by a [`Fault`]. It counts
 //! requests per key and status, remembers every credential it saw and recent requests (head and
 //! body).
 //!

@@ -116,9 +116,88 @@ impl ModelInfo {
     }
 }
 
-/// `GET models`.
+/// `GET models`: the whole catalogue on one page.
 pub fn model_list() -> Value {
-    json!({ "models": MODELS.iter().map(ModelInfo::json).collect::<Vec<_>>() })
+    json!({ "models": listed_models(0) })
+}
+
+/// Models a list shows when Gemini pages it by default (`pageSize` absent or 0).
+pub const DEFAULT_PAGE_SIZE: usize = 50;
+
+/// The largest page Gemini gives (a larger `pageSize` is taken as this).
+pub const MAX_PAGE_SIZE: usize = 1000;
+
+/// The id of the `i`-th extra model a list may show (see [`listed_models`]).
+pub fn extra_model_id(i: usize) -> String {
+    format!("gemini-mock-listed-{i:03}")
+}
+
+/// Every model a list shows: the catalogue, then `extra` more that only lists know (Gemini
+/// lists some 50 models, more than a first default page holds).
+pub fn listed_models(extra: usize) -> Vec<Value> {
+    let mut models: Vec<Value> = MODELS.iter().map(ModelInfo::json).collect();
+    for i in 0..extra {
+        let id = extra_model_id(i);
+        models.push(json!({
+            "name": format!("models/{id}"),
+            "version": "001",
+            "displayName": format!("Listed {i}"),
+            "description": "Listed only (mock)",
+            "inputTokenLimit": 8192,
+            "outputTokenLimit": 1024,
+            "supportedGenerationMethods": GENERATE,
+        }));
+    }
+    models
+}
+
+/// One page of `models`, as Gemini pages them: `pageSize` (absent or 0: 50; above `max`: `max`)
+/// models from `pageToken` on, and a `nextPageToken` while more remain. `Err` names the
+/// argument Gemini would refuse.
+pub fn model_page(
+    models: Vec<Value>,
+    page_size: Option<&str>,
+    page_token: Option<&str>,
+    max: usize,
+) -> Result<Value, &'static str> {
+    let size = match page_size {
+        None => DEFAULT_PAGE_SIZE,
+        Some(text) => match text.parse::<usize>() {
+            Ok(0) => DEFAULT_PAGE_SIZE,
+            Ok(n) => n.min(max),
+            Err(_) => return Err("page size"),
+        },
+    };
+    let start = match page_token {
+        None | Some("") => 0,
+        Some(token) => token
+            .strip_prefix("mock-page-")
+            .and_then(|n| n.parse::<usize>().ok())
+            .filter(|&n| n < models.len())
+            .ok_or("page token")?,
+    };
+    let end = (start + size).min(models.len());
+    let mut page = json!({ "models": models[start..end].to_vec() });
+    if end < models.len() {
+        page["nextPageToken"] = json!(format!("mock-page-{end}"));
+    }
+    Ok(page)
+}
+
+/// `GET openai/models`: the models in the shape of Gemini's OpenAI-compatible endpoint.
+pub fn openai_model_list(extra: usize) -> Value {
+    let data: Vec<Value> = listed_models(extra)
+        .iter()
+        .map(|m| {
+            json!({
+                "id": m["name"],
+                "object": "model",
+                "created": 0,
+                "owned_by": "google",
+            })
+        })
+        .collect();
+    json!({ "object": "list", "data": data })
 }
 
 /// Every `text` part of a request's `contents` (or of `content`, for embeddings), joined by spaces.

@@ -62,6 +62,8 @@ pub enum Route {
         /// The model id.
         model: String,
     },
+    /// `GET` (or `HEAD`) `/{version}/openai/models`: the OpenAI-compatible endpoint's list.
+    OpenAiModels,
     /// `POST /{version}/models/{model}:{action}`.
     Call {
         /// `v1beta` or `v1`.
@@ -89,6 +91,9 @@ impl Route {
         };
         // HEAD is answered as GET (without the body), as Google's front ends do.
         let read = *method == Method::GET || *method == Method::HEAD;
+        if rest == "openai/models" && read {
+            return Route::OpenAiModels;
+        }
         if rest == "models" {
             return if read {
                 Route::ListModels { version }

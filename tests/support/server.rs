@@ -43,6 +43,10 @@ struct Shared {
     compressed: std::sync::atomic::AtomicU64,
     /// Streams whose reader went away before their last event.
     abandoned_streams: Arc<std::sync::atomic::AtomicU64>,
+    /// Models the lists show beyond the catalogue.
+    extra_listed: std::sync::atomic::AtomicUsize,
+    /// The largest page a model list gives, when set lower than Gemini's 1000.
+    max_page_size: std::sync::atomic::AtomicUsize,
 }
 
 #[derive(Debug, Default)]
@@ -115,6 +119,22 @@ impl MockGemini {
         self.shared
             .abandoned_streams
             .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Lists `count` more models than the catalogue from now on (ids from
+    /// [`replies::extra_model_id`]), so that a list takes more than one default page of 50.
+    pub fn list_extra_models(&self, count: usize) {
+        self.shared
+            .extra_listed
+            .store(count, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Gives model lists in pages of at most `size` from now on (Gemini's limit is 1000; a
+    /// relay may page by less).
+    pub fn set_max_page_size(&self, size: usize) {
+        self.shared
+            .max_page_size
+            .store(size, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Holds every stream started from now on after its first event; see [`StreamGate`].
@@ -408,7 +428,15 @@ async fn answer(
 ) -> Response {
     match route {
         Route::Unknown => errors::path_not_found(parts.uri.path()).response(),
-        Route::ListModels { .. } => json(StatusCode::OK, &replies::model_list()),
+        Route::ListModels { .. } => list_models(shared, parts),
+        Route::OpenAiModels => json(
+            StatusCode::OK,
+            &replies::openai_model_list(
+                shared
+                    .extra_listed
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            ),
+        ),
         Route::GetModel { version, model } => match replies::find_model(model) {
             Some(info) => json(StatusCode::OK, &info.json()),
             None => errors::model_not_found(version, model, "get").response(),
@@ -421,6 +449,35 @@ async fn answer(
             Some(info) => call(shared, info, action, parts, body, stream_error),
             None => errors::model_not_found(version, model, action.name()).response(),
         },
+    }
+}
+
+/// `GET models`, paged as Gemini pages it (`pageSize`, `pageToken`, `nextPageToken`).
+fn list_models(shared: &Shared, parts: &Parts) -> Response {
+    let query = parts.uri.query().unwrap_or("");
+    let param = |name: &str| {
+        query
+            .split('&')
+            .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+    };
+    let extra = shared
+        .extra_listed
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let max = match shared
+        .max_page_size
+        .load(std::sync::atomic::Ordering::Relaxed)
+    {
+        0 => replies::MAX_PAGE_SIZE,
+        n => n,
+    };
+    match replies::model_page(
+        replies::listed_models(extra),
+        param("pageSize"),
+        param("pageToken"),
+        max,
+    ) {
+        Ok(page) => json(StatusCode::OK, &page),
+        Err(what) => errors::invalid_page(what).response(),
     }
 }
 
