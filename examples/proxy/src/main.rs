@@ -18,6 +18,7 @@ mod auth;
 mod auth_limit;
 mod client_addr;
 mod config;
+mod cors;
 mod data_lock;
 mod dotenv;
 mod images;
@@ -411,10 +412,16 @@ async fn handle(State(app): State<Arc<App>>, req: Request<Body>) -> Response<Bod
     let flavor = route::flavor(&path);
     // The request line alone decides the route, or a 400/404/405, before the token is checked
     // (see `route`): nothing past this point sees a path that leaves its route.
+    let mut openai_list = false;
     let (gemini_rest, is_openai, passthrough) = match route::route(req.method(), &path) {
         Ok(Route::Health) => return health(&app),
         Ok(Route::Gemini { rest }) => (Some(rest.to_owned()), false, None),
         Ok(Route::OpenAi) => (None, true, None),
+        // `/hf/v1/models`: the Gemini list, in OpenAI's shape whatever the token's placement.
+        Ok(Route::OpenAiModels) => {
+            openai_list = true;
+            (Some("/models".to_owned()), false, None)
+        }
         // The upstream's own OpenAI-compatible endpoint: `{BASE_URL}/openai/...`.
         Ok(Route::Passthrough { rest }) => (None, false, Some(format!("/openai{rest}"))),
         Err(refusal) => {
@@ -456,12 +463,26 @@ async fn handle(State(app): State<Arc<App>>, req: Request<Body>) -> Response<Bod
         };
         if parts.uri.path() == "/models" {
             // `GET /v1/models` answers in the shape of the client's API: Bearer means OpenAI.
-            let openai = path.starts_with("/v1/") && placement == Placement::Bearer;
-            list_shape = Some(if openai {
+            let openai =
+                openai_list || (path.starts_with("/v1/") && placement == Placement::Bearer);
+            let shape = if openai {
                 ListShape::OpenAi
             } else {
                 ListShape::Gemini
-            });
+            };
+            list_shape = Some(shape);
+            // Every model on one page (Gemini's default page holds 50).
+            let query = models::list_query(shape, parts.uri.query());
+            parts.uri = match format!("/models?{query}").parse() {
+                Ok(uri) => uri,
+                Err(_) => {
+                    return local(
+                        flavor,
+                        StatusCode::BAD_REQUEST,
+                        "the request query is not valid",
+                    )
+                }
+            };
         }
         match models::prepare(&live.models, &mut parts, body).await {
             Ok((resolved, prepared)) => {
@@ -487,6 +508,11 @@ async fn handle(State(app): State<Arc<App>>, req: Request<Body>) -> Response<Bod
             }
         };
     }
+    // OpenAI's list has no pages: the later ones are fetched here (not for HEAD, which reads
+    // no list).
+    let pages_of = (list_shape == Some(ListShape::OpenAi) && !head_request).then(|| parts.clone());
+    // The upstream's OpenAI-compatible model list, without the filtered models.
+    let passthrough_list = passthrough.as_deref() == Some("/openai/models") && !head_request;
     let upstream_req = Request::from_parts(parts, body);
     let stack = if passthrough.is_some() {
         &live.stacks.passthrough
@@ -495,7 +521,14 @@ async fn handle(State(app): State<Arc<App>>, req: Request<Body>) -> Response<Bod
     } else {
         &live.stacks.gemini
     };
-    let response = match stack.clone().oneshot(upstream_req).await {
+    let answer = match stack.clone().oneshot(upstream_req).await {
+        Ok(first) => match &pages_of {
+            Some(template) => models::all_pages(stack, template, first).await,
+            None => Ok(first),
+        },
+        Err(err) => Err(err),
+    };
+    let response = match answer {
         Ok(res) => res,
         Err(err) => {
             let class = classify_any_error(&err);
@@ -522,6 +555,7 @@ async fn handle(State(app): State<Arc<App>>, req: Request<Body>) -> Response<Bod
         // nothing was a 502).
         _ if head_request => response,
         Some(shape) => models::rewrite_list(&live.models, shape, response).await,
+        None if passthrough_list => models::filter_openai_list(&live.models, response).await,
         // Non-streamed answers were made whole inside the stack (`WholeAnswerLayer`).
         None => response,
     };

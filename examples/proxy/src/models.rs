@@ -1,6 +1,12 @@
-//! Model names on the Gemini-native routes: suffixes, filtered models, default safety settings,
-//! and the model lists.
+//! Model names: suffixes, filtered models and default safety settings on the Gemini-native
+//! routes, filtered models on `/openai/v1` ([`FilteredModelsLayer`]; the OpenAI conversion
+//! refuses them itself), and the model lists: every page fetched, filtered, with the derived
+//! models.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
@@ -8,7 +14,8 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, Response, StatusCode};
 use bytes::Bytes;
 use gemini_balance::api_error::{error_response, ApiFlavor};
-use gemini_balance::ext::model_from_path;
+use gemini_balance::body::ResponseBody;
+use gemini_balance::ext::{model_from_path, ModelName};
 use gemini_balance::openai::{
     default_safety_settings, openai_model_list, splice_default_safety_settings, ModelRules,
 };
@@ -21,6 +28,11 @@ use crate::settings::Settings;
 const MAX_BODY: usize = gemini_balance::retry::DEFAULT_MAX_BODY_BYTES;
 /// Largest model list read.
 const MAX_LIST: usize = 8 * 1024 * 1024;
+/// The page size asked of the upstream for a model list (Gemini's largest; its default of 50
+/// leaves models out).
+const PAGE_SIZE: &str = "1000";
+/// Pages of a model list fetched at most for OpenAI's shape, which has no paging of its own.
+const MAX_PAGES: usize = 10;
 
 /// What the settings say about model names.
 pub struct ModelPolicy {
@@ -126,21 +138,9 @@ pub async fn rewrite_list(
     shape: ListShape,
     response: Response<Body>,
 ) -> Response<Body> {
-    if !response.status().is_success() {
-        return response;
-    }
-    let (mut parts, body) = response.into_parts();
-    let Ok(collected) = http_body_util::Limited::new(body, MAX_LIST).collect().await else {
-        return refuse(
-            StatusCode::BAD_GATEWAY,
-            "the upstream model list could not be read",
-        );
-    };
-    let Ok(list) = serde_json::from_slice::<Value>(&collected.to_bytes()) else {
-        return refuse(
-            StatusCode::BAD_GATEWAY,
-            "the upstream model list is not JSON",
-        );
+    let (head, list) = match read_list(response).await {
+        Ok(read) => read,
+        Err(answer) => return answer,
     };
     let expanded = policy.rules.expand_model_list(&list);
     let value = match shape {
@@ -152,16 +152,143 @@ pub async fn rewrite_list(
             openai_model_list(&expanded, now)
         }
     };
+    json_answer(head, &value)
+}
+
+/// The query of a model list request sent upstream, from the client's: `pageSize=1000` unless
+/// a Gemini client chose its own page (the google-genai SDK pages on with `pageToken`); OpenAI's
+/// shape has no paging, so its client's paging parameters are replaced.
+pub fn list_query(shape: ListShape, query: Option<&str>) -> String {
+    let pairs = query.into_iter().flat_map(|q| q.split('&'));
+    let is = |pair: &str, name: &str| pair.split('=').next() == Some(name);
+    let mut kept: Vec<&str> = match shape {
+        ListShape::Gemini => pairs.filter(|p| !p.is_empty()).collect(),
+        ListShape::OpenAi => pairs
+            .filter(|p| !p.is_empty() && !is(p, "pageSize") && !is(p, "pageToken"))
+            .collect(),
+    };
+    let page_size = format!("pageSize={PAGE_SIZE}");
+    if !kept.iter().any(|p| is(p, "pageSize")) {
+        kept.push(&page_size);
+    }
+    kept.join("&")
+}
+
+/// The whole list behind `first` (the answer to `template`): later pages asked of `stack` while
+/// the upstream gives a `nextPageToken` (at most [`MAX_PAGES`] pages), their `models` joined
+/// under the first page's head. A failure or an unreadable page is the answer as it is.
+pub async fn all_pages(
+    stack: &crate::pipeline::Stack,
+    template: &Parts,
+    first: Response<Body>,
+) -> Result<Response<Body>, gemini_balance::BoxError> {
+    use tower::ServiceExt;
+
+    let (head, mut list) = match read_list(first).await {
+        Ok(read) => read,
+        Err(answer) => return Ok(answer),
+    };
+    for _ in 1..MAX_PAGES {
+        let Some(token) = next_page_token(&list) else {
+            break;
+        };
+        let mut parts = template.clone();
+        let query = match parts.uri.query() {
+            Some(q) => format!("{q}&pageToken={token}"),
+            None => format!("pageToken={token}"),
+        };
+        parts.uri = match format!("{}?{query}", parts.uri.path()).parse() {
+            Ok(uri) => uri,
+            // A token that cannot go into a URL: the pages so far.
+            Err(_) => break,
+        };
+        let answer = stack
+            .clone()
+            .oneshot(axum::http::Request::from_parts(
+                parts,
+                reqwest::Body::from(Bytes::new()),
+            ))
+            .await?;
+        let (_, page) = match read_list(answer).await {
+            Ok(read) => read,
+            Err(answer) => return Ok(answer),
+        };
+        let more = page.get("models").and_then(Value::as_array).cloned();
+        if let Some(models) = list.get_mut("models").and_then(Value::as_array_mut) {
+            models.extend(more.unwrap_or_default());
+        }
+        list["nextPageToken"] = page.get("nextPageToken").cloned().unwrap_or(Value::Null);
+    }
+    if next_page_token(&list).is_some() {
+        tracing::warn!(
+            pages = MAX_PAGES,
+            "the upstream's model list has more pages than are fetched; the rest is left out"
+        );
+    }
+    if let Value::Object(map) = &mut list {
+        map.remove("nextPageToken");
+    }
+    Ok(json_answer(head, &list))
+}
+
+/// The upstream's OpenAI-shaped model list (`/openai/v1/models`) without the filtered models.
+/// Failures pass through unchanged.
+pub async fn filter_openai_list(policy: &ModelPolicy, response: Response<Body>) -> Response<Body> {
+    let (head, mut list) = match read_list(response).await {
+        Ok(read) => read,
+        Err(answer) => return answer,
+    };
+    if let Some(data) = list.get_mut("data").and_then(Value::as_array_mut) {
+        data.retain(|model| {
+            let id = model.get("id").and_then(Value::as_str).unwrap_or("");
+            !policy.rules.is_filtered(&policy.rules.resolve(id))
+        });
+    }
+    json_answer(head, &list)
+}
+
+/// A successful answer's JSON; anything else is the answer to give (the failure as it is, or a
+/// 502 for a list that cannot be read).
+async fn read_list(
+    response: Response<Body>,
+) -> Result<(axum::http::response::Parts, Value), Response<Body>> {
+    if !response.status().is_success() {
+        return Err(response);
+    }
+    let (parts, body) = response.into_parts();
+    let Ok(collected) = http_body_util::Limited::new(body, MAX_LIST).collect().await else {
+        return Err(refuse(
+            StatusCode::BAD_GATEWAY,
+            "the upstream model list could not be read",
+        ));
+    };
+    match serde_json::from_slice::<Value>(&collected.to_bytes()) {
+        Ok(list) => Ok((parts, list)),
+        Err(_) => Err(refuse(
+            StatusCode::BAD_GATEWAY,
+            "the upstream model list is not JSON",
+        )),
+    }
+}
+
+fn next_page_token(list: &Value) -> Option<String> {
+    list.get("nextPageToken")
+        .and_then(Value::as_str)
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+}
+
+/// `value` as the JSON body of an answer with `head`.
+fn json_answer(mut head: axum::http::response::Parts, value: &Value) -> Response<Body> {
     let bytes = Bytes::from(value.to_string());
-    parts.headers.remove(header::TRANSFER_ENCODING);
-    parts.headers.insert(
+    head.headers.remove(header::TRANSFER_ENCODING);
+    head.headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    parts
-        .headers
+    head.headers
         .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
-    Response::from_parts(parts, Body::from(bytes))
+    Response::from_parts(head, Body::from(bytes))
 }
 
 /// Parses the body to give it the suffix's tools and configs and the default safety settings.
@@ -186,4 +313,137 @@ fn reshape_parsed(
 
 fn refuse(status: StatusCode, message: &str) -> Response<Body> {
     error_response(ApiFlavor::Gemini, status, message).map(Body::from)
+}
+
+/// Refuses requests for a model in FILTERED_MODELS with a `400` in the route's error format,
+/// before any key is used: on `/openai/v1`, whose bodies are passed through, it sits below the
+/// parameter filter, which names a JSON body's `model` ([`ModelName`]); a model in the path
+/// (`/models/{model}`) counts too. (Gemini-Balance checked no model there.)
+#[derive(Clone)]
+pub struct FilteredModelsLayer {
+    rules: Arc<ModelRules>,
+}
+
+impl FilteredModelsLayer {
+    pub fn new(rules: ModelRules) -> Self {
+        FilteredModelsLayer {
+            rules: Arc::new(rules),
+        }
+    }
+}
+
+impl<S> tower::Layer<S> for FilteredModelsLayer {
+    type Service = FilteredModels<S>;
+
+    fn layer(&self, inner: S) -> FilteredModels<S> {
+        FilteredModels {
+            inner,
+            rules: self.rules.clone(),
+        }
+    }
+}
+
+/// The service of [`FilteredModelsLayer`].
+#[derive(Clone)]
+pub struct FilteredModels<S> {
+    inner: S,
+    rules: Arc<ModelRules>,
+}
+
+impl<S, ReqBody, ResBody> tower::Service<axum::http::Request<ReqBody>> for FilteredModels<S>
+where
+    S: tower::Service<axum::http::Request<ReqBody>, Response = Response<ResBody>>,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = FilteredFuture<S::Future, ResBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: axum::http::Request<ReqBody>) -> Self::Future {
+        let model = match req.extensions().get::<ModelName>() {
+            Some(name) => Some(name.as_str()),
+            None => model_from_path(req.uri().path()),
+        };
+        if let Some(model) = model {
+            let resolved = self.rules.resolve(model);
+            if self.rules.is_filtered(&resolved) {
+                let message = format!(
+                    "the model {} is not available on this server (FILTERED_MODELS)",
+                    resolved.requested
+                );
+                tracing::info!(model = %resolved.requested, "request refused: filtered model");
+                let res = error_response(ApiFlavor::of(&req), StatusCode::BAD_REQUEST, &message)
+                    .map(ResponseBody::full);
+                return FilteredFuture::Refused { res: Some(res) };
+            }
+        }
+        FilteredFuture::Inner {
+            future: self.inner.call(req),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The answer of [`FilteredModels`]: the refusal, or the inner service's.
+    #[project = FilteredFutureProj]
+    pub enum FilteredFuture<F, B> {
+        Refused { res: Option<Response<ResponseBody<B>>> },
+        Inner { #[pin] future: F },
+    }
+}
+
+impl<F, B, E> Future for FilteredFuture<F, B>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<ResponseBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            FilteredFutureProj::Refused { res } => match res.take() {
+                Some(res) => Poll::Ready(Ok(res)),
+                None => Poll::Pending,
+            },
+            FilteredFutureProj::Inner { future } => future
+                .poll(cx)
+                .map(|r| r.map(|res| res.map(ResponseBody::inner))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_are_asked_for_in_pages_of_a_thousand() {
+        let cases = [
+            (ListShape::Gemini, None, "pageSize=1000"),
+            (ListShape::Gemini, Some("key=t"), "key=t&pageSize=1000"),
+            // A Gemini client paging on its own keeps its pages.
+            (
+                ListShape::Gemini,
+                Some("pageSize=10&pageToken=abc"),
+                "pageSize=10&pageToken=abc",
+            ),
+            (
+                ListShape::Gemini,
+                Some("pageToken=abc"),
+                "pageToken=abc&pageSize=1000",
+            ),
+            // OpenAI's shape has no paging: the whole list, from its start.
+            (
+                ListShape::OpenAi,
+                Some("pageSize=10&pageToken=abc&x=1"),
+                "x=1&pageSize=1000",
+            ),
+            (ListShape::OpenAi, Some(""), "pageSize=1000"),
+        ];
+        for (shape, query, want) in cases {
+            assert_eq!(list_query(shape, query), want, "{shape:?} {query:?}");
+        }
+    }
 }

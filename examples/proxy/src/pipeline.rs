@@ -3,7 +3,7 @@
 //! ```text
 //! Gemini:  Usage → WholeAnswer → PseudoStream → StreamOptimizer → ParamFilter → DefaultSafety → ForwardHeaders → Retry → KeyRotation → Decode → upstream
 //! OpenAI:  Usage → WholeAnswer → PseudoStream → StreamOptimizer → ParamFilter → OpenAi → ForwardHeaders → Retry → KeyRotation → Decode → upstream
-//! /openai: Usage → WholeAnswer → PseudoStream → StreamOptimizer → ParamFilter →          ForwardHeaders → Retry → KeyRotation(Bearer) → Decode → upstream's OpenAI endpoint
+//! /openai: Usage → WholeAnswer → PseudoStream → StreamOptimizer → ParamFilter → FilteredModels → ForwardHeaders → Retry → KeyRotation(Bearer) → Decode → upstream's OpenAI endpoint
 //! ```
 //!
 //! `Usage` is outermost so that a request's record is what the client got: the `200` and error
@@ -107,6 +107,10 @@ pub fn build(settings: &Settings, parts: &Parts) -> Stacks {
         .layer(pseudo_stream(settings))
         .layer(optimizer(settings))
         .layer(ParamFilterLayer::new())
+        // The body's model is known once the filter has read it.
+        .layer(crate::models::FilteredModelsLayer::new(model_rules(
+            settings,
+        )))
         .layer(ForwardHeadersLayer::default())
         .layer(retry(settings))
         .layer(KeyRotationLayer::new(parts.pool.clone()).placement(KeyPlacement::BearerToken))

@@ -14,15 +14,18 @@
 //! | `{mount}/models`, `{mount}/models/{model}`, and below (`.../operations/{id}`) | GET, HEAD |
 //! | `{mount}/models/{model}:{method}` (`%3A` for the `:` too) | POST |
 //! | `/v1/chat/completions`, `/hf/v1/chat/completions`, `/v1/embeddings`, `/hf/v1/embeddings` | POST |
+//! | `/hf/v1/models` | GET, HEAD |
 //! | `/openai/v1/models`, `/openai/v1/models/{model}` | GET, HEAD |
 //! | `/openai/v1/chat/completions`, `/openai/v1/embeddings`, `/openai/v1/images/generations` | POST |
 //!
 //! The Gemini mounts are `/gemini/v1beta`, `/v1beta` and `/v1`. Gemini's `models` resource has
 //! no other method: everything it does is a `POST` of a `:method`, a `GET` otherwise. The
 //! `/openai/v1` routes are those of Gemini's OpenAI-compatible endpoint that Gemini-Balance
-//! served, with `GET /models/{model}` (the OpenAI SDK's `models.retrieve`). `OPTIONS` is
-//! refused like any other method the route lacks (CORS preflights are not answered yet) and is
-//! never sent upstream.
+//! served, with `GET /models/{model}` (the OpenAI SDK's `models.retrieve`). `/hf/v1/models` is
+//! the model list in OpenAI's shape, as `GET /v1/models` gives it to an OpenAI client. A
+//! browser's preflight (`OPTIONS` with `Origin`) is answered before this by the CORS layer
+//! ([`crate::cors`]); any other `OPTIONS` is refused like any other method the route lacks, and
+//! none is ever sent upstream.
 
 use axum::body::Body;
 use axum::http::{header, HeaderValue, Method, Response, StatusCode};
@@ -36,6 +39,9 @@ const OPENAI_ROUTES: &[&str] = &[
     "/v1/embeddings",
     "/hf/v1/embeddings",
 ];
+
+/// The model list in OpenAI's shape under `/hf/v1` (under `/v1` it is a Gemini mount's).
+const HF_MODELS: &str = "/hf/v1/models";
 
 /// Where the Gemini-native API is mounted; the rest of the path goes after BASE_URL.
 const GEMINI_MOUNTS: &[&str] = &["/gemini/v1beta", "/v1beta", "/v1"];
@@ -52,6 +58,8 @@ pub enum Route<'a> {
     Gemini { rest: &'a str },
     /// OpenAI chat or embeddings, converted to Gemini.
     OpenAi,
+    /// `/hf/v1/models`: the Gemini model list, in OpenAI's shape.
+    OpenAiModels,
     /// The upstream's OpenAI-compatible endpoint: the path after `/openai/v1` (`/models`).
     Passthrough { rest: &'a str },
 }
@@ -102,6 +110,8 @@ pub fn route<'a>(method: &Method, path: &'a str) -> Result<Route<'a>, Refusal> {
         (Route::Gemini { rest }, gemini_methods(rest))
     } else if OPENAI_ROUTES.contains(&path.trim_end_matches('/')) {
         (Route::OpenAi, Methods::Post)
+    } else if path.trim_end_matches('/') == HF_MODELS {
+        (Route::OpenAiModels, Methods::Read)
     } else if let Some(rest) = path.strip_prefix("/openai/v1") {
         let methods = passthrough_methods(rest).ok_or(Refusal::NotFound)?;
         (Route::Passthrough { rest }, methods)
@@ -121,6 +131,7 @@ pub fn is_api_path(path: &str) -> bool {
     path == "/health"
         || gemini_route(path).is_some()
         || OPENAI_ROUTES.contains(&path.trim_end_matches('/'))
+        || path.trim_end_matches('/') == HF_MODELS
         || path.starts_with("/openai/v1/")
 }
 
@@ -130,7 +141,9 @@ pub fn is_api_path(path: &str) -> bool {
 pub fn flavor(path: &str) -> ApiFlavor {
     if gemini_route(path).is_some() {
         ApiFlavor::Gemini
-    } else if OPENAI_ROUTES.contains(&path.trim_end_matches('/')) || path.starts_with("/openai/v1/")
+    } else if OPENAI_ROUTES.contains(&path.trim_end_matches('/'))
+        || path.trim_end_matches('/') == HF_MODELS
+        || path.starts_with("/openai/v1/")
     {
         ApiFlavor::OpenAi
     } else {
@@ -265,6 +278,8 @@ mod tests {
             ("POST", "/v1/chat/completions"),
             ("POST", "/hf/v1/chat/completions/"),
             ("POST", "/v1/embeddings"),
+            ("GET", "/hf/v1/models"),
+            ("HEAD", "/hf/v1/models"),
             ("GET", "/openai/v1/models"),
             ("GET", "/openai/v1/models/gemini-2.5-flash"),
             ("POST", "/openai/v1/chat/completions"),
@@ -292,6 +307,7 @@ mod tests {
             ),
             ("OPTIONS", "/v1/chat/completions", Methods::Post),
             ("GET", "/v1/embeddings", Methods::Post),
+            ("POST", "/hf/v1/models", Methods::Read),
             ("PUT", "/openai/v1/chat/completions", Methods::Post),
             ("POST", "/openai/v1/models", Methods::Read),
             (

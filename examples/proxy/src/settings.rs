@@ -275,6 +275,20 @@ pub const DEFS: &[Def] = &[
         "Server",
         "Seconds requests in progress get to finish after SIGTERM or Ctrl-C; then every connection is closed",
     ))),
+    def(
+        "CORS_ENABLED",
+        Kind::Bool,
+        "true",
+        "Server",
+        "Answer browsers' cross-origin requests (CORS) on the API routes, so web chat front-ends can call the proxy; never on the admin API or web admin (not a Gemini-Balance setting)",
+    ),
+    def(
+        "CORS_ALLOWED_ORIGINS",
+        Kind::List,
+        r#"["*"]"#,
+        "Server",
+        "Origins (https://chat.example.com) whose pages may call the API routes; * for any, as Gemini-Balance allowed (not a Gemini-Balance setting)",
+    ),
     // Keys and auth
     def(
         "API_KEYS",
@@ -424,13 +438,13 @@ pub const DEFS: &[Def] = &[
         "Upstream",
         "Let image URLs in OpenAI chat requests reach loopback, private and link-local addresses (trusted networks only; not a Gemini-Balance setting)",
     ),
-    never(def(
+    def(
         "URL_NORMALIZATION_ENABLED",
         Kind::Bool,
         "false",
         "Upstream",
-        "Path rewriting",
-    )),
+        "Fix common client path mistakes (/v1/v1/chat/completions, a missing /v1beta, /chat/completions without a prefix) before routing",
+    ),
     // Models
     def(
         "SEARCH_MODELS",
@@ -1125,6 +1139,12 @@ fn value_rules(def: &Def, value: &Value) -> Result<(), String> {
             let entries = strings(value);
             crate::client_addr::TrustedProxies::parse(&entries).map(drop)
         }
+        "CORS_ALLOWED_ORIGINS" => strings(value)
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, entry)| {
+                crate::cors::check_origin(entry).map_err(|e| format!("{e} (entry #{})", i + 1))
+            }),
         "CUSTOM_HEADERS" => {
             for (name, v) in value.as_object().into_iter().flatten() {
                 if axum::http::HeaderName::from_bytes(name.as_bytes()).is_err() {

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use gemini_balance::keys::{ApiKey, KeyId, KeyPool};
+use gemini_balance::normalize_url::NormalizeUrlLayer;
 use gemini_balance::store::SqliteStore;
 use serde_json::{Map, Value};
 
@@ -40,6 +41,11 @@ pub struct Live {
     pub admin: ClientTokens,
     pub stacks: Stacks,
     pub upstream: Upstream,
+    /// CORS on the API routes (CORS_ENABLED, CORS_ALLOWED_ORIGINS); see [`crate::cors`].
+    pub cors: Option<tower_http::cors::CorsLayer>,
+    /// URL_NORMALIZATION_ENABLED: client path mistakes fixed before routing, never on the
+    /// admin API.
+    pub normalize_url: Option<NormalizeUrlLayer>,
 }
 
 /// Changes the log filter (LOG_LEVEL) of the running process.
@@ -263,6 +269,10 @@ impl Live {
         let stacks = pipeline::build(&settings, &parts);
         let auth_token = Some(settings.text("AUTH_TOKEN")).filter(|t| !t.is_empty());
         Ok(Live {
+            cors: crate::cors::layer(&settings),
+            normalize_url: settings
+                .bool("URL_NORMALIZATION_ENABLED")
+                .then(|| NormalizeUrlLayer::new().keep("/api")),
             models: ModelPolicy::from_settings(&settings),
             tokens: ClientTokens::new(&settings.list("ALLOWED_TOKENS"), auth_token),
             admin: ClientTokens::new(&[], auth_token),

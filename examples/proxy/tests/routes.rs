@@ -442,3 +442,391 @@ async fn a_gemini_route_answers_in_geminis_format_whatever_its_tail() {
     assert_eq!(mock.total(), 0);
     proxy.stop();
 }
+
+/// `GET {path}` with `auth`, as JSON.
+async fn get_json(client: &reqwest::Client, url: &str, auth: Auth) -> (u16, Value) {
+    let res = request(client, "GET", url, auth, None)
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    let body = res.bytes().await.unwrap();
+    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+/// The ids of an OpenAI model list.
+fn openai_ids(list: &Value) -> Vec<String> {
+    list["data"]
+        .as_array()
+        .unwrap_or_else(|| panic!("not an OpenAI list: {list}"))
+        .iter()
+        .map(|m| {
+            m["id"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches("models/")
+                .to_owned()
+        })
+        .collect()
+}
+
+/// The ids of a Gemini model list.
+fn gemini_ids(list: &Value) -> Vec<String> {
+    list["models"]
+        .as_array()
+        .unwrap_or_else(|| panic!("not a Gemini list: {list}"))
+        .iter()
+        .map(|m| {
+            m["name"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches("models/")
+                .to_owned()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn model_lists_hold_every_model_in_every_shape() {
+    let mock = MockGemini::start().await;
+    // 64 models: more than Gemini's default page of 50.
+    mock.list_extra_models(60);
+    let dir = tempfile::tempdir().unwrap();
+    let env = format!(
+        "API_KEYS={}\nALLOWED_TOKENS=[\"{TOKEN}\"]\nBASE_URL={}/v1beta\n\
+         THINKING_MODELS=[\"gemini-2.5-flash\"]\nFILTERED_MODELS=[\"gemini-mock-listed-007\"]\n",
+        serde_json::to_string(&test_keys(2)).unwrap(),
+        mock.base_url()
+    );
+    let proxy = Proxy::start(dir.path(), &env).await;
+    let client = support::client_builder().build().unwrap();
+    let url = &proxy.url;
+    let last = support::replies::extra_model_id(59);
+    let filtered = support::replies::extra_model_id(7);
+    // 64 models, one filtered, three derived (`-search` of 2.5 Flash and Pro, the default
+    // SEARCH_MODELS, and `-non-thinking` of 2.5 Flash).
+    let expected = 64 - 1 + 3;
+
+    for pages in [None, Some(30)] {
+        if let Some(size) = pages {
+            // A relay that pages by less than asked: OpenAI's shape still gets every page.
+            mock.set_max_page_size(size);
+        }
+        for (path, auth) in [
+            ("/hf/v1/models", Auth::Bearer),
+            ("/v1/models", Auth::Bearer),
+            ("/hf/v1/models", Auth::GoogHeader),
+        ] {
+            let (status, list) = get_json(&client, &format!("{url}{path}"), auth).await;
+            assert_eq!(status, 200, "{path} {auth:?} {pages:?}: {list}");
+            assert_eq!(list["object"], "list", "{path}");
+            let ids = openai_ids(&list);
+            assert_eq!(ids.len(), expected, "{path} {auth:?} {pages:?}: {ids:?}");
+            assert!(ids.contains(&last), "{path}");
+            assert!(ids.contains(&"gemini-2.5-flash-non-thinking".to_owned()));
+            assert!(!ids.contains(&filtered), "{path}");
+            assert!(list.get("nextPageToken").is_none());
+        }
+    }
+    // Each page was asked for with pageSize=1000, and a page token after the first.
+    let asked: Vec<String> = mock
+        .recent_requests()
+        .iter()
+        .filter(|r| r.uri.path() == "/v1beta/models")
+        .map(|r| r.uri.query().unwrap_or("").to_owned())
+        .collect();
+    assert!(
+        asked.iter().all(|q| q.contains("pageSize=1000")),
+        "{asked:?}"
+    );
+    assert!(asked.iter().any(|q| q.contains("pageToken=")), "{asked:?}");
+
+    // Gemini's shape: one page of up to 1000, or the client's own paging.
+    mock.set_max_page_size(0);
+    let (status, list) = get_json(&client, &format!("{url}/v1beta/models"), Auth::GoogHeader).await;
+    assert_eq!(status, 200);
+    assert_eq!(gemini_ids(&list).len(), expected);
+    assert!(list.get("nextPageToken").is_none());
+    let (_, first) = get_json(
+        &client,
+        &format!("{url}/v1beta/models?pageSize=20"),
+        Auth::GoogHeader,
+    )
+    .await;
+    // The first 20: the filtered model is among them, and the three derived ones.
+    assert_eq!(gemini_ids(&first).len(), 20 - 1 + 3, "{first}");
+    let token = first["nextPageToken"].as_str().unwrap();
+    let (_, second) = get_json(
+        &client,
+        &format!("{url}/gemini/v1beta/models?pageSize=50&pageToken={token}"),
+        Auth::Query,
+    )
+    .await;
+    // The 44 models left.
+    assert_eq!(gemini_ids(&second).len(), 44, "{second}");
+    assert!(gemini_ids(&second).contains(&last));
+
+    // The upstream's OpenAI-compatible list, passed through without the filtered model.
+    let (status, list) = get_json(&client, &format!("{url}/openai/v1/models"), Auth::Bearer).await;
+    assert_eq!(status, 200, "{list}");
+    let ids = openai_ids(&list);
+    assert_eq!(ids.len(), 63, "{ids:?}");
+    assert!(!ids.contains(&filtered));
+    proxy.stop();
+}
+
+#[tokio::test]
+async fn filtered_models_are_refused_on_every_route_before_any_key_is_used() {
+    let mock = MockGemini::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = format!(
+        "API_KEYS={}\nALLOWED_TOKENS=[\"{TOKEN}\"]\nBASE_URL={}/v1beta\n\
+         SEARCH_MODELS=[\"gemini-2.5-pro\"]\n\
+         FILTERED_MODELS=[\"gemini-2.5-pro\",\"text-embedding-004\"]\n",
+        serde_json::to_string(&test_keys(2)).unwrap(),
+        mock.base_url()
+    );
+    let proxy = Proxy::start(dir.path(), &env).await;
+    let client = support::client_builder().build().unwrap();
+    let url = &proxy.url;
+    let chat =
+        |model: &str| json!({"model": model, "messages": [{"role": "user", "content": "x"}]});
+    let embed = json!({"model": "text-embedding-004", "input": "x"});
+    let gemini_embed = json!({"requests": [{"model": "models/text-embedding-004",
+        "content": {"parts": [{"text": "x"}]}}]});
+    let cases: Vec<(&str, String, Option<Value>, bool)> = vec![
+        (
+            "POST",
+            "/v1/chat/completions".into(),
+            Some(chat("gemini-2.5-pro")),
+            true,
+        ),
+        (
+            "POST",
+            "/hf/v1/chat/completions".into(),
+            Some(chat("gemini-2.5-pro-search")),
+            true,
+        ),
+        ("POST", "/v1/embeddings".into(), Some(embed.clone()), true),
+        (
+            "POST",
+            "/hf/v1/embeddings".into(),
+            Some(embed.clone()),
+            true,
+        ),
+        (
+            "POST",
+            "/openai/v1/chat/completions".into(),
+            Some(chat("gemini-2.5-pro")),
+            true,
+        ),
+        (
+            "POST",
+            "/openai/v1/embeddings".into(),
+            Some(embed.clone()),
+            true,
+        ),
+        ("GET", "/openai/v1/models/gemini-2.5-pro".into(), None, true),
+        (
+            "POST",
+            "/v1beta/models/gemini-2.5-pro:generateContent".into(),
+            Some(serde_json::from_str(&prompt_body("x")).unwrap()),
+            false,
+        ),
+        (
+            "POST",
+            "/v1/models/text-embedding-004:batchEmbedContents".into(),
+            Some(gemini_embed),
+            false,
+        ),
+    ];
+    for (method, path, body, openai) in cases {
+        let res = request(&client, method, &format!("{url}{path}"), Auth::Bearer, body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 400, "{method} {path}");
+        let error: Value = serde_json::from_slice(&res.bytes().await.unwrap()).unwrap();
+        let message = error["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("not available"), "{path}: {error}");
+        // The route's own error format.
+        assert_eq!(
+            error["error"]["type"].is_string(),
+            openai,
+            "{path}: {error}"
+        );
+        assert_eq!(
+            error["error"]["status"].is_string(),
+            !openai,
+            "{path}: {error}"
+        );
+    }
+    assert_eq!(mock.total(), 0, "no upstream call, no key used");
+
+    // Hidden from every list.
+    for (path, auth) in [
+        ("/v1/models", Auth::Bearer),
+        ("/hf/v1/models", Auth::Bearer),
+        ("/openai/v1/models", Auth::Bearer),
+    ] {
+        let (status, list) = get_json(&client, &format!("{url}{path}"), auth).await;
+        assert_eq!(status, 200, "{path}");
+        let ids = openai_ids(&list);
+        assert!(
+            ids.contains(&"gemini-2.5-flash".to_owned()),
+            "{path}: {ids:?}"
+        );
+        assert!(
+            !ids.iter()
+                .any(|id| id.starts_with("gemini-2.5-pro") || id == "text-embedding-004"),
+            "{path}: {ids:?}"
+        );
+    }
+    let (_, list) = get_json(&client, &format!("{url}/v1beta/models"), Auth::GoogHeader).await;
+    let ids = gemini_ids(&list);
+    assert!(
+        !ids.iter().any(|id| id.starts_with("gemini-2.5-pro")),
+        "{ids:?}"
+    );
+
+    // Other models are served on the same routes.
+    for (path, body) in [
+        ("/v1/chat/completions", chat("gemini-2.5-flash")),
+        ("/openai/v1/chat/completions", chat("gemini-2.5-flash")),
+    ] {
+        let res = request(
+            &client,
+            "POST",
+            &format!("{url}{path}"),
+            Auth::Bearer,
+            Some(body),
+        )
+        .send()
+        .await
+        .unwrap();
+        // The mock has no OpenAI chat endpoint: its 404 comes back as it is.
+        let want = if path.starts_with("/openai") {
+            404
+        } else {
+            200
+        };
+        assert_eq!(res.status(), want, "{path}");
+    }
+    proxy.stop();
+}
+
+#[tokio::test]
+async fn url_normalisation_fixes_client_paths_while_it_is_on() {
+    const ADMIN: &str = "sk-routes-admin-0001";
+    let mock = MockGemini::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = format!(
+        "API_KEYS={}\nALLOWED_TOKENS=[\"{TOKEN}\"]\nAUTH_TOKEN={ADMIN}\nBASE_URL={}/v1beta\n\
+         URL_NORMALIZATION_ENABLED=true\n",
+        serde_json::to_string(&test_keys(2)).unwrap(),
+        mock.base_url()
+    );
+    let proxy = Proxy::start(dir.path(), &env).await;
+    let client = support::client_builder().build().unwrap();
+    let url = &proxy.url;
+    let chat = json!({"model": "gemini-2.5-flash", "messages": [{"role": "user", "content": "x"}]});
+    let count = serde_json::from_str::<Value>(&prompt_body("count these words")).unwrap();
+    // (path sent, body, what the upstream is asked for)
+    let cases: Vec<(&str, &str, Option<Value>, &str)> = vec![
+        (
+            "POST",
+            "/v1/v1/chat/completions",
+            Some(chat.clone()),
+            "/v1beta/models/gemini-2.5-flash:generateContent",
+        ),
+        (
+            "POST",
+            "/chat/completions",
+            Some(chat.clone()),
+            "/v1beta/models/gemini-2.5-flash:generateContent",
+        ),
+        (
+            "POST",
+            "/hf/v1/v1/chat/completions",
+            Some(chat.clone()),
+            "/v1beta/models/gemini-2.5-flash:generateContent",
+        ),
+        // The method of the path is kept (Gemini-Balance made this a generateContent).
+        (
+            "POST",
+            "/models/gemini-2.5-flash:countTokens",
+            Some(count.clone()),
+            "/v1beta/models/gemini-2.5-flash:countTokens",
+        ),
+        (
+            "POST",
+            "/v1/v1beta/models/gemini-2.5-flash%3AcountTokens",
+            Some(count),
+            "/v1beta/models/gemini-2.5-flash:countTokens",
+        ),
+        (
+            "GET",
+            "/v1beta/openai/models",
+            None,
+            "/v1beta/openai/models",
+        ),
+    ];
+    for (method, path, body, upstream) in &cases {
+        let res = request(
+            &client,
+            method,
+            &format!("{url}{path}"),
+            Auth::Bearer,
+            body.clone(),
+        )
+        .send()
+        .await
+        .unwrap();
+        assert_eq!(res.status(), 200, "{method} {path}");
+        let answer: Value = serde_json::from_slice(&res.bytes().await.unwrap()).unwrap();
+        if path.contains("chat") {
+            assert_eq!(answer["object"], "chat.completion", "{path}: {answer}");
+        }
+        upstream_saw(&mock, upstream);
+    }
+    // Never into or out of the admin API: `/api/...` is served (or refused) as sent.
+    let before = mock.total();
+    let res = request(
+        &client,
+        "POST",
+        &format!("{url}/api/v1/chat/completions"),
+        Auth::Bearer,
+        Some(chat.clone()),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_ne!(res.status(), 200);
+    assert_eq!(mock.total(), before);
+
+    // Live: switched off, the same paths are 404s again.
+    let res = client
+        .put(format!("{url}/api/config"))
+        .header("authorization", format!("Bearer {ADMIN}"))
+        .header("content-type", "application/json")
+        .body(json!({"URL_NORMALIZATION_ENABLED": false}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    for (method, path, body, _) in &cases {
+        let res = request(
+            &client,
+            method,
+            &format!("{url}{path}"),
+            Auth::Bearer,
+            body.clone(),
+        )
+        .send()
+        .await
+        .unwrap();
+        assert_eq!(res.status(), 404, "{method} {path}");
+    }
+    assert_eq!(mock.total(), before);
+    proxy.stop();
+}

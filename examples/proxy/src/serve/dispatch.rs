@@ -1,4 +1,5 @@
-//! One connection's service: the API routes to the handler, the rest to the router; every
+//! One connection's service: a mistaken path fixed (URL_NORMALIZATION_ENABLED), the API routes
+//! to the handler (behind CORS for a browser's request), the rest to the router; every
 //! request counted in progress on its connection until its response is sent, its body read
 //! under CLIENT_BODY_TIMEOUT and CLIENT_BODY_MIN_RATE, and the client's address attached.
 
@@ -17,7 +18,7 @@ use bytes::Bytes;
 use gemini_balance::api_error::{error_response, ApiFlavor};
 use http_body::{Body as _, Frame, SizeHint};
 use hyper::body::Incoming;
-use tower::ServiceExt;
+use tower::{Layer, Service, ServiceExt};
 
 use super::client_body::{BodyDeadlines, BodyTimedOut, ClientBody, Cut, TimeoutSlot};
 use super::connection::{ConnState, Graceful, InFlight};
@@ -69,15 +70,14 @@ impl hyper::service::Service<Request<Incoming>> for Dispatch {
         let http2 = parts.version == Version::HTTP_2;
         let (body, watch) = watch_body(&self.conn, &parts, body, self.body_deadlines);
         let req = Request::from_parts(parts, body);
-        let handled: Handled = if crate::route::is_api_path(req.uri().path()) {
-            let app = self.app.clone();
-            let head = req.method() == axum::http::Method::HEAD;
-            Box::pin(async move {
-                let res = crate::handle(State(app), req).await;
-                Ok(if head { without_body(res) } else { res })
-            })
-        } else {
-            Box::pin(self.router.clone().oneshot(req))
+        let mut routes = Routes {
+            app: self.app.clone(),
+            router: self.router.clone(),
+        };
+        // URL_NORMALIZATION_ENABLED: a mistaken path is fixed before anything reads it.
+        let handled = match &self.app.live().normalize_url {
+            Some(layer) => layer.layer(routes).call(req),
+            None => routes.call(req),
         };
         Answer {
             handled,
@@ -85,6 +85,52 @@ impl hyper::service::Service<Request<Incoming>> for Dispatch {
             watch,
             http2,
         }
+    }
+}
+
+/// Where a request goes: the API routes to the handler (with CORS for a browser's request),
+/// the rest to the router (admin API, web admin, 404).
+#[derive(Clone)]
+struct Routes {
+    app: Arc<App>,
+    router: Router,
+}
+
+impl tower::Service<Request<Body>> for Routes {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Handled;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Handled {
+        if !crate::route::is_api_path(req.uri().path()) {
+            return Box::pin(self.router.clone().oneshot(req));
+        }
+        let app = self.app.clone();
+        let head = req.method() == axum::http::Method::HEAD;
+        // Only a browser sends `Origin`: every other client is served without CORS headers.
+        let cors = if req.headers().contains_key(header::ORIGIN) {
+            app.live().cors.clone()
+        } else {
+            None
+        };
+        Box::pin(async move {
+            let res = match cors {
+                // A preflight is answered by the CORS layer itself (see `crate::cors`).
+                Some(cors) => {
+                    let handler = tower::service_fn(move |req: Request<Body>| {
+                        let app = app.clone();
+                        async move { Ok::<_, Infallible>(crate::handle(State(app), req).await) }
+                    });
+                    cors.layer(handler).oneshot(req).await?
+                }
+                None => crate::handle(State(app), req).await,
+            };
+            Ok(if head { without_body(res) } else { res })
+        })
     }
 }
 
