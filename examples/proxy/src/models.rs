@@ -193,7 +193,7 @@ pub async fn all_pages(
             break;
         };
         let mut parts = template.clone();
-        let query = match parts.uri.query() {
+        let query = match parts.uri.query().filter(|q| !q.is_empty()) {
             Some(q) => format!("{q}&pageToken={token}"),
             None => format!("pageToken={token}"),
         };
