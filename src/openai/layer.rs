@@ -285,7 +285,9 @@ where
         Route::Chat => {
             let mut chat = chat_request_to_gemini(&json, &options.chat)
                 .map_err(|e| error(StatusCode::BAD_REQUEST, &e.message, Some(&e.param)))?;
-            refuse_filtered(&options.chat.rules, &chat.model)?;
+            if let Some(refusal) = filtered(&options.chat.rules, &chat.model) {
+                return Err(refusal);
+            }
             for image in std::mem::take(&mut chat.remote_images) {
                 let Some(fetcher) = &layer.fetcher else {
                     return Err(error(
@@ -328,10 +330,10 @@ where
         Route::Embeddings => {
             let embeddings = embeddings_request_to_gemini(&json)
                 .map_err(|e| error(StatusCode::BAD_REQUEST, &e.message, Some(&e.param)))?;
-            refuse_filtered(
-                &options.chat.rules,
-                &options.chat.rules.resolve(&embeddings.model),
-            )?;
+            let model = options.chat.rules.resolve(&embeddings.model);
+            if let Some(refusal) = filtered(&options.chat.rules, &model) {
+                return Err(refusal);
+            }
             let path = format!(
                 "{}/models/{}:batchEmbedContents",
                 layer.prefix, embeddings.model
@@ -371,21 +373,17 @@ where
 
 /// A `400` for a model in the rules' `filtered_models`, before any image is fetched or any key
 /// is used.
-fn refuse_filtered<B>(
-    rules: &ModelRules,
-    model: &ResolvedModel,
-) -> Result<(), Response<OpenAiBody<B>>> {
-    if rules.is_filtered(model) {
-        return Err(error(
+fn filtered<B>(rules: &ModelRules, model: &ResolvedModel) -> Option<Response<OpenAiBody<B>>> {
+    rules.is_filtered(model).then(|| {
+        error(
             StatusCode::BAD_REQUEST,
             &format!(
                 "the model {} is not available on this server",
                 model.requested
             ),
             Some("model"),
-        ));
-    }
-    Ok(())
+        )
+    })
 }
 
 async fn answer<B>(res: Response<B>, plan: Plan, limit: usize) -> Response<OpenAiBody<B>>
