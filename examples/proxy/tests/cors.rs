@@ -162,7 +162,10 @@ async fn preflights_are_answered_on_the_api_routes_before_any_token_is_checked()
         header(&res, "access-control-allow-credentials").as_deref(),
         Some("true")
     );
-    assert!(header(&res, "access-control-expose-headers").is_some());
+    assert_eq!(
+        header(&res, "access-control-expose-headers").as_deref(),
+        Some("*,retry-after")
+    );
     let answer: Value = serde_json::from_slice(&res.bytes().await.unwrap()).unwrap();
     assert_eq!(answer["object"], "chat.completion");
 
