@@ -172,7 +172,7 @@ fn tools_tool_choice_and_response_format() {
 #[test]
 fn generation_parameters() {
     let body = convert(json!({
-        "model": "m", "messages": [{"role": "user", "content": "x"}],
+        "model": "gemini-2.5-flash", "messages": [{"role": "user", "content": "x"}],
         "temperature": 0.2, "top_p": 0.9, "seed": 7, "presence_penalty": 0.5, "frequency_penalty": 0.1,
         "max_tokens": 50, "max_completion_tokens": 80, "stop": ["A", "B"], "n": 2,
         "reasoning_effort": "low", "user": "ignored", "stream": true,
@@ -184,6 +184,12 @@ fn generation_parameters() {
                "frequencyPenalty": 0.1, "maxOutputTokens": 80, "candidateCount": 2,
                "stopSequences": ["A", "B"], "thinkingConfig": {"thinkingBudget": 1024}})
     );
+    // A model that does not think gets no thinking config: Gemini would refuse it.
+    let body = convert(
+        json!({"model": "gemini-2.0-flash", "reasoning_effort": "high",
+        "messages": [{"role": "user", "content": "x"}]}),
+    );
+    assert!(body.get("generationConfig").is_none(), "{body}");
     let chat = chat_request_to_gemini(
         &json!({"model": "m", "messages": [{"role": "user", "content": "x"}], "stream": true,
                 "stream_options": {"include_usage": true}, "temperature": null}),
@@ -335,4 +341,180 @@ fn embeddings() {
             .param,
         "input"
     );
+}
+
+#[test]
+fn thinking_config_only_for_models_that_think() {
+    let opts = ChatOptions {
+        show_thinking: true,
+        ..Default::default()
+    };
+    let thinking = |model: &str| {
+        let req = json!({"model": model, "messages": [{"role": "user", "content": "x"}]});
+        chat_request_to_gemini(&req, &opts).unwrap().body["generationConfig"]["thinkingConfig"]
+            .clone()
+    };
+    // SHOW_THINKING_PROCESS asks the models that think for their thoughts.
+    for model in ["gemini-2.5-flash", "gemini-2.5-pro", "gemini-3-pro-preview"] {
+        assert_eq!(thinking(model), json!({"includeThoughts": true}), "{model}");
+    }
+    // Gemini answers 400 to any thinking config sent to a model that does not think.
+    for model in [
+        "gemini-2.0-flash",
+        "gemini-2.0-flash-non-thinking",
+        "gemini-2.5-flash-image-preview",
+        "gemini-embedding-001",
+        "m",
+    ] {
+        assert_eq!(thinking(model), Value::Null, "{model}");
+    }
+    // THINKING_MODELS declares one the name rule does not know.
+    let declared = ChatOptions {
+        rules: ModelRules {
+            thinking_models: vec!["m".into()],
+            ..Default::default()
+        },
+        ..opts.clone()
+    };
+    let req = json!({"model": "m", "messages": [{"role": "user", "content": "x"}], "reasoning_effort": "low"});
+    assert_eq!(
+        chat_request_to_gemini(&req, &declared).unwrap().body["generationConfig"]["thinkingConfig"],
+        json!({"thinkingBudget": 1024, "includeThoughts": true})
+    );
+}
+
+#[test]
+fn a_google_search_function_becomes_the_search_tool() {
+    let search_fn = json!({"type": "function", "function": {"name": "googleSearch",
+        "parameters": {"type": "object", "properties": {"query": {"type": "string"}}}}});
+    let lookup = json!({"type": "function", "function": {"name": "lookup"}});
+    let req = |tools: Value| {
+        json!({"model": "gemini-2.0-flash", "messages": [{"role": "user", "content": "news"}],
+               "tools": tools, "tool_choice": "auto"})
+    };
+    // Cherry Studio's search switch: Gemini's own search, no declaration, no tool choice.
+    let chat = chat_request_to_gemini(&req(json!([search_fn])), &ChatOptions::default()).unwrap();
+    assert_eq!(chat.body["tools"], json!([{"googleSearch": {}}]));
+    assert!(chat.body.get("toolConfig").is_none());
+    assert!(chat.search);
+    // Next to real functions the functions win (Gemini refuses the mix), as in Gemini-Balance.
+    let chat =
+        chat_request_to_gemini(&req(json!([search_fn, lookup])), &ChatOptions::default()).unwrap();
+    assert_eq!(
+        chat.body["tools"],
+        json!([{"functionDeclarations": [{"name": "lookup"}]}])
+    );
+    assert_eq!(
+        chat.body["toolConfig"]["functionCallingConfig"]["mode"],
+        "AUTO"
+    );
+    assert!(!chat.search);
+    // JSON mode gets no built-in tools either.
+    let mut json_mode = req(json!([search_fn]));
+    json_mode["response_format"] = json!({"type": "json_object"});
+    let chat = chat_request_to_gemini(&json_mode, &ChatOptions::default()).unwrap();
+    assert!(chat.body.get("tools").is_none() && !chat.search);
+}
+
+#[test]
+fn video_parts_become_inline_video() {
+    let video = |format: &str, data: &str| {
+        json!({"model": "gemini-2.5-flash", "messages": [{"role": "user", "content": [
+            {"type": "text", "text": "What happens?"},
+            {"type": "input_video", "input_video": {"data": data, "format": format}}
+        ]}]})
+    };
+    for (format, mime) in [
+        ("mp4", "video/mp4"),
+        ("MOV", "video/mov"),
+        ("avi", "video/avi"),
+        ("webm", "video/webm"),
+    ] {
+        let body = convert(video(format, "AAAAGGZ0eXA="));
+        assert_eq!(
+            body["contents"][0]["parts"][1],
+            json!({"inlineData": {"mimeType": mime, "data": "AAAAGGZ0eXA="}}),
+            "{format}"
+        );
+    }
+    let error = chat_request_to_gemini(&video("mkv", "AAAA"), &ChatOptions::default()).unwrap_err();
+    assert_eq!(error.param, "messages[0].content[1].input_video.format");
+    assert!(error.message.contains("mp4"), "{error}");
+    let error =
+        chat_request_to_gemini(&video("mp4", "not base64!"), &ChatOptions::default()).unwrap_err();
+    assert_eq!(error.param, "messages[0].content[1].input_video.data");
+}
+
+#[test]
+fn markdown_images_go_back_to_image_models() {
+    let opts = ChatOptions {
+        rules: ModelRules {
+            image_models: vec!["gemini-2.0-flash-exp".into()],
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let messages = json!([
+        {"role": "user", "content": "Draw a cat."},
+        {"role": "assistant", "content": "Here it is:\n\n![image](data:image/png;base64,iVBORw0KGgo=)\n\n"},
+        {"role": "user", "content": "Now this one ![a dog](https://example.com/dog.png) in blue, not ![x](ftp://x)"}
+    ]);
+    let chat = chat_request_to_gemini(
+        &json!({"model": "gemini-2.0-flash-exp-image", "messages": messages}),
+        &opts,
+    )
+    .unwrap();
+    assert_eq!(
+        chat.body["contents"][1]["parts"],
+        json!([{"text": "Here it is:\n\n"}, {"inlineData": {"mimeType": "image/png", "data": "iVBORw0KGgo="}}])
+    );
+    assert_eq!(
+        chat.body["contents"][2]["parts"][0],
+        json!({"text": "Now this one "})
+    );
+    assert_eq!(
+        chat.body["contents"][2]["parts"][2],
+        json!({"text": " in blue, not ![x](ftp://x)"})
+    );
+    assert_eq!(chat.remote_images.len(), 1);
+    let remote = &chat.remote_images[0];
+    assert_eq!(remote.url, "https://example.com/dog.png");
+    assert_eq!(remote.pointer, "/contents/2/parts/1");
+    assert_eq!(
+        remote.fallback_text.as_deref(),
+        Some("![a dog](https://example.com/dog.png)")
+    );
+    // Any other model reads the text as it is.
+    let chat = chat_request_to_gemini(
+        &json!({"model": "gemini-2.0-flash", "messages": messages}),
+        &opts,
+    )
+    .unwrap();
+    assert_eq!(
+        chat.body["contents"][1]["parts"],
+        json!([{"text": messages[1]["content"]}])
+    );
+    assert!(chat.remote_images.is_empty());
+}
+
+#[test]
+fn an_image_to_fetch_is_found_where_its_message_was_merged() {
+    // A tool result and the next user message make one user turn: the image's place is in it.
+    let chat = chat_request_to_gemini(
+        &json!({"model": "m", "messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "c1", "content": "done"},
+            {"role": "user", "content": [{"type": "text", "text": "and this?"},
+                {"type": "image_url", "image_url": {"url": "https://example.com/x.png"}}]}
+        ]}),
+        &ChatOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(chat.remote_images[0].pointer, "/contents/2/parts/2");
+    assert_eq!(
+        chat.body["contents"][2]["parts"][1],
+        json!({"text": "and this?"})
+    );
+    assert_eq!(chat.remote_images[0].fallback_text, None);
 }

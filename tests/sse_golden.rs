@@ -193,6 +193,7 @@ async fn an_openai_answer_converted_from_gemini_replays_whole() {
     });
     let options = gemini_balance::openai::ResponseOptions {
         show_thinking: true,
+        ..Default::default()
     };
     let answer = gemini_balance::openai::gemini_response_to_openai(
         &gemini,

@@ -238,6 +238,8 @@ struct Plan {
     stream: bool,
     include_usage: bool,
     show_thinking: bool,
+    /// Append the search sources (a search switched on here, with `SHOW_SEARCH_LINK`).
+    search_links: bool,
     /// Where the usage layer above wants the upstream's token count (the client may not see
     /// it: an OpenAI stream carries it only when asked).
     upstream_usage: Option<UpstreamUsage>,
@@ -289,25 +291,32 @@ where
                 return Err(refusal);
             }
             for image in std::mem::take(&mut chat.remote_images) {
-                let Some(fetcher) = &layer.fetcher else {
-                    return Err(error(
-                        StatusCode::BAD_REQUEST,
-                        "image URLs are not fetched here: send the image as a data: URL",
-                        Some("messages"),
-                    ));
+                let fetched = match &layer.fetcher {
+                    Some(fetcher) => fetcher.fetch(&image.url).await,
+                    None => Err(
+                        "image URLs are not fetched here: send the image as a data: URL".to_owned(),
+                    ),
                 };
-                let fetched = fetcher.fetch(&image.url).await.map_err(|e| {
-                    error(
-                        StatusCode::BAD_REQUEST,
-                        &format!("could not fetch the image {}: {e}", image.url),
-                        Some("messages"),
-                    )
-                })?;
-                if let Some(part) = chat.body.pointer_mut(&image.pointer) {
-                    *part = json!({ "inlineData": {
+                let part = match (fetched, image.fallback_text) {
+                    (Ok(fetched), _) => json!({ "inlineData": {
                         "mimeType": fetched.mime_type,
                         "data": fetched.base64,
-                    } });
+                    } }),
+                    // A markdown image in a message's text stays text.
+                    (Err(_), Some(text)) => json!({ "text": text }),
+                    (Err(e), None) if layer.fetcher.is_none() => {
+                        return Err(error(StatusCode::BAD_REQUEST, &e, Some("messages")))
+                    }
+                    (Err(e), None) => {
+                        return Err(error(
+                            StatusCode::BAD_REQUEST,
+                            &format!("could not fetch the image {}: {e}", image.url),
+                            Some("messages"),
+                        ))
+                    }
+                };
+                if let Some(slot) = chat.body.pointer_mut(&image.pointer) {
+                    *slot = part;
                 }
             }
             let method = if chat.stream {
@@ -322,6 +331,7 @@ where
                 stream: chat.stream,
                 include_usage: chat.include_usage,
                 show_thinking: options.show_thinking,
+                search_links: chat.search && options.chat.show_search_link,
                 upstream_usage,
             };
             parts.extensions.insert(ModelName::new(chat.model.upstream));
@@ -344,6 +354,7 @@ where
                 stream: false,
                 include_usage: false,
                 show_thinking: false,
+                search_links: false,
                 upstream_usage,
             };
             parts.extensions.insert(ModelName::new(embeddings.model));
@@ -399,6 +410,7 @@ where
     let id = format!("chatcmpl-{}", random_id(24));
     let opts = ResponseOptions {
         show_thinking: plan.show_thinking,
+        search_links: plan.search_links,
     };
     if crate::decode::is_encoded(&parts.headers) {
         // Compressed bytes are not Gemini's answer (a stack without `DecodeLayer`): converting

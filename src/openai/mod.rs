@@ -5,7 +5,11 @@
 //! [`chat_request_to_gemini`], [`embeddings_request_to_gemini`]. Answers:
 //! [`gemini_response_to_openai`], [`OpenAiStream`] (a real stream, chunk by chunk),
 //! [`gemini_embeddings_to_openai`], [`openai_model_list`]. Model names with Gemini-Balance's
-//! `-search` / `-image` / `-non-thinking` suffixes: [`ModelRules`]. [`OpenAiLayer`] puts them
+//! `-search` / `-image` / `-non-thinking` suffixes: [`ModelRules`]. What a request gets by
+//! default (built-in tools, a thinking config only for models that think, see
+//! [`model_thinks`]), on the OpenAI route and the native one:
+//! [`ChatOptions::shape_gemini_request`]. Search sources appended to grounded answers
+//! (`SHOW_SEARCH_LINK`): [`add_search_links`], [`SearchLinksLayer`]. [`OpenAiLayer`] puts them
 //! together: an OpenAI-compatible face (`chat/completions`, `embeddings`) on a Gemini stack.
 //!
 //! **HTTP/JSON only**: these convert JSON bodies; nothing here applies to gRPC.
@@ -27,13 +31,16 @@
 //! ```
 
 mod body;
+mod defaults;
 mod layer;
 mod models;
 mod request;
 mod response;
 mod schema;
+mod search_links;
 
 pub use self::body::OpenAiBody;
+pub use self::defaults::model_thinks;
 pub use self::layer::{
     gemini_error_to_openai, FetchFuture, FetchedImage, ImageFetcher, OpenAi, OpenAiLayer,
     OpenAiOptionsHandle,
@@ -51,3 +58,7 @@ pub use self::response::{
     openai_usage_from_gemini, random_id, OpenAiStream, ResponseOptions,
 };
 pub use self::schema::clean_schema;
+pub use self::search_links::{
+    add_search_links, search_links_text, ResponseFuture as SearchLinksFuture, SearchLinks,
+    SearchLinksBody, SearchLinksLayer, SearchLinksStream, ShowSearchLinks,
+};

@@ -16,7 +16,8 @@ pub struct ModelRules {
     pub search_models: Vec<String>,
     /// Models that get an `-image` variant (`IMAGE_MODELS`).
     pub image_models: Vec<String>,
-    /// Models that get a `-non-thinking` variant (`THINKING_MODELS`).
+    /// Models that get a `-non-thinking` variant (`THINKING_MODELS`); they count as models
+    /// that think ([`ChatOptions::thinks`](super::ChatOptions::thinks)).
     pub thinking_models: Vec<String>,
     /// Models hidden from lists and refused (`FILTERED_MODELS`).
     pub filtered_models: Vec<String>,
@@ -149,79 +150,6 @@ impl ModelRules {
             map.insert("models".to_owned(), Value::Array(out));
         }
         result
-    }
-}
-
-impl ModelRules {
-    /// Shapes a Gemini-native `generateContent` body for a resolved model: `-search` adds the
-    /// Google Search tool (unless the request declares functions, which Gemini refuses next to
-    /// it), `-image` asks for text and image output (and drops `systemInstruction`, which image
-    /// models refuse), `-non-thinking` sets a zero thinking budget (128 for 2.5 Pro, its
-    /// minimum) unless the client set one. Everything else in the body is left as it is.
-    ///
-    /// ```
-    /// use serde_json::json;
-    /// use gemini_balance::openai::ModelRules;
-    ///
-    /// let rules = ModelRules { search_models: vec!["gemini-2.5-flash".into()], ..Default::default() };
-    /// let model = rules.resolve("gemini-2.5-flash-search-non-thinking");
-    /// let mut body = json!({"contents": [{"parts": [{"text": "news?"}]}]});
-    /// ModelRules::shape_gemini_request(&model, &mut body);
-    /// assert_eq!(body["tools"], json!([{"googleSearch": {}}]));
-    /// assert_eq!(body["generationConfig"]["thinkingConfig"]["thinkingBudget"], 0);
-    /// ```
-    pub fn shape_gemini_request(model: &ResolvedModel, body: &mut Value) {
-        let Value::Object(map) = body else {
-            return;
-        };
-        if model.search {
-            let declares_functions =
-                map.get("tools")
-                    .and_then(Value::as_array)
-                    .is_some_and(|tools| {
-                        tools.iter().any(|t| {
-                            t.get("functionDeclarations").is_some()
-                                || t.get("function_declarations").is_some()
-                        })
-                    });
-            let has_search = map
-                .get("tools")
-                .and_then(Value::as_array)
-                .is_some_and(|tools| {
-                    tools.iter().any(|t| {
-                        t.get("googleSearch").is_some() || t.get("google_search").is_some()
-                    })
-                });
-            if !declares_functions && !has_search {
-                let tools = map.entry("tools").or_insert_with(|| json!([]));
-                if let Value::Array(tools) = tools {
-                    tools.push(json!({ "googleSearch": {} }));
-                }
-            }
-        }
-        if model.image || model.non_thinking {
-            let config = map.entry("generationConfig").or_insert_with(|| json!({}));
-            if let Value::Object(config) = config {
-                if model.image {
-                    config.insert("responseModalities".to_owned(), json!(["TEXT", "IMAGE"]));
-                }
-                if model.non_thinking && !config.contains_key("thinkingConfig") {
-                    let budget = if model.upstream.contains("2.5-pro") {
-                        128
-                    } else {
-                        0
-                    };
-                    config.insert(
-                        "thinkingConfig".to_owned(),
-                        json!({ "thinkingBudget": budget }),
-                    );
-                }
-            }
-            if model.image {
-                map.remove("systemInstruction");
-                map.remove("system_instruction");
-            }
-        }
     }
 }
 
@@ -406,39 +334,7 @@ mod tests {
     }
 
     #[test]
-    fn native_requests_are_shaped_by_suffix() {
-        let r = rules();
-        let mut body = json!({"systemInstruction": {"parts": [{"text": "s"}]},
-            "generationConfig": {"temperature": 0.1}});
-        ModelRules::shape_gemini_request(&r.resolve("gemini-2.0-flash-exp-image"), &mut body);
-        assert!(body.get("systemInstruction").is_none());
-        assert_eq!(
-            body["generationConfig"]["responseModalities"],
-            json!(["TEXT", "IMAGE"])
-        );
-        assert_eq!(body["generationConfig"]["temperature"], 0.1);
-
-        // The client's own thinking config wins; declared functions keep search out.
-        let mut body = json!({"tools": [{"functionDeclarations": [{"name": "f"}]}],
-            "generationConfig": {"thinkingConfig": {"thinkingBudget": 512}}});
-        ModelRules::shape_gemini_request(
-            &r.resolve("gemini-2.5-flash-search-non-thinking"),
-            &mut body,
-        );
-        assert_eq!(
-            body["tools"],
-            json!([{"functionDeclarations": [{"name": "f"}]}])
-        );
-        assert_eq!(
-            body["generationConfig"]["thinkingConfig"]["thinkingBudget"],
-            512
-        );
-
-        // A plain model is left alone.
-        let mut body = json!({"contents": []});
-        ModelRules::shape_gemini_request(&r.resolve("gemini-2.5-flash"), &mut body);
-        assert_eq!(body, json!({"contents": []}));
-
+    fn default_safety_settings_only_when_none() {
         let safety = json!([{"category": "HARM_CATEGORY_HARASSMENT", "threshold": "OFF"}]);
         let mut body = json!({});
         default_safety_settings(&mut body, &safety);

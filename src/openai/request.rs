@@ -5,6 +5,7 @@ use std::fmt;
 
 use serde_json::{json, Map, Value};
 
+use super::defaults::{answers_with_images, lowest_budget};
 use super::models::{ModelRules, ResolvedModel};
 use super::schema::{clean_schema, is_empty_object};
 
@@ -23,6 +24,10 @@ pub struct ChatOptions {
     pub code_execution: bool,
     /// Models that get the URL context tool (`URL_CONTEXT_MODELS`, when enabled).
     pub url_context_models: Vec<String>,
+    /// Append the sources of an answer grounded by a search that was switched on here (a
+    /// `-search` model, or OpenAI's `googleSearch` function) to its text (`SHOW_SEARCH_LINK`;
+    /// see [`citations`](super::citations_text)).
+    pub show_search_link: bool,
 }
 
 /// A converted chat request.
@@ -36,6 +41,9 @@ pub struct GeminiChat {
     pub stream: bool,
     /// The client asked for a usage chunk at the end of the stream.
     pub include_usage: bool,
+    /// The request has the Google Search tool that was switched on here: a `-search` model, or
+    /// a function named `googleSearch` (how Cherry Studio asks for search).
+    pub search: bool,
     /// Image parts given by `http(s)` URL: fetch each and replace the part at `pointer` with
     /// `{"inlineData": {...}}` (see [`RemoteImage`]).
     pub remote_images: Vec<RemoteImage>,
@@ -48,6 +56,10 @@ pub struct RemoteImage {
     pub pointer: String,
     /// The image URL.
     pub url: String,
+    /// What the part becomes when the image cannot be fetched: `None` refuses the request
+    /// (an `image_url` part), `Some` keeps this text (a markdown image in a message's text,
+    /// which was text before it was an image).
+    pub fallback_text: Option<String>,
 }
 
 /// A request that cannot be converted; `param` names the offending field (OpenAI's `param`).
@@ -122,7 +134,8 @@ pub fn chat_request_to_gemini(req: &Value, opts: &ChatOptions) -> Result<GeminiC
 
     let mut body = Map::new();
     let mut remote_images = Vec::new();
-    let (contents, system) = convert_messages(messages, &mut remote_images)?;
+    let (contents, system) =
+        convert_messages(messages, answers_with_images(&model), &mut remote_images)?;
     body.insert("contents".to_owned(), Value::Array(contents));
     if let Some(system) = system {
         if !model.image {
@@ -193,28 +206,30 @@ pub fn chat_request_to_gemini(req: &Value, opts: &ChatOptions) -> Result<GeminiC
         body.insert("generationConfig".to_owned(), Value::Object(config));
     }
 
-    let declarations = function_declarations(req)?;
+    let (declarations, search_function) = function_declarations(req)?;
+    // Checked whatever happens to it: a bad `tool_choice` is a 400 with or without functions.
+    let choice = tool_config(req)?;
     let has_media = !remote_images.is_empty() || body_has_inline_data(&body);
+    let json_mode = body
+        .get("generationConfig")
+        .and_then(|c| c.get("responseMimeType"))
+        .and_then(Value::as_str)
+        == Some("application/json");
     let mut tools = Vec::new();
     if !declarations.is_empty() {
+        // Gemini refuses built-in tools next to function declarations: the functions win, a
+        // `googleSearch` function among them included (as in Gemini-Balance).
         tools.push(json!({ "functionDeclarations": declarations }));
-    } else {
-        // Gemini refuses built-in tools next to function declarations.
-        if model.search {
-            tools.push(json!({ "googleSearch": {} }));
-        }
-        if opts.code_execution && !model.search && !model.image && !has_media {
-            tools.push(json!({ "codeExecution": {} }));
-        }
-        if opts.url_context_models.contains(&model.upstream) {
-            tools.push(json!({ "urlContext": {} }));
-        }
+    } else if !json_mode {
+        tools = opts.builtin_tools(&model, model.search || search_function, has_media);
     }
+    // A choice among functions that all became Google Search has nothing left to choose.
+    if let Some(choice) = choice.filter(|_| !declarations.is_empty() || !search_function) {
+        body.insert("toolConfig".to_owned(), choice);
+    }
+    let search = tools.iter().any(|t| t.get("googleSearch").is_some());
     if !tools.is_empty() {
         body.insert("tools".to_owned(), Value::Array(tools));
-    }
-    if let Some(choice) = tool_config(req)? {
-        body.insert("toolConfig".to_owned(), choice);
     }
     if let Some(safety) = &opts.safety_settings {
         body.insert("safetySettings".to_owned(), safety.clone());
@@ -230,6 +245,7 @@ pub fn chat_request_to_gemini(req: &Value, opts: &ChatOptions) -> Result<GeminiC
         body: Value::Object(body),
         stream,
         include_usage,
+        search,
         remote_images,
     })
 }
@@ -244,9 +260,16 @@ fn body_has_inline_data(body: &Map<String, Value>) -> bool {
         .any(|p| p.get("inlineData").is_some())
 }
 
-/// Messages → (`contents`, `systemInstruction`).
+/// An image to fetch, found in one message: the index of its placeholder among the message's
+/// parts, the URL, the text to keep if it cannot be fetched.
+type Pending = (usize, String, Option<String>);
+
+/// Messages → (`contents`, `systemInstruction`). With `images_in_text` (a model that answers
+/// with images), markdown images in string contents become image parts, so that the images of
+/// earlier answers go back to the model (see [`markdown_images`]).
 fn convert_messages(
     messages: &[Value],
+    images_in_text: bool,
     remote_images: &mut Vec<RemoteImage>,
 ) -> Result<(Vec<Value>, Option<Value>), ConvertError> {
     let mut contents: Vec<Value> = Vec::new();
@@ -260,6 +283,7 @@ fn convert_messages(
             .and_then(Value::as_str)
             .ok_or_else(|| ConvertError::new(at("role"), "a role is required"))?;
         let content = message.get("content").unwrap_or(&Value::Null);
+        let mut pending: Vec<Pending> = Vec::new();
         let (gemini_role, parts) = match role {
             "system" | "developer" => {
                 system_parts.extend(text_parts(content, &at("content"))?);
@@ -267,10 +291,13 @@ fn convert_messages(
             }
             "user" => (
                 "user",
-                content_parts(content, &at("content"), contents.len(), remote_images)?,
+                content_parts(content, &at("content"), images_in_text, &mut pending)?,
             ),
             "assistant" => {
-                let mut parts = text_parts(content, &at("content"))?;
+                let mut parts = match content {
+                    Value::String(text) if images_in_text => markdown_images(text, &mut pending),
+                    _ => text_parts(content, &at("content"))?,
+                };
                 let calls = message.get("tool_calls").and_then(Value::as_array);
                 for (j, call) in calls.into_iter().flatten().enumerate() {
                     let at = |field: &str| format!("messages[{i}].tool_calls[{j}].{field}");
@@ -341,14 +368,29 @@ fn convert_messages(
             continue;
         }
         // Gemini wants turns; consecutive messages of one role (parallel tool results) merge.
-        match contents.last_mut() {
+        let (content_index, offset) = match contents.last_mut() {
             Some(last) if last["role"] == gemini_role => {
-                if let Some(existing) = last["parts"].as_array_mut() {
+                let existing = last["parts"].as_array_mut();
+                let offset = existing.as_ref().map_or(0, |e| e.len());
+                if let Some(existing) = existing {
                     existing.extend(parts);
                 }
+                (contents.len() - 1, offset)
             }
-            _ => contents.push(json!({ "role": gemini_role, "parts": parts })),
-        }
+            _ => {
+                contents.push(json!({ "role": gemini_role, "parts": parts }));
+                (contents.len() - 1, 0)
+            }
+        };
+        remote_images.extend(
+            pending
+                .into_iter()
+                .map(|(k, url, fallback_text)| RemoteImage {
+                    pointer: format!("/contents/{content_index}/parts/{}", offset + k),
+                    url,
+                    fallback_text,
+                }),
+        );
     }
     if contents.is_empty() {
         return Err(ConvertError::new(
@@ -389,15 +431,18 @@ fn text_parts(content: &Value, at: &str) -> Result<Vec<Value>, ConvertError> {
     }
 }
 
-/// User content: text, images, audio.
+/// User content: text, images, audio, video.
 fn content_parts(
     content: &Value,
     at: &str,
-    content_index: usize,
-    remote_images: &mut Vec<RemoteImage>,
+    images_in_text: bool,
+    pending: &mut Vec<Pending>,
 ) -> Result<Vec<Value>, ConvertError> {
     let Value::Array(items) = content else {
-        return text_parts(content, at);
+        return match content {
+            Value::String(text) if images_in_text => Ok(markdown_images(text, pending)),
+            _ => text_parts(content, at),
+        };
     };
     let mut parts = Vec::with_capacity(items.len());
     for (k, item) in items.iter().enumerate() {
@@ -421,10 +466,7 @@ fn content_parts(
                 if let Some(data_url) = url.strip_prefix("data:") {
                     parts.push(inline_data_url(data_url, &format!("{here}.image_url.url"))?);
                 } else if url.starts_with("http://") || url.starts_with("https://") {
-                    remote_images.push(RemoteImage {
-                        pointer: format!("/contents/{content_index}/parts/{}", parts.len()),
-                        url: url.to_owned(),
-                    });
+                    pending.push((parts.len(), url.to_owned(), None));
                     parts.push(json!({ "text": "" }));
                 } else {
                     return Err(ConvertError::new(
@@ -433,30 +475,8 @@ fn content_parts(
                     ));
                 }
             }
-            Some("input_audio") => {
-                let data = item.pointer("/input_audio/data").and_then(Value::as_str);
-                let format = item.pointer("/input_audio/format").and_then(Value::as_str);
-                let (Some(data), Some(format)) = (data, format) else {
-                    return Err(ConvertError::new(
-                        format!("{here}.input_audio"),
-                        "needs base64 `data` and a `format`",
-                    ));
-                };
-                check_base64(data, &format!("{here}.input_audio.data"), "the audio data")?;
-                let mime = match format {
-                    "wav" => "audio/wav",
-                    "mp3" => "audio/mp3",
-                    "flac" => "audio/flac",
-                    "ogg" => "audio/ogg",
-                    "aac" => "audio/aac",
-                    other => {
-                        return Err(ConvertError::new(
-                            format!("{here}.input_audio.format"),
-                            format!("unsupported audio format {other:?}"),
-                        ))
-                    }
-                };
-                parts.push(json!({ "inlineData": { "mimeType": mime, "data": data } }));
+            Some(kind @ ("input_audio" | "input_video")) => {
+                parts.push(media_part(item, kind, &here)?);
             }
             Some(other) => {
                 return Err(ConvertError::new(
@@ -473,6 +493,135 @@ fn content_parts(
         }
     }
     Ok(parts)
+}
+
+/// Audio formats of `input_audio`, and their MIME types.
+const AUDIO_FORMATS: &[(&str, &str)] = &[
+    ("wav", "audio/wav"),
+    ("mp3", "audio/mp3"),
+    ("flac", "audio/flac"),
+    ("ogg", "audio/ogg"),
+    ("aac", "audio/aac"),
+];
+
+/// Video formats of `input_video` (Gemini-Balance's `mp4`, `mov`, `avi`, `webm`, and the other
+/// formats Gemini reads), and the MIME types Gemini documents for them.
+const VIDEO_FORMATS: &[(&str, &str)] = &[
+    ("mp4", "video/mp4"),
+    ("mov", "video/mov"),
+    ("avi", "video/avi"),
+    ("webm", "video/webm"),
+    ("mpeg", "video/mpeg"),
+    ("mpg", "video/mpg"),
+    ("wmv", "video/wmv"),
+    ("flv", "video/x-flv"),
+    ("3gpp", "video/3gpp"),
+];
+
+/// An `input_audio` or `input_video` part (`{"data": <base64>, "format": "mp4"}`) → an
+/// `inlineData` part.
+fn media_part(item: &Value, kind: &str, here: &str) -> Result<Value, ConvertError> {
+    let (what, formats) = if kind == "input_video" {
+        ("video", VIDEO_FORMATS)
+    } else {
+        ("audio", AUDIO_FORMATS)
+    };
+    let media = item.get(kind);
+    let data = media.and_then(|m| m.get("data")).and_then(Value::as_str);
+    let format = media.and_then(|m| m.get("format")).and_then(Value::as_str);
+    let (Some(data), Some(format)) = (data, format) else {
+        return Err(ConvertError::new(
+            format!("{here}.{kind}"),
+            "needs base64 `data` and a `format`",
+        ));
+    };
+    let format = format.to_ascii_lowercase();
+    let Some((_, mime)) = formats.iter().find(|(f, _)| *f == format) else {
+        let known: Vec<&str> = formats.iter().map(|(f, _)| *f).collect();
+        return Err(ConvertError::new(
+            format!("{here}.{kind}.format"),
+            format!(
+                "unsupported {what} format {format:?}: expected one of {}",
+                known.join(", ")
+            ),
+        ));
+    };
+    check_base64(
+        data,
+        &format!("{here}.{kind}.data"),
+        &format!("the {what} data"),
+    )?;
+    Ok(json!({ "inlineData": { "mimeType": mime, "data": data } }))
+}
+
+/// A string content with markdown images (`![alt](url)`) → text and image parts, in order, for
+/// a model that answers with images: its earlier answers carried their images that way (as
+/// `data:` URLs, see [`gemini_response_to_openai`](super::gemini_response_to_openai)), and the
+/// model needs them back to edit them. A `data:` URL becomes `inlineData`; an `http(s)` URL is
+/// fetched (listed in `pending`; the markdown stays as text if it cannot be fetched); anything
+/// else, or a `data:` URL that is not base64, stays text. Gemini-Balance did this for the
+/// first image only and dropped the text around it.
+fn markdown_images(text: &str, pending: &mut Vec<Pending>) -> Vec<Value> {
+    let mut parts = Vec::new();
+    let mut run = String::new();
+    let flush = |parts: &mut Vec<Value>, run: &mut String| {
+        if !run.trim().is_empty() {
+            parts.push(json!({ "text": run.as_str() }));
+        }
+        run.clear();
+    };
+    let mut rest = text;
+    let mut images = 0;
+    while let Some((start, end, url)) = next_markdown_image(rest) {
+        let markdown = &rest[start..end];
+        run.push_str(&rest[..start]);
+        let inline = url
+            .strip_prefix("data:")
+            .and_then(|data_url| inline_data_url(data_url, "").ok());
+        let remote = url.starts_with("http://") || url.starts_with("https://");
+        if inline.is_some() || remote {
+            images += 1;
+            flush(&mut parts, &mut run);
+            match inline {
+                Some(part) => parts.push(part),
+                None => {
+                    pending.push((parts.len(), url.to_owned(), Some(markdown.to_owned())));
+                    parts.push(json!({ "text": "" }));
+                }
+            }
+        } else {
+            run.push_str(markdown);
+        }
+        rest = &rest[end..];
+    }
+    if images == 0 {
+        return if text.is_empty() {
+            Vec::new()
+        } else {
+            vec![json!({ "text": text })]
+        };
+    }
+    run.push_str(rest);
+    flush(&mut parts, &mut run);
+    parts
+}
+
+/// The first `![alt](url)` in `text` on one line: its start, its end, its URL.
+fn next_markdown_image(text: &str) -> Option<(usize, usize, &str)> {
+    let mut from = 0;
+    while let Some(found) = text[from..].find("![") {
+        let start = from + found;
+        let line_end = text[start..].find('\n').map_or(text.len(), |n| start + n);
+        let line = &text[start..line_end];
+        if let Some(mid) = line.find("](") {
+            if let Some(close) = line[mid + 2..].find(')') {
+                let url = &line[mid + 2..mid + 2 + close];
+                return Some((start, start + mid + 2 + close + 1, url.trim()));
+            }
+        }
+        from = start + 2;
+    }
+    None
 }
 
 /// `data:image/png;base64,AAAA` (without `data:`) → an `inlineData` part.
@@ -549,49 +698,52 @@ fn response_format(req: &Value, config: &mut Map<String, Value>) -> Result<(), C
     Ok(())
 }
 
+/// The thinking config: the client's `reasoning_effort`, else the defaults
+/// ([`ChatOptions::default_thinking`]). Only for a model that thinks: for one that does not,
+/// `reasoning_effort` is ignored (Gemini would refuse any thinking config; Gemini-Balance
+/// ignored `reasoning_effort` everywhere).
 fn thinking_config(
     req: &Value,
     model: &ResolvedModel,
     opts: &ChatOptions,
 ) -> Result<Option<Value>, ConvertError> {
-    let pro = model.upstream.contains("2.5-pro");
-    let budget = match req.get("reasoning_effort").and_then(Value::as_str) {
-        Some("none") | Some("minimal") => Some(if pro { 128 } else { 0 }),
-        Some("low") => Some(1024),
-        Some("medium") => Some(8192),
-        Some("high") => Some(24576),
-        Some(other) => {
+    let effort = req.get("reasoning_effort").filter(|v| !v.is_null());
+    let budget = match effort.map(|e| e.as_str().ok_or(e)) {
+        None => return Ok(opts.default_thinking(model, true)),
+        Some(Ok("none" | "minimal")) => lowest_budget(model),
+        Some(Ok("low")) => 1024,
+        Some(Ok("medium")) => 8192,
+        Some(Ok("high")) => 24576,
+        Some(Ok(other)) => {
             return Err(ConvertError::new(
                 "reasoning_effort",
-                format!("unknown effort {other:?}: expected minimal, low, medium or high"),
+                format!("unknown effort {other:?}: expected none, minimal, low, medium or high"),
             ))
         }
-        None if model.non_thinking => Some(if pro { 128 } else { 0 }),
-        None => opts
-            .thinking_budgets
-            .get(&model.upstream)
-            .or_else(|| opts.thinking_budgets.get(&model.requested))
-            .copied(),
+        Some(Err(_)) => return Err(ConvertError::new("reasoning_effort", "must be a string")),
     };
-    let mut config = Map::new();
-    if let Some(budget) = budget {
-        config.insert("thinkingBudget".to_owned(), json!(budget));
+    if !opts.thinks(model) {
+        return Ok(None);
     }
-    if opts.show_thinking && budget != Some(0) {
-        config.insert("includeThoughts".to_owned(), json!(true));
-    }
-    Ok((!config.is_empty()).then_some(Value::Object(config)))
+    Ok(super::defaults::thinking_config(
+        Some(budget),
+        opts.show_thinking && budget != 0,
+    ))
 }
 
-fn function_declarations(req: &Value) -> Result<Vec<Value>, ConvertError> {
+/// The function tools as `functionDeclarations` (deduplicated by name, the first kept), and
+/// whether one was named `googleSearch`: Cherry Studio's search switch, which becomes Gemini's
+/// Google Search tool instead of a declaration (as in Gemini-Balance).
+fn function_declarations(req: &Value) -> Result<(Vec<Value>, bool), ConvertError> {
     let Some(tools) = req.get("tools").filter(|v| !v.is_null()) else {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), false));
     };
     let tools = tools
         .as_array()
         .ok_or_else(|| ConvertError::new("tools", "must be a list"))?;
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::new();
+    let mut google_search = false;
     for (i, tool) in tools.iter().enumerate() {
         if tool.get("type").and_then(Value::as_str) != Some("function") {
             return Err(ConvertError::new(
@@ -606,6 +758,10 @@ fn function_declarations(req: &Value) -> Result<Vec<Value>, ConvertError> {
             .get("name")
             .and_then(Value::as_str)
             .ok_or_else(|| ConvertError::new(format!("tools[{i}].function.name"), "is required"))?;
+        if name == "googleSearch" {
+            google_search = true;
+            continue;
+        }
         if !seen.insert(name.to_owned()) {
             continue;
         }
@@ -620,7 +776,7 @@ fn function_declarations(req: &Value) -> Result<Vec<Value>, ConvertError> {
         }
         out.push(declaration);
     }
-    Ok(out)
+    Ok((out, google_search))
 }
 
 fn tool_config(req: &Value) -> Result<Option<Value>, ConvertError> {

@@ -1,6 +1,10 @@
 //! Gemini answers → OpenAI answers: `chat.completion`, `chat.completion.chunk`s, embeddings.
 
+use std::borrow::Cow;
+
 use serde_json::{json, Map, Value};
+
+use super::search_links::{add_search_links, SearchLinksStream};
 
 /// Settings for converting answers.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -8,6 +12,9 @@ pub struct ResponseOptions {
     /// Put thought parts in `reasoning_content` (`SHOW_THINKING_PROCESS`); otherwise they are
     /// left out.
     pub show_thinking: bool,
+    /// Append the web sources of a grounded answer to its `content` (`SHOW_SEARCH_LINK`, for a
+    /// search the request switched on; see [`add_search_links`]).
+    pub search_links: bool,
 }
 
 /// Gemini's `finishReason` as OpenAI's `finish_reason`.
@@ -114,8 +121,11 @@ pub fn random_id(len: usize) -> String {
 /// One choice per candidate; text parts joined into `content`, thoughts into
 /// `reasoning_content` (when shown), `functionCall` parts into `tool_calls` (text kept);
 /// `finish_reason` mapped (`stop`, `length`, `tool_calls`, `content_filter`); `usage` with
-/// reasoning and cached token details. A prompt blocked before any candidate gives one choice
-/// with `finish_reason: "content_filter"` and no content.
+/// reasoning and cached token details. Images (`inlineData`) become markdown images with a
+/// `data:` URL in `content` (as Gemini-Balance wrote them without an image host); with
+/// [`ResponseOptions::search_links`], the web sources of a grounded answer follow its text. A
+/// prompt blocked before any candidate gives one choice with `finish_reason: "content_filter"`
+/// and no content.
 ///
 /// ```
 /// use serde_json::json;
@@ -127,7 +137,7 @@ pub fn random_id(len: usize) -> String {
 ///         "finishReason": "STOP"}],
 ///     "usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": 2, "thoughtsTokenCount": 5, "totalTokenCount": 10}
 /// });
-/// let opts = ResponseOptions { show_thinking: true };
+/// let opts = ResponseOptions { show_thinking: true, ..Default::default() };
 /// let openai = gemini_response_to_openai(&gemini, "gemini-2.5-flash", "chatcmpl-1", 0, &opts);
 /// assert_eq!(openai["choices"][0]["message"]["content"], "Hello world");
 /// assert_eq!(openai["choices"][0]["message"]["reasoning_content"], "Let me think");
@@ -141,6 +151,13 @@ pub fn gemini_response_to_openai(
     created: u64,
     opts: &ResponseOptions,
 ) -> Value {
+    let gemini = if opts.search_links {
+        let mut with_links = gemini.clone();
+        add_search_links(&mut with_links);
+        Cow::Owned(with_links)
+    } else {
+        Cow::Borrowed(gemini)
+    };
     let candidates = gemini
         .get("candidates")
         .and_then(Value::as_array)
@@ -231,6 +248,7 @@ pub struct OpenAiStream {
     role_sent: Vec<bool>,
     tool_calls_sent: Vec<usize>,
     usage: Option<Value>,
+    links: Option<SearchLinksStream>,
 }
 
 impl OpenAiStream {
@@ -246,11 +264,12 @@ impl OpenAiStream {
             model: model.to_owned(),
             id: id.to_owned(),
             created,
-            opts,
             include_usage,
             role_sent: Vec::new(),
             tool_calls_sent: Vec::new(),
             usage: None,
+            links: opts.search_links.then(SearchLinksStream::new),
+            opts,
         }
     }
 
@@ -264,8 +283,19 @@ impl OpenAiStream {
         })
     }
 
-    /// The OpenAI chunks for one Gemini chunk (none when it carries nothing to say).
+    /// The OpenAI chunks for one Gemini chunk (none when it carries nothing to say). With
+    /// [`ResponseOptions::search_links`], the sources come with the candidate's last chunk.
     pub fn chunk(&mut self, gemini: &Value) -> Vec<Value> {
+        if let Some(links) = &mut self.links {
+            let mut with_links = gemini.clone();
+            if links.chunk(&mut with_links) {
+                return self.convert(&with_links);
+            }
+        }
+        self.convert(gemini)
+    }
+
+    fn convert(&mut self, gemini: &Value) -> Vec<Value> {
         if let Some(meta) = gemini.get("usageMetadata") {
             self.usage = Some(openai_usage_from_gemini(meta));
         }
@@ -316,17 +346,22 @@ impl OpenAiStream {
         vec![self.envelope(Value::Array(choices))]
     }
 
-    /// The closing chunks: the usage chunk when the client asked for it (`choices: []`).
+    /// The closing chunks: search sources not shown yet (sent after the candidate's last
+    /// chunk), then the usage chunk when the client asked for it (`choices: []`).
     /// `data: [DONE]` follows them on the wire.
     pub fn finish(&mut self) -> Vec<Value> {
-        if !self.include_usage {
-            return Vec::new();
+        let mut chunks = match self.links.as_mut().and_then(SearchLinksStream::finish) {
+            Some(extra) => self.convert(&extra),
+            None => Vec::new(),
+        };
+        if self.include_usage {
+            let mut chunk = self.envelope(json!([]));
+            chunk["usage"] = self.usage.take().unwrap_or_else(
+                || json!({"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}),
+            );
+            chunks.push(chunk);
         }
-        let mut chunk = self.envelope(json!([]));
-        chunk["usage"] = self.usage.take().unwrap_or_else(
-            || json!({"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}),
-        );
-        vec![chunk]
+        chunks
     }
 }
 

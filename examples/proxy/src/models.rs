@@ -1,7 +1,7 @@
-//! Model names: suffixes, filtered models and default safety settings on the Gemini-native
-//! routes, filtered models on `/openai/v1` ([`FilteredModelsLayer`]; the OpenAI conversion
-//! refuses them itself), and the model lists: every page fetched, filtered, with the derived
-//! models.
+//! Model names on the Gemini-native routes: suffixes, filtered models, what a request gets by
+//! default (built-in tools, thinking config, safety settings, the search-links mark); filtered
+//! models on `/openai/v1` ([`FilteredModelsLayer`]; the OpenAI conversion refuses them itself);
+//! and the model lists: every page fetched, filtered, with the derived models.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -17,7 +17,8 @@ use gemini_balance::api_error::{error_response, ApiFlavor};
 use gemini_balance::body::ResponseBody;
 use gemini_balance::ext::{model_from_path, ModelName};
 use gemini_balance::openai::{
-    default_safety_settings, openai_model_list, splice_default_safety_settings, ModelRules,
+    default_safety_settings, openai_model_list, splice_default_safety_settings, ChatOptions,
+    ModelRules, ResolvedModel, ShowSearchLinks,
 };
 use http_body_util::BodyExt;
 use serde_json::Value;
@@ -34,9 +35,11 @@ const PAGE_SIZE: &str = "1000";
 /// Pages of a model list fetched at most for OpenAI's shape, which has no paging of its own.
 const MAX_PAGES: usize = 10;
 
-/// What the settings say about model names.
+/// What the settings say about model names and what requests get by default.
 pub struct ModelPolicy {
-    rules: ModelRules,
+    /// The suffix rules and the defaults (the OpenAI conversion's options: one source for both
+    /// routes).
+    options: ChatOptions,
     safety: Option<Value>,
     /// `safety` as JSON text, spliced into bodies without parsing them.
     safety_json: String,
@@ -53,7 +56,7 @@ impl ModelPolicy {
     pub fn from_settings(settings: &Settings) -> Self {
         let safety = crate::safety::configured(settings);
         ModelPolicy {
-            rules: crate::pipeline::model_rules(settings),
+            options: crate::pipeline::chat_options(settings),
             safety_json: safety.as_ref().map(Value::to_string).unwrap_or_default(),
             safety,
         }
@@ -62,9 +65,11 @@ impl ModelPolicy {
 
 /// Resolves the model of a Gemini request path; refuses filtered models (before any key is
 /// used); for POST requests to a suffix model (`-search`, ...) rewrites the path to the real
-/// model and reshapes the body (suffix tools and configs, default safety settings). Returns the
-/// model for the log line. The default safety settings of plain models are added by
-/// [`crate::safety`], inside the Gemini stack.
+/// model; gives `generateContent` bodies what they get by default
+/// ([`ChatOptions::shape_gemini_request`]: built-in tools, thinking config, suffix configs) and
+/// the default safety settings, and marks `-search` requests for their search links
+/// (SHOW_SEARCH_LINK). Returns the model for the log line. The default safety settings of
+/// bodies that need nothing else are added by [`crate::safety`], inside the Gemini stack.
 pub async fn prepare(
     policy: &ModelPolicy,
     parts: &mut Parts,
@@ -73,8 +78,8 @@ pub async fn prepare(
     let Some(requested) = model_from_path(parts.uri.path()).map(str::to_owned) else {
         return Ok((None, body));
     };
-    let model = policy.rules.resolve(&requested);
-    if policy.rules.is_filtered(&model) {
+    let model = policy.options.rules.resolve(&requested);
+    if policy.options.rules.is_filtered(&model) {
         return Err(refuse(
             StatusCode::BAD_REQUEST,
             &format!("the model {requested} is not available on this server (FILTERED_MODELS)"),
@@ -83,13 +88,19 @@ pub async fn prepare(
     if parts.method != http::Method::POST {
         return Ok((Some(requested), body));
     }
-    // Plain models only need the default safety settings, which the Gemini stack adds after
-    // the parameter filter (crate::safety) to the bodies the filter reads: those labelled JSON
-    // or not labelled. A suffix model's body, or one labelled otherwise (`curl -d` sends
-    // `application/x-www-form-urlencoded`), is reshaped here.
     let plain = model.upstream == model.requested;
     let is_generate = parts.uri.path().contains("enerateContent");
+    let shape = is_generate && policy.options.shapes_gemini_request(&model);
+    if is_generate && model.search && policy.options.show_search_link {
+        parts.extensions.insert(ShowSearchLinks);
+    }
+    // A plain model's body that needs nothing but the default safety settings gets them inside
+    // the Gemini stack, after the parameter filter (crate::safety), if the filter reads it:
+    // labelled JSON or not labelled. Anything else is reshaped here: a body labelled otherwise
+    // (`curl -d` sends `application/x-www-form-urlencoded`), a suffix model's (its path too),
+    // one that gets tools or a thinking config.
     if plain
+        && !shape
         && (!is_generate
             || policy.safety.is_none()
             || gemini_balance::filter::reads_body(&parts.headers))
@@ -105,12 +116,14 @@ pub async fn prepare(
             ))
         }
     };
-    let spliced = plain
+    let spliced = (!shape && is_generate)
         .then(|| splice_default_safety_settings(&bytes, &policy.safety_json))
         .flatten();
     let bytes = match spliced {
         Some(spliced) => Bytes::from(spliced),
-        None => reshape_parsed(policy, &model, is_generate, bytes),
+        None if is_generate => reshape_parsed(policy, &model, shape, bytes),
+        // countTokens and the like of a suffix model: only the path changes.
+        None => bytes,
     };
     if !plain {
         let from = format!("/models/{requested}");
@@ -142,7 +155,7 @@ pub async fn rewrite_list(
         Ok(read) => read,
         Err(answer) => return answer,
     };
-    let expanded = policy.rules.expand_model_list(&list);
+    let expanded = policy.options.rules.expand_model_list(&list);
     let value = match shape {
         ListShape::Gemini => expanded,
         ListShape::OpenAi => {
@@ -241,7 +254,7 @@ pub async fn filter_openai_list(policy: &ModelPolicy, response: Response<Body>) 
     if let Some(data) = list.get_mut("data").and_then(Value::as_array_mut) {
         data.retain(|model| {
             let id = model.get("id").and_then(Value::as_str).unwrap_or("");
-            !policy.rules.is_filtered(&policy.rules.resolve(id))
+            !policy.options.rules.is_filtered(&policy.options.rules.resolve(id))
         });
     }
     json_answer(head, &list)
@@ -291,17 +304,15 @@ fn json_answer(mut head: axum::http::response::Parts, value: &Value) -> Response
     Response::from_parts(head, Body::from(bytes))
 }
 
-/// Parses the body to give it the suffix's tools and configs and the default safety settings.
-fn reshape_parsed(
-    policy: &ModelPolicy,
-    model: &gemini_balance::openai::ResolvedModel,
-    is_generate: bool,
-    bytes: Bytes,
-) -> Bytes {
+/// Parses a `generateContent` body to give it what it gets by default (when `shape`) and the
+/// default safety settings.
+fn reshape_parsed(policy: &ModelPolicy, model: &ResolvedModel, shape: bool, bytes: Bytes) -> Bytes {
     match serde_json::from_slice::<Value>(&bytes) {
         Ok(mut json) => {
-            ModelRules::shape_gemini_request(model, &mut json);
-            if let (Some(safety), true) = (&policy.safety, is_generate) {
+            if shape {
+                policy.options.shape_gemini_request(model, &mut json);
+            }
+            if let Some(safety) = &policy.safety {
                 default_safety_settings(&mut json, safety);
             }
             Bytes::from(json.to_string())

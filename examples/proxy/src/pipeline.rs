@@ -1,7 +1,7 @@
 //! The layer stacks the proxy serves with: one for Gemini's own API, one for OpenAI's.
 //!
 //! ```text
-//! Gemini:  Usage → WholeAnswer → PseudoStream → StreamOptimizer → ParamFilter → DefaultSafety → ForwardHeaders → Retry → KeyRotation → Decode → upstream
+//! Gemini:  Usage → WholeAnswer → PseudoStream → StreamOptimizer → SearchLinks → ParamFilter → DefaultSafety → ForwardHeaders → Retry → KeyRotation → Decode → upstream
 //! OpenAI:  Usage → WholeAnswer → PseudoStream → StreamOptimizer → ParamFilter → OpenAi → ForwardHeaders → Retry → KeyRotation → Decode → upstream
 //! /openai: Usage → WholeAnswer → PseudoStream → StreamOptimizer → ParamFilter → FilteredModels → ForwardHeaders → Retry → KeyRotation(Bearer) → Decode → upstream's OpenAI endpoint
 //! ```
@@ -28,7 +28,7 @@ use gemini_balance::client::ForwardHeadersLayer;
 use gemini_balance::decode::DecodeLayer;
 use gemini_balance::filter::ParamFilterLayer;
 use gemini_balance::keys::{KeyPlacement, KeyPool, KeyRotationLayer};
-use gemini_balance::openai::{ChatOptions, ModelRules, OpenAiLayer};
+use gemini_balance::openai::{ChatOptions, ModelRules, OpenAiLayer, SearchLinksLayer};
 use gemini_balance::retry::RetryLayer;
 use gemini_balance::store::SqliteStore;
 use gemini_balance::stream::optimizer::{OptimizerParams, StreamOptimizerLayer};
@@ -73,6 +73,9 @@ pub fn build(settings: &Settings, parts: &Parts) -> Stacks {
         .map_response(|res: Response<_>| res.map(Body::new))
         .layer(pseudo_stream(settings))
         .layer(optimizer(settings))
+        // Below the pseudo stream, which asks for a whole answer: links go into it, then are
+        // replayed; a real stream gets them event by event, then the optimizer splits them.
+        .layer(SearchLinksLayer::new())
         .layer(ParamFilterLayer::new())
         .layer(crate::safety::DefaultSafetyLayer::from_settings(settings))
         .layer(ForwardHeadersLayer::default())
@@ -155,7 +158,8 @@ fn retry(settings: &Settings) -> RetryLayer {
     RetryLayer::new().max_attempts(u32::try_from(settings.int("MAX_RETRIES")).unwrap_or(3))
 }
 
-/// The OpenAI conversion options from the settings.
+/// What requests get by default, on the OpenAI route (the conversion's options) and the native
+/// ones ([`crate::models`]), from the settings.
 pub fn chat_options(settings: &Settings) -> ChatOptions {
     let budgets: HashMap<String, i64> = settings
         .value("THINKING_BUDGET_MAP")
@@ -178,6 +182,7 @@ pub fn chat_options(settings: &Settings) -> ChatOptions {
         } else {
             Vec::new()
         },
+        show_search_link: settings.bool("SHOW_SEARCH_LINK"),
     }
 }
 

@@ -493,15 +493,15 @@ pub const DEFS: &[Def] = &[
         Kind::Bool,
         "true",
         "Models",
-        "Return thoughts (OpenAI: reasoning_content)",
+        "Ask models that think for their thoughts; OpenAI: reasoning_content",
     ),
-    not_yet(def(
+    def(
         "SHOW_SEARCH_LINK",
         Kind::Bool,
         "true",
         "Models",
-        "Append the search sources to grounded answers",
-    )),
+        "Append the search sources to answers of a search switched on here (-search, googleSearch function)",
+    ),
     def(
         "TOOLS_CODE_EXECUTION_ENABLED",
         Kind::Bool,
