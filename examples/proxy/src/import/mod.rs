@@ -222,7 +222,14 @@ fn has_settings_table(conn: &Connection) -> bool {
 
 /// `Ok(true)`: everything was brought over; `Ok(false)`: done, but some settings were not.
 async fn run(options: &Options) -> Result<bool, String> {
-    let vars = crate::dotenv::load(std::env::vars().collect())?;
+    let (vars, skipped_lines) = crate::dotenv::load(std::env::vars().collect())?;
+    if !skipped_lines.is_empty() {
+        let lines: Vec<String> = skipped_lines.iter().map(ToString::to_string).collect();
+        eprintln!(
+            ".env: the statements on these lines could not be read and are skipped, as Gemini-Balance's python-dotenv skips them: {}",
+            lines.join(", ")
+        );
+    }
     let config = Config::from_vars(&vars)
         .map_err(|e| format!("the settings of .env and the environment: {e}"))?;
     let base = &config.settings;
