@@ -48,6 +48,8 @@ ARGS = json.loads(sys.argv[1])
 URL = ARGS["url"]
 TOKEN = ARGS["token"]
 CHAT_MODEL = "gemini-2.0-flash"
+THINKING_MODEL = "gemini-2.5-flash"
+SEARCH_MODEL = "gemini-2.5-flash-search"
 EMBED_MODEL = "text-embedding-004"
 
 WEATHER_TOOL = {
@@ -147,6 +149,16 @@ def genai_models(client):
                                     "output_token_limit": model.output_token_limit}}
 
 
+def genai_search(client):
+    """A -search model: the sources follow the answer's text, whole and streamed."""
+    response = client.models.generate_content(model=SEARCH_MODEL, contents="news today")
+    metadata = response.candidates[0].grounding_metadata
+    streamed = "".join(chunk.text or "" for chunk in client.models.generate_content_stream(
+        model=SEARCH_MODEL, contents="news today"))
+    return {"text": response.text, "streamed": streamed,
+            "grounding_chunks": 0 if metadata is None else len(metadata.grounding_chunks or [])}
+
+
 def genai_bad_token():
     client = genai_client("v1beta", key="not-a-token")  # held: a dropped client closes
     client.models.generate_content(model=CHAT_MODEL, contents="x")
@@ -239,6 +251,39 @@ def openai_tools_stream():
         stream=True, stream_options={"include_usage": True}))
 
 
+def openai_reasoning():
+    """A model that thinks: its thoughts in reasoning_content (an extra field the SDK keeps)."""
+    client = openai_client()
+    messages = [{"role": "user", "content": "why is the sky blue"}]
+    message = client.chat.completions.create(model=THINKING_MODEL, messages=messages).choices[0].message
+    reasoning, content = "", ""
+    for chunk in client.chat.completions.create(model=THINKING_MODEL, messages=messages,
+                                                stream=True):
+        for choice in chunk.choices:
+            reasoning += getattr(choice.delta, "reasoning_content", None) or ""
+            content += choice.delta.content or ""
+    return {"content": message.content,
+            "reasoning_content": getattr(message, "reasoning_content", None),
+            "streamed": {"content": content, "reasoning_content": reasoning}}
+
+
+def openai_search():
+    """A -search model, and Cherry Studio's search switch (a function named googleSearch)."""
+    client = openai_client()
+    messages = [{"role": "user", "content": "news today"}]
+    whole = client.chat.completions.create(model=SEARCH_MODEL, messages=messages)
+    streamed = read_chat_stream(client.chat.completions.create(
+        model=SEARCH_MODEL, messages=messages, stream=True))
+    cherry = client.chat.completions.create(model=CHAT_MODEL, messages=messages, tools=[{
+        "type": "function",
+        "function": {"name": "googleSearch", "description": "Search the web",
+                     "parameters": {"type": "object", "properties": {}}}}])
+    return {"content": whole.choices[0].message.content, "streamed": streamed["content"],
+            "finish_reasons": streamed["finish_reasons"],
+            "cherry": {"content": cherry.choices[0].message.content,
+                       "tool_calls": len(cherry.choices[0].message.tool_calls or [])}}
+
+
 def openai_embeddings():
     response = openai_client().embeddings.create(model=EMBED_MODEL,
                                                  input=["first text", "the second text"])
@@ -270,6 +315,7 @@ def main():
             "count_tokens": scenario(lambda: genai_count_tokens(client)),
             "embed": scenario(lambda: genai_embed(client)),
             "models": scenario(lambda: genai_models(client)),
+            "search": scenario(lambda: genai_search(client)),
         }
     report["genai"]["bad_token"] = scenario(genai_bad_token)
     report["openai"] = {
@@ -278,6 +324,8 @@ def main():
         "stream_usage": scenario(lambda: openai_stream(True)),
         "tools": scenario(openai_tools),
         "tools_stream": scenario(openai_tools_stream),
+        "reasoning": scenario(openai_reasoning),
+        "search": scenario(openai_search),
         "embeddings": scenario(openai_embeddings),
         "models": scenario(openai_models),
         "bad_token": scenario(openai_bad_token),

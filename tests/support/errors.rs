@@ -247,3 +247,45 @@ pub fn permission_denied() -> GeminiError {
         None,
     )
 }
+
+/// 400 `INVALID_ARGUMENT` for a `thinkingConfig` sent to a model that does not think
+/// (`gemini-2.0-flash`), as Gemini words it.
+pub fn thinking_not_supported() -> GeminiError {
+    GeminiError::new(
+        StatusCode::BAD_REQUEST,
+        "thinking_config is not supported.",
+        "INVALID_ARGUMENT",
+        None,
+    )
+}
+
+/// 400 `INVALID_ARGUMENT` for a built-in tool (Google Search, code execution, URL context)
+/// next to function declarations.
+pub fn tool_use_with_function_calling() -> GeminiError {
+    GeminiError::new(
+        StatusCode::BAD_REQUEST,
+        "Tool use with function calling is unsupported",
+        "INVALID_ARGUMENT",
+        None,
+    )
+}
+
+/// 400 `INVALID_ARGUMENT` for a built-in tool in a JSON-mode request.
+pub fn tool_use_with_json_mode() -> GeminiError {
+    GeminiError::new(
+        StatusCode::BAD_REQUEST,
+        "Tool use with a response mime type: 'application/json' is unsupported",
+        "INVALID_ARGUMENT",
+        None,
+    )
+}
+
+/// 400 `INVALID_ARGUMENT` for a `systemInstruction` sent to an image-generating model.
+pub fn developer_instruction_not_enabled(model: &str) -> GeminiError {
+    GeminiError::new(
+        StatusCode::BAD_REQUEST,
+        &format!("Developer instruction is not enabled for models/{model}"),
+        "INVALID_ARGUMENT",
+        None,
+    )
+}

@@ -396,3 +396,185 @@ pub fn batch_embed_contents(request: &Value) -> Value {
         .unwrap_or_default();
     json!({ "embeddings": embeddings })
 }
+
+/// Models served but not listed (so that the model lists the tests compare stay as they are):
+/// `gemini-2.0-flash-exp`, which answers with images when asked (`responseModalities` with
+/// `IMAGE`) and, like the real one, refuses a `systemInstruction`.
+pub const UNLISTED_MODELS: &[ModelInfo] = &[ModelInfo {
+    id: "gemini-2.0-flash-exp",
+    display_name: "Gemini 2.0 Flash Experimental",
+    input_token_limit: 1_048_576,
+    output_token_limit: 8_192,
+    methods: GENERATE,
+    thinking: false,
+}];
+
+/// The models that generate images.
+const IMAGE_OUTPUT: &[&str] = &["gemini-2.0-flash-exp"];
+
+/// The model with this id, listed or not.
+pub fn find_served_model(id: &str) -> Option<&'static ModelInfo> {
+    find_model(id).or_else(|| UNLISTED_MODELS.iter().find(|m| m.id == id))
+}
+
+/// The image an image model answers with: a 1×1 PNG, in base64.
+pub const IMAGE_PNG_BASE64: &str =
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==";
+
+/// The web sources of an answer grounded by Google Search (title, URI), as Gemini gives them:
+/// redirect links titled with the site's domain.
+pub const SEARCH_SOURCES: &[(&str, &str)] = &[
+    (
+        "example.com",
+        "https://vertexaisearch.cloud.google.com/grounding-api-redirect/mock-source-1",
+    ),
+    (
+        "example.org",
+        "https://vertexaisearch.cloud.google.com/grounding-api-redirect/mock-source-2",
+    ),
+];
+
+/// The thought summary a thinking model gives when asked for its thoughts.
+pub fn thought_text(prompt: &str) -> String {
+    format!("thinking about: {prompt}")
+}
+
+fn generation_config(request: &Value) -> Option<&Value> {
+    request
+        .get("generationConfig")
+        .or_else(|| request.get("generation_config"))
+}
+
+fn has_tool(request: &Value, names: &[&str]) -> bool {
+    let tools: Vec<&Value> = match request.get("tools") {
+        Some(Value::Array(items)) => items.iter().collect(),
+        Some(single) => vec![single],
+        None => Vec::new(),
+    };
+    tools
+        .iter()
+        .any(|t| names.iter().any(|name| t.get(*name).is_some()))
+}
+
+const BUILTIN_TOOLS: &[&str] = &[
+    "googleSearch",
+    "google_search",
+    "codeExecution",
+    "code_execution",
+    "urlContext",
+    "url_context",
+];
+
+/// What Gemini refuses in a generation request, for `model`: a thinking config for a model
+/// that does not think; a built-in tool next to function declarations or in JSON mode; a
+/// system instruction for an image model.
+pub fn refusal(model: &ModelInfo, request: &Value) -> Option<super::errors::GeminiError> {
+    use super::errors;
+    let config = generation_config(request);
+    let thinking = config
+        .and_then(|c| c.get("thinkingConfig").or_else(|| c.get("thinking_config")))
+        .is_some_and(|t| !t.is_null());
+    if thinking && !model.thinking {
+        return Some(errors::thinking_not_supported());
+    }
+    let builtin = has_tool(request, BUILTIN_TOOLS);
+    if builtin && has_tool(request, &["functionDeclarations", "function_declarations"]) {
+        return Some(errors::tool_use_with_function_calling());
+    }
+    let json_mode = config
+        .and_then(|c| {
+            c.get("responseMimeType")
+                .or_else(|| c.get("response_mime_type"))
+        })
+        .and_then(Value::as_str)
+        == Some("application/json");
+    if builtin && json_mode {
+        return Some(errors::tool_use_with_json_mode());
+    }
+    let system = request
+        .get("systemInstruction")
+        .or_else(|| request.get("system_instruction"))
+        .is_some_and(|s| !s.is_null());
+    if system && IMAGE_OUTPUT.contains(&model.id) {
+        return Some(errors::developer_instruction_not_enabled(model.id));
+    }
+    None
+}
+
+/// The chunks of an answer (one for a whole answer) with what the request switched on: a
+/// leading thought (a thinking model asked `includeThoughts`: its own chunk in a stream, the
+/// first part of a whole answer), the search sources in the last chunk (`googleSearch`), an
+/// image after the text of the last chunk (an image model asked for `IMAGE` output).
+pub fn with_features(
+    model: &ModelInfo,
+    request: &Value,
+    prompt: &str,
+    stream: bool,
+    chunks: &mut Vec<Value>,
+) {
+    let config = generation_config(request);
+    let thoughts = model.thinking
+        && config
+            .and_then(|c| c.get("thinkingConfig").or_else(|| c.get("thinking_config")))
+            .and_then(|t| {
+                t.get("includeThoughts")
+                    .or_else(|| t.get("include_thoughts"))
+            })
+            .and_then(Value::as_bool)
+            == Some(true);
+    let images = IMAGE_OUTPUT.contains(&model.id)
+        && config
+            .and_then(|c| {
+                c.get("responseModalities")
+                    .or_else(|| c.get("response_modalities"))
+            })
+            .and_then(Value::as_array)
+            .is_some_and(|m| {
+                m.iter()
+                    .any(|v| v.as_str().is_some_and(|s| s.eq_ignore_ascii_case("image")))
+            });
+    let search = has_tool(request, &["googleSearch", "google_search"]);
+    if let Some(last) = chunks.last_mut() {
+        let candidate = &mut last["candidates"][0];
+        if images {
+            if let Some(parts) = candidate["content"]["parts"].as_array_mut() {
+                parts.push(
+                    json!({ "inlineData": { "mimeType": "image/png", "data": IMAGE_PNG_BASE64 } }),
+                );
+            }
+        }
+        if search {
+            let chunks: Vec<Value> = SEARCH_SOURCES
+                .iter()
+                .map(|(title, uri)| json!({ "web": { "uri": uri, "title": title } }))
+                .collect();
+            candidate["groundingMetadata"] = json!({
+                "searchEntryPoint": { "renderedContent": "<div>mock search</div>" },
+                "groundingChunks": chunks,
+                "groundingSupports": [{
+                    "segment": { "startIndex": 0, "endIndex": 4, "text": "echo" },
+                    "groundingChunkIndices": [0, 1]
+                }],
+                "webSearchQueries": [prompt],
+            });
+        }
+    }
+    if thoughts {
+        let thought = json!({ "text": thought_text(prompt), "thought": true });
+        if !stream {
+            if let Some(parts) = chunks[0]["candidates"][0]["content"]["parts"].as_array_mut() {
+                parts.insert(0, thought);
+            }
+        } else {
+            let mut first = chunks[0].clone();
+            first["candidates"][0] = json!({
+                "content": { "parts": [thought], "role": "model" },
+                "index": 0,
+            });
+            if let Some(map) = first.as_object_mut() {
+                map.remove("usageMetadata");
+            }
+            chunks.insert(0, first);
+        }
+    }
+}

@@ -437,7 +437,7 @@ async fn answer(
                     .load(std::sync::atomic::Ordering::Relaxed),
             ),
         ),
-        Route::GetModel { version, model } => match replies::find_model(model) {
+        Route::GetModel { version, model } => match replies::find_served_model(model) {
             Some(info) => json(StatusCode::OK, &info.json()),
             None => errors::model_not_found(version, model, "get").response(),
         },
@@ -445,7 +445,7 @@ async fn answer(
             version,
             model,
             action,
-        } => match replies::find_model(model).filter(|m| m.supports(action.name())) {
+        } => match replies::find_served_model(model).filter(|m| m.supports(action.name())) {
             Some(info) => call(shared, info, action, parts, body, stream_error),
             None => errors::model_not_found(version, model, action.name()).response(),
         },
@@ -494,23 +494,30 @@ fn call(
     };
     let prompt = replies::prompt_text(&request);
     let function_call = replies::function_call(&request);
+    if matches!(action, Action::Generate | Action::Stream) {
+        if let Some(refusal) = replies::refusal(model, &request) {
+            return refusal.response();
+        }
+    }
     match action {
         Action::Generate | Action::Stream if request.get("contents").is_none() => {
             errors::no_contents().response()
         }
-        Action::Generate => json(
-            StatusCode::OK,
-            &match &function_call {
+        Action::Generate => {
+            let mut answer = vec![match &function_call {
                 Some(call) => replies::function_call_content(model, call, &prompt),
                 None => replies::generate_content(model, &prompt),
-            },
-        ),
+            }];
+            replies::with_features(model, &request, &prompt, false, &mut answer);
+            json(StatusCode::OK, &answer[0])
+        }
         Action::Stream => {
             // Gemini streams a function call whole, in one event.
             let mut chunks = match &function_call {
                 Some(call) => vec![replies::function_call_content(model, call, &prompt)],
                 None => replies::stream_chunks(model, &prompt),
             };
+            replies::with_features(model, &request, &prompt, true, &mut chunks);
             if let Some(error) = stream_error {
                 chunks.truncate(1);
                 chunks.push(error);

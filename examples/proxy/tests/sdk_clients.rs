@@ -1,7 +1,9 @@
 //! The official SDKs against the proxy binary: google-genai (generate, stream, function call,
-//! count tokens, embed, list and get models; with the SDK's default API version and with
-//! `v1beta`) and openai (chat completions with and without stream, with tools, with
-//! `stream_options.include_usage`; embeddings; models; a bad token), driven by
+//! count tokens, embed, list and get models, a `-search` model's sources; with the SDK's
+//! default API version and with `v1beta`) and openai (chat completions with and without stream,
+//! with tools, with `stream_options.include_usage`, a thinking model's `reasoning_content`,
+//! search sources and Cherry Studio's `googleSearch` function; embeddings; models; a bad
+//! token), driven by
 //! `tests/sdk/drive_proxy.py` against the binary started with a `.env` in front of the loopback
 //! mock Gemini.
 //!
@@ -46,6 +48,15 @@ fn assert_numbers(got: &Value, want: &Value, what: &str) {
         let (g, w) = (g.as_f64().unwrap(), w.as_f64().unwrap());
         assert!((g - w).abs() < 1e-9, "{what}: {g} != {w}");
     }
+}
+
+/// The sources block of the mock's search answers, as Gemini-Balance wrote it.
+fn search_links() -> String {
+    let mut block = String::from("\n\n---\n\n**【引用来源】**\n\n");
+    for (title, uri) in support::replies::SEARCH_SOURCES {
+        block.push_str(&format!("\n- [{title}]({uri})"));
+    }
+    block
 }
 
 /// No `error` entry in a scenario's report.
@@ -169,6 +180,18 @@ async fn run_and_check(python: &str, url: &str) {
             "{version}"
         );
 
+        // A -search model: the sources after the text (SHOW_SEARCH_LINK, on by default); the
+        // grounding metadata is still there for clients that read it.
+        let got = ok(&report, &at("search"));
+        let answer = format!("echo: news today{}", search_links());
+        assert_eq!(got["text"], answer, "{version}");
+        assert_eq!(got["streamed"], answer, "{version}");
+        assert_eq!(
+            got["grounding_chunks"],
+            support::replies::SEARCH_SOURCES.len(),
+            "{version}"
+        );
+
         let got = ok(&report, &at("count_tokens"));
         assert_eq!(got["total_tokens"], 5, "{version}");
 
@@ -264,6 +287,31 @@ async fn run_and_check(python: &str, url: &str) {
     assert_eq!(got["tool_calls"].as_object().unwrap().len(), 1);
     assert_eq!(got["usage_is_last"], true, "{got}");
     assert_eq!(got["usage_chunks"][0]["usage"]["total_tokens"], 9);
+
+    // A model that thinks: its thoughts in reasoning_content (SHOW_THINKING_PROCESS, on by
+    // default), whole and streamed; the plain chat above (gemini-2.0-flash, which does not
+    // think) got no thinking config, which Gemini would have refused.
+    let got = ok(&report, "/openai/reasoning");
+    let thought = support::replies::thought_text("why is the sky blue");
+    assert_eq!(got["content"], "echo: why is the sky blue");
+    assert_eq!(got["reasoning_content"], thought.as_str(), "{got}");
+    assert_eq!(
+        got["streamed"],
+        json!({"content": "echo: why is the sky blue", "reasoning_content": thought})
+    );
+
+    // Search: the sources after the answer, once, whole and streamed; Cherry Studio's search
+    // switch (a function named googleSearch) searches instead of calling a function.
+    let got = ok(&report, "/openai/search");
+    let answer = format!("echo: news today{}", search_links());
+    assert_eq!(got["content"], answer.as_str());
+    assert_eq!(got["streamed"], answer.as_str());
+    assert_eq!(got["finish_reasons"], json!(["stop"]));
+    assert_eq!(
+        got["cherry"],
+        json!({"content": answer, "tool_calls": 0}),
+        "{got}"
+    );
 
     // Embeddings: one vector per input, in order, the upstream's numbers.
     let got = ok(&report, "/openai/embeddings");
