@@ -9,14 +9,17 @@ use super::defaults::{answers_with_images, lowest_budget};
 use super::models::{ModelRules, ResolvedModel};
 use super::schema::{clean_schema, is_empty_object};
 
-/// Settings that shape the converted request (the proxy's `.env` options).
+/// Settings that shape the converted request (the proxy's `.env` options), and the native
+/// requests ([`ChatOptions::shape_gemini_request`]).
 #[derive(Debug, Clone, Default)]
 pub struct ChatOptions {
     /// Model suffix rules.
     pub rules: ModelRules,
-    /// Ask for thoughts to be returned (`SHOW_THINKING_PROCESS`).
+    /// Ask the models that [think](ChatOptions::thinks) for their thoughts, and show them as
+    /// `reasoning_content` (`SHOW_THINKING_PROCESS`).
     pub show_thinking: bool,
-    /// Default thinking budgets per model (`THINKING_BUDGET_MAP`), used when the client set none.
+    /// Default thinking budgets per model (`THINKING_BUDGET_MAP`; -1: dynamic), used when the
+    /// client set none. A model listed here counts as one that thinks.
     pub thinking_budgets: HashMap<String, i64>,
     /// Safety settings to apply (`SAFETY_SETTINGS`).
     pub safety_settings: Option<Value>,
@@ -26,7 +29,7 @@ pub struct ChatOptions {
     pub url_context_models: Vec<String>,
     /// Append the sources of an answer grounded by a search that was switched on here (a
     /// `-search` model, or OpenAI's `googleSearch` function) to its text (`SHOW_SEARCH_LINK`;
-    /// see [`citations`](super::citations_text)).
+    /// see [`add_search_links`](super::add_search_links)).
     pub show_search_link: bool,
 }
 
@@ -93,11 +96,17 @@ impl std::error::Error for ConvertError {}
 /// System and developer messages become `systemInstruction`; assistant `tool_calls` become
 /// `functionCall` parts (with the text kept); `tool` messages become `functionResponse` parts
 /// named after the call they answer; images given as data URLs become `inlineData` (http URLs
-/// are listed in [`GeminiChat::remote_images`] to be fetched); `tools` become
-/// `functionDeclarations` with the schema cleaned; `tool_choice` becomes `toolConfig`;
-/// `response_format` becomes `responseMimeType`/`responseSchema`; `max_tokens`/
-/// `max_completion_tokens`, `stop`, `n`, `temperature`, `top_p`, `seed`, the penalties and
-/// `reasoning_effort` go into `generationConfig`.
+/// are listed in [`GeminiChat::remote_images`] to be fetched), and so do `input_audio` and
+/// `input_video` parts; for a model that answers with images, markdown images in a string
+/// content become image parts too (its earlier answers' images, sent back); `tools` become
+/// `functionDeclarations` with the schema cleaned, except a function named `googleSearch`,
+/// which becomes Gemini's Google Search tool (Cherry Studio's search switch); `tool_choice`
+/// becomes `toolConfig`; `response_format` becomes `responseMimeType`/`responseSchema`;
+/// `max_tokens`/`max_completion_tokens`, `stop`, `n`, `temperature`, `top_p`, `seed` and the
+/// penalties go into `generationConfig`, and so does `reasoning_effort` as a thinking budget
+/// for a model that [thinks](ChatOptions::thinks) (it is ignored for the others, which Gemini
+/// would refuse it for). The defaults of [`ChatOptions`] are added as on the native routes
+/// (built-in tools, a thinking config, safety settings).
 ///
 /// ```
 /// use serde_json::json;

@@ -83,7 +83,9 @@ fn links_text(sources: &[(String, String)]) -> String {
     text
 }
 
-/// The sources text of one candidate, `None` when it has no web sources.
+/// The sources text of one candidate, `None` when it has no web sources: Gemini-Balance's
+/// heading, then a markdown link per web entry of `groundingMetadata.groundingChunks`
+/// (the URI stands for a missing title).
 ///
 /// ```
 /// use serde_json::json;
@@ -121,7 +123,9 @@ fn append_part(candidate: &mut Value, text: String) {
     }
 }
 
-/// Adds the sources text to each candidate of a whole Gemini answer that has web sources.
+/// Adds the sources text ([`search_links_text`]) to each candidate of a whole Gemini answer that
+/// has web sources, as a text part of its own at the end of its content, so that every client
+/// that joins text parts (the SDKs' `.text`, the OpenAI conversion) shows it after the answer.
 pub fn add_search_links(answer: &mut Value) {
     let Some(candidates) = answer.get_mut("candidates").and_then(Value::as_array_mut) else {
         return;
@@ -141,7 +145,9 @@ struct Seen {
     shown: bool,
 }
 
-/// Adds the sources text to a Gemini stream, chunk by chunk; see the [module docs](self).
+/// Adds the sources text to a Gemini stream, chunk by chunk: once per candidate, in its last
+/// chunk (the one with its `finishReason`), with every source seen up to then, or in one more
+/// chunk at the end ([`finish`](Self::finish)) when the sources came after it.
 ///
 /// ```
 /// use serde_json::json;

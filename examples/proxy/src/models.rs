@@ -90,8 +90,14 @@ pub async fn prepare(
     }
     let plain = model.upstream == model.requested;
     let is_generate = parts.uri.path().contains("enerateContent");
-    let shape = is_generate && policy.options.shapes_gemini_request(&model);
-    if is_generate && model.search && policy.options.show_search_link {
+    // `generateContent` and `streamGenerateContent` (not `batchGenerateContent`, whose body
+    // holds requests rather than being one).
+    let generates = matches!(
+        parts.uri.path().rsplit(':').next(),
+        Some("generateContent" | "streamGenerateContent")
+    );
+    let shape = generates && policy.options.shapes_gemini_request(&model);
+    if generates && model.search && policy.options.show_search_link {
         parts.extensions.insert(ShowSearchLinks);
     }
     // A plain model's body that needs nothing but the default safety settings gets them inside
