@@ -165,7 +165,7 @@ impl ChatOptions {
     /// without parsing it.
     pub fn shapes_gemini_request(&self, model: &ResolvedModel) -> bool {
         model.search
-            || model.image
+            || image_output(model)
             || !self.builtin_tools(model, false, false).is_empty()
             || self.default_thinking(model, false).is_some()
     }
@@ -177,7 +177,8 @@ impl ChatOptions {
     ///   `-search`), unless the body declares functions, has a function call in its contents,
     ///   or asks for JSON (`responseMimeType: application/json`); a tool the client already
     ///   has is not added twice;
-    /// - `-image`: text and image output, and no `systemInstruction` (image models refuse it);
+    /// - `-image` (and models named `…-image-generation`): text and image output, and no
+    ///   `systemInstruction` (image models refuse it);
     /// - a thinking config, when the body has none, for a model that [thinks](Self::thinks):
     ///   the lowest budget for `-non-thinking`, else the model's `THINKING_BUDGET_MAP` entry,
     ///   with `includeThoughts` under `SHOW_THINKING_PROCESS`.
@@ -259,7 +260,8 @@ impl ChatOptions {
         let thinking = (!has_thinking)
             .then(|| self.default_thinking(model, false))
             .flatten();
-        if model.image || thinking.is_some() {
+        let image = image_output(model);
+        if image || thinking.is_some() {
             let key = if map.contains_key("generation_config") {
                 "generation_config"
             } else {
@@ -267,7 +269,7 @@ impl ChatOptions {
             };
             let config = map.entry(key).or_insert_with(|| json!({}));
             if let Value::Object(config) = config {
-                if model.image {
+                if image {
                     config.remove("response_modalities");
                     config.insert("responseModalities".to_owned(), json!(["TEXT", "IMAGE"]));
                 }
@@ -276,11 +278,18 @@ impl ChatOptions {
                 }
             }
         }
-        if model.image {
+        if image {
             map.remove("systemInstruction");
             map.remove("system_instruction");
         }
     }
+}
+
+/// Whether the request asks for image output (text and image modalities, no system
+/// instruction): an `-image` variant, or a model whose name ends in `-image-generation`
+/// (`gemini-2.0-flash-preview-image-generation`), as Gemini-Balance had it.
+pub(super) fn image_output(model: &ResolvedModel) -> bool {
+    model.image || model.upstream.ends_with("-image-generation")
 }
 
 /// Whether the model answers with images: an `-image` variant, or a model named so
@@ -433,6 +442,14 @@ mod tests {
         assert!(
             out.get("tools").is_none(),
             "no code execution for image models"
+        );
+        // A model named so asks for images too, as in Gemini-Balance.
+        let body = json!({"systemInstruction": {"parts": [{"text": "s"}]}, "contents": []});
+        let out = shaped("gemini-2.0-flash-preview-image-generation", body);
+        assert!(out.get("systemInstruction").is_none());
+        assert_eq!(
+            out["generationConfig"]["responseModalities"],
+            json!(["TEXT", "IMAGE"])
         );
     }
 

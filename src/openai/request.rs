@@ -5,7 +5,7 @@ use std::fmt;
 
 use serde_json::{json, Map, Value};
 
-use super::defaults::{answers_with_images, lowest_budget};
+use super::defaults::{answers_with_images, image_output, lowest_budget};
 use super::models::{ModelRules, ResolvedModel};
 use super::schema::{clean_schema, is_empty_object};
 
@@ -147,7 +147,7 @@ pub fn chat_request_to_gemini(req: &Value, opts: &ChatOptions) -> Result<GeminiC
         convert_messages(messages, answers_with_images(&model), &mut remote_images)?;
     body.insert("contents".to_owned(), Value::Array(contents));
     if let Some(system) = system {
-        if !model.image {
+        if !image_output(&model) {
             body.insert("systemInstruction".to_owned(), system);
         }
     }
@@ -205,7 +205,7 @@ pub fn chat_request_to_gemini(req: &Value, opts: &ChatOptions) -> Result<GeminiC
         }
     }
     response_format(req, &mut config)?;
-    if model.image {
+    if image_output(&model) {
         config.insert("responseModalities".to_owned(), json!(["TEXT", "IMAGE"]));
     }
     if let Some(thinking) = thinking_config(req, &model, opts)? {
