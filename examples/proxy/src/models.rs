@@ -260,7 +260,10 @@ pub async fn filter_openai_list(policy: &ModelPolicy, response: Response<Body>) 
     if let Some(data) = list.get_mut("data").and_then(Value::as_array_mut) {
         data.retain(|model| {
             let id = model.get("id").and_then(Value::as_str).unwrap_or("");
-            !policy.options.rules.is_filtered(&policy.options.rules.resolve(id))
+            !policy
+                .options
+                .rules
+                .is_filtered(&policy.options.rules.resolve(id))
         });
     }
     json_answer(head, &list)

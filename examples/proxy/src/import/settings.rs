@@ -375,7 +375,7 @@ mod tests {
             [
                 ("MAX_RETRIES", None),
                 ("MAX_FAILURES", Some("7")),
-                ("THINKING_BUDGET_MAP", Some(r#"{"gemini-2.5-flash":-1.0}"#)),
+                ("THINKING_BUDGET_MAP", Some(r#"{"gemini-2.5-flash":-1}"#)),
                 ("PAID_KEY", Some("AIzaSyPaid000000000000000000000000000000")),
             ]
         );
