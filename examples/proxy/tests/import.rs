@@ -422,7 +422,7 @@ fn assert_first_report(stdout: &str, dry_run: bool) {
         "API_KEYS: [\"AIza…0001\"] → [\"AIza…0001\",\"AIza…0002\"] (secrets file)",
         "ALLOWED_TOKENS: [\"sk-e…0001\"] → [\"sk-e…0001\",\"sk-a…0002\"] (secrets file)",
         "MAX_RETRIES: 3 → 5 (database)",
-        "THINKING_BUDGET_MAP: {} → {\"gemini-2.5-flash\":-1.0} (database)",
+        "THINKING_BUDGET_MAP: {} → {\"gemini-2.5-flash\":-1} (database)",
         "ERROR_LOG_RECORD_REQUEST_BODY: false → true (database)",
         "PROXIES: refused: expected",
         "TIMEZONE: read at start only: the Python server has Europe/Berlin; set TIMEZONE=Europe/Berlin in .env",
