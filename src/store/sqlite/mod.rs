@@ -423,6 +423,35 @@ impl SqliteStore {
         answer.recv().map_err(|_| closed())?
     }
 
+    /// Replaces the retention while the store runs (an admin changed how long logs are kept).
+    ///
+    /// The error and request log purge then runs at once with the new limits, as at startup,
+    /// and afterwards on its schedule; scheduled purges still queued under the old limits are
+    /// dropped. Returns once the writer has the message, not when the purge is done (the rows
+    /// go in the background, a few thousand at a time). Blocks while the writer's channel is
+    /// full: from async code run it with `tokio::task::spawn_blocking`.
+    ///
+    /// ```
+    /// use gemini_balance::store::sqlite::Retention;
+    /// use gemini_balance::store::SqliteStore;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// let store = SqliteStore::open(dir.path().join("usage.db"))?;
+    /// let mut retention = Retention::default();
+    /// retention.error_logs = None; // keep error logs from now on
+    /// store.set_retention(retention)?;
+    /// # store.shutdown()?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn set_retention(&self, retention: Retention) -> Result<(), StoreError> {
+        if self.inner.shared.closed.load(Ordering::Relaxed) {
+            return Err(closed());
+        }
+        self.inner.send_control(Msg::Retention(Box::new(retention)))
+    }
+
     /// Runs `f` on the store's read-only connection, in one read transaction: everything `f`
     /// reads is one snapshot of the database, so the parts of an answer agree even while the
     /// writer commits. Readers do not wait for the writer (WAL), but this call blocks the

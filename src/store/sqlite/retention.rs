@@ -191,6 +191,11 @@ impl Purge {
         }
     }
 
+    /// `true` when a caller waits for this purge (it was asked for, not scheduled).
+    pub(crate) fn has_reply(&self) -> bool {
+        self.reply.is_some()
+    }
+
     /// The caller waiting for this purge, if any.
     pub(crate) fn take_reply(&mut self) -> Option<SyncSender<Result<u64, StoreError>>> {
         self.reply.take()

@@ -399,6 +399,11 @@ fn mask(conn: &Connection, kind: &str, id: &str) -> Result<Option<String>, Store
         .map_err(sql_error("reading a fingerprint"))
 }
 
+/// The mask (`AIza…x4Fq`) of a key id the database has seen, also after the key left the pool.
+pub fn key_mask(conn: &Connection, key_id: &str) -> Result<Option<String>, StoreError> {
+    mask(conn, "key", key_id)
+}
+
 /// The keys with the most 429 answers over `window` (keys with none are left out).
 pub fn top_rate_limited_keys(
     conn: &Connection,

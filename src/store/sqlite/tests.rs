@@ -297,6 +297,64 @@ fn midnight_log_purges_also_run_at_startup() {
     store.shutdown().unwrap();
 }
 
+#[test]
+fn a_retention_change_purges_the_logs_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("usage.db");
+    let now = SystemTime::now();
+    // Kept at first: the next midnight purge is up to a day away.
+    let store = SqliteStore::builder(&path)
+        .retention(Retention {
+            error_logs: None,
+            request_logs: None,
+            logs_at_midnight: true,
+            ..Retention::default()
+        })
+        .open()
+        .unwrap();
+    for (id, age) in [(1, 10), (2, 3), (3, 0)] {
+        let at = now - Duration::from_secs(age * 86_400);
+        store.record(record(id, at, KEY, "m", true));
+    }
+    store.flush().unwrap();
+    let rows = |table: &str| {
+        store
+            .read(|c| Ok(count(c, &format!("SELECT count(*) FROM {table}"))))
+            .unwrap()
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!((rows("error_log"), rows("request_log")), (3, 3));
+
+    // Error logs 7 days: the 10-day-old one goes now, not at midnight.
+    store
+        .set_retention(Retention {
+            error_logs: Some(Duration::from_secs(7 * 86_400)),
+            request_logs: None,
+            logs_at_midnight: true,
+            ..Retention::default()
+        })
+        .unwrap();
+    wait_for(&store, "the error log purge", |c| {
+        count(c, "SELECT count(*) FROM error_log") == 2
+    });
+    assert_eq!(rows("request_log"), 3);
+
+    // Then request logs 1 day (and the hourly schedule): the 10- and 3-day-old ones go.
+    store
+        .set_retention(Retention {
+            error_logs: Some(Duration::from_secs(7 * 86_400)),
+            request_logs: Some(Duration::from_secs(86_400)),
+            ..Retention::default()
+        })
+        .unwrap();
+    wait_for(&store, "the request log purge", |c| {
+        count(c, "SELECT count(*) FROM request_log") == 1
+            && count(c, "SELECT count(*) FROM attempt_log") == 2
+    });
+    store.shutdown().unwrap();
+    assert!(store.set_retention(Retention::default()).is_err());
+}
+
 /// Requests spread over the last 30 hours, one every 7 minutes and 13 seconds.
 fn spread_store(dir: &std::path::Path) -> (SqliteStore, i64) {
     let store = SqliteStore::open(dir.join("usage.db")).unwrap();
@@ -502,6 +560,16 @@ fn models_of_a_key_count_whole_hours() {
         .read(|c| stats::models_of_key(c, "0123456789abcdef", window))
         .unwrap()
         .is_empty());
+    // The mask of a key the database has seen; none for one it has not.
+    let masks = store
+        .read(|c| {
+            Ok((
+                stats::key_mask(c, &other)?,
+                stats::key_mask(c, "0123456789abcdef")?,
+            ))
+        })
+        .unwrap();
+    assert_eq!(masks, (Some(KeyId::of(OTHER_KEY).mask().to_owned()), None));
 }
 
 /// Runs `f` on another thread and fails if it has not finished within a minute: a liveness

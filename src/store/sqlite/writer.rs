@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime};
 use rusqlite::{params, Connection, Transaction, TransactionBehavior};
 
 use super::key_state;
-use super::retention::{self, Due, Purge, Retention};
+use super::retention::{self, Due, Purge, Retention, Table};
 use super::rollup::{clamp, FastSet, Rollup};
 use super::time::{duration_ms, ms_of};
 use crate::api_error::ApiFlavor;
@@ -64,6 +64,8 @@ pub(crate) enum Msg {
     Exec(Box<dyn FnOnce(&mut Connection) + Send>),
     /// Delete old rows in small steps; the purge replies when done.
     Purge(Box<Purge>),
+    /// Replace the retention; the log purge runs again at once with it.
+    Retention(Box<Retention>),
     /// Commit everything, checkpoint, reply, stop.
     Shutdown(SyncSender<()>),
 }
@@ -219,6 +221,7 @@ impl Writer {
                 }
                 Some(Msg::Exec(f)) => f(&mut self.conn),
                 Some(Msg::Purge(purge)) => self.jobs.push_back(*purge),
+                Some(Msg::Retention(retention)) => self.set_retention(*retention),
                 Some(Msg::Shutdown(reply)) => {
                     self.finish(&mut batch);
                     let _ = reply.send(());
@@ -277,6 +280,24 @@ impl Writer {
         }
         self.dirty = false;
         self.last_checkpoint = Instant::now();
+    }
+
+    /// Replaces the retention: scheduled log purges still queued under the old one are dropped
+    /// (a purge someone waits for is kept), and the log purge runs at the next step with the
+    /// new limits, as at startup; then on its schedule.
+    fn set_retention(&mut self, retention: Retention) {
+        self.jobs.retain(|job| {
+            job.has_reply()
+                || !(job.covers(Table::Errors)
+                    || job.covers(Table::Requests)
+                    || job.covers(Table::Attempts))
+        });
+        self.retention = retention;
+        if self.retention.logs_at_midnight {
+            self.next_log_purge = None;
+        } else {
+            self.next_retention = Instant::now();
+        }
     }
 
     /// Queues the retention purges when due, then runs one step of the first purge.
@@ -344,6 +365,8 @@ impl Writer {
                     self.write_batch(batch);
                     while !purge.step(&self.conn, u32::MAX) {}
                 }
+                // No purge runs any more: nothing to change.
+                Msg::Retention(_) => {}
             }
         }
         self.write_batch(batch);
