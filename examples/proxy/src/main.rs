@@ -52,7 +52,6 @@ use gemini_balance::api_error::{error_response, ApiFlavor};
 use gemini_balance::classify::{classify_any_error, FailureClass};
 use gemini_balance::ext::{Attempts, ModelName};
 use gemini_balance::keys::{ApiKey, KeyId, KeyPool, KeyStatus};
-use gemini_balance::store::sqlite::Retention;
 use gemini_balance::store::{KeyStateStore, SqliteStore};
 use tower::ServiceExt;
 use tracing_subscriber::layer::SubscriberExt;
@@ -209,13 +208,11 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         ),
         data_lock::LockError::Failed(e) => format!("SQLITE_DATABASE ({db_path}): {e}"),
     })?;
-    let days = |enabled: &str, days: &str| {
-        base.bool(enabled)
-            .then(|| u32::try_from(base.int(days)).unwrap_or(u32::MAX))
-    };
-    // Logs are purged at midnight in TIMEZONE, as in Gemini-Balance; the month is TIMEZONE's.
-    let mut retention = Retention::default();
-    retention.logs_at_midnight = true;
+    // The log purge waits for the stored settings (they live in this database): opened
+    // without it, the store gets AUTO_DELETE_* once they are read (see below), and purges then.
+    let mut retention = state::retention(&base);
+    retention.error_logs = None;
+    retention.request_logs = None;
     let store = SqliteStore::builder(&db_path)
         // The writer appends; 8 MiB of page cache holds the pages it touches (the library's
         // default 16 MiB would be a quarter of the proxy's memory budget).
@@ -225,14 +222,6 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         .channel_capacity(usize::try_from(base.int("SQLITE_QUEUE_CAPACITY")).unwrap_or(16_384))
         .retention(retention)
         .time_zone(config.time_zone.clone())
-        .error_log_days(days(
-            "AUTO_DELETE_ERROR_LOGS_ENABLED",
-            "AUTO_DELETE_ERROR_LOGS_DAYS",
-        ))
-        .request_log_days(days(
-            "AUTO_DELETE_REQUEST_LOGS_ENABLED",
-            "AUTO_DELETE_REQUEST_LOGS_DAYS",
-        ))
         .open()
         .map_err(|e| format!("SQLITE_DATABASE ({db_path}): {e}"))?;
 
@@ -286,6 +275,8 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     if settings.text("LOG_LEVEL") != base.text("LOG_LEVEL") {
         set_log_level(settings.text("LOG_LEVEL"))?;
     }
+    // AUTO_DELETE_* as stored or set: the first log purge runs now with them.
+    store.set_retention(state::retention(&settings))?;
 
     let mut keys = Vec::new();
     for (i, raw) in settings.list("API_KEYS").iter().enumerate() {

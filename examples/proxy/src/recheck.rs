@@ -129,18 +129,33 @@ pub async fn recheck(pool: &KeyPool, upstream: &Upstream, test_model: &str) -> u
     recovered
 }
 
-/// Runs [`recheck`] every CHECK_INTERVAL_HOURS (read again after each run, so a change applies
-/// from the next run; 0 pauses it) until the process ends. The first run is one interval after
-/// start, as in Gemini-Balance.
+/// Runs [`recheck`] every CHECK_INTERVAL_HOURS (0 pauses it) until the process ends. The first
+/// run is one interval after start, as in Gemini-Balance; each next one an interval after the
+/// last. A change of the settings applies at once (the Python admin restarts its scheduler on
+/// save): the wait is measured again from the last run with the new interval, so a run that
+/// the shorter interval makes overdue starts now.
 pub fn spawn(app: Arc<App>) {
+    let mut changes = app.subscribe();
     tokio::spawn(async move {
+        let mut last_run = tokio::time::Instant::now();
         loop {
-            let hours = app.live().settings.float("CHECK_INTERVAL_HOURS");
-            if hours <= 0.0 {
-                tokio::time::sleep(Duration::from_secs(60)).await;
-                continue;
+            let due = next_run(last_run, app.live().settings.float("CHECK_INTERVAL_HOURS"));
+            let wait = async {
+                match due {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = wait => {}
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        return; // the proxy is gone
+                    }
+                    continue;
+                }
             }
-            tokio::time::sleep(Duration::from_secs_f64(hours * 3600.0)).await;
+            last_run = tokio::time::Instant::now();
             let live = app.live();
             let due = app.pool.keys_to_probe().len();
             if due > 0 {
@@ -150,4 +165,29 @@ pub fn spawn(app: Arc<App>) {
             }
         }
     });
+}
+
+/// When the run after `last` is due with an interval of `hours`; `None` when paused (0) or so
+/// far away that it never comes.
+fn next_run(last: tokio::time::Instant, hours: f64) -> Option<tokio::time::Instant> {
+    if hours.is_nan() || hours <= 0.0 {
+        return None;
+    }
+    let interval = Duration::try_from_secs_f64(hours * 3600.0).ok()?;
+    last.checked_add(interval)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_next_run_is_an_interval_after_the_last() {
+        let last = tokio::time::Instant::now();
+        assert_eq!(next_run(last, 0.5), Some(last + Duration::from_secs(1800)));
+        assert_eq!(next_run(last, 0.0), None);
+        assert_eq!(next_run(last, -1.0), None);
+        assert_eq!(next_run(last, f64::NAN), None);
+        assert_eq!(next_run(last, 1e300), None);
+    }
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use gemini_balance::keys::{ApiKey, KeyId, KeyPool};
 use gemini_balance::normalize_url::NormalizeUrlLayer;
+use gemini_balance::store::sqlite::Retention;
 use gemini_balance::store::SqliteStore;
 use serde_json::{Map, Value};
 
@@ -30,6 +31,14 @@ const CLIENT_SETTINGS: &[&str] = &[
     "BASE_URL",
     "PROXIES",
     "PROXIES_USE_CONSISTENCY_HASH_BY_API_KEY",
+];
+
+/// Settings the store's log purge reads (see [`retention`]).
+const RETENTION_SETTINGS: &[&str] = &[
+    "AUTO_DELETE_ERROR_LOGS_ENABLED",
+    "AUTO_DELETE_ERROR_LOGS_DAYS",
+    "AUTO_DELETE_REQUEST_LOGS_ENABLED",
+    "AUTO_DELETE_REQUEST_LOGS_DAYS",
 ];
 
 /// Everything built from the settings.
@@ -63,6 +72,9 @@ pub struct App {
     live: ArcSwap<Live>,
     /// One configuration change at a time (each is read, modify, write).
     changes: tokio::sync::Mutex<()>,
+    /// Told after every change, so that background jobs (the key re-check) re-read their
+    /// settings at once instead of at their next run.
+    changed: tokio::sync::watch::Sender<()>,
     set_log_level: LogLevelSetter,
 }
 
@@ -85,8 +97,14 @@ impl App {
             base,
             live: ArcSwap::from_pointee(live),
             changes: tokio::sync::Mutex::new(()),
+            changed: tokio::sync::watch::Sender::new(()),
             set_log_level,
         })
+    }
+
+    /// Marks changed (and wakes) after each configuration change.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<()> {
+        self.changed.subscribe()
     }
 
     /// The current settings and what is built from them.
@@ -221,8 +239,19 @@ impl App {
                 tracing::warn!(error = %e, "LOG_LEVEL could not be applied to the running log");
             }
         }
+        if names.iter().any(|n| RETENTION_SETTINGS.contains(n)) {
+            let (store, retention) = (self.store.clone(), retention(&live.settings));
+            let sent = tokio::task::spawn_blocking(move || store.set_retention(retention)).await;
+            if let Err(e) = sent
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()))
+            {
+                tracing::warn!(error = %e, "the new log retention could not be given to the store");
+            }
+        }
         self.auth_limit.set_policy(auth_policy(&live.settings));
         self.live.store(Arc::new(live));
+        self.changed.send_replace(());
         tracing::info!(settings = %names.join(", "), "configuration changed");
         Ok(())
     }
@@ -293,10 +322,42 @@ pub fn auth_policy(settings: &Settings) -> auth_limit::Policy {
     }
 }
 
+/// How long logs are kept (AUTO_DELETE_*): purged at midnight in TIMEZONE, as in
+/// Gemini-Balance, and whenever these settings change.
+pub fn retention(settings: &Settings) -> Retention {
+    let days = |enabled: &str, days: &str| {
+        settings.bool(enabled).then(|| {
+            let days = u64::try_from(settings.int(days)).unwrap_or(0);
+            Duration::from_secs(days.saturating_mul(86_400))
+        })
+    };
+    let mut retention = Retention::default();
+    retention.logs_at_midnight = true;
+    retention.error_logs = days(
+        "AUTO_DELETE_ERROR_LOGS_ENABLED",
+        "AUTO_DELETE_ERROR_LOGS_DAYS",
+    );
+    retention.request_logs = days(
+        "AUTO_DELETE_REQUEST_LOGS_ENABLED",
+        "AUTO_DELETE_REQUEST_LOGS_DAYS",
+    );
+    retention
+}
+
 /// The upstream routes: pooled keep-alive connections (HTTP/2 where offered), TIME_OUT,
 /// CUSTOM_HEADERS and our `User-Agent` (unless CUSTOM_HEADERS sets one), pinned to BASE_URL;
 /// direct, or one per PROXIES entry (see [`Upstream`]).
 pub fn build_upstream(settings: &Settings) -> Result<Upstream, String> {
+    Upstream::build(
+        &upstream_options(settings)?,
+        &settings.list("PROXIES"),
+        settings.bool("PROXIES_USE_CONSISTENCY_HASH_BY_API_KEY"),
+    )
+}
+
+/// What every upstream route is built with: TIME_OUT, CUSTOM_HEADERS and our `User-Agent`
+/// (unless CUSTOM_HEADERS sets one), BASE_URL.
+pub fn upstream_options(settings: &Settings) -> Result<upstream::Options, String> {
     let mut headers = custom_headers(settings.value("CUSTOM_HEADERS"))?;
     if !headers.contains_key(axum::http::header::USER_AGENT) {
         headers.insert(
@@ -304,16 +365,11 @@ pub fn build_upstream(settings: &Settings) -> Result<Upstream, String> {
             axum::http::HeaderValue::from_static(upstream::USER_AGENT),
         );
     }
-    let options = upstream::Options {
+    Ok(upstream::Options {
         time_out: Duration::from_secs(settings.int("TIME_OUT").unsigned_abs()),
         headers,
         base_url: settings.text("BASE_URL").trim_end_matches('/').to_owned(),
-    };
-    Upstream::build(
-        &options,
-        &settings.list("PROXIES"),
-        settings.bool("PROXIES_USE_CONSISTENCY_HASH_BY_API_KEY"),
-    )
+    })
 }
 
 /// `CUSTOM_HEADERS` (a JSON object) as headers sent with every upstream request.
