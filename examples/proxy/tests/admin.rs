@@ -606,6 +606,92 @@ async fn stats_logs_and_models() {
     proxy.stop();
 }
 
+/// Waits until the store has written `n` records (`/api/stats/summary`'s `store.written`).
+async fn written(proxy: &Proxy, n: u64) {
+    for _ in 0..200 {
+        let (_, s) = proxy.admin("GET", "/stats/summary", None).await;
+        if s["store"]["written"].as_u64() >= Some(n) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the store did not write {n} records");
+}
+
+#[tokio::test]
+async fn usage_of_one_key_per_model() {
+    let mock = MockGemini::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    // One key serves everything; key 2 exists but is never used.
+    let env = format!(
+        "API_KEYS={}\nALLOWED_TOKENS=[\"{TOKEN}\"]\nAUTH_TOKEN={ADMIN}\nBASE_URL={}/v1beta\n",
+        serde_json::to_string(&[test_key(1)]).unwrap(),
+        mock.base_url()
+    );
+    let proxy = Proxy::start(dir.path(), &env).await;
+    for model in ["gemini-2.5-flash", "gemini-2.0-flash", "gemini-2.5-flash"] {
+        assert_eq!(proxy.generate(model).await, 200);
+    }
+    written(&proxy, 3).await;
+    let id = gemini_balance::keys::KeyId::of(&test_key(1)).hex();
+    let (status, usage) = proxy
+        .admin("GET", &format!("/stats/keys/{id}/models"), None)
+        .await;
+    assert_eq!(status, 200, "{usage}");
+    assert_eq!(usage["id"], id);
+    assert_eq!(usage["window"], "24h");
+    assert!(usage["mask"].as_str().unwrap().ends_with("0001"), "{usage}");
+    let rows: Vec<(&str, u64, u64)> = usage["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["id"].as_str().unwrap(),
+                r["calls"].as_u64().unwrap(),
+                r["attempts"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    // Most calls first, as Gemini-Balance's "key usage details" orders them.
+    assert_eq!(
+        rows,
+        [("gemini-2.5-flash", 2, 2), ("gemini-2.0-flash", 1, 1)],
+        "{usage}"
+    );
+    assert!(usage["rows"][0]["tokens"]["total"].as_u64().unwrap() > 0);
+
+    // The key leaves the pool: its history is still answered, with its mask from the database.
+    let (status, _) = proxy.admin("DELETE", &format!("/keys/{id}"), None).await;
+    assert_eq!(status, 200);
+    let (_, usage) = proxy
+        .admin("GET", &format!("/stats/keys/{id}/models?window=1h"), None)
+        .await;
+    assert_eq!(usage["rows"].as_array().unwrap().len(), 2, "{usage}");
+    assert!(usage["mask"].as_str().unwrap().ends_with("0001"), "{usage}");
+
+    // A key never seen has no rows; bad input is a 400 naming it; a key is not an id.
+    let never = gemini_balance::keys::KeyId::of(&test_key(2)).hex();
+    let (status, usage) = proxy
+        .admin("GET", &format!("/stats/keys/{never}/models"), None)
+        .await;
+    assert_eq!(
+        (status, &usage["rows"], &usage["mask"]),
+        (200, &json!([]), &Value::Null)
+    );
+    for (path, says) in [
+        ("/stats/keys/xyz/models", "key id"),
+        (&format!("/stats/keys/{}/models", test_key(1))[..], "key id"),
+        (&format!("/stats/keys/{id}/models?window=1y")[..], "window"),
+    ] {
+        let (status, body) = proxy.admin("GET", path, None).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(says), "{path}: {message}");
+    }
+    proxy.stop();
+}
+
 #[tokio::test]
 async fn the_log_names_stored_settings_and_holds_no_secret() {
     let mock = MockGemini::start().await;

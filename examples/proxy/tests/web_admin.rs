@@ -661,6 +661,28 @@ async fn an_admin_manages_the_proxy_in_a_browser() {
     assert_eq!(disabled["total"], 1);
     assert_eq!(disabled["items"][0]["id"], revoked.as_str());
 
+    // One key's usage per model, from its card.
+    let first = card_id(&browser, "0001").await;
+    browser
+        .click(&format!(
+            ".card[data-key=\"{first}\"] button[data-action=models]"
+        ))
+        .await;
+    browser
+        .wait_for(
+            "document.querySelectorAll('#key-models tbody tr').length > 0",
+            "the key's models",
+        )
+        .await;
+    let usage = browser.text("#dialog-content").await;
+    let served = admin_get(&url, &format!("/api/stats/keys/{first}/models")).await;
+    for row in served["rows"].as_array().unwrap() {
+        assert!(usage.contains(row["id"].as_str().unwrap()), "{usage}");
+    }
+    assert!(!usage.contains(&test_key(1)), "a key in clear: {usage}");
+    shot(&browser, "key-models", 1280).await;
+    browser.click("#dialog-actions button[value=close]").await;
+
     // The model helper: the upstream's models with the derived ones; compare two.
     browser.click("a[data-nav=models]").await;
     browser

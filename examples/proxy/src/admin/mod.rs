@@ -78,6 +78,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/stats/summary", get(stats::summary))
         .route("/stats/series", get(stats::series))
         .route("/stats/keys", get(stats::by_key))
+        .route("/stats/keys/{id}/models", get(stats::models_of_key))
         .route("/stats/models", get(stats::by_model))
         .route("/stats/clients", get(stats::by_client))
         .route("/stats/attention", get(stats::attention))

@@ -6,8 +6,9 @@ use std::time::{Duration, SystemTime};
 
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{Response, StatusCode};
+use gemini_balance::keys::KeyId;
 use gemini_balance::store::sqlite::stats::{self, Granularity, Window};
 use serde::Deserialize;
 use serde_json::json;
@@ -126,6 +127,55 @@ pub async fn by_client(
     q: Result<Query<WindowQuery>, QueryRejection>,
 ) -> Response<Body> {
     answer(rows(state, q, stats::by_client).await)
+}
+
+/// One key's usage per model (the Python admin's "key usage details"): `GET
+/// /api/stats/keys/{id}/models?window=24h`. The key is named by its id; a deleted key's history
+/// is still answered (its mask from the database), an id never seen has no rows.
+pub async fn models_of_key(
+    State(state): State<AdminState>,
+    Path(id): Path<String>,
+    q: Result<Query<WindowQuery>, QueryRejection>,
+) -> Response<Body> {
+    answer(key_models(state, id, q).await)
+}
+
+async fn key_models(
+    state: AdminState,
+    id: String,
+    q: Result<Query<WindowQuery>, QueryRejection>,
+) -> Result<Response<Body>, Response<Body>> {
+    let Some(key) = KeyId::from_hex(&id, "") else {
+        return Err(fail(
+            StatusCode::BAD_REQUEST,
+            // Not repeated: a key pasted here by mistake must not come back in the answer.
+            format!(
+                "not a key id: expected 16 hex digits, got {} characters",
+                id.chars().count()
+            ),
+        ));
+    };
+    let q = query(q)?;
+    let window = window(&q.window)?;
+    let hex = key.hex();
+    let in_pool = state
+        .app
+        .pool
+        .snapshot(&key)
+        .map(|s| s.id.mask().to_owned());
+    let (rows, stored) = state
+        .read(move |c| {
+            let rows = stats::models_of_key(c, &hex, window)?;
+            let mask = stats::key_mask(c, &hex)?;
+            Ok((rows, mask))
+        })
+        .await?;
+    Ok(ok(json!({
+        "id": key.hex(),
+        "mask": in_pool.or(stored),
+        "window": q.window,
+        "rows": rows,
+    })))
 }
 
 #[derive(Deserialize)]

@@ -123,10 +123,25 @@
       el("div", { class: "small muted" }, "Last 24 h · last used ", ago(k.last_used_ms), " · id ", el("code", {}, k.id)),
       el("div", { class: "card-actions" },
         el("button", { type: "button", class: "small", onclick: (ev) => verify([k.id], ev.currentTarget) }, "Verify"),
+        el("button", { type: "button", class: "small", "data-action": "models", onclick: (ev) => models(k, ev.currentTarget) }, "Models"),
         el("button", { type: "button", class: "small", onclick: (ev) => busy(ev.currentTarget, async () => {
           await api("POST", `/api/keys/${k.id}/reset`); toast(`Reset ${k.mask}.`, "ok"); await load();
         }) }, "Reset"),
         el("button", { type: "button", class: "small danger", onclick: () => remove([k.id], k.mask) }, "Delete")));
+  }
+
+  /** One key's usage per model over the last 24 hours (GET /api/stats/keys/{id}/models). */
+  async function models(k, button) {
+    const r = await busy(button, () => api("GET", `/api/stats/keys/${k.id}/models?window=24h`));
+    if (!r) return;
+    const rows = r.rows || [];
+    await dialog("Models used with " + k.mask, [
+      el("p", { class: "muted small" }, "Last 24 hours, counted by whole hours: requests this key served, and every attempt made with it."),
+      rows.length ? el("div", { class: "table-wrap" }, el("table", { id: "key-models" },
+        el("thead", {}, el("tr", {}, ["Model", "Requests", "Attempts", "Failed attempts", "Tokens"].map((h) => el("th", {}, h)))),
+        el("tbody", {}, rows.map((m) => el("tr", {}, el("td", { class: "mono" }, m.id || "(none)"), el("td", {}, num(m.calls)),
+          el("td", {}, num(m.attempts)), el("td", {}, num(m.failed_attempts)), el("td", {}, compact(m.tokens && m.tokens.total)))))))
+        : el("p", { id: "key-models-empty" }, "This key has not been used in the last 24 hours.")]);
   }
 
   function stat(value, label, title) { return el("div", { class: "stat", title }, el("b", {}, value), el("span", {}, label)); }
