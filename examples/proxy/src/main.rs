@@ -27,6 +27,7 @@ mod log_writer;
 mod models;
 mod pipeline;
 mod private_files;
+mod proxy_check;
 mod recheck;
 mod request_line;
 mod route;

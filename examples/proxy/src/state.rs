@@ -20,6 +20,7 @@ use crate::auth_limit::{self, AuthLimit};
 use crate::client_addr::TrustedProxies;
 use crate::models::ModelPolicy;
 use crate::pipeline::{self, Stacks};
+use crate::proxy_check::ProxyChecker;
 use crate::secrets::SecretsFile;
 use crate::settings::{self, Invalid, Settings};
 use crate::upstream::{self, Upstream};
@@ -67,6 +68,8 @@ pub struct App {
     pub secrets: SecretsFile,
     /// Failed authentications per client address, on every surface (AUTH_FAILURE_*).
     pub auth_limit: Arc<AuthLimit>,
+    /// Checks PROXIES entries for the admin API (and remembers results for 10 s).
+    pub proxy_checker: Arc<ProxyChecker>,
     /// The settings from the environment and `.env` alone: what a forgotten change reverts to.
     base: Settings,
     live: ArcSwap<Live>,
@@ -94,6 +97,7 @@ impl App {
             store,
             secrets,
             auth_limit,
+            proxy_checker: Arc::default(),
             base,
             live: ArcSwap::from_pointee(live),
             changes: tokio::sync::Mutex::new(()),

@@ -106,14 +106,7 @@ impl Upstream {
             routes.push(Route::Direct(Box::new(Direct::new(options)?)));
         }
         for (i, url) in proxies.iter().enumerate() {
-            let proxy = parse_proxy(url).map_err(|e| format!("PROXIES: entry #{}: {e}", i + 1))?;
-            let client = reqwest::Client::builder()
-                .default_headers(options.headers.clone())
-                .connect_timeout(options.time_out)
-                .read_timeout(options.time_out)
-                .pool_idle_timeout(Duration::from_secs(90))
-                .proxy(proxy)
-                .build()
+            let client = proxy_client(options, url)
                 .map_err(|e| format!("PROXIES: entry #{}: {e}", i + 1))?;
             let service = ReqwestService::new(client)
                 .base_url(&options.base_url)
@@ -152,6 +145,20 @@ impl Upstream {
 pub fn route_of(id: &KeyId, n: usize) -> usize {
     // `n` is a count of configured proxies: it fits in u64, and the remainder fits in usize.
     (id.digest() % n as u64) as usize
+}
+
+/// The pooled client of one `PROXIES` entry (also what the proxy checker sends with): TIME_OUT
+/// to connect and per read, CUSTOM_HEADERS and our `User-Agent`. The error never repeats the URL.
+pub fn proxy_client(options: &Options, url: &str) -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .default_headers(options.headers.clone())
+        .connect_timeout(options.time_out)
+        .read_timeout(options.time_out)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .proxy(parse_proxy(url)?)
+        .build()
+        // reqwest's builder errors name what failed (TLS setup), not the proxy's URL.
+        .map_err(|e| format!("the client could not be built ({e})"))
 }
 
 /// Checks a `PROXIES` entry the way [`Upstream::build`] reads it; the error never repeats the URL.

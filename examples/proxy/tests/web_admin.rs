@@ -836,6 +836,33 @@ async fn an_admin_manages_the_proxy_in_a_browser() {
     assert_eq!(setting["value"], "gemini-2.5-flash");
     assert_eq!(setting["source"], "database");
     shot(&browser, "config", 1280).await;
+    // Check a proxy typed next to PROXIES before saving it: nothing listens there, so it fails,
+    // and it is shown without its password.
+    let dead = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    browser
+        .type_into(
+            "#set-PROXIES",
+            &format!("http://someone:hunter2@127.0.0.1:{dead}"),
+        )
+        .await;
+    browser.click("#check-proxies").await;
+    browser
+        .wait_for(
+            "document.querySelector('#proxy-check-results li[data-ok=\"false\"]') !== null",
+            "the proxy check result",
+        )
+        .await;
+    let checked = browser.text("#proxy-check-results").await;
+    assert!(
+        checked.contains(&format!("http://…@127.0.0.1:{dead}")),
+        "{checked}"
+    );
+    assert!(checked.contains("fails"), "{checked}");
+    assert!(!checked.contains("hunter2"), "{checked}");
+    browser.click("#discard-config").await;
     // Applied: the next verification asks the new TEST_MODEL.
     browser.click("a[data-nav=keys]").await;
     let first = card_id(&browser, "0001").await;

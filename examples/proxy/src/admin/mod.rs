@@ -8,6 +8,7 @@
 mod config;
 mod keys;
 mod logs;
+mod proxies;
 mod stats;
 
 use std::sync::Arc;
@@ -95,6 +96,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/config", get(config::get).put(config::put))
         .route("/config/{name}", delete(config::forget))
         .route("/models", get(config::models))
+        .route("/proxies/check", post(proxies::check))
         .fallback(|req: Request| async move {
             fail(
                 StatusCode::NOT_FOUND,

@@ -120,10 +120,32 @@
       el("div", { class: "editor" }, input,
         s.secret && !isEmpty(s.value) ? el("div", { class: "small muted" }, "Current: ", el("code", {}, shownSecret(s.value))) : null,
         s.name === "API_KEYS" ? el("div", { class: "small muted" }, "Manage keys on the ", el("a", { href: "/keys" }, "Keys page"), ".") : null,
+        s.name === "PROXIES" ? proxyCheck() : null,
         !s.supported ? el("div", { class: "small muted" }, "This version reads this setting but does not act on it.") : null,
         s.supported && !s.live && s.name !== "API_KEYS" ? el("div", { class: "small muted" }, "Takes effect at start: set it in .env or the environment.") : null,
         el("div", { class: "field-error", id: "err-" + s.name }, error || ""),
         s.source === "database" && editable ? el("div", {}, el("button", { type: "button", class: "small link", onclick: (ev) => forget(s, ev.currentTarget) }, "Use the environment's value instead")) : null));
+  }
+
+  /** "Check proxies": the saved PROXIES, or the ones typed and not saved yet, through to
+   *  BASE_URL (POST /api/proxies/check). Proxies are shown without their credentials. */
+  function proxyCheck() {
+    const results = el("ul", { class: "check-list small", id: "proxy-check-results", "aria-live": "polite" });
+    const button = el("button", { type: "button", class: "small", id: "check-proxies" }, "Check proxies");
+    button.addEventListener("click", () => busy(button, async () => {
+      const typed = state.edits.has("PROXIES") ? valueOf({ type: "list" }, state.edits.get("PROXIES")) : null;
+      if (typed && !typed.length) { toast("Type a proxy first, or discard the edit to check the saved ones.", "warn"); return; }
+      const r = await api("POST", "/api/proxies/check", typed ? { proxies: typed, use_cache: false } : { all: true, use_cache: false });
+      const list = r.results || [];
+      if (!list.length) { clear(results, el("li", {}, "PROXIES is empty: requests go straight to BASE_URL.")); return; }
+      clear(results, list.map((x) => el("li", { "data-ok": String(x.ok) },
+        el("span", { class: "badge " + (x.ok ? "ok" : "bad") }, x.ok ? "works" : "fails"), " ",
+        el("code", {}, (x.entry ? "#" + x.entry + " " : "") + x.proxy), " ",
+        el("span", { class: "muted" }, x.ok ? `answered ${x.status} in ${x.latency_ms} ms` : (x.message || ("HTTP " + x.status))))));
+      const bad = list.filter((x) => !x.ok).length;
+      toast(`${list.length - bad} of ${list.length} prox${list.length === 1 ? "y works" : "ies work"} (checked against ${r.target}).`, bad ? "warn" : "ok");
+    }));
+    return el("div", { class: "proxy-check" }, button, results);
   }
 
   function isEmpty(v) {
