@@ -104,13 +104,12 @@
       notes.push(el("div", { class: "note warn" }, el("b", {}, "Cooling down"),
         el("ul", { class: "check-list small" }, k.cooldowns.map((c) => el("li", {},
           el("span", { class: "chip" }, !c.model || c.model === "*" ? "all models" : c.model),
-          `until ${clock(c.until_ms)} (${until(c.until_ms)})`, c.reason ? el("span", { class: "muted" }, c.reason.replace(/_/g, " ")) : null)))));
+          `until ${clock(c.until_ms)} (${until(c.until_ms)})`)))));
     }
     if (k.last_error) {
       const e = k.last_error;
       notes.push(el("div", { class: "note" }, el("b", {}, "Last error "), el("span", { class: "muted" }, ago(e.at_ms)), el("br"),
-        e.status ? [el("span", { class: "chip" }, e.status), " "] : null,
-        e.description || (e.class || "").replace(/_/g, " "), e.message ? ": " + e.message : ""));
+        e.description || (e.class || "").replace(/_/g, " ")));
     }
     return el("article", { class: `card ${k.status}${checked ? " selected" : ""}`, "data-key": k.id, "aria-label": "Key " + k.mask },
       el("div", { class: "card-head" }, box, el("span", { class: "mono", title: "id " + k.id }, k.mask), statusBadge(k)),
