@@ -369,14 +369,14 @@ pub const DEFS: &[Def] = &[
         "Keys",
         "Key for image generation",
     )),
-    never(def(
+    not_yet(def(
         "VERTEX_API_KEYS",
         Kind::SecretList,
         "[]",
         "Keys",
         "Vertex Express keys",
     )),
-    never(def(
+    not_yet(def(
         "VERTEX_EXPRESS_BASE_URL",
         Kind::Text,
         "https://aiplatform.googleapis.com/v1beta1/publishers/google",
