@@ -76,7 +76,7 @@ pub use rusqlite;
 use rusqlite::{Connection, OpenFlags};
 use serde::Serialize;
 
-pub use self::import::{ImportBatch, ImportMark, ImportedError};
+pub use self::import::{ImportBatch, ImportMark, ImportedError, ImportedSettings};
 pub use self::retention::Retention;
 use self::retention::{Purge, Table};
 pub use self::schema::SCHEMA_VERSION;

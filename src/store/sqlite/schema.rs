@@ -11,7 +11,7 @@ use super::sql_error;
 use crate::store::StoreError;
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: u32 = 4;
+pub const SCHEMA_VERSION: u32 = 5;
 
 /// Version 1: the raw logs, key state and settings.
 const V1: &str = r#"
@@ -232,8 +232,24 @@ CREATE TABLE import_mark (
 ) WITHOUT ROWID;
 "#;
 
+/// Version 5: what an import needs to run again safely (see [`super::import`]): the source's
+/// time of the row at each mark (`import_mark.last_time`), to notice a source whose row ids
+/// started again, and per source and setting the fingerprint of the value last imported
+/// (`import_setting`), so that a later import brings over only what changed there. The
+/// fingerprint is a SHA-256, never the value.
+const V5: &str = r#"
+ALTER TABLE import_mark ADD COLUMN last_time TEXT;
+CREATE TABLE import_setting (
+    source      TEXT    NOT NULL,
+    name        TEXT    NOT NULL,
+    fingerprint TEXT    NOT NULL,
+    updated_ms  INTEGER NOT NULL,
+    PRIMARY KEY (source, name)
+) WITHOUT ROWID;
+"#;
+
 /// Every migration, in order: `MIGRATIONS[n]` takes version `n` to `n + 1`.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
 
 /// The database's `user_version`.
 pub(crate) fn version(conn: &Connection) -> Result<u32, StoreError> {
@@ -324,6 +340,10 @@ mod tests {
         assert!(
             after.contains(&"import_mark".to_owned()),
             "version 4's table"
+        );
+        assert!(
+            after.contains(&"import_setting".to_owned()),
+            "version 5's table"
         );
         // Running again changes nothing.
         migrate(&mut conn).unwrap();

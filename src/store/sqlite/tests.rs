@@ -874,3 +874,83 @@ fn an_import_is_written_once_with_its_rollups_and_without_derived_errors() {
     assert_eq!(store.summary().unwrap().last_hour.calls, 2);
     store.shutdown().unwrap();
 }
+
+#[test]
+fn a_mark_keeps_the_time_of_its_row_and_is_replaced_lower_only_once() {
+    use super::ImportBatch;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("usage.db")).unwrap();
+    let mut first = ImportBatch::new("python:x", "t_request_log", 40);
+    first.last_time = Some("2025-01-15 08:00:40.000000".to_owned());
+    assert!(store.import(first).unwrap());
+    let mark = store
+        .import_mark("python:x", "t_request_log")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        mark.last_time.as_deref(),
+        Some("2025-01-15 08:00:40.000000")
+    );
+
+    // The source's ids started again: a lower batch is refused unless it replaces the mark.
+    let mut again = ImportBatch::new("python:x", "t_request_log", 3);
+    again.last_time = Some("2025-01-16 09:00:03.000000".to_owned());
+    assert!(!store.import(again.clone()).unwrap());
+    again.replaces_mark = Some(40);
+    assert!(store.import(again.clone()).unwrap());
+    let mark = store
+        .import_mark("python:x", "t_request_log")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (mark.last_id, mark.last_time.as_deref()),
+        (3, Some("2025-01-16 09:00:03.000000"))
+    );
+    // Once: the mark is no longer where the batch expects it.
+    assert!(!store.import(again).unwrap());
+    store.shutdown().unwrap();
+}
+
+#[test]
+fn imported_settings_are_remembered_as_fingerprints_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("usage.db");
+    let store = SqliteStore::open(&path).unwrap();
+    assert!(store.imported_settings("python:x").unwrap().is_empty());
+    let token = "sk-remembered-token-value-0042";
+    store
+        .remember_imported_settings(
+            "python:x",
+            vec![
+                ("AUTH_TOKEN".to_owned(), token.to_owned()),
+                ("MAX_RETRIES".to_owned(), "5".to_owned()),
+            ],
+        )
+        .unwrap();
+    store
+        .remember_imported_settings("python:x", vec![("MAX_RETRIES".to_owned(), "6".to_owned())])
+        .unwrap();
+    let last = store.imported_settings("python:x").unwrap();
+    assert_eq!(last.is_last("AUTH_TOKEN", token), Some(true));
+    assert_eq!(last.is_last("MAX_RETRIES", "5"), Some(false));
+    assert_eq!(last.is_last("MAX_RETRIES", "6"), Some(true));
+    assert_eq!(last.is_last("TIME_OUT", "300"), None);
+    // Per source: another source's fingerprint of the same value differs.
+    let other = store.imported_settings("python:y").unwrap();
+    assert!(other.is_empty());
+    assert_ne!(
+        other.fingerprint("MAX_RETRIES", "6"),
+        last.fingerprint("MAX_RETRIES", "6")
+    );
+    store.shutdown().unwrap();
+    for suffix in ["", "-wal"] {
+        let Ok(bytes) = std::fs::read(format!("{}{suffix}", path.display())) else {
+            continue;
+        };
+        assert!(
+            !bytes.windows(token.len()).any(|w| w == token.as_bytes()),
+            "the database holds the value"
+        );
+    }
+}
