@@ -127,6 +127,9 @@ pub struct Def {
     pub live: bool,
     /// A number outside the range of its kind, read from text: clamped or refused.
     pub out_of_range: OutOfRange,
+    /// A field of Gemini-Balance's `Settings` class (`app/config/config.py`); `false` for this
+    /// proxy's own settings.
+    pub python: bool,
 }
 
 const fn def(
@@ -145,7 +148,14 @@ const fn def(
         support: Support::Yes,
         live: true,
         out_of_range: OutOfRange::Clamp,
+        python: true,
     }
+}
+
+/// This proxy's own setting, not one of Gemini-Balance's.
+const fn ours(mut d: Def) -> Def {
+    d.python = false;
+    d
 }
 
 const fn not_yet(mut d: Def) -> Def {
@@ -190,20 +200,20 @@ const DEFAULT_SAFETY: &str = r#"[{"category":"HARM_CATEGORY_HARASSMENT","thresho
 /// Every setting, in the order the admin page shows them.
 pub const DEFS: &[Def] = &[
     // Server
-    startup_only(def(
+    ours(startup_only(def(
         "HOST",
         Kind::Text,
         "0.0.0.0",
         "Server",
         "Address to listen on",
-    )),
-    refuse_out_of_range(startup_only(def(
+    ))),
+    ours(refuse_out_of_range(startup_only(def(
         "PORT",
         Kind::Int { min: 0, max: 65535 },
         "8000",
         "Server",
         "Port to listen on",
-    ))),
+    )))),
     def(
         "LOG_LEVEL",
         Kind::LogLevel,
@@ -220,35 +230,35 @@ pub const DEFS: &[Def] = &[
     )),
     // Client connections (not Gemini-Balance settings): docs/proxy.md, "What the server
     // guarantees".
-    refuse_out_of_range(startup_only(def(
+    ours(refuse_out_of_range(startup_only(def(
         "CLIENT_HEADER_TIMEOUT",
         Kind::Int { min: 1, max: 3600 },
         "30",
         "Server",
         "Seconds a new connection has to send its first complete request head; then it is closed",
-    ))),
-    refuse_out_of_range(startup_only(def(
+    )))),
+    ours(refuse_out_of_range(startup_only(def(
         "CLIENT_IDLE_TIMEOUT",
         Kind::Int { min: 1, max: 3600 },
         "60",
         "Server",
         "Seconds a connection may wait with no request in progress (HTTP/1.1 keep-alive, HTTP/2 with no open stream) before it is closed",
-    ))),
-    refuse_out_of_range(startup_only(def(
+    )))),
+    ours(refuse_out_of_range(startup_only(def(
         "CLIENT_SEND_TIMEOUT",
         Kind::Int { min: 1, max: 3600 },
         "60",
         "Server",
         "Seconds a client may take nothing of what is sent to it (a response it does not read, an HTTP/2 window it does not open); then its connection is closed",
-    ))),
-    refuse_out_of_range(startup_only(def(
+    )))),
+    ours(refuse_out_of_range(startup_only(def(
         "CLIENT_BODY_TIMEOUT",
         Kind::Int { min: 1, max: 3600 },
         "30",
         "Server",
         "Seconds a client may send nothing while the proxy waits for more of its request body; then it is answered 408",
-    ))),
-    refuse_out_of_range(startup_only(def(
+    )))),
+    ours(refuse_out_of_range(startup_only(def(
         "CLIENT_BODY_MIN_RATE",
         Kind::Int {
             min: 0,
@@ -257,8 +267,8 @@ pub const DEFS: &[Def] = &[
         "500",
         "Server",
         "Bytes per second a request body must average after its first CLIENT_BODY_TIMEOUT seconds; a slower one is answered 408 (0: no minimum)",
-    ))),
-    refuse_out_of_range(startup_only(def(
+    )))),
+    ours(refuse_out_of_range(startup_only(def(
         "MAX_CONNECTIONS",
         Kind::Int {
             min: 0,
@@ -267,28 +277,28 @@ pub const DEFS: &[Def] = &[
         "0",
         "Server",
         "Open client connections at most; past it a new one is answered 503 and closed (0: from the open-file limit)",
-    ))),
-    refuse_out_of_range(startup_only(def(
+    )))),
+    ours(refuse_out_of_range(startup_only(def(
         "SHUTDOWN_TIMEOUT",
         Kind::Int { min: 0, max: 3600 },
         "8",
         "Server",
         "Seconds requests in progress get to finish after SIGTERM or Ctrl-C; then every connection is closed",
-    ))),
-    def(
+    )))),
+    ours(def(
         "CORS_ENABLED",
         Kind::Bool,
         "true",
         "Server",
         "Answer browsers' cross-origin requests (CORS) on the API routes, so web chat front-ends can call the proxy; never on the admin API or web admin (not a Gemini-Balance setting)",
-    ),
-    def(
+    )),
+    ours(def(
         "CORS_ALLOWED_ORIGINS",
         Kind::List,
         r#"["*"]"#,
         "Server",
         "Origins (https://chat.example.com) whose pages may call the API routes; * for any, as Gemini-Balance allowed (not a Gemini-Balance setting)",
-    ),
+    )),
     // Keys and auth
     def(
         "API_KEYS",
@@ -311,7 +321,7 @@ pub const DEFS: &[Def] = &[
         "Keys",
         "Admin token (also accepted as a client token); defaults to the first ALLOWED_TOKENS",
     ),
-    refuse_out_of_range(def(
+    ours(refuse_out_of_range(def(
         "AUTH_FAILURE_BURST",
         Kind::Int {
             min: 0,
@@ -320,8 +330,8 @@ pub const DEFS: &[Def] = &[
         "10",
         "Keys",
         "Failed authentications one client address may make in a row before it is answered 429 (0: no limit; not a Gemini-Balance setting)",
-    )),
-    refuse_out_of_range(def(
+    ))),
+    ours(refuse_out_of_range(def(
         "AUTH_FAILURE_REFILL_SECONDS",
         Kind::Int {
             min: 1,
@@ -330,14 +340,14 @@ pub const DEFS: &[Def] = &[
         "6",
         "Keys",
         "After that, one more failed authentication is allowed every this many seconds (not a Gemini-Balance setting)",
-    )),
-    def(
+    ))),
+    ours(def(
         "TRUSTED_PROXIES",
         Kind::List,
         "[]",
         "Keys",
         "Reverse proxies in front of this one (addresses or ranges such as 127.0.0.1, 10.0.0.0/8) whose X-Forwarded-For names the client (not a Gemini-Balance setting)",
-    ),
+    )),
     def(
         "MAX_FAILURES",
         INT,
@@ -431,13 +441,13 @@ pub const DEFS: &[Def] = &[
         "Upstream",
         "Give each key a stable proxy (the same across restarts); otherwise take turns",
     ),
-    def(
+    ours(def(
         "IMAGE_FETCH_ALLOW_PRIVATE_NETWORKS",
         Kind::Bool,
         "false",
         "Upstream",
         "Let image URLs in OpenAI chat requests reach loopback, private and link-local addresses (trusted networks only; not a Gemini-Balance setting)",
-    ),
+    )),
     def(
         "URL_NORMALIZATION_ENABLED",
         Kind::Bool,
@@ -607,7 +617,7 @@ pub const DEFS: &[Def] = &[
         "Storage",
         "Database file under data/",
     )),
-    refuse_out_of_range(startup_only(def(
+    ours(refuse_out_of_range(startup_only(def(
         "SQLITE_QUEUE_CAPACITY",
         Kind::Int {
             min: 1,
@@ -616,7 +626,7 @@ pub const DEFS: &[Def] = &[
         "16384",
         "Storage",
         "Usage records queued for the database writer at most; past it records are dropped and counted, never waited for (not a Gemini-Balance setting)",
-    ))),
+    )))),
     never(def("MYSQL_HOST", Kind::Text, "", "Storage", "MySQL host")),
     never(def("MYSQL_PORT", ANY_INT, "3306", "Storage", "MySQL port")),
     never(def("MYSQL_USER", Kind::Text, "", "Storage", "MySQL user")),
@@ -746,26 +756,56 @@ pub const DEFS: &[Def] = &[
     )),
 ];
 
-/// Gemini-Balance variables this version does not use and does not show on the config page:
-/// named in the startup warning when set, never silently ignored. The image hosts'
+/// A Gemini-Balance variable this version does not use and does not show on the config page:
+/// named in the startup warning when set, never silently ignored.
+#[derive(Debug, Clone, Copy)]
+pub struct Unused {
+    pub name: &'static str,
+    /// A credential: never shown, and redacted from what an import brings over.
+    pub secret: bool,
+    /// A field of Gemini-Balance's `Settings` class (`ENABLE_TTS` is read outside it).
+    pub python: bool,
+}
+
+const fn unused(name: &'static str) -> Unused {
+    Unused {
+        name,
+        secret: false,
+        python: true,
+    }
+}
+
+const fn unused_secret(name: &'static str) -> Unused {
+    Unused {
+        name,
+        secret: true,
+        python: true,
+    }
+}
+
+/// The Gemini-Balance variables this version does not use: the image hosts' settings and
 /// credentials, the update check's repository and `ENABLE_TTS` (read by Gemini-Balance's TTS
 /// code outside its `Settings`).
-const UNUSED_VARS: &[&str] = &[
-    "GITHUB_REPO_OWNER",
-    "GITHUB_REPO_NAME",
-    "ENABLE_TTS",
-    "SMMS_SECRET_TOKEN",
-    "PICGO_API_KEY",
-    "PICGO_API_URL",
-    "CLOUDFLARE_IMGBED_URL",
-    "CLOUDFLARE_IMGBED_AUTH_CODE",
-    "CLOUDFLARE_IMGBED_UPLOAD_FOLDER",
-    "OSS_ENDPOINT",
-    "OSS_ENDPOINT_INNER",
-    "OSS_ACCESS_KEY",
-    "OSS_ACCESS_KEY_SECRET",
-    "OSS_BUCKET_NAME",
-    "OSS_REGION",
+pub const UNUSED_VARS: &[Unused] = &[
+    unused("GITHUB_REPO_OWNER"),
+    unused("GITHUB_REPO_NAME"),
+    Unused {
+        name: "ENABLE_TTS",
+        secret: false,
+        python: false,
+    },
+    unused_secret("SMMS_SECRET_TOKEN"),
+    unused_secret("PICGO_API_KEY"),
+    unused("PICGO_API_URL"),
+    unused("CLOUDFLARE_IMGBED_URL"),
+    unused_secret("CLOUDFLARE_IMGBED_AUTH_CODE"),
+    unused("CLOUDFLARE_IMGBED_UPLOAD_FOLDER"),
+    unused("OSS_ENDPOINT"),
+    unused("OSS_ENDPOINT_INNER"),
+    unused_secret("OSS_ACCESS_KEY"),
+    unused_secret("OSS_ACCESS_KEY_SECRET"),
+    unused("OSS_BUCKET_NAME"),
+    unused("OSS_REGION"),
 ];
 
 /// The definition of a setting.
@@ -1344,8 +1384,8 @@ impl Settings {
         findings.unsupported.extend(
             UNUSED_VARS
                 .iter()
-                .filter(|name| lookup(vars, name).is_some_and(|v| !v.trim().is_empty()))
-                .map(|name| (*name).to_owned()),
+                .filter(|var| lookup(vars, var.name).is_some_and(|v| !v.trim().is_empty()))
+                .map(|var| var.name.to_owned()),
         );
         findings.unsupported.sort();
         let mut settings = Settings { values };

@@ -19,93 +19,23 @@ use serde_json::Value;
 
 use crate::settings::{self, Settings, Support};
 
-/// Every field of the Python server's `Settings` class (`app/config/config.py`): rows with
-/// other names are ignored by it (its `.env` import writes any variable to `t_settings`).
-pub const PYTHON_SETTINGS: &[&str] = &[
-    "DATABASE_TYPE",
-    "SQLITE_DATABASE",
-    "MYSQL_HOST",
-    "MYSQL_PORT",
-    "MYSQL_USER",
-    "MYSQL_PASSWORD",
-    "MYSQL_DATABASE",
-    "MYSQL_SOCKET",
-    "API_KEYS",
-    "ALLOWED_TOKENS",
-    "BASE_URL",
-    "AUTH_TOKEN",
-    "MAX_FAILURES",
-    "TEST_MODEL",
-    "TIME_OUT",
-    "MAX_RETRIES",
-    "PROXIES",
-    "PROXIES_USE_CONSISTENCY_HASH_BY_API_KEY",
-    "VERTEX_API_KEYS",
-    "VERTEX_EXPRESS_BASE_URL",
-    "URL_NORMALIZATION_ENABLED",
-    "CUSTOM_HEADERS",
-    "SEARCH_MODELS",
-    "IMAGE_MODELS",
-    "FILTERED_MODELS",
-    "TOOLS_CODE_EXECUTION_ENABLED",
-    "URL_CONTEXT_ENABLED",
-    "URL_CONTEXT_MODELS",
-    "SHOW_SEARCH_LINK",
-    "SHOW_THINKING_PROCESS",
-    "THINKING_MODELS",
-    "THINKING_BUDGET_MAP",
-    "TTS_MODEL",
-    "TTS_VOICE_NAME",
-    "TTS_SPEED",
-    "PAID_KEY",
-    "CREATE_IMAGE_MODEL",
-    "UPLOAD_PROVIDER",
-    "SMMS_SECRET_TOKEN",
-    "PICGO_API_KEY",
-    "PICGO_API_URL",
-    "CLOUDFLARE_IMGBED_URL",
-    "CLOUDFLARE_IMGBED_AUTH_CODE",
-    "CLOUDFLARE_IMGBED_UPLOAD_FOLDER",
-    "OSS_ENDPOINT",
-    "OSS_ENDPOINT_INNER",
-    "OSS_ACCESS_KEY",
-    "OSS_ACCESS_KEY_SECRET",
-    "OSS_BUCKET_NAME",
-    "OSS_REGION",
-    "STREAM_OPTIMIZER_ENABLED",
-    "STREAM_MIN_DELAY",
-    "STREAM_MAX_DELAY",
-    "STREAM_SHORT_TEXT_THRESHOLD",
-    "STREAM_LONG_TEXT_THRESHOLD",
-    "STREAM_CHUNK_SIZE",
-    "FAKE_STREAM_ENABLED",
-    "FAKE_STREAM_EMPTY_DATA_INTERVAL_SECONDS",
-    "CHECK_INTERVAL_HOURS",
-    "TIMEZONE",
-    "GITHUB_REPO_OWNER",
-    "GITHUB_REPO_NAME",
-    "LOG_LEVEL",
-    "ERROR_LOG_RECORD_REQUEST_BODY",
-    "AUTO_DELETE_ERROR_LOGS_ENABLED",
-    "AUTO_DELETE_ERROR_LOGS_DAYS",
-    "AUTO_DELETE_REQUEST_LOGS_ENABLED",
-    "AUTO_DELETE_REQUEST_LOGS_DAYS",
-    "SAFETY_SETTINGS",
-    "FILES_CLEANUP_ENABLED",
-    "FILES_CLEANUP_INTERVAL_HOURS",
-    "FILES_USER_ISOLATION_ENABLED",
-    "ADMIN_SESSION_EXPIRE",
-];
+/// Whether `name` is a field of the Python server's `Settings` class (`app/config/config.py`):
+/// rows with other names are ignored by it (its `.env` import writes any variable to
+/// `t_settings`). Read from the settings table, so the two cannot drift apart.
+pub fn is_python_setting(name: &str) -> bool {
+    settings::DEFS.iter().any(|d| d.python && d.name == name)
+        || settings::UNUSED_VARS
+            .iter()
+            .any(|u| u.python && u.name == name)
+}
 
-/// Python settings that are secrets and that this proxy does not have (image hosts'
-/// credentials): never shown, and redacted from imported logs.
-pub const PYTHON_ONLY_SECRETS: &[&str] = &[
-    "SMMS_SECRET_TOKEN",
-    "PICGO_API_KEY",
-    "CLOUDFLARE_IMGBED_AUTH_CODE",
-    "OSS_ACCESS_KEY",
-    "OSS_ACCESS_KEY_SECRET",
-];
+/// Whether `name` is a secret of the Python server that this proxy does not have (an image
+/// host's credential): never shown, and redacted from imported logs.
+fn is_python_only_secret(name: &str) -> bool {
+    settings::UNUSED_VARS
+        .iter()
+        .any(|u| u.secret && u.name == name)
+}
 
 /// The Python server's own database settings: they describe where it kept its data.
 fn is_storage(name: &str) -> bool {
@@ -173,7 +103,7 @@ pub fn plan(
         ..Plan::default()
     };
     for (name, raw) in rows {
-        if !PYTHON_SETTINGS.contains(&name.as_str()) {
+        if !is_python_setting(name) {
             plan.not_python.push(name.clone());
             continue;
         }
@@ -287,8 +217,8 @@ fn shown(secret: bool, value: &Value) -> String {
 pub fn secrets_of(rows: &[(String, String)]) -> Vec<String> {
     let mut out = Vec::new();
     for (name, raw) in rows {
-        let secret = settings::find(name).is_some_and(|d| d.kind.is_secret())
-            || PYTHON_ONLY_SECRETS.contains(&name.as_str());
+        let secret =
+            settings::find(name).is_some_and(|d| d.kind.is_secret()) || is_python_only_secret(name);
         if secret {
             out.extend(secret_parts(raw));
         }
@@ -419,6 +349,122 @@ mod tests {
         assert_eq!(
             secrets_of(&rows),
             ["k1", "k2", "t1", "t2", "Bearer h1", "admin", "oss"]
+        );
+    }
+
+    /// The fields of the Python server's `Settings` class (`app/config/config.py`, v2.2.x;
+    /// `docs/reference`'s section 9), in its order.
+    const PYTHON_CONFIG_FIELDS: [&str; 73] = [
+        "DATABASE_TYPE",
+        "SQLITE_DATABASE",
+        "MYSQL_HOST",
+        "MYSQL_PORT",
+        "MYSQL_USER",
+        "MYSQL_PASSWORD",
+        "MYSQL_DATABASE",
+        "MYSQL_SOCKET",
+        "API_KEYS",
+        "ALLOWED_TOKENS",
+        "BASE_URL",
+        "AUTH_TOKEN",
+        "MAX_FAILURES",
+        "TEST_MODEL",
+        "TIME_OUT",
+        "MAX_RETRIES",
+        "PROXIES",
+        "PROXIES_USE_CONSISTENCY_HASH_BY_API_KEY",
+        "VERTEX_API_KEYS",
+        "VERTEX_EXPRESS_BASE_URL",
+        "URL_NORMALIZATION_ENABLED",
+        "CUSTOM_HEADERS",
+        "SEARCH_MODELS",
+        "IMAGE_MODELS",
+        "FILTERED_MODELS",
+        "TOOLS_CODE_EXECUTION_ENABLED",
+        "URL_CONTEXT_ENABLED",
+        "URL_CONTEXT_MODELS",
+        "SHOW_SEARCH_LINK",
+        "SHOW_THINKING_PROCESS",
+        "THINKING_MODELS",
+        "THINKING_BUDGET_MAP",
+        "TTS_MODEL",
+        "TTS_VOICE_NAME",
+        "TTS_SPEED",
+        "PAID_KEY",
+        "CREATE_IMAGE_MODEL",
+        "UPLOAD_PROVIDER",
+        "SMMS_SECRET_TOKEN",
+        "PICGO_API_KEY",
+        "PICGO_API_URL",
+        "CLOUDFLARE_IMGBED_URL",
+        "CLOUDFLARE_IMGBED_AUTH_CODE",
+        "CLOUDFLARE_IMGBED_UPLOAD_FOLDER",
+        "OSS_ENDPOINT",
+        "OSS_ENDPOINT_INNER",
+        "OSS_ACCESS_KEY",
+        "OSS_ACCESS_KEY_SECRET",
+        "OSS_BUCKET_NAME",
+        "OSS_REGION",
+        "STREAM_OPTIMIZER_ENABLED",
+        "STREAM_MIN_DELAY",
+        "STREAM_MAX_DELAY",
+        "STREAM_SHORT_TEXT_THRESHOLD",
+        "STREAM_LONG_TEXT_THRESHOLD",
+        "STREAM_CHUNK_SIZE",
+        "FAKE_STREAM_ENABLED",
+        "FAKE_STREAM_EMPTY_DATA_INTERVAL_SECONDS",
+        "CHECK_INTERVAL_HOURS",
+        "TIMEZONE",
+        "GITHUB_REPO_OWNER",
+        "GITHUB_REPO_NAME",
+        "LOG_LEVEL",
+        "ERROR_LOG_RECORD_REQUEST_BODY",
+        "AUTO_DELETE_ERROR_LOGS_ENABLED",
+        "AUTO_DELETE_ERROR_LOGS_DAYS",
+        "AUTO_DELETE_REQUEST_LOGS_ENABLED",
+        "AUTO_DELETE_REQUEST_LOGS_DAYS",
+        "SAFETY_SETTINGS",
+        "FILES_CLEANUP_ENABLED",
+        "FILES_CLEANUP_INTERVAL_HOURS",
+        "FILES_USER_ISOLATION_ENABLED",
+        "ADMIN_SESSION_EXPIRE",
+    ];
+
+    #[test]
+    fn the_python_settings_are_the_fields_of_its_settings_class() {
+        let mut derived: Vec<&str> = settings::DEFS
+            .iter()
+            .map(|d| d.name)
+            .chain(settings::UNUSED_VARS.iter().map(|u| u.name))
+            .filter(|name| is_python_setting(name))
+            .collect();
+        derived.sort_unstable();
+        derived.dedup();
+        let mut fields = PYTHON_CONFIG_FIELDS.to_vec();
+        fields.sort_unstable();
+        assert_eq!(derived, fields);
+        for name in [
+            "PORT",
+            "CORS_ENABLED",
+            "ENABLE_TTS",
+            "SQLITE_QUEUE_CAPACITY",
+        ] {
+            assert!(!is_python_setting(name), "{name}");
+        }
+        let secrets: Vec<&str> = fields
+            .iter()
+            .copied()
+            .filter(|n| is_python_only_secret(n))
+            .collect();
+        assert_eq!(
+            secrets,
+            [
+                "CLOUDFLARE_IMGBED_AUTH_CODE",
+                "OSS_ACCESS_KEY",
+                "OSS_ACCESS_KEY_SECRET",
+                "PICGO_API_KEY",
+                "SMMS_SECRET_TOKEN"
+            ]
         );
     }
 }
