@@ -831,6 +831,68 @@ async fn the_python_servers_mysql_database_is_imported() {
     assert_imported_once(dir.path(), &args, &env, start);
 }
 
+/// The Python server's `.env.example` (`tests/fixtures/python.env.example`), as the rows its
+/// first start writes to `t_settings` (every variable but DATABASE_TYPE).
+fn env_example_rows() -> Vec<(String, String)> {
+    include_str!("fixtures/python.env.example")
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .filter(|(name, _)| *name != "DATABASE_TYPE")
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+        .collect()
+}
+
+#[test]
+fn the_placeholders_of_the_python_env_example_are_not_redacted_as_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let python = dir.path().join("python.db");
+    let conn = Connection::open(&python).unwrap();
+    conn.execute_batch(SQLITE_DDL).unwrap();
+    let rows = env_example_rows();
+    assert!(rows
+        .iter()
+        .any(|(n, v)| n == "PICGO_API_KEY" && v == "xxxx"));
+    for (name, value) in &rows {
+        conn.execute(
+            "INSERT INTO t_settings (\"key\", value) VALUES (?1, ?2)",
+            params![name, value],
+        )
+        .unwrap();
+    }
+    conn.execute(
+        "INSERT INTO t_error_logs (gemini_key, model_name, error_type, error_log, error_code, \
+         request_time) VALUES (?1, 'gemini-2.5-flash', 'gemini-chat-non-stream', ?2, 500, ?3)",
+        params![
+            "AIzaSyxxxxxxxxxxxxxxxxxxx",
+            r#"{"error": {"code": 500, "message": "upload to https://xxxx.example failed: token XXXXXXXXXXXXXXXXXXXXXXXXXXXXXX"}}"#,
+            shanghai(start())
+        ],
+    )
+    .unwrap();
+    drop(conn);
+    std::fs::write(dir.path().join(".env"), "").unwrap();
+    let (code, stdout, stderr) = import(dir.path(), &["python.db", "--logs"], &[]);
+    assert!(code == 0 || code == 3, "{stdout}\n{stderr}");
+    assert!(!stdout.contains("……"), "{stdout}");
+    assert!(stdout.contains("API_KEYS: [] → [\"AIza…xxxx\""), "{stdout}");
+    let conn = Connection::open_with_flags(
+        dir.path().join("data/default_db.db"),
+        OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let message: String = conn
+        .query_row("SELECT message FROM error_log", [], |r| r.get(0))
+        .unwrap();
+    // The short placeholder stays as it is; the long one is a secret, redacted.
+    assert!(message.contains("https://xxxx.example"), "{message}");
+    assert!(
+        !message.contains("XXXXXXXXXXXXXXXXXXXXXXXXXXXXXX"),
+        "{message}"
+    );
+}
+
 #[test]
 fn the_fixture_times_are_shanghai_local_times() {
     // 2025-01-15T00:00:00Z is 08:00 in Shanghai.

@@ -41,7 +41,13 @@ const PAGE: i64 = 1_000;
 /// The route imported requests are filed under.
 pub const ROUTE: &str = "(imported)";
 
-/// Removes known secrets from text, then Google API keys and `sk-` tokens.
+/// Secrets shorter than this are not looked for as text: placeholders such as `.env.example`'s
+/// `PICGO_API_KEY=xxxx` would blank every `xxxx` (in key masks too), and a string that short is
+/// no secret worth the name. Google keys and `sk-` tokens are found by their pattern anyway.
+const MIN_SECRET_CHARS: usize = 8;
+
+/// Removes known secrets (of at least [`MIN_SECRET_CHARS`]) from text, then Google API keys
+/// and `sk-` tokens.
 pub struct Redactor {
     /// Secrets the patterns do not catch, longest first (one may contain another).
     forms: Vec<SecretForms>,
@@ -51,7 +57,10 @@ impl Redactor {
     pub fn new(secrets: impl IntoIterator<Item = String>) -> Redactor {
         let mut secrets: Vec<String> = secrets
             .into_iter()
-            .filter(|s| !s.is_empty() && !gemini_balance::keys::looks_like_gemini_key(s))
+            .filter(|s| {
+                s.chars().count() >= MIN_SECRET_CHARS
+                    && !gemini_balance::keys::looks_like_gemini_key(s)
+            })
             .collect();
         secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
         secrets.dedup();
