@@ -263,8 +263,8 @@ async fn run(options: &Options) -> Result<bool, String> {
     let rows = db.settings().await?;
     let kept_secrets = secrets.load()?;
     let plan = settings::plan(&rows, base, &target.kept_settings()?, &kept_secrets);
-    // Every secret known, to keep it out of the report (a non-secret value may hold one, such as
-    // a BASE_URL with credentials) and out of the imported logs.
+    // Every secret known, to keep it out of the report (a non-secret value may quote one; URLs
+    // are shown without their credentials, `settings::shown`) and out of the imported logs.
     let redactor =
         logs::Redactor::new(known_secrets(&mut db, &rows, &config, &kept_secrets, &vars).await?);
     print_plan(&plan, options.dry_run, &redactor);

@@ -11,8 +11,10 @@
 //!
 //! Not imported, and reported: values this proxy refuses (named, never shown when secret),
 //! settings it reads at start only (set them in `.env`), the Python server's own database
-//! settings, and Python settings this proxy does not have.
+//! settings, and Python settings this proxy does not have. Values are shown with secrets
+//! masked and URLs without their `user:password@`.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde_json::Value;
@@ -134,17 +136,21 @@ pub fn plan(
         let differs = !same(&wanted, from_env);
         if !def.live {
             if differs {
+                let text = settings::to_text(&wanted);
+                let hint = match (secret, without_credentials(&text)) {
+                    (true, _) => format!("set {}=… in .env", def.name),
+                    (false, Cow::Borrowed(_)) => format!("set {}={text} in .env", def.name),
+                    (false, Cow::Owned(_)) => format!(
+                        "set {} in .env to the Python server's value (its credentials are not \
+                         shown)",
+                        def.name
+                    ),
+                };
                 plan.startup_only.push(Left {
                     name: def.name.to_owned(),
                     why: format!(
-                        "read at start only: the Python server has {}; set {}={} in .env",
+                        "read at start only: the Python server has {}; {hint}",
                         shown(secret, &wanted),
-                        def.name,
-                        if secret {
-                            "…".to_owned()
-                        } else {
-                            settings::to_text(&wanted)
-                        }
                     ),
                 });
             } else {
@@ -195,12 +201,13 @@ fn same(a: &Value, b: &Value) -> bool {
     }
 }
 
-/// A value as the report shows it: text form, secrets masked, long ones cut.
+/// A value as the report shows it: text form, secrets masked, URLs without their
+/// `user:password@`, long ones cut.
 fn shown(secret: bool, value: &Value) -> String {
     let text = if secret {
         settings::to_text(&settings::mask_value(value))
     } else {
-        settings::to_text(value)
+        without_credentials(&settings::to_text(value)).into_owned()
     };
     let text = if text.is_empty() {
         "\"\"".to_owned()
@@ -211,6 +218,31 @@ fn shown(secret: bool, value: &Value) -> String {
         Some((cut, _)) => format!("{}…", &text[..cut]),
         None => text,
     }
+}
+
+/// `text` with the `user:password@` of every URL in it replaced by `…@`
+/// (`https://…@relay.example/v1beta`).
+fn without_credentials(text: &str) -> Cow<'_, str> {
+    let mut out = String::new();
+    let mut copied = 0;
+    let mut from = 0;
+    while let Some(at) = text[from..].find("://") {
+        let authority = from + at + 3;
+        let end = text[authority..]
+            .find(|c: char| "/?#\"'\\,]}<>".contains(c) || c.is_whitespace())
+            .map_or(text.len(), |n| authority + n);
+        if let Some(user) = text[authority..end].rfind('@') {
+            out.push_str(&text[copied..authority]);
+            out.push('…');
+            copied = authority + user;
+        }
+        from = end;
+    }
+    if copied == 0 {
+        return Cow::Borrowed(text);
+    }
+    out.push_str(&text[copied..]);
+    Cow::Owned(out)
 }
 
 /// Every secret the rows hold (entries of lists, values of objects), to redact from logs.
@@ -350,6 +382,44 @@ mod tests {
             secrets_of(&rows),
             ["k1", "k2", "t1", "t2", "Bearer h1", "admin", "oss"]
         );
+    }
+
+    #[test]
+    fn urls_are_shown_without_their_credentials() {
+        let base = base(&[]);
+        let rows = rows(&[
+            ("BASE_URL", "https://user:pw-base-77@relay.example/v1beta"),
+            (
+                "VERTEX_EXPRESS_BASE_URL",
+                "https://vx:pw-vertex-77@vertex.example/v1beta1",
+            ),
+        ]);
+        let plan = plan(&rows, &base, &BTreeMap::new(), &BTreeMap::new());
+        let why = &plan.startup_only[0].why;
+        assert!(
+            !why.contains("pw-base-77") && !why.contains("user:"),
+            "{why}"
+        );
+        assert!(why.contains("https://…@relay.example/v1beta"), "{why}");
+        assert!(why.contains("its credentials are not shown"), "{why}");
+        let change = &plan.changes[0];
+        assert_eq!(change.new, "https://…@vertex.example/v1beta1");
+        // What is kept is the value itself.
+        assert_eq!(
+            change.keep.as_deref(),
+            Some("https://vx:pw-vertex-77@vertex.example/v1beta1")
+        );
+        for (text, shown) in [
+            ("http://a.example/x?u=b@c", "http://a.example/x?u=b@c"),
+            (
+                r#"["socks5://u:p@h:1","http://h2"]"#,
+                r#"["socks5://…@h:1","http://h2"]"#,
+            ),
+            ("no url, a@b", "no url, a@b"),
+            ("x://@h", "x://…@h"),
+        ] {
+            assert_eq!(without_credentials(text), shown);
+        }
     }
 
     /// The fields of the Python server's `Settings` class (`app/config/config.py`, v2.2.x;
