@@ -23,7 +23,8 @@ const ADMIN: &str = "sk-admin-token-from-env-0003";
 const PROXY_PASSWORD: &str = "pw-secret-relay-77";
 const SMMS_TOKEN: &str = "smms-secret-token-77";
 
-/// The keys: 1 from `.env`, 2 added in the Python UI, 3 gone from the pool but in the logs.
+/// The keys: 1 from `.env`, 2 added in the Python UI, 3 gone from the pool but in the logs, 4
+/// added in this proxy's admin after the import.
 fn key(n: u32) -> String {
     test_key(n)
 }
@@ -34,6 +35,7 @@ fn secrets() -> Vec<String> {
         key(1),
         key(2),
         key(3),
+        key(4),
         TOKEN.to_owned(),
         UI_TOKEN.to_owned(),
         ADMIN.to_owned(),
@@ -829,6 +831,144 @@ async fn the_python_servers_mysql_database_is_imported() {
     assert_eq!(code, 3, "{stdout}\n{stderr}");
     assert_first_report(&stdout, false);
     assert_imported_once(dir.path(), &args, &env, start);
+}
+
+/// Runs `sql` on the Python server's SQLite file, as the Python server would write.
+fn python_writes(path: &Path, sql: &str) {
+    Connection::open(path).unwrap().execute_batch(sql).unwrap();
+}
+
+/// A `t_request_log` row at `at` seconds after the fixture's start, as the Python server adds
+/// it (the id is SQLite's: one above the highest left).
+fn python_request_sql(at: i64, start: i64) -> String {
+    format!(
+        "INSERT INTO t_request_log (request_time, model_name, api_key, is_success, status_code, \
+         latency_ms) VALUES ('{}', 'gemini-2.0-flash', '{}', 1, 200, 100);",
+        shanghai(start + at),
+        key(1)
+    )
+}
+
+/// The store's settings table as a map.
+fn stored_settings(dir: &Path) -> std::collections::BTreeMap<String, String> {
+    store_state(dir).0.into_iter().collect()
+}
+
+#[tokio::test]
+async fn importing_again_keeps_what_was_changed_here_and_brings_over_what_changed_there() {
+    let mock = MockGemini::start().await;
+    let base_url = format!("{}/v1beta", mock.base_url());
+    let dir = tempfile::tempdir().unwrap();
+    let python = dir.path().join("python.db");
+    let start = start();
+    python_sqlite(&python, &base_url, start);
+    std::fs::write(dir.path().join(".env"), env_file(&base_url)).unwrap();
+    let (code, stdout, _) = import(dir.path(), &["python.db", "--logs"], &[]);
+    assert_eq!(code, 3, "{stdout}");
+    assert_eq!(stored_settings(dir.path())["MAX_RETRIES"], "5");
+
+    // Changed in this proxy's admin after the migration: MAX_RETRIES, and a key added.
+    let proxy = common::Proxy::start(dir.path(), &env_file(&base_url)).await;
+    let client = support::client_builder().build().unwrap();
+    for (method, path, body) in [
+        ("PUT", "/config", serde_json::json!({"MAX_RETRIES": 7})),
+        ("POST", "/keys", serde_json::json!({"text": key(4)})),
+    ] {
+        let res = client
+            .request(method.parse().unwrap(), format!("{}/api{path}", proxy.url))
+            .bearer_auth(ADMIN)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            res.status().is_success(),
+            "{method} {path}: {}",
+            res.status()
+        );
+    }
+    proxy.stop();
+    let secrets_path = dir.path().join("data/default_db.secrets.json");
+    let keys_here = || -> String {
+        let kept: Value =
+            serde_json::from_str(&std::fs::read_to_string(&secrets_path).unwrap()).unwrap();
+        kept["API_KEYS"].as_str().unwrap().to_owned()
+    };
+    assert!(keys_here().contains(&key(4)));
+
+    // The Python server kept running and logging: the logs are caught up, the changes made
+    // here stay.
+    python_writes(&python, &python_request_sql(10, start));
+    let (code, stdout, _) = import(dir.path(), &["python.db", "--logs"], &[]);
+    assert_eq!(code, 3, "{stdout}");
+    assert_eq!(stored_settings(dir.path())["MAX_RETRIES"], "7", "{stdout}");
+    assert!(
+        keys_here().contains(&key(4)),
+        "the key added here was dropped"
+    );
+    assert!(
+        stdout.contains("changed here since the last import: kept: API_KEYS, MAX_RETRIES"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("nothing to change"), "{stdout}");
+    assert!(
+        stdout.contains("t_request_log: 1 rows imported"),
+        "{stdout}"
+    );
+
+    // Then changed in the Python UI: MAX_RETRIES (changed here too) and MAX_FAILURES.
+    python_writes(
+        &python,
+        "UPDATE t_settings SET value = '6' WHERE \"key\" = 'MAX_RETRIES';
+         UPDATE t_settings SET value = '9' WHERE \"key\" = 'MAX_FAILURES';",
+    );
+    python_writes(&python, &python_request_sql(20, start));
+    // --logs-only leaves the settings alone.
+    let (code, stdout, _) = import(dir.path(), &["python.db", "--logs-only"], &[]);
+    assert_eq!(code, 0, "{stdout}");
+    assert!(
+        stdout.contains("Settings: left alone (--logs-only)"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("MAX_FAILURES"), "{stdout}");
+    assert!(
+        stdout.contains("t_request_log: 1 rows imported"),
+        "{stdout}"
+    );
+    assert!(!stored_settings(dir.path()).contains_key("MAX_FAILURES"));
+
+    let (code, stdout, _) = import(dir.path(), &["python.db"], &[]);
+    assert_eq!(code, 3, "{stdout}");
+    assert!(
+        stdout.contains("MAX_FAILURES: 3 → 9 (database)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("changed here and in the Python server since the last import"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("): MAX_RETRIES"), "{stdout}");
+    assert!(stdout.contains("kept: API_KEYS\n"), "{stdout}");
+    let stored = stored_settings(dir.path());
+    assert_eq!(
+        (
+            stored["MAX_RETRIES"].as_str(),
+            stored["MAX_FAILURES"].as_str()
+        ),
+        ("7", "9")
+    );
+    assert!(keys_here().contains(&key(4)));
+
+    // The conflict is reported once; the value here stays.
+    let (_, stdout, _) = import(dir.path(), &["python.db"], &[]);
+    assert!(!stdout.contains("in the Python server since"), "{stdout}");
+    assert!(
+        stdout.contains("changed here since the last import: kept: API_KEYS, MAX_RETRIES"),
+        "{stdout}"
+    );
+    assert_eq!(stored_settings(dir.path())["MAX_RETRIES"], "7");
+    assert_no_secret_in_database(dir.path());
 }
 
 /// The Python server's `.env.example` (`tests/fixtures/python.env.example`), as the rows its

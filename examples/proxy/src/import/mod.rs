@@ -9,9 +9,11 @@
 //! - with `--logs`, the log rows, keys replaced by their ids and fingerprints, every known
 //!   secret redacted (`logs`).
 //!
-//! Running it again changes nothing: settings are compared, logs resume after the store's
-//! import mark. `--dry-run` prints the same report and writes nothing. A proxy running on the
-//! same data holds its lock (`data_lock`): the import refuses to write beside it.
+//! Running it again brings over only what changed in the Python server since, and keeps what
+//! was changed here since (the store remembers what it imported, `settings`); logs resume
+//! after the store's import mark. `--logs-only` leaves the settings alone. `--dry-run` prints
+//! the same report and writes nothing. A proxy running on the same data holds its lock
+//! (`data_lock`): the import refuses to write beside it.
 
 mod logs;
 #[cfg(feature = "mysql")]
@@ -24,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use gemini_balance::store::sqlite::rusqlite::{Connection, OpenFlags};
-use gemini_balance::store::sqlite::{self, ImportMark, Retention};
+use gemini_balance::store::sqlite::{self, ImportMark, ImportedSettings, Retention};
 use gemini_balance::store::{SqliteStore, TimeZone};
 
 use self::source::{PythonDb, Spec};
@@ -34,7 +36,7 @@ use crate::secrets::SecretsFile;
 
 /// `gemini-balance-proxy import --help`.
 pub const HELP: &str = "\
-Usage: gemini-balance-proxy import <SOURCE> [--dry-run] [--logs] [--time-zone <ZONE>]
+Usage: gemini-balance-proxy import <SOURCE> [--dry-run] [--logs | --logs-only] [--time-zone <ZONE>]
 
 Brings a Python Gemini-Balance server's stored state into this proxy's data: the settings
 changed in its web UI (keys and tokens added there included) and, with --logs, its error and
@@ -43,7 +45,9 @@ environment as the proxy does, and writes data/<SQLITE_DATABASE>.db (settings, l
 data/<SQLITE_DATABASE>.secrets.json (secret settings; the database never holds a secret).
 
 A setting is brought over only where the Python server's value differs from what .env and the
-environment give here. Running the import again changes nothing.
+environment give here. Running the import again brings over only what changed in the Python
+server since the last import: a setting changed here since (in the admin or in .env) is kept,
+and named as a conflict if it changed in the Python server too.
 
 SOURCE:
   <FILE>       the Python server's SQLite database (its data/<SQLITE_DATABASE>, no extension)
@@ -55,6 +59,8 @@ SOURCE:
 Options:
   --dry-run           print what would change (secrets masked) and write nothing
   --logs              also import t_error_logs and t_request_log
+  --logs-only         import only the logs (new rows since the last import): the settings
+                      are neither compared nor changed
   --time-zone <ZONE>  the zone of the Python server's clock, in which its logs' times are
                       written (default: TZ if set, else Asia/Shanghai, its Docker image's)
   -h, --help          this text
@@ -72,19 +78,22 @@ struct Options {
     source: Spec,
     dry_run: bool,
     logs: bool,
+    /// `--logs-only`: the settings are left alone.
+    logs_only: bool,
     time_zone: Option<String>,
 }
 
 /// `None` for `--help`.
 fn parse(args: &[String]) -> Result<Option<Options>, String> {
     let mut source = None;
-    let (mut dry_run, mut logs, mut time_zone) = (false, false, None);
+    let (mut dry_run, mut logs, mut logs_only, mut time_zone) = (false, false, false, None);
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "-h" | "--help" => return Ok(None),
             "--dry-run" => dry_run = true,
             "--logs" => logs = true,
+            "--logs-only" => (logs, logs_only) = (true, true),
             "--time-zone" => match args.next() {
                 Some(zone) => time_zone = Some(zone.clone()),
                 None => return Err("--time-zone needs a zone, such as Asia/Shanghai".to_owned()),
@@ -106,6 +115,7 @@ fn parse(args: &[String]) -> Result<Option<Options>, String> {
         source,
         dry_run,
         logs,
+        logs_only,
         time_zone,
     }))
 }
@@ -201,6 +211,16 @@ impl Target {
         Ok(rows.into_iter().map(|s| (s.name, s.value)).collect())
     }
 
+    /// What was imported of `source`'s settings before (see `settings`).
+    fn imported_settings(&self, source: &str) -> Result<ImportedSettings, String> {
+        match self {
+            Target::Look(None) => Ok(ImportedSettings::empty(source)),
+            Target::Look(Some(conn)) => sqlite::import::imported_settings(conn, source),
+            Target::Write { store, .. } => store.imported_settings(source),
+        }
+        .map_err(|e| e.to_string())
+    }
+
     fn mark(&self, source: &str, table: &str) -> Result<Option<ImportMark>, String> {
         match self {
             Target::Look(None) => Ok(None),
@@ -260,14 +280,24 @@ async fn run(options: &Options) -> Result<bool, String> {
     };
 
     // Settings.
+    let identity = db.identity().await?;
     let rows = db.settings().await?;
     let kept_secrets = secrets.load()?;
-    let plan = settings::plan(&rows, base, &target.kept_settings()?, &kept_secrets);
+    let plan = if options.logs_only {
+        settings::Plan::default()
+    } else {
+        let last = target.imported_settings(&identity)?;
+        settings::plan(&rows, base, &target.kept_settings()?, &kept_secrets, &last)
+    };
     // Every secret known, to keep it out of the report (a non-secret value may quote one; URLs
     // are shown without their credentials, `settings::shown`) and out of the imported logs.
     let redactor =
         logs::Redactor::new(known_secrets(&mut db, &rows, &config, &kept_secrets, &vars).await?);
-    print_plan(&plan, options.dry_run, &redactor);
+    if options.logs_only {
+        println!("\nSettings: left alone (--logs-only)");
+    } else {
+        print_plan(&plan, options.dry_run, &redactor);
+    }
     if let Target::Write { store, .. } = &target {
         for change in &plan.changes {
             crate::state::keep(
@@ -279,10 +309,13 @@ async fn run(options: &Options) -> Result<bool, String> {
             )
             .map_err(|e| format!("{}: {e}", change.name))?;
         }
+        // After the changes: a run that stops in between brings them over again.
+        store
+            .remember_imported_settings(&identity, plan.remember.clone())
+            .map_err(|e| format!("remembering the imported settings: {e}"))?;
     }
 
     // Logs.
-    let identity = db.identity().await?;
     let states = logs::states(&mut db, |table| target.mark(&identity, table)).await?;
     println!();
     match zone {
@@ -433,6 +466,9 @@ fn print_plan(plan: &settings::Plan, dry_run: bool, redactor: &logs::Redactor) {
         "  {} settings already as in the Python server",
         plan.unchanged
     ));
+    for line in plan.kept_lines() {
+        say(line);
+    }
     if !plan.not_acted_on.is_empty() {
         say(format!(
             "  kept, but not acted on by this version: {}",
@@ -477,7 +513,11 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(o.source, Spec::Sqlite(PathBuf::from("data/default_db")));
-        assert!(o.dry_run && o.logs && o.time_zone.is_none());
+        assert!(o.dry_run && o.logs && !o.logs_only && o.time_zone.is_none());
+        let o = parse(&args(&["data/default_db", "--logs-only"]))
+            .unwrap()
+            .unwrap();
+        assert!(o.logs && o.logs_only && !o.dry_run);
         let o = parse(&args(&["--time-zone", "UTC", "mysql"]))
             .unwrap()
             .unwrap();

@@ -9,6 +9,12 @@
 //! the environment is forgotten. Kept like an admin change (`state::keep`): secrets in the
 //! secrets file, the rest in the store's settings table.
 //!
+//! Running the import again must not undo what was changed here since (in the admin, or in
+//! `.env`). The store remembers a fingerprint of each Python value imported
+//! (`ImportedSettings`, per source database); a later run brings a value over only if it
+//! changed in the Python server since. If the value here changed too, ours is kept and the
+//! setting is named as a conflict; if only ours changed, ours is kept.
+//!
 //! Not imported, and reported: values this proxy refuses (named, never shown when secret),
 //! settings it reads at start only (set them in `.env`), the Python server's own database
 //! settings, and Python settings this proxy does not have. Values are shown with secrets
@@ -17,6 +23,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
+use gemini_balance::store::sqlite::ImportedSettings;
 use serde_json::Value;
 
 use crate::settings::{self, Settings, Support};
@@ -71,6 +78,11 @@ pub struct Plan {
     pub changes: Vec<Change>,
     /// Rows already in effect here (from the environment, or imported before).
     pub unchanged: usize,
+    /// Changed here (admin API, `.env`) since the last import, and not in the Python server:
+    /// ours is kept.
+    pub kept_here: Vec<&'static str>,
+    /// Changed both here and in the Python server since the last import: ours is kept.
+    pub conflicts: Vec<&'static str>,
     /// Values this proxy refuses.
     pub refused: Vec<Left>,
     /// Differing values of settings read at start only: for `.env`.
@@ -82,23 +94,50 @@ pub struct Plan {
     pub not_python: Vec<String>,
     /// Imported, but not acted on by this version.
     pub not_acted_on: Vec<&'static str>,
+    /// The Python values looked at, as (name, text) to remember once the changes are kept
+    /// (`SqliteStore::remember_imported_settings`): what a later run compares with.
+    pub remember: Vec<(String, String)>,
 }
 
 impl Plan {
-    /// `true` when some value the Python server used is not in effect here after the import.
+    /// `true` when some value the Python server used is not in effect here after the import,
+    /// and no one chose so here.
     pub fn is_incomplete(&self) -> bool {
         !self.refused.is_empty() || !self.startup_only.is_empty()
+    }
+
+    /// The report's lines for the settings whose value here is kept over the Python server's
+    /// (names only: a value may be a secret).
+    pub fn kept_lines(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        if !self.kept_here.is_empty() {
+            lines.push(format!(
+                "  changed here since the last import: kept: {}",
+                self.kept_here.join(", ")
+            ));
+        }
+        if !self.conflicts.is_empty() {
+            lines.push(format!(
+                "  changed here and in the Python server since the last import: kept as changed \
+                 here (the Python server's value is not brought over; set it here if it is \
+                 the one you want): {}",
+                self.conflicts.join(", ")
+            ));
+        }
+        lines
     }
 }
 
 /// The changes that make `rows` (the Python server's `t_settings`) effective here, given the
-/// settings of the environment (`base`) and what is kept already: `kept_db` (the store's
-/// settings table) and `kept_secrets` (the secrets file), name → text.
+/// settings of the environment (`base`), what is kept already: `kept_db` (the store's
+/// settings table) and `kept_secrets` (the secrets file), name → text, and what was imported
+/// from this database before (`last`).
 pub fn plan(
     rows: &[(String, String)],
     base: &Settings,
     kept_db: &BTreeMap<String, String>,
     kept_secrets: &BTreeMap<String, String>,
+    last: &ImportedSettings,
 ) -> Plan {
     let mut plan = Plan {
         rows: rows.len(),
@@ -161,6 +200,31 @@ pub fn plan(
         let kept_raw = if secret { kept_secrets } else { kept_db }.get(def.name);
         let kept = kept_raw.and_then(|raw| settings::parse(def, raw).ok());
         let now = kept.as_ref().unwrap_or(from_env);
+        let python_text = canonical(&wanted);
+        match (
+            last.is_last(def.name, &python_text),
+            last.is_last(def.name, &canonical(now)),
+        ) {
+            // The Python server's value is the one imported last time: whatever is here now
+            // was chosen here.
+            (Some(true), _) => {
+                if same(now, &wanted) {
+                    plan.unchanged += 1;
+                } else {
+                    plan.kept_here.push(def.name);
+                }
+                continue;
+            }
+            // Both changed since, to different values: ours stays, named. Python's value is
+            // remembered, so the conflict is reported once.
+            (Some(false), Some(false)) if !same(now, &wanted) => {
+                plan.conflicts.push(def.name);
+                plan.remember.push((def.name.to_owned(), python_text));
+                continue;
+            }
+            // Imported for the first time, or changed in the Python server only.
+            _ => plan.remember.push((def.name.to_owned(), python_text)),
+        }
         let change = |keep: Option<String>| Change {
             name: def.name,
             secret,
@@ -184,6 +248,28 @@ pub fn plan(
         }
     }
     plan
+}
+
+/// A value's text for its fingerprint: as `same` compares values (numbers by value, objects
+/// whatever their order), so that equal values have one text.
+fn canonical(value: &Value) -> String {
+    fn norm(value: &Value) -> Value {
+        match value {
+            Value::Number(n) => match n.as_f64() {
+                // Whole numbers as integers (exact below 2^53).
+                Some(x) if x.fract() == 0.0 && x.abs() < 9.0e15 => Value::from(x as i64),
+                _ => value.clone(),
+            },
+            Value::Array(items) => Value::Array(items.iter().map(norm).collect()),
+            Value::Object(map) => {
+                let sorted: BTreeMap<&String, Value> =
+                    map.iter().map(|(k, v)| (k, norm(v))).collect();
+                Value::Object(sorted.into_iter().map(|(k, v)| (k.clone(), v)).collect())
+            }
+            _ => value.clone(),
+        }
+    }
+    norm(value).to_string()
 }
 
 /// Equal as values: numbers by value (`-1` and `-1.0`, as Python writes a float), lists and
@@ -326,7 +412,13 @@ mod tests {
         kept_db.insert("FAKE_STREAM_ENABLED".to_owned(), "true".to_owned());
         kept_db.insert("TIME_OUT".to_owned(), "30".to_owned());
         kept_db.insert("MAX_RETRIES".to_owned(), "5".to_owned());
-        let plan = plan(&rows, &base, &kept_db, &BTreeMap::new());
+        let plan = plan(
+            &rows,
+            &base,
+            &kept_db,
+            &BTreeMap::new(),
+            &ImportedSettings::empty("python:test"),
+        );
         let changes: Vec<_> = plan
             .changes
             .iter()
@@ -384,6 +476,121 @@ mod tests {
         );
     }
 
+    /// What a store remembers after an import of `rows` from "python:test".
+    fn remembered(dir: &std::path::Path, values: &[(String, String)]) -> ImportedSettings {
+        let store = gemini_balance::store::SqliteStore::open(dir.join("proxy.db")).unwrap();
+        store
+            .remember_imported_settings("python:test", values.to_vec())
+            .unwrap();
+        let last = store.imported_settings("python:test").unwrap();
+        store.shutdown().unwrap();
+        last
+    }
+
+    #[test]
+    fn a_second_import_brings_over_only_what_changed_in_the_python_server() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = base(&[("API_KEYS", r#"["AIzaSyEnv000000000000000000000000000001"]"#)]);
+        let keys = r#"["AIzaSyEnv000000000000000000000000000001", "AIzaSyUi0000000000000000000000000000002"]"#;
+        let first = rows(&[
+            ("MAX_RETRIES", "5"),
+            ("MAX_FAILURES", "3"),
+            ("TIME_OUT", "300"),
+            ("TEST_MODEL", "gemini-2.5-flash-lite"),
+            ("API_KEYS", keys),
+        ]);
+        let empty = ImportedSettings::empty("python:test");
+        let plan1 = plan(&first, &base, &BTreeMap::new(), &BTreeMap::new(), &empty);
+        let names: Vec<_> = plan1.changes.iter().map(|c| c.name).collect();
+        assert_eq!(names, ["MAX_RETRIES", "API_KEYS"]);
+        assert_eq!(plan1.remember.len(), 5, "{:?}", plan1.remember);
+        let last = remembered(dir.path(), &plan1.remember);
+
+        // Changed here since: MAX_RETRIES and TIME_OUT in the admin, a key added; TEST_MODEL
+        // in .env.
+        let base = Settings::from_vars(
+            &[
+                (
+                    "API_KEYS".to_owned(),
+                    r#"["AIzaSyEnv000000000000000000000000000001"]"#.to_owned(),
+                ),
+                ("TEST_MODEL".to_owned(), "gemini-2.0-flash".to_owned()),
+            ]
+            .into(),
+        )
+        .unwrap()
+        .0;
+        let kept_db: BTreeMap<String, String> = [
+            ("MAX_RETRIES".to_owned(), "7".to_owned()),
+            ("TIME_OUT".to_owned(), "60".to_owned()),
+        ]
+        .into();
+        let ours_keys = r#"["AIzaSyEnv000000000000000000000000000001","AIzaSyUi0000000000000000000000000000002","AIzaSyOurs00000000000000000000000000003"]"#;
+        let kept_secrets: BTreeMap<String, String> =
+            [("API_KEYS".to_owned(), ours_keys.to_owned())].into();
+
+        // The Python server unchanged: nothing changes, the changes here are named.
+        let plan2 = plan(&first, &base, &kept_db, &kept_secrets, &last);
+        assert!(plan2.changes.is_empty(), "{:?}", plan2.changes);
+        assert_eq!(
+            plan2.kept_here,
+            ["MAX_RETRIES", "TIME_OUT", "TEST_MODEL", "API_KEYS"]
+        );
+        assert!(plan2.conflicts.is_empty() && plan2.remember.is_empty());
+        assert_eq!(plan2.unchanged, 1);
+        assert!(plan2.kept_lines()[0].contains("kept: MAX_RETRIES, TIME_OUT"));
+
+        // The Python server changed since: MAX_RETRIES (changed here too: a conflict, ours
+        // kept), MAX_FAILURES (here unchanged: brought over); TIME_OUT changed to ours.
+        let second = rows(&[
+            ("MAX_RETRIES", "6"),
+            ("MAX_FAILURES", "9"),
+            ("TIME_OUT", "60"),
+            ("TEST_MODEL", "gemini-2.5-flash-lite"),
+            ("API_KEYS", keys),
+        ]);
+        let plan3 = plan(&second, &base, &kept_db, &kept_secrets, &last);
+        let changes: Vec<_> = plan3
+            .changes
+            .iter()
+            .map(|c| (c.name, c.keep.as_deref()))
+            .collect();
+        assert_eq!(changes, [("MAX_FAILURES", Some("9"))]);
+        assert_eq!(plan3.conflicts, ["MAX_RETRIES"]);
+        assert_eq!(plan3.kept_here, ["TEST_MODEL", "API_KEYS"]);
+        assert_eq!(plan3.unchanged, 1, "TIME_OUT: the same on both sides");
+        let lines = plan3.kept_lines().join("\n");
+        assert!(
+            lines.contains("Python server since the last import"),
+            "{lines}"
+        );
+        assert!(!lines.contains("AIza"), "{lines}");
+        let remembered_names: Vec<_> = plan3.remember.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            remembered_names,
+            ["MAX_RETRIES", "MAX_FAILURES", "TIME_OUT"]
+        );
+
+        // Remembered: the conflict is not reported again.
+        let mut all = plan1.remember.clone();
+        all.extend(plan3.remember.iter().cloned());
+        let last = remembered(dir.path(), &all);
+        let mut kept_db = kept_db;
+        kept_db.insert("MAX_FAILURES".to_owned(), "9".to_owned());
+        let plan4 = plan(&second, &base, &kept_db, &kept_secrets, &last);
+        assert!(plan4.changes.is_empty() && plan4.conflicts.is_empty());
+        assert_eq!(plan4.kept_here, ["MAX_RETRIES", "TEST_MODEL", "API_KEYS"]);
+    }
+
+    #[test]
+    fn values_equal_as_values_have_one_fingerprint_text() {
+        assert_eq!(
+            canonical(&json!({"b": -1.0, "a": [1.0, "x"]})),
+            canonical(&json!({"a": [1, "x"], "b": -1}))
+        );
+        assert_ne!(canonical(&json!(0.5)), canonical(&json!(1)));
+    }
+
     #[test]
     fn urls_are_shown_without_their_credentials() {
         let base = base(&[]);
@@ -394,7 +601,13 @@ mod tests {
                 "https://vx:pw-vertex-77@vertex.example/v1beta1",
             ),
         ]);
-        let plan = plan(&rows, &base, &BTreeMap::new(), &BTreeMap::new());
+        let plan = plan(
+            &rows,
+            &base,
+            &BTreeMap::new(),
+            &BTreeMap::new(),
+            &ImportedSettings::empty("python:test"),
+        );
         let why = &plan.startup_only[0].why;
         assert!(
             !why.contains("pw-base-77") && !why.contains("user:"),
