@@ -971,6 +971,74 @@ async fn importing_again_keeps_what_was_changed_here_and_brings_over_what_change
     assert_no_secret_in_database(dir.path());
 }
 
+#[test]
+fn a_log_the_python_server_emptied_is_imported_again_from_its_new_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let python = dir.path().join("python.db");
+    let start = start();
+    let base_url = "http://127.0.0.1:9/v1beta";
+    python_sqlite(&python, base_url, start);
+    std::fs::write(dir.path().join(".env"), env_file(base_url)).unwrap();
+    let args = ["python.db", "--logs-only"];
+    let (code, stdout, _) = import(dir.path(), &args, &[]);
+    assert_eq!(code, 0, "{stdout}");
+    assert_eq!(store_state(dir.path()).1, 4);
+
+    // "Delete all" in the Python admin, then new traffic: its ids start again at 1.
+    python_writes(&python, "DELETE FROM t_request_log;");
+    python_writes(
+        &python,
+        &format!(
+            "{}{}",
+            python_request_sql(100, start),
+            python_request_sql(101, start)
+        ),
+    );
+    let (_, stdout, stderr) = import(dir.path(), &["python.db", "--logs-only", "--dry-run"], &[]);
+    assert!(
+        stdout.contains("t_request_log: 2 rows to import (up to id 2)"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("ids started again"), "{stderr}");
+    let (code, stdout, _) = import(dir.path(), &args, &[]);
+    assert_eq!(code, 0, "{stdout}");
+    assert!(
+        stdout.contains("t_request_log: 2 rows imported"),
+        "{stdout}"
+    );
+    assert_eq!(store_state(dir.path()).1, 6);
+    let (_, stdout, stderr) = import(dir.path(), &args, &[]);
+    assert!(
+        stdout.contains("t_request_log: 0 rows imported"),
+        "{stdout}"
+    );
+    assert!(!stderr.contains("ids started again"), "{stderr}");
+
+    // Its newest row deleted, then a new one: it gets the same id.
+    python_writes(
+        &python,
+        &format!(
+            "DELETE FROM t_request_log WHERE id = 2;{}",
+            python_request_sql(200, start)
+        ),
+    );
+    let (_, stdout, _) = import(dir.path(), &args, &[]);
+    assert!(
+        stdout.contains("t_request_log: 1 rows imported"),
+        "{stdout}"
+    );
+    assert_eq!(store_state(dir.path()).1, 7);
+    let conn = Connection::open_with_flags(
+        dir.path().join("data/default_db.db"),
+        OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let last: i64 = conn
+        .query_row("SELECT max(at_ms) FROM request_log", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(last, (start + 200) * 1000);
+}
+
 /// The Python server's `.env.example` (`tests/fixtures/python.env.example`), as the rows its
 /// first start writes to `t_settings` (every variable but DATABASE_TYPE).
 fn env_example_rows() -> Vec<(String, String)> {

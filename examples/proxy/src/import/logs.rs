@@ -18,6 +18,13 @@
 //! Times: the Python server wrote naive local times of its own clock (`datetime.now()`); they
 //! are read in the zone given (`--time-zone`, else `TZ`, else Asia/Shanghai, the zone its
 //! Docker image sets).
+//!
+//! Ids used again: the Python server's SQLite tables are `INTEGER PRIMARY KEY` without
+//! `AUTOINCREMENT`, so once its auto-delete or "delete all" empties a table (or deletes its
+//! newest rows) new rows get ids at or below the mark, which resuming after the mark would skip.
+//! The mark keeps the time of its row; when the row at the mark is gone or has another time,
+//! the import resumes at the first row written after the last one imported (new rows always get
+//! ids above every row left), and says so.
 
 use std::time::{Duration, SystemTime};
 
@@ -92,7 +99,12 @@ pub struct TableState {
     /// `false` when the source has no such table.
     pub present: bool,
     pub mark: Option<ImportMark>,
-    /// Rows after the mark, and the highest id.
+    /// The import starts after this id: the mark's, or below it when the source's ids started
+    /// again.
+    pub after: i64,
+    /// Set when the ids started again: the mark the first batch replaces.
+    pub replaces_mark: Option<i64>,
+    /// Rows after `after`, and the highest id.
     pub pending: u64,
     pub max_id: i64,
 }
@@ -105,8 +117,15 @@ pub async fn states(
     let mut out = Vec::new();
     for table in TABLES {
         let mark = marks(table)?;
-        let after = mark.as_ref().map_or(0, |m| m.last_id);
         let present = db.has_table(table).await?;
+        let mut after = mark.as_ref().map_or(0, |m| m.last_id);
+        let mut replaces_mark = None;
+        if let (Some(mark), true) = (&mark, present) {
+            if let Some(from) = resume_point(db, table, mark).await? {
+                after = from;
+                replaces_mark = Some(mark.last_id);
+            }
+        }
         let (pending, max_id) = if present {
             db.count_after(table, after).await?
         } else {
@@ -116,11 +135,84 @@ pub async fn states(
             table,
             present,
             mark,
+            after,
+            replaces_mark,
             pending,
             max_id,
         });
     }
     Ok(out)
+}
+
+/// `Some(id)` to resume after instead of the mark, when the row at the mark is not the one
+/// imported (the source's ids started again): the id before the first row written after the
+/// last one imported. Warns on stderr.
+async fn resume_point(
+    db: &mut PythonDb,
+    table: &str,
+    mark: &ImportMark,
+) -> Result<Option<i64>, String> {
+    let at_mark = db
+        .page(table, &["id", "request_time"], mark.last_id - 1, 1)
+        .await?
+        .into_iter()
+        .find(|r| int(&r[0]) == Some(mark.last_id));
+    let imported_time = mark.last_time.as_deref().and_then(naive);
+    let holds = match (&at_mark, imported_time) {
+        (Some(row), Some(imported)) => row[1]
+            .as_deref()
+            .and_then(naive)
+            .is_none_or(|t| t == imported),
+        // A mark without a time (an unreadable row): the row is there, nothing to tell by.
+        (Some(_), None) => true,
+        (None, _) => false,
+    };
+    if holds {
+        return Ok(None);
+    }
+    let Some(imported) = imported_time else {
+        eprintln!(
+            "warning: {table}: the row at the last import's mark (id {}) is gone, and the mark \
+             keeps no time to resume by: if the Python server's log was emptied since, its new \
+             rows up to id {} are not imported",
+            mark.last_id, mark.last_id
+        );
+        return Ok(None);
+    };
+    // New rows get ids above every row left: the first row newer than the last one imported
+    // starts them.
+    let mut after = 0;
+    loop {
+        let rows = db.page(table, &["id", "request_time"], after, PAGE).await?;
+        let Some(last) = rows.last().and_then(|r| int(&r[0])) else {
+            return Ok(None);
+        };
+        let first_new = rows.iter().find(|r| {
+            r[1].as_deref()
+                .and_then(naive)
+                .is_some_and(|t| t > imported)
+        });
+        if let Some(id) = first_new.and_then(|r| int(&r[0])) {
+            if id <= mark.last_id {
+                eprintln!(
+                    "warning: {table}: the Python server's ids started again (the row at the \
+                     last import's mark, id {}, is gone or another one: its log was emptied or \
+                     its newest rows deleted); importing the rows written after the last one \
+                     imported ({}), from id {id}",
+                    mark.last_id,
+                    mark.last_time.as_deref().unwrap_or_default()
+                );
+            }
+            return Ok(Some(id - 1));
+        }
+        after = last;
+    }
+}
+
+/// A naive time of the Python server as an instant read in UTC: for comparing its times with
+/// each other, whatever its zone.
+fn naive(text: &str) -> Option<SystemTime> {
+    TimeZone::utc().instant_of_local(text)
 }
 
 /// What importing one table did.
@@ -141,7 +233,8 @@ pub async fn import_table(
     redactor: &Redactor,
 ) -> Result<Imported, String> {
     let mut done = Imported::default();
-    let mut after = state.mark.as_ref().map_or(0, |m| m.last_id);
+    let mut after = state.after;
+    let mut replaces_mark = state.replaces_mark;
     let columns: &[&str] = if state.table == "t_request_log" {
         &[
             "id",
@@ -170,6 +263,8 @@ pub async fn import_table(
             return Ok(done);
         };
         let mut batch = ImportBatch::new(identity, state.table, last);
+        batch.last_time = rows.last().and_then(|r| r[1].clone());
+        batch.replaces_mark = replaces_mark.take();
         for row in &rows {
             let converted = if state.table == "t_request_log" {
                 request(row, zone).map(|r| batch.requests.push(r))
