@@ -67,6 +67,9 @@ use crate::route::Route;
 use crate::secrets::SecretsFile;
 use crate::state::App;
 
+/// The log target of the line that says where the proxy listens: shown at every LOG_LEVEL.
+const STARTUP: &str = "gemini_balance_proxy::startup";
+
 /// The log's writer thread, flushed before the process ends.
 static LOG: std::sync::OnceLock<log_writer::LogWriter> = std::sync::OnceLock::new();
 
@@ -138,12 +141,14 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
 
     // LOG_LEVEL holds one of settings::LOG_LEVELS, whatever spelling it was given in.
     let filter = |level: &str| {
-        EnvFilter::try_new(format!("{level},hyper=warn,reqwest=warn")).map_err(|_| {
-            format!(
-                "LOG_LEVEL: expected one of {}",
-                settings::LOG_LEVELS.join(", ")
-            )
-        })
+        EnvFilter::try_new(format!("{level},hyper=warn,reqwest=warn,{STARTUP}=info")).map_err(
+            |_| {
+                format!(
+                    "LOG_LEVEL: expected one of {}",
+                    settings::LOG_LEVELS.join(", ")
+                )
+            },
+        )
     };
     let (filter_layer, filter_handle) = reload::Layer::new(filter(&config.log_level)?);
     let log = log_writer::LogWriter::stdout()
@@ -347,7 +352,9 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| format!("cannot listen on {addr} (HOST/PORT): {e}"))?;
+    // At every LOG_LEVEL, as uvicorn's "Uvicorn running on ..." line is for Gemini-Balance.
     tracing::info!(
+        target: STARTUP,
         address = %listener.local_addr()?,
         keys = app.pool.len(),
         restored_key_states = restored,
