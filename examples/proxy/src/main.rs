@@ -8,7 +8,8 @@
 //! decoding), keeps key state across restarts, answers `GET /health`, and serves the admin API
 //! (`/api`) and the web admin. `docs/proxy.md` is the whole picture; the routes Gemini-Balance
 //! has and this version does not are listed there. `gemini-balance-proxy import` brings a
-//! Python Gemini-Balance server's stored settings and logs over (see `import`).
+//! Python Gemini-Balance server's stored settings and logs over (see `import`); the first
+//! start brings its settings over by itself (`import::first_start`).
 
 #![warn(clippy::unwrap_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
@@ -192,6 +193,10 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             adjusted.join(", ")
         );
     }
+
+    // The Python server's settings and keys, once, before anything of this proxy's data is
+    // created (see import::first_start).
+    import::at_first_start(&vars, &config).await?;
 
     let base = config.settings;
     let db_path = format!("data/{}.db", base.text("SQLITE_DATABASE"));

@@ -598,7 +598,7 @@ pub const DEFS: &[Def] = &[
         Kind::Choice(&["sqlite", "mysql"]),
         "sqlite",
         "Storage",
-        "sqlite (mysql is not supported)",
+        "sqlite (mysql: this proxy keeps its data in SQLite, and reads the Python server's MySQL database once, at its first start)",
     )),
     startup_only(def(
         "SQLITE_DATABASE",
@@ -617,6 +617,13 @@ pub const DEFS: &[Def] = &[
         "Storage",
         "Usage records queued for the database writer at most; past it records are dropped and counted, never waited for (not a Gemini-Balance setting)",
     ))),
+    startup_only(def(
+        "IMPORT_PYTHON_DATABASE",
+        Kind::Bool,
+        "true",
+        "Storage",
+        "At the first start (no data/<SQLITE_DATABASE>.db and no secrets file yet), bring over the settings and keys kept in the Python Gemini-Balance server's database (its SQLite data/<SQLITE_DATABASE>, or MySQL with DATABASE_TYPE=mysql), once (not a Gemini-Balance setting)",
+    )),
     never(def("MYSQL_HOST", Kind::Text, "", "Storage", "MySQL host")),
     never(def("MYSQL_PORT", ANY_INT, "3306", "Storage", "MySQL port")),
     never(def("MYSQL_USER", Kind::Text, "", "Storage", "MySQL user")),
@@ -1306,7 +1313,7 @@ pub struct Findings {
 /// The value of variable `name`: set in exactly that case, or else in any case, as
 /// pydantic-settings reads the environment (`case_sensitive=False`: `log_level=debug` sets
 /// LOG_LEVEL). Of several spellings in other cases, the first in sorted order.
-fn lookup<'a>(vars: &'a HashMap<String, String>, name: &str) -> Option<&'a String> {
+pub fn lookup<'a>(vars: &'a HashMap<String, String>, name: &str) -> Option<&'a String> {
     vars.get(name).or_else(|| {
         vars.iter()
             .filter(|(key, _)| key.eq_ignore_ascii_case(name))
@@ -1343,7 +1350,7 @@ impl Settings {
             if db == "mysql" {
                 findings
                     .unsupported
-                    .push("DATABASE_TYPE=mysql (SQLite is used)".to_owned());
+                    .push("DATABASE_TYPE=mysql (SQLite is used; MySQL is read once, to import at the first start)".to_owned());
             }
         }
         findings.unsupported.extend(
@@ -1850,7 +1857,7 @@ mod tests {
         assert_eq!(
             findings.unsupported,
             [
-                "DATABASE_TYPE=mysql (SQLite is used)",
+                "DATABASE_TYPE=mysql (SQLite is used; MySQL is read once, to import at the first start)",
                 "ENABLE_TTS",
                 "GITHUB_REPO_NAME",
                 "GITHUB_REPO_OWNER",
@@ -2007,7 +2014,11 @@ mod tests {
             assert_eq!(err.name, name, "{value}");
             assert!(err.to_string().contains(says), "{name}={value}: {err}");
             // The message reads "NAME: expected WHAT": WHAT never says "expected" again.
-            assert_eq!(doubled_word(&err.to_string()), None, "{name}={value}: {err}");
+            assert_eq!(
+                doubled_word(&err.to_string()),
+                None,
+                "{name}={value}: {err}"
+            );
         }
         // No message repeats a secret.
         for (name, value) in [

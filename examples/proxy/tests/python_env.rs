@@ -19,9 +19,11 @@ const EXAMPLE: &str = include_str!("fixtures/python.env.example");
 const ADMIN: &str = "sk-123456";
 
 /// The example, then lines that point it at the mock (later lines win, as in python-dotenv).
+/// The example's MySQL (`DATABASE_TYPE=mysql`, host `gemini-balance-mysql`) is not there: the
+/// import of its database at the first start is switched off, as a user without it would.
 fn env_file(mock: &MockGemini, extra: &str) -> String {
     format!(
-        "{EXAMPLE}\n# the test's own lines\nBASE_URL={}/v1beta\nAPI_KEYS={}\nALLOWED_TOKENS=[\"{TOKEN}\"]\n{extra}",
+        "{EXAMPLE}\n# the test's own lines\nIMPORT_PYTHON_DATABASE=false\nBASE_URL={}/v1beta\nAPI_KEYS={}\nALLOWED_TOKENS=[\"{TOKEN}\"]\n{extra}",
         mock.base_url(),
         serde_json::to_string(&test_keys(2)).unwrap(),
     )
