@@ -208,7 +208,7 @@ mod tests {
             [
                 "CLOUDFLARE_IMGBED_AUTH_CODE",
                 "CLOUDFLARE_IMGBED_URL",
-                "DATABASE_TYPE=mysql (SQLite is used)",
+                "DATABASE_TYPE=mysql (SQLite is used; MySQL is read once, to import at the first start)",
                 "MYSQL_DATABASE",
                 "MYSQL_HOST",
                 "MYSQL_PASSWORD",

@@ -8,7 +8,8 @@
 //! decoding), keeps key state across restarts, answers `GET /health`, and serves the admin API
 //! (`/api`) and the web admin. `docs/proxy.md` is the whole picture; the routes Gemini-Balance
 //! has and this version does not are listed there. `gemini-balance-proxy import` brings a
-//! Python Gemini-Balance server's stored settings and logs over (see `import`).
+//! Python Gemini-Balance server's stored settings and logs over (see `import`); the first
+//! start brings its settings over by itself (`import::first_start`).
 
 #![warn(clippy::unwrap_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
@@ -66,6 +67,9 @@ use crate::models::ListShape;
 use crate::route::Route;
 use crate::secrets::SecretsFile;
 use crate::state::App;
+
+/// The log target of the line that says where the proxy listens: shown at every LOG_LEVEL.
+const STARTUP: &str = "gemini_balance_proxy::startup";
 
 /// The log's writer thread, flushed before the process ends.
 static LOG: std::sync::OnceLock<log_writer::LogWriter> = std::sync::OnceLock::new();
@@ -138,12 +142,14 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
 
     // LOG_LEVEL holds one of settings::LOG_LEVELS, whatever spelling it was given in.
     let filter = |level: &str| {
-        EnvFilter::try_new(format!("{level},hyper=warn,reqwest=warn")).map_err(|_| {
-            format!(
-                "LOG_LEVEL: expected one of {}",
-                settings::LOG_LEVELS.join(", ")
-            )
-        })
+        EnvFilter::try_new(format!("{level},hyper=warn,reqwest=warn,{STARTUP}=info")).map_err(
+            |_| {
+                format!(
+                    "LOG_LEVEL: expected one of {}",
+                    settings::LOG_LEVELS.join(", ")
+                )
+            },
+        )
     };
     let (filter_layer, filter_handle) = reload::Layer::new(filter(&config.log_level)?);
     let log = log_writer::LogWriter::stdout()
@@ -187,6 +193,10 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             adjusted.join(", ")
         );
     }
+
+    // The Python server's settings and keys, once, before anything of this proxy's data is
+    // created (see import::first_start).
+    import::at_first_start(&vars, &config).await?;
 
     let base = config.settings;
     let db_path = format!("data/{}.db", base.text("SQLITE_DATABASE"));
@@ -347,7 +357,9 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| format!("cannot listen on {addr} (HOST/PORT): {e}"))?;
+    // At every LOG_LEVEL, as uvicorn's "Uvicorn running on ..." line is for Gemini-Balance.
     tracing::info!(
+        target: STARTUP,
         address = %listener.local_addr()?,
         keys = app.pool.len(),
         restored_key_states = restored,

@@ -13,27 +13,10 @@ use std::path::Path;
 /// opens it, and `others` (files in it that exist, e.g. the secrets file).
 #[cfg(unix)]
 pub fn prepare(dir: &Path, db: &Path, others: &[&Path]) -> Result<(), String> {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    use std::os::unix::fs::OpenOptionsExt;
 
     let failed = |path: &Path, e: std::io::Error| format!("{}: {e}", path.display());
-    if dir.exists() {
-        make_private(dir, 0o700)?;
-    } else {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| failed(dir, e))?;
-        set_mode(dir, 0o700)?;
-    }
-    // A database under a subdirectory of `dir` (SQLITE_DATABASE=a/b): private too.
-    if let Some(parent) = db.parent().filter(|p| !p.exists()) {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(parent)
-            .map_err(|e| failed(parent, e))?;
-    }
+    prepare_dirs(dir, db)?;
     let created = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -61,10 +44,47 @@ pub fn prepare(dir: &Path, db: &Path, others: &[&Path]) -> Result<(), String> {
     Ok(())
 }
 
+/// Makes `dir` (created if missing) private, and creates the directory of the database `db`
+/// in it (private) if missing: where the proxy's files go, before any of them is written.
+#[cfg(unix)]
+pub fn prepare_dirs(dir: &Path, db: &Path) -> Result<(), String> {
+    use std::os::unix::fs::DirBuilderExt;
+
+    let failed = |path: &Path, e: std::io::Error| format!("{}: {e}", path.display());
+    if dir.exists() {
+        make_private(dir, 0o700)?;
+    } else {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| failed(dir, e))?;
+        set_mode(dir, 0o700)?;
+    }
+    // A database under a subdirectory of `dir` (SQLITE_DATABASE=a/b): private too.
+    if let Some(parent) = db.parent().filter(|p| !p.exists()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)
+            .map_err(|e| failed(parent, e))?;
+    }
+    Ok(())
+}
+
 /// Elsewhere than on Unix file modes do not apply.
 #[cfg(not(unix))]
-pub fn prepare(dir: &Path, _db: &Path, _others: &[&Path]) -> Result<(), String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))
+pub fn prepare(dir: &Path, db: &Path, _others: &[&Path]) -> Result<(), String> {
+    prepare_dirs(dir, db)
+}
+
+/// Elsewhere than on Unix file modes do not apply.
+#[cfg(not(unix))]
+pub fn prepare_dirs(dir: &Path, db: &Path) -> Result<(), String> {
+    for d in [Some(dir), db.parent()].into_iter().flatten() {
+        std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+    }
+    Ok(())
 }
 
 /// Takes the group's and others' access away from `path`, saying so in the log.

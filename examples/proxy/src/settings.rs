@@ -608,7 +608,7 @@ pub const DEFS: &[Def] = &[
         Kind::Choice(&["sqlite", "mysql"]),
         "sqlite",
         "Storage",
-        "sqlite (mysql is not supported)",
+        "sqlite (mysql: this proxy keeps its data in SQLite, and reads the Python server's MySQL database once, at its first start)",
     )),
     startup_only(def(
         "SQLITE_DATABASE",
@@ -627,6 +627,13 @@ pub const DEFS: &[Def] = &[
         "Storage",
         "Usage records queued for the database writer at most; past it records are dropped and counted, never waited for (not a Gemini-Balance setting)",
     )))),
+    ours(startup_only(def(
+        "IMPORT_PYTHON_DATABASE",
+        Kind::Bool,
+        "true",
+        "Storage",
+        "At the first start (no data/<SQLITE_DATABASE>.db and no secrets file yet), bring over the settings and keys kept in the Python Gemini-Balance server's database (its SQLite data/<SQLITE_DATABASE>, or MySQL with DATABASE_TYPE=mysql), once (not a Gemini-Balance setting)",
+    ))),
     never(def("MYSQL_HOST", Kind::Text, "", "Storage", "MySQL host")),
     never(def("MYSQL_PORT", ANY_INT, "3306", "Storage", "MySQL port")),
     never(def("MYSQL_USER", Kind::Text, "", "Storage", "MySQL user")),
@@ -1204,21 +1211,26 @@ fn value_rules(def: &Def, value: &Value) -> Result<(), String> {
 
 /// Rules for values set through the admin API, on top of [`value_rules`]: a change made while
 /// running must not lock the admin out or break every request (`.env` keeps the Python server's
-/// leniency).
+/// leniency). Each message says what was expected, to follow the word "expected".
 fn admin_rules(def: &Def, value: &Value) -> Result<(), String> {
     let each = |rule: &dyn Fn(&str) -> Result<(), String>| {
-        strings(value)
-            .iter()
-            .enumerate()
-            .try_for_each(|(i, item)| rule(item).map_err(|e| format!("{e} (entry #{})", i + 1)))
+        strings(value).iter().enumerate().try_for_each(|(i, item)| {
+            rule(item).map_err(|e| format!("{e} (entry #{} is not one)", i + 1))
+        })
     };
     match def.name {
         "AUTH_TOKEN" => token(value.as_str().unwrap_or_default()),
         "ALLOWED_TOKENS" => each(&token),
         "API_KEYS" => each(&|raw| {
-            gemini_balance::keys::ApiKey::new(raw)
-                .map(drop)
-                .map_err(|e| format!("API keys: {e}"))
+            use gemini_balance::keys::{ApiKey, InvalidKey};
+            ApiKey::new(raw).map(drop).map_err(|e| {
+                match e {
+                    InvalidKey::Empty => "API keys that are not empty",
+                    InvalidKey::TooLong => "API keys of at most 512 bytes",
+                    _ => "API keys of printable ASCII without spaces",
+                }
+                .to_owned()
+            })
         }),
         "PROXIES" => each(&crate::upstream::check_proxy),
         "THINKING_BUDGET_MAP" => {
@@ -1341,7 +1353,7 @@ pub struct Findings {
 /// The value of variable `name`: set in exactly that case, or else in any case, as
 /// pydantic-settings reads the environment (`case_sensitive=False`: `log_level=debug` sets
 /// LOG_LEVEL). Of several spellings in other cases, the first in sorted order.
-fn lookup<'a>(vars: &'a HashMap<String, String>, name: &str) -> Option<&'a String> {
+pub fn lookup<'a>(vars: &'a HashMap<String, String>, name: &str) -> Option<&'a String> {
     vars.get(name).or_else(|| {
         vars.iter()
             .filter(|(key, _)| key.eq_ignore_ascii_case(name))
@@ -1378,7 +1390,7 @@ impl Settings {
             if db == "mysql" {
                 findings
                     .unsupported
-                    .push("DATABASE_TYPE=mysql (SQLite is used)".to_owned());
+                    .push("DATABASE_TYPE=mysql (SQLite is used; MySQL is read once, to import at the first start)".to_owned());
             }
         }
         findings.unsupported.extend(
@@ -1885,7 +1897,7 @@ mod tests {
         assert_eq!(
             findings.unsupported,
             [
-                "DATABASE_TYPE=mysql (SQLite is used)",
+                "DATABASE_TYPE=mysql (SQLite is used; MySQL is read once, to import at the first start)",
                 "ENABLE_TTS",
                 "GITHUB_REPO_NAME",
                 "GITHUB_REPO_OWNER",
@@ -1989,7 +2001,23 @@ mod tests {
             ("ALLOWED_TOKENS", json!(["good", "has space"]), "entry #2"),
             ("AUTH_TOKEN", json!(42), "got a number"),
             ("AUTH_TOKEN", json!("tab\there"), "printable"),
-            ("PROXIES", json!(["ftp://relay"]), "entry #1"),
+            (
+                "PROXIES",
+                json!(["ftp://relay"]),
+                "expected a proxy URL starting with http://",
+            ),
+            ("PROXIES", json!(["http://"]), "expected a valid proxy URL"),
+            (
+                "PROXIES",
+                json!(["http://127.0.0.1:1", "socks5://:1"]),
+                "(entry #2 is not one)",
+            ),
+            (
+                "API_KEYS",
+                json!(["AIza ok"]),
+                "expected API keys of printable ASCII without spaces (entry #1 is not one)",
+            ),
+            ("API_KEYS", json!(["k".repeat(600)]), "at most 512 bytes"),
             ("TRUSTED_PROXIES", json!(["localhost"]), "entry #1"),
             ("CUSTOM_HEADERS", json!({"x-a": 1}), "a number for \"x-a\""),
             ("CUSTOM_HEADERS", json!({"bad name": "1"}), "\"bad name\""),
@@ -2025,6 +2053,12 @@ mod tests {
                 .unwrap_err();
             assert_eq!(err.name, name, "{value}");
             assert!(err.to_string().contains(says), "{name}={value}: {err}");
+            // The message reads "NAME: expected WHAT": WHAT never says "expected" again.
+            assert_eq!(
+                doubled_word(&err.to_string()),
+                None,
+                "{name}={value}: {err}"
+            );
         }
         // No message repeats a secret.
         for (name, value) in [
@@ -2079,6 +2113,51 @@ mod tests {
         );
         let err = Settings::from_vars(&vars(&[("TRUSTED_PROXIES", "10.0.0.1, nope")])).unwrap_err();
         assert_eq!(err.name, "TRUSTED_PROXIES");
+    }
+
+    /// A word said twice in a row ("expected expected"), if any.
+    fn doubled_word(text: &str) -> Option<String> {
+        let words: Vec<String> = text
+            .split_whitespace()
+            .map(|w| {
+                w.trim_matches(|c: char| !c.is_alphanumeric())
+                    .to_lowercase()
+            })
+            .filter(|w| w.chars().any(char::is_alphabetic))
+            .collect();
+        words
+            .windows(2)
+            .find(|pair| pair[0] == pair[1])
+            .map(|pair| pair[0].clone())
+    }
+
+    #[test]
+    fn messages_say_expected_once() {
+        assert_eq!(
+            doubled_word("PROXIES: expected expected a proxy URL").as_deref(),
+            Some("expected")
+        );
+        // Every setting, given values of every wrong type and a few wrong entries.
+        let wrong = [
+            json!(null),
+            json!(true),
+            json!(-7),
+            json!(2.5),
+            json!("text"),
+            json!(["a b", "", "ftp://x", "http://"]),
+            json!([1]),
+            json!({"bad name": 1}),
+            json!([{"category": 1}]),
+        ];
+        for def in DEFS {
+            for value in &wrong {
+                let (mut s, _) = Settings::from_vars(&HashMap::new()).unwrap();
+                if let Err(err) = s.set(def.name, value) {
+                    let text = err.to_string();
+                    assert_eq!(doubled_word(&text), None, "{}={value}: {text}", def.name);
+                }
+            }
+        }
     }
 
     #[test]

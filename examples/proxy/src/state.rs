@@ -206,7 +206,12 @@ impl App {
                 .find(|n| e.starts_with(**n))
                 .copied()
                 .unwrap_or("settings");
-            invalid(name, e)
+            // The message names the setting already ("PROXIES: entry #1: ..."): said once.
+            let why = e
+                .strip_prefix(name)
+                .and_then(|rest| rest.strip_prefix(": "))
+                .unwrap_or(&e);
+            invalid(name, format!("a value the proxy can use ({why})"))
         })?;
         // Keep the change, then apply it.
         for name in names {

@@ -155,25 +155,26 @@ pub fn proxy_client(options: &Options, url: &str) -> Result<reqwest::Client, Str
         .connect_timeout(options.time_out)
         .read_timeout(options.time_out)
         .pool_idle_timeout(Duration::from_secs(90))
-        .proxy(parse_proxy(url)?)
+        .proxy(parse_proxy(url).map_err(|e| format!("expected {e}"))?)
         .build()
         // reqwest's builder errors name what failed (TLS setup), not the proxy's URL.
         .map_err(|e| format!("the client could not be built ({e})"))
 }
 
-/// Checks a `PROXIES` entry the way [`Upstream::build`] reads it; the error never repeats the URL.
+/// Checks a `PROXIES` entry the way [`Upstream::build`] reads it; the error says what was
+/// expected (to follow the word "expected") and never repeats the URL.
 pub fn check_proxy(url: &str) -> Result<(), String> {
     parse_proxy(url).map(drop)
 }
 
-/// A `PROXIES` entry as a reqwest proxy; the error never repeats the URL.
+/// A `PROXIES` entry as a reqwest proxy; the error says what was expected, never the URL.
 fn parse_proxy(url: &str) -> Result<reqwest::Proxy, String> {
     let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
     match scheme.as_deref() {
         Some(s) if SCHEMES.contains(&s) => {}
         _ => {
             return Err(format!(
-                "expected a proxy URL starting with {}",
+                "a proxy URL starting with {}",
                 SCHEMES
                     .iter()
                     .map(|s| format!("{s}://"))
@@ -183,12 +184,12 @@ fn parse_proxy(url: &str) -> Result<reqwest::Proxy, String> {
         }
     }
     let parsed = reqwest::Url::parse(url)
-        .map_err(|e| format!("not a valid proxy URL ({e})"))
+        .map_err(|e| format!("a valid proxy URL ({e})"))
         .and_then(|u| match u.host_str() {
             Some(h) if !h.is_empty() => Ok(u),
-            _ => Err("the proxy URL has no host".to_owned()),
+            _ => Err("a proxy URL with a host".to_owned()),
         })?;
-    reqwest::Proxy::all(parsed).map_err(|_| "not a usable proxy URL".to_owned())
+    reqwest::Proxy::all(parsed).map_err(|_| "a proxy URL this proxy can use".to_owned())
 }
 
 impl Service<Request<reqwest::Body>> for Upstream {

@@ -791,6 +791,7 @@ async fn config_values_are_type_checked_and_nothing_changes_when_one_is_wrong() 
                 "CUSTOM_HEADERS": {"x-relay": 1},
                 "THINKING_BUDGET_MAP": {"gemini-2.5-flash": "lots"},
                 "TRUSTED_PROXIES": ["the load balancer"],
+                "PROXIES": ["ftp://user:relay-password@relay:21"],
                 "SEARCH_MODELS": ["gemini-2.0-flash"],
                 "FILTERED_MODELS": ["gemini-2.0-flash"],
             })),
@@ -812,11 +813,26 @@ async fn config_values_are_type_checked_and_nothing_changes_when_one_is_wrong() 
             "CUSTOM_HEADERS",
             "FAKE_STREAM_ENABLED",
             "MAX_RETRIES",
+            "PROXIES",
             "THINKING_BUDGET_MAP",
             "TRUSTED_PROXIES"
         ],
         "{refused}"
     );
+    // Each says "NAME: expected WHAT" once, and never the value of a secret.
+    let message = refused["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(
+            "PROXIES: expected a proxy URL starting with http://, https://, socks5://, socks5h:// (entry #1 is not one)"
+        ),
+        "{message}"
+    );
+    assert!(!message.contains("expected expected"), "{message}");
+    assert!(!message.contains("relay-password"), "{message}");
+    for detail in refused["error"]["details"].as_array().unwrap() {
+        let expected = detail["expected"].as_str().unwrap();
+        assert!(!expected.starts_with("expected"), "{detail}");
+    }
     let (_, after) = proxy.admin("GET", "/config", None).await;
     assert_eq!(after, before, "nothing was applied");
     assert_eq!(

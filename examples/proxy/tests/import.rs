@@ -709,116 +709,147 @@ const MYSQL_DDL: &[&str] = &[
 )",
 ];
 
+/// A database of the MariaDB at `url`, made as the Python server makes it (`python_sqlite`'s
+/// content); dropped with this value, however the test ends.
+#[cfg(feature = "mysql")]
+struct PythonMysql {
+    url: String,
+    database: String,
+}
+
+#[cfg(feature = "mysql")]
+impl PythonMysql {
+    async fn create(url: &str, base_url: &str, start: i64) -> PythonMysql {
+        use sqlx::Connection as _;
+
+        let database = format!(
+            "gb_import_{}_{}",
+            std::process::id(),
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos()
+        );
+        let mut server = sqlx::MySqlConnection::connect(url).await.unwrap();
+        sqlx::query(&format!("CREATE DATABASE {database} CHARACTER SET utf8mb4"))
+            .execute(&mut server)
+            .await
+            .unwrap();
+        let created = PythonMysql {
+            url: url.to_owned(),
+            database: database.clone(),
+        };
+        let mut conn = created.connect().await;
+        for ddl in MYSQL_DDL {
+            sqlx::query(ddl).execute(&mut conn).await.unwrap();
+        }
+        let created_at = shanghai(start - 86_400);
+        for (name, value) in settings_rows(base_url) {
+            sqlx::query(
+                "INSERT INTO t_settings (`key`, value, description, created_at, updated_at) \
+                 VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(name)
+            .bind(value)
+            .bind(format!("{name} configuration setting"))
+            .bind(&created_at)
+            .bind(&created_at)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        }
+        for (at, model, key, success, status, latency) in request_rows() {
+            sqlx::query(
+                "INSERT INTO t_request_log (request_time, model_name, api_key, is_success, \
+                 status_code, latency_ms) VALUES (?, ?, ?, ?, ?, ?)",
+            )
+            .bind(shanghai(start + at))
+            .bind(model)
+            .bind(key)
+            .bind(success)
+            .bind(status)
+            .bind(latency)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        }
+        for (at, key, model, kind, log, code, msg) in error_rows() {
+            sqlx::query(
+                "INSERT INTO t_error_logs (gemini_key, model_name, error_type, error_log, \
+                 error_code, request_msg, request_time) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(key)
+            .bind(model)
+            .bind(kind)
+            .bind(log)
+            .bind(code)
+            .bind(msg)
+            .bind(shanghai(start + at))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        }
+        conn.close().await.unwrap();
+        created
+    }
+
+    async fn connect(&self) -> sqlx::MySqlConnection {
+        use sqlx::Connection as _;
+
+        sqlx::MySqlConnection::connect(&format!("{}/{}", self.url, self.database))
+            .await
+            .unwrap()
+    }
+
+    /// The MYSQL_* settings, as the Python server reads them.
+    fn env(&self) -> Vec<(&'static str, String)> {
+        let rest = self.url.strip_prefix("mysql://").unwrap();
+        let (user_part, host_part) = rest.rsplit_once('@').unwrap();
+        let (user, password) = user_part.split_once(':').unwrap_or((user_part, ""));
+        let (host, port) = host_part.split_once(':').unwrap_or((host_part, "3306"));
+        vec![
+            ("MYSQL_HOST", host.to_owned()),
+            ("MYSQL_PORT", port.to_owned()),
+            ("MYSQL_USER", user.to_owned()),
+            ("MYSQL_PASSWORD", password.to_owned()),
+            ("MYSQL_DATABASE", self.database.clone()),
+        ]
+    }
+}
+
+#[cfg(feature = "mysql")]
+impl Drop for PythonMysql {
+    fn drop(&mut self) {
+        use sqlx::Connection as _;
+
+        let (url, database) = (self.url.clone(), self.database.clone());
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if let Ok(mut c) = sqlx::MySqlConnection::connect(&url).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE {database}"))
+                        .execute(&mut c)
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
 #[cfg(feature = "mysql")]
 #[tokio::test]
 async fn the_python_servers_mysql_database_is_imported() {
-    use sqlx::Connection as _;
-
     let Some(url) = mysql_url() else { return };
-    let database = format!(
-        "gb_import_{}_{}",
-        std::process::id(),
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos()
-    );
-    let mut server = sqlx::MySqlConnection::connect(&url).await.unwrap();
-    sqlx::query(&format!("CREATE DATABASE {database} CHARACTER SET utf8mb4"))
-        .execute(&mut server)
-        .await
-        .unwrap();
-    // Dropped however the test ends.
-    struct DropDatabase(String, String);
-    impl Drop for DropDatabase {
-        fn drop(&mut self) {
-            let (url, database) = (self.0.clone(), self.1.clone());
-            let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                rt.block_on(async {
-                    if let Ok(mut c) = sqlx::MySqlConnection::connect(&url).await {
-                        let _ = sqlx::query(&format!("DROP DATABASE {database}"))
-                            .execute(&mut c)
-                            .await;
-                    }
-                });
-            })
-            .join();
-        }
-    }
-    let _drop = DropDatabase(url.clone(), database.clone());
-
-    let mut conn = sqlx::MySqlConnection::connect(&format!("{url}/{database}"))
-        .await
-        .unwrap();
-    for ddl in MYSQL_DDL {
-        sqlx::query(ddl).execute(&mut conn).await.unwrap();
-    }
     let base_url = "http://127.0.0.1:9/v1beta";
     let start = start();
-    let created = shanghai(start - 86_400);
-    for (name, value) in settings_rows(base_url) {
-        sqlx::query(
-            "INSERT INTO t_settings (`key`, value, description, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?)",
-        )
-        .bind(name)
-        .bind(value)
-        .bind(format!("{name} configuration setting"))
-        .bind(&created)
-        .bind(&created)
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    }
-    for (at, model, key, success, status, latency) in request_rows() {
-        sqlx::query(
-            "INSERT INTO t_request_log (request_time, model_name, api_key, is_success, \
-             status_code, latency_ms) VALUES (?, ?, ?, ?, ?, ?)",
-        )
-        .bind(shanghai(start + at))
-        .bind(model)
-        .bind(key)
-        .bind(success)
-        .bind(status)
-        .bind(latency)
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    }
-    for (at, key, model, kind, log, code, msg) in error_rows() {
-        sqlx::query(
-            "INSERT INTO t_error_logs (gemini_key, model_name, error_type, error_log, \
-             error_code, request_msg, request_time) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(key)
-        .bind(model)
-        .bind(kind)
-        .bind(log)
-        .bind(code)
-        .bind(msg)
-        .bind(shanghai(start + at))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    }
-    conn.close().await.unwrap();
-
-    // The MYSQL_* settings, as the Python server reads them.
-    let rest = url.strip_prefix("mysql://").unwrap();
-    let (user_part, host_part) = rest.rsplit_once('@').unwrap();
-    let (user, password) = user_part.split_once(':').unwrap_or((user_part, ""));
-    let (host, port) = host_part.split_once(':').unwrap_or((host_part, "3306"));
-    let env = [
-        ("MYSQL_HOST", host),
-        ("MYSQL_PORT", port),
-        ("MYSQL_USER", user),
-        ("MYSQL_PASSWORD", password),
-        ("MYSQL_DATABASE", database.as_str()),
-    ];
+    let python = PythonMysql::create(&url, base_url, start).await;
+    let database = python.database.clone();
+    let env = python.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join(".env"), env_file(base_url)).unwrap();
     let (code, stdout, stderr) = import(dir.path(), &["mysql", "--logs", "--dry-run"], &env);
@@ -1098,6 +1129,381 @@ fn the_placeholders_of_the_python_env_example_are_not_redacted_as_text() {
     assert!(
         !message.contains("XXXXXXXXXXXXXXXXXXXXXXXXXXXXXX"),
         "{message}"
+    );
+}
+
+/// `GET /api{path}` with the admin token.
+async fn admin_get(proxy: &common::Proxy, path: &str) -> Value {
+    let text = support::client_builder()
+        .build()
+        .unwrap()
+        .get(format!("{}/api{path}", proxy.url))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// What a running proxy serves with: its keys' fingerprints (sorted), MAX_RETRIES and where
+/// MAX_RETRIES came from.
+async fn serving_with(proxy: &common::Proxy) -> (Vec<String>, Value, Value) {
+    let keys = admin_get(proxy, "/keys").await;
+    let mut masks: Vec<String> = keys["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["mask"].as_str().unwrap().to_owned())
+        .collect();
+    masks.sort();
+    let config = admin_get(proxy, "/config").await;
+    let retries = config["settings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "MAX_RETRIES")
+        .unwrap()
+        .clone();
+    (masks, retries["value"].clone(), retries["source"].clone())
+}
+
+/// Four requests with the token added in the Python UI; the status of each.
+async fn ask_with_the_ui_token(proxy: &common::Proxy) -> Vec<u16> {
+    let client = support::client_builder().build().unwrap();
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let res = client
+            .post(format!(
+                "{}/v1beta/models/gemini-2.0-flash:generateContent",
+                proxy.url
+            ))
+            .header("x-goog-api-key", UI_TOKEN)
+            .header("content-type", "application/json")
+            .body(prompt_body("hello"))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(res.status().as_u16());
+    }
+    statuses
+}
+
+/// The log of one run of the proxy; it holds no secret.
+fn read_log(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap();
+    for secret in secrets() {
+        assert!(!text.contains(&secret), "a secret in the log:\n{text}");
+    }
+    text
+}
+
+/// The line of `log` that says `says`.
+fn line<'a>(log: &'a str, says: &str) -> &'a str {
+    log.lines()
+        .find(|l| l.contains(says))
+        .unwrap_or_else(|| panic!("no line saying {says:?} in:\n{log}"))
+}
+
+/// Changes the Python server's SQLite database as its web UI would: another key, MAX_RETRIES 9.
+fn change_python_sqlite(path: &Path) {
+    let conn = Connection::open(path).unwrap();
+    conn.execute(
+        "UPDATE t_settings SET value = ?1 WHERE \"key\" = 'API_KEYS'",
+        params![py_list(&[&key(1), &key(2), &key(4)])],
+    )
+    .unwrap();
+    conn.execute(
+        "UPDATE t_settings SET value = '9' WHERE \"key\" = 'MAX_RETRIES'",
+        [],
+    )
+    .unwrap();
+}
+
+/// The Python server's directory as a migrating user has it: its `.env` (at LOG_LEVEL=info,
+/// plus `extra`) and its SQLite database, `data/default_db`.
+fn python_directory(base_url: &str, extra: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("data")).unwrap();
+    python_sqlite(&dir.path().join("data/default_db"), base_url, start());
+    let env = format!("{}LOG_LEVEL=info\n{extra}", env_file(base_url));
+    (dir, env)
+}
+
+#[tokio::test]
+async fn the_first_start_imports_the_python_servers_sqlite_database_once() {
+    let mock = MockGemini::start().await;
+    let base_url = format!("{}/v1beta", mock.base_url());
+    let (dir, env) = python_directory(&base_url, "");
+    let log = dir.path().join("first.log");
+
+    // Started on the Python server's .env and database, without `import`: the key and the
+    // token added in its UI work, MAX_RETRIES is its 5.
+    let proxy = common::Proxy::start_capturing(dir.path(), &env, &log).await;
+    assert_eq!(ask_with_the_ui_token(&proxy).await, [200; 4]);
+    assert!(
+        mock.requests(&key(2)) > 0,
+        "the key added in the Python UI served no request"
+    );
+    assert_eq!(
+        serving_with(&proxy).await,
+        (
+            vec!["AIza…0001".to_owned(), "AIza…0002".to_owned()],
+            Value::from(5),
+            Value::from("database")
+        )
+    );
+    // Settings only: the logs wait for `import --logs`.
+    assert_eq!(admin_get(&proxy, "/logs/errors").await["total"], 0);
+    proxy.stop();
+    assert_no_secret_in_database(dir.path());
+    assert!(!dir.path().join("data/default_db.import-pending").exists());
+
+    // The log says what came from where, by name.
+    let text = read_log(&log);
+    let imported = line(&text, "first start: imported");
+    for name in [
+        "from=data/default_db (SQLite)",
+        "MAX_RETRIES",
+        "THINKING_BUDGET_MAP",
+        "ERROR_LOG_RECORD_REQUEST_BODY",
+        "API_KEYS",
+        "ALLOWED_TOKENS",
+    ] {
+        assert!(imported.contains(name), "{name}: {imported}");
+    }
+    let left = line(&text, "were not brought over");
+    assert!(
+        left.contains("PROXIES") && left.contains("TIMEZONE") && left.contains("WARN"),
+        "{left}"
+    );
+    let logs = line(&text, "logs are not imported at first start");
+    assert!(
+        logs.contains("t_request_log (4 rows), t_error_logs (2 rows)")
+            && logs.contains("gemini-balance-proxy import data/default_db --logs"),
+        "{logs}"
+    );
+
+    // A change in the Python database after the first start is not picked up: the second
+    // start finds this proxy's own data and imports nothing.
+    change_python_sqlite(&dir.path().join("data/default_db"));
+    let log = dir.path().join("second.log");
+    let proxy = common::Proxy::start_capturing(dir.path(), &env, &log).await;
+    assert_eq!(
+        serving_with(&proxy).await,
+        (
+            vec!["AIza…0001".to_owned(), "AIza…0002".to_owned()],
+            Value::from(5),
+            Value::from("database")
+        )
+    );
+    proxy.stop();
+    let text = read_log(&log);
+    assert!(
+        !text.contains("first start:") && !text.contains("Python server's"),
+        "{text}"
+    );
+
+    // The command still brings the logs over (and the settings changed since, as asked).
+    let (code, stdout, stderr) = import(dir.path(), &["data/default_db", "--logs"], &[]);
+    assert_eq!(code, 3, "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("t_request_log: 4 rows imported")
+            && stdout.contains("MAX_RETRIES: 5 → 9 (database)"),
+        "{stdout}"
+    );
+}
+
+/// The first start remembers what it imported, as `import` does: an `import` run later (for
+/// the logs, say) keeps what was changed here since.
+#[tokio::test]
+async fn an_import_after_the_first_start_keeps_what_was_changed_here() {
+    let mock = MockGemini::start().await;
+    let base_url = format!("{}/v1beta", mock.base_url());
+    let (dir, env) = python_directory(&base_url, "");
+    let proxy = common::Proxy::start(dir.path(), &env).await;
+    let res = support::client_builder()
+        .build()
+        .unwrap()
+        .put(format!("{}/api/config", proxy.url))
+        .bearer_auth(ADMIN)
+        .header("content-type", "application/json")
+        .body(r#"{"MAX_RETRIES": 7}"#)
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success(), "{}", res.status());
+    proxy.stop();
+    let (code, stdout, _) = import(dir.path(), &["data/default_db", "--logs"], &[]);
+    assert_eq!(code, 3, "{stdout}");
+    assert_eq!(stored_settings(dir.path())["MAX_RETRIES"], "7", "{stdout}");
+    assert!(
+        stdout.contains("changed here since the last import: kept: MAX_RETRIES"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("t_request_log: 4 rows imported"),
+        "{stdout}"
+    );
+}
+
+#[tokio::test]
+async fn import_python_database_false_leaves_the_python_database_alone() {
+    let mock = MockGemini::start().await;
+    let base_url = format!("{}/v1beta", mock.base_url());
+    let (dir, env) = python_directory(&base_url, "IMPORT_PYTHON_DATABASE=false\n");
+    let log = dir.path().join("first.log");
+    let proxy = common::Proxy::start_capturing(dir.path(), &env, &log).await;
+    assert_eq!(
+        serving_with(&proxy).await,
+        (
+            vec!["AIza…0001".to_owned()],
+            Value::from(3),
+            Value::from("default")
+        )
+    );
+    proxy.stop();
+    let text = read_log(&log);
+    let said = line(&text, "IMPORT_PYTHON_DATABASE=false");
+    assert!(
+        said.contains("from=data/default_db (SQLite)")
+            && said.contains("gemini-balance-proxy import data/default_db"),
+        "{said}"
+    );
+    assert!(!text.contains("first start: imported"), "{text}");
+
+    // Switched on again, the next start is not a first start any more: still nothing.
+    let env = env.replace("IMPORT_PYTHON_DATABASE=false\n", "");
+    let proxy = common::Proxy::start(dir.path(), &env).await;
+    assert_eq!(serving_with(&proxy).await.0, ["AIza…0001"]);
+    proxy.stop();
+}
+
+/// Runs the binary in `dir` and expects it to refuse to start; returns its stderr.
+#[cfg(feature = "mysql")]
+fn refused_start(dir: &Path) -> String {
+    use std::process::Stdio;
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gemini-balance-proxy"))
+        .current_dir(dir)
+        .env("HOST", "127.0.0.1")
+        .env("PORT", common::free_port().to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A guard, not a measurement: a proxy that started anyway would otherwise run forever.
+    for _ in 0..1200 {
+        if let Some(exit) = child.try_wait().unwrap() {
+            assert!(!exit.success(), "the proxy exited with {exit}");
+            let mut stderr = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+            return stderr;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("the proxy started although the Python server's MySQL cannot be reached");
+}
+
+#[cfg(feature = "mysql")]
+#[tokio::test]
+async fn an_unreachable_python_mysql_at_first_start_stops_startup_naming_the_switch() {
+    let mock = MockGemini::start().await;
+    let base_url = format!("{}/v1beta", mock.base_url());
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens on this port.
+    let port = common::free_port();
+    let env = format!(
+        "{}DATABASE_TYPE=mysql\nMYSQL_HOST=127.0.0.1\nMYSQL_PORT={port}\nMYSQL_USER=gemini\n\
+         MYSQL_PASSWORD={PROXY_PASSWORD}\nMYSQL_DATABASE=default_db\n",
+        env_file(&base_url)
+    );
+    std::fs::write(dir.path().join(".env"), &env).unwrap();
+    let stderr = refused_start(dir.path());
+    assert!(
+        stderr.contains("IMPORT_PYTHON_DATABASE")
+            && stderr.contains("set IMPORT_PYTHON_DATABASE=false")
+            && stderr.contains(&format!("127.0.0.1:{port}/default_db")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(PROXY_PASSWORD), "{stderr}");
+    // Nothing of this proxy's data was made: the next start tries again.
+    assert!(!dir.path().join("data/default_db.db").exists());
+    assert!(!dir.path().join("data/default_db.secrets.json").exists());
+    assert!(refused_start(dir.path()).contains("IMPORT_PYTHON_DATABASE"));
+
+    // Switched off, it starts (on the keys of .env).
+    let env = format!("{env}IMPORT_PYTHON_DATABASE=false\n");
+    let proxy = common::Proxy::start(dir.path(), &env).await;
+    assert_eq!(serving_with(&proxy).await.0, ["AIza…0001"]);
+    proxy.stop();
+}
+
+#[cfg(feature = "mysql")]
+#[tokio::test]
+async fn the_first_start_imports_the_python_servers_mysql_database_once() {
+    let Some(url) = mysql_url() else { return };
+    let mock = MockGemini::start().await;
+    let base_url = format!("{}/v1beta", mock.base_url());
+    let python = PythonMysql::create(&url, &base_url, start()).await;
+    let mut env = format!(
+        "{}LOG_LEVEL=info\nDATABASE_TYPE=mysql\n",
+        env_file(&base_url)
+    );
+    for (name, value) in python.env() {
+        env.push_str(&format!("{name}={value}\n"));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("first.log");
+    let proxy = common::Proxy::start_capturing(dir.path(), &env, &log).await;
+    assert_eq!(ask_with_the_ui_token(&proxy).await, [200; 4]);
+    assert!(mock.requests(&key(2)) > 0);
+    let two_keys = vec!["AIza…0001".to_owned(), "AIza…0002".to_owned()];
+    assert_eq!(
+        serving_with(&proxy).await,
+        (two_keys.clone(), Value::from(5), Value::from("database"))
+    );
+    proxy.stop();
+    assert_no_secret_in_database(dir.path());
+    let text = read_log(&log);
+    let imported = line(&text, "first start: imported");
+    assert!(
+        imported.contains(&format!("/{} (MySQL)", python.database))
+            && imported.contains("API_KEYS")
+            && imported.contains("MAX_RETRIES"),
+        "{imported}"
+    );
+    assert!(
+        line(&text, "logs are not imported").contains("gemini-balance-proxy import mysql --logs")
+    );
+
+    // Changed in MySQL afterwards: not picked up.
+    let mut conn = python.connect().await;
+    sqlx::query("UPDATE t_settings SET value = '9' WHERE `key` = 'MAX_RETRIES'")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE t_settings SET value = ? WHERE `key` = 'API_KEYS'")
+        .bind(py_list(&[&key(1), &key(2), &key(4)]))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    drop(conn);
+    let log = dir.path().join("second.log");
+    let proxy = common::Proxy::start_capturing(dir.path(), &env, &log).await;
+    assert_eq!(
+        serving_with(&proxy).await,
+        (two_keys, Value::from(5), Value::from("database"))
+    );
+    proxy.stop();
+    let text = read_log(&log);
+    assert!(
+        !text.contains("first start:") && !text.contains("Python server's"),
+        "{text}"
     );
 }
 

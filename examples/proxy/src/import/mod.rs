@@ -14,7 +14,10 @@
 //! after the store's import mark. `--logs-only` leaves the settings alone. `--dry-run` prints
 //! the same report and writes nothing. A proxy running on the same data holds its lock
 //! (`data_lock`): the import refuses to write beside it.
+//!
+//! The proxy runs the settings part once by itself, at its first start (`first_start`).
 
+mod first_start;
 mod logs;
 #[cfg(feature = "mysql")]
 mod mysql;
@@ -29,6 +32,7 @@ use gemini_balance::store::sqlite::rusqlite::{Connection, OpenFlags};
 use gemini_balance::store::sqlite::{self, ImportMark, ImportedSettings, Retention};
 use gemini_balance::store::{SqliteStore, TimeZone};
 
+pub use self::first_start::at_first_start;
 use self::source::{PythonDb, Spec};
 use crate::config::Config;
 use crate::data_lock::{self, DataLock, LockError};
@@ -48,6 +52,10 @@ A setting is brought over only where the Python server's value differs from what
 environment give here. Running the import again brings over only what changed in the Python
 server since the last import: a setting changed here since (in the admin or in .env) is kept,
 and named as a conflict if it changed in the Python server too.
+
+The proxy's first start brings the settings over by itself (IMPORT_PYTHON_DATABASE, on by
+default): run this for the logs (--logs, or --logs-only to leave the settings alone), or for
+what changed in the Python server since.
 
 SOURCE:
   <FILE>       the Python server's SQLite database (its data/<SQLITE_DATABASE>, no extension)
@@ -171,32 +179,7 @@ impl Target {
     }
 
     fn open(db: &Path, secrets: &SecretsFile, zone: &TimeZone) -> Result<Target, String> {
-        let dir = db.parent().unwrap_or(Path::new("data"));
-        crate::private_files::prepare(Path::new("data"), db, &[secrets.path()])
-            .map_err(|e| format!("{}: {e}", dir.display()))?;
-        let lock_path = data_lock::path_of(db);
-        let lock = DataLock::exclusive(&lock_path).map_err(|e| match e {
-            LockError::Busy => format!(
-                "a proxy (or another import) is running on {} ({} is locked): stop it first; \
-                 it reads its settings at start, so the import takes effect when it starts again",
-                db.display(),
-                lock_path.display()
-            ),
-            LockError::Failed(e) => e,
-        })?;
-        // Nothing is deleted while importing: the proxy's own retention (AUTO_DELETE_*) runs
-        // when it starts, as the Python server's would have.
-        let mut retention = Retention::default();
-        retention.error_logs = None;
-        retention.request_logs = None;
-        retention.usage_minutes = Duration::from_secs(100 * 365 * 86_400);
-        retention.usage_hours = retention.usage_minutes;
-        let store = SqliteStore::builder(db)
-            .cache_mib(8)
-            .retention(retention)
-            .time_zone(zone.clone())
-            .open()
-            .map_err(|e| format!("{}: {e}", db.display()))?;
+        let (store, lock) = open_store(db, secrets, zone)?;
         Ok(Target::Write { store, _lock: lock })
     }
 
@@ -206,7 +189,7 @@ impl Target {
             // A file the proxy has not set up yet (created, never opened) has no table.
             Target::Look(Some(conn)) if !has_settings_table(conn) => Vec::new(),
             Target::Look(Some(conn)) => sqlite::settings(conn).map_err(|e| e.to_string())?,
-            Target::Write { store, .. } => store.settings().map_err(|e| e.to_string())?,
+            Target::Write { store, .. } => return kept_settings(store),
         };
         Ok(rows.into_iter().map(|s| (s.name, s.value)).collect())
     }
@@ -229,6 +212,48 @@ impl Target {
         }
         .map_err(|e| e.to_string())
     }
+}
+
+/// The store's settings table, name → text.
+fn kept_settings(store: &SqliteStore) -> Result<BTreeMap<String, String>, String> {
+    let rows = store.settings().map_err(|e| e.to_string())?;
+    Ok(rows.into_iter().map(|s| (s.name, s.value)).collect())
+}
+
+/// This proxy's store at `db`, open for the import, and the lock that keeps a proxy from
+/// starting beside it.
+fn open_store(
+    db: &Path,
+    secrets: &SecretsFile,
+    zone: &TimeZone,
+) -> Result<(SqliteStore, DataLock), String> {
+    let dir = db.parent().unwrap_or(Path::new("data"));
+    crate::private_files::prepare(Path::new("data"), db, &[secrets.path()])
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    let lock_path = data_lock::path_of(db);
+    let lock = DataLock::exclusive(&lock_path).map_err(|e| match e {
+        LockError::Busy => format!(
+            "a proxy (or another import) is running on {} ({} is locked): stop it first; \
+             it reads its settings at start, so the import takes effect when it starts again",
+            db.display(),
+            lock_path.display()
+        ),
+        LockError::Failed(e) => e,
+    })?;
+    // Nothing is deleted while importing: the proxy's own retention (AUTO_DELETE_*) runs
+    // when it starts, as the Python server's would have.
+    let mut retention = Retention::default();
+    retention.error_logs = None;
+    retention.request_logs = None;
+    retention.usage_minutes = Duration::from_secs(100 * 365 * 86_400);
+    retention.usage_hours = retention.usage_minutes;
+    let store = SqliteStore::builder(db)
+        .cache_mib(8)
+        .retention(retention)
+        .time_zone(zone.clone())
+        .open()
+        .map_err(|e| format!("{}: {e}", db.display()))?;
+    Ok((store, lock))
 }
 
 fn has_settings_table(conn: &Connection) -> bool {
@@ -299,20 +324,7 @@ async fn run(options: &Options) -> Result<bool, String> {
         print_plan(&plan, options.dry_run, &redactor);
     }
     if let Target::Write { store, .. } = &target {
-        for change in &plan.changes {
-            crate::state::keep(
-                &secrets,
-                store,
-                change.name,
-                change.secret,
-                change.keep.as_deref(),
-            )
-            .map_err(|e| format!("{}: {e}", change.name))?;
-        }
-        // After the changes: a run that stops in between brings them over again.
-        store
-            .remember_imported_settings(&identity, plan.remember.clone())
-            .map_err(|e| format!("remembering the imported settings: {e}"))?;
+        apply(&plan, store, &secrets, &identity)?;
     }
 
     // Logs.
@@ -388,6 +400,30 @@ async fn run(options: &Options) -> Result<bool, String> {
     Ok(!plan.is_incomplete())
 }
 
+/// Keeps the plan's changes as changes made through the admin API are kept, then remembers
+/// the Python values looked at, as `source`'s (`settings`): after the changes, so that a run
+/// that stops in between brings them over again.
+fn apply(
+    plan: &settings::Plan,
+    store: &SqliteStore,
+    secrets: &SecretsFile,
+    source: &str,
+) -> Result<(), String> {
+    for change in &plan.changes {
+        crate::state::keep(
+            secrets,
+            store,
+            change.name,
+            change.secret,
+            change.keep.as_deref(),
+        )
+        .map_err(|e| format!("{}: {e}", change.name))?;
+    }
+    store
+        .remember_imported_settings(source, plan.remember.clone())
+        .map_err(|e| format!("remembering the imported settings: {e}"))
+}
+
 /// The zone the Python server's log times are read in, and why that one.
 fn log_time_zone(
     options: &Options,
@@ -432,7 +468,7 @@ async fn known_secrets(
     for raw in kept_secrets.values() {
         secrets.extend(settings::secret_parts(raw));
     }
-    if let Some(password) = vars.get("MYSQL_PASSWORD") {
+    if let Some(password) = crate::settings::lookup(vars, "MYSQL_PASSWORD") {
         secrets.push(password.clone());
     }
     Ok(secrets)

@@ -2,16 +2,22 @@
 //!
 //! Connected as the Python server connects (`app/database/connection.py`): `MYSQL_HOST`,
 //! `MYSQL_PORT`, `MYSQL_USER`, `MYSQL_PASSWORD` and `MYSQL_DATABASE`, or `MYSQL_SOCKET` (a Unix
-//! socket) when set; or a `mysql://` URL. Without TLS, as the Python server's `pymysql` URL
-//! has none (a server that requires TLS refuses the connection, and says so).
+//! socket) when set, read in any case as its pydantic settings read them; or a `mysql://`
+//! URL. Without TLS, as the Python server's `pymysql` URL has none (a server that requires TLS
+//! refuses the connection, and says so). A server that does not answer within
+//! [`CONNECT_TIMEOUT`] is an error, not a wait.
 
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::time::Duration;
 
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlSslMode};
 use sqlx::{Connection, Row as _};
 
 use super::source::{Row, Spec};
+
+/// How long connecting may take (pymysql's own default is 10 s too).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One connection to the source.
 pub struct MySql {
@@ -24,7 +30,11 @@ impl MySql {
         spec: &Spec,
         vars: &HashMap<String, String>,
     ) -> Result<(MySql, String), String> {
-        let var = |name: &str| vars.get(name).map(|v| v.trim()).unwrap_or("");
+        let var = |name: &str| {
+            crate::settings::lookup(vars, name)
+                .map(|v| v.trim())
+                .unwrap_or("")
+        };
         let (options, shown) = match spec {
             Spec::MySqlUrl(url) => {
                 let options = MySqlConnectOptions::from_str(url)
@@ -49,7 +59,9 @@ impl MySql {
                 let mut options = MySqlConnectOptions::new()
                     .username(var("MYSQL_USER"))
                     .database(database);
-                let password = vars.get("MYSQL_PASSWORD").map(String::as_str).unwrap_or("");
+                let password = crate::settings::lookup(vars, "MYSQL_PASSWORD")
+                    .map(String::as_str)
+                    .unwrap_or("");
                 if !password.is_empty() {
                     options = options.password(password);
                 }
@@ -81,8 +93,9 @@ impl MySql {
             }
         };
         let options = options.ssl_mode(MySqlSslMode::Disabled);
-        let conn = MySqlConnection::connect_with(&options)
+        let conn = tokio::time::timeout(CONNECT_TIMEOUT, MySqlConnection::connect_with(&options))
             .await
+            .map_err(|_| format!("{shown}: no answer within {} s", CONNECT_TIMEOUT.as_secs()))?
             .map_err(|e| format!("{shown}: {e}"))?;
         Ok((MySql { conn }, shown))
     }

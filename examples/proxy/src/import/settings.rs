@@ -162,11 +162,7 @@ pub fn plan(
             Err(e) => {
                 plan.refused.push(Left {
                     name: def.name.to_owned(),
-                    // Some rules' messages begin with their own "expected".
-                    why: format!(
-                        "refused: expected {}",
-                        e.expected.trim_start_matches("expected ")
-                    ),
+                    why: format!("refused: expected {}", e.expected),
                 });
                 continue;
             }

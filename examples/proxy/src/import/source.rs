@@ -67,7 +67,19 @@ enum Inner {
 impl PythonDb {
     /// Opens the source (read-only for a file) and checks that it is a Gemini-Balance database.
     pub async fn open(spec: &Spec, vars: &HashMap<String, String>) -> Result<PythonDb, String> {
-        let mut db = match spec {
+        let mut db = PythonDb::connect(spec, vars).await?;
+        if !db.has_table("t_settings").await? {
+            return Err(format!(
+                "{}: no t_settings table: not a Gemini-Balance database",
+                db.shown
+            ));
+        }
+        Ok(db)
+    }
+
+    /// Opens the source (read-only for a file), whatever it holds.
+    pub async fn connect(spec: &Spec, vars: &HashMap<String, String>) -> Result<PythonDb, String> {
+        let db = match spec {
             Spec::Sqlite(path) => {
                 if !path.is_file() {
                     return Err(format!("{}: no such file", path.display()));
@@ -99,12 +111,6 @@ impl PythonDb {
                 );
             }
         };
-        if !db.has_table("t_settings").await? {
-            return Err(format!(
-                "{}: no t_settings table: not a Gemini-Balance database",
-                db.shown
-            ));
-        }
         Ok(db)
     }
 
