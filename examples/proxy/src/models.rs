@@ -1,12 +1,9 @@
 //! Model names on the Gemini-native routes: suffixes, filtered models, what a request gets by
-//! default (built-in tools, thinking config, safety settings, the search-links mark); filtered
-//! models on `/openai/v1` ([`FilteredModelsLayer`]; the OpenAI conversion refuses them itself);
-//! and the model lists: every page fetched, filtered, with the derived models.
+//! default (built-in tools, thinking config, safety settings, the search-links mark); and the
+//! model lists: every page fetched, filtered, with the derived models. (Filtered models on
+//! `/openai/v1` are refused by the library's `FilteredModelsLayer`, in the stack; the OpenAI
+//! conversion refuses them itself.)
 
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
@@ -14,11 +11,10 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, Response, StatusCode};
 use bytes::Bytes;
 use gemini_balance::api_error::{error_response, ApiFlavor};
-use gemini_balance::body::ResponseBody;
-use gemini_balance::ext::{model_from_path, ModelName};
+use gemini_balance::ext::model_from_path;
 use gemini_balance::openai::{
     default_safety_settings, openai_model_list, splice_default_safety_settings, ChatOptions,
-    ModelRules, ResolvedModel, ShowSearchLinks,
+    ResolvedModel, ShowSearchLinks,
 };
 use http_body_util::BodyExt;
 use serde_json::Value;
@@ -333,105 +329,6 @@ fn reshape_parsed(policy: &ModelPolicy, model: &ResolvedModel, shape: bool, byte
 
 fn refuse(status: StatusCode, message: &str) -> Response<Body> {
     error_response(ApiFlavor::Gemini, status, message).map(Body::from)
-}
-
-/// Refuses requests for a model in FILTERED_MODELS with a `400` in the route's error format,
-/// before any key is used: on `/openai/v1`, whose bodies are passed through, it sits below the
-/// parameter filter, which names a JSON body's `model` ([`ModelName`]); a model in the path
-/// (`/models/{model}`) counts too. (Gemini-Balance checked no model there.)
-#[derive(Clone)]
-pub struct FilteredModelsLayer {
-    rules: Arc<ModelRules>,
-}
-
-impl FilteredModelsLayer {
-    pub fn new(rules: ModelRules) -> Self {
-        FilteredModelsLayer {
-            rules: Arc::new(rules),
-        }
-    }
-}
-
-impl<S> tower::Layer<S> for FilteredModelsLayer {
-    type Service = FilteredModels<S>;
-
-    fn layer(&self, inner: S) -> FilteredModels<S> {
-        FilteredModels {
-            inner,
-            rules: self.rules.clone(),
-        }
-    }
-}
-
-/// The service of [`FilteredModelsLayer`].
-#[derive(Clone)]
-pub struct FilteredModels<S> {
-    inner: S,
-    rules: Arc<ModelRules>,
-}
-
-impl<S, ReqBody, ResBody> tower::Service<axum::http::Request<ReqBody>> for FilteredModels<S>
-where
-    S: tower::Service<axum::http::Request<ReqBody>, Response = Response<ResBody>>,
-{
-    type Response = Response<ResponseBody<ResBody>>;
-    type Error = S::Error;
-    type Future = FilteredFuture<S::Future, ResBody>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: axum::http::Request<ReqBody>) -> Self::Future {
-        let model = match req.extensions().get::<ModelName>() {
-            Some(name) => Some(name.as_str()),
-            None => model_from_path(req.uri().path()),
-        };
-        if let Some(model) = model {
-            let resolved = self.rules.resolve(model);
-            if self.rules.is_filtered(&resolved) {
-                let message = format!(
-                    "the model {} is not available on this server (FILTERED_MODELS)",
-                    resolved.requested
-                );
-                tracing::info!(model = %resolved.requested, "request refused: filtered model");
-                let res = error_response(ApiFlavor::of(&req), StatusCode::BAD_REQUEST, &message)
-                    .map(ResponseBody::full);
-                return FilteredFuture::Refused { res: Some(res) };
-            }
-        }
-        FilteredFuture::Inner {
-            future: self.inner.call(req),
-        }
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// The answer of [`FilteredModels`]: the refusal, or the inner service's.
-    #[project = FilteredFutureProj]
-    pub enum FilteredFuture<F, B> {
-        Refused { res: Option<Response<ResponseBody<B>>> },
-        Inner { #[pin] future: F },
-    }
-}
-
-impl<F, B, E> Future for FilteredFuture<F, B>
-where
-    F: Future<Output = Result<Response<B>, E>>,
-{
-    type Output = Result<Response<ResponseBody<B>>, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project() {
-            FilteredFutureProj::Refused { res } => match res.take() {
-                Some(res) => Poll::Ready(Ok(res)),
-                None => Poll::Pending,
-            },
-            FilteredFutureProj::Inner { future } => future
-                .poll(cx)
-                .map(|r| r.map(|res| res.map(ResponseBody::inner))),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -715,6 +715,110 @@ async fn filtered_models_are_refused_on_every_route_before_any_key_is_used() {
     proxy.stop();
 }
 
+/// On `/openai/v1` the body goes to Google as it is: a filtered model cannot hide where the
+/// parameter filter does not look (a body not labelled JSON, `images/generations`, a second
+/// `model`, an escaped path), and a body whose model cannot be read is refused.
+#[tokio::test]
+async fn filtered_models_cannot_hide_from_the_passthrough() {
+    let mock = MockGemini::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = format!(
+        "API_KEYS={}\nALLOWED_TOKENS=[\"{TOKEN}\"]\nBASE_URL={}/v1beta\n\
+         FILTERED_MODELS=[\"gemini-2.5-pro\"]\n",
+        serde_json::to_string(&test_keys(2)).unwrap(),
+        mock.base_url()
+    );
+    let proxy = Proxy::start(dir.path(), &env).await;
+    let client = support::client_builder().build().unwrap();
+    let url = &proxy.url;
+    let send = |path: &str, content_type: Option<&str>, body: &str| {
+        let mut req = client
+            .post(format!("{url}{path}"))
+            .header("authorization", format!("Bearer {TOKEN}"))
+            .body(body.to_owned());
+        if let Some(content_type) = content_type {
+            req = req.header("content-type", content_type);
+        }
+        req.send()
+    };
+    let chat = r#"{"model":"gemini-2.5-pro","messages":[{"role":"user","content":"x"}]}"#;
+    let cases = [
+        (
+            "/openai/v1/chat/completions",
+            Some("text/plain"),
+            chat.to_owned(),
+        ),
+        (
+            "/openai/v1/chat/completions",
+            Some("application/x-www-form-urlencoded"),
+            chat.to_owned(),
+        ),
+        (
+            "/openai/v1/images/generations",
+            Some("application/json"),
+            r#"{"model":"gemini-2.5-pro","prompt":"a cat"}"#.to_owned(),
+        ),
+        // Which `model` Google reads is its business: both are checked.
+        (
+            "/openai/v1/chat/completions",
+            Some("application/json"),
+            r#"{"model":"gemini-2.5-pro","model":"gemini-2.5-flash","messages":[{"role":"user","content":"x"}]}"#.to_owned(),
+        ),
+        (
+            "/openai/v1/embeddings",
+            None,
+            r#"{"model":"models/gemini-2.5-pro","input":"x"}"#.to_owned(),
+        ),
+    ];
+    for (path, content_type, body) in &cases {
+        let res = send(path, *content_type, body).await.unwrap();
+        assert_eq!(res.status(), 400, "{path} {content_type:?} {body}");
+        let error: Value = serde_json::from_slice(&res.bytes().await.unwrap()).unwrap();
+        let message = error["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("gemini-2.5-pro is not available"),
+            "{path}: {error}"
+        );
+        assert_eq!(error["error"]["param"], "model", "{error}");
+        assert_eq!(error["error"]["type"], "invalid_request_error", "{error}");
+    }
+    // A path's model, escaped as Google decodes it.
+    let res = request(
+        &client,
+        "GET",
+        &format!("{url}/openai/v1/models/gemini%2D2.5-pro"),
+        Auth::Bearer,
+        None,
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 400);
+    // A body whose model cannot be read: refused, naming its label.
+    let res = send("/openai/v1/chat/completions", Some("text/plain"), "hello")
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 415);
+    let error: Value = serde_json::from_slice(&res.bytes().await.unwrap()).unwrap();
+    let message = error["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("text/plain"), "{error}");
+    assert_eq!(error["error"]["type"], "invalid_request_error", "{error}");
+    assert_eq!(mock.total(), 0, "no upstream call, no key used");
+
+    // Another model in a body labelled otherwise goes on, with a pool key.
+    let res = send(
+        "/openai/v1/chat/completions",
+        Some("text/plain"),
+        r#"{"model":"gemini-2.5-flash","messages":[{"role":"user","content":"x"}]}"#,
+    )
+    .await
+    .unwrap();
+    // The mock has no OpenAI chat endpoint: its 404 comes back as it is.
+    assert_eq!(res.status(), 404);
+    upstream_saw(&mock, "/v1beta/openai/chat/completions");
+    proxy.stop();
+}
+
 #[tokio::test]
 async fn url_normalisation_fixes_client_paths_while_it_is_on() {
     const ADMIN: &str = "sk-routes-admin-0001";
