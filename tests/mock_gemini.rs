@@ -149,6 +149,51 @@ async fn model_lists_are_paged_as_geminis_are() {
     assert_eq!(list["data"][0]["id"], "models/gemini-2.0-flash");
 }
 
+/// Thinking settings as Gemini takes them: no budget of 0 for a model that cannot stop
+/// thinking, levels for Gemini 3 only, not a budget and a level together.
+#[tokio::test]
+async fn refuses_the_thinking_settings_gemini_refuses() {
+    let mock = MockGemini::start().await;
+    let key = test_key(1);
+    let cases = [
+        ("gemini-2.5-flash", r#"{"thinkingBudget": 0}"#, 200),
+        ("gemini-2.5-pro", r#"{"thinkingBudget": 0}"#, 400),
+        ("gemini-2.5-pro", r#"{"thinkingBudget": 64}"#, 400),
+        ("gemini-2.5-pro", r#"{"thinkingBudget": 128}"#, 200),
+        ("gemini-2.5-pro", r#"{"thinkingBudget": -1}"#, 200),
+        ("gemini-3-pro-preview", r#"{"thinkingBudget": 0}"#, 400),
+        ("gemini-3-pro-preview", r#"{"thinkingLevel": "low"}"#, 200),
+        (
+            "gemini-3-pro-preview",
+            r#"{"thinkingLevel": "minimal"}"#,
+            400,
+        ),
+        (
+            "gemini-3-pro-preview",
+            r#"{"thinkingLevel": "low", "thinkingBudget": 1024}"#,
+            400,
+        ),
+        ("gemini-2.5-flash", r#"{"thinkingLevel": "low"}"#, 400),
+        ("gemini-2.0-flash", r#"{"thinkingBudget": 0}"#, 400),
+    ];
+    for (model, config, want) in cases {
+        let body = format!(
+            r#"{{"contents":[{{"parts":[{{"text":"x"}}]}}],"generationConfig":{{"thinkingConfig":{config}}}}}"#
+        );
+        let (status, answer) = post(
+            &mock,
+            &format!("/v1beta/models/{model}:generateContent"),
+            Some(&key),
+            body,
+        )
+        .await;
+        assert_eq!(status, want, "{model} {config}: {answer}");
+        if want == 400 {
+            assert_eq!(answer["error"]["status"], "INVALID_ARGUMENT", "{answer}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn takes_the_key_from_header_query_or_bearer_and_refuses_none() {
     let mock = MockGemini::start().await;
