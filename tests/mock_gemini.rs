@@ -122,10 +122,33 @@ async fn model_lists_are_paged_as_geminis_are() {
     let (status, first) = get(&mock, "/v1beta/models", &key).await;
     assert_eq!(status, 200);
     assert_eq!(names(&first).len(), 50);
+    // The token is base64-like: it must be percent-encoded, as a `+` reads as a space.
     let token = first["nextPageToken"].as_str().unwrap().to_owned();
-    let (_, second) = get(&mock, &format!("/v1beta/models?pageToken={token}"), &key).await;
+    assert!(token.contains(['+', '/', '=']), "{token}");
+    let (status, _) = get(&mock, &format!("/v1beta/models?pageToken={token}"), &key).await;
+    assert_eq!(status, 400);
+    let encoded = token
+        .replace('+', "%2B")
+        .replace('/', "%2F")
+        .replace('=', "%3D");
+    let (_, second) = get(&mock, &format!("/v1beta/models?pageToken={encoded}"), &key).await;
     assert_eq!(names(&second).len(), 14);
     assert!(second.get("nextPageToken").is_none());
+    // A broken relay: a later page gives its own token again; or later pages are refused.
+    mock.repeat_page_tokens(true);
+    let path = |size: usize, token: &str| {
+        let token = token.replace('+', "%2B").replace('/', "%2F");
+        format!("/v1beta/models?pageSize={size}&pageToken={token}")
+    };
+    let (_, page) = get(&mock, "/v1beta/models?pageSize=20", &key).await;
+    let token = page["nextPageToken"].as_str().unwrap().to_owned();
+    let (_, page) = get(&mock, &path(20, &token), &key).await;
+    assert_eq!(page["nextPageToken"], token.as_str());
+    mock.repeat_page_tokens(false);
+    mock.refuse_page_tokens(true);
+    let (status, _) = get(&mock, &path(20, &token), &key).await;
+    assert_eq!(status, 400);
+    mock.refuse_page_tokens(false);
     // pageSize up to 1000 gives them all at once; a larger one is taken as 1000.
     for size in ["1000", "5000"] {
         let (_, all) = get(&mock, &format!("/v1beta/models?pageSize={size}"), &key).await;

@@ -151,14 +151,32 @@ pub fn listed_models(extra: usize) -> Vec<Value> {
     models
 }
 
+/// The token of the page that starts at model `start`. Gemini's page tokens are base64, with
+/// `+`, `/` and `=` in them: a client must percent-encode one in a query, where a `+` left as
+/// it is reads as a space.
+pub fn page_token(start: usize) -> String {
+    format!("Cg+/{start:04}/mock==")
+}
+
+/// The start of the page a token names.
+fn page_start(token: &str) -> Option<usize> {
+    token
+        .strip_prefix("Cg+/")?
+        .strip_suffix("/mock==")?
+        .parse()
+        .ok()
+}
+
 /// One page of `models`, as Gemini pages them: `pageSize` (absent or 0: 50; above `max`: `max`)
-/// models from `pageToken` on, and a `nextPageToken` while more remain. `Err` names the
-/// argument Gemini would refuse.
+/// models from `pageToken` (decoded) on, and a `nextPageToken` while more remain. With
+/// `repeat`, a later page gives its own token again (a broken relay). `Err` names the argument
+/// Gemini would refuse.
 pub fn model_page(
     models: Vec<Value>,
     page_size: Option<&str>,
     page_token: Option<&str>,
     max: usize,
+    repeat: bool,
 ) -> Result<Value, &'static str> {
     let size = match page_size {
         None => DEFAULT_PAGE_SIZE,
@@ -170,16 +188,15 @@ pub fn model_page(
     };
     let start = match page_token {
         None | Some("") => 0,
-        Some(token) => token
-            .strip_prefix("mock-page-")
-            .and_then(|n| n.parse::<usize>().ok())
+        Some(token) => page_start(token)
             .filter(|&n| n < models.len())
             .ok_or("page token")?,
     };
     let end = (start + size).min(models.len());
     let mut page = json!({ "models": models[start..end].to_vec() });
     if end < models.len() {
-        page["nextPageToken"] = json!(format!("mock-page-{end}"));
+        let next = if repeat && start > 0 { start } else { end };
+        page["nextPageToken"] = json!(self::page_token(next));
     }
     Ok(page)
 }

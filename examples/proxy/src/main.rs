@@ -527,7 +527,7 @@ async fn handle(State(app): State<Arc<App>>, req: Request<Body>) -> Response<Bod
     };
     let answer = match stack.clone().oneshot(upstream_req).await {
         Ok(first) => match &pages_of {
-            Some(template) => models::all_pages(stack, template, first).await,
+            Some(template) => Ok(models::all_pages(stack, template, first).await),
             None => Ok(first),
         },
         Err(err) => Err(err),

@@ -17,6 +17,7 @@ use gemini_balance::openai::{
     ResolvedModel, ShowSearchLinks,
 };
 use http_body_util::BodyExt;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde_json::Value;
 
 use crate::settings::Settings;
@@ -30,6 +31,12 @@ const MAX_LIST: usize = 8 * 1024 * 1024;
 const PAGE_SIZE: &str = "1000";
 /// Pages of a model list fetched at most for OpenAI's shape, which has no paging of its own.
 const MAX_PAGES: usize = 10;
+/// What is escaped in a query value: everything but RFC 3986's unreserved characters.
+const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// What the settings say about model names and what requests get by default.
 pub struct ModelPolicy {
@@ -191,50 +198,70 @@ pub fn list_query(shape: ListShape, query: Option<&str>) -> String {
 
 /// The whole list behind `first` (the answer to `template`): later pages asked of `stack` while
 /// the upstream gives a `nextPageToken` (at most [`MAX_PAGES`] pages), their `models` joined
-/// under the first page's head. A failure or an unreadable page is the answer as it is.
+/// under the first page's head. A failing first page is the answer as it is; a later page that
+/// fails, cannot be read or gives a token already followed (a relay that pages in circles) ends
+/// the list with the pages read so far, and a warning in the log.
 pub async fn all_pages(
     stack: &crate::pipeline::Stack,
     template: &Parts,
     first: Response<Body>,
-) -> Result<Response<Body>, gemini_balance::BoxError> {
+) -> Response<Body> {
     use tower::ServiceExt;
 
     let (head, mut list) = match read_list(first).await {
         Ok(read) => read,
-        Err(answer) => return Ok(answer),
+        Err(answer) => return answer,
     };
-    for _ in 1..MAX_PAGES {
+    let mut followed = std::collections::HashSet::new();
+    for page in 2..=MAX_PAGES {
         let Some(token) = next_page_token(&list) else {
             break;
         };
+        if !followed.insert(token.clone()) {
+            tracing::warn!(
+                page,
+                "the upstream's model list gave a page token again; the pages read so far are answered"
+            );
+            break;
+        }
         let mut parts = template.clone();
+        // Page tokens are base64: `+`, `/` and `=` are escaped (a `+` would read as a space).
+        let token = utf8_percent_encode(&token, QUERY_VALUE);
         let query = match parts.uri.query().filter(|q| !q.is_empty()) {
             Some(q) => format!("{q}&pageToken={token}"),
             None => format!("pageToken={token}"),
         };
         parts.uri = match format!("{}?{query}", parts.uri.path()).parse() {
             Ok(uri) => uri,
-            // A token that cannot go into a URL: the pages so far.
+            // Cannot happen once escaped; the pages so far, if it does.
             Err(_) => break,
         };
-        let answer = stack
-            .clone()
-            .oneshot(axum::http::Request::from_parts(
-                parts,
-                reqwest::Body::from(Bytes::new()),
-            ))
-            .await?;
-        let (_, page) = match read_list(answer).await {
-            Ok(read) => read,
-            Err(answer) => return Ok(answer),
+        let request = axum::http::Request::from_parts(parts, reqwest::Body::from(Bytes::new()));
+        let read = match stack.clone().oneshot(request).await {
+            Ok(answer) => read_list(answer)
+                .await
+                .map_err(|answer| answer.status().to_string()),
+            Err(e) => Err(gemini_balance::classify::classify_any_error(&e).to_string()),
         };
-        let more = page.get("models").and_then(Value::as_array).cloned();
-        if let Some(models) = list.get_mut("models").and_then(Value::as_array_mut) {
-            models.extend(more.unwrap_or_default());
+        let more = match read {
+            Ok((_, more)) => more,
+            Err(failure) => {
+                tracing::warn!(
+                    page,
+                    %failure,
+                    "a later page of the upstream's model list failed; the pages read so far are answered"
+                );
+                list["nextPageToken"] = Value::Null;
+                break;
+            }
+        };
+        let models = more.get("models").and_then(Value::as_array).cloned();
+        if let Some(all) = list.get_mut("models").and_then(Value::as_array_mut) {
+            all.extend(models.unwrap_or_default());
         }
-        list["nextPageToken"] = page.get("nextPageToken").cloned().unwrap_or(Value::Null);
+        list["nextPageToken"] = more.get("nextPageToken").cloned().unwrap_or(Value::Null);
     }
-    if next_page_token(&list).is_some() {
+    if next_page_token(&list).is_some_and(|token| !followed.contains(&token)) {
         tracing::warn!(
             pages = MAX_PAGES,
             "the upstream's model list has more pages than are fetched; the rest is left out"
@@ -243,7 +270,7 @@ pub async fn all_pages(
     if let Value::Object(map) = &mut list {
         map.remove("nextPageToken");
     }
-    Ok(json_answer(head, &list))
+    json_answer(head, &list)
 }
 
 /// The upstream's OpenAI-shaped model list (`/openai/v1/models`) without the filtered models.

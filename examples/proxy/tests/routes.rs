@@ -555,7 +555,13 @@ async fn model_lists_hold_every_model_in_every_shape() {
     .await;
     // The first 20: the filtered model is among them, and the three derived ones.
     assert_eq!(gemini_ids(&first).len(), 20 - 1 + 3, "{first}");
-    let token = first["nextPageToken"].as_str().unwrap();
+    // Gemini's page tokens are base64: escaped in the query.
+    let token = first["nextPageToken"]
+        .as_str()
+        .unwrap()
+        .replace('+', "%2B")
+        .replace('/', "%2F")
+        .replace('=', "%3D");
     let (_, second) = get_json(
         &client,
         &format!("{url}/gemini/v1beta/models?pageSize=50&pageToken={token}"),
@@ -573,6 +579,62 @@ async fn model_lists_hold_every_model_in_every_shape() {
     assert_eq!(ids.len(), 63, "{ids:?}");
     assert!(!ids.contains(&filtered));
     proxy.stop();
+}
+
+/// OpenAI's shape follows the pages of a model list: each token escaped (Gemini's are base64,
+/// with `+`, `/` and `=`), a token given again not followed twice, and a later page that fails
+/// costs only the models behind it.
+#[tokio::test]
+async fn model_list_pages_are_followed_with_care() {
+    let mock = MockGemini::start().await;
+    // 4 + 56 = 60 models, in pages of 20.
+    mock.list_extra_models(56);
+    mock.set_max_page_size(20);
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("proxy.log");
+    let env = format!(
+        "API_KEYS={}\nALLOWED_TOKENS=[\"{TOKEN}\"]\nBASE_URL={}/v1beta\n\
+         SEARCH_MODELS=[]\nLOG_LEVEL=info\n",
+        serde_json::to_string(&test_keys(2)).unwrap(),
+        mock.base_url()
+    );
+    let proxy = Proxy::start_logging(dir.path(), &env, Some(&log)).await;
+    let client = support::client_builder().build().unwrap();
+    let list = |client: &reqwest::Client| {
+        let url = format!("{}/v1/models", proxy.url);
+        let client = client.clone();
+        async move {
+            let (status, list) = get_json(&client, &url, Auth::Bearer).await;
+            assert_eq!(status, 200, "{list}");
+            openai_ids(&list)
+        }
+    };
+    let unique = |ids: &[String]| ids.iter().collect::<std::collections::BTreeSet<_>>().len();
+
+    // Every page, each model once.
+    let ids = list(&client).await;
+    assert_eq!(ids.len(), 60, "{ids:?}");
+    assert_eq!(unique(&ids), 60);
+    assert!(ids.contains(&support::replies::extra_model_id(55)));
+
+    // A relay that gives the second page's token again: the second page is read once.
+    mock.repeat_page_tokens(true);
+    let ids = list(&client).await;
+    assert_eq!(ids.len(), 40, "{ids:?}");
+    assert_eq!(unique(&ids), 40);
+    mock.repeat_page_tokens(false);
+
+    // Later pages refused: the first page, not the failure.
+    mock.refuse_page_tokens(true);
+    let ids = list(&client).await;
+    assert_eq!(ids.len(), 20, "{ids:?}");
+    proxy.stop();
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(log.contains("gave a page token again"), "{log}");
+    assert!(
+        log.contains("a later page of the upstream's model list failed"),
+        "{log}"
+    );
 }
 
 #[tokio::test]
