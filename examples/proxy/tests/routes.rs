@@ -844,7 +844,8 @@ async fn filtered_models_cannot_hide_from_the_passthrough() {
         assert_eq!(error["error"]["param"], "model", "{error}");
         assert_eq!(error["error"]["type"], "invalid_request_error", "{error}");
     }
-    // A path's model, escaped as Google decodes it.
+    // A path's model escaped: refused too (the proxy takes no escape but `%3A` in a path; the
+    // library's layer would decode it).
     let res = request(
         &client,
         "GET",
