@@ -134,6 +134,7 @@ pub async fn main(args: &[String]) -> i32 {
     // is stdout.
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
         .try_init();
     match run(&options).await {
