@@ -396,7 +396,7 @@ fn log_time_zone(
         (None, Some(tz)) => (tz.trim_start_matches(':'), "TZ"),
         (None, None) => (
             "Asia/Shanghai",
-            "the Python server's Docker image sets it; --time-zone changes it",
+            "the zone the Python server's Docker image sets; if it ran outside Docker, pass --time-zone with its machine's zone",
         ),
     };
     TimeZone::named(name).map(|zone| (zone, why)).map_err(|e| {
