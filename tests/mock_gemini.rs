@@ -122,10 +122,33 @@ async fn model_lists_are_paged_as_geminis_are() {
     let (status, first) = get(&mock, "/v1beta/models", &key).await;
     assert_eq!(status, 200);
     assert_eq!(names(&first).len(), 50);
+    // The token is base64-like: it must be percent-encoded, as a `+` reads as a space.
     let token = first["nextPageToken"].as_str().unwrap().to_owned();
-    let (_, second) = get(&mock, &format!("/v1beta/models?pageToken={token}"), &key).await;
+    assert!(token.contains(['+', '/', '=']), "{token}");
+    let (status, _) = get(&mock, &format!("/v1beta/models?pageToken={token}"), &key).await;
+    assert_eq!(status, 400);
+    let encoded = token
+        .replace('+', "%2B")
+        .replace('/', "%2F")
+        .replace('=', "%3D");
+    let (_, second) = get(&mock, &format!("/v1beta/models?pageToken={encoded}"), &key).await;
     assert_eq!(names(&second).len(), 14);
     assert!(second.get("nextPageToken").is_none());
+    // A broken relay: a later page gives its own token again; or later pages are refused.
+    mock.repeat_page_tokens(true);
+    let path = |size: usize, token: &str| {
+        let token = token.replace('+', "%2B").replace('/', "%2F");
+        format!("/v1beta/models?pageSize={size}&pageToken={token}")
+    };
+    let (_, page) = get(&mock, "/v1beta/models?pageSize=20", &key).await;
+    let token = page["nextPageToken"].as_str().unwrap().to_owned();
+    let (_, page) = get(&mock, &path(20, &token), &key).await;
+    assert_eq!(page["nextPageToken"], token.as_str());
+    mock.repeat_page_tokens(false);
+    mock.refuse_page_tokens(true);
+    let (status, _) = get(&mock, &path(20, &token), &key).await;
+    assert_eq!(status, 400);
+    mock.refuse_page_tokens(false);
     // pageSize up to 1000 gives them all at once; a larger one is taken as 1000.
     for size in ["1000", "5000"] {
         let (_, all) = get(&mock, &format!("/v1beta/models?pageSize={size}"), &key).await;
@@ -147,6 +170,51 @@ async fn model_lists_are_paged_as_geminis_are() {
     assert_eq!(list["object"], "list");
     assert_eq!(list["data"].as_array().unwrap().len(), 64);
     assert_eq!(list["data"][0]["id"], "models/gemini-2.0-flash");
+}
+
+/// Thinking settings as Gemini takes them: no budget of 0 for a model that cannot stop
+/// thinking, levels for Gemini 3 only, not a budget and a level together.
+#[tokio::test]
+async fn refuses_the_thinking_settings_gemini_refuses() {
+    let mock = MockGemini::start().await;
+    let key = test_key(1);
+    let cases = [
+        ("gemini-2.5-flash", r#"{"thinkingBudget": 0}"#, 200),
+        ("gemini-2.5-pro", r#"{"thinkingBudget": 0}"#, 400),
+        ("gemini-2.5-pro", r#"{"thinkingBudget": 64}"#, 400),
+        ("gemini-2.5-pro", r#"{"thinkingBudget": 128}"#, 200),
+        ("gemini-2.5-pro", r#"{"thinkingBudget": -1}"#, 200),
+        ("gemini-3-pro-preview", r#"{"thinkingBudget": 0}"#, 400),
+        ("gemini-3-pro-preview", r#"{"thinkingLevel": "low"}"#, 200),
+        (
+            "gemini-3-pro-preview",
+            r#"{"thinkingLevel": "minimal"}"#,
+            400,
+        ),
+        (
+            "gemini-3-pro-preview",
+            r#"{"thinkingLevel": "low", "thinkingBudget": 1024}"#,
+            400,
+        ),
+        ("gemini-2.5-flash", r#"{"thinkingLevel": "low"}"#, 400),
+        ("gemini-2.0-flash", r#"{"thinkingBudget": 0}"#, 400),
+    ];
+    for (model, config, want) in cases {
+        let body = format!(
+            r#"{{"contents":[{{"parts":[{{"text":"x"}}]}}],"generationConfig":{{"thinkingConfig":{config}}}}}"#
+        );
+        let (status, answer) = post(
+            &mock,
+            &format!("/v1beta/models/{model}:generateContent"),
+            Some(&key),
+            body,
+        )
+        .await;
+        assert_eq!(status, want, "{model} {config}: {answer}");
+        if want == 400 {
+            assert_eq!(answer["error"]["status"], "INVALID_ARGUMENT", "{answer}");
+        }
+    }
 }
 
 #[tokio::test]

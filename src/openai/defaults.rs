@@ -106,8 +106,9 @@ impl ChatOptions {
     }
 
     /// The thinking config a request that set none gets, `None` when it gets none. Only for a
-    /// model that [thinks](Self::thinks): `-non-thinking` → the lowest budget (0; 128 for
-    /// 2.5 Pro, which cannot turn thinking off); else the model's `THINKING_BUDGET_MAP` entry
+    /// model that [thinks](Self::thinks): `-non-thinking` → the lowest setting the model takes
+    /// (budget 0; 128 for 2.5 Pro and `thinkingLevel: "low"` for Gemini 3 models, which cannot
+    /// all turn thinking off); else the model's `THINKING_BUDGET_MAP` entry
     /// (looked up by the real model, then by the requested name). `includeThoughts` is asked
     /// for with `SHOW_THINKING_PROCESS` unless the budget is 0: on the OpenAI route for every
     /// model that thinks (the thoughts go to `reasoning_content`, which clients show apart);
@@ -117,18 +118,19 @@ impl ChatOptions {
         if !self.thinks(model) {
             return None;
         }
-        let (budget, from_map) = if model.non_thinking {
-            (Some(lowest_budget(model)), false)
+        let (thinking, from_map) = if model.non_thinking {
+            (Some(lowest_thinking(model)), false)
         } else {
             let budget = self
                 .thinking_budgets
                 .get(&model.upstream)
                 .or_else(|| self.thinking_budgets.get(&model.requested))
                 .copied();
-            (budget, budget.is_some())
+            (budget.map(Thinking::Budget), budget.is_some())
         };
-        let thoughts = self.show_thinking && budget != Some(0) && (openai || from_map);
-        thinking_config(budget, thoughts)
+        let thoughts =
+            self.show_thinking && !thinking.is_some_and(Thinking::is_off) && (openai || from_map);
+        thinking_config(thinking, thoughts)
     }
 
     /// The built-in tools a request gets: Google Search when asked for (a `-search` model, or
@@ -298,20 +300,58 @@ pub(super) fn answers_with_images(model: &ResolvedModel) -> bool {
     model.image || model.upstream.contains("-image")
 }
 
-/// The lowest thinking budget: 0 turns thinking off; 2.5 Pro cannot, 128 is its minimum.
-pub(super) fn lowest_budget(model: &ResolvedModel) -> i64 {
-    if model.upstream.contains("2.5-pro") {
-        128
-    } else {
-        0
+/// How much a model thinks: a budget of tokens (Gemini 2.5; `-1` dynamic, `0` off), or a
+/// level (Gemini 3, `thinkingLevel`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Thinking {
+    Budget(i64),
+    Level(&'static str),
+}
+
+impl Thinking {
+    /// Whether thinking is off (no thoughts to show then).
+    pub(super) fn is_off(self) -> bool {
+        self == Thinking::Budget(0)
     }
 }
 
-/// `{thinkingBudget, includeThoughts}`, `None` when both are absent.
-pub(super) fn thinking_config(budget: Option<i64>, include_thoughts: bool) -> Option<Value> {
+/// The lowest thinking a model takes (`-non-thinking`, `reasoning_effort` `none`/`minimal`):
+/// a budget of 0 turns thinking off where the model allows it (2.5 Flash, 2.5 Flash-Lite);
+/// 2.5 Pro cannot turn it off and takes 128 at least; Gemini 3 models are set by level, and
+/// Gemini 3 Pro cannot turn thinking off either: `low` (a level every Gemini 3 model takes;
+/// Gemini refuses a budget of 0 for the models that always think).
+pub(super) fn lowest_thinking(model: &ResolvedModel) -> Thinking {
+    let name = model
+        .upstream
+        .trim()
+        .trim_start_matches("models/")
+        .to_ascii_lowercase();
+    let major = name
+        .strip_prefix("gemini-")
+        .and_then(|rest| rest.split(['-', '.']).next())
+        .and_then(|major| major.parse::<u32>().ok());
+    if major.is_some_and(|major| major >= 3) {
+        Thinking::Level("low")
+    } else if name.contains("2.5-pro") || name == "gemini-pro-latest" {
+        // `gemini-pro-latest` names 2.5 Pro or a later Pro: none turns thinking off, and
+        // every one takes a budget of 128 (a level would be refused by 2.5 Pro).
+        Thinking::Budget(128)
+    } else {
+        Thinking::Budget(0)
+    }
+}
+
+/// `{thinkingBudget | thinkingLevel, includeThoughts}`, `None` when both are absent.
+pub(super) fn thinking_config(thinking: Option<Thinking>, include_thoughts: bool) -> Option<Value> {
     let mut config = Map::new();
-    if let Some(budget) = budget {
-        config.insert("thinkingBudget".to_owned(), json!(budget));
+    match thinking {
+        Some(Thinking::Budget(budget)) => {
+            config.insert("thinkingBudget".to_owned(), json!(budget));
+        }
+        Some(Thinking::Level(level)) => {
+            config.insert("thinkingLevel".to_owned(), json!(level));
+        }
+        None => {}
     }
     if include_thoughts {
         config.insert("includeThoughts".to_owned(), json!(true));
@@ -366,6 +406,28 @@ mod tests {
         assert_eq!(
             thinking("gemini-2.5-flash-non-thinking"),
             json!({"thinkingBudget": 0})
+        );
+        assert_eq!(
+            thinking("gemini-2.5-flash-lite-non-thinking"),
+            json!({"thinkingBudget": 0})
+        );
+        // Gemini 3: by level, the lowest every one of them takes; thinking stays on, so the
+        // thoughts are shown with SHOW_THINKING_PROCESS (on the native routes only with a
+        // budget map entry).
+        for model in [
+            "gemini-3-pro-preview",
+            "gemini-3-flash-preview",
+            "gemini-3.1-pro",
+        ] {
+            assert_eq!(
+                thinking(&format!("{model}-non-thinking")),
+                json!({"thinkingLevel": "low"}),
+                "{model}"
+            );
+        }
+        assert_eq!(
+            thinking("gemini-pro-latest-non-thinking"),
+            json!({"thinkingBudget": 128})
         );
         // Declared in THINKING_MODELS: thinks although its name says nothing.
         assert_eq!(

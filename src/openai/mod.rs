@@ -11,6 +11,8 @@
 //! [`ChatOptions::shape_gemini_request`]. Search sources appended to grounded answers
 //! (`SHOW_SEARCH_LINK`): [`add_search_links`], [`SearchLinksLayer`]. [`OpenAiLayer`] puts them
 //! together: an OpenAI-compatible face (`chat/completions`, `embeddings`) on a Gemini stack.
+//! [`FilteredModelsLayer`] refuses the rules' filtered models on stacks that pass requests on
+//! unconverted (Gemini's own OpenAI-compatible endpoint, the native routes).
 //!
 //! **HTTP/JSON only**: these convert JSON bodies; nothing here applies to gRPC.
 //!
@@ -32,6 +34,7 @@
 
 mod body;
 mod defaults;
+mod filtered;
 mod layer;
 mod models;
 mod request;
@@ -41,6 +44,7 @@ mod search_links;
 
 pub use self::body::OpenAiBody;
 pub use self::defaults::model_thinks;
+pub use self::filtered::{FilteredModels, FilteredModelsFuture, FilteredModelsLayer};
 pub use self::layer::{
     gemini_error_to_openai, FetchFuture, FetchedImage, ImageFetcher, OpenAi, OpenAiLayer,
     OpenAiOptionsHandle,

@@ -5,7 +5,7 @@ use std::fmt;
 
 use serde_json::{json, Map, Value};
 
-use super::defaults::{answers_with_images, image_output, lowest_budget};
+use super::defaults::{answers_with_images, image_output, lowest_thinking, Thinking};
 use super::models::{ModelRules, ResolvedModel};
 use super::schema::{clean_schema, is_empty_object};
 
@@ -717,12 +717,12 @@ fn thinking_config(
     opts: &ChatOptions,
 ) -> Result<Option<Value>, ConvertError> {
     let effort = req.get("reasoning_effort").filter(|v| !v.is_null());
-    let budget = match effort.map(|e| e.as_str().ok_or(e)) {
+    let thinking = match effort.map(|e| e.as_str().ok_or(e)) {
         None => return Ok(opts.default_thinking(model, true)),
-        Some(Ok("none" | "minimal")) => lowest_budget(model),
-        Some(Ok("low")) => 1024,
-        Some(Ok("medium")) => 8192,
-        Some(Ok("high")) => 24576,
+        Some(Ok("none" | "minimal")) => lowest_thinking(model),
+        Some(Ok("low")) => Thinking::Budget(1024),
+        Some(Ok("medium")) => Thinking::Budget(8192),
+        Some(Ok("high")) => Thinking::Budget(24576),
         Some(Ok(other)) => {
             return Err(ConvertError::new(
                 "reasoning_effort",
@@ -735,8 +735,8 @@ fn thinking_config(
         return Ok(None);
     }
     Ok(super::defaults::thinking_config(
-        Some(budget),
-        opts.show_thinking && budget != 0,
+        Some(thinking),
+        opts.show_thinking && !thinking.is_off(),
     ))
 }
 

@@ -259,6 +259,40 @@ pub fn thinking_not_supported() -> GeminiError {
     )
 }
 
+/// 400 `INVALID_ARGUMENT` for a thinking budget a model that cannot turn thinking off does not
+/// take (`0` for `gemini-2.5-pro`), as Gemini words it.
+pub fn thinking_budget_invalid(budget: i64, lowest: i64) -> GeminiError {
+    let message = if budget == 0 {
+        "Budget 0 is invalid. This model only works in thinking mode.".to_owned()
+    } else {
+        format!(
+            "The thinking budget {budget} is invalid. Please choose a value of at least {lowest}."
+        )
+    };
+    GeminiError::new(StatusCode::BAD_REQUEST, &message, "INVALID_ARGUMENT", None)
+}
+
+/// 400 `INVALID_ARGUMENT` for a `thinkingLevel` the model does not take (every level, for a
+/// model set by budget).
+pub fn thinking_level_not_supported(level: &str) -> GeminiError {
+    GeminiError::new(
+        StatusCode::BAD_REQUEST,
+        &format!("Thinking level {level} is not supported for this model."),
+        "INVALID_ARGUMENT",
+        None,
+    )
+}
+
+/// 400 `INVALID_ARGUMENT` for a thinking config with both a budget and a level.
+pub fn thinking_budget_and_level() -> GeminiError {
+    GeminiError::new(
+        StatusCode::BAD_REQUEST,
+        "You can only set only one of thinking budget and thinking level.",
+        "INVALID_ARGUMENT",
+        None,
+    )
+}
+
 /// 400 `INVALID_ARGUMENT` for a built-in tool (Google Search, code execution, URL context)
 /// next to function declarations.
 pub fn tool_use_with_function_calling() -> GeminiError {

@@ -151,14 +151,32 @@ pub fn listed_models(extra: usize) -> Vec<Value> {
     models
 }
 
+/// The token of the page that starts at model `start`. Gemini's page tokens are base64, with
+/// `+`, `/` and `=` in them: a client must percent-encode one in a query, where a `+` left as
+/// it is reads as a space.
+pub fn page_token(start: usize) -> String {
+    format!("Cg+/{start:04}/mock==")
+}
+
+/// The start of the page a token names.
+fn page_start(token: &str) -> Option<usize> {
+    token
+        .strip_prefix("Cg+/")?
+        .strip_suffix("/mock==")?
+        .parse()
+        .ok()
+}
+
 /// One page of `models`, as Gemini pages them: `pageSize` (absent or 0: 50; above `max`: `max`)
-/// models from `pageToken` on, and a `nextPageToken` while more remain. `Err` names the
-/// argument Gemini would refuse.
+/// models from `pageToken` (decoded) on, and a `nextPageToken` while more remain. With
+/// `repeat`, a later page gives its own token again (a broken relay). `Err` names the argument
+/// Gemini would refuse.
 pub fn model_page(
     models: Vec<Value>,
     page_size: Option<&str>,
     page_token: Option<&str>,
     max: usize,
+    repeat: bool,
 ) -> Result<Value, &'static str> {
     let size = match page_size {
         None => DEFAULT_PAGE_SIZE,
@@ -170,16 +188,15 @@ pub fn model_page(
     };
     let start = match page_token {
         None | Some("") => 0,
-        Some(token) => token
-            .strip_prefix("mock-page-")
-            .and_then(|n| n.parse::<usize>().ok())
+        Some(token) => page_start(token)
             .filter(|&n| n < models.len())
             .ok_or("page token")?,
     };
     let end = (start + size).min(models.len());
     let mut page = json!({ "models": models[start..end].to_vec() });
     if end < models.len() {
-        page["nextPageToken"] = json!(format!("mock-page-{end}"));
+        let next = if repeat && start > 0 { start } else { end };
+        page["nextPageToken"] = json!(self::page_token(next));
     }
     Ok(page)
 }
@@ -399,15 +416,35 @@ pub fn batch_embed_contents(request: &Value) -> Value {
 
 /// Models served but not listed (so that the model lists the tests compare stay as they are):
 /// `gemini-2.0-flash-exp`, which answers with images when asked (`responseModalities` with
-/// `IMAGE`) and, like the real one, refuses a `systemInstruction`.
-pub const UNLISTED_MODELS: &[ModelInfo] = &[ModelInfo {
-    id: "gemini-2.0-flash-exp",
-    display_name: "Gemini 2.0 Flash Experimental",
-    input_token_limit: 1_048_576,
-    output_token_limit: 8_192,
-    methods: GENERATE,
-    thinking: false,
-}];
+/// `IMAGE`) and, like the real one, refuses a `systemInstruction`; `gemini-3-pro-preview`,
+/// which thinks by level and cannot stop thinking.
+pub const UNLISTED_MODELS: &[ModelInfo] = &[
+    ModelInfo {
+        id: "gemini-2.0-flash-exp",
+        display_name: "Gemini 2.0 Flash Experimental",
+        input_token_limit: 1_048_576,
+        output_token_limit: 8_192,
+        methods: GENERATE,
+        thinking: false,
+    },
+    ModelInfo {
+        id: "gemini-3-pro-preview",
+        display_name: "Gemini 3 Pro Preview",
+        input_token_limit: 1_048_576,
+        output_token_limit: 65_536,
+        methods: GENERATE,
+        thinking: true,
+    },
+];
+
+/// The models that cannot turn thinking off, with their lowest thinking budget: Gemini refuses
+/// a budget of 0 (or below the lowest) for them.
+const ALWAYS_THINK: &[(&str, i64)] = &[("gemini-2.5-pro", 128), ("gemini-3-pro-preview", 1)];
+
+/// The thinking levels of the models set by level (Gemini 3); other models refuse a level.
+fn thinking_levels(model: &str) -> Option<&'static [&'static str]> {
+    (model == "gemini-3-pro-preview").then_some(&["low", "high"])
+}
 
 /// The models that generate images.
 const IMAGE_OUTPUT: &[&str] = &["gemini-2.0-flash-exp"];
@@ -477,6 +514,9 @@ pub fn refusal(model: &ModelInfo, request: &Value) -> Option<super::errors::Gemi
     if thinking && !model.thinking {
         return Some(errors::thinking_not_supported());
     }
+    if let Some(refusal) = thinking_refusal(model, config) {
+        return Some(refusal);
+    }
     let builtin = has_tool(request, BUILTIN_TOOLS);
     if builtin && has_tool(request, &["functionDeclarations", "function_declarations"]) {
         return Some(errors::tool_use_with_function_calling());
@@ -499,6 +539,44 @@ pub fn refusal(model: &ModelInfo, request: &Value) -> Option<super::errors::Gemi
         return Some(errors::developer_instruction_not_enabled(model.id));
     }
     None
+}
+
+/// What Gemini refuses in a thinking config: a budget of 0 (or below the lowest) for a model
+/// that cannot turn thinking off, a level for a model set by budget or one it does not have,
+/// a budget and a level together.
+fn thinking_refusal(
+    model: &ModelInfo,
+    config: Option<&Value>,
+) -> Option<super::errors::GeminiError> {
+    use super::errors;
+    let thinking = config?
+        .get("thinkingConfig")
+        .or_else(|| config?.get("thinking_config"))?;
+    let budget = thinking
+        .get("thinkingBudget")
+        .or_else(|| thinking.get("thinking_budget"))
+        .and_then(Value::as_i64);
+    let level = thinking
+        .get("thinkingLevel")
+        .or_else(|| thinking.get("thinking_level"))
+        .and_then(Value::as_str);
+    if budget.is_some() && level.is_some() {
+        return Some(errors::thinking_budget_and_level());
+    }
+    if let Some(level) = level {
+        let known = thinking_levels(model.id)
+            .is_some_and(|levels| levels.iter().any(|l| l.eq_ignore_ascii_case(level)));
+        if !known {
+            return Some(errors::thinking_level_not_supported(level));
+        }
+    }
+    let lowest = ALWAYS_THINK.iter().find(|(id, _)| *id == model.id);
+    match (budget, lowest) {
+        (Some(budget), Some((_, lowest))) if budget != -1 && budget < *lowest => {
+            Some(errors::thinking_budget_invalid(budget, *lowest))
+        }
+        _ => None,
+    }
 }
 
 /// The chunks of an answer (one for a whole answer) with what the request switched on: a

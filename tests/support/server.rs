@@ -47,6 +47,10 @@ struct Shared {
     extra_listed: std::sync::atomic::AtomicUsize,
     /// The largest page a model list gives, when set lower than Gemini's 1000.
     max_page_size: std::sync::atomic::AtomicUsize,
+    /// Later pages of a model list give their own token again.
+    repeat_page_tokens: std::sync::atomic::AtomicBool,
+    /// Requests for a later page of a model list are refused.
+    refuse_page_tokens: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -135,6 +139,22 @@ impl MockGemini {
         self.shared
             .max_page_size
             .store(size, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// From now on, a later page of a model list gives its own `nextPageToken` again, as a
+    /// broken relay might (the first page's token is right).
+    pub fn repeat_page_tokens(&self, on: bool) {
+        self.shared
+            .repeat_page_tokens
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// From now on, a request for a later page of a model list (one with a `pageToken`) is
+    /// refused with a 400, as a token that expired is.
+    pub fn refuse_page_tokens(&self, on: bool) {
+        self.shared
+            .refuse_page_tokens
+            .store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Holds every stream started from now on after its first event; see [`StreamGate`].
@@ -452,14 +472,23 @@ async fn answer(
     }
 }
 
-/// `GET models`, paged as Gemini pages it (`pageSize`, `pageToken`, `nextPageToken`).
+/// `GET models`, paged as Gemini pages it (`pageSize`, `pageToken`, `nextPageToken`). The
+/// query is decoded as a form is (`%XX`, and `+` for a space).
 fn list_models(shared: &Shared, parts: &Parts) -> Response {
-    let query = parts.uri.query().unwrap_or("");
+    let query = format!("http://mock/?{}", parts.uri.query().unwrap_or(""));
+    let pairs: Vec<(String, String)> = reqwest::Url::parse(&query)
+        .map(|url| url.query_pairs().into_owned().collect())
+        .unwrap_or_default();
     let param = |name: &str| {
-        query
-            .split('&')
-            .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+        pairs
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
     };
+    let relaxed = std::sync::atomic::Ordering::Relaxed;
+    if param("pageToken").is_some() && shared.refuse_page_tokens.load(relaxed) {
+        return errors::invalid_page("page token").response();
+    }
     let extra = shared
         .extra_listed
         .load(std::sync::atomic::Ordering::Relaxed);
@@ -475,6 +504,7 @@ fn list_models(shared: &Shared, parts: &Parts) -> Response {
         param("pageSize"),
         param("pageToken"),
         max,
+        shared.repeat_page_tokens.load(relaxed),
     ) {
         Ok(page) => json(StatusCode::OK, &page),
         Err(what) => errors::invalid_page(what).response(),

@@ -212,13 +212,24 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     .map_err(|e| format!("SQLITE_DATABASE ({db_path}): {e}"))?;
     // Held while the proxy runs: `import` does not write beside it (see data_lock).
     let lock_path = data_lock::path_of(std::path::Path::new(&db_path));
-    let _lock = data_lock::DataLock::shared(&lock_path).map_err(|e| match e {
-        data_lock::LockError::Busy => format!(
-            "an import into {db_path} is under way ({} is locked): start the proxy when it has finished",
-            lock_path.display()
-        ),
-        data_lock::LockError::Failed(e) => format!("SQLITE_DATABASE ({db_path}): {e}"),
-    })?;
+    // A file system without advisory locks (some network and overlay mounts) must not keep the
+    // proxy from starting, as it did not before the lock: it then runs unguarded, and says so.
+    let _lock = match data_lock::DataLock::shared(&lock_path) {
+        Ok(lock) => Some(lock),
+        Err(data_lock::LockError::Busy) => {
+            return Err(format!(
+                "an import into {db_path} is under way ({} is locked): start the proxy when it has finished",
+                lock_path.display()
+            )
+            .into())
+        }
+        Err(data_lock::LockError::Failed(e)) => {
+            tracing::warn!(
+                "the data lock could not be taken ({e}): an `import` will not be kept from writing into {db_path} while this proxy runs"
+            );
+            None
+        }
+    };
     // The log purge waits for the stored settings (they live in this database): opened
     // without it, the store gets AUTO_DELETE_* once they are read (see below), and purges then.
     let mut retention = state::retention(&base);
@@ -527,7 +538,7 @@ async fn handle(State(app): State<Arc<App>>, req: Request<Body>) -> Response<Bod
     };
     let answer = match stack.clone().oneshot(upstream_req).await {
         Ok(first) => match &pages_of {
-            Some(template) => models::all_pages(stack, template, first).await,
+            Some(template) => Ok(models::all_pages(stack, template, first).await),
             None => Ok(first),
         },
         Err(err) => Err(err),

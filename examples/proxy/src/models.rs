@@ -1,12 +1,9 @@
 //! Model names on the Gemini-native routes: suffixes, filtered models, what a request gets by
-//! default (built-in tools, thinking config, safety settings, the search-links mark); filtered
-//! models on `/openai/v1` ([`FilteredModelsLayer`]; the OpenAI conversion refuses them itself);
-//! and the model lists: every page fetched, filtered, with the derived models.
+//! default (built-in tools, thinking config, safety settings, the search-links mark); and the
+//! model lists: every page fetched, filtered, with the derived models. (Filtered models on
+//! `/openai/v1` are refused by the library's `FilteredModelsLayer`, in the stack; the OpenAI
+//! conversion refuses them itself.)
 
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
@@ -14,13 +11,13 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, Response, StatusCode};
 use bytes::Bytes;
 use gemini_balance::api_error::{error_response, ApiFlavor};
-use gemini_balance::body::ResponseBody;
-use gemini_balance::ext::{model_from_path, ModelName};
+use gemini_balance::ext::model_from_path;
 use gemini_balance::openai::{
     default_safety_settings, openai_model_list, splice_default_safety_settings, ChatOptions,
-    ModelRules, ResolvedModel, ShowSearchLinks,
+    ResolvedModel, ShowSearchLinks,
 };
 use http_body_util::BodyExt;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde_json::Value;
 
 use crate::settings::Settings;
@@ -34,6 +31,12 @@ const MAX_LIST: usize = 8 * 1024 * 1024;
 const PAGE_SIZE: &str = "1000";
 /// Pages of a model list fetched at most for OpenAI's shape, which has no paging of its own.
 const MAX_PAGES: usize = 10;
+/// What is escaped in a query value: everything but RFC 3986's unreserved characters.
+const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// What the settings say about model names and what requests get by default.
 pub struct ModelPolicy {
@@ -195,50 +198,70 @@ pub fn list_query(shape: ListShape, query: Option<&str>) -> String {
 
 /// The whole list behind `first` (the answer to `template`): later pages asked of `stack` while
 /// the upstream gives a `nextPageToken` (at most [`MAX_PAGES`] pages), their `models` joined
-/// under the first page's head. A failure or an unreadable page is the answer as it is.
+/// under the first page's head. A failing first page is the answer as it is; a later page that
+/// fails, cannot be read or gives a token already followed (a relay that pages in circles) ends
+/// the list with the pages read so far, and a warning in the log.
 pub async fn all_pages(
     stack: &crate::pipeline::Stack,
     template: &Parts,
     first: Response<Body>,
-) -> Result<Response<Body>, gemini_balance::BoxError> {
+) -> Response<Body> {
     use tower::ServiceExt;
 
     let (head, mut list) = match read_list(first).await {
         Ok(read) => read,
-        Err(answer) => return Ok(answer),
+        Err(answer) => return answer,
     };
-    for _ in 1..MAX_PAGES {
+    let mut followed = std::collections::HashSet::new();
+    for page in 2..=MAX_PAGES {
         let Some(token) = next_page_token(&list) else {
             break;
         };
+        if !followed.insert(token.clone()) {
+            tracing::warn!(
+                page,
+                "the upstream's model list gave a page token again; the pages read so far are answered"
+            );
+            break;
+        }
         let mut parts = template.clone();
+        // Page tokens are base64: `+`, `/` and `=` are escaped (a `+` would read as a space).
+        let token = utf8_percent_encode(&token, QUERY_VALUE);
         let query = match parts.uri.query().filter(|q| !q.is_empty()) {
             Some(q) => format!("{q}&pageToken={token}"),
             None => format!("pageToken={token}"),
         };
         parts.uri = match format!("{}?{query}", parts.uri.path()).parse() {
             Ok(uri) => uri,
-            // A token that cannot go into a URL: the pages so far.
+            // Cannot happen once escaped; the pages so far, if it does.
             Err(_) => break,
         };
-        let answer = stack
-            .clone()
-            .oneshot(axum::http::Request::from_parts(
-                parts,
-                reqwest::Body::from(Bytes::new()),
-            ))
-            .await?;
-        let (_, page) = match read_list(answer).await {
-            Ok(read) => read,
-            Err(answer) => return Ok(answer),
+        let request = axum::http::Request::from_parts(parts, reqwest::Body::from(Bytes::new()));
+        let read = match stack.clone().oneshot(request).await {
+            Ok(answer) => read_list(answer)
+                .await
+                .map_err(|answer| answer.status().to_string()),
+            Err(e) => Err(gemini_balance::classify::classify_any_error(&e).to_string()),
         };
-        let more = page.get("models").and_then(Value::as_array).cloned();
-        if let Some(models) = list.get_mut("models").and_then(Value::as_array_mut) {
-            models.extend(more.unwrap_or_default());
+        let more = match read {
+            Ok((_, more)) => more,
+            Err(failure) => {
+                tracing::warn!(
+                    page,
+                    %failure,
+                    "a later page of the upstream's model list failed; the pages read so far are answered"
+                );
+                list["nextPageToken"] = Value::Null;
+                break;
+            }
+        };
+        let models = more.get("models").and_then(Value::as_array).cloned();
+        if let Some(all) = list.get_mut("models").and_then(Value::as_array_mut) {
+            all.extend(models.unwrap_or_default());
         }
-        list["nextPageToken"] = page.get("nextPageToken").cloned().unwrap_or(Value::Null);
+        list["nextPageToken"] = more.get("nextPageToken").cloned().unwrap_or(Value::Null);
     }
-    if next_page_token(&list).is_some() {
+    if next_page_token(&list).is_some_and(|token| !followed.contains(&token)) {
         tracing::warn!(
             pages = MAX_PAGES,
             "the upstream's model list has more pages than are fetched; the rest is left out"
@@ -247,7 +270,7 @@ pub async fn all_pages(
     if let Value::Object(map) = &mut list {
         map.remove("nextPageToken");
     }
-    Ok(json_answer(head, &list))
+    json_answer(head, &list)
 }
 
 /// The upstream's OpenAI-shaped model list (`/openai/v1/models`) without the filtered models.
@@ -333,105 +356,6 @@ fn reshape_parsed(policy: &ModelPolicy, model: &ResolvedModel, shape: bool, byte
 
 fn refuse(status: StatusCode, message: &str) -> Response<Body> {
     error_response(ApiFlavor::Gemini, status, message).map(Body::from)
-}
-
-/// Refuses requests for a model in FILTERED_MODELS with a `400` in the route's error format,
-/// before any key is used: on `/openai/v1`, whose bodies are passed through, it sits below the
-/// parameter filter, which names a JSON body's `model` ([`ModelName`]); a model in the path
-/// (`/models/{model}`) counts too. (Gemini-Balance checked no model there.)
-#[derive(Clone)]
-pub struct FilteredModelsLayer {
-    rules: Arc<ModelRules>,
-}
-
-impl FilteredModelsLayer {
-    pub fn new(rules: ModelRules) -> Self {
-        FilteredModelsLayer {
-            rules: Arc::new(rules),
-        }
-    }
-}
-
-impl<S> tower::Layer<S> for FilteredModelsLayer {
-    type Service = FilteredModels<S>;
-
-    fn layer(&self, inner: S) -> FilteredModels<S> {
-        FilteredModels {
-            inner,
-            rules: self.rules.clone(),
-        }
-    }
-}
-
-/// The service of [`FilteredModelsLayer`].
-#[derive(Clone)]
-pub struct FilteredModels<S> {
-    inner: S,
-    rules: Arc<ModelRules>,
-}
-
-impl<S, ReqBody, ResBody> tower::Service<axum::http::Request<ReqBody>> for FilteredModels<S>
-where
-    S: tower::Service<axum::http::Request<ReqBody>, Response = Response<ResBody>>,
-{
-    type Response = Response<ResponseBody<ResBody>>;
-    type Error = S::Error;
-    type Future = FilteredFuture<S::Future, ResBody>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: axum::http::Request<ReqBody>) -> Self::Future {
-        let model = match req.extensions().get::<ModelName>() {
-            Some(name) => Some(name.as_str()),
-            None => model_from_path(req.uri().path()),
-        };
-        if let Some(model) = model {
-            let resolved = self.rules.resolve(model);
-            if self.rules.is_filtered(&resolved) {
-                let message = format!(
-                    "the model {} is not available on this server (FILTERED_MODELS)",
-                    resolved.requested
-                );
-                tracing::info!(model = %resolved.requested, "request refused: filtered model");
-                let res = error_response(ApiFlavor::of(&req), StatusCode::BAD_REQUEST, &message)
-                    .map(ResponseBody::full);
-                return FilteredFuture::Refused { res: Some(res) };
-            }
-        }
-        FilteredFuture::Inner {
-            future: self.inner.call(req),
-        }
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// The answer of [`FilteredModels`]: the refusal, or the inner service's.
-    #[project = FilteredFutureProj]
-    pub enum FilteredFuture<F, B> {
-        Refused { res: Option<Response<ResponseBody<B>>> },
-        Inner { #[pin] future: F },
-    }
-}
-
-impl<F, B, E> Future for FilteredFuture<F, B>
-where
-    F: Future<Output = Result<Response<B>, E>>,
-{
-    type Output = Result<Response<ResponseBody<B>>, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project() {
-            FilteredFutureProj::Refused { res } => match res.take() {
-                Some(res) => Poll::Ready(Ok(res)),
-                None => Poll::Pending,
-            },
-            FilteredFutureProj::Inner { future } => future
-                .poll(cx)
-                .map(|r| r.map(|res| res.map(ResponseBody::inner))),
-        }
-    }
 }
 
 #[cfg(test)]

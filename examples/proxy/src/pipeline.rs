@@ -28,7 +28,9 @@ use gemini_balance::client::ForwardHeadersLayer;
 use gemini_balance::decode::DecodeLayer;
 use gemini_balance::filter::ParamFilterLayer;
 use gemini_balance::keys::{KeyPlacement, KeyPool, KeyRotationLayer};
-use gemini_balance::openai::{ChatOptions, ModelRules, OpenAiLayer, SearchLinksLayer};
+use gemini_balance::openai::{
+    ChatOptions, FilteredModelsLayer, ModelRules, OpenAiLayer, SearchLinksLayer,
+};
 use gemini_balance::retry::RetryLayer;
 use gemini_balance::store::SqliteStore;
 use gemini_balance::stream::optimizer::{OptimizerParams, StreamOptimizerLayer};
@@ -110,10 +112,9 @@ pub fn build(settings: &Settings, parts: &Parts) -> Stacks {
         .layer(pseudo_stream(settings))
         .layer(optimizer(settings))
         .layer(ParamFilterLayer::new())
-        // The body's model is known once the filter has read it.
-        .layer(crate::models::FilteredModelsLayer::new(model_rules(
-            settings,
-        )))
+        // Below the filter, which puts a JSON body's model in the extensions; bodies it leaves
+        // unread (not labelled JSON, `images/generations`) are read here for their model.
+        .layer(FilteredModelsLayer::new(model_rules(settings)))
         .layer(ForwardHeadersLayer::default())
         .layer(retry(settings))
         .layer(KeyRotationLayer::new(parts.pool.clone()).placement(KeyPlacement::BearerToken))

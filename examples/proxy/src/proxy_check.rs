@@ -12,7 +12,8 @@
 //! the path that matters when BASE_URL is a relay.
 //!
 //! As in Gemini-Balance: at most 5 checks at a time (1 to 10 on request), 10 s each, and a
-//! result is reused for 10 s unless the caller asks for a fresh one. A proxy's `user:password`
+//! result is reused for 10 s unless the caller asks for a fresh one. At most [`MAX_URLS`]
+//! URLs not saved yet per request. A proxy's `user:password`
 //! is a secret: answers and logs show the proxy as `scheme://…@host:port`, and error messages
 //! are stripped of the URL and its credentials.
 
@@ -20,6 +21,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use gemini_balance::redact::SecretForms;
+use percent_encoding::percent_decode_str;
 use serde::Serialize;
 
 use crate::upstream::{self, Options};
@@ -31,6 +34,8 @@ pub const CACHE_FOR: Duration = Duration::from_secs(10);
 /// Checks at once by default, and at most (Gemini-Balance's `max_concurrent`, `le=10`).
 pub const DEFAULT_CONCURRENCY: usize = 5;
 pub const MAX_CONCURRENCY: usize = 10;
+/// Proxy URLs not saved yet checked in one request at most.
+pub const MAX_URLS: usize = 50;
 /// Results remembered at most (expired ones are dropped first).
 const CACHE_CAPACITY: usize = 256;
 
@@ -68,6 +73,9 @@ pub struct ProxyChecker {
 impl ProxyChecker {
     /// Checks `proxies` (`(entry, url)`), at most `concurrency` at a time; results in the given
     /// order. With `use_cache`, a result from the last [`CACHE_FOR`] is answered again.
+    ///
+    /// Only `concurrency` checks exist at any time (each with its own client): the next one is
+    /// started when one ends, so a long list waits as a list, not as tasks.
     pub async fn check_all(
         self: &Arc<Self>,
         options: &Options,
@@ -75,22 +83,24 @@ impl ProxyChecker {
         use_cache: bool,
         concurrency: usize,
     ) -> Vec<CheckResult> {
-        let permits = Arc::new(tokio::sync::Semaphore::new(
-            concurrency.clamp(1, MAX_CONCURRENCY),
-        ));
+        let mut results = Vec::with_capacity(proxies.len());
+        let mut waiting = proxies.into_iter().enumerate();
         let mut tasks = tokio::task::JoinSet::new();
-        for (i, (entry, url)) in proxies.into_iter().enumerate() {
-            let (checker, options, permits) = (self.clone(), options.clone(), permits.clone());
-            tasks.spawn(async move {
-                let _permit = permits.acquire_owned().await.ok();
-                (i, checker.check(&options, entry, &url, use_cache).await)
-            });
+        let mut start = |tasks: &mut tokio::task::JoinSet<_>| {
+            let Some((i, (entry, url))) = waiting.next() else {
+                return;
+            };
+            let (checker, options) = (self.clone(), options.clone());
+            tasks.spawn(async move { (i, checker.check(&options, entry, &url, use_cache).await) });
+        };
+        for _ in 0..concurrency.clamp(1, MAX_CONCURRENCY) {
+            start(&mut tasks);
         }
-        let mut results = Vec::new();
         while let Some(done) = tasks.join_next().await {
             if let Ok(result) = done {
                 results.push(result);
             }
+            start(&mut tasks);
         }
         results.sort_by_key(|(i, _)| *i);
         results.into_iter().map(|(_, r)| r).collect()
@@ -213,48 +223,32 @@ fn causes(e: &reqwest::Error) -> String {
     parts.join(": ")
 }
 
-/// `text` without the proxy's URL, credentials or the parts of them (raw and percent-decoded).
+/// `text` without the proxy's URL, its credentials or the password alone, in every form the
+/// library's [`SecretForms`] knows (as written, percent-encoded, JSON-escaped, UTF-16), both as
+/// the URL spells them and decoded.
 fn redact(text: &str, url: &str) -> String {
     let mut out = text.replace(url, &display(url));
-    if let Ok(parsed) = reqwest::Url::parse(url) {
-        let user = parsed.username();
-        let password = parsed.password().unwrap_or_default();
-        let decoded = |s: &str| percent_decode(s).unwrap_or_else(|| s.to_owned());
-        // A password of a letter or two would match ordinary words: only its whole URL
-        // form (above) and `user:password` are replaced then.
-        let mut secrets = vec![
-            format!("{user}:{password}"),
-            format!("{}:{}", decoded(user), decoded(password)),
-        ];
-        if password.len() >= 4 {
-            secrets.push(password.to_owned());
-            secrets.push(decoded(password));
-        }
-        for secret in secrets {
-            if secret.len() > 1 {
-                out = out.replace(&secret, "…");
-            }
-        }
+    let Ok(parsed) = reqwest::Url::parse(url) else {
+        return out;
+    };
+    let user = parsed.username();
+    let password = parsed.password().unwrap_or_default();
+    let decoded = |s: &str| percent_decode_str(s).decode_utf8_lossy().into_owned();
+    // A password of a letter or two would match ordinary words: only its whole URL form
+    // (above) and `user:password` are replaced then.
+    let mut secrets = vec![
+        format!("{user}:{password}"),
+        format!("{}:{}", decoded(user), decoded(password)),
+    ];
+    if password.len() >= 4 {
+        secrets.push(password.to_owned());
+        secrets.push(decoded(password));
+    }
+    for secret in secrets.iter().filter(|s| s.len() > 1) {
+        let forms = SecretForms::new(secret, "…");
+        out = String::from_utf8_lossy(&forms.redact(out.as_bytes())).into_owned();
     }
     out
-}
-
-/// `%XX` sequences decoded, if the result is UTF-8.
-fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 /// A proxy URL as it may be shown: scheme, host and port; credentials as `…@`.
@@ -326,7 +320,48 @@ mod tests {
             "{clean}"
         );
         assert!(clean.contains("http://…@10.0.0.1:8080"), "{clean}");
-        assert_eq!(percent_decode("a%41%4"), None);
-        assert_eq!(percent_decode("a%41b").as_deref(), Some("aAb"));
+
+        // A password with characters JSON escapes, as an error quoting a JSON body has it.
+        let url = "http://alice:p%22ss%5Cw%2Ford@10.0.0.1:8080";
+        let text = r#"proxy said {"auth":"alice:p\"ss\\w\/ord","pw":"p\"ss\\w/ord"}"#;
+        let clean = redact(text, url);
+        assert!(!clean.contains(r#"p\"ss"#), "{clean}");
+        assert!(clean.contains(r#"{"auth":"…","pw":"…"}"#), "{clean}");
+    }
+
+    #[tokio::test]
+    async fn only_as_many_checks_as_allowed_exist_at_once() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        // A proxy that takes connections and never answers: each check lasts TIME_OUT.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        let options = Options {
+            time_out: Duration::from_millis(200),
+            headers: http::HeaderMap::new(),
+            base_url: "http://127.0.0.1:9/v1beta".to_owned(),
+        };
+        let proxies: Vec<_> = (0..40)
+            .map(|i| (None, format!("http://user{i}:pw@{addr}")))
+            .collect();
+        let metrics = tokio::runtime::Handle::current().metrics();
+        let before = metrics.num_alive_tasks();
+        let checker = Arc::new(ProxyChecker::default());
+        let run = tokio::spawn(async move { checker.check_all(&options, proxies, false, 3).await });
+        let mut most = 0;
+        while !run.is_finished() {
+            most = most.max(metrics.num_alive_tasks() - before);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let results = run.await.unwrap();
+        assert_eq!(results.len(), 40);
+        assert!(results.iter().all(|r| !r.ok));
+        // The running `check_all`, three checks and their connections: not one task per proxy.
+        assert!(most <= 1 + 3 * 3, "{most} tasks at once");
     }
 }

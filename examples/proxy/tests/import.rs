@@ -376,6 +376,8 @@ fn import(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, Stri
             "a secret in the import's output:\n{stdout}\n{stderr}"
         );
     }
+    // Not a terminal: no colour codes.
+    assert!(!stderr.contains('\x1b'), "colour codes in {stderr:?}");
     (out.status.code().unwrap_or(-1), stdout, stderr)
 }
 
@@ -1512,4 +1514,42 @@ fn the_fixture_times_are_shanghai_local_times() {
     // 2025-01-15T00:00:00Z is 08:00 in Shanghai.
     assert_eq!(shanghai(1_736_899_200), "2025-01-15 08:00:00.000000");
     assert_eq!(shanghai(1_709_222_399), "2024-02-29 23:59:59.000000");
+}
+
+/// A data lock that cannot be taken (a file system without advisory locks; here the lock file's
+/// name is taken by a directory) does not keep the proxy from starting: it serves, and says it
+/// runs unguarded.
+#[tokio::test]
+async fn a_data_lock_that_cannot_be_taken_does_not_stop_the_proxy() {
+    let mock = MockGemini::start().await;
+    let base_url = format!("{}/v1beta", mock.base_url());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("data/default_db.lock")).unwrap();
+    let log = dir.path().join("proxy.log");
+    let env = format!("{}LOG_LEVEL=info\n", env_file(&base_url));
+    let proxy = common::Proxy::start_capturing(dir.path(), &env, &log).await;
+    assert_eq!(serving_with(&proxy).await.0, ["AIza…0001"]);
+    proxy.stop();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("the data lock could not be taken"), "{text}");
+}
+
+/// The import's warnings (here: a data directory others could read, made private) go to
+/// stderr as plain text when it is not a terminal.
+#[cfg(unix)]
+#[test]
+fn the_imports_warnings_are_plain_text_off_a_terminal() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    std::fs::set_permissions(
+        dir.path().join("data"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let base_url = "http://127.0.0.1:9/v1beta";
+    python_sqlite(&dir.path().join("python.db"), base_url, start());
+    std::fs::write(dir.path().join(".env"), env_file(base_url)).unwrap();
+    let (_, _, stderr) = import(dir.path(), &["python.db"], &[]);
+    assert!(stderr.contains("WARN"), "{stderr}");
 }

@@ -165,6 +165,50 @@ fn gemini_text(answers: &[Value]) -> (String, String) {
     (text, thoughts)
 }
 
+/// `-non-thinking` and `reasoning_effort` `none`/`minimal` ask for the lowest thinking the
+/// model takes: Gemini refuses a budget of 0 to the models that cannot stop thinking (2.5 Pro,
+/// Gemini 3 Pro), and Gemini 3 models are set by level.
+#[tokio::test]
+async fn the_lowest_thinking_is_one_the_model_takes() {
+    let mock = MockGemini::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(dir.path(), &env_file(&mock, "")).await;
+    let c = Client2::new(&proxy);
+    let thinking = |mock: &MockGemini| upstream(mock)["generationConfig"]["thinkingConfig"].clone();
+    let cases = [
+        ("gemini-2.5-flash", json!({"thinkingBudget": 0})),
+        (
+            "gemini-2.5-pro",
+            json!({"thinkingBudget": 128, "includeThoughts": true}),
+        ),
+        (
+            "gemini-3-pro-preview",
+            json!({"thinkingLevel": "low", "includeThoughts": true}),
+        ),
+    ];
+    for (model, want) in &cases {
+        let (status, answer) = c.chat(chat(&format!("{model}-non-thinking"), "why")).await;
+        assert_eq!(status, 200, "{model}: {answer}");
+        assert_eq!(thinking(&mock), *want, "{model}-non-thinking");
+        for effort in ["none", "minimal"] {
+            let mut body = chat(model, "why");
+            body["reasoning_effort"] = json!(effort);
+            let (status, answer) = c.chat(body).await;
+            assert_eq!(status, 200, "{model} {effort}: {answer}");
+            assert_eq!(thinking(&mock), *want, "{model} {effort}");
+        }
+        // Native routes: thoughts only with a budget map entry.
+        let (status, answer) = c
+            .generate(&format!("{model}-non-thinking"), prompt("why"))
+            .await;
+        assert_eq!(status, 200, "{model}: {answer}");
+        let mut native = want.clone();
+        native.as_object_mut().unwrap().remove("includeThoughts");
+        assert_eq!(thinking(&mock), native, "native {model}-non-thinking");
+    }
+    proxy.stop();
+}
+
 #[tokio::test]
 async fn a_thinking_config_reaches_only_models_that_think() {
     let mock = MockGemini::start().await;

@@ -555,7 +555,13 @@ async fn model_lists_hold_every_model_in_every_shape() {
     .await;
     // The first 20: the filtered model is among them, and the three derived ones.
     assert_eq!(gemini_ids(&first).len(), 20 - 1 + 3, "{first}");
-    let token = first["nextPageToken"].as_str().unwrap();
+    // Gemini's page tokens are base64: escaped in the query.
+    let token = first["nextPageToken"]
+        .as_str()
+        .unwrap()
+        .replace('+', "%2B")
+        .replace('/', "%2F")
+        .replace('=', "%3D");
     let (_, second) = get_json(
         &client,
         &format!("{url}/gemini/v1beta/models?pageSize=50&pageToken={token}"),
@@ -573,6 +579,62 @@ async fn model_lists_hold_every_model_in_every_shape() {
     assert_eq!(ids.len(), 63, "{ids:?}");
     assert!(!ids.contains(&filtered));
     proxy.stop();
+}
+
+/// OpenAI's shape follows the pages of a model list: each token escaped (Gemini's are base64,
+/// with `+`, `/` and `=`), a token given again not followed twice, and a later page that fails
+/// costs only the models behind it.
+#[tokio::test]
+async fn model_list_pages_are_followed_with_care() {
+    let mock = MockGemini::start().await;
+    // 4 + 56 = 60 models, in pages of 20.
+    mock.list_extra_models(56);
+    mock.set_max_page_size(20);
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("proxy.log");
+    let env = format!(
+        "API_KEYS={}\nALLOWED_TOKENS=[\"{TOKEN}\"]\nBASE_URL={}/v1beta\n\
+         SEARCH_MODELS=[]\nLOG_LEVEL=info\n",
+        serde_json::to_string(&test_keys(2)).unwrap(),
+        mock.base_url()
+    );
+    let proxy = Proxy::start_logging(dir.path(), &env, Some(&log)).await;
+    let client = support::client_builder().build().unwrap();
+    let list = |client: &reqwest::Client| {
+        let url = format!("{}/v1/models", proxy.url);
+        let client = client.clone();
+        async move {
+            let (status, list) = get_json(&client, &url, Auth::Bearer).await;
+            assert_eq!(status, 200, "{list}");
+            openai_ids(&list)
+        }
+    };
+    let unique = |ids: &[String]| ids.iter().collect::<std::collections::BTreeSet<_>>().len();
+
+    // Every page, each model once.
+    let ids = list(&client).await;
+    assert_eq!(ids.len(), 60, "{ids:?}");
+    assert_eq!(unique(&ids), 60);
+    assert!(ids.contains(&support::replies::extra_model_id(55)));
+
+    // A relay that gives the second page's token again: the second page is read once.
+    mock.repeat_page_tokens(true);
+    let ids = list(&client).await;
+    assert_eq!(ids.len(), 40, "{ids:?}");
+    assert_eq!(unique(&ids), 40);
+    mock.repeat_page_tokens(false);
+
+    // Later pages refused: the first page, not the failure.
+    mock.refuse_page_tokens(true);
+    let ids = list(&client).await;
+    assert_eq!(ids.len(), 20, "{ids:?}");
+    proxy.stop();
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(log.contains("gave a page token again"), "{log}");
+    assert!(
+        log.contains("a later page of the upstream's model list failed"),
+        "{log}"
+    );
 }
 
 #[tokio::test]
@@ -712,6 +774,111 @@ async fn filtered_models_are_refused_on_every_route_before_any_key_is_used() {
         };
         assert_eq!(res.status(), want, "{path}");
     }
+    proxy.stop();
+}
+
+/// On `/openai/v1` the body goes to Google as it is: a filtered model cannot hide where the
+/// parameter filter does not look (a body not labelled JSON, `images/generations`, a second
+/// `model`, an escaped path), and a body whose model cannot be read is refused.
+#[tokio::test]
+async fn filtered_models_cannot_hide_from_the_passthrough() {
+    let mock = MockGemini::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = format!(
+        "API_KEYS={}\nALLOWED_TOKENS=[\"{TOKEN}\"]\nBASE_URL={}/v1beta\n\
+         FILTERED_MODELS=[\"gemini-2.5-pro\"]\n",
+        serde_json::to_string(&test_keys(2)).unwrap(),
+        mock.base_url()
+    );
+    let proxy = Proxy::start(dir.path(), &env).await;
+    let client = support::client_builder().build().unwrap();
+    let url = &proxy.url;
+    let send = |path: &str, content_type: Option<&str>, body: &str| {
+        let mut req = client
+            .post(format!("{url}{path}"))
+            .header("authorization", format!("Bearer {TOKEN}"))
+            .body(body.to_owned());
+        if let Some(content_type) = content_type {
+            req = req.header("content-type", content_type);
+        }
+        req.send()
+    };
+    let chat = r#"{"model":"gemini-2.5-pro","messages":[{"role":"user","content":"x"}]}"#;
+    let cases = [
+        (
+            "/openai/v1/chat/completions",
+            Some("text/plain"),
+            chat.to_owned(),
+        ),
+        (
+            "/openai/v1/chat/completions",
+            Some("application/x-www-form-urlencoded"),
+            chat.to_owned(),
+        ),
+        (
+            "/openai/v1/images/generations",
+            Some("application/json"),
+            r#"{"model":"gemini-2.5-pro","prompt":"a cat"}"#.to_owned(),
+        ),
+        // Which `model` Google reads is its business: both are checked.
+        (
+            "/openai/v1/chat/completions",
+            Some("application/json"),
+            r#"{"model":"gemini-2.5-pro","model":"gemini-2.5-flash","messages":[{"role":"user","content":"x"}]}"#.to_owned(),
+        ),
+        (
+            "/openai/v1/embeddings",
+            None,
+            r#"{"model":"models/gemini-2.5-pro","input":"x"}"#.to_owned(),
+        ),
+    ];
+    for (path, content_type, body) in &cases {
+        let res = send(path, *content_type, body).await.unwrap();
+        assert_eq!(res.status(), 400, "{path} {content_type:?} {body}");
+        let error: Value = serde_json::from_slice(&res.bytes().await.unwrap()).unwrap();
+        let message = error["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("gemini-2.5-pro is not available"),
+            "{path}: {error}"
+        );
+        assert_eq!(error["error"]["param"], "model", "{error}");
+        assert_eq!(error["error"]["type"], "invalid_request_error", "{error}");
+    }
+    // A path's model escaped: refused too (the proxy takes no escape but `%3A` in a path; the
+    // library's layer would decode it).
+    let res = request(
+        &client,
+        "GET",
+        &format!("{url}/openai/v1/models/gemini%2D2.5-pro"),
+        Auth::Bearer,
+        None,
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 400);
+    // A body whose model cannot be read: refused, naming its label.
+    let res = send("/openai/v1/chat/completions", Some("text/plain"), "hello")
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 415);
+    let error: Value = serde_json::from_slice(&res.bytes().await.unwrap()).unwrap();
+    let message = error["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("text/plain"), "{error}");
+    assert_eq!(error["error"]["type"], "invalid_request_error", "{error}");
+    assert_eq!(mock.total(), 0, "no upstream call, no key used");
+
+    // Another model in a body labelled otherwise goes on, with a pool key.
+    let res = send(
+        "/openai/v1/chat/completions",
+        Some("text/plain"),
+        r#"{"model":"gemini-2.5-flash","messages":[{"role":"user","content":"x"}]}"#,
+    )
+    .await
+    .unwrap();
+    // The mock has no OpenAI chat endpoint: its 404 comes back as it is.
+    assert_eq!(res.status(), 404);
+    upstream_saw(&mock, "/v1beta/openai/chat/completions");
     proxy.stop();
 }
 

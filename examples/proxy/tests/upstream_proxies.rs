@@ -338,12 +338,26 @@ async fn proxies_are_checked_through_to_base_url_without_showing_credentials() {
             "max_concurrent",
         ),
         (json!({"all": "yes"}), 400, "request body"),
+        // A list to check is at most 50 long; nothing of a longer one is checked.
+        (
+            json!({"proxies": vec![format!("http://x:hunter2@{}", dead_address()); 51]}),
+            400,
+            "at most 50 URLs per check, got 51",
+        ),
     ] {
         let (status, text) = check(&proxy, body.clone()).await;
         assert_eq!(status, expected, "{body}: {text}");
         assert!(text.contains(says), "{body}: {text}");
         assert!(!text.contains("hunter2"), "{text}");
     }
+    // 50 are checked, each answered.
+    let dead = format!("http://{}", dead_address());
+    let (status, text) = check(&proxy, json!({"proxies": vec![dead; 50]})).await;
+    assert_eq!(status, 200, "{text}");
+    let answer: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let results = answer["results"].as_array().unwrap();
+    assert_eq!(results.len(), 50);
+    assert!(results.iter().all(|r| r["ok"] == false), "{text}");
     proxy.stop();
 
     // No answer above and no log line holds a proxy's password.

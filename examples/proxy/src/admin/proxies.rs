@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{answer, body, fail, ok, AdminState};
-use crate::proxy_check::{DEFAULT_CONCURRENCY, MAX_CONCURRENCY};
+use crate::proxy_check::{DEFAULT_CONCURRENCY, MAX_CONCURRENCY, MAX_URLS};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -22,7 +22,7 @@ pub struct CheckBody {
     /// One PROXIES entry, from 1.
     #[serde(default)]
     entry: Option<usize>,
-    /// Proxy URLs that are not saved (to try one before saving it).
+    /// Proxy URLs that are not saved (to try one before saving it), at most [`MAX_URLS`].
     #[serde(default)]
     proxies: Option<Vec<String>>,
     /// Answer a result from the last 10 s again (default `true`).
@@ -72,6 +72,15 @@ async fn check_proxies(
                 ))
             }
         },
+        (false, None, Some(urls)) if urls.len() > MAX_URLS => {
+            return Err(fail(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "proxies: at most {MAX_URLS} URLs per check, got {}",
+                    urls.len()
+                ),
+            ))
+        }
         (false, None, Some(urls)) if !urls.is_empty() => {
             let mut targets = Vec::with_capacity(urls.len());
             for (i, url) in urls.into_iter().enumerate() {

@@ -145,6 +145,7 @@ pub async fn main(args: &[String]) -> i32 {
     // is stdout.
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
         .try_init();
     match run(&options).await {
@@ -434,7 +435,7 @@ fn log_time_zone(
         (None, Some(tz)) => (tz.trim_start_matches(':'), "TZ"),
         (None, None) => (
             "Asia/Shanghai",
-            "the Python server's Docker image sets it; --time-zone changes it",
+            "the zone the Python server's Docker image sets; if it ran outside Docker, pass --time-zone with its machine's zone",
         ),
     };
     TimeZone::named(name).map(|zone| (zone, why)).map_err(|e| {

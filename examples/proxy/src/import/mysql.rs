@@ -89,10 +89,12 @@ impl MySql {
                         var("MYSQL_USER")
                     )
                 };
-                (options, shown)
+                // Without TLS, as pymysql connects from the Python server's settings. A URL
+                // keeps its own `ssl-mode`: this build has no TLS, so `REQUIRED` is refused by
+                // the driver rather than quietly sent in clear.
+                (options.ssl_mode(MySqlSslMode::Disabled), shown)
             }
         };
-        let options = options.ssl_mode(MySqlSslMode::Disabled);
         let conn = tokio::time::timeout(CONNECT_TIMEOUT, MySqlConnection::connect_with(&options))
             .await
             .map_err(|_| format!("{shown}: no answer within {} s", CONNECT_TIMEOUT.as_secs()))?

@@ -30,12 +30,32 @@ pub enum Dialect {
     MySql,
 }
 
+/// Characters read at most of the log columns that can be long (`request_msg` holds whole
+/// request bodies, base64 images included): what the store keeps of them (2,000 characters of a
+/// message, 64 KiB of a body), plus a margin, so that a secret cut at the end of what is read
+/// lies wholly past the store's own cut and is never stored in part.
+fn read_at_most(column: &str) -> Option<usize> {
+    match column {
+        "error_log" => Some(4 * 1024),
+        "request_msg" => Some(65 * 1024),
+        _ => None,
+    }
+}
+
 impl Dialect {
     /// A column read as text.
     fn text(self, column: &str) -> String {
         match self {
             Dialect::Sqlite => column.to_owned(),
             Dialect::MySql => format!("CAST({column} AS CHAR)"),
+        }
+    }
+
+    /// The first `chars` characters of a column, read as text.
+    fn prefix(self, column: &str, chars: usize) -> String {
+        match self {
+            Dialect::Sqlite => format!("substr({column}, 1, {chars})"),
+            Dialect::MySql => format!("LEFT(CAST({column} AS CHAR), {chars})"),
         }
     }
 
@@ -236,7 +256,10 @@ impl PythonDb {
         let d = self.dialect();
         let list = columns
             .iter()
-            .map(|c| d.text(c))
+            .map(|c| match read_at_most(c) {
+                Some(chars) => d.prefix(c, chars),
+                None => d.text(c),
+            })
             .collect::<Vec<_>>()
             .join(", ");
         let sql = format!("SELECT {list} FROM {table} WHERE id > ? ORDER BY id LIMIT ?");
@@ -278,4 +301,40 @@ fn text_of(value: ValueRef<'_>) -> Option<String> {
 
 fn first_int(rows: &[Row]) -> Option<i64> {
     rows.first()?.first()?.as_deref()?.trim().parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A page of error rows holds no more of a huge `request_msg` or `error_log` than the
+    /// store can keep (plus the margin), whatever the Python server stored.
+    #[tokio::test]
+    async fn long_log_columns_are_read_only_as_far_as_the_store_keeps_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("python.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE t_error_logs (id INTEGER PRIMARY KEY, error_log TEXT, request_msg JSON)",
+        )
+        .unwrap();
+        let huge = "x".repeat(4 * 1024 * 1024);
+        conn.execute(
+            "INSERT INTO t_error_logs (error_log, request_msg) VALUES (?1, ?1)",
+            [&huge],
+        )
+        .unwrap();
+        drop(conn);
+        let mut db = PythonDb::connect(&Spec::Sqlite(path), &HashMap::new())
+            .await
+            .unwrap();
+        let rows = db
+            .page("t_error_logs", &["id", "error_log", "request_msg"], 0, 10)
+            .await
+            .unwrap();
+        let row = &rows[0];
+        assert_eq!(row[0].as_deref(), Some("1"));
+        assert_eq!(row[1].as_ref().map(String::len), Some(4 * 1024));
+        assert_eq!(row[2].as_ref().map(String::len), Some(65 * 1024));
+    }
 }
