@@ -390,6 +390,7 @@ async fn run(options: &Options) -> Result<bool, String> {
     println!(
         "{}",
         match (options.dry_run, plan.is_incomplete()) {
+            (false, _) if options.logs_only => "Done. The logs are in; settings were not touched.",
             (true, false) => "Dry run: nothing was written.",
             (true, true) =>
                 "Dry run: nothing was written. Some settings cannot be brought over (see above).",
