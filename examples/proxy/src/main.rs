@@ -1,12 +1,13 @@
 //! `gemini-balance-proxy`: the gemini-balance layers in front of Gemini, configured like the
 //! Python Gemini-Balance server (same `.env`).
 //!
-//! It serves the Gemini-native routes (`/v1beta`, `/gemini/v1beta`, `/v1`), the OpenAI chat and
-//! embeddings routes (`/v1`, `/hf/v1`) and the pass-through to Gemini's own OpenAI-compatible
-//! endpoint (`/openai/v1`) through the library's layers (usage recording in SQLite, pseudo
-//! streaming, stream optimizer, parameter filter, header allowlist, retry, key rotation,
-//! decoding), keeps key state across restarts, answers `GET /health`, and serves the admin API
-//! (`/api`) and the web admin. `docs/proxy.md` is the whole picture; the routes Gemini-Balance
+//! It serves the Gemini-native routes (`/v1beta`, `/gemini/v1beta`, `/v1`), the OpenAI chat,
+//! embeddings and model-list routes (`/v1`, `/hf/v1`) and the pass-through to Gemini's own
+//! OpenAI-compatible endpoint (`/openai/v1`) through the library's layers (usage recording in
+//! SQLite, pseudo streaming, stream optimizer, parameter filter, header allowlist, retry, key
+//! rotation, decoding), with CORS for browser front-ends on those routes and, when enabled, URL
+//! normalisation; keeps key state across restarts, answers `GET /health`, and serves the admin
+//! API (`/api`) and the web admin. `docs/proxy.md` is the whole picture; the routes Gemini-Balance
 //! has and this version does not are listed there. `gemini-balance-proxy import` brings a
 //! Python Gemini-Balance server's stored settings and logs over (see `import`); the first
 //! start brings its settings over by itself (`import::first_start`).
