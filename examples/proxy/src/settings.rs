@@ -109,8 +109,6 @@ pub enum Support {
     Yes,
     /// Known from Gemini-Balance but not acted on yet: named in the startup warning.
     NotYet,
-    /// Known, deliberately not supported (e.g. MySQL): named in the startup warning.
-    Never,
 }
 
 /// One setting.
@@ -160,11 +158,6 @@ const fn ours(mut d: Def) -> Def {
 
 const fn not_yet(mut d: Def) -> Def {
     d.support = Support::NotYet;
-    d
-}
-
-const fn never(mut d: Def) -> Def {
-    d.support = Support::Never;
     d
 }
 
@@ -634,29 +627,47 @@ pub const DEFS: &[Def] = &[
         "Storage",
         "At the first start (no data/<SQLITE_DATABASE>.db and no secrets file yet), bring over the settings and keys kept in the Python Gemini-Balance server's database (its SQLite data/<SQLITE_DATABASE>, or MySQL with DATABASE_TYPE=mysql), once (not a Gemini-Balance setting)",
     ))),
-    never(def("MYSQL_HOST", Kind::Text, "", "Storage", "MySQL host")),
-    never(def("MYSQL_PORT", ANY_INT, "3306", "Storage", "MySQL port")),
-    never(def("MYSQL_USER", Kind::Text, "", "Storage", "MySQL user")),
-    never(def(
+    startup_only(def(
+        "MYSQL_HOST",
+        Kind::Text,
+        "",
+        "Storage",
+        "MySQL host (read only to import the Python server's MySQL database: at the first start, or by `import mysql`; this proxy's own store is SQLite)",
+    )),
+    startup_only(def(
+        "MYSQL_PORT",
+        ANY_INT,
+        "3306",
+        "Storage",
+        "MySQL port (read only to import the Python server's MySQL database: at the first start, or by `import mysql`; this proxy's own store is SQLite)",
+    )),
+    startup_only(def(
+        "MYSQL_USER",
+        Kind::Text,
+        "",
+        "Storage",
+        "MySQL user (read only to import the Python server's MySQL database: at the first start, or by `import mysql`; this proxy's own store is SQLite)",
+    )),
+    startup_only(def(
         "MYSQL_PASSWORD",
         Kind::Secret,
         "",
         "Storage",
-        "MySQL password",
+        "MySQL password (read only to import the Python server's MySQL database: at the first start, or by `import mysql`; this proxy's own store is SQLite)",
     )),
-    never(def(
+    startup_only(def(
         "MYSQL_DATABASE",
         Kind::Text,
         "",
         "Storage",
-        "MySQL database",
+        "MySQL database (read only to import the Python server's MySQL database: at the first start, or by `import mysql`; this proxy's own store is SQLite)",
     )),
-    never(def(
+    startup_only(def(
         "MYSQL_SOCKET",
         Kind::Text,
         "",
         "Storage",
-        "MySQL socket",
+        "MySQL socket (read only to import the Python server's MySQL database: at the first start, or by `import mysql`; this proxy's own store is SQLite)",
     )),
     def(
         "ERROR_LOG_RECORD_REQUEST_BODY",
@@ -1901,7 +1912,6 @@ mod tests {
                 "ENABLE_TTS",
                 "GITHUB_REPO_NAME",
                 "GITHUB_REPO_OWNER",
-                "MYSQL_HOST",
                 "PAID_KEY",
                 "SMMS_SECRET_TOKEN"
             ]
