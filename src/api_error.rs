@@ -31,7 +31,28 @@ pub enum ApiFlavor {
     OpenAi,
 }
 
+impl std::fmt::Display for ApiFlavor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl ApiFlavor {
+    /// The flavor's name, as logs and the store write it: `gemini` or `openai`.
+    ///
+    /// ```
+    /// use gemini_balance::api_error::ApiFlavor;
+    ///
+    /// assert_eq!(ApiFlavor::OpenAi.as_str(), "openai");
+    /// assert_eq!(ApiFlavor::Gemini.to_string(), "gemini");
+    /// ```
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApiFlavor::Gemini => "gemini",
+            ApiFlavor::OpenAi => "openai",
+        }
+    }
+
     /// The flavor of a request: an `ApiFlavor` request extension wins; otherwise OpenAI for
     /// OpenAI-style paths (`/chat/completions`, `/embeddings`, `/images/`, `/audio/`, `/openai/`,
     /// `/hf/`), Gemini for everything else.

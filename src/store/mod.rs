@@ -92,6 +92,16 @@ impl fmt::Display for StoreError {
     }
 }
 
+/// A SQLite error as it is, for code that runs its own statements on the store's database
+/// (`?` in a function returning `StoreError`); the store's own errors also say what was being
+/// done.
+#[cfg(feature = "sqlite")]
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::with_source("SQLite", e)
+    }
+}
+
 impl std::error::Error for StoreError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         self.source

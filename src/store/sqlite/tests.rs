@@ -954,3 +954,16 @@ fn imported_settings_are_remembered_as_fingerprints_only() {
         );
     }
 }
+
+/// `?` turns a rusqlite error into a `StoreError` that keeps it as its cause.
+#[test]
+fn a_sqlite_error_converts_keeping_its_cause() {
+    fn run() -> Result<(), crate::store::StoreError> {
+        let conn = rusqlite::Connection::open_in_memory()?;
+        conn.execute("NOT SQL", [])?;
+        Ok(())
+    }
+    let err = run().unwrap_err();
+    assert!(err.to_string().starts_with("SQLite: "), "{err}");
+    assert!(std::error::Error::source(&err).is_some());
+}

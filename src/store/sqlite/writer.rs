@@ -474,10 +474,7 @@ pub(crate) const INSERT_FINGERPRINT: &str =
 
 /// The protocol as stored.
 pub(crate) fn protocol_name(protocol: ApiFlavor) -> &'static str {
-    match protocol {
-        ApiFlavor::Gemini => "gemini",
-        ApiFlavor::OpenAi => "openai",
-    }
+    protocol.as_str()
 }
 
 /// `KeyId::hex` on the stack: the writer makes one or two per record, and SQLite copies
