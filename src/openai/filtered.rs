@@ -419,31 +419,9 @@ fn local(mut res: Response<Bytes>, reason: &'static str) -> Response<Bytes> {
 /// A path's model as the upstream reads it: `%XX` escapes decoded (an undecodable name is
 /// taken as it is).
 fn percent_decoded(model: &str) -> std::borrow::Cow<'_, str> {
-    if !model.contains('%') {
-        return model.into();
-    }
-    let hex = |b: &u8| (*b as char).to_digit(16);
-    let bytes = model.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let high = bytes.get(i + 1).and_then(hex);
-            let low = bytes.get(i + 2).and_then(hex);
-            if let (Some(high), Some(low)) = (high, low) {
-                // Two hex digits: at most 255.
-                out.push((high * 16 + low) as u8);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    match String::from_utf8(out) {
-        Ok(decoded) => decoded.into(),
-        Err(_) => model.into(),
-    }
+    percent_encoding::percent_decode_str(model)
+        .decode_utf8()
+        .unwrap_or(model.into())
 }
 
 /// Every top-level `"model"` string of a JSON object, in order (duplicates included: which one
