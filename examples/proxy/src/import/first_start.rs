@@ -203,6 +203,9 @@ async fn import(
     }
     if plan.is_incomplete() {
         let listed = |left: &[settings::Left]| {
+            if left.is_empty() {
+                return "none".to_owned();
+            }
             left.iter()
                 .map(|l| l.name.as_str())
                 .collect::<Vec<_>>()
