@@ -130,7 +130,9 @@ fn top_level_usage(text: &[u8]) -> Option<Option<TokenUsage>> {
             (counts.deserialize(&mut de).ok()?, len)
         }
     };
-    if closes_after(&object[len..]) != Some(1) {
+    let after = &object[len..];
+    // A `\u`-escaped key after it could be a later `usageMetadata`, which would win.
+    if closes_after(after) != Some(1) || memchr::memmem::find(after, b"\\u").is_some() {
         return None;
     }
     Some(usage)
@@ -712,8 +714,9 @@ fn drain(decoder: &mut SseDecoder, last: &mut Option<TokenUsage>, failed: &mut b
             *failed = true;
             continue;
         }
-        // Only events that mention usage are worth parsing.
-        if SAGE.rfind(&block).is_none() {
+        // Only events that mention usage are worth parsing (a key may be spelled with `\u`
+        // escapes: `usag\u0065`).
+        if SAGE.rfind(&block).is_none() && memchr::memmem::find(&block, b"\\u").is_none() {
             continue;
         }
         // Gemini's events are one `data:` line of JSON: read it in place, from its end.
