@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use super::api_key::ApiKey;
 use super::daily_reset::next_daily_reset;
 use super::status::{
-    DisabledReason, KeyObserver, KeySnapshot, KeyStatus, LastError, ModelCooldown,
+    DisabledReason, KeyObserver, KeySnapshot, KeyStatus, LastError, ModelCooldown, Observers,
 };
 use crate::classify::{Cooldown, FailureClass, KeyEffect, Outcome};
 
@@ -26,7 +26,7 @@ pub(super) struct Shared {
     pub(super) max_failures: AtomicU32,
     pub(super) epoch: Instant,
     pub(super) epoch_wall: SystemTime,
-    pub(super) observer: RwLock<Option<Arc<dyn KeyObserver>>>,
+    pub(super) observer: RwLock<Option<Arc<Observers>>>,
 }
 
 impl Shared {
@@ -70,7 +70,7 @@ impl Shared {
         }
     }
 
-    pub(super) fn observer(&self) -> Option<Arc<dyn KeyObserver>> {
+    pub(super) fn observer(&self) -> Option<Arc<Observers>> {
         self.observer
             .read()
             .unwrap_or_else(|e| e.into_inner())

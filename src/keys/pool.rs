@@ -10,7 +10,9 @@ use tokio::time::Instant;
 
 use super::api_key::{ApiKey, KeyId};
 use super::entry::{model_hash, KeyEntry, Shared};
-use super::status::{AddReport, DisabledReason, KeyObserver, KeySnapshot, NoKey, Strategy};
+use super::status::{
+    AddReport, DisabledReason, KeyObserver, KeySnapshot, NoKey, Observers, Strategy,
+};
 use crate::classify::Outcome;
 use crate::ext::AttemptContext;
 
@@ -110,7 +112,7 @@ pub struct KeyPoolBuilder {
     strategy: Strategy,
     max_failures: Option<u32>,
     keys: Vec<(String, u32)>,
-    observer: Option<Arc<dyn KeyObserver>>,
+    observers: Vec<Arc<dyn KeyObserver>>,
 }
 
 impl fmt::Debug for KeyPoolBuilder {
@@ -157,8 +159,10 @@ impl KeyPoolBuilder {
     }
 
     /// Tells `observer` about every lasting change of a key's state (see [`KeyObserver`]).
+    /// Call it again to add more observers (a store and a metrics exporter, say); each is told
+    /// in the order added.
     pub fn observer(mut self, observer: Arc<dyn KeyObserver>) -> Self {
-        self.observer = Some(observer);
+        self.observers.push(observer);
         self
     }
 
@@ -175,8 +179,8 @@ impl KeyPoolBuilder {
             parsed.push((key, *weight));
         }
         pool.add_weighted(parsed);
-        if let Some(observer) = self.observer {
-            pool.set_observer(observer);
+        if !self.observers.is_empty() {
+            pool.store_observers(self.observers);
         }
         Ok(pool)
     }
@@ -201,14 +205,32 @@ impl KeyPool {
     }
 
     /// Tells `observer` about every lasting change of a key's state from now on (replacing any
-    /// earlier observer).
+    /// earlier observers).
     pub fn set_observer(&self, observer: Arc<dyn KeyObserver>) {
+        self.store_observers(vec![observer]);
+    }
+
+    /// Tells `observer` too about every lasting change of a key's state from now on (after the
+    /// observers already there).
+    pub fn add_observer(&self, observer: Arc<dyn KeyObserver>) {
+        let mut slot = self
+            .inner
+            .shared
+            .observer
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        let mut all = slot.as_ref().map(|o| o.0.clone()).unwrap_or_default();
+        all.push(observer);
+        *slot = Some(Arc::new(Observers(all)));
+    }
+
+    fn store_observers(&self, observers: Vec<Arc<dyn KeyObserver>>) {
         *self
             .inner
             .shared
             .observer
             .write()
-            .unwrap_or_else(|e| e.into_inner()) = Some(observer);
+            .unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(Observers(observers)));
     }
 
     /// Number of keys.

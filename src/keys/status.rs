@@ -1,6 +1,7 @@
 //! What the pool tells the outside world: key states, snapshots, and change notifications.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::api_key::KeyId;
@@ -189,4 +190,29 @@ pub trait KeyObserver: Send + Sync + 'static {
     fn key_changed(&self, state: KeySnapshot);
     /// The key was removed from the pool.
     fn key_removed(&self, id: &KeyId);
+}
+
+impl<T: KeyObserver + ?Sized> KeyObserver for Arc<T> {
+    fn key_changed(&self, state: KeySnapshot) {
+        (**self).key_changed(state)
+    }
+    fn key_removed(&self, id: &KeyId) {
+        (**self).key_removed(id)
+    }
+}
+
+/// Every observer of a pool, told in the order they were added.
+pub(super) struct Observers(pub(super) Vec<Arc<dyn KeyObserver>>);
+
+impl KeyObserver for Observers {
+    fn key_changed(&self, state: KeySnapshot) {
+        for observer in &self.0 {
+            observer.key_changed(state.clone());
+        }
+    }
+    fn key_removed(&self, id: &KeyId) {
+        for observer in &self.0 {
+            observer.key_removed(id);
+        }
+    }
 }
