@@ -88,6 +88,8 @@ use http::Request;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::order::{self, Misorder};
+
 /// The request headers a gateway sends upstream; every other one is removed.
 #[derive(Clone, PartialEq, Eq)]
 pub struct HeaderAllowlist {
@@ -324,6 +326,7 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        order::below_key_rotation(req.extensions(), Misorder::ForwardHeadersInsideKeyRotation);
         self.allowlist.retain(req.headers_mut());
         if let Some(uri) = self.allowlist.retain_query(req.uri()) {
             *req.uri_mut() = uri;

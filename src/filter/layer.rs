@@ -19,6 +19,7 @@ use crate::api_error::ApiFlavor;
 use crate::body::ResponseBody;
 use crate::buffer::{declared_length, is_json_or_unlabelled, set_body_length, CollectLimited};
 use crate::ext::{model_from_path, ModelName};
+use crate::order::{self, Misorder};
 
 /// Default largest request body the filter reads: 20 MiB, like
 /// [`RetryLayer`](crate::retry::RetryLayer) (inline images make Gemini requests large).
@@ -128,6 +129,11 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        order::check_above_retry(
+            req.extensions(),
+            Misorder::FilterInsideRetry,
+            Misorder::FilterInsideKeyRotation,
+        );
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let shape = Shape::of(req.method(), req.uri().path());

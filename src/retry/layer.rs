@@ -20,6 +20,7 @@ use crate::body::ResponseBody;
 use crate::classify::{classify_any_error, Classifier, FailureClass, Outcome, RetryAdvice};
 use crate::ext::{AttemptContext, AttemptKey, Attempts};
 use crate::keys::KeyId;
+use crate::order::{self, Misorder};
 use crate::usage::RequestBodyCapture;
 use crate::BoxError;
 
@@ -187,6 +188,7 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        order::below_key_rotation(req.extensions(), Misorder::RetryInsideKeyRotation);
         let clone = self.inner.clone();
         let ready = std::mem::replace(&mut self.inner, clone);
         let config = self.config.clone();

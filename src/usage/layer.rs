@@ -14,6 +14,7 @@ use super::record::ClientId;
 use super::record::RequestRecord;
 use crate::api_error::ApiFlavor;
 use crate::ext::request_model;
+use crate::order::{self, Misorder};
 use crate::store::UsageSink;
 use crate::stream::pseudo::PseudoStreamed;
 
@@ -116,6 +117,11 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        order::check_above_retry(
+            req.extensions(),
+            Misorder::UsageInsideRetry,
+            Misorder::UsageInsideKeyRotation,
+        );
         let pending = Pending::start(
             self.sink.clone(),
             Head {

@@ -18,6 +18,7 @@ use super::future::ResponseFuture;
 use crate::api_error::ApiFlavor;
 use crate::buffer::{declared_length, set_body_length, CollectLimited};
 use crate::ext::model_from_path;
+use crate::order::{self, Misorder};
 
 /// The Python server's `FAKE_STREAM_EMPTY_DATA_INTERVAL_SECONDS` default.
 pub const DEFAULT_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(5);
@@ -238,6 +239,11 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        order::check_above_retry(
+            req.extensions(),
+            Misorder::PseudoStreamInsideRetry,
+            Misorder::PseudoStreamInsideKeyRotation,
+        );
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let config = &self.config;
