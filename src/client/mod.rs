@@ -57,7 +57,7 @@ pub use self::forward_headers::{ForwardHeaders, ForwardHeadersLayer, HeaderAllow
 #[cfg(feature = "reqwest-middleware")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest-middleware")))]
 pub use self::middleware::{
-    ClassifiedStrategy, KeyRotationMiddleware, RetryMiddleware, UsageMiddleware,
+    ClassifiedStrategy, KeyFailoverPolicy, KeyRotationMiddleware, RetryMiddleware, UsageMiddleware,
 };
 pub use self::request_path::{check_path, UnsafePath};
 #[cfg(feature = "reqwest")]

@@ -5,8 +5,9 @@
 //!   the outcome reported back (the same pool, cooldowns and counts as the tower layer).
 //! - [`RetryMiddleware`]: the retry loop of [`RetryLayer`](crate::retry::RetryLayer), with its
 //!   settings and budget, honouring short `Retry-After` / `RetryInfo` waits.
-//! - [`ClassifiedStrategy`]: for those who keep reqwest-retry, a `RetryableStrategy` that
-//!   answers from the one [`Classifier`](crate::classify::Classifier).
+//! - [`ClassifiedStrategy`] and [`KeyFailoverPolicy`]: for those who keep reqwest-retry, a
+//!   `RetryableStrategy` that answers from the one [`Classifier`](crate::classify::Classifier),
+//!   and a `RetryPolicy` wrapper that moves to another key at once after a key's failure.
 //! - [`UsageMiddleware`]: one usage record per call into the same
 //!   [`UsageSink`](crate::store::UsageSink) as the tower [`UsageLayer`](crate::usage::UsageLayer).
 //!
@@ -55,7 +56,7 @@ use http::{header, HeaderValue};
 use reqwest::{Request, Response, ResponseBuilderExt, Url};
 
 pub use self::keys::KeyRotationMiddleware;
-pub use self::retry::{ClassifiedStrategy, RetryMiddleware};
+pub use self::retry::{ClassifiedStrategy, KeyFailoverPolicy, RetryMiddleware};
 pub use self::usage::UsageMiddleware;
 use crate::api_error::ApiFlavor;
 use crate::classify::{classify_any_error, FailureClass};

@@ -1,13 +1,15 @@
-//! [`RetryMiddleware`] and [`ClassifiedStrategy`]: classified retries for a `ClientWithMiddleware`.
+//! [`RetryMiddleware`], and [`ClassifiedStrategy`] with [`KeyFailoverPolicy`] for reqwest-retry:
+//! classified retries for a `ClientWithMiddleware`.
 
+use std::cell::Cell;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::{header, Extensions, HeaderValue};
 use reqwest::{Request, Response};
 use reqwest_middleware::{Error, Middleware, Next, Result};
-use reqwest_retry::{Retryable, RetryableStrategy};
+use reqwest_retry::{RetryDecision, RetryPolicy, Retryable, RetryableStrategy};
 
 use super::classify_error;
 use crate::classify::{Classifier, FailureClass, Outcome};
@@ -218,10 +220,35 @@ fn upstream_over_local(
 /// `Fatal`, as [`RetryLayer`] does, unless the failure was the key's (then the next attempt uses
 /// another key at once). To wait for short ones, use [`RetryMiddleware`] instead.
 ///
-/// A `RetryPolicy` also counts every retry towards its `max_retries`, so with reqwest-retry a
-/// move to another key after a rate-limited or rejected key spends a retry (and waits the
-/// policy's backoff); [`RetryMiddleware`] makes such moves free. With reqwest-retry, allow as
+/// reqwest-retry waits its policy's backoff before every retry, a move to another key after a
+/// rate-limited or rejected key included (1.2–2.4 s for the first retry of an
+/// `ExponentialBackoff` with its defaults). Wrap the policy in a [`KeyFailoverPolicy`] to make
+/// that move at once, as [`RetryMiddleware`] does; it reads this strategy's verdict, so use the
+/// two together. Such a move still spends one of the policy's `max_retries` (reqwest-retry
+/// counts them itself), where [`RetryMiddleware`] makes it free: with reqwest-retry, allow as
 /// many retries as the broken keys a request may meet.
+///
+/// ```
+/// use gemini_balance::client::{ClassifiedStrategy, KeyFailoverPolicy, KeyRotationMiddleware};
+/// use gemini_balance::keys::KeyPool;
+/// use reqwest_retry::{policies::ExponentialBackoff, RetryTransientMiddleware};
+///
+/// # fn build() -> Result<(), Box<dyn std::error::Error>> {
+/// let pool = KeyPool::builder()
+///     .keys(["AIzaSyA1234567890abcdefghijklmnopqrstuv", "AIzaSyB1234567890abcdefghijklmnopqrstuv"])
+///     .build()?;
+/// let policy = KeyFailoverPolicy::new(ExponentialBackoff::builder().build_with_max_retries(3));
+/// let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+///     .with(RetryTransientMiddleware::new_with_policy_and_strategy(
+///         policy,
+///         ClassifiedStrategy::new(),
+///     ))
+///     .with(KeyRotationMiddleware::new(pool))
+///     .build();
+/// # drop(client);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct ClassifiedStrategy {
     classifier: Classifier,
@@ -272,15 +299,69 @@ impl ClassifiedStrategy {
 
 impl RetryableStrategy for ClassifiedStrategy {
     fn handle(&self, res: &Result<Response>) -> Option<Retryable> {
-        let class = self.class(res)?;
+        let Some(class) = self.class(res) else {
+            KEY_FAILOVER.set(false);
+            return None;
+        };
         let too_long = !class.is_key_scoped()
             && class
                 .retry_after()
                 .is_some_and(|asked| asked > self.honor_retry_after_up_to);
-        Some(if class.is_retryable() && !too_long {
+        let retry = class.is_retryable() && !too_long;
+        KEY_FAILOVER.set(retry && class.is_key_scoped());
+        Some(if retry {
             Retryable::Transient
         } else {
             Retryable::Fatal
         })
+    }
+}
+
+thread_local! {
+    /// The latest verdict of a [`ClassifiedStrategy`] on this thread: `true` when it was a
+    /// retryable failure of the key's. reqwest-retry asks its policy right after the strategy,
+    /// on the same thread and without yielding in between, so [`KeyFailoverPolicy`] reads the
+    /// verdict of the answer it is asked about.
+    static KEY_FAILOVER: Cell<bool> = const { Cell::new(false) };
+}
+
+/// A reqwest-retry `RetryPolicy` that moves to another key at once after a rate-limited or
+/// rejected key, and otherwise waits as the policy it wraps says.
+///
+/// reqwest-retry's policy is told how many retries happened, never what the answer was; this
+/// one takes the answer's class from the [`ClassifiedStrategy`] that judged it (used without
+/// that strategy, it is the wrapped policy unchanged). After a failure of the key's, the retry
+/// goes out at once if the wrapped policy allows one more retry at all; with a
+/// [`KeyRotationMiddleware`](super::KeyRotationMiddleware) below, on another key. When every
+/// key is cooling down, the key middleware answers `429` itself, which the strategy makes
+/// `Fatal`: nothing is waited for. Everything else (5xx, overload, timeouts, transport errors)
+/// waits the wrapped policy's backoff. See [`ClassifiedStrategy`] for the example and for what
+/// stays different from [`RetryMiddleware`].
+#[derive(Debug, Clone, Copy)]
+pub struct KeyFailoverPolicy<P> {
+    inner: P,
+}
+
+impl<P: RetryPolicy> KeyFailoverPolicy<P> {
+    /// Wraps `inner`, which decides how many retries and how long to wait between the others.
+    pub fn new(inner: P) -> Self {
+        KeyFailoverPolicy { inner }
+    }
+
+    /// The wrapped policy.
+    pub fn get_ref(&self) -> &P {
+        &self.inner
+    }
+}
+
+impl<P: RetryPolicy> RetryPolicy for KeyFailoverPolicy<P> {
+    fn should_retry(&self, request_start_time: SystemTime, n_past_retries: u32) -> RetryDecision {
+        let key_failover = KEY_FAILOVER.replace(false);
+        match self.inner.should_retry(request_start_time, n_past_retries) {
+            RetryDecision::Retry { .. } if key_failover => RetryDecision::Retry {
+                execute_after: SystemTime::now(),
+            },
+            decision => decision,
+        }
     }
 }
