@@ -54,8 +54,8 @@ impl Misorder {
                  before its answer exists; put PseudoStreamLayer above KeyRotationLayer"
             }
             Misorder::FilterInsideRetry => {
-                "ParamFilterLayer is inside RetryLayer: a refused request goes through the retry \
-                 loop and takes a key; put ParamFilterLayer above RetryLayer"
+                "ParamFilterLayer is inside RetryLayer: the body is checked again on every \
+                 attempt; put ParamFilterLayer above RetryLayer"
             }
             Misorder::FilterInsideKeyRotation => {
                 "ParamFilterLayer is inside KeyRotationLayer: a refused request takes a key, and \
@@ -78,22 +78,34 @@ impl Misorder {
     }
 }
 
-/// Warns when `KeyRotation` already marked this request ([`KeyId`]): the caller is below it.
-pub(crate) fn below_key_rotation(extensions: &Extensions, mistake: Misorder) {
-    if extensions.get::<KeyId>().is_some() {
+/// Warns when `Retry` already marked this request ([`AttemptContext`]): the caller is below
+/// it. `true` when it did.
+pub(crate) fn below_retry(extensions: &Extensions, mistake: Misorder) -> bool {
+    let below = extensions.get::<AttemptContext>().is_some();
+    if below {
         mistake.warn_once();
     }
+    below
 }
 
-/// For a layer that belongs above both `Retry` and `KeyRotation`.
+/// Warns when `KeyRotation` already marked this request ([`KeyId`]): the caller is below it.
+/// `true` when it did.
+pub(crate) fn below_key_rotation(extensions: &Extensions, mistake: Misorder) -> bool {
+    let below = extensions.get::<KeyId>().is_some();
+    if below {
+        mistake.warn_once();
+    }
+    below
+}
+
+/// For a layer that belongs above both `Retry` and `KeyRotation`: one warning, the one about
+/// `Retry` when it is below both.
 pub(crate) fn check_above_retry(
     extensions: &Extensions,
     inside_retry: Misorder,
     inside_keys: Misorder,
 ) {
-    if extensions.get::<AttemptContext>().is_some() {
-        inside_retry.warn_once();
-    } else if extensions.get::<KeyId>().is_some() {
-        inside_keys.warn_once();
+    if !below_retry(extensions, inside_retry) {
+        below_key_rotation(extensions, inside_keys);
     }
 }

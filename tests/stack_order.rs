@@ -28,6 +28,7 @@ use tracing::{Event, Metadata, Subscriber};
 
 const INVALID: &str = "AIzaSyA1234567890abcdefghijklmnopqrstuv";
 const GOOD: &str = "AIzaSyB1234567890abcdefghijklmnopqrstuv";
+const QUOTA: &str = "AIzaSyC1234567890abcdefghijklmnopqrstuv";
 const MODEL_PATH: &str = "/v1beta/models/gemini-2.0-flash:generateContent";
 const STREAM_PATH: &str = "/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse";
 const PROMPT: &str = r#"{"contents":[{"parts":[{"text":"hi"}]}]}"#;
@@ -119,6 +120,10 @@ impl Service<Request<Full<Bytes>>> for Upstream {
         let (status, body) = match key.as_deref() {
             Some(GOOD) => (200, ANSWER),
             Some(INVALID) => (400, KEY_INVALID),
+            Some(QUOTA) => (
+                429,
+                r#"{"error":{"code":429,"message":"Resource has been exhausted (e.g. check quota).","status":"RESOURCE_EXHAUSTED"}}"#,
+            ),
             _ => (
                 403,
                 r#"{"error":{"code":403,"message":"Method doesn't allow unregistered callers.","status":"PERMISSION_DENIED"}}"#,
@@ -211,7 +216,17 @@ async fn retry_inside_key_rotation_sends_the_bad_keys_error_to_the_client() {
         .seen()
         .iter()
         .all(|k| k.as_deref() == Some(INVALID)));
-    send(&wrong, post(MODEL_PATH, PROMPT)).await;
+
+    // A rate-limited key is sent on every attempt.
+    let upstream = Upstream::default();
+    let pool = KeyPool::builder().keys([QUOTA, GOOD]).build().unwrap();
+    let wrong = ServiceBuilder::new()
+        .layer(KeyRotationLayer::new(pool))
+        .layer(RetryLayer::new().without_budget())
+        .service(upstream.clone());
+    let (status, _) = send(&wrong, post(MODEL_PATH, PROMPT)).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(upstream.seen(), vec![Some(QUOTA.to_owned()); 3]);
     assert_eq!(warnings.count("RetryLayer is inside KeyRotationLayer"), 1);
     assert_eq!(warnings.all().len(), 1);
 }
@@ -302,13 +317,17 @@ async fn param_filter_inside_retry_is_reported() {
     let upstream = Upstream::default();
     let wrong = ServiceBuilder::new()
         .layer(RetryLayer::new())
-        .layer(KeyRotationLayer::new(pool()))
         .layer(ParamFilterLayer::new())
+        .layer(KeyRotationLayer::new(pool()))
         .service(upstream.clone());
     let (status, _) = send(&wrong, post(MODEL_PATH, REFUSED)).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(upstream.seen().is_empty());
-    send(&wrong, post(MODEL_PATH, PROMPT)).await;
+    // Served (the filter runs once per attempt), and reported.
+    assert_eq!(
+        send(&wrong, post(MODEL_PATH, PROMPT)).await.0,
+        StatusCode::OK
+    );
     assert_eq!(warnings.count("ParamFilterLayer is inside RetryLayer"), 1);
     assert_eq!(warnings.all().len(), 1);
 }

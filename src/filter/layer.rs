@@ -129,11 +129,11 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        order::check_above_retry(
-            req.extensions(),
-            Misorder::FilterInsideRetry,
-            Misorder::FilterInsideKeyRotation,
-        );
+        // Below the key layer is the worse mistake (a refusal waits for a free key), so it is
+        // the one reported when the filter is below both.
+        if !order::below_key_rotation(req.extensions(), Misorder::FilterInsideKeyRotation) {
+            order::below_retry(req.extensions(), Misorder::FilterInsideRetry);
+        }
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let shape = Shape::of(req.method(), req.uri().path());
