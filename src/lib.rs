@@ -14,6 +14,8 @@
 //!           Usage            times the exchange, taps the answer for tokens, one record each
 //!           ParamFilter      JSON bodies: drops nulls, coerces, drops configured fields,
 //!           │                 names every bad field in one 400
+//!           OpenAi           (optional) serves OpenAI's chat and embeddings routes from the
+//!           │                 Gemini stack below
 //!           ForwardHeaders   (gateways) only the headers Gemini reads go on: no cookies,
 //!           │                 forwarding headers or client User-Agent
 //!           Retry            buffers the body once, re-drives the stack per attempt
@@ -24,21 +26,25 @@
 //!
 //! The modules: [`stream::pseudo`], [`stream::optimizer`] and [`stream::sse`] (SSE writing and
 //! decoding), [`usage`], [`filter`], [`client::forward_headers`], [`retry`], [`keys`],
-//! [`decode`], [`normalize_url`].
+//! [`decode`], [`normalize_url`]; [`openai`] puts an OpenAI face on the stack (between
+//! `ParamFilter` and `ForwardHeaders`).
 //!
 //! Every decision about what a response means comes from one [`classify::Classifier`]; the
 //! retry layer, the key pool, tower-http's `TraceLayer` and tower's retry policy all read the
 //! same [`classify::FailureClass`].
 //!
-//! # Server side: layers around an axum `Router`
+//! [`stack::GeminiStack`] stacks the layers you pick in this order, each slot optional; a stack
+//! built by hand in another order logs a warning when a layer sees that it is below one it
+//! belongs above (`docs/architecture.md` has what breaks for each swap).
+//!
+//! # Server side: layers around axum routes
 //!
 //! ```
 //! use axum::{routing::post, Router};
-//! use gemini_balance::{keys::{KeyPool, KeyRotationLayer}, retry::RetryLayer};
+//! use gemini_balance::{keys::KeyPool, retry::RetryLayer, stack::GeminiStack};
 //! use gemini_balance::filter::ParamFilterLayer;
 //! use gemini_balance::stream::{optimizer::StreamOptimizerLayer, pseudo::PseudoStreamLayer};
 //! use gemini_balance::{store::MemoryStore, usage::UsageLayer};
-//! use tower::ServiceBuilder;
 //!
 //! # fn build() -> Result<Router, Box<dyn std::error::Error>> {
 //! let pool = KeyPool::builder()
@@ -46,14 +52,16 @@
 //!     .build()?;
 //! let app = Router::new()
 //!     .route("/v1beta/models/{action}", post(|| async { "your handler sees the pool's key" }))
-//!     .layer(
-//!         ServiceBuilder::new()
-//!             .layer(StreamOptimizerLayer::default()) // off until its handle switches it on
-//!             .layer(PseudoStreamLayer::new())
-//!             .layer(UsageLayer::new(MemoryStore::new()))
-//!             .layer(ParamFilterLayer::new())
-//!             .layer(RetryLayer::new())
-//!             .layer(KeyRotationLayer::new(pool)),
+//!     // `route_layer` wraps the routes only: with `layer`, axum's fallback would be wrapped
+//!     // too, and a scanner's `GET /wp-login.php` would lease a key and write a usage record.
+//!     .route_layer(
+//!         GeminiStack::new()
+//!             .optimizer(StreamOptimizerLayer::default()) // off until its handle switches it on
+//!             .pseudo_stream(PseudoStreamLayer::new())
+//!             .usage(UsageLayer::new(MemoryStore::new()))
+//!             .filter(ParamFilterLayer::new())
+//!             .retry(RetryLayer::new())
+//!             .keys(pool),
 //!     );
 //! # Ok(app)
 //! # }
@@ -62,7 +70,8 @@
 //! # Client side: layers around an HTTP client
 //!
 //! With the `reqwest` feature, [`client::ReqwestService`] makes a `reqwest::Client` a tower
-//! service of `http::Request`s, so the same layers wrap your outgoing calls (see `README.md`).
+//! service of `http::Request`s, so the same layers wrap your outgoing calls
+//! (`GeminiStack::new().retry(..).keys(pool).decode(DecodeLayer::new())`; see `README.md`).
 //! With `reqwest-middleware`, the same pool, classifier and usage store plug into a
 //! `reqwest_middleware::ClientWithMiddleware` ([`client::middleware`]). The body-agnostic layers
 //! (`KeyRotation`, `Retry`, `Usage`) also wrap a tonic `Channel` or server. `docs/client.md` and
@@ -105,3 +114,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 #[cfg(all(doctest, feature = "reqwest"))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
+
+#[cfg(doctest)]
+#[doc = include_str!("../docs/architecture.md")]
+pub struct ArchitectureDoctests;
