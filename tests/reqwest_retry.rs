@@ -14,7 +14,7 @@ use gemini_balance::keys::KeyPool;
 use http::{Extensions, StatusCode};
 use reqwest_middleware::{ClientWithMiddleware, Middleware, Next};
 use reqwest_retry::policies::ExponentialBackoff;
-use reqwest_retry::{RetryPolicy, RetryTransientMiddleware};
+use reqwest_retry::{Jitter, RetryPolicy, RetryTransientMiddleware};
 use tokio::time::Instant;
 
 const KEYS: [&str; 2] = [
@@ -98,8 +98,11 @@ async fn send(client: &ClientWithMiddleware) -> (StatusCode, Duration) {
 }
 
 fn backoff() -> ExponentialBackoff {
-    // reqwest-retry's defaults: the first retry waits 1.2–2.4 s... unless the key was the cause.
-    ExponentialBackoff::builder().build_with_max_retries(3)
+    // reqwest-retry's defaults (1 s before the first retry, doubling) without the jitter, which
+    // could draw a wait of zero.
+    ExponentialBackoff::builder()
+        .jitter(Jitter::None)
+        .build_with_max_retries(3)
 }
 
 #[tokio::test(start_paused = true)]

@@ -12,11 +12,14 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use gemini_balance::client::ForwardHeadersLayer;
+use gemini_balance::decode::DecodeLayer;
 use gemini_balance::filter::ParamFilterLayer;
 use gemini_balance::keys::{KeyId, KeyPool, KeyRotationLayer, KeyStatus};
+use gemini_balance::openai::{ChatOptions, OpenAiLayer};
 use gemini_balance::retry::RetryLayer;
 use gemini_balance::stack::GeminiStack;
 use gemini_balance::store::MemoryStore;
+use gemini_balance::stream::optimizer::StreamOptimizerLayer;
 use gemini_balance::stream::pseudo::PseudoStreamLayer;
 use gemini_balance::usage::UsageLayer;
 use http::{Request, Response, StatusCode};
@@ -195,6 +198,35 @@ async fn the_designed_order_serves_and_logs_no_warning() {
         upstream.seen(),
         [Some(INVALID.into()), Some(GOOD.into()), Some(GOOD.into())]
     );
+    assert_eq!(warnings.all(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn every_slot_filled_serves_an_openai_chat_with_retries_below_the_conversion() {
+    let (warnings, _guard) = Warnings::capture();
+    let store = MemoryStore::new();
+    let upstream = Upstream::default();
+    let stack = GeminiStack::new()
+        .optimizer(StreamOptimizerLayer::default())
+        .pseudo_stream(PseudoStreamLayer::new())
+        .usage(UsageLayer::new(store.clone()))
+        .filter(ParamFilterLayer::new())
+        .openai(OpenAiLayer::new(ChatOptions::default()))
+        .forward_headers(ForwardHeadersLayer::default())
+        .retry(RetryLayer::new())
+        .key_rotation(KeyRotationLayer::new(pool()))
+        .decode(DecodeLayer::new())
+        .layer(upstream.clone());
+    let chat = r#"{"model":"gemini-2.0-flash","messages":[{"role":"user","content":"hi"}]}"#;
+    let (status, body) = send(&stack, post("/v1/chat/completions", chat)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        body.contains("chat.completion") && body.contains("hello"),
+        "{body}"
+    );
+    // The converted request was retried on the next key.
+    assert_eq!(upstream.seen(), [Some(INVALID.into()), Some(GOOD.into())]);
+    assert_eq!(store.records().len(), 1);
     assert_eq!(warnings.all(), Vec::<String>::new());
 }
 

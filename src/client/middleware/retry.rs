@@ -221,8 +221,8 @@ fn upstream_over_local(
 /// another key at once). To wait for short ones, use [`RetryMiddleware`] instead.
 ///
 /// reqwest-retry waits its policy's backoff before every retry, a move to another key after a
-/// rate-limited or rejected key included (1.2–2.4 s for the first retry of an
-/// `ExponentialBackoff` with its defaults). Wrap the policy in a [`KeyFailoverPolicy`] to make
+/// rate-limited or rejected key included (with `ExponentialBackoff`'s defaults, up to 1 s
+/// before the first retry, up to 2 s before the second, and so on). Wrap the policy in a [`KeyFailoverPolicy`] to make
 /// that move at once, as [`RetryMiddleware`] does; it reads this strategy's verdict, so use the
 /// two together. Such a move still spends one of the policy's `max_retries` (reqwest-retry
 /// counts them itself), where [`RetryMiddleware`] makes it free: with reqwest-retry, allow as
