@@ -103,6 +103,7 @@ pub mod openai;
 mod order;
 pub mod redact;
 pub mod retry;
+pub mod rules;
 pub mod stack;
 pub mod store;
 pub mod stream;

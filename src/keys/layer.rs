@@ -268,7 +268,7 @@ fn strip_client_credentials<B>(req: &mut Request<B>) {
     }
 }
 
-fn inject_key<B>(req: &mut Request<B>, key: &super::ApiKey, placement: &KeyPlacement) {
+pub(super) fn inject_key<B>(req: &mut Request<B>, key: &super::ApiKey, placement: &KeyPlacement) {
     match placement {
         KeyPlacement::GoogApiKeyHeader => {
             req.headers_mut()

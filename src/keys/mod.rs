@@ -61,6 +61,7 @@ mod entry;
 pub mod future;
 mod layer;
 mod pool;
+pub mod probe;
 mod status;
 
 use std::fmt;

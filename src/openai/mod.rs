@@ -11,8 +11,8 @@
 //! [`ChatOptions::shape_gemini_request`]. Search sources appended to grounded answers
 //! (`SHOW_SEARCH_LINK`): [`add_search_links`], [`SearchLinksLayer`]. [`OpenAiLayer`] puts them
 //! together: an OpenAI-compatible face (`chat/completions`, `embeddings`) on a Gemini stack.
-//! [`FilteredModelsLayer`] refuses the rules' filtered models on stacks that pass requests on
-//! unconverted (Gemini's own OpenAI-compatible endpoint, the native routes).
+//! The same rules on stacks that pass requests on unconverted (Gemini's own routes, Gemini's
+//! OpenAI-compatible endpoint): [`ModelRulesLayer`](crate::rules::ModelRulesLayer).
 //!
 //! **HTTP/JSON only**: these convert JSON bodies; nothing here applies to gRPC.
 //!
@@ -34,7 +34,6 @@
 
 mod body;
 mod defaults;
-mod filtered;
 mod layer;
 mod models;
 mod request;
@@ -44,7 +43,6 @@ mod search_links;
 
 pub use self::body::OpenAiBody;
 pub use self::defaults::model_thinks;
-pub use self::filtered::{FilteredModels, FilteredModelsFuture, FilteredModelsLayer};
 pub use self::layer::{
     gemini_error_to_openai, FetchFuture, FetchedImage, ImageFetcher, OpenAi, OpenAiLayer,
     OpenAiOptionsHandle,

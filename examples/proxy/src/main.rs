@@ -33,7 +33,6 @@ mod proxy_check;
 mod recheck;
 mod request_line;
 mod route;
-mod safety;
 mod secrets;
 mod serve;
 mod settings;
@@ -53,7 +52,7 @@ use axum::response::IntoResponse;
 use axum::Router;
 use gemini_balance::api_error::{error_response, ApiFlavor};
 use gemini_balance::classify::{classify_any_error, FailureClass};
-use gemini_balance::ext::{Attempts, ModelName};
+use gemini_balance::ext::{model_from_path, Attempts, ModelName};
 use gemini_balance::keys::{ApiKey, KeyId, KeyPool, KeyStatus};
 use gemini_balance::store::{KeyStateStore, SqliteStore};
 use tower::ServiceExt;
@@ -465,7 +464,7 @@ async fn handle(State(app): State<Arc<App>>, req: Request<Body>) -> Response<Bod
     parts.extensions.insert(flavor);
     let mut model = None;
     let mut list_shape = None;
-    let mut body = reqwest::Body::wrap_stream(body.into_data_stream());
+    let body = reqwest::Body::wrap_stream(body.into_data_stream());
     if let Some(rest) = &gemini_rest {
         parts.uri = match upstream_uri(rest, &parts.uri) {
             Some(uri) => uri,
@@ -500,13 +499,8 @@ async fn handle(State(app): State<Arc<App>>, req: Request<Body>) -> Response<Bod
                 }
             };
         }
-        match models::prepare(&live.models, &mut parts, body).await {
-            Ok((resolved, prepared)) => {
-                model = resolved;
-                body = prepared;
-            }
-            Err(refusal) => return refusal,
-        }
+        // The model the client asked for, for the log line (the stack's model rules resolve it).
+        model = model_from_path(parts.uri.path()).map(str::to_owned);
     }
     if let Some(target) = &passthrough {
         let pq = match parts.uri.query() {

@@ -1,8 +1,6 @@
-//! Model names on the Gemini-native routes: suffixes, filtered models, what a request gets by
-//! default (built-in tools, thinking config, safety settings, the search-links mark); and the
-//! model lists: every page fetched, filtered, with the derived models. (Filtered models on
-//! `/openai/v1` are refused by the library's `FilteredModelsLayer`, in the stack; the OpenAI
-//! conversion refuses them itself.)
+//! The model lists: every page fetched, filtered, with the derived models. (The rules for
+//! requests, suffixes, filtered models and what a request gets by default, are the library's
+//! `ModelRulesLayer`, in the stacks; the OpenAI conversion applies them itself.)
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -11,19 +9,11 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, Response, StatusCode};
 use bytes::Bytes;
 use gemini_balance::api_error::{error_response, ApiFlavor};
-use gemini_balance::ext::model_from_path;
-use gemini_balance::openai::{
-    default_safety_settings, openai_model_list, splice_default_safety_settings, ChatOptions,
-    ResolvedModel, ShowSearchLinks,
-};
+use gemini_balance::openai::{openai_model_list, ModelRules};
 use http_body_util::BodyExt;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde_json::Value;
 
-use crate::settings::Settings;
-
-/// Largest request body reshaped here (the retry layer's limit).
-const MAX_BODY: usize = gemini_balance::retry::DEFAULT_MAX_BODY_BYTES;
 /// Largest model list read.
 const MAX_LIST: usize = 8 * 1024 * 1024;
 /// The page size asked of the upstream for a model list (Gemini's largest; its default of 50
@@ -38,16 +28,6 @@ const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~');
 
-/// What the settings say about model names and what requests get by default.
-pub struct ModelPolicy {
-    /// The suffix rules and the defaults (the OpenAI conversion's options: one source for both
-    /// routes).
-    options: ChatOptions,
-    safety: Option<Value>,
-    /// `safety` as JSON text, spliced into bodies without parsing them.
-    safety_json: String,
-}
-
 /// Which API's shape a model list is given in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ListShape {
@@ -55,108 +35,10 @@ pub enum ListShape {
     OpenAi,
 }
 
-impl ModelPolicy {
-    pub fn from_settings(settings: &Settings) -> Self {
-        let safety = crate::safety::configured(settings);
-        ModelPolicy {
-            options: crate::pipeline::chat_options(settings),
-            safety_json: safety.as_ref().map(Value::to_string).unwrap_or_default(),
-            safety,
-        }
-    }
-}
-
-/// Resolves the model of a Gemini request path; refuses filtered models (before any key is
-/// used); for POST requests to a suffix model (`-search`, ...) rewrites the path to the real
-/// model; gives `generateContent` bodies what they get by default
-/// ([`ChatOptions::shape_gemini_request`]: built-in tools, thinking config, suffix configs) and
-/// the default safety settings, and marks `-search` requests for their search links
-/// (SHOW_SEARCH_LINK). Returns the model for the log line. The default safety settings of
-/// bodies that need nothing else are added by [`crate::safety`], inside the Gemini stack.
-pub async fn prepare(
-    policy: &ModelPolicy,
-    parts: &mut Parts,
-    body: reqwest::Body,
-) -> Result<(Option<String>, reqwest::Body), Response<Body>> {
-    let Some(requested) = model_from_path(parts.uri.path()).map(str::to_owned) else {
-        return Ok((None, body));
-    };
-    let model = policy.options.rules.resolve(&requested);
-    if policy.options.rules.is_filtered(&model) {
-        return Err(refuse(
-            StatusCode::BAD_REQUEST,
-            &format!("the model {requested} is not available on this server (FILTERED_MODELS)"),
-        ));
-    }
-    if parts.method != http::Method::POST {
-        return Ok((Some(requested), body));
-    }
-    let plain = model.upstream == model.requested;
-    let is_generate = parts.uri.path().contains("enerateContent");
-    // `generateContent` and `streamGenerateContent` (not `batchGenerateContent`, whose body
-    // holds requests rather than being one).
-    let generates = matches!(
-        parts.uri.path().rsplit(':').next(),
-        Some("generateContent" | "streamGenerateContent")
-    );
-    let shape = generates && policy.options.shapes_gemini_request(&model);
-    if generates && model.search && policy.options.show_search_link {
-        parts.extensions.insert(ShowSearchLinks);
-    }
-    // A plain model's body that needs nothing but the default safety settings gets them inside
-    // the Gemini stack, after the parameter filter (crate::safety), if the filter reads it:
-    // labelled JSON or not labelled. Anything else is reshaped here: a body labelled otherwise
-    // (`curl -d` sends `application/x-www-form-urlencoded`), a suffix model's (its path too),
-    // one that gets tools or a thinking config.
-    if plain
-        && !shape
-        && (!is_generate
-            || policy.safety.is_none()
-            || gemini_balance::filter::reads_body(&parts.headers))
-    {
-        return Ok((Some(requested), body));
-    }
-    let bytes = match http_body_util::Limited::new(body, MAX_BODY).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(_) => {
-            return Err(refuse(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &format!("the request body is larger than {MAX_BODY} bytes"),
-            ))
-        }
-    };
-    let spliced = (!shape && is_generate)
-        .then(|| splice_default_safety_settings(&bytes, &policy.safety_json))
-        .flatten();
-    let bytes = match spliced {
-        Some(spliced) => Bytes::from(spliced),
-        None if is_generate => reshape_parsed(policy, &model, shape, bytes),
-        // countTokens and the like of a suffix model: only the path changes.
-        None => bytes,
-    };
-    if !plain {
-        let from = format!("/models/{requested}");
-        let to = format!("/models/{}", model.upstream);
-        let pq = parts
-            .uri
-            .path_and_query()
-            .map_or(String::new(), |pq| pq.as_str().replacen(&from, &to, 1));
-        if let Ok(uri) = pq.parse() {
-            parts.uri = uri;
-        }
-    }
-    parts.headers.remove(header::CONTENT_LENGTH);
-    parts.headers.remove(header::TRANSFER_ENCODING);
-    parts
-        .headers
-        .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
-    Ok((Some(requested), reqwest::Body::from(bytes)))
-}
-
 /// The upstream's model list without the filtered models, with the derived `-search`, `-image`
 /// and `-non-thinking` models, in the client's API's shape. Failures pass through unchanged.
 pub async fn rewrite_list(
-    policy: &ModelPolicy,
+    rules: &ModelRules,
     shape: ListShape,
     response: Response<Body>,
 ) -> Response<Body> {
@@ -164,7 +46,7 @@ pub async fn rewrite_list(
         Ok(read) => read,
         Err(answer) => return answer,
     };
-    let expanded = policy.options.rules.expand_model_list(&list);
+    let expanded = rules.expand_model_list(&list);
     let value = match shape {
         ListShape::Gemini => expanded,
         ListShape::OpenAi => {
@@ -275,7 +157,7 @@ pub async fn all_pages(
 
 /// The upstream's OpenAI-shaped model list (`/openai/v1/models`) without the filtered models.
 /// Failures pass through unchanged.
-pub async fn filter_openai_list(policy: &ModelPolicy, response: Response<Body>) -> Response<Body> {
+pub async fn filter_openai_list(rules: &ModelRules, response: Response<Body>) -> Response<Body> {
     let (head, mut list) = match read_list(response).await {
         Ok(read) => read,
         Err(answer) => return answer,
@@ -283,10 +165,7 @@ pub async fn filter_openai_list(policy: &ModelPolicy, response: Response<Body>) 
     if let Some(data) = list.get_mut("data").and_then(Value::as_array_mut) {
         data.retain(|model| {
             let id = model.get("id").and_then(Value::as_str).unwrap_or("");
-            !policy
-                .options
-                .rules
-                .is_filtered(&policy.options.rules.resolve(id))
+            !rules.is_filtered(&rules.resolve(id))
         });
     }
     json_answer(head, &list)
@@ -334,24 +213,6 @@ fn json_answer(mut head: axum::http::response::Parts, value: &Value) -> Response
     head.headers
         .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
     Response::from_parts(head, Body::from(bytes))
-}
-
-/// Parses a `generateContent` body to give it what it gets by default (when `shape`) and the
-/// default safety settings.
-fn reshape_parsed(policy: &ModelPolicy, model: &ResolvedModel, shape: bool, bytes: Bytes) -> Bytes {
-    match serde_json::from_slice::<Value>(&bytes) {
-        Ok(mut json) => {
-            if shape {
-                policy.options.shape_gemini_request(model, &mut json);
-            }
-            if let Some(safety) = &policy.safety {
-                default_safety_settings(&mut json, safety);
-            }
-            Bytes::from(json.to_string())
-        }
-        // Not JSON: the parameter filter answers it in the API's format.
-        Err(_) => bytes,
-    }
 }
 
 fn refuse(status: StatusCode, message: &str) -> Response<Body> {

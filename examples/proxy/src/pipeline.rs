@@ -1,10 +1,15 @@
 //! The layer stacks the proxy serves with: one for Gemini's own API, one for OpenAI's.
 //!
 //! ```text
-//! Gemini:  Usage → WholeAnswer → PseudoStream → StreamOptimizer → SearchLinks → ParamFilter → DefaultSafety → ForwardHeaders → Retry → KeyRotation → Decode → upstream
+//! Gemini:  ModelRules → Usage → WholeAnswer → PseudoStream → StreamOptimizer → SearchLinks → ParamFilter → ForwardHeaders → Retry → KeyRotation → Decode → upstream
 //! OpenAI:  Usage → WholeAnswer → PseudoStream → StreamOptimizer → ParamFilter → OpenAi → ForwardHeaders → Retry → KeyRotation → Decode → upstream
-//! /openai: Usage → WholeAnswer → PseudoStream → StreamOptimizer → ParamFilter → FilteredModels → ForwardHeaders → Retry → KeyRotation(Bearer) → Decode → upstream's OpenAI endpoint
+//! /openai: ModelRules(blocked models only) → Usage → WholeAnswer → PseudoStream → StreamOptimizer → ParamFilter → ForwardHeaders → Retry → KeyRotation(Bearer) → Decode → upstream's OpenAI endpoint
 //! ```
+//!
+//! `ModelRules` (the library's `ModelRulesLayer`) is outermost: a blocked model is refused
+//! with no key used and no usage record, and the layers below see the real model of a suffix
+//! model (`-search`, ...) and its request's defaults. The OpenAI conversion applies the same
+//! rules itself (it is given the same options).
 //!
 //! `Usage` is outermost so that a request's record is what the client got: the `200` and error
 //! event of a pseudo stream, the `502` of an answer that broke off (`WholeAnswer`), the tokens of
@@ -28,10 +33,9 @@ use gemini_balance::client::ForwardHeadersLayer;
 use gemini_balance::decode::DecodeLayer;
 use gemini_balance::filter::ParamFilterLayer;
 use gemini_balance::keys::{KeyPlacement, KeyPool, KeyRotationLayer};
-use gemini_balance::openai::{
-    ChatOptions, FilteredModelsLayer, ModelRules, OpenAiLayer, SearchLinksLayer,
-};
+use gemini_balance::openai::{ChatOptions, ModelRules, OpenAiLayer, SearchLinksLayer};
 use gemini_balance::retry::RetryLayer;
+use gemini_balance::rules::ModelRulesLayer;
 use gemini_balance::store::SqliteStore;
 use gemini_balance::stream::optimizer::{OptimizerParams, StreamOptimizerLayer};
 use gemini_balance::stream::pseudo::PseudoStreamLayer;
@@ -70,6 +74,7 @@ pub struct Stacks {
 pub fn build(settings: &Settings, parts: &Parts) -> Stacks {
     let gemini = ServiceBuilder::new()
         .map_response(|res: Response<_>| res.map(Body::new))
+        .layer(ModelRulesLayer::new(chat_options(settings)))
         .layer(usage(settings, parts))
         .layer(WholeAnswerLayer)
         .map_response(|res: Response<_>| res.map(Body::new))
@@ -79,7 +84,6 @@ pub fn build(settings: &Settings, parts: &Parts) -> Stacks {
         // replayed; a real stream gets them event by event, then the optimizer splits them.
         .layer(SearchLinksLayer::new())
         .layer(ParamFilterLayer::new())
-        .layer(crate::safety::DefaultSafetyLayer::from_settings(settings))
         .layer(ForwardHeadersLayer::default())
         .layer(retry(settings))
         .layer(KeyRotationLayer::new(parts.pool.clone()))
@@ -106,15 +110,13 @@ pub fn build(settings: &Settings, parts: &Parts) -> Stacks {
         .service(parts.upstream.clone());
     let passthrough = ServiceBuilder::new()
         .map_response(|res: Response<_>| res.map(Body::new))
+        .layer(ModelRulesLayer::blocking(model_rules(settings)))
         .layer(usage(settings, parts))
         .layer(WholeAnswerLayer)
         .map_response(|res: Response<_>| res.map(Body::new))
         .layer(pseudo_stream(settings))
         .layer(optimizer(settings))
         .layer(ParamFilterLayer::new())
-        // Below the filter, which puts a JSON body's model in the extensions; bodies it leaves
-        // unread (not labelled JSON, `images/generations`) are read here for their model.
-        .layer(FilteredModelsLayer::new(model_rules(settings)))
         .layer(ForwardHeadersLayer::default())
         .layer(retry(settings))
         .layer(KeyRotationLayer::new(parts.pool.clone()).placement(KeyPlacement::BearerToken))
@@ -160,7 +162,7 @@ fn retry(settings: &Settings) -> RetryLayer {
 }
 
 /// What requests get by default, on the OpenAI route (the conversion's options) and the native
-/// ones ([`crate::models`]), from the settings.
+/// ones (the model rules layer), from the settings.
 pub fn chat_options(settings: &Settings) -> ChatOptions {
     let budgets: HashMap<String, i64> = settings
         .value("THINKING_BUDGET_MAP")

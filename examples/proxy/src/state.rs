@@ -18,7 +18,6 @@ use serde_json::{Map, Value};
 use crate::auth::ClientTokens;
 use crate::auth_limit::{self, AuthLimit};
 use crate::client_addr::TrustedProxies;
-use crate::models::ModelPolicy;
 use crate::pipeline::{self, Stacks};
 use crate::proxy_check::ProxyChecker;
 use crate::secrets::SecretsFile;
@@ -45,7 +44,8 @@ const RETENTION_SETTINGS: &[&str] = &[
 /// Everything built from the settings.
 pub struct Live {
     pub settings: Settings,
-    pub models: ModelPolicy,
+    /// The model rules, for the model lists (the stacks hold them for requests).
+    pub models: gemini_balance::openai::ModelRules,
     pub tokens: ClientTokens,
     /// AUTH_TOKEN: the admin API's credential.
     pub admin: ClientTokens,
@@ -311,7 +311,7 @@ impl Live {
             normalize_url: settings
                 .bool("URL_NORMALIZATION_ENABLED")
                 .then(|| NormalizeUrlLayer::new().keep("/api")),
-            models: ModelPolicy::from_settings(&settings),
+            models: pipeline::model_rules(&settings),
             tokens: ClientTokens::new(&settings.list("ALLOWED_TOKENS"), auth_token),
             admin: ClientTokens::new(&[], auth_token),
             stacks,

@@ -1,6 +1,4 @@
-//! [`FilteredModelsLayer`]: requests for a model in [`ModelRules::filtered_models`] refused
-//! before anything is sent inward, for stacks that pass requests on rather than convert them
-//! (Gemini's own OpenAI-compatible endpoint, the native routes).
+//! [`ModelRulesLayer`] and its service: the model rules applied to each request.
 
 use std::fmt;
 use std::future::Future;
@@ -9,116 +7,105 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
-use http::{header, request::Parts, Method, Request, Response, StatusCode};
+use http::{header, request::Parts, Method, Request, Response, StatusCode, Uri};
 use pin_project_lite::pin_project;
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde_json::Value;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::models::ModelRules;
 use crate::api_error::{error_response, openai_error_value, ApiFlavor};
 use crate::body::ResponseBody;
-use crate::buffer::{declared_length, is_json_or_unlabelled, CollectError, CollectLimited};
+use crate::buffer::{
+    declared_length, is_json_or_unlabelled, set_body_length, CollectError, CollectLimited,
+};
 use crate::classify::{FailureClass, Outcome};
 use crate::ext::{model_from_path, ModelName};
+use crate::openai::{
+    default_safety_settings, splice_default_safety_settings, ChatOptions, ModelRules,
+    ResolvedModel, ShowSearchLinks,
+};
 
-/// Refuses requests for a model in the rules' [`filtered_models`](ModelRules::filtered_models)
-/// with a `400` in the route's error format ([`ApiFlavor::of`]) naming the model, before the
-/// inner service is called (no key is used).
+/// Applies [`ModelRules`](super::ModelRules)-style rules to every request: see the
+/// [module docs](super).
 ///
-/// The model of a request is looked for everywhere the upstream could read it: the
-/// [`ModelName`] extension, the path (`…/models/{model}…`, a `%`-escaped name decoded as the
-/// upstream decodes it) and, for a `POST` without a model in its path, every top-level
-/// `"model"` of its JSON body, whatever its `Content-Type` says (a body labelled `text/plain`
-/// is still JSON to an upstream that does not look at the label). Suffixed names count as
-/// their base ([`ModelRules::resolve`]).
-///
-/// It fails closed: a `POST` body that must be read because nothing else names the model, and
-/// is not a JSON object, is refused (`415` naming its `Content-Type` when it is labelled as
-/// something else than JSON, else `400`), since the model it is for cannot be checked. An
-/// empty body passes. With no filtered models nothing is read: the layer costs nothing.
-///
-/// Unlike [`OpenAiLayer`](super::OpenAiLayer), which refuses filtered models as it converts,
-/// this layer leaves the request as it is: stack it where requests are passed through.
-///
-/// # Example
-///
-/// ```
-/// use bytes::Bytes;
-/// use gemini_balance::openai::{FilteredModelsLayer, ModelRules};
-/// use http::{Request, Response, StatusCode};
-/// use http_body_util::Full;
-/// use tower::{service_fn, ServiceBuilder, ServiceExt};
-///
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let upstream = service_fn(|_req: Request<Full<Bytes>>| async {
-///     Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from_static(b"{}"))))
-/// });
-/// let rules = ModelRules { filtered_models: vec!["gemini-2.5-pro".into()], ..Default::default() };
-/// let service = ServiceBuilder::new()
-///     .layer(FilteredModelsLayer::new(rules))
-///     .service(upstream);
-///
-/// // The body's model, even in a body not labelled JSON.
-/// let req = Request::post("/openai/v1/chat/completions")
-///     .header("content-type", "text/plain")
-///     .body(Full::new(Bytes::from(r#"{"model":"gemini-2.5-pro","messages":[]}"#)))?;
-/// let res = service.clone().oneshot(req).await?;
-/// assert_eq!(res.status(), StatusCode::BAD_REQUEST);
-///
-/// // The path's model, suffixes and all.
-/// let req = Request::get("/v1beta/models/gemini-2.5-pro-non-thinking").body(Full::default())?;
-/// assert_eq!(service.clone().oneshot(req).await?.status(), StatusCode::BAD_REQUEST);
-///
-/// // Other models go on.
-/// let req = Request::post("/openai/v1/chat/completions")
-///     .body(Full::new(Bytes::from(r#"{"model":"gemini-2.5-flash","messages":[]}"#)))?;
-/// assert_eq!(service.oneshot(req).await?.status(), StatusCode::OK);
-/// # Ok(())
-/// # }
-/// ```
-#[derive(Debug, Clone)]
-pub struct FilteredModelsLayer {
-    rules: Arc<ModelRules>,
+/// Cloning the layer shares its rules. The rules are fixed once built: to change them while
+/// serving, build a new stack and swap it in (see the module docs).
+#[derive(Clone)]
+pub struct ModelRulesLayer {
+    config: Arc<Config>,
     max_body_bytes: usize,
 }
 
-impl FilteredModelsLayer {
-    /// Refuses the rules' filtered models; bodies read up to 20 MiB.
-    pub fn new(rules: ModelRules) -> Self {
-        FilteredModelsLayer {
-            rules: Arc::new(rules),
+/// The rules, with the safety settings also as JSON text (spliced into bodies unparsed).
+struct Config {
+    options: ChatOptions,
+    safety_json: Option<String>,
+}
+
+impl fmt::Debug for ModelRulesLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ModelRulesLayer")
+            .field("rules", &self.config.options.rules)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ModelRulesLayer {
+    /// Applies `options`: its [`rules`](ChatOptions::rules) (suffixes, blocked models), its
+    /// safety settings, thinking defaults and built-in tools. Bodies are read up to 20 MiB.
+    pub fn new(options: ChatOptions) -> Self {
+        let safety = options
+            .safety_settings
+            .as_ref()
+            .filter(|v| !v.is_null() && v.as_array().is_none_or(|a| !a.is_empty()));
+        let safety_json = safety.map(Value::to_string);
+        ModelRulesLayer {
+            config: Arc::new(Config {
+                options,
+                safety_json,
+            }),
             max_body_bytes: crate::filter::DEFAULT_MAX_BODY_BYTES,
         }
     }
 
-    /// Largest body read for its model; a larger one is refused with a `413`.
+    /// Only refuses the blocked models of `rules` (and understands their suffixes): no
+    /// defaults are added to any request.
+    pub fn blocking(rules: ModelRules) -> Self {
+        Self::new(ChatOptions {
+            rules,
+            ..ChatOptions::default()
+        })
+    }
+
+    /// Largest body read (default 20 MiB); a larger one that must be read is refused with a
+    /// `413`.
     pub fn max_body_bytes(mut self, bytes: usize) -> Self {
         self.max_body_bytes = bytes;
         self
     }
 }
 
-impl<S> Layer<S> for FilteredModelsLayer {
-    type Service = FilteredModels<S>;
+impl<S> Layer<S> for ModelRulesLayer {
+    type Service = ModelRulesService<S>;
 
-    fn layer(&self, inner: S) -> FilteredModels<S> {
-        FilteredModels {
+    fn layer(&self, inner: S) -> ModelRulesService<S> {
+        ModelRulesService {
             inner,
             layer: self.clone(),
         }
     }
 }
 
-/// The service of [`FilteredModelsLayer`].
+/// The service of [`ModelRulesLayer`].
 #[derive(Debug, Clone)]
-pub struct FilteredModels<S> {
+pub struct ModelRulesService<S> {
     inner: S,
-    layer: FilteredModelsLayer,
+    layer: ModelRulesLayer,
 }
 
-impl<S> FilteredModels<S> {
+impl<S> ModelRulesService<S> {
     /// The inner service.
     pub fn get_ref(&self) -> &S {
         &self.inner
@@ -130,59 +117,106 @@ impl<S> FilteredModels<S> {
     }
 }
 
-impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for FilteredModels<S>
+/// Why a request's body is read before it goes inward.
+enum Plan {
+    /// No model in the path: the body's `model`s are checked against the blocked models.
+    CheckModels,
+    /// A Gemini `generateContent` body gets its defaults.
+    Defaults {
+        /// The model, understood.
+        model: ResolvedModel,
+        /// It gets tools, a thinking config or image output
+        /// ([`ChatOptions::shape_gemini_request`]), not only safety settings.
+        shape: bool,
+    },
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for ModelRulesService<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
     ReqBody: http_body::Body<Data = Bytes> + From<Bytes>,
 {
     type Response = Response<ResponseBody<ResBody>>;
     type Error = S::Error;
-    type Future = FilteredModelsFuture<S, ReqBody, ResBody>;
+    type Future = ResponseFuture<S, ReqBody, ResBody>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let rules = &self.layer.rules;
-        if rules.filtered_models.is_empty() {
-            return FilteredModelsFuture::inner(inner.call(req));
-        }
+        let config = &self.layer.config;
+        let options = &config.options;
+        let rules = &options.rules;
+        let blocks = !rules.filtered_models.is_empty();
         let flavor = ApiFlavor::of(&req);
         let named = req.extensions().get::<ModelName>();
-        if let Some(name) = named {
+        if let Some(name) = named.filter(|_| blocks) {
             if let Some(refusal) = refuse_filtered(rules, name.as_str(), flavor, true) {
-                return FilteredModelsFuture::local(refusal);
+                return ResponseFuture::local(refusal);
             }
         }
-        let in_path = model_from_path(req.uri().path());
-        if let Some(model) = in_path {
-            if let Some(refusal) = refuse_filtered(rules, &percent_decoded(model), flavor, false) {
-                return FilteredModelsFuture::local(refusal);
+        let path = req.uri().path();
+        let plan = match model_from_path(path) {
+            Some(raw) => {
+                let model = rules.resolve(&percent_decoded(raw));
+                if rules.is_filtered(&model) {
+                    let refusal = refuse_filtered(rules, &model.requested, flavor, false);
+                    if let Some(refusal) = refusal {
+                        return ResponseFuture::local(refusal);
+                    }
+                }
+                if req.method() != Method::POST {
+                    return ResponseFuture::inner(inner.call(req));
+                }
+                let generates = matches!(
+                    method_of(path, raw),
+                    Some("generateContent" | "streamGenerateContent")
+                );
+                if model.upstream != model.requested {
+                    // The path names the real model; nothing else changes for, say,
+                    // `countTokens` of a suffix model.
+                    if let Some(uri) = renamed(req.uri(), raw, &model.upstream) {
+                        *req.uri_mut() = uri;
+                    }
+                }
+                if !generates {
+                    return ResponseFuture::inner(inner.call(req));
+                }
+                if model.search && options.show_search_link {
+                    req.extensions_mut().insert(ShowSearchLinks);
+                }
+                let shape = options.shapes_gemini_request(&model);
+                if !shape && config.safety_json.is_none() {
+                    return ResponseFuture::inner(inner.call(req));
+                }
+                Plan::Defaults { model, shape }
             }
-        }
-        // The body names the model when the path does not (OpenAI's routes, Gemini's
-        // `cachedContents`). Read it unless a model is known and the body is not JSON (a gRPC
-        // message with its `ModelName` set above).
-        let read_body = req.method() == Method::POST
-            && in_path.is_none()
-            && (named.is_none() || is_json_or_unlabelled(req.headers()));
-        if !read_body {
-            return FilteredModelsFuture::inner(inner.call(req));
-        }
+            // The body names the model when the path does not (OpenAI's routes, Gemini's
+            // `cachedContents`). Read it unless a model is known and the body is not JSON (a
+            // gRPC message with its `ModelName` set above).
+            None if blocks
+                && req.method() == Method::POST
+                && (named.is_none() || is_json_or_unlabelled(req.headers())) =>
+            {
+                Plan::CheckModels
+            }
+            None => return ResponseFuture::inner(inner.call(req)),
+        };
         let limit = self.layer.max_body_bytes;
         if declared_length(req.headers()).is_some_and(|len| len > limit as u64) {
-            return FilteredModelsFuture::local(too_large(flavor, limit));
+            return ResponseFuture::local(too_large(flavor, limit));
         }
         let (parts, body) = req.into_parts();
-        FilteredModelsFuture {
+        ResponseFuture {
             state: State::Collecting {
                 collect: CollectLimited::new(body, limit),
                 parts: Some(parts),
                 service: Some(inner),
-                rules: self.layer.rules.clone(),
+                config: self.layer.config.clone(),
+                plan: Some(plan),
                 flavor,
                 limit,
             },
@@ -190,10 +224,78 @@ where
     }
 }
 
+/// The method a Gemini path calls after its model (`generateContent` in
+/// `/v1beta/models/m:generateContent`, a `%3A` for the `:` too); `raw` is the model as
+/// [`model_from_path`] found it in `path`.
+fn method_of<'a>(path: &'a str, raw: &str) -> Option<&'a str> {
+    let end = offset_in(path, raw)? + raw.len();
+    let tail = &path[end..];
+    let method = match tail.strip_prefix(':') {
+        Some(method) => method,
+        None => tail
+            .get(..3)
+            .filter(|colon| colon.eq_ignore_ascii_case("%3a"))
+            .map(|_| &tail[3..])?,
+    };
+    Some(method)
+}
+
+/// Where `part`, a slice of `whole`, starts in it.
+fn offset_in(whole: &str, part: &str) -> Option<usize> {
+    let offset = (part.as_ptr() as usize).checked_sub(whole.as_ptr() as usize)?;
+    (whole.get(offset..offset + part.len()) == Some(part)).then_some(offset)
+}
+
+/// `uri` with the model `raw` (a slice of its path) replaced by `model`; the query kept.
+fn renamed(uri: &Uri, raw: &str, model: &str) -> Option<Uri> {
+    let path = uri.path();
+    let start = offset_in(path, raw)?;
+    let mut pq = String::with_capacity(path.len() + model.len());
+    pq.push_str(&path[..start]);
+    pq.push_str(model);
+    pq.push_str(&path[start + raw.len()..]);
+    if let Some(query) = uri.query() {
+        pq.push('?');
+        pq.push_str(query);
+    }
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(pq.parse().ok()?);
+    Uri::from_parts(parts).ok()
+}
+
+/// A `generateContent` body with what it gets by default: tools, thinking config and image
+/// output when `shape`, and the default safety settings unless it has its own. A body that is
+/// not JSON is left as it is (the upstream, or a parameter filter, answers it).
+fn with_defaults(config: &Config, model: &ResolvedModel, shape: bool, bytes: Bytes) -> Bytes {
+    let options = &config.options;
+    if !shape {
+        // Safety settings only: spliced in without a parse when the body does not mention them.
+        let Some(json) = &config.safety_json else {
+            return bytes;
+        };
+        if let Some(spliced) = splice_default_safety_settings(&bytes, json) {
+            return Bytes::from(spliced);
+        }
+    }
+    let Ok(mut body) = serde_json::from_slice::<Value>(&bytes) else {
+        return bytes;
+    };
+    if !body.is_object() {
+        return bytes;
+    }
+    if shape {
+        options.shape_gemini_request(model, &mut body);
+    }
+    if let (Some(safety), Some(_)) = (&options.safety_settings, &config.safety_json) {
+        default_safety_settings(&mut body, safety);
+    }
+    Bytes::from(body.to_string())
+}
+
 pin_project! {
-    /// The answer of [`FilteredModels`]: the body read for its model (when it must be), then
-    /// the inner service's answer, or the refusal.
-    pub struct FilteredModelsFuture<S, ReqBody, B>
+    /// The answer of [`ModelRulesService`]: the body read (when it must be), then the inner
+    /// service's answer, or the refusal.
+    pub struct ResponseFuture<S, ReqBody, B>
     where
         S: Service<Request<ReqBody>, Response = Response<B>>,
     {
@@ -213,7 +315,8 @@ pin_project! {
             collect: CollectLimited<ReqBody>,
             parts: Option<Parts>,
             service: Option<S>,
-            rules: Arc<ModelRules>,
+            config: Arc<Config>,
+            plan: Option<Plan>,
             flavor: ApiFlavor,
             limit: usize,
         },
@@ -227,28 +330,27 @@ pin_project! {
     }
 }
 
-impl<S, ReqBody, B> fmt::Debug for FilteredModelsFuture<S, ReqBody, B>
+impl<S, ReqBody, B> fmt::Debug for ResponseFuture<S, ReqBody, B>
 where
     S: Service<Request<ReqBody>, Response = Response<B>>,
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FilteredModelsFuture")
-            .finish_non_exhaustive()
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
     }
 }
 
-impl<S, ReqBody, B> FilteredModelsFuture<S, ReqBody, B>
+impl<S, ReqBody, B> ResponseFuture<S, ReqBody, B>
 where
     S: Service<Request<ReqBody>, Response = Response<B>>,
 {
     fn inner(future: S::Future) -> Self {
-        FilteredModelsFuture {
+        ResponseFuture {
             state: State::Inner { future },
         }
     }
 
     fn local(response: Response<Bytes>) -> Self {
-        FilteredModelsFuture {
+        ResponseFuture {
             state: State::Local {
                 response: Some(response),
             },
@@ -256,7 +358,7 @@ where
     }
 }
 
-impl<S, ReqBody, B> Future for FilteredModelsFuture<S, ReqBody, B>
+impl<S, ReqBody, B> Future for ResponseFuture<S, ReqBody, B>
 where
     S: Service<Request<ReqBody>, Response = Response<B>>,
     ReqBody: From<Bytes> + http_body::Body<Data = Bytes>,
@@ -281,12 +383,15 @@ where
                     collect,
                     parts,
                     service,
-                    rules,
+                    config,
+                    plan,
                     flavor,
                     limit,
                 } => {
                     let collected = ready!(collect.poll(cx));
-                    let (Some(parts), Some(mut service)) = (parts.take(), service.take()) else {
+                    let (Some(mut parts), Some(mut service), Some(plan)) =
+                        (parts.take(), service.take(), plan.take())
+                    else {
                         return Poll::Pending; // polled after completion
                     };
                     let bytes = match collected {
@@ -308,9 +413,20 @@ where
                             return Poll::Ready(Ok(res.map(ResponseBody::full)));
                         }
                     };
-                    if let Some(refusal) = check_body(rules, &parts, &bytes, *flavor) {
-                        return Poll::Ready(Ok(refusal.map(ResponseBody::full)));
-                    }
+                    let bytes = match plan {
+                        Plan::CheckModels => {
+                            let rules = &config.options.rules;
+                            if let Some(refusal) = check_body(rules, &parts, &bytes, *flavor) {
+                                return Poll::Ready(Ok(refusal.map(ResponseBody::full)));
+                            }
+                            bytes
+                        }
+                        Plan::Defaults { model, shape } => {
+                            let changed = with_defaults(config, &model, shape, bytes);
+                            set_body_length(&mut parts.headers, changed.len());
+                            changed
+                        }
+                    };
                     let future = service.call(Request::from_parts(parts, ReqBody::from(bytes)));
                     this.state.set(State::Inner { future });
                 }
@@ -490,6 +606,32 @@ mod tests {
         for body in ["[]", "model=a", r#"{"model":"a"} x"#] {
             assert!(serde_json::from_slice::<BodyModels>(body.as_bytes()).is_err());
         }
+    }
+
+    #[test]
+    fn the_method_follows_the_model() {
+        for (path, want) in [
+            ("/v1beta/models/m:generateContent", Some("generateContent")),
+            ("/v1/models/m%3AstreamGenerateContent", Some("streamGenerateContent")),
+            ("/v1/models/m%3acountTokens", Some("countTokens")),
+            ("/v1/models/m", None),
+            ("/v1/models/m/operations/x", None),
+        ] {
+            let raw = model_from_path(path).unwrap();
+            assert_eq!(method_of(path, raw), want, "{path}");
+        }
+    }
+
+    #[test]
+    fn only_the_model_of_the_path_is_renamed() {
+        let uri: Uri = "/v1beta/models/models-search:generateContent?alt=sse"
+            .parse()
+            .unwrap();
+        let raw = model_from_path(uri.path()).unwrap();
+        assert_eq!(
+            renamed(&uri, raw, "models").unwrap(),
+            "/v1beta/models/models:generateContent?alt=sse"
+        );
     }
 
     #[test]
