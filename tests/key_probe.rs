@@ -31,10 +31,10 @@ fn pool(keys: u32) -> (KeyPool, Vec<KeyId>) {
     (pool, ids)
 }
 
-fn prober(pool: &KeyPool, base_url: &str) -> KeyProbe<ReqwestService> {
+fn prober(pool: &KeyPool, base_url: &str) -> KeyProbe<ReqwestService, Bytes> {
     let http = support::client_builder().build().unwrap();
     let upstream = ReqwestService::new(http).base_url(base_url).unwrap();
-    KeyProbe::new(pool.clone(), upstream, MODEL)
+    KeyProbe::new(pool.clone(), upstream, MODEL).request_body::<Bytes>()
 }
 
 fn status(pool: &KeyPool, id: &KeyId) -> KeyStatus {

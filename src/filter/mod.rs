@@ -80,6 +80,7 @@ mod first_pass;
 pub mod future;
 mod layer;
 mod reject;
+pub(crate) use self::reject::not_json;
 mod schema;
 
 pub use self::check::{filter_body, Filtered, Violation, ViolationKind};

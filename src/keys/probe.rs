@@ -62,12 +62,14 @@
 //! # }
 //! ```
 
+use std::fmt;
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode, Uri};
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, Full};
 use tokio::time::Instant;
 use tower::ServiceExt;
 use tower_service::Service;
@@ -86,15 +88,42 @@ const MAX_MESSAGE: usize = 512;
 
 /// Probes keys of a pool against an upstream service; see the [module docs](self).
 ///
-/// Cloning shares the pool and clones the upstream service.
-#[derive(Debug, Clone)]
-pub struct KeyProbe<S> {
+/// `B` is the body type of the probe's request (`Full<Bytes>` unless
+/// [`request_body`](Self::request_body) says otherwise). Cloning shares the pool and clones the
+/// upstream service.
+pub struct KeyProbe<S, B = Full<Bytes>> {
     pool: KeyPool,
     upstream: S,
     model: Arc<str>,
     prefix: Arc<str>,
     placement: KeyPlacement,
     classifier: Classifier,
+    body: PhantomData<fn() -> B>,
+}
+
+impl<S: Clone, B> Clone for KeyProbe<S, B> {
+    fn clone(&self) -> Self {
+        KeyProbe {
+            pool: self.pool.clone(),
+            upstream: self.upstream.clone(),
+            model: self.model.clone(),
+            prefix: self.prefix.clone(),
+            placement: self.placement.clone(),
+            classifier: self.classifier.clone(),
+            body: PhantomData,
+        }
+    }
+}
+
+impl<S: fmt::Debug, B> fmt::Debug for KeyProbe<S, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyProbe")
+            .field("upstream", &self.upstream)
+            .field("model", &self.model)
+            .field("prefix", &self.prefix)
+            .field("placement", &self.placement)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What one probe found. Holds no secret: the upstream's message is redacted of the key.
@@ -137,6 +166,23 @@ impl<S> KeyProbe<S> {
             prefix: "/v1beta".into(),
             placement: KeyPlacement::default(),
             classifier: Classifier::new(),
+            body: PhantomData,
+        }
+    }
+}
+
+impl<S, B> KeyProbe<S, B> {
+    /// Sends the probe's request with a body of type `B2`, for an upstream that takes several
+    /// (a `ReqwestService` takes anything `Into<reqwest::Body>`, such as `Bytes`).
+    pub fn request_body<B2>(self) -> KeyProbe<S, B2> {
+        KeyProbe {
+            pool: self.pool,
+            upstream: self.upstream,
+            model: self.model,
+            prefix: self.prefix,
+            placement: self.placement,
+            classifier: self.classifier,
+            body: PhantomData,
         }
     }
 
@@ -165,14 +211,16 @@ impl<S> KeyProbe<S> {
     }
 }
 
-impl<S> KeyProbe<S> {
+impl<S, B> KeyProbe<S, B>
+where
+    B: From<Bytes>,
+{
     /// Probes one key, whatever its state, and reports the outcome to the pool (see the
     /// [module docs](self)). `None` when the key is not in the pool.
-    pub async fn probe<ReqBody, ResBody>(&self, id: &KeyId) -> Option<ProbeReport>
+    pub async fn probe<ResBody>(&self, id: &KeyId) -> Option<ProbeReport>
     where
-        S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+        S: Service<Request<B>, Response = Response<ResBody>> + Clone,
         S::Error: std::fmt::Display + 'static,
-        ReqBody: From<Bytes>,
         ResBody: http_body::Body<Data = Bytes>,
         ResBody::Error: Into<crate::BoxError>,
     {
@@ -194,7 +242,7 @@ impl<S> KeyProbe<S> {
             });
             return Some(report(outcome, None, Some(why.to_owned()), Duration::ZERO));
         };
-        let mut req = Request::new(ReqBody::from(Bytes::from_static(PROBE_BODY.as_bytes())));
+        let mut req = Request::new(B::from(Bytes::from_static(PROBE_BODY.as_bytes())));
         *req.method_mut() = Method::POST;
         *req.uri_mut() = uri;
         req.headers_mut().insert(
@@ -245,11 +293,10 @@ impl<S> KeyProbe<S> {
 
     /// Probes every key that is out of rotation or has counted failures
     /// ([`KeyPool::keys_to_probe`]), one after another.
-    pub async fn recheck<ReqBody, ResBody>(&self) -> RecheckReport
+    pub async fn recheck<ResBody>(&self) -> RecheckReport
     where
-        S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+        S: Service<Request<B>, Response = Response<ResBody>> + Clone,
         S::Error: std::fmt::Display + 'static,
-        ReqBody: From<Bytes>,
         ResBody: http_body::Body<Data = Bytes>,
         ResBody::Error: Into<crate::BoxError>,
     {
@@ -273,11 +320,10 @@ impl<S> KeyProbe<S> {
     /// Runs [`recheck`](Self::recheck) every `interval`, the first one an interval from now,
     /// until the future is dropped (abort the task it was spawned on to stop it, or to start
     /// again with another interval).
-    pub async fn run_every<ReqBody, ResBody>(self, interval: Duration)
+    pub async fn run_every<ResBody>(self, interval: Duration)
     where
-        S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+        S: Service<Request<B>, Response = Response<ResBody>> + Clone,
         S::Error: std::fmt::Display + 'static,
-        ReqBody: From<Bytes>,
         ResBody: http_body::Body<Data = Bytes>,
         ResBody::Error: Into<crate::BoxError>,
     {

@@ -451,6 +451,15 @@ fn check_body(
             .find_map(|model| refuse_filtered(rules, model, flavor, true)),
         // The model is known otherwise (and was checked): the upstream answers the body.
         Err(_) if parts.extensions.get::<ModelName>().is_some() => None,
+        // Broken JSON is answered as the parameter filter answers it: where the parser stopped.
+        Err(error)
+            if (error.is_syntax() || error.is_eof()) && is_json_or_unlabelled(&parts.headers) =>
+        {
+            Some(local(
+                crate::filter::not_json(flavor, &error),
+                "request body is not JSON",
+            ))
+        }
         Err(_) => Some(not_json(parts, flavor)),
     }
 }

@@ -45,8 +45,14 @@ impl From<ProbeReport> for ProbeResult {
 
 /// The probe of the pool's keys through `upstream` with `test_model`: BASE_URL carries the API
 /// version; answers are decoded as the API routes' are (a relay may compress them too).
-pub fn prober(pool: &KeyPool, upstream: &Upstream, test_model: &str) -> KeyProbe<Decode<Upstream>> {
-    KeyProbe::new(pool.clone(), Decode::new(upstream.clone()), test_model).gemini_prefix("")
+pub fn prober(
+    pool: &KeyPool,
+    upstream: &Upstream,
+    test_model: &str,
+) -> KeyProbe<Decode<Upstream>, reqwest::Body> {
+    KeyProbe::new(pool.clone(), Decode::new(upstream.clone()), test_model)
+        .gemini_prefix("")
+        .request_body()
 }
 
 /// Probes one key with `test_model` and reports the outcome to the pool; `None` if the key is
