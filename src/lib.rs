@@ -56,7 +56,7 @@
 //!     // too, and a scanner's `GET /wp-login.php` would lease a key and write a usage record.
 //!     .route_layer(
 //!         GeminiStack::new()
-//!             .optimizer(StreamOptimizerLayer::default()) // off until its handle switches it on
+//!             .optimizer(StreamOptimizerLayer::default()) // off: `new(OptimizerParams::enabled())` for on
 //!             .pseudo_stream(PseudoStreamLayer::new())
 //!             .usage(UsageLayer::new(MemoryStore::new()))
 //!             .filter(ParamFilterLayer::new())

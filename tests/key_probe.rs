@@ -77,7 +77,10 @@ async fn a_refused_key_is_disabled_and_stays_disabled() {
         assert!(message.contains("API key not valid"), "{message}");
         assert!(!message.contains(&test_key(1)), "{message}");
         assert!(
-            matches!(status(&pool, &ids[0]), KeyStatus::Disabled(DisabledReason::Rejected { status: 400, .. })),
+            matches!(
+                status(&pool, &ids[0]),
+                KeyStatus::Disabled(DisabledReason::Rejected { status: 400, .. })
+            ),
             "{:?}",
             status(&pool, &ids[0])
         );
@@ -95,7 +98,10 @@ async fn a_rate_limited_key_cools_down() {
         .unwrap();
     assert_eq!(report.status, Some(StatusCode::TOO_MANY_REQUESTS));
     assert!(
-        matches!(report.outcome, Outcome::Failure(FailureClass::RateLimited { .. })),
+        matches!(
+            report.outcome,
+            Outcome::Failure(FailureClass::RateLimited { .. })
+        ),
         "{report:?}"
     );
     assert!(

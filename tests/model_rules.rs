@@ -178,7 +178,11 @@ async fn safety_settings_are_added_only_where_the_client_set_none() {
     let layer = ModelRulesLayer::new(options());
     let uri = "/v1beta/models/gemini-2.0-flash:generateContent";
     // Absent: added, whatever the label (curl -d sends a form label).
-    for content_type in [None, Some("application/json"), Some("application/x-www-form-urlencoded")] {
+    for content_type in [
+        None,
+        Some("application/json"),
+        Some("application/x-www-form-urlencoded"),
+    ] {
         let (_, _, seen) = send(
             &layer,
             Method::POST,
@@ -189,8 +193,14 @@ async fn safety_settings_are_added_only_where_the_client_set_none() {
         .await;
         let seen = seen.unwrap();
         let body = json_of(&seen);
-        assert_eq!(body["safetySettings"], serde_json::from_str::<Value>(SAFETY).unwrap());
-        assert_eq!(body["contents"][0]["parts"][0]["text"], "what are safetySettings?");
+        assert_eq!(
+            body["safetySettings"],
+            serde_json::from_str::<Value>(SAFETY).unwrap()
+        );
+        assert_eq!(
+            body["contents"][0]["parts"][0]["text"],
+            "what are safetySettings?"
+        );
         assert_eq!(seen.content_length, Some(seen.body.len()));
     }
     // The client's own: kept, byte for byte.
@@ -203,9 +213,21 @@ async fn safety_settings_are_added_only_where_the_client_set_none() {
     }
     // Not a generateContent, or not JSON: untouched.
     for (method, uri, body) in [
-        (Method::POST, "/v1beta/models/gemini-2.0-flash:countTokens", r#"{"contents":[]}"#),
-        (Method::POST, "/v1beta/models/text-embedding-004:embedContent", r#"{"content":{}}"#),
-        (Method::POST, "/v1beta/models/gemini-2.0-flash:batchGenerateContent", r#"{"batch":{}}"#),
+        (
+            Method::POST,
+            "/v1beta/models/gemini-2.0-flash:countTokens",
+            r#"{"contents":[]}"#,
+        ),
+        (
+            Method::POST,
+            "/v1beta/models/text-embedding-004:embedContent",
+            r#"{"content":{}}"#,
+        ),
+        (
+            Method::POST,
+            "/v1beta/models/gemini-2.0-flash:batchGenerateContent",
+            r#"{"batch":{}}"#,
+        ),
         (Method::POST, uri, "not json"),
         (Method::GET, "/v1beta/models/gemini-2.0-flash", ""),
     ] {
@@ -234,8 +256,14 @@ async fn blocked_models_are_refused_in_the_routes_format_before_anything_is_sent
     let layer = ModelRulesLayer::new(options());
     // Gemini's routes: the path's model, suffixes and escapes and all.
     for (method, uri) in [
-        (Method::POST, "/v1beta/models/gemini-1.5-pro:generateContent"),
-        (Method::POST, "/v1/models/gemini-1.5-pro-non-thinking%3AstreamGenerateContent"),
+        (
+            Method::POST,
+            "/v1beta/models/gemini-1.5-pro:generateContent",
+        ),
+        (
+            Method::POST,
+            "/v1/models/gemini-1.5-pro-non-thinking%3AstreamGenerateContent",
+        ),
         (Method::GET, "/v1beta/models/gemini%2D1.5-pro"),
     ] {
         let (status, answer, seen) = send(&layer, method, uri, None, "{}").await;
@@ -248,11 +276,23 @@ async fn blocked_models_are_refused_in_the_routes_format_before_anything_is_sent
     }
     // OpenAI-shaped bodies passed through: every top-level model, whatever the label.
     for (content_type, body) in [
-        (Some("text/plain"), r#"{"model":"gemini-1.5-pro","messages":[]}"#),
-        (None, r#"{"model":"gemini-2.5-flash","model":"models/gemini-1.5-pro"}"#),
+        (
+            Some("text/plain"),
+            r#"{"model":"gemini-1.5-pro","messages":[]}"#,
+        ),
+        (
+            None,
+            r#"{"model":"gemini-2.5-flash","model":"models/gemini-1.5-pro"}"#,
+        ),
     ] {
-        let (status, answer, seen) =
-            send(&layer, Method::POST, "/openai/v1/chat/completions", content_type, body).await;
+        let (status, answer, seen) = send(
+            &layer,
+            Method::POST,
+            "/openai/v1/chat/completions",
+            content_type,
+            body,
+        )
+        .await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
         assert!(seen.is_none());
         assert_eq!(answer["error"]["type"], "invalid_request_error");
@@ -269,7 +309,10 @@ async fn blocked_models_are_refused_in_the_routes_format_before_anything_is_sent
     .await;
     assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     assert!(seen.is_none());
-    assert!(answer["error"]["message"].as_str().unwrap().contains("text/plain"));
+    assert!(answer["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("text/plain"));
     // Broken JSON: answered as the parameter filter would, saying where the parser stopped.
     let (status, answer, seen) = send(
         &layer,
@@ -282,7 +325,10 @@ async fn blocked_models_are_refused_in_the_routes_format_before_anything_is_sent
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(seen.is_none());
     let message = answer["error"]["message"].as_str().unwrap();
-    assert!(message.contains("not valid JSON") && message.contains("column"), "{message}");
+    assert!(
+        message.contains("not valid JSON") && message.contains("column"),
+        "{message}"
+    );
     // Other models go on.
     let body = r#"{"model":"gemini-2.5-flash","messages":[]}"#;
     let (status, _, seen) = send(

@@ -232,7 +232,7 @@ async fn official_sdks_read_pseudo_streams() {
     .await;
     let optimized = serve(
         PseudoStreamLayer::new(),
-        StreamOptimizerLayer::with_params(OptimizerParams::enabled()),
+        StreamOptimizerLayer::new(OptimizerParams::enabled()),
     )
     .await;
     let gemini_comment = serve(

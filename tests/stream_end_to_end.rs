@@ -218,7 +218,7 @@ async fn the_optimizer_smooths_a_real_upstream_stream() {
     // With it: one character per event, the usage only on the very last one.
     let optimized = serve(
         PseudoStreamLayer::new().enabled(false),
-        StreamOptimizerLayer::with_params(OptimizerParams::enabled()),
+        StreamOptimizerLayer::new(OptimizerParams::enabled()),
     )
     .await;
     let started = std::time::Instant::now();

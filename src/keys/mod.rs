@@ -20,6 +20,10 @@
 //! When no key is usable, a gRPC call is answered in gRPC (`RESOURCE_EXHAUSTED` with a
 //! `RetryInfo`, or `UNAVAILABLE`). See `docs/client.md`.
 //!
+//! A key taken out stays out until something brings it back: [`probe::KeyProbe`] asks the
+//! upstream one cheap question with a key and reports the answer, and re-checks the keys that
+//! are out on an interval.
+//!
 //! # Example
 //!
 //! ```

@@ -2,7 +2,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -50,34 +50,11 @@ struct Options {
     show_thinking: bool,
 }
 
-/// Changes the conversion options while serving (settings edited at runtime). Clones share.
-#[derive(Clone)]
-pub struct OpenAiOptionsHandle(Arc<RwLock<Arc<Options>>>);
-
-impl std::fmt::Debug for OpenAiOptionsHandle {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OpenAiOptionsHandle")
-            .finish_non_exhaustive()
-    }
-}
-
-impl OpenAiOptionsHandle {
-    /// Replaces the options; requests already converted keep the old ones.
-    pub fn set(&self, chat: ChatOptions) {
-        let show_thinking = chat.show_thinking;
-        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(Options {
-            chat,
-            show_thinking,
-        });
-    }
-
-    fn get(&self) -> Arc<Options> {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-}
-
 /// Applies [`OpenAi`]: serves `POST …/chat/completions` and `POST …/embeddings` in OpenAI's
 /// format from an inner stack that speaks Gemini's REST API.
+///
+/// The options are fixed once the layer is built; to change them while serving, build a new
+/// stack and swap it in (`docs/architecture.md`, "Changing settings while serving").
 ///
 /// Requests are converted by [`chat_request_to_gemini`] / [`embeddings_request_to_gemini`] and
 /// sent to the inner stack as `{prefix}/models/{model}:generateContent` (or
@@ -90,7 +67,7 @@ impl OpenAiOptionsHandle {
 /// requests pass through untouched.
 #[derive(Clone)]
 pub struct OpenAiLayer {
-    options: OpenAiOptionsHandle,
+    options: Arc<Options>,
     prefix: Arc<str>,
     max_body_bytes: usize,
     fetcher: Option<Arc<dyn ImageFetcher>>,
@@ -110,10 +87,10 @@ impl OpenAiLayer {
     pub fn new(options: ChatOptions) -> Self {
         let show_thinking = options.show_thinking;
         OpenAiLayer {
-            options: OpenAiOptionsHandle(Arc::new(RwLock::new(Arc::new(Options {
+            options: Arc::new(Options {
                 chat: options,
                 show_thinking,
-            })))),
+            }),
             prefix: "/v1beta".into(),
             max_body_bytes: crate::retry::DEFAULT_MAX_BODY_BYTES,
             fetcher: None,
@@ -136,11 +113,6 @@ impl OpenAiLayer {
     pub fn image_fetcher(mut self, fetcher: Arc<dyn ImageFetcher>) -> Self {
         self.fetcher = Some(fetcher);
         self
-    }
-
-    /// A handle to change the options while serving.
-    pub fn options_handle(&self) -> OpenAiOptionsHandle {
-        self.options.clone()
     }
 }
 
@@ -281,7 +253,7 @@ where
             None,
         )
     })?;
-    let options = layer.options.get();
+    let options = layer.options.clone();
     let upstream_usage = parts.extensions.get::<UpstreamUsage>().cloned();
     let (path, body, plan) = match route {
         Route::Chat => {

@@ -45,7 +45,6 @@ pub use self::body::OpenAiBody;
 pub use self::defaults::model_thinks;
 pub use self::layer::{
     gemini_error_to_openai, FetchFuture, FetchedImage, ImageFetcher, OpenAi, OpenAiLayer,
-    OpenAiOptionsHandle,
 };
 pub use self::models::{
     default_safety_settings, openai_model_list, splice_default_safety_settings, ModelRules,

@@ -621,7 +621,10 @@ mod tests {
     fn the_method_follows_the_model() {
         for (path, want) in [
             ("/v1beta/models/m:generateContent", Some("generateContent")),
-            ("/v1/models/m%3AstreamGenerateContent", Some("streamGenerateContent")),
+            (
+                "/v1/models/m%3AstreamGenerateContent",
+                Some("streamGenerateContent"),
+            ),
             ("/v1/models/m%3acountTokens", Some("countTokens")),
             ("/v1/models/m", None),
             ("/v1/models/m/operations/x", None),

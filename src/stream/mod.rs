@@ -14,7 +14,7 @@
 //!
 //! ```
 //! use bytes::Bytes;
-//! use gemini_balance::stream::optimizer::{OptimizerHandle, StreamOptimizerLayer};
+//! use gemini_balance::stream::optimizer::{OptimizerParams, StreamOptimizerLayer};
 //! use gemini_balance::stream::pseudo::PseudoStreamLayer;
 //! use gemini_balance::stream::sse::decode_all;
 //! use http::{Request, Response};
@@ -28,12 +28,10 @@
 //!         "choices":[{"index":0,"message":{"role":"assistant","content":"Hi!"},"finish_reason":"stop"}]}"#;
 //!     Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(answer))))
 //! });
-//! let optimizer = OptimizerHandle::default();
 //! let service = ServiceBuilder::new()
-//!     .layer(StreamOptimizerLayer::new(optimizer.clone()))
+//!     .layer(StreamOptimizerLayer::new(OptimizerParams::enabled()))
 //!     .layer(PseudoStreamLayer::new())
 //!     .service(upstream);
-//! optimizer.update(|params| params.enabled = true);
 //!
 //! let req = Request::post("/v1/chat/completions").body(Full::new(Bytes::from(
 //!     r#"{"model":"m","messages":[{"role":"user","content":"Hello"}],"stream":true}"#,

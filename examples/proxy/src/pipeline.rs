@@ -1,9 +1,9 @@
 //! The layer stacks the proxy serves with: one for Gemini's own API, one for OpenAI's.
 //!
 //! ```text
-//! Gemini:  ModelRules → Usage → WholeAnswer → PseudoStream → StreamOptimizer → SearchLinks → ParamFilter → ForwardHeaders → Retry → KeyRotation → Decode → upstream
-//! OpenAI:  Usage → WholeAnswer → PseudoStream → StreamOptimizer → ParamFilter → OpenAi → ForwardHeaders → Retry → KeyRotation → Decode → upstream
-//! /openai: ModelRules(blocked models only) → Usage → WholeAnswer → PseudoStream → StreamOptimizer → ParamFilter → ForwardHeaders → Retry → KeyRotation(Bearer) → Decode → upstream's OpenAI endpoint
+//! Gemini:  ModelRules → Usage → WholeAnswer → StreamOptimizer → PseudoStream → SearchLinks → ParamFilter → ForwardHeaders → Retry → KeyRotation → Decode → upstream
+//! OpenAI:  Usage → WholeAnswer → StreamOptimizer → PseudoStream → ParamFilter → OpenAi → ForwardHeaders → Retry → KeyRotation → Decode → upstream
+//! /openai: ModelRules(blocked models only) → Usage → WholeAnswer → StreamOptimizer → PseudoStream → ParamFilter → ForwardHeaders → Retry → KeyRotation(Bearer) → Decode → upstream's OpenAI endpoint
 //! ```
 //!
 //! `ModelRules` (the library's `ModelRulesLayer`) is outermost: a blocked model is refused
@@ -11,7 +11,11 @@
 //! model (`-search`, ...) and its request's defaults. The OpenAI conversion applies the same
 //! rules itself (it is given the same options).
 //!
-//! `Usage` is outermost so that a request's record is what the client got: the `200` and error
+//! Every stack is built by one helper ([`stack`] over [`to_upstream`]); only the route's own
+//! layers differ. The stream optimizer is outside the pseudo stream, as the library's docs
+//! place it, so that a faked stream (FAKE_STREAM_ENABLED) is smoothed like a real one.
+//!
+//! `Usage` is outermost (below the model rules) so that a request's record is what the client got: the `200` and error
 //! event of a pseudo stream, the `502` of an answer that broke off (`WholeAnswer`), the tokens of
 //! the events the client read.
 //!
@@ -29,12 +33,12 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, Response};
-use gemini_balance::client::ForwardHeadersLayer;
-use gemini_balance::decode::DecodeLayer;
+use gemini_balance::client::{ForwardHeaders, ForwardHeadersLayer};
+use gemini_balance::decode::{Decode, DecodeLayer};
 use gemini_balance::filter::ParamFilterLayer;
-use gemini_balance::keys::{KeyPlacement, KeyPool, KeyRotationLayer};
+use gemini_balance::keys::{KeyPlacement, KeyPool, KeyRotation, KeyRotationLayer};
 use gemini_balance::openai::{ChatOptions, ModelRules, OpenAiLayer, SearchLinksLayer};
-use gemini_balance::retry::RetryLayer;
+use gemini_balance::retry::{Retry, RetryLayer};
 use gemini_balance::rules::ModelRulesLayer;
 use gemini_balance::store::SqliteStore;
 use gemini_balance::stream::optimizer::{OptimizerParams, StreamOptimizerLayer};
@@ -42,7 +46,7 @@ use gemini_balance::stream::pseudo::PseudoStreamLayer;
 use gemini_balance::usage::UsageLayer;
 use gemini_balance::BoxError;
 use tower::util::BoxCloneSyncService;
-use tower::ServiceBuilder;
+use tower::{Service, ServiceBuilder};
 
 use crate::settings::Settings;
 use crate::whole_answer::WholeAnswerLayer;
@@ -74,28 +78,13 @@ pub struct Stacks {
 pub fn build(settings: &Settings, parts: &Parts) -> Stacks {
     let gemini = ServiceBuilder::new()
         .map_response(|res: Response<_>| res.map(Body::new))
-        .layer(ModelRulesLayer::new(chat_options(settings)))
-        .layer(usage(settings, parts))
-        .layer(WholeAnswerLayer)
-        .map_response(|res: Response<_>| res.map(Body::new))
-        .layer(pseudo_stream(settings))
-        .layer(optimizer(settings))
         // Below the pseudo stream, which asks for a whole answer: links go into it, then are
         // replayed; a real stream gets them event by event, then the optimizer splits them.
         .layer(SearchLinksLayer::new())
         .layer(ParamFilterLayer::new())
-        .layer(ForwardHeadersLayer::default())
-        .layer(retry(settings))
-        .layer(KeyRotationLayer::new(parts.pool.clone()))
-        .layer(DecodeLayer::new())
-        .service(parts.upstream.clone());
+        .service(to_upstream(settings, parts, KeyPlacement::GoogApiKeyHeader));
     let openai = ServiceBuilder::new()
         .map_response(|res: Response<_>| res.map(Body::new))
-        .layer(usage(settings, parts))
-        .layer(WholeAnswerLayer)
-        .map_response(|res: Response<_>| res.map(Body::new))
-        .layer(pseudo_stream(settings))
-        .layer(optimizer(settings))
         .layer(ParamFilterLayer::new())
         // BASE_URL carries the API version; the OpenAI layer sends `/models/...` below it.
         .layer(
@@ -103,29 +92,66 @@ pub fn build(settings: &Settings, parts: &Parts) -> Stacks {
                 .gemini_prefix("")
                 .image_fetcher(parts.images.clone()),
         )
-        .layer(ForwardHeadersLayer::default())
-        .layer(retry(settings))
-        .layer(KeyRotationLayer::new(parts.pool.clone()))
-        .layer(DecodeLayer::new())
-        .service(parts.upstream.clone());
+        .service(to_upstream(settings, parts, KeyPlacement::GoogApiKeyHeader));
     let passthrough = ServiceBuilder::new()
         .map_response(|res: Response<_>| res.map(Body::new))
-        .layer(ModelRulesLayer::blocking(model_rules(settings)))
+        .layer(ParamFilterLayer::new())
+        .service(to_upstream(settings, parts, KeyPlacement::BearerToken));
+    let rules = ModelRulesLayer::new(chat_options(settings));
+    Stacks {
+        gemini: stack(settings, parts, Some(rules), gemini),
+        // The conversion applies the model rules itself.
+        openai: stack(settings, parts, None, openai),
+        passthrough: stack(
+            settings,
+            parts,
+            Some(ModelRulesLayer::blocking(model_rules(settings))),
+            passthrough,
+        ),
+    }
+}
+
+/// What every stack ends with, nearest the upstream (see the module docs).
+type ToUpstream = ForwardHeaders<Retry<KeyRotation<Decode<crate::upstream::Upstream>>>>;
+
+/// The layers every stack ends with, the pool's key placed as `placement`.
+fn to_upstream(settings: &Settings, parts: &Parts, placement: KeyPlacement) -> ToUpstream {
+    ServiceBuilder::new()
+        .layer(ForwardHeadersLayer::default())
+        .layer(retry(settings))
+        .layer(KeyRotationLayer::new(parts.pool.clone()).placement(placement))
+        .layer(DecodeLayer::new())
+        .service(parts.upstream.clone())
+}
+
+/// One stack: the model rules (when given), then the layers every stack starts with, then
+/// `route`, the route's own layers over [`to_upstream`].
+fn stack<S>(settings: &Settings, parts: &Parts, rules: Option<ModelRulesLayer>, route: S) -> Stack
+where
+    S: Service<Request<reqwest::Body>, Response = Response<Body>, Error = BoxError>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let served = ServiceBuilder::new()
+        .map_response(|res: Response<_>| res.map(Body::new))
         .layer(usage(settings, parts))
         .layer(WholeAnswerLayer)
         .map_response(|res: Response<_>| res.map(Body::new))
-        .layer(pseudo_stream(settings))
+        // Outside the pseudo stream, so that a faked stream is smoothed too.
         .layer(optimizer(settings))
-        .layer(ParamFilterLayer::new())
-        .layer(ForwardHeadersLayer::default())
-        .layer(retry(settings))
-        .layer(KeyRotationLayer::new(parts.pool.clone()).placement(KeyPlacement::BearerToken))
-        .layer(DecodeLayer::new())
-        .service(parts.upstream.clone());
-    Stacks {
-        gemini: BoxCloneSyncService::new(gemini),
-        openai: BoxCloneSyncService::new(openai),
-        passthrough: BoxCloneSyncService::new(passthrough),
+        .layer(pseudo_stream(settings))
+        .service(route);
+    match rules {
+        Some(rules) => BoxCloneSyncService::new(
+            ServiceBuilder::new()
+                .map_response(|res: Response<_>| res.map(Body::new))
+                .layer(rules)
+                .service(served),
+        ),
+        None => BoxCloneSyncService::new(served),
     }
 }
 
@@ -149,7 +175,7 @@ fn optimizer(settings: &Settings) -> StreamOptimizerLayer {
     params.short_text_threshold = count("STREAM_SHORT_TEXT_THRESHOLD");
     params.long_text_threshold = count("STREAM_LONG_TEXT_THRESHOLD");
     params.chunk_size = count("STREAM_CHUNK_SIZE").max(1);
-    StreamOptimizerLayer::with_params(params)
+    StreamOptimizerLayer::new(params)
 }
 
 fn usage(settings: &Settings, parts: &Parts) -> UsageLayer {

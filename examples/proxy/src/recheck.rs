@@ -99,8 +99,14 @@ pub fn spawn(app: Arc<App>) {
             let live = app.live();
             if !app.pool.keys_to_probe().is_empty() {
                 let test_model = live.settings.text("TEST_MODEL");
-                let done = prober(&app.pool, &live.upstream, test_model).recheck().await;
-                tracing::info!(probed = done.probed, recovered = done.recovered, "key re-check done");
+                let done = prober(&app.pool, &live.upstream, test_model)
+                    .recheck()
+                    .await;
+                tracing::info!(
+                    probed = done.probed,
+                    recovered = done.recovered,
+                    "key re-check done"
+                );
             }
         }
     });

@@ -415,6 +415,40 @@ async fn search_sources_survive_the_fake_stream() {
     proxy.stop();
 }
 
+/// The stream optimizer is outside the pseudo stream: a faked stream is smoothed like a real
+/// one, one character per event for a short text.
+#[tokio::test]
+async fn a_fake_stream_is_smoothed_like_a_real_one() {
+    let mock = MockGemini::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = env_file(
+        &mock,
+        "FAKE_STREAM_ENABLED=true\nSTREAM_OPTIMIZER_ENABLED=true\nSTREAM_MIN_DELAY=0\n\
+         STREAM_MAX_DELAY=0\n",
+    );
+    let proxy = Proxy::start(dir.path(), &env).await;
+    let c = Client2::new(&proxy);
+    let (status, events) = c.stream("gemini-2.0-flash", prompt("hello")).await;
+    assert_eq!(status, 200);
+    assert_eq!(gemini_text(&events).0, "echo: hello");
+    let pieces: Vec<&str> = events
+        .iter()
+        .filter_map(|e| e["candidates"][0]["content"]["parts"][0]["text"].as_str())
+        .collect();
+    assert_eq!(pieces.len(), "echo: hello".len(), "{pieces:?}");
+    assert!(pieces.iter().all(|p| p.chars().count() == 1), "{pieces:?}");
+
+    let (status, chunks) = c.chat_stream(chat("gemini-2.0-flash", "hello")).await;
+    assert_eq!(status, 200);
+    assert_eq!(streamed(&chunks, "content"), "echo: hello");
+    let pieces = chunks
+        .iter()
+        .filter(|c| c["choices"][0]["delta"]["content"].is_string())
+        .count();
+    assert_eq!(pieces, "echo: hello".len(), "{chunks:?}");
+    proxy.stop();
+}
+
 #[tokio::test]
 async fn code_execution_and_url_context_on_the_native_routes_too() {
     let mock = MockGemini::start().await;

@@ -4,6 +4,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
-use super::params::OptimizerHandle;
+use super::params::OptimizerParams;
 use super::rechunk::{rechunk, Piece};
 use crate::stream::sse::SseDecoder;
 
@@ -37,7 +38,7 @@ pin_project! {
 }
 
 struct Rechunker {
-    handle: OptimizerHandle,
+    params: Arc<OptimizerParams>,
     decoder: SseDecoder,
     queue: VecDeque<Piece>,
     sleep: Option<Pin<Box<Sleep>>>,
@@ -57,12 +58,17 @@ impl<B> fmt::Debug for OptimizedBody<B> {
 }
 
 impl<B> OptimizedBody<B> {
-    /// Re-chunks the event stream `inner` with the parameters of `handle`.
-    pub fn new(inner: B, handle: OptimizerHandle) -> Self {
+    /// Re-chunks the event stream `inner` with `params` (passes it through untouched when
+    /// they are not [enabled](OptimizerParams::enabled)).
+    pub fn new(inner: B, params: OptimizerParams) -> Self {
+        Self::with_shared(inner, Arc::new(params))
+    }
+
+    pub(super) fn with_shared(inner: B, params: Arc<OptimizerParams>) -> Self {
         OptimizedBody {
             inner,
             state: Some(Box::new(Rechunker {
-                handle,
+                params,
                 decoder: SseDecoder::with_max_event_bytes(MAX_OPTIMIZED_EVENT_BYTES),
                 queue: VecDeque::new(),
                 sleep: None,
@@ -110,9 +116,9 @@ where
                 return Poll::Ready(Some(Ok(Frame::data(bytes))));
             }
             if let Some(block) = st.decoder.next_block() {
-                let params = st.handle.params();
+                let params = &st.params;
                 let pieces = if params.enabled && block.len() <= MAX_OPTIMIZED_EVENT_BYTES {
-                    rechunk(&block, &params)
+                    rechunk(&block, params)
                 } else {
                     None
                 };

@@ -8,14 +8,16 @@ use http::{header, HeaderMap, Response};
 use pin_project_lite::pin_project;
 
 use super::body::OptimizedBody;
-use super::params::OptimizerHandle;
+use std::sync::Arc;
+
+use super::params::OptimizerParams;
 
 pin_project! {
     /// Response future of [`StreamOptimizer`](super::StreamOptimizer).
     pub struct ResponseFuture<F> {
         #[pin]
         future: F,
-        handle: OptimizerHandle,
+        params: Arc<OptimizerParams>,
     }
 }
 
@@ -26,8 +28,8 @@ impl<F> std::fmt::Debug for ResponseFuture<F> {
 }
 
 impl<F> ResponseFuture<F> {
-    pub(super) fn new(future: F, handle: OptimizerHandle) -> Self {
-        ResponseFuture { future, handle }
+    pub(super) fn new(future: F, params: Arc<OptimizerParams>) -> Self {
+        ResponseFuture { future, params }
     }
 }
 
@@ -41,11 +43,11 @@ where
         let this = self.project();
         let res = ready!(this.future.poll(cx))?;
         let optimize =
-            res.status().is_success() && is_event_stream(res.headers()) && this.handle.is_enabled();
-        let handle = this.handle.clone();
+            res.status().is_success() && is_event_stream(res.headers()) && this.params.enabled;
+        let params = this.params.clone();
         Poll::Ready(Ok(res.map(|body| {
             if optimize {
-                OptimizedBody::new(body, handle)
+                OptimizedBody::with_shared(body, params)
             } else {
                 OptimizedBody::passthrough(body)
             }

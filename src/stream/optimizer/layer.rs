@@ -8,28 +8,30 @@ use tower_service::Service;
 
 use super::body::OptimizedBody;
 use super::future::ResponseFuture;
-use super::params::{OptimizerHandle, OptimizerParams};
+use std::sync::Arc;
 
-/// Applies [`StreamOptimizer`]. Cloning the layer shares its [`OptimizerHandle`].
+use super::params::OptimizerParams;
+
+/// Applies [`StreamOptimizer`]. The default is off ([`OptimizerParams::default`]).
+///
+/// The parameters are fixed once the layer is built; to change them while serving, build a new
+/// stack and swap it in (`docs/architecture.md`, "Changing settings while serving").
 #[derive(Debug, Clone, Default)]
 pub struct StreamOptimizerLayer {
-    handle: OptimizerHandle,
+    params: Arc<OptimizerParams>,
 }
 
 impl StreamOptimizerLayer {
-    /// An optimizer driven by `handle` (keep a clone to change its parameters while serving).
-    pub fn new(handle: OptimizerHandle) -> Self {
-        StreamOptimizerLayer { handle }
+    /// An optimizer with `params` (on when [`OptimizerParams::enabled`] is set).
+    pub fn new(params: OptimizerParams) -> Self {
+        StreamOptimizerLayer {
+            params: Arc::new(params),
+        }
     }
 
-    /// An optimizer with fixed starting parameters.
-    pub fn with_params(params: OptimizerParams) -> Self {
-        Self::new(OptimizerHandle::new(params))
-    }
-
-    /// The handle that changes the parameters.
-    pub fn handle(&self) -> &OptimizerHandle {
-        &self.handle
+    /// The parameters.
+    pub fn params(&self) -> &OptimizerParams {
+        &self.params
     }
 }
 
@@ -39,7 +41,7 @@ impl<S> Layer<S> for StreamOptimizerLayer {
     fn layer(&self, inner: S) -> Self::Service {
         StreamOptimizer {
             inner,
-            handle: self.handle.clone(),
+            params: self.params.clone(),
         }
     }
 }
@@ -49,13 +51,13 @@ impl<S> Layer<S> for StreamOptimizerLayer {
 #[derive(Debug, Clone)]
 pub struct StreamOptimizer<S> {
     inner: S,
-    handle: OptimizerHandle,
+    params: Arc<OptimizerParams>,
 }
 
 impl<S> StreamOptimizer<S> {
-    /// Wraps `inner`, driven by `handle`.
-    pub fn new(inner: S, handle: OptimizerHandle) -> Self {
-        StreamOptimizerLayer::new(handle).layer(inner)
+    /// Wraps `inner`, re-chunking with `params`.
+    pub fn new(inner: S, params: OptimizerParams) -> Self {
+        StreamOptimizerLayer::new(params).layer(inner)
     }
 
     /// The inner service.
@@ -87,6 +89,6 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        ResponseFuture::new(self.inner.call(req), self.handle.clone())
+        ResponseFuture::new(self.inner.call(req), self.params.clone())
     }
 }

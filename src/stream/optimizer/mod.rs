@@ -4,7 +4,8 @@
 //! [`StreamOptimizerLayer`] wraps successful `text/event-stream` responses, whether the
 //! upstream streams for real or [`PseudoStreamLayer`](super::pseudo::PseudoStreamLayer) fakes
 //! the stream (put the optimizer outside it). It is **off by default**; its
-//! [`OptimizerParams`] live behind an [`OptimizerHandle`] and can be changed while serving.
+//! [`OptimizerParams`] are fixed once the layer is built (to change them while serving, build
+//! a new stack and swap it in: `docs/architecture.md`, "Changing settings while serving").
 //!
 //! For each event with one Gemini candidate or one OpenAI choice carrying text (Gemini text
 //! parts, thoughts included; OpenAI `reasoning_content` and `content`), the text of `L`
@@ -37,9 +38,8 @@
 //!     res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
 //!     Ok::<_, std::convert::Infallible>(res)
 //! });
-//! let optimizer = StreamOptimizerLayer::default(); // off
-//! let service = ServiceBuilder::new().layer(optimizer.clone()).service(upstream);
-//! optimizer.handle().set(OptimizerParams::enabled()); // switched on while serving
+//! let optimizer = StreamOptimizerLayer::new(OptimizerParams::enabled()); // the default is off
+//! let service = ServiceBuilder::new().layer(optimizer).service(upstream);
 //!
 //! let started = tokio::time::Instant::now();
 //! let res = service.oneshot(Request::new(Full::new(Bytes::new()))).await?;
@@ -61,4 +61,4 @@ mod rechunk;
 
 pub use self::body::{OptimizedBody, MAX_OPTIMIZED_EVENT_BYTES};
 pub use self::layer::{StreamOptimizer, StreamOptimizerLayer};
-pub use self::params::{OptimizerHandle, OptimizerParams};
+pub use self::params::OptimizerParams;

@@ -1,7 +1,5 @@
-//! The optimizer's parameters, the handle that changes them while serving, and the splitting
-//! rule.
+//! The optimizer's parameters and the splitting rule.
 
-use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 /// The stream optimizer's parameters (the Python server's `STREAM_OPTIMIZER_ENABLED`,
@@ -126,58 +124,6 @@ impl OptimizerParams {
     }
 }
 
-/// Shares [`OptimizerParams`] between the layer, the streams it serves and whoever changes
-/// them at runtime (an admin API). Clones share the parameters.
-///
-/// Streams read the parameters for each event they re-chunk, so a change applies to events
-/// from then on. A stream whose response started while the optimizer was off is passed through
-/// untouched to its end.
-#[derive(Debug, Clone, Default)]
-pub struct OptimizerHandle {
-    params: Arc<RwLock<Arc<OptimizerParams>>>,
-}
-
-impl OptimizerHandle {
-    /// A handle holding `params`.
-    pub fn new(params: OptimizerParams) -> Self {
-        OptimizerHandle {
-            params: Arc::new(RwLock::new(Arc::new(params))),
-        }
-    }
-
-    /// The current parameters.
-    pub fn params(&self) -> Arc<OptimizerParams> {
-        self.params
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
-    }
-
-    /// Replaces the parameters.
-    pub fn set(&self, params: OptimizerParams) {
-        *self
-            .params
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(params);
-    }
-
-    /// Changes some parameters.
-    pub fn update(&self, change: impl FnOnce(&mut OptimizerParams)) {
-        let mut guard = self
-            .params
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let mut params = OptimizerParams::clone(&guard);
-        change(&mut params);
-        *guard = Arc::new(params);
-    }
-
-    /// `true` when the optimizer is on.
-    pub fn is_enabled(&self) -> bool {
-        self.params().enabled
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,18 +161,5 @@ mod tests {
         }
         assert_eq!(p.split("abc").0, ["a", "b", "c"]);
         assert!(p.split("").0.is_empty());
-    }
-
-    #[test]
-    fn a_change_is_seen_by_every_clone() {
-        let handle = OptimizerHandle::default();
-        let clone = handle.clone();
-        assert!(!clone.is_enabled());
-        handle.update(|p| {
-            p.enabled = true;
-            p.chunk_size = 3;
-        });
-        assert!(clone.is_enabled());
-        assert_eq!(clone.params().chunk_size, 3);
     }
 }
