@@ -358,3 +358,73 @@ async fn a_body_over_the_limit_is_refused() {
     assert!(seen.is_none());
     assert_eq!(answer["error"]["code"], 413);
 }
+
+#[tokio::test]
+async fn model_lists_hide_blocked_models_and_show_the_variants() {
+    let lists = service_fn(|req: Request<Full<Bytes>>| async move {
+        let body = match req.uri().path() {
+            "/v1beta/models" => json!({"models": [
+                {"name": "models/gemini-1.5-pro", "displayName": "Old"},
+                {"name": "models/gemini-2.5-flash", "displayName": "Flash"},
+            ], "nextPageToken": "abc"}),
+            "/openai/v1/models" => json!({"object": "list", "data": [
+                {"id": "gemini-1.5-pro"}, {"id": "gemini-2.5-flash"},
+            ]}),
+            _ => {
+                let mut res = Response::new(Full::new(Bytes::from_static(b"{\"error\":{}}")));
+                *res.status_mut() = StatusCode::NOT_FOUND;
+                return Ok::<_, Infallible>(res);
+            }
+        };
+        let mut res = Response::new(Full::new(Bytes::from(body.to_string())));
+        res.headers_mut()
+            .insert(header::CONTENT_LENGTH, body.to_string().len().into());
+        Ok(res)
+    });
+    let service = ModelRulesLayer::new(options()).layer(lists);
+    let get = |path: &'static str| {
+        let service = service.clone();
+        async move {
+            let res = service
+                .oneshot(Request::get(path).body(Full::default()).unwrap())
+                .await
+                .unwrap();
+            let status = res.status();
+            let length: Option<usize> = res
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .map(|v| v.to_str().unwrap().parse().unwrap());
+            let bytes = res.into_body().collect().await.unwrap().to_bytes();
+            if status.is_success() {
+                assert_eq!(length, Some(bytes.len()), "{path}");
+            }
+            (status, serde_json::from_slice::<Value>(&bytes).unwrap())
+        }
+    };
+    let (status, list) = get("/v1beta/models").await;
+    assert_eq!(status, StatusCode::OK);
+    let names: Vec<&str> = list["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["models/gemini-2.5-flash", "models/gemini-2.5-flash-search"]
+    );
+    assert_eq!(list["nextPageToken"], "abc", "paging is the client's");
+
+    let (_, list) = get("/openai/v1/models").await;
+    let ids: Vec<&str> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["gemini-2.5-flash"]);
+
+    // A failure passes through as it is.
+    let (status, _) = get("/v1/models").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
-use http::{header, request::Parts, Method, Request, Response, StatusCode, Uri};
+use http::{header, request::Parts, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use pin_project_lite::pin_project;
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::Value;
@@ -135,6 +135,7 @@ impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for ModelRulesService<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
     ReqBody: http_body::Body<Data = Bytes> + From<Bytes>,
+    ResBody: http_body::Body<Data = Bytes>,
 {
     type Response = Response<ResponseBody<ResBody>>;
     type Error = S::Error;
@@ -159,6 +160,15 @@ where
             }
         }
         let path = req.uri().path();
+        if req.method() == Method::GET && is_model_list(path) && config.changes_lists() {
+            return ResponseFuture {
+                state: State::Listing {
+                    future: inner.call(req),
+                    config: self.layer.config.clone(),
+                    flavor,
+                },
+            };
+        }
         let plan = match model_from_path(path) {
             Some(raw) => {
                 let model = rules.resolve(&percent_decoded(raw));
@@ -222,6 +232,53 @@ where
             },
         }
     }
+}
+
+/// Whether `path` asks for a model list: Gemini's `…/models`, or OpenAI's shape of it.
+fn is_model_list(path: &str) -> bool {
+    path.trim_end_matches('/').ends_with("/models")
+}
+
+impl Config {
+    /// Whether model lists change: models to hide, or variants to add.
+    fn changes_lists(&self) -> bool {
+        let rules = &self.options.rules;
+        !(rules.filtered_models.is_empty()
+            && rules.search_models.is_empty()
+            && rules.image_models.is_empty()
+            && rules.thinking_models.is_empty())
+    }
+}
+
+/// The most of a model list read (Gemini's longest page is a few hundred KiB).
+const MAX_LIST_BYTES: usize = 8 * 1024 * 1024;
+
+/// A model list without the blocked models and, in Gemini's shape (`models`), with the derived
+/// variants after their base ([`ModelRules::expand_model_list`]); in OpenAI's shape (`data`),
+/// without the blocked models. `None` for a body that is not a JSON object.
+fn rewritten_list(rules: &ModelRules, bytes: &[u8]) -> Option<Bytes> {
+    let mut list: Value = serde_json::from_slice(bytes).ok()?;
+    if !list.is_object() {
+        return None;
+    }
+    if list.get("models").is_some_and(Value::is_array) {
+        list = rules.expand_model_list(&list);
+    }
+    if let Some(data) = list.get_mut("data").and_then(Value::as_array_mut) {
+        data.retain(|model| {
+            let id = model.get("id").and_then(Value::as_str).unwrap_or("");
+            !rules.is_filtered(&rules.resolve(id))
+        });
+    }
+    Some(Bytes::from(list.to_string()))
+}
+
+/// `502` for an upstream model list that cannot be read, in the route's format.
+fn unreadable_list(flavor: ApiFlavor, why: &'static str) -> Response<Bytes> {
+    local(
+        error_response(flavor, StatusCode::BAD_GATEWAY, why),
+        "unreadable model list",
+    )
 }
 
 /// The method a Gemini path calls after its model (`generateContent` in
@@ -324,6 +381,19 @@ pin_project! {
             #[pin]
             future: S::Future,
         },
+        Listing {
+            #[pin]
+            future: S::Future,
+            config: Arc<Config>,
+            flavor: ApiFlavor,
+        },
+        ReadingList {
+            #[pin]
+            collect: CollectLimited<B>,
+            head: Option<http::response::Parts>,
+            config: Arc<Config>,
+            flavor: ApiFlavor,
+        },
         Local {
             response: Option<Response<Bytes>>,
         },
@@ -362,6 +432,7 @@ impl<S, ReqBody, B> Future for ResponseFuture<S, ReqBody, B>
 where
     S: Service<Request<ReqBody>, Response = Response<B>>,
     ReqBody: From<Bytes> + http_body::Body<Data = Bytes>,
+    B: http_body::Body<Data = Bytes>,
 {
     type Output = Result<Response<ResponseBody<B>>, S::Error>;
 
@@ -372,6 +443,53 @@ where
                 StateProj::Inner { future } => {
                     let res = ready!(future.poll(cx))?;
                     return Poll::Ready(Ok(res.map(ResponseBody::inner)));
+                }
+                StateProj::Listing {
+                    future,
+                    config,
+                    flavor,
+                } => {
+                    let res = ready!(future.poll(cx))?;
+                    if !res.status().is_success() {
+                        return Poll::Ready(Ok(res.map(ResponseBody::inner)));
+                    }
+                    let (head, body) = res.into_parts();
+                    let (config, flavor) = (config.clone(), *flavor);
+                    this.state.set(State::ReadingList {
+                        collect: CollectLimited::new(body, MAX_LIST_BYTES),
+                        head: Some(head),
+                        config,
+                        flavor,
+                    });
+                }
+                StateProj::ReadingList {
+                    collect,
+                    head,
+                    config,
+                    flavor,
+                } => {
+                    let collected = ready!(collect.poll(cx));
+                    let Some(mut head) = head.take() else {
+                        return Poll::Pending; // polled after completion
+                    };
+                    let list = match collected {
+                        Ok(bytes) => rewritten_list(&config.options.rules, &bytes)
+                            .ok_or("the upstream model list is not JSON"),
+                        Err(_) => Err("the upstream model list could not be read"),
+                    };
+                    let res = match list {
+                        Ok(list) => {
+                            set_body_length(&mut head.headers, list.len());
+                            head.headers.insert(
+                                header::CONTENT_TYPE,
+                                HeaderValue::from_static("application/json"),
+                            );
+                            head.headers.remove(header::CONTENT_ENCODING);
+                            Response::from_parts(head, list)
+                        }
+                        Err(why) => unreadable_list(*flavor, why),
+                    };
+                    return Poll::Ready(Ok(res.map(ResponseBody::full)));
                 }
                 StateProj::Local { response } => {
                     return match response.take() {

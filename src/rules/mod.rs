@@ -26,7 +26,11 @@
 //!   and the default [safety settings](crate::openai::ChatOptions::safety_settings). A body
 //!   that needs only the safety settings gets them without a parse when it does not mention
 //!   them ([`splice_default_safety_settings`](crate::openai::splice_default_safety_settings)).
-//!   The `Content-Length` is set to the new body's.
+//!   The `Content-Length` is set to the new body's;
+//! - **rewrites model lists** (a successful `GET …/models`): blocked models hidden, and in
+//!   Gemini's shape the derived variants (`X-search`, …) added after their base
+//!   ([`ModelRules::expand_model_list`](crate::openai::ModelRules::expand_model_list)); in
+//!   OpenAI's shape (`data`) blocked models hidden. A list that cannot be read is a `502`.
 //!
 //! A body is read (up to [`max_body_bytes`](ModelRulesLayer::max_body_bytes)) only when one
 //! of these needs it; with no blocked models and no defaults the layer costs a path scan.

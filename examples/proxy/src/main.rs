@@ -521,8 +521,6 @@ async fn handle(State(app): State<Arc<App>>, req: Request<Body>) -> Response<Bod
     // OpenAI's list has no pages: the later ones are fetched here (not for HEAD, which reads
     // no list).
     let pages_of = (list_shape == Some(ListShape::OpenAi) && !head_request).then(|| parts.clone());
-    // The upstream's OpenAI-compatible model list, without the filtered models.
-    let passthrough_list = passthrough.as_deref() == Some("/openai/models") && !head_request;
     let upstream_req = Request::from_parts(parts, body);
     let stack = if passthrough.is_some() {
         &live.stacks.passthrough
@@ -564,10 +562,10 @@ async fn handle(State(app): State<Arc<App>>, req: Request<Body>) -> Response<Bod
         // An answer to HEAD has no body to rewrite or collect (a model list rewritten from
         // nothing was a 502).
         _ if head_request => response,
-        Some(shape) => models::rewrite_list(&live.models, shape, response).await,
-        None if passthrough_list => models::filter_openai_list(&live.models, response).await,
-        // Non-streamed answers were made whole inside the stack (`WholeAnswerLayer`).
-        None => response,
+        Some(ListShape::OpenAi) => models::to_openai_list(response).await,
+        // Non-streamed answers were made whole inside the stack (`WholeAnswerLayer`), model
+        // lists rewritten by its model rules.
+        Some(ListShape::Gemini) | None => response,
     };
     let key = response.extensions().get::<KeyId>().map(KeyId::mask);
     request_line::RequestLine {

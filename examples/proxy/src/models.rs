@@ -1,6 +1,6 @@
-//! The model lists: every page fetched, filtered, with the derived models. (The rules for
-//! requests, suffixes, filtered models and what a request gets by default, are the library's
-//! `ModelRulesLayer`, in the stacks; the OpenAI conversion applies them itself.)
+//! The model lists: every page fetched for OpenAI's shape, which has no pages, and the Gemini
+//! list given in that shape. (The model rules, filtered models hidden and derived models added
+//! to lists among them, are the library's `ModelRulesLayer`, in the stacks.)
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -9,7 +9,7 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, Response, StatusCode};
 use bytes::Bytes;
 use gemini_balance::api_error::{error_response, ApiFlavor};
-use gemini_balance::openai::{openai_model_list, ModelRules};
+use gemini_balance::openai::openai_model_list;
 use http_body_util::BodyExt;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde_json::Value;
@@ -35,28 +35,17 @@ pub enum ListShape {
     OpenAi,
 }
 
-/// The upstream's model list without the filtered models, with the derived `-search`, `-image`
-/// and `-non-thinking` models, in the client's API's shape. Failures pass through unchanged.
-pub async fn rewrite_list(
-    rules: &ModelRules,
-    shape: ListShape,
-    response: Response<Body>,
-) -> Response<Body> {
+/// A Gemini model list (the model rules already applied, in the stack) in OpenAI's shape.
+/// Failures pass through unchanged.
+pub async fn to_openai_list(response: Response<Body>) -> Response<Body> {
     let (head, list) = match read_list(response).await {
         Ok(read) => read,
         Err(answer) => return answer,
     };
-    let expanded = rules.expand_model_list(&list);
-    let value = match shape {
-        ListShape::Gemini => expanded,
-        ListShape::OpenAi => {
-            let now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            openai_model_list(&expanded, now)
-        }
-    };
-    json_answer(head, &value)
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    json_answer(head, &openai_model_list(&list, now))
 }
 
 /// The query of a model list request sent upstream, from the client's: `pageSize=1000` unless
@@ -151,22 +140,6 @@ pub async fn all_pages(
     }
     if let Value::Object(map) = &mut list {
         map.remove("nextPageToken");
-    }
-    json_answer(head, &list)
-}
-
-/// The upstream's OpenAI-shaped model list (`/openai/v1/models`) without the filtered models.
-/// Failures pass through unchanged.
-pub async fn filter_openai_list(rules: &ModelRules, response: Response<Body>) -> Response<Body> {
-    let (head, mut list) = match read_list(response).await {
-        Ok(read) => read,
-        Err(answer) => return answer,
-    };
-    if let Some(data) = list.get_mut("data").and_then(Value::as_array_mut) {
-        data.retain(|model| {
-            let id = model.get("id").and_then(Value::as_str).unwrap_or("");
-            !rules.is_filtered(&rules.resolve(id))
-        });
     }
     json_answer(head, &list)
 }

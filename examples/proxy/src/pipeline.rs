@@ -216,7 +216,7 @@ pub fn chat_options(settings: &Settings) -> ChatOptions {
 }
 
 /// The model suffix rules from the settings.
-pub fn model_rules(settings: &Settings) -> ModelRules {
+fn model_rules(settings: &Settings) -> ModelRules {
     ModelRules {
         search_models: settings.list("SEARCH_MODELS"),
         image_models: settings.list("IMAGE_MODELS"),

@@ -44,8 +44,6 @@ const RETENTION_SETTINGS: &[&str] = &[
 /// Everything built from the settings.
 pub struct Live {
     pub settings: Settings,
-    /// The model rules, for the model lists (the stacks hold them for requests).
-    pub models: gemini_balance::openai::ModelRules,
     pub tokens: ClientTokens,
     /// AUTH_TOKEN: the admin API's credential.
     pub admin: ClientTokens,
@@ -311,7 +309,6 @@ impl Live {
             normalize_url: settings
                 .bool("URL_NORMALIZATION_ENABLED")
                 .then(|| NormalizeUrlLayer::new().keep("/api")),
-            models: pipeline::model_rules(&settings),
             tokens: ClientTokens::new(&settings.list("ALLOWED_TOKENS"), auth_token),
             admin: ClientTokens::new(&[], auth_token),
             stacks,

@@ -11,7 +11,6 @@ use serde_json::{json, Map, Value};
 use tower::ServiceExt;
 
 use super::{body, fail, ok, AdminState};
-use crate::models::{self, ListShape};
 use crate::settings::Invalid;
 
 pub async fn get(State(state): State<AdminState>) -> Response<Body> {
@@ -94,5 +93,6 @@ pub async fn models(State(state): State<AdminState>) -> Response<Body> {
             )
         }
     };
-    models::rewrite_list(&live.models, ListShape::Gemini, response).await
+    // The model rules of the stack hid the filtered models and added the derived ones.
+    response
 }
