@@ -26,7 +26,7 @@ use crate::openai::{
     ResolvedModel, ShowSearchLinks,
 };
 
-/// Applies [`ModelRules`](super::ModelRules)-style rules to every request: see the
+/// Applies the model rules ([`ChatOptions`], with its [`ModelRules`]) to every request: see the
 /// [module docs](super).
 ///
 /// Cloning the layer shares its rules. The rules are fixed once built: to change them while
