@@ -61,7 +61,7 @@
 //! use tower::{service_fn, ServiceBuilder, ServiceExt};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # async fn main() -> Result<(), gemini_balance::BoxError> {
 //! // Stands in for Gemini: answers with the path and body it got.
 //! let upstream = service_fn(|req: Request<Full<Bytes>>| async move {
 //!     let path = req.uri().path().to_owned();
