@@ -11,6 +11,15 @@
 //! - [`BaseUrl`]: every request pinned to one upstream, so a client cannot steer a pool key to
 //!   another host; [`remove_hop_by_hop`] drops what belongs to the client's connection.
 //!
+//! At the bottom of a stack, what reaches the upstream:
+//!
+//! - With the `upstream` feature, [`Upstream`]: the base URL over hyper's pooled client, with
+//!   connect, first-byte and idle timeouts, and outbound HTTP or SOCKS proxies chosen per key
+//!   ([`upstream`]).
+//! - [`GatewayErrorsLayer`]: the stack's transport failures answered as `502`/`504` in the
+//!   API's error format, so the stack is `Error = Infallible` and serves an axum route as it is
+//!   ([`gateway_errors`]).
+//!
 //! With the `reqwest` feature, [`ReqwestService`] makes a `reqwest::Client` a tower
 //! `Service<http::Request<B>>`, so `RetryLayer`, `KeyRotationLayer` and the rest wrap outgoing
 //! calls, with streaming response bodies passed through as they arrive; with
@@ -45,15 +54,20 @@
 
 mod base_url;
 pub mod forward_headers;
+pub mod gateway_errors;
 #[cfg(feature = "reqwest-middleware")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest-middleware")))]
 pub mod middleware;
 pub mod request_path;
 #[cfg(feature = "reqwest")]
 mod reqwest_service;
+#[cfg(feature = "upstream")]
+#[cfg_attr(docsrs, doc(cfg(feature = "upstream")))]
+pub mod upstream;
 
 pub use self::base_url::{remove_hop_by_hop, BaseUrl, InvalidBaseUrl};
 pub use self::forward_headers::{ForwardHeaders, ForwardHeadersLayer, HeaderAllowlist};
+pub use self::gateway_errors::{GatewayErrors, GatewayErrorsLayer};
 #[cfg(feature = "reqwest-middleware")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest-middleware")))]
 pub use self::middleware::{
@@ -63,3 +77,6 @@ pub use self::request_path::{check_path, UnsafePath};
 #[cfg(feature = "reqwest")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 pub use self::reqwest_service::ReqwestService;
+#[cfg(feature = "upstream")]
+#[cfg_attr(docsrs, doc(cfg(feature = "upstream")))]
+pub use self::upstream::Upstream;

@@ -63,6 +63,15 @@ impl ReqwestService {
         ReqwestService { client, base: None }
     }
 
+    /// A client whose requests all go under `base`.
+    #[cfg(feature = "upstream")]
+    pub(crate) fn with_base(client: reqwest::Client, base: BaseUrl) -> Self {
+        ReqwestService {
+            client,
+            base: Some(base),
+        }
+    }
+
     /// Where relative request URIs go, e.g. `https://generativelanguage.googleapis.com`.
     /// A path in the base (`http://host/prefix`) is put before the request's path.
     pub fn base_url(mut self, base: &str) -> Result<Self, InvalidBaseUrl> {

@@ -25,7 +25,13 @@ use gemini_balance::redact::SecretForms;
 use percent_encoding::percent_decode_str;
 use serde::Serialize;
 
-use crate::upstream::{self, Options};
+use axum::http::Request;
+use bytes::Bytes;
+use gemini_balance::client::upstream::BuildError;
+use http_body_util::Empty;
+use tower::ServiceExt;
+
+use crate::upstream::Options;
 
 /// The longest a check may take (Gemini-Balance's `TIMEOUT_SECONDS`).
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -166,18 +172,36 @@ async fn run(options: &Options, url: &str) -> CheckResult {
         checked_at_ms: now_ms(),
         cached: false,
     };
-    let mut options = options.clone();
-    options.time_out = options.time_out.min(CHECK_TIMEOUT);
-    let client = match upstream::proxy_client(&options, url) {
-        Ok(client) => client,
+    let time_out = options.time_out.min(CHECK_TIMEOUT);
+    let upstream = match options
+        .builder()
+        .connect_timeout(time_out)
+        .first_byte_timeout(time_out)
+        .idle_timeout(time_out)
+        .proxies([url])
+        .build()
+    {
+        Ok(upstream) => upstream,
+        Err(BuildError::Proxy { reason, .. }) => {
+            result.message = Some(reason);
+            return result;
+        }
         Err(e) => {
-            result.message = Some(e);
+            result.message = Some(e.to_string());
             return result;
         }
     };
-    let target = format!("{}/models?pageSize=1", options.base_url);
+    let check = Request::get("/models?pageSize=1")
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| e.to_string());
     let started = Instant::now();
-    let sent = client.get(&target).timeout(CHECK_TIMEOUT).send().await;
+    let sent = match check {
+        Ok(req) => match tokio::time::timeout(CHECK_TIMEOUT, upstream.oneshot(req)).await {
+            Ok(sent) => sent,
+            Err(_) => Err("timed out: the check took longer than 10 s".into()),
+        },
+        Err(e) => Err(e.into()),
+    };
     result.latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     match sent {
         Ok(res) => {
@@ -198,7 +222,7 @@ async fn run(options: &Options, url: &str) -> CheckResult {
         }
         Err(e) => {
             let class = gemini_balance::classify::classify_any_error(&e);
-            let cause = redact(&causes(&e), url);
+            let cause = redact(&causes(e.as_ref()), url);
             result.message = Some(if cause.is_empty() {
                 format!("no answer through the proxy: {class}")
             } else {
@@ -210,15 +234,31 @@ async fn run(options: &Options, url: &str) -> CheckResult {
 }
 
 /// The error's causes below reqwest's own "error sending request for url (…)", joined.
-fn causes(e: &reqwest::Error) -> String {
+fn causes(e: &(dyn std::error::Error + 'static)) -> String {
+    // A proxied route's error is reqwest's, whose own message repeats the URL.
+    let e = match e.downcast_ref::<reqwest::Error>() {
+        Some(e) => e as &(dyn std::error::Error + 'static),
+        None => return chain(e),
+    };
     let mut parts = Vec::new();
-    let mut source = std::error::Error::source(e);
+    let mut source = e.source();
     while let Some(cause) = source {
         parts.push(cause.to_string());
         source = cause.source();
     }
     if parts.is_empty() {
         parts.push(e.to_string());
+    }
+    parts.join(": ")
+}
+
+/// The error's message and its causes, joined.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut source = e.source();
+    while let Some(cause) = source {
+        parts.push(cause.to_string());
+        source = cause.source();
     }
     parts.join(": ")
 }

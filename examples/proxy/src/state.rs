@@ -354,7 +354,7 @@ pub fn retention(settings: &Settings) -> Retention {
 /// CUSTOM_HEADERS and our `User-Agent` (unless CUSTOM_HEADERS sets one), pinned to BASE_URL;
 /// direct, or one per PROXIES entry (see [`Upstream`]).
 pub fn build_upstream(settings: &Settings) -> Result<Upstream, String> {
-    Upstream::build(
+    upstream::build(
         &upstream_options(settings)?,
         &settings.list("PROXIES"),
         settings.bool("PROXIES_USE_CONSISTENCY_HASH_BY_API_KEY"),
