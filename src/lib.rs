@@ -71,7 +71,10 @@
 //!
 //! With the `reqwest` feature, [`client::ReqwestService`] makes a `reqwest::Client` a tower
 //! service of `http::Request`s, so the same layers wrap your outgoing calls
-//! (`GeminiStack::new().retry(..).keys(pool).decode(DecodeLayer::new())`; see `README.md`).
+//! (`GeminiStack::new().retry(..).keys(pool).decode(DecodeLayer::new())`; see `README.md`);
+//! with `upstream`, `client::Upstream` is the bundled proxy's own upstream (hyper, timeouts,
+//! per-key outbound proxies), and [`client::GatewayErrorsLayer`] answers transport failures as
+//! `502`/`504`, so a stack serves an axum route as it is.
 //! With `reqwest-middleware`, the same pool, classifier and usage store plug into a
 //! `reqwest_middleware::ClientWithMiddleware` ([`client::middleware`]). The body-agnostic layers
 //! (`KeyRotation`, `Retry`, `Usage`) also wrap a tonic `Channel` or server. `docs/client.md` and
@@ -80,6 +83,9 @@
 //! # Feature flags
 //!
 //! - `reqwest`: [`client::ReqwestService`], the tower adapter around `reqwest::Client`.
+//! - `upstream`: [`client::Upstream`](client::upstream), the upstream service over hyper's pooled
+//!   client, with connect, first-byte and idle timeouts and outbound proxies chosen per key
+//!   (brings in `reqwest` for the proxied routes).
 //! - `reqwest-middleware`: [`client::middleware`], key rotation, classified retries and usage
 //!   as reqwest-middleware middleware, and a reqwest-retry `RetryableStrategy`.
 //! - `sqlite` (default): [`store::SqliteStore`], usage log, key state and settings in an

@@ -11,7 +11,7 @@
 //! - **idle**: the longest silence between two frames of the response body, so a stream that
 //!   stalls fails instead of holding its client forever.
 //!
-//! A timeout is an [`io::ErrorKind::TimedOut`](std::io::ErrorKind::TimedOut) error, which the
+//! A timeout is an [`std::io::ErrorKind::TimedOut`] error, which the
 //! [classifier](crate::classify) reads as [`FailureClass::Timeout`](crate::classify::FailureClass::Timeout);
 //! a refused or broken connection keeps its `source()` chain and is a
 //! [`Transport`](crate::classify::FailureClass::Transport) failure. Put
