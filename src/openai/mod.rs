@@ -13,6 +13,8 @@
 //! together: an OpenAI-compatible face (`chat/completions`, `embeddings`) on a Gemini stack.
 //! The same rules on stacks that pass requests on unconverted (Gemini's own routes, Gemini's
 //! OpenAI-compatible endpoint): [`ModelRulesLayer`](crate::rules::ModelRulesLayer).
+//! Image URLs in chat messages, fetched without reaching private addresses (feature
+//! `reqwest`): [`images::UrlFetcher`].
 //!
 //! **HTTP/JSON only**: these convert JSON bodies; nothing here applies to gRPC.
 //!
@@ -34,6 +36,9 @@
 
 mod body;
 mod defaults;
+#[cfg(feature = "reqwest")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
+pub mod images;
 mod layer;
 mod models;
 mod request;

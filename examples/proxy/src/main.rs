@@ -23,7 +23,6 @@ mod config;
 mod cors;
 mod data_lock;
 mod dotenv;
-mod images;
 mod import;
 mod log_writer;
 mod models;

@@ -11,6 +11,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use gemini_balance::keys::{ApiKey, KeyId, KeyPool};
 use gemini_balance::normalize_url::NormalizeUrlLayer;
+use gemini_balance::openai::images::UrlFetcher;
 use gemini_balance::store::sqlite::Retention;
 use gemini_balance::store::SqliteStore;
 use serde_json::{Map, Value};
@@ -300,7 +301,13 @@ impl Live {
             pool: pool.clone(),
             store: store.clone(),
             upstream: upstream.clone(),
-            images: crate::images::fetcher(settings.bool("IMAGE_FETCH_ALLOW_PRIVATE_NETWORKS"))?,
+            images: Arc::new(
+                UrlFetcher::builder()
+                    .allow_private_networks(settings.bool("IMAGE_FETCH_ALLOW_PRIVATE_NETWORKS"))
+                    .user_agent(axum::http::HeaderValue::from_static(upstream::USER_AGENT))
+                    .build()
+                    .map_err(|e| format!("the image fetcher could not be built: {e}"))?,
+            ),
         };
         let stacks = pipeline::build(&settings, &parts);
         let auth_token = Some(settings.text("AUTH_TOKEN")).filter(|t| !t.is_empty());

@@ -1,30 +1,53 @@
-//! Fetching the `image_url` images of OpenAI chat requests (`http://` and `https://` URLs).
+//! Fetching the `image_url` images of OpenAI chat requests (`http://` and `https://` URLs),
+//! refusing what would turn the server into a way into its own network.
 //!
-//! The Python server fetched them with a blocking `requests.get`, with no size or time limit,
-//! labelled everything `image/png`, and would fetch any address, the server's own network
-//! included. Here a fetch is async and bounded:
+//! [`UrlFetcher`] is an [`ImageFetcher`] for [`OpenAiLayer::image_fetcher`]. A naive fetch
+//! (Gemini-Balance's Python server did a blocking `requests.get`) has no size or time limit and
+//! reaches any address, the server's own network and cloud metadata endpoints included. Here a
+//! fetch is async and bounded:
 //!
 //! - at most [`MAX_IMAGE_BYTES`] are read (the body is dropped as soon as it goes past them);
 //! - the whole fetch, redirects and body included, must end within [`FETCH_TIMEOUT`];
 //! - at most [`MAX_REDIRECTS`] redirects, each target checked like the first URL;
 //! - the answer must be `2xx` with an `image/*` content type, which becomes the `mimeType`;
-//! - unless IMAGE_FETCH_ALLOW_PRIVATE_NETWORKS is on, addresses that are not public (loopback,
-//!   private, link-local, unspecified, shared, multicast…) are refused. Host names are checked
-//!   in the client's DNS resolver, so the address checked is the address connected to (no
-//!   second lookup a DNS server could answer differently); IP literals are checked before each
-//!   request and each redirect.
+//! - unless [`allow_private_networks`](UrlFetcherBuilder::allow_private_networks) is set,
+//!   addresses that are not public (loopback, private, link-local, unspecified, shared,
+//!   multicast…) are refused. Host names are checked in the client's DNS resolver, so the
+//!   address checked is the address connected to (no second lookup a DNS server could answer
+//!   differently); IP literals are checked before each request and each redirect.
 //!
 //! Errors are short sentences the OpenAI layer puts into its 400 answer after the URL.
+//! `https://` URLs need a TLS feature of reqwest enabled in your build (such as `rustls`).
+//!
+//! # Example
+//!
+//! ```
+//! use std::sync::Arc;
+//! use gemini_balance::openai::{images::UrlFetcher, ChatOptions, ImageFetcher, OpenAiLayer};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # // The workspace builds reqwest with rustls and no default crypto provider.
+//! # let _ = rustls::crypto::ring::default_provider().install_default();
+//! let fetcher = UrlFetcher::builder().build()?;
+//! // A loopback (or private, or metadata) address is refused before anything is sent.
+//! let refused = fetcher.fetch("http://127.0.0.1:8080/cat.png").await.unwrap_err();
+//! assert!(refused.contains("loopback"), "{refused}");
+//!
+//! let openai = OpenAiLayer::new(ChatOptions::default()).image_fetcher(Arc::new(fetcher));
+//! # let _ = openai;
+//! # Ok(())
+//! # }
+//! ```
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
 use std::time::Duration;
 
+use super::{FetchFuture, FetchedImage, ImageFetcher};
 use base64::Engine;
-use gemini_balance::openai::{FetchFuture, FetchedImage, ImageFetcher};
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
-use reqwest::header::CONTENT_TYPE;
+use reqwest::header::{HeaderValue, CONTENT_TYPE};
 use reqwest::Url;
 
 /// Largest image fetched. Gemini takes at most 20 MB of inline data per request, and base64
@@ -37,18 +60,68 @@ pub const FETCH_TIMEOUT: Duration = Duration::from_secs(30);
 /// Most redirects followed for one image.
 pub const MAX_REDIRECTS: usize = 3;
 
-/// The proxy's [`ImageFetcher`]: a pooled HTTP client with the limits above.
+/// An [`ImageFetcher`] over a pooled HTTP client with the limits above; see the
+/// [module docs](self). Cheap to clone: clones share the client.
 #[derive(Clone)]
-pub struct Fetcher {
+pub struct UrlFetcher {
     client: reqwest::Client,
     allow_private: bool,
 }
 
-impl fmt::Debug for Fetcher {
+impl fmt::Debug for UrlFetcher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Fetcher")
+        f.debug_struct("UrlFetcher")
             .field("allow_private", &self.allow_private)
             .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`UrlFetcher`]; see [`UrlFetcher::builder`].
+#[derive(Debug, Clone)]
+pub struct UrlFetcherBuilder {
+    allow_private: bool,
+    user_agent: HeaderValue,
+}
+
+impl UrlFetcherBuilder {
+    /// Lets image URLs reach addresses that are not public (default: refused). Only for a
+    /// server whose clients are trusted, or whose network holds nothing to protect.
+    pub fn allow_private_networks(mut self, allow: bool) -> Self {
+        self.allow_private = allow;
+        self
+    }
+
+    /// The `User-Agent` of image requests (default `gemini-balance/<version>`).
+    pub fn user_agent(mut self, value: HeaderValue) -> Self {
+        self.user_agent = value;
+        self
+    }
+
+    /// The fetcher; fails only if reqwest cannot build its client (its TLS setup).
+    pub fn build(self) -> Result<UrlFetcher, reqwest::Error> {
+        let allow_private = self.allow_private;
+        let redirects = reqwest::redirect::Policy::custom(move |attempt| {
+            if attempt.previous().len() > MAX_REDIRECTS {
+                return attempt.error(Refused(format!("more than {MAX_REDIRECTS} redirects")));
+            }
+            match check_url(attempt.url(), allow_private) {
+                Ok(()) => attempt.follow(),
+                Err(refused) => attempt.error(Refused(format!("redirected: {refused}"))),
+            }
+        });
+        let mut builder = reqwest::Client::builder()
+            .no_proxy()
+            .redirect(redirects)
+            .timeout(FETCH_TIMEOUT)
+            .connect_timeout(Duration::from_secs(10))
+            .user_agent(self.user_agent);
+        if !allow_private {
+            builder = builder.dns_resolver(PublicOnly);
+        }
+        Ok(UrlFetcher {
+            client: builder.build()?,
+            allow_private,
+        })
     }
 }
 
@@ -64,31 +137,16 @@ impl fmt::Display for Refused {
 
 impl std::error::Error for Refused {}
 
-impl Fetcher {
-    /// A fetcher; `allow_private` lets URLs reach non-public addresses (trusted networks only).
-    pub fn new(allow_private: bool) -> Result<Fetcher, reqwest::Error> {
-        let redirects = reqwest::redirect::Policy::custom(move |attempt| {
-            if attempt.previous().len() > MAX_REDIRECTS {
-                return attempt.error(Refused(format!("more than {MAX_REDIRECTS} redirects")));
-            }
-            match check_url(attempt.url(), allow_private) {
-                Ok(()) => attempt.follow(),
-                Err(refused) => attempt.error(Refused(format!("redirected: {refused}"))),
-            }
-        });
-        let mut builder = reqwest::Client::builder()
-            .no_proxy()
-            .redirect(redirects)
-            .timeout(FETCH_TIMEOUT)
-            .connect_timeout(Duration::from_secs(10))
-            .user_agent(concat!("gemini-balance-proxy/", env!("CARGO_PKG_VERSION")));
-        if !allow_private {
-            builder = builder.dns_resolver(PublicOnly);
+impl UrlFetcher {
+    /// A builder: public addresses only, the limits of the [module docs](self).
+    pub fn builder() -> UrlFetcherBuilder {
+        UrlFetcherBuilder {
+            allow_private: false,
+            user_agent: HeaderValue::from_static(concat!(
+                "gemini-balance/",
+                env!("CARGO_PKG_VERSION")
+            )),
         }
-        Ok(Fetcher {
-            client: builder.build()?,
-            allow_private,
-        })
     }
 
     async fn get(&self, url: &str) -> Result<FetchedImage, String> {
@@ -123,17 +181,10 @@ impl Fetcher {
     }
 }
 
-impl ImageFetcher for Fetcher {
+impl ImageFetcher for UrlFetcher {
     fn fetch<'a>(&'a self, url: &'a str) -> FetchFuture<'a> {
         Box::pin(self.get(url))
     }
-}
-
-/// The fetcher for the OpenAI stack, as the layer takes it.
-pub fn fetcher(allow_private: bool) -> Result<Arc<dyn ImageFetcher>, String> {
-    Fetcher::new(allow_private)
-        .map(|f| Arc::new(f) as Arc<dyn ImageFetcher>)
-        .map_err(|e| format!("the image fetcher could not be built: {e}"))
 }
 
 fn too_large() -> String {
@@ -144,7 +195,7 @@ fn too_large() -> String {
 }
 
 /// The `image/*` media type of a `Content-Type`, lower-cased, without parameters.
-fn image_type(value: Option<&reqwest::header::HeaderValue>) -> Result<String, String> {
+fn image_type(value: Option<&HeaderValue>) -> Result<String, String> {
     let raw = value.and_then(|v| v.to_str().ok()).unwrap_or("");
     let essence = raw
         .split(';')
@@ -367,7 +418,7 @@ mod tests {
 
     #[test]
     fn content_types() {
-        let h = |s: &'static str| reqwest::header::HeaderValue::from_static(s);
+        let h = |s: &'static str| HeaderValue::from_static(s);
         assert_eq!(image_type(Some(&h("image/png"))).unwrap(), "image/png");
         assert_eq!(
             image_type(Some(&h("Image/JPG; charset=binary"))).unwrap(),
@@ -383,7 +434,7 @@ mod tests {
     #[tokio::test]
     async fn names_that_resolve_to_private_addresses_are_refused() {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let fetcher = Fetcher::new(false).unwrap();
+        let fetcher = UrlFetcher::builder().build().unwrap();
         // `localhost` resolves to loopback: refused in the resolver, before any connection.
         let err = fetcher.get("http://localhost:9/a.png").await.unwrap_err();
         assert!(err.contains("loopback"), "{err}");
