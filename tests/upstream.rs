@@ -1,7 +1,8 @@
 //! `client::Upstream` under an axum route, with `GatewayErrorsLayer` on top: the library's
 //! layers serve `Router::route_service` as they are (no `HandleErrorLayer`), a working upstream
 //! answers through them (compressed answers decoded), and an unreachable or stalled one becomes
-//! a 502 or 504 in the API's own error format.
+//! a 502 or 504 in the API's own error format. Also: each key leaves through its own outbound
+//! proxy (`proxy_by_key`), and a stream that stalls mid-body fails as a timeout.
 //!
 //! ```text
 //! reqwest ─▶ axum Router ─▶ GatewayErrors ─▶ Retry ─▶ KeyRotation ─▶ Decode ─▶ Upstream ─▶ upstream
@@ -147,4 +148,132 @@ async fn a_stalled_upstream_is_a_504_in_geminis_format() {
     assert_eq!(answer["error"]["status"], "DEADLINE_EXCEEDED", "{answer}");
     let message = answer["error"]["message"].as_str().unwrap();
     assert!(message.contains("timed out"), "{message}");
+}
+
+/// A forward proxy that answers every request itself, as the upstream would, and counts the
+/// requests of each key it carried.
+struct ForwardProxy {
+    url: String,
+    seen: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, u64>>>,
+}
+
+impl ForwardProxy {
+    async fn start() -> ForwardProxy {
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
+        let counted = seen.clone();
+        let app = Router::new().fallback(move |req: http::Request<axum::body::Body>| {
+            let counted = counted.clone();
+            async move {
+                // A forward proxy is asked for the absolute URI of the upstream.
+                assert_eq!(req.uri().scheme_str(), Some("http"), "{}", req.uri());
+                let key = req
+                    .headers()
+                    .get("x-goog-api-key")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-")
+                    .to_owned();
+                *counted.lock().unwrap().entry(key).or_insert(0) += 1;
+                (
+                    [("content-type", "application/json")],
+                    r#"{"candidates":[{"content":{"role":"model","parts":[{"text":"hi"}]},"finishReason":"STOP"}]}"#,
+                )
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        ForwardProxy { url, seen }
+    }
+
+    fn seen(&self) -> std::collections::HashMap<String, u64> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+#[tokio::test]
+async fn each_key_leaves_through_its_own_proxy() {
+    use gemini_balance::client::upstream::proxy_index;
+    use gemini_balance::keys::KeyId;
+    use tower::ServiceExt;
+
+    let proxies = [ForwardProxy::start().await, ForwardProxy::start().await];
+    // Two keys that `proxy_index` puts on different proxies.
+    let first = test_key(1);
+    let other = (2..100)
+        .map(test_key)
+        .find(|k| proxy_index(&KeyId::of(k), 2) != proxy_index(&KeyId::of(&first), 2))
+        .unwrap();
+    let upstream = Upstream::builder("http://gemini.invalid/v1beta")
+        .proxies(proxies.iter().map(|p| p.url.clone()))
+        .proxy_by_key(true)
+        .build()
+        .unwrap();
+    // One pool per key over the one upstream: each request of a key goes through its proxy
+    // (taking turns, the three calls of a key would use both).
+    for key in [&first, &other] {
+        let stack = ServiceBuilder::new()
+            .layer(GatewayErrorsLayer::new())
+            .layer(KeyRotationLayer::new(pool(key)))
+            .service(upstream.clone());
+        for i in 0..3 {
+            let req = http::Request::post("/models/gemini-2.0-flash:generateContent")
+                .header("content-type", "application/json")
+                .body(axum::body::Body::from(prompt_body(&format!("call {i}"))))
+                .unwrap();
+            let res = stack.clone().oneshot(req).await.unwrap();
+            assert_eq!(res.status(), 200);
+        }
+    }
+    // Each proxy saw one key only, and both keys were used.
+    for key in [&first, &other] {
+        let proxy = &proxies[proxy_index(&KeyId::of(key), 2)];
+        let seen = proxy.seen();
+        assert_eq!(seen, [(key.clone(), 3)].into(), "{seen:?}");
+    }
+}
+
+/// An upstream that sends a response head and the start of a body, then nothing.
+async fn stalling_mid_body() -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut request = [0u8; 4096];
+            let _ = socket.read(&mut request).await;
+            let _ = socket
+                .write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n6\r\ndata: \r\n",
+                )
+                .await;
+            held.push(socket);
+        }
+    });
+    url
+}
+
+#[tokio::test]
+async fn a_stream_that_stalls_fails_as_a_timeout_after_the_idle_timeout() {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    let upstream = Upstream::builder(stalling_mid_body().await)
+        .idle_timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let req = http::Request::post("/v1beta/models/gemini-2.0-flash:streamGenerateContent")
+        .body(axum::body::Body::from(prompt_body("hello")))
+        .unwrap();
+    let res = upstream.oneshot(req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let mut body = Box::pin(res.into_body());
+    let first = body.frame().await.unwrap().unwrap();
+    assert_eq!(first.into_data().unwrap(), "data: ");
+    let err = body.frame().await.unwrap().unwrap_err();
+    assert_eq!(
+        gemini_balance::classify::classify_any_error(&err),
+        gemini_balance::classify::FailureClass::Timeout,
+        "{err}"
+    );
 }
