@@ -1,7 +1,7 @@
 //! Fetching the `image_url` images of OpenAI chat requests (`http://` and `https://` URLs),
 //! refusing what would turn the server into a way into its own network.
 //!
-//! [`UrlFetcher`] is an [`ImageFetcher`] for [`OpenAiLayer::image_fetcher`]. A naive fetch
+//! [`UrlFetcher`] is an [`ImageFetcher`] for [`OpenAiLayer::image_fetcher`](super::OpenAiLayer::image_fetcher). A naive fetch
 //! (Gemini-Balance's Python server did a blocking `requests.get`) has no size or time limit and
 //! reaches any address, the server's own network and cloud metadata endpoints included. Here a
 //! fetch is async and bounded:
