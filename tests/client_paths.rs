@@ -11,7 +11,6 @@
 //! checks that they make the same decisions.
 #![cfg(feature = "reqwest-middleware")]
 
-mod support;
 
 use std::time::{Duration, SystemTime};
 

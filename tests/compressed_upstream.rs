@@ -6,7 +6,6 @@
 //! test ─▶ Usage ─▶ Retry ─▶ KeyRotation ─▶ Decode ─▶ ReqwestService ─▶ mock Gemini (compressing)
 //! ```
 
-mod support;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};

@@ -8,7 +8,6 @@
 //! ```
 #![cfg(feature = "reqwest-middleware")]
 
-mod support;
 
 use std::time::Duration;
 

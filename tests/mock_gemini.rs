@@ -2,7 +2,6 @@
 //!
 //! Other test files trust the mock; these tests are why they may.
 
-mod support;
 
 use http::{Method, StatusCode};
 use serde_json::Value;

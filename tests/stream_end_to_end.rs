@@ -3,7 +3,6 @@
 //! `KeyRotation` → `ReqwestService`, which calls the mock Gemini of `tests/support`.
 #![cfg(feature = "reqwest")]
 
-mod support;
 
 use std::time::Duration;
 

@@ -2,8 +2,6 @@
 //! over HTTP with AUTH_TOKEN; restarts check that changes are kept, and the database and
 //! every answer are checked for secrets.
 
-#[path = "../../../tests/support/mod.rs"]
-mod support;
 
 mod common;
 

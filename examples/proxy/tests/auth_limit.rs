@@ -1,8 +1,6 @@
 //! Failed authentications per client address, end to end: the proxy binary on 127.0.0.1, and
 //! clients on other loopback addresses (127.0.0.2, …) playing guessers.
 
-#[path = "../../../tests/support/mod.rs"]
-mod support;
 
 mod common;
 

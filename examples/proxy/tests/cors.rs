@@ -3,20 +3,17 @@
 //! each answer, what a preflight does not cost), then in headless Chromium (a page served from
 //! another loopback port calls `fetch` on the proxy, as a web chat UI does).
 
-#[path = "../../../tests/support/mod.rs"]
-mod support;
 
 mod common;
 mod webdriver;
 
-use std::path::PathBuf;
 
 use common::{free_port, Proxy, TOKEN};
 use gemini_balance::store::sqlite::logs::RequestQuery;
 use gemini_balance::store::SqliteStore;
 use serde_json::{json, Value};
 use support::{test_keys, MockGemini};
-use webdriver::{which, Browser, ChromeDriver};
+use webdriver::{chromium, Browser, ChromeDriver};
 
 const ADMIN: &str = "sk-cors-admin-token-0001";
 const ORIGIN: &str = "http://chat.example.test:3000";
@@ -272,21 +269,6 @@ async fn preflights_are_answered_on_the_api_routes_before_any_token_is_checked()
     assert_eq!(rows.len(), 2, "{rows:#?}");
 }
 
-fn chromium() -> Option<(PathBuf, PathBuf)> {
-    let browser = which("chromium").or_else(|| which("chromium-browser"));
-    let driver = which("chromedriver");
-    match (browser, driver) {
-        (Some(b), Some(d)) => Some((b, d)),
-        _ if std::env::var_os("CI").is_some() => {
-            panic!("chromium and chromedriver must be installed for the browser tests (.ci/run installs them)")
-        }
-        _ => {
-            eprintln!("skipping the browser test: install chromium and chromium-driver to run it");
-            None
-        }
-    }
-}
-
 /// Serves a blank page on another loopback port: the chat front-end's origin.
 async fn front_end() -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -317,10 +299,9 @@ async fn fetch(browser: &Browser, url: &str, init: Value) -> Value {
 
 // Multi-threaded: the browser is driven over HTTP while the page's server runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs chromium and chromedriver (Debian: chromium chromium-driver; bash .ci/run installs them); run with -- --ignored"]
 async fn a_web_chat_ui_on_another_origin_calls_the_api_in_a_browser() {
-    let Some((chromium, chromedriver)) = chromium() else {
-        return;
-    };
+    let (chromium, chromedriver) = chromium();
     let mock = MockGemini::start().await;
     let dir = tempfile::tempdir().unwrap();
     let proxy = Proxy::start(dir.path(), &env_file(&mock, "")).await;

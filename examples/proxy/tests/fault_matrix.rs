@@ -30,8 +30,6 @@
 //! asserted are generous upper ones ("closed within", "exited within", the durability window
 //! plus an allowance for a loaded machine), and lower bounds that a deadline cannot undercut.
 
-#[path = "../../../tests/support/mod.rs"]
-mod support;
 
 mod common;
 

@@ -1,8 +1,6 @@
 //! Image URLs in OpenAI chat requests: fetched by the proxy (bounded, images only, no private
 //! addresses unless allowed) and sent to Gemini as `inlineData`.
 
-#[path = "../../../tests/support/mod.rs"]
-mod support;
 
 mod common;
 

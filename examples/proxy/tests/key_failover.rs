@@ -3,8 +3,6 @@
 //! client does get says when to come back; `/health` counts a key cooling down for one model as
 //! active.
 
-#[path = "../../../tests/support/mod.rs"]
-mod support;
 
 mod common;
 

@@ -9,8 +9,6 @@
 //! overrides `.env`, as in Gemini-Balance). A live setting without a row fails
 //! `every_live_setting_has_a_row`.
 
-#[path = "../../../tests/support/mod.rs"]
-mod support;
 
 mod common;
 

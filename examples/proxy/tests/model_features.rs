@@ -12,8 +12,6 @@
 //! - `input_video` parts; images answered by `-image` models as markdown, and sent back.
 
 mod common;
-#[path = "../../../tests/support/mod.rs"]
-mod support;
 
 use common::{Proxy, TOKEN};
 use reqwest::Client;

@@ -3,8 +3,6 @@
 //! the startup warning naming what this version does not use and what it had to adjust, and
 //! LOG_LEVEL changed live in Gemini-Balance's spellings.
 
-#[path = "../../../tests/support/mod.rs"]
-mod support;
 
 mod common;
 

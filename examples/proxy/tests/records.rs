@@ -2,8 +2,6 @@
 //! whose upstream died, an answer that broke off (a 502 to the client), a pseudo stream whose
 //! answer failed after its 200.
 
-#[path = "../../../tests/support/mod.rs"]
-mod support;
 
 mod common;
 

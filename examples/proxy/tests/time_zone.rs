@@ -1,7 +1,5 @@
 //! TIMEZONE: an IANA name; anything else stops startup naming the variable.
 
-#[path = "../../../tests/support/mod.rs"]
-mod support;
 
 mod common;
 

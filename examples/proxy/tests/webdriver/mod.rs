@@ -35,6 +35,21 @@ pub fn which(program: &str) -> Option<PathBuf> {
     })
 }
 
+/// Chromium and chromedriver on PATH. The browser tests that call this are `#[ignore]`d (the
+/// README's `cargo test` lists them as ignored); run with `-- --ignored`, they fail here, naming
+/// what to install, rather than pass untested.
+pub fn chromium() -> (PathBuf, PathBuf) {
+    let browser = which("chromium").or_else(|| which("chromium-browser"));
+    let driver = which("chromedriver");
+    match (browser, driver) {
+        (Some(b), Some(d)) => (b, d),
+        _ => panic!(
+            "chromium and chromedriver must be on PATH for the browser tests (Debian: apt-get \
+             install chromium chromium-driver; bash .ci/run installs them)"
+        ),
+    }
+}
+
 /// A running chromedriver, killed on drop.
 pub struct ChromeDriver {
     child: Child,

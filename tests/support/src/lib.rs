@@ -1,4 +1,6 @@
-//! A loopback mock of the Gemini API, shared by the integration tests (`mod support;`).
+//! A loopback mock of the Gemini API, shared by the integration tests of `gemini-balance` and
+//! of its proxy: the dev-dependency `gemini-balance-test-support`, whose library is `support`
+//! (one crate built once, not a module compiled into every test binary).
 //!
 //! [`MockGemini::start`] serves an axum app on `127.0.0.1:0` that answers like Gemini, errors
 //! included: it takes the key from `x-goog-api-key`, `?key=` or `Authorization: Bearer`, serves
@@ -23,7 +25,6 @@
 //! Files: `fault.rs` (what a key does wrong), `errors.rs` (Gemini's error bodies), `replies.rs`
 //! (successful bodies and the model catalogue), `route.rs` (what a path asks for), `record.rs`
 //! (counters), `sse.rs` (the streaming body), `server.rs` (the app and its handle).
-#![allow(dead_code, unused_imports)]
 
 pub mod compress;
 pub mod errors;
