@@ -6,7 +6,6 @@
 //! reqwest client ─▶ axum Router (127.0.0.1:0) ─▶ Retry ─▶ KeyRotation ─▶ ReqwestService ─▶ mock Gemini
 //! ```
 
-
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::pin::Pin;

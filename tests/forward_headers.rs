@@ -8,7 +8,6 @@
 //! (the pool key, `Accept-Encoding`) and what the HTTP client adds (`Host`, its default headers).
 #![cfg(feature = "reqwest")]
 
-
 use bytes::Bytes;
 use gemini_balance::client::{ForwardHeadersLayer, HeaderAllowlist, ReqwestService};
 use gemini_balance::decode::DecodeLayer;

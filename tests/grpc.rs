@@ -6,7 +6,6 @@
 //! The messages are hand-written prost structs (a subset of
 //! `google.ai.generativelanguage.v1beta` and `google.rpc`), so no `protoc` is needed.
 
-
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;

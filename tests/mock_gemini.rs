@@ -2,7 +2,6 @@
 //!
 //! Other test files trust the mock; these tests are why they may.
 
-
 use http::{Method, StatusCode};
 use serde_json::Value;
 use support::{prompt_body, test_key, Action, Fault, MockGemini, Route};

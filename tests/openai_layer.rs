@@ -1,7 +1,6 @@
 //! The OpenAI face over loopback: OpenAI requests in, Gemini (the mock) behind, OpenAI answers
 //! out, through the real key rotation and retry layers.
 
-
 use std::time::Duration;
 
 use axum::error_handling::HandleErrorLayer;

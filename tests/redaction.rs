@@ -6,7 +6,6 @@
 //! test ─▶ Usage ─▶ Retry ─▶ KeyRotation ─▶ Decode ─▶ ReqwestService ─▶ mock Gemini
 //! ```
 
-
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -3,7 +3,6 @@
 //! `KeyRotation` → `ReqwestService`, which calls the mock Gemini of `tests/support`.
 #![cfg(feature = "reqwest")]
 
-
 use std::time::Duration;
 
 use axum::error_handling::HandleErrorLayer;

@@ -5,7 +5,6 @@
 //! real I/O mix badly). The clock only moves when everything waits on a timer, so
 //! `Instant::now()` not moving proves that nothing waited.
 
-
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

@@ -1,7 +1,6 @@
 //! The usage layer over loopback: one record per request with tokens, attempts and how the
 //! response ended, for Gemini and OpenAI, JSON and SSE.
 
-
 use std::convert::Infallible;
 use std::time::Duration;
 

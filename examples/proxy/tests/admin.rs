@@ -2,7 +2,6 @@
 //! over HTTP with AUTH_TOKEN; restarts check that changes are kept, and the database and
 //! every answer are checked for secrets.
 
-
 mod common;
 
 use std::path::Path;

@@ -1,7 +1,6 @@
 //! Failed authentications per client address, end to end: the proxy binary on 127.0.0.1, and
 //! clients on other loopback addresses (127.0.0.2, …) playing guessers.
 
-
 mod common;
 
 use std::net::IpAddr;

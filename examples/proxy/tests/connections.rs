@@ -9,7 +9,6 @@
 //! at once, lets requests in progress (answers being written included) finish and cuts them at
 //! SHUTDOWN_TIMEOUT; hyper's own 400, 414 and 431 carry a JSON body.
 
-
 mod common;
 
 use common::raw::{closed_after, read_response, GUARD};

@@ -3,10 +3,8 @@
 //! each answer, what a preflight does not cost), then in headless Chromium (a page served from
 //! another loopback port calls `fetch` on the proxy, as a web chat UI does).
 
-
 mod common;
 mod webdriver;
-
 
 use common::{free_port, Proxy, TOKEN};
 use gemini_balance::store::sqlite::logs::RequestQuery;

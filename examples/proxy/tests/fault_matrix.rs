@@ -30,7 +30,6 @@
 //! asserted are generous upper ones ("closed within", "exited within", the durability window
 //! plus an allowance for a loaded machine), and lower bounds that a deadline cannot undercut.
 
-
 mod common;
 
 use common::raw::{closed_after, read_response, GUARD};

@@ -22,7 +22,6 @@
 //! - `FUZZ_CASES` (default 3000) and `FUZZ_SECONDS` (default 20, a cap on wall-clock time so CI
 //!   stays fast on a slow machine): longer local runs raise both.
 
-
 mod common;
 
 #[path = "fuzz/cases.rs"]

@@ -1,7 +1,6 @@
 //! Image URLs in OpenAI chat requests: fetched by the proxy (bounded, images only, no private
 //! addresses unless allowed) and sent to Gemini as `inlineData`.
 
-
 mod common;
 
 use std::sync::atomic::{AtomicU64, Ordering};

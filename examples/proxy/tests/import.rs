@@ -4,7 +4,6 @@
 //! binary; then the proxy started on the result. SQLite always; MySQL against the MariaDB of
 //! `GEMINI_BALANCE_TEST_MYSQL_URL` (set by `.ci/run`).
 
-
 mod common;
 
 use std::path::Path;

@@ -3,7 +3,6 @@
 //! client does get says when to come back; `/health` counts a key cooling down for one model as
 //! active.
 
-
 mod common;
 
 use common::{Proxy, TOKEN};

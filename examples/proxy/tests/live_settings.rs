@@ -9,7 +9,6 @@
 //! overrides `.env`, as in Gemini-Balance). A live setting without a row fails
 //! `every_live_setting_has_a_row`.
 
-
 mod common;
 
 use std::future::Future;

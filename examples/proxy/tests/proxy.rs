@@ -1,7 +1,6 @@
 //! The proxy binary end to end: started with a `.env` against the loopback mock Gemini, used
 //! the Gemini way and the OpenAI way, stopped with SIGTERM, its SQLite database checked.
 
-
 mod common;
 
 use std::process::Command;

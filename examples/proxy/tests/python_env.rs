@@ -3,7 +3,6 @@
 //! the startup warning naming what this version does not use and what it had to adjust, and
 //! LOG_LEVEL changed live in Gemini-Balance's spellings.
 
-
 mod common;
 
 use common::{Proxy, TOKEN};

@@ -2,7 +2,6 @@
 //! whose upstream died, an answer that broke off (a 502 to the client), a pseudo stream whose
 //! answer failed after its 200.
 
-
 mod common;
 
 use common::{Proxy, TOKEN};

@@ -2,7 +2,6 @@
 //! the loopback mock Gemini: what the client gets, what the upstream received, and how the keys
 //! were spread (a rejected key taken out while every client is still served).
 
-
 mod common;
 
 use std::collections::BTreeMap;

@@ -1,6 +1,5 @@
 //! TIMEZONE: an IANA name; anything else stops startup naming the variable.
 
-
 mod common;
 
 #[test]

@@ -4,7 +4,6 @@
 //! client forever; an answer that breaks off mid-way is a 502 (a whole one goes out with its
 //! `Content-Length`); a HEAD request gets the upstream's head, not a 502.
 
-
 mod common;
 
 use std::time::Duration;

@@ -1,7 +1,6 @@
 //! `PROXIES`: upstream calls go through outbound HTTP proxies, a key always through the same
 //! one (across restarts too) when PROXIES_USE_CONSISTENCY_HASH_BY_API_KEY is on.
 
-
 mod common;
 
 use gemini_balance::keys::KeyId;

@@ -10,7 +10,6 @@
 //! - no method a route lacks: a 405 with `Allow`, nothing sent upstream;
 //! - and the forms clients do send (`%3A`, dotted model names, HEAD) still served.
 
-
 mod common;
 
 use gemini_balance::store::SqliteStore;

@@ -9,7 +9,6 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Router;
 
-
 /// A loopback HTTP forward proxy: takes absolute-form requests (`POST http://host/path`),
 /// forwards them, and counts what passed through per upstream key.
 pub struct ForwardProxy {
