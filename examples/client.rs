@@ -9,7 +9,7 @@
 //!
 //! ```sh
 //! GEMINI_API_KEYS=AIzaSy...1,AIzaSy...2 \
-//!   cargo run --example client --features reqwest-middleware -- "Why is the sky blue?"
+//!   cargo run --example client --features middleware -- "Why is the sky blue?"
 //! ```
 //!
 //! Optional: `GEMINI_MODEL` (default `gemini-2.0-flash`) and `GEMINI_BASE_URL` (default

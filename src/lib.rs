@@ -75,21 +75,29 @@
 //! with `upstream`, `client::Upstream` is the bundled proxy's own upstream (hyper, timeouts,
 //! per-key outbound proxies), and [`client::GatewayErrorsLayer`] answers transport failures as
 //! `502`/`504`, so a stack serves an axum route as it is.
-//! With `reqwest-middleware`, the same pool, classifier and usage store plug into a
+//! With the `middleware` feature, the same pool, classifier and usage store plug into a
 //! `reqwest_middleware::ClientWithMiddleware` ([`client::middleware`]). The body-agnostic layers
 //! (`KeyRotation`, `Retry`, `Usage`) also wrap a tonic `Channel` or server. `docs/client.md` and
 //! the examples `client`, `embed_axum` and `tonic` show each.
 //!
 //! # Feature flags
 //!
-//! - `reqwest`: [`client::ReqwestService`], the tower adapter around `reqwest::Client`.
+//! The layers, the key pool, the classifier and [`store::MemoryStore`] are always built.
+//!
+//! - `openai` (default): [`openai`], OpenAI ↔ Gemini conversion and the OpenAI-compatible face.
+//! - `grpc` (default): gRPC calls understood by the layers: `grpc-status` in headers and
+//!   trailers classified with its details ([`classify::Classifier::classify_grpc`]), a gRPC
+//!   answer when no key is usable, the status in usage records. Without it a gRPC call is judged
+//!   as plain HTTP (a failed call counts as a success), and `KeyRotation` warns once.
 //! - `upstream`: [`client::Upstream`](client::upstream), the upstream service over hyper's pooled
 //!   client, with connect, first-byte and idle timeouts and outbound proxies chosen per key
 //!   (brings in `reqwest` for the proxied routes).
-//! - `reqwest-middleware`: [`client::middleware`], key rotation, classified retries and usage
-//!   as reqwest-middleware middleware, and a reqwest-retry `RetryableStrategy`.
 //! - `sqlite` (default): [`store::SqliteStore`], usage log, key state and settings in an
 //!   embedded SQLite database (compiled in; no system library needed).
+//! - `reqwest`: [`client::ReqwestService`], the tower adapter around `reqwest::Client`.
+//! - `middleware`: [`client::middleware`], key rotation, classified retries and usage as
+//!   reqwest-middleware middleware, and a reqwest-retry `RetryableStrategy`. Implies `reqwest`;
+//!   `reqwest-middleware` is its former name, still accepted.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 // Input never panics the library: no `unwrap()` outside tests.
 #![warn(clippy::unwrap_used)]
@@ -105,10 +113,14 @@ pub mod ext;
 pub mod filter;
 pub mod keys;
 pub mod normalize_url;
+#[cfg(feature = "openai")]
+#[cfg_attr(docsrs, doc(cfg(feature = "openai")))]
 pub mod openai;
 mod order;
 pub mod redact;
 pub mod retry;
+#[cfg(feature = "openai")]
+#[cfg_attr(docsrs, doc(cfg(feature = "openai")))]
 pub mod rules;
 pub mod stack;
 pub mod store;

@@ -9,8 +9,7 @@
 //! Every fault of the mock's matrix (invalid key, 429 with RetryInfo, per-model 429, 503, 500,
 //! slow) runs through each path; a last test drives both paths with one fault script and
 //! checks that they make the same decisions.
-#![cfg(feature = "reqwest-middleware")]
-
+#![cfg(feature = "middleware")]
 
 use std::time::{Duration, SystemTime};
 

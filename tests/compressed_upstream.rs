@@ -6,7 +6,6 @@
 //! test ─▶ Usage ─▶ Retry ─▶ KeyRotation ─▶ Decode ─▶ ReqwestService ─▶ mock Gemini (compressing)
 //! ```
 
-
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -399,7 +398,7 @@ async fn openai_chat_over_a_compressed_upstream() {
     }
 }
 
-#[cfg(feature = "reqwest-middleware")]
+#[cfg(feature = "middleware")]
 #[tokio::test]
 async fn the_reqwest_middleware_path_does_not_pass_on_an_error_it_cannot_read() {
     use gemini_balance::client::middleware::KeyRotationMiddleware;
@@ -428,7 +427,7 @@ async fn the_reqwest_middleware_path_does_not_pass_on_an_error_it_cannot_read() 
     assert!(text.contains("could not be read"), "{text}");
 }
 
-#[cfg(feature = "reqwest-middleware")]
+#[cfg(feature = "middleware")]
 #[tokio::test]
 async fn the_reqwest_middleware_path_decodes_too() {
     use gemini_balance::client::middleware::KeyRotationMiddleware;

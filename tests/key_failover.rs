@@ -6,8 +6,7 @@
 //! tower:      Retry ─▶ KeyRotation ─▶ ReqwestService ─▶ mock Gemini
 //! middleware: ClientWithMiddleware[RetryMiddleware, KeyRotationMiddleware] ─▶ mock Gemini
 //! ```
-#![cfg(feature = "reqwest-middleware")]
-
+#![cfg(feature = "middleware")]
 
 use std::time::Duration;
 

@@ -4,7 +4,7 @@
 //!
 //! The upstream is a last middleware answering per key (no network), and time is tokio's paused
 //! clock: it moves only when something sleeps, so "at once" is "nothing slept".
-#![cfg(feature = "reqwest-middleware")]
+#![cfg(feature = "middleware")]
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

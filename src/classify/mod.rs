@@ -29,7 +29,9 @@
 
 mod class;
 mod gemini_error;
+#[cfg(feature = "grpc")]
 mod grpc;
+#[cfg(feature = "grpc")]
 pub(crate) mod grpc_details;
 mod policy;
 mod retry_after;
@@ -45,6 +47,8 @@ pub use self::class::{
     DEFAULT_RATE_LIMIT_COOLDOWN,
 };
 pub use self::gemini_error::{quota_scope, ErrorBody};
+#[cfg(feature = "grpc")]
+#[cfg_attr(docsrs, doc(cfg(feature = "grpc")))]
 pub use self::grpc::{grpc_status, GrpcEos};
 pub use self::policy::ClassifiedPolicy;
 pub use self::retry_after::{
@@ -109,7 +113,7 @@ impl Classifier {
     /// `true` when the status alone says success, so no body needs to be read.
     pub fn is_success(&self, status: StatusCode, headers: &HeaderMap) -> bool {
         (status.is_success() || status.is_informational() || status.is_redirection())
-            && grpc::header_code(headers).is_none_or(|code| code == 0)
+            && grpc_code(headers).is_none_or(|code| code == 0)
     }
 
     /// Classifies a response from its status, headers and (a prefix of) its body.
@@ -121,6 +125,7 @@ impl Classifier {
         headers: &HeaderMap,
         body: &[u8],
     ) -> Result<(), FailureClass> {
+        #[cfg(feature = "grpc")]
         if let Some(code) = grpc::header_code(headers) {
             return self.classify_grpc(code, headers);
         }
@@ -204,6 +209,8 @@ impl Classifier {
     /// Classifies a gRPC status code. `metadata` (the headers or trailers that carried it)
     /// supplies `grpc-message` and `grpc-status-details-bin` (the `google.rpc.Status` with
     /// Gemini's `ErrorInfo`, `RetryInfo` and `QuotaFailure`), and `retry-after` when present.
+    #[cfg(feature = "grpc")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "grpc")))]
     pub fn classify_grpc(&self, code: u32, metadata: &HeaderMap) -> Result<(), FailureClass> {
         grpc::classify(code, metadata, self.max_retry_after)
     }
@@ -211,6 +218,20 @@ impl Classifier {
     /// Classifies an error returned instead of a response (connect refused, reset, timeout...).
     pub fn classify_error(&self, error: &(dyn std::error::Error + 'static)) -> FailureClass {
         transport::classify_error(error)
+    }
+}
+
+/// The `grpc-status` of response headers or trailers. Without the `grpc` feature, `None`: gRPC
+/// answers are then judged as plain HTTP (their 200 is a success).
+pub(crate) fn grpc_code(headers: &HeaderMap) -> Option<u32> {
+    #[cfg(feature = "grpc")]
+    {
+        grpc::header_code(headers)
+    }
+    #[cfg(not(feature = "grpc"))]
+    {
+        let _ = headers;
+        None
     }
 }
 

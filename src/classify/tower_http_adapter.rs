@@ -4,6 +4,7 @@
 use http::Response;
 use tower_http::classify::{ClassifiedResponse, ClassifyResponse, SharedClassifier};
 
+#[cfg(feature = "grpc")]
 use super::grpc::{header_code, GrpcEos};
 use super::{Classifier, FailureClass, Outcome};
 
@@ -24,7 +25,12 @@ impl Classifier {
 
 impl ClassifyResponse for Classifier {
     type FailureClass = FailureClass;
+    /// With the `grpc` feature, a gRPC answer whose status comes in the trailers is judged there.
+    #[cfg(feature = "grpc")]
     type ClassifyEos = GrpcEos;
+    /// Without the `grpc` feature, every answer is judged by its head.
+    #[cfg(not(feature = "grpc"))]
+    type ClassifyEos = tower_http::classify::NeverClassifyEos<FailureClass>;
 
     fn classify_response<B>(
         self,
@@ -37,12 +43,8 @@ impl ClassifyResponse for Classifier {
                 Outcome::Failure(class) => Err(class.clone()),
             });
         }
-        let is_grpc = res
-            .headers()
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("application/grpc"));
-        if is_grpc && header_code(res.headers()).is_none() {
+        #[cfg(feature = "grpc")]
+        if is_grpc(res) && header_code(res.headers()).is_none() {
             return ClassifiedResponse::RequiresEos(GrpcEos {
                 max_wait: self.max_retry_after,
             });
@@ -56,4 +58,13 @@ impl ClassifyResponse for Classifier {
     {
         super::transport::classify_display(error)
     }
+}
+
+/// `true` for a gRPC answer (`content-type: application/grpc…`).
+#[cfg(feature = "grpc")]
+fn is_grpc<B>(res: &Response<B>) -> bool {
+    res.headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"))
 }

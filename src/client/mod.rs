@@ -23,7 +23,7 @@
 //! With the `reqwest` feature, [`ReqwestService`] makes a `reqwest::Client` a tower
 //! `Service<http::Request<B>>`, so `RetryLayer`, `KeyRotationLayer` and the rest wrap outgoing
 //! calls, with streaming response bodies passed through as they arrive; with
-//! `reqwest-middleware`, the same decisions plug into a `ClientWithMiddleware` ([`middleware`]).
+//! the `middleware` feature, the same decisions plug into a `ClientWithMiddleware` ([`middleware`]).
 //!
 //! # Example
 //!
@@ -55,8 +55,8 @@
 mod base_url;
 pub mod forward_headers;
 pub mod gateway_errors;
-#[cfg(feature = "reqwest-middleware")]
-#[cfg_attr(docsrs, doc(cfg(feature = "reqwest-middleware")))]
+#[cfg(feature = "middleware")]
+#[cfg_attr(docsrs, doc(cfg(feature = "middleware")))]
 pub mod middleware;
 pub mod request_path;
 #[cfg(feature = "reqwest")]
@@ -68,8 +68,8 @@ pub mod upstream;
 pub use self::base_url::{remove_hop_by_hop, BaseUrl, InvalidBaseUrl};
 pub use self::forward_headers::{ForwardHeaders, ForwardHeadersLayer, HeaderAllowlist};
 pub use self::gateway_errors::{GatewayErrors, GatewayErrorsLayer};
-#[cfg(feature = "reqwest-middleware")]
-#[cfg_attr(docsrs, doc(cfg(feature = "reqwest-middleware")))]
+#[cfg(feature = "middleware")]
+#[cfg_attr(docsrs, doc(cfg(feature = "middleware")))]
 pub use self::middleware::{
     ClassifiedStrategy, KeyFailoverPolicy, KeyRotationMiddleware, RetryMiddleware, UsageMiddleware,
 };

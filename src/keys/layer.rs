@@ -6,7 +6,7 @@ use http::{header, HeaderValue, Request, Response, Uri};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use tokio::time::Instant;
 
@@ -15,6 +15,7 @@ use super::pool::KeyPool;
 use super::status::NoKey;
 use crate::api_error::{error_response, ApiFlavor};
 use crate::body::ResponseBody;
+#[cfg(feature = "grpc")]
 use crate::classify::grpc_details::{percent_encode, status_details_bin};
 use crate::classify::{Classifier, FailureClass, Outcome};
 use crate::ext::{request_model, AttemptContext, AttemptKey};
@@ -136,12 +137,17 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        #[cfg(not(feature = "grpc"))]
+        if is_grpc(&req) {
+            warn_grpc_without_feature();
+        }
         let model = request_model(&req).map(str::to_owned);
         let lease = self
             .pool
             .pick(model.as_deref(), req.extensions().get::<AttemptContext>());
         let lease = match lease {
             Ok(lease) => lease,
+            #[cfg(feature = "grpc")]
             Err(no_key) if is_grpc(&req) => {
                 return ResponseFuture::local(
                     grpc_no_key_response(&no_key).map(ResponseBody::full),
@@ -187,8 +193,24 @@ fn is_grpc<B>(req: &Request<B>) -> bool {
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
+/// Says once, at the first gRPC call, that the crate was built without `grpc`: the call's
+/// `grpc-status` goes unread (its failures would count as successes), so the stack is wrong for
+/// it rather than slightly worse.
+#[cfg(not(feature = "grpc"))]
+fn warn_grpc_without_feature() {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    WARNED.call_once(|| {
+        tracing::warn!(
+            "a gRPC call reached KeyRotation, but gemini-balance was built without its `grpc` \
+             feature: gRPC statuses are not read, so failed calls count as successes; enable \
+             the `grpc` feature (on by default)"
+        );
+    });
+}
+
 /// The local answer to a gRPC call when no key is usable, in gRPC: `RESOURCE_EXHAUSTED` with a
 /// `RetryInfo` when keys are only cooling down, `UNAVAILABLE` when none is enabled.
+#[cfg(feature = "grpc")]
 fn grpc_no_key_response(no_key: &NoKey) -> Response<bytes::Bytes> {
     let (code, status, retry_after) = match no_key {
         NoKey::CoolingDown { retry_after } => (
@@ -212,7 +234,7 @@ fn grpc_no_key_response(no_key: &NoKey) -> Response<bytes::Bytes> {
     let details = status_details_bin(
         code,
         &message,
-        retry_after.map(|d| Duration::from_secs(d.as_millis().div_ceil(1000) as u64)),
+        retry_after.map(|d| std::time::Duration::from_secs(d.as_millis().div_ceil(1000) as u64)),
     );
     if let Ok(value) = HeaderValue::from_str(&details) {
         headers.insert("grpc-status-details-bin", value);

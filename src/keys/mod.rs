@@ -72,7 +72,7 @@ use std::fmt;
 
 pub use self::api_key::{looks_like_gemini_key, mask, ApiKey, InvalidKey, KeyId};
 pub use self::daily_reset::next_daily_reset;
-#[cfg(feature = "reqwest-middleware")]
+#[cfg(feature = "middleware")]
 pub(crate) use self::layer::no_key_response;
 pub use self::layer::{KeyPlacement, KeyRotation, KeyRotationLayer};
 pub use self::pool::{KeyLease, KeyPool, KeyPoolBuilder, DEFAULT_MAX_FAILURES};

@@ -66,7 +66,7 @@ impl RetryLayer {
     }
 
     /// The settings, shared with the reqwest-middleware retry (same budget, same decisions).
-    #[cfg(feature = "reqwest-middleware")]
+    #[cfg(feature = "middleware")]
     pub(crate) fn shared_config(&self) -> Arc<Config> {
         self.config.clone()
     }

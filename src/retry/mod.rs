@@ -76,7 +76,7 @@ mod replay_body;
 
 pub use self::backoff::Backoff;
 pub use self::decision::DEFAULT_MAX_KEY_FAILOVERS;
-#[cfg(feature = "reqwest-middleware")]
+#[cfg(feature = "middleware")]
 pub(crate) use self::decision::{fill_retry_after, Config, Decision, Tally};
 pub use self::layer::{Retry, RetryLayer, ATTEMPTS_HEADER, DEFAULT_MAX_BODY_BYTES};
 pub use self::replay_body::ReplayBody;

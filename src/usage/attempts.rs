@@ -5,7 +5,7 @@
 //! extensions into every attempt (the slots are shared `Arc`s), so
 //! [`KeyRotation`](crate::keys::KeyRotation) can log each attempt, `Retry` hands over the
 //! body it buffered anyway, and a layer that converts the answer
-//! ([`OpenAi`](crate::openai::OpenAi)) leaves the upstream's token count it read on the way.
+//! (`openai::OpenAi`) leaves the upstream's token count it read on the way.
 //!
 //! [`Retry`]: crate::retry::Retry
 

@@ -96,7 +96,7 @@ impl Pending {
     pub(crate) fn track<B: Body>(mut self, res: http::Response<B>) -> http::Response<UsageBody<B>> {
         let record = &mut self.record;
         record.status = res.status().as_u16();
-        record.grpc_status = crate::classify::grpc_status(res.headers());
+        record.grpc_status = crate::classify::grpc_code(res.headers());
         record.key = res.extensions().get::<crate::keys::KeyId>().cloned();
         if record.model.is_none() {
             // Named in the request body, not the path (OpenAI's chat and embeddings): the inner
@@ -279,8 +279,7 @@ where
                         tracker.data(data);
                     }
                     // A gRPC call's status comes in the trailers.
-                    if let Some(code) = frame.trailers_ref().and_then(crate::classify::grpc_status)
-                    {
+                    if let Some(code) = frame.trailers_ref().and_then(crate::classify::grpc_code) {
                         tracker.grpc_status(code);
                     }
                     // Servers stop polling a body that says it is over (a known length is

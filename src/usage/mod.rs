@@ -64,7 +64,7 @@ mod record;
 
 pub use self::attempts::{AttemptLog, RequestBodyCapture, UpstreamUsage};
 pub use self::body::UsageBody;
-#[cfg(feature = "reqwest-middleware")]
+#[cfg(feature = "middleware")]
 pub(crate) use self::body::{Head, Pending};
 pub use self::extract::{gemini_usage, openai_usage, usage_from_json, usage_from_text, UsageTap};
 pub use self::layer::{Usage, UsageLayer};

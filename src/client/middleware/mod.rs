@@ -1,5 +1,5 @@
 //! The layers of this crate as [reqwest-middleware] middleware, for programs that already build
-//! a `ClientWithMiddleware` (feature `reqwest-middleware`).
+//! a `ClientWithMiddleware` (feature `middleware`).
 //!
 //! - [`KeyRotationMiddleware`]: a key per attempt from a [`KeyPool`](crate::keys::KeyPool),
 //!   the outcome reported back (the same pool, cooldowns and counts as the tower layer).
