@@ -98,6 +98,8 @@
 //! - `middleware`: [`client::middleware`], key rotation, classified retries and usage as
 //!   reqwest-middleware middleware, and a reqwest-retry `RetryableStrategy`. Implies `reqwest`;
 //!   `reqwest-middleware` is its former name, still accepted.
+//!
+//! [`prelude`] imports the common types at once.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 // Input never panics the library: no `unwrap()` outside tests.
 #![warn(clippy::unwrap_used)]
@@ -117,6 +119,7 @@ pub mod normalize_url;
 #[cfg_attr(docsrs, doc(cfg(feature = "openai")))]
 pub mod openai;
 mod order;
+pub mod prelude;
 pub mod redact;
 pub mod retry;
 #[cfg(feature = "openai")]

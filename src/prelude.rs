@@ -1,0 +1,55 @@
+//! The types a typical stack needs, in one import: the layers, the key pool, the stores and the
+//! classifier.
+//!
+//! `use gemini_balance::prelude::*;` brings types and the store traits only (no functions, no
+//! constants); items behind a feature are here when the feature is on. One name is also
+//! tower's: `RetryLayer` (tower's is `tower::retry::RetryLayer`, a policy-driven retry); an
+//! explicit `use` of tower's wins over this glob.
+//!
+//! # Example
+//!
+//! ```
+//! use gemini_balance::prelude::*;
+//! use tower::ServiceBuilder;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let pool = KeyPool::builder()
+//!     .keys(["AIzaSyA1234567890abcdefghijklmnopqrstuv"])
+//!     .build()?;
+//! let store = MemoryStore::new();
+//! let stack = ServiceBuilder::new()
+//!     .layer(PseudoStreamLayer::new())
+//!     .layer(UsageLayer::new(store.clone()))
+//!     .layer(ParamFilterLayer::new())
+//!     .layer(RetryLayer::new().classifier(Classifier::new()))
+//!     .layer(KeyRotationLayer::new(pool));
+//! # let _ = stack;
+//! # Ok(())
+//! # }
+//! ```
+
+pub use crate::classify::{Classifier, FailureClass, Outcome};
+pub use crate::client::ForwardHeadersLayer;
+#[cfg(feature = "reqwest")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
+pub use crate::client::ReqwestService;
+#[cfg(feature = "middleware")]
+#[cfg_attr(docsrs, doc(cfg(feature = "middleware")))]
+pub use crate::client::{
+    ClassifiedStrategy, KeyRotationMiddleware, RetryMiddleware, UsageMiddleware,
+};
+pub use crate::decode::DecodeLayer;
+pub use crate::filter::ParamFilterLayer;
+pub use crate::keys::{ApiKey, KeyId, KeyPool, KeyRotationLayer, Strategy};
+pub use crate::normalize_url::NormalizeUrlLayer;
+#[cfg(feature = "openai")]
+#[cfg_attr(docsrs, doc(cfg(feature = "openai")))]
+pub use crate::openai::OpenAiLayer;
+pub use crate::retry::RetryLayer;
+#[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+pub use crate::store::SqliteStore;
+pub use crate::store::{KeyStateStore, MemoryStore, UsageSink};
+pub use crate::stream::optimizer::StreamOptimizerLayer;
+pub use crate::stream::pseudo::PseudoStreamLayer;
+pub use crate::usage::{RequestRecord, UsageLayer};
