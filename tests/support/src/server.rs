@@ -213,8 +213,7 @@ impl MockGemini {
         self.shared.recorder.recent().pop()
     }
 
-    /// The most recent answered requests, oldest first (at most
-    /// [`RECENT_LIMIT`](super::record::RECENT_LIMIT)).
+    /// The most recent answered requests, oldest first (at most `RECENT_LIMIT`, 256).
     pub fn recent_requests(&self) -> Vec<RecordedRequest> {
         self.shared.recorder.recent()
     }
