@@ -88,6 +88,7 @@ use crate::client::ForwardHeadersLayer;
 use crate::decode::DecodeLayer;
 use crate::filter::ParamFilterLayer;
 use crate::keys::{KeyPool, KeyRotationLayer};
+#[cfg(feature = "openai")]
 use crate::openai::OpenAiLayer;
 use crate::retry::RetryLayer;
 use crate::stream::optimizer::StreamOptimizerLayer;
@@ -219,6 +220,8 @@ impl<O, P, U, F, A, H, R, K, D> GeminiStack<O, P, U, F, A, H, R, K, D> {
 
     /// Below the filter (which checks the OpenAI body) and above `Retry` (each attempt replays
     /// the converted Gemini request), as the bundled proxy has it.
+    #[cfg(feature = "openai")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "openai")))]
     pub fn openai(self, layer: OpenAiLayer) -> GeminiStack<O, P, U, F, OpenAiLayer, H, R, K, D> {
         GeminiStack {
             optimizer: self.optimizer,

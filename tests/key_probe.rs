@@ -3,8 +3,6 @@
 //! `tests/support` (through `ReqwestService`), and on tokio's paused clock for the periodic run.
 #![cfg(feature = "reqwest")]
 
-mod support;
-
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

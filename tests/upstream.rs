@@ -8,8 +8,6 @@
 //! reqwest ─▶ axum Router ─▶ GatewayErrors ─▶ Retry ─▶ KeyRotation ─▶ Decode ─▶ Upstream ─▶ upstream
 //! ```
 
-mod support;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 

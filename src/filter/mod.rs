@@ -80,6 +80,7 @@ mod first_pass;
 pub mod future;
 mod layer;
 mod reject;
+#[cfg(feature = "openai")]
 pub(crate) use self::reject::not_json;
 mod schema;
 
