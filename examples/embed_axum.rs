@@ -4,7 +4,19 @@
 //! from the pool in `x-goog-api-key` (the caller's own credentials are stripped), calls Gemini
 //! with it and streams the answer back. The layers around the route pick the key, classify the
 //! answer (cooling down a rate-limited key for that model, disabling an invalid one), retry on
-//! another key, check the JSON body, and record usage; `/stats` shows the keys and the records.
+//! another key, check the JSON body, record usage, and (with `PSEUDO_STREAM=true`) answer
+//! `streamGenerateContent?alt=sse` with a pseudo stream; `/stats` shows the keys and the records.
+//!
+//! Two rules keep the handler right:
+//!
+//! - It forwards the request **the layers hand it**: the request's own `Uri` (path *and*
+//!   query) and [`RequestInfo`], never axum's `Path` extractor, which axum fills while routing,
+//!   before the layers run. A pseudo-streamed `streamGenerateContent?alt=sse` reaches the
+//!   handler as `generateContent` (without `alt=sse`); a real stream keeps its `?alt=sse`
+//!   (without it Gemini streams a JSON array, not SSE).
+//! - The layers wrap the API routes only (`Router::route_layer`), not the whole router
+//!   (`Router::layer` also wraps the fallback): a scanner's `GET /wp-login.php` gets a plain
+//!   `404` without leasing a key, counting a failure or writing a usage record.
 //!
 //! ```sh
 //! GEMINI_API_KEYS=AIzaSy...1,AIzaSy...2 cargo run --example embed_axum
@@ -13,30 +25,66 @@
 //! curl -s localhost:3000/stats
 //! ```
 //!
-//! Optional: `PORT` (default 3000) and `GEMINI_BASE_URL` (default
-//! `https://generativelanguage.googleapis.com`).
+//! Optional: `PORT` (default 3000), `GEMINI_BASE_URL` (default
+//! `https://generativelanguage.googleapis.com`) and `PSEUDO_STREAM` (`true` to fake streams).
+//!
+//! `tests/embed_axum.rs` runs this app against a mock Gemini over loopback HTTP.
 
 use std::sync::Arc;
 
-use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
+use gemini_balance::api_error::error_response;
+use gemini_balance::ext::RequestInfo;
 use gemini_balance::filter::ParamFilterLayer;
 use gemini_balance::keys::{KeyPool, KeyRotationLayer};
 use gemini_balance::retry::RetryLayer;
 use gemini_balance::store::MemoryStore;
+use gemini_balance::stream::pseudo::PseudoStreamLayer;
 use gemini_balance::usage::UsageLayer;
 use tower::ServiceBuilder;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
+/// Where the handler sends the requests.
 #[derive(Clone)]
-struct App {
+pub struct Upstream {
     http: reqwest::Client,
     base: Arc<str>,
+}
+
+impl Upstream {
+    /// Gemini (or anything that answers like it) at `base`, called with `http`.
+    pub fn new(http: reqwest::Client, base: &str) -> Self {
+        Upstream {
+            http,
+            base: base.trim_end_matches('/').into(),
+        }
+    }
+}
+
+/// The app: Gemini's `POST /v1beta/models/{model}:{method}` behind the layers, and `/stats`.
+pub fn app(pool: KeyPool, store: MemoryStore, pseudo: PseudoStreamLayer, up: Upstream) -> Router {
+    let gemini = Router::new()
+        .route("/v1beta/models/{model_action}", post(call_gemini))
+        // `route_layer`: only requests that matched the route above go through the layers.
+        .route_layer(
+            ServiceBuilder::new()
+                .layer(pseudo)
+                .layer(UsageLayer::new(store.clone()))
+                .layer(ParamFilterLayer::new())
+                .layer(RetryLayer::new())
+                .layer(KeyRotationLayer::new(pool.clone())),
+        )
+        .with_state(up);
+    let stats = Router::new()
+        .route("/stats", get(show_stats))
+        .with_state((pool, store));
+    stats.merge(gemini)
 }
 
 #[tokio::main]
@@ -46,31 +94,18 @@ async fn main() -> Result<(), Error> {
     let base = std::env::var("GEMINI_BASE_URL")
         .unwrap_or_else(|_| "https://generativelanguage.googleapis.com".to_owned());
     let port = std::env::var("PORT").unwrap_or_else(|_| "3000".to_owned());
+    let pseudo = std::env::var("PSEUDO_STREAM").is_ok_and(|v| v.eq_ignore_ascii_case("true"));
     let _ = rustls::crypto::ring::default_provider().install_default();
 
     let pool = KeyPool::builder()
         .keys(keys.split(',').map(str::trim).filter(|k| !k.is_empty()))
         .build()?;
-    let store = MemoryStore::new();
-    let app = App {
-        http: reqwest::Client::new(),
-        base: base.into(),
-    };
-
-    let gemini = Router::new()
-        .route("/v1beta/models/{model_action}", post(call_gemini))
-        .layer(
-            ServiceBuilder::new()
-                .layer(UsageLayer::new(store.clone()))
-                .layer(ParamFilterLayer::new())
-                .layer(RetryLayer::new())
-                .layer(KeyRotationLayer::new(pool.clone())),
-        )
-        .with_state(app);
-    let stats = Router::new()
-        .route("/stats", get(show_stats))
-        .with_state((pool, store));
-    let router = stats.merge(gemini);
+    let router = app(
+        pool,
+        MemoryStore::new(),
+        PseudoStreamLayer::new().enabled(pseudo),
+        Upstream::new(reqwest::Client::new(), &base),
+    );
 
     let listener = tokio::net::TcpListener::bind(format!("127.0.0.1:{port}")).await?;
     println!("listening on http://{}", listener.local_addr()?);
@@ -78,19 +113,28 @@ async fn main() -> Result<(), Error> {
     Ok(())
 }
 
-/// Your handler: the key the layers chose is in `x-goog-api-key`.
+/// Your handler: the key the layers chose is in `x-goog-api-key`; the request is the one the
+/// layers hand on (its `Uri`, with the query), described by its [`RequestInfo`].
 async fn call_gemini(
-    State(app): State<App>,
-    Path(model_action): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
+    State(up): State<Upstream>,
+    Extension(info): Extension<RequestInfo>,
+    req: Request,
 ) -> Response {
-    let Some(key) = headers.get("x-goog-api-key").cloned() else {
+    let (parts, body) = req.into_parts();
+    // Already buffered (and bounded) by `Retry`: this only takes the bytes.
+    let Ok(body) = axum::body::to_bytes(body, usize::MAX).await else {
+        return (StatusCode::BAD_REQUEST, "the request body could not be read").into_response();
+    };
+    let Some(key) = parts.headers.get("x-goog-api-key").cloned() else {
         return (StatusCode::INTERNAL_SERVER_ERROR, "no key injected").into_response();
     };
-    let upstream = app
+    let target = parts
+        .uri
+        .path_and_query()
+        .map_or(parts.uri.path(), |pq| pq.as_str());
+    let upstream = up
         .http
-        .post(format!("{}/v1beta/models/{model_action}", app.base))
+        .post(format!("{}{target}", up.base))
         .header("x-goog-api-key", key)
         .header(header::CONTENT_TYPE, "application/json")
         .body(body)
@@ -106,7 +150,14 @@ async fn call_gemini(
             out.body(Body::from_stream(res.bytes_stream()))
                 .unwrap_or_else(|_| StatusCode::BAD_GATEWAY.into_response())
         }
-        Err(err) => (StatusCode::BAD_GATEWAY, err.to_string()).into_response(),
+        // In the error format of the API the client speaks.
+        Err(_) => error_response(
+            info.flavor,
+            StatusCode::BAD_GATEWAY,
+            &format!("{} failed: the upstream could not be reached", info.operation),
+        )
+        .map(Body::from)
+        .into_response(),
     }
 }
 

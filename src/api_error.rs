@@ -56,11 +56,15 @@ impl ApiFlavor {
     /// The flavor of a request: an `ApiFlavor` request extension wins; otherwise OpenAI for
     /// OpenAI-style paths (`/chat/completions`, `/embeddings`, `/images/`, `/audio/`, `/openai/`,
     /// `/hf/`), Gemini for everything else.
+    /// A current [`RequestInfo`](crate::ext::RequestInfo) extension is read before the path.
     pub fn of<B>(req: &Request<B>) -> Self {
         if let Some(flavor) = req.extensions().get::<ApiFlavor>() {
             return *flavor;
         }
-        Self::of_path(req.uri().path())
+        match crate::ext::RequestInfo::current(req) {
+            Some(info) => info.flavor,
+            None => Self::of_path(req.uri().path()),
+        }
     }
 
     /// The flavor implied by a path alone.

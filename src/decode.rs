@@ -246,7 +246,7 @@ where
         // Ours, not the client's: the client reads what we hand on, not what the upstream sent.
         req.headers_mut()
             .insert(header::ACCEPT_ENCODING, self.accept.clone());
-        let flavor = ApiFlavor::of(&req);
+        let flavor = crate::ext::RequestInfo::attach(&mut req).flavor;
         ResponseFuture {
             inner: self.inner.call(req),
             flavor,

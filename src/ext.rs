@@ -9,6 +9,17 @@ use http::Request;
 
 use crate::keys::KeyId;
 
+mod request_info;
+
+pub use self::request_info::{Operation, Protocol, RequestInfo};
+
+/// Request extension set on the requests a
+/// [`PseudoStream`](crate::stream::pseudo::PseudoStream) rewrote: the inner stack sees a
+/// non-streaming request, and this says the client is nonetheless getting a stream (as does
+/// [`RequestInfo::pseudo_streamed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PseudoStreamed;
+
 /// The model a request is for, when it is not in a Gemini path (`/models/{model}:…`).
 ///
 /// Set it on OpenAI-style requests, whose model is in the JSON body, so that key cooldowns are
@@ -101,10 +112,14 @@ pub fn model_from_path(path: &str) -> Option<&str> {
     (!model.is_empty()).then_some(model)
 }
 
-/// The model of a request: the [`ModelName`] extension if set, else the Gemini path.
+/// The model of a request: the [`ModelName`] extension if set, else its [`RequestInfo`]'s (when
+/// it has a current one), else the Gemini path.
 pub fn request_model<B>(req: &Request<B>) -> Option<&str> {
-    match req.extensions().get::<ModelName>() {
-        Some(name) => Some(name.as_str()),
+    if let Some(name) = req.extensions().get::<ModelName>() {
+        return Some(name.as_str());
+    }
+    match RequestInfo::current(req) {
+        Some(info) => info.model_name(),
         None => model_from_path(req.uri().path()),
     }
 }

@@ -18,7 +18,7 @@ use super::schema::Shape;
 use crate::api_error::ApiFlavor;
 use crate::body::ResponseBody;
 use crate::buffer::{declared_length, is_json_or_unlabelled, set_body_length, CollectLimited};
-use crate::ext::{model_from_path, ModelName};
+use crate::ext::{model_from_path, ModelName, Protocol, RequestInfo};
 use crate::order::{self, Misorder};
 
 /// Default largest request body the filter reads: 20 MiB, like
@@ -128,7 +128,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         // Below the key layer is the worse mistake (a refusal waits for a free key), so it is
         // the one reported when the filter is below both.
         if !order::below_key_rotation(req.extensions(), Misorder::FilterInsideKeyRotation) {
@@ -136,11 +136,13 @@ where
         }
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let shape = Shape::of(req.method(), req.uri().path());
+        let info = RequestInfo::attach(&mut req);
+        let shape = Shape::of_operation(info.operation)
+            .filter(|_| req.method() == http::Method::POST && info.protocol == Protocol::Rest);
         let Some(shape) = shape.filter(|_| is_json_or_unlabelled(req.headers())) else {
             return ResponseFuture::inner(inner.call(req));
         };
-        let flavor = ApiFlavor::of(&req);
+        let flavor = info.flavor;
         let limit = self.config.max_body_bytes;
         if declared_length(req.headers()).is_some_and(|len| len > limit as u64) {
             return ResponseFuture::too_large(flavor, limit);
@@ -163,7 +165,9 @@ where
 fn note_body_model(parts: &mut Parts, body_model: Option<&str>) {
     if let Some(name) = body_model {
         if parts.extensions.get::<ModelName>().is_none() {
-            parts.extensions.insert(ModelName::new(name));
+            let name = ModelName::new(name);
+            parts.extensions.insert(name.clone());
+            RequestInfo::update(parts, |info| info.model = Some(name));
         }
     }
 }

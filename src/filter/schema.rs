@@ -434,6 +434,21 @@ impl Shape {
         }
     }
 
+    /// The shape of a request's operation (`None` for operations the filter does not guard).
+    pub(crate) fn of_operation(operation: crate::ext::Operation) -> Option<Shape> {
+        use crate::ext::Operation;
+        Some(match operation {
+            Operation::GenerateContent => Shape::GenerateContent,
+            Operation::StreamGenerateContent => Shape::StreamGenerateContent,
+            Operation::CountTokens => Shape::CountTokens,
+            Operation::EmbedContent => Shape::EmbedContent,
+            Operation::BatchEmbedContents => Shape::BatchEmbedContents,
+            Operation::ChatCompletions => Shape::ChatCompletions,
+            Operation::Embeddings => Shape::Embeddings,
+            _ => return None,
+        })
+    }
+
     /// `true` for OpenAI shapes (their errors use OpenAI's format).
     pub fn is_openai(self) -> bool {
         matches!(self, Shape::ChatCompletions | Shape::Embeddings)

@@ -18,7 +18,7 @@ use crate::body::ResponseBody;
 #[cfg(feature = "grpc")]
 use crate::classify::grpc_details::{percent_encode, status_details_bin};
 use crate::classify::{Classifier, FailureClass, Outcome};
-use crate::ext::{request_model, AttemptContext, AttemptKey};
+use crate::ext::{request_model, AttemptContext, AttemptKey, Protocol, RequestInfo};
 use crate::usage::AttemptLog;
 
 /// Where the key goes in the upstream request.
@@ -137,24 +137,26 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        let info = RequestInfo::attach(&mut req);
         #[cfg(not(feature = "grpc"))]
-        if is_grpc(&req) {
+        if info.protocol == Protocol::Grpc {
             warn_grpc_without_feature();
         }
         let model = request_model(&req).map(str::to_owned);
+        let flavor = info.flavor;
         let lease = self
             .pool
             .pick(model.as_deref(), req.extensions().get::<AttemptContext>());
         let lease = match lease {
             Ok(lease) => lease,
             #[cfg(feature = "grpc")]
-            Err(no_key) if is_grpc(&req) => {
+            Err(no_key) if info.protocol == Protocol::Grpc => {
                 return ResponseFuture::local(
                     grpc_no_key_response(&no_key).map(ResponseBody::full),
                 );
             }
             Err(no_key) => {
-                let local = no_key_response(ApiFlavor::of(&req), &no_key);
+                let local = no_key_response(flavor, &no_key);
                 return ResponseFuture::local(local.map(ResponseBody::full));
             }
         };
@@ -162,7 +164,6 @@ where
             slot.set(lease.id().clone());
         }
         let log = req.extensions().get::<AttemptLog>().cloned();
-        let flavor = ApiFlavor::of(&req);
         let started = Instant::now();
         strip_client_credentials(&mut req);
         inject_key(&mut req, lease.key(), &self.placement);
@@ -184,13 +185,6 @@ where
             },
         )
     }
-}
-
-/// `true` for a gRPC call (`content-type: application/grpc…`).
-fn is_grpc<B>(req: &Request<B>) -> bool {
-    req.headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
 /// Says once, at the first gRPC call, that the crate was built without `grpc`: the call's

@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http::{header, HeaderValue, Request, Response, StatusCode};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 use tower_layer::Layer;
@@ -22,7 +22,7 @@ use super::response::{
 };
 use crate::api_error::{openai_error_value, ApiFlavor};
 use crate::buffer::{CollectError, CollectLimited};
-use crate::ext::ModelName;
+use crate::ext::{ModelName, Operation, RequestInfo};
 use crate::usage::{gemini_usage, UpstreamUsage};
 
 /// An image fetched for a chat request: its MIME type and its data in base64.
@@ -151,17 +151,11 @@ enum Route {
     Embeddings,
 }
 
-fn route<B>(req: &Request<B>) -> Option<Route> {
-    if req.method() != Method::POST {
-        return None;
-    }
-    let path = req.uri().path().trim_end_matches('/');
-    if path.ends_with("/chat/completions") {
-        Some(Route::Chat)
-    } else if path.ends_with("/embeddings") {
-        Some(Route::Embeddings)
-    } else {
-        None
+fn route<B>(req: &mut Request<B>) -> Option<Route> {
+    match RequestInfo::attach(req).operation {
+        Operation::ChatCompletions => Some(Route::Chat),
+        Operation::Embeddings => Some(Route::Embeddings),
+        _ => None,
     }
 }
 
@@ -181,10 +175,10 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        let Some(route) = route(&req) else {
+        let Some(route) = route(&mut req) else {
             return Box::pin(async move {
                 let res = inner.oneshot(req).await?;
                 Ok(res.map(OpenAiBody::inner))
@@ -342,6 +336,8 @@ where
         )
     })?;
     parts.extensions.insert(ApiFlavor::OpenAi);
+    // The layers below see a Gemini call for the upstream's model, answered in OpenAI's format.
+    RequestInfo::update(&mut parts, |info| info.flavor = ApiFlavor::OpenAi);
     parts.headers.remove(header::CONTENT_LENGTH);
     parts.headers.remove(header::TRANSFER_ENCODING);
     parts.headers.insert(

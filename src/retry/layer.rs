@@ -199,7 +199,7 @@ where
 async fn run<S, ReqBody, ResBody>(
     ready: S,
     config: Arc<Config>,
-    req: Request<ReqBody>,
+    mut req: Request<ReqBody>,
 ) -> Result<Response<ResponseBody<ResBody>>, S::Error>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
@@ -207,7 +207,8 @@ where
     ReqBody: http_body::Body<Data = Bytes> + From<Bytes>,
     ReqBody::Error: Into<BoxError>,
 {
-    let flavor = ApiFlavor::of(&req);
+    // Worked out once here; every attempt's request carries a copy.
+    let flavor = crate::ext::RequestInfo::attach(&mut req).flavor;
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)

@@ -12,6 +12,7 @@ use tokio::time::Instant;
 
 use super::attempts::{AttemptLog, RequestBodyCapture, UpstreamUsage};
 use super::extract::UsageTap;
+use super::handoff::RecordHandoff;
 use super::record::{Completion, RequestRecord, TokenUsage};
 use crate::store::UsageSink;
 
@@ -27,6 +28,8 @@ pub(crate) struct Pending {
     pub(super) capture: Option<RequestBodyCapture>,
     pub(super) upstream_usage: UpstreamUsage,
     pub(super) sink: Arc<dyn UsageSink>,
+    /// An outer layer that answered the client itself has the last word on the record.
+    pub(super) handoff: Option<RecordHandoff>,
 }
 
 /// A request id that grows with time: the milliseconds since 1970 above 20 bits of a counter
@@ -54,6 +57,8 @@ pub(crate) struct Head<'a> {
     /// The answer has no body whatever its headers say (a request with `HEAD`): it is complete
     /// once its head is out, and a server that drops the body unread loses nothing.
     pub(crate) bodiless: bool,
+    /// Where to hand the finished record instead of the sink (see [`RecordHandoff`]).
+    pub(crate) handoff: Option<RecordHandoff>,
 }
 
 impl Pending {
@@ -74,6 +79,7 @@ impl Pending {
             capture: capture.then(RequestBodyCapture::default),
             upstream_usage: UpstreamUsage::default(),
             sink,
+            handoff: head.handoff,
         }
     }
 
@@ -161,13 +167,17 @@ impl Pending {
         if record.attempts == 0 {
             record.attempts = record.attempt_log.len() as u32;
         }
-        if !record.success {
+        // Under a handoff the outer layer may yet turn a success into a failure: keep the body.
+        if !record.success || self.handoff.is_some() {
             if let Some(body) = self.capture.as_ref().and_then(RequestBodyCapture::get) {
                 let kept = &body[..body.len().min(MAX_RECORDED_BODY)];
                 record.request_body = Some(String::from_utf8_lossy(kept).into_owned());
             }
         }
-        self.sink.record(self.record);
+        match self.handoff {
+            Some(handoff) => handoff.deliver(self.record, self.sink),
+            None => self.sink.record(self.record),
+        }
     }
 }
 

@@ -12,11 +12,10 @@ use super::future::ResponseFuture;
 use super::record::ClientId;
 #[cfg(doc)]
 use super::record::RequestRecord;
-use crate::api_error::ApiFlavor;
-use crate::ext::request_model;
+use super::handoff::RecordHandoff;
+use crate::ext::RequestInfo;
 use crate::order::{self, Misorder};
 use crate::store::UsageSink;
-use crate::stream::pseudo::PseudoStreamed;
 
 /// Applies [`Usage`]: one [`RequestRecord`] per request, handed to a
 /// [`UsageSink`] after the response has ended. Cloning the layer shares its sink.
@@ -122,16 +121,19 @@ where
             Misorder::UsageInsideRetry,
             Misorder::UsageInsideKeyRotation,
         );
+        let info = RequestInfo::attach(&mut req);
         let pending = Pending::start(
             self.sink.clone(),
             Head {
-                flavor: ApiFlavor::of(&req),
+                flavor: info.flavor,
                 path: req.uri().path(),
-                model: request_model(&req),
+                model: info.model_name(),
                 client: req.extensions().get::<ClientId>().cloned(),
                 // Under a pseudo-stream layer the inner answer is JSON, but the client gets a stream.
-                streamed: req.extensions().get::<PseudoStreamed>().is_some(),
+                streamed: info.pseudo_streamed,
                 bodiless: req.method() == http::Method::HEAD,
+                // Put there by a pseudo stream above, which has the last word on the record.
+                handoff: req.extensions().get::<RecordHandoff>().cloned(),
             },
             self.record_request_body,
         );

@@ -72,6 +72,7 @@ impl Middleware for UsageMiddleware {
                 client: extensions.get::<ClientId>().cloned(),
                 streamed: false,
                 bodiless: req.method() == reqwest::Method::HEAD,
+                handoff: None,
             },
             self.record_request_body,
         );

@@ -15,6 +15,20 @@ use tokio::time::{Instant, Sleep};
 
 use super::events::StreamContext;
 use crate::classify::classify_any_error;
+use crate::usage::{HandoffGuard, Settled};
+
+/// Tells a `Usage` below how the client's stream ended.
+fn settle(handoff: &mut Option<HandoffGuard>, failed: bool) {
+    if let Some(mut guard) = handoff.take() {
+        guard.settle(if failed {
+            Settled::ErrorEvent {
+                status: StatusCode::OK,
+            }
+        } else {
+            Settled::AsRecorded
+        });
+    }
+}
 
 pin_project! {
     /// Response body of [`PseudoStream`](super::PseudoStream).
@@ -69,6 +83,7 @@ impl<F, B> PseudoStreamBody<F, B> {
         ctx: StreamContext,
         interval: Duration,
         max_answer: usize,
+        handoff: Option<HandoffGuard>,
     ) -> Self {
         PseudoStreamBody {
             kind: Kind::Sse {
@@ -78,6 +93,7 @@ impl<F, B> PseudoStreamBody<F, B> {
                     interval,
                     max_answer,
                     ctx,
+                    handoff,
                 }),
             },
         }
@@ -141,6 +157,8 @@ pin_project! {
         interval: Duration,
         max_answer: usize,
         ctx: StreamContext,
+        // Tells a `Usage` below what the client saw (an error event after the `200`).
+        handoff: Option<HandoffGuard>,
     }
 }
 
@@ -174,6 +192,7 @@ where
                             "the upstream answer was compressed and could not be read",
                         );
                         this.state.set(State::Done);
+                        settle(this.handoff, true);
                         return Poll::Ready(Some(event));
                     }
                     Poll::Ready(Ok(res)) => {
@@ -193,6 +212,7 @@ where
                             .ctx
                             .failure(status, &format!("the upstream request failed: {class}"));
                         this.state.set(State::Done);
+                        settle(this.handoff, true);
                         return Poll::Ready(Some(event));
                     }
                     Poll::Pending => {}
@@ -211,6 +231,7 @@ where
                                     &format!("the upstream answer is larger than {limit} bytes"),
                                 );
                                 this.state.set(State::Done);
+                                settle(this.handoff, true);
                                 return Poll::Ready(Some(event));
                             }
                             buf.extend_from_slice(&data);
@@ -223,21 +244,28 @@ where
                             .ctx
                             .failure(StatusCode::BAD_GATEWAY, "the upstream answer was cut off");
                         this.state.set(State::Done);
+                        settle(this.handoff, true);
                         return Poll::Ready(Some(event));
                     }
                     Poll::Ready(None) => {
                         let status = *status;
                         let answer = std::mem::take(buf);
-                        let events = if status.is_success() {
-                            this.ctx.answer(&answer).unwrap_or_else(|error| {
-                                tracing::warn!("pseudo stream: the upstream answer is malformed");
-                                error
-                            })
+                        let (events, failed) = if status.is_success() {
+                            match this.ctx.answer(&answer) {
+                                Ok(events) => (events, false),
+                                Err(error) => {
+                                    tracing::warn!(
+                                        "pseudo stream: the upstream answer is malformed"
+                                    );
+                                    (error, true)
+                                }
+                            }
                         } else {
                             tracing::debug!(%status, "pseudo stream: the upstream answered a failure");
-                            this.ctx.upstream_error(status, &answer)
+                            (this.ctx.upstream_error(status, &answer), true)
                         };
                         this.state.set(State::Done);
+                        settle(this.handoff, failed);
                         return Poll::Ready(Some(events));
                     }
                     Poll::Pending => {}

@@ -155,10 +155,10 @@ where
                         }
                     };
                     match openai_rewrite(&mut parts, &bytes, config) {
-                        Some((body, ctx)) => {
+                        Some((body, ctx, handoff)) => {
                             let future =
                                 service.call(Request::from_parts(parts, ReqBody::from(body)));
-                            return Poll::Ready(Ok(stream_response(future, ctx, config)));
+                            return Poll::Ready(Ok(stream_response(future, ctx, config, handoff)));
                         }
                         None => {
                             let future =

@@ -17,7 +17,8 @@ use super::events::{KeepAlive, StreamContext};
 use super::future::ResponseFuture;
 use crate::api_error::ApiFlavor;
 use crate::buffer::{declared_length, set_body_length, CollectLimited};
-use crate::ext::model_from_path;
+use crate::ext::{ModelName, Operation, Protocol, PseudoStreamed, RequestInfo};
+use crate::usage::{HandoffGuard, RecordHandoff};
 use crate::order::{self, Misorder};
 
 /// The Python server's `FAKE_STREAM_EMPTY_DATA_INTERVAL_SECONDS` default.
@@ -32,11 +33,6 @@ pub const DEFAULT_MAX_REQUEST_BYTES: usize = 20 * 1024 * 1024;
 /// Default largest non-streaming answer held before it is replayed: 64 MiB (answers may carry
 /// generated images inline).
 pub const DEFAULT_MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
-
-/// Request extension set on the requests a [`PseudoStream`] rewrote: the inner stack sees a
-/// non-streaming request, and this says the client is nonetheless getting a stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct PseudoStreamed;
 
 /// Turns pseudo streaming on and off while serving (the `FAKE_STREAM_ENABLED` switch).
 /// Obtained from [`PseudoStreamLayer::switch`]; clones share the switch.
@@ -250,38 +246,63 @@ where
         if !config.switch.is_on() || req.method() != Method::POST {
             return ResponseFuture::passthrough(inner.call(req));
         }
-        let path = req.uri().path();
-        if is_gemini_stream(path) {
-            let model = model_from_path(path);
-            if !has_alt_sse(req.uri()) || !config.wants(model) {
-                return ResponseFuture::passthrough(inner.call(req));
-            }
-            let mut ctx = StreamContext::new(ApiFlavor::Gemini, config.gemini_keep_alive);
-            ctx.model = model.map(Into::into);
-            let Some(uri) = non_streaming_uri(req.uri()) else {
-                return ResponseFuture::passthrough(inner.call(req));
-            };
-            *req.uri_mut() = uri;
-            req.extensions_mut().insert(PseudoStreamed);
-            let future = inner.call(req);
-            return ResponseFuture::ready(stream_response(future, ctx, config));
+        let info = RequestInfo::attach(&mut req);
+        if info.protocol != Protocol::Rest {
+            return ResponseFuture::passthrough(inner.call(req));
         }
-        if path.trim_end_matches('/').ends_with("/chat/completions") {
-            let limit = config.max_request_bytes;
-            if declared_length(req.headers()).is_some_and(|len| len > limit as u64) {
-                // Too large for us to look into; the layers below answer it.
-                return ResponseFuture::passthrough(inner.call(req));
+        match info.operation {
+            Operation::StreamGenerateContent => {
+                if !has_alt_sse(req.uri()) || !config.wants(info.model_name()) {
+                    return ResponseFuture::passthrough(inner.call(req));
+                }
+                let Some(uri) = non_streaming_uri(req.uri()) else {
+                    return ResponseFuture::passthrough(inner.call(req));
+                };
+                let mut ctx = StreamContext::new(ApiFlavor::Gemini, config.gemini_keep_alive);
+                ctx.model = info.model_name().map(Into::into);
+                let (mut parts, body) = req.into_parts();
+                let handoff = mark_pseudo_streamed(&mut parts, |info| {
+                    info.rewritten(&Method::POST, &uri);
+                });
+                parts.uri = uri;
+                let future = inner.call(Request::from_parts(parts, body));
+                ResponseFuture::ready(stream_response(future, ctx, config, handoff))
             }
-            let (parts, body) = req.into_parts();
-            return ResponseFuture::collecting(
-                CollectLimited::new(body, limit),
-                parts,
-                inner,
-                self.config.clone(),
-            );
+            Operation::ChatCompletions => {
+                let limit = config.max_request_bytes;
+                if declared_length(req.headers()).is_some_and(|len| len > limit as u64) {
+                    // Too large for us to look into; the layers below answer it.
+                    return ResponseFuture::passthrough(inner.call(req));
+                }
+                let (parts, body) = req.into_parts();
+                ResponseFuture::collecting(
+                    CollectLimited::new(body, limit),
+                    parts,
+                    inner,
+                    self.config.clone(),
+                )
+            }
+            _ => ResponseFuture::passthrough(inner.call(req)),
         }
-        ResponseFuture::passthrough(inner.call(req))
     }
+}
+
+/// Marks a request this layer fakes: the [`PseudoStreamed`] extension, its [`RequestInfo`]
+/// (changed by `rewrite` too), and the slot where a `Usage` below hands over its record so that
+/// it says what the client saw.
+fn mark_pseudo_streamed(
+    parts: &mut Parts,
+    rewrite: impl FnOnce(&mut RequestInfo),
+) -> HandoffGuard {
+    RequestInfo::update(parts, |info| {
+        info.stream = true;
+        info.pseudo_streamed = true;
+        rewrite(info);
+    });
+    parts.extensions.insert(PseudoStreamed);
+    let (slot, guard) = RecordHandoff::new();
+    parts.extensions.insert(slot);
+    guard
 }
 
 /// The `200 text/event-stream` answer whose body owns `future`.
@@ -289,6 +310,7 @@ pub(crate) fn stream_response<F, B>(
     future: F,
     ctx: StreamContext,
     config: &Config,
+    handoff: HandoffGuard,
 ) -> Response<PseudoStreamBody<F, B>> {
     let content_type = match ctx.flavor {
         ApiFlavor::OpenAi => "text/event-stream; charset=utf-8",
@@ -299,6 +321,7 @@ pub(crate) fn stream_response<F, B>(
         ctx,
         config.interval,
         config.max_answer_bytes,
+        Some(handoff),
     ));
     let headers = res.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -308,13 +331,13 @@ pub(crate) fn stream_response<F, B>(
     res
 }
 
-/// For a collected OpenAI chat body: the rewritten non-streaming body and the stream's context
-/// when the request should be faked, `None` to forward it as it came.
+/// For a collected OpenAI chat body: the rewritten non-streaming body, the stream's context and
+/// the record's handoff when the request should be faked, `None` to forward it as it came.
 pub(crate) fn openai_rewrite(
     parts: &mut Parts,
     bytes: &Bytes,
     config: &Config,
-) -> Option<(Bytes, StreamContext)> {
+) -> Option<(Bytes, StreamContext, HandoffGuard)> {
     if !contains(bytes, b"\"stream\"") {
         return None;
     }
@@ -335,22 +358,22 @@ pub(crate) fn openai_rewrite(
         .and_then(|o| o.get("include_usage"))
         .and_then(Value::as_bool)
         .unwrap_or(false);
+    let model = model.map(ModelName::new);
     body.insert("stream".into(), Value::Bool(false));
     // Only allowed with `"stream": true`; OpenAI-compatible upstreams refuse it otherwise.
     body.remove("stream_options");
     let out = serde_json::to_vec(&body).ok()?;
     set_body_length(&mut parts.headers, out.len());
-    parts.extensions.insert(PseudoStreamed);
-    Some((Bytes::from(out), ctx))
+    let handoff = mark_pseudo_streamed(parts, |info| {
+        if info.model.is_none() {
+            info.model = model;
+        }
+    });
+    Some((Bytes::from(out), ctx, handoff))
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
-}
-
-/// `…/models/{model}:streamGenerateContent` (the `:` possibly sent as `%3A`).
-fn is_gemini_stream(path: &str) -> bool {
-    stream_method_at(path).is_some()
 }
 
 /// Where `streamGenerateContent` starts in a Gemini streaming path.

@@ -1,0 +1,131 @@
+//! [`RecordHandoff`]: how a layer above [`Usage`](super::Usage) that answers the client itself
+//! gets the last word on the record.
+//!
+//! [`PseudoStream`](crate::stream::pseudo::PseudoStream) answers `200` with an event stream and
+//! turns the inner answer into events; when that answer fails (an error status, a body that is
+//! cut off, too large or not parseable) the client reads an error event, while a `Usage` below
+//! saw a JSON answer that ended well. So the outer layer puts a `RecordHandoff` in the request
+//! extensions; `Usage` hands its finished record to it instead of to the sink, and the outer
+//! layer amends it with what the client saw ([`Settled`]) and commits it. Whichever of the two
+//! comes second commits; if the outer side goes away without a word ([`HandoffGuard`] dropped),
+//! the record is committed as it is: a record is never lost.
+
+use std::sync::{Arc, Mutex};
+
+use http::StatusCode;
+
+use super::record::{Completion, RequestRecord};
+use crate::store::UsageSink;
+
+/// What the client saw, as told by the layer that answered it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Settled {
+    /// The record stands as `Usage` wrote it.
+    AsRecorded,
+    /// The client got `status`, then the stream ended with an error event.
+    ErrorEvent {
+        /// The status of the answer's head.
+        status: StatusCode,
+    },
+}
+
+#[derive(Default)]
+struct State {
+    record: Option<(RequestRecord, Arc<dyn UsageSink>)>,
+    settled: Option<Settled>,
+    committed: bool,
+}
+
+/// The shared slot: `Usage` delivers into it, the outer layer settles it.
+#[derive(Clone, Default)]
+pub(crate) struct RecordHandoff(Arc<Mutex<State>>);
+
+impl std::fmt::Debug for RecordHandoff {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecordHandoff").finish_non_exhaustive()
+    }
+}
+
+impl RecordHandoff {
+    /// A new slot and the guard the outer layer keeps.
+    pub(crate) fn new() -> (RecordHandoff, HandoffGuard) {
+        let slot = RecordHandoff::default();
+        let guard = HandoffGuard(Some(slot.clone()));
+        (slot, guard)
+    }
+
+    /// `Usage`'s finished record: committed now if the outer layer has settled, else held.
+    pub(crate) fn deliver(&self, record: RequestRecord, sink: Arc<dyn UsageSink>) {
+        let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match state.settled {
+            Some(settled) if !state.committed => {
+                state.committed = true;
+                drop(state);
+                commit(record, sink, settled);
+            }
+            // Delivered twice (not done by `Usage`): the first one stands.
+            Some(_) => {}
+            None => state.record = Some((record, sink)),
+        }
+    }
+
+    fn settle(&self, settled: Settled) {
+        let held = {
+            let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            if state.settled.is_some() {
+                return;
+            }
+            state.settled = Some(settled);
+            match state.record.take() {
+                Some(held) => {
+                    state.committed = true;
+                    Some(held)
+                }
+                None => None,
+            }
+        };
+        if let Some((record, sink)) = held {
+            commit(record, sink, settled);
+        }
+    }
+}
+
+/// The outer layer's side of a [`RecordHandoff`]: settles it once; dropping it unsettled
+/// commits the record as `Usage` wrote it.
+#[derive(Debug)]
+pub(crate) struct HandoffGuard(Option<RecordHandoff>);
+
+impl HandoffGuard {
+    /// Says what the client saw; later calls are ignored.
+    pub(crate) fn settle(&mut self, settled: Settled) {
+        if let Some(slot) = self.0.take() {
+            slot.settle(settled);
+        }
+    }
+}
+
+impl Drop for HandoffGuard {
+    fn drop(&mut self) {
+        self.settle(Settled::AsRecorded);
+    }
+}
+
+/// Amends the record with what the client saw and hands it to the sink.
+fn commit(mut record: RequestRecord, sink: Arc<dyn UsageSink>, settled: Settled) {
+    match settled {
+        Settled::AsRecorded => {}
+        Settled::ErrorEvent { status } => {
+            record.status = status.as_u16();
+            record.streamed = true;
+            // Whatever the inner body did (a `Usage` below sees a body the outer layer dropped
+            // as a client gone), the client read the error event.
+            record.completion = Completion::ErrorEvent;
+            record.success = false;
+        }
+    }
+    if record.success {
+        // Kept in case the client saw a failure; it did not.
+        record.request_body = None;
+    }
+    sink.record(record);
+}
