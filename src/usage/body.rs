@@ -175,7 +175,7 @@ impl Pending {
             }
         }
         match self.handoff {
-            Some(handoff) => handoff.deliver(self.record, self.sink),
+            Some(handoff) => handoff.deliver(self.record, self.sink, self.upstream_usage.get()),
             None => self.sink.record(self.record),
         }
     }

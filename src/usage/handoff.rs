@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use http::StatusCode;
 
-use super::record::{Completion, RequestRecord};
+use super::record::{Completion, RequestRecord, TokenUsage};
 use crate::store::UsageSink;
 
 /// What the client saw, as told by the layer that answered it.
@@ -29,15 +29,26 @@ pub(crate) enum Settled {
     },
 }
 
-#[derive(Default)]
 struct State {
-    record: Option<(RequestRecord, Arc<dyn UsageSink>)>,
+    /// The path the client sent (the layer above may have rewritten it for the layers below).
+    route: String,
+    record: Option<Held>,
     settled: Option<Settled>,
     committed: bool,
 }
 
+/// A finished record waiting for the outer layer's word.
+struct Held {
+    record: RequestRecord,
+    sink: Arc<dyn UsageSink>,
+    /// The upstream's own token count, when a layer left one ([`UpstreamUsage`]).
+    ///
+    /// [`UpstreamUsage`]: super::UpstreamUsage
+    upstream_tokens: Option<TokenUsage>,
+}
+
 /// The shared slot: `Usage` delivers into it, the outer layer settles it.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub(crate) struct RecordHandoff(Arc<Mutex<State>>);
 
 impl std::fmt::Debug for RecordHandoff {
@@ -47,25 +58,43 @@ impl std::fmt::Debug for RecordHandoff {
 }
 
 impl RecordHandoff {
-    /// A new slot and the guard the outer layer keeps.
-    pub(crate) fn new() -> (RecordHandoff, HandoffGuard) {
-        let slot = RecordHandoff::default();
+    /// A new slot for a request the client sent to `route`, and the guard the outer layer
+    /// keeps.
+    pub(crate) fn new(route: &str) -> (RecordHandoff, HandoffGuard) {
+        let slot = RecordHandoff(Arc::new(Mutex::new(State {
+            route: route.to_owned(),
+            record: None,
+            settled: None,
+            committed: false,
+        })));
         let guard = HandoffGuard(Some(slot.clone()));
         (slot, guard)
     }
 
-    /// `Usage`'s finished record: committed now if the outer layer has settled, else held.
-    pub(crate) fn deliver(&self, record: RequestRecord, sink: Arc<dyn UsageSink>) {
+    /// `Usage`'s finished record (and the upstream's own token count, when a layer left one):
+    /// committed now if the outer layer has settled, else held.
+    pub(crate) fn deliver(
+        &self,
+        record: RequestRecord,
+        sink: Arc<dyn UsageSink>,
+        upstream_tokens: Option<TokenUsage>,
+    ) {
+        let held = Held {
+            record,
+            sink,
+            upstream_tokens,
+        };
         let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
         match state.settled {
             Some(settled) if !state.committed => {
                 state.committed = true;
+                let route = std::mem::take(&mut state.route);
                 drop(state);
-                commit(record, sink, settled);
+                commit(held, settled, route);
             }
             // Delivered twice (not done by `Usage`): the first one stands.
             Some(_) => {}
-            None => state.record = Some((record, sink)),
+            None => state.record = Some(held),
         }
     }
 
@@ -79,13 +108,13 @@ impl RecordHandoff {
             match state.record.take() {
                 Some(held) => {
                     state.committed = true;
-                    Some(held)
+                    Some((held, std::mem::take(&mut state.route)))
                 }
                 None => None,
             }
         };
-        if let Some((record, sink)) = held {
-            commit(record, sink, settled);
+        if let Some((held, route)) = held {
+            commit(held, settled, route);
         }
     }
 }
@@ -111,7 +140,13 @@ impl Drop for HandoffGuard {
 }
 
 /// Amends the record with what the client saw and hands it to the sink.
-fn commit(mut record: RequestRecord, sink: Arc<dyn UsageSink>, settled: Settled) {
+fn commit(held: Held, settled: Settled, route: String) {
+    let Held {
+        mut record,
+        sink,
+        upstream_tokens,
+    } = held;
+    record.route = route;
     match settled {
         Settled::AsRecorded => {}
         Settled::ErrorEvent { status } => {
@@ -121,6 +156,9 @@ fn commit(mut record: RequestRecord, sink: Arc<dyn UsageSink>, settled: Settled)
             // as a client gone), the client read the error event.
             record.completion = Completion::ErrorEvent;
             record.success = false;
+            // The client's events carried no tokens: keep only the upstream's own count, as a
+            // `Usage` above the outer layer would.
+            record.tokens = upstream_tokens.unwrap_or_default();
         }
     }
     if record.success {

@@ -294,13 +294,13 @@ fn mark_pseudo_streamed(
     parts: &mut Parts,
     rewrite: impl FnOnce(&mut RequestInfo),
 ) -> HandoffGuard {
+    let (slot, guard) = RecordHandoff::new(parts.uri.path());
     RequestInfo::update(parts, |info| {
         info.stream = true;
         info.pseudo_streamed = true;
         rewrite(info);
     });
     parts.extensions.insert(PseudoStreamed);
-    let (slot, guard) = RecordHandoff::new();
     parts.extensions.insert(slot);
     guard
 }

@@ -1,0 +1,218 @@
+//! The usage record of a pseudo-streamed request is what the client saw, wherever `UsageLayer`
+//! sits: above `PseudoStreamLayer` it reads the client's event stream; below it (the documented
+//! order) the pseudo stream hands it the outcome the client got. Both placements give the same
+//! record for the same exchange, over loopback HTTP against the mock Gemini.
+
+mod support;
+
+use std::time::Duration;
+
+use axum::error_handling::HandleErrorLayer;
+use axum::Router;
+use gemini_balance::client::ReqwestService;
+use gemini_balance::keys::{KeyPool, KeyRotationLayer};
+use gemini_balance::retry::RetryLayer;
+use gemini_balance::store::MemoryStore;
+use gemini_balance::stream::pseudo::PseudoStreamLayer;
+use gemini_balance::stream::sse::decode_all;
+use gemini_balance::usage::{Completion, RequestRecord, UsageLayer};
+use http::{Request, StatusCode};
+use serde_json::Value;
+use support::{prompt_body, test_key, test_keys, Fault, MockGemini};
+use tower::ServiceBuilder;
+
+const FLASH: &str = "gemini-2.0-flash";
+const STREAM: &str = "/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse";
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Placement {
+    /// `Usage → PseudoStream → …`: the record reads the client's stream.
+    Above,
+    /// `PseudoStream → Usage → …` (the documented order): the pseudo stream settles the record.
+    Below,
+}
+
+/// What can go wrong after the pseudo stream's `200`.
+#[derive(Clone, Copy, Debug)]
+enum Exchange {
+    /// Served normally.
+    Ok,
+    /// The upstream answers `500` (every attempt).
+    UpstreamError,
+    /// The answer breaks off half-way through its body.
+    CutOff,
+    /// The answer is larger than the pseudo stream holds.
+    TooLarge,
+    /// The answer is not one JSON object: a handler below that forwarded the path axum routed
+    /// (`:streamGenerateContent` without `alt=sse`) gets a JSON array.
+    NotAnObject,
+    /// The upstream cannot be reached.
+    Unreachable,
+}
+
+/// Serves one request through the stack with Usage at `placement`; returns the client's
+/// events and the record.
+async fn exchange(placement: Placement, exchange: Exchange) -> (Vec<Value>, RequestRecord) {
+    let mock = MockGemini::start().await;
+    let base = match exchange {
+        Exchange::Unreachable => {
+            // A port nobody listens on.
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let url = format!("http://{}", listener.local_addr().unwrap());
+            drop(listener);
+            url
+        }
+        _ => mock.base_url(),
+    };
+    match exchange {
+        Exchange::UpstreamError => mock.set_fault(&test_key(1), Fault::ServerError),
+        Exchange::CutOff => mock.set_fault(&test_key(1), Fault::BreaksOff),
+        _ => {}
+    }
+    let store = MemoryStore::new();
+    let pool = KeyPool::builder().keys(test_keys(1)).build().unwrap();
+    let upstream = ReqwestService::new(support::client_builder().build().unwrap())
+        .base_url(&base)
+        .unwrap();
+    let pseudo = match exchange {
+        Exchange::TooLarge => PseudoStreamLayer::new().max_answer_bytes(64),
+        _ => PseudoStreamLayer::new(),
+    };
+    let usage = UsageLayer::new(store.clone());
+    let not_an_object = matches!(exchange, Exchange::NotAnObject);
+    let inner = ServiceBuilder::new()
+        .map_request(move |mut req: Request<reqwest::Body>| {
+            if not_an_object {
+                let path = req.uri().path().replace(":generateContent", ":streamGenerateContent");
+                *req.uri_mut() = path.parse().unwrap();
+            }
+            req
+        })
+        .layer(
+            RetryLayer::new()
+                .base_delay(Duration::from_millis(1))
+                .max_attempts(2),
+        )
+        .layer(KeyRotationLayer::new(pool))
+        .service(upstream);
+    let front = ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(|err: reqwest::Error| async move {
+            (StatusCode::BAD_GATEWAY, err.to_string())
+        }))
+        .map_request(|req: Request<axum::body::Body>| {
+            req.map(|body| reqwest::Body::wrap_stream(body.into_data_stream()))
+        });
+    let router = match placement {
+        Placement::Above => {
+            Router::new().fallback_service(front.layer(usage).layer(pseudo).service(inner))
+        }
+        Placement::Below => {
+            Router::new().fallback_service(front.layer(pseudo).layer(usage).service(inner))
+        }
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+
+    let res = support::client_builder()
+        .build()
+        .unwrap()
+        .post(format!("{url}{STREAM}"))
+        .header("content-type", "application/json")
+        .body(prompt_body("hello"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "{placement:?} {exchange:?}");
+    assert_eq!(res.headers()["content-type"], "text/event-stream");
+    let events = decode_all(&res.bytes().await.unwrap())
+        .iter()
+        .map(|e| e.json::<Value>().unwrap())
+        .collect();
+    let record = one_record(&store).await;
+    server.abort();
+    (events, record)
+}
+
+/// Records are written when the server finishes the body, just after the client has it.
+async fn one_record(store: &MemoryStore) -> RequestRecord {
+    for _ in 0..200 {
+        let records = store.records();
+        if !records.is_empty() {
+            assert_eq!(records.len(), 1, "{records:?}");
+            return records[0].clone();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("no usage record");
+}
+
+/// The parts of a record that do not depend on timing or ids.
+fn essentials(r: &RequestRecord) -> Value {
+    serde_json::json!({
+        "route": r.route,
+        "protocol": r.protocol.as_str(),
+        "model": r.model,
+        "key": r.key.as_ref().map(|k| k.to_string()),
+        "status": r.status,
+        "success": r.success,
+        "completion": r.completion.as_str(),
+        "streamed": r.streamed,
+        "attempts": r.attempts,
+        "tokens": [r.tokens.prompt, r.tokens.candidates, r.tokens.total],
+        "attempt_statuses": r.attempt_log.iter().map(|a| a.status).collect::<Vec<_>>(),
+    })
+}
+
+fn is_error_event(events: &[Value]) -> bool {
+    events.last().is_some_and(|e| e.get("error").is_some())
+}
+
+#[tokio::test]
+async fn a_served_pseudo_stream_is_recorded_alike_in_both_placements() {
+    let (events, above) = exchange(Placement::Above, Exchange::Ok).await;
+    assert!(!is_error_event(&events), "{events:?}");
+    let (_, below) = exchange(Placement::Below, Exchange::Ok).await;
+    assert_eq!(essentials(&below), essentials(&above));
+    assert!(below.success && below.streamed);
+    assert_eq!(below.completion, Completion::Complete);
+    assert!(below.tokens.total > 0);
+    assert_eq!(below.route, STREAM.split('?').next().unwrap());
+    assert_eq!(below.model.as_deref(), Some(FLASH));
+}
+
+#[tokio::test]
+async fn an_error_event_after_the_200_is_a_failure_in_both_placements() {
+    for case in [
+        Exchange::UpstreamError,
+        Exchange::CutOff,
+        Exchange::TooLarge,
+        Exchange::Unreachable,
+    ] {
+        let (events, above) = exchange(Placement::Above, case).await;
+        assert!(is_error_event(&events), "{case:?}: {events:?}");
+        let (events, below) = exchange(Placement::Below, case).await;
+        assert!(is_error_event(&events), "{case:?}: {events:?}");
+        assert_eq!(essentials(&below), essentials(&above), "{case:?}");
+        // What the client saw: a `200`, then an error event.
+        assert_eq!(below.status, 200, "{case:?}");
+        assert!(!below.success, "{case:?}");
+        assert_eq!(below.completion, Completion::ErrorEvent, "{case:?}");
+        assert!(below.streamed, "{case:?}");
+    }
+}
+
+#[tokio::test]
+async fn an_answer_that_is_not_an_object_is_a_failure_below_the_pseudo_stream() {
+    // The trap of a handler that forwards axum's `Path`: the upstream streams a JSON array with
+    // tokens in it, the client gets an error event. The record must not say success.
+    let (events, below) = exchange(Placement::Below, Exchange::NotAnObject).await;
+    assert!(is_error_event(&events), "{events:?}");
+    assert!(!below.success, "{below:?}");
+    assert_eq!(below.status, 200);
+    assert_eq!(below.completion, Completion::ErrorEvent);
+    let (_, above) = exchange(Placement::Above, Exchange::NotAnObject).await;
+    assert_eq!(essentials(&below), essentials(&above));
+    // The client's events carried no tokens.
+    assert!(below.tokens.is_empty());
+}
