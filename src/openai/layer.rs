@@ -23,7 +23,7 @@ use super::response::{
 use crate::api_error::{openai_error_value, ApiFlavor};
 use crate::buffer::{CollectError, CollectLimited};
 use crate::ext::{ModelName, Operation, RequestInfo};
-use crate::usage::{gemini_usage, UpstreamUsage};
+use crate::usage::{gemini_usage, RecordHandoff, Settled, UpstreamUsage};
 
 /// An image fetched for a chat request: its MIME type and its data in base64.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -185,12 +185,23 @@ where
             });
         };
         let layer = self.layer.clone();
+        // A `Usage` below sees Gemini's answer; when the client gets a local error in its
+        // place, this layer has the last word on the record.
+        let (slot, mut handoff) = RecordHandoff::new(req.uri().path(), req.extensions());
+        req.extensions_mut().insert(slot);
         Box::pin(async move {
             match convert(route, &layer, req).await {
                 Err(local) => Ok(local),
                 Ok((gemini_req, plan)) => {
                     let res = inner.oneshot(gemini_req).await?;
-                    Ok(answer(res, plan, layer.max_body_bytes).await)
+                    let upstream_ok = res.status().is_success();
+                    let out = answer(res, plan, layer.max_body_bytes).await;
+                    if upstream_ok && !out.status().is_success() {
+                        handoff.settle(Settled::Replaced {
+                            status: out.status(),
+                        });
+                    }
+                    Ok(out)
                 }
             }
         })

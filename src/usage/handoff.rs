@@ -27,11 +27,19 @@ pub(crate) enum Settled {
         /// The status of the answer's head.
         status: StatusCode,
     },
+    /// The layer answered the client with an error of its own, `status`, in place of the inner
+    /// answer (which it could not use).
+    Replaced {
+        /// The status the client got.
+        status: StatusCode,
+    },
 }
 
 struct State {
     /// The path the client sent (the layer above may have rewritten it for the layers below).
     route: String,
+    /// The slot of a layer further out, which has the word after this one.
+    outer: Option<RecordHandoff>,
     record: Option<Held>,
     settled: Option<Settled>,
     committed: bool,
@@ -58,11 +66,13 @@ impl std::fmt::Debug for RecordHandoff {
 }
 
 impl RecordHandoff {
-    /// A new slot for a request the client sent to `route`, and the guard the outer layer
-    /// keeps.
-    pub(crate) fn new(route: &str) -> (RecordHandoff, HandoffGuard) {
+    /// A new slot for a request sent to `route` (whose extensions may hold the slot of a layer
+    /// further out: it gets the amended record), and the guard the layer keeps. The layer puts
+    /// the slot in the request extensions in place of the outer one.
+    pub(crate) fn new(route: &str, extensions: &http::Extensions) -> (RecordHandoff, HandoffGuard) {
         let slot = RecordHandoff(Arc::new(Mutex::new(State {
             route: route.to_owned(),
+            outer: extensions.get::<RecordHandoff>().cloned(),
             record: None,
             settled: None,
             committed: false,
@@ -89,8 +99,9 @@ impl RecordHandoff {
             Some(settled) if !state.committed => {
                 state.committed = true;
                 let route = std::mem::take(&mut state.route);
+                let outer = state.outer.take();
                 drop(state);
-                commit(held, settled, route);
+                commit(held, settled, route, outer);
             }
             // Delivered twice (not done by `Usage`): the first one stands.
             Some(_) => {}
@@ -108,13 +119,13 @@ impl RecordHandoff {
             match state.record.take() {
                 Some(held) => {
                     state.committed = true;
-                    Some((held, std::mem::take(&mut state.route)))
+                    Some((held, std::mem::take(&mut state.route), state.outer.take()))
                 }
                 None => None,
             }
         };
-        if let Some((held, route)) = held {
-            commit(held, settled, route);
+        if let Some((held, route, outer)) = held {
+            commit(held, settled, route, outer);
         }
     }
 }
@@ -139,8 +150,9 @@ impl Drop for HandoffGuard {
     }
 }
 
-/// Amends the record with what the client saw and hands it to the sink.
-fn commit(held: Held, settled: Settled, route: String) {
+/// Amends the record with what the client saw and hands it to the sink (or to the next layer
+/// out that answered the client itself).
+fn commit(held: Held, settled: Settled, route: String, outer: Option<RecordHandoff>) {
     let Held {
         mut record,
         sink,
@@ -160,6 +172,16 @@ fn commit(held: Held, settled: Settled, route: String) {
             // `Usage` above the outer layer would.
             record.tokens = upstream_tokens.unwrap_or_default();
         }
+        Settled::Replaced { status } => {
+            record.status = status.as_u16();
+            // The client got the layer's whole answer, whatever became of the inner one.
+            record.completion = Completion::Complete;
+            record.success = false;
+            record.tokens = upstream_tokens.unwrap_or_default();
+        }
+    }
+    if let Some(outer) = outer {
+        return outer.deliver(record, sink, upstream_tokens);
     }
     if record.success {
         // Kept in case the client saw a failure; it did not.

@@ -294,7 +294,7 @@ fn mark_pseudo_streamed(
     parts: &mut Parts,
     rewrite: impl FnOnce(&mut RequestInfo),
 ) -> HandoffGuard {
-    let (slot, guard) = RecordHandoff::new(parts.uri.path());
+    let (slot, guard) = RecordHandoff::new(parts.uri.path(), &parts.extensions);
     RequestInfo::update(parts, |info| {
         info.stream = true;
         info.pseudo_streamed = true;

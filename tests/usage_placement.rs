@@ -1,7 +1,9 @@
-//! The usage record of a pseudo-streamed request is what the client saw, wherever `UsageLayer`
-//! sits: above `PseudoStreamLayer` it reads the client's event stream; below it (the documented
-//! order) the pseudo stream hands it the outcome the client got. Both placements give the same
-//! record for the same exchange, over loopback HTTP against the mock Gemini.
+//! The usage record is what the client saw, wherever `UsageLayer` sits around a layer that
+//! answers the client itself: above `PseudoStreamLayer` it reads the client's event stream;
+//! below it (the documented order) the pseudo stream hands it the outcome the client got. The
+//! same for `OpenAiLayer`, which answers a local `502` when it cannot convert the answer. Both
+//! placements give the same record for the same exchange, over loopback HTTP against the mock
+//! Gemini.
 
 mod support;
 
@@ -11,6 +13,7 @@ use axum::error_handling::HandleErrorLayer;
 use axum::Router;
 use gemini_balance::client::ReqwestService;
 use gemini_balance::keys::{KeyPool, KeyRotationLayer};
+use gemini_balance::openai::{ChatOptions, OpenAiLayer};
 use gemini_balance::retry::RetryLayer;
 use gemini_balance::store::MemoryStore;
 use gemini_balance::stream::pseudo::PseudoStreamLayer;
@@ -215,4 +218,82 @@ async fn an_answer_that_is_not_an_object_is_a_failure_below_the_pseudo_stream() 
     assert_eq!(essentials(&below), essentials(&above));
     // The client's events carried no tokens.
     assert!(below.tokens.is_empty());
+}
+
+/// A non-streamed chat through `OpenAiLayer` with Usage at `placement`, the upstream doing
+/// `fault`; returns the client's status and the record.
+async fn openai_exchange(placement: Placement, fault: Fault) -> (StatusCode, RequestRecord) {
+    let mock = MockGemini::start().await;
+    mock.set_fault(&test_key(1), fault);
+    let store = MemoryStore::new();
+    let pool = KeyPool::builder().keys(test_keys(1)).build().unwrap();
+    let upstream = ReqwestService::new(support::client_builder().build().unwrap())
+        .base_url(&mock.base_url())
+        .unwrap();
+    let inner = ServiceBuilder::new()
+        .layer(RetryLayer::new().base_delay(Duration::from_millis(1)))
+        .layer(KeyRotationLayer::new(pool))
+        .service(upstream);
+    let front = ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(|err: reqwest::Error| async move {
+            (StatusCode::BAD_GATEWAY, err.to_string())
+        }))
+        .map_request(|req: Request<axum::body::Body>| {
+            req.map(|body| reqwest::Body::wrap_stream(body.into_data_stream()))
+        });
+    let usage = UsageLayer::new(store.clone());
+    let openai = OpenAiLayer::new(ChatOptions::default());
+    let router = match placement {
+        Placement::Above => {
+            Router::new().fallback_service(front.layer(usage).layer(openai).service(inner))
+        }
+        Placement::Below => {
+            Router::new().fallback_service(front.layer(openai).layer(usage).service(inner))
+        }
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let body = serde_json::json!({
+        "model": FLASH,
+        "messages": [{"role": "user", "content": "hello"}],
+    });
+    let res = support::client_builder()
+        .build()
+        .unwrap()
+        .post(format!("{url}/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = res.status();
+    res.bytes().await.unwrap();
+    let record = one_record(&store).await;
+    server.abort();
+    (status, record)
+}
+
+#[tokio::test]
+async fn a_converted_chat_is_recorded_alike_in_both_placements() {
+    let (status, above) = openai_exchange(Placement::Above, Fault::Ok).await;
+    assert_eq!(status, 200);
+    let (_, below) = openai_exchange(Placement::Below, Fault::Ok).await;
+    assert_eq!(essentials(&below), essentials(&above));
+    assert!(below.success);
+    assert_eq!(below.route, "/v1/chat/completions");
+    assert!(below.tokens.total > 0);
+}
+
+#[tokio::test]
+async fn an_answer_the_conversion_could_not_read_is_the_clients_502_in_both_placements() {
+    // The answer breaks off half-way: the conversion answers 502 in its place.
+    let (status, above) = openai_exchange(Placement::Above, Fault::BreaksOff).await;
+    assert_eq!(status, 502);
+    let (status, below) = openai_exchange(Placement::Below, Fault::BreaksOff).await;
+    assert_eq!(status, 502);
+    assert_eq!(essentials(&below), essentials(&above));
+    assert_eq!(below.status, 502);
+    assert!(!below.success);
+    assert_eq!(below.completion, Completion::Complete);
 }
