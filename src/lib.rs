@@ -51,6 +51,8 @@
 //!     .keys(["AIzaSyA1234567890abcdefghijklmnopqrstuv"])
 //!     .build()?;
 //! let app = Router::new()
+//!     // The handler forwards the request's own `Uri` and reads `Extension<ext::RequestInfo>`,
+//!     // never axum's `Path` (captured before the layers rewrite the request).
 //!     .route("/v1beta/models/{action}", post(|| async { "your handler sees the pool's key" }))
 //!     // `route_layer` wraps the routes only: with `layer`, axum's fallback would be wrapped
 //!     // too, and a scanner's `GET /wp-login.php` would lease a key and write a usage record.

@@ -11,6 +11,12 @@
 //! [`RequestBodyCapture`] when asked to, and the OpenAI conversion leaves the upstream's token
 //! count in an [`UpstreamUsage`] (an OpenAI stream shows it to the client only when asked).
 //!
+//! The record is what the client saw. A layer above that answers the client itself
+//! ([`PseudoStream`](crate::stream::pseudo::PseudoStream), [`OpenAi`](crate::openai::OpenAi))
+//! has the last word: `Usage` hands it the finished record, and it amends it (an error event
+//! after a pseudo stream's `200`, a local `502` in place of an answer it could not convert)
+//! before the record reaches the sink; a record is never lost on the way.
+//!
 //! The layer is body-agnostic (it works for gRPC too, recording the call's `grpc-status` from
 //! the headers or trailers in [`RequestRecord::grpc_status`]); it reads response bodies only to
 //! find token usage, and that part is **HTTP/JSON only**: tokens are read from JSON and SSE

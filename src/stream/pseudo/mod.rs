@@ -9,7 +9,10 @@
 //!
 //! 1. answers at once with `200`, `content-type: text/event-stream`, `cache-control: no-cache`;
 //! 2. sends the inner stack the equivalent non-streaming request (`:generateContent` without
-//!    `alt=sse`; `"stream": false` without `stream_options`), marked with [`PseudoStreamed`];
+//!    `alt=sse`; `"stream": false` without `stream_options`), marked with [`PseudoStreamed`] and
+//!    described by its updated [`RequestInfo`](crate::ext::RequestInfo) (a handler below
+//!    forwards the request's `Uri` or reads that, never axum's `Path`, which still names
+//!    `streamGenerateContent`);
 //! 3. while waiting, writes a [`KeepAlive`] every interval (default 5 s): an SSE comment on
 //!    OpenAI routes, an empty line on Gemini routes (google-genai's stream reader fails on
 //!    comment lines), or an empty chunk of the protocol without any `finish_reason`;
@@ -25,6 +28,11 @@
 //! "param","code"}}` for OpenAI, which both official SDKs raise as API errors), then the stream
 //! ends cleanly, without `[DONE]`. The upstream call runs inside the response body: a client
 //! that disconnects drops it, which cancels the call.
+//!
+//! A [`Usage`](crate::usage::Usage) below hands its record to this layer, which amends it with
+//! what the client saw (the client's route; after an error event: status `200`, completion
+//! `error_event`, not a success) before it goes to the sink, so the record is the same wherever
+//! `Usage` sits.
 //!
 //! Requests that are not streaming, Gemini streams without `alt=sse` (a streamed JSON array),
 //! other routes and other methods pass through untouched. `docs/streaming.md` has the details.
