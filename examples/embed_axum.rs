@@ -51,7 +51,7 @@ use tower::ServiceBuilder;
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
 /// Where the handler sends the requests.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Upstream {
     http: reqwest::Client,
     base: Arc<str>,

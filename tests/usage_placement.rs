@@ -51,6 +51,8 @@ enum Exchange {
     NotAnObject,
     /// The upstream cannot be reached.
     Unreachable,
+    /// The upstream takes longer than the client waits: the client reads the `200` and leaves.
+    ClientLeaves,
 }
 
 /// Serves one request through the stack with Usage at `placement`; returns the client's
@@ -70,6 +72,9 @@ async fn exchange(placement: Placement, exchange: Exchange) -> (Vec<Value>, Requ
     match exchange {
         Exchange::UpstreamError => mock.set_fault(&test_key(1), Fault::ServerError),
         Exchange::CutOff => mock.set_fault(&test_key(1), Fault::BreaksOff),
+        Exchange::ClientLeaves => {
+            mock.set_fault(&test_key(1), Fault::Slow(Duration::from_secs(600)))
+        }
         _ => {}
     }
     let store = MemoryStore::new();
@@ -79,6 +84,10 @@ async fn exchange(placement: Placement, exchange: Exchange) -> (Vec<Value>, Requ
         .unwrap();
     let pseudo = match exchange {
         Exchange::TooLarge => PseudoStreamLayer::new().max_answer_bytes(64),
+        // Keep-alives show the server that the client left.
+        Exchange::ClientLeaves => {
+            PseudoStreamLayer::new().keep_alive_interval(Duration::from_millis(100))
+        }
         _ => PseudoStreamLayer::new(),
     };
     let usage = UsageLayer::new(store.clone());
@@ -128,6 +137,12 @@ async fn exchange(placement: Placement, exchange: Exchange) -> (Vec<Value>, Requ
         .unwrap();
     assert_eq!(res.status(), 200, "{placement:?} {exchange:?}");
     assert_eq!(res.headers()["content-type"], "text/event-stream");
+    if matches!(exchange, Exchange::ClientLeaves) {
+        drop(res);
+        let record = one_record(&store).await;
+        server.abort();
+        return (Vec::new(), record);
+    }
     let events = decode_all(&res.bytes().await.unwrap())
         .iter()
         .map(|e| e.json::<Value>().unwrap())
@@ -203,6 +218,16 @@ async fn an_error_event_after_the_200_is_a_failure_in_both_placements() {
         assert_eq!(below.completion, Completion::ErrorEvent, "{case:?}");
         assert!(below.streamed, "{case:?}");
     }
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_during_the_wait_is_recorded_alike_in_both_placements() {
+    let (_, above) = exchange(Placement::Above, Exchange::ClientLeaves).await;
+    let (_, below) = exchange(Placement::Below, Exchange::ClientLeaves).await;
+    assert_eq!(essentials(&below), essentials(&above));
+    assert_eq!(below.status, 200);
+    assert!(!below.success);
+    assert_eq!(below.completion, Completion::ClientGone);
 }
 
 #[tokio::test]

@@ -187,7 +187,8 @@ where
         let layer = self.layer.clone();
         // A `Usage` below sees Gemini's answer; when the client gets a local error in its
         // place, this layer has the last word on the record.
-        let (slot, mut handoff) = RecordHandoff::new(req.uri().path(), req.extensions());
+        let (slot, mut handoff) =
+            RecordHandoff::new(req.uri().path(), req.extensions(), Settled::AsRecorded);
         req.extensions_mut().insert(slot);
         Box::pin(async move {
             match convert(route, &layer, req).await {

@@ -9,13 +9,26 @@ use http_body::Body;
 use pin_project_lite::pin_project;
 
 use super::body::{Pending, UsageBody};
+use super::record::Completion;
 
 pin_project! {
     /// Response future of [`Usage`](super::Usage).
     pub struct ResponseFuture<F> {
         #[pin]
         inner: F,
-        pending: Option<Pending>,
+        pending: Unanswered,
+    }
+}
+
+/// The record of a request not answered yet: dropped before the answer (the client went away,
+/// or a layer above gave up on the call), it is written as such, not lost.
+struct Unanswered(Option<Pending>);
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        if let Some(pending) = self.0.take() {
+            pending.finish(Completion::ClientGone, None, None, false);
+        }
     }
 }
 
@@ -29,7 +42,7 @@ impl<F> ResponseFuture<F> {
     pub(super) fn new(inner: F, pending: Pending) -> Self {
         ResponseFuture {
             inner,
-            pending: Some(pending),
+            pending: Unanswered(Some(pending)),
         }
     }
 }
@@ -44,7 +57,7 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let result = ready!(this.inner.poll(cx));
-        let Some(pending) = this.pending.take() else {
+        let Some(pending) = this.pending.0.take() else {
             // Polled after completion: nothing more to record.
             return Poll::Ready(result.map(|res| res.map(UsageBody::untracked)));
         };

@@ -27,6 +27,11 @@ pub(crate) enum Settled {
         /// The status of the answer's head.
         status: StatusCode,
     },
+    /// The client got `status` and went away before the layer's answer was written.
+    ClientGone {
+        /// The status of the answer's head.
+        status: StatusCode,
+    },
     /// The layer answered the client with an error of its own, `status`, in place of the inner
     /// answer (which it could not use).
     Replaced {
@@ -69,7 +74,13 @@ impl RecordHandoff {
     /// A new slot for a request sent to `route` (whose extensions may hold the slot of a layer
     /// further out: it gets the amended record), and the guard the layer keeps. The layer puts
     /// the slot in the request extensions in place of the outer one.
-    pub(crate) fn new(route: &str, extensions: &http::Extensions) -> (RecordHandoff, HandoffGuard) {
+    ///
+    /// `on_drop` is what a guard dropped before it was settled says.
+    pub(crate) fn new(
+        route: &str,
+        extensions: &http::Extensions,
+        on_drop: Settled,
+    ) -> (RecordHandoff, HandoffGuard) {
         let slot = RecordHandoff(Arc::new(Mutex::new(State {
             route: route.to_owned(),
             outer: extensions.get::<RecordHandoff>().cloned(),
@@ -77,7 +88,10 @@ impl RecordHandoff {
             settled: None,
             committed: false,
         })));
-        let guard = HandoffGuard(Some(slot.clone()));
+        let guard = HandoffGuard {
+            slot: Some(slot.clone()),
+            on_drop,
+        };
         (slot, guard)
     }
 
@@ -131,14 +145,17 @@ impl RecordHandoff {
 }
 
 /// The outer layer's side of a [`RecordHandoff`]: settles it once; dropping it unsettled
-/// commits the record as `Usage` wrote it.
+/// settles it as told at its creation (the record is never lost).
 #[derive(Debug)]
-pub(crate) struct HandoffGuard(Option<RecordHandoff>);
+pub(crate) struct HandoffGuard {
+    slot: Option<RecordHandoff>,
+    on_drop: Settled,
+}
 
 impl HandoffGuard {
     /// Says what the client saw; later calls are ignored.
     pub(crate) fn settle(&mut self, settled: Settled) {
-        if let Some(slot) = self.0.take() {
+        if let Some(slot) = self.slot.take() {
             slot.settle(settled);
         }
     }
@@ -146,7 +163,7 @@ impl HandoffGuard {
 
 impl Drop for HandoffGuard {
     fn drop(&mut self) {
-        self.settle(Settled::AsRecorded);
+        self.settle(self.on_drop);
     }
 }
 
@@ -170,6 +187,13 @@ fn commit(held: Held, settled: Settled, route: String, outer: Option<RecordHando
             record.success = false;
             // The client's events carried no tokens: keep only the upstream's own count, as a
             // `Usage` above the outer layer would.
+            record.tokens = upstream_tokens.unwrap_or_default();
+        }
+        Settled::ClientGone { status } => {
+            record.status = status.as_u16();
+            record.streamed = true;
+            record.completion = Completion::ClientGone;
+            record.success = false;
             record.tokens = upstream_tokens.unwrap_or_default();
         }
         Settled::Replaced { status } => {

@@ -18,8 +18,8 @@ use super::future::ResponseFuture;
 use crate::api_error::ApiFlavor;
 use crate::buffer::{declared_length, set_body_length, CollectLimited};
 use crate::ext::{ModelName, Operation, Protocol, PseudoStreamed, RequestInfo};
-use crate::usage::{HandoffGuard, RecordHandoff};
 use crate::order::{self, Misorder};
+use crate::usage::{HandoffGuard, RecordHandoff, Settled};
 
 /// The Python server's `FAKE_STREAM_EMPTY_DATA_INTERVAL_SECONDS` default.
 pub const DEFAULT_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(5);
@@ -294,7 +294,15 @@ fn mark_pseudo_streamed(
     parts: &mut Parts,
     rewrite: impl FnOnce(&mut RequestInfo),
 ) -> HandoffGuard {
-    let (slot, guard) = RecordHandoff::new(parts.uri.path(), &parts.extensions);
+    // Dropped unsettled, the stream went away before its answer: the client got the `200` and
+    // left (or was left) without it.
+    let (slot, guard) = RecordHandoff::new(
+        parts.uri.path(),
+        &parts.extensions,
+        Settled::ClientGone {
+            status: http::StatusCode::OK,
+        },
+    );
     RequestInfo::update(parts, |info| {
         info.stream = true;
         info.pseudo_streamed = true;
