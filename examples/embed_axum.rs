@@ -123,7 +123,11 @@ async fn call_gemini(
     let (parts, body) = req.into_parts();
     // Already buffered (and bounded) by `Retry`: this only takes the bytes.
     let Ok(body) = axum::body::to_bytes(body, usize::MAX).await else {
-        return (StatusCode::BAD_REQUEST, "the request body could not be read").into_response();
+        return (
+            StatusCode::BAD_REQUEST,
+            "the request body could not be read",
+        )
+            .into_response();
     };
     let Some(key) = parts.headers.get("x-goog-api-key").cloned() else {
         return (StatusCode::INTERNAL_SERVER_ERROR, "no key injected").into_response();
@@ -154,7 +158,10 @@ async fn call_gemini(
         Err(_) => error_response(
             info.flavor,
             StatusCode::BAD_GATEWAY,
-            &format!("{} failed: the upstream could not be reached", info.operation),
+            &format!(
+                "{} failed: the upstream could not be reached",
+                info.operation
+            ),
         )
         .map(Body::from)
         .into_response(),

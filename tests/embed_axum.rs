@@ -204,9 +204,7 @@ async fn an_unknown_route_does_not_reach_the_layers() {
         .await
         .unwrap();
     assert_eq!(res.status(), 404);
-    let res = s
-        .post("/v1beta/cachedContents", prompt_body("x"))
-        .await;
+    let res = s.post("/v1beta/cachedContents", prompt_body("x")).await;
     assert_eq!(res.status(), 404);
 
     // `/stats` is served, and says nothing happened.

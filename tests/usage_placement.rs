@@ -95,7 +95,10 @@ async fn exchange(placement: Placement, exchange: Exchange) -> (Vec<Value>, Requ
     let inner = ServiceBuilder::new()
         .map_request(move |mut req: Request<reqwest::Body>| {
             if not_an_object {
-                let path = req.uri().path().replace(":generateContent", ":streamGenerateContent");
+                let path = req
+                    .uri()
+                    .path()
+                    .replace(":generateContent", ":streamGenerateContent");
                 *req.uri_mut() = path.parse().unwrap();
             }
             req

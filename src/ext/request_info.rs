@@ -258,13 +258,10 @@ fn rest_operation(method: &Method, path: &str) -> Operation {
     }
     if let Some(at) = trimmed.rfind("/models/") {
         let tail = &trimmed[at + "/models/".len()..];
-        let method_at = tail
-            .find(':')
-            .map(|i| (i, 1))
-            .or_else(|| {
-                let lower = tail.to_ascii_lowercase();
-                lower.find("%3a").map(|i| (i, 3))
-            });
+        let method_at = tail.find(':').map(|i| (i, 1)).or_else(|| {
+            let lower = tail.to_ascii_lowercase();
+            lower.find("%3a").map(|i| (i, 3))
+        });
         return match method_at {
             Some((i, len)) => Operation::of_gemini_method(&tail[i + len..]),
             None if *method == Method::GET && !tail.is_empty() && !tail.contains('/') => {
@@ -311,10 +308,18 @@ mod tests {
         use Operation::*;
         let cases = [
             ("POST", "/v1beta/models/m:generateContent", GenerateContent),
-            ("POST", "/v1beta/models/m%3AstreamGenerateContent?alt=sse", StreamGenerateContent),
+            (
+                "POST",
+                "/v1beta/models/m%3AstreamGenerateContent?alt=sse",
+                StreamGenerateContent,
+            ),
             ("POST", "/v1/models/m:countTokens", CountTokens),
             ("POST", "/v1beta/models/m:embedContent", EmbedContent),
-            ("POST", "/v1beta/models/m:batchEmbedContents", BatchEmbedContents),
+            (
+                "POST",
+                "/v1beta/models/m:batchEmbedContents",
+                BatchEmbedContents,
+            ),
             ("POST", "/v1beta/models/m:predict", Other),
             ("POST", "/hf/v1/chat/completions/", ChatCompletions),
             ("POST", "/v1/embeddings", Embeddings),
@@ -331,7 +336,10 @@ mod tests {
 
     #[test]
     fn streaming_flavour_and_model() {
-        let gemini = info("POST", "/v1beta/models/gemini-2.5-flash:streamGenerateContent");
+        let gemini = info(
+            "POST",
+            "/v1beta/models/gemini-2.5-flash:streamGenerateContent",
+        );
         assert!(gemini.stream && gemini.streams_upstream());
         assert_eq!(gemini.flavor, ApiFlavor::Gemini);
         assert_eq!(gemini.model_name(), Some("gemini-2.5-flash"));
@@ -343,10 +351,12 @@ mod tests {
 
     #[test]
     fn grpc_calls_are_told_apart() {
-        let req = Request::post("/google.ai.generativelanguage.v1beta.GenerativeService/StreamGenerateContent")
-            .header("content-type", "application/grpc")
-            .body(())
-            .unwrap();
+        let req = Request::post(
+            "/google.ai.generativelanguage.v1beta.GenerativeService/StreamGenerateContent",
+        )
+        .header("content-type", "application/grpc")
+        .body(())
+        .unwrap();
         let info = RequestInfo::of(&req);
         assert_eq!(info.protocol, Protocol::Grpc);
         assert_eq!(info.operation, Operation::StreamGenerateContent);

@@ -9,10 +9,10 @@ use tower_service::Service;
 
 use super::body::{Head, Pending};
 use super::future::ResponseFuture;
+use super::handoff::RecordHandoff;
 use super::record::ClientId;
 #[cfg(doc)]
 use super::record::RequestRecord;
-use super::handoff::RecordHandoff;
 use crate::ext::RequestInfo;
 use crate::order::{self, Misorder};
 use crate::store::UsageSink;

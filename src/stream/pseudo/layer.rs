@@ -290,10 +290,7 @@ where
 /// Marks a request this layer fakes: the [`PseudoStreamed`] extension, its [`RequestInfo`]
 /// (changed by `rewrite` too), and the slot where a `Usage` below hands over its record so that
 /// it says what the client saw.
-fn mark_pseudo_streamed(
-    parts: &mut Parts,
-    rewrite: impl FnOnce(&mut RequestInfo),
-) -> HandoffGuard {
+fn mark_pseudo_streamed(parts: &mut Parts, rewrite: impl FnOnce(&mut RequestInfo)) -> HandoffGuard {
     // Dropped unsettled, the stream went away before its answer: the client got the `200` and
     // left (or was left) without it.
     let (slot, guard) = RecordHandoff::new(

@@ -88,9 +88,8 @@ mod layer;
 
 pub use self::body::PseudoStreamBody;
 pub use self::events::KeepAlive;
-pub use crate::ext::PseudoStreamed;
 pub use self::layer::{
-    PseudoStream, PseudoStreamLayer, PseudoStreamSwitch,
-    DEFAULT_KEEP_ALIVE_INTERVAL, DEFAULT_MAX_ANSWER_BYTES, DEFAULT_MAX_REQUEST_BYTES,
-    MIN_KEEP_ALIVE_INTERVAL,
+    PseudoStream, PseudoStreamLayer, PseudoStreamSwitch, DEFAULT_KEEP_ALIVE_INTERVAL,
+    DEFAULT_MAX_ANSWER_BYTES, DEFAULT_MAX_REQUEST_BYTES, MIN_KEEP_ALIVE_INTERVAL,
 };
+pub use crate::ext::PseudoStreamed;
