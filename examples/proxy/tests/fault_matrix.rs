@@ -1086,10 +1086,19 @@ async fn sigterm_with_half_sent_requests() {
 
     assert_eq!(integrity_check(&row.db()), "ok");
     let rows = row.request_log();
-    assert_eq!(rows.len(), 4, "{rows:#?}");
-    for r in &rows {
+    // The four answered requests; and, if the proxy had read its head before the signal, the
+    // request whose body never came, abandoned at shutdown: `client_gone` without a status
+    // (a request dropped before its answer is recorded, not lost).
+    let (answered, abandoned): (Vec<_>, Vec<_>) =
+        rows.iter().partition(|r| r.completion == "complete");
+    assert_eq!(answered.len(), 4, "{rows:#?}");
+    for r in &answered {
         assert_eq!((r.status, r.success), (200, true), "{r:#?}");
-        assert_eq!(r.completion, "complete", "{r:#?}");
+    }
+    assert!(abandoned.len() <= 1, "{rows:#?}");
+    for r in &abandoned {
+        assert_eq!((r.status, r.success), (0, false), "{r:#?}");
+        assert_eq!(r.completion, "client_gone", "{r:#?}");
     }
     let log = row.log_text();
     assert!(log.contains("shutdown signal received"), "{log}");
