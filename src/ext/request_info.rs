@@ -199,17 +199,16 @@ impl RequestInfo {
             .get::<ApiFlavor>()
             .copied()
             .unwrap_or_else(|| ApiFlavor::of_path(path));
-        let operation = if grpc {
-            grpc_operation(path)
-        } else {
-            rest_operation(method, path)
+        // A REST path is read as such whatever the content type says (a client may mislabel its
+        // JSON); only a path that is no REST operation is read as a gRPC method.
+        let operation = match rest_operation(method, path) {
+            Operation::Other if grpc => grpc_operation(path),
+            operation => operation,
         };
-        let model = extensions.get::<ModelName>().cloned().or_else(|| {
-            (!grpc)
-                .then(|| model_from_path(path))
-                .flatten()
-                .map(ModelName::new)
-        });
+        let model = extensions
+            .get::<ModelName>()
+            .cloned()
+            .or_else(|| model_from_path(path).map(ModelName::new));
         let pseudo_streamed = extensions.get::<PseudoStreamed>().is_some();
         RequestInfo {
             flavor,
@@ -361,6 +360,15 @@ mod tests {
         assert_eq!(info.protocol, Protocol::Grpc);
         assert_eq!(info.operation, Operation::StreamGenerateContent);
         assert!(info.stream);
+    }
+
+    #[test]
+    fn a_rest_path_labelled_grpc_keeps_its_operation() {
+        let req = Request::post("/v1/chat/completions")
+            .header("content-type", "application/grpc")
+            .body(())
+            .unwrap();
+        assert_eq!(RequestInfo::of(&req).operation, Operation::ChatCompletions);
     }
 
     #[test]

@@ -18,7 +18,7 @@ use super::schema::Shape;
 use crate::api_error::ApiFlavor;
 use crate::body::ResponseBody;
 use crate::buffer::{declared_length, is_json_or_unlabelled, set_body_length, CollectLimited};
-use crate::ext::{model_from_path, ModelName, Protocol, RequestInfo};
+use crate::ext::{model_from_path, ModelName, RequestInfo};
 use crate::order::{self, Misorder};
 
 /// Default largest request body the filter reads: 20 MiB, like
@@ -137,8 +137,8 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let info = RequestInfo::attach(&mut req);
-        let shape = Shape::of_operation(info.operation)
-            .filter(|_| req.method() == http::Method::POST && info.protocol == Protocol::Rest);
+        let shape =
+            Shape::of_operation(info.operation).filter(|_| req.method() == http::Method::POST);
         let Some(shape) = shape.filter(|_| is_json_or_unlabelled(req.headers())) else {
             return ResponseFuture::inner(inner.call(req));
         };

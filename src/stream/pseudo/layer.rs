@@ -17,7 +17,7 @@ use super::events::{KeepAlive, StreamContext};
 use super::future::ResponseFuture;
 use crate::api_error::ApiFlavor;
 use crate::buffer::{declared_length, set_body_length, CollectLimited};
-use crate::ext::{ModelName, Operation, Protocol, PseudoStreamed, RequestInfo};
+use crate::ext::{ModelName, Operation, PseudoStreamed, RequestInfo};
 use crate::order::{self, Misorder};
 use crate::usage::{HandoffGuard, RecordHandoff, Settled};
 
@@ -247,9 +247,6 @@ where
             return ResponseFuture::passthrough(inner.call(req));
         }
         let info = RequestInfo::attach(&mut req);
-        if info.protocol != Protocol::Rest {
-            return ResponseFuture::passthrough(inner.call(req));
-        }
         match info.operation {
             Operation::StreamGenerateContent => {
                 if !has_alt_sse(req.uri()) || !config.wants(info.model_name()) {
