@@ -3,8 +3,6 @@
 //! the layers hand it (query included, a pseudo stream's rewrite included), and only the API
 //! route may go through the layers.
 
-mod support;
-
 #[path = "../examples/embed_axum.rs"]
 #[allow(dead_code)]
 mod embed_axum;

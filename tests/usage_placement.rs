@@ -5,8 +5,6 @@
 //! placements give the same record for the same exchange, over loopback HTTP against the mock
 //! Gemini.
 
-mod support;
-
 use std::time::Duration;
 
 use axum::error_handling::HandleErrorLayer;
