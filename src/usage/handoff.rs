@@ -33,7 +33,8 @@ pub(crate) enum Settled {
         status: StatusCode,
     },
     /// The layer answered the client with an error of its own, `status`, in place of the inner
-    /// answer (which it could not use).
+    /// answer (which it could not use). Only the OpenAI conversion does.
+    #[cfg_attr(not(feature = "openai"), allow(dead_code))]
     Replaced {
         /// The status the client got.
         status: StatusCode,
