@@ -39,6 +39,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use gemini_balance::api_error::error_response;
+use gemini_balance::classify::{FailureClass, Outcome};
 use gemini_balance::ext::RequestInfo;
 use gemini_balance::filter::ParamFilterLayer;
 use gemini_balance::keys::{KeyPool, KeyRotationLayer};
@@ -154,17 +155,26 @@ async fn call_gemini(
             out.body(Body::from_stream(res.bytes_stream()))
                 .unwrap_or_else(|_| StatusCode::BAD_GATEWAY.into_response())
         }
-        // In the error format of the API the client speaks.
-        Err(_) => error_response(
-            info.flavor,
-            StatusCode::BAD_GATEWAY,
-            &format!(
-                "{} failed: the upstream could not be reached",
-                info.operation
-            ),
-        )
-        .map(Body::from)
-        .into_response(),
+        // In the error format of the API the client speaks, marked as our own answer: a bare
+        // 502 would read as the upstream's server error and count against the key, so an
+        // outage would disable every key in turn.
+        Err(_) => {
+            let mut res = error_response(
+                info.flavor,
+                StatusCode::BAD_GATEWAY,
+                &format!(
+                    "{} failed: the upstream could not be reached",
+                    info.operation
+                ),
+            )
+            .map(Body::from);
+            res.extensions_mut()
+                .insert(Outcome::Failure(FailureClass::Local {
+                    status: StatusCode::BAD_GATEWAY,
+                    reason: "upstream unreachable",
+                }));
+            res.into_response()
+        }
     }
 }
 

@@ -26,7 +26,7 @@
 //!
 //! The modules: [`stream::pseudo`], [`stream::optimizer`] and [`stream::sse`] (SSE writing and
 //! decoding), [`usage`], [`filter`], [`client::forward_headers`], [`retry`], [`keys`],
-//! [`decode`], [`normalize_url`]; [`openai`] puts an OpenAI face on the stack (between
+//! [`decode`], [`normalize_url`]; `openai` (feature `openai`) puts an OpenAI face on the stack (between
 //! `ParamFilter` and `ForwardHeaders`).
 //!
 //! Every decision about what a response means comes from one [`classify::Classifier`]; the

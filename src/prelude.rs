@@ -10,34 +10,37 @@
 //!
 //! ```
 //! use gemini_balance::prelude::*;
-//! use tower::ServiceBuilder;
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let pool = KeyPool::builder()
 //!     .keys(["AIzaSyA1234567890abcdefghijklmnopqrstuv"])
 //!     .build()?;
 //! let store = MemoryStore::new();
-//! let stack = ServiceBuilder::new()
-//!     .layer(PseudoStreamLayer::new())
-//!     .layer(UsageLayer::new(store.clone()))
-//!     .layer(ParamFilterLayer::new())
-//!     .layer(RetryLayer::new().classifier(Classifier::new()))
-//!     .layer(KeyRotationLayer::new(pool));
+//! // The layers in their designed order (see `stack::GeminiStack`).
+//! let stack = GeminiStack::new()
+//!     .pseudo_stream(PseudoStreamLayer::new())
+//!     .usage(UsageLayer::new(store.clone()))
+//!     .filter(ParamFilterLayer::new())
+//!     .retry(RetryLayer::new().classifier(Classifier::new()))
+//!     .keys(pool);
 //! # let _ = stack;
 //! # Ok(())
 //! # }
 //! ```
 
 pub use crate::classify::{Classifier, FailureClass, Outcome};
-pub use crate::client::ForwardHeadersLayer;
 #[cfg(feature = "reqwest")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 pub use crate::client::ReqwestService;
+#[cfg(feature = "upstream")]
+#[cfg_attr(docsrs, doc(cfg(feature = "upstream")))]
+pub use crate::client::Upstream;
 #[cfg(feature = "middleware")]
 #[cfg_attr(docsrs, doc(cfg(feature = "middleware")))]
 pub use crate::client::{
-    ClassifiedStrategy, KeyRotationMiddleware, RetryMiddleware, UsageMiddleware,
+    ClassifiedStrategy, KeyFailoverPolicy, KeyRotationMiddleware, RetryMiddleware, UsageMiddleware,
 };
+pub use crate::client::{ForwardHeadersLayer, GatewayErrorsLayer};
 pub use crate::decode::DecodeLayer;
 pub use crate::filter::ParamFilterLayer;
 pub use crate::keys::{ApiKey, KeyId, KeyPool, KeyRotationLayer, Strategy};
@@ -46,6 +49,10 @@ pub use crate::normalize_url::NormalizeUrlLayer;
 #[cfg_attr(docsrs, doc(cfg(feature = "openai")))]
 pub use crate::openai::OpenAiLayer;
 pub use crate::retry::RetryLayer;
+#[cfg(feature = "openai")]
+#[cfg_attr(docsrs, doc(cfg(feature = "openai")))]
+pub use crate::rules::ModelRulesLayer;
+pub use crate::stack::GeminiStack;
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use crate::store::SqliteStore;

@@ -30,6 +30,11 @@ struct Setup {
 
 async fn setup(pseudo: bool) -> Setup {
     let mock = MockGemini::start().await;
+    let base = mock.base_url();
+    setup_with(mock, pseudo, &base).await
+}
+
+async fn setup_with(mock: MockGemini, pseudo: bool, base: &str) -> Setup {
     let store = MemoryStore::new();
     let pool = KeyPool::builder().keys(test_keys(1)).build().unwrap();
     let client = support::client_builder().build().unwrap();
@@ -37,7 +42,7 @@ async fn setup(pseudo: bool) -> Setup {
         pool.clone(),
         store.clone(),
         PseudoStreamLayer::new().enabled(pseudo),
-        embed_axum::Upstream::new(client.clone(), &mock.base_url()),
+        embed_axum::Upstream::new(client.clone(), base),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -68,6 +73,9 @@ impl Setup {
         for _ in 0..200 {
             let records = self.store.records();
             if !records.is_empty() {
+                // A second record (a double commit) would come right after the first.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let records = self.store.records();
                 assert_eq!(records.len(), 1, "{records:?}");
                 return records[0].clone();
             }
@@ -220,4 +228,28 @@ async fn an_unknown_route_does_not_reach_the_layers() {
     assert_eq!(s.mock.total(), 0);
     assert!(s.store.records().is_empty());
     assert_eq!(s.pool_counts(), (0, 0, 0));
+}
+
+#[tokio::test]
+async fn an_unreachable_upstream_is_not_the_keys_fault() {
+    // A port nothing listens on.
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let s = setup_with(MockGemini::start().await, false, &base).await;
+    for _ in 0..4 {
+        let res = s
+            .post(
+                &format!("/v1beta/models/{FLASH}:generateContent"),
+                prompt_body("x"),
+            )
+            .await;
+        assert_eq!(res.status(), 502);
+        let body: Value = serde_json::from_slice(&res.bytes().await.unwrap()).unwrap();
+        assert_eq!(body["error"]["code"], 502, "{body}");
+    }
+    // Four outages, more than the pool's 3 failures allowed: the key is still usable.
+    let key = &s.pool.snapshots()[0];
+    assert_eq!(key.failures, 0, "{key:?}");
+    assert!(s.pool.keys_to_probe().is_empty(), "{key:?}");
 }

@@ -320,25 +320,17 @@ async fn what_is_not_faked_passes_through() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn the_switch_turns_it_off_and_on_while_serving() {
-    let layer = PseudoStreamLayer::new();
-    let switch = layer.switch();
-    let service = layer.layer(upstream(
-        Duration::ZERO,
-        Answer::Ok(gemini_answer()),
-        Log::default(),
-        Flags::default(),
-    ));
-    switch.set(false);
-    let res = service
-        .clone()
-        .oneshot(post(GEMINI_STREAM, "{}"))
-        .await
-        .unwrap();
-    assert!(!res.body().is_pseudo_stream());
-    switch.set(true);
-    let res = service.oneshot(post(GEMINI_STREAM, "{}")).await.unwrap();
-    assert!(res.body().is_pseudo_stream());
+async fn a_layer_built_off_passes_streams_through() {
+    for (on, pseudo) in [(false, false), (true, true)] {
+        let service = PseudoStreamLayer::new().enabled(on).layer(upstream(
+            Duration::ZERO,
+            Answer::Ok(gemini_answer()),
+            Log::default(),
+            Flags::default(),
+        ));
+        let res = service.oneshot(post(GEMINI_STREAM, "{}")).await.unwrap();
+        assert_eq!(res.body().is_pseudo_stream(), pseudo, "enabled({on})");
+    }
 }
 
 #[tokio::test(start_paused = true)]

@@ -158,6 +158,9 @@ async fn one_record(store: &MemoryStore) -> RequestRecord {
     for _ in 0..200 {
         let records = store.records();
         if !records.is_empty() {
+            // A second record (a double commit) would come right after the first.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let records = store.records();
             assert_eq!(records.len(), 1, "{records:?}");
             return records[0].clone();
         }

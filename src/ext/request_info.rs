@@ -15,7 +15,7 @@ use crate::api_error::ApiFlavor;
 /// handler see the request as it is now, not as the client sent it:
 /// [`PseudoStream`](crate::stream::pseudo::PseudoStream) turns `streamGenerateContent` into
 /// `generateContent` (and an OpenAI `"stream": true` into `false`) and says so here with
-/// [`pseudo_streamed`](Self::pseudo_streamed); [`OpenAi`](crate::openai::OpenAi) turns a chat
+/// [`pseudo_streamed`](Self::pseudo_streamed); `openai::OpenAi` (feature `openai`) turns a chat
 /// completion into a Gemini call.
 ///
 /// **Handlers** read this extension (axum: `Extension<RequestInfo>`) and the request's own
@@ -58,8 +58,10 @@ pub struct RequestInfo {
     /// The model, when known: the [`ModelName`] extension, the Gemini path, or the JSON body's
     /// `model` once a layer has read it (OpenAI's routes).
     pub model: Option<ModelName>,
-    /// The client asked for a stream (Gemini `streamGenerateContent`; OpenAI `"stream": true`,
-    /// known once a layer has read the body). Stays `true` when the request is pseudo-streamed.
+    /// The client asked for a stream: Gemini `streamGenerateContent`, or an OpenAI
+    /// `"stream": true` that a [`PseudoStream`](crate::stream::pseudo::PseudoStream) above has
+    /// read (no other layer sets it from the body). Stays `true` when the request is
+    /// pseudo-streamed.
     pub stream: bool,
     /// A [`PseudoStream`](crate::stream::pseudo::PseudoStream) above answers the client with a
     /// stream and sent the layers below a non-streaming request.

@@ -13,9 +13,10 @@ use jiff::Timestamp;
 /// The zone whose midnight resets Gemini's daily quotas.
 const QUOTA_ZONE: &str = "America/Los_Angeles";
 
-/// The Pacific zone, looked up once: from the system's tzdb, else from the bundled copy (which
+/// The Pacific zone, looked up once (when the first pool is built: the lookup reads the
+/// system's tzdb, which is not for the request path): from the system's tzdb, else from the bundled copy (which
 /// always holds it), else, should both fail, a fixed UTC−8 (Pacific standard time).
-fn pacific() -> &'static TimeZone {
+pub(super) fn pacific() -> &'static TimeZone {
     static ZONE: OnceLock<TimeZone> = OnceLock::new();
     ZONE.get_or_init(|| {
         jiff::tz::db()

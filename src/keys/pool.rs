@@ -189,6 +189,9 @@ impl KeyPoolBuilder {
 impl KeyPool {
     /// An empty pool with the given strategy.
     pub fn new(strategy: Strategy) -> Self {
+        // Read the quota reset's time zone now rather than on the request that first hits a
+        // daily quota (it reads files).
+        let _ = super::daily_reset::pacific();
         KeyPool {
             inner: Arc::new(PoolInner {
                 keys: ArcSwap::from_pointee(Keys::build(Vec::new())),

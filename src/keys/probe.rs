@@ -317,9 +317,9 @@ where
         done
     }
 
-    /// Runs [`recheck`](Self::recheck) every `interval`, the first one an interval from now,
-    /// until the future is dropped (abort the task it was spawned on to stop it, or to start
-    /// again with another interval).
+    /// Runs [`recheck`](Self::recheck) every `interval` (at least one second: shorter ones are
+    /// raised to it), the first one an interval from now, until the future is dropped (abort
+    /// the task it was spawned on to stop it, or to start again with another interval).
     pub async fn run_every<ResBody>(self, interval: Duration)
     where
         S: Service<Request<B>, Response = Response<ResBody>> + Clone,
@@ -327,6 +327,8 @@ where
         ResBody: http_body::Body<Data = Bytes>,
         ResBody::Error: Into<crate::BoxError>,
     {
+        // A zero interval would spin while no key needs a probe.
+        let interval = interval.max(Duration::from_secs(1));
         let mut next = Instant::now();
         loop {
             next = next.checked_add(interval).unwrap_or_else(far_future);

@@ -8,7 +8,8 @@
 //! extensions; `Usage` hands its finished record to it instead of to the sink, and the outer
 //! layer amends it with what the client saw ([`Settled`]) and commits it. Whichever of the two
 //! comes second commits; if the outer side goes away without a word ([`HandoffGuard`] dropped),
-//! the record is committed as it is: a record is never lost.
+//! the record is committed with the outcome the guard was given for that case (the pseudo stream
+//! says `client_gone`): a record is never lost.
 
 use std::sync::{Arc, Mutex};
 

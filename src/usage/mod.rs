@@ -12,7 +12,7 @@
 //! count in an [`UpstreamUsage`] (an OpenAI stream shows it to the client only when asked).
 //!
 //! The record is what the client saw. A layer above that answers the client itself
-//! ([`PseudoStream`](crate::stream::pseudo::PseudoStream), [`OpenAi`](crate::openai::OpenAi))
+//! ([`PseudoStream`](crate::stream::pseudo::PseudoStream), `openai::OpenAi`)
 //! has the last word: `Usage` hands it the finished record, and it amends it (an error event
 //! after a pseudo stream's `200`, a local `502` in place of an answer it could not convert)
 //! before the record reaches the sink; a record is never lost on the way.

@@ -329,8 +329,10 @@ thread_local! {
 /// rejected key, and otherwise waits as the policy it wraps says.
 ///
 /// reqwest-retry's policy is told how many retries happened, never what the answer was; this
-/// one takes the answer's class from the [`ClassifiedStrategy`] that judged it (used without
-/// that strategy, it is the wrapped policy unchanged). After a failure of the key's, the retry
+/// one takes the answer's class from the [`ClassifiedStrategy`] that judged it, through a
+/// thread-local that the strategy sets and this policy reads and clears. Pair the two in one
+/// `RetryTransientMiddleware`: with another strategy, this policy could read a verdict a
+/// `ClassifiedStrategy` of another client left on the same thread. After a failure of the key's, the retry
 /// goes out at once if the wrapped policy allows one more retry at all; with a
 /// [`KeyRotationMiddleware`](super::KeyRotationMiddleware) below, on another key. When every
 /// key is cooling down, the key middleware answers `429` itself, which the strategy makes

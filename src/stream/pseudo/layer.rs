@@ -1,7 +1,6 @@
 //! [`PseudoStreamLayer`] and the [`PseudoStream`] service.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -34,28 +33,11 @@ pub const DEFAULT_MAX_REQUEST_BYTES: usize = 20 * 1024 * 1024;
 /// generated images inline).
 pub const DEFAULT_MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
 
-/// Turns pseudo streaming on and off while serving (the `FAKE_STREAM_ENABLED` switch).
-/// Obtained from [`PseudoStreamLayer::switch`]; clones share the switch.
-#[derive(Debug, Clone)]
-pub struct PseudoStreamSwitch(Arc<AtomicBool>);
-
-impl PseudoStreamSwitch {
-    /// Turns pseudo streaming on or off for requests arriving from now on.
-    pub fn set(&self, on: bool) {
-        self.0.store(on, Ordering::Relaxed);
-    }
-
-    /// `true` when pseudo streaming is on.
-    pub fn is_on(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
 type ModelPredicate = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 #[derive(Clone)]
 pub(crate) struct Config {
-    switch: PseudoStreamSwitch,
+    on: bool,
     models: Option<ModelPredicate>,
     pub(crate) interval: Duration,
     gemini_keep_alive: KeepAlive,
@@ -67,7 +49,7 @@ pub(crate) struct Config {
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
-            .field("on", &self.switch.is_on())
+            .field("on", &self.on)
             .field("models", &self.models.as_ref().map(|_| "<predicate>"))
             .field("interval", &self.interval)
             .field("gemini_keep_alive", &self.gemini_keep_alive)
@@ -89,7 +71,8 @@ impl Config {
     }
 }
 
-/// Applies [`PseudoStream`]. Cloning the layer shares its switch.
+/// Applies [`PseudoStream`]. Its settings are fixed when it is built: to change them while
+/// serving, build the stack again and swap it in (see `docs/architecture.md`).
 #[derive(Debug, Clone)]
 pub struct PseudoStreamLayer {
     config: Arc<Config>,
@@ -107,7 +90,7 @@ impl PseudoStreamLayer {
     pub fn new() -> Self {
         PseudoStreamLayer {
             config: Arc::new(Config {
-                switch: PseudoStreamSwitch(Arc::new(AtomicBool::new(true))),
+                on: true,
                 models: None,
                 interval: DEFAULT_KEEP_ALIVE_INTERVAL,
                 gemini_keep_alive: KeepAlive::BlankLine,
@@ -122,15 +105,10 @@ impl PseudoStreamLayer {
         Arc::make_mut(&mut self.config)
     }
 
-    /// Starts switched on (default) or off; see [`switch`](Self::switch) to flip it later.
-    pub fn enabled(self, on: bool) -> Self {
-        self.config.switch.set(on);
+    /// On (default) or off: when off, every request passes through untouched.
+    pub fn enabled(mut self, on: bool) -> Self {
+        self.config().on = on;
         self
-    }
-
-    /// The switch of this layer (and of every service it made).
-    pub fn switch(&self) -> PseudoStreamSwitch {
-        self.config.switch.clone()
     }
 
     /// Fakes streams only for models where `predicate(model)` is true (the model without a
@@ -243,7 +221,7 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let config = &self.config;
-        if !config.switch.is_on() || req.method() != Method::POST {
+        if !config.on || req.method() != Method::POST {
             return ResponseFuture::passthrough(inner.call(req));
         }
         let info = RequestInfo::attach(&mut req);

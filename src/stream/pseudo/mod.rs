@@ -4,7 +4,7 @@
 //!
 //! [`PseudoStreamLayer`] recognises a streaming request (Gemini
 //! `models/{model}:streamGenerateContent?alt=sse`; OpenAI `…/chat/completions` with
-//! `"stream": true`) and, when pseudo streaming is on for it (the [switch](PseudoStreamSwitch),
+//! `"stream": true`) and, when pseudo streaming is on for it ([`PseudoStreamLayer::enabled`],
 //! then a per-model predicate):
 //!
 //! 1. answers at once with `200`, `content-type: text/event-stream`, `cache-control: no-cache`;
@@ -89,7 +89,7 @@ mod layer;
 pub use self::body::PseudoStreamBody;
 pub use self::events::KeepAlive;
 pub use self::layer::{
-    PseudoStream, PseudoStreamLayer, PseudoStreamSwitch, DEFAULT_KEEP_ALIVE_INTERVAL,
-    DEFAULT_MAX_ANSWER_BYTES, DEFAULT_MAX_REQUEST_BYTES, MIN_KEEP_ALIVE_INTERVAL,
+    PseudoStream, PseudoStreamLayer, DEFAULT_KEEP_ALIVE_INTERVAL, DEFAULT_MAX_ANSWER_BYTES,
+    DEFAULT_MAX_REQUEST_BYTES, MIN_KEEP_ALIVE_INTERVAL,
 };
 pub use crate::ext::PseudoStreamed;
