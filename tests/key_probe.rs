@@ -210,3 +210,52 @@ async fn the_periodic_recheck_runs_once_an_interval() {
     assert_eq!(calls.load(Ordering::SeqCst), 2);
     task.abort();
 }
+
+/// An upstream that repeats the key it was sent in its error (as some relays do), in Gemini's
+/// JSON and as plain text long enough to be cut.
+fn echoing_upstream(
+    json: bool,
+) -> impl tower::Service<
+    Request<Bytes>,
+    Response = Response<Full<Bytes>>,
+    Error = Infallible,
+    Future = impl Send,
+> + Clone {
+    service_fn(move |req: Request<Bytes>| async move {
+        let key = req
+            .headers()
+            .get("x-goog-api-key")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let body = if json {
+            serde_json::json!({"error": {"code": 400, "status": "INVALID_ARGUMENT",
+                "message": format!("API key not valid: {key}. Please pass a valid API key.")}})
+            .to_string()
+        } else {
+            // The key straddles the 512-byte cut of a plain-text message.
+            format!("{}{key} rejected", "x".repeat(500))
+        };
+        let mut res = Response::new(Full::new(Bytes::from(body)));
+        *res.status_mut() = StatusCode::BAD_REQUEST;
+        Ok::<_, Infallible>(res)
+    })
+}
+
+#[tokio::test]
+async fn a_key_the_upstream_repeats_never_reaches_the_report() {
+    for json in [true, false] {
+        let (pool, ids) = pool(1);
+        let probe =
+            KeyProbe::new(pool.clone(), echoing_upstream(json), MODEL).request_body::<Bytes>();
+        let report = probe.probe(&ids[0]).await.unwrap();
+        let message = report.message.expect("the upstream's message");
+        let key = test_key(1);
+        assert!(!message.contains(&key), "json={json}: {message}");
+        // Not even the part of the key before the cut.
+        assert!(!message.contains(&key[..12]), "json={json}: {message}");
+        if json {
+            assert!(message.contains("API key not valid"), "{message}");
+        }
+    }
+}
