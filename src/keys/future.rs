@@ -80,6 +80,9 @@ pin_project! {
     pub struct ResponseFuture<F, B> {
         #[pin]
         state: State<F, B>,
+        // The attempt's span (`attempt`, with the key's fingerprint), entered while the inner
+        // future runs.
+        span: tracing::Span,
     }
 }
 
@@ -113,15 +116,17 @@ impl<F, B> ResponseFuture<F, B> {
             state: State::Local {
                 response: Some(response),
             },
+            span: tracing::Span::none(),
         }
     }
 
-    pub(super) fn called(future: F, attempt: Attempt) -> Self {
+    pub(super) fn called(future: F, attempt: Attempt, span: tracing::Span) -> Self {
         ResponseFuture {
             state: State::Called {
                 future,
                 attempt: Some(attempt),
             },
+            span,
         }
     }
 }
@@ -135,7 +140,9 @@ where
     type Output = Result<Response<ResponseBody<B>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut state = self.project().state;
+        let this = self.project();
+        let _entered = this.span.enter();
+        let mut state = this.state;
         loop {
             match state.as_mut().project() {
                 StateProj::Local { response } => {

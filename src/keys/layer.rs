@@ -87,6 +87,11 @@ impl<S> Layer<S> for KeyRotationLayer {
 /// (for example, send each key's traffic through its own outbound proxy). Responses carry the chosen [`KeyId`](super::KeyId) and the classified [`Outcome`] in their
 /// extensions. When no key is usable the service answers at once in the API's error format:
 /// `429` with `Retry-After` when keys are only cooling down, `503` when none is enabled.
+///
+/// Each attempt runs in a `DEBUG` span named `attempt` (target `gemini_balance::keys::layer`)
+/// with the fields `number` (1 for the first attempt), `key` (the fingerprint, `AIza…x4Fq`),
+/// `key_id` (the [`KeyId`](super::KeyId) in hex) and `model`: the upstream call and whatever
+/// it logs are inside it. The secret is never a field.
 #[derive(Debug, Clone)]
 pub struct KeyRotation<S> {
     inner: S,
@@ -169,9 +174,21 @@ where
         inject_key(&mut req, lease.key(), &self.placement);
         req.extensions_mut().insert(lease.id().clone());
 
+        // One span per attempt, naming the key by its fingerprint and id (never the secret);
+        // the fields are only worked out when a subscriber wants DEBUG spans of this crate.
+        let span = tracing::debug_span!(
+            "attempt",
+            number = req
+                .extensions()
+                .get::<AttemptContext>()
+                .map_or(1, |ctx| ctx.number),
+            key = %lease.id(),
+            key_id = %lease.id().hex(),
+            model = model.as_deref().unwrap_or(""),
+        );
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let future = inner.call(req);
+        let future = span.in_scope(|| inner.call(req));
         ResponseFuture::called(
             future,
             Attempt {
@@ -183,6 +200,7 @@ where
                 at: SystemTime::now(),
                 flavor,
             },
+            span,
         )
     }
 }
