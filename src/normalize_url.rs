@@ -59,6 +59,21 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! Around an axum `Router`, the layer goes outside it (routing must see the fixed path), and
+//! the result is served through axum's `ServiceExt`:
+//!
+//! ```
+//! use axum::{extract::Request, routing::post, Router, ServiceExt};
+//! use gemini_balance::normalize_url::NormalizeUrlLayer;
+//! use tower::Layer;
+//!
+//! # async fn serve(listener: tokio::net::TcpListener) -> std::io::Result<()> {
+//! let router = Router::new().route("/v1/chat/completions", post(|| async { "chat" }));
+//! let app = NormalizeUrlLayer::new().layer(router);
+//! axum::serve(listener, ServiceExt::<Request>::into_make_service(app)).await
+//! # }
+//! ```
 
 use std::sync::Arc;
 use std::task::{Context, Poll};

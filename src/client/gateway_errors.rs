@@ -100,12 +100,12 @@ fn answer<B>(flavor: ApiFlavor, class: FailureClass) -> Response<ResponseBody<B>
         FailureClass::Timeout => StatusCode::GATEWAY_TIMEOUT,
         _ => StatusCode::BAD_GATEWAY,
     };
-    tracing::warn!(class = %class, %status, "the upstream could not be reached");
-    let body = error_body(
-        flavor,
-        status,
-        &format!("the upstream could not be reached: {class}"),
-    );
+    let what = match class {
+        FailureClass::Timeout => "the upstream did not answer in time",
+        _ => "the upstream could not be reached",
+    };
+    tracing::warn!(class = %class, %status, "{what}");
+    let body = error_body(flavor, status, &format!("{what}: {class}"));
     let mut res = Response::new(ResponseBody::full(body));
     *res.status_mut() = status;
     res.headers_mut().insert(

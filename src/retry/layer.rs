@@ -24,7 +24,8 @@ use crate::order::{self, Misorder};
 use crate::usage::RequestBodyCapture;
 use crate::BoxError;
 
-/// Response header with the number of attempts the request took.
+/// Response header with the number of attempts the request took, moves to another key after a
+/// key's failure included (those are free: they do not count against `max_attempts`).
 pub const ATTEMPTS_HEADER: HeaderName = HeaderName::from_static("x-gemini-balance-attempts");
 
 /// Default limit of a buffered request body: 20 MiB (inline images make Gemini requests large).

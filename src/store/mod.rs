@@ -137,7 +137,8 @@ impl<A: crate::keys::KeyObserver, B: crate::keys::KeyObserver> crate::keys::KeyO
     }
 }
 
-/// Keeps key state (disabled reasons, failure counts, cooldowns, totals) across restarts.
+/// Keeps key state (disabled reasons, failure counts, cooldowns) across restarts; totals as of
+/// the key's last lasting change (successes alone are not saved).
 ///
 /// The pool reports changes through [`KeyObserver`](crate::keys::KeyObserver); a store that
 /// implements both persists them.

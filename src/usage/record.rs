@@ -153,7 +153,8 @@ pub struct RequestRecord {
     pub grpc_status: Option<u32>,
     /// `true` for a 2xx that completed (and, for gRPC, ended with `grpc-status: 0`).
     pub success: bool,
-    /// Upstream attempts made.
+    /// Upstream attempts made, moves to another key after a key's failure included (so it can
+    /// exceed the retry layer's `max_attempts`, which does not count those).
     pub attempts: u32,
     /// From the request's arrival to the end of the response body.
     pub latency: Duration,
