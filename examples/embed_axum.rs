@@ -14,9 +14,11 @@
 //!   before the layers run. A pseudo-streamed `streamGenerateContent?alt=sse` reaches the
 //!   handler as `generateContent` (without `alt=sse`); a real stream keeps its `?alt=sse`
 //!   (without it Gemini streams a JSON array, not SSE).
-//! - The layers wrap the API routes only (`Router::route_layer`), not the whole router
-//!   (`Router::layer` also wraps the fallback): a scanner's `GET /wp-login.php` gets a plain
-//!   `404` without leasing a key, counting a failure or writing a usage record.
+//! - The layers wrap the API route's `POST` handler only (`post(handler).route_layer(..)`),
+//!   not the whole router (`Router::layer` also wraps the fallback) nor the whole route
+//!   (`Router::route_layer` also wraps axum's `405` for other methods): a scanner's
+//!   `GET /wp-login.php` or `GET` on the API path gets a plain `404` / `405` without leasing a
+//!   key, counting a failure or writing a usage record.
 //!
 //! ```sh
 //! GEMINI_API_KEYS=AIzaSy...1,AIzaSy...2 cargo run --example embed_axum
@@ -42,12 +44,12 @@ use gemini_balance::api_error::error_response;
 use gemini_balance::classify::{FailureClass, Outcome};
 use gemini_balance::ext::RequestInfo;
 use gemini_balance::filter::ParamFilterLayer;
-use gemini_balance::keys::{KeyPool, KeyRotationLayer};
+use gemini_balance::keys::KeyPool;
 use gemini_balance::retry::RetryLayer;
+use gemini_balance::stack::GeminiStack;
 use gemini_balance::store::MemoryStore;
 use gemini_balance::stream::pseudo::PseudoStreamLayer;
 use gemini_balance::usage::UsageLayer;
-use tower::ServiceBuilder;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -70,16 +72,18 @@ impl Upstream {
 
 /// The app: Gemini's `POST /v1beta/models/{model}:{method}` behind the layers, and `/stats`.
 pub fn app(pool: KeyPool, store: MemoryStore, pseudo: PseudoStreamLayer, up: Upstream) -> Router {
+    // The layers in their designed order.
+    let layers = GeminiStack::new()
+        .pseudo_stream(pseudo)
+        .usage(UsageLayer::new(store.clone()))
+        .filter(ParamFilterLayer::new())
+        .retry(RetryLayer::new())
+        .keys(pool.clone());
     let gemini = Router::new()
-        .route("/v1beta/models/{model_action}", post(call_gemini))
-        // `route_layer`: only requests that matched the route above go through the layers.
-        .route_layer(
-            ServiceBuilder::new()
-                .layer(pseudo)
-                .layer(UsageLayer::new(store.clone()))
-                .layer(ParamFilterLayer::new())
-                .layer(RetryLayer::new())
-                .layer(KeyRotationLayer::new(pool.clone())),
+        // On the `POST` handler only: requests for other paths or methods never reach them.
+        .route(
+            "/v1beta/models/{model_action}",
+            post(call_gemini).route_layer(layers),
         )
         .with_state(up);
     let stats = Router::new()

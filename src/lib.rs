@@ -53,17 +53,20 @@
 //! let app = Router::new()
 //!     // The handler forwards the request's own `Uri` and reads `Extension<ext::RequestInfo>`,
 //!     // never axum's `Path` (captured before the layers rewrite the request).
-//!     .route("/v1beta/models/{action}", post(|| async { "your handler sees the pool's key" }))
-//!     // `route_layer` wraps the routes only: with `layer`, axum's fallback would be wrapped
-//!     // too, and a scanner's `GET /wp-login.php` would lease a key and write a usage record.
-//!     .route_layer(
-//!         GeminiStack::new()
-//!             .optimizer(StreamOptimizerLayer::default()) // off: `new(OptimizerParams::enabled())` for on
-//!             .pseudo_stream(PseudoStreamLayer::new())
-//!             .usage(UsageLayer::new(MemoryStore::new()))
-//!             .filter(ParamFilterLayer::new())
-//!             .retry(RetryLayer::new())
-//!             .keys(pool),
+//!     .route(
+//!         "/v1beta/models/{action}",
+//!         // The layers on the `POST` handler only: other paths and methods (a scanner's
+//!         // `GET /wp-login.php`) get axum's 404 / 405 without leasing a key or writing a
+//!         // usage record (`Router::layer` would wrap the fallback too).
+//!         post(|| async { "your handler sees the pool's key" }).route_layer(
+//!             GeminiStack::new()
+//!                 .optimizer(StreamOptimizerLayer::default()) // off unless given parameters
+//!                 .pseudo_stream(PseudoStreamLayer::new())
+//!                 .usage(UsageLayer::new(MemoryStore::new()))
+//!                 .filter(ParamFilterLayer::new())
+//!                 .retry(RetryLayer::new())
+//!                 .keys(pool),
+//!         ),
 //!     );
 //! # Ok(app)
 //! # }

@@ -33,16 +33,19 @@
 //!     .build()?;
 //! let store = MemoryStore::new();
 //! let app = Router::new()
-//!     .route("/v1beta/models/{action}", post(|| async { "your handler sees the pool's key" }))
-//!     // `route_layer`, not `layer`: a request no route matches (a scanner's
-//!     // `GET /wp-login.php`) gets axum's 404 without taking a key or writing a usage record.
-//!     .route_layer(
-//!         GeminiStack::new()
-//!             .pseudo_stream(PseudoStreamLayer::new())
-//!             .usage(UsageLayer::new(store.clone()))
-//!             .filter(ParamFilterLayer::new())
-//!             .retry(RetryLayer::new())
-//!             .keys(pool),
+//!     .route(
+//!         "/v1beta/models/{action}",
+//!         // On the `POST` handler only: a request for another path or method (a scanner's
+//!         // `GET /wp-login.php`) gets axum's 404 / 405 without taking a key or writing a
+//!         // usage record.
+//!         post(|| async { "your handler sees the pool's key" }).route_layer(
+//!             GeminiStack::new()
+//!                 .pseudo_stream(PseudoStreamLayer::new())
+//!                 .usage(UsageLayer::new(store.clone()))
+//!                 .filter(ParamFilterLayer::new())
+//!                 .retry(RetryLayer::new())
+//!                 .keys(pool),
+//!         ),
 //!     );
 //! # Ok(app)
 //! # }

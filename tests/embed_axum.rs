@@ -212,6 +212,14 @@ async fn an_unknown_route_does_not_reach_the_layers() {
     assert_eq!(res.status(), 404);
     let res = s.post("/v1beta/cachedContents", prompt_body("x")).await;
     assert_eq!(res.status(), 404);
+    // The API path with the wrong method: axum's 405, outside the layers.
+    let res = s
+        .client
+        .get(format!("{}/v1beta/models/{FLASH}:generateContent", s.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 405);
 
     // `/stats` is served, and says nothing happened.
     let stats = s
