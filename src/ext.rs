@@ -7,8 +7,9 @@ use std::sync::{Arc, Mutex};
 
 use http::Request;
 
-use crate::keys::KeyId;
+use crate::fingerprint::KeyId;
 
+pub(crate) mod flavor;
 mod request_info;
 
 pub use self::request_info::{Operation, Protocol, RequestInfo};

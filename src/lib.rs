@@ -24,7 +24,7 @@
 //!           upstream         your HTTP client (client side) or your own service (server side)
 //! ```
 //!
-//! The modules: [`stream::pseudo`], [`stream::optimizer`] and [`stream::sse`] (SSE writing and
+//! The modules: [`stream::pseudo`], [`stream::optimizer`] and [`sse`] (SSE writing and
 //! decoding), [`usage`], [`filter`], [`client::forward_headers`], [`retry`], [`keys`],
 //! [`decode`], [`normalize_url`]; `openai` (feature `openai`) puts an OpenAI face on the stack (between
 //! `ParamFilter` and `ForwardHeaders`).
@@ -118,6 +118,7 @@ pub mod client;
 pub mod decode;
 pub mod ext;
 pub mod filter;
+mod fingerprint;
 pub mod keys;
 pub mod normalize_url;
 #[cfg(feature = "openai")]
@@ -130,6 +131,7 @@ pub mod retry;
 #[cfg(feature = "openai")]
 #[cfg_attr(docsrs, doc(cfg(feature = "openai")))]
 pub mod rules;
+pub mod sse;
 pub mod stack;
 pub mod store;
 pub mod stream;

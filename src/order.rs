@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use http::Extensions;
 
 use crate::ext::AttemptContext;
-use crate::keys::KeyId;
+use crate::fingerprint::KeyId;
 
 /// A layer found below a layer it belongs above.
 #[derive(Debug, Clone, Copy)]

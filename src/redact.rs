@@ -19,7 +19,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use memchr::memmem;
 
-use crate::keys::mask;
+use crate::fingerprint::mask;
 
 /// Length of a Google API key: `AIza` and 35 characters of `[0-9A-Za-z_-]`.
 const GOOGLE_KEY_LEN: usize = 39;

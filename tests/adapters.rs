@@ -7,8 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use gemini_balance::classify::{ClassifiedPolicy, Classifier, FailureClass};
+use gemini_balance::classify::{Classifier, FailureClass};
 use gemini_balance::keys::{KeyPool, KeyRotationLayer};
+use gemini_balance::retry::ClassifiedPolicy;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use tower::{service_fn, ServiceBuilder, ServiceExt};

@@ -10,9 +10,9 @@ mod embed_axum;
 use std::time::Duration;
 
 use gemini_balance::keys::KeyPool;
+use gemini_balance::sse::decode_all;
 use gemini_balance::store::MemoryStore;
 use gemini_balance::stream::pseudo::PseudoStreamLayer;
-use gemini_balance::stream::sse::decode_all;
 use gemini_balance::usage::{Completion, RequestRecord};
 use serde_json::Value;
 use support::{prompt_body, replies, test_keys, MockGemini};

@@ -9,7 +9,7 @@ use gemini_balance::client::ReqwestService;
 use gemini_balance::keys::{KeyPool, KeyRotationLayer};
 use gemini_balance::openai::{ChatOptions, ModelRules, OpenAiLayer};
 use gemini_balance::retry::RetryLayer;
-use gemini_balance::stream::sse::decode_all;
+use gemini_balance::sse::decode_all;
 use http::{Request, StatusCode};
 use serde_json::{json, Value};
 use support::{test_key, test_keys, Fault, MockGemini};

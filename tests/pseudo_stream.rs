@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use gemini_balance::sse::{decode_all, SseEvent};
 use gemini_balance::stream::pseudo::{KeepAlive, PseudoStreamLayer, PseudoStreamed};
-use gemini_balance::stream::sse::{decode_all, SseEvent};
 use gemini_balance::BoxError;
 use http::{header, HeaderMap, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};

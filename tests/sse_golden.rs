@@ -5,8 +5,8 @@
 use std::convert::Infallible;
 
 use bytes::Bytes;
+use gemini_balance::sse::decode_all;
 use gemini_balance::stream::pseudo::PseudoStreamLayer;
-use gemini_balance::stream::sse::decode_all;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use serde_json::Value;

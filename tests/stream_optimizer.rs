@@ -9,9 +9,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use gemini_balance::sse::decode_all;
 use gemini_balance::stream::optimizer::{OptimizedBody, OptimizerParams, StreamOptimizerLayer};
 use gemini_balance::stream::pseudo::PseudoStreamLayer;
-use gemini_balance::stream::sse::decode_all;
 use http::{header, HeaderValue, Request, Response};
 use http_body::{Body, Frame};
 use http_body_util::{BodyExt, Full};

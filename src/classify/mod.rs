@@ -8,7 +8,7 @@
 //!
 //! The classifier also drives tower-http's [`ClassifyResponse`](tower_http::classify::ClassifyResponse)
 //! (so `TraceLayer` logs the same failures) and tower's retry
-//! [`Policy`](tower::retry::Policy) (see [`ClassifiedPolicy`]).
+//! [`Policy`](tower::retry::Policy) (see [`ClassifiedPolicy`](crate::retry::ClassifiedPolicy)).
 //!
 //! # Example
 //!
@@ -33,7 +33,6 @@ mod gemini_error;
 mod grpc;
 #[cfg(feature = "grpc")]
 pub(crate) mod grpc_details;
-mod policy;
 mod retry_after;
 mod tower_http_adapter;
 mod transport;
@@ -50,7 +49,6 @@ pub use self::gemini_error::{quota_scope, ErrorBody};
 #[cfg(feature = "grpc")]
 #[cfg_attr(docsrs, doc(cfg(feature = "grpc")))]
 pub use self::grpc::{grpc_status, GrpcEos};
-pub use self::policy::ClassifiedPolicy;
 pub use self::retry_after::{
     parse_retry_after, parse_retry_after_value, parse_retry_delay, MAX_RETRY_AFTER,
 };

@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use http::{header, Extensions, HeaderMap, Method, Request, Uri};
 
+use super::flavor::ApiFlavor;
 use super::{model_from_path, ModelName, PseudoStreamed};
-use crate::api_error::ApiFlavor;
 
 /// What a request asks for: its API flavour, operation, model and streaming, worked out once and
 /// carried as a request extension.

@@ -70,7 +70,7 @@ mod status;
 
 use std::fmt;
 
-pub use self::api_key::{looks_like_gemini_key, mask, ApiKey, InvalidKey, KeyId};
+pub use self::api_key::{looks_like_gemini_key, ApiKey, InvalidKey};
 pub use self::daily_reset::next_daily_reset;
 #[cfg(feature = "middleware")]
 pub(crate) use self::layer::no_key_response;
@@ -80,6 +80,7 @@ pub use self::status::{
     AddReport, DisabledReason, KeyObserver, KeySnapshot, KeyStatus, LastError, ModelCooldown,
     NoKey, Strategy,
 };
+pub use crate::fingerprint::{mask, KeyId};
 
 /// A key list entry that could not be parsed; names the position, never the key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

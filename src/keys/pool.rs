@@ -8,13 +8,14 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use tokio::time::Instant;
 
-use super::api_key::{ApiKey, KeyId};
+use super::api_key::ApiKey;
 use super::entry::{model_hash, KeyEntry, Shared};
 use super::status::{
     AddReport, DisabledReason, KeyObserver, KeySnapshot, NoKey, Observers, Strategy,
 };
 use crate::classify::Outcome;
 use crate::ext::AttemptContext;
+use crate::fingerprint::KeyId;
 
 /// Random probes tried before a linear scan, for the random-start strategies.
 const RANDOM_PROBES: usize = 8;

@@ -4,8 +4,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use super::api_key::KeyId;
 use crate::classify::FailureClass;
+use crate::fingerprint::KeyId;
 
 /// How the pool chooses among usable keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -198,6 +198,18 @@ impl<T: KeyObserver + ?Sized> KeyObserver for Arc<T> {
     }
     fn key_removed(&self, id: &KeyId) {
         (**self).key_removed(id)
+    }
+}
+
+/// Two observers as one (the same [`Tee`](crate::store::Tee) that joins two usage sinks).
+impl<A: KeyObserver, B: KeyObserver> KeyObserver for crate::usage::sink::Tee<A, B> {
+    fn key_changed(&self, state: KeySnapshot) {
+        self.0.key_changed(state.clone());
+        self.1.key_changed(state);
+    }
+    fn key_removed(&self, id: &KeyId) {
+        self.0.key_removed(id);
+        self.1.key_removed(id);
     }
 }
 

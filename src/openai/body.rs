@@ -11,7 +11,7 @@ use pin_project_lite::pin_project;
 use serde_json::Value;
 
 use super::response::OpenAiStream;
-use crate::stream::sse::SseDecoder;
+use crate::sse::SseDecoder;
 use crate::usage::{gemini_usage, UpstreamUsage};
 
 pin_project! {

@@ -51,7 +51,7 @@ use serde_json::{json, Value};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::stream::sse::{data_event, is_event_stream, LineEnding, SseDecoder, SseEvent};
+use crate::sse::{data_event, is_event_stream, LineEnding, SseDecoder, SseEvent};
 
 /// The heading of the sources, as Gemini-Balance wrote it.
 const HEADING: &str = "\n\n---\n\n**【引用来源】**\n\n";

@@ -72,6 +72,7 @@ mod backoff;
 mod decision;
 pub mod future;
 mod layer;
+mod policy;
 mod replay_body;
 
 pub use self::backoff::Backoff;
@@ -79,4 +80,5 @@ pub use self::decision::DEFAULT_MAX_KEY_FAILOVERS;
 #[cfg(feature = "middleware")]
 pub(crate) use self::decision::{fill_retry_after, Config, Decision, Tally};
 pub use self::layer::{Retry, RetryLayer, ATTEMPTS_HEADER, DEFAULT_MAX_BODY_BYTES};
+pub use self::policy::ClassifiedPolicy;
 pub use self::replay_body::ReplayBody;

@@ -1,6 +1,5 @@
-//! Streaming: server-sent events, pseudo streaming, and the stream optimizer.
+//! Streaming: pseudo streaming and the stream optimizer, both built on [`crate::sse`].
 //!
-//! - [`sse`]: writing events, and a small incremental decoder.
 //! - [`pseudo`]: [`PseudoStreamLayer`](pseudo::PseudoStreamLayer), which answers a streaming
 //!   request at once and replays the non-streaming answer as events.
 //! - [`optimizer`]: [`StreamOptimizerLayer`](optimizer::StreamOptimizerLayer), which re-emits
@@ -16,7 +15,7 @@
 //! use bytes::Bytes;
 //! use gemini_balance::stream::optimizer::{OptimizerParams, StreamOptimizerLayer};
 //! use gemini_balance::stream::pseudo::PseudoStreamLayer;
-//! use gemini_balance::stream::sse::decode_all;
+//! use gemini_balance::sse::decode_all;
 //! use http::{Request, Response};
 //! use http_body_util::{BodyExt, Full};
 //! use tower::{service_fn, ServiceBuilder, ServiceExt};
@@ -47,4 +46,3 @@
 
 pub mod optimizer;
 pub mod pseudo;
-pub mod sse;

@@ -14,7 +14,7 @@ use super::attempts::{AttemptLog, RequestBodyCapture, UpstreamUsage};
 use super::extract::UsageTap;
 use super::handoff::RecordHandoff;
 use super::record::{Completion, RequestRecord, TokenUsage};
-use crate::store::UsageSink;
+use super::sink::UsageSink;
 
 /// Longest request body kept in a record.
 const MAX_RECORDED_BODY: usize = 64 * 1024;
@@ -103,7 +103,7 @@ impl Pending {
         let record = &mut self.record;
         record.status = res.status().as_u16();
         record.grpc_status = crate::classify::grpc_code(res.headers());
-        record.key = res.extensions().get::<crate::keys::KeyId>().cloned();
+        record.key = res.extensions().get::<crate::fingerprint::KeyId>().cloned();
         if record.model.is_none() {
             // Named in the request body, not the path (OpenAI's chat and embeddings): the inner
             // layer that read the body says which on the response.

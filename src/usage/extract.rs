@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::record::TokenUsage;
-use crate::stream::sse::{SseDecoder, SseEvent};
+use crate::sse::{SseDecoder, SseEvent};
 
 /// Largest JSON body parsed whole; past it only the tail is kept (usage comes last).
 const JSON_WHOLE_LIMIT: usize = 256 * 1024;
@@ -565,7 +565,7 @@ impl UsageTap {
                 .windows(word.len())
                 .any(|w| w.eq_ignore_ascii_case(word))
         };
-        if crate::stream::sse::is_event_stream(content_type) {
+        if crate::sse::is_event_stream(content_type) {
             UsageTap::Sse {
                 decoder: SseDecoder::with_max_event_bytes(SSE_EVENT_LIMIT),
                 last: None,

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use http::StatusCode;
 
 use super::record::{Completion, RequestRecord, TokenUsage};
-use crate::store::UsageSink;
+use super::sink::UsageSink;
 
 /// What the client saw, as told by the layer that answered it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,9 +13,9 @@ use super::handoff::RecordHandoff;
 use super::record::ClientId;
 #[cfg(doc)]
 use super::record::RequestRecord;
+use super::sink::UsageSink;
 use crate::ext::RequestInfo;
 use crate::order::{self, Misorder};
-use crate::store::UsageSink;
 
 /// Applies [`Usage`]: one [`RequestRecord`] per request, handed to a
 /// [`UsageSink`] after the response has ended. Cloning the layer shares its sink.

@@ -68,6 +68,7 @@ pub mod future;
 mod handoff;
 mod layer;
 mod record;
+pub(crate) mod sink;
 
 pub use self::attempts::{AttemptLog, RequestBodyCapture, UpstreamUsage};
 pub use self::body::UsageBody;

@@ -1,10 +1,10 @@
 //! What gets recorded: one [`RequestRecord`] per client request, with its attempts.
 
-use std::fmt;
 use std::time::{Duration, SystemTime};
 
 use crate::api_error::ApiFlavor;
-use crate::keys::KeyId;
+pub use crate::fingerprint::ClientId;
+use crate::fingerprint::KeyId;
 
 /// Token counts of one answer.
 ///
@@ -65,39 +65,6 @@ impl Completion {
             Completion::NoResponse => "no_response",
             Completion::ErrorEvent => "error_event",
         }
-    }
-}
-
-/// The fingerprint of a client's token (never the token): see [`ClientId::of`].
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct ClientId(KeyId);
-
-impl ClientId {
-    /// The id of a client token: a fingerprint and a digest, like a [`KeyId`].
-    pub fn of(token: &str) -> ClientId {
-        ClientId(KeyId::of(token))
-    }
-
-    /// The fingerprint (`sk-a…9f3c`).
-    pub fn mask(&self) -> &str {
-        self.0.mask()
-    }
-
-    /// The digest as 16 hex characters.
-    pub fn hex(&self) -> String {
-        self.0.hex()
-    }
-}
-
-impl fmt::Debug for ClientId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ClientId({} {})", self.0.mask(), self.0.hex())
-    }
-}
-
-impl fmt::Display for ClientId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.pad(self.0.mask())
     }
 }
 

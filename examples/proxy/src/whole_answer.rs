@@ -177,7 +177,7 @@ where
 fn is_event_stream(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
-        .is_some_and(|v| gemini_balance::stream::sse::is_event_stream(v.as_bytes()))
+        .is_some_and(|v| gemini_balance::sse::is_event_stream(v.as_bytes()))
 }
 
 /// The frames already read, then the rest of the body.

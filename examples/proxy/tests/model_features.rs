@@ -112,7 +112,7 @@ impl Client2 {
 }
 
 fn events(bytes: &[u8]) -> Vec<Value> {
-    gemini_balance::stream::sse::decode_all(bytes)
+    gemini_balance::sse::decode_all(bytes)
         .iter()
         .filter(|e| !e.is_done())
         .map(|e| e.json().unwrap())

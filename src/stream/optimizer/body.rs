@@ -16,7 +16,7 @@ use tokio::time::{Instant, Sleep};
 
 use super::params::OptimizerParams;
 use super::rechunk::{rechunk, Piece};
-use crate::stream::sse::SseDecoder;
+use crate::sse::SseDecoder;
 
 /// Events larger than this are passed on whole (a chunk this large carries an image, not text
 /// to type out). When an event still unfinished grows past it, the rest of the stream is passed

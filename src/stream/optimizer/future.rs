@@ -58,5 +58,5 @@ where
 fn is_event_stream(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
-        .is_some_and(|v| crate::stream::sse::is_event_stream(v.as_bytes()))
+        .is_some_and(|v| crate::sse::is_event_stream(v.as_bytes()))
 }

@@ -25,7 +25,7 @@
 //! use std::time::Duration;
 //! use bytes::Bytes;
 //! use gemini_balance::stream::optimizer::{OptimizerParams, StreamOptimizerLayer};
-//! use gemini_balance::stream::sse::decode_all;
+//! use gemini_balance::sse::decode_all;
 //! use http::{header, HeaderValue, Request, Response};
 //! use http_body_util::{BodyExt, Full};
 //! use tower::{service_fn, ServiceBuilder, ServiceExt};

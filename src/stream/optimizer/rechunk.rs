@@ -7,7 +7,7 @@ use bytes::Bytes;
 use serde_json::{Map, Value};
 
 use super::params::OptimizerParams;
-use crate::stream::sse::{data_event, LineEnding, SseEvent};
+use crate::sse::{data_event, LineEnding, SseEvent};
 
 /// One event to write, and how long to wait after it before the next piece of the same text.
 pub(crate) type Piece = (Bytes, Duration);

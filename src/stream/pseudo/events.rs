@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use crate::api_error::{error_value, openai_type_and_code, rpc_status_name, ApiFlavor};
-use crate::stream::sse::{blank_line, comment, data_event, LineEnding};
+use crate::sse::{blank_line, comment, data_event, LineEnding};
 
 /// What to write while the answer is being waited for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -46,7 +46,7 @@
 //! use std::time::Duration;
 //! use bytes::Bytes;
 //! use gemini_balance::stream::pseudo::PseudoStreamLayer;
-//! use gemini_balance::stream::sse::decode_all;
+//! use gemini_balance::sse::decode_all;
 //! use http::{Request, Response};
 //! use http_body_util::{BodyExt, Full};
 //! use tower::{service_fn, ServiceBuilder, ServiceExt};

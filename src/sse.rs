@@ -14,7 +14,7 @@
 //! # Example
 //!
 //! ```
-//! use gemini_balance::stream::sse::{data_event, comment, LineEnding, SseDecoder};
+//! use gemini_balance::sse::{data_event, comment, LineEnding, SseDecoder};
 //!
 //! let mut decoder = SseDecoder::new();
 //! decoder.push(&comment("keep-alive", LineEnding::Lf));
@@ -37,7 +37,7 @@ pub const CONTENT_TYPE: &str = "text/event-stream";
 /// with or without parameters. The one test every layer that treats streams apart uses.
 ///
 /// ```
-/// use gemini_balance::stream::sse::is_event_stream;
+/// use gemini_balance::sse::is_event_stream;
 /// assert!(is_event_stream(b"text/event-stream"));
 /// assert!(is_event_stream(b"Text/Event-Stream; charset=utf-8"));
 /// assert!(!is_event_stream(b"application/json"));

@@ -10,9 +10,9 @@ use std::time::Duration;
 use http::{Request, Response};
 use tower::retry::Policy;
 
-use super::{Classifier, Outcome};
-use crate::keys::KeyId;
-use crate::retry::DEFAULT_MAX_KEY_FAILOVERS;
+use super::DEFAULT_MAX_KEY_FAILOVERS;
+use crate::classify::{Classifier, Outcome};
+use crate::fingerprint::KeyId;
 
 /// A tower retry [`Policy`] that retries exactly what the [`Classifier`] calls retryable.
 ///
@@ -25,7 +25,7 @@ use crate::retry::DEFAULT_MAX_KEY_FAILOVERS;
 /// and request, at most [`max_key_failovers`](Self::max_key_failovers) times.
 ///
 /// ```
-/// use gemini_balance::classify::ClassifiedPolicy;
+/// use gemini_balance::retry::ClassifiedPolicy;
 /// use tower::retry::RetryLayer;
 ///
 /// let layer = RetryLayer::new(ClassifiedPolicy::new(3));
