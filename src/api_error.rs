@@ -24,7 +24,7 @@ use serde_json::{json, Value};
 pub use crate::ext::flavor::ApiFlavor;
 
 /// The `google.rpc.Code` name Gemini uses for an HTTP status.
-pub fn rpc_status_name(status: StatusCode) -> &'static str {
+pub(crate) fn rpc_status_name(status: StatusCode) -> &'static str {
     match status.as_u16() {
         400 | 411 | 413 | 422 => "INVALID_ARGUMENT",
         401 => "UNAUTHENTICATED",
@@ -70,7 +70,7 @@ pub fn error_value(flavor: ApiFlavor, status: StatusCode, message: &str) -> Valu
 }
 
 /// OpenAI's error JSON, naming the offending request field in `param` when there is one.
-pub fn openai_error_value(status: StatusCode, message: &str, param: Option<&str>) -> Value {
+pub(crate) fn openai_error_value(status: StatusCode, message: &str, param: Option<&str>) -> Value {
     let (kind, code) = openai_type_and_code(status);
     json!({
         "error": {
@@ -83,7 +83,7 @@ pub fn openai_error_value(status: StatusCode, message: &str, param: Option<&str>
 }
 
 /// The JSON error body for `status` and `message` in the given flavor.
-pub fn error_body(flavor: ApiFlavor, status: StatusCode, message: &str) -> Bytes {
+pub(crate) fn error_body(flavor: ApiFlavor, status: StatusCode, message: &str) -> Bytes {
     Bytes::from(error_value(flavor, status, message).to_string())
 }
 

@@ -18,7 +18,7 @@
 //!   the client gets a `502` in the API's own error format naming the encoding.
 //!
 //! Decoding is done by tower-http's `Decompression`. The layers above it still guard against a
-//! stack without it: an encoded error body is not read or passed on ([`is_encoded`]).
+//! stack without it: an encoded error body is not read or passed on (`Content-Encoding` set).
 //!
 //! # Example
 //!
@@ -75,7 +75,7 @@ pub const DECODABLE: &[&str] = &["gzip", "deflate", "br", "zstd"];
 
 /// `true` when `headers` say the body is encoded (a `Content-Encoding` other than `identity`):
 /// its bytes are not the answer's text and cannot be parsed, searched or redacted as such.
-pub fn is_encoded(headers: &HeaderMap) -> bool {
+pub(crate) fn is_encoded(headers: &HeaderMap) -> bool {
     headers
         .get_all(header::CONTENT_ENCODING)
         .iter()

@@ -115,7 +115,7 @@ pub fn model_from_path(path: &str) -> Option<&str> {
 
 /// The model of a request: the [`ModelName`] extension if set, else its [`RequestInfo`]'s (when
 /// it has a current one), else the Gemini path.
-pub fn request_model<B>(req: &Request<B>) -> Option<&str> {
+pub(crate) fn request_model<B>(req: &Request<B>) -> Option<&str> {
     if let Some(name) = req.extensions().get::<ModelName>() {
         return Some(name.as_str());
     }

@@ -225,18 +225,7 @@ fn with_path(uri: &Uri, path: &str) -> Option<Uri> {
 /// The path a request for `method` on `path` (with `query`) is rewritten to, or `None` when it
 /// is left as it is: the rules of the [module docs](self), without [kept](NormalizeUrlLayer::keep)
 /// prefixes.
-///
-/// ```
-/// use gemini_balance::normalize_url::normalized_path;
-/// use http::Method;
-///
-/// assert_eq!(
-///     normalized_path(&Method::POST, "/models/gemini-2.5-flash:countTokens", None).as_deref(),
-///     Some("/v1beta/models/gemini-2.5-flash:countTokens"),
-/// );
-/// assert_eq!(normalized_path(&Method::POST, "/v1/chat/completions", None), None);
-/// ```
-pub fn normalized_path(method: &Method, path: &str, query: Option<&str>) -> Option<String> {
+pub(crate) fn normalized_path(method: &Method, path: &str, query: Option<&str>) -> Option<String> {
     if is_route(path) {
         return None;
     }

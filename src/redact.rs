@@ -36,7 +36,7 @@ pub fn redact_keys(text: &str) -> Cow<'_, str> {
 
 /// [`redact_keys`] on bytes in any encoding that writes ASCII as ASCII (UTF-8, Latin-1,
 /// Windows-1252...): a body need not be valid UTF-8 to have its keys removed.
-pub fn redact_keys_in_bytes(bytes: &[u8]) -> Cow<'_, [u8]> {
+pub(crate) fn redact_keys_in_bytes(bytes: &[u8]) -> Cow<'_, [u8]> {
     redact_google_keys(bytes, std::str::from_utf8(bytes).is_err())
 }
 
@@ -72,14 +72,6 @@ fn redact_google_keys(bytes: &[u8], ascii: bool) -> Cow<'_, [u8]> {
             Cow::Owned(out)
         }
     }
-}
-
-/// Replaces every occurrence of `secret` with `replacement`, then applies [`redact_keys`].
-pub fn redact_secret<'a>(text: &'a str, secret: &str, replacement: &str) -> Cow<'a, str> {
-    if secret.is_empty() || !text.contains(secret) {
-        return redact_keys(text);
-    }
-    Cow::Owned(redact_keys(&text.replace(secret, replacement)).into_owned())
 }
 
 /// Shortest run of token characters after `sk-` that [`redact_sk_tokens`] takes for a token.
@@ -238,7 +230,7 @@ impl SecretForms {
     }
 
     /// `bytes` with every form of the secret replaced by the fingerprint, then every Google API
-    /// key ([`redact_keys_in_bytes`]): for a body read whole, such as an error answer.
+    /// key (as `redact_keys` does for text): for a body read whole, such as an error answer.
     ///
     /// A body that is not UTF-8 gets ASCII stand-ins (`*` in place of the hidden characters),
     /// so that its own encoding still reads.
@@ -369,7 +361,7 @@ fn percent_encode(text: &str) -> String {
 ///
 /// A frame that holds nothing of the secret is passed on as it is, without a copy.
 #[derive(Debug)]
-pub struct StreamRedactor {
+pub(crate) struct StreamRedactor {
     forms: SecretForms,
     carry: BytesMut,
 }
@@ -548,10 +540,6 @@ mod tests {
         // One character longer is not a Gemini key: left alone.
         let longer = format!("{key}x");
         assert_eq!(redact_keys(&longer), longer);
-        assert_eq!(
-            redact_secret("token sk-abcdef123 failed", "sk-abcdef123", "sk-a…f123"),
-            "token sk-a…f123 failed"
-        );
     }
 
     const KEY: &str = "AIzaSyA1234567890abcdefghijklmnopqrstuv";

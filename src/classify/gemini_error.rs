@@ -20,7 +20,7 @@ use super::retry_after::parse_retry_delay;
 /// OpenAI-style bodies (`{"error": {"type": ..., "code": ...}}`) parse too: their `code` string
 /// lands in [`status`](Self::status) when it is a string.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ErrorBody {
+pub(crate) struct ErrorBody {
     /// `error.status`, such as `RESOURCE_EXHAUSTED` or `INVALID_ARGUMENT`.
     pub status: Option<String>,
     /// `error.message`.
@@ -84,16 +84,11 @@ impl ErrorBody {
         }
         Some(out)
     }
-
-    /// `true` when `reason` is one of the `ErrorInfo.reason`s.
-    pub fn has_reason(&self, reason: &str) -> bool {
-        self.reasons.iter().any(|r| r == reason)
-    }
 }
 
 /// Tells a per-day quota from a per-minute one by its id, e.g.
 /// `GenerateRequestsPerDayPerProjectPerModel-FreeTier` → [`QuotaScope::PerDay`].
-pub fn quota_scope(quota_id: &str) -> QuotaScope {
+pub(crate) fn quota_scope(quota_id: &str) -> QuotaScope {
     if quota_id.contains("PerDay") || quota_id.contains("per_day") {
         QuotaScope::PerDay
     } else if quota_id.contains("PerMinute") || quota_id.contains("per_minute") {

@@ -45,13 +45,11 @@ pub use self::class::{
     Action, Cooldown, FailureClass, KeyEffect, Outcome, QuotaScope, RetryAdvice,
     DEFAULT_RATE_LIMIT_COOLDOWN,
 };
-pub use self::gemini_error::{quota_scope, ErrorBody};
+pub(crate) use self::gemini_error::ErrorBody;
 #[cfg(feature = "grpc")]
 #[cfg_attr(docsrs, doc(cfg(feature = "grpc")))]
 pub use self::grpc::{grpc_status, GrpcEos};
-pub use self::retry_after::{
-    parse_retry_after, parse_retry_after_value, parse_retry_delay, MAX_RETRY_AFTER,
-};
+pub(crate) use self::retry_after::{parse_retry_after, MAX_RETRY_AFTER};
 
 /// Error-body reasons that mean the key itself is bad.
 const KEY_REASONS: &[&str] = &[

@@ -5,24 +5,17 @@ use std::time::{Duration, SystemTime};
 use http::HeaderMap;
 
 /// Longest wait we accept from an upstream; longer values are capped to this.
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
+pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Parses a `Retry-After` header: delta-seconds (`"120"`, also `"1.5"`) or an HTTP-date.
 ///
 /// The result is capped at `max`. A date in the past gives `Duration::ZERO`. Anything that is
 /// neither a number nor a date, or a negative number, gives `None`.
-///
-/// ```
-/// use std::time::{Duration, SystemTime};
-/// use http::HeaderMap;
-/// use gemini_balance::classify::parse_retry_after;
-///
-/// let mut headers = HeaderMap::new();
-/// headers.insert("retry-after", "37".parse().unwrap());
-/// let max = Duration::from_secs(3600);
-/// assert_eq!(parse_retry_after(&headers, max, SystemTime::now()), Some(Duration::from_secs(37)));
-/// ```
-pub fn parse_retry_after(headers: &HeaderMap, max: Duration, now: SystemTime) -> Option<Duration> {
+pub(crate) fn parse_retry_after(
+    headers: &HeaderMap,
+    max: Duration,
+    now: SystemTime,
+) -> Option<Duration> {
     let value = headers
         .get(http::header::RETRY_AFTER)?
         .to_str()
@@ -32,7 +25,11 @@ pub fn parse_retry_after(headers: &HeaderMap, max: Duration, now: SystemTime) ->
 }
 
 /// [`parse_retry_after`] for a bare header value.
-pub fn parse_retry_after_value(value: &str, max: Duration, now: SystemTime) -> Option<Duration> {
+pub(crate) fn parse_retry_after_value(
+    value: &str,
+    max: Duration,
+    now: SystemTime,
+) -> Option<Duration> {
     let value = value.trim();
     if value.is_empty() {
         return None;
@@ -48,7 +45,7 @@ pub fn parse_retry_after_value(value: &str, max: Duration, now: SystemTime) -> O
 
 /// Parses a protobuf `Duration` in its JSON form, as Gemini sends in `RetryInfo.retryDelay`:
 /// `"37s"`, `"1.5s"`, `"0.250s"`. Capped at `max`.
-pub fn parse_retry_delay(value: &str, max: Duration) -> Option<Duration> {
+pub(crate) fn parse_retry_delay(value: &str, max: Duration) -> Option<Duration> {
     let number = value.trim().strip_suffix('s')?;
     if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
         return None;

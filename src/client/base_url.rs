@@ -17,7 +17,6 @@
 use std::fmt;
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName};
 use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 
 /// An absolute `http`/`https` URL that requests are sent under.
@@ -99,26 +98,6 @@ impl BaseUrl {
     }
 }
 
-/// Headers that describe the client's connection to us, not ours to the upstream.
-const HOP_BY_HOP: [HeaderName; 8] = [
-    header::HOST,
-    header::CONNECTION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-];
-
-/// Removes `Host` and the hop-by-hop headers from a request about to be forwarded.
-pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    // By name, not by string: removing by a string parses it every time.
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,15 +126,5 @@ mod tests {
         for bad in ["ftp://x", "/relative", "127.0.0.1:9", ""] {
             assert!(BaseUrl::parse(bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn strips_the_hop_by_hop_headers_only() {
-        let mut headers = HeaderMap::new();
-        for name in ["host", "connection", "keep-alive", "te", "x-goog-api-key"] {
-            headers.insert(HeaderName::from_static(name), "v".parse().unwrap());
-        }
-        remove_hop_by_hop(&mut headers);
-        assert_eq!(headers.keys().collect::<Vec<_>>(), ["x-goog-api-key"]);
     }
 }

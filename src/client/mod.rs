@@ -9,7 +9,7 @@
 //! - [`check_path`]: the request paths that may be appended to a base URL; `..`, `%2F`, `\`
 //!   and the like are refused before anything is sent ([`request_path`]).
 //! - [`BaseUrl`]: every request pinned to one upstream, so a client cannot steer a pool key to
-//!   another host; [`remove_hop_by_hop`] drops what belongs to the client's connection.
+//!   another host; the hop-by-hop headers, which belong to the client's connection, are dropped.
 //!
 //! At the bottom of a stack, what reaches the upstream:
 //!
@@ -55,6 +55,8 @@
 mod base_url;
 pub mod forward_headers;
 pub mod gateway_errors;
+#[cfg(any(feature = "reqwest", feature = "upstream"))]
+mod hop_by_hop;
 #[cfg(feature = "middleware")]
 #[cfg_attr(docsrs, doc(cfg(feature = "middleware")))]
 pub mod middleware;
@@ -65,7 +67,7 @@ mod reqwest_service;
 #[cfg_attr(docsrs, doc(cfg(feature = "upstream")))]
 pub mod upstream;
 
-pub use self::base_url::{remove_hop_by_hop, BaseUrl, InvalidBaseUrl};
+pub use self::base_url::{BaseUrl, InvalidBaseUrl};
 pub use self::forward_headers::{ForwardHeaders, ForwardHeadersLayer, HeaderAllowlist};
 pub use self::gateway_errors::{GatewayErrors, GatewayErrorsLayer};
 #[cfg(feature = "middleware")]

@@ -9,7 +9,8 @@ use http::uri::Uri;
 use http::{header, Request, Response};
 use tower_service::Service;
 
-use super::base_url::{remove_hop_by_hop, BaseUrl, InvalidBaseUrl};
+use super::base_url::{BaseUrl, InvalidBaseUrl};
+use super::hop_by_hop::remove_hop_by_hop;
 
 /// `reqwest::Client` as a `Service<http::Request<B>>` answering `http::Response<reqwest::Body>`.
 ///

@@ -36,15 +36,9 @@ pub fn gemini_usage(meta: &Value) -> Option<TokenUsage> {
     Counts::Gemini.deserialize(meta).ok().flatten()
 }
 
-/// OpenAI `usage` (chat completions and embeddings), reasoning tokens split out of
-/// `completion_tokens` as in Gemini.
-pub fn openai_usage(usage: &Value) -> Option<TokenUsage> {
-    Counts::OpenAi.deserialize(usage).ok().flatten()
-}
-
 /// Finds the last `"usageMetadata"` or `"usage"` object in a piece of JSON text that may not
 /// parse as a whole (the tail of a large body) and reads it.
-pub fn usage_from_text(text: &[u8]) -> Option<TokenUsage> {
+pub(crate) fn usage_from_text(text: &[u8]) -> Option<TokenUsage> {
     for (name, counts) in [
         (&b"\"usageMetadata\""[..], Counts::Gemini),
         (&b"\"usage\""[..], Counts::OpenAi),

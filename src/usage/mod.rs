@@ -74,7 +74,7 @@ pub use self::attempts::{AttemptLog, RequestBodyCapture, UpstreamUsage};
 pub use self::body::UsageBody;
 #[cfg(feature = "middleware")]
 pub(crate) use self::body::{Head, Pending};
-pub use self::extract::{gemini_usage, openai_usage, usage_from_json, usage_from_text, UsageTap};
+pub use self::extract::{gemini_usage, usage_from_json, UsageTap};
 pub(crate) use self::handoff::{HandoffGuard, RecordHandoff, Settled};
 pub use self::layer::{Usage, UsageLayer};
 pub use self::record::{AttemptRecord, ClientId, Completion, RequestRecord, TokenUsage};

@@ -28,7 +28,8 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep, Timeout};
 
 use super::{timed_out, Timeouts};
-use crate::client::{remove_hop_by_hop, BaseUrl};
+use crate::client::hop_by_hop::remove_hop_by_hop;
+use crate::client::BaseUrl;
 use crate::BoxError;
 
 /// The request body as the pooled client sends it: whatever body the caller has, boxed once.
