@@ -185,7 +185,7 @@ impl ChatOptions {
     ///   the lowest budget for `-non-thinking`, else the model's `THINKING_BUDGET_MAP` entry,
     ///   with `includeThoughts` under `SHOW_THINKING_PROCESS`.
     ///
-    /// Safety settings are added apart ([`default_safety_settings`](super::default_safety_settings)).
+    /// Safety settings are added apart ([`ModelRules`](super::ModelRules) adds them).
     pub fn shape_gemini_request(&self, model: &ResolvedModel, body: &mut Value) {
         let Value::Object(map) = body else {
             return;

@@ -9,7 +9,7 @@
 //! default (built-in tools, a thinking config only for models that think, see
 //! [`model_thinks`]), on the OpenAI route and the native one:
 //! [`ChatOptions::shape_gemini_request`]. Search sources appended to grounded answers
-//! (`SHOW_SEARCH_LINK`): [`add_search_links`], [`SearchLinksLayer`]. [`OpenAiLayer`] puts them
+//! (`SHOW_SEARCH_LINK`): [`SearchLinksLayer`]. [`OpenAiLayer`] puts them
 //! together: an OpenAI-compatible face (`chat/completions`, `embeddings`) on a Gemini stack.
 //! The same rules on stacks that pass requests on unconverted (Gemini's own routes, Gemini's
 //! OpenAI-compatible endpoint): [`ModelRulesLayer`](crate::rules::ModelRulesLayer).
@@ -51,20 +51,18 @@ pub use self::defaults::model_thinks;
 pub use self::layer::{
     gemini_error_to_openai, FetchFuture, FetchedImage, ImageFetcher, OpenAi, OpenAiLayer,
 };
-pub use self::models::{
-    default_safety_settings, openai_model_list, splice_default_safety_settings, ModelRules,
-    ResolvedModel,
-};
+pub(crate) use self::models::{default_safety_settings, splice_default_safety_settings};
+pub use self::models::{openai_model_list, ModelRules, ResolvedModel};
 pub use self::request::{
     chat_request_to_gemini, embeddings_request_to_gemini, ChatOptions, ConvertError, GeminiChat,
     GeminiEmbeddings, RemoteImage,
 };
 pub use self::response::{
     finish_reason, gemini_embeddings_to_openai, gemini_response_to_openai,
-    openai_usage_from_gemini, random_id, OpenAiStream, ResponseOptions,
+    openai_usage_from_gemini, OpenAiStream, ResponseOptions,
 };
 pub use self::schema::clean_schema;
 pub use self::search_links::{
-    add_search_links, search_links_text, ResponseFuture as SearchLinksFuture, SearchLinks,
-    SearchLinksBody, SearchLinksLayer, SearchLinksStream, ShowSearchLinks,
+    add_search_links, ResponseFuture as SearchLinksFuture, SearchLinks, SearchLinksBody,
+    SearchLinksLayer, SearchLinksStream, ShowSearchLinks,
 };

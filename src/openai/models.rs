@@ -154,7 +154,7 @@ impl ModelRules {
 }
 
 /// Puts `safety` in a Gemini request body that has no safety settings of its own.
-pub fn default_safety_settings(body: &mut Value, safety: &Value) {
+pub(crate) fn default_safety_settings(body: &mut Value, safety: &Value) {
     if let Value::Object(map) = body {
         if !map.contains_key("safetySettings") && !map.contains_key("safety_settings") {
             map.insert("safetySettings".to_owned(), safety.clone());
@@ -166,16 +166,7 @@ pub fn default_safety_settings(body: &mut Value, safety: &Value) {
 /// bytes do not mention `safetySettings` (or `safety_settings`) anywhere, `safety_json` is
 /// spliced in before the closing brace of the top-level object. `None` when the body mentions
 /// them (parse it and use [`default_safety_settings`]) or is not a JSON object's text.
-///
-/// ```
-/// use gemini_balance::openai::splice_default_safety_settings;
-/// let body = br#"{"contents": []}"#;
-/// let out = splice_default_safety_settings(body, r#"[{"category":"X","threshold":"OFF"}]"#).unwrap();
-/// let json: serde_json::Value = serde_json::from_slice(&out).unwrap();
-/// assert_eq!(json["safetySettings"][0]["threshold"], "OFF");
-/// assert!(splice_default_safety_settings(br#"{"safetySettings": []}"#, "[]").is_none());
-/// ```
-pub fn splice_default_safety_settings(body: &[u8], safety_json: &str) -> Option<Vec<u8>> {
+pub(crate) fn splice_default_safety_settings(body: &[u8], safety_json: &str) -> Option<Vec<u8>> {
     // One pass over the body (this runs for every generateContent request).
     let mentions = body.iter().enumerate().any(|(i, &b)| {
         b == b's'
@@ -374,5 +365,15 @@ mod tests {
         let openai = openai_model_list(&out, 7);
         assert_eq!(openai["data"][3]["id"], "gemini-2.5-pro-non-thinking");
         assert_eq!(openai["object"], "list");
+    }
+
+    #[test]
+    fn splices_safety_settings_into_a_body_without_them() {
+        let body = br#"{"contents": []}"#;
+        let out = splice_default_safety_settings(body, r#"[{"category":"X","threshold":"OFF"}]"#)
+            .unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(json["safetySettings"][0]["threshold"], "OFF");
+        assert!(splice_default_safety_settings(br#"{"safetySettings": []}"#, "[]").is_none());
     }
 }

@@ -109,7 +109,7 @@ fn split_parts(candidate: &Value, opts: &ResponseOptions, first_tool_index: usiz
 }
 
 /// A random id suffix (`[a-z0-9]`).
-pub fn random_id(len: usize) -> String {
+pub(crate) fn random_id(len: usize) -> String {
     const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     (0..len)
         .map(|_| CHARS[fastrand::usize(..CHARS.len())] as char)

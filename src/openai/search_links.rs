@@ -86,19 +86,7 @@ fn links_text(sources: &[(String, String)]) -> String {
 /// The sources text of one candidate, `None` when it has no web sources: Gemini-Balance's
 /// heading, then a markdown link per web entry of `groundingMetadata.groundingChunks`
 /// (the URI stands for a missing title).
-///
-/// ```
-/// use serde_json::json;
-/// use gemini_balance::openai::search_links_text;
-///
-/// let candidate = json!({"groundingMetadata": {"groundingChunks": [
-///     {"web": {"uri": "https://a.example/1", "title": "a.example"}},
-///     {"retrievedContext": {"uri": "gs://not-the-web"}}]}});
-/// assert_eq!(search_links_text(&candidate).unwrap(),
-///            "\n\n---\n\n**【引用来源】**\n\n\n- [a.example](https://a.example/1)");
-/// assert!(search_links_text(&json!({"content": {}})).is_none());
-/// ```
-pub fn search_links_text(candidate: &Value) -> Option<String> {
+pub(crate) fn search_links_text(candidate: &Value) -> Option<String> {
     let found: Vec<(String, String)> = sources(candidate).collect();
     (!found.is_empty()).then(|| links_text(&found))
 }
@@ -123,7 +111,7 @@ fn append_part(candidate: &mut Value, text: String) {
     }
 }
 
-/// Adds the sources text ([`search_links_text`]) to each candidate of a whole Gemini answer that
+/// Adds the sources text to each candidate of a whole Gemini answer that
 /// has web sources, as a text part of its own at the end of its content, so that every client
 /// that joins text parts (the SDKs' `.text`, the OpenAI conversion) shows it after the answer.
 pub fn add_search_links(answer: &mut Value) {
@@ -596,5 +584,19 @@ mod tests {
             format!("{HEADING}\n- [tu](u)")
         );
         assert_eq!(out.as_array().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn the_sources_text_lists_web_entries_only() {
+        use serde_json::json;
+
+        let candidate = json!({"groundingMetadata": {"groundingChunks": [
+            {"web": {"uri": "https://a.example/1", "title": "a.example"}},
+            {"retrievedContext": {"uri": "gs://not-the-web"}}]}});
+        assert_eq!(
+            search_links_text(&candidate).unwrap(),
+            "\n\n---\n\n**【引用来源】**\n\n\n- [a.example](https://a.example/1)"
+        );
+        assert!(search_links_text(&json!({"content": {}})).is_none());
     }
 }

@@ -25,7 +25,7 @@
 //!   ([`ChatOptions::shape_gemini_request`](crate::openai::ChatOptions::shape_gemini_request)),
 //!   and the default [safety settings](crate::openai::ChatOptions::safety_settings). A body
 //!   that needs only the safety settings gets them without a parse when it does not mention
-//!   them ([`splice_default_safety_settings`](crate::openai::splice_default_safety_settings)).
+//!   them (they are spliced in before the closing brace).
 //!   The `Content-Length` is set to the new body's;
 //! - **rewrites model lists** (a successful `GET …/models`): blocked models hidden, and in
 //!   Gemini's shape the derived variants (`X-search`, …) added after their base
