@@ -26,7 +26,7 @@
 //!
 //! The modules: [`stream::pseudo`], [`stream::optimizer`] and [`sse`] (SSE writing and
 //! decoding), [`usage`], [`filter`], [`client::forward_headers`], [`retry`], [`keys`],
-//! [`decode`], [`normalize_url`]; `openai` (feature `openai`) puts an OpenAI face on the stack (between
+//! [`decode`], [`normalize_url`], [`auth`] (client tokens, in front of it all); `openai` (feature `openai`) puts an OpenAI face on the stack (between
 //! `ParamFilter` and `ForwardHeaders`).
 //!
 //! Every decision about what a response means comes from one [`classify::Classifier`]; the
@@ -111,6 +111,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod api_error;
+pub mod auth;
 pub mod body;
 mod buffer;
 pub mod classify;

@@ -28,6 +28,7 @@
 //! # }
 //! ```
 
+pub use crate::auth::{ClientAuthLayer, ClientTokens};
 pub use crate::classify::{Classifier, FailureClass, Outcome};
 #[cfg(feature = "reqwest")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]

@@ -292,7 +292,7 @@ pub(crate) fn no_key_response(flavor: ApiFlavor, no_key: &NoKey) -> Response<byt
 }
 
 /// Removes every credential the client sent, so it never reaches the upstream.
-fn strip_client_credentials<B>(req: &mut Request<B>) {
+pub(crate) fn strip_client_credentials<B>(req: &mut Request<B>) {
     let headers = req.headers_mut();
     headers.remove("x-goog-api-key");
     headers.remove(header::AUTHORIZATION);

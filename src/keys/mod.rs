@@ -74,6 +74,7 @@ pub use self::api_key::{looks_like_gemini_key, ApiKey, InvalidKey};
 pub use self::daily_reset::next_daily_reset;
 #[cfg(feature = "middleware")]
 pub(crate) use self::layer::no_key_response;
+pub(crate) use self::layer::strip_client_credentials;
 pub use self::layer::{KeyPlacement, KeyRotation, KeyRotationLayer};
 pub use self::pool::{KeyLease, KeyPool, KeyPoolBuilder, DEFAULT_MAX_FAILURES};
 pub use self::status::{

@@ -16,7 +16,6 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod admin;
-mod auth;
 mod auth_limit;
 mod client_addr;
 mod config;
@@ -59,13 +58,13 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{reload, EnvFilter};
 
-use crate::auth::Placement;
 use crate::auth_limit::{Blocked, Surface};
 use crate::config::Config;
 use crate::models::ListShape;
 use crate::route::Route;
 use crate::secrets::SecretsFile;
 use crate::state::App;
+use gemini_balance::auth::TokenPlacement as Placement;
 
 /// The log target of the line that says where the proxy listens: shown at every LOG_LEVEL.
 const STARTUP: &str = "gemini_balance_proxy::startup";
@@ -349,7 +348,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         ),
         Arc::new(move |token: &str| {
             let live = token_app.live();
-            (!live.admin.is_empty()).then(|| live.admin.accepts_token(token.as_bytes()))
+            (!live.admin.is_empty()).then(|| live.admin.matching(token.as_bytes()).is_some())
         }),
         app.auth_limit.clone(),
     );

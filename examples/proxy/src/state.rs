@@ -16,7 +16,6 @@ use gemini_balance::store::sqlite::Retention;
 use gemini_balance::store::SqliteStore;
 use serde_json::{Map, Value};
 
-use crate::auth::ClientTokens;
 use crate::auth_limit::{self, AuthLimit};
 use crate::client_addr::TrustedProxies;
 use crate::pipeline::{self, Stacks};
@@ -24,6 +23,7 @@ use crate::proxy_check::ProxyChecker;
 use crate::secrets::SecretsFile;
 use crate::settings::{self, Invalid, Settings};
 use crate::upstream::{self, Upstream};
+use gemini_balance::auth::ClientTokens;
 
 /// Settings whose change needs new upstream clients.
 const CLIENT_SETTINGS: &[&str] = &[
@@ -316,8 +316,14 @@ impl Live {
             normalize_url: settings
                 .bool("URL_NORMALIZATION_ENABLED")
                 .then(|| NormalizeUrlLayer::new().keep("/api")),
-            tokens: ClientTokens::new(&settings.list("ALLOWED_TOKENS"), auth_token),
-            admin: ClientTokens::new(&[], auth_token),
+            tokens: ClientTokens::new(
+                settings
+                    .list("ALLOWED_TOKENS")
+                    .iter()
+                    .map(String::as_str)
+                    .chain(auth_token),
+            ),
+            admin: ClientTokens::new(auth_token),
             stacks,
             upstream,
             settings,

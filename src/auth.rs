@@ -1,0 +1,320 @@
+//! Client tokens: who may use the pool. [`ClientAuthLayer`] lets a request through only with one
+//! of the tokens you allow, found wherever the SDKs put it (`Authorization: Bearer` for OpenAI
+//! clients, `x-goog-api-key` or `?key=` for Gemini ones), names the client by its fingerprint
+//! ([`ClientId`], which the usage records carry) and takes the token out of the request, so
+//! that neither your handler nor the upstream ever sees it. Anything else gets a `401` in the
+//! route's API format ([`ApiFlavor`]), and the inner service is not called: no key is used and
+//! no usage record is written.
+//!
+//! Gemini-Balance's `ALLOWED_TOKENS` (and its `AUTH_TOKEN`, which is accepted on the API routes
+//! too) are such a list. Tokens are compared in constant time, every one of them, so the time an
+//! answer takes does not tell a guesser how close a guess was. Limiting guesses per address is
+//! left to what sits in front (the bundled proxy has its own limiter).
+//!
+//! Put it outside the rest of the stack: with axum, `route_layer` it after the [`GeminiStack`]
+//! (the layer added last is the outermost), so the usage records know the client.
+//!
+//! [`GeminiStack`]: crate::stack::GeminiStack
+//!
+//! # Example
+//!
+//! ```
+//! use axum::{routing::post, Router};
+//! use gemini_balance::auth::{ClientAuthLayer, ClientTokens};
+//! use gemini_balance::keys::KeyPool;
+//! use gemini_balance::stack::GeminiStack;
+//! use gemini_balance::{retry::RetryLayer, store::MemoryStore, usage::UsageLayer};
+//!
+//! # fn build() -> Result<Router, Box<dyn std::error::Error>> {
+//! let pool = KeyPool::builder()
+//!     .keys(["AIzaSyA1234567890abcdefghijklmnopqrstuv"])
+//!     .build()?;
+//! let tokens = ClientTokens::new(["sk-team-a-0123456789", "sk-team-b-0123456789"]);
+//! let app = Router::new().route(
+//!     "/v1beta/models/{action}",
+//!     post(|| async { "your handler" })
+//!         .route_layer(
+//!             GeminiStack::new()
+//!                 .usage(UsageLayer::new(MemoryStore::new()))
+//!                 .retry(RetryLayer::new())
+//!                 .keys(pool),
+//!         )
+//!         // Added last, so it runs first.
+//!         .route_layer(ClientAuthLayer::new(tokens)),
+//! );
+//! # Ok(app)
+//! # }
+//! ```
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{header, HeaderMap, Request, Response, StatusCode};
+use pin_project_lite::pin_project;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::api_error::{error_response, ApiFlavor};
+use crate::body::ResponseBody;
+use crate::fingerprint::ClientId;
+
+/// What a refused request is told.
+const REFUSAL: &str = "missing or invalid client token: send an allowed token as \
+                       Authorization: Bearer, x-goog-api-key or ?key=";
+
+/// The tokens clients may present, each with its fingerprint (computed once, not per request).
+///
+/// `Debug` shows only the fingerprints.
+///
+/// ```
+/// use gemini_balance::auth::{ClientTokens, TokenPlacement};
+/// use http::Request;
+///
+/// let tokens = ClientTokens::new(["sk-team-a-0123456789"]);
+/// let req = Request::get("/v1beta/models?key=sk-team-a-0123456789").body(()).unwrap();
+/// let (client, placement) = tokens.accepted(&req).unwrap();
+/// assert_eq!(client.mask(), "sk-t…6789");
+/// assert_eq!(placement, TokenPlacement::Google);
+/// let wrong = Request::get("/v1beta/models").header("authorization", "Bearer sk-nope").body(()).unwrap();
+/// assert!(tokens.accepted(&wrong).is_none());
+/// ```
+#[derive(Clone, Default)]
+pub struct ClientTokens {
+    tokens: Arc<[(Box<[u8]>, ClientId)]>,
+}
+
+impl fmt::Debug for ClientTokens {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.tokens.iter().map(|(_, id)| id))
+            .finish()
+    }
+}
+
+impl ClientTokens {
+    /// The allowed tokens; empty ones are skipped.
+    pub fn new<I, T>(tokens: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: AsRef<str>,
+    {
+        let tokens = tokens
+            .into_iter()
+            .filter(|t| !t.as_ref().is_empty())
+            .map(|t| {
+                let t = t.as_ref();
+                (t.as_bytes().into(), ClientId::of(t))
+            })
+            .collect();
+        ClientTokens { tokens }
+    }
+
+    /// `true` when no token is allowed (every request would be refused).
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+
+    /// The id of the allowed token equal to `candidate`. Every token is compared, so the time
+    /// taken does not say which one nearly matched.
+    pub fn matching(&self, candidate: &[u8]) -> Option<&ClientId> {
+        self.tokens.iter().fold(None, |found, (token, id)| {
+            let equal = constant_time_eq(token, candidate);
+            found.or(equal.then_some(id))
+        })
+    }
+
+    /// The client whose allowed token the request carries (as `Authorization: Bearer`,
+    /// `x-goog-api-key` or `?key=`), and where it was.
+    pub fn accepted<B>(&self, req: &Request<B>) -> Option<(ClientId, TokenPlacement)> {
+        let query = req.uri().query().into_iter().flat_map(|q| {
+            q.split('&')
+                .filter_map(|pair| pair.strip_prefix("key="))
+                .map(|token| (token.as_bytes(), TokenPlacement::Google))
+        });
+        in_headers(req.headers())
+            .chain(query)
+            .find_map(|(candidate, placement)| Some((self.matching(candidate)?.clone(), placement)))
+    }
+
+    /// Like [`accepted`](Self::accepted), from the headers only: for an admin API, where a
+    /// token in the URL would end up in access logs.
+    pub fn accepted_header(&self, headers: &HeaderMap) -> Option<(ClientId, TokenPlacement)> {
+        in_headers(headers)
+            .find_map(|(candidate, placement)| Some((self.matching(candidate)?.clone(), placement)))
+    }
+}
+
+/// Where a client put its token, which says whose conventions the client follows. A request
+/// extension after [`ClientAuth`] let the request through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TokenPlacement {
+    /// `Authorization: Bearer` (OpenAI clients).
+    Bearer,
+    /// `x-goog-api-key` or `?key=` (Gemini clients).
+    Google,
+}
+
+/// The tokens in `Authorization: Bearer` and `x-goog-api-key`.
+fn in_headers(headers: &HeaderMap) -> impl Iterator<Item = (&[u8], TokenPlacement)> {
+    let bearer = headers.get(header::AUTHORIZATION).map(|v| {
+        let v = v.as_bytes();
+        (
+            v.strip_prefix(b"Bearer ").unwrap_or(v),
+            TokenPlacement::Bearer,
+        )
+    });
+    let goog = headers
+        .get("x-goog-api-key")
+        .map(|v| (v.as_bytes(), TokenPlacement::Google));
+    bearer.into_iter().chain(goog)
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Applies [`ClientAuth`]; see the [module docs](self).
+#[derive(Debug, Clone)]
+pub struct ClientAuthLayer {
+    tokens: ClientTokens,
+}
+
+impl ClientAuthLayer {
+    /// Lets through the requests that carry one of `tokens`.
+    pub fn new(tokens: ClientTokens) -> Self {
+        ClientAuthLayer { tokens }
+    }
+}
+
+impl<S> Layer<S> for ClientAuthLayer {
+    type Service = ClientAuth<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ClientAuth {
+            inner,
+            tokens: self.tokens.clone(),
+        }
+    }
+}
+
+/// Lets a request through only with an allowed client token; see the [module docs](self).
+#[derive(Debug, Clone)]
+pub struct ClientAuth<S> {
+    inner: S,
+    tokens: ClientTokens,
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for ClientAuth<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        let Some((client, placement)) = self.tokens.accepted(&req) else {
+            let res = error_response(ApiFlavor::of(&req), StatusCode::UNAUTHORIZED, REFUSAL);
+            return ResponseFuture {
+                state: State::Refused { res: Some(res) },
+            };
+        };
+        crate::keys::strip_client_credentials(&mut req);
+        req.extensions_mut().insert(client);
+        req.extensions_mut().insert(placement);
+        ResponseFuture {
+            state: State::Inner {
+                future: self.inner.call(req),
+            },
+        }
+    }
+}
+
+pin_project! {
+    /// Response future of [`ClientAuth`]: the inner service's, or the `401` it answered itself.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        state: State<F>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        Inner { #[pin] future: F },
+        Refused { res: Option<Response<Bytes>> },
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<ResponseBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            StateProj::Inner { future } => future
+                .poll(cx)
+                .map(|res| res.map(|res| res.map(ResponseBody::inner))),
+            StateProj::Refused { res } => {
+                match res.take().map(|res| res.map(ResponseBody::full)) {
+                    Some(res) => Poll::Ready(Ok(res)),
+                    // Polled again after it was ready: an empty 401, never a panic.
+                    None => {
+                        let mut res = Response::new(ResponseBody::full(Bytes::new()));
+                        *res.status_mut() = StatusCode::UNAUTHORIZED;
+                        Poll::Ready(Ok(res))
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl<F> fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ResponseFuture")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_every_placement_and_nothing_else() {
+        let tokens = ClientTokens::new(["sk-1", "admin", ""]);
+        let ok = [
+            Request::get("/x").header("authorization", "Bearer sk-1"),
+            Request::get("/x").header("x-goog-api-key", "admin"),
+            Request::get("/x?alt=sse&key=sk-1"),
+        ];
+        for req in ok {
+            assert!(tokens.accepted(&req.body(()).unwrap()).is_some());
+        }
+        let bad = [
+            Request::get("/x").header("authorization", "Bearer sk-2"),
+            Request::get("/x?key=sk-"),
+            Request::get("/x?key="),
+            Request::get("/x"),
+        ];
+        for req in bad {
+            assert!(tokens.accepted(&req.body(()).unwrap()).is_none());
+        }
+        let in_url = Request::get("/x?key=admin").body(()).unwrap();
+        assert!(tokens.accepted_header(in_url.headers()).is_none());
+        assert!(!format!("{tokens:?}").contains("admin"));
+    }
+}
