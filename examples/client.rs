@@ -21,6 +21,7 @@ use gemini_balance::client::{KeyRotationMiddleware, RetryMiddleware, UsageMiddle
 use gemini_balance::keys::KeyPool;
 use gemini_balance::retry::{RetryLayer, ATTEMPTS_HEADER};
 use gemini_balance::store::MemoryStore;
+use reqwest_middleware::ClientWithMiddleware;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -45,43 +46,19 @@ async fn main() -> Result<(), Error> {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(120))
         .build()?;
-    // Outermost first, as the tower layers: usage, retry, key rotation.
-    let client = reqwest_middleware::ClientBuilder::new(http)
-        .with(UsageMiddleware::new(store.clone()))
-        .with(RetryMiddleware::from(RetryLayer::new().max_attempts(3)))
-        .with(KeyRotationMiddleware::new(pool.clone()))
-        .build();
+    let client = client(http, pool.clone(), store.clone());
 
-    let body =
-        serde_json::json!({ "contents": [{ "role": "user", "parts": [{ "text": prompt }] }] });
-    let res = client
-        .post(format!("{base}/v1beta/models/{model}:generateContent"))
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .send()
-        .await?;
-    let status = res.status();
-    let attempts = res
-        .headers()
-        .get(ATTEMPTS_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("?")
-        .to_owned();
-    let answer: serde_json::Value = serde_json::from_slice(&res.bytes().await?)?;
-    if status.is_success() {
-        let text = answer["candidates"][0]["content"]["parts"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|part| part["text"].as_str())
-            .collect::<String>();
-        println!("{text}");
-    } else {
+    let answer = ask(&client, &base, &model, &prompt).await?;
+    match &answer.text {
+        Ok(text) => println!("{text}"),
         // Error bodies are redacted: a key quoted by the upstream never gets this far.
-        println!("{status}: {}", answer["error"]["message"]);
+        Err(message) => println!("{}: {message}", answer.status),
     }
 
-    println!("\n--- {status} after {attempts} attempt(s)");
+    println!(
+        "\n--- {} after {} attempt(s)",
+        answer.status, answer.attempts
+    );
     for record in store.records() {
         println!(
             "usage: model={} key={} tokens prompt={} answer={} total={}",
@@ -107,4 +84,65 @@ async fn main() -> Result<(), Error> {
         );
     }
     Ok(())
+}
+
+/// The client: outermost first, as the tower layers: usage, retry, key rotation.
+pub fn client(http: reqwest::Client, pool: KeyPool, store: MemoryStore) -> ClientWithMiddleware {
+    reqwest_middleware::ClientBuilder::new(http)
+        .with(UsageMiddleware::new(store))
+        .with(RetryMiddleware::from(RetryLayer::new().max_attempts(3)))
+        .with(KeyRotationMiddleware::new(pool))
+        .build()
+}
+
+/// What one call came back with.
+pub struct Answer {
+    pub status: reqwest::StatusCode,
+    /// How many upstream attempts it took (the `x-gemini-balance-attempts` header).
+    pub attempts: String,
+    /// The answer's text, or the error's message.
+    pub text: Result<String, String>,
+}
+
+/// Asks `model` one question through `client`.
+pub async fn ask(
+    client: &ClientWithMiddleware,
+    base: &str,
+    model: &str,
+    prompt: &str,
+) -> Result<Answer, Error> {
+    let body =
+        serde_json::json!({ "contents": [{ "role": "user", "parts": [{ "text": prompt }] }] });
+    let res = client
+        .post(format!("{base}/v1beta/models/{model}:generateContent"))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await?;
+    let status = res.status();
+    let attempts = res
+        .headers()
+        .get(ATTEMPTS_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("?")
+        .to_owned();
+    let answer: serde_json::Value = serde_json::from_slice(&res.bytes().await?)?;
+    let text = if status.is_success() {
+        Ok(answer["candidates"][0]["content"]["parts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|part| part["text"].as_str())
+            .collect::<String>())
+    } else {
+        Err(answer["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned())
+    };
+    Ok(Answer {
+        status,
+        attempts,
+        text,
+    })
 }
