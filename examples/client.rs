@@ -96,7 +96,9 @@ pub fn client(http: reqwest::Client, pool: KeyPool, store: MemoryStore) -> Clien
 }
 
 /// What one call came back with.
+#[derive(Debug)]
 pub struct Answer {
+    /// The HTTP status the program got.
     pub status: reqwest::StatusCode,
     /// How many upstream attempts it took (the `x-gemini-balance-attempts` header).
     pub attempts: String,
