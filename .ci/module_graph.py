@@ -23,19 +23,57 @@ def module_files(name):
     return files
 
 
+def strip_comments(text):
+    """The code without comments (line, doc and block), line numbers kept."""
+    text = re.sub(r"/\*.*?\*/", lambda m: "\n" * m.group(0).count("\n"), text, flags=re.S)
+    return "\n".join(re.sub(r"//.*", "", line) for line in text.split("\n"))
+
+
+def references(text, top_level):
+    """(module, line) for each top-level module the code names: `crate::m`, the names in
+    `crate::{a, b::c}` (over several lines too), and `super::m` in a file at the top of src/,
+    where `super` is the crate."""
+    code = strip_comments(text)
+    line_of = lambda pos: code.count("\n", 0, pos) + 1
+    prefixes = r"crate" if not top_level else r"(?:crate|super)"
+    for m in re.finditer(prefixes + r"::([a-z_][a-z0-9_]*)", code):
+        yield m.group(1), line_of(m.start())
+    for m in re.finditer(prefixes + r"::\{", code):
+        depth, i = 1, m.end()
+        start = i
+        while i < len(code) and depth:
+            depth += {"{": 1, "}": -1}.get(code[i], 0)
+            i += 1
+        inner = code[start : i - 1]
+        # only the names at the group's top level: `a`, `b` of `{a, b::{c, d}}`
+        level, token = 0, ""
+        for ch in inner + ",":
+            if ch == "{":
+                level += 1
+            elif ch == "}":
+                level -= 1
+            elif ch == "," and level == 0:
+                name = re.match(r"\s*([a-z_][a-z0-9_]*)", token)
+                if name and name.group(1) != "self":
+                    yield name.group(1), line_of(m.start())
+                token = ""
+                continue
+            if level == 0:
+                token += ch
+
+
 def main():
     mods = sorted({m[:-3] if m.endswith(".rs") else m for m in os.listdir(ROOT)} - {"lib"})
     edges = {m: {} for m in mods}
     for m in mods:
         for f in module_files(m):
             with open(f, encoding="utf-8") as fh:
-                for i, line in enumerate(fh, 1):
-                    code = line.strip()
-                    if code.startswith("//"):
-                        continue
-                    for target in re.findall(r"crate::([a-z_]+)", code):
-                        if target != m and target in edges:
-                            edges[m].setdefault(target, []).append(f"{os.path.relpath(f, os.path.dirname(ROOT))}:{i}")
+                text = fh.read()
+            top_level = os.path.dirname(f) == ROOT
+            for target, line in references(text, top_level):
+                if target != m and target in edges:
+                    where = f"{os.path.relpath(f, os.path.dirname(ROOT))}:{line}"
+                    edges[m].setdefault(target, []).append(where)
     # the prelude re-exports everything on purpose
     edges.pop("prelude", None)
     for m in edges:

@@ -7,8 +7,9 @@
 //! no usage record is written.
 //!
 //! Gemini-Balance's `ALLOWED_TOKENS` (and its `AUTH_TOKEN`, which is accepted on the API routes
-//! too) are such a list. Tokens are compared in constant time, every one of them, so the time an
-//! answer takes does not tell a guesser how close a guess was. Limiting guesses per address is
+//! too) are such a list. Every allowed token is compared with the one given, each comparison in time
+//! that depends only on the lengths, so the time an answer takes does not tell a guesser how
+//! many characters a guess got right, nor which token it was near. Limiting guesses per address is
 //! left to what sits in front (the bundled proxy has its own limiter).
 //!
 //! Put it outside the rest of the stack: with axum, `route_layer` it after the [`GeminiStack`]
@@ -160,12 +161,15 @@ pub enum TokenPlacement {
 
 /// The tokens in `Authorization: Bearer` and `x-goog-api-key`.
 fn in_headers(headers: &HeaderMap) -> impl Iterator<Item = (&[u8], TokenPlacement)> {
+    // The scheme's name is case-insensitive (RFC 9110); a bare value counts as the token, as
+    // Gemini-Balance took it.
     let bearer = headers.get(header::AUTHORIZATION).map(|v| {
         let v = v.as_bytes();
-        (
-            v.strip_prefix(b"Bearer ").unwrap_or(v),
-            TokenPlacement::Bearer,
-        )
+        let token = match v.get(..7) {
+            Some(scheme) if scheme.eq_ignore_ascii_case(b"bearer ") => &v[7..],
+            _ => v,
+        };
+        (token, TokenPlacement::Bearer)
     });
     let goog = headers
         .get("x-goog-api-key")
@@ -292,17 +296,30 @@ impl<F> fmt::Debug for ResponseFuture<F> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::convert::Infallible;
+    use tower::ServiceExt;
 
     #[test]
     fn accepts_every_placement_and_nothing_else() {
         let tokens = ClientTokens::new(["sk-1", "admin", ""]);
         let ok = [
-            Request::get("/x").header("authorization", "Bearer sk-1"),
-            Request::get("/x").header("x-goog-api-key", "admin"),
-            Request::get("/x?alt=sse&key=sk-1"),
+            (
+                Request::get("/x").header("authorization", "Bearer sk-1"),
+                TokenPlacement::Bearer,
+            ),
+            (
+                Request::get("/x").header("authorization", "bearer sk-1"),
+                TokenPlacement::Bearer,
+            ),
+            (
+                Request::get("/x").header("x-goog-api-key", "admin"),
+                TokenPlacement::Google,
+            ),
+            (Request::get("/x?alt=sse&key=sk-1"), TokenPlacement::Google),
         ];
-        for req in ok {
-            assert!(tokens.accepted(&req.body(()).unwrap()).is_some());
+        for (req, placement) in ok {
+            let req = req.body(()).unwrap();
+            assert_eq!(tokens.accepted(&req).map(|(_, p)| p), Some(placement));
         }
         let bad = [
             Request::get("/x").header("authorization", "Bearer sk-2"),
@@ -313,8 +330,91 @@ mod tests {
         for req in bad {
             assert!(tokens.accepted(&req.body(()).unwrap()).is_none());
         }
+        // Headers only: a token in the URL is not taken there.
         let in_url = Request::get("/x?key=admin").body(()).unwrap();
         assert!(tokens.accepted_header(in_url.headers()).is_none());
-        assert!(!format!("{tokens:?}").contains("admin"));
+        let in_header = Request::get("/x")
+            .header("x-goog-api-key", "admin")
+            .body(())
+            .unwrap();
+        let (client, placement) = tokens.accepted_header(in_header.headers()).unwrap();
+        assert_eq!(
+            (client, placement),
+            (ClientId::of("admin"), TokenPlacement::Google)
+        );
+        assert_eq!(
+            format!("{tokens:?}"),
+            format!("[{:?}, {:?}]", ClientId::of("sk-1"), ClientId::of("admin"))
+        );
+    }
+
+    #[tokio::test]
+    async fn the_inner_service_gets_the_client_and_never_the_token() {
+        let tokens = ClientTokens::new(["sk-client-0123456789"]);
+        let inner = tower::service_fn(|req: Request<()>| async move {
+            let headers = req.headers();
+            assert!(headers.get(header::AUTHORIZATION).is_none());
+            assert!(headers.get("x-goog-api-key").is_none());
+            assert!(
+                !req.uri().to_string().contains("sk-client"),
+                "{}",
+                req.uri()
+            );
+            assert_eq!(req.uri().query(), Some("alt=sse"));
+            let client = req.extensions().get::<ClientId>().cloned();
+            let placement = req.extensions().get::<TokenPlacement>().copied();
+            assert_eq!(client, Some(ClientId::of("sk-client-0123456789")));
+            Ok::<_, Infallible>(Response::new(format!("{placement:?}")))
+        });
+        let service = ClientAuthLayer::new(tokens).layer(inner);
+        for (req, placement) in [
+            (
+                Request::post(
+                    "/v1beta/models/m:streamGenerateContent?alt=sse&key=sk-client-0123456789",
+                ),
+                "Some(Google)",
+            ),
+            (
+                Request::post("/v1beta/models/m:streamGenerateContent?alt=sse")
+                    .header("authorization", "Bearer sk-client-0123456789"),
+                "Some(Bearer)",
+            ),
+        ] {
+            let res = service
+                .clone()
+                .oneshot(req.body(()).unwrap())
+                .await
+                .unwrap();
+            assert_eq!(res.status(), StatusCode::OK);
+            let body = http_body_util::BodyExt::collect(res.into_body())
+                .await
+                .unwrap();
+            assert_eq!(body.to_bytes(), placement);
+        }
+        // Refused: the inner service is not called, the answer is Gemini's or OpenAI's 401.
+        let refuse = tower::service_fn(|_: Request<()>| async {
+            panic!("a refused request reached the inner service");
+            #[allow(unreachable_code)]
+            Ok::<_, Infallible>(Response::new(String::new()))
+        });
+        let service =
+            ClientAuthLayer::new(ClientTokens::new(["sk-client-0123456789"])).layer(refuse);
+        for (path, field) in [
+            ("/v1beta/models/m:generateContent", "status"),
+            ("/v1/chat/completions", "type"),
+        ] {
+            let req = Request::post(path)
+                .header("x-goog-api-key", "sk-client-012345678")
+                .body(())
+                .unwrap();
+            let res = service.clone().oneshot(req).await.unwrap();
+            assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+            let body = http_body_util::BodyExt::collect(res.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
+            let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert!(json["error"][field].is_string(), "{json}");
+        }
     }
 }

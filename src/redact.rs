@@ -402,8 +402,9 @@ impl StreamRedactor {
 }
 
 pin_project_lite::pin_project! {
-    /// A body passed on frame by frame through a [`StreamRedactor`]: the secret never leaves in
-    /// it, whatever frames it is split across, and its length stays what was announced.
+    /// A body passed on frame by frame through a redactor (which holds back what may be the
+    /// start of a secret until the next frame says): the secret never leaves in it, whatever
+    /// frames it is split across, and its length stays what was announced.
     pub struct RedactBody<B> {
         #[pin]
         inner: B,
