@@ -27,7 +27,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use gemini_balance::ext::ModelName;
 use gemini_balance::keys::{KeyPool, KeyRotationLayer};
-use gemini_balance::retry::{ReplayBody, RetryLayer};
+use gemini_balance::retry::RetryLayer;
 use gemini_balance::store::MemoryStore;
 use gemini_balance::usage::UsageLayer;
 use prost::Message;
@@ -68,13 +68,9 @@ async fn main() -> Result<(), Error> {
         .await?;
     let client = ServiceBuilder::new()
         .layer(UsageLayer::new(client_usage.clone()))
-        // `Retry` rebuilds each attempt's body from the bytes it buffered (`From<Bytes>`), which
-        // tonic's body type does not offer: `ReplayBody` around it above `Retry`, tonic's below.
-        .map_request(|req: http::Request<tonic::body::Body>| req.map(ReplayBody::inner))
-        .layer(RetryLayer::new())
-        .map_request(|req: http::Request<ReplayBody<tonic::body::Body>>| {
-            req.map(tonic::body::Body::new)
-        })
+        // `Retry` rebuilds each attempt's body from the bytes it buffered; tonic's body type
+        // has no `From<Bytes>`, so `Retry` is given its constructor.
+        .layer(RetryLayer::new().replay_with(tonic::body::Body::new))
         .layer(KeyRotationLayer::new(pool.clone()))
         .service(channel);
 

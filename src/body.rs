@@ -58,8 +58,7 @@ impl<B> ResponseBody<B> {
     }
 }
 
-/// Bytes we hold: how [`Retry`](crate::retry::Retry) rebuilds a request body for each attempt
-/// (see [`ReplayBody`](crate::retry::ReplayBody)).
+/// Bytes we hold (a request body [`Retry`](crate::retry::Retry) can rebuild for each attempt).
 impl<B> From<Bytes> for ResponseBody<B> {
     fn from(data: Bytes) -> Self {
         ResponseBody::full(data)

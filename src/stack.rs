@@ -259,7 +259,10 @@ impl<O, P, U, F, A, H, R, K, D> GeminiStack<O, P, U, F, A, H, R, K, D> {
     }
 
     /// Above the key layer, so that each attempt gets its own key.
-    pub fn retry(self, layer: RetryLayer) -> GeminiStack<O, P, U, F, A, H, RetryLayer, K, D> {
+    pub fn retry<M>(
+        self,
+        layer: RetryLayer<M>,
+    ) -> GeminiStack<O, P, U, F, A, H, RetryLayer<M>, K, D> {
         GeminiStack {
             optimizer: self.optimizer,
             pseudo_stream: self.pseudo_stream,

@@ -20,7 +20,7 @@ use bytes::Bytes;
 use gemini_balance::classify::{FailureClass, QuotaScope};
 use gemini_balance::ext::ModelName;
 use gemini_balance::keys::{ApiKey, DisabledReason, KeyPool, KeyRotationLayer, KeyStatus};
-use gemini_balance::retry::{ReplayBody, RetryLayer};
+use gemini_balance::retry::RetryLayer;
 use gemini_balance::store::MemoryStore;
 use gemini_balance::usage::UsageLayer;
 use prost::Message;
@@ -434,18 +434,6 @@ fn key_status(pool: &KeyPool, key: &str) -> KeyStatus {
         .status
 }
 
-/// `Retry` rebuilds each attempt's body from the bytes it buffered (`From<Bytes>`), which
-/// tonic's `Body` does not offer: `ReplayBody` around it above `Retry`, tonic's below.
-fn to_replayable(
-    req: http::Request<tonic::body::Body>,
-) -> http::Request<ReplayBody<tonic::body::Body>> {
-    req.map(ReplayBody::inner)
-}
-
-fn to_tonic(req: http::Request<ReplayBody<tonic::body::Body>>) -> http::Request<tonic::body::Body> {
-    req.map(tonic::body::Body::new)
-}
-
 #[tokio::test]
 async fn a_resource_exhausted_key_is_cooled_down_and_another_key_serves_the_call() {
     let mock = MockGenerativeService::default();
@@ -463,9 +451,12 @@ async fn a_resource_exhausted_key_is_cooled_down_and_another_key_serves_the_call
     // The client side: the layers around a tonic `Channel`.
     let client = ServiceBuilder::new()
         .layer(UsageLayer::new(store.clone()))
-        .map_request(to_replayable)
-        .layer(RetryLayer::new().base_delay(Duration::from_millis(1)))
-        .map_request(to_tonic)
+        .layer(
+            RetryLayer::new()
+                .base_delay(Duration::from_millis(1))
+                // tonic's `Body` has no `From<Bytes>`: its constructor rebuilds each attempt's body.
+                .replay_with(tonic::body::Body::new),
+        )
         .layer(KeyRotationLayer::new(pool.clone()))
         .service(channel(addr).await);
 
@@ -526,9 +517,12 @@ async fn an_invalid_key_over_grpc_is_disabled() {
     let pool = KeyPool::builder().keys(&keys).build().unwrap();
 
     let client = ServiceBuilder::new()
-        .map_request(to_replayable)
-        .layer(RetryLayer::new().base_delay(Duration::from_millis(1)))
-        .map_request(to_tonic)
+        .layer(
+            RetryLayer::new()
+                .base_delay(Duration::from_millis(1))
+                // tonic's `Body` has no `From<Bytes>`: its constructor rebuilds each attempt's body.
+                .replay_with(tonic::body::Body::new),
+        )
         .layer(KeyRotationLayer::new(pool.clone()))
         .service(channel(addr).await);
     let res = generate(client, "hi").await.unwrap();
@@ -559,9 +553,12 @@ async fn when_every_key_is_exhausted_the_caller_gets_resource_exhausted_with_its
     let store = MemoryStore::new();
     let client = ServiceBuilder::new()
         .layer(UsageLayer::new(store.clone()))
-        .map_request(to_replayable)
-        .layer(RetryLayer::new().base_delay(Duration::from_millis(1)))
-        .map_request(to_tonic)
+        .layer(
+            RetryLayer::new()
+                .base_delay(Duration::from_millis(1))
+                // tonic's `Body` has no `From<Bytes>`: its constructor rebuilds each attempt's body.
+                .replay_with(tonic::body::Body::new),
+        )
         .layer(KeyRotationLayer::new(pool.clone()))
         .service(channel(addr).await);
 
@@ -614,9 +611,12 @@ async fn the_layers_wrap_a_tonic_server() {
     let store = MemoryStore::new();
     let layers = ServiceBuilder::new()
         .layer(UsageLayer::new(store.clone()))
-        .map_request(to_replayable)
-        .layer(RetryLayer::new().base_delay(Duration::from_millis(1)))
-        .map_request(to_tonic)
+        .layer(
+            RetryLayer::new()
+                .base_delay(Duration::from_millis(1))
+                // tonic's `Body` has no `From<Bytes>`: its constructor rebuilds each attempt's body.
+                .replay_with(tonic::body::Body::new),
+        )
         .layer(KeyRotationLayer::new(pool.clone()))
         .into_inner();
     let incoming = TcpIncoming::bind("127.0.0.1:0".parse().unwrap()).unwrap();

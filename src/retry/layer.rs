@@ -13,13 +13,14 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::backoff::Backoff;
-use super::decision::{fill_retry_after, Config, Decision, Tally, DEFAULT_MAX_KEY_FAILOVERS};
+use super::decision::{Config, DEFAULT_MAX_KEY_FAILOVERS};
+use super::engine::Engine;
 use super::future::ResponseFuture;
+use super::make_body::{FromBytes, MakeBody};
 use crate::api_error::{error_response, ApiFlavor};
 use crate::body::ResponseBody;
-use crate::classify::{classify_any_error, Classifier, FailureClass, Outcome, RetryAdvice};
-use crate::ext::{AttemptContext, AttemptKey, Attempts};
-use crate::keys::KeyId;
+use crate::classify::{classify_any_error, Classifier, FailureClass, Outcome};
+use crate::ext::Attempts;
 use crate::order::{self, Misorder};
 use crate::usage::RequestBodyCapture;
 use crate::BoxError;
@@ -32,9 +33,21 @@ pub const ATTEMPTS_HEADER: HeaderName = HeaderName::from_static("x-gemini-balanc
 pub const DEFAULT_MAX_BODY_BYTES: usize = 20 * 1024 * 1024;
 
 /// Applies [`Retry`]. Cloning the layer shares its retry budget.
-#[derive(Debug, Clone)]
-pub struct RetryLayer {
+///
+/// `M` makes each attempt's request body from the buffered bytes: [`FromBytes`] (any body with
+/// `From<Bytes>`) unless [`replay_with`](Self::replay_with) says otherwise.
+#[derive(Clone)]
+pub struct RetryLayer<M = FromBytes> {
     config: Arc<Config>,
+    make_body: M,
+}
+
+impl<M> std::fmt::Debug for RetryLayer<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RetryLayer")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for RetryLayer {
@@ -59,6 +72,22 @@ impl RetryLayer {
                 budget: Some(Arc::new(TpsBudget::new(Duration::from_secs(10), 10, 0.2))),
                 classifier: Classifier::new(),
             }),
+            make_body: FromBytes,
+        }
+    }
+}
+
+impl<M> RetryLayer<M> {
+    /// Makes each attempt's request body with `make` from the buffered bytes (handed over as a
+    /// `Full<Bytes>`), for a request body type without `From<Bytes>`. Around a tonic channel:
+    /// `RetryLayer::new().replay_with(tonic::body::Body::new)`.
+    pub fn replay_with<F, B>(self, make: F) -> RetryLayer<F>
+    where
+        F: Fn(http_body_util::Full<Bytes>) -> B,
+    {
+        RetryLayer {
+            config: self.config,
+            make_body: make,
         }
     }
 
@@ -136,25 +165,36 @@ impl RetryLayer {
     }
 }
 
-impl<S> Layer<S> for RetryLayer {
-    type Service = Retry<S>;
+impl<S, M: Clone> Layer<S> for RetryLayer<M> {
+    type Service = Retry<S, M>;
 
     fn layer(&self, inner: S) -> Self::Service {
         Retry {
             inner,
             config: self.config.clone(),
+            make_body: self.make_body.clone(),
         }
     }
 }
 
 /// Retries failed attempts on the inner service; see the [module docs](super).
-#[derive(Debug, Clone)]
-pub struct Retry<S> {
+#[derive(Clone)]
+pub struct Retry<S, M = FromBytes> {
     inner: S,
     config: Arc<Config>,
+    make_body: M,
 }
 
-impl<S> Retry<S> {
+impl<S: std::fmt::Debug, M> std::fmt::Debug for Retry<S, M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Retry")
+            .field("inner", &self.inner)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, M> Retry<S, M> {
     /// The inner service.
     pub fn get_ref(&self) -> &S {
         &self.inner
@@ -171,12 +211,13 @@ impl<S> Retry<S> {
     }
 }
 
-impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Retry<S>
+impl<S, M, ReqBody, ResBody> Service<Request<ReqBody>> for Retry<S, M>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: std::fmt::Display + Send + 'static,
-    ReqBody: http_body::Body<Data = Bytes> + From<Bytes> + Send + 'static,
+    M: MakeBody<ReqBody> + Clone + Send + 'static,
+    ReqBody: http_body::Body<Data = Bytes> + Send + 'static,
     ReqBody::Error: Into<BoxError>,
     ResBody: Send + 'static,
 {
@@ -193,19 +234,22 @@ where
         let clone = self.inner.clone();
         let ready = std::mem::replace(&mut self.inner, clone);
         let config = self.config.clone();
-        ResponseFuture::new(Box::pin(run(ready, config, req)))
+        let make_body = self.make_body.clone();
+        ResponseFuture::new(Box::pin(run(ready, config, make_body, req)))
     }
 }
 
-async fn run<S, ReqBody, ResBody>(
+async fn run<S, M, ReqBody, ResBody>(
     ready: S,
     config: Arc<Config>,
+    make_body: M,
     mut req: Request<ReqBody>,
 ) -> Result<Response<ResponseBody<ResBody>>, S::Error>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
     S::Error: std::fmt::Display + 'static,
-    ReqBody: http_body::Body<Data = Bytes> + From<Bytes>,
+    M: MakeBody<ReqBody>,
+    ReqBody: http_body::Body<Data = Bytes>,
     ReqBody::Error: Into<BoxError>,
 {
     // Worked out once here; every attempt's request carries a copy.
@@ -236,142 +280,25 @@ where
     if let Some(capture) = parts.extensions.get::<RequestBodyCapture>() {
         capture.set(bytes.clone());
     }
-    config.deposit();
 
     // Later attempts drive clones of the service (each made ready first).
     let template = ready.clone();
     let mut first = Some(ready);
-    // The last failed upstream answer (its body is already read) and its class, in case no
-    // key is left to retry with.
-    let mut previous: Option<(Response<ResBody>, FailureClass)> = None;
-    let mut tally = Tally::default();
-    let mut context = AttemptContext {
-        number: 1,
-        prefer: None,
-        avoid: Vec::new(),
-    };
+    let mut engine = Engine::start(config);
     loop {
-        let attempt = context.number;
-        let mut attempt_req = Request::from_parts(parts.clone(), ReqBody::from(bytes.clone()));
-        attempt_req.extensions_mut().insert(context.clone());
-        let served_by = AttemptKey::default();
-        attempt_req.extensions_mut().insert(served_by.clone());
+        let (context, served_by) = engine.attempt();
+        let mut attempt_req =
+            Request::from_parts(parts.clone(), make_body.make_body(bytes.clone()));
+        attempt_req.extensions_mut().insert(context);
+        attempt_req.extensions_mut().insert(served_by);
         let result = match first.take() {
             Some(mut ready) => ready.call(attempt_req).await,
             None => template.clone().oneshot(attempt_req).await,
         };
-        let class = match &result {
-            Ok(res) => match res.extensions().get::<Outcome>() {
-                Some(outcome) => outcome.failure().cloned(),
-                None => config
-                    .classifier
-                    .classify(res.status(), res.headers(), &[])
-                    .err(),
-            },
-            Err(err) => Some(classify_any_error(err)),
-        };
-        let Some(class) = class else {
-            return finish(result, attempt);
-        };
-        if let FailureClass::Local { .. } = class {
-            return match previous.take() {
-                // No key is left to try: the upstream's last answer says more than "no key".
-                Some(upstream) => Ok(upstream_over_local(upstream, result, attempt - 1)),
-                // Answered without reaching the upstream: count only the attempts that did.
-                None => finish(result, attempt - 1),
-            };
-        }
-        // From the answer, or, after an error, from the slot the key layer filled.
-        let key = result
-            .as_ref()
-            .ok()
-            .and_then(|res| res.extensions().get::<KeyId>())
-            .cloned()
-            .or_else(|| served_by.get());
-        let wait = match config.decide(&mut tally, &class, key.as_ref(), &context.avoid) {
-            Decision::Stop => return finish_failed(result, attempt, &class),
-            Decision::KeyFailover => Duration::ZERO,
-            Decision::Retry(wait) => wait,
-        };
-        tracing::debug!(
-            attempt,
-            class = %class,
-            key = key.as_ref().map(tracing::field::display),
-            wait_ms = wait.as_millis() as u64,
-            "retrying"
-        );
-        previous = result.ok().map(|res| (res, class.clone()));
-        context.advance(&class, key);
-        if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
+        if let Some(done) = engine.settle(result, classify_any_error, true).await {
+            return done.map(|res| res.map(ResponseBody::inner));
         }
     }
-}
-
-impl AttemptContext {
-    /// What the next attempt learns from a failed one: the same key again when the fault was on
-    /// the way, otherwise any key but this one.
-    pub(crate) fn advance(&mut self, class: &FailureClass, key: Option<KeyId>) {
-        self.number += 1;
-        match class.action().retry {
-            RetryAdvice::SameKey => self.prefer = key,
-            _ => {
-                self.prefer = None;
-                self.avoid.extend(key);
-            }
-        }
-    }
-}
-
-/// A failed answer the client gets: with the `Retry-After` its class knows, if it has none.
-fn finish_failed<B, E>(
-    result: Result<Response<B>, E>,
-    attempts: u32,
-    class: &FailureClass,
-) -> Result<Response<ResponseBody<B>>, E> {
-    finish(
-        result.map(|mut res| {
-            let status = res.status();
-            fill_retry_after(res.headers_mut(), status, class);
-            res
-        }),
-        attempts,
-    )
-}
-
-fn finish<B, E>(
-    result: Result<Response<B>, E>,
-    attempts: u32,
-) -> Result<Response<ResponseBody<B>>, E> {
-    let mut res = result?;
-    res.headers_mut()
-        .insert(ATTEMPTS_HEADER, HeaderValue::from(attempts));
-    res.extensions_mut().insert(Attempts(attempts));
-    Ok(res.map(ResponseBody::inner))
-}
-
-/// The previous upstream failure, with the `Retry-After` of the local "no key" answer (when the
-/// soonest key is back) when the upstream gave none, else the one its class knows.
-fn upstream_over_local<B, E>(
-    (mut upstream, class): (Response<B>, FailureClass),
-    local: Result<Response<B>, E>,
-    attempts: u32,
-) -> Response<ResponseBody<B>> {
-    if !upstream.headers().contains_key(header::RETRY_AFTER) {
-        if let Some(value) = local
-            .ok()
-            .and_then(|res| res.headers().get(header::RETRY_AFTER).cloned())
-        {
-            upstream.headers_mut().insert(header::RETRY_AFTER, value);
-        }
-    }
-    let status = upstream.status();
-    fill_retry_after(upstream.headers_mut(), status, &class);
-    upstream
-        .headers_mut()
-        .insert(ATTEMPTS_HEADER, HeaderValue::from(attempts));
-    upstream.extensions_mut().insert(Attempts(attempts));
-    upstream.map(ResponseBody::inner)
 }
 
 fn too_large<B>(flavor: ApiFlavor, limit: usize) -> Response<ResponseBody<B>> {

@@ -70,15 +70,18 @@
 
 mod backoff;
 mod decision;
+mod engine;
 pub mod future;
 mod layer;
+mod make_body;
 mod policy;
-mod replay_body;
 
 pub use self::backoff::Backoff;
+#[cfg(feature = "middleware")]
+pub(crate) use self::decision::Config;
 pub use self::decision::DEFAULT_MAX_KEY_FAILOVERS;
 #[cfg(feature = "middleware")]
-pub(crate) use self::decision::{fill_retry_after, Config, Decision, Tally};
+pub(crate) use self::engine::{Answer, Engine};
 pub use self::layer::{Retry, RetryLayer, ATTEMPTS_HEADER, DEFAULT_MAX_BODY_BYTES};
+pub use self::make_body::{FromBytes, MakeBody};
 pub use self::policy::ClassifiedPolicy;
-pub use self::replay_body::ReplayBody;

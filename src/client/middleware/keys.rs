@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use super::{classify_error, local_response, rebuild, request_flavor, request_model, with_url};
 use crate::classify::{Classifier, Outcome};
-use crate::ext::AttemptContext;
+use crate::ext::{AttemptContext, AttemptKey};
 use crate::keys::future::{error_message, redact, truncate, Attempt, MAX_ERROR_BODY};
 use crate::keys::{no_key_response, ApiKey, KeyPlacement, KeyPool};
 use crate::usage::AttemptLog;
@@ -88,6 +88,9 @@ impl Middleware for KeyRotationMiddleware {
                 return Ok(local_response(local, req.url()));
             }
         };
+        if let Some(slot) = extensions.get::<AttemptKey>() {
+            slot.set(lease.id().clone());
+        }
         strip_client_credentials(&mut req);
         inject_key(&mut req, lease.key(), &self.placement);
         let id = lease.id().clone();

@@ -6,16 +6,14 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::{header, Extensions, HeaderValue};
+use http::Extensions;
 use reqwest::{Request, Response};
 use reqwest_middleware::{Error, Middleware, Next, Result};
 use reqwest_retry::{RetryDecision, RetryPolicy, Retryable, RetryableStrategy};
 
 use super::classify_error;
 use crate::classify::{Classifier, FailureClass, Outcome};
-use crate::ext::{AttemptContext, Attempts};
-use crate::keys::KeyId;
-use crate::retry::{fill_retry_after, Config, Decision, RetryLayer, Tally, ATTEMPTS_HEADER};
+use crate::retry::{Answer, Config, Engine, RetryLayer};
 use crate::usage::RequestBodyCapture;
 
 /// The retry loop of [`RetryLayer`] as a reqwest-middleware middleware: same settings, same
@@ -28,7 +26,7 @@ use crate::usage::RequestBodyCapture;
 /// the answer and counts every retry), it waits as long as a short `Retry-After` / `RetryInfo`
 /// asks, and a long one ends the retries so that the caller sees the upstream's answer. When no
 /// key is left to try, the caller gets the upstream's last answer. Answers carry the
-/// [`ATTEMPTS_HEADER`] (every upstream attempt) and the [`Attempts`] extension, and a final 429
+/// [`ATTEMPTS_HEADER`](crate::retry::ATTEMPTS_HEADER) (every upstream attempt) and the [`Attempts`](crate::ext::Attempts) extension, and a final 429
 /// or 503 carries the `Retry-After` its `RetryInfo` gives.
 ///
 /// A request whose body is a stream cannot be replayed: it is sent once.
@@ -68,18 +66,13 @@ impl Middleware for RetryMiddleware {
         extensions: &mut Extensions,
         next: Next<'_>,
     ) -> Result<Response> {
-        let config = &self.config;
         if let Some(capture) = extensions.get::<RequestBodyCapture>() {
             if let Some(body) = req.body().and_then(reqwest::Body::as_bytes) {
                 capture.set(Bytes::copy_from_slice(body));
             }
         }
-        config.deposit();
+        let mut engine = Engine::start(self.config.clone());
         let mut template = Some(req);
-        // The last failed upstream answer and its class, in case no key is left.
-        let mut previous: Option<(Response, FailureClass)> = None;
-        let mut tally = Tally::default();
-        let mut attempt = 1;
         loop {
             // Keep a copy for the next attempt; a streaming body has none and is sent once.
             let Some(current) = template.take() else {
@@ -92,59 +85,33 @@ impl Middleware for RetryMiddleware {
                 }
                 None => current,
             };
-            // The key middleware below adds the key it used to this list after a failure.
-            let failed_before = extensions
-                .get::<AttemptContext>()
-                .map(|context| context.avoid.clone())
-                .unwrap_or_default();
+            let (context, served_by) = engine.attempt();
+            extensions.insert(context);
+            extensions.insert(served_by);
             let result = next.clone().run(attempt_req, extensions).await;
-            let class = match &result {
-                Ok(res) => match res.extensions().get::<Outcome>() {
-                    Some(outcome) => outcome.failure().cloned(),
-                    None => config
-                        .classifier
-                        .classify(res.status(), res.headers(), &[])
-                        .err(),
-                },
-                Err(err) => Some(classify_error(err)),
-            };
-            let Some(class) = class else {
-                return finish(result, attempt);
-            };
-            if let FailureClass::Local { .. } = class {
-                return match previous.take() {
-                    // No key is left to try: the upstream's last answer says more than "no key".
-                    Some(upstream) => Ok(upstream_over_local(upstream, result, attempt - 1)),
-                    // Answered without reaching the upstream: count only the attempts that did.
-                    None => finish(result, attempt - 1),
-                };
-            }
-            if template.is_none() {
-                return finish_failed(result, attempt, &class);
-            }
-            let key = result
-                .as_ref()
-                .ok()
-                .and_then(|res| res.extensions().get::<KeyId>())
-                .cloned();
-            let wait = match config.decide(&mut tally, &class, key.as_ref(), &failed_before) {
-                Decision::Stop => return finish_failed(result, attempt, &class),
-                Decision::KeyFailover => Duration::ZERO,
-                Decision::Retry(wait) => wait,
-            };
-            tracing::debug!(
-                attempt,
-                class = %class,
-                key = key.as_ref().map(tracing::field::display),
-                wait_ms = wait.as_millis() as u64,
-                "retrying"
-            );
-            previous = result.ok().map(|res| (res, class));
-            attempt += 1;
-            if !wait.is_zero() {
-                tokio::time::sleep(wait).await;
+            let repeatable = template.is_some();
+            if let Some(done) = engine.settle(result, classify_error, repeatable).await {
+                return done;
             }
         }
+    }
+}
+
+impl Answer for Response {
+    fn status(&self) -> http::StatusCode {
+        self.status()
+    }
+    fn headers(&self) -> &http::HeaderMap {
+        self.headers()
+    }
+    fn headers_mut(&mut self) -> &mut http::HeaderMap {
+        self.headers_mut()
+    }
+    fn extensions(&self) -> &Extensions {
+        self.extensions()
+    }
+    fn extensions_mut(&mut self) -> &mut Extensions {
+        self.extensions_mut()
     }
 }
 
@@ -159,54 +126,6 @@ impl std::fmt::Display for NotReplayable {
 }
 
 impl std::error::Error for NotReplayable {}
-
-/// A failed answer the caller gets: with the `Retry-After` its class knows, if it has none.
-fn finish_failed(
-    result: Result<Response>,
-    attempts: u32,
-    class: &FailureClass,
-) -> Result<Response> {
-    finish(
-        result.map(|mut res| {
-            let status = res.status();
-            fill_retry_after(res.headers_mut(), status, class);
-            res
-        }),
-        attempts,
-    )
-}
-
-fn finish(result: Result<Response>, attempts: u32) -> Result<Response> {
-    let mut res = result?;
-    res.headers_mut()
-        .insert(ATTEMPTS_HEADER, HeaderValue::from(attempts));
-    res.extensions_mut().insert(Attempts(attempts));
-    Ok(res)
-}
-
-/// The previous upstream failure, with the `Retry-After` of the local "no key" answer when the
-/// upstream gave none, else the one its class knows.
-fn upstream_over_local(
-    (mut upstream, class): (Response, FailureClass),
-    local: Result<Response>,
-    attempts: u32,
-) -> Response {
-    if !upstream.headers().contains_key(header::RETRY_AFTER) {
-        if let Some(value) = local
-            .ok()
-            .and_then(|res| res.headers().get(header::RETRY_AFTER).cloned())
-        {
-            upstream.headers_mut().insert(header::RETRY_AFTER, value);
-        }
-    }
-    let status = upstream.status();
-    fill_retry_after(upstream.headers_mut(), status, &class);
-    upstream
-        .headers_mut()
-        .insert(ATTEMPTS_HEADER, HeaderValue::from(attempts));
-    upstream.extensions_mut().insert(Attempts(attempts));
-    upstream
-}
 
 /// A reqwest-retry [`RetryableStrategy`] that answers from the one [`Classifier`].
 ///
