@@ -632,3 +632,64 @@ async fn a_refused_connection_is_retried_on_the_same_key_on_both_paths() {
     }
     assert_eq!(requests_per_path[0], requests_per_path[1]);
 }
+
+#[tokio::test]
+async fn a_call_dropped_before_its_answer_is_recorded_on_both_paths() {
+    for path in PATHS {
+        let s = setup(path, 1).await;
+        s.mock
+            .set_fault(s.key(0), Fault::Slow(Duration::from_secs(5)));
+        // The caller gives up long before the upstream answers.
+        let gave_up =
+            tokio::time::timeout(Duration::from_millis(200), s.generate(FLASH, "too slow")).await;
+        assert!(
+            gave_up.is_err(),
+            "{path:?}: the call should still be running"
+        );
+
+        let records = s.store.records();
+        assert_eq!(records.len(), 1, "{path:?}: one record, not none");
+        let r = &records[0];
+        assert_eq!(r.completion, Completion::ClientGone, "{path:?}");
+        assert!(!r.success, "{path:?}");
+        assert_eq!(r.model.as_deref(), Some(FLASH), "{path:?}");
+    }
+}
+
+#[tokio::test]
+async fn the_middleware_chain_reads_model_and_flavour_from_one_request_description() {
+    use gemini_balance::api_error::ApiFlavor;
+    use gemini_balance::ext::ModelName;
+
+    let s = setup(Path::Middleware, 1).await;
+    s.pool.disable(&s.id(0));
+    let client = reqwest_middleware::ClientBuilder::new(s.http.clone())
+        .with(UsageMiddleware::new(s.store.clone()))
+        .with(RetryMiddleware::from(s.retry.clone()))
+        .with(KeyRotationMiddleware::new(s.pool.clone()))
+        .build();
+    // A Gemini path, but the caller says the model and the API flavour in extensions: the usage
+    // record and the key layer's local answer both follow them.
+    let res = client
+        .post(format!(
+            "{}/v1beta/models/{FLASH}:generateContent",
+            s.mock.base_url()
+        ))
+        .with_extension(ModelName::new(FLASH_25))
+        .with_extension(ApiFlavor::OpenAi)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(prompt_body("hi"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: serde_json::Value = serde_json::from_slice(&res.bytes().await.unwrap()).unwrap();
+    assert!(
+        body["error"]["type"].is_string() && body["error"].get("status").is_none(),
+        "an OpenAI-format error: {body}"
+    );
+    let r = s.last_record();
+    assert_eq!(r.model.as_deref(), Some(FLASH_25));
+    assert_eq!(r.protocol, ApiFlavor::OpenAi);
+    assert_eq!(s.mock.requests(s.key(0)), 0);
+}

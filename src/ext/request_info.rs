@@ -164,6 +164,26 @@ impl RequestInfo {
         info
     }
 
+    /// [`attach`](Self::attach) for a request held in pieces (a reqwest-middleware request, whose
+    /// extensions travel beside it).
+    #[cfg(feature = "middleware")]
+    pub(crate) fn attach_to(
+        method: &Method,
+        path: &str,
+        headers: &HeaderMap,
+        extensions: &mut Extensions,
+    ) -> RequestInfo {
+        if let Some(info) = extensions
+            .get::<RequestInfo>()
+            .filter(|info| *info.path == *path)
+        {
+            return info.clone();
+        }
+        let info = Self::compute_from(method, path, headers, extensions);
+        extensions.insert(info.clone());
+        info
+    }
+
     /// The model's name, when known.
     pub fn model_name(&self) -> Option<&str> {
         self.model.as_ref().map(ModelName::as_str)
@@ -184,16 +204,20 @@ impl RequestInfo {
 
     /// Works the description out from the request line, headers and extensions.
     fn compute<B>(req: &Request<B>) -> RequestInfo {
-        Self::compute_from(req.method(), req.uri(), req.headers(), req.extensions())
+        Self::compute_from(
+            req.method(),
+            req.uri().path(),
+            req.headers(),
+            req.extensions(),
+        )
     }
 
     fn compute_from(
         method: &Method,
-        uri: &Uri,
+        path: &str,
         headers: &HeaderMap,
         extensions: &Extensions,
     ) -> RequestInfo {
-        let path = uri.path();
         let grpc = headers
             .get(header::CONTENT_TYPE)
             .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
@@ -239,7 +263,12 @@ impl RequestInfo {
     pub(crate) fn update(parts: &mut http::request::Parts, f: impl FnOnce(&mut RequestInfo)) {
         let mut info = match parts.extensions.get::<RequestInfo>() {
             Some(info) if *info.path == *parts.uri.path() => info.clone(),
-            _ => Self::compute_from(&parts.method, &parts.uri, &parts.headers, &parts.extensions),
+            _ => Self::compute_from(
+                &parts.method,
+                parts.uri.path(),
+                &parts.headers,
+                &parts.extensions,
+            ),
         };
         f(&mut info);
         parts.extensions.insert(info);

@@ -21,8 +21,21 @@ pin_project! {
 }
 
 /// The record of a request not answered yet: dropped before the answer (the client went away,
-/// or a layer above gave up on the call), it is written as such, not lost.
-struct Unanswered(Option<Pending>);
+/// or a layer above gave up on the call), it is written as such, not lost. Shared with the
+/// reqwest-middleware `UsageMiddleware`.
+pub(crate) struct Unanswered(Option<Pending>);
+
+impl Unanswered {
+    /// Guards `pending` until the answer comes.
+    pub(crate) fn new(pending: Pending) -> Self {
+        Unanswered(Some(pending))
+    }
+
+    /// The record, now that the answer (or an error) is in; `None` when already taken.
+    pub(crate) fn take(&mut self) -> Option<Pending> {
+        self.0.take()
+    }
+}
 
 impl Drop for Unanswered {
     fn drop(&mut self) {
@@ -42,7 +55,7 @@ impl<F> ResponseFuture<F> {
     pub(super) fn new(inner: F, pending: Pending) -> Self {
         ResponseFuture {
             inner,
-            pending: Unanswered(Some(pending)),
+            pending: Unanswered::new(pending),
         }
     }
 }
@@ -57,7 +70,7 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let result = ready!(this.inner.poll(cx));
-        let Some(pending) = this.pending.0.take() else {
+        let Some(pending) = this.pending.take() else {
             // Polled after completion: nothing more to record.
             return Poll::Ready(result.map(|res| res.map(UsageBody::untracked)));
         };

@@ -75,6 +75,8 @@ pub use self::body::UsageBody;
 #[cfg(feature = "middleware")]
 pub(crate) use self::body::{Head, Pending};
 pub use self::extract::{gemini_usage, usage_from_json, UsageTap};
+#[cfg(feature = "middleware")]
+pub(crate) use self::future::Unanswered;
 pub(crate) use self::handoff::{HandoffGuard, RecordHandoff, Settled};
 pub use self::layer::{Usage, UsageLayer};
 pub use self::record::{AttemptRecord, ClientId, Completion, RequestRecord, TokenUsage};

@@ -8,7 +8,7 @@ use reqwest::{Request, Response};
 use reqwest_middleware::{Middleware, Next, Result};
 use tokio::time::Instant;
 
-use super::{classify_error, local_response, rebuild, request_flavor, request_model, with_url};
+use super::{classify_error, local_response, rebuild, request_info, with_url};
 use crate::classify::{Classifier, Outcome};
 use crate::ext::{AttemptContext, AttemptKey};
 use crate::keys::future::{error_message, redact, truncate, Attempt, MAX_ERROR_BODY};
@@ -72,7 +72,8 @@ impl Middleware for KeyRotationMiddleware {
         extensions: &mut Extensions,
         next: Next<'_>,
     ) -> Result<Response> {
-        let model = request_model(&req, extensions);
+        let info = request_info(&req, extensions);
+        let model = info.model_name().map(str::to_owned);
         let mut context = extensions
             .get::<AttemptContext>()
             .cloned()
@@ -84,7 +85,7 @@ impl Middleware for KeyRotationMiddleware {
         let lease = match self.pool.pick(model.as_deref(), Some(&context)) {
             Ok(lease) => lease,
             Err(no_key) => {
-                let local = no_key_response(request_flavor(&req, extensions), &no_key);
+                let local = no_key_response(info.flavor, &no_key);
                 return Ok(local_response(local, req.url()));
             }
         };
@@ -101,7 +102,7 @@ impl Middleware for KeyRotationMiddleware {
             log: extensions.get::<AttemptLog>().cloned(),
             started: Instant::now(),
             at: SystemTime::now(),
-            flavor: request_flavor(&req, extensions),
+            flavor: info.flavor,
         };
 
         let mut res = match next.run(req, extensions).await {

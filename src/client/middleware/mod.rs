@@ -12,7 +12,7 @@
 //!   [`UsageSink`](crate::store::UsageSink) as the tower [`UsageLayer`](crate::usage::UsageLayer).
 //!
 //! Order them as the tower layers: usage outermost, then retry, then key rotation. The model is
-//! read from the Gemini path, or from a [`ModelName`] request extension
+//! read from the Gemini path, or from a [`ModelName`](crate::ext::ModelName) request extension
 //! (`RequestBuilder::with_extension`).
 //!
 //! [reqwest-middleware]: https://docs.rs/reqwest-middleware
@@ -58,9 +58,8 @@ use reqwest::{Request, Response, ResponseBuilderExt, Url};
 pub use self::keys::KeyRotationMiddleware;
 pub use self::retry::{ClassifiedStrategy, KeyFailoverPolicy, RetryMiddleware};
 pub use self::usage::UsageMiddleware;
-use crate::api_error::ApiFlavor;
 use crate::classify::{classify_any_error, FailureClass};
-use crate::ext::{model_from_path, ModelName};
+use crate::ext::RequestInfo;
 
 /// The class of an error returned instead of a response (a reqwest error, or another
 /// middleware's).
@@ -74,20 +73,11 @@ fn classify_error(err: &reqwest_middleware::Error) -> FailureClass {
     }
 }
 
-/// The model: a [`ModelName`] extension, else the Gemini path.
-fn request_model(req: &Request, extensions: &http::Extensions) -> Option<String> {
-    match extensions.get::<ModelName>() {
-        Some(name) => Some(name.as_str().to_owned()),
-        None => model_from_path(req.url().path()).map(str::to_owned),
-    }
-}
-
-/// The error format: an [`ApiFlavor`] extension, else the path's.
-fn request_flavor(req: &Request, extensions: &http::Extensions) -> ApiFlavor {
-    extensions
-        .get::<ApiFlavor>()
-        .copied()
-        .unwrap_or_else(|| ApiFlavor::of_path(req.url().path()))
+/// The request's description: the current [`RequestInfo`] in `extensions` (the model from a
+/// [`ModelName`](crate::ext::ModelName) extension or the Gemini path, the flavour from an [`ApiFlavor`](crate::api_error::ApiFlavor) extension or the
+/// path), else worked out and stored there, once for the whole chain.
+fn request_info(req: &Request, extensions: &mut http::Extensions) -> RequestInfo {
+    RequestInfo::attach_to(req.method(), req.url().path(), req.headers(), extensions)
 }
 
 /// Keeps the answer's URL when it is rebuilt from `http` parts.

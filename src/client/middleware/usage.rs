@@ -6,9 +6,9 @@ use http::Extensions;
 use reqwest::{Request, Response};
 use reqwest_middleware::{Middleware, Next, Result};
 
-use super::{request_flavor, request_model, with_url};
+use super::{request_info, with_url};
 use crate::store::UsageSink;
-use crate::usage::{ClientId, Head, Pending};
+use crate::usage::{ClientId, Head, Pending, Unanswered};
 
 /// The [`UsageLayer`](crate::usage::UsageLayer) for a `ClientWithMiddleware`: one
 /// [`RequestRecord`](crate::usage::RequestRecord) per call, with every attempt logged by a
@@ -17,7 +17,11 @@ use crate::usage::{ClientId, Head, Pending};
 /// dropped: the record then says the caller went away).
 ///
 /// The response body is passed through as it arrives (an SSE stream stays a stream); token
-/// counts are read from Gemini / OpenAI JSON and SSE answers only.
+/// counts are read from Gemini / OpenAI JSON and SSE answers only. A call dropped before its
+/// answer came (the caller gave up, a timeout fired) is recorded too, as `client_gone`. Flavour
+/// and model come from the request's [`RequestInfo`](crate::ext::RequestInfo) extension (worked
+/// out once, from the path and the [`ModelName`](crate::ext::ModelName) and
+/// [`ApiFlavor`](crate::api_error::ApiFlavor) extensions, and kept for the middleware below).
 #[derive(Clone)]
 pub struct UsageMiddleware {
     sink: Arc<dyn UsageSink>,
@@ -62,22 +66,29 @@ impl Middleware for UsageMiddleware {
         extensions: &mut Extensions,
         next: Next<'_>,
     ) -> Result<Response> {
-        let model = request_model(&req, extensions);
+        let info = request_info(&req, extensions);
         let pending = Pending::start(
             self.sink.clone(),
             Head {
-                flavor: request_flavor(&req, extensions),
+                flavor: info.flavor,
                 path: req.url().path(),
-                model: model.as_deref(),
+                model: info.model_name(),
                 client: extensions.get::<ClientId>().cloned(),
-                streamed: false,
+                streamed: info.pseudo_streamed,
                 bodiless: req.method() == reqwest::Method::HEAD,
                 handoff: None,
             },
             self.record_request_body,
         );
         pending.insert_slots(extensions);
-        match next.run(req, extensions).await {
+        // Dropped before the answer (the caller gave up on the call, or a timeout above fired),
+        // the record is written as `client_gone`, as the tower `UsageLayer` does.
+        let mut unanswered = Unanswered::new(pending);
+        let result = next.run(req, extensions).await;
+        let Some(pending) = unanswered.take() else {
+            return result;
+        };
+        match result {
             Ok(res) => {
                 let url = res.url().clone();
                 let tracked = pending.track(http::Response::<reqwest::Body>::from(res));
