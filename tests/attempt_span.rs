@@ -134,3 +134,44 @@ async fn each_attempt_has_a_span_naming_its_key() {
         .collect();
     assert_eq!(*seen_in.lock().unwrap(), ids);
 }
+
+/// The reqwest-middleware key rotation opens the same span per attempt (the one key core).
+#[cfg(feature = "middleware")]
+#[tokio::test]
+async fn each_middleware_attempt_has_the_same_span() {
+    use gemini_balance::client::{KeyRotationMiddleware, RetryMiddleware};
+
+    let spans = Spans::default();
+    let _guard = tracing::subscriber::set_default(spans.clone());
+    let mock = support::MockGemini::start().await;
+    let keys = support::test_keys(2);
+    mock.set_fault(&keys[0], support::Fault::InvalidKey);
+    let pool = KeyPool::builder().keys(&keys).build().unwrap();
+    let client = reqwest_middleware::ClientBuilder::new(support::client_builder().build().unwrap())
+        .with(RetryMiddleware::new())
+        .with(KeyRotationMiddleware::new(pool))
+        .build();
+    let res = client
+        .post(format!("{}{PATH}", mock.base_url()))
+        .header("content-type", "application/json")
+        .body(support::prompt_body("hi"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+
+    let created = spans.created.lock().unwrap().clone();
+    let attempts: Vec<&Fields> = created.iter().filter(|f| f["name"] == "attempt").collect();
+    assert_eq!(attempts.len(), 2, "{created:?}");
+    for (n, (fields, key)) in attempts.iter().zip(&keys).enumerate() {
+        let id = KeyId::of(key);
+        assert_eq!(fields["level"], "DEBUG");
+        assert_eq!(fields["number"], (n + 1).to_string(), "{fields:?}");
+        assert_eq!(fields["key"], id.mask(), "{fields:?}");
+        assert_eq!(fields["key_id"], id.hex(), "{fields:?}");
+        assert!(
+            !fields.values().any(|v| v.contains(key.as_str())),
+            "{fields:?}"
+        );
+    }
+}

@@ -2,15 +2,12 @@
 
 use std::task::{Context, Poll};
 
-use http::{header, HeaderValue, Request, Response, Uri};
+use http::{header, HeaderValue, Request, Response};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use std::time::SystemTime;
-
-use tokio::time::Instant;
-
-use super::future::{Attempt, ResponseFuture};
+use super::attempt::Attempt;
+use super::future::ResponseFuture;
 use super::pool::KeyPool;
 use super::status::NoKey;
 use crate::api_error::{error_response, ApiFlavor};
@@ -18,8 +15,7 @@ use crate::body::ResponseBody;
 #[cfg(feature = "grpc")]
 use crate::classify::grpc_details::{percent_encode, status_details_bin};
 use crate::classify::{Classifier, FailureClass, Outcome};
-use crate::ext::{request_model, AttemptContext, AttemptKey, Protocol, RequestInfo};
-use crate::usage::AttemptLog;
+use crate::ext::{request_model, AttemptContext, Protocol, RequestInfo};
 
 /// Where the key goes in the upstream request.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -149,11 +145,15 @@ where
         }
         let model = request_model(&req).map(str::to_owned);
         let flavor = info.flavor;
-        let lease = self
-            .pool
-            .pick(model.as_deref(), req.extensions().get::<AttemptContext>());
-        let lease = match lease {
-            Ok(lease) => lease,
+        let attempt = Attempt::begin(
+            &self.pool,
+            model,
+            req.extensions(),
+            &self.classifier,
+            flavor,
+        );
+        let attempt = match attempt {
+            Ok(attempt) => attempt,
             #[cfg(feature = "grpc")]
             Err(no_key) if info.protocol == Protocol::Grpc => {
                 return ResponseFuture::local(
@@ -165,43 +165,20 @@ where
                 return ResponseFuture::local(local.map(ResponseBody::full));
             }
         };
-        if let Some(slot) = req.extensions().get::<AttemptKey>() {
-            slot.set(lease.id().clone());
-        }
-        let log = req.extensions().get::<AttemptLog>().cloned();
-        let started = Instant::now();
-        strip_client_credentials(&mut req);
-        inject_key(&mut req, lease.key(), &self.placement);
-        req.extensions_mut().insert(lease.id().clone());
+        attempt.prepare(&mut req, &self.placement);
+        req.extensions_mut().insert(attempt.lease.id().clone());
 
         // One span per attempt, naming the key by its fingerprint and id (never the secret);
         // the fields are only worked out when a subscriber wants DEBUG spans of this crate.
-        let span = tracing::debug_span!(
-            "attempt",
-            number = req
-                .extensions()
-                .get::<AttemptContext>()
-                .map_or(1, |ctx| ctx.number),
-            key = %lease.id(),
-            key_id = %lease.id().hex(),
-            model = model.as_deref().unwrap_or(""),
-        );
+        let number = req
+            .extensions()
+            .get::<AttemptContext>()
+            .map_or(1, |ctx| ctx.number);
+        let span = attempt.span(number);
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let future = span.in_scope(|| inner.call(req));
-        ResponseFuture::called(
-            future,
-            Attempt {
-                lease,
-                model,
-                classifier: self.classifier.clone(),
-                log,
-                started,
-                at: SystemTime::now(),
-                flavor,
-            },
-            span,
-        )
+        ResponseFuture::called(future, attempt, span)
     }
 }
 
@@ -291,66 +268,6 @@ pub(crate) fn no_key_response(flavor: ApiFlavor, no_key: &NoKey) -> Response<byt
     Response::from_parts(parts, body)
 }
 
-/// Removes every credential the client sent, so it never reaches the upstream.
-pub(crate) fn strip_client_credentials<B>(req: &mut Request<B>) {
-    let headers = req.headers_mut();
-    headers.remove("x-goog-api-key");
-    headers.remove(header::AUTHORIZATION);
-    headers.remove("api-key");
-    if let Some(stripped) = without_query_param(req.uri(), "key") {
-        *req.uri_mut() = stripped;
-    }
-}
-
-pub(super) fn inject_key<B>(req: &mut Request<B>, key: &super::ApiKey, placement: &KeyPlacement) {
-    match placement {
-        KeyPlacement::GoogApiKeyHeader => {
-            req.headers_mut()
-                .insert("x-goog-api-key", key.header_value().clone());
-        }
-        KeyPlacement::BearerToken => {
-            req.headers_mut()
-                .insert(header::AUTHORIZATION, key.bearer_value().clone());
-        }
-        KeyPlacement::QueryParameter => {
-            let uri = req.uri();
-            let path = uri.path();
-            let query = match uri.query() {
-                Some(q) if !q.is_empty() => format!("{q}&key={}", key.expose_secret()),
-                _ => format!("key={}", key.expose_secret()),
-            };
-            let mut parts = uri.clone().into_parts();
-            if let Ok(pq) = format!("{path}?{query}").parse() {
-                parts.path_and_query = Some(pq);
-                if let Ok(new) = Uri::from_parts(parts) {
-                    *req.uri_mut() = new;
-                }
-            }
-        }
-    }
-}
-
-/// The URI without any `name=` query pairs; `None` when there were none.
-fn without_query_param(uri: &Uri, name: &str) -> Option<Uri> {
-    let query = uri.query()?;
-    let is_named = |pair: &str| pair.split('=').next() == Some(name);
-    if !query.split('&').any(is_named) {
-        return None;
-    }
-    let kept: Vec<&str> = query
-        .split('&')
-        .filter(|p| !p.is_empty() && !is_named(p))
-        .collect();
-    let pq = if kept.is_empty() {
-        uri.path().to_owned()
-    } else {
-        format!("{}?{}", uri.path(), kept.join("&"))
-    };
-    let mut parts = uri.clone().into_parts();
-    parts.path_and_query = Some(pq.parse().ok()?);
-    Uri::from_parts(parts).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -381,22 +298,5 @@ mod tests {
             .unwrap()
             .to_bytes();
         assert_eq!(body, chosen.hex().as_bytes());
-    }
-
-    #[test]
-    fn strips_only_the_key_parameter() {
-        let cases = [
-            ("/m?key=abc", Some("/m")),
-            ("/m?alt=sse&key=abc", Some("/m?alt=sse")),
-            ("/m?key=abc&alt=sse&key=def", Some("/m?alt=sse")),
-            ("/m?keys=1&alt=sse", None),
-            ("/m", None),
-            ("http://h:1/m?key=1&x=2", Some("http://h:1/m?x=2")),
-        ];
-        for (input, expected) in cases {
-            let uri: Uri = input.parse().unwrap();
-            let out = without_query_param(&uri, "key").map(|u| u.to_string());
-            assert_eq!(out.as_deref(), expected, "{input}");
-        }
     }
 }

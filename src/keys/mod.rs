@@ -60,6 +60,7 @@
 //! ```
 
 mod api_key;
+mod attempt;
 mod daily_reset;
 mod entry;
 pub mod future;
@@ -71,10 +72,12 @@ mod status;
 use std::fmt;
 
 pub use self::api_key::{looks_like_gemini_key, ApiKey, InvalidKey};
+pub(crate) use self::attempt::strip_client_credentials;
+#[cfg(feature = "middleware")]
+pub(crate) use self::attempt::{unreadable_error_answer, Attempt, UpstreamRequest, Verdict};
 pub use self::daily_reset::next_daily_reset;
 #[cfg(feature = "middleware")]
 pub(crate) use self::layer::no_key_response;
-pub(crate) use self::layer::strip_client_credentials;
 pub use self::layer::{KeyPlacement, KeyRotation, KeyRotationLayer};
 pub use self::pool::{KeyLease, KeyPool, KeyPoolBuilder, DEFAULT_MAX_FAILURES};
 pub use self::status::{

@@ -74,6 +74,7 @@ use tokio::time::Instant;
 use tower::ServiceExt;
 use tower_service::Service;
 
+use super::attempt::{error_message, inject_key, judge};
 use super::{KeyId, KeyPlacement, KeyPool};
 use crate::classify::{classify_any_error, Classifier, FailureClass, Outcome};
 
@@ -82,9 +83,6 @@ const PROBE_BODY: &str = r#"{"contents":[{"role":"user","parts":[{"text":"hi"}]}
 
 /// The most of an error answer read (the classifier reads no more than its start).
 const MAX_ERROR_BODY: usize = 64 * 1024;
-
-/// The most of an upstream message kept in a report when it is not Gemini's JSON.
-const MAX_MESSAGE: usize = 512;
 
 /// Probes keys of a pool against an upstream service; see the [module docs](self).
 ///
@@ -249,7 +247,7 @@ where
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        super::layer::inject_key(&mut req, lease.key(), &self.placement);
+        inject_key(&mut req, lease.key(), &self.placement);
         // The key's own route, for an upstream that routes per key.
         req.extensions_mut().insert(id.clone());
         let started = Instant::now();
@@ -270,22 +268,17 @@ where
             .await
             .map(|c| c.to_bytes())
             .unwrap_or_default();
-        let outcome: Outcome = self
-            .classifier
-            .classify(parts.status, &parts.headers, &bytes)
-            .into();
-        let message = (!outcome.is_success()).then(|| {
-            // Redacted whole, by bytes, before anything is cut from it: a key across the cut
-            // would otherwise keep its start.
-            let redacted = lease.key().secret_forms().redact(&bytes);
-            serde_json::from_slice::<serde_json::Value>(&redacted)
-                .ok()
-                .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
-                .unwrap_or_else(|| {
-                    String::from_utf8_lossy(&redacted[..redacted.len().min(MAX_MESSAGE)])
-                        .into_owned()
-                })
-        });
+        // Classified, and redacted whole, by bytes, before anything is cut from the message: a
+        // key across the cut would otherwise keep its start.
+        let (outcome, redacted) = judge(
+            &self.classifier,
+            lease.key(),
+            parts.status,
+            &parts.headers,
+            bytes,
+            false,
+        );
+        let message = (!outcome.is_success()).then(|| error_message(&redacted));
         let latency = started.elapsed();
         lease.report_probe(&outcome);
         Some(report(outcome, Some(parts.status), message, latency))

@@ -1,19 +1,19 @@
 //! [`KeyRotationMiddleware`]: the key pool as a reqwest-middleware middleware.
 
-use std::time::SystemTime;
-
 use bytes::{Bytes, BytesMut};
-use http::{header, Extensions};
+use http::Extensions;
 use reqwest::{Request, Response};
 use reqwest_middleware::{Middleware, Next, Result};
-use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::{classify_error, local_response, rebuild, request_info, with_url};
 use crate::classify::{Classifier, Outcome};
-use crate::ext::{AttemptContext, AttemptKey};
-use crate::keys::future::{error_message, redact, truncate, Attempt, MAX_ERROR_BODY};
-use crate::keys::{no_key_response, ApiKey, KeyPlacement, KeyPool};
-use crate::usage::AttemptLog;
+use crate::ext::AttemptContext;
+use crate::keys::future::MAX_ERROR_BODY;
+use crate::keys::{
+    no_key_response, unreadable_error_answer, Attempt, KeyPlacement, KeyPool, UpstreamRequest,
+    Verdict,
+};
 
 /// Picks a key from a [`KeyPool`] for each attempt, injects it, strips the caller's own
 /// credentials, and reports the classified answer back to the pool: the
@@ -24,6 +24,10 @@ use crate::usage::AttemptLog;
 /// quoted in error bodies, and the attempt log of a [`UsageMiddleware`](super::UsageMiddleware).
 /// Error bodies (only those) are read, at most 1 MiB, to classify and redact them; the answer
 /// carries the [`KeyId`](crate::keys::KeyId) and the [`Outcome`] in its extensions.
+///
+/// Lease, credential stripping, key placement, judging, reporting, redaction and the `DEBUG`
+/// span `attempt` per attempt are the tower layer's own code (one core, shared with
+/// [`KeyProbe`](crate::keys::probe::KeyProbe) too).
 ///
 /// After a failed attempt it leaves an [`AttemptContext`] in the request's extensions, so that
 /// a retry middleware above (this crate's [`RetryMiddleware`](super::RetryMiddleware), or
@@ -74,6 +78,16 @@ impl Middleware for KeyRotationMiddleware {
     ) -> Result<Response> {
         let info = request_info(&req, extensions);
         let model = info.model_name().map(str::to_owned);
+        let attempt =
+            match Attempt::begin(&self.pool, model, extensions, &self.classifier, info.flavor) {
+                Ok(attempt) => attempt,
+                Err(no_key) => {
+                    let local = no_key_response(info.flavor, &no_key);
+                    return Ok(local_response(local, req.url()));
+                }
+            };
+        attempt.prepare(&mut req, &self.placement);
+        let id = attempt.lease.id().clone();
         let mut context = extensions
             .get::<AttemptContext>()
             .cloned()
@@ -82,38 +96,14 @@ impl Middleware for KeyRotationMiddleware {
                 prefer: None,
                 avoid: Vec::new(),
             });
-        let lease = match self.pool.pick(model.as_deref(), Some(&context)) {
-            Ok(lease) => lease,
-            Err(no_key) => {
-                let local = no_key_response(info.flavor, &no_key);
-                return Ok(local_response(local, req.url()));
-            }
-        };
-        if let Some(slot) = extensions.get::<AttemptKey>() {
-            slot.set(lease.id().clone());
-        }
-        strip_client_credentials(&mut req);
-        inject_key(&mut req, lease.key(), &self.placement);
-        let id = lease.id().clone();
-        let attempt = Attempt {
-            lease,
-            model,
-            classifier: self.classifier.clone(),
-            log: extensions.get::<AttemptLog>().cloned(),
-            started: Instant::now(),
-            at: SystemTime::now(),
-            flavor: info.flavor,
-        };
+        let span = attempt.span(context.number);
 
-        let mut res = match next.run(req, extensions).await {
+        let result = next.run(req, extensions).instrument(span).await;
+        let mut res = match result {
             Ok(res) => res,
             Err(err) => {
                 let class = classify_error(&err);
-                attempt.report(
-                    &Outcome::Failure(class.clone()),
-                    None,
-                    Some(truncate(class.to_string())),
-                );
+                attempt.failed(&class);
                 context.advance(&class, Some(id));
                 extensions.insert(context);
                 return Err(err);
@@ -124,53 +114,72 @@ impl Middleware for KeyRotationMiddleware {
             // is decoded here, so the classifier, the redaction and the usage tap read text.
             res = decode(res);
         }
+        let verdict = attempt.judge_head(
+            res.status(),
+            res.headers(),
+            res.extensions().get::<Outcome>(),
+        );
         res.extensions_mut().insert(id.clone());
-        if self.classifier.is_success(res.status(), res.headers()) {
-            // A stream can carry an error event that quotes the key after its 200.
-            let forms = attempt.lease.key().secret_forms().clone();
-            attempt.report(&Outcome::Success, Some(res.status()), None);
-            res.extensions_mut().insert(Outcome::Success);
-            return Ok(redacting(res, forms));
-        }
-
-        if crate::decode::is_encoded(res.headers()) {
-            // An encoding nothing here can read: its bytes can be neither classified by their
-            // content nor redacted, so they are not passed on.
-            let url = res.url().clone();
-            let (parts, _unread) = http::Response::<reqwest::Body>::from(res).into_parts();
-            let local = crate::keys::future::unreadable_error_answer(parts, attempt);
-            if let Some(class) = local
-                .extensions()
-                .get::<Outcome>()
-                .and_then(Outcome::failure)
-            {
-                context.advance(class, Some(id));
-                extensions.insert(context);
+        let (res, outcome) = match verdict {
+            Verdict::Local(local) => {
+                res.extensions_mut().insert(local);
+                return Ok(res);
             }
-            return Ok(local_response(local, &url));
-        }
-        let status = res.status();
-        let mut body = read_error_body(&mut res).await;
-        if body.len() >= MAX_ERROR_BODY {
-            // Cut at the cap: an end that begins a key cannot be redacted, so it goes.
-            let keep = attempt.lease.key().secret_forms().cut_partial_end(&body);
-            body.truncate(keep);
-        }
-        let outcome: Outcome = self
-            .classifier
-            .classify(status, res.headers(), &body)
-            .into();
-        // Error bodies may quote the key: never let it reach the caller or a log.
-        let body = redact(body, &attempt.lease);
-        let message = attempt.log.as_ref().map(|_| error_message(&body));
-        attempt.report(&outcome, Some(status), message);
-        if let Some(class) = outcome.failure() {
+            Verdict::Success(forms) => {
+                res.extensions_mut().insert(Outcome::Success);
+                return Ok(redacting(res, forms));
+            }
+            Verdict::Unreadable(attempt) => {
+                // An encoding nothing here can read.
+                let url = res.url().clone();
+                let (parts, _unread) = http::Response::<reqwest::Body>::from(res).into_parts();
+                let local = unreadable_error_answer(parts, attempt);
+                let outcome = local.extensions().get::<Outcome>().cloned();
+                (local_response(local, &url), outcome)
+            }
+            Verdict::ReadError(attempt) => {
+                let status = res.status();
+                let body = read_error_body(&mut res).await;
+                let cut = body.len() >= MAX_ERROR_BODY;
+                let (outcome, body) = attempt.error_answer(status, res.headers(), body, cut);
+                let mut res = rebuild(res, body);
+                res.extensions_mut().insert(outcome.clone());
+                (res, Some(outcome))
+            }
+        };
+        // For a retry above (reqwest-retry's too): another key after the key's failure, the
+        // same after the network's.
+        if let Some(class) = outcome.as_ref().and_then(Outcome::failure) {
             context.advance(class, Some(id));
             extensions.insert(context);
         }
-        let mut res = rebuild(res, body);
-        res.extensions_mut().insert(outcome);
         Ok(res)
+    }
+}
+
+impl UpstreamRequest for Request {
+    fn headers_mut(&mut self) -> &mut http::HeaderMap {
+        self.headers_mut()
+    }
+
+    fn remove_key_param(&mut self) {
+        let url = self.url_mut();
+        if url.query_pairs().any(|(name, _)| name == "key") {
+            let kept: Vec<(String, String)> = url
+                .query_pairs()
+                .filter(|(name, _)| name != "key")
+                .map(|(n, v)| (n.into_owned(), v.into_owned()))
+                .collect();
+            if kept.is_empty() {
+                url.set_query(None);
+            } else {
+                url.query_pairs_mut().clear().extend_pairs(kept);
+            }
+        }
+    }
+
+    fn append_key_param(&mut self, secret: &str) {
+        self.url_mut().query_pairs_mut().append_pair("key", secret);
     }
 }
 
@@ -203,43 +212,4 @@ async fn read_error_body(res: &mut Response) -> Bytes {
     }
     buf.truncate(MAX_ERROR_BODY);
     buf.freeze()
-}
-
-/// Removes every credential the caller set, so only the pool's key reaches the upstream.
-fn strip_client_credentials(req: &mut Request) {
-    let headers = req.headers_mut();
-    headers.remove("x-goog-api-key");
-    headers.remove(header::AUTHORIZATION);
-    headers.remove("api-key");
-    let url = req.url_mut();
-    if url.query_pairs().any(|(name, _)| name == "key") {
-        let kept: Vec<(String, String)> = url
-            .query_pairs()
-            .filter(|(name, _)| name != "key")
-            .map(|(n, v)| (n.into_owned(), v.into_owned()))
-            .collect();
-        if kept.is_empty() {
-            url.set_query(None);
-        } else {
-            url.query_pairs_mut().clear().extend_pairs(kept);
-        }
-    }
-}
-
-fn inject_key(req: &mut Request, key: &ApiKey, placement: &KeyPlacement) {
-    match placement {
-        KeyPlacement::GoogApiKeyHeader => {
-            req.headers_mut()
-                .insert("x-goog-api-key", key.header_value().clone());
-        }
-        KeyPlacement::BearerToken => {
-            req.headers_mut()
-                .insert(header::AUTHORIZATION, key.bearer_value().clone());
-        }
-        KeyPlacement::QueryParameter => {
-            req.url_mut()
-                .query_pairs_mut()
-                .append_pair("key", key.expose_secret());
-        }
-    }
 }
