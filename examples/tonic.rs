@@ -42,13 +42,56 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 
 const GENERATE: &str = "/google.ai.generativelanguage.v1beta.GenerativeService/GenerateContent";
 const MODEL: &str = "gemini-2.0-flash";
-const KEYS: [&str; 2] = [
+pub(crate) const KEYS: [&str; 2] = [
     "AIzaSyDemo_abcdefghijklmnopqrstuvwx0001",
     "AIzaSyDemo_abcdefghijklmnopqrstuvwx0002",
 ];
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
+    let demo = run().await?;
+    for answer in &demo.answers {
+        println!("answer: {answer}");
+    }
+    let Demo {
+        pool,
+        client_usage,
+        server_usage,
+        ..
+    } = demo;
+
+    for key in pool.snapshots() {
+        println!("key {} {:?} requests={}", key.id, key.status, key.requests);
+    }
+    for record in client_usage.records() {
+        println!(
+            "client record: attempts={} key={} grpc-status={:?} classes={:?}",
+            record.attempts,
+            record.key.map(|k| k.to_string()).unwrap_or_default(),
+            record.grpc_status,
+            record
+                .attempt_log
+                .iter()
+                .map(|a| a.class.unwrap_or("success"))
+                .collect::<Vec<_>>(),
+        );
+    }
+    for record in server_usage.records() {
+        println!("server record: grpc-status={:?}", record.grpc_status);
+    }
+    Ok(())
+}
+
+/// What the demo did: the answers, the pool, and the usage records of both sides.
+pub(crate) struct Demo {
+    pub(crate) answers: Vec<String>,
+    pub(crate) pool: KeyPool,
+    pub(crate) client_usage: MemoryStore,
+    pub(crate) server_usage: MemoryStore,
+}
+
+/// Starts the stand-in server, then calls it twice through the client's layers.
+pub(crate) async fn run() -> Result<Demo, Error> {
     // The server, with a usage layer around it.
     let server_usage = MemoryStore::new();
     let incoming = TcpIncoming::bind("127.0.0.1:0".parse()?)?;
@@ -75,6 +118,7 @@ async fn main() -> Result<(), Error> {
         .service(channel);
 
     let mut grpc = tonic::client::Grpc::new(client);
+    let mut answers = Vec::new();
     for prompt in ["Hello", "Hello again"] {
         grpc.ready().await?;
         let mut req = tonic::Request::new(GenerateContentRequest {
@@ -95,33 +139,18 @@ async fn main() -> Result<(), Error> {
                 ProstCodec::<GenerateContentRequest, GenerateContentResponse>::default(),
             )
             .await?;
-        let text = &res.get_ref().candidates[0]
+        let text = res.get_ref().candidates[0]
             .content
             .as_ref()
             .map_or("", |c| &c.parts[0].text);
-        println!("answer: {text}");
+        answers.push(text.to_string());
     }
-
-    for key in pool.snapshots() {
-        println!("key {} {:?} requests={}", key.id, key.status, key.requests);
-    }
-    for record in client_usage.records() {
-        println!(
-            "client record: attempts={} key={} grpc-status={:?} classes={:?}",
-            record.attempts,
-            record.key.map(|k| k.to_string()).unwrap_or_default(),
-            record.grpc_status,
-            record
-                .attempt_log
-                .iter()
-                .map(|a| a.class.unwrap_or("success"))
-                .collect::<Vec<_>>(),
-        );
-    }
-    for record in server_usage.records() {
-        println!("server record: grpc-status={:?}", record.grpc_status);
-    }
-    Ok(())
+    Ok(Demo {
+        answers,
+        pool,
+        client_usage,
+        server_usage,
+    })
 }
 
 /// Stands in for Gemini's gRPC endpoint: the first demo key's quota is used up.
