@@ -23,6 +23,18 @@
 //!   "no key"), with a `Retry-After` saying when a key is back if the upstream gave none. A
 //!   final 429 or 503 whose delay is known (`RetryInfo`) always carries it as `Retry-After`.
 //!
+//! Each attempt's request body is rebuilt from the buffered bytes with `From<Bytes>` (axum's,
+//! reqwest's, `Full<Bytes>`, ...); for a body without it, give [`RetryLayer::replay_with`] its
+//! constructor: around a tonic `Channel`, `RetryLayer::new().replay_with(tonic::body::Body::new)`
+//! (see [`MakeBody`]).
+//!
+//! The names [`Retry`] and [`RetryLayer`] are also tower's (`tower::retry`), on purpose: this is
+//! the same idea, specialised (tower's takes a `Policy` and clones requests; this one buffers
+//! the body and asks the classifier). The two cannot be mixed up silently: tower has no prelude,
+//! `RetryLayer::new` takes a policy there and nothing here, and glob-importing both is an
+//! ambiguity error. To keep tower's loop, give it this crate's decisions with
+//! [`ClassifiedPolicy`](crate::classify::ClassifiedPolicy).
+//!
 //! # Example
 //!
 //! ```
