@@ -33,7 +33,7 @@
 //! the body and asks the classifier). The two cannot be mixed up silently: tower has no prelude,
 //! `RetryLayer::new` takes a policy there and nothing here, and glob-importing both is an
 //! ambiguity error. To keep tower's loop, give it this crate's decisions with
-//! [`ClassifiedPolicy`](crate::classify::ClassifiedPolicy).
+//! [`ClassifiedPolicy`].
 //!
 //! # Example
 //!
