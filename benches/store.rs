@@ -19,10 +19,10 @@ use std::time::{Duration, Instant, SystemTime};
 use criterion::{criterion_main, BatchSize, Criterion, Throughput};
 use gemini_balance::keys::KeyId;
 use gemini_balance::store::sqlite::logs::{self, ErrorQuery, RequestQuery};
-use gemini_balance::store::sqlite::rusqlite::Connection;
 use gemini_balance::store::sqlite::stats::{self, Filter, Granularity, Window};
 use gemini_balance::store::{SqliteStore, TimeZone, UsageSink};
 use gemini_balance::usage::{AttemptRecord, ClientId, RequestRecord};
+use rusqlite::Connection;
 
 /// Distinct keys, used round-robin.
 const KEYS: usize = 100;

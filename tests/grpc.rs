@@ -21,7 +21,8 @@ use gemini_balance::classify::{FailureClass, QuotaScope};
 use gemini_balance::ext::ModelName;
 use gemini_balance::keys::{ApiKey, DisabledReason, KeyPool, KeyRotationLayer, KeyStatus};
 use gemini_balance::retry::RetryLayer;
-use gemini_balance::store::MemoryStore;
+use gemini_balance::store::stats::Window;
+use gemini_balance::store::{MemoryStore, SqliteStore, StatsStore, UsageSink};
 use gemini_balance::usage::UsageLayer;
 use prost::Message;
 use support::test_keys;
@@ -570,6 +571,29 @@ async fn when_every_key_is_exhausted_the_caller_gets_resource_exhausted_with_its
         "a failed gRPC call is not a success, whatever its HTTP status"
     );
     assert_eq!(record.attempts, 2);
+    // Both answers came as HTTP 200 with `grpc-status: 8`: rate limited by their class, not
+    // their status, and every store counts them so.
+    assert!(record
+        .attempt_log
+        .iter()
+        .all(|a| a.status == Some(200) && a.class == Some("rate_limited")));
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = SqliteStore::open(dir.path().join("usage.db")).unwrap();
+    sqlite.record(record.clone());
+    sqlite.flush().unwrap();
+    let stores: [(&str, &dyn StatsStore); 2] = [("memory", &store), ("sqlite", &sqlite)];
+    for (name, stats) in stores {
+        let hour = stats.summary().await.unwrap().last_hour;
+        assert_eq!((hour.calls, hour.successes), (1, 0), "{name}");
+        assert_eq!(
+            (hour.attempts, hour.rate_limited_attempts),
+            (2, 2),
+            "{name}"
+        );
+        let day = Window::last(Duration::from_secs(86_400));
+        let top = stats.top_rate_limited_keys(day, 10).await.unwrap();
+        assert_eq!(top.len(), 2, "{name}");
+    }
     assert_eq!(status.code(), Code::ResourceExhausted);
     let details = RpcStatus::decode(status.details()).unwrap();
     assert!(details

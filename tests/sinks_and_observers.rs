@@ -34,7 +34,7 @@ fn every_sink_of_a_tee_gets_every_record() {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let seen_by_closure = seen.clone();
     let closure =
-        sink_fn(move |record: RequestRecord| seen_by_closure.lock().unwrap().push(record.id));
+        sink_fn(move |record: RequestRecord| seen_by_closure.lock().unwrap().push(record.id.get()));
     let sink = Arc::new(store.clone()).tee(closure);
     for id in 1..=3 {
         sink.record(RequestRecord::new(id, SystemTime::now()));

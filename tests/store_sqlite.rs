@@ -14,12 +14,12 @@ use std::time::{Duration, Instant, SystemTime};
 use gemini_balance::classify::{FailureClass, Outcome, QuotaScope};
 use gemini_balance::keys::{DisabledReason, KeyId, KeyPool, KeyStatus};
 use gemini_balance::store::sqlite::logs::{self, ErrorQuery, RequestQuery};
-use gemini_balance::store::sqlite::rusqlite::Connection;
 use gemini_balance::store::sqlite::stats::{self, Window};
 use gemini_balance::store::sqlite::Retention;
 use gemini_balance::store::{KeyStateStore, SqliteStore, TimeZone, UsageSink};
 use gemini_balance::usage::{AttemptRecord, ClientId, RequestRecord};
 use http::StatusCode;
+use rusqlite::Connection;
 
 const MODEL: &str = "gemini-2.0-flash";
 
@@ -699,8 +699,8 @@ fn error_and_request_logs_page_filter_and_delete() {
         detail.message.as_deref(),
         Some("Internal error encountered.")
     );
-    assert_eq!(detail.request_id, format!("{:016x}", 100));
-    let attempts = store.read(|c| logs::attempts(c, 5)).unwrap();
+    assert_eq!(detail.request_id.to_string(), format!("{:016x}", 100));
+    let attempts = store.read(|c| logs::attempts(c, 5.into())).unwrap();
     assert_eq!(attempts.len(), 3);
     assert_eq!(attempts[2].status, Some(200));
 
@@ -891,7 +891,7 @@ fn a_request_served_by_its_first_attempt_keeps_it_in_its_own_row() {
     );
 
     // The admin's view of its attempts is the same as if it had its own row.
-    let attempts = store.read(move |c| logs::attempts(c, lone)).unwrap();
+    let attempts = store.read(move |c| logs::attempts(c, lone.into())).unwrap();
     assert_eq!(attempts.len(), 1, "{attempts:?}");
     let a = &attempts[0];
     assert_eq!(a.at_ms, stats_ms(now));
@@ -901,14 +901,18 @@ fn a_request_served_by_its_first_attempt_keeps_it_in_its_own_row() {
     assert_eq!(a.status, Some(200));
     assert_eq!(a.class, None);
     assert_eq!(a.latency_ms, 80);
-    let attempts = store.read(move |c| logs::attempts(c, retried)).unwrap();
+    let attempts = store
+        .read(move |c| logs::attempts(c, retried.into()))
+        .unwrap();
     assert_eq!(attempts.len(), 2);
     assert_eq!(attempts[0].status, Some(429));
-    let attempts = store.read(move |c| logs::attempts(c, failed_id)).unwrap();
+    let attempts = store
+        .read(move |c| logs::attempts(c, failed_id.into()))
+        .unwrap();
     assert_eq!(attempts.len(), 1);
     assert_eq!(attempts[0].class.as_deref(), Some("server_error"));
     assert!(store
-        .read(move |c| logs::attempts(c, timed_id(now, 99)))
+        .read(move |c| logs::attempts(c, timed_id(now, 99).into()))
         .unwrap()
         .is_empty());
 
@@ -937,7 +941,7 @@ fn a_request_served_by_its_first_attempt_keeps_it_in_its_own_row() {
         .unwrap();
     assert_eq!(store.delete_request_logs(&[id]).unwrap(), 1);
     assert!(store
-        .read(move |c| logs::attempts(c, lone))
+        .read(move |c| logs::attempts(c, lone.into()))
         .unwrap()
         .is_empty());
 }

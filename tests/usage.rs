@@ -446,3 +446,47 @@ async fn openai_chats_over_the_conversion_record_the_upstreams_tokens() {
         );
     }
 }
+
+/// Success is the classifier's verdict, not the status: a `200` that an inner layer classed as
+/// a failure is recorded as failed, and one without a verdict is judged by the classifier's
+/// reading of its status.
+#[tokio::test]
+async fn success_follows_the_classifier_not_the_status() {
+    use gemini_balance::classify::{FailureClass, Outcome, QuotaScope};
+    async fn record_of(outcome: Option<Outcome>, status: StatusCode) -> RequestRecord {
+        let store = MemoryStore::new();
+        let service = ServiceBuilder::new()
+            .layer(UsageLayer::new(store.clone()))
+            .service(service_fn(move |_req: Request<Full<Bytes>>| {
+                let outcome = outcome.clone();
+                async move {
+                    let mut res = Response::new(Full::new(Bytes::from_static(b"{}")));
+                    *res.status_mut() = status;
+                    if let Some(outcome) = outcome {
+                        res.extensions_mut().insert(outcome);
+                    }
+                    Ok::<_, Infallible>(res)
+                }
+            }));
+        let req = Request::post(format!("/v1beta/models/{FLASH}:generateContent"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let res = service.oneshot(req).await.unwrap();
+        res.into_body().collect().await.unwrap();
+        store.records().remove(0)
+    }
+    let quota = Outcome::Failure(FailureClass::RateLimited {
+        retry_after: None,
+        scope: QuotaScope::Unknown,
+    });
+    let failed = record_of(Some(quota), StatusCode::OK).await;
+    assert_eq!(failed.status, 200);
+    assert!(!failed.success, "classed rate limited under a 200");
+    assert!(
+        record_of(Some(Outcome::Success), StatusCode::OK)
+            .await
+            .success
+    );
+    assert!(record_of(None, StatusCode::OK).await.success);
+    assert!(!record_of(None, StatusCode::TOO_MANY_REQUESTS).await.success);
+}

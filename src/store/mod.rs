@@ -1,5 +1,6 @@
-//! Where usage and key state go: the [`UsageSink`] and [`KeyStateStore`] traits, an in-memory
-//! [`MemoryStore`], and the SQLite store (the default; feature `sqlite`, see [`sqlite`]).
+//! Where usage and key state go, and how they come back: the [`UsageSink`], [`KeyStateStore`]
+//! and [`StatsStore`] traits, an in-memory [`MemoryStore`], and the SQLite store (the default;
+//! feature `sqlite`, see [`sqlite`]).
 //!
 //! The request path only ever calls [`UsageSink::record`], which must not block: stores queue
 //! the record and write it elsewhere (the SQLite store has a writer thread). Other stores (a
@@ -17,10 +18,13 @@
 //! assert_eq!(store.records().len(), 1);
 //! ```
 
+pub mod logs;
 mod memory;
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub mod sqlite;
+pub mod stats;
+mod stats_store;
 #[cfg(feature = "sqlite")]
 mod time_zone;
 
@@ -32,6 +36,7 @@ pub use self::memory::MemoryStore;
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use self::sqlite::SqliteStore;
+pub use self::stats_store::{StatsStore, StoreFuture, UsageBy};
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use self::time_zone::{TimeZone, UnknownTimeZone};

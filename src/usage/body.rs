@@ -16,6 +16,9 @@ use super::handoff::RecordHandoff;
 use super::record::{Completion, RequestRecord, TokenUsage};
 use super::sink::UsageSink;
 
+/// Judges a response no `KeyRotation` classified (its status and headers only).
+static CLASSIFIER: crate::classify::Classifier = crate::classify::Classifier::new();
+
 /// Longest request body kept in a record.
 const MAX_RECORDED_BODY: usize = 64 * 1024;
 
@@ -30,21 +33,9 @@ pub(crate) struct Pending {
     pub(super) sink: Arc<dyn UsageSink>,
     /// An outer layer that answered the client itself has the last word on the record.
     pub(super) handoff: Option<RecordHandoff>,
-}
-
-/// A request id that grows with time: the milliseconds since 1970 above 20 bits of a counter
-/// that starts at random. Ids are unique within a process up to a million requests per
-/// millisecond, and time-ordered ids land at the end of the store's `request_id` index instead
-/// of on a random page of it (a third of the SQLite writer's cost per record with random ids).
-fn request_id(at: std::time::SystemTime) -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: std::sync::OnceLock<AtomicU64> = std::sync::OnceLock::new();
-    let counter = COUNTER.get_or_init(|| AtomicU64::new(fastrand::u64(..)));
-    let ms = at
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    // 43 bits of milliseconds last until the year 2248; the id stays below 2^63 (stored as i64).
-    ((ms & ((1 << 43) - 1)) << 20) | (counter.fetch_add(1, Ordering::Relaxed) & 0xF_FFFF)
+    /// The classifier's verdict on the response head: the [`Outcome`](crate::classify::Outcome)
+    /// `KeyRotation` left on it, else the classifier's reading of the status and headers.
+    pub(super) head_ok: bool,
 }
 
 /// What the usage layer records about a request before it is sent.
@@ -65,7 +56,7 @@ impl Pending {
     /// Starts the record of a request; `capture` asks `Retry` for the request body.
     pub(crate) fn start(sink: Arc<dyn UsageSink>, head: Head<'_>, capture: bool) -> Pending {
         let at = std::time::SystemTime::now();
-        let mut record = RequestRecord::new(request_id(at), at);
+        let mut record = RequestRecord::new(crate::usage::RequestId::next(at), at);
         record.protocol = head.flavor;
         record.route = head.path.to_owned();
         record.model = head.model.map(str::to_owned);
@@ -80,6 +71,7 @@ impl Pending {
             upstream_usage: UpstreamUsage::default(),
             sink,
             handoff: head.handoff,
+            head_ok: false,
         }
     }
 
@@ -104,6 +96,15 @@ impl Pending {
         record.status = res.status().as_u16();
         record.grpc_status = crate::classify::grpc_code(res.headers());
         record.key = res.extensions().get::<crate::fingerprint::KeyId>().cloned();
+        // Success is the classifier's word, not the status alone: an answer it classed as a
+        // failure (a quota error under a 200, a gRPC `RESOURCE_EXHAUSTED`) is no success. The
+        // head the client gets must pass too: a layer between may have answered in its place
+        // (a 502 for an answer it could not convert) and kept the attempt's `Outcome`.
+        self.head_ok = CLASSIFIER.is_success(res.status(), res.headers())
+            && res
+                .extensions()
+                .get::<crate::classify::Outcome>()
+                .is_none_or(crate::classify::Outcome::is_success);
         if record.model.is_none() {
             // Named in the request body, not the path (OpenAI's chat and embeddings): the inner
             // layer that read the body says which on the response.
@@ -155,7 +156,7 @@ impl Pending {
         record.tokens = self.upstream_usage.get().or(tokens).unwrap_or_default();
         record.streamed |= streamed;
         record.completion = completion;
-        record.success = (200..300).contains(&record.status)
+        record.success = self.head_ok
             && completion == Completion::Complete
             && record.grpc_status.is_none_or(|code| code == 0);
         record.attempt_log = self.log.take();
@@ -311,25 +312,5 @@ where
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::request_id;
-    use std::time::{Duration, UNIX_EPOCH};
-
-    #[test]
-    fn request_ids_are_unique_and_follow_time() {
-        let at = UNIX_EPOCH + Duration::from_millis(1_790_000_000_123);
-        let mut ids: Vec<u64> = (0..100_000).map(|_| request_id(at)).collect();
-        assert!(ids.iter().all(|id| id >> 20 == 1_790_000_000_123));
-        ids.sort_unstable();
-        ids.dedup();
-        assert_eq!(ids.len(), 100_000);
-        let later = request_id(at + Duration::from_millis(1));
-        assert!(ids.iter().all(|id| *id < later));
-        // Stored as an SQLite INTEGER (i64): never negative.
-        assert!(i64::try_from(later).is_ok());
     }
 }

@@ -79,4 +79,6 @@ pub use self::extract::{gemini_usage, usage_from_json, UsageTap};
 pub(crate) use self::future::Unanswered;
 pub(crate) use self::handoff::{HandoffGuard, RecordHandoff, Settled};
 pub use self::layer::{Usage, UsageLayer};
-pub use self::record::{AttemptRecord, ClientId, Completion, RequestRecord, TokenUsage};
+pub use self::record::{
+    AttemptRecord, ClientId, Completion, InvalidRequestId, RequestId, RequestRecord, TokenUsage,
+};

@@ -1,5 +1,7 @@
 //! What gets recorded: one [`RequestRecord`] per client request, with its attempts.
 
+use std::fmt;
+use std::str::FromStr;
 use std::time::{Duration, SystemTime};
 
 use crate::api_error::ApiFlavor;
@@ -68,6 +70,118 @@ impl Completion {
     }
 }
 
+/// The id of one client request: links its record, its attempts and its error log rows.
+///
+/// Shown everywhere (logs, the admin API's JSON, its URLs) as 16 lowercase hex digits; parsed
+/// from the same form. Ids from [`RequestId::next`] grow with time: the milliseconds since
+/// 1970 above 20 bits of a counter that starts at random, so they are unique within a process
+/// up to a million requests per millisecond, and a store's index on them grows at its end.
+///
+/// ```
+/// use gemini_balance::usage::RequestId;
+///
+/// let id: RequestId = "0000018c2b3e4f51".parse()?;
+/// assert_eq!(id.to_string(), "0000018c2b3e4f51");
+/// assert_eq!(serde_json::to_string(&id)?, r#""0000018c2b3e4f51""#);
+/// assert!("not hex".parse::<RequestId>().is_err());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct RequestId(u64);
+
+impl RequestId {
+    /// A new id for a request that arrived at `at` (time-ordered, unique in this process).
+    pub fn next(at: SystemTime) -> RequestId {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static COUNTER: std::sync::OnceLock<AtomicU64> = std::sync::OnceLock::new();
+        let counter = COUNTER.get_or_init(|| AtomicU64::new(fastrand::u64(..)));
+        RequestId::at(at, counter.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// The id made of `at`'s millisecond and the low 20 bits of `serial` (an importer's ids,
+    /// stable across runs).
+    pub fn at(at: SystemTime, serial: u64) -> RequestId {
+        let ms = at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        // 43 bits of milliseconds last until the year 2248; the id stays below 2^63, so a
+        // database keeps it as a signed 64-bit integer.
+        RequestId(((ms & ((1 << 43) - 1)) << 20) | (serial & 0xF_FFFF))
+    }
+
+    /// The id as a number (what a database column holds).
+    pub fn get(self) -> u64 {
+        self.0
+    }
+
+    /// The millisecond since 1970 an id from [`next`](Self::next) or [`at`](Self::at) was made for.
+    pub fn millis(self) -> u64 {
+        self.0 >> 20
+    }
+}
+
+impl From<u64> for RequestId {
+    fn from(id: u64) -> Self {
+        RequestId(id)
+    }
+}
+
+impl From<RequestId> for u64 {
+    fn from(id: RequestId) -> Self {
+        id.0
+    }
+}
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+impl fmt::Debug for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RequestId({:016x})", self.0)
+    }
+}
+
+/// Not a request id: it takes exactly 16 hex digits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidRequestId;
+
+impl fmt::Display for InvalidRequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("not a request id (16 hex digits)")
+    }
+}
+
+impl std::error::Error for InvalidRequestId {}
+
+impl FromStr for RequestId {
+    type Err = InvalidRequestId;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.len() != 16 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(InvalidRequestId);
+        }
+        u64::from_str_radix(s, 16)
+            .map(RequestId)
+            .map_err(|_| InvalidRequestId)
+    }
+}
+
+impl serde::Serialize for RequestId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for RequestId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = std::borrow::Cow::<'de, str>::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// One upstream attempt, as seen by [`KeyRotation`](crate::keys::KeyRotation).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttemptRecord {
@@ -99,7 +213,7 @@ impl AttemptRecord {
 #[non_exhaustive]
 pub struct RequestRecord {
     /// An id linking the request to its attempts and errors (time-ordered, unique per process).
-    pub id: u64,
+    pub id: RequestId,
     /// When the request arrived.
     pub at: SystemTime,
     /// Gemini or OpenAI.
@@ -118,7 +232,11 @@ pub struct RequestRecord {
     pub status: u16,
     /// The gRPC status of a gRPC call (`grpc-status` of the headers or trailers), else `None`.
     pub grpc_status: Option<u32>,
-    /// `true` for a 2xx that completed (and, for gRPC, ended with `grpc-status: 0`).
+    /// `true` when the classifier called the answer a success (the
+    /// [`Classifier`](crate::classify::Classifier)'s reading of the status and headers the
+    /// client got, and the [`Outcome`](crate::classify::Outcome) `KeyRotation` left on it),
+    /// its body completed, and a gRPC call ended with `grpc-status: 0`. A quota error under a
+    /// `200` (a gRPC `RESOURCE_EXHAUSTED`) is no success, whatever the status says.
     pub success: bool,
     /// Upstream attempts made, moves to another key after a key's failure included (so it can
     /// exceed the retry layer's `max_attempts`, which does not count those).
@@ -142,9 +260,9 @@ pub struct RequestRecord {
 
 impl RequestRecord {
     /// A record with the given id and arrival time and everything else empty.
-    pub fn new(id: u64, at: SystemTime) -> Self {
+    pub fn new(id: impl Into<RequestId>, at: SystemTime) -> Self {
         RequestRecord {
-            id,
+            id: id.into(),
             at,
             protocol: ApiFlavor::Gemini,
             route: String::new(),
@@ -163,5 +281,46 @@ impl RequestRecord {
             attempt_log: Vec::new(),
             request_body: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RequestId;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn request_ids_are_unique_and_follow_time() {
+        let at = UNIX_EPOCH + Duration::from_millis(1_790_000_000_123);
+        let mut ids: Vec<RequestId> = (0..100_000).map(|_| RequestId::next(at)).collect();
+        assert!(ids.iter().all(|id| id.millis() == 1_790_000_000_123));
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), 100_000);
+        let later = RequestId::next(at + Duration::from_millis(1));
+        assert!(ids.iter().all(|id| *id < later));
+        // Stored as an SQLite INTEGER (i64): never negative.
+        assert!(i64::try_from(later.get()).is_ok());
+    }
+
+    #[test]
+    fn request_ids_read_back_as_shown() {
+        let id = RequestId::from(0x0123_4567_89ab_cdef);
+        assert_eq!(id.to_string(), "0123456789abcdef");
+        assert_eq!("0123456789ABCDEF".parse::<RequestId>(), Ok(id));
+        assert_eq!(
+            serde_json::from_str::<RequestId>(r#""0123456789abcdef""#).ok(),
+            Some(id)
+        );
+        for bad in [
+            "",
+            "123",
+            "0123456789abcdefa",
+            "+123456789abcdef",
+            "0123456789abcdeg",
+        ] {
+            assert!(bad.parse::<RequestId>().is_err(), "{bad:?}");
+        }
+        assert!(serde_json::from_str::<RequestId>("12").is_err());
     }
 }

@@ -352,10 +352,10 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         }),
         app.auth_limit.clone(),
     );
-    let admin = admin::router(admin::AdminState {
-        app: app.clone(),
-        sessions: Some(web_admin.sessions.clone()),
-    });
+    let admin = admin::router(admin::AdminState::new(
+        app.clone(),
+        Some(web_admin.sessions.clone()),
+    ));
     let router = Router::new()
         .fallback(handle)
         .with_state(app.clone())

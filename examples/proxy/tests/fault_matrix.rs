@@ -41,7 +41,7 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use common::Proxy;
 use gemini_balance::store::sqlite::logs::{ErrorEntry, ErrorQuery, RequestEntry, RequestQuery};
-use gemini_balance::store::sqlite::rusqlite;
+
 use gemini_balance::store::SqliteStore;
 use serde_json::{json, Value};
 use support::{prompt_body, test_key, Compression, Encoding, Fault, MockGemini};

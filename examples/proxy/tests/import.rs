@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use gemini_balance::store::sqlite::rusqlite::{params, Connection, OpenFlags};
+use rusqlite::{params, Connection, OpenFlags};
 use serde_json::Value;
 use support::{prompt_body, test_key, MockGemini};
 

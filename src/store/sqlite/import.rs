@@ -69,7 +69,7 @@ use super::writer::{
 use super::{sql_error, SqliteStore};
 use crate::keys::KeyId;
 use crate::store::StoreError;
-use crate::usage::RequestRecord;
+use crate::usage::{RequestId, RequestRecord};
 
 /// Rows of another system's logs, written by [`SqliteStore::import`] in one transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,7 +123,7 @@ impl ImportBatch {
 #[non_exhaustive]
 pub struct ImportedError {
     /// The request id it is filed under (see [`ErrorEntry::request_id`](super::logs::ErrorEntry)).
-    pub request_id: u64,
+    pub request_id: RequestId,
     /// When the attempt started.
     pub at: SystemTime,
     /// The key used, when known.
@@ -142,9 +142,9 @@ pub struct ImportedError {
 
 impl ImportedError {
     /// An error at `at` of class `class`, filed under `request_id`, with nothing else known.
-    pub fn new(request_id: u64, at: SystemTime, class: impl Into<String>) -> Self {
+    pub fn new(request_id: impl Into<RequestId>, at: SystemTime, class: impl Into<String>) -> Self {
         ImportedError {
-            request_id,
+            request_id: request_id.into(),
             at,
             key: None,
             model: None,
@@ -394,7 +394,7 @@ fn write(conn: &mut Connection, batch: &ImportBatch) -> Result<bool, StoreError>
             }
             error.execute(params![
                 ms_of(e.at),
-                e.request_id as i64,
+                e.request_id.get() as i64,
                 e.key.as_ref().map(KeyId::hex).unwrap_or_default(),
                 e.key.as_ref().map(KeyId::mask).unwrap_or_default(),
                 e.model,

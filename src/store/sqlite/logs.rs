@@ -1,8 +1,7 @@
-//! Paging through the error log and the request log, with filters.
-//!
-//! Like [`stats`](super::stats), plain functions over a [`rusqlite::Connection`] returning
-//! `Serialize` values; newest first. The query structs are `Deserialize` with every field
-//! optional, so an admin API can take them from a query string.
+//! The error log and the request log on SQLite: the queries behind
+//! [`StatsStore`](crate::store::StatsStore)'s log methods, as plain functions over a
+//! `rusqlite::Connection` (see [`stats`](super::stats)). They block. The types are
+//! [`store::logs`](crate::store::logs)'s.
 //!
 //! # Example
 //!
@@ -35,213 +34,25 @@
 //! let page = store.read(|conn| logs::errors(conn, &query))?;
 //! assert_eq!(page.total, 1);
 //! assert_eq!(page.entries[0].status, Some(429));
+//! assert_eq!(page.entries[0].request_id.to_string(), "0000000000000007");
 //! # Ok(())
 //! # }
 //! ```
 
-use rusqlite::types::Value;
-use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
-use serde::{Deserialize, Serialize};
-
 use super::snapshot::snapshot;
 use super::sql_error;
+pub use crate::store::logs::{
+    AttemptEntry, ErrorEntry, ErrorPage, ErrorQuery, RequestEntry, RequestPage, RequestQuery,
+    MAX_PAGE,
+};
 use crate::store::StoreError;
-
-/// Most rows one page returns.
-pub const MAX_PAGE: u32 = 1_000;
-
-/// Filters and paging for [`errors`]. Every filter is optional.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct ErrorQuery {
-    /// Only this key (its id, 16 hex digits).
-    pub key_id: Option<String>,
-    /// Only this model.
-    pub model: Option<String>,
-    /// Only this upstream status.
-    pub status: Option<u16>,
-    /// Only this failure class (`rate_limited`, `key_rejected`, ...).
-    pub class: Option<String>,
-    /// Only rows at or after this time (ms since the epoch).
-    pub from_ms: Option<i64>,
-    /// Only rows before this time (ms since the epoch).
-    pub to_ms: Option<i64>,
-    /// Only rows whose message contains this text (ASCII case-insensitive).
-    pub search: Option<String>,
-    /// Rows per page (default 50, at most [`MAX_PAGE`]).
-    pub limit: u32,
-    /// Rows to skip.
-    pub offset: u64,
-}
-
-impl Default for ErrorQuery {
-    fn default() -> Self {
-        ErrorQuery {
-            key_id: None,
-            model: None,
-            status: None,
-            class: None,
-            from_ms: None,
-            to_ms: None,
-            search: None,
-            limit: 50,
-            offset: 0,
-        }
-    }
-}
-
-/// One failed upstream attempt.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[non_exhaustive]
-pub struct ErrorEntry {
-    /// Row id (for [`error`] and deletion).
-    pub id: i64,
-    /// When the attempt started (ms since the epoch).
-    pub at_ms: i64,
-    /// The client request's id, 16 hex digits.
-    pub request_id: String,
-    /// The key's id.
-    pub key_id: String,
-    /// The key's fingerprint.
-    pub key_mask: String,
-    /// The model.
-    pub model: Option<String>,
-    /// The upstream status; `None` for a transport error.
-    pub status: Option<u16>,
-    /// The failure class.
-    pub class: String,
-    /// The upstream's message (keys redacted, at most 2,000 characters).
-    pub message: Option<String>,
-    /// The request body, when recording bodies was enabled; only filled by [`error`].
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub request_body: Option<String>,
-}
-
-/// A page of the error log.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[non_exhaustive]
-pub struct ErrorPage {
-    /// Rows matching the filters, all pages together.
-    pub total: u64,
-    /// This page, newest first.
-    pub entries: Vec<ErrorEntry>,
-}
-
-/// Filters and paging for [`requests`]. Every filter is optional.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct RequestQuery {
-    /// Only requests whose final key is this one (its id).
-    pub key_id: Option<String>,
-    /// Only this model.
-    pub model: Option<String>,
-    /// Only this client token (its id).
-    pub client_id: Option<String>,
-    /// Only successful (`true`) or failed (`false`) requests.
-    pub success: Option<bool>,
-    /// Only this status (as the client got it).
-    pub status: Option<u16>,
-    /// Only requests at or after this time (ms since the epoch).
-    pub from_ms: Option<i64>,
-    /// Only requests before this time (ms since the epoch).
-    pub to_ms: Option<i64>,
-    /// Rows per page (default 50, at most [`MAX_PAGE`]).
-    pub limit: u32,
-    /// Rows to skip.
-    pub offset: u64,
-}
-
-impl Default for RequestQuery {
-    fn default() -> Self {
-        RequestQuery {
-            key_id: None,
-            model: None,
-            client_id: None,
-            success: None,
-            status: None,
-            from_ms: None,
-            to_ms: None,
-            limit: 50,
-            offset: 0,
-        }
-    }
-}
-
-/// One client request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[non_exhaustive]
-pub struct RequestEntry {
-    /// Row id.
-    pub id: i64,
-    /// The request's id, 16 hex digits.
-    pub request_id: String,
-    /// When it arrived (ms since the epoch).
-    pub at_ms: i64,
-    /// `gemini` or `openai`.
-    pub protocol: String,
-    /// The path.
-    pub route: String,
-    /// The model.
-    pub model: Option<String>,
-    /// The final key's id.
-    pub key_id: Option<String>,
-    /// The final key's fingerprint.
-    pub key_mask: Option<String>,
-    /// The client token's id.
-    pub client_id: Option<String>,
-    /// The client token's fingerprint.
-    pub client_mask: Option<String>,
-    /// The status the client got.
-    pub status: u16,
-    /// A complete 2xx.
-    pub success: bool,
-    /// Upstream attempts.
-    pub attempts: u32,
-    /// Until the end of the response.
-    pub latency_ms: u64,
-    /// Until the first body byte.
-    pub ttfb_ms: Option<u64>,
-    /// An SSE response.
-    pub streamed: bool,
-    /// `complete`, `client_gone`, `body_error`, `no_response` or `error_event`.
-    pub completion: String,
-    /// Tokens.
-    pub tokens: super::stats::Tokens,
-}
-
-/// A page of the request log.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[non_exhaustive]
-pub struct RequestPage {
-    /// This page, newest first.
-    pub entries: Vec<RequestEntry>,
-    /// `true` when more rows follow this page.
-    pub has_more: bool,
-}
-
-/// One upstream attempt of a request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[non_exhaustive]
-pub struct AttemptEntry {
-    /// When it started (ms since the epoch).
-    pub at_ms: i64,
-    /// The key's id.
-    pub key_id: String,
-    /// The key's fingerprint.
-    pub key_mask: String,
-    /// The model.
-    pub model: Option<String>,
-    /// The upstream status; `None` for a transport error.
-    pub status: Option<u16>,
-    /// The failure class; `None` on success.
-    pub class: Option<String>,
-    /// Until the response head.
-    pub latency_ms: u64,
-}
+use crate::usage::RequestId;
+use rusqlite::types::Value;
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 
 /// The 16-hex-digit form of a stored request id.
-fn request_hex(stored: i64) -> String {
-    format!("{:016x}", stored as u64)
+fn request_hex(stored: i64) -> RequestId {
+    RequestId::from(stored as u64)
 }
 
 fn unsigned(v: Option<i64>) -> u64 {
@@ -454,7 +265,7 @@ fn request_of(row: &Row<'_>) -> RequestEntry {
         ttfb_ms: int(14).map(|v| unsigned(Some(v))),
         streamed: int(15).unwrap_or(0) != 0,
         completion: row.get(16).unwrap_or_default(),
-        tokens: super::stats::Tokens {
+        tokens: crate::store::stats::Tokens {
             prompt: unsigned(int(17)),
             candidates: unsigned(int(18)),
             thoughts: unsigned(int(19)),
@@ -466,7 +277,7 @@ fn request_of(row: &Row<'_>) -> RequestEntry {
 }
 
 /// The upstream attempts of one request, in order.
-pub fn attempts(conn: &Connection, request_id: u64) -> Result<Vec<AttemptEntry>, StoreError> {
+pub fn attempts(conn: &Connection, request_id: RequestId) -> Result<Vec<AttemptEntry>, StoreError> {
     let mut stmt = conn
         .prepare_cached(
             "SELECT at_ms, key_id, key_mask, model, status, class, latency_ms FROM attempt_log \
@@ -474,7 +285,7 @@ pub fn attempts(conn: &Connection, request_id: u64) -> Result<Vec<AttemptEntry>,
         )
         .map_err(sql_error("reading attempts"))?;
     let rows = stmt
-        .query_map(params![request_id as i64], |row| {
+        .query_map(params![request_id.get() as i64], |row| {
             Ok(AttemptEntry {
                 at_ms: row.get(0).unwrap_or(0),
                 key_id: row.get(1).unwrap_or_default(),
@@ -503,7 +314,7 @@ pub fn attempts(conn: &Connection, request_id: u64) -> Result<Vec<AttemptEntry>,
         .map_err(sql_error("reading attempts"))?;
     let rows = stmt
         .query_map(
-            params![(request_id >> 20) as i64, request_id as i64],
+            params![request_id.millis() as i64, request_id.get() as i64],
             |row| {
                 Ok(AttemptEntry {
                     at_ms: row.get(0).unwrap_or(0),
@@ -549,7 +360,7 @@ mod tests {
     #[test]
     fn like_patterns_escape_wildcards() {
         assert_eq!(contains_pattern("50%_off\\"), "%50\\%\\_off\\\\%");
-        assert_eq!(request_hex(-1), "ffffffffffffffff");
+        assert_eq!(request_hex(-1).to_string(), "ffffffffffffffff");
         assert_eq!(page(0, 3), (50, 3));
         assert_eq!(page(5_000, 0), (1_000, 0));
     }

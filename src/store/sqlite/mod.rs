@@ -11,10 +11,12 @@
 //! digest in hex) and fingerprint (`AIza…x4Fq`); error messages and request bodies pass
 //! through [`redact_keys`](crate::redact::redact_keys) first.
 //!
-//! Statistics ([`stats`]) and log pages ([`logs`]) are plain functions over a
-//! [`rusqlite::Connection`]; the store runs them on its own read-only connection
-//! ([`SqliteStore::read`], [`SqliteStore::read_async`] and the shortcuts such as
-//! [`SqliteStore::summary`]). Schema, durability window and `sqlite3` examples: `docs/store.md`.
+//! Statistics and log pages come through [`StatsStore`](crate::store::StatsStore) (async: the
+//! queries run on Tokio's blocking pool) or the blocking shortcuts such as
+//! [`SqliteStore::summary`], on the store's own read-only connection. Queries of your own run
+//! there too ([`SqliteStore::read`], with `rusqlite` as a dependency of yours, version 0.43),
+//! and so do the queries behind the trait ([`stats`], [`logs`]), for a moment of your choice.
+//! Schema, durability window and `sqlite3` examples: `docs/store.md`.
 //!
 //! # Example
 //!
@@ -72,7 +74,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant, SystemTime};
 
-pub use rusqlite;
 use rusqlite::{Connection, OpenFlags};
 use serde::Serialize;
 
@@ -82,6 +83,9 @@ use self::retention::{Purge, Table};
 pub use self::schema::SCHEMA_VERSION;
 use self::stats::{Granularity, SeriesPoint, Summary, UsageRow, Window};
 use self::writer::{Msg, Shared, Throttle, Writer};
+use super::logs::LogDeletion;
+pub use super::stats::WriterStats;
+use super::stats_store::{StatsStore, StoreFuture, UsageBy};
 use super::{KeyStateStore, StoreError, TimeZone, UsageSink};
 use crate::keys::{KeyId, KeyObserver, KeySnapshot};
 use crate::usage::RequestRecord;
@@ -304,26 +308,6 @@ impl fmt::Debug for SqliteStore {
     }
 }
 
-/// The writer's counters: how full the channel is and what happened to every record.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-#[non_exhaustive]
-pub struct WriterStats {
-    /// Records accepted and not yet committed (in the channel or in the batch being written).
-    pub queued: u64,
-    /// The channel's capacity.
-    pub capacity: u64,
-    /// Records dropped because the channel was full (or the store was shut down).
-    pub dropped: u64,
-    /// Records committed.
-    pub written: u64,
-    /// Records accepted but lost because their transaction failed (disk full, I/O error).
-    pub lost: u64,
-    /// Transactions committed.
-    pub batches: u64,
-    /// `false` once the store is shut down.
-    pub running: bool,
-}
-
 impl SqliteStore {
     /// Opens (creating or migrating) the database at `path` with default options.
     pub fn open(path: impl AsRef<Path>) -> Result<SqliteStore, StoreError> {
@@ -485,7 +469,7 @@ impl SqliteStore {
         &self.inner.time_zone
     }
 
-    /// [`stats::summary`] now, the month in the store's [time zone](Self::time_zone), with the
+    /// The header figures now, the month in the store's [time zone](Self::time_zone), with the
     /// writer's counters. These are taken just before the windows are read, so every record
     /// they count as [`written`](WriterStats::written) is in the windows (records committed
     /// in between may be too). Blocks (see [`read`](Self::read)).
@@ -497,42 +481,48 @@ impl SqliteStore {
         Ok(summary)
     }
 
-    /// [`stats::by_key`]. Blocks (see [`read`](Self::read)).
+    /// Usage per key ([`StatsStore::usage`]). Blocks (see [`read`](Self::read)).
     pub fn usage_by_key(&self, window: Window) -> Result<Vec<UsageRow>, StoreError> {
         self.read(|c| stats::by_key(c, window))
     }
 
-    /// [`stats::by_model`]. Blocks (see [`read`](Self::read)).
+    /// Usage per model ([`StatsStore::usage`]). Blocks (see [`read`](Self::read)).
     pub fn usage_by_model(&self, window: Window) -> Result<Vec<UsageRow>, StoreError> {
         self.read(|c| stats::by_model(c, window))
     }
 
-    /// [`stats::by_client`]. Blocks (see [`read`](Self::read)).
+    /// Usage per client ([`StatsStore::usage`]). Blocks (see [`read`](Self::read)).
     pub fn usage_by_client(&self, window: Window) -> Result<Vec<UsageRow>, StoreError> {
         self.read(|c| stats::by_client(c, window))
     }
 
-    /// [`stats::series`] ending now, over everything. Blocks (see [`read`](Self::read)).
+    /// [`StatsStore::series`] over everything. Blocks (see [`read`](Self::read)).
     pub fn series(&self, granularity: Granularity) -> Result<Vec<SeriesPoint>, StoreError> {
         self.read(|c| stats::series(c, granularity, SystemTime::now(), None))
     }
 
-    /// [`stats::top_rate_limited_keys`]. Blocks (see [`read`](Self::read)).
+    /// [`StatsStore::top_rate_limited_keys`]. Blocks (see [`read`](Self::read)).
     pub fn top_rate_limited_keys(
         &self,
         window: Window,
         limit: u32,
-    ) -> Result<Vec<stats::RateLimitedKey>, StoreError> {
+    ) -> Result<Vec<super::stats::RateLimitedKey>, StoreError> {
         self.read(|c| stats::top_rate_limited_keys(c, window, limit))
     }
 
-    /// [`logs::errors`]. Blocks (see [`read`](Self::read)).
-    pub fn error_log(&self, query: &logs::ErrorQuery) -> Result<logs::ErrorPage, StoreError> {
+    /// [`StatsStore::errors`]. Blocks (see [`read`](Self::read)).
+    pub fn error_log(
+        &self,
+        query: &super::logs::ErrorQuery,
+    ) -> Result<super::logs::ErrorPage, StoreError> {
         self.read(|c| logs::errors(c, query))
     }
 
-    /// [`logs::requests`]. Blocks (see [`read`](Self::read)).
-    pub fn request_log(&self, query: &logs::RequestQuery) -> Result<logs::RequestPage, StoreError> {
+    /// [`StatsStore::requests`]. Blocks (see [`read`](Self::read)).
+    pub fn request_log(
+        &self,
+        query: &super::logs::RequestQuery,
+    ) -> Result<super::logs::RequestPage, StoreError> {
         self.read(|c| logs::requests(c, query))
     }
 
@@ -794,6 +784,103 @@ impl KeyStateStore for SqliteStore {
     fn load_key_states(&self) -> Result<Vec<KeySnapshot>, StoreError> {
         self.flush()?;
         self.read(key_state::load)
+    }
+}
+
+impl SqliteStore {
+    /// A blocking job on Tokio's blocking pool.
+    fn blocking<T, F>(&self, f: F) -> StoreFuture<'static, T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&SqliteStore) -> Result<T, StoreError> + Send + 'static,
+    {
+        let store = self.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || f(&store))
+                .await
+                .map_err(|e| StoreError::with_source("the query task failed", e))?
+        })
+    }
+}
+
+/// Reads run on Tokio's blocking pool (the methods must be called within a Tokio runtime);
+/// deletions go through the writer, a few thousand rows at a time for
+/// [`LogDeletion::Before`].
+impl StatsStore for SqliteStore {
+    fn summary(&self) -> StoreFuture<'_, Summary> {
+        self.blocking(SqliteStore::summary)
+    }
+
+    fn usage(&self, by: UsageBy, window: Window) -> StoreFuture<'_, Vec<UsageRow>> {
+        Box::pin(self.read_async(move |c| match by {
+            UsageBy::Key => stats::by_key(c, window),
+            UsageBy::Model => stats::by_model(c, window),
+            UsageBy::Client => stats::by_client(c, window),
+        }))
+    }
+
+    fn models_of_key(&self, key: KeyId, window: Window) -> StoreFuture<'_, Vec<UsageRow>> {
+        Box::pin(self.read_async(move |c| stats::models_of_key(c, &key.hex(), window)))
+    }
+
+    fn key_mask(&self, key: KeyId) -> StoreFuture<'_, Option<String>> {
+        Box::pin(self.read_async(move |c| stats::key_mask(c, &key.hex())))
+    }
+
+    fn top_rate_limited_keys(
+        &self,
+        window: Window,
+        limit: u32,
+    ) -> StoreFuture<'_, Vec<super::stats::RateLimitedKey>> {
+        Box::pin(self.read_async(move |c| stats::top_rate_limited_keys(c, window, limit)))
+    }
+
+    fn series(
+        &self,
+        granularity: Granularity,
+        filter: Option<super::stats::Filter>,
+    ) -> StoreFuture<'_, Vec<SeriesPoint>> {
+        Box::pin(
+            self.read_async(move |c| {
+                stats::series(c, granularity, SystemTime::now(), filter.as_ref())
+            }),
+        )
+    }
+
+    fn errors(&self, query: super::logs::ErrorQuery) -> StoreFuture<'_, super::logs::ErrorPage> {
+        Box::pin(self.read_async(move |c| logs::errors(c, &query)))
+    }
+
+    fn error(&self, id: i64) -> StoreFuture<'_, Option<super::logs::ErrorEntry>> {
+        Box::pin(self.read_async(move |c| logs::error(c, id)))
+    }
+
+    fn requests(
+        &self,
+        query: super::logs::RequestQuery,
+    ) -> StoreFuture<'_, super::logs::RequestPage> {
+        Box::pin(self.read_async(move |c| logs::requests(c, &query)))
+    }
+
+    fn attempts(
+        &self,
+        request: crate::usage::RequestId,
+    ) -> StoreFuture<'_, Vec<super::logs::AttemptEntry>> {
+        Box::pin(self.read_async(move |c| logs::attempts(c, request)))
+    }
+
+    fn delete_errors(&self, which: LogDeletion) -> StoreFuture<'_, u64> {
+        self.blocking(move |store| match which {
+            LogDeletion::Ids(ids) => store.delete_error_logs(&ids),
+            LogDeletion::Before(cutoff) => store.delete_error_logs_before(cutoff),
+        })
+    }
+
+    fn delete_requests(&self, which: LogDeletion) -> StoreFuture<'_, u64> {
+        self.blocking(move |store| match which {
+            LogDeletion::Ids(ids) => store.delete_request_logs(&ids),
+            LogDeletion::Before(cutoff) => store.delete_request_logs_before(cutoff),
+        })
     }
 }
 

@@ -193,7 +193,7 @@ impl<'a> Rollup<'a> {
             let counters = Counters {
                 attempts: 1,
                 failed_attempts: i64::from(attempt.failed()),
-                rate_limited_attempts: i64::from(attempt.status == Some(429)),
+                rate_limited_attempts: i64::from(attempt.class == Some("rate_limited")),
                 ..Counters::default()
             };
             let model = attempt.model.as_deref().map_or(model, Value::Name);

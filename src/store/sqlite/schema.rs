@@ -186,7 +186,7 @@ CREATE TEMP TABLE backfill AS
                       WHEN 'key_model' THEN a.key_id || '/' || coalesce(a.model, r.model, '')
                       ELSE '' END,
            0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-           1, (a.class IS NOT NULL), (a.status = 429)
+           1, (a.class IS NOT NULL), (a.class = 'rate_limited')
     FROM attempt_log a LEFT JOIN request_log r ON r.request_id = a.request_id,
          (SELECT '' AS dim UNION ALL SELECT 'key' UNION ALL SELECT 'model'
           UNION ALL SELECT 'client' UNION ALL SELECT 'key_model') d;

@@ -1,19 +1,16 @@
-//! Usage statistics: calls, tokens and attempts per window, key, model and client, and time
-//! series for charts.
+//! Usage statistics on SQLite: the queries behind [`StatsStore`](crate::store::StatsStore)'s
+//! figures, as plain functions over a `rusqlite::Connection` to a store's database (with
+//! `rusqlite` 0.43 as a dependency of yours; [`SqliteStore::read`](super::SqliteStore::read)
+//! runs them on the store's read connection). They block. The types are
+//! [`store::stats`](crate::store::stats)'s.
 //!
-//! Every function takes a [`rusqlite::Connection`] to a store's database and returns
-//! `Serialize` values (an admin API can return them as JSON). Most answers come from the usage
-//! rollups (per-minute and per-hour counters the writer maintains), so they cost the same over
-//! a million requests as over a hundred; the last-minute figure comes from the raw log.
-//!
-//! Each answer reads one snapshot of the database (one read transaction), so its parts agree
-//! while the writer commits: the windows of a [`Summary`], the rows of a table.
+//! Most answers come from the usage rollups (per-minute and per-hour counters the writer
+//! maintains), so they cost the same over a million requests as over a hundred; the last-minute
+//! figure comes from the raw log. Each answer reads one snapshot of the database (one read
+//! transaction), so its parts agree while the writer commits.
 //!
 //! Windows are rounded out to whole minutes. A window starting before the oldest per-minute
-//! row still kept (3 days by default) counts its first hour whole. "Calls" are client
-//! requests; "attempts" are upstream attempts (a request retried on another key makes two).
-//!
-//! These calls block: from async code use [`SqliteStore::read_async`](super::SqliteStore::read_async).
+//! row still kept (3 days by default) counts its first hour whole.
 //!
 //! # Example
 //!
@@ -41,134 +38,43 @@
 //! ```
 
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime};
-
-use rusqlite::{params, Connection, OptionalExtension};
-use serde::{Deserialize, Serialize};
+use std::time::SystemTime;
 
 use super::rollup::Dim;
 use super::snapshot::snapshot;
 use super::sql_error;
 use super::time::{hour_of, minute_of, ms_of, HOUR_MS, MINUTE_MS};
-use super::WriterStats;
+pub use crate::store::stats::{
+    Counts, Filter, Granularity, RateLimitedKey, SeriesPoint, Summary, Tokens, UsageRow, Window,
+};
 use crate::store::{StoreError, TimeZone};
+use rusqlite::{params, Connection, OptionalExtension};
 
-/// A time range `[from_ms, to_ms)`, in milliseconds since the Unix epoch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Window {
-    /// Start (inclusive).
-    pub from_ms: i64,
-    /// End (exclusive).
-    pub to_ms: i64,
-}
-
-impl Window {
-    /// The `span` ending now.
-    pub fn last(span: Duration) -> Window {
-        Window::ending(SystemTime::now(), span)
-    }
-
-    /// The `span` ending at `end`.
-    pub fn ending(end: SystemTime, span: Duration) -> Window {
-        let to_ms = ms_of(end).saturating_add(1);
-        Window {
-            from_ms: to_ms.saturating_sub(i64::try_from(span.as_millis()).unwrap_or(i64::MAX)),
-            to_ms,
-        }
-    }
-
-    /// From `from` to `to`.
-    pub fn between(from: SystemTime, to: SystemTime) -> Window {
-        Window {
-            from_ms: ms_of(from),
-            to_ms: ms_of(to),
-        }
-    }
-}
-
-/// Token sums.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-#[non_exhaustive]
-pub struct Tokens {
-    /// Prompt tokens.
-    pub prompt: u64,
-    /// Answer tokens (thoughts excluded).
-    pub candidates: u64,
-    /// Thinking tokens.
-    pub thoughts: u64,
-    /// Prompt tokens served from the cache.
-    pub cached: u64,
-    /// Prompt tokens of tool results.
-    pub tool_use_prompt: u64,
-    /// Totals as reported by the upstream.
-    pub total: u64,
-}
-
-/// Counters over a window.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-#[non_exhaustive]
-pub struct Counts {
-    /// Client requests.
-    pub calls: u64,
-    /// Requests answered with a complete 2xx.
-    pub successes: u64,
-    /// The other requests.
-    pub failures: u64,
-    /// Tokens of those requests.
-    pub tokens: Tokens,
-    /// Sum of request latencies (divide by `calls` for the mean).
-    pub latency_ms_sum: u64,
-    /// Upstream attempts.
-    pub attempts: u64,
-    /// Failed upstream attempts.
-    pub failed_attempts: u64,
-    /// Upstream attempts answered with 429.
-    pub rate_limited_attempts: u64,
-}
-
-impl Counts {
-    fn add(&mut self, o: &Counts) {
-        self.calls += o.calls;
-        self.successes += o.successes;
-        self.failures += o.failures;
-        self.tokens.prompt += o.tokens.prompt;
-        self.tokens.candidates += o.tokens.candidates;
-        self.tokens.thoughts += o.tokens.thoughts;
-        self.tokens.cached += o.tokens.cached;
-        self.tokens.tool_use_prompt += o.tokens.tool_use_prompt;
-        self.tokens.total += o.tokens.total;
-        self.latency_ms_sum += o.latency_ms_sum;
-        self.attempts += o.attempts;
-        self.failed_attempts += o.failed_attempts;
-        self.rate_limited_attempts += o.rate_limited_attempts;
-    }
-
-    /// Reads 13 counter columns starting at `first` (negative or NULL values read as 0).
-    fn from_row(row: &rusqlite::Row<'_>, first: usize) -> Counts {
-        let n = |i: usize| -> u64 {
-            row.get::<_, Option<i64>>(first + i)
-                .ok()
-                .flatten()
-                .and_then(|v| u64::try_from(v).ok())
-                .unwrap_or(0)
-        };
-        Counts {
-            calls: n(0),
-            successes: n(1),
-            failures: n(2),
-            tokens: Tokens {
-                prompt: n(3),
-                candidates: n(4),
-                thoughts: n(5),
-                cached: n(6),
-                tool_use_prompt: n(7),
-                total: n(8),
-            },
-            latency_ms_sum: n(9),
-            attempts: n(10),
-            failed_attempts: n(11),
-            rate_limited_attempts: n(12),
-        }
+/// Reads 13 counter columns starting at `first` (negative or NULL values read as 0).
+fn counts_of(row: &rusqlite::Row<'_>, first: usize) -> Counts {
+    let n = |i: usize| -> u64 {
+        row.get::<_, Option<i64>>(first + i)
+            .ok()
+            .flatten()
+            .and_then(|v| u64::try_from(v).ok())
+            .unwrap_or(0)
+    };
+    Counts {
+        calls: n(0),
+        successes: n(1),
+        failures: n(2),
+        tokens: Tokens {
+            prompt: n(3),
+            candidates: n(4),
+            thoughts: n(5),
+            cached: n(6),
+            tool_use_prompt: n(7),
+            total: n(8),
+        },
+        latency_ms_sum: n(9),
+        attempts: n(10),
+        failed_attempts: n(11),
+        rate_limited_attempts: n(12),
     }
 }
 
@@ -177,93 +83,6 @@ const SUMS: &str = "sum(calls), sum(successes), sum(failures), sum(prompt_tokens
     sum(candidates_tokens), sum(thoughts_tokens), sum(cached_tokens), \
     sum(tool_use_prompt_tokens), sum(total_tokens), sum(latency_ms), sum(attempts), \
     sum(failed_attempts), sum(rate_limited_attempts)";
-
-/// The header figures: the last minute, hour, day and the calendar month.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[non_exhaustive]
-pub struct Summary {
-    /// When the figures were taken.
-    pub now_ms: i64,
-    /// The last 60 seconds (from the raw log).
-    pub last_minute: Counts,
-    /// The last hour.
-    pub last_hour: Counts,
-    /// The last 24 hours.
-    pub last_day: Counts,
-    /// Since the start of the calendar month.
-    pub this_month: Counts,
-    /// When the calendar month started (local midnight of the 1st in the store's time zone).
-    pub month_start_ms: i64,
-    /// The writer's counters, when the summary comes from a running store; taken just before
-    /// the windows were read, so every record counted as written is in them.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub writer: Option<WriterStats>,
-}
-
-/// Usage of one key, model or client.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[non_exhaustive]
-pub struct UsageRow {
-    /// The key's or client's id (16 hex digits) or the model name; empty for requests that
-    /// had none (no key was available, no model in the path, no client token).
-    pub id: String,
-    /// The fingerprint of a key or client (`AIza…x4Fq`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub mask: Option<String>,
-    /// The counters.
-    #[serde(flatten)]
-    pub counts: Counts,
-}
-
-/// One bucket of a time series.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[non_exhaustive]
-pub struct SeriesPoint {
-    /// Start of the bucket, in milliseconds since the Unix epoch.
-    pub start_ms: i64,
-    /// The counters.
-    #[serde(flatten)]
-    pub counts: Counts,
-}
-
-/// Bucket size of a time series.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum Granularity {
-    /// 60 one-minute buckets: the last hour.
-    Minute,
-    /// 24 one-hour buckets: the last day.
-    Hour,
-}
-
-/// Restricts a time series to one key, model or client.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum Filter {
-    /// A key, by its id (16 hex digits).
-    Key(String),
-    /// A model.
-    Model(String),
-    /// A client, by its id (16 hex digits).
-    Client(String),
-}
-
-/// A key with rate-limited attempts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[non_exhaustive]
-pub struct RateLimitedKey {
-    /// The key's id (16 hex digits).
-    pub key_id: String,
-    /// Its fingerprint.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub mask: Option<String>,
-    /// Attempts answered with 429.
-    pub rate_limited: u64,
-    /// All attempts with the key.
-    pub attempts: u64,
-}
 
 /// The header figures at `now`; the calendar month is the one holding `now` in `time_zone`.
 /// All windows end at `now` and come from one snapshot, so a request in the last hour is also
@@ -302,6 +121,7 @@ fn summary_of(
         last_day: total(now_ms - 24 * HOUR_MS)?,
         this_month: total(month_start_ms)?,
         month_start_ms,
+        time_zone: time_zone.name().to_owned(),
         writer: None,
     })
 }
@@ -320,7 +140,7 @@ fn last_minute(conn: &Connection, now_ms: i64) -> Result<Counts, StoreError> {
         .and_then(|mut s| {
             s.query_row(params![from, now_ms], |row| {
                 Ok((
-                    Counts::from_row(row, 0),
+                    counts_of(row, 0),
                     row.get::<_, Option<i64>>(13)?.unwrap_or(0),
                 ))
             })
@@ -330,7 +150,7 @@ fn last_minute(conn: &Connection, now_ms: i64) -> Result<Counts, StoreError> {
     let (mut counts, lone_attempts) = counts;
     let (attempts, failed, limited) = conn
         .prepare_cached(
-            "SELECT count(*), sum(class IS NOT NULL), sum(status = 429) FROM attempt_log \
+            "SELECT count(*), sum(class IS NOT NULL), sum(class = 'rate_limited') FROM attempt_log \
              WHERE at_ms > ?1 AND at_ms <= ?2",
         )
         .and_then(|mut s| {
@@ -404,7 +224,7 @@ pub fn key_mask(conn: &Connection, key_id: &str) -> Result<Option<String>, Store
     mask(conn, "key", key_id)
 }
 
-/// The keys with the most 429 answers over `window` (keys with none are left out).
+/// The keys with the most rate-limited attempts over `window` (keys with none are left out).
 pub fn top_rate_limited_keys(
     conn: &Connection,
     window: Window,
@@ -476,7 +296,7 @@ pub fn series(
         .map_err(sql_error("reading a time series"))?;
     let rows = stmt
         .query_map(params![dim.as_str(), first, last, value], |row| {
-            Ok((row.get::<_, i64>(0)?, Counts::from_row(row, 1)))
+            Ok((row.get::<_, i64>(0)?, counts_of(row, 1)))
         })
         .map_err(sql_error("reading a time series"))?;
     for row in rows {
@@ -522,7 +342,7 @@ pub fn models_of_key(
                 Ok(UsageRow {
                     id: row.get(0)?,
                     mask: None,
-                    counts: Counts::from_row(row, 1),
+                    counts: counts_of(row, 1),
                 })
             },
         )
@@ -596,7 +416,7 @@ fn collect(
             .map_err(sql_error("reading usage"))?;
         let rows = stmt
             .query_map(params![dim.as_str(), from, to], |row| {
-                Ok((row.get::<_, String>(0)?, Counts::from_row(row, 1)))
+                Ok((row.get::<_, String>(0)?, counts_of(row, 1)))
             })
             .map_err(sql_error("reading usage"))?;
         for row in rows {

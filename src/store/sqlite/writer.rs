@@ -557,7 +557,7 @@ fn lone_attempt(r: &RequestRecord) -> Option<&AttemptRecord> {
     let [a] = r.attempt_log.as_slice() else {
         return None;
     };
-    let id_ms = i64::try_from(r.id >> 20).ok()?;
+    let id_ms = i64::try_from(r.id.millis()).ok()?;
     let stands_for = a.class.is_none()
         && a.status == Some(r.status)
         && r.key.as_ref() == Some(&a.key)
@@ -580,7 +580,7 @@ pub(crate) fn insert_records(
     let mut error = tx.prepare_cached(INSERT_ERROR)?;
     for r in batch {
         // Stored as the same 64 bits, read as a signed integer.
-        let request_id = r.id as i64;
+        let request_id = r.id.get() as i64;
         let key_hex = r.key.as_ref().map(hex_of);
         let key_hex = key_hex.as_ref().map(Hex16::as_str);
         let client_hex = r.client.as_ref().map(|c| c.hex());

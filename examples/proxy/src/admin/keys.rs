@@ -11,11 +11,12 @@ use axum::extract::{Path, Query, State};
 use axum::http::{Response, StatusCode};
 use axum::Json;
 use gemini_balance::keys::{looks_like_gemini_key, mask, KeyId, KeySnapshot, KeyStatus};
-use gemini_balance::store::sqlite::stats::Window;
+use gemini_balance::store::stats::Window;
+use gemini_balance::store::UsageBy;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{answer, body, fail, ok, query, AdminState};
+use super::{answer, body, fail, ok, query, stored, AdminState};
 use crate::recheck;
 
 /// At most this many probes run at once (verify).
@@ -91,14 +92,8 @@ async fn list_keys(
         .skip(start)
         .take(q.per_page as usize)
         .collect();
-    let usage = state
-        .read(|c| {
-            gemini_balance::store::sqlite::stats::by_key(
-                c,
-                Window::last(Duration::from_secs(86_400)),
-            )
-        })
-        .await?;
+    let day = Window::last(Duration::from_secs(86_400));
+    let usage = stored(state.stats.usage(UsageBy::Key, day)).await?;
     let usage: HashMap<String, _> = usage
         .into_iter()
         .map(|r| (r.id.clone(), r.counts))

@@ -1,5 +1,6 @@
 //! `/api/logs/…`: the error log and the request log (filter, detail, delete). Filters are the
-//! store's query fields; every query runs on the blocking pool.
+//! store's query fields; the store-neutral `StatsStore` answers (the SQLite store on the
+//! blocking pool).
 
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -8,11 +9,12 @@ use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{Response, StatusCode};
 use axum::Json;
-use gemini_balance::store::sqlite::logs::{self, ErrorQuery, RequestQuery};
+use gemini_balance::store::logs::{ErrorQuery, LogDeletion, RequestQuery};
+use gemini_balance::usage::RequestId;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{answer, body, fail, ok, query, store_failed, AdminState};
+use super::{answer, body, fail, ok, query, stored, AdminState};
 
 pub async fn errors(
     State(state): State<AdminState>,
@@ -22,7 +24,7 @@ pub async fn errors(
         Ok(q) => q,
         Err(e) => return e,
     };
-    match state.read(move |c| logs::errors(c, &q)).await {
+    match stored(state.stats.errors(q)).await {
         Ok(page) => ok(json!({"total": page.total, "items": page.entries})),
         Err(failed) => failed,
     }
@@ -35,7 +37,7 @@ pub async fn error(State(state): State<AdminState>, Path(id): Path<String>) -> R
             format!("{id:?} is not an error log id"),
         );
     };
-    match state.read(move |c| logs::error(c, id)).await {
+    match stored(state.stats.error(id)).await {
         Ok(Some(entry)) => ok(json!(entry)),
         Ok(None) => fail(StatusCode::NOT_FOUND, format!("no error log entry {id}")),
         Err(failed) => failed,
@@ -50,7 +52,7 @@ pub async fn requests(
         Ok(q) => q,
         Err(e) => return e,
     };
-    match state.read(move |c| logs::requests(c, &q)).await {
+    match stored(state.stats.requests(q)).await {
         Ok(page) => ok(json!({"has_more": page.has_more, "items": page.entries})),
         Err(failed) => failed,
     }
@@ -58,21 +60,18 @@ pub async fn requests(
 
 /// One request's upstream attempts, by its request id (16 hex digits).
 pub async fn request(State(state): State<AdminState>, Path(id): Path<String>) -> Response<Body> {
-    let Some(request_id) = (id.len() == 16)
-        .then(|| u64::from_str_radix(&id, 16).ok())
-        .flatten()
-    else {
+    let Ok(request_id) = id.parse::<RequestId>() else {
         return fail(
             StatusCode::BAD_REQUEST,
             format!("{id:?} is not a request id (16 hex digits)"),
         );
     };
-    match state.read(move |c| logs::attempts(c, request_id)).await {
+    match stored(state.stats.attempts(request_id)).await {
         Ok(attempts) if attempts.is_empty() => fail(
             StatusCode::NOT_FOUND,
             format!("no attempts recorded for request {id}"),
         ),
-        Ok(attempts) => ok(json!({"request_id": id, "attempts": attempts})),
+        Ok(attempts) => ok(json!({"request_id": request_id, "attempts": attempts})),
         Err(failed) => failed,
     }
 }
@@ -106,8 +105,7 @@ async fn delete(
     error_log: bool,
 ) -> Result<Response<Body>, Response<Body>> {
     let b = body(b)?;
-    let store = state.app.store.clone();
-    let job = match (b.ids, b.before_ms) {
+    let which = match (b.ids, b.before_ms) {
         (Some(ids), None) => {
             if ids.len() > 10_000 {
                 return Err(fail(
@@ -115,23 +113,10 @@ async fn delete(
                     "at most 10000 ids at once; use before_ms for more",
                 ));
             }
-            tokio::task::spawn_blocking(move || {
-                if error_log {
-                    store.delete_error_logs(&ids)
-                } else {
-                    store.delete_request_logs(&ids)
-                }
-            })
+            LogDeletion::Ids(ids)
         }
         (None, Some(before_ms)) => {
-            let cutoff = UNIX_EPOCH + Duration::from_millis(before_ms);
-            tokio::task::spawn_blocking(move || {
-                if error_log {
-                    store.delete_error_logs_before(cutoff)
-                } else {
-                    store.delete_request_logs_before(cutoff)
-                }
-            })
+            LogDeletion::Before(UNIX_EPOCH + Duration::from_millis(before_ms))
         }
         _ => {
             return Err(fail(
@@ -140,15 +125,11 @@ async fn delete(
             ))
         }
     };
-    let deleted = job
-        .await
-        .map_err(|e| {
-            fail(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("delete failed: {e}"),
-            )
-        })?
-        .map_err(store_failed)?;
+    let deleted = if error_log {
+        stored(state.stats.delete_errors(which)).await?
+    } else {
+        stored(state.stats.delete_requests(which)).await?
+    };
     tracing::info!(
         deleted,
         log = if error_log { "error" } else { "request" },

@@ -21,7 +21,7 @@ use axum::middleware::Next;
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use gemini_balance::api_error::{error_response, ApiFlavor};
-use gemini_balance::store::StoreError;
+use gemini_balance::store::{StatsStore, StoreError, StoreFuture};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -45,25 +45,30 @@ pub trait AdminSessions: Send + Sync + 'static {
     fn check(&self, headers: &HeaderMap, method: &Method) -> SessionVerdict;
 }
 
-/// The admin API's state: the proxy, and the web admin's sessions when it is served.
+/// The admin API's state: the proxy, the store its figures and logs come from, and the web
+/// admin's sessions when it is served.
 #[derive(Clone)]
 pub struct AdminState {
     pub app: Arc<App>,
+    /// Statistics and logs: any store (the proxy's SQLite store by default).
+    pub stats: Arc<dyn StatsStore>,
     pub sessions: Option<Arc<dyn AdminSessions>>,
 }
 
 impl AdminState {
-    /// A read query on the store, run off the async workers; a failure is already the
-    /// admin's 500 answer.
-    pub async fn read<T, F>(&self, f: F) -> Result<T, Response<Body>>
-    where
-        T: Send + 'static,
-        F: FnOnce(&gemini_balance::store::sqlite::rusqlite::Connection) -> Result<T, StoreError>
-            + Send
-            + 'static,
-    {
-        self.app.store.read_async(f).await.map_err(store_failed)
+    /// The admin of `app`, its figures and logs from the proxy's store.
+    pub fn new(app: Arc<App>, sessions: Option<Arc<dyn AdminSessions>>) -> AdminState {
+        AdminState {
+            stats: Arc::new(app.store.clone()),
+            app,
+            sessions,
+        }
     }
+}
+
+/// A store answer, or the admin's 500 answer for its failure.
+pub async fn stored<T>(answer: StoreFuture<'_, T>) -> Result<T, Response<Body>> {
+    answer.await.map_err(store_failed)
 }
 
 /// The routes, to be nested under `/api`.

@@ -1,45 +1,39 @@
 //! `/api/stats/…`: usage figures from the store (windows, time series, per key / model /
-//! client, the keys with the most 429s). Queries run on the blocking pool, never on the
-//! request threads.
+//! client, the keys with the most rate-limited attempts), through the store-neutral
+//! `StatsStore` (the SQLite store runs its queries on the blocking pool, never on the request
+//! threads).
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{Response, StatusCode};
 use gemini_balance::keys::KeyId;
-use gemini_balance::store::sqlite::stats::{self, Granularity, Window};
+use gemini_balance::store::stats::{Granularity, Window};
+use gemini_balance::store::UsageBy;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{answer, fail, ok, query, AdminState};
+use super::{answer, fail, ok, query, stored, AdminState};
 
 pub async fn summary(State(state): State<AdminState>) -> Response<Body> {
-    // The month is TIMEZONE's (the store's time zone, set at startup).
-    let time_zone = state.app.store.time_zone().clone();
-    // The writer's counters before the windows: every record `store.written` counts is in
-    // them (records committed in between may be too), so a client can wait on it.
-    let writer = state.app.store.writer_stats();
-    let result = state
-        .read(move |c| stats::summary(c, SystemTime::now(), &time_zone))
-        .await;
-    match result {
-        Ok(mut s) => {
-            s.writer = Some(writer);
-            ok(json!({
-                "windows": {
-                    "1m": s.last_minute,
-                    "1h": s.last_hour,
-                    "24h": s.last_day,
-                    "month": s.this_month,
-                },
-                "month_start_ms": s.month_start_ms,
-                "now_ms": s.now_ms,
-                "timezone": state.app.store.time_zone().name(),
-                "store": s.writer,
-            }))
-        }
+    // The month is the store's time zone's (TIMEZONE, set at startup). A store that writes in
+    // the background takes its counters before the windows: every record `store.written`
+    // counts is in them (records committed in between may be too), so a client can wait on it.
+    match stored(state.stats.summary()).await {
+        Ok(s) => ok(json!({
+            "windows": {
+                "1m": s.last_minute,
+                "1h": s.last_hour,
+                "24h": s.last_day,
+                "month": s.this_month,
+            },
+            "month_start_ms": s.month_start_ms,
+            "now_ms": s.now_ms,
+            "timezone": s.time_zone,
+            "store": s.writer,
+        })),
         Err(failed) => failed,
     }
 }
@@ -57,10 +51,7 @@ pub async fn series(
         Ok(q) => q,
         Err(e) => return e,
     };
-    match state
-        .read(move |c| stats::series(c, q.granularity, SystemTime::now(), None))
-        .await
-    {
+    match stored(state.stats.series(q.granularity, None)).await {
         Ok(points) => ok(json!({"points": points})),
         Err(failed) => failed,
     }
@@ -92,19 +83,14 @@ fn window(name: &str) -> Result<Window, Response<Body>> {
     Ok(Window::last(Duration::from_secs(span)))
 }
 
-type Rows = fn(
-    &gemini_balance::store::sqlite::rusqlite::Connection,
-    Window,
-) -> Result<Vec<stats::UsageRow>, gemini_balance::store::StoreError>;
-
 async fn rows(
     state: AdminState,
     q: Result<Query<WindowQuery>, QueryRejection>,
-    of: Rows,
+    by: UsageBy,
 ) -> Result<Response<Body>, Response<Body>> {
     let q = query(q)?;
     let window = window(&q.window)?;
-    let rows = state.read(move |c| of(c, window)).await?;
+    let rows = stored(state.stats.usage(by, window)).await?;
     Ok(ok(json!({"window": q.window, "rows": rows})))
 }
 
@@ -112,21 +98,21 @@ pub async fn by_key(
     State(state): State<AdminState>,
     q: Result<Query<WindowQuery>, QueryRejection>,
 ) -> Response<Body> {
-    answer(rows(state, q, stats::by_key).await)
+    answer(rows(state, q, UsageBy::Key).await)
 }
 
 pub async fn by_model(
     State(state): State<AdminState>,
     q: Result<Query<WindowQuery>, QueryRejection>,
 ) -> Response<Body> {
-    answer(rows(state, q, stats::by_model).await)
+    answer(rows(state, q, UsageBy::Model).await)
 }
 
 pub async fn by_client(
     State(state): State<AdminState>,
     q: Result<Query<WindowQuery>, QueryRejection>,
 ) -> Response<Body> {
-    answer(rows(state, q, stats::by_client).await)
+    answer(rows(state, q, UsageBy::Client).await)
 }
 
 /// One key's usage per model (the Python admin's "key usage details"): `GET
@@ -157,22 +143,19 @@ async fn key_models(
     };
     let q = query(q)?;
     let window = window(&q.window)?;
-    let hex = key.hex();
     let in_pool = state
         .app
         .pool
         .snapshot(&key)
         .map(|s| s.id.mask().to_owned());
-    let (rows, stored) = state
-        .read(move |c| {
-            let rows = stats::models_of_key(c, &hex, window)?;
-            let mask = stats::key_mask(c, &hex)?;
-            Ok((rows, mask))
-        })
-        .await?;
+    let rows = stored(state.stats.models_of_key(key.clone(), window)).await?;
+    let mask = match in_pool {
+        Some(mask) => Some(mask),
+        None => stored(state.stats.key_mask(key.clone())).await?,
+    };
     Ok(ok(json!({
         "id": key.hex(),
-        "mask": in_pool.or(stored),
+        "mask": mask,
         "window": q.window,
         "rows": rows,
     })))
@@ -205,16 +188,12 @@ pub async fn attention(
     if q.status != 429 {
         return fail(
             StatusCode::BAD_REQUEST,
-            "status: only 429 is counted per key (the rollups keep rate-limited attempts)",
+            "status: only 429 is counted per key (the store keeps rate-limited attempts)",
         );
     }
     let limit = q.limit.clamp(1, 1000);
-    match state
-        .read(move |c| {
-            stats::top_rate_limited_keys(c, Window::last(Duration::from_secs(86_400)), limit)
-        })
-        .await
-    {
+    let day = Window::last(Duration::from_secs(86_400));
+    match stored(state.stats.top_rate_limited_keys(day, limit)).await {
         Ok(rows) => ok(json!({
             "rows": rows.into_iter().map(|r| json!({
                 "id": r.key_id,

@@ -35,7 +35,7 @@ use gemini_balance::keys::{ApiKey, KeyId};
 use gemini_balance::redact::{redact_sk_tokens, SecretForms};
 use gemini_balance::store::sqlite::{ImportBatch, ImportMark, ImportedError};
 use gemini_balance::store::TimeZone;
-use gemini_balance::usage::{AttemptRecord, Completion, RequestRecord};
+use gemini_balance::usage::{AttemptRecord, Completion, RequestId, RequestRecord};
 
 use super::source::{PythonDb, Row};
 
@@ -292,11 +292,8 @@ pub async fn import_table(
 
 /// A request id for an imported row: its millisecond above 20 bits of its source id, as the
 /// usage layer makes ids (so a lone attempt is found by its time, as a live one is).
-fn request_id(at: SystemTime, source_id: i64) -> u64 {
-    let ms = at
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0));
-    ((ms & ((1 << 43) - 1)) << 20) | (source_id as u64 & 0xF_FFFF)
+fn request_id(at: SystemTime, source_id: i64) -> RequestId {
+    RequestId::at(at, source_id as u64)
 }
 
 /// `t_request_log`: id, request_time, model_name, api_key, is_success, status_code, latency_ms.
@@ -442,7 +439,7 @@ mod tests {
         .unwrap();
         let ms = 1_736_899_200_250_u64;
         assert_eq!(r.at, SystemTime::UNIX_EPOCH + Duration::from_millis(ms));
-        assert_eq!(r.id, (ms << 20) | 5);
+        assert_eq!(r.id.get(), (ms << 20) | 5);
         assert_eq!(r.key.as_ref().unwrap().mask(), "AIza…stuv");
         assert_eq!((r.status, r.success), (429, false));
         assert_eq!(r.attempt_log[0].class, Some("rate_limited"));

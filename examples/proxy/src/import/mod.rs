@@ -28,9 +28,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use gemini_balance::store::sqlite::rusqlite::{Connection, OpenFlags};
 use gemini_balance::store::sqlite::{self, ImportMark, ImportedSettings, Retention};
 use gemini_balance::store::{SqliteStore, TimeZone};
+use rusqlite::{Connection, OpenFlags};
 
 pub use self::first_start::at_first_start;
 use self::source::{PythonDb, Spec};

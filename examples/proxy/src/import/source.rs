@@ -8,8 +8,8 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use gemini_balance::store::sqlite::rusqlite::types::ValueRef;
-use gemini_balance::store::sqlite::rusqlite::{Connection, OpenFlags};
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, OpenFlags};
 
 /// Which database the import reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,14 +147,11 @@ impl PythonDb {
         let shown = &self.shown;
         match &mut self.inner {
             Inner::Sqlite(conn) => {
-                let failed =
-                    |e: gemini_balance::store::sqlite::rusqlite::Error| format!("{shown}: {e}");
+                let failed = |e: rusqlite::Error| format!("{shown}: {e}");
                 let mut stmt = conn.prepare(sql).map_err(failed)?;
                 let columns = stmt.column_count();
                 let mut rows = stmt
-                    .query(gemini_balance::store::sqlite::rusqlite::params_from_iter(
-                        args.iter(),
-                    ))
+                    .query(rusqlite::params_from_iter(args.iter()))
                     .map_err(failed)?;
                 let mut out = Vec::new();
                 while let Some(row) = rows.next().map_err(failed)? {
