@@ -40,7 +40,7 @@ use super::logs::{
 };
 use super::stats::{Filter, Granularity, RateLimitedKey, SeriesPoint, Summary, UsageRow, Window};
 use super::StoreError;
-use crate::keys::KeyId;
+use crate::fingerprint::KeyId;
 use crate::usage::RequestId;
 
 /// The future a [`StatsStore`] method returns.

@@ -50,7 +50,7 @@ use axum::response::IntoResponse;
 use axum::Router;
 use gemini_balance::api_error::{error_response, ApiFlavor};
 use gemini_balance::classify::{classify_any_error, FailureClass};
-use gemini_balance::ext::{model_from_path, Attempts, ModelName};
+use gemini_balance::ext::{Attempts, ModelName, RequestInfo};
 use gemini_balance::keys::{ApiKey, KeyId, KeyPool, KeyStatus};
 use gemini_balance::store::{KeyStateStore, SqliteStore};
 use tower::ServiceExt;
@@ -497,8 +497,6 @@ async fn handle(State(app): State<Arc<App>>, req: Request<Body>) -> Response<Bod
                 }
             };
         }
-        // The model the client asked for, for the log line (the stack's model rules resolve it).
-        model = model_from_path(parts.uri.path()).map(str::to_owned);
     }
     if let Some(target) = &passthrough {
         let pq = match parts.uri.query() {
@@ -519,7 +517,13 @@ async fn handle(State(app): State<Arc<App>>, req: Request<Body>) -> Response<Bod
     // OpenAI's list has no pages: the later ones are fetched here (not for HEAD, which reads
     // no list).
     let pages_of = (list_shape == Some(ListShape::OpenAi) && !head_request).then(|| parts.clone());
-    let upstream_req = Request::from_parts(parts, body);
+    let mut upstream_req = Request::from_parts(parts, body);
+    // What the request is, worked out once here for every layer of the stack to read.
+    let info = RequestInfo::attach(&mut upstream_req);
+    if gemini_rest.is_some() {
+        // The model the client asked for, for the log line (the stack's model rules resolve it).
+        model = info.model_name().map(str::to_owned);
+    }
     let stack = if passthrough.is_some() {
         &live.stacks.passthrough
     } else if is_openai {

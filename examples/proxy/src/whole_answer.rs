@@ -21,6 +21,7 @@ use axum::body::Body;
 use axum::http::{header, HeaderMap, Response, StatusCode};
 use bytes::{Bytes, BytesMut};
 use gemini_balance::api_error::{error_response, ApiFlavor};
+use gemini_balance::ext::{Operation, RequestInfo};
 use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt;
 
@@ -133,9 +134,11 @@ where
     }
 
     fn call(&mut self, req: axum::http::Request<ReqBody>) -> Self::Future {
+        // The handler attached the request's description once; read it, not the path.
+        let info = RequestInfo::of(&req);
         let streamed = req.method() == axum::http::Method::HEAD
-            || req.uri().path().contains("streamGenerateContent");
-        let flavor = ApiFlavor::of(&req);
+            || info.operation == Operation::StreamGenerateContent;
+        let flavor = info.flavor;
         let future = self.inner.call(req);
         if streamed {
             return WholeAnswerFuture::Passing { future };
