@@ -7,7 +7,7 @@ mod common;
 mod webdriver;
 
 use common::{free_port, Proxy, TOKEN};
-use gemini_balance::store::sqlite::logs::RequestQuery;
+use gemini_balance::store::logs::RequestQuery;
 use gemini_balance::store::SqliteStore;
 use serde_json::{json, Value};
 use support::{test_keys, MockGemini};

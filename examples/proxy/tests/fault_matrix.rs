@@ -40,7 +40,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use common::Proxy;
-use gemini_balance::store::sqlite::logs::{ErrorEntry, ErrorQuery, RequestEntry, RequestQuery};
+use gemini_balance::store::logs::{ErrorEntry, ErrorQuery, RequestEntry, RequestQuery};
 
 use gemini_balance::store::SqliteStore;
 use serde_json::{json, Value};

@@ -446,7 +446,7 @@ async fn head_requests_get_a_head_without_a_body_over_http2_too() {
     // The answers to HEAD that went through the stack are complete, not "client gone".
     let store = SqliteStore::open(dir.path().join("data/default_db.db")).unwrap();
     let rows = store
-        .request_log(&gemini_balance::store::sqlite::logs::RequestQuery::default())
+        .request_log(&gemini_balance::store::logs::RequestQuery::default())
         .unwrap()
         .entries;
     store.shutdown().unwrap();

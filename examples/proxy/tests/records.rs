@@ -5,7 +5,7 @@
 mod common;
 
 use common::{Proxy, TOKEN};
-use gemini_balance::store::sqlite::logs::{RequestEntry, RequestQuery};
+use gemini_balance::store::logs::{RequestEntry, RequestQuery};
 use gemini_balance::store::SqliteStore;
 use serde_json::json;
 use support::{prompt_body, test_key, Fault, MockGemini};

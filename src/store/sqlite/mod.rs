@@ -11,7 +11,7 @@
 //! digest in hex) and fingerprint (`AIza…x4Fq`); error messages and request bodies pass
 //! through [`redact_keys`](crate::redact::redact_keys) first.
 //!
-//! Statistics and log pages come through [`StatsStore`](crate::store::StatsStore) (async: the
+//! Statistics and log pages come through [`StatsStore`] (async: the
 //! queries run on Tokio's blocking pool) or the blocking shortcuts such as
 //! [`SqliteStore::summary`], on the store's own read-only connection. Queries of your own run
 //! there too ([`SqliteStore::read`], with `rusqlite` as a dependency of yours, version 0.43),
