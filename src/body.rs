@@ -11,6 +11,8 @@ use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
+pub use crate::buffer::set_body_length;
+
 pin_project! {
     /// A body that is either the inner service's body or bytes held by a layer.
     #[derive(Debug)]

@@ -1,14 +1,24 @@
-//! Bounded reading of request bodies, for the layers that must see a JSON body whole
-//! (parameter filter, pseudo streaming), and fixing the framing headers after a rewrite.
+//! Bounded reading of request bodies, for the layers that must see a JSON body whole (model
+//! rules, pseudo streaming, parameter filter, OpenAI conversion, retry), read once per request,
+//! and fixing the framing headers after a rewrite.
+//!
+//! The first layer that needs the body whole reads it ([`ReadBody`]) and hands it inward as
+//! bytes, with a [`Buffered`] extension holding the same bytes (and their parse, when it made
+//! one). A layer below finds the extension and uses it instead of reading and parsing again. A
+//! layer that replaces the body replaces the extension with it ([`Buffered::rewritten`]); a
+//! body whose exact size is not the extension's is read again, so a foreign layer that swapped
+//! the body without knowing of the extension is not trusted blindly.
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use bytes::{Bytes, BytesMut};
-use http::{header, HeaderMap, HeaderValue};
+use http::{header, request::Parts, HeaderMap, HeaderValue, Request};
 use http_body::Body;
 use pin_project_lite::pin_project;
+use serde_json::Value;
 
 /// Why a body could not be collected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +98,164 @@ where
     }
 }
 
+/// Counts, in tests, how often a request body is read whole and parsed as JSON, so that a test
+/// can check that a request through the whole stack is read and parsed at most once.
+pub(crate) mod counts {
+    #[cfg(test)]
+    thread_local! {
+        static COLLECTS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+        static PARSES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+
+    /// A request body is being read whole.
+    #[inline]
+    pub(crate) fn collect() {
+        #[cfg(test)]
+        COLLECTS.with(|c| c.set(c.get() + 1));
+    }
+
+    /// A request body is being parsed as JSON (a `Value` built, or a scan through serde).
+    #[inline]
+    pub(crate) fn parse() {
+        #[cfg(test)]
+        PARSES.with(|c| c.set(c.get() + 1));
+    }
+
+    /// This thread's counts since the last call: (reads, parses).
+    #[cfg(test)]
+    pub(crate) fn take() -> (usize, usize) {
+        (
+            COLLECTS.with(|c| c.replace(0)),
+            PARSES.with(|c| c.replace(0)),
+        )
+    }
+}
+
+/// A request body read whole by a layer: its bytes and, when a layer parsed exactly these
+/// bytes, the parse. Travels as a request extension next to a body built from the same bytes.
+#[derive(Clone)]
+pub(crate) struct Buffered {
+    bytes: Bytes,
+    json: Option<Arc<Value>>,
+}
+
+impl std::fmt::Debug for Buffered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Buffered")
+            .field("len", &self.bytes.len())
+            .field("parsed", &self.json.is_some())
+            .finish()
+    }
+}
+
+impl Buffered {
+    /// Bytes as they came (no parse yet).
+    pub(crate) fn new(bytes: Bytes) -> Self {
+        Buffered { bytes, json: None }
+    }
+
+    /// A body that replaces the request's: `bytes`, and `json` when they are its serialization.
+    /// Fixes the framing headers in `headers`.
+    pub(crate) fn rewritten(headers: &mut HeaderMap, bytes: Bytes, json: Option<Value>) -> Self {
+        set_body_length(headers, bytes.len());
+        Buffered {
+            bytes,
+            json: json.map(Arc::new),
+        }
+    }
+
+    pub(crate) fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// The parse a layer above left, owned (copied only if something else still shares it).
+    pub(crate) fn take_json(&mut self) -> Option<Value> {
+        self.json.take().map(Arc::unwrap_or_clone)
+    }
+
+    /// Leaves `json`, the parse of these very bytes (unchanged), for the layers below.
+    pub(crate) fn with_json(mut self, json: Value) -> Self {
+        self.json = Some(Arc::new(json));
+        self
+    }
+
+    /// Only the bytes: what a layer below needs that sends them on and reads nothing.
+    pub(crate) fn without_json(mut self) -> Self {
+        self.json = None;
+        self
+    }
+
+    /// The request again, with a body of these bytes and this as its extension.
+    pub(crate) fn into_request<B: From<Bytes>>(self, mut parts: Parts) -> Request<B> {
+        let body = B::from(self.bytes.clone());
+        parts.extensions.insert(self);
+        Request::from_parts(parts, body)
+    }
+}
+
+/// Parses a request body as JSON (counted in tests).
+pub(crate) fn parse_json(bytes: &[u8]) -> Result<Value, serde_json::Error> {
+    counts::parse();
+    serde_json::from_slice(bytes)
+}
+
+pin_project! {
+    /// A request body, whole and at most `limit` bytes: the one a layer above read (see
+    /// [`Buffered`]), or read now.
+    #[project = ReadBodyProj]
+    pub(crate) enum ReadBody<B> {
+        Reading { #[pin] collect: CollectLimited<B> },
+        Ready { result: Option<Result<Buffered, CollectError>> },
+    }
+}
+
+impl<B: Body> ReadBody<B> {
+    /// Takes `parts`' [`Buffered`] extension when `body` is still the one built from it; reads
+    /// `body` otherwise. A declared `Content-Length` over `limit` fails at once.
+    pub(crate) fn new(parts: &mut Parts, body: B, limit: usize) -> Self {
+        let ready = |result| ReadBody::Ready {
+            result: Some(result),
+        };
+        if let Some(buffered) = parts.extensions.remove::<Buffered>() {
+            if body.size_hint().exact() == Some(buffered.len() as u64) {
+                return ready(if buffered.len() > limit {
+                    Err(CollectError::TooLarge)
+                } else {
+                    Ok(buffered)
+                });
+            }
+        }
+        if declared_length(&parts.headers).is_some_and(|len| len > limit as u64) {
+            return ready(Err(CollectError::TooLarge));
+        }
+        counts::collect();
+        ReadBody::Reading {
+            collect: CollectLimited::new(body, limit),
+        }
+    }
+}
+
+impl<B> Future for ReadBody<B>
+where
+    B: Body<Data = Bytes>,
+{
+    type Output = Result<Buffered, CollectError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            ReadBodyProj::Reading { collect } => collect.poll(cx).map_ok(Buffered::new),
+            ReadBodyProj::Ready { result } => match result.take() {
+                Some(result) => Poll::Ready(result),
+                None => Poll::Pending, // polled after completion
+            },
+        }
+    }
+}
+
 /// The `Content-Length` the client declared, if it is a number.
 pub(crate) fn declared_length(headers: &HeaderMap) -> Option<u64> {
     headers
@@ -99,9 +267,11 @@ pub(crate) fn declared_length(headers: &HeaderMap) -> Option<u64> {
         .ok()
 }
 
-/// After the body was replaced by `len` bytes: the right `Content-Length`, no
-/// `Transfer-Encoding` (the new body is whole).
-pub(crate) fn set_body_length(headers: &mut HeaderMap, len: usize) {
+/// After a body (request or answer) was replaced by `len` bytes held whole: the right
+/// `Content-Length`, no `Transfer-Encoding`.
+///
+/// Every layer of this crate that replaces a body fixes the headers with this.
+pub fn set_body_length(headers: &mut HeaderMap, len: usize) {
     headers.remove(header::TRANSFER_ENCODING);
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
 }

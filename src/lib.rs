@@ -127,6 +127,7 @@ pub mod normalize_url;
 pub mod openai;
 mod order;
 pub mod prelude;
+mod read_then_call;
 pub mod redact;
 pub mod retry;
 #[cfg(feature = "openai")]

@@ -341,3 +341,140 @@ where
         self.optimizer.layer(service)
     }
 }
+
+/// How often one request's body is read whole and parsed as JSON on its way through the whole
+/// stack (the model rules above it, as the bundled proxy has them).
+#[cfg(all(test, feature = "openai"))]
+mod body_once {
+    use super::*;
+    use crate::buffer::counts;
+    use crate::filter::ParamFilterLayer;
+    use crate::openai::ChatOptions;
+    use crate::rules::ModelRulesLayer;
+    use crate::store::MemoryStore;
+    use bytes::Bytes;
+    use http::{header, Request, Response, StatusCode};
+    use http_body_util::{BodyExt, Full};
+    use tower::ServiceExt;
+
+    const KEY: &str = "AIzaSyA1234567890abcdefghijklmnopqrstuv";
+    const ANSWER: &str = r#"{"candidates":[{"content":{"role":"model","parts":[{"text":"hello there"}]},"finishReason":"STOP","index":0}],"usageMetadata":{"promptTokenCount":1,"candidatesTokenCount":2,"totalTokenCount":3}}"#;
+
+    /// Gemini, answering every call; what it was sent is kept.
+    async fn upstream(
+        req: Request<Full<Bytes>>,
+    ) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+        drop(req.into_body().collect().await);
+        let mut res = Response::new(Full::new(Bytes::from_static(ANSWER.as_bytes())));
+        res.headers_mut().insert(
+            header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        Ok(res)
+    }
+
+    /// The request's answer (status, body) and how often its body was read whole and parsed.
+    async fn counted(
+        options: ChatOptions,
+        req: Request<Full<Bytes>>,
+    ) -> (StatusCode, Bytes, (usize, usize)) {
+        let pool = KeyPool::builder().keys([KEY]).build().unwrap();
+        let stack = GeminiStack::new()
+            .pseudo_stream(PseudoStreamLayer::new())
+            .usage(UsageLayer::new(MemoryStore::new()))
+            .filter(ParamFilterLayer::new())
+            .openai(OpenAiLayer::new(options.clone()))
+            .retry(RetryLayer::new())
+            .keys(pool);
+        let service = ModelRulesLayer::new(options).layer(stack.layer(tower::service_fn(upstream)));
+        counts::take();
+        let res = service.oneshot(req).await.unwrap();
+        let status = res.status();
+        let body = res.into_body().collect().await.map(|c| c.to_bytes());
+        let body = body.unwrap_or_default();
+        (status, body, counts::take())
+    }
+
+    fn post(path: &str, body: &'static str) -> Request<Full<Bytes>> {
+        Request::post(path)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from_static(body.as_bytes())))
+            .unwrap()
+    }
+
+    fn safety() -> ChatOptions {
+        ChatOptions {
+            safety_settings: Some(serde_json::json!([
+                {"category": "HARM_CATEGORY_HARASSMENT", "threshold": "OFF"}
+            ])),
+            ..ChatOptions::default()
+        }
+    }
+
+    const GEMINI: &str = r#"{"contents":[{"role":"user","parts":[{"text":"hi"}]}]}"#;
+
+    #[tokio::test]
+    async fn native_body_read_once_parsed_once() {
+        // Safety settings only: spliced in without a parse; the filter's scan is the one parse.
+        let (status, body, counts) = counted(
+            safety(),
+            post("/v1beta/models/gemini-2.5-flash:generateContent", GEMINI),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.windows(5).any(|w| w == b"hello"));
+        assert_eq!(counts, (1, 1), "(reads, parses)");
+        // Built-in tools: the rules layer parses the body, and the filter reuses its parse.
+        let tools = ChatOptions {
+            code_execution: true,
+            ..safety()
+        };
+        let (status, _, counts) = counted(
+            tools,
+            post("/v1beta/models/gemini-2.5-flash:generateContent", GEMINI),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(counts, (1, 1), "(reads, parses)");
+        // A pseudo stream of Gemini's: the same.
+        let (status, body, counts) = counted(
+            safety(),
+            post(
+                "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse",
+                GEMINI,
+            ),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.starts_with(b"data: "), "{body:?}");
+        assert_eq!(counts, (1, 1), "(reads, parses)");
+    }
+
+    #[tokio::test]
+    async fn openai_body_read_once() {
+        // A pseudo stream: its parse of the body is reused by the filter and the conversion.
+        let (status, body, counts) = counted(
+            ChatOptions::default(),
+            post(
+                "/v1/chat/completions",
+                r#"{"model":"gemini-2.5-flash","messages":[{"role":"user","content":"hi"}],"stream":true}"#,
+            ),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.ends_with(b"data: [DONE]\n\n"), "{body:?}");
+        assert_eq!(counts, (1, 1), "(reads, parses)");
+        // No `stream`: the filter's scan, then the conversion's parse.
+        let (status, body, counts) = counted(
+            ChatOptions::default(),
+            post(
+                "/v1/chat/completions",
+                r#"{"model":"gemini-2.5-flash","messages":[{"role":"user","content":"hi"}]}"#,
+            ),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.windows(5).any(|w| w == b"hello"));
+        assert_eq!(counts, (1, 2), "(reads, parses)");
+    }
+}

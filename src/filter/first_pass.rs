@@ -24,6 +24,7 @@ pub(crate) struct Clean {
 /// `Some` when `body` is JSON that the walk would forward unchanged; `None` when in doubt
 /// (including bodies that are not JSON).
 pub(crate) fn first_pass(body: &[u8], shape: Shape) -> Option<Clean> {
+    crate::buffer::counts::parse();
     let mut de = serde_json::Deserializer::from_slice(body);
     let seed = ObjectSeed {
         schema: shape.schema(),

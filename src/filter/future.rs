@@ -1,9 +1,10 @@
 //! Response future of [`ParamFilter`](super::ParamFilter).
 
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::{request::Parts, Request, Response, StatusCode};
@@ -14,8 +15,9 @@ use super::layer::{decide, Config};
 use super::schema::Shape;
 use crate::api_error::{error_response, ApiFlavor};
 use crate::body::ResponseBody;
-use crate::buffer::{CollectError, CollectLimited};
+use crate::buffer::{Buffered, CollectError};
 use crate::classify::{FailureClass, Outcome};
+use crate::read_then_call::{Decide, ReadThenCall, Step};
 
 pin_project! {
     /// Response future of [`ParamFilter`](super::ParamFilter): reads the body (guarded routes
@@ -25,32 +27,53 @@ pin_project! {
         S: Service<Request<ReqBody>, Response = Response<B>>,
     {
         #[pin]
-        state: State<S, ReqBody, B>,
+        inner: ReadThenCall<S, ReqBody, Filtering<B>, Response<ResponseBody<B>>>,
     }
 }
 
-pin_project! {
-    #[project = StateProj]
-    enum State<S, ReqBody, B>
-    where
-        S: Service<Request<ReqBody>, Response = Response<B>>,
-    {
-        Collecting {
-            #[pin]
-            collect: CollectLimited<ReqBody>,
-            parts: Option<Parts>,
-            service: Option<S>,
-            config: Arc<Config>,
-            shape: Shape,
-            flavor: ApiFlavor,
-        },
-        Inner {
-            #[pin]
-            future: S::Future,
-        },
-        Local {
-            response: Option<Response<ResponseBody<B>>>,
-        },
+/// The filter's decision on a read body.
+pub(crate) struct Filtering<B> {
+    config: Arc<Config>,
+    shape: Shape,
+    flavor: ApiFlavor,
+    _answer: PhantomData<fn() -> B>,
+}
+
+impl<S, ReqBody, B> Decide<S, ReqBody> for Filtering<B>
+where
+    S: Service<Request<ReqBody>, Response = Response<B>>,
+    ReqBody: From<Bytes>,
+{
+    type Response = Response<ResponseBody<B>>;
+
+    fn unreadable(self, error: CollectError) -> Self::Response {
+        match error {
+            CollectError::TooLarge => too_large(self.flavor, self.config.max_body_bytes),
+            CollectError::Read => local(
+                error_response(
+                    self.flavor,
+                    StatusCode::BAD_REQUEST,
+                    "the request body could not be read",
+                ),
+                "unreadable request body",
+            ),
+        }
+    }
+
+    fn decide(
+        self,
+        mut parts: Parts,
+        body: Buffered,
+        _: &mut S,
+    ) -> Step<Request<ReqBody>, Self::Response> {
+        match decide(&mut parts, body, self.shape, &self.config, self.flavor) {
+            Ok(body) => Step::Forward(body.into_request(parts)),
+            Err((refusal, reason)) => Step::Answer(local(*refusal, reason)),
+        }
+    }
+
+    fn forwarded(response: Response<B>) -> Self::Response {
+        response.map(ResponseBody::inner)
     }
 }
 
@@ -66,38 +89,30 @@ where
 impl<S, ReqBody, B> ResponseFuture<S, ReqBody, B>
 where
     S: Service<Request<ReqBody>, Response = Response<B>>,
+    ReqBody: http_body::Body + From<Bytes>,
 {
     pub(super) fn inner(future: S::Future) -> Self {
         ResponseFuture {
-            state: State::Inner { future },
+            inner: ReadThenCall::called(future),
         }
     }
 
-    pub(super) fn collecting(
-        collect: CollectLimited<ReqBody>,
-        parts: Parts,
+    pub(super) fn reading(
+        req: Request<ReqBody>,
         service: S,
         config: Arc<Config>,
         shape: Shape,
         flavor: ApiFlavor,
     ) -> Self {
+        let limit = config.max_body_bytes;
+        let filtering = Filtering {
+            config,
+            shape,
+            flavor,
+            _answer: PhantomData,
+        };
         ResponseFuture {
-            state: State::Collecting {
-                collect,
-                parts: Some(parts),
-                service: Some(service),
-                config,
-                shape,
-                flavor,
-            },
-        }
-    }
-
-    pub(super) fn too_large(flavor: ApiFlavor, limit: usize) -> Self {
-        ResponseFuture {
-            state: State::Local {
-                response: Some(too_large(flavor, limit)),
-            },
+            inner: ReadThenCall::read(req, limit, service, filtering),
         }
     }
 }
@@ -132,58 +147,6 @@ where
     type Output = Result<Response<ResponseBody<B>>, S::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        loop {
-            match this.state.as_mut().project() {
-                StateProj::Inner { future } => {
-                    let res = ready!(future.poll(cx))?;
-                    return Poll::Ready(Ok(res.map(ResponseBody::inner)));
-                }
-                StateProj::Local { response } => {
-                    return match response.take() {
-                        Some(res) => Poll::Ready(Ok(res)),
-                        None => Poll::Pending, // polled after completion
-                    };
-                }
-                StateProj::Collecting {
-                    collect,
-                    parts,
-                    service,
-                    config,
-                    shape,
-                    flavor,
-                } => {
-                    let collected = ready!(collect.poll(cx));
-                    let (Some(mut parts), Some(mut service)) = (parts.take(), service.take())
-                    else {
-                        return Poll::Pending; // polled after completion
-                    };
-                    let bytes = match collected {
-                        Ok(bytes) => bytes,
-                        Err(CollectError::TooLarge) => {
-                            return Poll::Ready(Ok(too_large(*flavor, config.max_body_bytes)))
-                        }
-                        Err(CollectError::Read) => {
-                            return Poll::Ready(Ok(local(
-                                error_response(
-                                    *flavor,
-                                    StatusCode::BAD_REQUEST,
-                                    "the request body could not be read",
-                                ),
-                                "unreadable request body",
-                            )))
-                        }
-                    };
-                    match decide(&mut parts, bytes, *shape, config, *flavor) {
-                        Ok(bytes) => {
-                            let future =
-                                service.call(Request::from_parts(parts, ReqBody::from(bytes)));
-                            this.state.set(State::Inner { future });
-                        }
-                        Err((refusal, reason)) => return Poll::Ready(Ok(local(*refusal, reason))),
-                    }
-                }
-            }
-        }
+        self.project().inner.poll(cx)
     }
 }

@@ -5,7 +5,6 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::{request::Parts, Request, Response};
-use serde_json::Value;
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -17,7 +16,7 @@ use super::reject::{not_json, rejection};
 use super::schema::Shape;
 use crate::api_error::ApiFlavor;
 use crate::body::ResponseBody;
-use crate::buffer::{declared_length, is_json_or_unlabelled, set_body_length, CollectLimited};
+use crate::buffer::{is_json_or_unlabelled, parse_json, Buffered};
 use crate::ext::{model_from_path, ModelName, RequestInfo};
 use crate::order::{self, Misorder};
 
@@ -143,19 +142,7 @@ where
             return ResponseFuture::inner(inner.call(req));
         };
         let flavor = info.flavor;
-        let limit = self.config.max_body_bytes;
-        if declared_length(req.headers()).is_some_and(|len| len > limit as u64) {
-            return ResponseFuture::too_large(flavor, limit);
-        }
-        let (parts, body) = req.into_parts();
-        ResponseFuture::collecting(
-            CollectLimited::new(body, limit),
-            parts,
-            inner,
-            self.config.clone(),
-            shape,
-            flavor,
-        )
+        ResponseFuture::reading(req, inner, self.config.clone(), shape, flavor)
     }
 }
 
@@ -188,20 +175,27 @@ pub(crate) type Refusal = (Box<Response<Bytes>>, &'static str);
 
 pub(crate) fn decide(
     parts: &mut Parts,
-    bytes: Bytes,
+    mut body: Buffered,
     shape: Shape,
     config: &Config,
     flavor: ApiFlavor,
-) -> Result<Bytes, Refusal> {
-    // Most bodies need nothing: say so without building them (see `first_pass`).
-    if let Some(clean) = first_pass(&bytes, shape) {
-        note_body_model(parts, clean.model.as_deref());
-        let model = request_model(parts, clean.model.as_deref());
-        if config.drops.paths_for(shape, model).next().is_none() {
-            return Ok(bytes);
+) -> Result<Buffered, Refusal> {
+    let parsed = match body.take_json() {
+        // A layer above parsed it: the walk below costs no parse.
+        Some(value) => Ok(value),
+        None => {
+            // Most bodies need nothing: say so without building them (see `first_pass`).
+            if let Some(clean) = first_pass(body.bytes(), shape) {
+                note_body_model(parts, clean.model.as_deref());
+                let model = request_model(parts, clean.model.as_deref());
+                if config.drops.paths_for(shape, model).next().is_none() {
+                    return Ok(body);
+                }
+            }
+            parse_json(body.bytes())
         }
-    }
-    let mut value = match serde_json::from_slice::<Value>(&bytes) {
+    };
+    let mut value = match parsed {
         Ok(value) => value,
         // Behind an OpenAI route is Gemini (converted to, or its OpenAI-compatible endpoint),
         // which would answer the syntax error in its own format: answer it here, in OpenAI's.
@@ -213,25 +207,29 @@ pub(crate) fn decide(
             return Err((Box::new(not_json(flavor, &e)), "request body is not JSON"));
         }
         // Gemini's own API answers it, in Gemini's format.
-        Err(_) => return Ok(bytes),
+        Err(_) => return Ok(body),
     };
     let body_model = body_model(&value, shape).map(str::to_owned);
     note_body_model(parts, body_model.as_deref());
     let model = request_model(parts, body_model.as_deref()).map(str::to_owned);
     match filter_value(&mut value, shape, model.as_deref(), &config.drops) {
-        Checked::Unchanged => Ok(bytes),
+        // The parse stays with the body, for the layers below (the OpenAI conversion).
+        Checked::Unchanged => Ok(body.with_json(value)),
         Checked::Changed => match serde_json::to_vec(&value) {
             Ok(out) => {
                 tracing::debug!(
                     route = shape.name(),
-                    before = bytes.len(),
+                    before = body.len(),
                     after = out.len(),
                     "request body rewritten"
                 );
-                set_body_length(&mut parts.headers, out.len());
-                Ok(Bytes::from(out))
+                Ok(Buffered::rewritten(
+                    &mut parts.headers,
+                    Bytes::from(out),
+                    Some(value),
+                ))
             }
-            Err(_) => Ok(bytes),
+            Err(_) => Ok(body),
         },
         Checked::Invalid { violations, more } => {
             let fields: Vec<&str> = violations.iter().map(|v| v.field.as_str()).collect();

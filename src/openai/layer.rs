@@ -21,7 +21,9 @@ use super::response::{
     ResponseOptions,
 };
 use crate::api_error::{openai_error_value, ApiFlavor};
-use crate::buffer::{CollectError, CollectLimited};
+use crate::buffer::{
+    parse_json, set_body_length, Buffered, CollectError, CollectLimited, ReadBody,
+};
 use crate::ext::{ModelName, Operation, RequestInfo};
 use crate::usage::{gemini_usage, RecordHandoff, Settled, UpstreamUsage};
 
@@ -232,8 +234,8 @@ where
     ReqBody: http_body::Body<Data = Bytes> + From<Bytes>,
 {
     let (mut parts, body) = req.into_parts();
-    let bytes = match CollectLimited::new(body, layer.max_body_bytes).await {
-        Ok(bytes) => bytes,
+    let mut buffered = match ReadBody::new(&mut parts, body, layer.max_body_bytes).await {
+        Ok(buffered) => buffered,
         Err(CollectError::TooLarge) => {
             return Err(error(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -252,7 +254,12 @@ where
             ))
         }
     };
-    let json: Value = serde_json::from_slice(&bytes).map_err(|e| {
+    // A layer above (the filter, the pseudo stream) may have parsed it already.
+    let parsed = match buffered.take_json() {
+        Some(json) => Ok(json),
+        None => parse_json(buffered.bytes()),
+    };
+    let json: Value = parsed.map_err(|e| {
         error(
             StatusCode::BAD_REQUEST,
             &format!("the request body is not valid JSON: {e}"),
@@ -350,16 +357,13 @@ where
     parts.extensions.insert(ApiFlavor::OpenAi);
     // The layers below see a Gemini call for the upstream's model, answered in OpenAI's format.
     RequestInfo::update(&mut parts, |info| info.flavor = ApiFlavor::OpenAi);
-    parts.headers.remove(header::CONTENT_LENGTH);
-    parts.headers.remove(header::TRANSFER_ENCODING);
     parts.headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    parts
-        .headers
-        .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-    Ok((Request::from_parts(parts, ReqBody::from(body)), plan))
+    // Nothing below reads the converted body: its bytes only.
+    let body = Buffered::rewritten(&mut parts.headers, body, None);
+    Ok((body.into_request(parts), plan))
 }
 
 /// A `400` for a model in the rules' `filtered_models`, before any image is fetched or any key
@@ -463,10 +467,7 @@ where
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    parts.headers.remove(header::TRANSFER_ENCODING);
-    parts
-        .headers
-        .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    set_body_length(&mut parts.headers, body.len());
     Response::from_parts(parts, OpenAiBody::full(body))
 }
 

@@ -5,8 +5,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{header, HeaderName, HeaderValue, Request, Response, StatusCode};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
 use tower::retry::budget::TpsBudget;
 use tower::ServiceExt;
 use tower_layer::Layer;
@@ -19,6 +18,7 @@ use super::future::ResponseFuture;
 use super::make_body::{FromBytes, MakeBody};
 use crate::api_error::{error_response, ApiFlavor};
 use crate::body::ResponseBody;
+use crate::buffer::{CollectError, ReadBody};
 use crate::classify::{classify_any_error, Classifier, FailureClass, Outcome};
 use crate::ext::Attempts;
 use crate::order::{self, Misorder};
@@ -254,21 +254,12 @@ where
 {
     // Worked out once here; every attempt's request carries a copy.
     let flavor = crate::ext::RequestInfo::attach(&mut req).flavor;
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > config.max_body_bytes as u64) {
-        return Ok(too_large(flavor, config.max_body_bytes));
-    }
-    let (parts, body) = req.into_parts();
-    let bytes = match Limited::new(body, config.max_body_bytes).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(err) if err.is::<LengthLimitError>() => {
-            return Ok(too_large(flavor, config.max_body_bytes))
-        }
-        Err(_) => {
+    let (mut parts, body) = req.into_parts();
+    // The body a layer above read, or read here; only its bytes are kept for the attempts.
+    let buffered = match ReadBody::new(&mut parts, body, config.max_body_bytes).await {
+        Ok(buffered) => buffered.without_json(),
+        Err(CollectError::TooLarge) => return Ok(too_large(flavor, config.max_body_bytes)),
+        Err(CollectError::Read) => {
             return Ok(local(
                 flavor,
                 StatusCode::BAD_REQUEST,
@@ -277,6 +268,8 @@ where
             ))
         }
     };
+    let bytes = buffered.bytes().clone();
+    parts.extensions.insert(buffered);
     if let Some(capture) = parts.extensions.get::<RequestBodyCapture>() {
         capture.set(bytes.clone());
     }

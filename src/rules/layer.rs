@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
@@ -17,7 +18,7 @@ use tower_service::Service;
 use crate::api_error::{error_response, openai_error_value, ApiFlavor};
 use crate::body::ResponseBody;
 use crate::buffer::{
-    declared_length, is_json_or_unlabelled, set_body_length, CollectError, CollectLimited,
+    is_json_or_unlabelled, parse_json, set_body_length, Buffered, CollectError, CollectLimited,
 };
 use crate::classify::{FailureClass, Outcome};
 use crate::ext::{model_from_path, ModelName};
@@ -25,6 +26,7 @@ use crate::openai::{
     default_safety_settings, splice_default_safety_settings, ChatOptions, ModelRules,
     ResolvedModel, ShowSearchLinks,
 };
+use crate::read_then_call::{Decide, ReadThenCall, Step};
 
 /// Applies the model rules ([`ChatOptions`], with its [`ModelRules`]) to every request: see the
 /// [module docs](super).
@@ -216,19 +218,16 @@ where
             None => return ResponseFuture::inner(inner.call(req)),
         };
         let limit = self.layer.max_body_bytes;
-        if declared_length(req.headers()).is_some_and(|len| len > limit as u64) {
-            return ResponseFuture::local(too_large(flavor, limit));
-        }
-        let (parts, body) = req.into_parts();
+        let ruling = Ruling {
+            config: self.layer.config.clone(),
+            plan,
+            flavor,
+            limit,
+            _answer: PhantomData,
+        };
         ResponseFuture {
-            state: State::Collecting {
-                collect: CollectLimited::new(body, limit),
-                parts: Some(parts),
-                service: Some(inner),
-                config: self.layer.config.clone(),
-                plan: Some(plan),
-                flavor,
-                limit,
+            state: State::Body {
+                call: ReadThenCall::read(req, limit, inner, ruling),
             },
         }
     }
@@ -322,23 +321,34 @@ fn renamed(uri: &Uri, raw: &str, model: &str) -> Option<Uri> {
 
 /// A `generateContent` body with what it gets by default: tools, thinking config and image
 /// output when `shape`, and the default safety settings unless it has its own. A body that is
-/// not JSON is left as it is (the upstream, or a parameter filter, answers it).
-fn with_defaults(config: &Config, model: &ResolvedModel, shape: bool, bytes: Bytes) -> Bytes {
+/// not JSON is left as it is (the upstream, or a parameter filter, answers it). A body that was
+/// parsed goes on with its parse, for the layers below.
+fn with_defaults(
+    config: &Config,
+    model: &ResolvedModel,
+    shape: bool,
+    headers: &mut http::HeaderMap,
+    mut buffered: Buffered,
+) -> Buffered {
     let options = &config.options;
     if !shape {
         // Safety settings only: spliced in without a parse when the body does not mention them.
         let Some(json) = &config.safety_json else {
-            return bytes;
+            return buffered;
         };
-        if let Some(spliced) = splice_default_safety_settings(&bytes, json) {
-            return Bytes::from(spliced);
+        if let Some(spliced) = splice_default_safety_settings(buffered.bytes(), json) {
+            return Buffered::rewritten(headers, Bytes::from(spliced), None);
         }
     }
-    let Ok(mut body) = serde_json::from_slice::<Value>(&bytes) else {
-        return bytes;
+    let parsed = match buffered.take_json() {
+        Some(value) => Ok(value),
+        None => parse_json(buffered.bytes()),
+    };
+    let Ok(mut body) = parsed else {
+        return buffered;
     };
     if !body.is_object() {
-        return bytes;
+        return buffered.with_json(body);
     }
     if shape {
         options.shape_gemini_request(model, &mut body);
@@ -346,7 +356,65 @@ fn with_defaults(config: &Config, model: &ResolvedModel, shape: bool, bytes: Byt
     if let (Some(safety), Some(_)) = (&options.safety_settings, &config.safety_json) {
         default_safety_settings(&mut body, safety);
     }
-    Bytes::from(body.to_string())
+    let bytes = Bytes::from(body.to_string());
+    Buffered::rewritten(headers, bytes, Some(body))
+}
+
+/// The rules' decision on a request body read whole.
+struct Ruling<B> {
+    config: Arc<Config>,
+    plan: Plan,
+    flavor: ApiFlavor,
+    limit: usize,
+    _answer: PhantomData<fn() -> B>,
+}
+
+impl<S, ReqBody, B> Decide<S, ReqBody> for Ruling<B>
+where
+    S: Service<Request<ReqBody>, Response = Response<B>>,
+    ReqBody: From<Bytes>,
+{
+    type Response = Response<ResponseBody<B>>;
+
+    fn unreadable(self, error: CollectError) -> Self::Response {
+        let res = match error {
+            CollectError::TooLarge => too_large(self.flavor, self.limit),
+            CollectError::Read => local(
+                error_response(
+                    self.flavor,
+                    StatusCode::BAD_REQUEST,
+                    "the request body could not be read",
+                ),
+                "unreadable request body",
+            ),
+        };
+        res.map(ResponseBody::full)
+    }
+
+    fn decide(
+        self,
+        mut parts: Parts,
+        body: Buffered,
+        _: &mut S,
+    ) -> Step<Request<ReqBody>, Self::Response> {
+        let body = match self.plan {
+            Plan::CheckModels => {
+                let rules = &self.config.options.rules;
+                if let Some(refusal) = check_body(rules, &parts, body.bytes(), self.flavor) {
+                    return Step::Answer(refusal.map(ResponseBody::full));
+                }
+                body
+            }
+            Plan::Defaults { model, shape } => {
+                with_defaults(&self.config, &model, shape, &mut parts.headers, body)
+            }
+        };
+        Step::Forward(body.into_request(parts))
+    }
+
+    fn forwarded(response: Response<B>) -> Self::Response {
+        response.map(ResponseBody::inner)
+    }
 }
 
 pin_project! {
@@ -367,19 +435,9 @@ pin_project! {
     where
         S: Service<Request<ReqBody>, Response = Response<B>>,
     {
-        Collecting {
+        Body {
             #[pin]
-            collect: CollectLimited<ReqBody>,
-            parts: Option<Parts>,
-            service: Option<S>,
-            config: Arc<Config>,
-            plan: Option<Plan>,
-            flavor: ApiFlavor,
-            limit: usize,
-        },
-        Inner {
-            #[pin]
-            future: S::Future,
+            call: ReadThenCall<S, ReqBody, Ruling<B>, Response<ResponseBody<B>>>,
         },
         Listing {
             #[pin]
@@ -393,9 +451,6 @@ pin_project! {
             head: Option<http::response::Parts>,
             config: Arc<Config>,
             flavor: ApiFlavor,
-        },
-        Local {
-            response: Option<Response<Bytes>>,
         },
     }
 }
@@ -415,14 +470,16 @@ where
 {
     fn inner(future: S::Future) -> Self {
         ResponseFuture {
-            state: State::Inner { future },
+            state: State::Body {
+                call: ReadThenCall::called(future),
+            },
         }
     }
 
     fn local(response: Response<Bytes>) -> Self {
         ResponseFuture {
-            state: State::Local {
-                response: Some(response),
+            state: State::Body {
+                call: ReadThenCall::answered(response.map(ResponseBody::full)),
             },
         }
     }
@@ -440,10 +497,7 @@ where
         let mut this = self.project();
         loop {
             match this.state.as_mut().project() {
-                StateProj::Inner { future } => {
-                    let res = ready!(future.poll(cx))?;
-                    return Poll::Ready(Ok(res.map(ResponseBody::inner)));
-                }
+                StateProj::Body { call } => return call.poll(cx),
                 StateProj::Listing {
                     future,
                     config,
@@ -491,63 +545,6 @@ where
                     };
                     return Poll::Ready(Ok(res.map(ResponseBody::full)));
                 }
-                StateProj::Local { response } => {
-                    return match response.take() {
-                        Some(res) => Poll::Ready(Ok(res.map(ResponseBody::full))),
-                        None => Poll::Pending, // polled after completion
-                    };
-                }
-                StateProj::Collecting {
-                    collect,
-                    parts,
-                    service,
-                    config,
-                    plan,
-                    flavor,
-                    limit,
-                } => {
-                    let collected = ready!(collect.poll(cx));
-                    let (Some(mut parts), Some(mut service), Some(plan)) =
-                        (parts.take(), service.take(), plan.take())
-                    else {
-                        return Poll::Pending; // polled after completion
-                    };
-                    let bytes = match collected {
-                        Ok(bytes) => bytes,
-                        Err(CollectError::TooLarge) => {
-                            return Poll::Ready(Ok(
-                                too_large(*flavor, *limit).map(ResponseBody::full)
-                            ))
-                        }
-                        Err(CollectError::Read) => {
-                            let res = local(
-                                error_response(
-                                    *flavor,
-                                    StatusCode::BAD_REQUEST,
-                                    "the request body could not be read",
-                                ),
-                                "unreadable request body",
-                            );
-                            return Poll::Ready(Ok(res.map(ResponseBody::full)));
-                        }
-                    };
-                    let bytes = match plan {
-                        Plan::CheckModels => {
-                            let rules = &config.options.rules;
-                            if let Some(refusal) = check_body(rules, &parts, &bytes, *flavor) {
-                                return Poll::Ready(Ok(refusal.map(ResponseBody::full)));
-                            }
-                            bytes
-                        }
-                        Plan::Defaults { model, shape } => {
-                            let changed = with_defaults(config, &model, shape, bytes);
-                            set_body_length(&mut parts.headers, changed.len());
-                            changed
-                        }
-                    };
-                    let future = service.call(Request::from_parts(parts, ReqBody::from(bytes)));
-                    this.state.set(State::Inner { future });
-                }
             }
         }
     }
@@ -563,6 +560,7 @@ fn check_body(
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return None;
     }
+    crate::buffer::counts::parse();
     match serde_json::from_slice::<BodyModels>(bytes) {
         Ok(BodyModels(models)) => models
             .iter()

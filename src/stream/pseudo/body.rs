@@ -14,8 +14,11 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
 use super::events::StreamContext;
-use crate::classify::classify_any_error;
+use crate::classify::{classify_any_error, FailureClass};
 use crate::usage::{HandoffGuard, Settled};
+
+/// The inner service's call, owned by a faked stream's body; its error already classified.
+type UpstreamCall<B> = Pin<Box<dyn Future<Output = Result<Response<B>, FailureClass>> + Send>>;
 
 /// Tells a `Usage` below how the client's stream ended.
 fn settle(handoff: &mut Option<HandoffGuard>, failed: bool) {
@@ -33,24 +36,25 @@ fn settle(handoff: &mut Option<HandoffGuard>, failed: bool) {
 pin_project! {
     /// Response body of [`PseudoStream`](super::PseudoStream).
     ///
-    /// For a faked stream it owns the upstream call: dropping the body (the client went away)
-    /// drops the call, and nothing keeps running in the background.
-    pub struct PseudoStreamBody<F, B> {
+    /// For a faked stream it owns the upstream call (boxed, so that the inner service's future
+    /// is not part of this type): dropping the body (the client went away) drops the call, and
+    /// nothing keeps running in the background.
+    pub struct PseudoStreamBody<B> {
         #[pin]
-        kind: Kind<F, B>,
+        kind: Kind<B>,
     }
 }
 
 pin_project! {
     #[project = KindProj]
-    enum Kind<F, B> {
+    enum Kind<B> {
         Inner { #[pin] body: B },
         Full { data: Option<Bytes> },
-        Sse { sse: Pin<Box<SseBody<F, B>>> },
+        Sse { sse: Pin<Box<SseBody<B>>> },
     }
 }
 
-impl<F, B> fmt::Debug for PseudoStreamBody<F, B> {
+impl<B> fmt::Debug for PseudoStreamBody<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let kind = match &self.kind {
             Kind::Inner { .. } => "inner",
@@ -63,7 +67,7 @@ impl<F, B> fmt::Debug for PseudoStreamBody<F, B> {
     }
 }
 
-impl<F, B> PseudoStreamBody<F, B> {
+impl<B> PseudoStreamBody<B> {
     pub(crate) fn inner(body: B) -> Self {
         PseudoStreamBody {
             kind: Kind::Inner { body },
@@ -78,13 +82,19 @@ impl<F, B> PseudoStreamBody<F, B> {
         }
     }
 
-    pub(crate) fn sse(
+    pub(crate) fn sse<F, E>(
         future: F,
         ctx: StreamContext,
         interval: Duration,
         max_answer: usize,
         handoff: Option<HandoffGuard>,
-    ) -> Self {
+    ) -> Self
+    where
+        F: Future<Output = Result<Response<B>, E>> + Send + 'static,
+        E: fmt::Display + 'static,
+    {
+        let future: UpstreamCall<B> =
+            Box::pin(async move { future.await.map_err(|err| classify_any_error(&err)) });
         PseudoStreamBody {
             kind: Kind::Sse {
                 sse: Box::pin(SseBody {
@@ -105,10 +115,8 @@ impl<F, B> PseudoStreamBody<F, B> {
     }
 }
 
-impl<F, B, E> Body for PseudoStreamBody<F, B>
+impl<B> Body for PseudoStreamBody<B>
 where
-    F: Future<Output = Result<Response<B>, E>>,
-    E: fmt::Display + 'static,
     B: Body<Data = Bytes>,
 {
     type Data = Bytes;
@@ -149,9 +157,9 @@ where
 
 pin_project! {
     /// The faked stream: keep-alives while the upstream call runs, then its answer as events.
-    struct SseBody<F, B> {
+    struct SseBody<B> {
         #[pin]
-        state: State<F, B>,
+        state: State<B>,
         #[pin]
         keep_alive: Sleep,
         interval: Duration,
@@ -164,26 +172,24 @@ pin_project! {
 
 pin_project! {
     #[project = StateProj]
-    enum State<F, B> {
+    enum State<B> {
         /// The upstream call is running.
-        Waiting { #[pin] future: F },
+        Waiting { future: UpstreamCall<B> },
         /// The upstream answered; its body is being read.
         Reading { #[pin] body: B, status: StatusCode, buf: BytesMut },
         Done,
     }
 }
 
-impl<F, B, E> SseBody<F, B>
+impl<B> SseBody<B>
 where
-    F: Future<Output = Result<Response<B>, E>>,
-    E: fmt::Display + 'static,
     B: Body<Data = Bytes>,
 {
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
         let mut this = self.project();
         loop {
             match this.state.as_mut().project() {
-                StateProj::Waiting { future } => match future.poll(cx) {
+                StateProj::Waiting { future } => match future.as_mut().poll(cx) {
                     Poll::Ready(Ok(res)) if crate::decode::is_encoded(res.headers()) => {
                         // No `DecodeLayer` below: compressed bytes cannot be replayed as events.
                         tracing::warn!("pseudo stream: the upstream answer is compressed");
@@ -204,8 +210,7 @@ where
                         });
                         continue;
                     }
-                    Poll::Ready(Err(err)) => {
-                        let class = classify_any_error(&err);
+                    Poll::Ready(Err(class)) => {
                         let status = class.status().unwrap_or(StatusCode::BAD_GATEWAY);
                         tracing::warn!(class = %class, "pseudo stream: the upstream call failed");
                         let event = this

@@ -1,9 +1,11 @@
 //! Response future of [`PseudoStream`](super::PseudoStream).
 
+use std::fmt;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::{request::Parts, Request, Response, StatusCode};
@@ -13,10 +15,8 @@ use tower_service::Service;
 use super::body::PseudoStreamBody;
 use super::layer::{openai_rewrite, stream_response, Config};
 use crate::api_error::{error_response, ApiFlavor};
-use crate::buffer::{CollectError, CollectLimited};
-
-type Answer<S, ReqBody, B> =
-    Response<PseudoStreamBody<<S as Service<Request<ReqBody>>>::Future, B>>;
+use crate::buffer::{Buffered, CollectError};
+use crate::read_then_call::{Decide, ReadThenCall, Step};
 
 pin_project! {
     /// Response future of [`PseudoStream`](super::PseudoStream).
@@ -29,38 +29,66 @@ pin_project! {
         S: Service<Request<ReqBody>, Response = Response<B>>,
     {
         #[pin]
-        state: State<S, ReqBody, B>,
+        inner: ReadThenCall<S, ReqBody, Faking<B>, Response<PseudoStreamBody<B>>>,
     }
 }
 
-pin_project! {
-    #[project = StateProj]
-    enum State<S, ReqBody, B>
-    where
-        S: Service<Request<ReqBody>, Response = Response<B>>,
-    {
-        Passthrough {
-            #[pin]
-            future: S::Future,
-        },
-        Collecting {
-            #[pin]
-            collect: CollectLimited<ReqBody>,
-            parts: Option<Parts>,
-            service: Option<S>,
-            config: Arc<Config>,
-        },
-        Ready {
-            response: Option<Answer<S, ReqBody, B>>,
-        },
+/// On an OpenAI chat body: fake its stream, or forward it.
+pub(crate) struct Faking<B> {
+    config: Arc<Config>,
+    _answer: PhantomData<fn() -> B>,
+}
+
+impl<S, ReqBody, B> Decide<S, ReqBody> for Faking<B>
+where
+    S: Service<Request<ReqBody>, Response = Response<B>>,
+    S::Future: Send + 'static,
+    S::Error: fmt::Display + 'static,
+    ReqBody: From<Bytes>,
+{
+    type Response = Response<PseudoStreamBody<B>>;
+
+    fn unreadable(self, error: CollectError) -> Self::Response {
+        match error {
+            CollectError::TooLarge => {
+                let limit = self.config.max_request_bytes;
+                local(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    &format!("the request body is larger than the limit of {limit} bytes"),
+                )
+            }
+            CollectError::Read => local(
+                StatusCode::BAD_REQUEST,
+                "the request body could not be read",
+            ),
+        }
+    }
+
+    fn decide(
+        self,
+        mut parts: Parts,
+        body: Buffered,
+        inner: &mut S,
+    ) -> Step<Request<ReqBody>, Self::Response> {
+        match openai_rewrite(&mut parts, body, &self.config) {
+            (body, Some((ctx, handoff))) => {
+                let future = inner.call(body.into_request(parts));
+                Step::Answer(stream_response(future, ctx, &self.config, handoff))
+            }
+            (body, None) => Step::Forward(body.into_request(parts)),
+        }
+    }
+
+    fn forwarded(response: Response<B>) -> Self::Response {
+        response.map(PseudoStreamBody::inner)
     }
 }
 
-impl<S, ReqBody, B> std::fmt::Debug for ResponseFuture<S, ReqBody, B>
+impl<S, ReqBody, B> fmt::Debug for ResponseFuture<S, ReqBody, B>
 where
     S: Service<Request<ReqBody>, Response = Response<B>>,
 {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseFuture").finish_non_exhaustive()
     }
 }
@@ -68,106 +96,48 @@ where
 impl<S, ReqBody, B> ResponseFuture<S, ReqBody, B>
 where
     S: Service<Request<ReqBody>, Response = Response<B>>,
+    S::Future: Send + 'static,
+    S::Error: fmt::Display + 'static,
+    ReqBody: http_body::Body + From<Bytes>,
 {
     pub(super) fn passthrough(future: S::Future) -> Self {
         ResponseFuture {
-            state: State::Passthrough { future },
+            inner: ReadThenCall::called(future),
         }
     }
 
-    pub(super) fn ready(response: Answer<S, ReqBody, B>) -> Self {
+    pub(super) fn ready(response: Response<PseudoStreamBody<B>>) -> Self {
         ResponseFuture {
-            state: State::Ready {
-                response: Some(response),
-            },
+            inner: ReadThenCall::answered(response),
         }
     }
 
-    pub(super) fn collecting(
-        collect: CollectLimited<ReqBody>,
-        parts: Parts,
-        service: S,
-        config: Arc<Config>,
-    ) -> Self {
+    pub(super) fn reading(req: Request<ReqBody>, service: S, config: Arc<Config>) -> Self {
+        let limit = config.max_request_bytes;
+        let faking = Faking {
+            config,
+            _answer: PhantomData,
+        };
         ResponseFuture {
-            state: State::Collecting {
-                collect,
-                parts: Some(parts),
-                service: Some(service),
-                config,
-            },
+            inner: ReadThenCall::read(req, limit, service, faking),
         }
     }
 }
 
-fn local<F, B>(status: StatusCode, message: &str) -> Response<PseudoStreamBody<F, B>> {
+fn local<B>(status: StatusCode, message: &str) -> Response<PseudoStreamBody<B>> {
     error_response(ApiFlavor::OpenAi, status, message).map(PseudoStreamBody::full)
 }
 
 impl<S, ReqBody, B> Future for ResponseFuture<S, ReqBody, B>
 where
     S: Service<Request<ReqBody>, Response = Response<B>>,
+    S::Future: Send + 'static,
+    S::Error: fmt::Display + 'static,
     ReqBody: http_body::Body<Data = Bytes> + From<Bytes>,
 {
-    type Output = Result<Answer<S, ReqBody, B>, S::Error>;
+    type Output = Result<Response<PseudoStreamBody<B>>, S::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        loop {
-            match this.state.as_mut().project() {
-                StateProj::Passthrough { future } => {
-                    let res = ready!(future.poll(cx))?;
-                    return Poll::Ready(Ok(res.map(PseudoStreamBody::inner)));
-                }
-                StateProj::Ready { response } => {
-                    return match response.take() {
-                        Some(res) => Poll::Ready(Ok(res)),
-                        None => Poll::Pending, // polled after completion
-                    };
-                }
-                StateProj::Collecting {
-                    collect,
-                    parts,
-                    service,
-                    config,
-                } => {
-                    let collected = ready!(collect.poll(cx));
-                    let (Some(mut parts), Some(mut service)) = (parts.take(), service.take())
-                    else {
-                        return Poll::Pending; // polled after completion
-                    };
-                    let bytes = match collected {
-                        Ok(bytes) => bytes,
-                        Err(CollectError::TooLarge) => {
-                            let limit = config.max_request_bytes;
-                            return Poll::Ready(Ok(local(
-                                StatusCode::PAYLOAD_TOO_LARGE,
-                                &format!(
-                                    "the request body is larger than the limit of {limit} bytes"
-                                ),
-                            )));
-                        }
-                        Err(CollectError::Read) => {
-                            return Poll::Ready(Ok(local(
-                                StatusCode::BAD_REQUEST,
-                                "the request body could not be read",
-                            )));
-                        }
-                    };
-                    match openai_rewrite(&mut parts, &bytes, config) {
-                        Some((body, ctx, handoff)) => {
-                            let future =
-                                service.call(Request::from_parts(parts, ReqBody::from(body)));
-                            return Poll::Ready(Ok(stream_response(future, ctx, config, handoff)));
-                        }
-                        None => {
-                            let future =
-                                service.call(Request::from_parts(parts, ReqBody::from(bytes)));
-                            this.state.set(State::Passthrough { future });
-                        }
-                    }
-                }
-            }
-        }
+        self.project().inner.poll(cx)
     }
 }

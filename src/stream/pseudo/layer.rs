@@ -15,7 +15,7 @@ use super::body::PseudoStreamBody;
 use super::events::{KeepAlive, StreamContext};
 use super::future::ResponseFuture;
 use crate::api_error::ApiFlavor;
-use crate::buffer::{declared_length, set_body_length, CollectLimited};
+use crate::buffer::{declared_length, parse_json, Buffered};
 use crate::ext::{ModelName, Operation, PseudoStreamed, RequestInfo};
 use crate::order::{self, Misorder};
 use crate::usage::{HandoffGuard, RecordHandoff, Settled};
@@ -202,9 +202,11 @@ impl<S> PseudoStream<S> {
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for PseudoStream<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    S::Future: Send + 'static,
+    S::Error: fmt::Display + 'static,
     ReqBody: http_body::Body<Data = Bytes> + From<Bytes>,
 {
-    type Response = Response<PseudoStreamBody<S::Future, ResBody>>;
+    type Response = Response<PseudoStreamBody<ResBody>>;
     type Error = S::Error;
     type Future = ResponseFuture<S, ReqBody, ResBody>;
 
@@ -249,13 +251,7 @@ where
                     // Too large for us to look into; the layers below answer it.
                     return ResponseFuture::passthrough(inner.call(req));
                 }
-                let (parts, body) = req.into_parts();
-                ResponseFuture::collecting(
-                    CollectLimited::new(body, limit),
-                    parts,
-                    inner,
-                    self.config.clone(),
-                )
+                ResponseFuture::reading(req, inner, self.config.clone())
             }
             _ => ResponseFuture::passthrough(inner.call(req)),
         }
@@ -286,12 +282,16 @@ fn mark_pseudo_streamed(parts: &mut Parts, rewrite: impl FnOnce(&mut RequestInfo
 }
 
 /// The `200 text/event-stream` answer whose body owns `future`.
-pub(crate) fn stream_response<F, B>(
+pub(crate) fn stream_response<F, B, E>(
     future: F,
     ctx: StreamContext,
     config: &Config,
     handoff: HandoffGuard,
-) -> Response<PseudoStreamBody<F, B>> {
+) -> Response<PseudoStreamBody<B>>
+where
+    F: std::future::Future<Output = Result<Response<B>, E>> + Send + 'static,
+    E: fmt::Display + 'static,
+{
     let content_type = match ctx.flavor {
         ApiFlavor::OpenAi => "text/event-stream; charset=utf-8",
         _ => "text/event-stream",
@@ -311,45 +311,51 @@ pub(crate) fn stream_response<F, B>(
     res
 }
 
-/// For a collected OpenAI chat body: the rewritten non-streaming body, the stream's context and
-/// the record's handoff when the request should be faked, `None` to forward it as it came.
+/// For an OpenAI chat body read whole: when the request should be faked, the rewritten
+/// non-streaming body with the stream's context and the record's handoff; else the body as it
+/// came (with its parse, when one was made, for the layers below).
 pub(crate) fn openai_rewrite(
     parts: &mut Parts,
-    bytes: &Bytes,
+    mut body: Buffered,
     config: &Config,
-) -> Option<(Bytes, StreamContext, HandoffGuard)> {
-    if !contains(bytes, b"\"stream\"") {
-        return None;
-    }
-    let Ok(Value::Object(mut body)) = serde_json::from_slice::<Value>(bytes) else {
-        return None;
+) -> (Buffered, Option<(StreamContext, HandoffGuard)>) {
+    let parsed = match body.take_json() {
+        Some(value) => value,
+        None if !contains(body.bytes(), b"\"stream\"") => return (body, None),
+        None => match parse_json(body.bytes()) {
+            Ok(value) => value,
+            Err(_) => return (body, None),
+        },
     };
-    if body.get("stream") != Some(&Value::Bool(true)) {
-        return None;
-    }
-    let model = body.get("model").and_then(Value::as_str);
-    if !config.wants(model) {
-        return None;
+    let Value::Object(mut map) = parsed else {
+        return (body.with_json(parsed), None);
+    };
+    let model = map.get("model").and_then(Value::as_str);
+    if map.get("stream") != Some(&Value::Bool(true)) || !config.wants(model) {
+        return (body.with_json(Value::Object(map)), None);
     }
     let mut ctx = StreamContext::new(ApiFlavor::OpenAi, config.openai_keep_alive);
     ctx.model = model.map(Into::into);
-    ctx.include_usage = body
+    ctx.include_usage = map
         .get("stream_options")
         .and_then(|o| o.get("include_usage"))
         .and_then(Value::as_bool)
         .unwrap_or(false);
     let model = model.map(ModelName::new);
-    body.insert("stream".into(), Value::Bool(false));
+    map.insert("stream".into(), Value::Bool(false));
     // Only allowed with `"stream": true`; OpenAI-compatible upstreams refuse it otherwise.
-    body.remove("stream_options");
-    let out = serde_json::to_vec(&body).ok()?;
-    set_body_length(&mut parts.headers, out.len());
+    map.remove("stream_options");
+    let value = Value::Object(map);
+    let Ok(out) = serde_json::to_vec(&value) else {
+        return (body, None);
+    };
+    let body = Buffered::rewritten(&mut parts.headers, Bytes::from(out), Some(value));
     let handoff = mark_pseudo_streamed(parts, |info| {
         if info.model.is_none() {
             info.model = model;
         }
     });
-    Some((Bytes::from(out), ctx, handoff))
+    (body, Some((ctx, handoff)))
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
