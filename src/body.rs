@@ -5,9 +5,9 @@
 //! frame by frame.
 
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
@@ -104,53 +104,5 @@ where
     }
 }
 
-pin_project! {
-    /// Reads a body until it ends or `limit` bytes are in hand.
-    ///
-    /// Resolves to the bytes read and, when the body did not end within the limit, the rest of it.
-    /// An error while reading ends the read: the bytes so far are kept and the rest is dropped.
-    pub(crate) struct ReadPrefix<B> {
-        body: Option<Pin<Box<B>>>,
-        buf: BytesMut,
-        limit: usize,
-    }
-}
-
-impl<B> ReadPrefix<B> {
-    pub(crate) fn new(body: B, limit: usize) -> Self {
-        ReadPrefix {
-            body: Some(Box::pin(body)),
-            buf: BytesMut::new(),
-            limit,
-        }
-    }
-}
-
-impl<B> std::future::Future for ReadPrefix<B>
-where
-    B: Body<Data = Bytes>,
-{
-    type Output = (Bytes, Option<Pin<Box<B>>>);
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        loop {
-            let Some(body) = this.body.as_mut() else {
-                return Poll::Ready((this.buf.split().freeze(), None));
-            };
-            if this.buf.len() >= *this.limit {
-                return Poll::Ready((this.buf.split().freeze(), this.body.take()));
-            }
-            match ready!(body.as_mut().poll_frame(cx)) {
-                Some(Ok(frame)) => {
-                    if let Ok(data) = frame.into_data() {
-                        this.buf.extend_from_slice(&data);
-                    }
-                }
-                Some(Err(_)) | None => {
-                    this.body.take();
-                }
-            }
-        }
-    }
-}
+/// Error bodies are read this far (the one bounded reader, in `buffer`).
+pub(crate) use crate::buffer::ReadPrefix;

@@ -30,13 +30,17 @@ pub(crate) enum CollectError {
 }
 
 pin_project! {
-    /// Reads a whole body of at most `limit` bytes. A body of one frame is not copied.
+    /// Reads a whole body of at most `limit` bytes: the crate's one bounded body reader
+    /// (request bodies through [`ReadBody`], answers, and error prefixes through
+    /// [`ReadPrefix`]). A body of one frame is not copied.
     pub(crate) struct CollectLimited<B> {
         #[pin]
         body: B,
         first: Option<Bytes>,
         more: Option<BytesMut>,
         limit: usize,
+        // On `TooLarge`, keep the first `limit` bytes (for `held`).
+        keep_prefix: bool,
     }
 }
 
@@ -47,7 +51,32 @@ impl<B> CollectLimited<B> {
             first: None,
             more: None,
             limit,
+            keep_prefix: false,
         }
+    }
+
+    /// The bytes read so far (after `TooLarge` in prefix mode: the first `limit` bytes).
+    fn held(self: Pin<&mut Self>) -> Bytes {
+        let this = self.project();
+        match (this.first.take(), this.more.take()) {
+            (_, Some(buf)) => buf.freeze(),
+            (Some(first), None) => first,
+            (None, None) => Bytes::new(),
+        }
+    }
+}
+
+/// Appends `data` to what is held, without copying a first frame.
+fn hold(first: &mut Option<Bytes>, more: &mut Option<BytesMut>, data: Bytes) {
+    match (first.take(), more.as_mut()) {
+        (None, None) => *first = Some(data),
+        (Some(head), None) => {
+            let mut buf = BytesMut::with_capacity(head.len() + data.len());
+            buf.extend_from_slice(&head);
+            buf.extend_from_slice(&data);
+            *more = Some(buf);
+        }
+        (_, Some(buf)) => buf.extend_from_slice(&data),
     }
 }
 
@@ -71,27 +100,22 @@ where
                     let held = this.first.as_ref().map_or(0, Bytes::len)
                         + this.more.as_ref().map_or(0, BytesMut::len);
                     if held + data.len() > *this.limit {
+                        if *this.keep_prefix {
+                            let room = *this.limit - held;
+                            hold(this.first, this.more, data.slice(..room));
+                        }
                         return Poll::Ready(Err(CollectError::TooLarge));
                     }
-                    match (this.first.take(), this.more.as_mut()) {
-                        (None, None) => *this.first = Some(data),
-                        (Some(first), None) => {
-                            let mut buf = BytesMut::with_capacity(first.len() + data.len());
-                            buf.extend_from_slice(&first);
-                            buf.extend_from_slice(&data);
-                            *this.more = Some(buf);
-                        }
-                        (_, Some(buf)) => buf.extend_from_slice(&data),
-                    }
+                    hold(this.first, this.more, data);
                 }
                 Some(Err(_)) => return Poll::Ready(Err(CollectError::Read)),
                 None => {
-                    let bytes = match (this.first.take(), this.more.take()) {
+                    let held = match (this.first.take(), this.more.take()) {
                         (_, Some(buf)) => buf.freeze(),
                         (Some(first), None) => first,
                         (None, None) => Bytes::new(),
                     };
-                    return Poll::Ready(Ok(bytes));
+                    return Poll::Ready(Ok(held));
                 }
             }
         }
@@ -128,6 +152,43 @@ pub(crate) mod counts {
             COLLECTS.with(|c| c.replace(0)),
             PARSES.with(|c| c.replace(0)),
         )
+    }
+}
+
+pin_project! {
+    /// The first `limit` bytes of a body, all of it when shorter, and whether it was cut (the
+    /// rest is left unread). A read error ends it with the bytes read so far.
+    pub(crate) struct ReadPrefix<B> {
+        #[pin]
+        collect: CollectLimited<B>,
+    }
+}
+
+/// A body was longer than the prefix read of it.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Cut;
+
+impl<B> ReadPrefix<B> {
+    pub(crate) fn new(body: B, limit: usize) -> Self {
+        let mut collect = CollectLimited::new(body, limit);
+        collect.keep_prefix = true;
+        ReadPrefix { collect }
+    }
+}
+
+impl<B> Future for ReadPrefix<B>
+where
+    B: Body<Data = Bytes>,
+{
+    type Output = (Bytes, Option<Cut>);
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut collect = self.project().collect;
+        Poll::Ready(match ready!(collect.as_mut().poll(cx)) {
+            Ok(bytes) => (bytes, None),
+            Err(CollectError::TooLarge) => (collect.held(), Some(Cut)),
+            Err(CollectError::Read) => (collect.held(), None),
+        })
     }
 }
 
@@ -330,6 +391,40 @@ mod tests {
         assert_eq!(over, Err(CollectError::TooLarge));
         let empty = CollectLimited::new(frames(&[]), 0).await;
         assert_eq!(empty, Ok(Bytes::new()));
+    }
+
+    #[tokio::test]
+    async fn a_prefix_is_cut_at_the_limit() {
+        let whole = ReadPrefix::new(frames(&[b"abc", b"def"]), 6).await;
+        assert_eq!(whole, (Bytes::from_static(b"abcdef"), None));
+        let cut = ReadPrefix::new(frames(&[b"abc", b"defgh", b"ij"]), 5).await;
+        assert_eq!(cut, (Bytes::from_static(b"abcde"), Some(Cut)));
+        let one = ReadPrefix::new(Full::new(Bytes::from_static(b"abcdefgh")), 3).await;
+        assert_eq!(one, (Bytes::from_static(b"abc"), Some(Cut)));
+    }
+
+    #[tokio::test]
+    async fn a_body_read_above_is_not_read_again() {
+        let (parts, _) = Request::new(()).into_parts();
+        let bytes = Bytes::from_static(b"{\"a\":1}");
+        let req: Request<Full<Bytes>> = Buffered::new(bytes.clone()).into_request(parts);
+        let (mut parts, body) = req.into_parts();
+        counts::take();
+        let read = ReadBody::new(&mut parts, body, 100).await.unwrap();
+        assert_eq!(read.bytes(), &bytes);
+        assert_eq!(counts::take(), (0, 0));
+        // A body swapped by a layer that did not know of the extension is read.
+        let req: Request<Full<Bytes>> = Buffered::new(bytes.clone()).into_request(parts);
+        let (mut parts, _) = req.into_parts();
+        let other = Full::new(Bytes::from_static(b"{\"b\":22}"));
+        let read = ReadBody::new(&mut parts, other, 100).await.unwrap();
+        assert_eq!(read.bytes(), &Bytes::from_static(b"{\"b\":22}"));
+        assert_eq!(counts::take(), (1, 0));
+        // The limit of the layer below still holds.
+        let req: Request<Full<Bytes>> = Buffered::new(bytes).into_request(parts);
+        let (mut parts, body) = req.into_parts();
+        let read = ReadBody::new(&mut parts, body, 3).await;
+        assert_eq!(read.err(), Some(CollectError::TooLarge));
     }
 
     #[test]
