@@ -254,14 +254,11 @@ pub(crate) fn unreadable_error_answer(
     attempt.report(&outcome, Some(parts.status), Some(message));
     parts.extensions.insert(outcome);
     parts.headers.remove(header::CONTENT_ENCODING);
-    parts.headers.remove(header::TRANSFER_ENCODING);
     parts.headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    parts
-        .headers
-        .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    crate::buffer::set_body_length(&mut parts.headers, body.len());
     Response::from_parts(parts, body)
 }
 

@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Response};
+use http::Response;
 use pin_project_lite::pin_project;
 
 use super::attempt::{unreadable_error_answer, Attempt, Verdict};
@@ -149,10 +149,7 @@ where
                         );
                     }
                     drop(rest);
-                    parts.headers.remove(header::TRANSFER_ENCODING);
-                    parts
-                        .headers
-                        .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+                    crate::buffer::set_body_length(&mut parts.headers, body.len());
                     return Poll::Ready(Ok(Response::from_parts(parts, ResponseBody::full(body))));
                 }
             }

@@ -9,6 +9,7 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, Response, StatusCode};
 use bytes::Bytes;
 use gemini_balance::api_error::{error_response, ApiFlavor};
+use gemini_balance::body::set_body_length;
 use gemini_balance::openai::openai_model_list;
 use http_body_util::BodyExt;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
@@ -178,13 +179,11 @@ fn next_page_token(list: &Value) -> Option<String> {
 /// `value` as the JSON body of an answer with `head`.
 fn json_answer(mut head: axum::http::response::Parts, value: &Value) -> Response<Body> {
     let bytes = Bytes::from(value.to_string());
-    head.headers.remove(header::TRANSFER_ENCODING);
     head.headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    head.headers
-        .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+    set_body_length(&mut head.headers, bytes.len());
     Response::from_parts(head, Body::from(bytes))
 }
 

@@ -22,6 +22,7 @@ use axum::http::{header, HeaderMap, Response, StatusCode};
 use bytes::{Bytes, BytesMut};
 use gemini_balance::api_error::{error_response, ApiFlavor};
 use gemini_balance::ext::{Operation, RequestInfo};
+use gemini_balance::body::set_body_length;
 use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt;
 
@@ -88,11 +89,7 @@ pub async fn whole(flavor: ApiFlavor, response: Response<Body>) -> Response<Body
             all.freeze()
         }
     };
-    parts.headers.remove(header::TRANSFER_ENCODING);
-    parts.headers.insert(
-        header::CONTENT_LENGTH,
-        header::HeaderValue::from(bytes.len()),
-    );
+    set_body_length(&mut parts.headers, bytes.len());
     Response::from_parts(parts, Body::from(bytes))
 }
 

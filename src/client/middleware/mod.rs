@@ -52,7 +52,6 @@ mod retry;
 mod usage;
 
 use bytes::Bytes;
-use http::{header, HeaderValue};
 use reqwest::{Request, Response, ResponseBuilderExt, Url};
 
 pub use self::keys::KeyRotationMiddleware;
@@ -99,9 +98,6 @@ fn rebuild(res: Response, body: Bytes) -> Response {
     let url = res.url().clone();
     let (mut parts, _rest) = http::Response::<reqwest::Body>::from(res).into_parts();
     with_url(&mut parts, url);
-    parts.headers.remove(header::TRANSFER_ENCODING);
-    parts
-        .headers
-        .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    crate::buffer::set_body_length(&mut parts.headers, body.len());
     Response::from(http::Response::from_parts(parts, reqwest::Body::from(body)))
 }
