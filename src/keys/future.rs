@@ -141,14 +141,13 @@ where
                         attempt.error_answer(parts.status, &parts.headers, body, cut);
                     parts.extensions.insert(outcome);
                     if cut {
-                        // Past the cap the rest is dropped: a partly redacted body could leak.
+                        // Past the cap the rest is not read: a partly redacted body could leak.
                         tracing::debug!(
                             status = parts.status.as_u16(),
                             cap = MAX_ERROR_BODY,
                             "upstream error body truncated"
                         );
                     }
-                    drop(rest);
                     crate::buffer::set_body_length(&mut parts.headers, body.len());
                     return Poll::Ready(Ok(Response::from_parts(parts, ResponseBody::full(body))));
                 }
