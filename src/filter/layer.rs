@@ -146,7 +146,6 @@ where
     }
 }
 
-/// What to do with a collected body: forward these bytes, or answer with this refusal.
 /// The body's `model` becomes the request's `ModelName` extension when it has none (for
 /// per-model key cooldowns).
 fn note_body_model(parts: &mut Parts, body_model: Option<&str>) {
@@ -173,6 +172,8 @@ fn request_model<'a>(parts: &'a Parts, body_model: Option<&'a str>) -> Option<&'
 /// Why the filter answered a request itself: the answer, and the reason recorded with it.
 pub(crate) type Refusal = (Box<Response<Bytes>>, &'static str);
 
+/// What to do with a body read whole: forward it (filtered, with its parse when one was made),
+/// or answer with this refusal.
 pub(crate) fn decide(
     parts: &mut Parts,
     mut body: Buffered,
