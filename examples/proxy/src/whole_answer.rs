@@ -21,8 +21,8 @@ use axum::body::Body;
 use axum::http::{header, HeaderMap, Response, StatusCode};
 use bytes::{Bytes, BytesMut};
 use gemini_balance::api_error::{error_response, ApiFlavor};
-use gemini_balance::ext::{Operation, RequestInfo};
 use gemini_balance::body::set_body_length;
+use gemini_balance::ext::{Operation, RequestInfo};
 use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt;
 
