@@ -5,9 +5,10 @@
 //! The first layer that needs the body whole reads it ([`ReadBody`]) and hands it inward as
 //! bytes, with a [`Buffered`] extension holding the same bytes (and their parse, when it made
 //! one). A layer below finds the extension and uses it instead of reading and parsing again. A
-//! layer that replaces the body replaces the extension with it ([`Buffered::rewritten`]); a
-//! body whose exact size is not the extension's is read again, so a foreign layer that swapped
-//! the body without knowing of the extension is not trusted blindly.
+//! layer that replaces the body replaces the extension with it ([`Buffered::rewritten`]). The
+//! body itself is still polled (one frame of the same bytes, no copy), and the extension is
+//! used only when that frame is the very allocation it holds: a layer of yours that swapped the
+//! body, even for one of the same length, is read and parsed afresh, never sent as the old one.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -269,33 +270,25 @@ pin_project! {
     /// [`Buffered`]), or read now.
     #[project = ReadBodyProj]
     pub(crate) enum ReadBody<B> {
-        Reading { #[pin] collect: CollectLimited<B> },
+        Reading { #[pin] collect: CollectLimited<B>, reuse: Option<Buffered> },
         Ready { result: Option<Result<Buffered, CollectError>> },
     }
 }
 
 impl<B: Body> ReadBody<B> {
-    /// Takes `parts`' [`Buffered`] extension when `body` is still the one built from it; reads
-    /// `body` otherwise. A declared `Content-Length` over `limit` fails at once.
+    /// Reads `body` (at most `limit` bytes) and takes `parts`' [`Buffered`] extension, with its
+    /// parse, when the body turns out to be the very bytes it holds. A declared
+    /// `Content-Length` over `limit` fails at once.
     pub(crate) fn new(parts: &mut Parts, body: B, limit: usize) -> Self {
-        let ready = |result| ReadBody::Ready {
-            result: Some(result),
-        };
-        if let Some(buffered) = parts.extensions.remove::<Buffered>() {
-            if body.size_hint().exact() == Some(buffered.len() as u64) {
-                return ready(if buffered.len() > limit {
-                    Err(CollectError::TooLarge)
-                } else {
-                    Ok(buffered)
-                });
-            }
-        }
+        let reuse = parts.extensions.remove::<Buffered>();
         if declared_length(&parts.headers).is_some_and(|len| len > limit as u64) {
-            return ready(Err(CollectError::TooLarge));
+            return ReadBody::Ready {
+                result: Some(Err(CollectError::TooLarge)),
+            };
         }
-        counts::collect();
         ReadBody::Reading {
             collect: CollectLimited::new(body, limit),
+            reuse,
         }
     }
 }
@@ -308,7 +301,22 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
-            ReadBodyProj::Reading { collect } => collect.poll(cx).map_ok(Buffered::new),
+            ReadBodyProj::Reading { collect, reuse } => {
+                let bytes = ready!(collect.poll(cx))?;
+                Poll::Ready(Ok(match reuse.take() {
+                    // The same allocation, so the same bytes: their parse holds too.
+                    Some(buffered)
+                        if buffered.bytes().as_ptr() == bytes.as_ptr()
+                            && buffered.len() == bytes.len() =>
+                    {
+                        buffered
+                    }
+                    _ => {
+                        counts::collect();
+                        Buffered::new(bytes)
+                    }
+                }))
+            }
             ReadBodyProj::Ready { result } => match result.take() {
                 Some(result) => Poll::Ready(result),
                 None => Poll::Pending, // polled after completion
@@ -419,6 +427,14 @@ mod tests {
         let other = Full::new(Bytes::from_static(b"{\"b\":22}"));
         let read = ReadBody::new(&mut parts, other, 100).await.unwrap();
         assert_eq!(read.bytes(), &Bytes::from_static(b"{\"b\":22}"));
+        assert_eq!(counts::take(), (1, 0));
+        // Even one of the same length: its own bytes, not the extension's.
+        let parsed = Buffered::new(bytes.clone());
+        let req: Request<Full<Bytes>> = parsed.into_request(parts);
+        let (mut parts, _) = req.into_parts();
+        let same_length = Full::new(Bytes::from_static(b"{\"a\":2}"));
+        let read = ReadBody::new(&mut parts, same_length, 100).await.unwrap();
+        assert_eq!(read.bytes(), &Bytes::from_static(b"{\"a\":2}"));
         assert_eq!(counts::take(), (1, 0));
         // The limit of the layer below still holds.
         let req: Request<Full<Bytes>> = Buffered::new(bytes).into_request(parts);

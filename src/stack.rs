@@ -360,11 +360,27 @@ mod body_once {
     const KEY: &str = "AIzaSyA1234567890abcdefghijklmnopqrstuv";
     const ANSWER: &str = r#"{"candidates":[{"content":{"role":"model","parts":[{"text":"hello there"}]},"finishReason":"STOP","index":0}],"usageMetadata":{"promptTokenCount":1,"candidatesTokenCount":2,"totalTokenCount":3}}"#;
 
+    /// What the upstream was sent: path, body, and whether `Content-Length` matched the body.
+    type Sent = std::sync::Arc<std::sync::Mutex<Vec<(String, Bytes, bool)>>>;
+
     /// Gemini, answering every call; what it was sent is kept.
     async fn upstream(
+        sent: Sent,
         req: Request<Full<Bytes>>,
     ) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
-        drop(req.into_body().collect().await);
+        let (parts, body) = req.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default();
+        let length_ok = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .is_none_or(|v| v.to_str().ok() == Some(body.len().to_string().as_str()));
+        sent.lock()
+            .unwrap()
+            .push((parts.uri.path().to_owned(), body, length_ok));
         let mut res = Response::new(Full::new(Bytes::from_static(ANSWER.as_bytes())));
         res.headers_mut().insert(
             header::CONTENT_TYPE,
@@ -373,11 +389,22 @@ mod body_once {
         Ok(res)
     }
 
-    /// The request's answer (status, body) and how often its body was read whole and parsed.
+    /// The request's answer (status, body), how often its body was read whole and parsed, and
+    /// the one request the upstream got (path, body).
     async fn counted(
         options: ChatOptions,
         req: Request<Full<Bytes>>,
-    ) -> (StatusCode, Bytes, (usize, usize)) {
+    ) -> (
+        StatusCode,
+        Bytes,
+        (usize, usize),
+        (String, serde_json::Value),
+    ) {
+        let sent = Sent::default();
+        let upstream = {
+            let sent = sent.clone();
+            tower::service_fn(move |req| upstream(sent.clone(), req))
+        };
         let pool = KeyPool::builder().keys([KEY]).build().unwrap();
         let stack = GeminiStack::new()
             .pseudo_stream(PseudoStreamLayer::new())
@@ -386,13 +413,19 @@ mod body_once {
             .openai(OpenAiLayer::new(options.clone()))
             .retry(RetryLayer::new())
             .keys(pool);
-        let service = ModelRulesLayer::new(options).layer(stack.layer(tower::service_fn(upstream)));
+        let service = ModelRulesLayer::new(options).layer(stack.layer(upstream));
         counts::take();
         let res = service.oneshot(req).await.unwrap();
         let status = res.status();
         let body = res.into_body().collect().await.map(|c| c.to_bytes());
         let body = body.unwrap_or_default();
-        (status, body, counts::take())
+        let counts = counts::take();
+        let mut sent = sent.lock().unwrap().clone();
+        assert_eq!(sent.len(), 1, "one upstream call");
+        let (path, bytes, length_ok) = sent.remove(0);
+        assert!(length_ok, "Content-Length differs from the body sent");
+        let json = serde_json::from_slice(&bytes).expect("a JSON body upstream");
+        (status, body, counts, (path, json))
     }
 
     fn post(path: &str, body: &'static str) -> Request<Full<Bytes>> {
@@ -416,7 +449,7 @@ mod body_once {
     #[tokio::test]
     async fn native_body_read_once_parsed_once() {
         // Safety settings only: spliced in without a parse; the filter's scan is the one parse.
-        let (status, body, counts) = counted(
+        let (status, body, counts, (path, sent)) = counted(
             safety(),
             post("/v1beta/models/gemini-2.5-flash:generateContent", GEMINI),
         )
@@ -424,20 +457,28 @@ mod body_once {
         assert_eq!(status, StatusCode::OK);
         assert!(body.windows(5).any(|w| w == b"hello"));
         assert_eq!(counts, (1, 1), "(reads, parses)");
+        assert_eq!(path, "/v1beta/models/gemini-2.5-flash:generateContent");
+        assert_eq!(sent["safetySettings"][0]["threshold"], "OFF", "{sent}");
+        assert_eq!(sent["contents"][0]["parts"][0]["text"], "hi");
         // Built-in tools: the rules layer parses the body, and the filter reuses its parse.
         let tools = ChatOptions {
             code_execution: true,
             ..safety()
         };
-        let (status, _, counts) = counted(
+        let (status, _, counts, (_, sent)) = counted(
             tools,
             post("/v1beta/models/gemini-2.5-flash:generateContent", GEMINI),
         )
         .await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(counts, (1, 1), "(reads, parses)");
+        assert!(
+            sent["tools"].to_string().contains("codeExecution"),
+            "{sent}"
+        );
+        assert_eq!(sent["safetySettings"][0]["threshold"], "OFF", "{sent}");
         // A pseudo stream of Gemini's: the same.
-        let (status, body, counts) = counted(
+        let (status, body, counts, (path, sent)) = counted(
             safety(),
             post(
                 "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse",
@@ -448,12 +489,14 @@ mod body_once {
         assert_eq!(status, StatusCode::OK);
         assert!(body.starts_with(b"data: "), "{body:?}");
         assert_eq!(counts, (1, 1), "(reads, parses)");
+        assert_eq!(path, "/v1beta/models/gemini-2.5-flash:generateContent");
+        assert_eq!(sent["safetySettings"][0]["threshold"], "OFF", "{sent}");
     }
 
     #[tokio::test]
     async fn openai_body_read_once() {
         // A pseudo stream: its parse of the body is reused by the filter and the conversion.
-        let (status, body, counts) = counted(
+        let (status, body, counts, (path, sent)) = counted(
             ChatOptions::default(),
             post(
                 "/v1/chat/completions",
@@ -464,8 +507,10 @@ mod body_once {
         assert_eq!(status, StatusCode::OK);
         assert!(body.ends_with(b"data: [DONE]\n\n"), "{body:?}");
         assert_eq!(counts, (1, 1), "(reads, parses)");
+        assert_eq!(path, "/v1beta/models/gemini-2.5-flash:generateContent");
+        assert_eq!(sent["contents"][0]["parts"][0]["text"], "hi", "{sent}");
         // No `stream`: the filter's scan, then the conversion's parse.
-        let (status, body, counts) = counted(
+        let (status, body, counts, (_, sent)) = counted(
             ChatOptions::default(),
             post(
                 "/v1/chat/completions",
@@ -476,5 +521,6 @@ mod body_once {
         assert_eq!(status, StatusCode::OK);
         assert!(body.windows(5).any(|w| w == b"hello"));
         assert_eq!(counts, (1, 2), "(reads, parses)");
+        assert_eq!(sent["contents"][0]["parts"][0]["text"], "hi", "{sent}");
     }
 }

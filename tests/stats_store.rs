@@ -47,7 +47,9 @@ fn records(now: SystemTime, a: &KeyId, b: &KeyId) -> (RequestRecord, RequestReco
     failed.key = Some(b.clone());
     failed.status = 429;
     failed.attempts = 2;
-    failed.request_body = Some(r#"{"contents":[]}"#.into());
+    // A key quoted in the body: never served back by either store.
+    failed.request_body =
+        Some(r#"{"contents":[],"note":"AIzaSyA1234567890abcdefghijklmnopqrstuv"}"#.into());
     failed
         .attempt_log
         .push(attempt(a, 200, Some("rate_limited"), at));
@@ -157,7 +159,11 @@ async fn check(name: &str, stats: Arc<dyn StatsStore>, a: &KeyId, b: &KeyId, fai
         .await
         .unwrap()
         .expect(name);
-    assert_eq!(detail.request_body.as_deref(), Some(r#"{"contents":[]}"#));
+    assert_eq!(
+        detail.request_body.as_deref(),
+        Some(r#"{"contents":[],"note":"AIza…stuv"}"#),
+        "{name}"
+    );
 
     let page = stats
         .requests(RequestQuery {

@@ -85,7 +85,7 @@ pub struct ErrorEntry {
     pub status: Option<u16>,
     /// The failure class.
     pub class: String,
-    /// The upstream's message (keys redacted, at most 2,000 characters).
+    /// The upstream's message (keys redacted, at most 2,000 bytes, cut at a character boundary).
     pub message: Option<String>,
     /// The request body, when recording bodies was enabled; only filled by
     /// [`StatsStore::error`](super::StatsStore::error).
@@ -223,4 +223,17 @@ pub enum LogDeletion {
     Ids(Vec<i64>),
     /// Every row older than this.
     Before(SystemTime),
+}
+
+/// Redacts keys and cuts to at most `max_bytes` bytes (on a character boundary).
+pub(crate) fn clean_body(body: &str, max_bytes: usize) -> String {
+    let redacted = crate::redact::redact_keys(body);
+    if redacted.len() <= max_bytes {
+        return redacted.into_owned();
+    }
+    let mut cut = max_bytes;
+    while !redacted.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}…", &redacted[..cut])
 }

@@ -267,30 +267,30 @@ impl Inner {
         };
         let last = ms_of(now).div_euclid(step) * step;
         let first = last - (n - 1) * step;
+        // One pass over the records (this runs under the lock `record` takes), each counted in
+        // its bucket.
+        let mut buckets = self.collect(first, last + step, |r, a| {
+            let keep = match filter {
+                None => true,
+                Some(Filter::Key(id)) => match a {
+                    None => r.key.as_ref().is_some_and(|k| k.hex() == *id),
+                    Some(a) => a.key.hex() == *id,
+                },
+                Some(Filter::Model(model)) => {
+                    a.and_then(|a| a.model.as_ref()).or(r.model.as_ref()) == Some(model)
+                }
+                Some(Filter::Client(id)) => r.client.as_ref().is_some_and(|c| c.hex() == *id),
+            };
+            let at = ms_of(a.map_or(r.at, |a| a.at));
+            keep.then(|| (((at - first) / step).to_string(), None))
+        });
         (0..n)
-            .map(|i| {
-                let start_ms = first + i * step;
-                let counts = self
-                    .collect(start_ms, start_ms + step, |r, a| {
-                        let keep = match filter {
-                            None => true,
-                            Some(Filter::Key(id)) => match a {
-                                None => r.key.as_ref().is_some_and(|k| k.hex() == *id),
-                                Some(a) => a.key.hex() == *id,
-                            },
-                            Some(Filter::Model(model)) => {
-                                a.and_then(|a| a.model.as_ref()).or(r.model.as_ref()) == Some(model)
-                            }
-                            Some(Filter::Client(id)) => {
-                                r.client.as_ref().is_some_and(|c| c.hex() == *id)
-                            }
-                        };
-                        keep.then(|| (String::new(), None))
-                    })
-                    .remove("")
+            .map(|i| SeriesPoint {
+                start_ms: first + i * step,
+                counts: buckets
+                    .remove(&i.to_string())
                     .map(|(_, c)| c)
-                    .unwrap_or_default();
-                SeriesPoint { start_ms, counts }
+                    .unwrap_or_default(),
             })
             .collect()
     }
@@ -362,7 +362,11 @@ impl Inner {
             .into_iter()
             .find(|(e, _)| e.id == id)
             .map(|(mut e, r)| {
-                e.request_body = r.request_body.clone();
+                // As the SQLite store keeps it: keys redacted, cut at 64 KiB.
+                e.request_body = r
+                    .request_body
+                    .as_deref()
+                    .map(|b| crate::store::logs::clean_body(b, 64 * 1024));
                 e
             })
     }

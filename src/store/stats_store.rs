@@ -63,7 +63,7 @@ pub enum UsageBy {
 ///
 /// Windows are in milliseconds since the epoch; a store may round them out to its buckets
 /// (the SQLite store: to whole minutes, and to whole hours past its per-minute retention).
-/// Rates limits are what the classifier called `rate_limited`, whatever the status.
+/// Rate limits are what the classifier called `rate_limited`, whatever the status.
 pub trait StatsStore: Send + Sync + 'static {
     /// The header figures now: the last minute, hour, day and the calendar month (in the
     /// store's time zone), from one consistent view where the store has one.

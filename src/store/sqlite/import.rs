@@ -134,7 +134,7 @@ pub struct ImportedError {
     pub status: Option<u16>,
     /// The failure class name (`rate_limited`, `key_rejected`, ...).
     pub class: String,
-    /// The message (keys are redacted again when written; cut to 2,000 characters).
+    /// The message (keys are redacted again when written; cut to 2,000 bytes).
     pub message: Option<String>,
     /// The request body, when the source kept it (redacted and cut like recorded bodies).
     pub request_body: Option<String>,

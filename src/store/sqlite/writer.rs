@@ -26,6 +26,7 @@ use super::time::{duration_ms, ms_of};
 use crate::api_error::ApiFlavor;
 use crate::keys::{KeyId, KeySnapshot};
 use crate::redact::redact_keys;
+pub(crate) use crate::store::logs::clean_body;
 use crate::store::TimeZone;
 use crate::usage::{AttemptRecord, ClientId, RequestRecord};
 
@@ -506,19 +507,6 @@ pub(crate) fn clean_text(text: &str, max_chars: usize) -> Cow<'_, str> {
         Some((cut, _)) => Cow::Owned(format!("{}…", &redacted[..cut])),
         None => redacted,
     }
-}
-
-/// Redacts keys and cuts to at most `max_bytes` bytes (on a character boundary).
-pub(crate) fn clean_body(body: &str, max_bytes: usize) -> String {
-    let redacted = redact_keys(body);
-    if redacted.len() <= max_bytes {
-        return redacted.into_owned();
-    }
-    let mut cut = max_bytes;
-    while !redacted.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    format!("{}…", &redacted[..cut])
 }
 
 fn write(
