@@ -26,8 +26,9 @@
 //!
 //! The modules: [`stream::pseudo`], [`stream::optimizer`] and [`sse`] (SSE writing and
 //! decoding), [`usage`], [`filter`], [`client::forward_headers`], [`retry`], [`keys`],
-//! [`decode`], [`normalize_url`], [`auth`] (client tokens, in front of it all); `openai` (feature `openai`) puts an OpenAI face on the stack (between
-//! `ParamFilter` and `ForwardHeaders`).
+//! [`decode`], [`normalize_url`], [`auth`] (client tokens, in front of it all),
+//! [`whole_answer`] (non-streamed answers sent whole, below `Usage`); `openai` (feature
+//! `openai`) puts an OpenAI face on the stack (between `ParamFilter` and `ForwardHeaders`).
 //!
 //! Every decision about what a response means comes from one [`classify::Classifier`]; the
 //! retry layer, the key pool, tower-http's `TraceLayer` and tower's retry policy all read the
@@ -138,6 +139,7 @@ pub mod stack;
 pub mod store;
 pub mod stream;
 pub mod usage;
+pub mod whole_answer;
 
 /// Alias for a type-erased error type.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

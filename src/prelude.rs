@@ -61,3 +61,4 @@ pub use crate::store::{KeyStateStore, MemoryStore, UsageSink};
 pub use crate::stream::optimizer::StreamOptimizerLayer;
 pub use crate::stream::pseudo::PseudoStreamLayer;
 pub use crate::usage::{RequestRecord, UsageLayer};
+pub use crate::whole_answer::WholeAnswerLayer;

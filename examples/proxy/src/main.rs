@@ -37,7 +37,6 @@ mod settings;
 mod state;
 mod upstream;
 mod web;
-mod whole_answer;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -49,7 +49,7 @@ use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceBuilder};
 
 use crate::settings::Settings;
-use crate::whole_answer::WholeAnswerLayer;
+use gemini_balance::whole_answer::WholeAnswerLayer;
 
 /// A stack as the handler sees it. The error keeps its cause's `source()` chain (see
 /// [`crate::upstream`]), which the handler classifies as 504 or 502.
@@ -138,7 +138,7 @@ where
     let served = ServiceBuilder::new()
         .map_response(|res: Response<_>| res.map(Body::new))
         .layer(usage(settings, parts))
-        .layer(WholeAnswerLayer)
+        .layer(WholeAnswerLayer::new())
         .map_response(|res: Response<_>| res.map(Body::new))
         // Outside the pseudo stream, so that a faked stream is smoothed too.
         .layer(optimizer(settings))
