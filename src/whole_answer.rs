@@ -179,7 +179,7 @@ where
         match self.project().state.project() {
             StateProj::Passing { future } => future
                 .poll(cx)
-                .map(|res| res.map(|res| res.map(|body| WholeBody::passing(Box::pin(body))))),
+                .map(|res| res.map(|res| res.map(|body| WholeBody::passing(body)))),
             StateProj::Collecting { future } => future.as_mut().poll(cx),
         }
     }
@@ -204,7 +204,7 @@ where
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED
     {
-        return response.map(|body| WholeBody::passing(Box::pin(body)));
+        return response.map(|body| WholeBody::passing(body));
     }
     let (mut parts, body) = response.into_parts();
     let mut body = Box::pin(body);
@@ -270,33 +270,38 @@ fn is_event_stream(headers: &HeaderMap) -> bool {
         .is_some_and(|v| crate::sse::is_event_stream(v.as_bytes()))
 }
 
-/// Response body of [`WholeAnswer`]: the answer whole, or passed on as it comes (a stream,
-/// or an answer past the limit after the part already read).
-pub struct WholeBody<B> {
-    kind: Kind<B>,
+pin_project! {
+    /// Response body of [`WholeAnswer`]: the answer whole, or passed on as it comes (a stream,
+    /// or an answer past the limit after the part already read).
+    pub struct WholeBody<B> {
+        #[pin]
+        kind: Kind<B>,
+    }
 }
 
-enum Kind<B> {
-    Full(Option<Bytes>),
-    Prefixed {
-        chunks: VecDeque<Frame<Bytes>>,
-        rest: Pin<Box<B>>,
-    },
+pin_project! {
+    #[project = KindProj]
+    enum Kind<B> {
+        // A stream, passed through untouched (no allocation on this path).
+        Inner { #[pin] body: B },
+        Full { data: Option<Bytes> },
+        // Frames already read, then the rest (boxed: it was polled through `BodyExt::frame`).
+        Prefixed { chunks: VecDeque<Frame<Bytes>>, rest: Pin<Box<B>> },
+    }
 }
 
 impl<B> WholeBody<B> {
     fn full(bytes: Bytes) -> Self {
         WholeBody {
-            kind: Kind::Full((!bytes.is_empty()).then_some(bytes)),
+            kind: Kind::Full {
+                data: (!bytes.is_empty()).then_some(bytes),
+            },
         }
     }
 
-    fn passing(body: Pin<Box<B>>) -> Self {
+    fn passing(body: B) -> Self {
         WholeBody {
-            kind: Kind::Prefixed {
-                chunks: VecDeque::new(),
-                rest: body,
-            },
+            kind: Kind::Inner { body },
         }
     }
 }
@@ -318,9 +323,10 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        match &mut self.get_mut().kind {
-            Kind::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-            Kind::Prefixed { chunks, rest } => match chunks.pop_front() {
+        match self.project().kind.project() {
+            KindProj::Inner { body } => body.poll_frame(cx),
+            KindProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            KindProj::Prefixed { chunks, rest } => match chunks.pop_front() {
                 Some(frame) => Poll::Ready(Some(Ok(frame))),
                 None => rest.as_mut().poll_frame(cx),
             },
@@ -329,14 +335,18 @@ where
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
-            Kind::Full(data) => data.is_none(),
+            Kind::Inner { body } => body.is_end_stream(),
+            Kind::Full { data } => data.is_none(),
             Kind::Prefixed { chunks, rest } => chunks.is_empty() && rest.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
-            Kind::Full(data) => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+            Kind::Inner { body } => body.size_hint(),
+            Kind::Full { data } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
             Kind::Prefixed { chunks, rest } => {
                 let held: u64 = chunks
                     .iter()
