@@ -56,18 +56,18 @@ pub struct AttemptContext {
 /// Which key an attempt used, even when it ended in an error instead of a response (whose
 /// extensions would say): a shared slot [`Retry`](crate::retry::Retry) puts in each attempt's
 /// request extensions and [`KeyRotation`](crate::keys::KeyRotation) fills, so that a retry after
-/// a transport error can prefer the same key.
+/// a transport error can prefer the same key. Crate-private: only those two fill and read it.
 #[derive(Debug, Clone, Default)]
-pub struct AttemptKey(Arc<Mutex<Option<KeyId>>>);
+pub(crate) struct AttemptKey(Arc<Mutex<Option<KeyId>>>);
 
 impl AttemptKey {
     /// Records the key.
-    pub fn set(&self, id: KeyId) {
+    pub(crate) fn set(&self, id: KeyId) {
         *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(id);
     }
 
     /// The key, once set.
-    pub fn get(&self) -> Option<KeyId> {
+    pub(crate) fn get(&self) -> Option<KeyId> {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }

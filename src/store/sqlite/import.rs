@@ -331,6 +331,13 @@ impl ImportedSettings {
     }
 }
 
+/// Every row of a store's `settings` table (name, value, time), on a connection of its own: what
+/// an import's dry run shows as already set here, without opening the store (which would
+/// migrate it). Unreadable rows are skipped and logged.
+pub fn kept_settings(conn: &Connection) -> Result<Vec<super::Setting>, StoreError> {
+    super::settings(conn)
+}
+
 /// What was last imported of `source`'s settings; empty before the first import, or in a
 /// database older than schema version 5 (opened read-only, not migrated).
 pub fn imported_settings(conn: &Connection, source: &str) -> Result<ImportedSettings, StoreError> {

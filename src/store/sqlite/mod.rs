@@ -52,6 +52,8 @@
 //! # }
 //! ```
 
+#[cfg(feature = "import")]
+#[cfg_attr(docsrs, doc(cfg(feature = "import")))]
 pub mod import;
 mod key_state;
 pub mod logs;
@@ -77,6 +79,8 @@ use std::time::{Duration, Instant, SystemTime};
 use rusqlite::{Connection, OpenFlags};
 use serde::Serialize;
 
+#[cfg(feature = "import")]
+#[cfg_attr(docsrs, doc(cfg(feature = "import")))]
 pub use self::import::{ImportBatch, ImportMark, ImportedError, ImportedSettings};
 pub use self::retention::Retention;
 use self::retention::{Purge, Table};
@@ -626,8 +630,9 @@ impl SqliteStore {
 }
 
 /// Every row of the `settings` table, by name; unreadable rows are skipped (and logged). For a
-/// connection of its own, such as a read-only look at a store that is not open.
-pub fn settings(conn: &Connection) -> Result<Vec<Setting>, StoreError> {
+/// connection of its own, such as a read-only look at a store that is not open (the import's
+/// dry run).
+pub(crate) fn settings(conn: &Connection) -> Result<Vec<Setting>, StoreError> {
     let mut stmt = conn
         .prepare_cached("SELECT name, value, updated_ms FROM settings ORDER BY name")
         .map_err(sql_error("reading settings"))?;

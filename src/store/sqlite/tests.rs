@@ -775,6 +775,7 @@ fn a_usage_table_reads_one_snapshot_while_the_writer_commits() {
     }
 }
 
+#[cfg(feature = "import")]
 #[test]
 fn an_import_is_written_once_with_its_rollups_and_without_derived_errors() {
     use super::{ImportBatch, ImportedError};
@@ -875,6 +876,7 @@ fn an_import_is_written_once_with_its_rollups_and_without_derived_errors() {
     store.shutdown().unwrap();
 }
 
+#[cfg(feature = "import")]
 #[test]
 fn a_mark_keeps_the_time_of_its_row_and_is_replaced_lower_only_once() {
     use super::ImportBatch;
@@ -912,6 +914,7 @@ fn a_mark_keeps_the_time_of_its_row_and_is_replaced_lower_only_once() {
     store.shutdown().unwrap();
 }
 
+#[cfg(feature = "import")]
 #[test]
 fn imported_settings_are_remembered_as_fingerprints_only() {
     let dir = tempfile::tempdir().unwrap();

@@ -189,7 +189,9 @@ impl Target {
             Target::Look(None) => Vec::new(),
             // A file the proxy has not set up yet (created, never opened) has no table.
             Target::Look(Some(conn)) if !has_settings_table(conn) => Vec::new(),
-            Target::Look(Some(conn)) => sqlite::settings(conn).map_err(|e| e.to_string())?,
+            Target::Look(Some(conn)) => {
+                sqlite::import::kept_settings(conn).map_err(|e| e.to_string())?
+            }
             Target::Write { store, .. } => return kept_settings(store),
         };
         Ok(rows.into_iter().map(|s| (s.name, s.value)).collect())
