@@ -283,6 +283,17 @@ impl KeyEntry {
         self.notify();
     }
 
+    /// Cools the key for `model` until a wall-clock time (already passed: nothing).
+    pub(super) fn cool_until(&self, model: &str, until: SystemTime) {
+        let now = Instant::now();
+        let until = self.shared.instant_of(until, now);
+        if until <= now {
+            return;
+        }
+        self.cool_locked(&mut self.slow(), model, until, now);
+        self.notify();
+    }
+
     /// Back to active: no failures, no cooldowns, not disabled.
     pub(super) fn reset(&self) {
         {

@@ -67,6 +67,7 @@ pub mod future;
 mod layer;
 mod pool;
 pub mod probe;
+pub mod shared;
 mod status;
 
 use std::fmt;
@@ -79,6 +80,7 @@ pub use self::daily_reset::next_daily_reset;
 #[cfg(feature = "middleware")]
 pub(crate) use self::layer::no_key_response;
 pub use self::layer::{KeyPlacement, KeyRotation, KeyRotationLayer};
+pub(crate) use self::pool::WeakKeyPool;
 pub use self::pool::{KeyLease, KeyPool, KeyPoolBuilder, DEFAULT_MAX_FAILURES};
 pub use self::status::{
     AddReport, DisabledReason, KeyObserver, KeySnapshot, KeyStatus, LastError, ModelCooldown,

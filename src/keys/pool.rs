@@ -489,6 +489,35 @@ impl KeyPool {
         }
     }
 
+    /// Disables a key for `reason` (a change learned from another instance); `false` if it is
+    /// not in the pool.
+    pub(crate) fn disable_because(&self, id: &KeyId, reason: DisabledReason) -> bool {
+        match self.find(id) {
+            Some(entry) => {
+                entry.disable(reason);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Cools a key for `model` until a wall-clock time (a change learned from another
+    /// instance); `false` if it is not in the pool.
+    pub(crate) fn cool_until(&self, id: &KeyId, model: &str, until: std::time::SystemTime) -> bool {
+        match self.find(id) {
+            Some(entry) => {
+                entry.cool_until(model, until);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A handle that does not keep the pool alive.
+    pub(crate) fn downgrade(&self) -> WeakKeyPool {
+        WeakKeyPool(Arc::downgrade(&self.inner))
+    }
+
     /// Keys that a periodic re-check should probe: disabled keys and keys with counted
     /// failures. Probe each with a cheap request through a lease from [`probe`](Self::probe)
     /// and report the result with [`KeyLease::report_probe`].
@@ -534,6 +563,18 @@ impl KeyPool {
             .iter()
             .filter_map(|state| self.find(&state.id).map(|e| e.restore(state)))
             .count()
+    }
+}
+
+/// A [`KeyPool`] that does not keep it alive (for what the pool itself holds, such as its
+/// observers).
+#[derive(Clone)]
+pub(crate) struct WeakKeyPool(std::sync::Weak<PoolInner>);
+
+impl WeakKeyPool {
+    /// The pool, if it is still there.
+    pub(crate) fn upgrade(&self) -> Option<KeyPool> {
+        self.0.upgrade().map(|inner| KeyPool { inner })
     }
 }
 

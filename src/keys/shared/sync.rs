@@ -1,0 +1,708 @@
+//! [`SharedKeys`]: publishes the pool's lasting changes, applies the others', without echo.
+
+use std::cell::Cell;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::broadcast;
+use tokio::time::Instant;
+
+use super::event::{Change, SharedEvent, Stamp};
+use super::feed::{FeedEntry, KeyStateFeed};
+use super::KeySealer;
+use crate::fingerprint::KeyId;
+use crate::keys::{ApiKey, KeyObserver, KeyPool, KeySnapshot, KeyStatus, WeakKeyPool};
+
+/// Cooldown ends closer than this are the same cooldown (wall/monotonic conversions round).
+const TOLERANCE_MS: u64 = 1000;
+/// Events a transport returns per read at most; a full batch is followed by another read at once.
+pub(crate) const READ_BATCH: usize = 1000;
+/// How long a hole in the sequence is re-read: an insert that took a number but had not yet
+/// committed when a later one was read.
+const GAP_WAIT: Duration = Duration::from_secs(10);
+/// Holes larger than this are deleted events, not transactions in flight.
+const MAX_GAPS: u64 = 1000;
+/// Retry delays after a failed read.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+thread_local! {
+    /// The [`Inner`] applying a remote change on this thread: its own observer stays quiet.
+    static APPLYING: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Key state shared by every instance: this instance's lasting key changes go out through a
+/// [`KeyStateFeed`], the others' come in and are applied to the local [`KeyPool`].
+///
+/// The request path never waits on the network: it reads the local pool; a change it makes is
+/// queued by the feed. A background task reads the feed (woken by a notification or a bounded
+/// poll) and applies each event the others published, once, in stamp order (the later change of
+/// a key wins everywhere, whatever order the events arrive in). Applied changes are not
+/// published again. See `docs/scale-out.md`.
+///
+/// Dropping every clone of the pool stops the task.
+#[derive(Clone)]
+pub struct SharedKeys {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for SharedKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedKeys")
+            .field("origin", &format_args!("{:016x}", self.inner.origin))
+            .field("applied", &self.applied())
+            .finish()
+    }
+}
+
+/// Options of [`SharedKeys`].
+pub struct SharedKeysBuilder {
+    pool: KeyPool,
+    sealer: Option<Arc<dyn KeySealer>>,
+    retain: Duration,
+    prune_every: Duration,
+}
+
+impl fmt::Debug for SharedKeysBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedKeysBuilder")
+            .field("sealer", &self.sealer.is_some())
+            .field("retain", &self.retain)
+            .field("prune_every", &self.prune_every)
+            .finish()
+    }
+}
+
+impl SharedKeysBuilder {
+    /// Seals added keys for the other instances and opens theirs. Without a sealer, a key added
+    /// here serves only here (the others learn its id, never the secret).
+    pub fn sealer(mut self, sealer: Arc<dyn KeySealer>) -> Self {
+        self.sealer = Some(sealer);
+        self
+    }
+
+    /// How long events are kept at least before a superseded one is deleted (default 10 min):
+    /// an instance cut off for longer still ends in the same state, but may miss setting changes.
+    pub fn retain(mut self, retain: Duration) -> Self {
+        self.retain = retain;
+        self
+    }
+
+    /// How often this instance deletes superseded events (default every minute; `Duration::ZERO`:
+    /// never).
+    pub fn prune_every(mut self, every: Duration) -> Self {
+        self.prune_every = every;
+        self
+    }
+
+    /// Catches up with the feed (the shared state wins over the local one), then keeps
+    /// following it and publishing this pool's changes. If the feed cannot be read now, the
+    /// pool serves from its local state and catches up when it can.
+    pub async fn start<F: KeyStateFeed>(self, feed: F) -> SharedKeys {
+        let feed = Arc::new(feed);
+        let publisher = feed.clone();
+        let (settings, _) = broadcast::channel(64);
+        let inner = Arc::new(Inner {
+            pool: self.pool.downgrade(),
+            origin: loop {
+                let origin = fastrand::u64(..);
+                if origin != 0 {
+                    break origin;
+                }
+            },
+            publish: Box::new(move |event| publisher.publish(event)),
+            sealer: self.sealer,
+            state: Mutex::new(State::default()),
+            settings,
+            applied: AtomicU64::new(0),
+            read_errors: AtomicU64::new(0),
+        });
+        inner.seed(&self.pool);
+        self.pool.add_observer(Arc::new(Publisher(inner.clone())));
+        let mut reader = Reader::default();
+        if let Err(e) = catch_up(&inner, &*feed, &mut reader).await {
+            inner.read_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = %e, "shared key state unreachable at startup; serving from local state until it is back");
+        }
+        let task = follow(
+            inner.clone(),
+            feed,
+            reader,
+            self.retain,
+            self.prune_every,
+        );
+        tokio::spawn(task);
+        SharedKeys { inner }
+    }
+}
+
+impl SharedKeys {
+    /// Options for sharing `pool`'s state; then [`start`](SharedKeysBuilder::start).
+    pub fn builder(pool: KeyPool) -> SharedKeysBuilder {
+        SharedKeysBuilder {
+            pool,
+            sealer: None,
+            retain: Duration::from_secs(600),
+            prune_every: Duration::from_secs(60),
+        }
+    }
+
+    /// Shares `pool`'s state through `feed` with the default options.
+    pub async fn start<F: KeyStateFeed>(pool: KeyPool, feed: F) -> SharedKeys {
+        Self::builder(pool).start(feed).await
+    }
+
+    /// Tells the other instances that the live setting `name` changed (they re-read it).
+    pub fn setting_changed(&self, name: &str) {
+        let event = self.inner.local_event(Change::Setting {
+            name: name.to_owned(),
+        });
+        (self.inner.publish)(event);
+    }
+
+    /// The names of settings other instances changed, as they arrive.
+    pub fn settings(&self) -> broadcast::Receiver<String> {
+        self.inner.settings.subscribe()
+    }
+
+    /// This instance's id in the events (random per start).
+    pub fn origin(&self) -> u64 {
+        self.inner.origin
+    }
+
+    /// Events from other instances applied so far.
+    pub fn applied(&self) -> u64 {
+        self.inner.applied.load(Ordering::Relaxed)
+    }
+
+    /// Reads of the feed that failed so far (the database unreachable).
+    pub fn read_errors(&self) -> u64 {
+        self.inner.read_errors.load(Ordering::Relaxed)
+    }
+}
+
+struct Inner {
+    pool: WeakKeyPool,
+    origin: u64,
+    publish: Box<dyn Fn(SharedEvent) + Send + Sync>,
+    sealer: Option<Arc<dyn KeySealer>>,
+    state: Mutex<State>,
+    settings: broadcast::Sender<String>,
+    applied: AtomicU64,
+    read_errors: AtomicU64,
+}
+
+#[derive(Default)]
+struct State {
+    /// A Lamport clock: above every stamp seen, so a change made here after seeing another
+    /// one is ordered after it even when the clocks disagree.
+    clock: u64,
+    keys: HashMap<KeyId, View>,
+}
+
+/// What the others know of one key, as far as this instance knows.
+#[derive(Default)]
+struct View {
+    /// In the local pool.
+    present: bool,
+    disabled: bool,
+    /// Model → (until, stamp of the change).
+    cooldowns: HashMap<String, (u64, Stamp)>,
+    /// The last disable, reset, add or remove.
+    status: Stamp,
+    /// The last reset, add or remove (they clear cooldowns made before them).
+    cleared: Stamp,
+}
+
+impl View {
+    fn clear(&mut self, stamp: Stamp) {
+        self.disabled = false;
+        self.cooldowns.retain(|_, (_, made)| *made > stamp);
+        self.status = stamp;
+        self.cleared = stamp;
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn ms_of(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Inner {
+    fn state(&self) -> MutexGuard<'_, State> {
+        // Every write under this lock leaves the maps consistent, so a poisoned lock is sound.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn id(&self) -> usize {
+        self as *const Inner as usize
+    }
+
+    fn next_stamp(&self, state: &mut State) -> Stamp {
+        state.clock = now_ms().max(state.clock + 1);
+        Stamp {
+            at_ms: state.clock,
+            origin: self.origin,
+        }
+    }
+
+    fn local_event(&self, change: Change) -> SharedEvent {
+        let stamp = self.next_stamp(&mut self.state());
+        SharedEvent {
+            origin: self.origin,
+            at_ms: stamp.at_ms,
+            change,
+        }
+    }
+
+    /// The pool's state before any event: stamped zero, so any shared change wins over it.
+    fn seed(&self, pool: &KeyPool) {
+        let mut state = self.state();
+        for snapshot in pool.snapshots() {
+            let view = state.keys.entry(snapshot.id.clone()).or_default();
+            view.present = true;
+            match &snapshot.status {
+                KeyStatus::Disabled(_) => view.disabled = true,
+                KeyStatus::CoolingDown(list) => {
+                    for c in list {
+                        view.cooldowns
+                            .insert(c.model.clone(), (ms_of(c.until), Stamp::default()));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// A local change: compares the key's state now with what the others know, and publishes
+    /// the difference.
+    fn local_change(&self, id: &KeyId) {
+        let Some(pool) = self.pool.upgrade() else {
+            return;
+        };
+        let mut events = Vec::new();
+        {
+            let mut state = self.state();
+            // Read under the lock: a remote change being applied is either all in or not yet.
+            let Some(current) = pool.snapshot(id) else {
+                return;
+            };
+            let now = now_ms();
+            let mut changes = Vec::new();
+            let view = state.keys.entry(id.clone()).or_default();
+            if !view.present {
+                view.present = true;
+                view.disabled = false;
+                view.cooldowns.clear();
+                let sealed = match (&self.sealer, pool.key(id)) {
+                    (Some(sealer), Some(key)) => sealer.seal(key.expose_secret()),
+                    _ => None,
+                };
+                changes.push(Change::Added {
+                    key: id.clone(),
+                    sealed,
+                });
+            }
+            match &current.status {
+                KeyStatus::Disabled(reason) => {
+                    if !view.disabled {
+                        view.disabled = true;
+                        changes.push(Change::Disabled {
+                            key: id.clone(),
+                            reason: reason.clone(),
+                        });
+                    }
+                }
+                status => {
+                    let list: &[crate::keys::ModelCooldown] = match status {
+                        KeyStatus::CoolingDown(list) => list,
+                        _ => &[],
+                    };
+                    view.cooldowns.retain(|_, (until, _)| *until > now);
+                    let vanished = view.cooldowns.iter().any(|(model, (until, _))| {
+                        *until > now + TOLERANCE_MS && !list.iter().any(|c| &c.model == model)
+                    });
+                    if view.disabled || vanished {
+                        view.disabled = false;
+                        view.cooldowns.clear();
+                        changes.push(Change::Reset { key: id.clone() });
+                    }
+                    for c in list {
+                        let until = ms_of(c.until);
+                        let known = view.cooldowns.get(&c.model).map(|(u, _)| *u);
+                        if known.is_none_or(|u| until > u + TOLERANCE_MS) {
+                            changes.push(Change::Cooled {
+                                key: id.clone(),
+                                model: c.model.clone(),
+                                until_ms: until,
+                            });
+                        }
+                    }
+                }
+            }
+            for change in changes {
+                let stamp = self.next_stamp(&mut state);
+                let view = state.keys.entry(id.clone()).or_default();
+                match &change {
+                    Change::Added { .. } | Change::Reset { .. } => {
+                        view.status = stamp;
+                        view.cleared = stamp;
+                    }
+                    Change::Disabled { .. } => view.status = stamp,
+                    Change::Cooled {
+                        model, until_ms, ..
+                    } => {
+                        view.cooldowns.insert(model.clone(), (*until_ms, stamp));
+                    }
+                    _ => {}
+                }
+                events.push(SharedEvent {
+                    origin: self.origin,
+                    at_ms: stamp.at_ms,
+                    change,
+                });
+            }
+        }
+        for event in events {
+            (self.publish)(event);
+        }
+    }
+
+    fn local_removal(&self, id: &KeyId) {
+        let event = {
+            let mut state = self.state();
+            let present = state.keys.get(id).is_some_and(|v| v.present);
+            if !present {
+                return;
+            }
+            let stamp = self.next_stamp(&mut state);
+            let view = state.keys.entry(id.clone()).or_default();
+            view.present = false;
+            view.clear(stamp);
+            view.cooldowns.clear();
+            SharedEvent {
+                origin: self.origin,
+                at_ms: stamp.at_ms,
+                change: Change::Removed { key: id.clone() },
+            }
+        };
+        (self.publish)(event);
+    }
+
+    /// Applies the others' events, in order, to the pool.
+    fn apply_all(&self, entries: Vec<FeedEntry>) {
+        let Some(pool) = self.pool.upgrade() else {
+            return;
+        };
+        let mut state = self.state();
+        let previous = APPLYING.with(|a| a.replace(self.id()));
+        for entry in entries {
+            if entry.event.origin == self.origin {
+                continue;
+            }
+            state.clock = state.clock.max(entry.event.at_ms);
+            if self.apply(&pool, &mut state, entry.event) {
+                self.applied.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        APPLYING.with(|a| a.set(previous));
+    }
+
+    /// One remote event; `true` if it changed something here.
+    fn apply(&self, pool: &KeyPool, state: &mut State, event: SharedEvent) -> bool {
+        let stamp = event.stamp();
+        let change = event.change;
+        if let Change::Setting { name } = change {
+            let _ = self.settings.send(name);
+            return true;
+        }
+        let Some(key) = change.key().cloned() else {
+            return false;
+        };
+        let view = state.keys.entry(key.clone()).or_default();
+        match change {
+            Change::Disabled { reason, .. } => {
+                if stamp <= view.status {
+                    return false;
+                }
+                view.status = stamp;
+                view.disabled = true;
+                pool.disable_because(&key, reason);
+            }
+            Change::Cooled {
+                model, until_ms, ..
+            } => {
+                if stamp <= view.cleared || until_ms <= now_ms() {
+                    return false;
+                }
+                let slot = view.cooldowns.entry(model.clone()).or_insert((0, stamp));
+                if until_ms <= slot.0 {
+                    slot.1 = slot.1.max(stamp);
+                    return false;
+                }
+                *slot = (until_ms, stamp);
+                pool.cool_until(&key, &model, UNIX_EPOCH + Duration::from_millis(until_ms));
+            }
+            Change::Reset { .. } => {
+                if stamp <= view.status {
+                    return false;
+                }
+                view.clear(stamp);
+                pool.reset(std::slice::from_ref(&key));
+                // Cooldowns made after the reset (arrived before it) hold.
+                for (model, (until, _)) in &view.cooldowns {
+                    pool.cool_until(&key, model, UNIX_EPOCH + Duration::from_millis(*until));
+                }
+            }
+            Change::Added { sealed, .. } => {
+                if stamp <= view.status {
+                    return false;
+                }
+                view.clear(stamp);
+                view.cooldowns.clear();
+                if pool.key(&key).is_some() {
+                    pool.reset(std::slice::from_ref(&key));
+                } else {
+                    let secret = sealed
+                        .as_deref()
+                        .and_then(|s| self.sealer.as_ref().and_then(|sealer| sealer.open(s)));
+                    match secret.as_deref().map(ApiKey::new) {
+                        Some(Ok(api_key)) if api_key.id() == &key => {
+                            pool.add([api_key]);
+                        }
+                        _ => {
+                            tracing::info!(key = %key, "a key added on another instance cannot be added here (no sealing key, or a different one)");
+                        }
+                    }
+                }
+                view.present = pool.key(&key).is_some();
+            }
+            Change::Removed { .. } => {
+                if stamp <= view.status {
+                    return false;
+                }
+                view.clear(stamp);
+                view.cooldowns.clear();
+                view.present = false;
+                pool.remove(std::slice::from_ref(&key));
+            }
+            Change::Setting { .. } => return false,
+        }
+        true
+    }
+}
+
+/// The pool's observer: turns local changes into events.
+struct Publisher(Arc<Inner>);
+
+impl Publisher {
+    fn quiet(&self) -> bool {
+        APPLYING.with(|a| a.get()) == self.0.id()
+    }
+}
+
+impl KeyObserver for Publisher {
+    fn key_changed(&self, state: KeySnapshot) {
+        if !self.quiet() {
+            self.0.local_change(&state.id);
+        }
+    }
+
+    fn key_removed(&self, id: &KeyId) {
+        if !self.quiet() {
+            self.0.local_removal(id);
+        }
+    }
+}
+
+/// Where reading stands: the highest sequence seen, and holes below it that may still fill.
+#[derive(Default)]
+struct Reader {
+    cursor: u64,
+    gaps: BTreeMap<u64, Instant>,
+    started: bool,
+}
+
+impl Reader {
+    fn low(&self) -> u64 {
+        match self.gaps.keys().next() {
+            Some(&first) => (first - 1).min(self.cursor),
+            None => self.cursor,
+        }
+    }
+
+    /// The entries not seen before.
+    fn take(&mut self, entries: Vec<FeedEntry>) -> Vec<FeedEntry> {
+        let now = Instant::now();
+        self.gaps.retain(|_, deadline| *deadline > now);
+        let mut fresh = Vec::with_capacity(entries.len());
+        for entry in entries {
+            if entry.seq > self.cursor {
+                let hole = entry.seq - self.cursor - 1;
+                if self.started && hole > 0 && hole <= MAX_GAPS {
+                    for seq in self.cursor + 1..entry.seq {
+                        self.gaps.insert(seq, now + GAP_WAIT);
+                    }
+                }
+                self.cursor = entry.seq;
+                fresh.push(entry);
+            } else if self.gaps.remove(&entry.seq).is_some() {
+                fresh.push(entry);
+            }
+        }
+        self.started = true;
+        fresh
+    }
+}
+
+/// Reads until the feed has nothing newer, applying as it goes.
+async fn catch_up<F: KeyStateFeed>(
+    inner: &Inner,
+    feed: &F,
+    reader: &mut Reader,
+) -> Result<(), super::FeedError> {
+    loop {
+        let entries = feed.read_after(reader.low()).await?;
+        let full = entries.len() >= READ_BATCH;
+        let fresh = reader.take(entries);
+        inner.apply_all(fresh);
+        if !full {
+            return Ok(());
+        }
+    }
+}
+
+async fn follow<F: KeyStateFeed>(
+    inner: Arc<Inner>,
+    feed: Arc<F>,
+    mut reader: Reader,
+    retain: Duration,
+    prune_every: Duration,
+) {
+    let mut backoff = BACKOFF_MIN;
+    let mut last_prune = Instant::now();
+    let mut failing = false;
+    loop {
+        if inner.pool.upgrade().is_none() {
+            return;
+        }
+        match catch_up(&inner, &*feed, &mut reader).await {
+            Ok(()) => {
+                if failing {
+                    tracing::info!("shared key state reachable again; caught up");
+                    failing = false;
+                }
+                backoff = BACKOFF_MIN;
+            }
+            Err(e) => {
+                inner.read_errors.fetch_add(1, Ordering::Relaxed);
+                if !failing {
+                    tracing::warn!(error = %e, "shared key state unreachable; serving from local state, retrying");
+                    failing = true;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                continue;
+            }
+        }
+        if !prune_every.is_zero() && last_prune.elapsed() >= prune_every {
+            last_prune = Instant::now();
+            if let Err(e) = prune(&*feed, retain).await {
+                tracing::debug!(error = %e, "pruning shared key events failed");
+            }
+        }
+        feed.changed().await;
+    }
+}
+
+async fn prune<F: KeyStateFeed>(feed: &F, retain: Duration) -> Result<(), super::FeedError> {
+    let mut all = Vec::new();
+    let mut after = 0;
+    loop {
+        let batch = feed.read_after(after).await?;
+        let full = batch.len() >= READ_BATCH;
+        if let Some(last) = batch.last() {
+            after = last.seq;
+        }
+        all.extend(batch);
+        if !full {
+            break;
+        }
+    }
+    let doomed = prunable(&all, now_ms(), retain.as_millis() as u64);
+    if !doomed.is_empty() {
+        feed.delete(doomed).await?;
+    }
+    Ok(())
+}
+
+/// Events older than `retain_ms` that a later one makes pointless, cooldowns that ended, and
+/// old setting notices.
+pub(crate) fn prunable(entries: &[FeedEntry], now_ms: u64, retain_ms: u64) -> Vec<u64> {
+    let mut by_key: HashMap<&KeyId, Vec<&FeedEntry>> = HashMap::new();
+    let mut doomed = Vec::new();
+    for entry in entries {
+        let old = entry.event.at_ms.saturating_add(retain_ms) < now_ms;
+        match (&entry.event.change, entry.event.change.key()) {
+            (Change::Setting { .. }, _) => {
+                if old {
+                    doomed.push(entry.seq);
+                }
+            }
+            (_, Some(key)) => by_key.entry(key).or_default().push(entry),
+            _ => {}
+        }
+    }
+    for events in by_key.values() {
+        for entry in events {
+            if entry.event.at_ms.saturating_add(retain_ms) >= now_ms {
+                continue;
+            }
+            let stamp = entry.event.stamp();
+            let later_status = |other: &&&FeedEntry| {
+                other.event.stamp() > stamp
+                    && matches!(
+                        other.event.change,
+                        Change::Disabled { .. }
+                            | Change::Reset { .. }
+                            | Change::Added { .. }
+                            | Change::Removed { .. }
+                    )
+            };
+            let later_clear = |other: &&&FeedEntry| {
+                other.event.stamp() > stamp
+                    && matches!(
+                        other.event.change,
+                        Change::Reset { .. } | Change::Added { .. } | Change::Removed { .. }
+                    )
+            };
+            let gone = match &entry.event.change {
+                Change::Cooled {
+                    model, until_ms, ..
+                } => {
+                    *until_ms <= now_ms
+                        || events.iter().any(|o| later_clear(&o))
+                        || events.iter().any(|o| {
+                            o.event.stamp() > stamp
+                                && matches!(&o.event.change, Change::Cooled { model: m, until_ms: u, .. } if m == model && u >= until_ms)
+                        })
+                }
+                _ => events.iter().any(|o| later_status(&o)),
+            };
+            if gone {
+                doomed.push(entry.seq);
+            }
+        }
+    }
+    doomed.sort_unstable();
+    doomed
+}
