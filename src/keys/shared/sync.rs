@@ -706,3 +706,141 @@ pub(crate) fn prunable(entries: &[FeedEntry], now_ms: u64, retain_ms: u64) -> Ve
     doomed.sort_unstable();
     doomed
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::DisabledReason;
+
+    fn key(n: u8) -> KeyId {
+        KeyId::from_parts(u64::from(n), "AIza…test")
+    }
+
+    fn entry(seq: u64, at_ms: u64, change: Change) -> FeedEntry {
+        FeedEntry {
+            seq,
+            event: SharedEvent {
+                origin: 1,
+                at_ms,
+                change,
+            },
+        }
+    }
+
+    fn cooled(n: u8, model: &str, until_ms: u64) -> Change {
+        Change::Cooled {
+            key: key(n),
+            model: model.into(),
+            until_ms,
+        }
+    }
+
+    #[test]
+    fn pruning_keeps_the_latest_state_of_each_key() {
+        let now = 1_000_000;
+        let old = now - 700_000;
+        let entries = vec![
+            // Key 1: disabled, then reset: only the reset matters.
+            entry(
+                1,
+                old,
+                Change::Disabled {
+                    key: key(1),
+                    reason: DisabledReason::Manual,
+                },
+            ),
+            entry(2, old + 1, Change::Reset { key: key(1) }),
+            // Key 2: a cooldown that ended, one that still runs, one superseded by a longer one.
+            entry(3, old, cooled(2, "a", now - 1)),
+            entry(4, old, cooled(2, "b", now + 50_000)),
+            entry(5, old, cooled(2, "c", now + 10_000)),
+            entry(6, old + 1, cooled(2, "c", now + 20_000)),
+            // Key 3: disabled long ago, nothing after: kept.
+            entry(
+                7,
+                old,
+                Change::Disabled {
+                    key: key(3),
+                    reason: DisabledReason::Manual,
+                },
+            ),
+            // Key 4: removed: kept (a restarted instance must not bring it back).
+            entry(8, old, Change::Removed { key: key(4) }),
+            // Old setting notices go; recent ones stay.
+            entry(
+                9,
+                old,
+                Change::Setting {
+                    name: "X".into(),
+                },
+            ),
+            entry(
+                10,
+                now - 1,
+                Change::Setting {
+                    name: "X".into(),
+                },
+            ),
+            // Recent events stay even when superseded (a lagging instance may still read them).
+            entry(11, now - 2, Change::Reset { key: key(5) }),
+            entry(
+                12,
+                now - 1,
+                Change::Disabled {
+                    key: key(5),
+                    reason: DisabledReason::Manual,
+                },
+            ),
+        ];
+        assert_eq!(prunable(&entries, now, 600_000), vec![1, 3, 5, 9]);
+    }
+
+    #[test]
+    fn pruning_orders_by_stamp_not_arrival() {
+        let now = 1_000_000;
+        // The reset has the later stamp though it was stored first: the disable goes.
+        let entries = vec![
+            entry(1, 10, Change::Reset { key: key(1) }),
+            entry(
+                2,
+                5,
+                Change::Disabled {
+                    key: key(1),
+                    reason: DisabledReason::Manual,
+                },
+            ),
+        ];
+        assert_eq!(prunable(&entries, now, 1000), vec![2]);
+    }
+
+    fn seqs(entries: &[FeedEntry]) -> Vec<u64> {
+        entries.iter().map(|e| e.seq).collect()
+    }
+
+    fn at(seq: u64) -> FeedEntry {
+        entry(seq, 1, Change::Reset { key: key(1) })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_reader_rereads_holes_until_they_fill_or_expire() {
+        let mut reader = Reader::default();
+        // Startup: holes left by pruning are not waited for.
+        assert_eq!(seqs(&reader.take(vec![at(3), at(7)])), vec![3, 7]);
+        assert_eq!(reader.low(), 7);
+        // 9 and 10 committed before 8: 8 is read again from then on.
+        assert_eq!(seqs(&reader.take(vec![at(9), at(10)])), vec![9, 10]);
+        assert_eq!(reader.low(), 7);
+        // Read again: 9 and 10 are not applied twice; 8 arrives once.
+        assert_eq!(seqs(&reader.take(vec![at(8), at(9), at(10)])), vec![8]);
+        assert_eq!(reader.low(), 10);
+        // A hole that never fills (a rolled-back insert) is given up after a while.
+        assert_eq!(seqs(&reader.take(vec![at(12)])), vec![12]);
+        assert_eq!(reader.low(), 10);
+        tokio::time::advance(GAP_WAIT + Duration::from_millis(1)).await;
+        assert!(reader.take(vec![at(12)]).is_empty());
+        assert_eq!(reader.low(), 12);
+        // A huge jump (events deleted meanwhile) is not a hole to wait for.
+        assert_eq!(seqs(&reader.take(vec![at(5000)])), vec![5000]);
+        assert_eq!(reader.low(), 5000);
+    }
+}
