@@ -38,6 +38,7 @@ fn id(i: usize) -> KeyId {
     KeyId::of(KEYS[i])
 }
 
+#[cfg_attr(any(feature = "postgres", feature = "mysql"), allow(dead_code))]
 /// Not a real cipher: shows the mechanism (the production sealer is an AEAD).
 struct Reverse;
 
@@ -48,6 +49,16 @@ impl KeySealer for Reverse {
     fn open(&self, sealed: &str) -> Option<String> {
         Some(sealed.strip_prefix("rev:")?.chars().rev().collect())
     }
+}
+
+/// The production sealer where the features bring it; a stand-in otherwise.
+fn sealer() -> Arc<dyn KeySealer> {
+    #[cfg(any(feature = "postgres", feature = "mysql"))]
+    return Arc::new(
+        gemini_balance::keys::shared::ChaChaSealer::from_hex(&"42".repeat(32)).unwrap(),
+    );
+    #[cfg(not(any(feature = "postgres", feature = "mysql")))]
+    Arc::new(Reverse)
 }
 
 async fn eventually(what: &str, bound: Duration, mut done: impl FnMut() -> bool) {
@@ -308,7 +319,7 @@ impl Env {
 
     async fn start(&self, pool: &KeyPool) -> SharedKeys {
         SharedKeys::builder(pool.clone())
-            .sealer(Arc::new(Reverse))
+            .sealer(sealer())
             .start(self.feed().await)
             .await
     }
@@ -466,6 +477,12 @@ async fn added_and_removed_keys(env: Arc<Env>) {
     // Picks on C reach the new key.
     let picked: Vec<KeyId> = (0..6).map(|_| c.pick(None, None).unwrap().id().clone()).collect();
     assert!(picked.contains(new.id()));
+    // The secret is not in the shared log in clear.
+    let log = env.feed().await.read_after(0).await.unwrap();
+    assert!(log.iter().any(|e| matches!(e.event.change, Change::Added { .. })));
+    for entry in &log {
+        assert!(!entry.event.to_json().contains(new.expose_secret()));
+    }
     // Added back on C: everywhere again.
     c.add([ApiKey::new(KEYS[1]).unwrap()]);
     eventually("A and B have the key again", BOUND, || {

@@ -53,6 +53,8 @@ mod mysql;
 mod outbox;
 #[cfg(feature = "postgres")]
 mod postgres;
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+mod sealer;
 mod sync;
 
 pub use self::event::{Change, SharedEvent, Stamp};
@@ -63,6 +65,9 @@ pub use self::mysql::MySqlFeed;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use self::postgres::PostgresFeed;
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "postgres", feature = "mysql"))))]
+pub use self::sealer::{ChaChaSealer, InvalidSealingKey};
 pub use self::sync::{SharedKeys, SharedKeysBuilder};
 
 /// Seals a key for the other instances and opens theirs, so that a key added on one instance
