@@ -259,8 +259,7 @@ impl Env {
             .execute(&admin)
             .await
             .unwrap();
-        let forwarder =
-            Forwarder::to(format!("{}:{}", base.get_host(), base.get_port())).await;
+        let forwarder = Forwarder::to(format!("{}:{}", base.get_host(), base.get_port())).await;
         let options = base
             .host("127.0.0.1")
             .port(forwarder.port)
@@ -285,8 +284,7 @@ impl Env {
             .execute(&admin)
             .await
             .unwrap();
-        let forwarder =
-            Forwarder::to(format!("{}:{}", base.get_host(), base.get_port())).await;
+        let forwarder = Forwarder::to(format!("{}:{}", base.get_host(), base.get_port())).await;
         let options = base
             .host("127.0.0.1")
             .port(forwarder.port)
@@ -406,7 +404,10 @@ async fn cooldown_from_a_holds_on_b(env: Arc<Env>) {
         .unwrap()
         .report_for(Some("gemini-2.0-flash"), &rate_limited());
     eventually("B cools the key for the model", BOUND, || {
-        matches!(b.snapshot(&id(1)).unwrap().status, KeyStatus::CoolingDown(_))
+        matches!(
+            b.snapshot(&id(1)).unwrap().status,
+            KeyStatus::CoolingDown(_)
+        )
     })
     .await;
     for _ in 0..30 {
@@ -437,7 +438,10 @@ async fn reset_on_b_reenables_on_a(env: Arc<Env>) {
         .report_for(Some("gemini-2.0-flash"), &rate_limited());
     eventually("B sees the disable and the cooldown", BOUND, || {
         !serving(&b, &id(2))
-            && matches!(b.snapshot(&id(0)).unwrap().status, KeyStatus::CoolingDown(_))
+            && matches!(
+                b.snapshot(&id(0)).unwrap().status,
+                KeyStatus::CoolingDown(_)
+            )
     })
     .await;
     b.reset(&[id(2), id(0)]);
@@ -475,11 +479,15 @@ async fn added_and_removed_keys(env: Arc<Env>) {
     );
     assert!(c.pick(None, None).is_ok());
     // Picks on C reach the new key.
-    let picked: Vec<KeyId> = (0..6).map(|_| c.pick(None, None).unwrap().id().clone()).collect();
+    let picked: Vec<KeyId> = (0..6)
+        .map(|_| c.pick(None, None).unwrap().id().clone())
+        .collect();
     assert!(picked.contains(new.id()));
     // The secret is not in the shared log in clear.
     let log = env.feed().await.read_after(0).await.unwrap();
-    assert!(log.iter().any(|e| matches!(e.event.change, Change::Added { .. })));
+    assert!(log
+        .iter()
+        .any(|e| matches!(e.event.change, Change::Added { .. })));
     for entry in &log {
         assert!(!entry.event.to_json().contains(new.expose_secret()));
     }
@@ -502,7 +510,10 @@ async fn a_restarted_pool_starts_from_the_shared_state(env: Arc<Env>) {
     a.remove(&[id(2)]);
     eventually("B has it all", BOUND, || {
         !serving(&b, &id(0))
-            && matches!(b.snapshot(&id(1)).unwrap().status, KeyStatus::CoolingDown(_))
+            && matches!(
+                b.snapshot(&id(1)).unwrap().status,
+                KeyStatus::CoolingDown(_)
+            )
             && b.key(&id(2)).is_none()
     })
     .await;
@@ -609,7 +620,9 @@ async fn an_applied_change_is_not_echoed() {
     assert!(matches!(entries[0].event.change, Change::Disabled { .. }));
     assert_eq!(sb.applied(), 1);
     // Counted failures and successes are per instance: nothing goes out.
-    b.probe(&id(1)).unwrap().report(&Outcome::Failure(FailureClass::Timeout));
+    b.probe(&id(1))
+        .unwrap()
+        .report(&Outcome::Failure(FailureClass::Timeout));
     b.probe(&id(1)).unwrap().report(&Outcome::Success);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(feed.entries().len(), 1);
@@ -718,12 +731,17 @@ async fn setting_changes_reach_the_others() {
     let mut on_a = sa.settings();
     let mut on_b = sb.settings();
     sa.setting_changed("MAX_FAILURES");
-    let name = tokio::time::timeout(BOUND, on_b.recv()).await.unwrap().unwrap();
+    let name = tokio::time::timeout(BOUND, on_b.recv())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(name, "MAX_FAILURES");
     // Not back to the instance that made it.
-    assert!(tokio::time::timeout(Duration::from_millis(400), on_a.recv())
-        .await
-        .is_err());
+    assert!(
+        tokio::time::timeout(Duration::from_millis(400), on_a.recv())
+            .await
+            .is_err()
+    );
 }
 
 /// Without a sealer, a key added elsewhere is known by id only and not served here; the secret
@@ -740,6 +758,9 @@ async fn without_a_sealer_added_keys_stay_per_instance() {
     assert!(b.key(new.id()).is_none());
     for entry in feed.entries() {
         assert!(!entry.event.to_json().contains(new.expose_secret()));
-        assert!(matches!(entry.event.change, Change::Added { sealed: None, .. }));
+        assert!(matches!(
+            entry.event.change,
+            Change::Added { sealed: None, .. }
+        ));
     }
 }

@@ -223,7 +223,10 @@ impl SharedEvent {
                     },
                     _ => return None,
                 };
-                Change::Disabled { key: key()?, reason }
+                Change::Disabled {
+                    key: key()?,
+                    reason,
+                }
             }
             "cooled" => Change::Cooled {
                 key: key()?,
@@ -304,14 +307,20 @@ mod tests {
             assert!(!json.contains("AIzaSyA1234567890"), "{json}");
             let back = SharedEvent::from_json(&json).expect(&json);
             assert_eq!(back, event);
-            assert_eq!(back.change.key().map(|k| k.mask()), event.change.key().map(|k| k.mask()));
+            assert_eq!(
+                back.change.key().map(|k| k.mask()),
+                event.change.key().map(|k| k.mask())
+            );
         }
     }
 
     #[test]
     fn unknown_rows_are_skipped() {
         assert_eq!(SharedEvent::from_json("{}"), None);
-        assert_eq!(SharedEvent::from_json(r#"{"o":"1","t":1,"k":"future"}"#), None);
+        assert_eq!(
+            SharedEvent::from_json(r#"{"o":"1","t":1,"k":"future"}"#),
+            None
+        );
         assert_eq!(SharedEvent::from_json("not json"), None);
     }
 }

@@ -75,7 +75,10 @@ pub trait KeyStateFeed: Send + Sync + 'static {
     fn publish(&self, event: SharedEvent);
 
     /// Events stored after `seq`, in order (at most a transport-chosen batch).
-    fn read_after(&self, seq: u64) -> impl Future<Output = Result<Vec<FeedEntry>, FeedError>> + Send;
+    fn read_after(
+        &self,
+        seq: u64,
+    ) -> impl Future<Output = Result<Vec<FeedEntry>, FeedError>> + Send;
 
     /// Resolves when new events may be there: a notification, or the end of the poll interval.
     fn changed(&self) -> impl Future<Output = ()> + Send;

@@ -172,7 +172,10 @@ impl KeyStateFeed for PostgresFeed {
     }
 
     async fn delete(&self, seqs: Vec<u64>) -> Result<(), FeedError> {
-        let seqs: Vec<i64> = seqs.into_iter().filter_map(|s| i64::try_from(s).ok()).collect();
+        let seqs: Vec<i64> = seqs
+            .into_iter()
+            .filter_map(|s| i64::try_from(s).ok())
+            .collect();
         sqlx::query("DELETE FROM key_events WHERE seq = ANY($1)")
             .bind(seqs)
             .execute(&self.pool)

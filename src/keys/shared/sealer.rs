@@ -51,7 +51,7 @@ impl fmt::Display for InvalidSealingKey {
 impl std::error::Error for InvalidSealingKey {}
 
 fn from_hex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 || !text.is_ascii() {
+    if !text.len().is_multiple_of(2) || !text.is_ascii() {
         return None;
     }
     (0..text.len())
@@ -62,10 +62,12 @@ fn from_hex(text: &str) -> Option<Vec<u8>> {
 
 fn to_hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 impl ChaChaSealer {
@@ -105,7 +107,10 @@ impl KeySealer for ChaChaSealer {
         let (nonce, data) = bytes.split_at(NONCE_LEN);
         let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
         let mut data = data.to_vec();
-        let plain = self.key.open_in_place(nonce, Aad::from(CONTEXT), &mut data).ok()?;
+        let plain = self
+            .key
+            .open_in_place(nonce, Aad::from(CONTEXT), &mut data)
+            .ok()?;
         String::from_utf8(plain.to_vec()).ok()
     }
 }

@@ -105,6 +105,7 @@ impl SharedKeysBuilder {
         let feed = Arc::new(feed);
         let publisher = feed.clone();
         let (settings, _) = broadcast::channel(64);
+        let (changes, _) = broadcast::channel(256);
         let inner = Arc::new(Inner {
             pool: self.pool.downgrade(),
             origin: loop {
@@ -117,6 +118,7 @@ impl SharedKeysBuilder {
             sealer: self.sealer,
             state: Mutex::new(State::default()),
             settings,
+            changes,
             applied: AtomicU64::new(0),
             read_errors: AtomicU64::new(0),
         });
@@ -127,13 +129,7 @@ impl SharedKeysBuilder {
             inner.read_errors.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(error = %e, "shared key state unreachable at startup; serving from local state until it is back");
         }
-        let task = follow(
-            inner.clone(),
-            feed,
-            reader,
-            self.retain,
-            self.prune_every,
-        );
+        let task = follow(inner.clone(), feed, reader, self.retain, self.prune_every);
         tokio::spawn(task);
         SharedKeys { inner }
     }
@@ -161,6 +157,12 @@ impl SharedKeys {
             name: name.to_owned(),
         });
         (self.inner.publish)(event);
+    }
+
+    /// Every change from another instance applied here, as it is applied (for what keeps its
+    /// own copy of the key list, such as a proxy's `API_KEYS` setting).
+    pub fn changes(&self) -> broadcast::Receiver<Change> {
+        self.inner.changes.subscribe()
     }
 
     /// The names of settings other instances changed, as they arrive.
@@ -191,6 +193,7 @@ struct Inner {
     sealer: Option<Arc<dyn KeySealer>>,
     state: Mutex<State>,
     settings: broadcast::Sender<String>,
+    changes: broadcast::Sender<Change>,
     applied: AtomicU64,
     read_errors: AtomicU64,
 }
@@ -410,8 +413,12 @@ impl Inner {
                 continue;
             }
             state.clock = state.clock.max(entry.event.at_ms);
+            let change = (self.changes.receiver_count() > 0).then(|| entry.event.change.clone());
             if self.apply(&pool, &mut state, entry.event) {
                 self.applied.fetch_add(1, Ordering::Relaxed);
+                if let Some(change) = change {
+                    let _ = self.changes.send(change);
+                }
             }
         }
         APPLYING.with(|a| a.set(previous));
@@ -652,14 +659,11 @@ pub(crate) fn prunable(entries: &[FeedEntry], now_ms: u64, retain_ms: u64) -> Ve
     let mut doomed = Vec::new();
     for entry in entries {
         let old = entry.event.at_ms.saturating_add(retain_ms) < now_ms;
-        match (&entry.event.change, entry.event.change.key()) {
-            (Change::Setting { .. }, _) => {
-                if old {
-                    doomed.push(entry.seq);
-                }
-            }
-            (_, Some(key)) => by_key.entry(key).or_default().push(entry),
-            _ => {}
+        match entry.event.change.key() {
+            Some(key) => by_key.entry(key).or_default().push(entry),
+            // A setting notice: the settings themselves are kept elsewhere.
+            None if old => doomed.push(entry.seq),
+            None => {}
         }
     }
     for events in by_key.values() {
@@ -767,20 +771,8 @@ mod tests {
             // Key 4: removed: kept (a restarted instance must not bring it back).
             entry(8, old, Change::Removed { key: key(4) }),
             // Old setting notices go; recent ones stay.
-            entry(
-                9,
-                old,
-                Change::Setting {
-                    name: "X".into(),
-                },
-            ),
-            entry(
-                10,
-                now - 1,
-                Change::Setting {
-                    name: "X".into(),
-                },
-            ),
+            entry(9, old, Change::Setting { name: "X".into() }),
+            entry(10, now - 1, Change::Setting { name: "X".into() }),
             // Recent events stay even when superseded (a lagging instance may still read them).
             entry(11, now - 2, Change::Reset { key: key(5) }),
             entry(
