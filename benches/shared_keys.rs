@@ -8,7 +8,7 @@
 //!
 //! ```text
 //! cargo bench -p gemini-balance --features postgres,mysql --bench shared_keys
-//! SHARED_KEYS_BENCH_CHANGES=50 cargo bench ... # fewer changes (default 300)
+//! SHARED_KEYS_BENCH_CHANGES=50 cargo bench ... # fewer changes (default 200)
 //! ```
 
 use std::str::FromStr;
@@ -57,13 +57,14 @@ async fn measure<F: KeyStateFeed>(name: &str, a_feed: F, b_feed: F, changes: usi
     );
 }
 
-/// 5–25 ms between changes, so that the changes do not line up with the poll.
+/// 5–255 ms between changes: longer than a poll, so that a change falls anywhere in the
+/// reader's poll interval (not just after the read that applied the last one).
 fn fastrand_ms() -> u64 {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .subsec_nanos();
-    5 + u64::from(nanos % 20)
+    5 + u64::from(nanos % 250)
 }
 
 fn url(var: &str) -> Option<String> {
@@ -81,7 +82,7 @@ async fn main() {
     let changes: usize = std::env::var("SHARED_KEYS_BENCH_CHANGES")
         .ok()
         .and_then(|n| n.parse().ok())
-        .unwrap_or(if quick { 4 } else { 300 });
+        .unwrap_or(if quick { 4 } else { 200 });
     let tag = format!(
         "bench_{:x}",
         std::time::SystemTime::now()

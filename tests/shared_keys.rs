@@ -554,6 +554,53 @@ async fn database_away_pools_serve_and_resync(env: Arc<Env>) {
     .await;
 }
 
+async fn superseded_events_are_pruned(env: Arc<Env>) {
+    let (a, b) = (pool(), pool());
+    let _sa = env.start(&a).await;
+    // B prunes at once (no retention), every 100 ms.
+    let sb = SharedKeys::builder(b.clone())
+        .sealer(sealer())
+        .retain(Duration::ZERO)
+        .prune_every(Duration::from_millis(100))
+        .start(env.feed().await)
+        .await;
+    let mut applied = sb.changes();
+    a.disable(&id(0));
+    a.disable(&id(1));
+    assert!(matches!(
+        tokio::time::timeout(BOUND, applied.recv()).await,
+        Ok(Ok(Change::Disabled { .. }))
+    ));
+    eventually("B has both", BOUND, || {
+        !serving(&b, &id(0)) && !serving(&b, &id(1))
+    })
+    .await;
+    a.reset(&[id(0)]);
+    let log = env.feed().await;
+    let start = tokio::time::Instant::now();
+    let kinds = loop {
+        let kinds: Vec<Change> = log
+            .read_after(0)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.event.change)
+            .collect();
+        if kinds.len() == 2 {
+            break kinds;
+        }
+        assert!(start.elapsed() < BOUND * 2, "not pruned: {kinds:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(matches!(&kinds[0], Change::Disabled { key, .. } if key == &id(1)));
+    assert!(matches!(&kinds[1], Change::Reset { key } if key == &id(0)));
+    // A restarted instance still starts from the state.
+    let restarted = pool();
+    let _sr = env.start(&restarted).await;
+    assert!(serving(&restarted, &id(0)));
+    assert!(!serving(&restarted, &id(1)));
+}
+
 macro_rules! engine_tests {
     ($engine:ident, $env:expr) => {
         mod $engine {
@@ -582,6 +629,11 @@ macro_rules! engine_tests {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn a_restarted_pool_starts_from_the_shared_state() {
                 run($env, super::a_restarted_pool_starts_from_the_shared_state).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn superseded_events_are_pruned() {
+                run($env, super::superseded_events_are_pruned).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
