@@ -204,6 +204,20 @@ impl KeyStateFeed for Feed {
     }
 }
 
+impl Feed {
+    /// Events the feed's queue dropped (the database away too long).
+    #[allow(dead_code)]
+    fn dropped(&self) -> u64 {
+        match self {
+            Feed::Memory(_) => 0,
+            #[cfg(feature = "postgres")]
+            Feed::Postgres(f) => f.dropped(),
+            #[cfg(feature = "mysql")]
+            Feed::MySql(f) => f.dropped(),
+        }
+    }
+}
+
 /// The URL in `var`, or `None` after a loud notice (a failure under CI).
 #[allow(dead_code)]
 fn server_url(var: &str) -> Option<String> {
@@ -601,6 +615,52 @@ async fn superseded_events_are_pruned(env: Arc<Env>) {
     assert!(!serving(&restarted, &id(1)));
 }
 
+/// While the database is away, published events wait in a bounded queue; what does not fit is
+/// counted, and everything else is written when the database is back.
+#[allow(dead_code)]
+async fn a_full_queue_is_counted_never_silently_lost(env: Arc<Env>) {
+    let feed = env.feed().await;
+    env.set_up(false);
+    let total = 6000u64;
+    for i in 0..total {
+        feed.publish(event(
+            3,
+            i + 1,
+            Change::Setting {
+                name: format!("S{i}"),
+            },
+        ));
+    }
+    let dropped = feed.dropped();
+    assert!(dropped > 0 && dropped < total, "{dropped}");
+    env.set_up(true);
+    let reader = env.feed().await;
+    let start = tokio::time::Instant::now();
+    loop {
+        let mut stored = 0;
+        let mut after = 0;
+        loop {
+            let batch = reader.read_after(after).await.unwrap();
+            let Some(last) = batch.last() else { break };
+            after = last.seq;
+            stored += batch.len() as u64;
+        }
+        if stored == total - dropped {
+            break;
+        }
+        assert!(
+            stored < total - dropped,
+            "{stored} stored, {dropped} dropped"
+        );
+        assert!(
+            start.elapsed() < AFTER_OUTAGE,
+            "{stored} stored, {dropped} dropped of {total}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(feed.dropped(), dropped);
+}
+
 macro_rules! engine_tests {
     ($engine:ident, $env:expr) => {
         mod $engine {
@@ -649,6 +709,26 @@ engine_tests!(memory, Env::memory());
 engine_tests!(postgres, Env::postgres().await);
 #[cfg(feature = "mysql")]
 engine_tests!(mysql, Env::mysql().await);
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_full_queue_is_counted_never_silently_lost() {
+    run(
+        Env::postgres().await,
+        a_full_queue_is_counted_never_silently_lost,
+    )
+    .await;
+}
+
+#[cfg(feature = "mysql")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_a_full_queue_is_counted_never_silently_lost() {
+    run(
+        Env::mysql().await,
+        a_full_queue_is_counted_never_silently_lost,
+    )
+    .await;
+}
 
 // ---------------------------------------------------------------------------------------------
 // The mechanism, over the in-memory feed.
