@@ -700,6 +700,16 @@ pub(crate) fn prunable(entries: &[FeedEntry], now_ms: u64, retain_ms: u64) -> Ve
                                 && matches!(&o.event.change, Change::Cooled { model: m, until_ms: u, .. } if m == model && u >= until_ms)
                         })
                 }
+                // The sealed key: a restarted instance needs it whatever happened to the key
+                // since, until the key is removed or added again.
+                Change::Added { sealed, .. } => events.iter().any(|o| {
+                    o.event.stamp() > stamp
+                        && match &o.event.change {
+                            Change::Removed { .. } => true,
+                            Change::Added { sealed: later, .. } => later.is_some() || sealed.is_none(),
+                            _ => false,
+                        }
+                }),
                 _ => events.iter().any(|o| later_status(&o)),
             };
             if gone {
@@ -785,6 +795,49 @@ mod tests {
             ),
         ];
         assert_eq!(prunable(&entries, now, 600_000), vec![1, 3, 5, 9]);
+    }
+
+    #[test]
+    fn a_sealed_key_is_kept_until_removed_or_added_again() {
+        let now = 1_000_000;
+        let added = |seq, at, sealed: Option<&str>| {
+            entry(
+                seq,
+                at,
+                Change::Added {
+                    key: key(1),
+                    sealed: sealed.map(str::to_owned),
+                },
+            )
+        };
+        let disabled = entry(
+            2,
+            20,
+            Change::Disabled {
+                key: key(1),
+                reason: DisabledReason::Manual,
+            },
+        );
+        // Disabled after it was added: both stay (the secret is still needed).
+        assert!(prunable(&[added(1, 10, Some("s")), disabled.clone()], now, 0).is_empty());
+        // Added again with the secret: the first goes; without it, the first stays.
+        assert_eq!(
+            prunable(&[added(1, 10, Some("s")), added(3, 30, Some("t"))], now, 0),
+            vec![1]
+        );
+        assert!(prunable(&[added(1, 10, Some("s")), added(3, 30, None)], now, 0).is_empty());
+        // Removed: the secret goes with it.
+        assert_eq!(
+            prunable(
+                &[
+                    added(1, 10, Some("s")),
+                    entry(3, 30, Change::Removed { key: key(1) })
+                ],
+                now,
+                0
+            ),
+            vec![1]
+        );
     }
 
     #[test]
