@@ -101,6 +101,10 @@ impl SharedKeysBuilder {
     /// Catches up with the feed (the shared state wins over the local one), then keeps
     /// following it and publishing this pool's changes. If the feed cannot be read now, the
     /// pool serves from its local state and catches up when it can.
+    ///
+    /// Start it after restoring the pool from a local store and after
+    /// [`KeyPool::set_observer`] (which replaces every observer, this one too); it joins the
+    /// pool's observers with [`KeyPool::add_observer`]. Needs a Tokio runtime.
     pub async fn start<F: KeyStateFeed>(self, feed: F) -> SharedKeys {
         let feed = Arc::new(feed);
         let publisher = feed.clone();
