@@ -8,8 +8,7 @@
 //! pools keep serving while the database is unreachable and catch up after.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use gemini_balance::classify::{FailureClass, Outcome, QuotaScope};
@@ -17,7 +16,6 @@ use gemini_balance::keys::shared::{
     Change, FeedEntry, FeedError, KeySealer, KeyStateFeed, MemoryFeed, SharedEvent, SharedKeys,
 };
 use gemini_balance::keys::{ApiKey, DisabledReason, KeyId, KeyPool, KeyStatus};
-use tokio::net::{TcpListener, TcpStream};
 
 const KEYS: [&str; 3] = [
     "AIzaSyA1234567890abcdefghijklmnopqrstuv",
@@ -91,48 +89,56 @@ fn rate_limited() -> Outcome {
 // Where the feeds live.
 
 #[cfg(any(feature = "postgres", feature = "mysql"))]
-/// A loopback TCP forwarder to a database server, which the test can cut.
-#[cfg(any(feature = "postgres", feature = "mysql"))]
-struct Forwarder {
-    port: u16,
-    down: Arc<AtomicBool>,
-    connections: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
-}
+use forwarder::Forwarder;
 
 #[cfg(any(feature = "postgres", feature = "mysql"))]
-impl Forwarder {
-    async fn to(target: String) -> Forwarder {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let down = Arc::new(AtomicBool::new(false));
-        let connections = Arc::new(Mutex::new(Vec::new()));
-        let (d, c) = (down.clone(), connections.clone());
-        tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                if d.load(Ordering::SeqCst) {
-                    continue; // dropped: the server is "down"
-                }
-                let target = target.clone();
-                let task = tokio::spawn(async move {
-                    if let Ok(mut server) = TcpStream::connect(&target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                    }
-                });
-                c.lock().unwrap().push(task.abort_handle());
-            }
-        });
-        Forwarder {
-            port,
-            down,
-            connections,
-        }
+mod forwarder {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// A loopback TCP forwarder to a database server, which the test can cut.
+    pub struct Forwarder {
+        pub port: u16,
+        down: Arc<AtomicBool>,
+        connections: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
     }
 
-    fn set_up(&self, up: bool) {
-        self.down.store(!up, Ordering::SeqCst);
-        if !up {
-            for task in self.connections.lock().unwrap().drain(..) {
-                task.abort();
+    impl Forwarder {
+        pub async fn to(target: String) -> Forwarder {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let down = Arc::new(AtomicBool::new(false));
+            let connections = Arc::new(Mutex::new(Vec::new()));
+            let (d, c) = (down.clone(), connections.clone());
+            tokio::spawn(async move {
+                while let Ok((mut client, _)) = listener.accept().await {
+                    if d.load(Ordering::SeqCst) {
+                        continue; // dropped: the server is "down"
+                    }
+                    let target = target.clone();
+                    let task = tokio::spawn(async move {
+                        if let Ok(mut server) = TcpStream::connect(&target).await {
+                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                        }
+                    });
+                    c.lock().unwrap().push(task.abort_handle());
+                }
+            });
+            Forwarder {
+                port,
+                down,
+                connections,
+            }
+        }
+
+        pub fn set_up(&self, up: bool) {
+            self.down.store(!up, Ordering::SeqCst);
+            if !up {
+                for task in self.connections.lock().unwrap().drain(..) {
+                    task.abort();
+                }
             }
         }
     }
