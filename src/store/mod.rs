@@ -18,14 +18,26 @@
 //! assert_eq!(store.records().len(), 1);
 //! ```
 
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+mod key_row;
 pub mod logs;
 mod memory;
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+mod retention;
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+mod rollup;
+mod settings;
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "postgres", feature = "mysql"))))]
+pub mod sql;
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub mod sqlite;
 pub mod stats;
 mod stats_store;
-#[cfg(feature = "sqlite")]
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+mod time;
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 mod time_zone;
 
 use std::fmt;
@@ -37,8 +49,14 @@ pub use self::memory::MemoryStore;
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use self::sqlite::SqliteStore;
 pub use self::stats_store::{StatsStore, StoreFuture, UsageBy};
-#[cfg(feature = "sqlite")]
-#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+pub use self::retention::Retention;
+pub use self::settings::{Setting, SettingsStore};
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "postgres", feature = "mysql"))))]
+pub use self::sql::{Engine, SqlStore};
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))))]
 pub use self::time_zone::{TimeZone, UnknownTimeZone};
 use crate::keys::{KeyId, KeySnapshot};
 

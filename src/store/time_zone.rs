@@ -2,7 +2,7 @@
 //!
 //! Usage is kept in UTC; only two things depend on a calendar: the statistics' "this month"
 //! (from the 1st, 00:00 local time) and the daily log purge (at 00:00 local time, when
-//! [`Retention::logs_at_midnight`](super::sqlite::Retention::logs_at_midnight) asks for it).
+//! [`Retention::logs_at_midnight`](super::Retention::logs_at_midnight) asks for it).
 //! Zones are IANA names, read from the system's time zone database
 //! (`/usr/share/zoneinfo`), with a copy compiled in for machines that have none; daylight
 //! saving time is followed, so a month that starts in summer time starts at its local midnight.

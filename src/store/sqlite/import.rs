@@ -380,7 +380,7 @@ fn write(conn: &mut Connection, batch: &ImportBatch) -> Result<bool, StoreError>
         for record in &batch.requests {
             rollup.add(record);
         }
-        rollup.write(&tx)?;
+        super::rollup::write(rollup, &tx)?;
         let mut fingerprints: HashSet<(&str, String, &str)> = HashSet::new();
         for record in &batch.requests {
             let keys = record

@@ -64,7 +64,7 @@ mod snapshot;
 pub mod stats;
 #[cfg(test)]
 mod tests;
-mod time;
+use super::time;
 mod writer;
 
 use std::collections::VecDeque;
@@ -77,7 +77,6 @@ use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant, SystemTime};
 
 use rusqlite::{Connection, OpenFlags};
-use serde::Serialize;
 
 #[cfg(feature = "import")]
 #[cfg_attr(docsrs, doc(cfg(feature = "import")))]
@@ -90,7 +89,8 @@ use self::writer::{Msg, Shared, Throttle, Writer};
 use super::logs::LogDeletion;
 pub use super::stats::WriterStats;
 use super::stats_store::{StatsStore, StoreFuture, UsageBy};
-use super::{KeyStateStore, StoreError, TimeZone, UsageSink};
+pub use super::Setting;
+use super::{KeyStateStore, SettingsStore, StoreError, TimeZone, UsageSink};
 use crate::keys::{KeyId, KeyObserver, KeySnapshot};
 use crate::usage::RequestRecord;
 
@@ -540,11 +540,7 @@ impl SqliteStore {
     /// Settings are not a place for secrets: a value containing a Google API key is refused
     /// (keep keys in the environment or the `.env` file).
     pub fn set_setting(&self, name: &str, value: &str) -> Result<(), StoreError> {
-        if crate::redact::redact_keys(value) != value {
-            return Err(StoreError::new(format!(
-                "setting {name}: the value holds an API key, which the database never stores"
-            )));
-        }
+        super::settings::refuse_secret(name, value)?;
         let (name, value) = (name.to_owned(), value.to_owned());
         self.exec(move |conn| {
             conn.execute(
@@ -672,18 +668,6 @@ fn delete_by_ids(conn: &mut Connection, ids: &[i64], sqls: &[&str]) -> Result<u6
     }
     tx.commit().map_err(sql_error("committing a deletion"))?;
     Ok(deleted)
-}
-
-/// One row of the `settings` table.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[non_exhaustive]
-pub struct Setting {
-    /// The setting's name (such as `MAX_FAILURES`).
-    pub name: String,
-    /// Its value, as text.
-    pub value: String,
-    /// When it was last set, in milliseconds since the Unix epoch.
-    pub updated_ms: i64,
 }
 
 impl Inner {
@@ -896,5 +880,19 @@ impl KeyObserver for SqliteStore {
 
     fn key_removed(&self, id: &KeyId) {
         self.forget_key(id);
+    }
+}
+
+impl SettingsStore for SqliteStore {
+    fn settings(&self) -> Result<Vec<Setting>, StoreError> {
+        SqliteStore::settings(self)
+    }
+
+    fn set_setting(&self, name: &str, value: &str) -> Result<(), StoreError> {
+        SqliteStore::set_setting(self, name, value)
+    }
+
+    fn delete_setting(&self, name: &str) -> Result<bool, StoreError> {
+        SqliteStore::delete_setting(self, name)
     }
 }

@@ -10,7 +10,6 @@
 //! returns only when everything sent before it is in the database. Between batches, and when
 //! idle, it runs one small retention step.
 
-use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
@@ -25,8 +24,7 @@ use super::rollup::{clamp, FastSet, Rollup};
 use super::time::{duration_ms, ms_of};
 use crate::api_error::ApiFlavor;
 use crate::keys::{KeyId, KeySnapshot};
-use crate::redact::redact_keys;
-pub(crate) use crate::store::logs::clean_body;
+pub(crate) use crate::store::logs::{clean_body, clean_text, MAX_BODY_BYTES, MAX_MESSAGE_CHARS};
 use crate::store::TimeZone;
 use crate::usage::{AttemptRecord, ClientId, RequestRecord};
 
@@ -48,10 +46,6 @@ fn is_busy(e: &rusqlite::Error) -> bool {
     )
 }
 
-/// Longest error message kept, in characters.
-pub(crate) const MAX_MESSAGE_CHARS: usize = 2_000;
-/// Longest request body kept, in bytes.
-pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// What the request path and the handle send to the writer.
 pub(crate) enum Msg {
@@ -499,15 +493,6 @@ fn hex_of(key: &KeyId) -> Hex16 {
     Hex16(out)
 }
 
-/// Redacts keys and cuts to at most `max_chars` characters; borrows when nothing changes
-/// (a route, nearly always).
-pub(crate) fn clean_text(text: &str, max_chars: usize) -> Cow<'_, str> {
-    let redacted = redact_keys(text);
-    match redacted.char_indices().nth(max_chars) {
-        Some((cut, _)) => Cow::Owned(format!("{}…", &redacted[..cut])),
-        None => redacted,
-    }
-}
 
 fn write(
     conn: &mut Connection,
@@ -521,7 +506,7 @@ fn write(
     for record in batch {
         rollup.add(record);
     }
-    rollup.write(&tx)?;
+    super::rollup::write(rollup, &tx)?;
     if !fingerprints.is_empty() {
         let mut stmt = tx.prepare_cached(INSERT_FINGERPRINT)?;
         for (kind, hex, mask) in fingerprints {

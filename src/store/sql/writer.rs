@@ -1,0 +1,552 @@
+//! The writer task: it drains the bounded record channel and writes batches with multi-row
+//! statements, one transaction per batch: the raw rows, the rollup upserts, new fingerprints
+//! and the pending key states.
+//!
+//! When the database cannot be reached (or a deadlock with another instance aborts the
+//! transaction), the batch is kept and retried with backoff (100 ms doubling to 5 s);
+//! meanwhile `record()` keeps queuing, and once the channel is full records are dropped and
+//! counted. A batch the database refuses for another reason is counted as lost. At shutdown
+//! a batch that still cannot be written after the shutdown timeout is counted as lost: every
+//! record ends up written, dropped or lost, never silently gone.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use sqlx_core::any::{Any, AnyPool};
+use sqlx_core::query::{query, Query};
+use sqlx_core::transaction::Transaction;
+use tokio::sync::{mpsc, oneshot};
+
+use super::dialect::Engine;
+use super::schema::COUNTER_COLUMNS;
+use super::Shared;
+use crate::keys::{KeyId, KeySnapshot};
+use crate::store::key_row::KeyRow;
+use crate::store::logs::{clean_body, clean_text, MAX_BODY_BYTES, MAX_MESSAGE_CHARS};
+use crate::store::rollup::{clamp, Counters, FastSet, Rollup, RollupRows};
+use crate::store::time::{duration_ms, ms_of};
+use crate::usage::{ClientId, RequestRecord};
+
+/// What `record()` sends.
+pub(crate) enum Msg {
+    Record(Box<RequestRecord>),
+    /// Key states are pending in `Shared::pending_keys`.
+    Wake,
+}
+
+/// What the handle asks of the writer (an unbounded channel beside the records).
+pub(crate) enum Control {
+    /// Reply once everything sent before is written (or given up).
+    Flush(oneshot::Sender<()>),
+    /// Write everything, reply, stop.
+    Shutdown(oneshot::Sender<()>),
+}
+
+type Args<'q> = Query<'q, Any, sqlx_core::any::AnyArguments<'q>>;
+
+pub(crate) struct Writer {
+    pub pool: AnyPool,
+    pub engine: Engine,
+    pub rx: mpsc::Receiver<Msg>,
+    pub control: mpsc::UnboundedReceiver<Control>,
+    pub shared: Arc<Shared>,
+    pub batch_size: usize,
+    pub gather: Duration,
+    pub shutdown_timeout: Duration,
+    pub known_keys: FastSet<KeyId>,
+    pub known_clients: FastSet<ClientId>,
+    pub last_error_log: Option<Instant>,
+    /// Controls received and not yet answered.
+    pub controls: VecDeque<Control>,
+}
+
+const BACKOFF_START: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+impl Writer {
+    pub(crate) async fn run(mut self) {
+        let mut batch: Vec<RequestRecord> = Vec::with_capacity(self.batch_size);
+        loop {
+            if self.controls.is_empty() {
+                tokio::select! {
+                    biased;
+                    c = self.control.recv() => match c {
+                        Some(c) => self.controls.push_back(c),
+                        None => {
+                            self.drain_all(&mut batch, None).await;
+                            return;
+                        }
+                    },
+                    m = self.rx.recv() => match m {
+                        Some(Msg::Record(r)) => batch.push(*r),
+                        Some(Msg::Wake) => {}
+                        None => {
+                            self.write_batch(&mut batch, None).await;
+                            return;
+                        }
+                    },
+                }
+            }
+            if let Some(control) = self.controls.pop_front() {
+                match control {
+                    Control::Flush(reply) => {
+                        self.drain_all(&mut batch, None).await;
+                        let _ = reply.send(());
+                    }
+                    Control::Shutdown(reply) => {
+                        self.shared.closed.store(true, Ordering::Relaxed);
+                        let deadline = Instant::now() + self.shutdown_timeout;
+                        self.drain_all(&mut batch, Some(deadline)).await;
+                        let _ = reply.send(());
+                        return;
+                    }
+                }
+                continue;
+            }
+            self.take_ready(&mut batch);
+            let gather = !batch.is_empty() && batch.len() < self.batch_size;
+            self.write_batch(&mut batch, None).await;
+            if gather && !self.gather.is_zero() {
+                // Let records gather instead of waking for each; a control ends the wait.
+                let sleep = tokio::time::sleep(self.gather);
+                tokio::select! {
+                    biased;
+                    Some(c) = self.control.recv() => self.controls.push_back(c),
+                    _ = sleep => {}
+                }
+            }
+        }
+    }
+
+    /// Takes what is queued, up to a batch, without waiting.
+    fn take_ready(&mut self, batch: &mut Vec<RequestRecord>) {
+        while batch.len() < self.batch_size {
+            match self.rx.try_recv() {
+                Ok(Msg::Record(r)) => batch.push(*r),
+                Ok(Msg::Wake) => {}
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Writes everything queued now.
+    async fn drain_all(&mut self, batch: &mut Vec<RequestRecord>, deadline: Option<Instant>) {
+        loop {
+            self.take_ready(batch);
+            let more = batch.len() >= self.batch_size;
+            self.write_batch(batch, deadline).await;
+            if !more {
+                break;
+            }
+        }
+    }
+
+    fn log_error(&mut self, message: &str, error: &sqlx_core::Error, records: u64) {
+        let due = self
+            .last_error_log
+            .is_none_or(|at| at.elapsed() >= Duration::from_secs(10));
+        if due {
+            self.last_error_log = Some(Instant::now());
+            tracing::error!(error = %error, records, engine = self.engine.name(), "{message}");
+        }
+    }
+
+    /// Commits the batch and the pending key states; retries while the database is away.
+    async fn write_batch(&mut self, batch: &mut Vec<RequestRecord>, deadline: Option<Instant>) {
+        let keys = self.shared.take_pending_keys();
+        if batch.is_empty() && keys.is_empty() {
+            return;
+        }
+        let n = batch.len() as u64;
+        let mut new_keys: FastSet<&KeyId> = FastSet::default();
+        let mut new_clients: FastSet<&ClientId> = FastSet::default();
+        for record in batch.iter() {
+            for key in record
+                .key
+                .iter()
+                .chain(record.attempt_log.iter().map(|a| &a.key))
+            {
+                if !self.known_keys.contains(key) {
+                    new_keys.insert(key);
+                }
+            }
+            if let Some(client) = &record.client {
+                if !self.known_clients.contains(client) {
+                    new_clients.insert(client);
+                }
+            }
+        }
+        let fingerprints: Vec<(&'static str, String, String)> = new_keys
+            .iter()
+            .map(|k| ("key", k.hex(), k.mask().to_owned()))
+            .chain(
+                new_clients
+                    .iter()
+                    .map(|c| ("client", c.hex(), c.mask().to_owned())),
+            )
+            .collect();
+        let mut backoff = BACKOFF_START;
+        let mut deadline = deadline;
+        let result = loop {
+            match write(&self.pool, self.engine, batch, &keys, &fingerprints).await {
+                Ok(()) => break Ok(()),
+                Err(e) if transient(&e) && deadline.is_none_or(|d| Instant::now() < d) => {
+                    self.shared.retrying.store(true, Ordering::Relaxed);
+                    self.log_error(
+                        "the database is unreachable; keeping the batch and retrying",
+                        &e,
+                        n,
+                    );
+                    // A shutdown while waiting bounds the retries.
+                    tokio::select! {
+                        biased;
+                        Some(c) = self.control.recv(), if deadline.is_none() => {
+                            if matches!(c, Control::Shutdown(_)) {
+                                self.shared.closed.store(true, Ordering::Relaxed);
+                                deadline = Some(Instant::now() + self.shutdown_timeout);
+                            }
+                            // Answered by the main loop once this batch is done.
+                            self.controls.push_back(c);
+                        }
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        self.shared.retrying.store(false, Ordering::Relaxed);
+        match result {
+            Ok(()) => {
+                self.shared.written.fetch_add(n, Ordering::Release);
+                self.shared.batches.fetch_add(1, Ordering::Relaxed);
+                self.known_keys.extend(new_keys.into_iter().cloned());
+                self.known_clients.extend(new_clients.into_iter().cloned());
+            }
+            Err(e) => {
+                self.shared.lost.fetch_add(n, Ordering::Relaxed);
+                self.shared.restore_pending_keys(keys);
+                self.log_error("writing usage records failed; the batch is lost", &e, n);
+            }
+        }
+        batch.clear();
+    }
+}
+
+/// Errors worth a retry: the connection (lost, refused, timed out), the server going away
+/// or shutting down, a deadlock or serialization failure between instances.
+fn transient(e: &sqlx_core::Error) -> bool {
+    use sqlx_core::Error as E;
+    match e {
+        E::Io(_) | E::Tls(_) | E::PoolTimedOut | E::PoolClosed | E::WorkerCrashed => true,
+        E::Protocol(_) => true,
+        E::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            // SQLSTATE classes 08 (connection), 40 (rollback: deadlock, serialization),
+            // 57 (operator intervention: shutdown), 53 (insufficient resources); MySQL's
+            // 1205/1213 (lock wait timeout, deadlock), 1053 (server shutdown).
+            code.starts_with("08")
+                || code.starts_with("40")
+                || code.starts_with("57")
+                || code.starts_with("53")
+                || matches!(code.as_ref(), "HY000" if db.message().contains("shutdown"))
+                || matches!(code.as_ref(), "1205" | "1213" | "1053")
+        }
+        _ => false,
+    }
+}
+
+/// Rows per multi-row statement: well under the 65,535 placeholders both engines allow, and
+/// (for error rows, whose bodies can be 64 KiB) under MySQL's default packet size.
+const REQUEST_ROWS: usize = 500;
+const ATTEMPT_ROWS: usize = 1_000;
+const ERROR_ROWS: usize = 32;
+const ROLLUP_ROWS: usize = 1_000;
+
+const REQUEST_COLUMNS: &str = "request_id, at_ms, protocol, route, model, key_id, key_mask, \
+    client_id, client_mask, status, success, attempts, latency_ms, ttfb_ms, streamed, \
+    completion, prompt_tokens, candidates_tokens, thoughts_tokens, cached_tokens, \
+    tool_use_prompt_tokens, total_tokens";
+const ATTEMPT_COLUMNS: &str =
+    "request_id, at_ms, key_id, key_mask, model, status, class, latency_ms";
+const ERROR_COLUMNS: &str =
+    "at_ms, request_id, key_id, key_mask, model, status, class, message, request_body";
+
+/// A model name as stored (the column holds 255 characters).
+fn name(text: &str) -> String {
+    let cleaned = clean_text(text, 250);
+    cleaned.into_owned()
+}
+
+async fn write(
+    pool: &AnyPool,
+    engine: Engine,
+    batch: &[RequestRecord],
+    keys: &HashMap<KeyId, Option<KeySnapshot>>,
+    fingerprints: &[(&'static str, String, String)],
+) -> Result<(), sqlx_core::Error> {
+    let mut tx = pool.begin().await?;
+    insert_records(&mut tx, engine, batch).await?;
+    let mut rollup = Rollup::default();
+    for record in batch {
+        rollup.add(record);
+    }
+    let (minutes, hours) = rollup.into_rows();
+    upsert_rollup(&mut tx, engine, "usage_minute", "minute_ms", &minutes).await?;
+    upsert_rollup(&mut tx, engine, "usage_hour", "hour_ms", &hours).await?;
+    if !fingerprints.is_empty() {
+        let (start, end) = engine.insert_ignore();
+        for chunk in fingerprints.chunks(ROLLUP_ROWS) {
+            let sql = format!(
+                "{start} fingerprint (kind, id, mask) VALUES {}{end}",
+                Engine::values(chunk.len(), 3)
+            );
+            let sql = engine.sql(&sql);
+            let mut q = query(&sql);
+            for (kind, hex, mask) in chunk {
+                q = q.bind(*kind).bind(hex.clone()).bind(name(mask));
+            }
+            q.execute(&mut *tx).await?;
+        }
+    }
+    let now_ms = ms_of(SystemTime::now());
+    let mut ids: Vec<&KeyId> = keys.keys().collect();
+    ids.sort_by_key(|id| id.digest());
+    for id in ids {
+        match &keys[id] {
+            Some(state) => save_key(&mut tx, engine, state, now_ms).await?,
+            None => {
+                let sql = engine.sql("DELETE FROM key_state WHERE key_id = ?");
+                query(&sql).bind(id.hex()).execute(&mut *tx).await?;
+            }
+        }
+    }
+    tx.commit().await
+}
+
+const KEY_COLUMNS: [&str; 19] = [
+    "key_id",
+    "key_mask",
+    "status",
+    "disabled_kind",
+    "disabled_status",
+    "disabled_detail",
+    "disabled_count",
+    "consecutive_failures",
+    "cooldowns",
+    "requests",
+    "successes",
+    "failures",
+    "weight",
+    "last_used_ms",
+    "last_error_class",
+    "last_error_status",
+    "last_error_detail",
+    "last_error_ms",
+    "updated_ms",
+];
+
+async fn save_key(
+    tx: &mut Transaction<'static, Any>,
+    engine: Engine,
+    state: &KeySnapshot,
+    now_ms: i64,
+) -> Result<(), sqlx_core::Error> {
+    let r = KeyRow::of(state);
+    let sql = format!(
+        "{} ({}) VALUES {}{}",
+        engine.insert_into("key_state"),
+        KEY_COLUMNS.join(", "),
+        Engine::values(1, KEY_COLUMNS.len()),
+        engine.on_conflict(&["key_id"], &[], &KEY_COLUMNS[1..])
+    );
+    let sql = engine.sql(&sql);
+    query(&sql)
+        .bind(r.key_id)
+        .bind(r.key_mask)
+        .bind(r.status)
+        .bind(r.disabled_kind)
+        .bind(r.disabled_status)
+        .bind(r.disabled_detail)
+        .bind(r.disabled_count)
+        .bind(r.consecutive_failures)
+        .bind(r.cooldowns)
+        .bind(r.requests)
+        .bind(r.successes)
+        .bind(r.failures)
+        .bind(r.weight)
+        .bind(r.last_used_ms)
+        .bind(r.last_error_class)
+        .bind(r.last_error_status)
+        .bind(r.last_error_detail)
+        .bind(r.last_error_ms)
+        .bind(now_ms)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+async fn upsert_rollup(
+    tx: &mut Transaction<'static, Any>,
+    engine: Engine,
+    table: &str,
+    bucket: &str,
+    rows: &RollupRows<'_>,
+) -> Result<(), sqlx_core::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    // The same order in every instance: concurrent batches lock rows in one order.
+    let mut rows: Vec<(i64, &'static str, String, &Counters)> = rows
+        .iter()
+        .map(|((b, dim, value), c)| (*b, dim.as_str(), name(&value.render()), c))
+        .collect();
+    rows.sort_by(|a, b| (a.0, a.1, &a.2).cmp(&(b.0, b.1, &b.2)));
+    for chunk in rows.chunks(ROLLUP_ROWS) {
+        let sql = format!(
+            "{} (dim, {bucket}, value, {}) VALUES {}{}",
+            engine.insert_into(table),
+            COUNTER_COLUMNS.join(", "),
+            Engine::values(chunk.len(), 16),
+            engine.on_conflict(&["dim", bucket, "value"], &COUNTER_COLUMNS, &[])
+        );
+        let sql = engine.sql(&sql);
+        let mut q: Args<'_> = query(&sql);
+        for (b, dim, value, c) in chunk {
+            q = q
+                .bind(*dim)
+                .bind(*b)
+                .bind(value.clone())
+                .bind(c.calls)
+                .bind(c.successes)
+                .bind(c.failures)
+                .bind(c.prompt)
+                .bind(c.candidates)
+                .bind(c.thoughts)
+                .bind(c.cached)
+                .bind(c.tool_use_prompt)
+                .bind(c.total)
+                .bind(c.latency_ms)
+                .bind(c.attempts)
+                .bind(c.failed_attempts)
+                .bind(c.rate_limited_attempts);
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+async fn insert_records(
+    tx: &mut Transaction<'static, Any>,
+    engine: Engine,
+    batch: &[RequestRecord],
+) -> Result<(), sqlx_core::Error> {
+    for chunk in batch.chunks(REQUEST_ROWS) {
+        let sql = format!(
+            "INSERT INTO request_log ({REQUEST_COLUMNS}) VALUES {}",
+            Engine::values(chunk.len(), 22)
+        );
+        let sql = engine.sql(&sql);
+        let mut q: Args<'_> = query(&sql);
+        for r in chunk {
+            let t = &r.tokens;
+            q = q
+                .bind(r.id.get() as i64)
+                .bind(ms_of(r.at))
+                .bind(r.protocol.as_str())
+                .bind(clean_text(&r.route, MAX_MESSAGE_CHARS).into_owned())
+                .bind(r.model.as_deref().map(name))
+                .bind(r.key.as_ref().map(KeyId::hex))
+                .bind(r.key.as_ref().map(|k| k.mask().to_owned()))
+                .bind(r.client.as_ref().map(ClientId::hex))
+                .bind(r.client.as_ref().map(|c| c.mask().to_owned()))
+                .bind(i64::from(r.status))
+                .bind(i64::from(r.success))
+                .bind(i64::from(r.attempts))
+                .bind(duration_ms(r.latency))
+                .bind(r.time_to_first_byte.map(duration_ms))
+                .bind(i64::from(r.streamed))
+                .bind(r.completion.as_str())
+                .bind(clamp(t.prompt))
+                .bind(clamp(t.candidates))
+                .bind(clamp(t.thoughts))
+                .bind(clamp(t.cached))
+                .bind(clamp(t.tool_use_prompt))
+                .bind(clamp(t.total));
+        }
+        q.execute(&mut **tx).await?;
+    }
+    // Attempts, and an error row per failed attempt.
+    struct Attempt<'a> {
+        request_id: i64,
+        at: i64,
+        key: &'a KeyId,
+        model: Option<&'a str>,
+        status: Option<u16>,
+        class: Option<&'static str>,
+        latency_ms: i64,
+        message: Option<&'a str>,
+        body: Option<&'a str>,
+    }
+    let attempts: Vec<Attempt<'_>> = batch
+        .iter()
+        .flat_map(|r| {
+            r.attempt_log.iter().map(move |a| Attempt {
+                request_id: r.id.get() as i64,
+                at: ms_of(a.at),
+                key: &a.key,
+                model: a.model.as_deref().or(r.model.as_deref()),
+                status: a.status,
+                class: a.class,
+                latency_ms: duration_ms(a.latency),
+                message: a.error_message.as_deref(),
+                body: r.request_body.as_deref(),
+            })
+        })
+        .collect();
+    for chunk in attempts.chunks(ATTEMPT_ROWS) {
+        let sql = format!(
+            "INSERT INTO attempt_log ({ATTEMPT_COLUMNS}) VALUES {}",
+            Engine::values(chunk.len(), 8)
+        );
+        let sql = engine.sql(&sql);
+        let mut q: Args<'_> = query(&sql);
+        for a in chunk {
+            q = q
+                .bind(a.request_id)
+                .bind(a.at)
+                .bind(a.key.hex())
+                .bind(a.key.mask().to_owned())
+                .bind(a.model.map(name))
+                .bind(a.status.map(i64::from))
+                .bind(a.class)
+                .bind(a.latency_ms);
+        }
+        q.execute(&mut **tx).await?;
+    }
+    let failed: Vec<&Attempt<'_>> = attempts.iter().filter(|a| a.class.is_some()).collect();
+    for chunk in failed.chunks(ERROR_ROWS) {
+        let sql = format!(
+            "INSERT INTO error_log ({ERROR_COLUMNS}) VALUES {}",
+            Engine::values(chunk.len(), 9)
+        );
+        let sql = engine.sql(&sql);
+        let mut q: Args<'_> = query(&sql);
+        for a in chunk {
+            q = q
+                .bind(a.at)
+                .bind(a.request_id)
+                .bind(a.key.hex())
+                .bind(a.key.mask().to_owned())
+                .bind(a.model.map(name))
+                .bind(a.status.map(i64::from))
+                .bind(a.class.unwrap_or_default())
+                .bind(a.message.map(|m| clean_text(m, MAX_MESSAGE_CHARS).into_owned()))
+                .bind(a.body.map(|b| clean_body(b, MAX_BODY_BYTES)));
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
