@@ -1,7 +1,11 @@
-//! `StatsStore`: the same records give the same figures and logs through the trait, whether the
-//! store is the SQLite one or the in-memory one (what lets a non-SQLite store serve the admin
-//! API).
+//! `StatsStore`: the same records give the same figures and logs through the trait, whatever
+//! the store: in memory, SQLite, PostgreSQL, MySQL/MariaDB (what lets any store serve the
+//! admin API). The SQL servers come from the environment (`sql_servers`).
 #![cfg(feature = "sqlite")]
+
+#[cfg(all(feature = "postgres", feature = "mysql"))]
+#[path = "sql_servers/mod.rs"]
+mod sql_servers;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -198,24 +202,66 @@ async fn check(name: &str, stats: Arc<dyn StatsStore>, a: &KeyId, b: &KeyId, fai
     assert!(page.entries.is_empty(), "{name}");
 }
 
+/// One store of the table: a name, the store, and what keeps it (a directory, a database).
+struct Case {
+    name: &'static str,
+    sink: Arc<dyn UsageSink>,
+    stats: Arc<dyn StatsStore>,
+    flush: Box<dyn Fn()>,
+    _keep: Box<dyn std::any::Any>,
+}
+
+/// Every store this build has and this machine can reach.
+fn stores() -> Vec<Case> {
+    let mut cases = Vec::new();
+    let memory = MemoryStore::new();
+    cases.push(Case {
+        name: "memory",
+        sink: Arc::new(memory.clone()),
+        stats: Arc::new(memory),
+        flush: Box::new(|| {}),
+        _keep: Box::new(()),
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = SqliteStore::open(dir.path().join("usage.db")).unwrap();
+    let flushing = sqlite.clone();
+    cases.push(Case {
+        name: "sqlite",
+        sink: Arc::new(sqlite.clone()),
+        stats: Arc::new(sqlite),
+        flush: Box::new(move || flushing.flush().unwrap()),
+        _keep: Box::new(dir),
+    });
+    #[cfg(all(feature = "postgres", feature = "mysql"))]
+    for server in sql_servers::Server::ALL {
+        let Some(db) = sql_servers::TestDb::new(server, "stats_store") else {
+            continue;
+        };
+        let store = db.builder().open().unwrap();
+        let flushing = store.clone();
+        cases.push(Case {
+            name: server.name(),
+            sink: Arc::new(store.clone()),
+            stats: Arc::new(store),
+            flush: Box::new(move || flushing.flush().unwrap()),
+            _keep: Box::new(db),
+        });
+    }
+    cases
+}
+
 #[tokio::test]
-async fn sqlite_and_memory_stores_answer_alike() {
+async fn every_store_answers_alike() {
     let now = SystemTime::now();
     let a = KeyId::of("AIzaSyA1234567890abcdefghijklmnopqrstuv");
     let b = KeyId::of("AIzaSyB1234567890abcdefghijklmnopqrstuv");
     let (ok, failed) = records(now, &a, &b);
     let failed_id = failed.id;
 
-    let memory = MemoryStore::new();
-    let dir = tempfile::tempdir().unwrap();
-    let sqlite = SqliteStore::open(dir.path().join("usage.db")).unwrap();
-    for store in [&memory as &dyn UsageSink, &sqlite] {
-        store.record(ok.clone());
-        store.record(failed.clone());
+    for case in stores() {
+        case.sink.record(ok.clone());
+        case.sink.record(failed.clone());
+        (case.flush)();
+        check(case.name, case.stats.clone(), &a, &b, failed_id).await;
     }
-    sqlite.flush().unwrap();
-
-    check("memory", Arc::new(memory), &a, &b, failed_id).await;
-    check("sqlite", Arc::new(sqlite.clone()), &a, &b, failed_id).await;
-    sqlite.shutdown().unwrap();
 }

@@ -65,7 +65,7 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use self::dialect::Engine;
 pub use self::schema::SCHEMA_VERSION;
-use self::writer::{Control, Msg, Writer};
+use self::writer::{Control, Msg, Reply, Writer};
 use super::logs::{
     AttemptEntry, ErrorEntry, ErrorPage, ErrorQuery, LogDeletion, RequestPage, RequestQuery,
 };
@@ -455,15 +455,15 @@ impl SqlStore {
     /// the database is away this waits for it. Not for the request path (from async code,
     /// use [`flush_async`](Self::flush_async)).
     pub fn flush(&self) -> Result<(), StoreError> {
-        let (reply, done) = oneshot::channel();
+        let (reply, done) = std::sync::mpsc::sync_channel(1);
         if self.inner.shared.closed.load(Ordering::Relaxed) {
             return Ok(());
         }
         self.inner
             .control
-            .send(Control::Flush(reply))
+            .send(Control::Flush(Reply::Blocking(reply)))
             .map_err(|_| closed())?;
-        done.blocking_recv().map_err(|_| closed())
+        done.recv().map_err(|_| closed())
     }
 
     /// [`flush`](Self::flush) without blocking the thread.
@@ -474,7 +474,7 @@ impl SqlStore {
         }
         self.inner
             .control
-            .send(Control::Flush(reply))
+            .send(Control::Flush(Reply::Async(reply)))
             .map_err(|_| closed())?;
         done.await.map_err(|_| closed())
     }
@@ -532,9 +532,9 @@ impl Inner {
         else {
             return Ok(());
         };
-        let (reply, done) = oneshot::channel();
-        if self.control.send(Control::Shutdown(reply)).is_ok() {
-            let _ = done.blocking_recv();
+        let (reply, done) = std::sync::mpsc::sync_channel(1);
+        if self.control.send(Control::Shutdown(Reply::Blocking(reply))).is_ok() {
+            let _ = done.recv();
         }
         self.shared.closed.store(true, Ordering::Relaxed);
         thread

@@ -545,8 +545,9 @@ pub(crate) async fn errors(
         args.push(Arg::Int(to));
     }
     if let Some(text) = query_.search.as_deref().filter(|t| !t.is_empty()) {
-        clauses.push("message LIKE ? ESCAPE '!'");
-        args.push(Arg::Text(contains_pattern(text)));
+        // Case-insensitive, as on SQLite.
+        clauses.push("LOWER(message) LIKE ? ESCAPE '!'");
+        args.push(Arg::Text(contains_pattern(&text.to_lowercase())));
     }
     let filters = where_clause(&clauses);
     let mut tx = snapshot(pool, engine).await?;

@@ -39,9 +39,28 @@ pub(crate) enum Msg {
 /// What the handle asks of the writer (an unbounded channel beside the records).
 pub(crate) enum Control {
     /// Reply once everything sent before is written (or given up).
-    Flush(oneshot::Sender<()>),
+    Flush(Reply),
     /// Write everything, reply, stop.
-    Shutdown(oneshot::Sender<()>),
+    Shutdown(Reply),
+}
+
+/// Where the writer answers: a thread blocked on a std channel, or a future.
+pub(crate) enum Reply {
+    Blocking(std::sync::mpsc::SyncSender<()>),
+    Async(oneshot::Sender<()>),
+}
+
+impl Reply {
+    fn send(self) {
+        match self {
+            Reply::Blocking(tx) => {
+                let _ = tx.try_send(());
+            }
+            Reply::Async(tx) => {
+                let _ = tx.send(());
+            }
+        }
+    }
 }
 
 type Args<'q> = Query<'q, Any, sqlx_core::any::AnyArguments<'q>>;
@@ -93,13 +112,13 @@ impl Writer {
                 match control {
                     Control::Flush(reply) => {
                         self.drain_all(&mut batch, None).await;
-                        let _ = reply.send(());
+                        reply.send();
                     }
                     Control::Shutdown(reply) => {
                         self.shared.closed.store(true, Ordering::Relaxed);
                         let deadline = Instant::now() + self.shutdown_timeout;
                         self.drain_all(&mut batch, Some(deadline)).await;
-                        let _ = reply.send(());
+                        reply.send();
                         return;
                     }
                 }
