@@ -120,6 +120,16 @@ impl TestDb {
         SqlStore::builder(&self.url()).schema(self.name.clone())
     }
 
+    /// A builder for a store in this schema or database, reached through `relay`.
+    pub fn builder_through(&self, relay: &Relay) -> SqlStoreBuilder {
+        SqlStore::builder(&relay.url(&self.url())).schema(self.name.clone())
+    }
+
+    /// A relay to this server.
+    pub fn relay(&self) -> Relay {
+        Relay::to(&self.url())
+    }
+
     /// Runs one statement on a connection of its own (on a thread of its own, so that it
     /// works from sync and async tests alike).
     pub fn admin(&self, sql: &str) {
@@ -266,4 +276,94 @@ impl Drop for TestDb {
         })
         .join();
     }
+}
+
+/// A TCP relay in front of a database server that a test can cut (every connection closed,
+/// new ones refused) and restore: the database "goes away" without touching the server.
+#[derive(Debug)]
+pub struct Relay {
+    pub address: std::net::SocketAddr,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    generation: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Relay {
+    /// A relay to the host and port of `url`, on a thread of its own.
+    pub fn to(url: &str) -> Relay {
+        let target = address_of(url);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let address = listener.local_addr().unwrap();
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let generation = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (cut2, generation2) = (cut.clone(), generation.clone());
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                loop {
+                    let Ok((mut client, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    if cut2.load(Ordering::SeqCst) {
+                        drop(client);
+                        continue;
+                    }
+                    let born = generation2.load(Ordering::SeqCst);
+                    let (cut3, generation3) = (cut2.clone(), generation2.clone());
+                    let target = target.clone();
+                    tokio::spawn(async move {
+                        let Ok(mut server) = tokio::net::TcpStream::connect(&target).await else {
+                            return;
+                        };
+                        let copy = tokio::io::copy_bidirectional(&mut client, &mut server);
+                        tokio::pin!(copy);
+                        loop {
+                            tokio::select! {
+                                _ = &mut copy => return,
+                                _ = tokio::time::sleep(std::time::Duration::from_millis(20)) => {
+                                    if cut3.load(Ordering::SeqCst)
+                                        || generation3.load(Ordering::SeqCst) != born
+                                    {
+                                        return;
+                                    }
+                                }
+                            }
+                        }
+                    });
+                }
+            });
+        });
+        Relay {
+            address,
+            cut,
+            generation,
+        }
+    }
+
+    /// Closes every connection and refuses new ones.
+    pub fn cut(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.cut.store(true, Ordering::SeqCst);
+    }
+
+    /// Accepts connections again.
+    pub fn restore(&self) {
+        self.cut.store(false, Ordering::SeqCst);
+    }
+
+    /// `url` with its host and port replaced by the relay's.
+    pub fn url(&self, url: &str) -> String {
+        url.replacen(&address_of(url), &self.address.to_string(), 1)
+    }
+}
+
+/// The `host:port` of a URL.
+fn address_of(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, rest)| rest);
+    rest.split(['/', '?']).next().unwrap_or(rest).to_owned()
 }

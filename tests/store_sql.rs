@@ -1,0 +1,401 @@
+//! The stores end to end, one table of engines (SQLite, PostgreSQL, MySQL/MariaDB): key state
+//! across a restart, settings; and for the networked stores: no secret at rest, a newer schema
+//! refused, a full channel, the database going away and coming back. The SQL servers come
+//! from the environment (`sql_servers`: skipped with a notice when unset, failing under CI).
+#![cfg(all(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+
+#[path = "sql_servers/mod.rs"]
+mod sql_servers;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use gemini_balance::classify::{FailureClass, Outcome, QuotaScope};
+use gemini_balance::keys::{DisabledReason, KeyId, KeyObserver, KeyPool, KeyStatus};
+use gemini_balance::store::logs::ErrorQuery;
+use gemini_balance::store::{
+    KeyStateStore, SettingsStore, SqlStore, SqliteStore, StatsStore, UsageSink,
+};
+use gemini_balance::usage::{AttemptRecord, ClientId, RequestRecord};
+use http::StatusCode;
+use sql_servers::{Server, TestDb};
+
+const MODEL: &str = "gemini-2.0-flash";
+
+/// A made-up key in Gemini's format whose last four characters are `n`.
+fn key(n: u32) -> String {
+    let key = format!("AIzaSyStoreTest_abcdefghijklmnopqrs{n:04}");
+    assert_eq!(key.len(), 39);
+    key
+}
+
+/// What the tests need of a store, whatever the engine.
+trait TestStore: KeyStateStore + SettingsStore + UsageSink + StatsStore + KeyObserver {
+    fn stop(&self);
+}
+
+impl TestStore for SqliteStore {
+    fn stop(&self) {
+        self.shutdown().unwrap()
+    }
+}
+
+impl TestStore for SqlStore {
+    fn stop(&self) {
+        self.shutdown().unwrap()
+    }
+}
+
+/// Where a store lives; opened again and again.
+enum Place {
+    Sqlite(tempfile::TempDir),
+    Sql(TestDb),
+}
+
+impl Place {
+    fn name(&self) -> &'static str {
+        match self {
+            Place::Sqlite(_) => "sqlite",
+            Place::Sql(db) => db.server.name(),
+        }
+    }
+
+    fn open(&self) -> Arc<dyn TestStore> {
+        match self {
+            Place::Sqlite(dir) => Arc::new(SqliteStore::open(dir.path().join("usage.db")).unwrap()),
+            Place::Sql(db) => Arc::new(db.builder().open().unwrap()),
+        }
+    }
+}
+
+/// Every engine this machine can reach, each in a place of its own.
+fn places(test: &str) -> Vec<Place> {
+    let mut places = vec![Place::Sqlite(tempfile::tempdir().unwrap())];
+    for server in Server::ALL {
+        if let Some(db) = TestDb::new(server, test) {
+            places.push(Place::Sql(db));
+        }
+    }
+    places
+}
+
+/// The networked engines this machine can reach.
+fn servers(test: &str) -> Vec<TestDb> {
+    Server::ALL
+        .into_iter()
+        .filter_map(|server| TestDb::new(server, test))
+        .collect()
+}
+
+#[test]
+fn key_state_survives_a_restart() {
+    for place in places("key_state") {
+        let name = place.name();
+        let keys: Vec<String> = (1..=5).map(key).collect();
+        let ids: Vec<KeyId> = keys.iter().map(|k| KeyId::of(k)).collect();
+        let store = place.open();
+        let observer: Arc<dyn KeyObserver> = store.clone();
+        let pool = KeyPool::builder()
+            .keys(&keys)
+            .max_failures(3)
+            .observer(observer)
+            .build()
+            .unwrap();
+        let report = |n: usize, outcome: Outcome| {
+            pool.probe(&ids[n])
+                .unwrap()
+                .report_for(Some(MODEL), &outcome);
+        };
+        report(
+            0,
+            Outcome::Failure(FailureClass::KeyRejected {
+                status: StatusCode::BAD_REQUEST,
+                reason: format!("API_KEY_INVALID for {}", keys[0]),
+            }),
+        );
+        report(
+            1,
+            Outcome::Failure(FailureClass::RateLimited {
+                retry_after: Some(Duration::from_secs(3600)),
+                scope: QuotaScope::PerMinute,
+            }),
+        );
+        report(
+            2,
+            Outcome::Failure(FailureClass::ServerError {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+            }),
+        );
+        assert!(pool.disable(&ids[3]));
+        assert_eq!(pool.reset(&ids[3..4]), 1);
+        assert_eq!(pool.remove(&ids[4..5]).len(), 1);
+        let before: Vec<_> = ids[..4]
+            .iter()
+            .map(|id| pool.snapshot(id).unwrap())
+            .collect();
+        drop(pool);
+        store.stop();
+        drop(store);
+
+        let store = place.open();
+        let states = store.load_key_states().unwrap();
+        assert!(!states.iter().any(|s| s.id == ids[4]), "{name}: removed");
+        let pool = KeyPool::builder()
+            .keys(&keys[..4])
+            .max_failures(3)
+            .build()
+            .unwrap();
+        assert_eq!(pool.restore(&states), 4, "{name}");
+        let after: Vec<_> = ids[..4]
+            .iter()
+            .map(|id| pool.snapshot(id).unwrap())
+            .collect();
+        assert_eq!(
+            after[0].status,
+            KeyStatus::Disabled(DisabledReason::Rejected {
+                status: 400,
+                // The key in the reason is kept as its fingerprint only.
+                reason: format!("API_KEY_INVALID for {}", KeyId::of(&keys[0]).mask()),
+            }),
+            "{name}"
+        );
+        match (&before[1].status, &after[1].status) {
+            (KeyStatus::CoolingDown(was), KeyStatus::CoolingDown(is)) => {
+                assert_eq!(is.len(), 1, "{name}");
+                assert_eq!(is[0].model, MODEL, "{name}");
+                let drift = match is[0].until.duration_since(was[0].until) {
+                    Ok(d) => d,
+                    Err(e) => e.duration(),
+                };
+                assert!(drift < Duration::from_secs(1), "{name}: {drift:?}");
+            }
+            other => panic!("{name}: expected a cooldown before and after: {other:?}"),
+        }
+        for _ in 0..10 {
+            let lease = pool.pick(Some(MODEL), None).unwrap();
+            assert_ne!(lease.id(), &ids[1], "{name}");
+            assert_ne!(lease.id(), &ids[0], "{name}");
+        }
+        assert_eq!(after[2].consecutive_failures, 1, "{name}");
+        assert_eq!(
+            after[2].last_error.as_ref().map(|e| e.class.name()),
+            Some("server_error"),
+            "{name}"
+        );
+        assert_eq!(after[3].status, KeyStatus::Active, "{name}");
+        store.stop();
+    }
+}
+
+#[test]
+fn settings_are_kept_and_refuse_keys() {
+    for place in places("settings") {
+        let name = place.name();
+        let store = place.open();
+        store.set_setting("MAX_FAILURES", "3").unwrap();
+        store.set_setting("MAX_RETRIES", "2").unwrap();
+        store.set_setting("MAX_FAILURES", "5").unwrap();
+        let err = store
+            .set_setting("API_KEYS", &format!("[\"{}\"]", key(1)))
+            .unwrap_err();
+        assert!(err.to_string().contains("API key"), "{name}: {err}");
+        assert!(store.delete_setting("MAX_RETRIES").unwrap(), "{name}");
+        assert!(!store.delete_setting("MAX_RETRIES").unwrap(), "{name}");
+        store.stop();
+        drop(store);
+
+        let store = place.open();
+        let settings = store.settings().unwrap();
+        assert_eq!(settings.len(), 1, "{name}");
+        assert_eq!(settings[0].name, "MAX_FAILURES", "{name}");
+        assert_eq!(settings[0].value, "5", "{name}");
+        assert!(settings[0].updated_ms > 0, "{name}");
+        store.stop();
+    }
+}
+
+/// A request that failed on one key (its message and body quoting the key) and succeeded on
+/// another, from a client token.
+fn secret_record(id: u64) -> RequestRecord {
+    let now = SystemTime::now();
+    let mut r = RequestRecord::new(id, now);
+    r.route = format!("/v1beta/models/{MODEL}:generateContent?key={}", key(1));
+    r.model = Some(MODEL.into());
+    r.key = Some(KeyId::of(&key(2)));
+    r.client = Some(ClientId::of("sk-client-secret-token-0001"));
+    r.status = 200;
+    r.success = true;
+    r.attempts = 2;
+    r.request_body = Some(format!(r#"{{"note":"{}"}}"#, key(1)));
+    r.attempt_log.push(AttemptRecord {
+        at: now,
+        key: KeyId::of(&key(1)),
+        model: Some(MODEL.into()),
+        status: Some(400),
+        class: Some("key_rejected"),
+        latency: Duration::from_millis(30),
+        error_message: Some(format!("API key not valid: {}", key(1))),
+    });
+    r
+}
+
+#[test]
+fn no_secret_reaches_the_database() {
+    for db in servers("no_secret") {
+        let name = db.server.name();
+        let store = db.builder().open().unwrap();
+        store.record(secret_record(1));
+        store.flush().unwrap();
+        let pool = KeyPool::builder()
+            .keys([key(1), key(2)])
+            .observer(Arc::new(store.clone()))
+            .build()
+            .unwrap();
+        pool.probe(&KeyId::of(&key(1)))
+            .unwrap()
+            .report_for(
+                Some(MODEL),
+                &Outcome::Failure(FailureClass::KeyRejected {
+                    status: StatusCode::BAD_REQUEST,
+                    reason: format!("bad key {}", key(1)),
+                }),
+            );
+        store.load_key_states().unwrap();
+        store.shutdown().unwrap();
+        let mut everything = String::new();
+        for table in [
+            "request_log",
+            "attempt_log",
+            "error_log",
+            "usage_minute",
+            "usage_hour",
+            "fingerprint",
+            "key_state",
+            "settings",
+        ] {
+            everything.push_str(&db.dump(table));
+        }
+        assert!(everything.contains(KeyId::of(&key(1)).mask()), "{name}: {everything}");
+        for secret in [key(1), key(2), "sk-client-secret-token-0001".to_owned()] {
+            assert!(!everything.contains(&secret), "{name}: {secret} at rest");
+            // Nor any 12 characters of it in a row.
+            for window in secret.as_bytes().windows(12) {
+                let piece = std::str::from_utf8(window).unwrap();
+                if piece.contains("…") || piece.starts_with("AIzaSyStoreT") {
+                    continue;
+                }
+                assert!(!everything.contains(piece), "{name}: {piece} of {secret}");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_newer_schema_is_refused() {
+    for db in servers("newer_schema") {
+        let name = db.server.name();
+        db.builder().open().unwrap().shutdown().unwrap();
+        let table = match db.server {
+            Server::Postgres => format!("{}.schema_version", db.name),
+            Server::MySql => format!("{}.schema_version", db.name),
+        };
+        db.admin(&format!("UPDATE {table} SET version = 99"));
+        let err = db.builder().open().unwrap_err();
+        assert!(err.to_string().contains("newer"), "{name}: {err}");
+    }
+}
+
+#[test]
+fn a_full_channel_drops_and_counts_without_blocking() {
+    for db in servers("full_channel") {
+        let name = db.server.name();
+        let store = db
+            .builder()
+            .channel_capacity(8)
+            .gather(Duration::from_secs(2))
+            .open()
+            .unwrap();
+        // The writer takes the first record, then gathers for two seconds: the rest queue.
+        store.record(RequestRecord::new(1, SystemTime::now()));
+        std::thread::sleep(Duration::from_millis(200));
+        let start = Instant::now();
+        for id in 2..=200 {
+            store.record(RequestRecord::new(id, SystemTime::now()));
+        }
+        let took = start.elapsed();
+        store.flush().unwrap();
+        let stats = store.writer_stats();
+        assert!(stats.dropped >= 150, "{name}: {stats:?} ({took:?})");
+        assert_eq!(stats.written + stats.dropped, 200, "{name}: {stats:?}");
+        assert_eq!(stats.lost, 0, "{name}");
+        assert_eq!(
+            db.count("SELECT COUNT(*) FROM request_log"),
+            stats.written as i64,
+            "{name}"
+        );
+        store.shutdown().unwrap();
+    }
+}
+
+/// The database goes away while requests are recorded, then comes back: what was queued is
+/// written, what did not fit is counted as dropped, nothing is lost or counted twice.
+#[test]
+fn the_database_going_away_loses_nothing_silently() {
+    for db in servers("db_away") {
+        let name = db.server.name();
+        let relay = db.relay();
+        let store = db
+            .builder_through(&relay)
+            .channel_capacity(64)
+            .gather(Duration::ZERO)
+            .connect_timeout(Duration::from_millis(500))
+            .open()
+            .unwrap();
+        for id in 1..=10 {
+            store.record(RequestRecord::new(id, SystemTime::now()));
+        }
+        store.flush().unwrap();
+        assert_eq!(store.writer_stats().written, 10, "{name}");
+
+        relay.cut();
+        let start = Instant::now();
+        for id in 11..=210 {
+            store.record(RequestRecord::new(id, SystemTime::now()));
+            if id % 50 == 0 {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+        // Recording never waited for the database.
+        assert!(start.elapsed() < Duration::from_secs(5), "{name}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !store.is_retrying() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(store.is_retrying(), "{name}: the writer noticed the outage");
+        let during = store.writer_stats();
+        assert!(during.dropped > 0, "{name}: {during:?}");
+
+        relay.restore();
+        store.flush().unwrap();
+        let after = store.writer_stats();
+        assert_eq!(after.lost, 0, "{name}: {after:?}");
+        assert_eq!(after.written + after.dropped, 210, "{name}: {after:?}");
+        assert_eq!(
+            db.count("SELECT COUNT(*) FROM request_log"),
+            after.written as i64,
+            "{name}: every record counted as written is there, once"
+        );
+        // The statistics agree.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let summary = runtime.block_on(StatsStore::summary(&store)).unwrap();
+        assert_eq!(summary.last_hour.calls, after.written, "{name}");
+        let errors = runtime
+            .block_on(store.errors(ErrorQuery::default()))
+            .unwrap();
+        assert_eq!(errors.total, 0, "{name}");
+        store.shutdown().unwrap();
+    }
+}
