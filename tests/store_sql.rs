@@ -251,15 +251,13 @@ fn no_secret_reaches_the_database() {
             .observer(Arc::new(store.clone()))
             .build()
             .unwrap();
-        pool.probe(&KeyId::of(&key(1)))
-            .unwrap()
-            .report_for(
-                Some(MODEL),
-                &Outcome::Failure(FailureClass::KeyRejected {
-                    status: StatusCode::BAD_REQUEST,
-                    reason: format!("bad key {}", key(1)),
-                }),
-            );
+        pool.probe(&KeyId::of(&key(1))).unwrap().report_for(
+            Some(MODEL),
+            &Outcome::Failure(FailureClass::KeyRejected {
+                status: StatusCode::BAD_REQUEST,
+                reason: format!("bad key {}", key(1)),
+            }),
+        );
         store.load_key_states().unwrap();
         store.shutdown().unwrap();
         let mut everything = String::new();
@@ -275,7 +273,10 @@ fn no_secret_reaches_the_database() {
         ] {
             everything.push_str(&db.dump(table));
         }
-        assert!(everything.contains(KeyId::of(&key(1)).mask()), "{name}: {everything}");
+        assert!(
+            everything.contains(KeyId::of(&key(1)).mask()),
+            "{name}: {everything}"
+        );
         for secret in [key(1), key(2), "sk-client-secret-token-0001".to_owned()] {
             assert!(!everything.contains(&secret), "{name}: {secret} at rest");
             // Nor any 12 characters of it in a row.

@@ -45,18 +45,21 @@ use std::fmt;
 pub use crate::usage::sink::{sink_fn, SinkFn, Tee, UsageSink};
 
 pub use self::memory::MemoryStore;
-#[cfg(feature = "sqlite")]
-#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
-pub use self::sqlite::SqliteStore;
-pub use self::stats_store::{StatsStore, StoreFuture, UsageBy};
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 pub use self::retention::Retention;
 pub use self::settings::{Setting, SettingsStore};
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 #[cfg_attr(docsrs, doc(cfg(any(feature = "postgres", feature = "mysql"))))]
 pub use self::sql::{Engine, SqlStore};
+#[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+pub use self::sqlite::SqliteStore;
+pub use self::stats_store::{StatsStore, StoreFuture, UsageBy};
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
-#[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))))]
+#[cfg_attr(
+    docsrs,
+    doc(cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql")))
+)]
 pub use self::time_zone::{TimeZone, UnknownTimeZone};
 use crate::keys::{KeyId, KeySnapshot};
 

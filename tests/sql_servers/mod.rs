@@ -7,8 +7,8 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use gemini_balance::store::SqlStore;
 use gemini_balance::store::sql::SqlStoreBuilder;
+use gemini_balance::store::SqlStore;
 use sqlx::Connection;
 
 /// The engines a test runs against.
@@ -86,7 +86,11 @@ impl TestDb {
             server_url,
             name,
         };
-        db.admin(&format!("DROP {} IF EXISTS {}", db.kind(), db.drop_target()));
+        db.admin(&format!(
+            "DROP {} IF EXISTS {}",
+            db.kind(),
+            db.drop_target()
+        ));
         if server == Server::MySql {
             db.admin(&format!("CREATE DATABASE {}", db.name));
         }
@@ -213,12 +217,11 @@ impl TestDb {
                             .execute(&mut conn)
                             .await
                             .unwrap();
-                        let rows: Vec<String> = sqlx::query_scalar(&format!(
-                            "SELECT CAST(t.* AS TEXT) FROM {table} t"
-                        ))
-                        .fetch_all(&mut conn)
-                        .await
-                        .unwrap();
+                        let rows: Vec<String> =
+                            sqlx::query_scalar(&format!("SELECT CAST(t.* AS TEXT) FROM {table} t"))
+                                .fetch_all(&mut conn)
+                                .await
+                                .unwrap();
                         rows.join("\n")
                     }
                     Server::MySql => {
@@ -265,11 +268,19 @@ impl Drop for TestDb {
                 match server {
                     Server::Postgres => {
                         let mut conn = sqlx::PgConnection::connect(&url).await.ok()?;
-                        sqlx::raw_sql(&sql).execute(&mut conn).await.ok().map(|_| ())
+                        sqlx::raw_sql(&sql)
+                            .execute(&mut conn)
+                            .await
+                            .ok()
+                            .map(|_| ())
                     }
                     Server::MySql => {
                         let mut conn = sqlx::MySqlConnection::connect(&url).await.ok()?;
-                        sqlx::raw_sql(&sql).execute(&mut conn).await.ok().map(|_| ())
+                        sqlx::raw_sql(&sql)
+                            .execute(&mut conn)
+                            .await
+                            .ok()
+                            .map(|_| ())
                     }
                 }
             })

@@ -208,7 +208,6 @@ mod tests {
             [
                 "CLOUDFLARE_IMGBED_AUTH_CODE",
                 "CLOUDFLARE_IMGBED_URL",
-                "DATABASE_TYPE=mysql (SQLite is used; MySQL is read once, to import at the first start)",
                 "OSS_ACCESS_KEY",
                 "OSS_ACCESS_KEY_SECRET",
                 "OSS_BUCKET_NAME",

@@ -35,6 +35,7 @@ mod secrets;
 mod serve;
 mod settings;
 mod state;
+mod store;
 mod upstream;
 mod web;
 
@@ -51,7 +52,8 @@ use gemini_balance::api_error::{error_response, ApiFlavor};
 use gemini_balance::classify::{classify_any_error, FailureClass};
 use gemini_balance::ext::{Attempts, ModelName, RequestInfo};
 use gemini_balance::keys::{ApiKey, KeyId, KeyPool, KeyStatus};
-use gemini_balance::store::{KeyStateStore, SqliteStore};
+use gemini_balance::store::SqliteStore;
+use store::SharedStore;
 use tower::ServiceExt;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -196,56 +198,75 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     import::at_first_start(&vars, &config).await?;
 
     let base = config.settings;
+    let kind = store::Kind::of(&base);
     let db_path = format!("data/{}.db", base.text("SQLITE_DATABASE"));
     let secrets = SecretsFile::new(format!(
         "data/{}.secrets.json",
         base.text("SQLITE_DATABASE")
     ));
-    private_files::prepare(
-        std::path::Path::new("data"),
-        std::path::Path::new(&db_path),
-        &[secrets.path()],
-    )
-    .map_err(|e| format!("SQLITE_DATABASE ({db_path}): {e}"))?;
-    // Held while the proxy runs: `import` does not write beside it (see data_lock).
-    let lock_path = data_lock::path_of(std::path::Path::new(&db_path));
-    // A file system without advisory locks (some network and overlay mounts) must not keep the
-    // proxy from starting, as it did not before the lock: it then runs unguarded, and says so.
-    let _lock = match data_lock::DataLock::shared(&lock_path) {
-        Ok(lock) => Some(lock),
-        Err(data_lock::LockError::Busy) => {
-            return Err(format!(
-                "an import into {db_path} is under way ({} is locked): start the proxy when it has finished",
-                lock_path.display()
-            )
-            .into())
-        }
-        Err(data_lock::LockError::Failed(e)) => {
-            tracing::warn!(
-                "the data lock could not be taken ({e}): an `import` will not be kept from writing into {db_path} while this proxy runs"
-            );
-            None
-        }
-    };
     // The log purge waits for the stored settings (they live in this database): opened
     // without it, the store gets AUTO_DELETE_* once they are read (see below), and purges then.
     let mut retention = state::retention(&base);
     retention.error_logs = None;
     retention.request_logs = None;
-    let store = SqliteStore::builder(&db_path)
-        // The writer appends; 8 MiB of page cache holds the pages it touches (the library's
-        // default 16 MiB would be a quarter of the proxy's memory budget).
-        .cache_mib(8)
-        // The request path never waits for the database: past this many queued records, new
-        // ones are dropped and counted (docs/store.md, "The writer thread").
-        .channel_capacity(usize::try_from(base.int("SQLITE_QUEUE_CAPACITY")).unwrap_or(16_384))
-        .retention(retention)
-        .time_zone(config.time_zone.clone())
-        .open()
+    // The request path never waits for the database: past this many queued records, new
+    // ones are dropped and counted (docs/store.md, "The writer thread").
+    let capacity = usize::try_from(base.int("SQLITE_QUEUE_CAPACITY")).unwrap_or(16_384);
+    let mut _lock = None;
+    let (store, database): (SharedStore, String) = if kind == store::Kind::Sqlite {
+        private_files::prepare(
+            std::path::Path::new("data"),
+            std::path::Path::new(&db_path),
+            &[secrets.path()],
+        )
         .map_err(|e| format!("SQLITE_DATABASE ({db_path}): {e}"))?;
+        // Held while the proxy runs: `import` does not write beside it (see data_lock).
+        let lock_path = data_lock::path_of(std::path::Path::new(&db_path));
+        // A file system without advisory locks (some network and overlay mounts) must not keep the
+        // proxy from starting, as it did not before the lock: it then runs unguarded, and says so.
+        _lock = match data_lock::DataLock::shared(&lock_path) {
+            Ok(lock) => Some(lock),
+            Err(data_lock::LockError::Busy) => {
+                return Err(format!(
+                    "an import into {db_path} is under way ({} is locked): start the proxy when it has finished",
+                    lock_path.display()
+                )
+                .into())
+            }
+            Err(data_lock::LockError::Failed(e)) => {
+                tracing::warn!(
+                    "the data lock could not be taken ({e}): an `import` will not be kept from writing into {db_path} while this proxy runs"
+                );
+                None
+            }
+        };
+        let store = SqliteStore::builder(&db_path)
+            // The writer appends; 8 MiB of page cache holds the pages it touches (the library's
+            // default 16 MiB would be a quarter of the proxy's memory budget).
+            .cache_mib(8)
+            .channel_capacity(capacity)
+            .retention(retention)
+            .time_zone(config.time_zone.clone())
+            .open()
+            .map_err(|e| format!("SQLITE_DATABASE ({db_path}): {e}"))?;
+        (Arc::new(store), db_path.clone())
+    } else {
+        // The secrets file stays per instance, under data/ (the database never holds a secret).
+        private_files::prepare_dirs(std::path::Path::new("data"), secrets.path())
+            .map_err(|e| format!("data/: {e}"))?;
+        let base_for_store = base.clone();
+        let time_zone = config.time_zone.clone();
+        // Connecting and migrating block: off the runtime's threads.
+        tokio::task::spawn_blocking(move || {
+            store::open_networked(kind, &base_for_store, capacity, retention, time_zone)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("DATABASE_TYPE={}: {e}", base.text("DATABASE_TYPE")))?
+    };
 
     // Settings that became secrets (CUSTOM_HEADERS) leave the database for the secrets file.
-    let moved = secrets::adopt_from_database(&secrets, &store, |name| {
+    let moved = secrets::adopt_from_database(&secrets, &*store, |name| {
         settings::find(name).is_some_and(|d| d.kind.is_secret())
     })?;
     if !moved.is_empty() {
@@ -314,7 +335,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     }
     // Key state (disabled keys, failure counts, cooldowns) survives restarts.
     let restored = pool.restore(&store.load_key_states()?);
-    pool.set_observer(Arc::new(store.clone()));
+    pool.set_observer(store.clone());
     if pool.is_empty() {
         tracing::warn!(
             "API_KEYS is empty: every API request will be answered 503 until keys are added"
@@ -371,7 +392,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         address = %listener.local_addr()?,
         keys = app.pool.len(),
         restored_key_states = restored,
-        database = %db_path,
+        database = %database,
         base_url = %app.live().settings.text("BASE_URL"),
         "gemini-balance-proxy listening"
     );

@@ -31,6 +31,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::store::SharedStore;
 use axum::body::Body;
 use axum::http::{Request, Response};
 use gemini_balance::client::{ForwardHeaders, ForwardHeadersLayer};
@@ -40,7 +41,6 @@ use gemini_balance::keys::{KeyPlacement, KeyPool, KeyRotation, KeyRotationLayer}
 use gemini_balance::openai::{ChatOptions, ModelRules, OpenAiLayer, SearchLinksLayer};
 use gemini_balance::retry::{Retry, RetryLayer};
 use gemini_balance::rules::ModelRulesLayer;
-use gemini_balance::store::SqliteStore;
 use gemini_balance::stream::optimizer::{OptimizerParams, StreamOptimizerLayer};
 use gemini_balance::stream::pseudo::PseudoStreamLayer;
 use gemini_balance::usage::UsageLayer;
@@ -58,7 +58,7 @@ pub type Stack = BoxCloneSyncService<Request<reqwest::Body>, Response<Body>, Box
 /// What the stacks share.
 pub struct Parts {
     pub pool: KeyPool,
-    pub store: SqliteStore,
+    pub store: SharedStore,
     pub upstream: crate::upstream::Upstream,
     /// Fetches the `image_url` images of OpenAI chat requests.
     pub images: Arc<dyn gemini_balance::openai::ImageFetcher>,
@@ -179,7 +179,7 @@ fn optimizer(settings: &Settings) -> StreamOptimizerLayer {
 }
 
 fn usage(settings: &Settings, parts: &Parts) -> UsageLayer {
-    UsageLayer::shared(Arc::new(parts.store.clone()))
+    UsageLayer::shared(parts.store.clone())
         .record_request_body(settings.bool("ERROR_LOG_RECORD_REQUEST_BODY"))
 }
 

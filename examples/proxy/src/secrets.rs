@@ -74,10 +74,10 @@ impl SecretsFile {
 /// Moves the settings an older version kept in the database's settings table that are secrets
 /// now (CUSTOM_HEADERS) into the secrets file; returns their names. A value already in the file
 /// wins. The row is deleted once the file has the value (so a crash in between loses nothing),
-/// and its bytes with it (see `SqliteStore::delete_setting`).
+/// and, on SQLite, its bytes with it (see `SqliteStore::delete_setting`).
 pub fn adopt_from_database(
     file: &SecretsFile,
-    store: &gemini_balance::store::SqliteStore,
+    store: &dyn gemini_balance::store::SettingsStore,
     is_secret: impl Fn(&str) -> bool,
 ) -> Result<Vec<String>, String> {
     let failed = |e: gemini_balance::store::StoreError| format!("the settings table: {e}");

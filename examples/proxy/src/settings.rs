@@ -598,11 +598,25 @@ pub const DEFS: &[Def] = &[
     // Storage and logs
     startup_only(def(
         "DATABASE_TYPE",
-        Kind::Choice(&["sqlite", "mysql"]),
+        Kind::Choice(&["sqlite", "mysql", "postgres"]),
         "sqlite",
         "Storage",
-        "sqlite (mysql: this proxy keeps its data in SQLite, and reads the Python server's MySQL database once, at its first start)",
+        "Where this proxy keeps usage, logs, key state and settings: sqlite (data/<SQLITE_DATABASE>.db, one instance), mysql (MySQL/MariaDB from MYSQL_*) or postgres (POSTGRES_URL; not a Gemini-Balance value); several instances share a mysql or postgres database (docs/scale-out.md)",
     )),
+    ours(startup_only(def(
+        "POSTGRES_URL",
+        Kind::Secret,
+        "",
+        "Storage",
+        "With DATABASE_TYPE=postgres: the database, as postgres://user:password@host:5432/dbname (not a Gemini-Balance setting)",
+    ))),
+    ours(startup_only(def(
+        "POSTGRES_SCHEMA",
+        Kind::Text,
+        "",
+        "Storage",
+        "With DATABASE_TYPE=postgres: the schema of this proxy's tables, created if missing (empty: the connection's search_path; not a Gemini-Balance setting)",
+    ))),
     startup_only(def(
         "SQLITE_DATABASE",
         Kind::Text,
@@ -632,42 +646,42 @@ pub const DEFS: &[Def] = &[
         Kind::Text,
         "",
         "Storage",
-        "MySQL host (read only to import the Python server's MySQL database: at the first start, or by `import mysql`; this proxy's own store is SQLite)",
+        "MySQL host (with DATABASE_TYPE=mysql, this proxy's store; also read by `import mysql`)",
     )),
     startup_only(def(
         "MYSQL_PORT",
         ANY_INT,
         "3306",
         "Storage",
-        "MySQL port (read only to import the Python server's MySQL database: at the first start, or by `import mysql`; this proxy's own store is SQLite)",
+        "MySQL port (with DATABASE_TYPE=mysql, this proxy's store; also read by `import mysql`)",
     )),
     startup_only(def(
         "MYSQL_USER",
         Kind::Text,
         "",
         "Storage",
-        "MySQL user (read only to import the Python server's MySQL database: at the first start, or by `import mysql`; this proxy's own store is SQLite)",
+        "MySQL user (with DATABASE_TYPE=mysql, this proxy's store; also read by `import mysql`)",
     )),
     startup_only(def(
         "MYSQL_PASSWORD",
         Kind::Secret,
         "",
         "Storage",
-        "MySQL password (read only to import the Python server's MySQL database: at the first start, or by `import mysql`; this proxy's own store is SQLite)",
+        "MySQL password (with DATABASE_TYPE=mysql, this proxy's store; also read by `import mysql`)",
     )),
     startup_only(def(
         "MYSQL_DATABASE",
         Kind::Text,
         "",
         "Storage",
-        "MySQL database (read only to import the Python server's MySQL database: at the first start, or by `import mysql`; this proxy's own store is SQLite)",
+        "MySQL database (with DATABASE_TYPE=mysql, this proxy's store; also read by `import mysql`)",
     )),
     startup_only(def(
         "MYSQL_SOCKET",
         Kind::Text,
         "",
         "Storage",
-        "MySQL socket (read only to import the Python server's MySQL database: at the first start, or by `import mysql`; this proxy's own store is SQLite)",
+        "MySQL socket (with DATABASE_TYPE=mysql, this proxy's store; also read by `import mysql`)",
     )),
     def(
         "ERROR_LOG_RECORD_REQUEST_BODY",
@@ -1397,13 +1411,6 @@ impl Settings {
             }
             values.insert(def.name, (value, source));
         }
-        if let Some((Value::String(db), _)) = values.get("DATABASE_TYPE") {
-            if db == "mysql" {
-                findings
-                    .unsupported
-                    .push("DATABASE_TYPE=mysql (SQLite is used; MySQL is read once, to import at the first start)".to_owned());
-            }
-        }
         findings.unsupported.extend(
             UNUSED_VARS
                 .iter()
@@ -1908,7 +1915,6 @@ mod tests {
         assert_eq!(
             findings.unsupported,
             [
-                "DATABASE_TYPE=mysql (SQLite is used; MySQL is read once, to import at the first start)",
                 "ENABLE_TTS",
                 "GITHUB_REPO_NAME",
                 "GITHUB_REPO_OWNER",

@@ -8,12 +8,12 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::store::{SharedStore, Store};
 use arc_swap::ArcSwap;
 use gemini_balance::keys::{ApiKey, KeyId, KeyPool};
 use gemini_balance::normalize_url::NormalizeUrlLayer;
 use gemini_balance::openai::images::UrlFetcher;
 use gemini_balance::store::sqlite::Retention;
-use gemini_balance::store::SqliteStore;
 use serde_json::{Map, Value};
 
 use crate::auth_limit::{self, AuthLimit};
@@ -63,7 +63,7 @@ pub type LogLevelSetter = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 /// The proxy.
 pub struct App {
     pub pool: KeyPool,
-    pub store: SqliteStore,
+    pub store: SharedStore,
     pub secrets: SecretsFile,
     /// Failed authentications per client address, on every surface (AUTH_FAILURE_*).
     pub auth_limit: Arc<AuthLimit>,
@@ -83,7 +83,7 @@ pub struct App {
 impl App {
     pub fn new(
         pool: KeyPool,
-        store: SqliteStore,
+        store: SharedStore,
         secrets: SecretsFile,
         base: Settings,
         settings: Settings,
@@ -221,7 +221,7 @@ impl App {
             let text = (!from_base).then(|| settings::to_text(live.settings.value(name)));
             let (secrets, store) = (self.secrets.clone(), self.store.clone());
             let kept = tokio::task::spawn_blocking(move || {
-                keep(&secrets, &store, name, secret, text.as_deref())
+                keep(&secrets, &*store, name, secret, text.as_deref())
             })
             .await
             .map_err(|e| e.to_string())
@@ -270,7 +270,7 @@ impl App {
 /// `None` forgets a kept change (the environment's value applies again). Blocks.
 pub fn keep(
     secrets: &SecretsFile,
-    store: &SqliteStore,
+    store: &dyn Store,
     name: &str,
     secret: bool,
     text: Option<&str>,
@@ -290,7 +290,7 @@ impl Live {
     pub fn build(
         settings: Settings,
         pool: &KeyPool,
-        store: &SqliteStore,
+        store: &SharedStore,
         upstream: Option<&Upstream>,
     ) -> Result<Live, String> {
         let upstream = match upstream {

@@ -1400,9 +1400,11 @@ fn refused_start(dir: &Path) -> String {
     panic!("the proxy started although the Python server's MySQL cannot be reached");
 }
 
+/// `DATABASE_TYPE=mysql` is this proxy's store (docs/scale-out.md): a MySQL that cannot be
+/// reached stops startup, naming it without its password, and nothing is made under data/.
 #[cfg(feature = "mysql")]
 #[tokio::test]
-async fn an_unreachable_python_mysql_at_first_start_stops_startup_naming_the_switch() {
+async fn an_unreachable_mysql_store_stops_startup_naming_it() {
     let mock = MockGemini::start().await;
     let base_url = format!("{}/v1beta", mock.base_url());
     let dir = tempfile::tempdir().unwrap();
@@ -1416,28 +1418,18 @@ async fn an_unreachable_python_mysql_at_first_start_stops_startup_naming_the_swi
     std::fs::write(dir.path().join(".env"), &env).unwrap();
     let stderr = refused_start(dir.path());
     assert!(
-        stderr.contains("IMPORT_PYTHON_DATABASE")
-            && stderr.contains("set IMPORT_PYTHON_DATABASE=false")
+        stderr.contains("DATABASE_TYPE=mysql")
             && stderr.contains(&format!("127.0.0.1:{port}/default_db")),
         "{stderr}"
     );
     assert!(!stderr.contains(PROXY_PASSWORD), "{stderr}");
-    // Nothing of this proxy's data was made: the next start tries again.
     assert!(!dir.path().join("data/default_db.db").exists());
-    assert!(!dir.path().join("data/default_db.secrets.json").exists());
-    assert!(refused_start(dir.path()).contains("IMPORT_PYTHON_DATABASE"));
-
-    // Switched off, it starts (on the keys of .env).
-    let env = format!("{env}IMPORT_PYTHON_DATABASE=false\n");
-    let proxy = common::Proxy::start(dir.path(), &env).await;
-    assert_eq!(serving_with(&proxy).await.0, ["AIza…0001"]);
-    proxy.stop();
 }
 
 #[cfg(feature = "mysql")]
 #[tokio::test]
 #[ignore = "needs GEMINI_BALANCE_TEST_MYSQL_URL: a MySQL or MariaDB server (e.g. mysql://root@127.0.0.1:3306); run with -- --ignored"]
-async fn the_first_start_imports_the_python_servers_mysql_database_once() {
+async fn with_database_type_mysql_the_store_lives_beside_the_python_servers_tables() {
     let url = mysql_url();
     let mock = MockGemini::start().await;
     let base_url = format!("{}/v1beta", mock.base_url());
@@ -1452,51 +1444,27 @@ async fn the_first_start_imports_the_python_servers_mysql_database_once() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("first.log");
     let proxy = common::Proxy::start_capturing(dir.path(), &env, &log).await;
-    assert_eq!(ask_with_the_ui_token(&proxy).await, [200; 4]);
-    assert!(mock.requests(&key(2)) > 0);
-    let two_keys = vec!["AIza…0001".to_owned(), "AIza…0002".to_owned()];
-    assert_eq!(
-        serving_with(&proxy).await,
-        (two_keys.clone(), Value::from(5), Value::from("database"))
-    );
-    proxy.stop();
-    assert_no_secret_in_database(dir.path());
-    let text = read_log(&log);
-    let imported = line(&text, "first start: imported");
-    assert!(
-        imported.contains(&format!("/{} (MySQL)", python.database))
-            && imported.contains("API_KEYS")
-            && imported.contains("MAX_RETRIES"),
-        "{imported}"
-    );
-    assert!(
-        line(&text, "logs are not imported").contains("gemini-balance-proxy import mysql --logs")
-    );
-
-    // Changed in MySQL afterwards: not picked up.
-    let mut conn = python.connect().await;
-    sqlx::query("UPDATE t_settings SET value = '9' WHERE `key` = 'MAX_RETRIES'")
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    sqlx::query("UPDATE t_settings SET value = ? WHERE `key` = 'API_KEYS'")
-        .bind(py_list(&[&key(1), &key(2), &key(4)]))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    drop(conn);
-    let log = dir.path().join("second.log");
-    let proxy = common::Proxy::start_capturing(dir.path(), &env, &log).await;
-    assert_eq!(
-        serving_with(&proxy).await,
-        (two_keys, Value::from(5), Value::from("database"))
-    );
+    // The keys of .env: the Python server's settings are not imported into a networked store.
+    assert_eq!(serving_with(&proxy).await.0, ["AIza…0001"]);
     proxy.stop();
     let text = read_log(&log);
     assert!(
-        !text.contains("first start:") && !text.contains("Python server's"),
+        line(&text, "not imported at first start").contains("DATABASE_TYPE=mysql"),
         "{text}"
     );
+    assert!(!dir.path().join("data/default_db.db").exists());
+    // This proxy's tables are in the same database, the Python server's untouched.
+    let mut conn = python.connect().await;
+    let (settings,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM t_settings")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(settings, 72);
+    let (versions,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM schema_version")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(versions, 1);
 }
 
 #[test]

@@ -242,10 +242,7 @@ mod tests {
     #[test]
     fn engines_from_urls() {
         #[cfg(feature = "postgres")]
-        assert_eq!(
-            Engine::of_url("postgres://u@h/db"),
-            Some(Engine::Postgres)
-        );
+        assert_eq!(Engine::of_url("postgres://u@h/db"), Some(Engine::Postgres));
         #[cfg(feature = "mysql")]
         assert_eq!(Engine::of_url("MySQL://root@h:3306/x"), Some(Engine::MySql));
         assert_eq!(Engine::of_url("sqlite://x"), None);

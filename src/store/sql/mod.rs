@@ -73,9 +73,7 @@ use super::stats::{
     Filter, Granularity, RateLimitedKey, SeriesPoint, Summary, UsageRow, Window, WriterStats,
 };
 use super::stats_store::{StatsStore, StoreFuture, UsageBy};
-use super::{
-    KeyStateStore, Retention, Setting, SettingsStore, StoreError, TimeZone, UsageSink,
-};
+use super::{KeyStateStore, Retention, Setting, SettingsStore, StoreError, TimeZone, UsageSink};
 use crate::keys::{KeyId, KeyObserver, KeySnapshot};
 use crate::usage::{RequestId, RequestRecord};
 
@@ -185,6 +183,7 @@ impl SqlStoreBuilder {
         let (tx, rx) = mpsc::channel(self.channel_capacity);
         let (control_tx, control_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared::default());
+        let (retention, retention_rx) = tokio::sync::watch::channel(self.retention.clone());
         let builder = self.clone();
         let writer_shared = shared.clone();
         let thread = std::thread::Builder::new()
@@ -202,7 +201,7 @@ impl SqlStoreBuilder {
                     let retention = tokio::spawn(queries::retention_task(
                         pool.clone(),
                         engine,
-                        builder.retention.clone(),
+                        retention_rx,
                         builder.time_zone.clone(),
                     ));
                     Writer {
@@ -242,6 +241,7 @@ impl SqlStoreBuilder {
                 thread: Mutex::new(Some(thread)),
                 capacity: self.channel_capacity,
                 time_zone: self.time_zone,
+                retention,
             }),
         })
     }
@@ -340,6 +340,7 @@ struct Inner {
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     capacity: usize,
     time_zone: TimeZone,
+    retention: tokio::sync::watch::Sender<Retention>,
 }
 
 /// Counters and pending key states shared by the handle and the writer.
@@ -486,6 +487,12 @@ impl SqlStore {
         self.inner.shutdown()
     }
 
+    /// Replaces the retention while the store runs; the purge runs at once with it, then on
+    /// its schedule (in the background: this returns at once).
+    pub fn set_retention(&self, retention: Retention) -> Result<(), StoreError> {
+        self.inner.retention.send(retention).map_err(|_| closed())
+    }
+
     /// Runs `f` on the store's runtime and waits for it (blocking the calling thread).
     fn block<T, F>(&self, f: F) -> Result<T, StoreError>
     where
@@ -524,16 +531,15 @@ impl SqlStore {
 
 impl Inner {
     fn shutdown(&self) -> Result<(), StoreError> {
-        let Some(thread) = self
-            .thread
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-        else {
+        let Some(thread) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() else {
             return Ok(());
         };
         let (reply, done) = std::sync::mpsc::sync_channel(1);
-        if self.control.send(Control::Shutdown(Reply::Blocking(reply))).is_ok() {
+        if self
+            .control
+            .send(Control::Shutdown(Reply::Blocking(reply)))
+            .is_ok()
+        {
             let _ = done.recv();
         }
         self.shared.closed.store(true, Ordering::Relaxed);
@@ -687,7 +693,14 @@ impl StatsStore for SqlStore {
     ) -> StoreFuture<'_, Vec<SeriesPoint>> {
         let (pool, engine) = (self.pool(), self.inner.engine);
         self.run(async move {
-            queries::series(&pool, engine, granularity, SystemTime::now(), filter.as_ref()).await
+            queries::series(
+                &pool,
+                engine,
+                granularity,
+                SystemTime::now(),
+                filter.as_ref(),
+            )
+            .await
         })
     }
 

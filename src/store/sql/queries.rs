@@ -87,10 +87,7 @@ fn sums(engine: Engine) -> String {
 
 /// A read-only transaction that sees one snapshot.
 async fn snapshot(pool: &AnyPool, engine: Engine) -> Result<Tx, StoreError> {
-    let mut tx = pool
-        .begin()
-        .await
-        .map_err(sql_error("starting a read"))?;
+    let mut tx = pool.begin().await.map_err(sql_error("starting a read"))?;
     let set = match engine {
         Engine::Postgres => "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY",
         // InnoDB's default is already REPEATABLE READ: the snapshot is taken at the first read.
@@ -116,13 +113,12 @@ async fn plan(
     if to <= from {
         return Ok(Vec::new());
     }
-    let oldest: Option<i64> = query(&engine.sql(
-        "SELECT MIN(minute_ms) FROM usage_minute WHERE dim = ''",
-    ))
-    .fetch_one(&mut **tx)
-    .await
-    .map(|row| int(&row, 0))
-    .map_err(sql_error("reading the rollup horizon"))?;
+    let oldest: Option<i64> =
+        query(&engine.sql("SELECT MIN(minute_ms) FROM usage_minute WHERE dim = ''"))
+            .fetch_one(&mut **tx)
+            .await
+            .map(|row| int(&row, 0))
+            .map_err(sql_error("reading the rollup horizon"))?;
     let last_hour = hour_of(to);
     let mut parts = Vec::with_capacity(3);
     let part = |(t, c): (&'static str, &'static str), a: i64, b: i64| (t, c, a, b);
@@ -185,11 +181,9 @@ pub(crate) async fn summary(
     let mut tx = snapshot(pool, engine).await?;
     let now_ms = ms_of(now);
     let month_start_ms = ms_of(time_zone.month_start(now));
-    let windows = [now_ms - HOUR_MS, now_ms - 24 * HOUR_MS, month_start_ms].map(|from_ms| {
-        Window {
-            from_ms,
-            to_ms: now_ms + 1,
-        }
+    let windows = [now_ms - HOUR_MS, now_ms - 24 * HOUR_MS, month_start_ms].map(|from_ms| Window {
+        from_ms,
+        to_ms: now_ms + 1,
     });
     let mut figures = Vec::new();
     for window in windows {
@@ -929,16 +923,16 @@ pub(crate) async fn delete_setting(
 pub(crate) async fn retention_task(
     pool: AnyPool,
     engine: Engine,
-    retention: Retention,
+    mut changes: tokio::sync::watch::Receiver<Retention>,
     time_zone: TimeZone,
 ) {
+    let mut retention = changes.borrow_and_update().clone();
     let mut next_logs = std::time::Instant::now();
     loop {
         let now = std::time::Instant::now();
         let now_ms = ms_of(SystemTime::now());
-        let cutoff = |d: Duration| {
-            now_ms.saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        };
+        let cutoff =
+            |d: Duration| now_ms.saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
         let step = retention.batch_rows.max(1);
         let mut jobs: Vec<(&str, &str, i64)> = vec![
             ("usage_minute", "minute_ms", cutoff(retention.usage_minutes)),
@@ -969,7 +963,16 @@ pub(crate) async fn retention_task(
             }
         }
         let next = (now + retention.interval.max(Duration::from_secs(1))).min(next_logs);
-        tokio::time::sleep_until(next.into()).await;
+        tokio::select! {
+            _ = tokio::time::sleep_until(next.into()) => {}
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                retention = changes.borrow_and_update().clone();
+                next_logs = std::time::Instant::now();
+            }
+        }
     }
 }
 

@@ -264,4 +264,3 @@ async fn migrate_locked(conn: &mut AnyConnection, engine: Engine) -> Result<(), 
         }
     }
 }
-

@@ -562,7 +562,10 @@ async fn insert_records(
                 .bind(a.model.map(name))
                 .bind(a.status.map(i64::from))
                 .bind(a.class.unwrap_or_default())
-                .bind(a.message.map(|m| clean_text(m, MAX_MESSAGE_CHARS).into_owned()))
+                .bind(
+                    a.message
+                        .map(|m| clean_text(m, MAX_MESSAGE_CHARS).into_owned()),
+                )
                 .bind(a.body.map(|b| clean_body(b, MAX_BODY_BYTES)));
         }
         q.execute(&mut **tx).await?;

@@ -43,11 +43,7 @@ const UPSERT_HOUR: &str = "INSERT INTO usage_hour (dim, hour_ms, value, calls, s
     failed_attempts = failed_attempts + excluded.failed_attempts, \
     rate_limited_attempts = rate_limited_attempts + excluded.rate_limited_attempts";
 
-fn upsert(
-    tx: &Transaction<'_>,
-    sql: &str,
-    rows: &RollupRows<'_>,
-) -> rusqlite::Result<()> {
+fn upsert(tx: &Transaction<'_>, sql: &str, rows: &RollupRows<'_>) -> rusqlite::Result<()> {
     let mut stmt = tx.prepare_cached(sql)?;
     for ((bucket, dim, value), c) in rows {
         stmt.execute(params![

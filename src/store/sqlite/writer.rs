@@ -46,7 +46,6 @@ fn is_busy(e: &rusqlite::Error) -> bool {
     )
 }
 
-
 /// What the request path and the handle send to the writer.
 pub(crate) enum Msg {
     /// A usage record (boxed: a channel slot stays small).
@@ -492,7 +491,6 @@ fn hex_of(key: &KeyId) -> Hex16 {
     }
     Hex16(out)
 }
-
 
 fn write(
     conn: &mut Connection,

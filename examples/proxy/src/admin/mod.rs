@@ -59,7 +59,7 @@ impl AdminState {
     /// The admin of `app`, its figures and logs from the proxy's store.
     pub fn new(app: Arc<App>, sessions: Option<Arc<dyn AdminSessions>>) -> AdminState {
         AdminState {
-            stats: Arc::new(app.store.clone()),
+            stats: app.store.clone(),
             app,
             sessions,
         }

@@ -6,9 +6,10 @@
 //!   was created and never written) and no secrets file yet. A proxy that ever ran here has
 //!   both, so nothing is imported twice, and a change made through the admin API since is
 //!   never overwritten by the Python server's older value.
-//! - **The source** is where the Python server keeps its data with the same `.env`: MySQL when
-//!   `DATABASE_TYPE=mysql` with `MYSQL_HOST` or `MYSQL_SOCKET` set, else the SQLite file
-//!   `data/<SQLITE_DATABASE>` (no extension) when there is one. With neither, there is nothing
+//! - **Only with `DATABASE_TYPE=sqlite`** (the default): with `mysql` or `postgres` the proxy's
+//!   store is that database itself, and the import (which writes into SQLite) is not run.
+//! - **The source** is where the Python server keeps its data with the same `.env`: the SQLite
+//!   file `data/<SQLITE_DATABASE>` (no extension) when there is one. With neither, there is nothing
 //!   to import; a database without `t_settings` is not the Python server's, and is left alone.
 //! - **Settings only**, as `import` without `--logs` brings them: the logs can be millions of
 //!   rows (the Python server keeps request logs forever by default), which would hold the
@@ -47,6 +48,16 @@ struct Source {
 /// there; an `Err` stops startup.
 pub async fn at_first_start(vars: &HashMap<String, String>, config: &Config) -> Result<(), String> {
     let base = &config.settings;
+    if base.text("DATABASE_TYPE") != "sqlite" {
+        // The store is the networked database itself (docs/scale-out.md); the import writes
+        // into SQLite only.
+        tracing::info!(
+            "DATABASE_TYPE={}: the Python server's settings are not imported at first start \
+             (the import writes into SQLite only); keys and tokens come from .env",
+            base.text("DATABASE_TYPE")
+        );
+        return Ok(());
+    }
     let name = base.text("SQLITE_DATABASE");
     let db_path = PathBuf::from(format!("data/{name}.db"));
     let secrets = SecretsFile::new(format!("data/{name}.secrets.json"));
