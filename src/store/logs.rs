@@ -239,12 +239,15 @@ pub(crate) fn clean_body(body: &str, max_bytes: usize) -> String {
 }
 
 /// Longest error message kept, in characters.
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 pub(crate) const MAX_MESSAGE_CHARS: usize = 2_000;
 /// Longest request body kept, in bytes.
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// Redacts keys and cuts to at most `max_chars` characters; borrows when nothing changes
 /// (a route, nearly always).
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 pub(crate) fn clean_text(text: &str, max_chars: usize) -> std::borrow::Cow<'_, str> {
     let redacted = crate::redact::redact_keys(text);
     match redacted.char_indices().nth(max_chars) {

@@ -47,6 +47,7 @@ pub trait SettingsStore: Send + Sync + 'static {
 }
 
 /// The refusal of a value holding an API key (every store checks this before writing).
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 pub(crate) fn refuse_secret(name: &str, value: &str) -> Result<(), StoreError> {
     if crate::redact::redact_keys(value) != value {
         return Err(StoreError::new(format!(
