@@ -21,7 +21,7 @@ use gemini_balance::keys::KeyId;
 use gemini_balance::store::logs::{ErrorQuery, RequestQuery};
 use gemini_balance::store::stats::{Granularity, Window};
 use gemini_balance::store::{SqlStore, StatsStore, UsageBy, UsageSink};
-use gemini_balance::usage::{AttemptRecord, ClientId, RequestRecord};
+use gemini_balance::usage::{AttemptRecord, ClientId, RequestId, RequestRecord};
 use sql_servers::{Server, TestDb};
 
 const KEYS: usize = 100;
@@ -62,7 +62,8 @@ fn record(i: usize, at: SystemTime) -> RequestRecord {
     let ids = ids();
     let model = MODELS[i % MODELS.len()];
     let key = ids.keys[i % KEYS].clone();
-    let mut r = RequestRecord::new(i as u64 ^ 0x9E37_79B9_7F4A_7C15, at);
+    // Ids as the usage layer makes them: the arrival millisecond above a counter.
+    let mut r = RequestRecord::new(RequestId::at(at, i as u64), at);
     r.route = format!("/v1beta/models/{model}:generateContent");
     r.model = Some(model.to_owned());
     r.key = Some(key.clone());
@@ -130,6 +131,26 @@ fn fill(store: &SqlStore, n: usize, span: Duration, capacity: u64) {
     store.flush().unwrap();
 }
 
+/// CPU time (user + system) of this process so far, from `/proc/self/stat` (Linux; zero
+/// elsewhere): with the store's thread in this process, the client side of the writes.
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name; in clock
+    // ticks of 1/100 s on Linux.
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -177,24 +198,31 @@ fn main() {
             .map(|i| record(i, SystemTime::now()))
             .collect();
         let before = store.writer_stats();
+        let cpu = cpu_time();
         let start = Instant::now();
         for r in records {
             store.record(r);
         }
         store.flush().unwrap();
         let took = start.elapsed();
+        let cpu = cpu_time().saturating_sub(cpu);
         let after = store.writer_stats();
         assert_eq!(after.dropped, 0, "{name}: {after:?}");
         let written = after.written - before.written;
         println!(
-            "sustained: {written} records in {took:.2?}: {:.0} records/s ({} batches)",
+            "sustained: {written} records in {took:.2?}: {:.0} records/s ({} batches); \
+             this process's CPU {cpu:.2?} ({:.1} µs per record)",
             written as f64 / took.as_secs_f64(),
-            after.batches - before.batches
+            after.batches - before.batches,
+            cpu.as_secs_f64() * 1e6 / written as f64
         );
         store.shutdown().unwrap();
         drop(store);
 
-        // Statistics over `rows` requests in the last 24 h.
+        // Statistics over `rows` requests in the last 24 h (`GB_SQL_BENCH_ROWS=0`: skipped).
+        if rows == 0 {
+            continue;
+        }
         let db = TestDb::new(server, "bench_stats").unwrap();
         let store = db.builder().channel_capacity(1 << 16).open().unwrap();
         let start = Instant::now();

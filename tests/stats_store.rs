@@ -188,6 +188,21 @@ async fn check(name: &str, stats: Arc<dyn StatsStore>, a: &KeyId, b: &KeyId, fai
     assert_eq!(attempts[0].status, Some(200), "{name}");
     assert_eq!(attempts[0].class.as_deref(), Some("rate_limited"), "{name}");
     assert!(stats.attempts(RequestId::from(7)).await.unwrap().is_empty());
+    // The request served by its first attempt: that attempt is served back too.
+    let served = stats
+        .requests(RequestQuery {
+            success: Some(true),
+            ..RequestQuery::default()
+        })
+        .await
+        .unwrap();
+    let lone = stats.attempts(served.entries[0].request_id).await.unwrap();
+    assert_eq!(lone.len(), 1, "{name}");
+    assert_eq!(
+        (lone[0].status, lone[0].key_id.as_str(), lone[0].latency_ms),
+        (Some(200), a.hex().as_str(), 40),
+        "{name}"
+    );
 
     let first = errors.entries[0].id;
     let deleted = stats.delete_errors(LogDeletion::Ids(vec![first, -1])).await;

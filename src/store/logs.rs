@@ -255,3 +255,24 @@ pub(crate) fn clean_text(text: &str, max_chars: usize) -> std::borrow::Cow<'_, s
         None => redacted,
     }
 }
+
+/// The request's one attempt, when the request row can stand for it (SQLite schema version 3,
+/// every SQL store: no attempt row then, a third of the writes): the first attempt succeeded, with the request's key, model and status, and the request id
+/// carries the arrival millisecond (the `at_ms` index finds the row by when the attempts are read).
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+pub(crate) fn lone_attempt(
+    r: &crate::usage::RequestRecord,
+) -> Option<&crate::usage::AttemptRecord> {
+    let [a] = r.attempt_log.as_slice() else {
+        return None;
+    };
+    let id_ms = i64::try_from(r.id.millis()).ok()?;
+    let stands_for = a.class.is_none()
+        && a.status == Some(r.status)
+        && r.key.as_ref() == Some(&a.key)
+        && a.model
+            .as_deref()
+            .is_none_or(|m| r.model.as_deref() == Some(m))
+        && id_ms == super::time::ms_of(r.at);
+    stands_for.then_some(a)
+}

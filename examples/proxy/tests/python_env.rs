@@ -17,10 +17,11 @@ const ADMIN: &str = "sk-123456";
 
 /// The example, then lines that point it at the mock (later lines win, as in python-dotenv).
 /// The example's MySQL (`DATABASE_TYPE=mysql`, host `gemini-balance-mysql`) is not there: the
-/// import of its database at the first start is switched off, as a user without it would.
+/// store is switched to SQLite (`mysql` would be the store itself, see docs/scale-out.md), as a
+/// user without that MySQL would.
 fn env_file(mock: &MockGemini, extra: &str) -> String {
     format!(
-        "{EXAMPLE}\n# the test's own lines\nIMPORT_PYTHON_DATABASE=false\nBASE_URL={}/v1beta\nAPI_KEYS={}\nALLOWED_TOKENS=[\"{TOKEN}\"]\n{extra}",
+        "{EXAMPLE}\n# the test's own lines\nDATABASE_TYPE=sqlite\nIMPORT_PYTHON_DATABASE=false\nBASE_URL={}/v1beta\nAPI_KEYS={}\nALLOWED_TOKENS=[\"{TOKEN}\"]\n{extra}",
         mock.base_url(),
         serde_json::to_string(&test_keys(2)).unwrap(),
     )
@@ -121,7 +122,6 @@ async fn the_python_env_example_starts_the_proxy_at_warning_and_critical() {
             "ENABLE_TTS",
             "PAID_KEY",
             "VERTEX_API_KEYS",
-            "DATABASE_TYPE=mysql",
         ] {
             assert!(unsupported.contains(name), "{name}: {unsupported}");
         }

@@ -212,7 +212,7 @@ async fn last_minute(tx: &mut Tx, engine: Engine, now_ms: i64) -> Result<Counts,
     let from = now_ms - MINUTE_MS;
     let s = |e: &str| engine.sum(e);
     let sql = engine.sql(&format!(
-        "SELECT COUNT(*), {}, {}, {}, {}, {}, {}, {}, {}, {}, 0, 0, 0 FROM request_log \
+        "SELECT COUNT(*), {}, {}, {}, {}, {}, {}, {}, {}, {}, 0, 0, 0, {} FROM request_log \
          WHERE at_ms > ? AND at_ms <= ?",
         s("CASE WHEN success <> 0 THEN 1 ELSE 0 END"),
         s("CASE WHEN success = 0 THEN 1 ELSE 0 END"),
@@ -223,6 +223,7 @@ async fn last_minute(tx: &mut Tx, engine: Engine, now_ms: i64) -> Result<Counts,
         s("tool_use_prompt_tokens"),
         s("total_tokens"),
         s("latency_ms"),
+        s("CASE WHEN lone_attempt_latency_ms IS NOT NULL THEN 1 ELSE 0 END"),
     ));
     let row = query(&sql)
         .bind(from)
@@ -231,6 +232,8 @@ async fn last_minute(tx: &mut Tx, engine: Engine, now_ms: i64) -> Result<Counts,
         .await
         .map_err(sql_error("counting the last minute"))?;
     let mut counts = counts_of(&row, 0);
+    // Requests served by their first attempt keep it in their own row.
+    let lone = unsigned(int(&row, 13));
     let sql = engine.sql(&format!(
         "SELECT COUNT(*), {}, {} FROM attempt_log WHERE at_ms > ? AND at_ms <= ?",
         s("CASE WHEN class IS NOT NULL THEN 1 ELSE 0 END"),
@@ -242,7 +245,7 @@ async fn last_minute(tx: &mut Tx, engine: Engine, now_ms: i64) -> Result<Counts,
         .fetch_one(&mut **tx)
         .await
         .map_err(sql_error("counting the last minute's attempts"))?;
-    counts.attempts = unsigned(int(&row, 0));
+    counts.attempts = unsigned(int(&row, 0)) + lone;
     counts.failed_attempts = unsigned(int(&row, 1));
     counts.rate_limited_attempts = unsigned(int(&row, 2));
     Ok(counts)
@@ -706,6 +709,33 @@ pub(crate) async fn attempts(
         .fetch_all(pool)
         .await
         .map_err(sql_error("reading attempts"))?;
+    if !rows.is_empty() {
+        return Ok(rows
+            .iter()
+            .map(|row| AttemptEntry {
+                at_ms: int(row, 0).unwrap_or(0),
+                key_id: text(row, 1).unwrap_or_default(),
+                key_mask: text(row, 2).unwrap_or_default(),
+                model: text(row, 3),
+                status: status_of(int(row, 4)),
+                class: text(row, 5),
+                latency_ms: unsigned(int(row, 6)),
+            })
+            .collect());
+    }
+    // A request served by its first attempt keeps it in its own row; the id's upper bits are
+    // its arrival millisecond, which the `at_ms` index finds.
+    let sql = engine.sql(
+        "SELECT at_ms, key_id, key_mask, model, status, lone_attempt_latency_ms \
+         FROM request_log WHERE at_ms = ? AND request_id = ? \
+         AND lone_attempt_latency_ms IS NOT NULL",
+    );
+    let rows = query(&sql)
+        .bind(i64::try_from(request.millis()).unwrap_or(i64::MAX))
+        .bind(request.get() as i64)
+        .fetch_all(pool)
+        .await
+        .map_err(sql_error("reading attempts"))?;
     Ok(rows
         .iter()
         .map(|row| AttemptEntry {
@@ -714,8 +744,8 @@ pub(crate) async fn attempts(
             key_mask: text(row, 2).unwrap_or_default(),
             model: text(row, 3),
             status: status_of(int(row, 4)),
-            class: text(row, 5),
-            latency_ms: unsigned(int(row, 6)),
+            class: None,
+            latency_ms: unsigned(int(row, 5)),
         })
         .collect())
 }

@@ -102,6 +102,9 @@ const V1: &[Table] = &[
             ("cached_tokens", Col::Int),
             ("tool_use_prompt_tokens", Col::Int),
             ("total_tokens", Col::Int),
+            // The latency of the request's one attempt when the row stands for it (no
+            // attempt_log row then), as in SQLite's schema version 3.
+            ("lone_attempt_latency_ms", Col::IntNull),
         ],
         key: &[],
         indexes: &[("request_log_at", &["at_ms"])],

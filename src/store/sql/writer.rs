@@ -24,7 +24,7 @@ use super::schema::COUNTER_COLUMNS;
 use super::Shared;
 use crate::keys::{KeyId, KeySnapshot};
 use crate::store::key_row::KeyRow;
-use crate::store::logs::{clean_body, clean_text, MAX_BODY_BYTES, MAX_MESSAGE_CHARS};
+use crate::store::logs::{clean_body, clean_text, lone_attempt, MAX_BODY_BYTES, MAX_MESSAGE_CHARS};
 use crate::store::rollup::{clamp, Counters, FastSet, Rollup, RollupRows};
 use crate::store::time::{duration_ms, ms_of};
 use crate::usage::{ClientId, RequestRecord};
@@ -279,19 +279,41 @@ fn transient(e: &sqlx_core::Error) -> bool {
 
 /// Rows per multi-row statement: well under the 65,535 placeholders both engines allow, and
 /// (for error rows, whose bodies can be 64 KiB) under MySQL's default packet size.
-const REQUEST_ROWS: usize = 500;
-const ATTEMPT_ROWS: usize = 1_000;
+const REQUEST_ROWS: usize = 512;
+const ATTEMPT_ROWS: usize = 1_024;
 const ERROR_ROWS: usize = 32;
-const ROLLUP_ROWS: usize = 1_000;
+const ROLLUP_ROWS: usize = 1_024;
 
 const REQUEST_COLUMNS: &str = "request_id, at_ms, protocol, route, model, key_id, key_mask, \
     client_id, client_mask, status, success, attempts, latency_ms, ttfb_ms, streamed, \
     completion, prompt_tokens, candidates_tokens, thoughts_tokens, cached_tokens, \
-    tool_use_prompt_tokens, total_tokens";
+    tool_use_prompt_tokens, total_tokens, lone_attempt_latency_ms";
 const ATTEMPT_COLUMNS: &str =
     "request_id, at_ms, key_id, key_mask, model, status, class, latency_ms";
 const ERROR_COLUMNS: &str =
     "at_ms, request_id, key_id, key_mask, model, status, class, message, request_body";
+
+/// `items` in chunks of at most `max`, each a power of two long (the binary digits of the
+/// length): a multi-row statement per chunk size is prepared once per connection and then
+/// cached, instead of one statement text per batch length.
+fn pow2_chunks<T>(items: &[T], max: usize) -> impl Iterator<Item = &[T]> {
+    let max = max.max(1);
+    let top = 1usize << (usize::BITS - 1 - max.leading_zeros());
+    let mut rest = items;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let len = if rest.len() >= top {
+            top
+        } else {
+            1usize << (usize::BITS - 1 - rest.len().leading_zeros())
+        };
+        let (chunk, tail) = rest.split_at(len);
+        rest = tail;
+        Some(chunk)
+    })
+}
 
 /// A model name as stored (the column holds 255 characters).
 fn name(text: &str) -> String {
@@ -317,7 +339,7 @@ async fn write(
     upsert_rollup(&mut tx, engine, "usage_hour", "hour_ms", &hours).await?;
     if !fingerprints.is_empty() {
         let (start, end) = engine.insert_ignore();
-        for chunk in fingerprints.chunks(ROLLUP_ROWS) {
+        for chunk in pow2_chunks(fingerprints, ROLLUP_ROWS) {
             let sql = format!(
                 "{start} fingerprint (kind, id, mask) VALUES {}{end}",
                 Engine::values(chunk.len(), 3)
@@ -423,7 +445,7 @@ async fn upsert_rollup(
         .map(|((b, dim, value), c)| (*b, dim.as_str(), name(&value.render()), c))
         .collect();
     rows.sort_by(|a, b| (a.0, a.1, &a.2).cmp(&(b.0, b.1, &b.2)));
-    for chunk in rows.chunks(ROLLUP_ROWS) {
+    for chunk in pow2_chunks(&rows, ROLLUP_ROWS) {
         let sql = format!(
             "{} (dim, {bucket}, value, {}) VALUES {}{}",
             engine.insert_into(table),
@@ -462,10 +484,10 @@ async fn insert_records(
     engine: Engine,
     batch: &[RequestRecord],
 ) -> Result<(), sqlx_core::Error> {
-    for chunk in batch.chunks(REQUEST_ROWS) {
+    for chunk in pow2_chunks(batch, REQUEST_ROWS) {
         let sql = format!(
             "INSERT INTO request_log ({REQUEST_COLUMNS}) VALUES {}",
-            Engine::values(chunk.len(), 22)
+            Engine::values(chunk.len(), 23)
         );
         let sql = engine.sql(&sql);
         let mut q: Args<'_> = query(&sql);
@@ -493,7 +515,8 @@ async fn insert_records(
                 .bind(clamp(t.thoughts))
                 .bind(clamp(t.cached))
                 .bind(clamp(t.tool_use_prompt))
-                .bind(clamp(t.total));
+                .bind(clamp(t.total))
+                .bind(lone_attempt(r).map(|a| duration_ms(a.latency)));
         }
         q.execute(&mut **tx).await?;
     }
@@ -512,7 +535,12 @@ async fn insert_records(
     let attempts: Vec<Attempt<'_>> = batch
         .iter()
         .flat_map(|r| {
-            r.attempt_log.iter().map(move |a| Attempt {
+            let written = if lone_attempt(r).is_some() {
+                &[][..]
+            } else {
+                &r.attempt_log[..]
+            };
+            written.iter().map(move |a| Attempt {
                 request_id: r.id.get() as i64,
                 at: ms_of(a.at),
                 key: &a.key,
@@ -525,7 +553,7 @@ async fn insert_records(
             })
         })
         .collect();
-    for chunk in attempts.chunks(ATTEMPT_ROWS) {
+    for chunk in pow2_chunks(&attempts, ATTEMPT_ROWS) {
         let sql = format!(
             "INSERT INTO attempt_log ({ATTEMPT_COLUMNS}) VALUES {}",
             Engine::values(chunk.len(), 8)
@@ -546,7 +574,7 @@ async fn insert_records(
         q.execute(&mut **tx).await?;
     }
     let failed: Vec<&Attempt<'_>> = attempts.iter().filter(|a| a.class.is_some()).collect();
-    for chunk in failed.chunks(ERROR_ROWS) {
+    for chunk in pow2_chunks(&failed, ERROR_ROWS) {
         let sql = format!(
             "INSERT INTO error_log ({ERROR_COLUMNS}) VALUES {}",
             Engine::values(chunk.len(), 9)
@@ -571,4 +599,21 @@ async fn insert_records(
         q.execute(&mut **tx).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pow2_chunks;
+
+    #[test]
+    fn chunks_are_powers_of_two_up_to_the_limit() {
+        let items: Vec<u32> = (0..1_300).collect();
+        let lens: Vec<usize> = pow2_chunks(&items, 500).map(<[u32]>::len).collect();
+        assert_eq!(lens, [256, 256, 256, 256, 256, 16, 4]);
+        let lens: Vec<usize> = pow2_chunks(&items[..7], 1_000).map(<[u32]>::len).collect();
+        assert_eq!(lens, [4, 2, 1]);
+        assert_eq!(pow2_chunks(&items[..0], 8).count(), 0);
+        let all: Vec<u32> = pow2_chunks(&items, 32).flatten().copied().collect();
+        assert_eq!(all, items);
+    }
 }

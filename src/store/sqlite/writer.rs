@@ -24,9 +24,10 @@ use super::rollup::{clamp, FastSet, Rollup};
 use super::time::{duration_ms, ms_of};
 use crate::api_error::ApiFlavor;
 use crate::keys::{KeyId, KeySnapshot};
+use crate::store::logs::lone_attempt;
 pub(crate) use crate::store::logs::{clean_body, clean_text, MAX_BODY_BYTES, MAX_MESSAGE_CHARS};
 use crate::store::TimeZone;
-use crate::usage::{AttemptRecord, ClientId, RequestRecord};
+use crate::usage::{ClientId, RequestRecord};
 
 /// How long after a commit the writer checkpoints at most (see `Writer::checkpoint_step`).
 pub(crate) const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
@@ -519,24 +520,6 @@ fn write(
         }
     }
     tx.commit()
-}
-
-/// The request's one attempt, when the request row can stand for it (schema version 3): the
-/// first attempt succeeded, with the request's key, model and status, and the request id
-/// carries the arrival millisecond (the index `logs::attempts` finds the row by).
-fn lone_attempt(r: &RequestRecord) -> Option<&AttemptRecord> {
-    let [a] = r.attempt_log.as_slice() else {
-        return None;
-    };
-    let id_ms = i64::try_from(r.id.millis()).ok()?;
-    let stands_for = a.class.is_none()
-        && a.status == Some(r.status)
-        && r.key.as_ref() == Some(&a.key)
-        && a.model
-            .as_deref()
-            .is_none_or(|m| r.model.as_deref() == Some(m))
-        && id_ms == ms_of(r.at);
-    stands_for.then_some(a)
 }
 
 /// Writes the rows of `batch`; `errors_from_attempts`: each failed attempt also gets an
