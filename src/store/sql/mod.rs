@@ -13,8 +13,9 @@
 //!
 //! Durability: a record is in the database once its batch commits, at most the gather delay
 //! (default 50 ms) plus the write time after `record()` under steady traffic; a crash of the
-//! process loses what was queued then. A crash of the database server loses nothing that was
-//! committed (the engine's own durability).
+//! process loses what was queued then. A crash of the PostgreSQL server can take the commits
+//! of its last ~600 ms unless [`SqlStoreBuilder::sync_every_commit`] is set; on MySQL the
+//! server's `innodb_flush_log_at_trx_commit` decides.
 //!
 //! Nothing secret is written: keys and client tokens are stored as their id (16 hex digits)
 //! and fingerprint (`AIza…x4Fq`); error messages and request bodies pass through
@@ -96,6 +97,7 @@ pub struct SqlStoreBuilder {
     batch_size: usize,
     gather: Duration,
     max_connections: u32,
+    sync_every_commit: bool,
     connect_timeout: Duration,
     shutdown_timeout: Duration,
     retention: Retention,
@@ -133,6 +135,19 @@ impl SqlStoreBuilder {
     /// Connections to the database at most (writer, statistics, admin writes). Default 4.
     pub fn max_connections(mut self, n: u32) -> Self {
         self.max_connections = n.max(2);
+        self
+    }
+
+    /// PostgreSQL: `true` makes every commit wait until the server has flushed it to disk
+    /// (`synchronous_commit = on`), so a crash of the database server loses no committed batch.
+    /// Default `false` (`synchronous_commit = off` for the store's sessions): a commit returns
+    /// before the flush, which the server does within three `wal_writer_delay`s (600 ms by
+    /// default), so a server crash can take the batches of that last moment; the database
+    /// stays consistent either way (as SQLite's `synchronous=NORMAL`, the SQLite store's
+    /// default). On MySQL the server's own `innodb_flush_log_at_trx_commit` decides; this
+    /// option changes nothing there.
+    pub fn sync_every_commit(mut self, yes: bool) -> Self {
+        self.sync_every_commit = yes;
         self
     }
 
@@ -282,6 +297,11 @@ async fn connect(builder: &SqlStoreBuilder, engine: Engine) -> Result<AnyPool, S
         .max_connections(builder.max_connections)
         .min_connections(1)
         .acquire_timeout(builder.connect_timeout);
+    // Statements every new connection runs first (PostgreSQL session settings).
+    let mut session: Vec<String> = Vec::new();
+    if engine == Engine::Postgres && !builder.sync_every_commit {
+        session.push("SET synchronous_commit TO off".to_owned());
+    }
     if let (Engine::Postgres, Some(schema)) = (engine, &builder.schema) {
         let quoted = format!("\"{}\"", schema.replace('"', "\"\""));
         // Created once with a connection of its own, then every connection uses it.
@@ -300,11 +320,15 @@ async fn connect(builder: &SqlStoreBuilder, engine: Engine) -> Result<AnyPool, S
             .await
             .map_err(sql_error("creating the schema"))?;
         bootstrap.close().await;
-        let set = format!("SET search_path TO {quoted}");
+        session.push(format!("SET search_path TO {quoted}"));
+    }
+    if !session.is_empty() {
         pool_options = pool_options.after_connect(move |conn, _meta| {
-            let set = set.clone();
+            let session = session.clone();
             Box::pin(async move {
-                conn.execute(set.as_str()).await?;
+                for set in &session {
+                    conn.execute(set.as_str()).await?;
+                }
                 Ok(())
             })
         });
@@ -404,6 +428,7 @@ impl SqlStore {
             batch_size: 1_024,
             gather: Duration::from_millis(50),
             max_connections: 4,
+            sync_every_commit: false,
             connect_timeout: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(10),
             retention: Retention::default(),
