@@ -100,6 +100,8 @@
 //!   (brings in `reqwest` for the proxied routes).
 //! - `sqlite` (default): [`store::SqliteStore`], usage log, key state and settings in an
 //!   embedded SQLite database (compiled in; no system library needed).
+//! - `postgres`, `mysql`: `store::SqlStore`, the same on PostgreSQL or MySQL/MariaDB (sqlx), so
+//!   that several instances share one database (`docs/scale-out.md`).
 //! - `reqwest`: [`client::ReqwestService`], the tower adapter around `reqwest::Client`.
 //! - `middleware`: [`client::middleware`], key rotation, classified retries and usage as
 //!   reqwest-middleware middleware, and a reqwest-retry `RetryableStrategy`. Implies `reqwest`;
