@@ -22,6 +22,11 @@ const DB_PASSWORD: &str = "";
 
 /// The `.env` of a proxy on `db`.
 fn env_file(mock: &MockGemini, keys: &[String], db: &TestDb) -> String {
+    env_file_at(mock, keys, db, &db.url())
+}
+
+/// The `.env` of a proxy on `db`, reached at `url` (the database's, or a relay's).
+fn env_file_at(mock: &MockGemini, keys: &[String], db: &TestDb, url: &str) -> String {
     let mut env = format!(
         "API_KEYS={}\nALLOWED_TOKENS=[\"{TOKEN}\"]\nAUTH_TOKEN={ADMIN}\nBASE_URL={}/v1beta\n\
          MAX_RETRIES=3\nLOG_LEVEL=info\n",
@@ -30,13 +35,11 @@ fn env_file(mock: &MockGemini, keys: &[String], db: &TestDb) -> String {
     );
     match db.server {
         Server::Postgres => env.push_str(&format!(
-            "DATABASE_TYPE=postgres\nPOSTGRES_URL={}\nPOSTGRES_SCHEMA={}\n",
-            db.url(),
+            "DATABASE_TYPE=postgres\nPOSTGRES_URL={url}\nPOSTGRES_SCHEMA={}\n",
             db.name
         )),
         Server::MySql => {
             // mysql://user[:password]@host:port, as the Python server's MYSQL_* settings.
-            let url = db.url();
             let rest = url.trim_start_matches("mysql://");
             let (credentials, address) = rest.split_once('@').unwrap();
             let (user, password) = credentials
@@ -166,6 +169,53 @@ async fn usage_and_key_state_live_in_the_shared_database() {
         assert_eq!(errors["total"], 1, "{name}: {errors}");
         proxy.stop();
         assert_eq!(db.count("SELECT COUNT(*) FROM request_log"), 6, "{name}");
+    }
+}
+
+/// The database goes away while the proxy serves: every request is answered, and once the
+/// database is back the records queued meanwhile are written (none dropped or lost).
+#[tokio::test]
+async fn requests_are_served_while_the_database_is_away() {
+    for server in Server::ALL {
+        let Some(db) = TestDb::new(server, "proxy_away") else {
+            continue;
+        };
+        let name = server.name();
+        let mock = MockGemini::start().await;
+        let keys = test_keys(1);
+        let relay = db.relay();
+        let env = env_file_at(&mock, &keys, &db, &relay.url(&db.url()));
+        let dir = tempfile::tempdir().unwrap();
+        let proxy = Proxy::start(dir.path(), &env).await;
+        for _ in 0..2 {
+            assert_eq!(ask(&proxy).await, 200, "{name}");
+        }
+        assert_eq!(calls_in_stats(&proxy, 2).await, 2, "{name}");
+
+        relay.cut();
+        for _ in 0..10 {
+            assert_eq!(
+                ask(&proxy).await,
+                200,
+                "{name}: served while the database is away"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        relay.restore();
+        assert_eq!(calls_in_stats(&proxy, 12).await, 12, "{name}");
+        let summary = admin_get(&proxy, "/stats/summary").await;
+        let store = &summary["store"];
+        assert_eq!(
+            (
+                store["written"].as_u64(),
+                store["dropped"].as_u64(),
+                store["lost"].as_u64()
+            ),
+            (Some(12), Some(0), Some(0)),
+            "{name}: {summary}"
+        );
+        proxy.stop();
+        assert_eq!(db.count("SELECT COUNT(*) FROM request_log"), 12, "{name}");
     }
 }
 
