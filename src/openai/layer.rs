@@ -20,6 +20,7 @@ use super::response::{
     gemini_embeddings_to_openai, gemini_response_to_openai, random_id, OpenAiStream,
     ResponseOptions,
 };
+use super::typed::{text_answer_to_openai, text_chat_to_gemini};
 use crate::api_error::{openai_error_value, ApiFlavor};
 use crate::buffer::{
     parse_json, set_body_length, Buffered, CollectError, CollectLimited, ReadBody,
@@ -50,6 +51,8 @@ pub trait ImageFetcher: Send + Sync + 'static {
 struct Options {
     chat: ChatOptions,
     show_thinking: bool,
+    /// `chat.safety_settings` serialized once, for the text chats' fast path.
+    safety_json: Option<String>,
 }
 
 /// Applies [`OpenAi`]: serves `POST …/chat/completions` and `POST …/embeddings` in OpenAI's
@@ -88,10 +91,12 @@ impl OpenAiLayer {
     /// Converts with `options`; Gemini paths start with `/v1beta`.
     pub fn new(options: ChatOptions) -> Self {
         let show_thinking = options.show_thinking;
+        let safety_json = options.safety_settings.as_ref().map(Value::to_string);
         OpenAiLayer {
             options: Arc::new(Options {
                 chat: options,
                 show_thinking,
+                safety_json,
             }),
             prefix: "/v1beta".into(),
             max_body_bytes: crate::retry::DEFAULT_MAX_BODY_BYTES,
@@ -254,10 +259,42 @@ where
             ))
         }
     };
+    let options = layer.options.clone();
+    let upstream_usage = parts.extensions.get::<UpstreamUsage>().cloned();
     // A layer above (the filter, the pseudo stream) may have parsed it already.
     let parsed = match buffered.take_json() {
         Some(json) => Ok(json),
-        None => parse_json(buffered.bytes()),
+        None => {
+            // Most chats are text: converted without a `Value` tree (the general path below
+            // takes any other, to the same body).
+            let fast = (route == Route::Chat)
+                .then(|| {
+                    text_chat_to_gemini(
+                        buffered.bytes(),
+                        &options.chat,
+                        options.safety_json.as_deref(),
+                    )
+                })
+                .flatten();
+            if let Some(chat) = fast {
+                if let Some(refusal) = filtered(&options.chat.rules, &chat.model) {
+                    return Err(refusal);
+                }
+                let plan = Plan {
+                    route,
+                    model: chat.model.requested.clone(),
+                    stream: chat.stream,
+                    include_usage: chat.include_usage,
+                    show_thinking: options.show_thinking,
+                    search_links: chat.search && options.chat.show_search_link,
+                    upstream_usage,
+                };
+                let path = chat_path(&layer.prefix, &chat.model.upstream, chat.stream);
+                parts.extensions.insert(ModelName::new(chat.model.upstream));
+                return gemini_request(parts, path, Bytes::from(chat.body), plan);
+            }
+            parse_json(buffered.bytes())
+        }
     };
     let json: Value = parsed.map_err(|e| {
         error(
@@ -266,8 +303,6 @@ where
             None,
         )
     })?;
-    let options = layer.options.clone();
-    let upstream_usage = parts.extensions.get::<UpstreamUsage>().cloned();
     let (path, body, plan) = match route {
         Route::Chat => {
             let mut chat = chat_request_to_gemini(&json, &options.chat)
@@ -304,12 +339,7 @@ where
                     *slot = part;
                 }
             }
-            let method = if chat.stream {
-                "streamGenerateContent?alt=sse"
-            } else {
-                "generateContent"
-            };
-            let path = format!("{}/models/{}:{method}", layer.prefix, chat.model.upstream);
+            let path = chat_path(&layer.prefix, &chat.model.upstream, chat.stream);
             let plan = Plan {
                 route,
                 model: chat.model.requested.clone(),
@@ -346,7 +376,29 @@ where
             (path, embeddings.body, plan)
         }
     };
-    let body = Bytes::from(body.to_string());
+    gemini_request(parts, path, Bytes::from(body.to_string()), plan)
+}
+
+fn chat_path(prefix: &str, model: &str, stream: bool) -> String {
+    let method = if stream {
+        "streamGenerateContent?alt=sse"
+    } else {
+        "generateContent"
+    };
+    format!("{prefix}/models/{model}:{method}")
+}
+
+/// The converted request, sent inward to `path` with `body`.
+#[allow(clippy::result_large_err)]
+fn gemini_request<ReqBody, ResBody>(
+    mut parts: http::request::Parts,
+    path: String,
+    body: Bytes,
+    plan: Plan,
+) -> Result<(Request<ReqBody>, Plan), Response<OpenAiBody<ResBody>>>
+where
+    ReqBody: http_body::Body<Data = Bytes> + From<Bytes>,
+{
     parts.uri = path.parse().map_err(|_| {
         error(
             StatusCode::BAD_REQUEST,
@@ -435,6 +487,18 @@ where
             return res;
         }
     };
+    if parts.status.is_success() && plan.route == Route::Chat {
+        // Most answers are text: converted without a `Value` tree (the general path below
+        // takes any other, to the same output).
+        if let Some((body, usage)) =
+            text_answer_to_openai(&bytes, &plan.model, &id, created, &opts)
+        {
+            if let (Some(slot), Some(usage)) = (&plan.upstream_usage, usage) {
+                slot.set(usage);
+            }
+            return json_response(parts, Bytes::from(body));
+        }
+    }
     let gemini: Value = match serde_json::from_slice(&bytes) {
         Ok(value) => value,
         Err(_) if parts.status.is_success() => {
@@ -462,7 +526,10 @@ where
             Route::Embeddings => gemini_embeddings_to_openai(&gemini, &plan.model),
         }
     };
-    let body = Bytes::from(value.to_string());
+    json_response(parts, Bytes::from(value.to_string()))
+}
+
+fn json_response<B>(mut parts: http::response::Parts, body: Bytes) -> Response<OpenAiBody<B>> {
     parts.headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),

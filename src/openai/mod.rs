@@ -45,6 +45,7 @@ mod request;
 mod response;
 mod schema;
 mod search_links;
+mod typed;
 
 pub use self::body::OpenAiBody;
 pub use self::defaults::model_thinks;

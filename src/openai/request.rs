@@ -711,7 +711,7 @@ fn response_format(req: &Value, config: &mut Map<String, Value>) -> Result<(), C
 /// ([`ChatOptions::default_thinking`]). Only for a model that thinks: for one that does not,
 /// `reasoning_effort` is ignored (Gemini would refuse any thinking config; Gemini-Balance
 /// ignored `reasoning_effort` everywhere).
-fn thinking_config(
+pub(super) fn thinking_config(
     req: &Value,
     model: &ResolvedModel,
     opts: &ChatOptions,

@@ -34,12 +34,12 @@ pub fn finish_reason(gemini: &str, has_tool_calls: bool) -> &'static str {
 pub fn openai_usage_from_gemini(meta: &Value) -> Value {
     let n = |field: &str| meta.get(field).and_then(Value::as_u64).unwrap_or(0);
     let thoughts = n("thoughtsTokenCount");
-    let completion = n("candidatesTokenCount") + thoughts;
-    let prompt = n("promptTokenCount") + n("toolUsePromptTokenCount");
+    let completion = n("candidatesTokenCount").saturating_add(thoughts);
+    let prompt = n("promptTokenCount").saturating_add(n("toolUsePromptTokenCount"));
     json!({
         "prompt_tokens": prompt,
         "completion_tokens": completion,
-        "total_tokens": n("totalTokenCount").max(prompt + completion),
+        "total_tokens": n("totalTokenCount").max(prompt.saturating_add(completion)),
         "prompt_tokens_details": { "cached_tokens": n("cachedContentTokenCount") },
         "completion_tokens_details": { "reasoning_tokens": thoughts },
     })

@@ -36,6 +36,14 @@ pub fn gemini_usage(meta: &Value) -> Option<TokenUsage> {
     Counts::Gemini.deserialize(meta).ok().flatten()
 }
 
+/// [`gemini_usage`] read straight from a deserializer (a field of a typed answer), with the
+/// same leniency: `None` unless an object.
+pub(crate) fn gemini_usage_from<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<TokenUsage>, D::Error> {
+    Counts::Gemini.deserialize(deserializer)
+}
+
 /// Finds the last `"usageMetadata"` or `"usage"` object in a piece of JSON text that may not
 /// parse as a whole (the tail of a large body) and reads it.
 pub(crate) fn usage_from_text(text: &[u8]) -> Option<TokenUsage> {

@@ -75,6 +75,7 @@ pub use self::body::UsageBody;
 #[cfg(feature = "middleware")]
 pub(crate) use self::body::{Head, Pending};
 pub use self::extract::{gemini_usage, usage_from_json, UsageTap};
+pub(crate) use self::extract::gemini_usage_from;
 #[cfg(feature = "middleware")]
 pub(crate) use self::future::Unanswered;
 pub(crate) use self::handoff::{HandoffGuard, RecordHandoff, Settled};
