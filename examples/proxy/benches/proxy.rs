@@ -13,8 +13,12 @@
 //! - **(b2) axum + reqwest pass-through**: the same, on the proxy's own frameworks (axum's
 //!   `serve`, a reqwest client) and none of its layers: what the frameworks cost;
 //! - **(c) gemini-balance-proxy**: the real binary (bench profile) in front of (a), with a
-//!   `.env` of 10 keys and a client token, every layer of its stack in place and usage recorded
-//!   to SQLite.
+//!   `.env` of 3 keys and a client token, `LOG_LEVEL=warn`, every layer of its stack in place
+//!   and usage recorded to SQLite.
+//!
+//! Three routes: Gemini's `generateContent`, its SSE stream, and OpenAI's `chat/completions`
+//! (forwarded as it is by the pass-throughs to the upstream, which answers it as an
+//! OpenAI-compatible server would; converted by the proxy to `generateContent` and back).
 //!
 //! Each target, the upstream and the proxies run as their own processes (this bench re-executes
 //! itself for (a), (b) and (b2), chosen by `GB_PROXY_BENCH_ROLE`); the load generator is this
@@ -27,6 +31,9 @@
 //! `GB_PROXY_BENCH_SECS` sets the measured seconds per case (default 5), `GB_PROXY_BENCH_STREAMS`
 //! the number of concurrent streaming clients (default 1,000), `GB_PROXY_BENCH_ENV` more `.env`
 //! lines for the proxy (separated by a literal `\n`), for experiments.
+//! `GB_PROXY_BENCH_SEQUENTIAL=1` also runs (b) and (c) one after the other, each for the whole
+//! measured time (the plain sequential ratio beside the alternating one);
+//! `GB_PROXY_BENCH_ROUTES=native,chat` only those routes (`native`, `stream`, `chat`).
 //! For quicker experiments: `GB_PROXY_BENCH_ONLY=b,c` runs only those targets' request runs,
 //! `GB_PROXY_BENCH_CONNECTIONS=64` only that connection count, `GB_PROXY_BENCH_STREAMS=0` no
 //! streaming clients, and `GB_PROXY_BENCH_PROXY_WORKERS=N` gives the proxy N serving threads.
@@ -66,7 +73,7 @@ const ROLE: &str = "GB_PROXY_BENCH_ROLE";
 const UPSTREAM: &str = "GB_PROXY_BENCH_UPSTREAM";
 
 const TOKEN: &str = "sk-bench-client-token";
-const KEYS: u32 = 10;
+const KEYS: u32 = 3;
 const MODEL: &str = "gemini-2.0-flash";
 /// The model whose streams the upstream paces (the concurrent-streams run).
 const PACED_MODEL: &str = "gemini-2.5-flash";
@@ -139,6 +146,29 @@ fn answer_chunk(text: &str, last: bool) -> serde_json::Value {
     chunk
 }
 
+/// An OpenAI chat request as a client sends it: the same turn and settings as [`request_body`].
+fn chat_body() -> Bytes {
+    Bytes::from(
+        serde_json::json!({
+            "model": MODEL,
+            "messages": [{"role": "user", "content":
+                "Write one sentence about the sea, in the voice of a lighthouse keeper who has not seen a ship in a year."}],
+            "temperature": 0.7, "max_tokens": 256, "top_p": 0.95
+        })
+        .to_string(),
+    )
+}
+
+/// The OpenAI answer of an OpenAI-compatible upstream (the pass-through's OpenAI route).
+fn chat_answer() -> serde_json::Value {
+    serde_json::json!({
+        "id": "chatcmpl-bench0001", "object": "chat.completion", "created": 1, "model": MODEL,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": ANSWER},
+                     "logprobs": null, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 27, "completion_tokens": 24, "total_tokens": 51}
+    })
+}
+
 const ANSWER: &str = "The sea keeps its own counsel now; I light the lamp each night for ships that never come, and the waves answer.";
 
 /// A body sent as given frames, `interval` apart after the first (none: all at once).
@@ -193,7 +223,8 @@ fn sse(chunks: &[serde_json::Value]) -> Vec<Bytes> {
 
 async fn upstream(req: Request<Incoming>) -> Result<Response<Frames>, Infallible> {
     let path = req.uri().path().to_owned();
-    let has_key = req.headers().contains_key("x-goog-api-key");
+    let has_key = req.headers().contains_key("x-goog-api-key")
+        || req.headers().contains_key(header::AUTHORIZATION);
     // A real server reads the request.
     let body = req.into_body().collect().await.map(|b| b.to_bytes());
     let respond = |status: StatusCode, content_type: &'static str, frames: Frames| {
@@ -237,6 +268,14 @@ async fn upstream(req: Request<Incoming>) -> Result<Response<Frames>, Infallible
             StatusCode::OK,
             "text/event-stream",
             Frames::new(sse(&chunks), interval),
+        );
+    }
+    if path.ends_with("/chat/completions") {
+        // The floor of the OpenAI route: an OpenAI-compatible upstream answering the chat.
+        return respond(
+            StatusCode::OK,
+            "application/json",
+            Frames::new(vec![Bytes::from(chat_answer().to_string())], None),
         );
     }
     let answer = answer_chunk(ANSWER, true).to_string();
@@ -538,6 +577,16 @@ struct Target {
     body: Bytes,
     /// What a good answer contains: `data: ` events for a stream, else one JSON answer.
     stream_events: Option<usize>,
+    /// An OpenAI chat (`/v1/chat/completions`, a `chat.completion` answer).
+    chat: bool,
+}
+
+/// The routes measured.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Native,
+    Stream,
+    Chat,
 }
 
 #[derive(Default)]
@@ -599,6 +648,11 @@ fn check(target: &Target, status: StatusCode, body: &[u8]) -> Result<(), String>
                 return Err(format!("{got} events instead of {events}: {text}"));
             }
         }
+        None if target.chat => {
+            if !text.contains("\"chat.completion\"") || !text.contains("\"usage\"") {
+                return Err(format!("not a chat answer: {text}"));
+            }
+        }
         None => {
             if !text.contains("\"candidates\"") || !text.contains("\"usageMetadata\"") {
                 return Err(format!("not an answer: {text}"));
@@ -609,10 +663,15 @@ fn check(target: &Target, status: StatusCode, body: &[u8]) -> Result<(), String>
 }
 
 fn request(target: &Target) -> Request<Full<Bytes>> {
+    let (name, value) = if target.chat {
+        (header::AUTHORIZATION.as_str(), format!("Bearer {TOKEN}"))
+    } else {
+        ("x-goog-api-key", TOKEN.to_owned())
+    };
     Request::post(target.path.as_str())
         .header(header::HOST, target.addr.to_string())
         .header(header::CONTENT_TYPE, "application/json")
-        .header("x-goog-api-key", TOKEN)
+        .header(name, value)
         .body(Full::new(target.body.clone()))
         .expect("request")
 }
@@ -939,13 +998,24 @@ fn print_row(name: &str, connections: usize, result: &Load, measured: Duration, 
     let rps = result.requests as f64 / measured.as_secs_f64();
     let cpu_us = result.cpu.as_secs_f64() * 1e6 / result.requests.max(1) as f64;
     println!(
-        "| {name} | {connections} | {rps:.0}{note} | {:.0} µs | {:.0} µs | {cpu_us:.0} µs | {} |",
+        "| {name} | {connections} | {rps:.0}{note} | {:.0} µs | {:.0} µs | {:.0} µs | {:.0} µs | {cpu_us:.0} µs | {} |",
         result.percentile(0.50),
+        result.percentile(0.90),
         result.percentile(0.99),
+        result.percentile(0.999),
         result.errors
     );
     if let Some(e) = &result.first_error {
         println!("|   first error: {e} |");
+    }
+}
+
+/// A route's name for `GB_PROXY_BENCH_ROUTES`.
+fn route_name(route: Route) -> &'static str {
+    match route {
+        Route::Native => "native",
+        Route::Stream => "stream",
+        Route::Chat => "chat",
     }
 }
 
@@ -1013,8 +1083,14 @@ async fn run(warmup: Duration, measure: Duration, streams: usize) {
     let extra = std::env::var("GB_PROXY_BENCH_ENV")
         .unwrap_or_default()
         .replace("\\n", "\n");
+    // `LOG_LEVEL=warn`: no log line per request (a `GB_PROXY_BENCH_ENV` line may set another).
+    let log_level = if extra.contains("LOG_LEVEL=") {
+        ""
+    } else {
+        "LOG_LEVEL=warn\n"
+    };
     let env_file = format!(
-        "API_KEYS={}\nALLOWED_TOKENS=[\"{TOKEN}\"]\nBASE_URL=http://{}/v1beta\nCHECK_INTERVAL_HOURS=0\n{extra}\n",
+        "API_KEYS={}\nALLOWED_TOKENS=[\"{TOKEN}\"]\nBASE_URL=http://{}/v1beta\nCHECK_INTERVAL_HOURS=0\n{log_level}{extra}\n",
         serde_json::to_string(&keys).expect("json"),
         upstream.addr
     );
@@ -1040,6 +1116,19 @@ async fn run(warmup: Duration, measure: Duration, streams: usize) {
         } else {
             STREAM_EVENTS
         }),
+        chat: false,
+    };
+    let chat = chat_body();
+    let for_route = |addr: SocketAddr, route: Route| match route {
+        Route::Native => target(addr, false, MODEL),
+        Route::Stream => target(addr, true, MODEL),
+        Route::Chat => Target {
+            addr,
+            path: "/v1/chat/completions".to_owned(),
+            body: chat.clone(),
+            stream_events: None,
+            chat: true,
+        },
     };
     let targets = [
         ("(a) upstream directly", upstream.addr, upstream.pid()),
@@ -1113,18 +1202,26 @@ async fn run(warmup: Duration, measure: Duration, streams: usize) {
     let lead_in = warmup / 5;
     let b_name = "(b) plain hyper pass-through";
     let c_name = "(c) gemini-balance-proxy";
-    for (stream, title) in [
-        (false, "generateContent (JSON answer, 1 frame)"),
+    let sequential = env_number("GB_PROXY_BENCH_SEQUENTIAL", 0) == 1;
+    for (route, title) in [
+        (Route::Native, "generateContent (JSON answer, 1 frame)"),
         (
-            true,
+            Route::Stream,
             "streamGenerateContent?alt=sse (3 events, sent at once)",
         ),
+        (
+            Route::Chat,
+            "OpenAI chat/completions (the floor: forwarded to an OpenAI-compatible upstream; the proxy: converted to and from generateContent)",
+        ),
     ] {
+        if !selected(&list("GB_PROXY_BENCH_ROUTES"), route_name(route)) {
+            continue;
+        }
         println!("\n{title}\n");
         println!(
-            "| target | connections | requests/s | p50 | p99 | server CPU per request | errors |"
+            "| target | connections | requests/s | p50 | p90 | p99 | p99.9 | server CPU per request | errors |"
         );
-        println!("|---|---|---|---|---|---|---|");
+        println!("|---|---|---|---|---|---|---|---|---|");
         for connections in [1, 64] {
             if !selected(&connection_counts, &connections.to_string()) {
                 continue;
@@ -1135,7 +1232,7 @@ async fn run(warmup: Duration, measure: Duration, streams: usize) {
                     continue;
                 }
                 let result = load(
-                    &target(addr, stream, MODEL),
+                    &for_route(addr, route),
                     connections,
                     warmup,
                     measure,
@@ -1148,8 +1245,8 @@ async fn run(warmup: Duration, measure: Duration, streams: usize) {
             let c_result = if b_on && c_on {
                 // (b) and (c) in alternating slices: their ratio is the target.
                 let (b_target, c_target) = (
-                    target(pass.addr, stream, MODEL),
-                    target(proxy.addr, stream, MODEL),
+                    for_route(pass.addr, route),
+                    for_route(proxy.addr, route),
                 );
                 let (b_result, c_result, ratios) = paired(
                     (&b_target, pass.pid()),
@@ -1166,13 +1263,41 @@ async fn run(warmup: Duration, measure: Duration, streams: usize) {
                 let mut sorted = ratios.clone();
                 sorted.sort_by(f64::total_cmp);
                 let note = format!(
-                    " ({:.0}% of (b), rounds {:.0}–{:.0}%; p50 +{:.0} µs)",
+                    " ({:.0}% of (b), rounds {:.0}–{:.0}%; p50 +{:.0} µs, p99 +{:.0} µs)",
                     100.0 * c_result.requests as f64 / b_result.requests.max(1) as f64,
                     100.0 * sorted.first().copied().unwrap_or(0.0),
                     100.0 * sorted.last().copied().unwrap_or(0.0),
-                    c_result.percentile(0.50) - b_result.percentile(0.50)
+                    c_result.percentile(0.50) - b_result.percentile(0.50),
+                    c_result.percentile(0.99) - b_result.percentile(0.99)
                 );
                 print_row(c_name, connections, &c_result, measured, &note);
+                if sequential {
+                    // The same pair one after the other, each for the whole time: the plain
+                    // sequential ratio (drifts of the machine's speed fall on one side).
+                    let b_seq = load(&b_target, connections, warmup, measure, pass.pid()).await;
+                    let c_seq = load(&c_target, connections, warmup, measure, proxy.pid()).await;
+                    print_row(
+                        &format!("{b_name}, sequential"),
+                        connections,
+                        &b_seq,
+                        measure,
+                        "",
+                    );
+                    let note = format!(
+                        " ({:.0}% of (b); p50 +{:.0} µs, p99 +{:.0} µs)",
+                        100.0 * c_seq.requests as f64 / b_seq.requests.max(1) as f64,
+                        c_seq.percentile(0.50) - b_seq.percentile(0.50),
+                        c_seq.percentile(0.99) - b_seq.percentile(0.99)
+                    );
+                    print_row(
+                        &format!("{c_name}, sequential"),
+                        connections,
+                        &c_seq,
+                        measure,
+                        &note,
+                    );
+                    sent_to_proxy += c_seq.requests + c_seq.errors;
+                }
                 Some(c_result)
             } else if b_on || c_on {
                 let (name, server) = if b_on {
@@ -1181,7 +1306,7 @@ async fn run(warmup: Duration, measure: Duration, streams: usize) {
                     (c_name, &proxy)
                 };
                 let result = load(
-                    &target(server.addr, stream, MODEL),
+                    &for_route(server.addr, route),
                     connections,
                     warmup,
                     measure,
