@@ -490,8 +490,7 @@ where
     if parts.status.is_success() && plan.route == Route::Chat {
         // Most answers are text: converted without a `Value` tree (the general path below
         // takes any other, to the same output).
-        if let Some((body, usage)) =
-            text_answer_to_openai(&bytes, &plan.model, &id, created, &opts)
+        if let Some((body, usage)) = text_answer_to_openai(&bytes, &plan.model, &id, created, &opts)
         {
             if let (Some(slot), Some(usage)) = (&plan.upstream_usage, usage) {
                 slot.set(usage);

@@ -129,6 +129,7 @@ pub(crate) fn text_chat_to_gemini(
     opts: &ChatOptions,
     safety_json: Option<&str>,
 ) -> Option<TextChat> {
+    crate::buffer::counts::parse(); // the body's one parse, in place of the general path's
     let req: TextRequest<'_> = serde_json::from_slice(req).ok()?;
     if req.model.trim().is_empty() || req.n == Some(0) {
         return None;
@@ -468,8 +469,9 @@ mod tests {
             return false;
         };
         let parsed: Value = serde_json::from_str(req).unwrap();
-        let general = crate::openai::chat_request_to_gemini(&parsed, opts)
-            .unwrap_or_else(|e| panic!("the general path refuses what the fast path took: {e}: {req}"));
+        let general = crate::openai::chat_request_to_gemini(&parsed, opts).unwrap_or_else(|e| {
+            panic!("the general path refuses what the fast path took: {e}: {req}")
+        });
         let body: Value = serde_json::from_slice(&fast.body).unwrap();
         assert_eq!(body, general.body, "{req}");
         assert_eq!(fast.model, general.model, "{req}");
@@ -653,14 +655,8 @@ mod tests {
         ];
         for gemini in left {
             assert!(
-                text_answer_to_openai(
-                    gemini.as_bytes(),
-                    "m",
-                    "id",
-                    0,
-                    &ResponseOptions::default()
-                )
-                .is_none(),
+                text_answer_to_openai(gemini.as_bytes(), "m", "id", 0, &ResponseOptions::default())
+                    .is_none(),
                 "{gemini}"
             );
         }
@@ -671,7 +667,8 @@ mod tests {
         assert!(text_answer_to_openai(b"{}", "m", "id", 0, &links).is_none());
         // What the general path makes of them is its own tests' business; the fast path only
         // must not answer in its place. A sanity check that they are answers it can convert:
-        let v: Value = json!({"candidates":[{"content":{"parts":[{"text":"x","functionCall":null}]}}]});
+        let v: Value =
+            json!({"candidates":[{"content":{"parts":[{"text":"x","functionCall":null}]}}]});
         let general = gemini_response_to_openai(&v, "m", "id", 0, &ResponseOptions::default());
         assert!(general["choices"][0]["message"]["tool_calls"].is_array());
     }

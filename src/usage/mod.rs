@@ -74,8 +74,8 @@ pub use self::attempts::{AttemptLog, RequestBodyCapture, UpstreamUsage};
 pub use self::body::UsageBody;
 #[cfg(feature = "middleware")]
 pub(crate) use self::body::{Head, Pending};
-pub use self::extract::{gemini_usage, usage_from_json, UsageTap};
 pub(crate) use self::extract::gemini_usage_from;
+pub use self::extract::{gemini_usage, usage_from_json, UsageTap};
 #[cfg(feature = "middleware")]
 pub(crate) use self::future::Unanswered;
 pub(crate) use self::handoff::{HandoffGuard, RecordHandoff, Settled};
