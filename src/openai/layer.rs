@@ -61,7 +61,9 @@ struct Options {
 /// The options are fixed once the layer is built; to change them while serving, build a new
 /// stack and swap it in (`docs/architecture.md`, "Changing settings while serving").
 ///
-/// Requests are converted by [`chat_request_to_gemini`] / [`embeddings_request_to_gemini`] and
+/// Requests are converted by [`chat_request_to_gemini`] / [`embeddings_request_to_gemini`]
+/// (a chat of text messages, and an answer of text parts, through typed fast paths that give
+/// the same bodies without building `serde_json::Value` trees) and
 /// sent to the inner stack as `{prefix}/models/{model}:generateContent` (or
 /// `:streamGenerateContent?alt=sse` for a stream, `:batchEmbedContents` for embeddings), with
 /// the [`ModelName`] and [`ApiFlavor::OpenAi`] extensions set so that key cooldowns are per

@@ -38,6 +38,7 @@ pub fn gemini_usage(meta: &Value) -> Option<TokenUsage> {
 
 /// [`gemini_usage`] read straight from a deserializer (a field of a typed answer), with the
 /// same leniency: `None` unless an object.
+#[cfg(feature = "openai")]
 pub(crate) fn gemini_usage_from<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<TokenUsage>, D::Error> {

@@ -74,6 +74,7 @@ pub use self::attempts::{AttemptLog, RequestBodyCapture, UpstreamUsage};
 pub use self::body::UsageBody;
 #[cfg(feature = "middleware")]
 pub(crate) use self::body::{Head, Pending};
+#[cfg(feature = "openai")]
 pub(crate) use self::extract::gemini_usage_from;
 pub use self::extract::{gemini_usage, usage_from_json, UsageTap};
 #[cfg(feature = "middleware")]
