@@ -217,7 +217,10 @@ impl Tracker {
 
     fn finish(&mut self, completion: Completion) {
         if let Some(pending) = self.pending.take() {
-            let tokens = self.tap.finish();
+            // A layer below that read the upstream's count (the OpenAI conversion) has the last
+            // word on the tokens: a whole JSON answer need not be read for them again.
+            let known = !self.tap.is_stream() && pending.upstream_usage.get().is_some();
+            let tokens = if known { None } else { self.tap.finish() };
             let completion = match completion {
                 Completion::Complete if self.tap.saw_error_event() => Completion::ErrorEvent,
                 other => other,
