@@ -490,3 +490,73 @@ async fn success_follows_the_classifier_not_the_status() {
     assert!(record_of(None, StatusCode::OK).await.success);
     assert!(!record_of(None, StatusCode::TOO_MANY_REQUESTS).await.success);
 }
+
+/// An OpenAI chat through `OpenAiLayer`: the record has the upstream's token counts, which the
+/// conversion hands up (the usage layer does not read the converted answer for them).
+#[tokio::test]
+async fn openai_chat_records_the_upstreams_counts() {
+    use gemini_balance::openai::{ChatOptions, OpenAiLayer};
+    let mock = MockGemini::start().await;
+    let store = MemoryStore::new();
+    let pool = KeyPool::builder().keys(test_keys(1)).build().unwrap();
+    let upstream = ReqwestService::new(support::client_builder().build().unwrap())
+        .base_url(&mock.base_url())
+        .unwrap();
+    let stack = ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(|err: reqwest::Error| async move {
+            (StatusCode::BAD_GATEWAY, err.to_string())
+        }))
+        .map_request(|req: Request<axum::body::Body>| {
+            req.map(|body| reqwest::Body::wrap_stream(body.into_data_stream()))
+        })
+        .layer(UsageLayer::new(store.clone()))
+        .layer(OpenAiLayer::new(ChatOptions::default()))
+        .layer(RetryLayer::new().base_delay(Duration::from_millis(1)))
+        .layer(KeyRotationLayer::new(pool))
+        .service(upstream);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let router = Router::new().fallback_service(stack);
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let res = support::client_builder()
+        .build()
+        .unwrap()
+        .post(format!("{url}/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .body(
+            serde_json::json!({
+                "model": THINKING,
+                "messages": [{"role": "user", "content": "Hi"}],
+            })
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let answer: serde_json::Value = serde_json::from_slice(&res.bytes().await.unwrap()).unwrap();
+    let usage = &answer["usage"];
+    let mut records = store.records();
+    for _ in 0..200 {
+        if !records.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        records = store.records();
+    }
+    let r = &records[0];
+    assert!(r.success);
+    assert!(r.tokens.total > 0, "{r:#?}");
+    assert_eq!(r.tokens.total, usage["total_tokens"].as_u64().unwrap());
+    assert_eq!(r.tokens.prompt, usage["prompt_tokens"].as_u64().unwrap());
+    assert_eq!(
+        r.tokens.thoughts,
+        usage["completion_tokens_details"]["reasoning_tokens"]
+            .as_u64()
+            .unwrap()
+    );
+    assert_eq!(
+        r.tokens.candidates + r.tokens.thoughts,
+        usage["completion_tokens"].as_u64().unwrap()
+    );
+}
