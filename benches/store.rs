@@ -18,9 +18,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use criterion::{criterion_main, BatchSize, Criterion, Throughput};
 use gemini_balance::keys::KeyId;
-use gemini_balance::store::sqlite::logs::{self, ErrorQuery, RequestQuery};
-use gemini_balance::store::sqlite::stats::{self, Filter, Granularity, Window};
-use gemini_balance::store::{SqliteStore, TimeZone, UsageSink};
+use gemini_balance::store::logs::{ErrorQuery, RequestQuery};
+use gemini_balance::store::stats::{Filter, Granularity, Window};
+use gemini_balance::store::{SqliteStore, StatsStore, UsageBy, UsageSink};
 use gemini_balance::usage::{AttemptRecord, ClientId, RequestRecord};
 use rusqlite::Connection;
 
@@ -496,102 +496,121 @@ fn queries(c: &mut Criterion) {
     let key = ids().keys[3].hex();
     let mut group = c.benchmark_group(format!("stats_{rows}_rows"));
     group.sample_size(20);
-    store
-        .read(|conn| {
-            // Sanity: the answers cover every row.
-            let s = stats::summary(conn, now, &TimeZone::utc())?;
-            assert_eq!(s.last_day.calls, rows as u64, "{s:?}");
-            group.bench_function("summary_1m_1h_24h_month", |b| {
-                b.iter(|| black_box(stats::summary(conn, now, &TimeZone::utc()).expect("query")))
-            });
-            group.bench_function("by_key_24h", |b| {
-                b.iter(|| black_box(stats::by_key(conn, day).expect("query")))
-            });
-            group.bench_function("by_model_24h", |b| {
-                b.iter(|| black_box(stats::by_model(conn, day).expect("query")))
-            });
-            group.bench_function("by_client_24h", |b| {
-                b.iter(|| black_box(stats::by_client(conn, day).expect("query")))
-            });
-            group.bench_function("top_429_keys_24h", |b| {
-                b.iter(|| black_box(stats::top_rate_limited_keys(conn, day, 20).expect("query")))
-            });
-            group.bench_function("series_minutes_1h", |b| {
-                b.iter(|| {
-                    black_box(stats::series(conn, Granularity::Minute, now, None).expect("query"))
-                })
-            });
-            group.bench_function("series_hours_24h", |b| {
-                b.iter(|| {
-                    black_box(stats::series(conn, Granularity::Hour, now, None).expect("query"))
-                })
-            });
-            let model = Filter::Model(MODELS[1].to_owned());
-            group.bench_function("series_hours_24h_one_model", |b| {
-                b.iter(|| {
-                    black_box(
-                        stats::series(conn, Granularity::Hour, now, Some(&model)).expect("query"),
-                    )
-                })
-            });
-            group.bench_function("models_of_key_24h_raw", |b| {
-                b.iter(|| black_box(stats::models_of_key(conn, &key, day).expect("query")))
-            });
-            let pages = [
-                ("errors_page_1", ErrorQuery::default()),
-                (
-                    "errors_page_1_of_one_key",
-                    ErrorQuery {
-                        key_id: Some(key.clone()),
-                        ..ErrorQuery::default()
-                    },
-                ),
-                (
-                    "errors_text_search",
-                    ErrorQuery {
-                        search: Some("internal error".to_owned()),
-                        ..ErrorQuery::default()
-                    },
-                ),
-                (
-                    "errors_page_100",
-                    ErrorQuery {
-                        offset: 99 * 50,
-                        ..ErrorQuery::default()
-                    },
-                ),
-            ];
-            for (name, query) in &pages {
-                group.bench_function(*name, |b| {
-                    b.iter(|| black_box(logs::errors(conn, query).expect("query")))
-                });
-            }
-            let by_key = RequestQuery {
-                key_id: Some(key.clone()),
-                ..RequestQuery::default()
-            };
-            group.bench_function("requests_page_1_of_one_key", |b| {
-                b.iter(|| black_box(logs::requests(conn, &by_key).expect("query")))
-            });
-            // The worst case of a key filter (no per-key index on the request log): a key
-            // with no request scans the whole log, unless the query bounds the time.
-            let unused = RequestQuery {
-                key_id: Some("0123456789abcdef".to_owned()),
-                ..RequestQuery::default()
-            };
-            group.bench_function("requests_page_1_of_an_unused_key", |b| {
-                b.iter(|| black_box(logs::requests(conn, &unused).expect("query")))
-            });
-            let unused_last_hour = RequestQuery {
-                from_ms: Some(day.to_ms - 3_600_000),
-                ..unused.clone()
-            };
-            group.bench_function("requests_page_1_of_an_unused_key_last_hour", |b| {
-                b.iter(|| black_box(logs::requests(conn, &unused_last_hour).expect("query")))
-            });
-            Ok(())
+    // Through the trait, as the admin API asks: each query on Tokio's blocking pool, on the
+    // store's read-only connection.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let wait = |future| runtime.block_on(future);
+    let stats: &dyn StatsStore = &store;
+    // Sanity: the answers cover every row.
+    let models = wait(stats.usage(UsageBy::Model, day)).expect("query");
+    let calls: u64 = models.iter().map(|m| m.counts.calls).sum();
+    assert_eq!(calls, rows as u64, "{models:?}");
+    group.bench_function("summary_1m_1h_24h_month", |b| {
+        b.iter(|| black_box(runtime.block_on(stats.summary()).expect("query")))
+    });
+    for (name, by) in [
+        ("by_key_24h", UsageBy::Key),
+        ("by_model_24h", UsageBy::Model),
+        ("by_client_24h", UsageBy::Client),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter(|| black_box(runtime.block_on(stats.usage(by, day)).expect("query")))
+        });
+    }
+    group.bench_function("top_429_keys_24h", |b| {
+        b.iter(|| black_box(runtime.block_on(stats.top_rate_limited_keys(day, 20)).expect("query")))
+    });
+    group.bench_function("series_minutes_1h", |b| {
+        b.iter(|| {
+            black_box(runtime.block_on(stats.series(Granularity::Minute, None)).expect("query"))
         })
-        .expect("queries");
+    });
+    group.bench_function("series_hours_24h", |b| {
+        b.iter(|| {
+            black_box(runtime.block_on(stats.series(Granularity::Hour, None)).expect("query"))
+        })
+    });
+    let model = Filter::Model(MODELS[1].to_owned());
+    group.bench_function("series_hours_24h_one_model", |b| {
+        b.iter(|| {
+            black_box(
+                runtime
+                    .block_on(stats.series(Granularity::Hour, Some(model.clone())))
+                    .expect("query"),
+            )
+        })
+    });
+    let key_id = ids().keys[3].clone();
+    group.bench_function("models_of_key_24h_raw", |b| {
+        b.iter(|| {
+            black_box(
+                runtime
+                    .block_on(stats.models_of_key(key_id.clone(), day))
+                    .expect("query"),
+            )
+        })
+    });
+    let pages = [
+        ("errors_page_1", ErrorQuery::default()),
+        (
+            "errors_page_1_of_one_key",
+            ErrorQuery {
+                key_id: Some(key.clone()),
+                ..ErrorQuery::default()
+            },
+        ),
+        (
+            "errors_text_search",
+            ErrorQuery {
+                search: Some("internal error".to_owned()),
+                ..ErrorQuery::default()
+            },
+        ),
+        (
+            "errors_page_100",
+            ErrorQuery {
+                offset: 99 * 50,
+                ..ErrorQuery::default()
+            },
+        ),
+    ];
+    for (name, query) in &pages {
+        group.bench_function(*name, |b| {
+            b.iter(|| black_box(runtime.block_on(stats.errors(query.clone())).expect("query")))
+        });
+    }
+    let by_key = RequestQuery {
+        key_id: Some(key.clone()),
+        ..RequestQuery::default()
+    };
+    group.bench_function("requests_page_1_of_one_key", |b| {
+        b.iter(|| black_box(runtime.block_on(stats.requests(by_key.clone())).expect("query")))
+    });
+    // The worst case of a key filter (no per-key index on the request log): a key
+    // with no request scans the whole log, unless the query bounds the time.
+    let unused = RequestQuery {
+        key_id: Some("0123456789abcdef".to_owned()),
+        ..RequestQuery::default()
+    };
+    group.bench_function("requests_page_1_of_an_unused_key", |b| {
+        b.iter(|| black_box(runtime.block_on(stats.requests(unused.clone())).expect("query")))
+    });
+    let unused_last_hour = RequestQuery {
+        from_ms: Some(day.to_ms - 3_600_000),
+        ..unused.clone()
+    };
+    group.bench_function("requests_page_1_of_an_unused_key_last_hour", |b| {
+        b.iter(|| {
+            black_box(
+                runtime
+                    .block_on(stats.requests(unused_last_hour.clone()))
+                    .expect("query"),
+            )
+        })
+    });
     group.finish();
     store.shutdown().expect("shutdown");
 }

@@ -13,10 +13,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use gemini_balance::classify::{FailureClass, Outcome, QuotaScope};
 use gemini_balance::keys::{DisabledReason, KeyId, KeyPool, KeyStatus};
-use gemini_balance::store::sqlite::logs::{self, ErrorQuery, RequestQuery};
-use gemini_balance::store::sqlite::stats::{self, Window};
+use gemini_balance::store::logs::{AttemptEntry, ErrorQuery, RequestQuery};
 use gemini_balance::store::sqlite::Retention;
-use gemini_balance::store::{KeyStateStore, SqliteStore, TimeZone, UsageSink};
+use gemini_balance::store::stats::Window;
+use gemini_balance::store::{KeyStateStore, SqliteStore, StatsStore, UsageSink};
+use gemini_balance::usage::RequestId;
 use gemini_balance::usage::{AttemptRecord, ClientId, RequestRecord};
 use http::StatusCode;
 use rusqlite::Connection;
@@ -71,6 +72,20 @@ fn record(id: u64, n: u32, failed: u32, at: SystemTime) -> RequestRecord {
 
 fn count(conn: &Connection, sql: &str) -> i64 {
     conn.query_row(sql, [], |r| r.get(0)).unwrap()
+}
+
+/// Waits for a future of the store's async interface (`StatsStore`) from a plain test.
+fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(future)
+}
+
+/// The attempts of one request, as the admin API reads them.
+fn attempts(store: &SqliteStore, id: u64) -> Vec<AttemptEntry> {
+    block_on(StatsStore::attempts(store, RequestId::from(id))).unwrap()
 }
 
 fn open_raw(path: &Path) -> Connection {
@@ -150,12 +165,15 @@ fn concurrent_writers_lose_nothing() {
         );
     }
     // And so do the statistics the library answers with.
-    let summary = stats::summary(&conn, SystemTime::now(), &TimeZone::utc()).unwrap();
+    let reopened = SqliteStore::open(&path).unwrap();
+    let summary = reopened.summary().unwrap();
     assert_eq!(summary.last_day.calls, total as u64);
     assert_eq!(summary.last_day.tokens.total, raw_tokens as u64);
     assert_eq!(summary.last_minute.calls, total as u64);
     assert_eq!(summary.last_minute.rate_limited_attempts, retried as u64);
-    let by_key = stats::by_key(&conn, Window::last(Duration::from_secs(86_400))).unwrap();
+    let by_key = reopened
+        .usage_by_key(Window::last(Duration::from_secs(86_400)))
+        .unwrap();
     // 50 final keys, plus the keys that answered 429.
     assert_eq!(
         by_key.iter().filter(|k| k.counts.calls > 0).count(),
@@ -691,8 +709,7 @@ fn error_and_request_logs_page_filter_and_delete() {
         .unwrap();
     assert_eq!(recent.total, 40);
 
-    let detail = store
-        .read(|c| logs::error(c, searched.entries[0].id))
+    let detail = block_on(StatsStore::error(&store, searched.entries[0].id))
         .unwrap()
         .unwrap();
     assert_eq!(
@@ -700,7 +717,7 @@ fn error_and_request_logs_page_filter_and_delete() {
         Some("Internal error encountered.")
     );
     assert_eq!(detail.request_id.to_string(), format!("{:016x}", 100));
-    let attempts = store.read(|c| logs::attempts(c, 5.into())).unwrap();
+    let attempts = self::attempts(&store, 5);
     assert_eq!(attempts.len(), 3);
     assert_eq!(attempts[2].status, Some(200));
 
@@ -785,64 +802,24 @@ async fn async_reads_run_off_the_runtime() {
         .await
         .unwrap()
         .unwrap();
-    let models = store
-        .read_async(|c| stats::by_model(c, Window::last(Duration::from_secs(60))))
+    let models: Vec<String> = store
+        .read_async(|c| {
+            let mut stmt = c.prepare("SELECT model FROM request_log")?;
+            let rows = stmt.query_map([], |r| r.get(0))?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
         .await
         .unwrap();
-    assert_eq!(models.len(), 1);
-    assert_eq!(models[0].id, MODEL);
-    assert_eq!(models[0].counts.calls, 1);
-}
-
-/// The instant `secs` seconds after the epoch.
-fn unix(secs: u64) -> SystemTime {
-    SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
-}
-
-#[test]
-fn this_month_is_the_month_of_the_store_time_zone() {
-    let dir = tempfile::tempdir().unwrap();
-    // Keep the 2024 rollups that these records make (the default retention would drop them).
-    let mut retention = Retention::default();
-    retention.usage_minutes = Duration::from_secs(100 * 365 * 86_400);
-    retention.usage_hours = retention.usage_minutes;
-    let store = SqliteStore::builder(dir.path().join("usage.db"))
-        .retention(retention)
-        .time_zone(TimeZone::named("Asia/Shanghai").unwrap())
-        .open()
+    assert_eq!(models, [MODEL]);
+    let by_model = store
+        .usage(gemini_balance::store::UsageBy::Model, Window::last(Duration::from_secs(60)))
+        .await
         .unwrap();
-    assert_eq!(store.time_zone().name(), "Asia/Shanghai");
-    // 2024-02-29T15:30Z is still February in Shanghai; 16:30Z is already March 1st there.
-    // 2024-04-01T03:30Z is still March in New York (UTC-4 in summer); 04:30Z is April.
-    for (id, secs) in [
-        (1, 1_709_220_600), // 2024-02-29T15:30Z
-        (2, 1_709_224_200), // 2024-02-29T16:30Z
-        (3, 1_709_254_800), // 2024-03-01T01:00Z
-        (4, 1_711_942_200), // 2024-04-01T03:30Z
-        (5, 1_711_945_800), // 2024-04-01T04:30Z
-    ] {
-        store.record(record(id, 1, 0, unix(secs)));
-    }
-    store.flush().unwrap();
-    let month = |tz: &TimeZone, now: u64| {
-        let s = store.read(|c| stats::summary(c, unix(now), tz)).unwrap();
-        (s.this_month.calls, s.month_start_ms / 1000)
-    };
-    let shanghai = store.time_zone().clone();
-    let new_york = TimeZone::named("America/New_York").unwrap();
-    // At 2024-03-01T02:00Z: March began at 2024-02-29T16:00Z in Shanghai, later in UTC.
-    assert_eq!(month(&shanghai, 1_709_258_400), (2, 1_709_222_400));
-    assert_eq!(month(&TimeZone::utc(), 1_709_258_400), (1, 1_709_251_200));
-    // At 2024-04-01T12:00Z: April began at local midnight in summer time, 04:00Z, not at the
-    // 05:00Z a fixed winter offset (UTC-5) would give.
-    assert_eq!(month(&new_york, 1_711_972_800), (1, 1_711_944_000));
-    assert_eq!(
-        month(&TimeZone::fixed(-300).unwrap(), 1_711_972_800),
-        (0, 1_711_947_600)
-    );
-    assert_eq!(month(&TimeZone::utc(), 1_711_972_800), (2, 1_711_929_600));
-    store.shutdown().unwrap();
+    assert_eq!(by_model.len(), 1);
+    assert_eq!(by_model[0].id, MODEL);
+    assert_eq!(by_model[0].counts.calls, 1);
 }
+
 
 /// A request id as the usage layer makes them: the arrival millisecond above a counter.
 fn timed_id(at: SystemTime, n: u64) -> u64 {
@@ -891,7 +868,7 @@ fn a_request_served_by_its_first_attempt_keeps_it_in_its_own_row() {
     );
 
     // The admin's view of its attempts is the same as if it had its own row.
-    let attempts = store.read(move |c| logs::attempts(c, lone.into())).unwrap();
+    let attempts = self::attempts(&store, lone);
     assert_eq!(attempts.len(), 1, "{attempts:?}");
     let a = &attempts[0];
     assert_eq!(a.at_ms, stats_ms(now));
@@ -901,23 +878,16 @@ fn a_request_served_by_its_first_attempt_keeps_it_in_its_own_row() {
     assert_eq!(a.status, Some(200));
     assert_eq!(a.class, None);
     assert_eq!(a.latency_ms, 80);
-    let attempts = store
-        .read(move |c| logs::attempts(c, retried.into()))
-        .unwrap();
+    let attempts = self::attempts(&store, retried);
     assert_eq!(attempts.len(), 2);
     assert_eq!(attempts[0].status, Some(429));
-    let attempts = store
-        .read(move |c| logs::attempts(c, failed_id.into()))
-        .unwrap();
+    let attempts = self::attempts(&store, failed_id);
     assert_eq!(attempts.len(), 1);
     assert_eq!(attempts[0].class.as_deref(), Some("server_error"));
-    assert!(store
-        .read(move |c| logs::attempts(c, timed_id(now, 99).into()))
-        .unwrap()
-        .is_empty());
+    assert!(self::attempts(&store, timed_id(now, 99)).is_empty());
 
     // The last minute's counts (from the raw logs) and the rollups agree: 5 attempts, 2 failed.
-    let summary = stats::summary(&conn, SystemTime::now(), &TimeZone::utc()).unwrap();
+    let summary = store.summary().unwrap();
     assert_eq!(summary.last_minute.calls, 4);
     assert_eq!(summary.last_minute.attempts, 5);
     assert_eq!(summary.last_minute.failed_attempts, 2);
@@ -940,8 +910,5 @@ fn a_request_served_by_its_first_attempt_keeps_it_in_its_own_row() {
         )
         .unwrap();
     assert_eq!(store.delete_request_logs(&[id]).unwrap(), 1);
-    assert!(store
-        .read(move |c| logs::attempts(c, lone.into()))
-        .unwrap()
-        .is_empty());
+    assert!(self::attempts(&store, lone).is_empty());
 }

@@ -1,6 +1,6 @@
 //! The reads (statistics, logs, key states, settings), admin writes and the retention task,
 //! over the store's pool. Statistics come from the rollups and each answer reads one snapshot
-//! (a repeatable-read transaction), as on SQLite (`store::sqlite::stats`).
+//! (a repeatable-read transaction), as on SQLite.
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};

@@ -1,43 +1,6 @@
 //! The error log and the request log on SQLite: the queries behind
-//! [`StatsStore`](crate::store::StatsStore)'s log methods, as plain functions over a
-//! `rusqlite::Connection` (see [`stats`](super::stats)). They block. The types are
-//! [`store::logs`](crate::store::logs)'s.
-//!
-//! # Example
-//!
-//! ```
-//! use std::time::{Duration, SystemTime};
-//! use gemini_balance::keys::KeyId;
-//! use gemini_balance::store::sqlite::logs::{self, ErrorQuery};
-//! use gemini_balance::store::{SqliteStore, UsageSink};
-//! use gemini_balance::usage::{AttemptRecord, RequestRecord};
-//!
-//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! # let dir = tempfile::tempdir()?;
-//! let store = SqliteStore::open(dir.path().join("usage.db"))?;
-//! let key = KeyId::of("AIzaSyA1234567890abcdefghijklmnopqrstuv");
-//! let mut record = RequestRecord::new(7, SystemTime::now());
-//! record.status = 429;
-//! record.attempt_log.push(AttemptRecord {
-//!     at: SystemTime::now(),
-//!     key: key.clone(),
-//!     model: Some("gemini-2.0-flash".into()),
-//!     status: Some(429),
-//!     class: Some("rate_limited"),
-//!     latency: Duration::from_millis(80),
-//!     error_message: Some("Resource has been exhausted (e.g. check quota).".into()),
-//! });
-//! store.record(record);
-//! store.flush()?;
-//!
-//! let query = ErrorQuery { key_id: Some(key.hex()), search: Some("quota".into()), ..ErrorQuery::default() };
-//! let page = store.read(|conn| logs::errors(conn, &query))?;
-//! assert_eq!(page.total, 1);
-//! assert_eq!(page.entries[0].status, Some(429));
-//! assert_eq!(page.entries[0].request_id.to_string(), "0000000000000007");
-//! # Ok(())
-//! # }
-//! ```
+//! [`StatsStore`](crate::store::StatsStore)'s log methods, as functions over a
+//! `rusqlite::Connection` (as in `stats`). They block. Crate-private, as `stats`.
 
 use super::snapshot::snapshot;
 use super::sql_error;
@@ -78,7 +41,7 @@ fn contains_pattern(text: &str) -> String {
 }
 
 /// A page of the error log, newest first; its total and its rows come from one snapshot.
-pub fn errors(conn: &Connection, query: &ErrorQuery) -> Result<ErrorPage, StoreError> {
+pub(crate) fn errors(conn: &Connection, query: &ErrorQuery) -> Result<ErrorPage, StoreError> {
     snapshot(conn, |conn| error_page(conn, query))
 }
 
@@ -152,7 +115,7 @@ fn error_page(conn: &Connection, query: &ErrorQuery) -> Result<ErrorPage, StoreE
 }
 
 /// One error log row with its request body (if one was recorded).
-pub fn error(conn: &Connection, id: i64) -> Result<Option<ErrorEntry>, StoreError> {
+pub(crate) fn error(conn: &Connection, id: i64) -> Result<Option<ErrorEntry>, StoreError> {
     conn.query_row(
         "SELECT id, at_ms, request_id, key_id, key_mask, model, status, class, message, \
          request_body FROM error_log WHERE id = ?1",
@@ -183,7 +146,7 @@ fn error_of(row: &Row<'_>) -> ErrorEntry {
 }
 
 /// A page of the request log, newest first.
-pub fn requests(conn: &Connection, query: &RequestQuery) -> Result<RequestPage, StoreError> {
+pub(crate) fn requests(conn: &Connection, query: &RequestQuery) -> Result<RequestPage, StoreError> {
     let mut clauses = Vec::new();
     let mut args: Vec<Value> = Vec::new();
     let mut filter = |clause: &str, value: Value| {
@@ -277,7 +240,7 @@ fn request_of(row: &Row<'_>) -> RequestEntry {
 }
 
 /// The upstream attempts of one request, in order.
-pub fn attempts(conn: &Connection, request_id: RequestId) -> Result<Vec<AttemptEntry>, StoreError> {
+pub(crate) fn attempts(conn: &Connection, request_id: RequestId) -> Result<Vec<AttemptEntry>, StoreError> {
     let mut stmt = conn
         .prepare_cached(
             "SELECT at_ms, key_id, key_mask, model, status, class, latency_ms FROM attempt_log \

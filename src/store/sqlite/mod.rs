@@ -14,8 +14,7 @@
 //! Statistics and log pages come through [`StatsStore`] (async: the
 //! queries run on Tokio's blocking pool) or the blocking shortcuts such as
 //! [`SqliteStore::summary`], on the store's own read-only connection. Queries of your own run
-//! there too ([`SqliteStore::read`], with `rusqlite` as a dependency of yours, version 0.43),
-//! and so do the queries behind the trait ([`stats`], [`logs`]), for a moment of your choice.
+//! there too ([`SqliteStore::read`], with `rusqlite` as a dependency of yours, version 0.43).
 //! Schema, durability window and `sqlite3` examples: `docs/store.md`.
 //!
 //! # Example
@@ -56,12 +55,12 @@
 #[cfg_attr(docsrs, doc(cfg(feature = "import")))]
 pub mod import;
 mod key_state;
-pub mod logs;
+mod logs;
 mod retention;
 mod rollup;
 mod schema;
 mod snapshot;
-pub mod stats;
+mod stats;
 #[cfg(test)]
 mod tests;
 use super::time;

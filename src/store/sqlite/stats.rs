@@ -1,8 +1,7 @@
 //! Usage statistics on SQLite: the queries behind [`StatsStore`](crate::store::StatsStore)'s
-//! figures, as plain functions over a `rusqlite::Connection` to a store's database (with
-//! `rusqlite` 0.43 as a dependency of yours; [`SqliteStore::read`](super::SqliteStore::read)
-//! runs them on the store's read connection). They block. The types are
-//! [`store::stats`](crate::store::stats)'s.
+//! figures (and `SqliteStore`'s blocking shortcuts), as functions over a `rusqlite::Connection`
+//! to a store's database. They block. Crate-private: users reach them through the trait, and run
+//! queries of their own with `SqliteStore::read`.
 //!
 //! Most answers come from the usage rollups (per-minute and per-hour counters the writer
 //! maintains), so they cost the same over a million requests as over a hundred; the last-minute
@@ -11,31 +10,6 @@
 //!
 //! Windows are rounded out to whole minutes. A window starting before the oldest per-minute
 //! row still kept (3 days by default) counts its first hour whole.
-//!
-//! # Example
-//!
-//! ```
-//! use std::time::{Duration, SystemTime};
-//! use gemini_balance::store::sqlite::stats::{self, Window};
-//! use gemini_balance::store::{SqliteStore, UsageSink};
-//! use gemini_balance::usage::RequestRecord;
-//!
-//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! # let dir = tempfile::tempdir()?;
-//! let store = SqliteStore::open(dir.path().join("usage.db"))?;
-//! let mut record = RequestRecord::new(7, SystemTime::now());
-//! record.model = Some("gemini-2.0-flash".into());
-//! record.success = true;
-//! record.tokens.total = 42;
-//! store.record(record);
-//! store.flush()?;
-//!
-//! let models = store.read(|conn| stats::by_model(conn, Window::last(Duration::from_secs(86_400))))?;
-//! assert_eq!(models[0].id, "gemini-2.0-flash");
-//! assert_eq!(models[0].counts.tokens.total, 42);
-//! # Ok(())
-//! # }
-//! ```
 
 use std::collections::HashMap;
 use std::time::SystemTime;
@@ -87,7 +61,7 @@ const SUMS: &str = "sum(calls), sum(successes), sum(failures), sum(prompt_tokens
 /// The header figures at `now`; the calendar month is the one holding `now` in `time_zone`.
 /// All windows end at `now` and come from one snapshot, so a request in the last hour is also
 /// in the last day and the month.
-pub fn summary(
+pub(crate) fn summary(
     conn: &Connection,
     now: SystemTime,
     time_zone: &TimeZone,
@@ -170,17 +144,17 @@ fn last_minute(conn: &Connection, now_ms: i64) -> Result<Counts, StoreError> {
 }
 
 /// Usage per key over `window`, most calls first.
-pub fn by_key(conn: &Connection, window: Window) -> Result<Vec<UsageRow>, StoreError> {
+pub(crate) fn by_key(conn: &Connection, window: Window) -> Result<Vec<UsageRow>, StoreError> {
     rows(conn, Dim::Key, window)
 }
 
 /// Usage per model over `window`, most calls first.
-pub fn by_model(conn: &Connection, window: Window) -> Result<Vec<UsageRow>, StoreError> {
+pub(crate) fn by_model(conn: &Connection, window: Window) -> Result<Vec<UsageRow>, StoreError> {
     rows(conn, Dim::Model, window)
 }
 
 /// Usage per client token over `window`, most calls first.
-pub fn by_client(conn: &Connection, window: Window) -> Result<Vec<UsageRow>, StoreError> {
+pub(crate) fn by_client(conn: &Connection, window: Window) -> Result<Vec<UsageRow>, StoreError> {
     rows(conn, Dim::Client, window)
 }
 
@@ -220,12 +194,12 @@ fn mask(conn: &Connection, kind: &str, id: &str) -> Result<Option<String>, Store
 }
 
 /// The mask (`AIza…x4Fq`) of a key id the database has seen, also after the key left the pool.
-pub fn key_mask(conn: &Connection, key_id: &str) -> Result<Option<String>, StoreError> {
+pub(crate) fn key_mask(conn: &Connection, key_id: &str) -> Result<Option<String>, StoreError> {
     mask(conn, "key", key_id)
 }
 
 /// The keys with the most rate-limited attempts over `window` (keys with none are left out).
-pub fn top_rate_limited_keys(
+pub(crate) fn top_rate_limited_keys(
     conn: &Connection,
     window: Window,
     limit: u32,
@@ -262,7 +236,7 @@ fn rate_limited_keys(
 
 /// A time series ending with the bucket that holds `now`: 60 minutes or 24 hours, oldest
 /// first, empty buckets included. `filter` restricts it to one key, model or client.
-pub fn series(
+pub(crate) fn series(
     conn: &Connection,
     granularity: Granularity,
     now: SystemTime,
@@ -316,7 +290,7 @@ pub fn series(
 
 /// Usage of one key per model over `window`, most calls first (answers the Python server's
 /// "key usage details"). From the per-hour rollup: the window is rounded out to whole hours.
-pub fn models_of_key(
+pub(crate) fn models_of_key(
     conn: &Connection,
     key_id: &str,
     window: Window,

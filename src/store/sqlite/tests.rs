@@ -970,3 +970,53 @@ fn a_sqlite_error_converts_keeping_its_cause() {
     assert!(err.to_string().starts_with("SQLite: "), "{err}");
     assert!(std::error::Error::source(&err).is_some());
 }
+
+/// The instant `secs` seconds after the epoch.
+fn unix(secs: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(secs)
+}
+
+#[test]
+fn this_month_is_the_month_of_the_store_time_zone() {
+    let dir = tempfile::tempdir().unwrap();
+    // Keep the 2024 rollups that these records make (the default retention would drop them).
+    let mut retention = Retention::default();
+    retention.usage_minutes = Duration::from_secs(100 * 365 * 86_400);
+    retention.usage_hours = retention.usage_minutes;
+    let store = SqliteStore::builder(dir.path().join("usage.db"))
+        .retention(retention)
+        .time_zone(crate::store::TimeZone::named("Asia/Shanghai").unwrap())
+        .open()
+        .unwrap();
+    assert_eq!(store.time_zone().name(), "Asia/Shanghai");
+    // 2024-02-29T15:30Z is still February in Shanghai; 16:30Z is already March 1st there.
+    // 2024-04-01T03:30Z is still March in New York (UTC-4 in summer); 04:30Z is April.
+    for (id, secs) in [
+        (1, 1_709_220_600), // 2024-02-29T15:30Z
+        (2, 1_709_224_200), // 2024-02-29T16:30Z
+        (3, 1_709_254_800), // 2024-03-01T01:00Z
+        (4, 1_711_942_200), // 2024-04-01T03:30Z
+        (5, 1_711_945_800), // 2024-04-01T04:30Z
+    ] {
+        store.record(record(id, unix(secs), KEY, "gemini-2.0-flash", false));
+    }
+    store.flush().unwrap();
+    let month = |tz: &crate::store::TimeZone, now: u64| {
+        let s = store.read(|c| stats::summary(c, unix(now), tz)).unwrap();
+        (s.this_month.calls, s.month_start_ms / 1000)
+    };
+    let shanghai = store.time_zone().clone();
+    let new_york = crate::store::TimeZone::named("America/New_York").unwrap();
+    // At 2024-03-01T02:00Z: March began at 2024-02-29T16:00Z in Shanghai, later in UTC.
+    assert_eq!(month(&shanghai, 1_709_258_400), (2, 1_709_222_400));
+    assert_eq!(month(&crate::store::TimeZone::utc(), 1_709_258_400), (1, 1_709_251_200));
+    // At 2024-04-01T12:00Z: April began at local midnight in summer time, 04:00Z, not at the
+    // 05:00Z a fixed winter offset (UTC-5) would give.
+    assert_eq!(month(&new_york, 1_711_972_800), (1, 1_711_944_000));
+    assert_eq!(
+        month(&crate::store::TimeZone::fixed(-300).unwrap(), 1_711_972_800),
+        (0, 1_711_947_600)
+    );
+    assert_eq!(month(&crate::store::TimeZone::utc(), 1_711_972_800), (2, 1_711_929_600));
+    store.shutdown().unwrap();
+}
