@@ -521,16 +521,30 @@ fn queries(c: &mut Criterion) {
         });
     }
     group.bench_function("top_429_keys_24h", |b| {
-        b.iter(|| black_box(runtime.block_on(stats.top_rate_limited_keys(day, 20)).expect("query")))
+        b.iter(|| {
+            black_box(
+                runtime
+                    .block_on(stats.top_rate_limited_keys(day, 20))
+                    .expect("query"),
+            )
+        })
     });
     group.bench_function("series_minutes_1h", |b| {
         b.iter(|| {
-            black_box(runtime.block_on(stats.series(Granularity::Minute, None)).expect("query"))
+            black_box(
+                runtime
+                    .block_on(stats.series(Granularity::Minute, None))
+                    .expect("query"),
+            )
         })
     });
     group.bench_function("series_hours_24h", |b| {
         b.iter(|| {
-            black_box(runtime.block_on(stats.series(Granularity::Hour, None)).expect("query"))
+            black_box(
+                runtime
+                    .block_on(stats.series(Granularity::Hour, None))
+                    .expect("query"),
+            )
         })
     });
     let model = Filter::Model(MODELS[1].to_owned());
@@ -579,7 +593,13 @@ fn queries(c: &mut Criterion) {
     ];
     for (name, query) in &pages {
         group.bench_function(*name, |b| {
-            b.iter(|| black_box(runtime.block_on(stats.errors(query.clone())).expect("query")))
+            b.iter(|| {
+                black_box(
+                    runtime
+                        .block_on(stats.errors(query.clone()))
+                        .expect("query"),
+                )
+            })
         });
     }
     let by_key = RequestQuery {
@@ -587,7 +607,13 @@ fn queries(c: &mut Criterion) {
         ..RequestQuery::default()
     };
     group.bench_function("requests_page_1_of_one_key", |b| {
-        b.iter(|| black_box(runtime.block_on(stats.requests(by_key.clone())).expect("query")))
+        b.iter(|| {
+            black_box(
+                runtime
+                    .block_on(stats.requests(by_key.clone()))
+                    .expect("query"),
+            )
+        })
     });
     // The worst case of a key filter (no per-key index on the request log): a key
     // with no request scans the whole log, unless the query bounds the time.
@@ -596,7 +622,13 @@ fn queries(c: &mut Criterion) {
         ..RequestQuery::default()
     };
     group.bench_function("requests_page_1_of_an_unused_key", |b| {
-        b.iter(|| black_box(runtime.block_on(stats.requests(unused.clone())).expect("query")))
+        b.iter(|| {
+            black_box(
+                runtime
+                    .block_on(stats.requests(unused.clone()))
+                    .expect("query"),
+            )
+        })
     });
     let unused_last_hour = RequestQuery {
         from_ms: Some(day.to_ms - 3_600_000),

@@ -14,7 +14,6 @@ use std::time::{Duration, Instant, SystemTime};
 use gemini_balance::classify::{FailureClass, Outcome, QuotaScope};
 use gemini_balance::keys::{DisabledReason, KeyId, KeyPool, KeyStatus};
 use gemini_balance::store::logs::{AttemptEntry, ErrorQuery, RequestQuery};
-use gemini_balance::store::sqlite::Retention;
 use gemini_balance::store::stats::Window;
 use gemini_balance::store::{KeyStateStore, SqliteStore, StatsStore, UsageSink};
 use gemini_balance::usage::RequestId;
@@ -812,14 +811,16 @@ async fn async_reads_run_off_the_runtime() {
         .unwrap();
     assert_eq!(models, [MODEL]);
     let by_model = store
-        .usage(gemini_balance::store::UsageBy::Model, Window::last(Duration::from_secs(60)))
+        .usage(
+            gemini_balance::store::UsageBy::Model,
+            Window::last(Duration::from_secs(60)),
+        )
         .await
         .unwrap();
     assert_eq!(by_model.len(), 1);
     assert_eq!(by_model[0].id, MODEL);
     assert_eq!(by_model[0].counts.calls, 1);
 }
-
 
 /// A request id as the usage layer makes them: the arrival millisecond above a counter.
 fn timed_id(at: SystemTime, n: u64) -> u64 {

@@ -240,7 +240,10 @@ fn request_of(row: &Row<'_>) -> RequestEntry {
 }
 
 /// The upstream attempts of one request, in order.
-pub(crate) fn attempts(conn: &Connection, request_id: RequestId) -> Result<Vec<AttemptEntry>, StoreError> {
+pub(crate) fn attempts(
+    conn: &Connection,
+    request_id: RequestId,
+) -> Result<Vec<AttemptEntry>, StoreError> {
     let mut stmt = conn
         .prepare_cached(
             "SELECT at_ms, key_id, key_mask, model, status, class, latency_ms FROM attempt_log \

@@ -529,7 +529,7 @@ impl SqliteStore {
         self.read(|c| logs::requests(c, query))
     }
 
-    /// Every setting, by name ([`settings`]). Blocks (see [`read`](Self::read)).
+    /// Every setting, by name. Blocks (see [`read`](Self::read)).
     pub fn settings(&self) -> Result<Vec<Setting>, StoreError> {
         self.read(settings)
     }

@@ -1009,7 +1009,10 @@ fn this_month_is_the_month_of_the_store_time_zone() {
     let new_york = crate::store::TimeZone::named("America/New_York").unwrap();
     // At 2024-03-01T02:00Z: March began at 2024-02-29T16:00Z in Shanghai, later in UTC.
     assert_eq!(month(&shanghai, 1_709_258_400), (2, 1_709_222_400));
-    assert_eq!(month(&crate::store::TimeZone::utc(), 1_709_258_400), (1, 1_709_251_200));
+    assert_eq!(
+        month(&crate::store::TimeZone::utc(), 1_709_258_400),
+        (1, 1_709_251_200)
+    );
     // At 2024-04-01T12:00Z: April began at local midnight in summer time, 04:00Z, not at the
     // 05:00Z a fixed winter offset (UTC-5) would give.
     assert_eq!(month(&new_york, 1_711_972_800), (1, 1_711_944_000));
@@ -1017,6 +1020,9 @@ fn this_month_is_the_month_of_the_store_time_zone() {
         month(&crate::store::TimeZone::fixed(-300).unwrap(), 1_711_972_800),
         (0, 1_711_947_600)
     );
-    assert_eq!(month(&crate::store::TimeZone::utc(), 1_711_972_800), (2, 1_711_929_600));
+    assert_eq!(
+        month(&crate::store::TimeZone::utc(), 1_711_972_800),
+        (2, 1_711_929_600)
+    );
     store.shutdown().unwrap();
 }
