@@ -265,6 +265,12 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         .map_err(|e| format!("DATABASE_TYPE={}: {e}", base.text("DATABASE_TYPE")))?
     };
 
+    // On a networked store, the Python server's settings and keys at the first start (see
+    // import::first_start; on SQLite they were imported before the store was opened).
+    if kind != store::Kind::Sqlite {
+        import::into_networked(&vars, &base, &*store, &secrets).await?;
+    }
+
     // Settings that became secrets (CUSTOM_HEADERS) leave the database for the secrets file.
     let moved = secrets::adopt_from_database(&secrets, &*store, |name| {
         settings::find(name).is_some_and(|d| d.kind.is_secret())

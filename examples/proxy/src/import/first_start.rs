@@ -6,8 +6,12 @@
 //!   was created and never written) and no secrets file yet. A proxy that ever ran here has
 //!   both, so nothing is imported twice, and a change made through the admin API since is
 //!   never overwritten by the Python server's older value.
-//! - **Only with `DATABASE_TYPE=sqlite`** (the default): with `mysql` or `postgres` the proxy's
-//!   store is that database itself, and the import (which writes into SQLite) is not run.
+//! - **With `DATABASE_TYPE=mysql` or `postgres`** the proxy's store is that database: the
+//!   settings are imported into it ([`into_networked`], once the store is open) when it holds
+//!   no setting yet and this instance has no secrets file; secrets (keys, tokens) go to this
+//!   instance's secrets file, as always. The logs stay in the Python server's tables (the log
+//!   import writes into SQLite only), and a start cut short is not resumed (the next start finds
+//!   the settings it had written, or imports again).
 //! - **The source** is where the Python server keeps its data with the same `.env`: the SQLite
 //!   file `data/<SQLITE_DATABASE>` (no extension) when there is one. With neither, there is nothing
 //!   to import; a database without `t_settings` is not the Python server's, and is left alone.
@@ -23,13 +27,15 @@
 //!
 //! `IMPORT_PYTHON_DATABASE=false` turns it off.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use super::source::{PythonDb, Spec};
 use super::{apply, kept_settings, logs, open_store, settings};
 use crate::config::Config;
 use crate::secrets::SecretsFile;
+use crate::store::Store;
+use gemini_balance::store::sqlite::ImportedSettings;
 use crate::settings::Settings;
 
 /// The setting that turns the import at first start off.
@@ -49,13 +55,8 @@ struct Source {
 pub async fn at_first_start(vars: &HashMap<String, String>, config: &Config) -> Result<(), String> {
     let base = &config.settings;
     if base.text("DATABASE_TYPE") != "sqlite" {
-        // The store is the networked database itself (docs/scale-out.md); the import writes
-        // into SQLite only.
-        tracing::info!(
-            "DATABASE_TYPE={}: the Python server's settings are not imported at first start \
-             (the import writes into SQLite only); keys and tokens come from .env",
-            base.text("DATABASE_TYPE")
-        );
+        // The store is the networked database itself (docs/scale-out.md): imported into once
+        // it is open, by `into_networked`.
         return Ok(());
     }
     let name = base.text("SQLITE_DATABASE");
@@ -185,6 +186,92 @@ async fn import(
     drop(lock);
     std::fs::remove_file(pending).map_err(|e| format!("{}: {e}", pending.display()))?;
 
+    report(&plan, &db.shown, &source.argument);
+    let waiting: Vec<String> = states
+        .iter()
+        .filter(|s| s.pending > 0)
+        .map(|s| format!("{} ({} rows)", s.table, s.pending))
+        .collect();
+    if !waiting.is_empty() {
+        tracing::info!(
+            "the Python server's logs are not imported at first start: {}; \
+             `gemini-balance-proxy import {} --logs`, with the proxy stopped, brings them over",
+            waiting.join(", "),
+            source.argument
+        );
+    }
+    Ok(())
+}
+
+/// At the first start on a networked store (`DATABASE_TYPE=mysql` or `postgres`): the Python
+/// server's settings changed in its web UI, into `store` (and secrets into `secrets`), when the
+/// store holds no setting yet and this instance has no secrets file. Blocks briefly (the
+/// store's settings); an `Err` stops startup, as on SQLite.
+pub async fn into_networked(
+    vars: &HashMap<String, String>,
+    base: &Settings,
+    store: &dyn Store,
+    secrets: &SecretsFile,
+) -> Result<(), String> {
+    let kept = store.settings().map_err(|e| e.to_string())?;
+    if !kept.is_empty() || secrets.path().exists() {
+        return Ok(());
+    }
+    let Some(source) = source(base) else {
+        return Ok(());
+    };
+    if !base.bool(SWITCH) {
+        tracing::info!(
+            from = %source.shown,
+            "{SWITCH}=false: the Python server's settings and keys are not imported at this first start"
+        );
+        return Ok(());
+    }
+    let stop = |e: String| {
+        format!(
+            "{SWITCH}: this is the first start on this database (no setting kept in it, no {} yet), and the Python \
+             server's settings could not be imported: {e}. Start again once they can be read, or set {SWITCH}=false \
+             to start without the settings and keys kept there",
+            secrets.path().display()
+        )
+    };
+    let mut db = PythonDb::connect(&source.spec, vars).await.map_err(stop)?;
+    if !db.has_table("t_settings").await.map_err(stop)? {
+        tracing::warn!(
+            from = %db.shown,
+            "no t_settings table: not a Gemini-Balance database; nothing imported at first start"
+        );
+        return Ok(());
+    }
+    let rows = db.settings().await.map_err(stop)?;
+    let identity = db.identity().await.map_err(stop)?;
+    let plan = settings::plan(
+        &rows,
+        base,
+        &BTreeMap::new(),
+        &secrets.load().map_err(stop)?,
+        &ImportedSettings::empty(&identity),
+    );
+    for change in &plan.changes {
+        crate::state::keep(
+            secrets,
+            store,
+            change.name,
+            change.secret,
+            change.keep.as_deref(),
+        )
+        .map_err(|e| stop(format!("{}: {e}", change.name)))?;
+    }
+    report(&plan, &db.shown, &source.argument);
+    tracing::info!(
+        from = %db.shown,
+        "the Python server's logs stay in its own tables: importing them into a networked store is not supported"
+    );
+    Ok(())
+}
+
+/// What the import at first start brought over, and what it did not, in the startup log.
+fn report(plan: &settings::Plan, shown: &str, argument: &str) {
     let names = |secret: bool| {
         plan.changes
             .iter()
@@ -195,12 +282,12 @@ async fn import(
     };
     if plan.changes.is_empty() {
         tracing::info!(
-            from = %db.shown,
+            from = %shown,
             "first start: the Python server's settings are those of .env and the environment; nothing to import"
         );
     } else {
         tracing::info!(
-            from = %db.shown,
+            from = %shown,
             database = %names(false),
             secrets_file = %names(true),
             "first start: imported the settings changed in the Python server's web UI; they apply from now on, as changes made through the admin API"
@@ -227,23 +314,9 @@ async fn import(
             read_at_start_only = %listed(&plan.startup_only),
             "some settings of the Python server were not brought over: values this proxy refuses, and settings it reads \
              from .env only (set them there); `gemini-balance-proxy import {} --dry-run` says why for each",
-            source.argument
+            argument
         );
     }
-    let waiting: Vec<String> = states
-        .iter()
-        .filter(|s| s.pending > 0)
-        .map(|s| format!("{} ({} rows)", s.table, s.pending))
-        .collect();
-    if !waiting.is_empty() {
-        tracing::info!(
-            "the Python server's logs are not imported at first start: {}; \
-             `gemini-balance-proxy import {} --logs`, with the proxy stopped, brings them over",
-            waiting.join(", "),
-            source.argument
-        );
-    }
-    Ok(())
 }
 
 /// Notes that an import is under way: a start that finds this file runs it again.

@@ -32,7 +32,7 @@ use gemini_balance::store::sqlite::{self, ImportMark, ImportedSettings, Retentio
 use gemini_balance::store::{SqliteStore, TimeZone};
 use rusqlite::{Connection, OpenFlags};
 
-pub use self::first_start::at_first_start;
+pub use self::first_start::{at_first_start, into_networked};
 use self::source::{PythonDb, Spec};
 use crate::config::Config;
 use crate::data_lock::{self, DataLock, LockError};
