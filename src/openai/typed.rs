@@ -13,7 +13,10 @@
 
 use std::borrow::Cow;
 
-use serde::de::{Deserializer, Error as _, IgnoredAny};
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::{Deserializer, Error as _, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::{Number, Value};
 
@@ -22,6 +25,30 @@ use super::models::ResolvedModel;
 use super::request::{thinking_config, ChatOptions};
 use super::response::{finish_reason, ResponseOptions};
 use crate::usage::TokenUsage;
+
+// ---------------------------------------------------------------------------------------------
+// Objects only.
+
+/// A struct read from a JSON object only. serde's derived structs also take a JSON array (their
+/// fields in order), which the general path reads as no object at all: `[["user","Hi"]]` as
+/// `messages` would be a message here and an error there.
+struct Obj<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Obj<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct ObjVisitor<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjVisitor<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_map(ObjVisitor(PhantomData)).map(Obj)
+    }
+}
 
 // ---------------------------------------------------------------------------------------------
 // Requests.
@@ -33,7 +60,7 @@ struct TextRequest<'a> {
     #[serde(borrow)]
     model: Cow<'a, str>,
     #[serde(borrow)]
-    messages: Vec<TextMessage<'a>>,
+    messages: Vec<Obj<TextMessage<'a>>>,
     // `Option`: `null` is as good as absent, as in the general path.
     temperature: Option<Number>,
     top_p: Option<Number>,
@@ -44,10 +71,13 @@ struct TextRequest<'a> {
     max_completion_tokens: Option<u64>,
     n: Option<u64>,
     stream: Option<bool>,
-    stream_options: Option<StreamOptions>,
+    stream_options: Option<Obj<StreamOptions>>,
 }
 
+/// Only `include_usage`: a value this path would skip unread (any other key) could be JSON the
+/// general path refuses (a lone surrogate, invalid UTF-8).
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct StreamOptions {
     include_usage: Option<bool>,
 }
@@ -130,7 +160,7 @@ pub(crate) fn text_chat_to_gemini(
     safety_json: Option<&str>,
 ) -> Option<TextChat> {
     crate::buffer::counts::parse(); // the body's one parse, in place of the general path's
-    let req: TextRequest<'_> = serde_json::from_slice(req).ok()?;
+    let Obj(req): Obj<TextRequest<'_>> = serde_json::from_slice(req).ok()?;
     if req.model.trim().is_empty() || req.n == Some(0) {
         return None;
     }
@@ -140,7 +170,7 @@ pub(crate) fn text_chat_to_gemini(
     }
     let mut contents: Vec<Turn<'_>> = Vec::new();
     let mut system = Vec::new();
-    for message in &req.messages {
+    for Obj(message) in &req.messages {
         let role = match &*message.role {
             "system" | "developer" => "system",
             "user" => "user",
@@ -208,7 +238,7 @@ pub(crate) fn text_chat_to_gemini(
     let stream = req.stream.unwrap_or(false);
     let include_usage = req
         .stream_options
-        .and_then(|o| o.include_usage)
+        .and_then(|Obj(o)| o.include_usage)
         .unwrap_or(false);
     Some(TextChat {
         model,
@@ -228,13 +258,13 @@ struct Answer<'a> {
     // `Vec` (not `Option`): `null` is refused, as the general path reads it as no candidates
     // and the two would still agree, but a refusal keeps the cases few.
     #[serde(borrow, default)]
-    candidates: Vec<Candidate<'a>>,
+    candidates: Vec<Obj<Candidate<'a>>>,
     /// Missing: `None`; anything but an object: refused (the general path would answer a
     /// usage of zeros for it).
     #[serde(rename = "usageMetadata", default, deserialize_with = "usage_object")]
     usage: Option<TokenUsage>,
     #[serde(rename = "promptFeedback", default)]
-    prompt_feedback: Option<PromptFeedback>,
+    prompt_feedback: Option<Obj<PromptFeedback>>,
 }
 
 #[derive(Deserialize)]
@@ -247,7 +277,7 @@ struct PromptFeedback {
 #[derive(Deserialize)]
 struct Candidate<'a> {
     #[serde(borrow, default)]
-    content: Option<Content<'a>>,
+    content: Option<Obj<Content<'a>>>,
     #[serde(rename = "finishReason", borrow, default)]
     finish_reason: Option<Cow<'a, str>>,
     #[serde(default)]
@@ -257,7 +287,7 @@ struct Candidate<'a> {
 #[derive(Deserialize)]
 struct Content<'a> {
     #[serde(borrow, default)]
-    parts: Option<Vec<Part<'a>>>,
+    parts: Option<Vec<Obj<Part<'a>>>>,
 }
 
 /// A text or thought part; any other field (a function call, inline data, code) is refused.
@@ -374,13 +404,21 @@ pub(crate) fn text_answer_to_openai(
     if opts.search_links {
         return None;
     }
-    let answer: Answer<'_> = serde_json::from_slice(gemini).ok()?;
+    // Values this path skips unread (safety ratings, grounding, signatures) are not checked by
+    // serde: invalid UTF-8 there would be answered here and refused by the general path.
+    // (A lone `\u` surrogate or deep nesting in a skipped value is still taken: leniency the
+    // general path does not have, for upstream answers only.)
+    std::str::from_utf8(gemini).ok()?;
+    let Obj(answer): Obj<Answer<'_>> = serde_json::from_slice(gemini).ok()?;
     let mut choices = Vec::with_capacity(answer.candidates.len());
-    for (i, candidate) in answer.candidates.into_iter().enumerate() {
+    for (i, Obj(candidate)) in answer.candidates.into_iter().enumerate() {
         let mut content = Cow::Borrowed("");
         let mut reasoning = Cow::Borrowed("");
-        let parts = candidate.content.and_then(|c| c.parts).unwrap_or_default();
-        for part in parts {
+        let parts = candidate
+            .content
+            .and_then(|Obj(c)| c.parts)
+            .unwrap_or_default();
+        for Obj(part) in parts {
             let Some(text) = part.text else { continue };
             if part.thought == Some(true) {
                 if opts.show_thinking {
@@ -402,7 +440,7 @@ pub(crate) fn text_answer_to_openai(
             finish_reason: finish_reason(reason, false),
         });
     }
-    if choices.is_empty() && answer.prompt_feedback.is_some_and(|f| f.blocked) {
+    if choices.is_empty() && answer.prompt_feedback.is_some_and(|Obj(f)| f.blocked) {
         choices.push(Choice {
             index: 0,
             message: Message {
@@ -528,6 +566,13 @@ mod tests {
             r#"{"messages":[{"role":"user","content":"x"}]}"#,
             r#"[]"#,
             r#"not json"#,
+            // Arrays where objects belong (serde's derived structs would take them in order).
+            r#"{"model":"gemini-2.0-flash","messages":[["user","Hi"]]}"#,
+            r#"{"model":"m","messages":[{"role":"user","content":"Hi"}],"stream":true,"stream_options":[true]}"#,
+            r#"["gemini-2.0-flash",[["user","Hi"]],null,null,null,null,null,null,null,null,null,null]"#,
+            // Values that would be skipped unread.
+            r#"{"model":"m","messages":[{"role":"user","content":"Hi"}],"stream_options":{"x":"\ud800"}}"#,
+            r#"{"model":"m","messages":[{"role":"user","content":"Hi"}],"stream_options":{"include_obfuscation":true}}"#,
             // A model that answers with images reads markdown images in text.
             r#"{"model":"gemini-2.0-flash-exp-image","messages":[{"role":"user","content":"x"}]}"#,
         ];
@@ -652,6 +697,11 @@ mod tests {
             r#"{"usageMetadata":[1]}"#,
             r#"[{"candidates":[]}]"#,
             r#"not json"#,
+            // Arrays where objects belong.
+            r#"{"candidates":[[{"parts":[{"text":"hi"}]},"MAX_TOKENS",5]]}"#,
+            r#"{"candidates":[{"content":{"parts":[["hi"]]}}]}"#,
+            r#"{"candidates":[{"content":[[{"text":"hi"}]]}]}"#,
+            r#"{"promptFeedback":["X"]}"#,
         ];
         for gemini in left {
             assert!(
@@ -660,6 +710,13 @@ mod tests {
                 "{gemini}"
             );
         }
+        // Invalid UTF-8 in a value this path would skip unread (the general path refuses it).
+        let invalid: &[u8] =
+            b"{\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"hi\"}]}}],\"modelVersion\":\"\xff\"}";
+        assert!(
+            text_answer_to_openai(invalid, "m", "id", 0, &ResponseOptions::default()).is_none()
+        );
+        assert!(serde_json::from_slice::<Value>(invalid).is_err());
         let links = ResponseOptions {
             search_links: true,
             ..ResponseOptions::default()

@@ -34,9 +34,9 @@ use super::source::{PythonDb, Spec};
 use super::{apply, kept_settings, logs, open_store, settings};
 use crate::config::Config;
 use crate::secrets::SecretsFile;
+use crate::settings::Settings;
 use crate::store::Store;
 use gemini_balance::store::sqlite::ImportedSettings;
-use crate::settings::Settings;
 
 /// The setting that turns the import at first start off.
 const SWITCH: &str = "IMPORT_PYTHON_DATABASE";
