@@ -443,9 +443,12 @@ async fn cooldown_from_a_holds_on_b(env: Arc<Env>) {
         KeyStatus::CoolingDown(list) => list[0].until,
         other => panic!("{other:?}"),
     };
+    // The pool keeps monotonic instants: each conversion from and to wall-clock time reads both
+    // clocks, and a loaded machine can pause between the two reads. The code's own tolerance
+    // for "the same cooldown" is one second.
     let (ua, ub) = (until(&a), until(&b));
     let gap = ua.duration_since(ub).unwrap_or_else(|e| e.duration());
-    assert!(gap < Duration::from_millis(5), "{gap:?}");
+    assert!(gap < Duration::from_secs(1), "{gap:?}");
 }
 
 async fn reset_on_b_reenables_on_a(env: Arc<Env>) {
@@ -565,8 +568,11 @@ async fn database_away_pools_serve_and_resync(env: Arc<Env>) {
         assert!(b.pick(None, None).is_ok());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    eventually("B notices the outage", BOUND, || {
+        sb.read_errors() > errors_before
+    })
+    .await;
     assert!(serving(&b, &id(0)), "B cannot know yet");
-    assert!(sb.read_errors() > errors_before, "B noticed the outage");
     env.set_up(true);
     eventually("B catches up after the outage", AFTER_OUTAGE, || {
         !serving(&b, &id(0))
@@ -783,7 +789,7 @@ async fn the_later_change_wins_whatever_the_arrival_order() {
         .as_millis() as u64;
     let feed = MemoryFeed::new();
     let b = pool();
-    let _sb = SharedKeys::start(b.clone(), feed.clone()).await;
+    let sb = SharedKeys::start(b.clone(), feed.clone()).await;
     // Another instance (origin 7) reset the key at now, then a third one's older disable
     // (now - 5 s) arrives.
     feed.publish(event(7, now, Change::Reset { key: id(0) }));
@@ -816,8 +822,12 @@ async fn the_later_change_wins_whatever_the_arrival_order() {
         },
     ));
     feed.publish(event(7, now, Change::Reset { key: id(2) }));
-    eventually("B applied everything", BOUND, || _sb.applied() >= 4).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Events are applied in the feed's order: once this notice is heard, all came in.
+    let mut settings = sb.settings();
+    feed.publish(event(7, now, Change::Setting { name: "END".into() }));
+    let heard = tokio::time::timeout(BOUND, settings.recv()).await;
+    assert_eq!(heard.unwrap().unwrap(), "END");
+    assert_eq!(sb.applied(), 5);
     assert_eq!(b.snapshot(&id(0)).unwrap().status, KeyStatus::Active);
     assert!(matches!(
         b.snapshot(&id(1)).unwrap().status,
@@ -901,4 +911,95 @@ async fn without_a_sealer_added_keys_stay_per_instance() {
             Change::Added { sealed: None, .. }
         ));
     }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// A log longer than a read batch, with holes left by pruning, is read at start in a few reads:
+/// the start does not wait for the holes to fill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_pruned_log_is_read_at_once() {
+    let feed = MemoryFeed::new();
+    let now = now_ms();
+    let total = 2500;
+    for i in 0..total {
+        feed.publish(event(
+            7,
+            now - 10_000 + i,
+            Change::Setting {
+                name: format!("S{i}"),
+            },
+        ));
+    }
+    feed.publish(event(
+        7,
+        now,
+        Change::Disabled {
+            key: id(0),
+            reason: DisabledReason::Manual,
+        },
+    ));
+    // Pruned: just after the first batch of 1,000, and in each later one.
+    let pruned = vec![1001, 1500, 2002, 2400];
+    feed.delete(pruned.clone()).await.unwrap();
+    let b = pool();
+    let start = tokio::time::Instant::now();
+    let sb = SharedKeys::start(b.clone(), feed.clone()).await;
+    let took = start.elapsed();
+    assert!(!serving(&b, &id(0)), "the last event was applied at start");
+    assert_eq!(sb.applied(), total + 1 - pruned.len() as u64);
+    // Generous for a loaded machine; the stall this guards against took 10 s per batch.
+    assert!(took < BOUND, "start took {took:?}");
+    // And the instance follows the feed at once afterwards.
+    feed.publish(event(7, now + 1, Change::Reset { key: id(0) }));
+    eventually("B follows the feed", BOUND, || serving(&b, &id(0))).await;
+    // A smaller read batch changes nothing but the number of reads.
+    let c = pool();
+    let sc = SharedKeys::start(c.clone(), feed.clone().read_batch(7)).await;
+    assert!(serving(&c, &id(0)));
+    assert_eq!(sc.applied(), sb.applied());
+}
+
+/// An event stamped far in the future (a clock years off, a forged row) is ignored; the clock
+/// of the instances that read it stays usable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_stamped_far_ahead_is_ignored() {
+    let feed = MemoryFeed::new();
+    let (a, b) = (pool(), pool());
+    let _sa = SharedKeys::start(a.clone(), feed.clone()).await;
+    let sb = SharedKeys::start(b.clone(), feed.clone()).await;
+    let mut settings = sb.settings();
+    feed.publish(event(
+        9,
+        u64::MAX,
+        Change::Disabled {
+            key: id(0),
+            reason: DisabledReason::Manual,
+        },
+    ));
+    feed.publish(event(
+        9,
+        now_ms() + 3 * 24 * 3600 * 1000,
+        Change::Disabled {
+            key: id(1),
+            reason: DisabledReason::Manual,
+        },
+    ));
+    feed.publish(event(9, now_ms(), Change::Setting { name: "END".into() }));
+    let heard = tokio::time::timeout(BOUND, settings.recv()).await;
+    assert_eq!(heard.unwrap().unwrap(), "END");
+    assert!(serving(&b, &id(0)) && serving(&b, &id(1)));
+    // Local changes still get stamps (and reach the others).
+    b.disable(&id(2));
+    a.disable(&id(0));
+    eventually("the changes cross", BOUND, || {
+        !serving(&a, &id(2)) && !serving(&b, &id(0))
+    })
+    .await;
+    assert!(serving(&a, &id(1)));
 }

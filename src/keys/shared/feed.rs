@@ -9,6 +9,9 @@ use tokio::sync::Notify;
 
 use super::event::SharedEvent;
 
+/// Events the database feeds (and [`MemoryFeed`] by default) return per read at most.
+pub(crate) const READ_BATCH: usize = 1000;
+
 /// One stored event and its place in the feed's total order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FeedEntry {
@@ -74,7 +77,8 @@ pub trait KeyStateFeed: Send + Sync + 'static {
     /// Hands an event over for storage. Never blocks.
     fn publish(&self, event: SharedEvent);
 
-    /// Events stored after `seq`, in order (at most a transport-chosen batch).
+    /// Events stored after `seq`, in order (at most a transport-chosen batch: the reader reads
+    /// again after the last one until a read returns nothing).
     fn read_after(
         &self,
         seq: u64,
@@ -90,7 +94,8 @@ pub trait KeyStateFeed: Send + Sync + 'static {
 /// A feed inside one process: for tests, and for several pools in one program.
 ///
 /// [`set_available(false)`](Self::set_available) makes it behave like a database that is
-/// down: reads fail, and published events wait in an outbox until it is back.
+/// down: reads fail, and published events wait in an outbox until it is back. Like the
+/// database feeds, a read returns at most 1,000 events ([`read_batch`](Self::read_batch)).
 ///
 /// ```
 /// use gemini_balance::keys::shared::{KeyStateFeed, MemoryFeed};
@@ -98,9 +103,19 @@ pub trait KeyStateFeed: Send + Sync + 'static {
 /// let feed = MemoryFeed::new();
 /// assert!(feed.entries().is_empty());
 /// ```
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct MemoryFeed {
     inner: Arc<MemoryInner>,
+    batch: usize,
+}
+
+impl Default for MemoryFeed {
+    fn default() -> Self {
+        MemoryFeed {
+            inner: Arc::default(),
+            batch: READ_BATCH,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -130,6 +145,13 @@ impl MemoryFeed {
     /// An empty feed.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Returns at most `batch` events per read (default 1,000, as the database feeds; at least
+    /// one), to exercise a reader's batching with fewer events.
+    pub fn read_batch(mut self, batch: usize) -> Self {
+        self.batch = batch.max(1);
+        self
     }
 
     fn log(&self) -> std::sync::MutexGuard<'_, MemoryLog> {
@@ -188,6 +210,7 @@ impl KeyStateFeed for MemoryFeed {
             .entries
             .iter()
             .filter(|e| e.seq > seq)
+            .take(self.batch)
             .cloned()
             .collect())
     }

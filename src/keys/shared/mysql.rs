@@ -7,9 +7,8 @@ use std::time::Duration;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 
 use super::event::SharedEvent;
-use super::feed::{FeedEntry, FeedError, KeyStateFeed};
+use super::feed::{FeedEntry, FeedError, KeyStateFeed, READ_BATCH};
 use super::outbox::Outbox;
-use super::sync::READ_BATCH;
 
 /// The default poll interval: every instance acts on a change well within a second.
 const POLL: Duration = Duration::from_millis(200);

@@ -9,9 +9,8 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use tokio::sync::Notify;
 
 use super::event::SharedEvent;
-use super::feed::{FeedEntry, FeedError, KeyStateFeed};
+use super::feed::{FeedEntry, FeedError, KeyStateFeed, READ_BATCH};
 use super::outbox::Outbox;
-use super::sync::READ_BATCH;
 
 /// The `NOTIFY` channel (database-wide; a wake-up only, the rows are the truth).
 const CHANNEL: &str = "gemini_balance_key_events";

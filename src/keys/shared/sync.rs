@@ -1,9 +1,9 @@
 //! [`SharedKeys`]: publishes the pool's lasting changes, applies the others', without echo.
 
 use std::cell::Cell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -18,13 +18,14 @@ use crate::keys::{ApiKey, KeyObserver, KeyPool, KeySnapshot, KeyStatus, WeakKeyP
 
 /// Cooldown ends closer than this are the same cooldown (wall/monotonic conversions round).
 const TOLERANCE_MS: u64 = 1000;
-/// Events a transport returns per read at most; a full batch is followed by another read at once.
-pub(crate) const READ_BATCH: usize = 1000;
 /// How long a hole in the sequence is re-read: an insert that took a number but had not yet
 /// committed when a later one was read.
 const GAP_WAIT: Duration = Duration::from_secs(10);
 /// Holes larger than this are deleted events, not transactions in flight.
 const MAX_GAPS: u64 = 1000;
+/// Events stamped further ahead than this are ignored: a clock that far off (or a forged row)
+/// would otherwise win every conflict and push this instance's clock out of range.
+const FUTURE_MS: u64 = 24 * 60 * 60 * 1000;
 /// Retry delays after a failed read.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -125,6 +126,7 @@ impl SharedKeysBuilder {
             changes,
             applied: AtomicU64::new(0),
             read_errors: AtomicU64::new(0),
+            warned_future: AtomicBool::new(false),
         });
         inner.seed(&self.pool);
         self.pool.add_observer(Arc::new(Publisher(inner.clone())));
@@ -200,6 +202,8 @@ struct Inner {
     changes: broadcast::Sender<Change>,
     applied: AtomicU64,
     read_errors: AtomicU64,
+    /// An event stamped too far ahead was logged.
+    warned_future: AtomicBool,
 }
 
 #[derive(Default)]
@@ -255,7 +259,7 @@ impl Inner {
     }
 
     fn next_stamp(&self, state: &mut State) -> Stamp {
-        state.clock = now_ms().max(state.clock + 1);
+        state.clock = now_ms().max(state.clock.saturating_add(1));
         Stamp {
             at_ms: state.clock,
             origin: self.origin,
@@ -406,30 +410,69 @@ impl Inner {
     }
 
     /// Applies the others' events, in order, to the pool.
+    ///
+    /// The state lock is taken per event, so a local change on the request path waits for one
+    /// event at most. Added keys are gathered and added in one go (each addition rebuilds the
+    /// pool's key list), before any later event about one of them and at the end; what
+    /// subscribers hear waits for them, so a key announced as added is in the pool.
     fn apply_all(&self, entries: Vec<FeedEntry>) {
         let Some(pool) = self.pool.upgrade() else {
             return;
         };
-        let mut state = self.state();
         let previous = APPLYING.with(|a| a.replace(self.id()));
+        let mut adding = Adding::default();
+        let horizon = now_ms().saturating_add(FUTURE_MS);
         for entry in entries {
             if entry.event.origin == self.origin {
                 continue;
             }
+            if entry.event.at_ms > horizon {
+                if !self.warned_future.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        origin = %format_args!("{:016x}", entry.event.origin),
+                        at_ms = entry.event.at_ms,
+                        "a shared key event is stamped more than a day ahead (a clock far off?); such events are ignored"
+                    );
+                }
+                continue;
+            }
+            let mut state = self.state();
+            if entry
+                .event
+                .change
+                .key()
+                .is_some_and(|k| adding.ids.contains(k))
+            {
+                adding.flush(&pool, &self.changes);
+            }
             state.clock = state.clock.max(entry.event.at_ms);
             let change = (self.changes.receiver_count() > 0).then(|| entry.event.change.clone());
-            if self.apply(&pool, &mut state, entry.event) {
+            if self.apply(&pool, &mut state, entry.event, &mut adding) {
                 self.applied.fetch_add(1, Ordering::Relaxed);
                 if let Some(change) = change {
-                    let _ = self.changes.send(change);
+                    if adding.ids.is_empty() {
+                        let _ = self.changes.send(change);
+                    } else {
+                        adding.heard.push(change);
+                    }
                 }
             }
+        }
+        if !adding.ids.is_empty() {
+            let _state = self.state();
+            adding.flush(&pool, &self.changes);
         }
         APPLYING.with(|a| a.set(previous));
     }
 
     /// One remote event; `true` if it changed something here.
-    fn apply(&self, pool: &KeyPool, state: &mut State, event: SharedEvent) -> bool {
+    fn apply(
+        &self,
+        pool: &KeyPool,
+        state: &mut State,
+        event: SharedEvent,
+        adding: &mut Adding,
+    ) -> bool {
         let stamp = event.stamp();
         let change = event.change;
         if let Change::Setting { name } = change {
@@ -482,20 +525,23 @@ impl Inner {
                 view.cooldowns.clear();
                 if pool.key(&key).is_some() {
                     pool.reset(std::slice::from_ref(&key));
+                    view.present = true;
                 } else {
                     let secret = sealed
                         .as_deref()
                         .and_then(|s| self.sealer.as_ref().and_then(|sealer| sealer.open(s)));
                     match secret.as_deref().map(ApiKey::new) {
                         Some(Ok(api_key)) if api_key.id() == &key => {
-                            pool.add([api_key]);
+                            adding.ids.insert(key.clone());
+                            adding.keys.push(api_key);
+                            view.present = true;
                         }
                         _ => {
                             tracing::info!(key = %key, "a key added on another instance cannot be added here (no sealing key, or a different one)");
+                            view.present = false;
                         }
                     }
                 }
-                view.present = pool.key(&key).is_some();
             }
             Change::Removed { .. } => {
                 if stamp <= view.status {
@@ -509,6 +555,25 @@ impl Inner {
             Change::Setting { .. } => return false,
         }
         true
+    }
+}
+
+/// Keys opened from `Added` events, not yet in the pool, and what subscribers hear after them.
+#[derive(Default)]
+struct Adding {
+    ids: HashSet<KeyId>,
+    keys: Vec<ApiKey>,
+    heard: Vec<Change>,
+}
+
+impl Adding {
+    /// Adds the keys in one go (under the state lock), then tells the subscribers.
+    fn flush(&mut self, pool: &KeyPool, changes: &broadcast::Sender<Change>) {
+        pool.add(std::mem::take(&mut self.keys));
+        self.ids.clear();
+        for change in self.heard.drain(..) {
+            let _ = changes.send(change);
+        }
     }
 }
 
@@ -544,11 +609,13 @@ struct Reader {
 }
 
 impl Reader {
-    fn low(&self) -> u64 {
-        match self.gaps.keys().next() {
-            Some(&first) => (first - 1).min(self.cursor),
-            None => self.cursor,
-        }
+    /// The holes still waited for, as the range `(after, last]` that covers them.
+    fn gap_range(&mut self) -> Option<(u64, u64)> {
+        let now = Instant::now();
+        self.gaps.retain(|_, deadline| *deadline > now);
+        let first = *self.gaps.keys().next()?;
+        let last = *self.gaps.keys().next_back()?;
+        Some((first - 1, last))
     }
 
     /// The entries not seen before.
@@ -575,21 +642,39 @@ impl Reader {
     }
 }
 
-/// Reads until the feed has nothing newer, applying as it goes.
+/// Reads until the feed has nothing newer, applying as it goes, then reads the holes again.
+///
+/// The tail is read after the cursor, so every read that returns something moves it on (a hole
+/// left by pruning never makes the same batch come back), whatever batch size the transport
+/// chose; the holes are read once per call, from the first to the last.
 async fn catch_up<F: KeyStateFeed>(
     inner: &Inner,
     feed: &F,
     reader: &mut Reader,
 ) -> Result<(), super::FeedError> {
     loop {
-        let entries = feed.read_after(reader.low()).await?;
-        let full = entries.len() >= READ_BATCH;
+        let entries = feed.read_after(reader.cursor).await?;
+        if entries.is_empty() {
+            break;
+        }
         let fresh = reader.take(entries);
         inner.apply_all(fresh);
-        if !full {
-            return Ok(());
-        }
     }
+    let Some((mut after, last)) = reader.gap_range() else {
+        return Ok(());
+    };
+    while after < last {
+        let mut entries = feed.read_after(after).await?;
+        let Some(end) = entries.last().map(|e| e.seq) else {
+            break;
+        };
+        // Past the last hole is the tail's, read next time.
+        entries.retain(|e| e.seq <= last);
+        let fresh = reader.take(entries);
+        inner.apply_all(fresh);
+        after = end;
+    }
+    Ok(())
 }
 
 async fn follow<F: KeyStateFeed>(
@@ -640,14 +725,11 @@ async fn prune<F: KeyStateFeed>(feed: &F, retain: Duration) -> Result<(), super:
     let mut after = 0;
     loop {
         let batch = feed.read_after(after).await?;
-        let full = batch.len() >= READ_BATCH;
-        if let Some(last) = batch.last() {
-            after = last.seq;
-        }
-        all.extend(batch);
-        if !full {
+        let Some(last) = batch.last() else {
             break;
-        }
+        };
+        after = last.seq;
+        all.extend(batch);
     }
     let doomed = prunable(&all, now_ms(), retain.as_millis() as u64);
     if !doomed.is_empty() {
@@ -662,6 +744,10 @@ pub(crate) fn prunable(entries: &[FeedEntry], now_ms: u64, retain_ms: u64) -> Ve
     let mut by_key: HashMap<&KeyId, Vec<&FeedEntry>> = HashMap::new();
     let mut doomed = Vec::new();
     for entry in entries {
+        // Ignored when applied: it supersedes nothing here either.
+        if entry.event.at_ms > now_ms.saturating_add(FUTURE_MS) {
+            continue;
+        }
         let old = entry.event.at_ms.saturating_add(retain_ms) < now_ms;
         match entry.event.change.key() {
             Some(key) => by_key.entry(key).or_default().push(entry),
@@ -875,21 +961,98 @@ mod tests {
         let mut reader = Reader::default();
         // Startup: holes left by pruning are not waited for.
         assert_eq!(seqs(&reader.take(vec![at(3), at(7)])), vec![3, 7]);
-        assert_eq!(reader.low(), 7);
+        assert_eq!(reader.gap_range(), None);
         // 9 and 10 committed before 8: 8 is read again from then on.
         assert_eq!(seqs(&reader.take(vec![at(9), at(10)])), vec![9, 10]);
-        assert_eq!(reader.low(), 7);
+        assert_eq!(reader.gap_range(), Some((7, 8)));
         // Read again: 9 and 10 are not applied twice; 8 arrives once.
         assert_eq!(seqs(&reader.take(vec![at(8), at(9), at(10)])), vec![8]);
-        assert_eq!(reader.low(), 10);
+        assert_eq!(reader.gap_range(), None);
         // A hole that never fills (a rolled-back insert) is given up after a while.
         assert_eq!(seqs(&reader.take(vec![at(12)])), vec![12]);
-        assert_eq!(reader.low(), 10);
+        assert_eq!(reader.gap_range(), Some((10, 11)));
         tokio::time::advance(GAP_WAIT + Duration::from_millis(1)).await;
         assert!(reader.take(vec![at(12)]).is_empty());
-        assert_eq!(reader.low(), 12);
+        assert_eq!(reader.gap_range(), None);
         // A huge jump (events deleted meanwhile) is not a hole to wait for.
         assert_eq!(seqs(&reader.take(vec![at(5000)])), vec![5000]);
-        assert_eq!(reader.low(), 5000);
+        assert_eq!(reader.gap_range(), None);
+        assert_eq!(reader.cursor, 5000);
+    }
+
+    struct Plain;
+
+    impl KeySealer for Plain {
+        fn seal(&self, secret: &str) -> Option<String> {
+            Some(secret.to_owned())
+        }
+        fn open(&self, sealed: &str) -> Option<String> {
+            Some(sealed.to_owned())
+        }
+    }
+
+    /// The pool's length each time it announced a key added from the feed.
+    struct Lengths {
+        pool: WeakKeyPool,
+        seen: Mutex<Vec<usize>>,
+    }
+
+    impl KeyObserver for Lengths {
+        fn key_changed(&self, _: KeySnapshot) {
+            if let Some(pool) = self.pool.upgrade() {
+                self.seen.lock().unwrap().push(pool.len());
+            }
+        }
+        fn key_removed(&self, _: &KeyId) {}
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn keys_added_elsewhere_join_the_pool_in_one_go() {
+        use super::super::feed::MemoryFeed;
+        let secrets: Vec<String> = (0..50).map(|i| format!("AIzaSy{i:033}")).collect();
+        let pool = KeyPool::builder()
+            .keys(["AIzaSyA1234567890abcdefghijklmnopqrstuv"])
+            .build()
+            .unwrap();
+        let feed = MemoryFeed::new();
+        let shared = SharedKeys::builder(pool.clone())
+            .sealer(Arc::new(Plain))
+            .start(feed.clone())
+            .await;
+        let mut heard = shared.changes();
+        let lengths = Arc::new(Lengths {
+            pool: pool.downgrade(),
+            seen: Mutex::new(Vec::new()),
+        });
+        pool.add_observer(lengths.clone());
+        // Stored at once, so read in one batch.
+        feed.set_available(false);
+        for (i, secret) in secrets.iter().enumerate() {
+            let key = ApiKey::new(secret.as_str()).unwrap();
+            feed.publish(SharedEvent {
+                origin: 9,
+                at_ms: now_ms() + i as u64,
+                change: Change::Added {
+                    key: key.id().clone(),
+                    sealed: Some(secret.clone()),
+                },
+            });
+        }
+        feed.set_available(true);
+        for _ in &secrets {
+            let change = tokio::time::timeout(Duration::from_secs(10), heard.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            let Change::Added { key, .. } = change else {
+                panic!("{change:?}")
+            };
+            // Announced once the key is in the pool.
+            assert!(pool.key(&key).is_some());
+        }
+        assert_eq!(pool.len(), 51);
+        // One rebuild of the key list, not one per key.
+        let seen = lengths.seen.lock().unwrap().clone();
+        assert_eq!(seen, vec![51; 50]);
     }
 }
