@@ -352,6 +352,32 @@ impl Env {
         }
     }
 
+    /// Renames the events table behind the feeds' back (writes are then refused).
+    #[allow(dead_code)]
+    async fn rename_table(&self, from: &str, to: &str) {
+        match self {
+            Env::Memory(_) => unreachable!("no table"),
+            #[cfg(feature = "postgres")]
+            Env::Postgres { admin, schema, .. } => {
+                sqlx::query(&format!("ALTER TABLE {schema}.{from} RENAME TO {to}"))
+                    .execute(admin)
+                    .await
+                    .unwrap();
+            }
+            #[cfg(feature = "mysql")]
+            Env::MySql {
+                admin, database, ..
+            } => {
+                sqlx::query(&format!(
+                    "RENAME TABLE {database}.{from} TO {database}.{to}"
+                ))
+                .execute(admin)
+                .await
+                .unwrap();
+            }
+        }
+    }
+
     async fn drop_storage(&self) {
         match self {
             Env::Memory(_) => {}
@@ -673,6 +699,55 @@ async fn a_full_queue_is_counted_never_silently_lost(env: Arc<Env>) {
     assert_eq!(feed.dropped(), dropped);
 }
 
+/// A batch the database refuses (here: its table is gone) is dropped and counted; the events
+/// after it are written, not held up behind it forever.
+#[allow(dead_code)]
+async fn a_refused_write_does_not_stop_the_queue(env: Arc<Env>) {
+    let feed = env.feed().await;
+    env.rename_table("key_events", "key_events_away").await;
+    feed.publish(event(
+        3,
+        1,
+        Change::Setting {
+            name: "lost".into(),
+        },
+    ));
+    eventually("the refused event is counted", BOUND, || {
+        feed.dropped() == 1
+    })
+    .await;
+    env.rename_table("key_events_away", "key_events").await;
+    feed.publish(event(
+        3,
+        2,
+        Change::Setting {
+            name: "kept".into(),
+        },
+    ));
+    let start = tokio::time::Instant::now();
+    loop {
+        let names: Vec<Change> = feed
+            .read_after(0)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.event.change)
+            .collect();
+        if !names.is_empty() {
+            assert_eq!(
+                names,
+                vec![Change::Setting {
+                    name: "kept".into()
+                }]
+            );
+            break;
+        }
+        assert!(start.elapsed() < BOUND, "the later event was not written");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(feed.dropped(), 1);
+}
+
 macro_rules! engine_tests {
     ($engine:ident, $env:expr) => {
         mod $engine {
@@ -740,6 +815,22 @@ async fn mysql_a_full_queue_is_counted_never_silently_lost() {
         a_full_queue_is_counted_never_silently_lost,
     )
     .await;
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_refused_write_does_not_stop_the_queue() {
+    run(
+        Env::postgres().await,
+        a_refused_write_does_not_stop_the_queue,
+    )
+    .await;
+}
+
+#[cfg(feature = "mysql")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_a_refused_write_does_not_stop_the_queue() {
+    run(Env::mysql().await, a_refused_write_does_not_stop_the_queue).await;
 }
 
 // ---------------------------------------------------------------------------------------------

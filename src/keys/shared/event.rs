@@ -8,6 +8,21 @@ use serde::{Deserialize, Serialize};
 
 use crate::fingerprint::KeyId;
 use crate::keys::DisabledReason;
+use crate::redact::redact_keys;
+
+/// Characters of an upstream's rejection reason kept in a row: enough for Google's reasons
+/// (`API_KEY_INVALID`, a sentence), bounded whatever an upstream sends.
+const MAX_REASON: usize = 256;
+/// Characters of a model name kept in a row (model names come from requests).
+const MAX_MODEL: usize = 128;
+
+/// At most `max` characters of `text`.
+fn bounded(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => text[..end].to_owned(),
+        None => text.to_owned(),
+    }
+}
 
 /// One shared change, stamped with when and where it was made.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,7 +162,8 @@ struct WireIn {
 }
 
 impl SharedEvent {
-    /// The event as a line of JSON (ids and masks, never a secret in clear).
+    /// The event as a line of JSON (ids and masks, never a secret in clear: a key quoted in a
+    /// rejection reason is masked). A reason is cut to 256 characters, a model name to 128.
     pub fn to_json(&self) -> String {
         let mut wire = Wire {
             o: format!("{:016x}", self.origin),
@@ -172,7 +188,8 @@ impl SharedEvent {
                 match reason {
                     DisabledReason::Rejected { status, reason } => {
                         wire.status = Some(*status);
-                        wire.reason = Some(reason.clone());
+                        // An upstream's words can quote the key.
+                        wire.reason = Some(bounded(&redact_keys(reason), MAX_REASON));
                     }
                     DisabledReason::TooManyFailures { count } => {
                         wire.reason = Some(format!("failures:{count}"));
@@ -184,7 +201,7 @@ impl SharedEvent {
                 model, until_ms, ..
             } => {
                 wire.k = "cooled";
-                wire.model = Some(model.clone());
+                wire.model = Some(bounded(model, MAX_MODEL));
                 wire.until = Some(*until_ms);
             }
             Change::Reset { .. } => wire.k = "reset",
@@ -322,5 +339,48 @@ mod tests {
             None
         );
         assert_eq!(SharedEvent::from_json("not json"), None);
+    }
+
+    #[test]
+    fn rows_stay_small_and_free_of_keys() {
+        let secret = "AIzaSyZ1234567890abcdefghijklmnopqrstuv";
+        let event = SharedEvent {
+            origin: 1,
+            at_ms: 42,
+            change: Change::Disabled {
+                key: id(),
+                reason: DisabledReason::Rejected {
+                    status: 403,
+                    reason: format!(
+                        "Consumer 'api_key:{secret}' suspended. {}",
+                        "é".repeat(100_000)
+                    ),
+                },
+            },
+        };
+        let json = event.to_json();
+        assert!(!json.contains(secret), "{json}");
+        assert!(json.contains("api_key:AIza…stuv"), "{json}");
+        assert!(json.len() < 1024, "{}", json.len());
+        assert!(SharedEvent::from_json(&json).is_some());
+        let event = SharedEvent {
+            origin: 1,
+            at_ms: 42,
+            change: Change::Cooled {
+                key: id(),
+                model: "m".repeat(1_000_000),
+                until_ms: 43,
+            },
+        };
+        let json = event.to_json();
+        assert!(json.len() < 1024, "{}", json.len());
+        let Some(SharedEvent {
+            change: Change::Cooled { model, .. },
+            ..
+        }) = SharedEvent::from_json(&json)
+        else {
+            panic!("{json}")
+        };
+        assert_eq!(model.len(), 128);
     }
 }

@@ -27,6 +27,8 @@ pub struct FeedEntry {
 pub struct FeedError {
     message: String,
     source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    /// Retrying cannot help (a refused statement, not a lost connection).
+    permanent: bool,
 }
 
 impl FeedError {
@@ -35,6 +37,7 @@ impl FeedError {
         FeedError {
             message: message.into(),
             source: None,
+            permanent: false,
         }
     }
 
@@ -46,7 +49,20 @@ impl FeedError {
         FeedError {
             message: message.into(),
             source: Some(source.into()),
+            permanent: false,
         }
+    }
+
+    /// Marks the error as one a retry cannot help.
+    #[cfg_attr(not(any(feature = "postgres", feature = "mysql")), allow(dead_code))]
+    pub(crate) fn permanent(mut self, permanent: bool) -> Self {
+        self.permanent = permanent;
+        self
+    }
+
+    #[cfg_attr(not(any(feature = "postgres", feature = "mysql")), allow(dead_code))]
+    pub(crate) fn is_permanent(&self) -> bool {
+        self.permanent
     }
 }
 

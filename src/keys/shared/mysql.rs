@@ -8,7 +8,7 @@ use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 
 use super::event::SharedEvent;
 use super::feed::{FeedEntry, FeedError, KeyStateFeed, READ_BATCH};
-use super::outbox::Outbox;
+use super::outbox::{transient, Outbox};
 
 /// The default poll interval: every instance acts on a change well within a second.
 const POLL: Duration = Duration::from_millis(200);
@@ -46,7 +46,10 @@ impl fmt::Debug for MySqlFeed {
 }
 
 fn err(what: &str) -> impl FnOnce(sqlx::Error) -> FeedError + '_ {
-    move |e| FeedError::with_source(what.to_owned(), e)
+    move |e| {
+        let permanent = !transient(&e);
+        FeedError::with_source(what.to_owned(), e).permanent(permanent)
+    }
 }
 
 impl MySqlFeed {
@@ -107,7 +110,8 @@ impl MySqlFeed {
         self
     }
 
-    /// Events dropped because the queue was full (the server away for long).
+    /// Events dropped: the queue was full (the server away for long), or the server refused
+    /// to store them (a permanent error, such as a missing table; logged).
     pub fn dropped(&self) -> u64 {
         self.outbox.dropped()
     }

@@ -1,6 +1,7 @@
 //! The queue between [`KeyStateFeed::publish`](super::KeyStateFeed::publish) and a database:
 //! the request path only does a non-blocking send; a task writes batches and retries them with
-//! backoff while the database is away.
+//! backoff while the database is away. A batch the database refuses (a permanent error) is
+//! dropped and counted, so that it cannot hold up every later event.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,7 +31,11 @@ impl Outbox {
         Fut: Future<Output = Result<(), FeedError>> + Send,
     {
         let (tx, mut rx) = mpsc::channel::<SharedEvent>(CAPACITY);
+        let dropped = Arc::new(AtomicU64::new(0));
+        let counted = dropped.clone();
+        let refusals = AtomicU64::new(0);
         tokio::spawn(async move {
+            let dropped = counted;
             while let Some(first) = rx.recv().await {
                 let mut batch = vec![first.to_json()];
                 while batch.len() < BATCH {
@@ -52,6 +57,15 @@ impl Outbox {
                             }
                             break;
                         }
+                        Err(e) if e.is_permanent() => {
+                            // Retrying a refused statement would stop every later event.
+                            let before = dropped.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                            let refused = refusals.fetch_add(1, Ordering::Relaxed);
+                            if refused.is_power_of_two() || refused == 0 {
+                                tracing::warn!(error = %e, events = batch.len(), dropped = before + batch.len() as u64, "shared key events refused by the database; dropped");
+                            }
+                            break;
+                        }
                         Err(e) => {
                             if !failing {
                                 tracing::warn!(error = %e, events = batch.len(), "shared key events not written yet; retrying");
@@ -64,10 +78,7 @@ impl Outbox {
                 }
             }
         });
-        Outbox {
-            tx,
-            dropped: Arc::new(AtomicU64::new(0)),
-        }
+        Outbox { tx, dropped }
     }
 
     pub(super) fn send(&self, event: SharedEvent) {
@@ -82,7 +93,47 @@ impl Outbox {
         }
     }
 
+    /// Events dropped: the queue full, or refused by the database.
     pub(super) fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+/// Errors worth a retry: the connection (lost, refused, timed out), the server going away or
+/// shutting down, a deadlock or serialization failure. Anything else (a missing table, a
+/// refused row, no permission) is permanent. The same rule as the SQL store's writer.
+pub(super) fn transient(e: &sqlx::Error) -> bool {
+    use sqlx::Error as E;
+    match e {
+        E::Io(_) | E::Tls(_) | E::PoolTimedOut | E::PoolClosed | E::WorkerCrashed => true,
+        E::Protocol(_) => true,
+        E::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            // SQLSTATE classes 08 (connection), 40 (rollback: deadlock, serialization),
+            // 57 (operator intervention: shutdown), 53 (insufficient resources); MySQL's
+            // HY000 on shutdown, 1205/1213 (lock wait timeout, deadlock), 1053 (shutdown).
+            code.starts_with("08")
+                || code.starts_with("40")
+                || code.starts_with("57")
+                || code.starts_with("53")
+                || matches!(code.as_ref(), "HY000" if db.message().contains("shutdown"))
+                || matches!(code.as_ref(), "1205" | "1213" | "1053")
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lost_connections_are_retried_refusals_are_not() {
+        assert!(transient(&sqlx::Error::PoolTimedOut));
+        assert!(transient(&sqlx::Error::Io(std::io::Error::from(
+            std::io::ErrorKind::ConnectionReset
+        ))));
+        assert!(!transient(&sqlx::Error::RowNotFound));
+        assert!(!transient(&sqlx::Error::ColumnNotFound("body".into())));
     }
 }

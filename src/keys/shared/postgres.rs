@@ -10,7 +10,7 @@ use tokio::sync::Notify;
 
 use super::event::SharedEvent;
 use super::feed::{FeedEntry, FeedError, KeyStateFeed, READ_BATCH};
-use super::outbox::Outbox;
+use super::outbox::{transient, Outbox};
 
 /// The `NOTIFY` channel (database-wide; a wake-up only, the rows are the truth).
 const CHANNEL: &str = "gemini_balance_key_events";
@@ -56,7 +56,10 @@ impl Drop for PostgresFeed {
 }
 
 fn err(what: &str) -> impl FnOnce(sqlx::Error) -> FeedError + '_ {
-    move |e| FeedError::with_source(what.to_owned(), e)
+    move |e| {
+        let permanent = !transient(&e);
+        FeedError::with_source(what.to_owned(), e).permanent(permanent)
+    }
 }
 
 impl PostgresFeed {
@@ -119,7 +122,8 @@ impl PostgresFeed {
         })
     }
 
-    /// Events dropped because the queue was full (the server away for long).
+    /// Events dropped: the queue was full (the server away for long), or the server refused
+    /// to store them (a permanent error, such as a missing table; logged).
     pub fn dropped(&self) -> u64 {
         self.outbox.dropped()
     }
