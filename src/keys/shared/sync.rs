@@ -1055,4 +1055,20 @@ mod tests {
         let seen = lengths.seen.lock().unwrap().clone();
         assert_eq!(seen, vec![51; 50]);
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_clock_saturates_instead_of_overflowing() {
+        use super::super::feed::MemoryFeed;
+        let pool = KeyPool::builder()
+            .keys(["AIzaSyA1234567890abcdefghijklmnopqrstuv"])
+            .build()
+            .unwrap();
+        let feed = MemoryFeed::new();
+        let shared = SharedKeys::start(pool.clone(), feed.clone()).await;
+        shared.inner.state().clock = u64::MAX;
+        pool.disable(&pool.ids()[0]);
+        let entries = feed.entries();
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].event.at_ms, u64::MAX);
+    }
 }
