@@ -605,6 +605,7 @@ impl KeyObserver for Publisher {
 struct Reader {
     cursor: u64,
     gaps: BTreeMap<u64, Instant>,
+    /// Caught up once: holes in what was there at the start are pruned events, not waited for.
     started: bool,
 }
 
@@ -637,7 +638,6 @@ impl Reader {
                 fresh.push(entry);
             }
         }
-        self.started = true;
         fresh
     }
 }
@@ -646,7 +646,8 @@ impl Reader {
 ///
 /// The tail is read after the cursor, so every read that returns something moves it on (a hole
 /// left by pruning never makes the same batch come back), whatever batch size the transport
-/// chose; the holes are read once per call, from the first to the last.
+/// chose; the holes are read once per call, from the first to the last. Holes in what was
+/// stored before the first catch-up are pruned events: they are not waited for.
 async fn catch_up<F: KeyStateFeed>(
     inner: &Inner,
     feed: &F,
@@ -660,6 +661,7 @@ async fn catch_up<F: KeyStateFeed>(
         let fresh = reader.take(entries);
         inner.apply_all(fresh);
     }
+    reader.started = true;
     let Some((mut after, last)) = reader.gap_range() else {
         return Ok(());
     };
@@ -962,6 +964,8 @@ mod tests {
         // Startup: holes left by pruning are not waited for.
         assert_eq!(seqs(&reader.take(vec![at(3), at(7)])), vec![3, 7]);
         assert_eq!(reader.gap_range(), None);
+        // Caught up (a read returned nothing): from now on a hole may be a commit in flight.
+        reader.started = true;
         // 9 and 10 committed before 8: 8 is read again from then on.
         assert_eq!(seqs(&reader.take(vec![at(9), at(10)])), vec![9, 10]);
         assert_eq!(reader.gap_range(), Some((7, 8)));
@@ -1070,5 +1074,82 @@ mod tests {
         let entries = feed.entries();
         assert_eq!(entries.len(), 1);
         assert_eq!(entries[0].event.at_ms, u64::MAX);
+    }
+
+    /// A log whose rows can commit out of order, read two at a time.
+    #[derive(Clone, Default)]
+    struct Log(Arc<Mutex<Vec<FeedEntry>>>);
+
+    impl Log {
+        fn commit(&self, seq: u64, change: Change) {
+            let mut rows = self.0.lock().unwrap();
+            rows.push(entry(seq, now_ms(), change));
+            rows.sort_by_key(|e| e.seq);
+        }
+    }
+
+    impl KeyStateFeed for Log {
+        fn publish(&self, _: SharedEvent) {}
+        async fn read_after(&self, seq: u64) -> Result<Vec<FeedEntry>, super::super::FeedError> {
+            let rows = self.0.lock().unwrap();
+            Ok(rows
+                .iter()
+                .filter(|e| e.seq > seq)
+                .take(2)
+                .cloned()
+                .collect())
+        }
+        async fn changed(&self) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        async fn delete(&self, _: Vec<u64>) -> Result<(), super::super::FeedError> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn late_commits_in_holes_are_applied_once() {
+        let setting = |name: &str| Change::Setting { name: name.into() };
+        let pool = KeyPool::builder()
+            .keys([
+                "AIzaSyA1234567890abcdefghijklmnopqrstuv",
+                "AIzaSyB1234567890abcdefghijklmnopqrstuv",
+            ])
+            .build()
+            .unwrap();
+        let ids = pool.ids();
+        let log = Log::default();
+        log.commit(1, setting("a"));
+        let shared = SharedKeys::start(pool.clone(), log.clone()).await;
+        assert_eq!(shared.applied(), 1);
+        // 2 and 6 took their numbers first but commit last.
+        for seq in [3, 4, 5, 7, 8] {
+            log.commit(seq, setting("b"));
+        }
+        let bound = std::time::Instant::now() + Duration::from_secs(5);
+        while shared.applied() < 6 {
+            assert!(std::time::Instant::now() < bound, "{}", shared.applied());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let disable = |n: usize| Change::Disabled {
+            key: ids[n].clone(),
+            reason: DisabledReason::Manual,
+        };
+        log.commit(6, disable(1));
+        log.commit(2, disable(0));
+        // Well before the holes are given up (GAP_WAIT).
+        while pool.snapshot(&ids[0]).unwrap().status.is_serving()
+            || pool.snapshot(&ids[1]).unwrap().status.is_serving()
+        {
+            assert!(std::time::Instant::now() < bound, "holes not read again");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        while shared.applied() < 8 {
+            assert!(std::time::Instant::now() < bound, "{}", shared.applied());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Read again for a while: none applied twice.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(shared.applied(), 8);
     }
 }
