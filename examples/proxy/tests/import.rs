@@ -1429,7 +1429,7 @@ async fn an_unreachable_mysql_store_stops_startup_naming_it() {
 #[cfg(feature = "mysql")]
 #[tokio::test]
 #[ignore = "needs GEMINI_BALANCE_TEST_MYSQL_URL: a MySQL or MariaDB server (e.g. mysql://root@127.0.0.1:3306); run with -- --ignored"]
-async fn with_database_type_mysql_the_store_lives_beside_the_python_servers_tables() {
+async fn with_database_type_mysql_the_first_start_imports_the_settings_into_that_database() {
     let url = mysql_url();
     let mock = MockGemini::start().await;
     let base_url = format!("{}/v1beta", mock.base_url());
@@ -1444,16 +1444,30 @@ async fn with_database_type_mysql_the_store_lives_beside_the_python_servers_tabl
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("first.log");
     let proxy = common::Proxy::start_capturing(dir.path(), &env, &log).await;
-    // The keys of .env: the Python server's settings are not imported into a networked store.
-    assert_eq!(serving_with(&proxy).await.0, ["AIza…0001"]);
+    // The keys and settings changed in the Python web UI serve from the first start.
+    assert_eq!(ask_with_the_ui_token(&proxy).await, [200; 4]);
+    assert!(mock.requests(&key(2)) > 0);
+    let two_keys = vec!["AIza…0001".to_owned(), "AIza…0002".to_owned()];
+    assert_eq!(
+        serving_with(&proxy).await,
+        (two_keys.clone(), Value::from(5), Value::from("database"))
+    );
     proxy.stop();
     let text = read_log(&log);
+    let imported = line(&text, "first start: imported");
     assert!(
-        line(&text, "not imported at first start").contains("DATABASE_TYPE=mysql"),
+        imported.contains(&format!("/{} (MySQL)", python.database))
+            && imported.contains("API_KEYS")
+            && imported.contains("MAX_RETRIES"),
+        "{imported}"
+    );
+    assert!(
+        line(&text, "logs stay in its own tables").contains("MySQL"),
         "{text}"
     );
     assert!(!dir.path().join("data/default_db.db").exists());
-    // This proxy's tables are in the same database, the Python server's untouched.
+    // This proxy's tables are in the same database, the Python server's untouched; the keys
+    // are in this instance's secrets file, not in the database.
     let mut conn = python.connect().await;
     let (settings,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM t_settings")
         .fetch_one(&mut conn)
@@ -1465,6 +1479,40 @@ async fn with_database_type_mysql_the_store_lives_beside_the_python_servers_tabl
         .await
         .unwrap();
     assert_eq!(versions, 1);
+    let (kept,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM settings WHERE name = 'MAX_RETRIES'")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(kept, 1);
+    let (secret,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM settings WHERE value LIKE '%AIza%' OR name = 'API_KEYS'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(secret, 0);
+    assert!(
+        std::fs::read_to_string(dir.path().join("data/default_db.secrets.json"))
+            .unwrap()
+            .contains("API_KEYS")
+    );
+
+    // Changed in the Python tables afterwards: not picked up (imported once).
+    sqlx::query("UPDATE t_settings SET value = '9' WHERE `key` = 'MAX_RETRIES'")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    drop(conn);
+    let log = dir.path().join("second.log");
+    let proxy = common::Proxy::start_capturing(dir.path(), &env, &log).await;
+    assert_eq!(
+        serving_with(&proxy).await,
+        (two_keys, Value::from(5), Value::from("database"))
+    );
+    proxy.stop();
+    let text = read_log(&log);
+    assert!(!text.contains("first start:"), "{text}");
 }
 
 #[test]
