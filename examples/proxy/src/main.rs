@@ -34,6 +34,7 @@ mod route;
 mod secrets;
 mod serve;
 mod settings;
+mod shared_keys;
 mod state;
 mod store;
 mod upstream;
@@ -342,6 +343,9 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     // Key state (disabled keys, failure counts, cooldowns) survives restarts.
     let restored = pool.restore(&store.load_key_states()?);
     pool.set_observer(store.clone());
+    // Several instances on one database: the shared key state wins over what was restored
+    // (set_observer above replaces every observer: this one joins after it).
+    let shared = shared_keys::start(kind, &settings, &pool).await?;
     if pool.is_empty() {
         tracing::warn!(
             "API_KEYS is empty: every API request will be answered 503 until keys are added"
@@ -358,7 +362,11 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         base,
         settings,
         set_log_level,
+        shared.clone(),
     )?);
+    if let Some(shared) = &shared {
+        shared_keys::follow(app.clone(), shared);
+    }
     if app.live().tokens.is_empty() {
         tracing::warn!("neither ALLOWED_TOKENS nor AUTH_TOKEN is set: every API request will be refused with 401");
     }

@@ -617,6 +617,13 @@ pub const DEFS: &[Def] = &[
         "Storage",
         "With DATABASE_TYPE=postgres: the schema of this proxy's tables, created if missing (empty: the connection's search_path; not a Gemini-Balance setting)",
     ))),
+    ours(startup_only(def(
+        "SHARED_KEYS_SEALING_KEY",
+        Kind::Secret,
+        "",
+        "Storage",
+        "With DATABASE_TYPE=postgres or mysql: 64 hex digits (openssl rand -hex 32), the same on every instance, with which a key added through one instance's admin API is sealed for the others; empty: such a key serves on that instance only (not a Gemini-Balance setting)",
+    ))),
     startup_only(def(
         "SQLITE_DATABASE",
         Kind::Text,
@@ -1217,6 +1224,15 @@ fn value_rules(def: &Def, value: &Value) -> Result<(), String> {
             .try_for_each(|(i, entry)| {
                 crate::cors::check_origin(entry).map_err(|e| format!("{e} (entry #{})", i + 1))
             }),
+        "SHARED_KEYS_SEALING_KEY" => {
+            let text = value.as_str().unwrap_or_default().trim();
+            if text.is_empty() || (text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()))
+            {
+                Ok(())
+            } else {
+                Err("64 hex digits (openssl rand -hex 32), or nothing".to_owned())
+            }
+        }
         "CUSTOM_HEADERS" => {
             for (name, v) in value.as_object().into_iter().flatten() {
                 if axum::http::HeaderName::from_bytes(name.as_bytes()).is_err() {

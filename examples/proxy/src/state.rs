@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use crate::store::{SharedStore, Store};
 use arc_swap::ArcSwap;
+use gemini_balance::keys::shared::SharedKeys;
 use gemini_balance::keys::{ApiKey, KeyId, KeyPool};
 use gemini_balance::normalize_url::NormalizeUrlLayer;
 use gemini_balance::openai::images::UrlFetcher;
@@ -69,6 +70,9 @@ pub struct App {
     pub auth_limit: Arc<AuthLimit>,
     /// Checks PROXIES entries for the admin API (and remembers results for 10 s).
     pub proxy_checker: Arc<ProxyChecker>,
+    /// The key state shared with the other instances on the same database (`None` on SQLite):
+    /// told of every live setting changed here.
+    pub shared: Option<SharedKeys>,
     /// The settings from the environment and `.env` alone: what a forgotten change reverts to.
     base: Settings,
     live: ArcSwap<Live>,
@@ -88,6 +92,7 @@ impl App {
         base: Settings,
         settings: Settings,
         set_log_level: LogLevelSetter,
+        shared: Option<SharedKeys>,
     ) -> Result<App, String> {
         let live = Live::build(settings, &pool, &store, None)?;
         let auth_limit = Arc::new(AuthLimit::new(auth_policy(&live.settings)));
@@ -97,6 +102,7 @@ impl App {
             secrets,
             auth_limit,
             proxy_checker: Arc::default(),
+            shared,
             base,
             live: ArcSwap::from_pointee(live),
             changes: tokio::sync::Mutex::new(()),
@@ -136,7 +142,7 @@ impl App {
         if !invalid.is_empty() {
             return Err(invalid);
         }
-        self.commit(&current, next, &names).await?;
+        self.commit(&current, next, &names, Keep::Yes).await?;
         Ok(names)
     }
 
@@ -147,7 +153,7 @@ impl App {
         let mut next = current.settings.clone();
         next.revert(name, &self.base).map_err(|e| vec![e])?;
         let def = settings::find(name).map(|d| d.name).unwrap_or("");
-        self.commit(&current, next, &[def]).await?;
+        self.commit(&current, next, &[def], Keep::Yes).await?;
         Ok(def)
     }
 
@@ -163,8 +169,102 @@ impl App {
         let mut next = current.settings.clone();
         next.set("API_KEYS", &Value::from(keys))
             .map_err(|e| vec![e])?;
-        self.commit(&current, next, &["API_KEYS"]).await?;
+        self.commit(&current, next, &["API_KEYS"], Keep::Yes)
+            .await?;
         Ok(out)
+    }
+
+    /// Applies the live settings another instance changed (`names`): re-read from the shared
+    /// database's settings table (a setting no longer there reverts to this instance's
+    /// environment), applied here without being kept or announced again. Invalid or unknown
+    /// values are logged and left out.
+    pub async fn apply_settings_from_elsewhere(&self, names: &[String]) {
+        let _one_at_a_time = self.changes.lock().await;
+        let store = self.store.clone();
+        let stored = match tokio::task::spawn_blocking(move || store.settings()).await {
+            Ok(Ok(stored)) => stored,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "settings changed on another instance could not be read; they apply here at the next change or restart");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "settings changed on another instance could not be read");
+                return;
+            }
+        };
+        let current = self.live();
+        let mut next = current.settings.clone();
+        let mut changed = Vec::new();
+        for name in names {
+            let Some(def) = settings::find(name).filter(|d| d.live && !d.kind.is_secret()) else {
+                continue;
+            };
+            if changed.contains(&def.name) {
+                continue;
+            }
+            let applied = match stored.iter().find(|s| s.name == def.name) {
+                Some(row) => next.apply_stored(def.name, &row.value),
+                None => next.revert(def.name, &self.base).map(drop),
+            };
+            if let Err(e) = applied {
+                tracing::warn!(error = %e, "a setting changed on another instance is not valid here; ignored");
+                continue;
+            }
+            if next.value(def.name) != current.settings.value(def.name)
+                || next.source(def.name) != current.settings.source(def.name)
+            {
+                changed.push(def.name);
+            }
+        }
+        if changed.is_empty() {
+            return;
+        }
+        if let Err(invalid) = self.commit(&current, next, &changed, Keep::No).await {
+            let names: Vec<&str> = invalid.iter().map(|i| i.name.as_str()).collect();
+            tracing::warn!(settings = %names.join(", "), "settings changed on another instance cannot be applied here");
+        }
+    }
+
+    /// Brings `API_KEYS` in step with the pool after other instances added or removed keys
+    /// (applied to the pool by [`SharedKeys`]): keys no longer in the pool leave the list, keys
+    /// new in the pool join it, and the list is kept where this instance keeps its secrets, so
+    /// that a restart, and the next edit made here, keep them.
+    pub async fn adopt_pool_keys(&self) {
+        let _one_at_a_time = self.changes.lock().await;
+        let current = self.live();
+        let listed = current.settings.list("API_KEYS");
+        let in_pool: HashSet<KeyId> = self.pool.ids().into_iter().collect();
+        let mut keys: Vec<String> = listed
+            .iter()
+            .filter(|raw| ApiKey::new(raw).is_ok_and(|k| in_pool.contains(k.id())))
+            .cloned()
+            .collect();
+        let known: HashSet<KeyId> = keys
+            .iter()
+            .filter_map(|raw| ApiKey::new(raw).ok().map(|k| k.id().clone()))
+            .collect();
+        for id in self.pool.ids() {
+            if !known.contains(&id) {
+                if let Some(key) = self.pool.key(&id) {
+                    keys.push(key.expose_secret().to_owned());
+                }
+            }
+        }
+        if keys == listed {
+            return;
+        }
+        let mut next = current.settings.clone();
+        let result = next
+            .set("API_KEYS", &Value::from(keys))
+            .map_err(|e| vec![e]);
+        let result = match result {
+            Ok(_) => self.commit(&current, next, &["API_KEYS"], Keep::Yes).await,
+            Err(e) => Err(e),
+        };
+        if let Err(invalid) = result {
+            let why: Vec<&str> = invalid.iter().map(|i| i.expected.as_str()).collect();
+            tracing::warn!(reason = %why.join("; "), "API_KEYS could not follow the keys added or removed on another instance");
+        }
     }
 
     async fn commit(
@@ -172,6 +272,7 @@ impl App {
         current: &Live,
         next: Settings,
         names: &[&'static str],
+        keep_it: Keep,
     ) -> Result<(), Vec<Invalid>> {
         let invalid = |name: &str, expected: String| {
             vec![Invalid {
@@ -212,8 +313,9 @@ impl App {
                 .unwrap_or(&e);
             invalid(name, format!("a value the proxy can use ({why})"))
         })?;
-        // Keep the change, then apply it.
-        for name in names {
+        // Keep the change, then apply it (a change read from the database is kept there).
+        let kept_names = if keep_it == Keep::Yes { names } else { &[] };
+        for name in kept_names {
             let def = settings::find(name).map(|d| (d.name, d.kind.is_secret()));
             let Some((name, secret)) = def else { continue };
             let from_base = live.settings.source(name) == self.base.source(name)
@@ -229,11 +331,15 @@ impl App {
             kept.map_err(|e| invalid(name, format!("a value that can be kept ({e})")))?;
         }
         if let Some(keys) = new_keys {
+            // The keys that left the list: a key in the pool but not in the list (added on
+            // another instance a moment ago, not yet in API_KEYS) stays.
             let wanted: HashSet<KeyId> = keys.iter().map(|k| k.id().clone()).collect();
-            let gone: Vec<KeyId> = self
-                .pool
-                .ids()
-                .into_iter()
+            let gone: Vec<KeyId> = current
+                .settings
+                .list("API_KEYS")
+                .iter()
+                .filter_map(|raw| ApiKey::new(raw).ok())
+                .map(|k| k.id().clone())
                 .filter(|id| !wanted.contains(id))
                 .collect();
             self.pool.remove(&gone);
@@ -260,9 +366,29 @@ impl App {
         self.auth_limit.set_policy(auth_policy(&live.settings));
         self.live.store(Arc::new(live));
         self.changed.send_replace(());
-        tracing::info!(settings = %names.join(", "), "configuration changed");
+        if keep_it == Keep::Yes {
+            // The other instances re-read these from the database (secrets are not there).
+            if let Some(shared) = &self.shared {
+                for name in names {
+                    if settings::find(name).is_some_and(|d| d.live && !d.kind.is_secret()) {
+                        shared.setting_changed(name);
+                    }
+                }
+            }
+            tracing::info!(settings = %names.join(", "), "configuration changed");
+        } else {
+            tracing::info!(settings = %names.join(", "), "configuration changed on another instance; applied");
+        }
         Ok(())
     }
+}
+
+/// Whether [`App::commit`] keeps a change (and tells the other instances of it), or only
+/// applies it (read from the shared database, where another instance kept it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Keep {
+    Yes,
+    No,
 }
 
 /// Keeps the change of one setting where the proxy reads it at start: a secret in the secrets

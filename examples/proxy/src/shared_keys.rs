@@ -1,0 +1,142 @@
+//! Several instances on one PostgreSQL or MySQL database act as one proxy: the library's
+//! [`SharedKeys`] beside the key pool (a key disabled, cooled, reset, added or removed on one
+//! instance is acted on by every instance), the live settings changed on one instance applied
+//! by the others, and `API_KEYS` kept in step with the keys added and removed elsewhere
+//! (docs/scale-out.md, "In the proxy"). SQLite (one instance) starts none of it.
+
+use std::sync::Arc;
+
+use gemini_balance::keys::shared::{Change, SharedKeys};
+use gemini_balance::keys::KeyPool;
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::settings::Settings;
+use crate::state::App;
+use crate::store::Kind;
+
+/// Starts sharing `pool`'s state through the database of `kind` (after the pool was restored
+/// from the store and the store set as its observer: the shared state wins over the local one).
+/// `None` on SQLite.
+pub async fn start(
+    kind: Kind,
+    settings: &Settings,
+    pool: &KeyPool,
+) -> Result<Option<SharedKeys>, String> {
+    if kind == Kind::Sqlite {
+        return Ok(None);
+    }
+    #[cfg(any(feature = "postgres", feature = "mysql"))]
+    {
+        let (url, shown) = crate::store::database_url(kind, settings)?;
+        let mut builder = SharedKeys::builder(pool.clone());
+        match sealer(settings)? {
+            Some(sealer) => builder = builder.sealer(sealer),
+            None => tracing::warn!(
+                "SHARED_KEYS_SEALING_KEY is not set: a key added through this instance's admin API serves on this instance only, and keys added on the others do not serve here (the other key changes are shared)"
+            ),
+        }
+        // A database that went away since the store connected: the feed's own connection
+        // gives up after a few seconds and the proxy does not start, as with the store.
+        let feed_error = |e: gemini_balance::keys::shared::FeedError| {
+            format!("{shown}: the shared key state: {e}")
+        };
+        let shared = match kind {
+            #[cfg(feature = "postgres")]
+            Kind::Postgres => {
+                use std::str::FromStr;
+                let mut options = sqlx::postgres::PgConnectOptions::from_str(&url)
+                    .map_err(|_| format!("{shown}: not a PostgreSQL URL"))?;
+                let schema = settings.text("POSTGRES_SCHEMA").trim();
+                if !schema.is_empty() {
+                    // Quoted as the store quotes it: the same schema whatever its case.
+                    let quoted = format!("\"{}\"", schema.replace('"', "\"\""));
+                    options = options.options([("search_path", quoted)]);
+                }
+                let feed = gemini_balance::keys::shared::PostgresFeed::connect_with(options)
+                    .await
+                    .map_err(feed_error)?;
+                builder.start(feed).await
+            }
+            #[cfg(feature = "mysql")]
+            Kind::MySql => {
+                let feed = gemini_balance::keys::shared::MySqlFeed::connect(&url)
+                    .await
+                    .map_err(feed_error)?;
+                builder.start(feed).await
+            }
+            // The store refused a DATABASE_TYPE this build has no support for.
+            _ => return Ok(None),
+        };
+        tracing::info!(
+            applied = shared.applied(),
+            "key state shared with the other instances on {shown}"
+        );
+        Ok(Some(shared))
+    }
+    #[cfg(not(any(feature = "postgres", feature = "mysql")))]
+    {
+        let _ = (settings, pool);
+        Ok(None)
+    }
+}
+
+/// The sealer of SHARED_KEYS_SEALING_KEY (checked when the settings were read), or `None`.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+fn sealer(
+    settings: &Settings,
+) -> Result<Option<Arc<dyn gemini_balance::keys::shared::KeySealer>>, String> {
+    let hex = settings.text("SHARED_KEYS_SEALING_KEY").trim();
+    if hex.is_empty() {
+        return Ok(None);
+    }
+    let sealer = gemini_balance::keys::shared::ChaChaSealer::from_hex(hex).map_err(|_| {
+        "SHARED_KEYS_SEALING_KEY: expected 64 hex digits (openssl rand -hex 32)".to_owned()
+    })?;
+    Ok(Some(Arc::new(sealer)))
+}
+
+/// Follows the other instances: settings they changed are re-read from the database and
+/// applied here; keys they added or removed go into (or out of) `API_KEYS`, kept where this
+/// instance keeps its secrets, so that a restart and the next local edit keep them. Also brings
+/// `API_KEYS` in step once now, for what was applied while starting.
+pub fn follow(app: Arc<App>, shared: &SharedKeys) {
+    let mut settings = shared.settings();
+    let settings_app = app.clone();
+    tokio::spawn(async move {
+        loop {
+            let names = match settings.recv().await {
+                Ok(name) => {
+                    let mut names = vec![name];
+                    // What else arrived meanwhile, in one change.
+                    while let Ok(name) = settings.try_recv() {
+                        names.push(name);
+                    }
+                    names
+                }
+                // Some names were missed: every live setting is re-read.
+                Err(RecvError::Lagged(_)) => crate::settings::DEFS
+                    .iter()
+                    .filter(|d| d.live && !d.kind.is_secret())
+                    .map(|d| d.name.to_owned())
+                    .collect(),
+                Err(RecvError::Closed) => return,
+            };
+            settings_app.apply_settings_from_elsewhere(&names).await;
+        }
+    });
+    let mut changes = shared.changes();
+    tokio::spawn(async move {
+        app.adopt_pool_keys().await;
+        loop {
+            match changes.recv().await {
+                Ok(Change::Added { .. } | Change::Removed { .. }) | Err(RecvError::Lagged(_)) => {
+                    // Several changes arriving together make one edit.
+                    while changes.try_recv().is_ok() {}
+                    app.adopt_pool_keys().await;
+                }
+                Ok(_) => {}
+                Err(RecvError::Closed) => return,
+            }
+        }
+    });
+}
