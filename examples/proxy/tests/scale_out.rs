@@ -235,3 +235,256 @@ fn an_unreachable_database_stops_startup_naming_it() {
     );
     assert!(!stderr.contains("pw-secret-db-77"), "{stderr}");
 }
+
+/// The sealing key every instance of the three-instance test shares.
+const SEALING_KEY: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f000112233445566778899aabbccddeeff";
+
+/// How long a change made on one instance may take to reach the others in these tests: a guard
+/// well above the feeds' bound (PostgreSQL: a notification; MySQL: a 200 ms poll), so that a
+/// loaded machine does not fail the test.
+const PROPAGATION: Duration = Duration::from_secs(10);
+
+async fn health(proxy: &Proxy) -> Value {
+    let text = support::client_builder()
+        .build()
+        .unwrap()
+        .get(format!("{}/health", proxy.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Polls `/health` of `proxy` until `what` (a count under `keys`) is `expected`; panics after
+/// [`PROPAGATION`].
+async fn until_health(proxy: &Proxy, what: &str, expected: u64, context: &str) {
+    let started = std::time::Instant::now();
+    loop {
+        let seen = health(proxy).await;
+        if seen["keys"][what].as_u64() == Some(expected) {
+            return;
+        }
+        assert!(
+            started.elapsed() < PROPAGATION,
+            "{context}: {what} is not {expected} on {}: {seen}",
+            proxy.url
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn admin_send(proxy: &Proxy, method: reqwest::Method, path: &str, body: Value) -> Value {
+    let res = support::client_builder()
+        .build()
+        .unwrap()
+        .request(method, format!("{}/api{path}", proxy.url))
+        .bearer_auth(ADMIN)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = res.status();
+    let text = res.text().await.unwrap();
+    assert!(status.is_success(), "{path}: {status} {text}");
+    serde_json::from_str(&text).unwrap()
+}
+
+/// The value and source of a setting as `proxy` runs with it.
+async fn setting(proxy: &Proxy, name: &str) -> (Value, String) {
+    let config = admin_get(proxy, "/config").await;
+    let entry = config["settings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap()
+        .clone();
+    (
+        entry["value"].clone(),
+        entry["source"].as_str().unwrap().to_owned(),
+    )
+}
+
+async fn until_setting(proxy: &Proxy, name: &str, expected: (Value, &str), context: &str) {
+    let started = std::time::Instant::now();
+    loop {
+        let (value, source) = setting(proxy, name).await;
+        if value == expected.0 && source == expected.1 {
+            return;
+        }
+        assert!(
+            started.elapsed() < PROPAGATION,
+            "{context}: {name} is {value} ({source}) on {}",
+            proxy.url
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn mask(key: &str) -> String {
+    format!("{}…{}", &key[..4], &key[key.len() - 4..])
+}
+
+/// Three proxy binaries on one database (PostgreSQL, then MariaDB) act as one proxy: a key
+/// rejected through A is left out by B and C; a per-model cooldown from A holds on B; a key
+/// added through B's admin API serves on C and is kept in C's `API_KEYS`, and its removal on C
+/// reaches A; a live setting changed (and forgotten) on A is in effect on C; usage through all
+/// three appears once each in A's statistics; and while the database is away every request is
+/// answered and what was queued is written once it is back, nothing dropped.
+#[tokio::test]
+async fn three_instances_on_one_database_act_as_one_proxy() {
+    for server in Server::ALL {
+        let Some(db) = TestDb::new(server, "three") else {
+            continue;
+        };
+        let name = server.name();
+        let mock = MockGemini::start().await;
+        let keys = test_keys(5);
+        let (listed, added) = (&keys[..4], &keys[4]);
+        mock.set_fault(&keys[0], Fault::InvalidKey);
+        mock.set_fault(&keys[1], Fault::rate_limited_for(FLASH, "600s"));
+        let relay = db.relay();
+        let env = format!(
+            "{}SHARED_KEYS_SEALING_KEY={SEALING_KEY}\n",
+            env_file_at(&mock, listed, &db, &relay.url(&db.url()))
+        );
+        let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+        let log = dirs[0].path().join("a.log");
+        let a = Proxy::start_capturing(dirs[0].path(), &env, &log).await;
+        let b = Proxy::start(dirs[1].path(), &env).await;
+        let c = Proxy::start(dirs[2].path(), &env).await;
+        let mut sent = 0;
+
+        // A key rejected through A (400 API_KEY_INVALID) is left out by B and C.
+        while mock.requests(&keys[0]) == 0 {
+            assert_eq!(ask(&a).await, 200, "{name}");
+            sent += 1;
+            assert!(sent < 10, "{name}: A never tried the first key");
+        }
+        until_health(&b, "disabled", 1, name).await;
+        until_health(&c, "disabled", 1, name).await;
+        // A per-model cooldown (429 for FLASH) met through A holds on B.
+        while mock.requests(&keys[1]) == 0 {
+            assert_eq!(ask(&a).await, 200, "{name}");
+            sent += 1;
+            assert!(sent < 20, "{name}: A never tried the second key");
+        }
+        until_health(&b, "cooling_for_some_models", 1, name).await;
+        for proxy in [&b, &c, &b, &c, &b, &c, &b, &c] {
+            assert_eq!(ask(proxy).await, 200, "{name}");
+            sent += 1;
+        }
+        assert_eq!(
+            (mock.requests(&keys[0]), mock.requests(&keys[1])),
+            (1, 1),
+            "{name}: the rejected key and the cooling one are left out by B and C"
+        );
+
+        // A key added through B's admin API serves on C, and C keeps it in its API_KEYS.
+        admin_send(
+            &b,
+            reqwest::Method::POST,
+            "/keys",
+            serde_json::json!({ "keys": [added] }),
+        )
+        .await;
+        until_health(&c, "total", 5, name).await;
+        for _ in 0..6 {
+            assert_eq!(ask(&c).await, 200, "{name}");
+            sent += 1;
+        }
+        assert!(
+            mock.requests(added) > 0,
+            "{name}: the added key serves on C"
+        );
+        let secrets = dirs[2].path().join("data/default_db.secrets.json");
+        let kept = std::fs::read_to_string(&secrets).unwrap_or_default();
+        assert!(
+            kept.contains(added.as_str()),
+            "{name}: kept in C's API_KEYS"
+        );
+        // Removed on C: gone on A (and A's own list edit does not bring it back).
+        let id = admin_get(&c, "/keys").await["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["mask"] == mask(added))
+            .map(|k| k["id"].as_str().unwrap().to_owned())
+            .unwrap();
+        admin_send(
+            &c,
+            reqwest::Method::POST,
+            "/keys/delete",
+            serde_json::json!({ "ids": [id] }),
+        )
+        .await;
+        until_health(&a, "total", 4, name).await;
+        until_health(&b, "total", 4, name).await;
+
+        // A live setting changed on A is in effect on C; forgotten on A, C reverts too.
+        admin_send(
+            &a,
+            reqwest::Method::PUT,
+            "/config",
+            serde_json::json!({ "MAX_RETRIES": 5 }),
+        )
+        .await;
+        until_setting(&c, "MAX_RETRIES", (Value::from(5), "database"), name).await;
+        admin_send(
+            &a,
+            reqwest::Method::DELETE,
+            "/config/MAX_RETRIES",
+            Value::Null,
+        )
+        .await;
+        until_setting(&c, "MAX_RETRIES", (Value::from(3), "environment"), name).await;
+
+        // The database goes away: every request through every instance is answered.
+        relay.cut();
+        for proxy in [&a, &b, &c, &a, &b, &c, &a, &b, &c] {
+            assert_eq!(
+                ask(proxy).await,
+                200,
+                "{name}: served while the database is away"
+            );
+            sent += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        relay.restore();
+
+        // Usage through all three, once each, in A's statistics; every record written.
+        assert_eq!(calls_in_stats(&a, sent).await, sent, "{name}");
+        let mut written = 0;
+        for proxy in [&a, &b, &c] {
+            let summary = admin_get(proxy, "/stats/summary").await;
+            let store = &summary["store"];
+            assert_eq!(
+                (store["dropped"].as_u64(), store["lost"].as_u64()),
+                (Some(0), Some(0)),
+                "{name}: {summary}"
+            );
+            written += store["written"].as_u64().unwrap();
+        }
+        assert_eq!(written, sent, "{name}");
+        for proxy in [a, b, c] {
+            proxy.stop();
+        }
+        assert_eq!(
+            db.count("SELECT COUNT(*) FROM request_log"),
+            sent as i64,
+            "{name}"
+        );
+        let text = std::fs::read_to_string(&log).unwrap();
+        for key in &keys {
+            assert!(!text.contains(key.as_str()), "{name}: a key in A's log");
+        }
+        assert!(
+            !text.contains(SEALING_KEY),
+            "{name}: the sealing key in A's log"
+        );
+    }
+}
