@@ -208,6 +208,15 @@ impl KeyStateFeed for Feed {
             Feed::MySql(f) => f.delete(seqs).await,
         }
     }
+    async fn flush(&self) {
+        match self {
+            Feed::Memory(f) => f.flush().await,
+            #[cfg(feature = "postgres")]
+            Feed::Postgres(f) => f.flush().await,
+            #[cfg(feature = "mysql")]
+            Feed::MySql(f) => f.flush().await,
+        }
+    }
 }
 
 impl Feed {
@@ -748,6 +757,30 @@ async fn a_refused_write_does_not_stop_the_queue(env: Arc<Env>) {
     assert_eq!(feed.dropped(), 1);
 }
 
+/// `flush` (at shutdown) waits until this instance's changes are stored: not while the
+/// database is away, at once when it is back.
+#[allow(dead_code)]
+async fn flush_waits_until_the_changes_are_stored(env: Arc<Env>) {
+    let a = pool();
+    let sa = env.start(&a).await;
+    assert!(sa.flush(AFTER_OUTAGE).await, "nothing to write");
+    env.set_up(false);
+    a.disable(&id(0));
+    assert!(
+        !sa.flush(Duration::from_millis(300)).await,
+        "the database is away: not stored"
+    );
+    env.set_up(true);
+    assert!(sa.flush(AFTER_OUTAGE).await, "stored once it is back");
+    let stored = env.feed().await.read_after(0).await.unwrap();
+    assert!(
+        stored
+            .iter()
+            .any(|e| matches!(&e.event.change, Change::Disabled { key, .. } if key == &id(0))),
+        "{stored:?}"
+    );
+}
+
 macro_rules! engine_tests {
     ($engine:ident, $env:expr) => {
         mod $engine {
@@ -805,6 +838,22 @@ async fn postgres_a_full_queue_is_counted_never_silently_lost() {
         a_full_queue_is_counted_never_silently_lost,
     )
     .await;
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_flush_waits_until_the_changes_are_stored() {
+    run(
+        Env::postgres().await,
+        flush_waits_until_the_changes_are_stored,
+    )
+    .await;
+}
+
+#[cfg(feature = "mysql")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_flush_waits_until_the_changes_are_stored() {
+    run(Env::mysql().await, flush_waits_until_the_changes_are_stored).await;
 }
 
 #[cfg(feature = "mysql")]

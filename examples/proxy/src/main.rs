@@ -420,6 +420,12 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         shutdown_signal(limits),
     )
     .await;
+    // The last key changes reach the other instances (bounded: the database may be away).
+    if let Some(shared) = &shared {
+        if !shared.flush(std::time::Duration::from_secs(5)).await {
+            tracing::warn!("some key changes could not be written to the shared database before shutdown: the other instances do not learn of them");
+        }
+    }
     // Everything recorded reaches the database before the process ends.
     store.shutdown()?;
     tracing::info!("shut down");

@@ -105,6 +105,12 @@ pub trait KeyStateFeed: Send + Sync + 'static {
 
     /// Deletes events that no longer matter (superseded, or cooldowns that ended).
     fn delete(&self, seqs: Vec<u64>) -> impl Future<Output = Result<(), FeedError>> + Send;
+
+    /// Resolves once every event published so far is stored (for a clean shutdown; the caller
+    /// bounds the wait). The default: at once (a transport that stores while publishing).
+    fn flush(&self) -> impl Future<Output = ()> + Send {
+        std::future::ready(())
+    }
 }
 
 /// A feed inside one process: for tests, and for several pools in one program.

@@ -122,6 +122,10 @@ impl KeyStateFeed for MySqlFeed {
         self.outbox.send(event);
     }
 
+    async fn flush(&self) {
+        self.outbox.flushed().await;
+    }
+
     async fn read_after(&self, seq: u64) -> Result<Vec<FeedEntry>, FeedError> {
         let rows: Vec<(u64, String)> =
             sqlx::query_as("SELECT seq, body FROM key_events WHERE seq > ? ORDER BY seq LIMIT ?")

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::event::SharedEvent;
 use super::feed::FeedError;
@@ -21,6 +21,8 @@ const BATCH: usize = 256;
 pub(super) struct Outbox {
     tx: mpsc::Sender<SharedEvent>,
     dropped: Arc<AtomicU64>,
+    /// Events accepted and not yet written.
+    pending: Arc<watch::Sender<u64>>,
 }
 
 impl Outbox {
@@ -34,6 +36,8 @@ impl Outbox {
         let dropped = Arc::new(AtomicU64::new(0));
         let counted = dropped.clone();
         let refusals = AtomicU64::new(0);
+        let pending = Arc::new(watch::Sender::new(0u64));
+        let written = pending.clone();
         tokio::spawn(async move {
             let dropped = counted;
             while let Some(first) = rx.recv().await {
@@ -55,10 +59,14 @@ impl Outbox {
                                     "shared key events written after the database came back"
                                 );
                             }
+                            let done = batch.len() as u64;
+                            written.send_modify(|n| *n = n.saturating_sub(done));
                             break;
                         }
                         Err(e) if e.is_permanent() => {
                             // Retrying a refused statement would stop every later event.
+                            let done = batch.len() as u64;
+                            written.send_modify(|n| *n = n.saturating_sub(done));
                             let before = dropped.fetch_add(batch.len() as u64, Ordering::Relaxed);
                             let refused = refusals.fetch_add(1, Ordering::Relaxed);
                             if refused.is_power_of_two() || refused == 0 {
@@ -78,11 +86,18 @@ impl Outbox {
                 }
             }
         });
-        Outbox { tx, dropped }
+        Outbox {
+            tx,
+            dropped,
+            pending,
+        }
     }
 
     pub(super) fn send(&self, event: SharedEvent) {
+        // Counted before the send, so that the writer never takes away more than was added.
+        self.pending.send_modify(|n| *n += 1);
         if self.tx.try_send(event).is_err() {
+            self.pending.send_modify(|n| *n = n.saturating_sub(1));
             let before = self.dropped.fetch_add(1, Ordering::Relaxed);
             if before.is_power_of_two() || before == 0 {
                 tracing::warn!(
@@ -96,6 +111,12 @@ impl Outbox {
     /// Events dropped: the queue full, or refused by the database.
     pub(super) fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Resolves once every event accepted so far is written.
+    pub(super) async fn flushed(&self) {
+        let mut pending = self.pending.subscribe();
+        let _ = pending.wait_for(|n| *n == 0).await;
     }
 }
 

@@ -159,6 +159,10 @@ impl KeyStateFeed for PostgresFeed {
         self.outbox.send(event);
     }
 
+    async fn flush(&self) {
+        self.outbox.flushed().await;
+    }
+
     async fn read_after(&self, seq: u64) -> Result<Vec<FeedEntry>, FeedError> {
         let rows: Vec<(i64, String)> =
             sqlx::query_as("SELECT seq, body FROM key_events WHERE seq > $1 ORDER BY seq LIMIT $2")

@@ -3,6 +3,8 @@
 use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -109,6 +111,7 @@ impl SharedKeysBuilder {
     pub async fn start<F: KeyStateFeed>(self, feed: F) -> SharedKeys {
         let feed = Arc::new(feed);
         let publisher = feed.clone();
+        let flusher = feed.clone();
         let (settings, _) = broadcast::channel(64);
         let (changes, _) = broadcast::channel(256);
         let inner = Arc::new(Inner {
@@ -120,6 +123,10 @@ impl SharedKeysBuilder {
                 }
             },
             publish: Box::new(move |event| publisher.publish(event)),
+            flush: Box::new(move || {
+                let feed = flusher.clone();
+                Box::pin(async move { feed.flush().await })
+            }),
             sealer: self.sealer,
             state: Mutex::new(State::default()),
             settings,
@@ -176,6 +183,15 @@ impl SharedKeys {
         self.inner.settings.subscribe()
     }
 
+    /// Waits until this instance's changes published so far are stored (at shutdown, so that
+    /// the other instances learn of the last ones), at most `within`; `false` if some were not
+    /// stored by then (the database away).
+    pub async fn flush(&self, within: Duration) -> bool {
+        tokio::time::timeout(within, (self.inner.flush)())
+            .await
+            .is_ok()
+    }
+
     /// This instance's id in the events (random per start).
     pub fn origin(&self) -> u64 {
         self.inner.origin
@@ -196,6 +212,7 @@ struct Inner {
     pool: WeakKeyPool,
     origin: u64,
     publish: Box<dyn Fn(SharedEvent) + Send + Sync>,
+    flush: Box<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>,
     sealer: Option<Arc<dyn KeySealer>>,
     state: Mutex<State>,
     settings: broadcast::Sender<String>,
