@@ -374,6 +374,7 @@ async fn three_instances_on_one_database_act_as_one_proxy() {
             assert!(sent < 20, "{name}: A never tried the second key");
         }
         until_health(&b, "cooling_for_some_models", 1, name).await;
+        until_health(&c, "cooling_for_some_models", 1, name).await;
         for proxy in [&b, &c, &b, &c, &b, &c, &b, &c] {
             assert_eq!(ask(proxy).await, 200, "{name}");
             sent += 1;
@@ -453,7 +454,8 @@ async fn three_instances_on_one_database_act_as_one_proxy() {
             );
             sent += 1;
         }
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        // A few seconds away in all.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
         relay.restore();
 
         // Usage through all three, once each, in A's statistics; every record written.
