@@ -219,6 +219,19 @@ async fn requests_are_served_while_the_database_is_away() {
     }
 }
 
+/// A sealing key that is not 64 hex digits stops startup, named but not shown.
+#[test]
+fn a_sealing_key_that_is_not_64_hex_digits_stops_startup() {
+    let env = format!(
+        "API_KEYS=[\"{}\"]\nALLOWED_TOKENS=[\"{TOKEN}\"]\nSHARED_KEYS_SEALING_KEY=not-hex-secret-0123\n",
+        test_keys(1)[0]
+    );
+    let stderr = common::startup_error(&env);
+    assert!(stderr.contains("SHARED_KEYS_SEALING_KEY"), "{stderr}");
+    assert!(stderr.contains("64 hex digits"), "{stderr}");
+    assert!(!stderr.contains("not-hex-secret-0123"), "{stderr}");
+}
+
 /// A database that cannot be reached stops startup, naming it without its password.
 #[test]
 fn an_unreachable_database_stops_startup_naming_it() {
