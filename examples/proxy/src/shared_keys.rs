@@ -4,7 +4,9 @@
 //! by the others, and `API_KEYS` kept in step with the keys added and removed elsewhere
 //! (docs/scale-out.md, "In the proxy"). SQLite (one instance) starts none of it.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use gemini_balance::keys::shared::{Change, SharedKeys};
 use gemini_balance::keys::KeyPool;
@@ -95,11 +97,49 @@ fn sealer(
     Ok(Some(Arc::new(sealer)))
 }
 
+/// How often the shared feed's read errors are looked at: after an outage every live setting
+/// is read again (the notices of a long outage may have been pruned meanwhile).
+const OUTAGE_CHECK: Duration = Duration::from_secs(30);
+
+/// The names of every setting another instance may change.
+fn live_settings() -> Vec<String> {
+    crate::settings::DEFS
+        .iter()
+        .filter(|d| d.live && !d.kind.is_secret())
+        .map(|d| d.name.to_owned())
+        .collect()
+}
+
 /// Follows the other instances: settings they changed are re-read from the database and
 /// applied here; keys they added or removed go into (or out of) `API_KEYS`, kept where this
 /// instance keeps its secrets, so that a restart and the next local edit keep them. Also brings
-/// `API_KEYS` in step once now, for what was applied while starting.
+/// `API_KEYS` in step once now, for what was applied while starting, and reads every live
+/// setting again once the feed can be read after failing.
 pub fn follow(app: Arc<App>, shared: &SharedKeys) {
+    let watched = shared.clone();
+    let outage_app = app.clone();
+    // Set when settings named by another instance could not be read.
+    let unread = Arc::new(AtomicBool::new(false));
+    let unread_names = unread.clone();
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(OUTAGE_CHECK);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last = watched.read_errors();
+        let mut pending = false;
+        loop {
+            ticks.tick().await;
+            let errors = watched.read_errors();
+            if errors != last {
+                // Still failing, or failed a moment ago: look again at the next tick.
+                last = errors;
+                pending = true;
+            } else if pending || unread.swap(false, Ordering::Relaxed) {
+                pending = !outage_app
+                    .apply_settings_from_elsewhere(&live_settings())
+                    .await;
+            }
+        }
+    });
     let mut settings = shared.settings();
     let settings_app = app.clone();
     tokio::spawn(async move {
@@ -114,14 +154,13 @@ pub fn follow(app: Arc<App>, shared: &SharedKeys) {
                     names
                 }
                 // Some names were missed: every live setting is re-read.
-                Err(RecvError::Lagged(_)) => crate::settings::DEFS
-                    .iter()
-                    .filter(|d| d.live && !d.kind.is_secret())
-                    .map(|d| d.name.to_owned())
-                    .collect(),
+                Err(RecvError::Lagged(_)) => live_settings(),
                 Err(RecvError::Closed) => return,
             };
-            settings_app.apply_settings_from_elsewhere(&names).await;
+            if !settings_app.apply_settings_from_elsewhere(&names).await {
+                // Unreadable now: the watch above reads them all again later.
+                unread_names.store(true, Ordering::Relaxed);
+            }
         }
     });
     let mut changes = shared.changes();

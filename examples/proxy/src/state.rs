@@ -177,19 +177,19 @@ impl App {
     /// Applies the live settings another instance changed (`names`): re-read from the shared
     /// database's settings table (a setting no longer there reverts to this instance's
     /// environment), applied here without being kept or announced again. Invalid or unknown
-    /// values are logged and left out.
-    pub async fn apply_settings_from_elsewhere(&self, names: &[String]) {
+    /// values are logged and left out. `false` if the settings could not be read.
+    pub async fn apply_settings_from_elsewhere(&self, names: &[String]) -> bool {
         let _one_at_a_time = self.changes.lock().await;
         let store = self.store.clone();
         let stored = match tokio::task::spawn_blocking(move || store.settings()).await {
             Ok(Ok(stored)) => stored,
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, "settings changed on another instance could not be read; they apply here at the next change or restart");
-                return;
+                tracing::warn!(error = %e, "settings changed on another instance could not be read; read again once the database is back");
+                return false;
             }
             Err(e) => {
                 tracing::warn!(error = %e, "settings changed on another instance could not be read");
-                return;
+                return false;
             }
         };
         let current = self.live();
@@ -217,12 +217,13 @@ impl App {
             }
         }
         if changed.is_empty() {
-            return;
+            return true;
         }
         if let Err(invalid) = self.commit(&current, next, &changed, Keep::No).await {
             let names: Vec<&str> = invalid.iter().map(|i| i.name.as_str()).collect();
             tracing::warn!(settings = %names.join(", "), "settings changed on another instance cannot be applied here");
         }
+        true
     }
 
     /// Brings `API_KEYS` in step with the pool after other instances added or removed keys
