@@ -415,12 +415,19 @@ async fn three_instances_on_one_database_act_as_one_proxy() {
             mock.requests(added) > 0,
             "{name}: the added key serves on C"
         );
+        // Kept in C's API_KEYS (its secrets file) by a task that follows the pool.
         let secrets = dirs[2].path().join("data/default_db.secrets.json");
-        let kept = std::fs::read_to_string(&secrets).unwrap_or_default();
-        assert!(
-            kept.contains(added.as_str()),
-            "{name}: kept in C's API_KEYS"
-        );
+        let started = std::time::Instant::now();
+        while !std::fs::read_to_string(&secrets)
+            .unwrap_or_default()
+            .contains(added.as_str())
+        {
+            assert!(
+                started.elapsed() < PROPAGATION,
+                "{name}: not kept in C's API_KEYS"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         // Removed on C: gone on A (and A's own list edit does not bring it back).
         let id = admin_get(&c, "/keys").await["items"]
             .as_array()
