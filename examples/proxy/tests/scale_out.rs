@@ -344,8 +344,8 @@ fn mask(key: &str) -> String {
 
 /// Three proxy binaries on one database (PostgreSQL, then MariaDB) act as one proxy: a key
 /// rejected through A is left out by B and C; a per-model cooldown from A holds on B; a key
-/// added through B's admin API serves on C and is kept in C's `API_KEYS`, and its removal on C
-/// reaches A; a live setting changed (and forgotten) on A is in effect on C; usage through all
+/// added through B's admin API serves on C and is kept in C's `API_KEYS`; a fourth instance
+/// started then begins from all of that; the key's removal on C reaches the others; a live setting changed (and forgotten) on A is in effect on C; usage through all
 /// three appears once each in A's statistics; and while the database is away every request is
 /// answered and what was queued is written once it is back, nothing dropped.
 #[tokio::test]
@@ -428,7 +428,35 @@ async fn three_instances_on_one_database_act_as_one_proxy() {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        // Removed on C: gone on A (and A's own list edit does not bring it back).
+        // An instance started now (nothing local) starts from the shared state before it
+        // serves: the rejected key, the cooldown, the key added on B (opened with the sealing
+        // key), and keeps that key in its API_KEYS.
+        let fresh = tempfile::tempdir().unwrap();
+        let d = Proxy::start(fresh.path(), &env).await;
+        let keys_of_d = &health(&d).await["keys"];
+        assert_eq!(
+            (
+                keys_of_d["total"].as_u64(),
+                keys_of_d["disabled"].as_u64(),
+                keys_of_d["cooling_for_some_models"].as_u64()
+            ),
+            (Some(5), Some(1), Some(1)),
+            "{name}: {keys_of_d}"
+        );
+        let secrets_of_d = fresh.path().join("data/default_db.secrets.json");
+        let started = std::time::Instant::now();
+        while !std::fs::read_to_string(&secrets_of_d)
+            .unwrap_or_default()
+            .contains(added.as_str())
+        {
+            assert!(
+                started.elapsed() < PROPAGATION,
+                "{name}: not kept in D's API_KEYS"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+
+        // Removed on C: gone on A, B and D.
         let id = admin_get(&c, "/keys").await["items"]
             .as_array()
             .unwrap()
@@ -445,6 +473,8 @@ async fn three_instances_on_one_database_act_as_one_proxy() {
         .await;
         until_health(&a, "total", 4, name).await;
         until_health(&b, "total", 4, name).await;
+        until_health(&d, "total", 4, name).await;
+        d.stop();
 
         // A live setting changed on A is in effect on C; forgotten on A, C reverts too.
         admin_send(
