@@ -12,7 +12,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use gemini_balance::classify::{FailureClass, Outcome, QuotaScope};
 use gemini_balance::keys::{DisabledReason, KeyId, KeyObserver, KeyPool, KeyStatus};
-use gemini_balance::store::logs::ErrorQuery;
+use gemini_balance::store::logs::{ErrorQuery, RequestQuery};
+use gemini_balance::store::stats::WriterStats;
 use gemini_balance::store::{
     KeyStateStore, SettingsStore, SqlStore, SqliteStore, StatsStore, UsageSink,
 };
@@ -32,17 +33,35 @@ fn key(n: u32) -> String {
 /// What the tests need of a store, whatever the engine.
 trait TestStore: KeyStateStore + SettingsStore + UsageSink + StatsStore + KeyObserver {
     fn stop(&self);
+    fn flush_all(&self);
+    fn writer(&self) -> WriterStats;
 }
 
 impl TestStore for SqliteStore {
     fn stop(&self) {
         self.shutdown().unwrap()
     }
+
+    fn flush_all(&self) {
+        self.flush().unwrap()
+    }
+
+    fn writer(&self) -> WriterStats {
+        self.writer_stats()
+    }
 }
 
 impl TestStore for SqlStore {
     fn stop(&self) {
         self.shutdown().unwrap()
+    }
+
+    fn flush_all(&self) {
+        self.flush().unwrap()
+    }
+
+    fn writer(&self) -> WriterStats {
+        self.writer_stats()
     }
 }
 
@@ -397,6 +416,255 @@ fn the_database_going_away_loses_nothing_silently() {
             .block_on(store.errors(ErrorQuery::default()))
             .unwrap();
         assert_eq!(errors.total, 0, "{name}");
+        store.shutdown().unwrap();
+    }
+}
+
+/// A request that failed once (an error row, with `body` as its request body) and then
+/// succeeded, for `model`.
+fn failed_once(id: u64, model: Option<&str>, body: Option<String>) -> RequestRecord {
+    let now = SystemTime::now();
+    let mut r = RequestRecord::new(id, now);
+    r.route = "/v1beta/models/m:generateContent".into();
+    r.model = model.map(str::to_owned);
+    r.key = Some(KeyId::of(&key(2)));
+    r.status = 200;
+    r.success = true;
+    r.attempts = 2;
+    r.request_body = body;
+    r.attempt_log.push(AttemptRecord {
+        at: now,
+        key: KeyId::of(&key(1)),
+        model: model.map(str::to_owned),
+        status: Some(500),
+        class: Some("server_error"),
+        latency: Duration::from_millis(30),
+        error_message: Some("internal".into()),
+    });
+    r
+}
+
+/// Records `records` as one batch: the writer takes a first record, then gathers while the
+/// rest queue; the flush writes them together.
+fn record_one_batch(store: &dyn TestStore, records: Vec<RequestRecord>) {
+    let mut records = records.into_iter();
+    if let Some(first) = records.next() {
+        store.record(first);
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    for r in records {
+        store.record(r);
+    }
+    store.flush_all();
+}
+
+/// MySQL's TEXT holds 65,535 bytes: a request body of 64 KiB (the most kept) once lost its
+/// whole batch there.
+#[test]
+fn a_large_request_body_is_kept_cut() {
+    for db in servers("large_body") {
+        let name = db.server.name();
+        let store = db
+            .builder()
+            .gather(Duration::from_millis(500))
+            .open()
+            .unwrap();
+        record_one_batch(
+            &store,
+            vec![
+                failed_once(1, Some(MODEL), None),
+                failed_once(2, Some(MODEL), Some("x".repeat(70_000))),
+                failed_once(3, Some(MODEL), Some(format!("{}é", "x".repeat(65_534)))),
+                failed_once(4, Some(MODEL), Some("y".repeat(100))),
+            ],
+        );
+        let stats = store.writer_stats();
+        assert_eq!(stats.lost, 0, "{name}: {stats:?}");
+        assert_eq!(stats.written, 4, "{name}: {stats:?}");
+        assert_eq!(db.count("SELECT COUNT(*) FROM error_log"), 4, "{name}");
+        let longest = db.count("SELECT MAX(OCTET_LENGTH(request_body)) FROM error_log");
+        assert!(
+            (60_000..=64 * 1024).contains(&longest),
+            "{name}: {longest} bytes"
+        );
+        store.shutdown().unwrap();
+    }
+}
+
+/// PostgreSQL's text refuses NUL; a client's model name, an upstream message or a body can
+/// hold one, and it once lost the batch. Stored as U+FFFD, everywhere.
+#[test]
+fn nul_characters_are_stored_replaced() {
+    for place in places("nul") {
+        let name = place.name();
+        let store = place.open();
+        let mut odd = failed_once(2, Some("a\0b"), Some("{\"x\":\"\0\"}".into()));
+        odd.route = "/v1/chat/completions\0".into();
+        odd.attempt_log[0].error_message = Some("bad\0thing".into());
+        record_one_batch(
+            &*store,
+            vec![
+                failed_once(1, Some(MODEL), None),
+                odd,
+                failed_once(3, Some(MODEL), None),
+            ],
+        );
+        // A key state with a NUL in its reason, written with the next batch.
+        let keys = [key(1), key(2)];
+        let observer: Arc<dyn KeyObserver> = store.clone();
+        let pool = KeyPool::builder()
+            .keys(&keys)
+            .observer(observer)
+            .build()
+            .unwrap();
+        pool.probe(&KeyId::of(&key(1))).unwrap().report_for(
+            Some(MODEL),
+            &Outcome::Failure(FailureClass::KeyRejected {
+                status: StatusCode::BAD_REQUEST,
+                reason: "API_KEY_INVALID\0".into(),
+            }),
+        );
+        store.record(failed_once(4, Some(MODEL), None));
+        store.flush_all();
+        let stats = store.writer();
+        assert_eq!(stats.lost, 0, "{name}: {stats:?}");
+        assert_eq!(stats.written, 4, "{name}: {stats:?}");
+        let states = store.load_key_states().unwrap();
+        let rejected = states
+            .iter()
+            .find(|s| s.id == KeyId::of(&key(1)))
+            .unwrap_or_else(|| panic!("{name}: the key's state is stored"));
+        assert_eq!(
+            rejected.status,
+            KeyStatus::Disabled(DisabledReason::Rejected {
+                status: 400,
+                reason: "API_KEY_INVALID\u{FFFD}".into(),
+            }),
+            "{name}"
+        );
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let errors = runtime
+            .block_on(store.errors(ErrorQuery::default()))
+            .unwrap();
+        assert_eq!(errors.total, 4, "{name}");
+        assert!(
+            errors
+                .entries
+                .iter()
+                .any(|e| e.model.as_deref() == Some("a\u{FFFD}b")
+                    && e.message.as_deref() == Some("bad\u{FFFD}thing")),
+            "{name}: {:?}",
+            errors.entries
+        );
+        let requests = runtime
+            .block_on(store.requests(RequestQuery::default()))
+            .unwrap();
+        assert_eq!(requests.entries.len(), 4, "{name}");
+        store.stop();
+    }
+}
+
+/// Rollup rows that differ in the batch but are stored alike (no model and the model "",
+/// long names cut to the same text) once made PostgreSQL refuse the batch ("ON CONFLICT DO
+/// UPDATE command cannot affect row a second time").
+#[test]
+fn rollup_values_stored_alike_are_merged() {
+    for place in places("rollup_alike") {
+        let name = place.name();
+        let store = place.open();
+        let long = "m".repeat(300);
+        let long_a = format!("{long}a");
+        let long_b = format!("{long}b");
+        record_one_batch(
+            &*store,
+            vec![
+                failed_once(1, None, None),
+                failed_once(2, Some(""), None),
+                failed_once(3, Some(&long_a), None),
+                failed_once(4, Some(&long_b), None),
+                failed_once(5, Some(MODEL), None),
+            ],
+        );
+        let stats = store.writer();
+        assert_eq!(stats.lost, 0, "{name}: {stats:?}");
+        assert_eq!(stats.written, 5, "{name}: {stats:?}");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let summary = runtime.block_on(StatsStore::summary(&*store)).unwrap();
+        assert_eq!(summary.last_hour.calls, 5, "{name}");
+        store.stop();
+    }
+}
+
+/// A row the database refuses (here a CHECK constraint refuses status 599 and one key's
+/// state) costs that row only: the rest of its batch is written, and so are later batches
+/// and the other keys' states.
+#[test]
+fn a_refused_row_costs_only_itself() {
+    for db in servers("refused_row") {
+        let name = db.server.name();
+        let store = db
+            .builder()
+            .gather(Duration::from_millis(500))
+            .open()
+            .unwrap();
+        let bad_key = KeyId::of(&key(9));
+        db.admin(&format!(
+            "ALTER TABLE {0}.request_log ADD CONSTRAINT no_599 CHECK (status <> 599); \
+             ALTER TABLE {0}.key_state ADD CONSTRAINT no_key_9 CHECK (key_id <> '{1}')",
+            db.name,
+            bad_key.hex()
+        ));
+        let keys = [key(1), key(9)];
+        let pool = KeyPool::builder()
+            .keys(&keys)
+            .observer(Arc::new(store.clone()))
+            .build()
+            .unwrap();
+        let reject = |k: &str| {
+            pool.probe(&KeyId::of(k)).unwrap().report_for(
+                Some(MODEL),
+                &Outcome::Failure(FailureClass::ServerError {
+                    status: StatusCode::INTERNAL_SERVER_ERROR,
+                }),
+            );
+        };
+        reject(&key(9));
+        let mut bad = failed_once(3, Some(MODEL), None);
+        bad.status = 599;
+        let mut batch: Vec<RequestRecord> = (1..=6)
+            .map(|id| failed_once(id, Some(MODEL), None))
+            .collect();
+        batch[2] = bad;
+        record_one_batch(&store, batch);
+        let stats = store.writer_stats();
+        assert_eq!(stats.lost, 1, "{name}: {stats:?}");
+        assert_eq!(stats.written, 5, "{name}: {stats:?}");
+
+        // Later batches, and another key's state, are written.
+        reject(&key(1));
+        record_one_batch(
+            &store,
+            (7..=9)
+                .map(|id| failed_once(id, Some(MODEL), None))
+                .collect(),
+        );
+        let stats = store.writer_stats();
+        assert_eq!(stats.lost, 1, "{name}: {stats:?}");
+        assert_eq!(stats.written, 8, "{name}: {stats:?}");
+        assert_eq!(db.count("SELECT COUNT(*) FROM request_log"), 8, "{name}");
+        assert_eq!(db.count("SELECT COUNT(*) FROM error_log"), 8, "{name}");
+        let states = store.load_key_states().unwrap();
+        assert!(
+            states.iter().any(|s| s.id == KeyId::of(&key(1))),
+            "{name}: {states:?}"
+        );
+        assert!(!states.iter().any(|s| s.id == bad_key), "{name}");
         store.shutdown().unwrap();
     }
 }

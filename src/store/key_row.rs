@@ -4,10 +4,12 @@
 //! Reading never fails on a bad row: an id that is not 16 hex digits skips the row, an unknown
 //! status or class is read as "active" or "no last error", a malformed cooldown list as no
 //! cooldown; each with a warning. Error details pass through
-//! [`redact_keys`](crate::redact::redact_keys) before they are stored.
+//! [`redact_keys`](crate::redact::redact_keys) before they are stored, and NUL characters
+//! (which PostgreSQL's text refuses) become U+FFFD.
 
 use serde::{Deserialize, Serialize};
 
+use super::logs::without_nul;
 use super::time::{ms_of, time_of};
 use crate::classify::FailureClass;
 use crate::keys::{DisabledReason, KeyId, KeySnapshot, KeyStatus, LastError, ModelCooldown};
@@ -59,7 +61,7 @@ impl KeyRow {
             KeyStatus::Disabled(DisabledReason::Rejected { status, reason }) => (
                 Some("rejected"),
                 Some(i64::from(*status)),
-                Some(redact_keys(reason).into_owned()),
+                Some(without_nul(redact_keys(reason)).into_owned()),
                 None,
             ),
             KeyStatus::Disabled(DisabledReason::TooManyFailures { count }) => (
@@ -98,7 +100,8 @@ impl KeyRow {
             last_error_status: last_error
                 .and_then(|e| e.class.status())
                 .map(|s| i64::from(s.as_u16())),
-            last_error_detail: last_error.map(|e| redact_keys(e.class.detail()).into_owned()),
+            last_error_detail: last_error
+                .map(|e| without_nul(redact_keys(e.class.detail())).into_owned()),
             last_error_ms: last_error.map(|e| ms_of(e.at)),
         }
     }

@@ -225,17 +225,32 @@ pub enum LogDeletion {
     Before(SystemTime),
 }
 
-/// Redacts keys and cuts to at most `max_bytes` bytes (on a character boundary).
+/// Redacts keys, replaces NUL characters (PostgreSQL's text refuses them) and cuts to at most
+/// `max_bytes` bytes, the ellipsis of a cut included (on a character boundary): the column
+/// must take what this returns, or the database refuses the batch.
 pub(crate) fn clean_body(body: &str, max_bytes: usize) -> String {
-    let redacted = crate::redact::redact_keys(body);
+    let redacted = without_nul(crate::redact::redact_keys(body));
     if redacted.len() <= max_bytes {
         return redacted.into_owned();
     }
-    let mut cut = max_bytes;
+    let mut cut = max_bytes.saturating_sub(ELLIPSIS.len());
     while !redacted.is_char_boundary(cut) {
         cut -= 1;
     }
-    format!("{}…", &redacted[..cut])
+    format!("{}{ELLIPSIS}", &redacted[..cut])
+}
+
+/// What marks a cut.
+const ELLIPSIS: &str = "…";
+
+/// `text` with every NUL character replaced by U+FFFD: PostgreSQL's text types refuse NUL
+/// (SQLSTATE 22021), and a model name, an upstream message or a request body can hold one.
+pub(crate) fn without_nul(text: std::borrow::Cow<'_, str>) -> std::borrow::Cow<'_, str> {
+    if text.contains('\0') {
+        std::borrow::Cow::Owned(text.replace('\0', "\u{FFFD}"))
+    } else {
+        text
+    }
 }
 
 /// Longest error message kept, in characters.
@@ -245,11 +260,11 @@ pub(crate) const MAX_MESSAGE_CHARS: usize = 2_000;
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
 
-/// Redacts keys and cuts to at most `max_chars` characters; borrows when nothing changes
-/// (a route, nearly always).
+/// Redacts keys, replaces NUL characters and cuts to at most `max_chars` characters (and an
+/// ellipsis); borrows when nothing changes (a route, nearly always).
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 pub(crate) fn clean_text(text: &str, max_chars: usize) -> std::borrow::Cow<'_, str> {
-    let redacted = crate::redact::redact_keys(text);
+    let redacted = without_nul(crate::redact::redact_keys(text));
     match redacted.char_indices().nth(max_chars) {
         Some((cut, _)) => std::borrow::Cow::Owned(format!("{}…", &redacted[..cut])),
         None => redacted,

@@ -14,9 +14,11 @@
 //! dimension, a minute holds at most as many rows as there are distinct keys (models, clients)
 //! used in it.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
+use super::logs::without_nul;
 use super::time::{hour_of, minute_of, ms_of};
 use crate::keys::KeyId;
 use crate::usage::{ClientId, RequestRecord};
@@ -54,16 +56,17 @@ pub(crate) enum Value<'a> {
 }
 
 impl Value<'_> {
+    /// The value as stored; NUL characters (which PostgreSQL's text refuses) become U+FFFD.
     pub(crate) fn render(&self) -> String {
         match self {
             Value::None => String::new(),
             Value::Key(id) => id.hex(),
             Value::Client(id) => id.hex(),
-            Value::Name(name) => (*name).to_owned(),
+            Value::Name(name) => without_nul(Cow::Borrowed(name)).into_owned(),
             Value::KeyModel(key, model) => format!(
                 "{}/{}",
                 key.map(KeyId::hex).unwrap_or_default(),
-                model.unwrap_or_default()
+                without_nul(Cow::Borrowed(model.unwrap_or_default()))
             ),
         }
     }

@@ -134,8 +134,12 @@ impl Engine {
             (_, Col::Name) => "VARCHAR(255) NOT NULL",
             (_, Col::NameNull) => "VARCHAR(255)",
             (_, Col::Value) => "VARCHAR(300) NOT NULL",
-            (_, Col::Text) => "TEXT NOT NULL",
-            (_, Col::TextNull) => "TEXT",
+            // MySQL's TEXT holds 65,535 bytes, less than a kept request body (64 KiB) and
+            // strict mode refuses what is longer; MEDIUMTEXT holds 16 MiB.
+            (Engine::MySql, Col::Text) => "MEDIUMTEXT NOT NULL",
+            (Engine::MySql, Col::TextNull) => "MEDIUMTEXT",
+            (Engine::Postgres, Col::Text) => "TEXT NOT NULL",
+            (Engine::Postgres, Col::TextNull) => "TEXT",
         }
     }
 

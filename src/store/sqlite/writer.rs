@@ -545,7 +545,7 @@ pub(crate) fn insert_records(
             ms_of(r.at),
             protocol_name(r.protocol),
             clean_text(&r.route, MAX_MESSAGE_CHARS),
-            r.model,
+            r.model.as_deref().map(model_text),
             key_hex,
             r.key.as_ref().map(|k| k.mask()),
             client_hex,
@@ -575,7 +575,7 @@ pub(crate) fn insert_records(
             let at = ms_of(a.at);
             let key_hex = hex_of(&a.key);
             let key_hex = key_hex.as_str();
-            let model = a.model.as_deref().or(r.model.as_deref());
+            let model = a.model.as_deref().or(r.model.as_deref()).map(model_text);
             attempt.execute(params![
                 request_id,
                 at,
@@ -613,6 +613,12 @@ pub(crate) fn insert_records(
     Ok(())
 }
 
+/// A model name as stored: NUL characters become U+FFFD, as in the rollups and the other
+/// stores.
+fn model_text(model: &str) -> std::borrow::Cow<'_, str> {
+    crate::store::logs::without_nul(std::borrow::Cow::Borrowed(model))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -623,7 +629,10 @@ mod tests {
         let message = format!("key {key} is bad");
         assert_eq!(clean_text(&message, 100), "key AIza…stuv is bad");
         assert_eq!(clean_text("ééééé", 3), "ééé…");
-        assert_eq!(clean_body("ééé", 3), "é…");
+        assert_eq!(clean_body("ééé", 5), "é…");
+        assert_eq!(clean_body("ééé", 6), "ééé");
+        assert_eq!(clean_text("a\0b", 10), "a\u{FFFD}b");
+        assert_eq!(clean_body("a\0b", 10), "a\u{FFFD}b");
         let long = format!("{}{key}", "x".repeat(10));
         assert!(!clean_body(&long, 20).contains("AIzaSyA"));
     }
