@@ -154,15 +154,37 @@ fn enc_host(host: &str) -> String {
     }
 }
 
-/// A URL without its password.
+/// A URL without its password (in the user info or a `password=` parameter).
 fn shown(url: &str) -> String {
-    match (url.split_once("://"), url.rfind('@')) {
+    let (base, params) = match url.split_once('?') {
+        Some((base, params)) => (base, Some(params)),
+        None => (url, None),
+    };
+    let mut out = match (base.split_once("://"), base.rfind('@')) {
         (Some((scheme, _)), Some(at)) if at > scheme.len() + 3 => {
-            let user = url[scheme.len() + 3..at].split(':').next().unwrap_or("");
-            format!("{scheme}://{user}@{}", &url[at + 1..])
+            let user = base[scheme.len() + 3..at].split(':').next().unwrap_or("");
+            format!("{scheme}://{user}@{}", &base[at + 1..])
         }
-        _ => url.to_owned(),
+        _ => base.to_owned(),
+    };
+    if let Some(params) = params {
+        let params: Vec<String> = params
+            .split('&')
+            .map(|param| match param.split_once('=') {
+                Some((name, _))
+                    if name.to_ascii_lowercase().contains("password")
+                        || name.eq_ignore_ascii_case("pwd")
+                        || name.eq_ignore_ascii_case("pass") =>
+                {
+                    format!("{name}=…")
+                }
+                _ => param.to_owned(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&params.join("&"));
     }
+    out
 }
 
 /// Opens the networked store of `kind`; `shown` names it in messages.
@@ -233,5 +255,9 @@ mod tests {
             "postgres://u@h:5432/db"
         );
         assert_eq!(shown("postgres://h/db"), "postgres://h/db");
+        assert_eq!(
+            shown("postgres://u@h/db?sslmode=require&password=se@cret&sslpassword=x"),
+            "postgres://u@h/db?sslmode=require&password=…&sslpassword=…"
+        );
     }
 }

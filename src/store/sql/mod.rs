@@ -89,7 +89,7 @@ fn closed() -> StoreError {
 }
 
 /// Options for [`SqlStore`]; from [`SqlStore::builder`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SqlStoreBuilder {
     url: String,
     schema: Option<String>,
@@ -102,6 +102,25 @@ pub struct SqlStoreBuilder {
     shutdown_timeout: Duration,
     retention: Retention,
     time_zone: TimeZone,
+}
+
+/// The URL without its password.
+impl fmt::Debug for SqlStoreBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqlStoreBuilder")
+            .field("url", &redacted_url(&self.url))
+            .field("schema", &self.schema)
+            .field("channel_capacity", &self.channel_capacity)
+            .field("batch_size", &self.batch_size)
+            .field("gather", &self.gather)
+            .field("max_connections", &self.max_connections)
+            .field("sync_every_commit", &self.sync_every_commit)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("retention", &self.retention)
+            .field("time_zone", &self.time_zone)
+            .finish()
+    }
 }
 
 impl SqlStoreBuilder {
@@ -200,6 +219,7 @@ impl SqlStoreBuilder {
         let shared = Arc::new(Shared::default());
         let (retention, retention_rx) = tokio::sync::watch::channel(self.retention.clone());
         let builder = self.clone();
+        let wake = tx.downgrade();
         let writer_shared = shared.clone();
         let thread = std::thread::Builder::new()
             .name("gemini-balance-sql".to_owned())
@@ -224,6 +244,7 @@ impl SqlStoreBuilder {
                         engine,
                         rx,
                         control: control_rx,
+                        wake,
                         shared: writer_shared,
                         batch_size: builder.batch_size,
                         gather: builder.gather,
@@ -275,17 +296,38 @@ fn install_drivers() {
     });
 }
 
-/// The URL without its password, for messages.
+/// The URL without its password (in the user info or a `password=` parameter), for messages.
 fn redacted_url(url: &str) -> String {
-    match (url.split_once("://"), url.rfind('@')) {
-        (Some((scheme, rest)), Some(at)) if at > scheme.len() + 3 => {
-            let user_info = &url[scheme.len() + 3..at];
+    let (base, params) = match url.split_once('?') {
+        Some((base, params)) => (base, Some(params)),
+        None => (url, None),
+    };
+    let mut out = match (base.split_once("://"), base.rfind('@')) {
+        (Some((scheme, _)), Some(at)) if at > scheme.len() + 3 => {
+            let user_info = &base[scheme.len() + 3..at];
             let user = user_info.split(':').next().unwrap_or_default();
-            let _ = rest;
-            format!("{scheme}://{user}:…@{}", &url[at + 1..])
+            format!("{scheme}://{user}:…@{}", &base[at + 1..])
         }
-        _ => url.to_owned(),
+        _ => base.to_owned(),
+    };
+    if let Some(params) = params {
+        let shown: Vec<String> = params
+            .split('&')
+            .map(|param| match param.split_once('=') {
+                Some((name, _)) if secret_param(name) => format!("{name}=…"),
+                _ => param.to_owned(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&shown.join("&"));
     }
+    out
+}
+
+/// A URL parameter that carries a password (`password`, `sslpassword`, `pwd`, …).
+fn secret_param(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    name.contains("password") || name == "pwd" || name == "pass"
 }
 
 async fn connect(builder: &SqlStoreBuilder, engine: Engine) -> Result<AnyPool, StoreError> {
@@ -315,10 +357,20 @@ async fn connect(builder: &SqlStoreBuilder, engine: Engine) -> Result<AnyPool, S
                 "connecting to {}",
                 redacted_url(&builder.url)
             )))?;
-        bootstrap
-            .execute(create.as_str())
-            .await
-            .map_err(sql_error("creating the schema"))?;
+        // Instances starting together race on `IF NOT EXISTS` (a unique violation on
+        // pg_namespace, or the schema existing after all): the loser's next try finds it.
+        let mut tries = 0;
+        loop {
+            match bootstrap.execute(create.as_str()).await {
+                Ok(_) => break,
+                Err(sqlx_core::Error::Database(db))
+                    if tries < 3 && matches!(db.code().as_deref(), Some("23505" | "42P06")) =>
+                {
+                    tries += 1;
+                }
+                Err(e) => return Err(sql_error("creating the schema")(e)),
+            }
+        }
         bootstrap.close().await;
         session.push(format!("SET search_path TO {quoted}"));
     }
@@ -772,5 +824,24 @@ mod tests {
         );
         assert_eq!(redacted_url("mysql://root@h/db"), "mysql://root:…@h/db");
         assert_eq!(redacted_url("postgres://h/db"), "postgres://h/db");
+        assert_eq!(
+            redacted_url("postgres://u@h/db?sslmode=require&password=se@cret&PWD=x"),
+            "postgres://u:…@h/db?sslmode=require&password=…&PWD=…"
+        );
+        assert_eq!(
+            redacted_url("mysql://h/db?sslpassword=secret"),
+            "mysql://h/db?sslpassword=…"
+        );
+    }
+
+    #[test]
+    fn the_builder_shows_no_password() {
+        let builder = super::SqlStore::builder("postgres://u:secret1@h/db?password=secret2")
+            .schema("s")
+            .batch_size(7);
+        let shown = format!("{builder:?}");
+        assert!(!shown.contains("secret"), "{shown}");
+        assert!(shown.contains("batch_size: 7"), "{shown}");
+        assert!(shown.contains("postgres://u:…@h/db?password=…"), "{shown}");
     }
 }

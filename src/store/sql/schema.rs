@@ -152,13 +152,14 @@ const V1: &[Table] = &[
         name: "usage_minute",
         columns: rollup_columns!("minute_ms"),
         key: &["dim", "minute_ms", "value"],
-        indexes: &[],
+        // Retention deletes by bucket alone, which the key (dimension first) cannot serve.
+        indexes: &[("usage_minute_at", &["minute_ms"])],
     },
     Table {
         name: "usage_hour",
         columns: rollup_columns!("hour_ms"),
         key: &["dim", "hour_ms", "value"],
-        indexes: &[],
+        indexes: &[("usage_hour_at", &["hour_ms"])],
     },
     Table {
         name: "fingerprint",
@@ -220,10 +221,17 @@ pub(crate) async fn migrate(pool: &AnyPool, engine: Engine) -> Result<(), StoreE
             "SELECT CAST(RELEASE_LOCK(CONCAT('gemini_balance_migrate.', DATABASE())) AS SIGNED)",
         ),
     };
-    query_scalar::<_, Option<i64>>(lock)
+    let locked = query_scalar::<_, Option<i64>>(lock)
         .fetch_one(&mut *conn)
         .await
         .map_err(sql_error("taking the migration lock"))?;
+    // MySQL's GET_LOCK answers 0 after its timeout and NULL on an error, instead of failing.
+    if locked != Some(1) {
+        return Err(StoreError::new(
+            "taking the migration lock: another instance held it for 60 s (or the server \
+             refused it)",
+        ));
+    }
     let result = migrate_locked(&mut conn, engine).await;
     let _ = query_scalar::<_, Option<i64>>(unlock)
         .fetch_one(&mut *conn)

@@ -9,7 +9,7 @@
 //! a batch that still cannot be written after the shutdown timeout is counted as lost: every
 //! record ends up written, dropped or lost, never silently gone.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -70,6 +70,8 @@ pub(crate) struct Writer {
     pub engine: Engine,
     pub rx: mpsc::Receiver<Msg>,
     pub control: mpsc::UnboundedReceiver<Control>,
+    /// The record channel, to wake the writer itself when key states are put back.
+    pub wake: mpsc::WeakSender<Msg>,
     pub shared: Arc<Shared>,
     pub batch_size: usize,
     pub gather: Duration,
@@ -206,17 +208,70 @@ impl Writer {
                     .map(|c| ("client", c.hex(), c.mask().to_owned())),
             )
             .collect();
-        let mut backoff = BACKOFF_START;
         let mut deadline = deadline;
+        let result = self
+            .write_retrying(batch, &keys, &fingerprints, &mut deadline)
+            .await;
+        let lost = match result {
+            Ok(()) => 0,
+            Err(e) if transient(&e) => {
+                // Out of time (shutdown) with the database away.
+                self.shared.restore_pending_keys(keys);
+                self.wake();
+                self.log_error("writing usage records failed; the batch is lost", &e, n);
+                n
+            }
+            Err(e) => {
+                // One bad row must not take the others with it, nor every later batch: the
+                // records and the key states apart, then the records in halves.
+                self.log_error(
+                    "the database refused the batch; writing its rows apart to find the bad ones",
+                    &e,
+                    n,
+                );
+                let lost = if batch.is_empty() {
+                    0
+                } else {
+                    self.isolate_records(batch, &fingerprints, &mut deadline, keys.is_empty())
+                        .await
+                };
+                if !keys.is_empty() {
+                    self.write_keys_apart(keys, &mut deadline).await;
+                }
+                lost
+            }
+        };
+        if lost < n {
+            self.shared.written.fetch_add(n - lost, Ordering::Release);
+            self.shared.batches.fetch_add(1, Ordering::Relaxed);
+            self.known_keys.extend(new_keys.into_iter().cloned());
+            self.known_clients.extend(new_clients.into_iter().cloned());
+        } else if n == 0 && lost == 0 {
+            self.shared.batches.fetch_add(1, Ordering::Relaxed);
+        }
+        self.shared.lost.fetch_add(lost, Ordering::Relaxed);
+        batch.clear();
+    }
+
+    /// One transaction of `records` and `keys`, tried again while the database is away (until
+    /// the deadline, which a shutdown arriving meanwhile sets).
+    async fn write_retrying(
+        &mut self,
+        records: &[RequestRecord],
+        keys: &HashMap<KeyId, Option<KeySnapshot>>,
+        fingerprints: &[(&'static str, String, String)],
+        deadline: &mut Option<Instant>,
+    ) -> Result<(), sqlx_core::Error> {
+        let mut backoff = BACKOFF_START;
         let result = loop {
-            match write(&self.pool, self.engine, batch, &keys, &fingerprints).await {
+            match write(&self.pool, self.engine, records, keys, fingerprints).await {
                 Ok(()) => break Ok(()),
                 Err(e) if transient(&e) && deadline.is_none_or(|d| Instant::now() < d) => {
                     self.shared.retrying.store(true, Ordering::Relaxed);
                     self.log_error(
                         "the database is unreachable; keeping the batch and retrying",
                         &e,
-                        n,
+                        records.len() as u64,
                     );
                     // A shutdown while waiting bounds the retries.
                     tokio::select! {
@@ -224,7 +279,7 @@ impl Writer {
                         Some(c) = self.control.recv(), if deadline.is_none() => {
                             if matches!(c, Control::Shutdown(_)) {
                                 self.shared.closed.store(true, Ordering::Relaxed);
-                                deadline = Some(Instant::now() + self.shutdown_timeout);
+                                *deadline = Some(Instant::now() + self.shutdown_timeout);
                             }
                             // Answered by the main loop once this batch is done.
                             self.controls.push_back(c);
@@ -237,21 +292,110 @@ impl Writer {
             }
         };
         self.shared.retrying.store(false, Ordering::Relaxed);
-        match result {
-            Ok(()) => {
-                self.shared.written.fetch_add(n, Ordering::Release);
-                self.shared.batches.fetch_add(1, Ordering::Relaxed);
-                self.known_keys.extend(new_keys.into_iter().cloned());
-                self.known_clients.extend(new_clients.into_iter().cloned());
-            }
-            Err(e) => {
-                self.shared.lost.fetch_add(n, Ordering::Relaxed);
-                self.shared.restore_pending_keys(keys);
-                self.log_error("writing usage records failed; the batch is lost", &e, n);
+        result
+    }
+
+    /// Writes `records` in ever smaller parts until the rows the database refuses are alone;
+    /// returns how many records are lost (those, or the rest when the database goes away past
+    /// the deadline). `split` skips writing the whole first (it was just refused).
+    async fn isolate_records(
+        &mut self,
+        records: &[RequestRecord],
+        fingerprints: &[(&'static str, String, String)],
+        deadline: &mut Option<Instant>,
+        split: bool,
+    ) -> u64 {
+        let no_keys = HashMap::new();
+        let mut lost = 0;
+        let mut parts = vec![(0, records.len())];
+        if split {
+            parts = halves(0, records.len());
+            if records.len() == 1 {
+                parts.clear();
+                lost += 1;
             }
         }
-        batch.clear();
+        while let Some((start, end)) = parts.pop() {
+            let part = &records[start..end];
+            match self
+                .write_retrying(part, &no_keys, fingerprints, deadline)
+                .await
+            {
+                Ok(()) => {}
+                Err(e) if transient(&e) || part.len() == 1 => {
+                    let n = part.len() as u64;
+                    lost += n;
+                    if part.len() == 1 {
+                        // The record's id and time only: no text of it.
+                        tracing::error!(
+                            error = %e,
+                            request_id = part[0].id.get(),
+                            engine = self.engine.name(),
+                            "the database refused a usage record; it is lost"
+                        );
+                    } else {
+                        self.log_error("writing usage records failed; they are lost", &e, n);
+                    }
+                }
+                Err(_) => parts.extend(halves(start, end)),
+            }
+        }
+        lost
     }
+
+    /// Writes key states in a transaction of their own, then one by one; a state the database
+    /// still refuses is dropped (logged by its fingerprint), so it cannot fail every later
+    /// batch. States not written because the database is away are kept for the next batch.
+    async fn write_keys_apart(
+        &mut self,
+        keys: HashMap<KeyId, Option<KeySnapshot>>,
+        deadline: &mut Option<Instant>,
+    ) {
+        match self.write_retrying(&[], &keys, &[], deadline).await {
+            Ok(()) => return,
+            Err(e) if transient(&e) => {
+                self.shared.restore_pending_keys(keys);
+                self.wake();
+                return;
+            }
+            Err(_) => {}
+        }
+        let mut away = HashMap::new();
+        for (id, state) in keys {
+            let one = HashMap::from([(id, state)]);
+            match self.write_retrying(&[], &one, &[], deadline).await {
+                Ok(()) => {}
+                Err(e) if transient(&e) => away.extend(one),
+                Err(e) => {
+                    for id in one.keys() {
+                        tracing::error!(
+                            error = %e,
+                            key = %id,
+                            engine = self.engine.name(),
+                            "the database refused a key's state; dropping it"
+                        );
+                    }
+                }
+            }
+        }
+        if !away.is_empty() {
+            self.shared.restore_pending_keys(away);
+            self.wake();
+        }
+    }
+
+    /// Wakes the writer for key states put back, without waiting for the next record.
+    fn wake(&self) {
+        if let Some(tx) = self.wake.upgrade() {
+            let _ = tx.try_send(Msg::Wake);
+        }
+    }
+}
+
+/// `start..end` in two halves, the first to be written first (popped last).
+fn halves(start: usize, end: usize) -> Vec<(usize, usize)> {
+    let mid = start + (end - start) / 2;
+    vec![(mid, end), (start, mid)]
 }
 
 /// Errors worth a retry: the connection (lost, refused, timed out), the server going away
@@ -271,10 +415,23 @@ fn transient(e: &sqlx_core::Error) -> bool {
                 || code.starts_with("57")
                 || code.starts_with("53")
                 || matches!(code.as_ref(), "HY000" if db.message().contains("shutdown"))
-                || matches!(code.as_ref(), "1205" | "1213" | "1053")
+                || mysql_transient(db.as_ref())
         }
         _ => false,
     }
+}
+
+/// MySQL's error numbers worth a retry (`code()` is the SQLSTATE there, not the number):
+/// 1205 lock wait timeout, 1213 deadlock, 1053 server shutdown.
+#[cfg(feature = "mysql")]
+fn mysql_transient(db: &dyn sqlx_core::error::DatabaseError) -> bool {
+    db.try_downcast_ref::<sqlx_mysql::MySqlDatabaseError>()
+        .is_some_and(|e| matches!(e.number(), 1205 | 1213 | 1053))
+}
+
+#[cfg(not(feature = "mysql"))]
+fn mysql_transient(_: &dyn sqlx_core::error::DatabaseError) -> bool {
+    false
 }
 
 /// Rows per multi-row statement: well under the 65,535 placeholders both engines allow, and
@@ -439,12 +596,18 @@ async fn upsert_rollup(
     if rows.is_empty() {
         return Ok(());
     }
-    // The same order in every instance: concurrent batches lock rows in one order.
-    let mut rows: Vec<(i64, &'static str, String, &Counters)> = rows
-        .iter()
-        .map(|((b, dim, value), c)| (*b, dim.as_str(), name(&value.render()), c))
-        .collect();
-    rows.sort_by(|a, b| (a.0, a.1, &a.2).cmp(&(b.0, b.1, &b.2)));
+    // Rows are merged by the value as stored: values that differ in the batch can be stored
+    // alike (no model and the model "", names cut or redacted), and PostgreSQL refuses a
+    // statement that updates one row twice. Sorted: the same order in every instance, so
+    // concurrent batches lock rows in one order.
+    let mut merged: BTreeMap<(i64, &'static str, String), Counters> = BTreeMap::new();
+    for ((b, dim, value), c) in rows {
+        merged
+            .entry((*b, dim.as_str(), name(&value.render())))
+            .or_default()
+            .add(c);
+    }
+    let rows: Vec<((i64, &'static str, String), Counters)> = merged.into_iter().collect();
     for chunk in pow2_chunks(&rows, ROLLUP_ROWS) {
         let sql = format!(
             "{} (dim, {bucket}, value, {}) VALUES {}{}",
@@ -455,7 +618,7 @@ async fn upsert_rollup(
         );
         let sql = engine.sql(&sql);
         let mut q: Args<'_> = query(&sql);
-        for (b, dim, value, c) in chunk {
+        for ((b, dim, value), c) in chunk {
             q = q
                 .bind(*dim)
                 .bind(*b)
