@@ -668,3 +668,42 @@ fn a_refused_row_costs_only_itself() {
         store.shutdown().unwrap();
     }
 }
+
+/// A database that stops answering (connections open, no reply) does not hold shutdown past
+/// its timeout: what is queued is counted as lost and the store stops.
+#[test]
+fn shutdown_is_bounded_when_the_database_stops_answering() {
+    for db in servers("stalled") {
+        let name = db.server.name();
+        let relay = db.relay();
+        let store = db
+            .builder_through(&relay)
+            .gather(Duration::ZERO)
+            .connect_timeout(Duration::from_millis(500))
+            .shutdown_timeout(Duration::from_secs(1))
+            .open()
+            .unwrap();
+        store.record(RequestRecord::new(1, SystemTime::now()));
+        store.flush().unwrap();
+        relay.stall();
+        for id in 2..=6 {
+            store.record(RequestRecord::new(id, SystemTime::now()));
+        }
+        let (done, stopped) = std::sync::mpsc::channel();
+        let stopping = store.clone();
+        std::thread::spawn(move || {
+            let _ = done.send(stopping.shutdown());
+        });
+        // Far above the 1 s timeout: the test is that it ends at all.
+        let result = stopped.recv_timeout(Duration::from_secs(25));
+        // Closes the stalled connections (their transactions would hold the schema's drop).
+        relay.cut();
+        assert!(
+            matches!(result, Ok(Ok(()))),
+            "{name}: shutdown hung: {result:?}"
+        );
+        let stats = store.writer_stats();
+        assert_eq!(stats.written, 1, "{name}: {stats:?}");
+        assert_eq!(stats.lost, 5, "{name}: {stats:?}");
+    }
+}

@@ -295,6 +295,7 @@ impl Drop for TestDb {
 pub struct Relay {
     pub address: std::net::SocketAddr,
     cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    stalled: std::sync::Arc<std::sync::atomic::AtomicBool>,
     generation: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -307,7 +308,8 @@ impl Relay {
         let address = listener.local_addr().unwrap();
         let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let generation = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let (cut2, generation2) = (cut.clone(), generation.clone());
+        let stalled = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (cut2, generation2, stalled2) = (cut.clone(), generation.clone(), stalled.clone());
         std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -324,7 +326,8 @@ impl Relay {
                         continue;
                     }
                     let born = generation2.load(Ordering::SeqCst);
-                    let (cut3, generation3) = (cut2.clone(), generation2.clone());
+                    let (cut3, generation3, stalled3) =
+                        (cut2.clone(), generation2.clone(), stalled2.clone());
                     let target = target.clone();
                     tokio::spawn(async move {
                         let Ok(mut server) = tokio::net::TcpStream::connect(&target).await else {
@@ -333,6 +336,14 @@ impl Relay {
                         let copy = tokio::io::copy_bidirectional(&mut client, &mut server);
                         tokio::pin!(copy);
                         loop {
+                            if stalled3.load(Ordering::SeqCst) {
+                                // Connections stay open; nothing goes through.
+                                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                                if cut3.load(Ordering::SeqCst) {
+                                    return;
+                                }
+                                continue;
+                            }
                             tokio::select! {
                                 _ = &mut copy => return,
                                 _ = tokio::time::sleep(std::time::Duration::from_millis(20)) => {
@@ -351,6 +362,7 @@ impl Relay {
         Relay {
             address,
             cut,
+            stalled,
             generation,
         }
     }
@@ -359,6 +371,13 @@ impl Relay {
     pub fn cut(&self) {
         self.generation.fetch_add(1, Ordering::SeqCst);
         self.cut.store(true, Ordering::SeqCst);
+    }
+
+    /// Keeps every connection open but passes nothing through: a database that stops
+    /// answering without closing anything.
+    #[allow(dead_code)]
+    pub fn stall(&self) {
+        self.stalled.store(true, Ordering::SeqCst);
     }
 
     /// Accepts connections again.

@@ -83,6 +83,11 @@ pub(crate) struct Writer {
     pub controls: VecDeque<Control>,
 }
 
+/// Longest one write attempt may take before it counts as the database being away (and is
+/// retried; at shutdown, the deadline bounds it too).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// The least time an attempt gets at shutdown.
+const LAST_ATTEMPT: Duration = Duration::from_secs(1);
 const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
@@ -264,7 +269,26 @@ impl Writer {
     ) -> Result<(), sqlx_core::Error> {
         let mut backoff = BACKOFF_START;
         let result = loop {
-            match write(&self.pool, self.engine, records, keys, fingerprints).await {
+            // A database that stops answering (no reset, no error) must not hold the writer
+            // forever, nor a shutdown past its deadline.
+            // Past the deadline, an attempt still gets a moment: a healthy database writes
+            // what is left.
+            let limit = deadline.map_or(WRITE_TIMEOUT, |d| {
+                d.saturating_duration_since(Instant::now())
+                    .clamp(LAST_ATTEMPT, WRITE_TIMEOUT)
+            });
+            let attempt = tokio::time::timeout(
+                limit,
+                write(&self.pool, self.engine, records, keys, fingerprints),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Err(sqlx_core::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("the database did not answer within {limit:?}"),
+                )))
+            });
+            match attempt {
                 Ok(()) => break Ok(()),
                 Err(e) if transient(&e) && deadline.is_none_or(|d| Instant::now() < d) => {
                     self.shared.retrying.store(true, Ordering::Relaxed);
@@ -284,7 +308,9 @@ impl Writer {
                             // Answered by the main loop once this batch is done.
                             self.controls.push_back(c);
                         }
-                        _ = tokio::time::sleep(backoff) => {}
+                        _ = tokio::time::sleep(deadline.map_or(backoff, |d| {
+                            d.saturating_duration_since(Instant::now()).min(backoff)
+                        })) => {}
                     }
                     backoff = (backoff * 2).min(BACKOFF_MAX);
                 }
