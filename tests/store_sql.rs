@@ -686,6 +686,8 @@ fn shutdown_is_bounded_when_the_database_stops_answering() {
         store.record(RequestRecord::new(1, SystemTime::now()));
         store.flush().unwrap();
         relay.stall();
+        // The relay notices within 20 ms.
+        std::thread::sleep(Duration::from_millis(200));
         for id in 2..=6 {
             store.record(RequestRecord::new(id, SystemTime::now()));
         }
@@ -705,5 +707,41 @@ fn shutdown_is_bounded_when_the_database_stops_answering() {
         let stats = store.writer_stats();
         assert_eq!(stats.written, 1, "{name}: {stats:?}");
         assert_eq!(stats.lost, 5, "{name}: {stats:?}");
+    }
+}
+
+/// Records sent while the store shuts down are each counted once: written, dropped or lost.
+#[test]
+fn records_racing_shutdown_are_all_counted() {
+    for db in servers("shutdown_race") {
+        let name = db.server.name();
+        let store = db.builder().gather(Duration::ZERO).open().unwrap();
+        let senders: Vec<_> = (0..4u64)
+            .map(|t| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    for i in 0..2_000u64 {
+                        store.record(RequestRecord::new(t * 10_000 + i + 1, SystemTime::now()));
+                    }
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(5));
+        store.shutdown().unwrap();
+        for sender in senders {
+            sender.join().unwrap();
+        }
+        let stats = store.writer_stats();
+        assert_eq!(stats.queued, 0, "{name}: {stats:?}");
+        assert_eq!(
+            stats.written + stats.dropped + stats.lost,
+            8_000,
+            "{name}: {stats:?}"
+        );
+        assert_eq!(
+            db.count("SELECT COUNT(*) FROM request_log"),
+            stats.written as i64,
+            "{name}"
+        );
     }
 }

@@ -93,6 +93,18 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 impl Writer {
     pub(crate) async fn run(mut self) {
+        self.write_until_shutdown().await;
+        // A record sent while the shutdown was being written is counted as dropped, not left
+        // in the channel uncounted; later ones fail to send (and are counted by `record()`).
+        self.rx.close();
+        while let Ok(msg) = self.rx.try_recv() {
+            if let Msg::Record(_) = msg {
+                self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    async fn write_until_shutdown(&mut self) {
         let mut batch: Vec<RequestRecord> = Vec::with_capacity(self.batch_size);
         loop {
             if self.controls.is_empty() {
@@ -270,24 +282,38 @@ impl Writer {
         let mut backoff = BACKOFF_START;
         let result = loop {
             // A database that stops answering (no reset, no error) must not hold the writer
-            // forever, nor a shutdown past its deadline.
-            // Past the deadline, an attempt still gets a moment: a healthy database writes
-            // what is left.
-            let limit = deadline.map_or(WRITE_TIMEOUT, |d| {
-                d.saturating_duration_since(Instant::now())
-                    .clamp(LAST_ATTEMPT, WRITE_TIMEOUT)
-            });
-            let attempt = tokio::time::timeout(
-                limit,
-                write(&self.pool, self.engine, records, keys, fingerprints),
-            )
-            .await
-            .unwrap_or_else(|_| {
-                Err(sqlx_core::Error::Io(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("the database did not answer within {limit:?}"),
-                )))
-            });
+            // forever, nor a shutdown past its deadline (one arriving during the attempt
+            // included); past the deadline, an attempt still gets a moment, so a healthy
+            // database writes what is left.
+            let started = Instant::now();
+            let attempt = {
+                let attempt = write(&self.pool, self.engine, records, keys, fingerprints);
+                tokio::pin!(attempt);
+                loop {
+                    let give_up = match *deadline {
+                        Some(d) => d.max(started + LAST_ATTEMPT).min(started + WRITE_TIMEOUT),
+                        None => started + WRITE_TIMEOUT,
+                    };
+                    tokio::select! {
+                        biased;
+                        result = &mut attempt => break result,
+                        _ = tokio::time::sleep_until(give_up.into()) => {
+                            break Err(sqlx_core::Error::Io(std::io::Error::new(
+                                std::io::ErrorKind::TimedOut,
+                                format!("the database did not answer within {:?}", give_up - started),
+                            )));
+                        }
+                        Some(c) = self.control.recv(), if deadline.is_none() => {
+                            if matches!(c, Control::Shutdown(_)) {
+                                self.shared.closed.store(true, Ordering::Relaxed);
+                                *deadline = Some(Instant::now() + self.shutdown_timeout);
+                            }
+                            // Answered by the main loop once this batch is done.
+                            self.controls.push_back(c);
+                        }
+                    }
+                }
+            };
             match attempt {
                 Ok(()) => break Ok(()),
                 Err(e) if transient(&e) && deadline.is_none_or(|d| Instant::now() < d) => {
