@@ -745,3 +745,23 @@ fn records_racing_shutdown_are_all_counted() {
         );
     }
 }
+
+/// Instances starting together on a new schema all open it (PostgreSQL's `CREATE SCHEMA IF
+/// NOT EXISTS` races between them; the migration runs once, under its lock).
+#[test]
+fn instances_starting_together_all_open() {
+    for db in servers("start_together") {
+        let name = db.server.name();
+        let builders: Vec<_> = (0..4).map(|_| db.builder()).collect();
+        let opened: Vec<_> = builders
+            .into_iter()
+            .map(|builder| std::thread::spawn(move || builder.open()))
+            .collect();
+        for store in opened {
+            let store = store.join().unwrap();
+            let store = store.unwrap_or_else(|e| panic!("{name}: {e}"));
+            store.shutdown().unwrap();
+        }
+        assert_eq!(db.count("SELECT COUNT(*) FROM schema_version"), 1, "{name}");
+    }
+}

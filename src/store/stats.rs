@@ -231,7 +231,9 @@ pub struct WriterStats {
     pub dropped: u64,
     /// Records committed.
     pub written: u64,
-    /// Records accepted but lost because their transaction failed (disk full, I/O error).
+    /// Records accepted but lost because their transaction failed (disk full, I/O error; on
+    /// a SQL store: a record the database refuses, or the database away past the shutdown
+    /// timeout).
     pub lost: u64,
     /// Transactions committed.
     pub batches: u64,

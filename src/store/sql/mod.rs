@@ -7,9 +7,10 @@
 //! ([`UsageSink::record`], [`KeyObserver`]) never waits: it does a non-blocking send, and when
 //! the channel is full the record is dropped and counted ([`WriterStats::dropped`]). While the
 //! database is unreachable the writer keeps its batch and retries with backoff (100 ms to 5 s);
-//! requests keep being served, records queue and then drop (counted). A batch the database
-//! refuses is counted as [`lost`](WriterStats::lost). [`SqlStore::shutdown`] writes what is
-//! queued (giving up, and counting, after the shutdown timeout).
+//! requests keep being served, records queue and then drop (counted). When the database
+//! refuses a batch (a constraint, a type), the batch is split until the refused records are
+//! alone: only those are counted as [`lost`](WriterStats::lost). [`SqlStore::shutdown`]
+//! writes what is queued (giving up, and counting, after the shutdown timeout).
 //!
 //! Durability: a record is in the database once its batch commits, at most the gather delay
 //! (default 50 ms) plus the write time after `record()` under steady traffic; a crash of the

@@ -5,9 +5,13 @@
 //! When the database cannot be reached (or a deadlock with another instance aborts the
 //! transaction), the batch is kept and retried with backoff (100 ms doubling to 5 s);
 //! meanwhile `record()` keeps queuing, and once the channel is full records are dropped and
-//! counted. A batch the database refuses for another reason is counted as lost. At shutdown
-//! a batch that still cannot be written after the shutdown timeout is counted as lost: every
-//! record ends up written, dropped or lost, never silently gone.
+//! counted. A write attempt that gets no answer within 30 s counts as the database being away.
+//! When the database refuses a batch for another reason, its records and key states are
+//! written apart, the records in halves until the refused ones are alone: only those are
+//! counted as lost, and a key state still refused alone is dropped (logged). At shutdown a
+//! batch that still cannot be written after the shutdown timeout is counted as lost, and
+//! records sent meanwhile as dropped: every record ends up written, dropped or lost, never
+//! silently gone.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::Ordering;
