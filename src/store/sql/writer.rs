@@ -353,7 +353,8 @@ impl Writer {
 
     /// Writes `records` in ever smaller parts until the rows the database refuses are alone;
     /// returns how many records are lost (those, or the rest when the database goes away past
-    /// the deadline). `split` skips writing the whole first (it was just refused).
+    /// the deadline). `split` skips writing the whole first (it was just refused), unless it is
+    /// one record (written again, so its refusal is logged by its id).
     async fn isolate_records(
         &mut self,
         records: &[RequestRecord],
@@ -364,12 +365,8 @@ impl Writer {
         let no_keys = HashMap::new();
         let mut lost = 0;
         let mut parts = vec![(0, records.len())];
-        if split {
+        if split && records.len() > 1 {
             parts = halves(0, records.len());
-            if records.len() == 1 {
-                parts.clear();
-                lost += 1;
-            }
         }
         while let Some((start, end)) = parts.pop() {
             let part = &records[start..end];
