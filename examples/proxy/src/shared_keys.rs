@@ -118,14 +118,17 @@ fn live_settings() -> Vec<String> {
 pub fn follow(app: Arc<App>, shared: &SharedKeys) {
     let watched = shared.clone();
     let outage_app = app.clone();
-    // Set when settings named by another instance could not be read.
-    let unread = Arc::new(AtomicBool::new(false));
+    // Set when settings named by another instance could not be read. Set at first: a notice sent
+    // while this instance started (after it read its settings, before it listened) was missed,
+    // so every live setting is read again at the first tick (at once).
+    let unread = Arc::new(AtomicBool::new(true));
     let unread_names = unread.clone();
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(OUTAGE_CHECK);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last = watched.read_errors();
-        let mut pending = false;
+        // The catch-up at start failed: read everything again once the feed answers.
+        let mut pending = last > 0;
         loop {
             ticks.tick().await;
             let errors = watched.read_errors();

@@ -343,8 +343,22 @@ impl App {
                 .map(|k| k.id().clone())
                 .filter(|id| !wanted.contains(id))
                 .collect();
+            // The keys that joined the list. Not every key listed: one listed in `current` but
+            // gone from the pool meanwhile (removed on another instance while this edit waited
+            // for its keep) would come back here, and be published as added again everywhere.
+            let listed: HashSet<KeyId> = current
+                .settings
+                .list("API_KEYS")
+                .iter()
+                .filter_map(|raw| ApiKey::new(raw).ok())
+                .map(|k| k.id().clone())
+                .collect();
+            let added: Vec<ApiKey> = keys
+                .into_iter()
+                .filter(|k| !listed.contains(k.id()))
+                .collect();
             self.pool.remove(&gone);
-            self.pool.add(keys);
+            self.pool.add(added);
         }
         self.pool
             .set_max_failures(u32::try_from(live.settings.int("MAX_FAILURES")).unwrap_or(u32::MAX));
