@@ -50,7 +50,9 @@ impl SecretsFile {
             .map_err(|e| format!("{}: {e}", self.path.display()))?;
         // One temporary file per process: instances sharing a data directory (several proxies
         // on one networked store) never write into each other's half-written file.
-        let tmp = self.path.with_extension(format!("json.{}.tmp", std::process::id()));
+        let tmp = self
+            .path
+            .with_extension(format!("json.{}.tmp", std::process::id()));
         let write = || -> std::io::Result<()> {
             if let Some(dir) = self.path.parent() {
                 std::fs::create_dir_all(dir)?;

@@ -26,6 +26,9 @@ use crate::settings::{self, Invalid, Settings};
 use crate::upstream::{self, Upstream};
 use gemini_balance::auth::ClientTokens;
 
+/// How long applying settings changed elsewhere waits for the database (holding the change lock).
+const SETTINGS_READ_LIMIT: Duration = Duration::from_secs(5);
+
 /// Settings whose change needs new upstream clients.
 const CLIENT_SETTINGS: &[&str] = &[
     "TIME_OUT",
@@ -181,14 +184,24 @@ impl App {
     pub async fn apply_settings_from_elsewhere(&self, names: &[String]) -> bool {
         let _one_at_a_time = self.changes.lock().await;
         let store = self.store.clone();
-        let stored = match tokio::task::spawn_blocking(move || store.settings()).await {
-            Ok(Ok(stored)) => stored,
-            Ok(Err(e)) => {
+        // Bounded: the change lock is held meanwhile, and every admin edit here waits for it; a
+        // database that stops answering must not hold them all. Read again later when late.
+        let read = tokio::task::spawn_blocking(move || store.settings());
+        let stored = match tokio::time::timeout(SETTINGS_READ_LIMIT, read).await {
+            Ok(Ok(Ok(stored))) => stored,
+            Ok(Ok(Err(e))) => {
                 tracing::warn!(error = %e, "settings changed on another instance could not be read; read again once the database is back");
                 return false;
             }
-            Err(e) => {
+            Ok(Err(e)) => {
                 tracing::warn!(error = %e, "settings changed on another instance could not be read");
+                return false;
+            }
+            Err(_) => {
+                tracing::warn!(
+                    "settings changed on another instance: the database did not answer within {} s; read again later",
+                    SETTINGS_READ_LIMIT.as_secs()
+                );
                 return false;
             }
         };
