@@ -136,6 +136,8 @@ pub mod retry;
 #[cfg(feature = "openai")]
 #[cfg_attr(docsrs, doc(cfg(feature = "openai")))]
 pub mod rules;
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+mod sql_error;
 pub mod sse;
 pub mod stack;
 pub mod store;

@@ -8,7 +8,8 @@ use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 
 use super::event::SharedEvent;
 use super::feed::{FeedEntry, FeedError, KeyStateFeed, READ_BATCH};
-use super::outbox::{transient, Outbox};
+use super::outbox::Outbox;
+use crate::sql_error::transient;
 
 /// The default poll interval: every instance acts on a change well within a second.
 const POLL: Duration = Duration::from_millis(200);

@@ -10,7 +10,8 @@ use tokio::sync::Notify;
 
 use super::event::SharedEvent;
 use super::feed::{FeedEntry, FeedError, KeyStateFeed, READ_BATCH};
-use super::outbox::{transient, Outbox};
+use super::outbox::Outbox;
+use crate::sql_error::transient;
 
 /// The `NOTIFY` channel (database-wide; a wake-up only, the rows are the truth).
 const CHANNEL: &str = "gemini_balance_key_events";

@@ -27,6 +27,7 @@ use super::dialect::Engine;
 use super::schema::COUNTER_COLUMNS;
 use super::Shared;
 use crate::keys::{KeyId, KeySnapshot};
+use crate::sql_error::transient;
 use crate::store::key_row::KeyRow;
 use crate::store::logs::{clean_body, clean_text, lone_attempt, MAX_BODY_BYTES, MAX_MESSAGE_CHARS};
 use crate::store::rollup::{clamp, Counters, FastSet, Rollup, RollupRows};
@@ -449,42 +450,6 @@ impl Writer {
 fn halves(start: usize, end: usize) -> Vec<(usize, usize)> {
     let mid = start + (end - start) / 2;
     vec![(mid, end), (start, mid)]
-}
-
-/// Errors worth a retry: the connection (lost, refused, timed out), the server going away
-/// or shutting down, a deadlock or serialization failure between instances.
-fn transient(e: &sqlx_core::Error) -> bool {
-    use sqlx_core::Error as E;
-    match e {
-        E::Io(_) | E::Tls(_) | E::PoolTimedOut | E::PoolClosed | E::WorkerCrashed => true,
-        E::Protocol(_) => true,
-        E::Database(db) => {
-            let code = db.code().unwrap_or_default();
-            // SQLSTATE classes 08 (connection), 40 (rollback: deadlock, serialization),
-            // 57 (operator intervention: shutdown), 53 (insufficient resources); MySQL's
-            // 1205/1213 (lock wait timeout, deadlock), 1053 (server shutdown).
-            code.starts_with("08")
-                || code.starts_with("40")
-                || code.starts_with("57")
-                || code.starts_with("53")
-                || matches!(code.as_ref(), "HY000" if db.message().contains("shutdown"))
-                || mysql_transient(db.as_ref())
-        }
-        _ => false,
-    }
-}
-
-/// MySQL's error numbers worth a retry (`code()` is the SQLSTATE there, not the number):
-/// 1205 lock wait timeout, 1213 deadlock, 1053 server shutdown.
-#[cfg(feature = "mysql")]
-fn mysql_transient(db: &dyn sqlx_core::error::DatabaseError) -> bool {
-    db.try_downcast_ref::<sqlx_mysql::MySqlDatabaseError>()
-        .is_some_and(|e| matches!(e.number(), 1205 | 1213 | 1053))
-}
-
-#[cfg(not(feature = "mysql"))]
-fn mysql_transient(_: &dyn sqlx_core::error::DatabaseError) -> bool {
-    false
 }
 
 /// Rows per multi-row statement: well under the 65,535 placeholders both engines allow, and
