@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
 use super::logs::without_nul;
-use super::time::{hour_of, minute_of, ms_of};
+use super::time::{hour_of, minute_of, ms_of, HOUR_MS};
 use crate::keys::KeyId;
 use crate::usage::{ClientId, RequestRecord};
 
@@ -259,3 +259,36 @@ impl<'a> Rollup<'a> {
 
 /// Rollup rows by (bucket, dimension, value).
 pub(crate) type RollupRows<'a> = FastMap<(i64, Dim, Value<'a>), Counters>;
+
+/// One part of a window, read from one rollup table: `(table, bucket column, from, to)`.
+pub(crate) type WindowPart = (&'static str, &'static str, i64, i64);
+
+/// Which rollup rows cover `from..to` (`from` a whole minute), given the oldest per-minute row
+/// still kept: per-minute rows at the ragged ends, per-hour rows between; when the per-minute
+/// rows no longer reach back to `from`, its hour counts whole. The same for every store.
+pub(crate) fn window_parts(from: i64, to: i64, oldest_minute: Option<i64>) -> Vec<WindowPart> {
+    const MINUTES: (&str, &str) = ("usage_minute", "minute_ms");
+    const HOURS: (&str, &str) = ("usage_hour", "hour_ms");
+    let last_hour = hour_of(to);
+    let mut parts = Vec::with_capacity(3);
+    let part = |(t, c): (&'static str, &'static str), a: i64, b: i64| (t, c, a, b);
+    if oldest_minute.is_some_and(|oldest| oldest <= from) {
+        let first_hour = if from % HOUR_MS == 0 {
+            from
+        } else {
+            hour_of(from) + HOUR_MS
+        };
+        if first_hour >= last_hour {
+            parts.push(part(MINUTES, from, to));
+        } else {
+            parts.push(part(MINUTES, from, first_hour));
+            parts.push(part(HOURS, first_hour, last_hour));
+            parts.push(part(MINUTES, last_hour, to));
+        }
+    } else {
+        parts.push(part(HOURS, hour_of(from), last_hour));
+        parts.push(part(MINUTES, last_hour.max(hour_of(from)), to));
+    }
+    parts.retain(|(_, _, a, b)| a < b);
+    parts
+}

@@ -19,7 +19,7 @@ use crate::store::logs::{
     AttemptEntry, ErrorEntry, ErrorPage, ErrorQuery, LogDeletion, RequestEntry, RequestPage,
     RequestQuery, MAX_PAGE,
 };
-use crate::store::rollup::Dim;
+use crate::store::rollup::{window_parts, Dim, WindowPart};
 use crate::store::stats::{
     Counts, Filter, Granularity, RateLimitedKey, SeriesPoint, Summary, Tokens, UsageRow, Window,
 };
@@ -101,13 +101,7 @@ async fn snapshot(pool: &AnyPool, engine: Engine) -> Result<Tx, StoreError> {
 }
 
 /// Which rollup rows cover a window: `(table, bucket column, from, to)`.
-async fn plan(
-    tx: &mut Tx,
-    engine: Engine,
-    window: Window,
-) -> Result<Vec<(&'static str, &'static str, i64, i64)>, StoreError> {
-    const MINUTES: (&str, &str) = ("usage_minute", "minute_ms");
-    const HOURS: (&str, &str) = ("usage_hour", "hour_ms");
+async fn plan(tx: &mut Tx, engine: Engine, window: Window) -> Result<Vec<WindowPart>, StoreError> {
     let from = minute_of(window.from_ms);
     let to = window.to_ms;
     if to <= from {
@@ -119,28 +113,7 @@ async fn plan(
             .await
             .map(|row| int(&row, 0))
             .map_err(sql_error("reading the rollup horizon"))?;
-    let last_hour = hour_of(to);
-    let mut parts = Vec::with_capacity(3);
-    let part = |(t, c): (&'static str, &'static str), a: i64, b: i64| (t, c, a, b);
-    if oldest.is_some_and(|oldest| oldest <= from) {
-        let first_hour = if from % HOUR_MS == 0 {
-            from
-        } else {
-            hour_of(from) + HOUR_MS
-        };
-        if first_hour >= last_hour {
-            parts.push(part(MINUTES, from, to));
-        } else {
-            parts.push(part(MINUTES, from, first_hour));
-            parts.push(part(HOURS, first_hour, last_hour));
-            parts.push(part(MINUTES, last_hour, to));
-        }
-    } else {
-        parts.push(part(HOURS, hour_of(from), last_hour));
-        parts.push(part(MINUTES, last_hour.max(hour_of(from)), to));
-    }
-    parts.retain(|(_, _, a, b)| a < b);
-    Ok(parts)
+    Ok(window_parts(from, to, oldest))
 }
 
 /// Sums the rollups over `window` per value of `dim`.

@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::time::SystemTime;
 
-use super::rollup::Dim;
+use super::rollup::{window_parts, Dim, WindowPart};
 use super::snapshot::snapshot;
 use super::sql_error;
 use super::time::{hour_of, minute_of, ms_of, HOUR_MS, MINUTE_MS};
@@ -333,12 +333,7 @@ pub(crate) fn models_of_key(
 }
 
 /// Which rollup rows cover a window: `(table, bucket column, from, to)` parts.
-fn plan(
-    conn: &Connection,
-    window: Window,
-) -> Result<Vec<(&'static str, &'static str, i64, i64)>, StoreError> {
-    const MINUTES: (&str, &str) = ("usage_minute", "minute_ms");
-    const HOURS: (&str, &str) = ("usage_hour", "hour_ms");
+fn plan(conn: &Connection, window: Window) -> Result<Vec<WindowPart>, StoreError> {
     let from = minute_of(window.from_ms);
     let to = window.to_ms;
     if to <= from {
@@ -348,29 +343,7 @@ fn plan(
         .prepare_cached("SELECT min(minute_ms) FROM usage_minute WHERE dim = ''")
         .and_then(|mut s| s.query_row([], |r| r.get(0)))
         .map_err(sql_error("reading the rollup horizon"))?;
-    let last_hour = hour_of(to);
-    let mut parts = Vec::with_capacity(3);
-    let part = |(t, c): (&'static str, &'static str), a: i64, b: i64| (t, c, a, b);
-    if oldest_minute.is_some_and(|oldest| oldest <= from) {
-        let first_hour = if from % HOUR_MS == 0 {
-            from
-        } else {
-            hour_of(from) + HOUR_MS
-        };
-        if first_hour >= last_hour {
-            parts.push(part(MINUTES, from, to));
-        } else {
-            parts.push(part(MINUTES, from, first_hour));
-            parts.push(part(HOURS, first_hour, last_hour));
-            parts.push(part(MINUTES, last_hour, to));
-        }
-    } else {
-        // Per-minute rows no longer reach back to `from`: count its hour whole.
-        parts.push(part(HOURS, hour_of(from), last_hour));
-        parts.push(part(MINUTES, last_hour.max(hour_of(from)), to));
-    }
-    parts.retain(|(_, _, a, b)| a < b);
-    Ok(parts)
+    Ok(window_parts(from, to, oldest_minute))
 }
 
 /// Sums the rollups over `window` per value of `dim`.
