@@ -19,7 +19,8 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
 use super::logs::without_nul;
-use super::time::{hour_of, minute_of, ms_of, HOUR_MS};
+use super::stats::{Counts, Filter, Granularity, SeriesPoint};
+use super::time::{hour_of, minute_of, ms_of, HOUR_MS, MINUTE_MS};
 use crate::keys::KeyId;
 use crate::usage::{ClientId, RequestRecord};
 
@@ -291,4 +292,68 @@ pub(crate) fn window_parts(from: i64, to: i64, oldest_minute: Option<i64>) -> Ve
     }
     parts.retain(|(_, _, a, b)| a < b);
     parts
+}
+
+/// A time series ending with the bucket that holds `now` (60 minutes or 24 hours), over
+/// everything or one key, model or client: the rollup rows it reads, and its points.
+pub(crate) struct SeriesPlan<'a> {
+    pub(crate) table: &'static str,
+    pub(crate) column: &'static str,
+    /// The first and the last bucket's start, in milliseconds.
+    pub(crate) first: i64,
+    pub(crate) last: i64,
+    pub(crate) dim: Dim,
+    pub(crate) value: &'a str,
+    step: i64,
+    buckets: i64,
+}
+
+impl<'a> SeriesPlan<'a> {
+    pub(crate) fn new(
+        granularity: Granularity,
+        now: std::time::SystemTime,
+        filter: Option<&'a Filter>,
+    ) -> Self {
+        let now_ms = ms_of(now);
+        let (table, column, step, last, buckets) = match granularity {
+            Granularity::Minute => (
+                "usage_minute",
+                "minute_ms",
+                MINUTE_MS,
+                minute_of(now_ms),
+                60,
+            ),
+            Granularity::Hour => ("usage_hour", "hour_ms", HOUR_MS, hour_of(now_ms), 24),
+        };
+        let (dim, value) = match filter {
+            None => (Dim::All, ""),
+            Some(Filter::Key(id)) => (Dim::Key, id.as_str()),
+            Some(Filter::Model(model)) => (Dim::Model, model.as_str()),
+            Some(Filter::Client(id)) => (Dim::Client, id.as_str()),
+        };
+        SeriesPlan {
+            table,
+            column,
+            first: last - (buckets - 1) * step,
+            last,
+            dim,
+            value,
+            step,
+            buckets,
+        }
+    }
+
+    /// Every bucket, oldest first, with the counts `found` per bucket start (empty ones
+    /// included).
+    pub(crate) fn points(&self, mut found: HashMap<i64, Counts>) -> Vec<SeriesPoint> {
+        (0..self.buckets)
+            .map(|i| {
+                let start_ms = self.first + i * self.step;
+                SeriesPoint {
+                    start_ms,
+                    counts: found.remove(&start_ms).unwrap_or_default(),
+                }
+            })
+            .collect()
+    }
 }

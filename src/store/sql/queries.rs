@@ -19,7 +19,7 @@ use crate::store::logs::{
     AttemptEntry, ErrorEntry, ErrorPage, ErrorQuery, LogDeletion, RequestEntry, RequestPage,
     RequestQuery, MAX_PAGE,
 };
-use crate::store::rollup::{window_parts, Dim, WindowPart};
+use crate::store::rollup::{window_parts, Dim, SeriesPlan, WindowPart};
 use crate::store::stats::{
     Counts, Filter, Granularity, RateLimitedKey, SeriesPoint, Summary, Tokens, UsageRow, Window,
 };
@@ -347,34 +347,18 @@ pub(crate) async fn series(
     now: SystemTime,
     filter: Option<&Filter>,
 ) -> Result<Vec<SeriesPoint>, StoreError> {
-    let now_ms = ms_of(now);
-    let (table, column, step, last, n) = match granularity {
-        Granularity::Minute => (
-            "usage_minute",
-            "minute_ms",
-            MINUTE_MS,
-            minute_of(now_ms),
-            60,
-        ),
-        Granularity::Hour => ("usage_hour", "hour_ms", HOUR_MS, hour_of(now_ms), 24),
-    };
-    let first = last - (n - 1) * step;
-    let (dim, value) = match filter {
-        None => (Dim::All, ""),
-        Some(Filter::Key(id)) => (Dim::Key, id.as_str()),
-        Some(Filter::Model(model)) => (Dim::Model, model.as_str()),
-        Some(Filter::Client(id)) => (Dim::Client, id.as_str()),
-    };
+    let plan = SeriesPlan::new(granularity, now, filter);
+    let (table, column) = (plan.table, plan.column);
     let sql = engine.sql(&format!(
         "SELECT {column}, {} FROM {table} WHERE dim = ? AND {column} >= ? AND {column} <= ? \
          AND value = ? GROUP BY {column}",
         sums(engine)
     ));
     let rows = query(&sql)
-        .bind(dim.as_str())
-        .bind(first)
-        .bind(last)
-        .bind(value.to_owned())
+        .bind(plan.dim.as_str())
+        .bind(plan.first)
+        .bind(plan.last)
+        .bind(plan.value.to_owned())
         .fetch_all(pool)
         .await
         .map_err(sql_error("reading a time series"))?;
@@ -384,15 +368,7 @@ pub(crate) async fn series(
             found.insert(start, counts_of(&row, 1));
         }
     }
-    Ok((0..n)
-        .map(|i| {
-            let start_ms = first + i * step;
-            SeriesPoint {
-                start_ms,
-                counts: found.remove(&start_ms).unwrap_or_default(),
-            }
-        })
-        .collect())
+    Ok(plan.points(found))
 }
 
 pub(crate) async fn models_of_key(

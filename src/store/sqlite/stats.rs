@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::time::SystemTime;
 
-use super::rollup::{window_parts, Dim, WindowPart};
+use super::rollup::{window_parts, Dim, SeriesPlan, WindowPart};
 use super::snapshot::snapshot;
 use super::sql_error;
 use super::time::{hour_of, minute_of, ms_of, HOUR_MS, MINUTE_MS};
@@ -242,24 +242,8 @@ pub(crate) fn series(
     now: SystemTime,
     filter: Option<&Filter>,
 ) -> Result<Vec<SeriesPoint>, StoreError> {
-    let now_ms = ms_of(now);
-    let (table, column, step, last, n) = match granularity {
-        Granularity::Minute => (
-            "usage_minute",
-            "minute_ms",
-            MINUTE_MS,
-            minute_of(now_ms),
-            60,
-        ),
-        Granularity::Hour => ("usage_hour", "hour_ms", HOUR_MS, hour_of(now_ms), 24),
-    };
-    let first = last - (n - 1) * step;
-    let (dim, value) = match filter {
-        None => (Dim::All, ""),
-        Some(Filter::Key(id)) => (Dim::Key, id.as_str()),
-        Some(Filter::Model(model)) => (Dim::Model, model.as_str()),
-        Some(Filter::Client(id)) => (Dim::Client, id.as_str()),
-    };
+    let plan = SeriesPlan::new(granularity, now, filter);
+    let (table, column) = (plan.table, plan.column);
     let sql = format!(
         "SELECT {column}, {SUMS} FROM {table} WHERE dim = ?1 AND {column} >= ?2 \
          AND {column} <= ?3 AND value = ?4 GROUP BY {column}"
@@ -269,23 +253,16 @@ pub(crate) fn series(
         .prepare_cached(&sql)
         .map_err(sql_error("reading a time series"))?;
     let rows = stmt
-        .query_map(params![dim.as_str(), first, last, value], |row| {
-            Ok((row.get::<_, i64>(0)?, counts_of(row, 1)))
-        })
+        .query_map(
+            params![plan.dim.as_str(), plan.first, plan.last, plan.value],
+            |row| Ok((row.get::<_, i64>(0)?, counts_of(row, 1))),
+        )
         .map_err(sql_error("reading a time series"))?;
     for row in rows {
         let (start, counts) = row.map_err(sql_error("reading a time series"))?;
         found.insert(start, counts);
     }
-    Ok((0..n)
-        .map(|i| {
-            let start_ms = first + i * step;
-            SeriesPoint {
-                start_ms,
-                counts: found.remove(&start_ms).unwrap_or_default(),
-            }
-        })
-        .collect())
+    Ok(plan.points(found))
 }
 
 /// Usage of one key per model over `window`, most calls first (answers the Python server's
