@@ -110,6 +110,29 @@ pub struct Counts {
 }
 
 impl Counts {
+    /// The 13 rollup counters, in the order every store selects them (see the rollup
+    /// tables' columns), from `n(0)` to `n(12)`.
+    #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+    pub(crate) fn from_columns(n: impl Fn(usize) -> u64) -> Counts {
+        Counts {
+            calls: n(0),
+            successes: n(1),
+            failures: n(2),
+            tokens: Tokens {
+                prompt: n(3),
+                candidates: n(4),
+                thoughts: n(5),
+                cached: n(6),
+                tool_use_prompt: n(7),
+                total: n(8),
+            },
+            latency_ms_sum: n(9),
+            attempts: n(10),
+            failed_attempts: n(11),
+            rate_limited_attempts: n(12),
+        }
+    }
+
     /// Adds `o` to these counters.
     pub(crate) fn add(&mut self, o: &Counts) {
         self.calls += o.calls;

@@ -57,24 +57,7 @@ fn status_of(v: Option<i64>) -> Option<u16> {
 
 /// 13 counters from column `first` on.
 fn counts_of(row: &AnyRow, first: usize) -> Counts {
-    let n = |i: usize| unsigned(int(row, first + i));
-    Counts {
-        calls: n(0),
-        successes: n(1),
-        failures: n(2),
-        tokens: Tokens {
-            prompt: n(3),
-            candidates: n(4),
-            thoughts: n(5),
-            cached: n(6),
-            tool_use_prompt: n(7),
-            total: n(8),
-        },
-        latency_ms_sum: n(9),
-        attempts: n(10),
-        failed_attempts: n(11),
-        rate_limited_attempts: n(12),
-    }
+    Counts::from_columns(|i| unsigned(int(row, first + i)))
 }
 
 fn sums(engine: Engine) -> String {

@@ -19,7 +19,7 @@ use super::snapshot::snapshot;
 use super::sql_error;
 use super::time::{hour_of, minute_of, ms_of, HOUR_MS, MINUTE_MS};
 pub use crate::store::stats::{
-    Counts, Filter, Granularity, RateLimitedKey, SeriesPoint, Summary, Tokens, UsageRow, Window,
+    Counts, Filter, Granularity, RateLimitedKey, SeriesPoint, Summary, UsageRow, Window,
 };
 use crate::store::{StoreError, TimeZone};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -33,26 +33,10 @@ fn counts_of(row: &rusqlite::Row<'_>, first: usize) -> Counts {
             .and_then(|v| u64::try_from(v).ok())
             .unwrap_or(0)
     };
-    Counts {
-        calls: n(0),
-        successes: n(1),
-        failures: n(2),
-        tokens: Tokens {
-            prompt: n(3),
-            candidates: n(4),
-            thoughts: n(5),
-            cached: n(6),
-            tool_use_prompt: n(7),
-            total: n(8),
-        },
-        latency_ms_sum: n(9),
-        attempts: n(10),
-        failed_attempts: n(11),
-        rate_limited_attempts: n(12),
-    }
+    Counts::from_columns(n)
 }
 
-/// The sums of the 13 rollup counters, in [`Counts::from_row`] order.
+/// The sums of the 13 rollup counters, in `Counts::from_columns` order.
 const SUMS: &str = "sum(calls), sum(successes), sum(failures), sum(prompt_tokens), \
     sum(candidates_tokens), sum(thoughts_tokens), sum(cached_tokens), \
     sum(tool_use_prompt_tokens), sum(total_tokens), sum(latency_ms), sum(attempts), \
