@@ -325,6 +325,33 @@ fn a_newer_schema_is_refused() {
     }
 }
 
+/// A database of version 1 (before the writers' marks) is brought to the current version
+/// with its rows kept, and written to.
+#[test]
+fn a_version_1_schema_is_migrated() {
+    for db in servers("migrate_v1") {
+        let name = db.server.name();
+        let store = db.builder().gather(Duration::ZERO).open().unwrap();
+        store.record(RequestRecord::new(1, SystemTime::now()));
+        store.shutdown().unwrap();
+        db.admin(&format!("DROP TABLE {}.writer_mark", db.name));
+        db.admin(&format!(
+            "UPDATE {}.schema_version SET version = 1",
+            db.name
+        ));
+        let store = db.builder().gather(Duration::ZERO).open().unwrap();
+        store.record(RequestRecord::new(2, SystemTime::now()));
+        store.shutdown().unwrap();
+        assert_eq!(db.count("SELECT version FROM schema_version"), 2, "{name}");
+        assert_eq!(db.count("SELECT COUNT(*) FROM request_log"), 2, "{name}");
+        assert_eq!(
+            db.count("SELECT COUNT(*) FROM writer_mark"),
+            1,
+            "{name}: the second writer's mark"
+        );
+    }
+}
+
 #[test]
 fn a_full_channel_drops_and_counts_without_blocking() {
     for db in servers("full_channel") {
@@ -666,6 +693,46 @@ fn a_refused_row_costs_only_itself() {
         );
         assert!(!states.iter().any(|s| s.id == bad_key), "{name}");
         store.shutdown().unwrap();
+    }
+}
+
+/// A batch whose commit went through but whose answer was lost (the connection cut at that
+/// moment) is retried, and not written twice: the retry finds the writer's mark of that batch.
+#[test]
+fn a_batch_whose_commit_answer_was_lost_is_written_once() {
+    for db in servers("commit_lost") {
+        let name = db.server.name();
+        let relay = db.relay();
+        let store = db
+            .builder_through(&relay)
+            .gather(Duration::ZERO)
+            .connect_timeout(Duration::from_millis(500))
+            .open()
+            .unwrap();
+        store.record(RequestRecord::new(1, SystemTime::now()));
+        store.flush().unwrap();
+        relay.lose_next_commit_answer();
+        store.record(RequestRecord::new(2, SystemTime::now()));
+        store.flush().unwrap();
+        store.record(RequestRecord::new(3, SystemTime::now()));
+        store.flush().unwrap();
+        let stats = store.writer_stats();
+        assert_eq!(
+            (stats.written, stats.dropped, stats.lost),
+            (3, 0, 0),
+            "{name}: {stats:?}"
+        );
+        store.shutdown().unwrap();
+        assert_eq!(
+            db.count("SELECT COUNT(*) FROM request_log"),
+            3,
+            "{name}: a batch written twice"
+        );
+        assert_eq!(
+            db.count("SELECT SUM(calls) FROM usage_hour WHERE dim = ''"),
+            3,
+            "{name}: the rollups count a batch twice"
+        );
     }
 }
 

@@ -297,6 +297,62 @@ pub struct Relay {
     cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
     stalled: std::sync::Arc<std::sync::atomic::AtomicBool>,
     generation: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    lose_commit: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Relays bytes both ways until either side closes. Once `lose_commit` is set, the next
+/// `COMMIT` the client sends reaches the server, but its answer does not reach the client: the
+/// connection closes 300 ms later (the server has committed; the client cannot know).
+async fn pump(
+    client: tokio::net::TcpStream,
+    server: tokio::net::TcpStream,
+    lose_commit: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut server_read, mut server_write) = server.into_split();
+    let eat = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let eating = eat.clone();
+    let up = async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match client_read.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if lose_commit.load(Ordering::SeqCst)
+                && buf[..n]
+                    .windows(6)
+                    .any(|w| w.eq_ignore_ascii_case(b"COMMIT"))
+                && lose_commit.swap(false, Ordering::SeqCst)
+            {
+                eating.store(true, Ordering::SeqCst);
+            }
+            if server_write.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    };
+    let down = async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match server_read.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if eat.load(Ordering::SeqCst) {
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                return;
+            }
+            if client_write.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        _ = up => {}
+        _ = down => {}
+    }
 }
 
 impl Relay {
@@ -309,7 +365,9 @@ impl Relay {
         let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let generation = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let stalled = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let lose_commit = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (cut2, generation2, stalled2) = (cut.clone(), generation.clone(), stalled.clone());
+        let lose_commit2 = lose_commit.clone();
         std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -318,7 +376,7 @@ impl Relay {
             runtime.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener).unwrap();
                 loop {
-                    let Ok((mut client, _)) = listener.accept().await else {
+                    let Ok((client, _)) = listener.accept().await else {
                         continue;
                     };
                     if cut2.load(Ordering::SeqCst) {
@@ -329,11 +387,12 @@ impl Relay {
                     let (cut3, generation3, stalled3) =
                         (cut2.clone(), generation2.clone(), stalled2.clone());
                     let target = target.clone();
+                    let lose_commit3 = lose_commit2.clone();
                     tokio::spawn(async move {
-                        let Ok(mut server) = tokio::net::TcpStream::connect(&target).await else {
+                        let Ok(server) = tokio::net::TcpStream::connect(&target).await else {
                             return;
                         };
-                        let copy = tokio::io::copy_bidirectional(&mut client, &mut server);
+                        let copy = pump(client, server, lose_commit3);
                         tokio::pin!(copy);
                         loop {
                             if stalled3.load(Ordering::SeqCst) {
@@ -364,7 +423,15 @@ impl Relay {
             cut,
             stalled,
             generation,
+            lose_commit,
         }
+    }
+
+    /// The next `COMMIT` reaches the database but its answer is lost (the connection closes):
+    /// the client cannot tell a committed transaction from one that was not.
+    #[allow(dead_code)]
+    pub fn lose_next_commit_answer(&self) {
+        self.lose_commit.store(true, Ordering::SeqCst);
     }
 
     /// Closes every connection and refuses new ones.

@@ -299,7 +299,33 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             ),
         }
     }
+    // Secret settings changed through an admin API of another instance on this database,
+    // sealed there (none on SQLite, or without SHARED_KEYS_SEALING_KEY).
+    let setting_sealer = shared_keys::SettingSealer::from_settings(kind, &base)?;
     for stored in store.settings()? {
+        if let Some(name) = stored.name.strip_prefix(shared_keys::SEALED_PREFIX) {
+            let def = settings::find(name).filter(|d| shared_keys::shared_secret(d));
+            let (Some(def), Some(sealer)) = (def, &setting_sealer) else {
+                continue;
+            };
+            match sealer.open(def.name, &stored.value) {
+                Some(Some(text)) => {
+                    if let Err(e) = settings.apply_stored(def.name, &text) {
+                        tracing::warn!(error = %e, "ignoring an invalid secret setting changed on another instance");
+                    }
+                }
+                Some(None) => {
+                    if let Err(e) = settings.revert(def.name, &base) {
+                        tracing::warn!(error = %e, "a secret setting forgotten on another instance");
+                    }
+                }
+                None => tracing::warn!(
+                    setting = def.name,
+                    "a secret setting changed on another instance does not open with this instance's SHARED_KEYS_SEALING_KEY; ignored"
+                ),
+            }
+            continue;
+        }
         let changeable =
             settings::find(&stored.name).is_some_and(|d| d.live && !d.kind.is_secret());
         if !changeable {
@@ -355,15 +381,18 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     rustls::crypto::ring::default_provider()
         .install_default()
         .map_err(|_| "could not install the TLS crypto provider")?;
-    let app = Arc::new(App::new(
-        pool,
-        store.clone(),
-        secrets,
-        base,
-        settings,
-        set_log_level,
-        shared.clone(),
-    )?);
+    let app = Arc::new(
+        App::new(
+            pool,
+            store.clone(),
+            secrets,
+            base,
+            settings,
+            set_log_level,
+            shared.clone(),
+        )?
+        .sealing_settings(setting_sealer),
+    );
     if let Some(shared) = &shared {
         shared_keys::follow(app.clone(), shared);
     }

@@ -8,11 +8,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use gemini_balance::keys::shared::{Change, SharedKeys};
+use gemini_balance::keys::shared::{Change, KeySealer, SharedKeys};
 use gemini_balance::keys::KeyPool;
+use serde_json::Value;
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::settings::Settings;
+use crate::settings::{Def, Settings};
 use crate::state::App;
 use crate::store::Kind;
 
@@ -82,6 +83,82 @@ pub async fn start(
     }
 }
 
+/// The prefix of the settings-table row that holds a secret setting changed through the admin
+/// API, sealed for the other instances (`sealed:ALLOWED_TOKENS`). The row never holds the
+/// secret in clear; an instance without the sealing key ignores it.
+pub const SEALED_PREFIX: &str = "sealed:";
+
+/// Whether a change of `def` through one instance is shared with the others, sealed: a live
+/// secret setting. `API_KEYS` is not: its keys travel one by one as key changes.
+pub fn shared_secret(def: &Def) -> bool {
+    def.live && def.kind.is_secret() && def.name != "API_KEYS"
+}
+
+/// Seals the secret settings changed through the admin API (`ALLOWED_TOKENS`, `AUTH_TOKEN`,
+/// `PROXIES`, `CUSTOM_HEADERS`, ...) for the other instances, with the sealing key of the
+/// shared keys, and opens theirs. The sealed text names the setting, so a value sealed for
+/// one setting (or a sealed key) is not taken for another.
+#[derive(Clone)]
+pub struct SettingSealer(Arc<dyn KeySealer>);
+
+impl std::fmt::Debug for SettingSealer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SettingSealer(..)")
+    }
+}
+
+impl SettingSealer {
+    /// The sealer of SHARED_KEYS_SEALING_KEY on a shared database (`None` on SQLite, or
+    /// without the sealing key: secret settings then stay per instance).
+    pub fn from_settings(kind: Kind, settings: &Settings) -> Result<Option<Self>, String> {
+        if kind == Kind::Sqlite {
+            return Ok(None);
+        }
+        #[cfg(any(feature = "postgres", feature = "mysql"))]
+        {
+            Ok(sealer(settings)?.map(SettingSealer))
+        }
+        #[cfg(not(any(feature = "postgres", feature = "mysql")))]
+        {
+            let _ = settings;
+            Ok(None)
+        }
+    }
+
+    /// A sealer of its own (tests).
+    #[cfg(test)]
+    pub fn new(sealer: Arc<dyn KeySealer>) -> Self {
+        SettingSealer(sealer)
+    }
+
+    /// The settings-table row name of `name`'s sealed value.
+    pub fn row_name(name: &str) -> String {
+        format!("{SEALED_PREFIX}{name}")
+    }
+
+    /// `name` set to `text` (its `.env` text form), or forgotten (`None`: back to each
+    /// instance's environment), sealed.
+    pub fn seal(&self, name: &str, text: Option<&str>) -> Option<String> {
+        let plain = serde_json::json!({ "setting": name, "value": text }).to_string();
+        self.0.seal(&plain)
+    }
+
+    /// What [`seal`](Self::seal) sealed for `name`: `Some(None)` when it was forgotten; `None`
+    /// when `sealed` does not open with this sealing key or was sealed for something else.
+    pub fn open(&self, name: &str, sealed: &str) -> Option<Option<String>> {
+        let plain = self.0.open(sealed)?;
+        let value: Value = serde_json::from_str(&plain).ok()?;
+        if value.get("setting")?.as_str()? != name {
+            return None;
+        }
+        match value.get("value")? {
+            Value::Null => Some(None),
+            Value::String(text) => Some(Some(text.clone())),
+            _ => None,
+        }
+    }
+}
+
 /// The sealer of SHARED_KEYS_SEALING_KEY (checked when the settings were read), or `None`.
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 fn sealer(
@@ -101,11 +178,12 @@ fn sealer(
 /// is read again (the notices of a long outage may have been pruned meanwhile).
 const OUTAGE_CHECK: Duration = Duration::from_secs(30);
 
-/// The names of every setting another instance may change.
+/// The names of every setting another instance may change (secret ones apply only where the
+/// sealing key opens them).
 fn live_settings() -> Vec<String> {
     crate::settings::DEFS
         .iter()
-        .filter(|d| d.live && !d.kind.is_secret())
+        .filter(|d| (d.live && !d.kind.is_secret()) || shared_secret(d))
         .map(|d| d.name.to_owned())
         .collect()
 }
@@ -181,4 +259,48 @@ pub fn follow(app: Arc<App>, shared: &SharedKeys) {
             }
         }
     });
+}
+
+#[cfg(all(test, any(feature = "postgres", feature = "mysql")))]
+mod tests {
+    use super::*;
+    use gemini_balance::keys::shared::ChaChaSealer;
+
+    fn sealer(byte: &str) -> SettingSealer {
+        SettingSealer::new(Arc::new(ChaChaSealer::from_hex(&byte.repeat(32)).unwrap()))
+    }
+
+    #[test]
+    fn a_sealed_setting_opens_only_as_itself_and_under_the_same_key() {
+        let one = sealer("01");
+        let sealed = one.seal("ALLOWED_TOKENS", Some("[\"sk-a\"]")).unwrap();
+        assert!(!sealed.contains("sk-a"));
+        assert_eq!(
+            one.open("ALLOWED_TOKENS", &sealed),
+            Some(Some("[\"sk-a\"]".to_owned()))
+        );
+        // Not another setting's value, not under another sealing key.
+        assert_eq!(one.open("AUTH_TOKEN", &sealed), None);
+        assert_eq!(sealer("02").open("ALLOWED_TOKENS", &sealed), None);
+        // Forgotten: back to each instance's environment.
+        let forgotten = one.seal("PROXIES", None).unwrap();
+        assert_eq!(one.open("PROXIES", &forgotten), Some(None));
+        // A sealed key is not a sealed setting.
+        let key = ChaChaSealer::from_hex(&"01".repeat(32))
+            .unwrap()
+            .seal("AIzaSyA1234567890abcdefghijklmnopqrstuv")
+            .unwrap();
+        assert_eq!(one.open("ALLOWED_TOKENS", &key), None);
+    }
+
+    #[test]
+    fn only_live_secrets_other_than_the_keys_are_shared_sealed() {
+        let find = |n: &str| crate::settings::find(n).unwrap();
+        for name in ["ALLOWED_TOKENS", "AUTH_TOKEN", "PROXIES", "CUSTOM_HEADERS"] {
+            assert!(shared_secret(find(name)), "{name}");
+        }
+        assert!(!shared_secret(find("API_KEYS")));
+        assert!(!shared_secret(find("MAX_RETRIES")));
+        assert!(!shared_secret(find("SHARED_KEYS_SEALING_KEY")));
+    }
 }

@@ -23,6 +23,7 @@ use crate::pipeline::{self, Stacks};
 use crate::proxy_check::ProxyChecker;
 use crate::secrets::SecretsFile;
 use crate::settings::{self, Invalid, Settings};
+use crate::shared_keys::{shared_secret, SettingSealer};
 use crate::upstream::{self, Upstream};
 use gemini_balance::auth::ClientTokens;
 
@@ -76,6 +77,9 @@ pub struct App {
     /// The key state shared with the other instances on the same database (`None` on SQLite):
     /// told of every live setting changed here.
     pub shared: Option<SharedKeys>,
+    /// Seals the secret settings changed here for the other instances, and opens theirs
+    /// (`None` on SQLite or without SHARED_KEYS_SEALING_KEY: secret settings stay per instance).
+    sealer: Option<SettingSealer>,
     /// The settings from the environment and `.env` alone: what a forgotten change reverts to.
     base: Settings,
     live: ArcSwap<Live>,
@@ -106,6 +110,7 @@ impl App {
             auth_limit,
             proxy_checker: Arc::default(),
             shared,
+            sealer: None,
             base,
             live: ArcSwap::from_pointee(live),
             changes: tokio::sync::Mutex::new(()),
@@ -177,6 +182,13 @@ impl App {
         Ok(out)
     }
 
+    /// Shares the secret settings changed here with the other instances, sealed by `sealer`,
+    /// and applies theirs (see [`SettingSealer`]).
+    pub fn sealing_settings(mut self, sealer: Option<SettingSealer>) -> Self {
+        self.sealer = sealer;
+        self
+    }
+
     /// Applies the live settings another instance changed (`names`): re-read from the shared
     /// database's settings table (a setting no longer there reverts to this instance's
     /// environment), applied here without being kept or announced again. Invalid or unknown
@@ -208,16 +220,45 @@ impl App {
         let current = self.live();
         let mut next = current.settings.clone();
         let mut changed = Vec::new();
+        // Secret settings as opened from their sealed rows: kept in this instance's secrets
+        // file once applied (`None`: forgotten there too).
+        let mut secrets: Vec<(&'static str, Option<String>)> = Vec::new();
         for name in names {
-            let Some(def) = settings::find(name).filter(|d| d.live && !d.kind.is_secret()) else {
+            let Some(def) = settings::find(name).filter(|d| d.live) else {
                 continue;
             };
             if changed.contains(&def.name) {
                 continue;
             }
-            let applied = match stored.iter().find(|s| s.name == def.name) {
-                Some(row) => next.apply_stored(def.name, &row.value),
-                None => next.revert(def.name, &self.base).map(drop),
+            let applied = if def.kind.is_secret() {
+                let Some(sealer) = self.sealer.as_ref().filter(|_| shared_secret(def)) else {
+                    continue;
+                };
+                let row_name = SettingSealer::row_name(def.name);
+                // No sealed row: never changed through an admin API; the local value stays.
+                let Some(row) = stored.iter().find(|s| s.name == row_name) else {
+                    continue;
+                };
+                match sealer.open(def.name, &row.value) {
+                    Some(Some(text)) => {
+                        let applied = next.apply_stored(def.name, &text);
+                        secrets.push((def.name, Some(text)));
+                        applied
+                    }
+                    Some(None) => {
+                        secrets.push((def.name, None));
+                        next.revert(def.name, &self.base).map(drop)
+                    }
+                    None => {
+                        tracing::warn!(setting = def.name, "a secret setting changed on another instance does not open with this instance's SHARED_KEYS_SEALING_KEY; ignored");
+                        continue;
+                    }
+                }
+            } else {
+                match stored.iter().find(|s| s.name == def.name) {
+                    Some(row) => next.apply_stored(def.name, &row.value),
+                    None => next.revert(def.name, &self.base).map(drop),
+                }
             };
             if let Err(e) = applied {
                 tracing::warn!(error = %e, "a setting changed on another instance is not valid here; ignored");
@@ -235,6 +276,24 @@ impl App {
         if let Err(invalid) = self.commit(&current, next, &changed, Keep::No).await {
             let names: Vec<&str> = invalid.iter().map(|i| i.name.as_str()).collect();
             tracing::warn!(settings = %names.join(", "), "settings changed on another instance cannot be applied here");
+            return true;
+        }
+        // Secrets applied here are kept where this instance keeps its secrets, as a change made
+        // here would be: a restart while the database is away starts with them.
+        secrets.retain(|(name, _)| changed.contains(name));
+        if !secrets.is_empty() {
+            let file = self.secrets.clone();
+            let kept = tokio::task::spawn_blocking(move || {
+                secrets
+                    .iter()
+                    .try_for_each(|(name, text)| file.store(name, text.as_deref()))
+            })
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r);
+            if let Err(e) = kept {
+                tracing::warn!(error = %e, "secret settings changed on another instance are applied but could not be kept in this instance's secrets file");
+            }
         }
         true
     }
@@ -336,8 +395,27 @@ impl App {
                 && live.settings.value(name) == self.base.value(name);
             let text = (!from_base).then(|| settings::to_text(live.settings.value(name)));
             let (secrets, store) = (self.secrets.clone(), self.store.clone());
+            // A secret for the other instances: sealed into the settings table beside it.
+            let sealed = match (&self.sealer, &self.shared) {
+                (Some(sealer), Some(_)) if settings::find(name).is_some_and(shared_secret) => {
+                    let sealed = sealer.seal(name, text.as_deref()).ok_or_else(|| {
+                        invalid(
+                            name,
+                            "a value that can be sealed for the other instances".into(),
+                        )
+                    })?;
+                    Some((SettingSealer::row_name(name), sealed))
+                }
+                _ => None,
+            };
             let kept = tokio::task::spawn_blocking(move || {
-                keep(&secrets, &*store, name, secret, text.as_deref())
+                keep(&secrets, &*store, name, secret, text.as_deref())?;
+                match sealed {
+                    Some((row, sealed)) => store.set_setting(&row, &sealed).map_err(|e| {
+                        format!("kept here, but not sealed for the other instances: {e}")
+                    }),
+                    None => Ok(()),
+                }
             })
             .await
             .map_err(|e| e.to_string())
@@ -395,11 +473,16 @@ impl App {
         self.live.store(Arc::new(live));
         self.changed.send_replace(());
         if keep_it == Keep::Yes {
-            // The other instances re-read these from the database (secrets are not there).
+            // The other instances re-read these from the database (secrets sealed).
             if let Some(shared) = &self.shared {
                 for name in names {
-                    if settings::find(name).is_some_and(|d| d.live && !d.kind.is_secret()) {
+                    let Some(def) = settings::find(name).filter(|d| d.live) else {
+                        continue;
+                    };
+                    if !def.kind.is_secret() || (shared_secret(def) && self.sealer.is_some()) {
                         shared.setting_changed(name);
+                    } else if shared_secret(def) {
+                        tracing::warn!(setting = def.name, "a secret setting changed here stays on this instance: without SHARED_KEYS_SEALING_KEY the other instances do not learn of it");
                     }
                 }
             }

@@ -29,7 +29,7 @@ fn env_file(mock: &MockGemini, keys: &[String], db: &TestDb) -> String {
 fn env_file_at(mock: &MockGemini, keys: &[String], db: &TestDb, url: &str) -> String {
     let mut env = format!(
         "API_KEYS={}\nALLOWED_TOKENS=[\"{TOKEN}\"]\nAUTH_TOKEN={ADMIN}\nBASE_URL={}/v1beta\n\
-         MAX_RETRIES=3\nLOG_LEVEL=info\n",
+         MAX_RETRIES=3\nLOG_LEVEL=info\nAUTH_FAILURE_BURST=0\n",
         serde_json::to_string(keys).unwrap(),
         mock.base_url()
     );
@@ -58,6 +58,11 @@ fn env_file_at(mock: &MockGemini, keys: &[String], db: &TestDb, url: &str) -> St
 }
 
 async fn ask(proxy: &Proxy) -> u16 {
+    ask_with(proxy, TOKEN).await
+}
+
+/// A `generateContent` through `proxy` with the client token `token`; its status.
+async fn ask_with(proxy: &Proxy, token: &str) -> u16 {
     support::client_builder()
         .build()
         .unwrap()
@@ -65,7 +70,7 @@ async fn ask(proxy: &Proxy) -> u16 {
             "{}/v1beta/models/{FLASH}:generateContent",
             proxy.url
         ))
-        .header("x-goog-api-key", TOKEN)
+        .header("x-goog-api-key", token)
         .header("content-type", "application/json")
         .body(prompt_body("hello"))
         .send()
@@ -338,6 +343,45 @@ async fn until_setting(proxy: &Proxy, name: &str, expected: (Value, &str), conte
     }
 }
 
+/// A second client token, added to ALLOWED_TOKENS through the admin API of one instance.
+const SECOND_TOKEN: &str = "sk-second-client-token-shared-0002";
+
+/// Asks `proxy` with `token` until it answers `status`; panics after [`PROPAGATION`]. Returns
+/// how many requests were answered (200: recorded as usage) on the way.
+async fn until_token(proxy: &Proxy, token: &str, status: u16, context: &str) -> u64 {
+    let started = std::time::Instant::now();
+    let mut answered = 0;
+    loop {
+        let got = ask_with(proxy, token).await;
+        answered += u64::from(got == 200);
+        if got == status {
+            return answered;
+        }
+        assert!(
+            started.elapsed() < PROPAGATION,
+            "{context}: {} answers {got} with the second token, not {status}",
+            proxy.url
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until the file at `path` contains `text`; panics after [`PROPAGATION`].
+async fn until_file_contains(path: &std::path::Path, text: &str, context: &str) {
+    let started = std::time::Instant::now();
+    while !std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .contains(text)
+    {
+        assert!(
+            started.elapsed() < PROPAGATION,
+            "{context}: not kept in {}",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn mask(key: &str) -> String {
     format!("{}…{}", &key[..4], &key[key.len() - 4..])
 }
@@ -494,6 +538,48 @@ async fn three_instances_on_one_database_act_as_one_proxy() {
         .await;
         until_setting(&c, "MAX_RETRIES", (Value::from(3), "environment"), name).await;
 
+        // A secret live setting changed on A (a client token added to ALLOWED_TOKENS) is in
+        // effect on C and on an instance started afterwards, kept in their secrets files, and
+        // never in clear in the database; forgotten on A, C refuses the token again.
+        admin_send(
+            &a,
+            reqwest::Method::PUT,
+            "/config",
+            serde_json::json!({ "ALLOWED_TOKENS": [TOKEN, SECOND_TOKEN] }),
+        )
+        .await;
+        sent += until_token(&c, SECOND_TOKEN, 200, name).await;
+        let secrets_of_c = dirs[2].path().join("data/default_db.secrets.json");
+        until_file_contains(&secrets_of_c, SECOND_TOKEN, name).await;
+        let fresh = tempfile::tempdir().unwrap();
+        let e = Proxy::start(fresh.path(), &env).await;
+        assert_eq!(
+            ask_with(&e, SECOND_TOKEN).await,
+            200,
+            "{name}: an instance started after the change has it"
+        );
+        e.stop();
+        sent += 1;
+        // Written by E, not by A, B or C.
+        let written_by_e = 1;
+        assert_eq!(
+            db.count(&format!(
+                "SELECT COUNT(*) FROM settings WHERE value LIKE '%{SECOND_TOKEN}%'"
+            )),
+            0,
+            "{name}: the token in clear in the database"
+        );
+        admin_send(
+            &a,
+            reqwest::Method::DELETE,
+            "/config/ALLOWED_TOKENS",
+            Value::Null,
+        )
+        .await;
+        sent += until_token(&c, SECOND_TOKEN, 401, name).await;
+        assert_eq!(ask(&c).await, 200, "{name}: the .env token still serves");
+        sent += 1;
+
         // The database goes away: every request through every instance is answered.
         relay.cut();
         for proxy in [&a, &b, &c, &a, &b, &c, &a, &b, &c] {
@@ -521,7 +607,7 @@ async fn three_instances_on_one_database_act_as_one_proxy() {
             );
             written += store["written"].as_u64().unwrap();
         }
-        assert_eq!(written, sent, "{name}");
+        assert_eq!(written + written_by_e, sent, "{name}");
         for proxy in [a, b, c] {
             proxy.stop();
         }

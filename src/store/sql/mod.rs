@@ -254,6 +254,7 @@ impl SqlStoreBuilder {
                         known_clients: Default::default(),
                         last_error_log: None,
                         controls: VecDeque::new(),
+                        mark: writer::WriterMark::new(),
                     }
                     .run()
                     .await;

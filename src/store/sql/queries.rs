@@ -880,6 +880,9 @@ pub(crate) async fn delete_setting(
     Ok(done.rows_affected() > 0)
 }
 
+/// How long a writer's mark outlives its last batch.
+const WRITER_MARKS: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// Deletes old logs and rollups at startup and then every `retention.interval` (the logs at
 /// local midnight with `logs_at_midnight`). Errors are logged and retried next time.
 pub(crate) async fn retention_task(
@@ -899,6 +902,8 @@ pub(crate) async fn retention_task(
         let mut jobs: Vec<(&str, &str, i64)> = vec![
             ("usage_minute", "minute_ms", cutoff(retention.usage_minutes)),
             ("usage_hour", "hour_ms", cutoff(retention.usage_hours)),
+            // The marks of writers (processes) gone for a week: no batch of theirs is retried.
+            ("writer_mark", "updated_ms", cutoff(WRITER_MARKS)),
         ];
         if now >= next_logs {
             if let Some(d) = retention.error_logs {

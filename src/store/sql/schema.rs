@@ -15,8 +15,12 @@ use super::dialect::{Col, Engine, Table};
 use super::sql_error;
 use crate::store::StoreError;
 
-/// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 1;
+/// The schema version this build writes: one per entry of [`MIGRATIONS`].
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// The tables each version adds, in order: a database at version `v` gets those of the
+/// versions after `v`.
+const MIGRATIONS: &[&[Table]] = &[V1, V2];
 
 const COUNTERS: [(&str, Col); 13] = [
     ("calls", Col::Int),
@@ -205,6 +209,19 @@ const V1: &[Table] = &[
     },
 ];
 
+/// Version 2: the last batch each writer committed, so a batch whose commit went through but
+/// whose answer was lost (the connection cut at that moment) is not written again on retry.
+const V2: &[Table] = &[Table {
+    name: "writer_mark",
+    columns: &[
+        ("writer", Col::Name),
+        ("seq", Col::Int),
+        ("updated_ms", Col::Int),
+    ],
+    key: &["writer"],
+    indexes: &[("writer_mark_at", &["updated_ms"])],
+}];
+
 /// Creates or migrates the schema; refuses a newer one.
 pub(crate) async fn migrate(pool: &AnyPool, engine: Engine) -> Result<(), StoreError> {
     let mut conn = pool
@@ -257,16 +274,24 @@ async fn migrate_locked(conn: &mut AnyConnection, engine: Engine) -> Result<(), 
             "the database's schema is version {v}, newer than this build's ({SCHEMA_VERSION}): \
              refusing to write into it (run a newer build)"
         ))),
-        Some(_) => Ok(()),
-        None => {
-            for table in V1 {
-                for statement in engine.create_table(table) {
-                    conn.execute(statement.as_str())
-                        .await
-                        .map_err(sql_error(format!("creating table {}", table.name)))?;
+        Some(v) if v == SCHEMA_VERSION => Ok(()),
+        from => {
+            let from = from.unwrap_or(0).max(0) as usize;
+            for tables in &MIGRATIONS[from..] {
+                for table in *tables {
+                    for statement in engine.create_table(table) {
+                        conn.execute(statement.as_str())
+                            .await
+                            .map_err(sql_error(format!("creating table {}", table.name)))?;
+                    }
                 }
             }
-            query(&engine.sql("INSERT INTO schema_version (id, version) VALUES (1, ?)"))
+            let sql = if from == 0 {
+                "INSERT INTO schema_version (id, version) VALUES (1, ?)"
+            } else {
+                "UPDATE schema_version SET version = ? WHERE id = 1"
+            };
+            query(&engine.sql(sql))
                 .bind(SCHEMA_VERSION)
                 .execute(&mut *conn)
                 .await

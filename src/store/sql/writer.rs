@@ -86,6 +86,9 @@ pub(crate) struct Writer {
     pub last_error_log: Option<Instant>,
     /// Controls received and not yet answered.
     pub controls: VecDeque<Control>,
+    /// This writer's name in `writer_mark` (random per process), and the number of its last
+    /// batch with records.
+    pub mark: WriterMark,
 }
 
 /// Longest one write attempt may take before it counts as the database being away (and is
@@ -285,6 +288,9 @@ impl Writer {
         deadline: &mut Option<Instant>,
     ) -> Result<(), sqlx_core::Error> {
         let mut backoff = BACKOFF_START;
+        // Batches with records are numbered; a retry first asks whether the number was
+        // committed (key states alone are upserts: writing them twice is harmless).
+        let mut mark = (!records.is_empty()).then(|| self.mark.next());
         let result = loop {
             // A database that stops answering (no reset, no error) must not hold the writer
             // forever, nor a shutdown past its deadline (one arriving during the attempt
@@ -292,7 +298,14 @@ impl Writer {
             // database writes what is left.
             let started = Instant::now();
             let attempt = {
-                let attempt = write(&self.pool, self.engine, records, keys, fingerprints);
+                let attempt = write(
+                    &self.pool,
+                    self.engine,
+                    records,
+                    keys,
+                    fingerprints,
+                    mark.as_ref(),
+                );
                 tokio::pin!(attempt);
                 loop {
                     let give_up = match *deadline {
@@ -322,6 +335,10 @@ impl Writer {
             match attempt {
                 Ok(()) => break Ok(()),
                 Err(e) if transient(&e) && deadline.is_none_or(|d| Instant::now() < d) => {
+                    if let Some(mark) = &mut mark {
+                        // The commit may have gone through with its answer lost.
+                        mark.in_doubt = true;
+                    }
                     self.shared.retrying.store(true, Ordering::Relaxed);
                     self.log_error(
                         "the database is unreachable; keeping the batch and retrying",
@@ -496,15 +513,78 @@ fn name(text: &str) -> String {
     cleaned.into_owned()
 }
 
+/// Names the batches of one writer, so that a batch retried after its commit's answer was lost
+/// is not written twice: each transaction with records sets the writer's row of `writer_mark`
+/// to the batch's number, and a retry first reads it.
+#[derive(Debug)]
+pub(crate) struct WriterMark {
+    writer: String,
+    seq: i64,
+}
+
+impl WriterMark {
+    /// A writer name no other process uses (128 random bits from the OS's hasher seeds).
+    pub(crate) fn new() -> Self {
+        use std::hash::BuildHasher;
+        let random = |n: u64| std::collections::hash_map::RandomState::new().hash_one(n);
+        WriterMark {
+            writer: format!("{:016x}{:016x}", random(1), random(2)),
+            seq: 0,
+        }
+    }
+
+    fn next(&mut self) -> Batch {
+        self.seq += 1;
+        Batch {
+            writer: self.writer.clone(),
+            seq: self.seq,
+            in_doubt: false,
+        }
+    }
+}
+
+/// One numbered batch; `in_doubt` once an attempt failed (it may have committed).
+#[derive(Debug)]
+struct Batch {
+    writer: String,
+    seq: i64,
+    in_doubt: bool,
+}
+
 async fn write(
     pool: &AnyPool,
     engine: Engine,
     batch: &[RequestRecord],
     keys: &HashMap<KeyId, Option<KeySnapshot>>,
     fingerprints: &[(&'static str, String, String)],
+    mark: Option<&Batch>,
 ) -> Result<(), sqlx_core::Error> {
     let mut tx = pool.begin().await?;
+    if let Some(mark) = mark.filter(|m| m.in_doubt) {
+        let sql = engine.sql("SELECT seq FROM writer_mark WHERE writer = ?");
+        let committed: Option<i64> = sqlx_core::query_scalar::query_scalar(&sql)
+            .bind(mark.writer.clone())
+            .fetch_optional(&mut *tx)
+            .await?;
+        if committed.is_some_and(|seq| seq >= mark.seq) {
+            // Written by the attempt whose answer was lost.
+            return tx.commit().await;
+        }
+    }
     insert_records(&mut tx, engine, batch).await?;
+    if let Some(mark) = mark {
+        let sql = format!(
+            "{} (writer, seq, updated_ms) VALUES (?, ?, ?){}",
+            engine.insert_into("writer_mark"),
+            engine.on_conflict(&["writer"], &[], &["seq", "updated_ms"])
+        );
+        query(&engine.sql(&sql))
+            .bind(mark.writer.clone())
+            .bind(mark.seq)
+            .bind(ms_of(SystemTime::now()))
+            .execute(&mut *tx)
+            .await?;
+    }
     let mut rollup = Rollup::default();
     for record in batch {
         rollup.add(record);
