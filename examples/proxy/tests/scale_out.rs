@@ -606,6 +606,11 @@ async fn three_instances_on_one_database_act_as_one_proxy() {
                 "{name}: {summary}"
             );
             written += store["written"].as_u64().unwrap();
+            // Each applied changes made through the others (the key added on B, removed on C).
+            assert!(
+                summary["shared"]["applied"].as_u64().unwrap() > 0,
+                "{name}: {summary}"
+            );
         }
         assert_eq!(written + written_by_e, sent, "{name}");
         for proxy in [a, b, c] {

@@ -21,6 +21,13 @@ pub async fn summary(State(state): State<AdminState>) -> Response<Body> {
     // The month is the store's time zone's (TIMEZONE, set at startup). A store that writes in
     // the background takes its counters before the windows: every record `store.written`
     // counts is in them (records committed in between may be too), so a client can wait on it.
+    // Several instances on one database: how this one follows the others.
+    let shared = state.app.shared.as_ref().map(|shared| {
+        json!({
+            "applied": shared.applied(),
+            "read_errors": shared.read_errors(),
+        })
+    });
     match stored(state.stats.summary()).await {
         Ok(s) => ok(json!({
             "windows": {
@@ -33,6 +40,7 @@ pub async fn summary(State(state): State<AdminState>) -> Response<Body> {
             "now_ms": s.now_ms,
             "timezone": s.time_zone,
             "store": s.writer,
+            "shared": shared,
         })),
         Err(failed) => failed,
     }
