@@ -449,6 +449,63 @@ fn sustained(c: &mut Criterion) {
     group.finish();
 }
 
+/// Bytes per request on disk: `n` records of the usual mix (spread over an hour, so the
+/// rollups have their real share), the pages in use divided by `n`, printed.
+fn size(_c: &mut Criterion) {
+    if !selected("size") {
+        return;
+    }
+    let n = if benchmarking() { 200_000 } else { 2_000 };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("size.db");
+    let store = SqliteStore::builder(&path)
+        .channel_capacity(n + 1)
+        .open()
+        .expect("open");
+    let start = SystemTime::now() - Duration::from_secs(3600);
+    for i in 0..n {
+        let at = start + Duration::from_millis((i as u64 * 3_600_000) / n as u64);
+        store.record(record(i, at));
+    }
+    store.flush().expect("flush");
+    store.shutdown().expect("shutdown");
+    let conn = Connection::open(&path).expect("open");
+    let pragma = |name: &str| -> u64 {
+        conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get::<_, i64>(0))
+            .expect("pragma") as u64
+    };
+    let used = (pragma("page_count") - pragma("freelist_count")) * pragma("page_size");
+    let table = |name: &str| -> u64 {
+        conn.query_row(
+            "SELECT SUM(pgsize) FROM dbstat WHERE name = ?1",
+            [name],
+            |r| r.get::<_, Option<i64>>(0),
+        )
+        .ok()
+        .flatten()
+        .unwrap_or(0) as u64
+    };
+    println!(
+        "store size: {n} requests: {used} bytes in use, {:.0} bytes per request",
+        used as f64 / n as f64
+    );
+    for name in [
+        "request_log",
+        "request_log_at",
+        "attempt_log",
+        "attempt_log_at",
+        "attempt_log_request",
+        "error_log",
+        "usage_minute",
+        "usage_hour",
+    ] {
+        let bytes = table(name);
+        if bytes > 0 {
+            println!("  {name}: {:.0} bytes per request", bytes as f64 / n as f64);
+        }
+    }
+}
+
 /// The statistics database: `rows` requests spread evenly over the last 24 hours, written
 /// through the store (so the rollups are the writer's). Prints the sustained rate it took.
 fn stats_db(dir: &Path, rows: usize) -> (SqliteStore, SystemTime) {
@@ -653,6 +710,7 @@ mod group {
     criterion::criterion_group!(
         benches,
         super::memory,
+        super::size,
         super::writer_cpu,
         super::record_cost,
         super::sustained,

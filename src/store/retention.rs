@@ -59,6 +59,14 @@ pub struct Retention {
     pub logs_at_midnight: bool,
     /// Rows deleted per statement. Default 2,000 (a few milliseconds of write lock).
     pub batch_rows: u32,
+    /// A size budget for the database (SQLite store; the SQL stores ignore it): while the
+    /// pages in use hold more than this, the oldest raw log rows (requests with their
+    /// attempts, and errors, oldest first by time) are deleted, a step at a time, down to 90%
+    /// of it. The
+    /// usage rollups, key state and settings are kept. The file does not shrink: SQLite reuses
+    /// the freed pages, so it stays near the budget (plus its write-ahead log). Checked every
+    /// few seconds. Default `None` (no budget).
+    pub max_bytes: Option<u64>,
 }
 
 /// A day.
@@ -74,6 +82,7 @@ impl Default for Retention {
             interval: Duration::from_secs(3600),
             logs_at_midnight: false,
             batch_rows: 2_000,
+            max_bytes: None,
         }
     }
 }

@@ -350,6 +350,11 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     }
     // AUTO_DELETE_* as stored or set: the first log purge runs now with them.
     store.set_retention(state::retention(&settings))?;
+    if let Some(disk) = store.disk_space() {
+        if let Some(warning) = store::disk_warning(&disk, state::retention(&settings).max_bytes) {
+            tracing::warn!("the disk under the store is short: {warning}");
+        }
+    }
 
     let mut keys = Vec::new();
     for (i, raw) in settings.list("API_KEYS").iter().enumerate() {

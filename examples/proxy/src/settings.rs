@@ -725,6 +725,13 @@ pub const DEFS: &[Def] = &[
         "Storage",
         "Keep request logs this many days (0: none are kept past the next purge)",
     ),
+    ours(def(
+        "DATABASE_MAX_SIZE_MB",
+        INT,
+        "0",
+        "Storage",
+        "SQLite: keep the database under this many MB by deleting the oldest request and error log rows (statistics kept); 0: no limit (not a Gemini-Balance setting)",
+    )),
     // Admin
     refuse_out_of_range(startup_only(def(
         "ADMIN_SESSION_EXPIRE",

@@ -45,6 +45,7 @@ const RETENTION_SETTINGS: &[&str] = &[
     "AUTO_DELETE_ERROR_LOGS_DAYS",
     "AUTO_DELETE_REQUEST_LOGS_ENABLED",
     "AUTO_DELETE_REQUEST_LOGS_DAYS",
+    "DATABASE_MAX_SIZE_MB",
 ];
 
 /// Everything built from the settings.
@@ -597,6 +598,8 @@ pub fn retention(settings: &Settings) -> Retention {
         "AUTO_DELETE_REQUEST_LOGS_ENABLED",
         "AUTO_DELETE_REQUEST_LOGS_DAYS",
     );
+    let max_mb = u64::try_from(settings.int("DATABASE_MAX_SIZE_MB")).unwrap_or(0);
+    retention.max_bytes = (max_mb > 0).then(|| max_mb.saturating_mul(1024 * 1024));
     retention
 }
 

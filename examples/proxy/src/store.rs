@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use gemini_balance::keys::KeyObserver;
+use gemini_balance::store::sqlite::DiskSpace;
 use gemini_balance::store::{
     KeyStateStore, Retention, SettingsStore, SqliteStore, StatsStore, StoreError, TimeZone,
     UsageSink,
@@ -20,6 +21,36 @@ pub trait Store: UsageSink + KeyStateStore + KeyObserver + StatsStore + Settings
     fn set_retention(&self, retention: Retention) -> Result<(), StoreError>;
     /// Writes everything queued and closes the database.
     fn shutdown(&self) -> Result<(), StoreError>;
+    /// The database's size and the space left beside it (a local file only). Blocks briefly.
+    fn disk_space(&self) -> Option<DiskSpace> {
+        None
+    }
+}
+
+/// Free space under this is worth a warning: at full speed the store grows by gigabytes an
+/// hour (`docs/performance.md`, "Store size").
+const LOW_DISK: u64 = 1024 * 1024 * 1024;
+
+/// Why the disk under the store is short, if it is: less than [`LOW_DISK`] free, or less
+/// than the budget (DATABASE_MAX_SIZE_MB) still needs.
+pub fn disk_warning(disk: &DiskSpace, max_bytes: Option<u64>) -> Option<String> {
+    let free = disk.free_bytes?;
+    let mb = |b: u64| b / (1024 * 1024);
+    match max_bytes {
+        Some(max) if free.saturating_add(disk.database_bytes) < max => Some(format!(
+            "only {} MB free beside the {} MB database: the disk fills up before DATABASE_MAX_SIZE_MB ({} MB) is reached",
+            mb(free),
+            mb(disk.database_bytes),
+            mb(max)
+        )),
+        Some(_) => None,
+        None if free < LOW_DISK => Some(format!(
+            "only {} MB free beside the {} MB database, and DATABASE_MAX_SIZE_MB is not set: the request log grows by ~200 bytes a request",
+            mb(free),
+            mb(disk.database_bytes)
+        )),
+        None => None,
+    }
 }
 
 /// The store as the proxy's parts hold it.
@@ -32,6 +63,10 @@ impl Store for SqliteStore {
 
     fn shutdown(&self) -> Result<(), StoreError> {
         SqliteStore::shutdown(self)
+    }
+
+    fn disk_space(&self) -> Option<DiskSpace> {
+        Some(SqliteStore::disk_space(self))
     }
 }
 
@@ -259,5 +294,32 @@ mod tests {
             shown("postgres://u@h/db?sslmode=require&password=se@cret&sslpassword=x"),
             "postgres://u@h/db?sslmode=require&password=…&sslpassword=…"
         );
+    }
+
+    fn disk(database_mb: u64, free_mb: u64) -> DiskSpace {
+        // Only a store makes one (its fields are set below).
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("disk.db")).unwrap();
+        let mut disk = store.disk_space();
+        store.shutdown().unwrap();
+        disk.database_bytes = database_mb * 1024 * 1024;
+        disk.free_bytes = Some(free_mb * 1024 * 1024);
+        disk
+    }
+
+    #[test]
+    fn a_short_disk_is_named_with_or_without_a_budget() {
+        // No budget: under 1 GiB free is short.
+        assert!(disk_warning(&disk(10, 500), None)
+            .unwrap()
+            .contains("DATABASE_MAX_SIZE_MB is not set"));
+        assert_eq!(disk_warning(&disk(10, 5_000), None), None);
+        // A budget the disk cannot hold.
+        let mb = 1024 * 1024;
+        assert!(disk_warning(&disk(100, 300), Some(1_000 * mb))
+            .unwrap()
+            .contains("before DATABASE_MAX_SIZE_MB (1000 MB)"));
+        // One it can, even with little free.
+        assert_eq!(disk_warning(&disk(900, 200), Some(1_000 * mb)), None);
     }
 }

@@ -494,6 +494,26 @@ async fn stats_logs_and_models() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(summary["store"]["written"], 3, "{summary}");
+    // The database's size and the space beside it; no budget until DATABASE_MAX_SIZE_MB.
+    let disk = &summary["disk"];
+    assert!(disk["database_bytes"].as_u64() > Some(0), "{summary}");
+    assert!(disk["free_bytes"].as_u64() > Some(0), "{summary}");
+    assert_eq!(disk["max_bytes"], Value::Null, "{summary}");
+    assert_eq!(
+        summary["shared"],
+        Value::Null,
+        "one instance on SQLite: {summary}"
+    );
+    let (status, _) = proxy
+        .admin(
+            "PUT",
+            "/config",
+            Some(serde_json::json!({ "DATABASE_MAX_SIZE_MB": 64 })),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (_, s) = proxy.admin("GET", "/stats/summary", None).await;
+    assert_eq!(s["disk"]["max_bytes"], 64 * 1024 * 1024, "{s}");
     for window in ["1h", "24h", "month"] {
         assert_eq!(
             summary["windows"][window]["calls"], 3,

@@ -103,6 +103,28 @@ fn closed() -> StoreError {
     StoreError::new("the store is shut down")
 }
 
+/// What [`SqliteStore::disk_space`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DiskSpace {
+    /// The database file and its write-ahead log.
+    pub database_bytes: u64,
+    /// Space an unprivileged process can still use on the database's file system (`None`
+    /// where it cannot be read).
+    pub free_bytes: Option<u64>,
+}
+
+#[cfg(unix)]
+fn free_bytes(dir: &Path) -> Option<u64> {
+    let vfs = rustix::fs::statvfs(dir).ok()?;
+    Some(vfs.f_bavail.saturating_mul(vfs.f_frsize))
+}
+
+#[cfg(not(unix))]
+fn free_bytes(_dir: &Path) -> Option<u64> {
+    None
+}
+
 /// Options for [`SqliteStore`]; from [`SqliteStore::builder`].
 #[derive(Debug, Clone)]
 pub struct SqliteStoreBuilder {
@@ -247,6 +269,8 @@ impl SqliteStoreBuilder {
             dirty: false,
             last_checkpoint: Instant::now(),
             jobs: VecDeque::new(),
+            budget: None,
+            next_budget_check: Instant::now(),
             known_keys: Default::default(),
             known_clients: Default::default(),
             error_log: Throttle::new(Duration::from_secs(10)),
@@ -335,6 +359,24 @@ impl SqliteStore {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// The bytes of the database (its file and write-ahead log) and the space left on its
+    /// file system, for a warning before the disk fills up. Blocks briefly (`stat` calls).
+    pub fn disk_space(&self) -> DiskSpace {
+        let size = |suffix: &str| {
+            let mut path = self.inner.path.clone().into_os_string();
+            path.push(suffix);
+            std::fs::metadata(path).map_or(0, |m| m.len())
+        };
+        let dir = match self.inner.path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        DiskSpace {
+            database_bytes: size("") + size("-wal"),
+            free_bytes: free_bytes(dir),
+        }
     }
 
     /// Records dropped so far because the channel was full or the store was shut down.

@@ -148,6 +148,113 @@ impl Purge {
     }
 }
 
+/// Bytes in the pages of the database that hold data (its size less its free pages).
+pub(crate) fn used_bytes(conn: &Connection) -> rusqlite::Result<u64> {
+    let pragma = |name: &str| -> rusqlite::Result<u64> {
+        conn.query_row(&format!("PRAGMA {name}"), [], |row| row.get::<_, i64>(0))
+            .map(|n| u64::try_from(n).unwrap_or(0))
+    };
+    let pages = pragma("page_count")?.saturating_sub(pragma("freelist_count")?);
+    Ok(pages.saturating_mul(pragma("page_size")?))
+}
+
+/// Keeping the database under [`Retention::max_bytes`]: the oldest raw log rows (requests,
+/// their attempts and errors, by time) deleted a step at a time until the pages in use hold at
+/// most 90% of the budget.
+#[derive(Debug)]
+pub(crate) struct Budget {
+    target: u64,
+    deleted: u64,
+}
+
+impl Budget {
+    /// A budget purge when the database holds more than `max_bytes`.
+    pub(crate) fn over(conn: &Connection, max_bytes: u64) -> Option<Budget> {
+        let used = match used_bytes(conn) {
+            Ok(used) => used,
+            Err(e) => {
+                tracing::debug!(error = %e, "the database's size could not be read");
+                return None;
+            }
+        };
+        (used > max_bytes).then(|| {
+            tracing::info!(
+                used_bytes = used,
+                max_bytes,
+                "the database is over its size budget; deleting the oldest request log rows"
+            );
+            Budget {
+                target: max_bytes / 10 * 9,
+                deleted: 0,
+            }
+        })
+    }
+
+    /// Deletes the oldest `limit` rows or so; `true` when the database is back under the
+    /// target (or nothing deletable is left).
+    pub(crate) fn step(&mut self, conn: &Connection, limit: u32) -> bool {
+        match self.try_step(conn, limit) {
+            Ok(done) => done,
+            Err(e) => {
+                tracing::warn!(error = %e, "deleting rows to keep the database under its size budget failed; retrying later");
+                true
+            }
+        }
+    }
+
+    fn try_step(&mut self, conn: &Connection, limit: u32) -> rusqlite::Result<bool> {
+        use rusqlite::OptionalExtension;
+        if used_bytes(conn)? <= self.target {
+            tracing::info!(
+                deleted = self.deleted,
+                "the database is under its size budget again"
+            );
+            return Ok(true);
+        }
+        let limit = limit.max(1);
+        // The time of the `limit`-th oldest row (or the newest, when there are fewer): every
+        // row up to it goes, with the attempts of that time.
+        let oldest = |table: &str| -> rusqlite::Result<Option<i64>> {
+            let nth: Option<i64> = conn
+                .query_row(
+                    &format!("SELECT at_ms FROM {table} ORDER BY at_ms LIMIT 1 OFFSET ?1"),
+                    [i64::from(limit) - 1],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            match nth {
+                Some(at) => Ok(Some(at)),
+                None => conn.query_row(&format!("SELECT MAX(at_ms) FROM {table}"), [], |row| {
+                    row.get(0)
+                }),
+            }
+        };
+        // Oldest first across the raw logs: up to the earlier of the two tables' times.
+        let at = [oldest("request_log")?, oldest("error_log")?]
+            .into_iter()
+            .flatten()
+            .min();
+        if let Some(at) = at {
+            for table in [Table::Requests, Table::Attempts, Table::Errors] {
+                // The rows of one millisecond can outnumber `limit`: what is left of it goes
+                // at the next step.
+                let n = conn
+                    .prepare_cached(table.sql())?
+                    .execute(rusqlite::params![
+                        at.saturating_add(1),
+                        limit.saturating_mul(8)
+                    ])?;
+                self.deleted += n as u64;
+            }
+            return Ok(false);
+        }
+        tracing::warn!(
+            "the database is over its size budget with no log rows left to delete: the usage rollups and key state alone exceed it"
+        );
+        Ok(true)
+    }
+}
+
 /// Which purges a retention run covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Due {

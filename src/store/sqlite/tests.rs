@@ -1026,3 +1026,78 @@ fn this_month_is_the_month_of_the_store_time_zone() {
     );
     store.shutdown().unwrap();
 }
+
+/// Over its size budget, the store deletes the oldest raw log rows (requests, their attempts,
+/// errors) until the pages in use are under it; the rollups keep counting every request.
+#[test]
+fn a_size_budget_deletes_the_oldest_log_rows_and_keeps_the_rollups() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("usage.db")).unwrap();
+    let now = SystemTime::now();
+    let total = 6_000u64;
+    for id in 1..=total {
+        // Oldest first, one a second; every third retried (an attempt and an error row).
+        let at = now - Duration::from_secs(total - id);
+        store.record(record(id, at, KEY, "gemini-2.0-flash", id % 3 == 0));
+    }
+    store.flush().unwrap();
+    let used = |store: &SqliteStore| {
+        store
+            .read(|c| Ok(super::retention::used_bytes(c).unwrap()))
+            .unwrap()
+    };
+    let before = used(&store);
+    let oldest = |c: &Connection| count(c, "SELECT MIN(at_ms) FROM request_log");
+    let first = store.read(|c| Ok(oldest(c))).unwrap();
+    let max_bytes = before / 2;
+    store
+        .set_retention(Retention {
+            max_bytes: Some(max_bytes),
+            ..Retention::default()
+        })
+        .unwrap();
+    wait_for(&store, "the budget purge", |c| {
+        super::retention::used_bytes(c).unwrap() <= max_bytes
+    });
+    let (requests, errors, orphans, rest_oldest, calls) = store
+        .read(|c| {
+            Ok((
+                count(c, "SELECT count(*) FROM request_log"),
+                count(c, "SELECT count(*) FROM error_log"),
+                count(
+                    c,
+                    "SELECT count(*) FROM attempt_log WHERE at_ms < (SELECT MIN(at_ms) FROM request_log)",
+                ),
+                oldest(c),
+                count(c, "SELECT SUM(calls) FROM usage_hour WHERE dim = ''"),
+            ))
+        })
+        .unwrap();
+    assert!(
+        requests > 0 && requests < total as i64,
+        "some rows go, not all: {requests}"
+    );
+    assert!(errors < (total / 3) as i64, "errors go too: {errors}");
+    assert_eq!(orphans, 0, "the attempts of deleted requests go with them");
+    assert!(rest_oldest > first, "the oldest go first");
+    assert_eq!(calls, total as i64, "the rollups keep every request");
+    // New records are still written, and the file does not grow past the budget much.
+    for id in total + 1..=total + 100 {
+        store.record(record(
+            id,
+            SystemTime::now(),
+            KEY,
+            "gemini-2.0-flash",
+            false,
+        ));
+    }
+    store.flush().unwrap();
+    let newest = store
+        .read(|c| Ok(count(c, "SELECT MAX(request_id) FROM request_log")))
+        .unwrap();
+    assert_eq!(newest, (total + 100) as i64);
+    let disk = store.disk_space();
+    assert!(disk.database_bytes > 0);
+    assert!(disk.free_bytes.is_some_and(|free| free > 0), "{disk:?}");
+    store.shutdown().unwrap();
+}

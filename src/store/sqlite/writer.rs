@@ -19,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime};
 use rusqlite::{params, Connection, Transaction, TransactionBehavior};
 
 use super::key_state;
-use super::retention::{self, Due, Purge, Retention, Table};
+use super::retention::{self, Budget, Due, Purge, Retention, Table};
 use super::rollup::{clamp, FastSet, Rollup};
 use super::time::{duration_ms, ms_of};
 use crate::api_error::ApiFlavor;
@@ -31,6 +31,9 @@ use crate::usage::{ClientId, RequestRecord};
 
 /// How long after a commit the writer checkpoints at most (see `Writer::checkpoint_step`).
 pub(crate) const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the database's size is compared with its budget (two `PRAGMA` reads): at the
+/// fastest measured write rate the file grows ~13 MB in this time.
+const BUDGET_CHECK: Duration = Duration::from_secs(5);
 
 /// How often a gathering writer looks whether it should stop early (a full batch waiting, a
 /// control message): the longest it oversleeps either.
@@ -160,6 +163,10 @@ pub(crate) struct Writer {
     /// When the writer last checkpointed.
     pub last_checkpoint: Instant,
     pub jobs: VecDeque<Purge>,
+    /// Deleting the oldest log rows while the database is over `retention.max_bytes`.
+    pub budget: Option<Budget>,
+    /// When the database's size is next compared with `retention.max_bytes`.
+    pub next_budget_check: Instant,
     /// Keys and clients known to be in the `fingerprint` table.
     pub known_keys: FastSet<KeyId>,
     pub known_clients: FastSet<ClientId>,
@@ -170,7 +177,7 @@ impl Writer {
     pub(crate) fn run(mut self) {
         let mut batch: Vec<RequestRecord> = Vec::with_capacity(self.batch_size);
         loop {
-            let mut wait = if self.jobs.is_empty() {
+            let mut wait = if self.jobs.is_empty() && self.budget.is_none() {
                 self.next_retention
                     .min(self.next_log_purge.unwrap_or(self.next_retention))
                     .saturating_duration_since(Instant::now())
@@ -288,6 +295,7 @@ impl Writer {
                     || job.covers(Table::Attempts))
         });
         self.retention = retention;
+        self.next_budget_check = Instant::now();
         if self.retention.logs_at_midnight {
             self.next_log_purge = None;
         } else {
@@ -331,6 +339,26 @@ impl Writer {
         if let Some(job) = self.jobs.front_mut() {
             if job.step(&self.conn, self.retention.batch_rows.max(1)) {
                 self.jobs.pop_front();
+            }
+        }
+        self.budget_step(now);
+    }
+
+    /// Every [`BUDGET_CHECK`], compares the database's size with `retention.max_bytes`; while
+    /// over it, deletes one step of the oldest log rows per batch.
+    fn budget_step(&mut self, now: Instant) {
+        let Some(max_bytes) = self.retention.max_bytes else {
+            self.budget = None;
+            return;
+        };
+        if self.budget.is_none() && now >= self.next_budget_check {
+            self.next_budget_check = now + BUDGET_CHECK;
+            self.budget = Budget::over(&self.conn, max_bytes);
+        }
+        if let Some(budget) = &mut self.budget {
+            if budget.step(&self.conn, self.retention.batch_rows.max(1)) {
+                self.budget = None;
+                self.next_budget_check = now + BUDGET_CHECK;
             }
         }
     }

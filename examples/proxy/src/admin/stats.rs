@@ -28,6 +28,21 @@ pub async fn summary(State(state): State<AdminState>) -> Response<Body> {
             "read_errors": shared.read_errors(),
         })
     });
+    // The local database's size and the space beside it (SQLite; `null` otherwise).
+    let store = state.app.store.clone();
+    let max_bytes = crate::state::retention(&state.app.live().settings).max_bytes;
+    let disk = tokio::task::spawn_blocking(move || store.disk_space())
+        .await
+        .ok()
+        .flatten()
+        .map(|disk| {
+            json!({
+                "database_bytes": disk.database_bytes,
+                "free_bytes": disk.free_bytes,
+                "max_bytes": max_bytes,
+                "warning": crate::store::disk_warning(&disk, max_bytes),
+            })
+        });
     match stored(state.stats.summary()).await {
         Ok(s) => ok(json!({
             "windows": {
@@ -41,6 +56,7 @@ pub async fn summary(State(state): State<AdminState>) -> Response<Body> {
             "timezone": s.time_zone,
             "store": s.writer,
             "shared": shared,
+            "disk": disk,
         })),
         Err(failed) => failed,
     }
