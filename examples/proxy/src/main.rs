@@ -23,11 +23,14 @@ mod cors;
 mod data_lock;
 mod dotenv;
 mod import;
+mod log_files;
 mod log_writer;
+mod logging;
 mod models;
 mod pipeline;
 mod private_files;
 mod proxy_check;
+mod ready;
 mod recheck;
 mod request_line;
 mod route;
@@ -56,9 +59,6 @@ use gemini_balance::keys::{ApiKey, KeyId, KeyPool, KeyStatus};
 use gemini_balance::store::SqliteStore;
 use store::SharedStore;
 use tower::ServiceExt;
-use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{reload, EnvFilter};
 
 use crate::auth_limit::{Blocked, Surface};
 use crate::config::Config;
@@ -68,11 +68,10 @@ use crate::secrets::SecretsFile;
 use crate::state::App;
 use gemini_balance::auth::TokenPlacement as Placement;
 
-/// The log target of the line that says where the proxy listens: shown at every LOG_LEVEL.
-const STARTUP: &str = "gemini_balance_proxy::startup";
+use crate::logging::STARTUP;
 
-/// The log's writer thread, flushed before the process ends.
-static LOG: std::sync::OnceLock<log_writer::LogWriter> = std::sync::OnceLock::new();
+/// The log (stdout and files), flushed before the process ends.
+static LOG: std::sync::OnceLock<logging::Logging> = std::sync::OnceLock::new();
 
 /// The log's writer for the hand-formatted request line; unset when the log is coloured (a
 /// terminal), where the line goes through tracing's formatter.
@@ -140,37 +139,16 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let (vars, skipped_lines) = dotenv::load(std::env::vars().collect())?;
     let config = Config::from_vars(&vars)?;
 
-    // LOG_LEVEL holds one of settings::LOG_LEVELS, whatever spelling it was given in.
-    let filter = |level: &str| {
-        EnvFilter::try_new(format!("{level},hyper=warn,reqwest=warn,{STARTUP}=info")).map_err(
-            |_| {
-                format!(
-                    "LOG_LEVEL: expected one of {}",
-                    settings::LOG_LEVELS.join(", ")
-                )
-            },
-        )
-    };
-    let (filter_layer, filter_handle) = reload::Layer::new(filter(&config.log_level)?);
-    let log = log_writer::LogWriter::stdout()
-        .map_err(|e| format!("cannot start the log writer thread: {e}"))?;
-    let _ = LOG.set(log.clone());
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    if !ansi {
-        let _ = REQUEST_LINES.set(log.clone());
+    // The log as `.env` and the environment set it (LOG_LEVEL, LOG_FORMAT, LOG_DIR, LOG_FILE_*);
+    // what was changed through the admin API applies once the database is open.
+    let _ = LOG.set(logging::Logging::start(&config.settings)?);
+    let log = LOG.get().ok_or("the log could not be started")?;
+    if !log.colours() {
+        let _ = REQUEST_LINES.set(log.writer().clone());
     }
-    tracing_subscriber::registry()
-        .with(filter_layer)
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_ansi(ansi)
-                .with_writer(log.clone()),
-        )
-        .init();
-    let set_log_level: state::LogLevelSetter = Box::new(move |level: &str| {
-        filter_handle
-            .reload(filter(level)?)
-            .map_err(|e| format!("the log filter could not be changed: {e}"))
+    let set_log: state::LogSetter = Box::new(|settings: &settings::Settings| match LOG.get() {
+        Some(log) => log.apply(settings),
+        None => Ok(()),
     });
 
     if !skipped_lines.is_empty() {
@@ -345,9 +323,8 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             "settings changed through the admin API override the environment"
         );
     }
-    if settings.text("LOG_LEVEL") != base.text("LOG_LEVEL") {
-        set_log_level(settings.text("LOG_LEVEL"))?;
-    }
+    // LOG_* as stored or set.
+    set_log(&settings)?;
     // AUTO_DELETE_* as stored or set: the first log purge runs now with them.
     store.set_retention(state::retention(&settings))?;
     if let Some(disk) = store.disk_space() {
@@ -393,7 +370,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             secrets,
             base,
             settings,
-            set_log_level,
+            set_log,
             shared.clone(),
         )?
         .sealing_settings(setting_sealer),
@@ -502,6 +479,7 @@ async fn handle(State(app): State<Arc<App>>, req: Request<Body>) -> Response<Bod
     let mut openai_list = false;
     let (gemini_rest, is_openai, passthrough) = match route::route(req.method(), &path) {
         Ok(Route::Health) => return health(&app),
+        Ok(Route::Ready) => return app.readiness.answer(&app.store, &app.pool).await,
         Ok(Route::Gemini { rest }) => (Some(rest.to_owned()), false, None),
         Ok(Route::OpenAi) => (None, true, None),
         // `/hf/v1/models`: the Gemini list, in OpenAI's shape whatever the token's placement.
@@ -652,7 +630,7 @@ async fn handle(State(app): State<Arc<App>>, req: Request<Body>) -> Response<Bod
         attempts: response.extensions().get::<Attempts>().map_or(0, |a| a.0),
         key: key.unwrap_or("-"),
     }
-    .emit(REQUEST_LINES.get());
+    .emit(REQUEST_LINES.get().filter(|_| !logging::is_json()));
     response
 }
 
@@ -670,14 +648,22 @@ fn upstream_uri(rest: &str, original: &Uri) -> Option<Uri> {
     Uri::try_from(pq).ok()
 }
 
-/// Key counts: `active` (serving some model), `cooling_down` (cooling for every model) and
-/// `disabled` add up to `total`; `cooling_for_some_models` counts the active keys that are
-/// cooling for one model or more (a 429 for one model leaves a key serving the others).
+/// The liveness probe: `"healthy"` as Gemini-Balance's, whatever the keys and the store (see
+/// `ready` for the readiness probe). Key counts: `active` (serving some model),
+/// `cooling_down` (cooling for every model) and `disabled` add up to `total`;
+/// `cooling_for_some_models` counts the active keys that are cooling for one model or more (a
+/// 429 for one model leaves a key serving the others). `log`: lines dropped since the start,
+/// from the whole log (it could not keep up) and from the log files (the disk could not).
 fn health(app: &App) -> Response<Body> {
     let snapshots = app.pool.snapshots();
     let count = |f: &dyn Fn(&KeyStatus) -> bool| snapshots.iter().filter(|s| f(&s.status)).count();
+    let (dropped, file_dropped) = LOG.get().map_or((0, 0), logging::Logging::dropped);
     let body = serde_json::json!({
-        "status": "ok",
+        "status": "healthy",
+        "log": {
+            "dropped_lines": dropped,
+            "file_dropped_lines": file_dropped,
+        },
         "keys": {
             "total": snapshots.len(),
             "active": count(&KeyStatus::is_serving),

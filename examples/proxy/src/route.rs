@@ -10,7 +10,7 @@
 //!
 //! | route | methods |
 //! |---|---|
-//! | `/health` | GET, HEAD |
+//! | `/health`, `/health/ready` | GET, HEAD |
 //! | `{mount}/models`, `{mount}/models/{model}`, and below (`.../operations/{id}`) | GET, HEAD |
 //! | `{mount}/models/{model}:{method}` (`%3A` for the `:` too) | POST |
 //! | `/v1/chat/completions`, `/hf/v1/chat/completions`, `/v1/embeddings`, `/hf/v1/embeddings` | POST |
@@ -43,6 +43,9 @@ const OPENAI_ROUTES: &[&str] = &[
 /// The model list in OpenAI's shape under `/hf/v1` (under `/v1` it is a Gemini mount's).
 const HF_MODELS: &str = "/hf/v1/models";
 
+/// The readiness probe's path (`/health` is the liveness probe's).
+const READY: &str = "/health/ready";
+
 /// Where the Gemini-native API is mounted; the rest of the path goes after BASE_URL.
 const GEMINI_MOUNTS: &[&str] = &["/gemini/v1beta", "/v1beta", "/v1"];
 
@@ -54,6 +57,8 @@ const PASSTHROUGH_POST: &[&str] = &["/chat/completions", "/embeddings", "/images
 pub enum Route<'a> {
     /// `GET /health`.
     Health,
+    /// `GET /health/ready`.
+    Ready,
     /// Gemini's own API: the path after the mount (`/models/...`, a `%3A` as sent).
     Gemini { rest: &'a str },
     /// OpenAI chat or embeddings, converted to Gemini.
@@ -106,6 +111,8 @@ pub fn route<'a>(method: &Method, path: &'a str) -> Result<Route<'a>, Refusal> {
     check_path(path).map_err(Refusal::Path)?;
     let (route, methods) = if path == "/health" {
         (Route::Health, Methods::Read)
+    } else if path == READY {
+        (Route::Ready, Methods::Read)
     } else if let Some(rest) = gemini_route(path) {
         (Route::Gemini { rest }, gemini_methods(rest))
     } else if OPENAI_ROUTES.contains(&path.trim_end_matches('/')) {
@@ -129,6 +136,7 @@ pub fn route<'a>(method: &Method, path: &'a str) -> Result<Route<'a>, Refusal> {
 /// the admin API, the web admin or the router's 404).
 pub fn is_api_path(path: &str) -> bool {
     path == "/health"
+        || path == READY
         || gemini_route(path).is_some()
         || OPENAI_ROUTES.contains(&path.trim_end_matches('/'))
         || path.trim_end_matches('/') == HF_MODELS
@@ -262,6 +270,8 @@ mod tests {
         let ok = [
             ("GET", "/health"),
             ("HEAD", "/health"),
+            ("GET", "/health/ready"),
+            ("HEAD", "/health/ready"),
             ("GET", "/v1beta/models"),
             ("HEAD", "/v1beta/models"),
             ("GET", "/v1/models/gemini-2.5-flash"),
@@ -292,6 +302,7 @@ mod tests {
         }
         let refused = [
             ("POST", "/health", Methods::Read),
+            ("POST", "/health/ready", Methods::Read),
             ("DELETE", "/v1beta/models/gemini-2.5-flash", Methods::Read),
             ("POST", "/v1beta/models", Methods::Read),
             ("PATCH", "/v1beta/models/gemini-2.5-flash", Methods::Read),

@@ -214,6 +214,57 @@ pub const DEFS: &[Def] = &[
         "Server",
         "Log level (Gemini-Balance's WARNING and CRITICAL are read as warn and error)",
     ),
+    ours(def(
+        "LOG_FORMAT",
+        Kind::Choice(&["text", "json"]),
+        "text",
+        "Server",
+        "Log lines as text, or as JSON objects one a line (stdout and the log files; not a Gemini-Balance setting)",
+    )),
+    ours(def(
+        "LOG_DIR",
+        Kind::Text,
+        "",
+        "Server",
+        "Also write the log to files in this directory (created if missing; empty: stdout only). The web admin's logs are the database's, not these files (not a Gemini-Balance setting)",
+    )),
+    ours(def(
+        "LOG_FILE_ROTATION",
+        Kind::Choice(&["daily", "hourly", "size"]),
+        "daily",
+        "Server",
+        "With LOG_DIR: a new log file every day or every hour (UTC), or only when LOG_FILE_MAX_SIZE_MB is reached (not a Gemini-Balance setting)",
+    )),
+    ours(refuse_out_of_range(def(
+        "LOG_FILE_MAX_SIZE_MB",
+        Kind::Int {
+            min: 0,
+            max: 1_000_000,
+        },
+        "100",
+        "Server",
+        "With LOG_DIR: a log file that reaches this many MiB is closed and the next one opened, whatever LOG_FILE_ROTATION (0: no limit; not a Gemini-Balance setting)",
+    ))),
+    ours(refuse_out_of_range(def(
+        "LOG_FILE_MAX_FILES",
+        Kind::Int {
+            min: 0,
+            max: 1_000_000,
+        },
+        "30",
+        "Server",
+        "With LOG_DIR: keep this many log files at most, the oldest deleted first (0: no limit; not a Gemini-Balance setting)",
+    ))),
+    ours(refuse_out_of_range(def(
+        "LOG_FILE_MAX_AGE_DAYS",
+        Kind::Int {
+            min: 0,
+            max: 36_500,
+        },
+        "7",
+        "Server",
+        "With LOG_DIR: delete log files whose last line is older than this many days (0: no limit; not a Gemini-Balance setting)",
+    ))),
     startup_only(def(
         "TIMEZONE",
         Kind::Text,

@@ -63,8 +63,19 @@ pub struct Live {
     pub normalize_url: Option<NormalizeUrlLayer>,
 }
 
-/// Changes the log filter (LOG_LEVEL) of the running process.
-pub type LogLevelSetter = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+/// Applies the log settings ([`LOG_SETTINGS`]) to the running log.
+pub type LogSetter = Box<dyn Fn(&Settings) -> Result<(), String> + Send + Sync>;
+
+/// Settings of the running log (see [`crate::logging`]).
+const LOG_SETTINGS: &[&str] = &[
+    "LOG_LEVEL",
+    "LOG_FORMAT",
+    "LOG_DIR",
+    "LOG_FILE_ROTATION",
+    "LOG_FILE_MAX_SIZE_MB",
+    "LOG_FILE_MAX_FILES",
+    "LOG_FILE_MAX_AGE_DAYS",
+];
 
 /// The proxy.
 pub struct App {
@@ -75,6 +86,8 @@ pub struct App {
     pub auth_limit: Arc<AuthLimit>,
     /// Checks PROXIES entries for the admin API (and remembers results for 10 s).
     pub proxy_checker: Arc<ProxyChecker>,
+    /// `GET /health/ready`'s store check.
+    pub readiness: crate::ready::Readiness,
     /// The key state shared with the other instances on the same database (`None` on SQLite):
     /// told of every live setting changed here.
     pub shared: Option<SharedKeys>,
@@ -89,7 +102,7 @@ pub struct App {
     /// Told after every change, so that background jobs (the key re-check) re-read their
     /// settings at once instead of at their next run.
     changed: tokio::sync::watch::Sender<()>,
-    set_log_level: LogLevelSetter,
+    set_log: LogSetter,
 }
 
 impl App {
@@ -99,7 +112,7 @@ impl App {
         secrets: SecretsFile,
         base: Settings,
         settings: Settings,
-        set_log_level: LogLevelSetter,
+        set_log: LogSetter,
         shared: Option<SharedKeys>,
     ) -> Result<App, String> {
         let live = Live::build(settings, &pool, &store, None)?;
@@ -110,13 +123,14 @@ impl App {
             secrets,
             auth_limit,
             proxy_checker: Arc::default(),
+            readiness: Default::default(),
             shared,
             sealer: None,
             base,
             live: ArcSwap::from_pointee(live),
             changes: tokio::sync::Mutex::new(()),
             changed: tokio::sync::watch::Sender::new(()),
-            set_log_level,
+            set_log,
         })
     }
 
@@ -387,6 +401,21 @@ impl App {
                 .unwrap_or(&e);
             invalid(name, format!("a value the proxy can use ({why})"))
         })?;
+        // A new LOG_DIR must be a directory the log can be written in.
+        if names.contains(&"LOG_DIR") {
+            let dir = live.settings.text("LOG_DIR").trim().to_owned();
+            if !dir.is_empty() {
+                let made = tokio::task::spawn_blocking(move || {
+                    crate::log_files::prepare_dir(std::path::Path::new(&dir))
+                })
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()));
+                made.map_err(|e| {
+                    invalid("LOG_DIR", format!("a directory that can be created ({e})"))
+                })?;
+            }
+        }
         // Keep the change, then apply it (a change read from the database is kept there).
         let kept_names = if keep_it == Keep::Yes { names } else { &[] };
         for name in kept_names {
@@ -454,10 +483,10 @@ impl App {
         }
         self.pool
             .set_max_failures(u32::try_from(live.settings.int("MAX_FAILURES")).unwrap_or(u32::MAX));
-        if names.contains(&"LOG_LEVEL") {
-            // Checked by `Settings::set` (one of the known levels), so this cannot refuse it.
-            if let Err(e) = (self.set_log_level)(live.settings.text("LOG_LEVEL")) {
-                tracing::warn!(error = %e, "LOG_LEVEL could not be applied to the running log");
+        if names.iter().any(|n| LOG_SETTINGS.contains(n)) {
+            // Checked above and by `Settings::set`, so this should not refuse them.
+            if let Err(e) = (self.set_log)(&live.settings) {
+                tracing::warn!(error = %e, "the log settings could not be applied to the running log");
             }
         }
         if names.iter().any(|n| RETENTION_SETTINGS.contains(n)) {

@@ -21,6 +21,8 @@ pub trait Store: UsageSink + KeyStateStore + KeyObserver + StatsStore + Settings
     fn set_retention(&self, retention: Retention) -> Result<(), StoreError>;
     /// Writes everything queued and closes the database.
     fn shutdown(&self) -> Result<(), StoreError>;
+    /// Whether the database takes writes now (the readiness probe's check). Blocks.
+    fn check_writable(&self) -> Result<(), StoreError>;
     /// The database's size and the space left beside it (a local file only). Blocks briefly.
     fn disk_space(&self) -> Option<DiskSpace> {
         None
@@ -65,6 +67,10 @@ impl Store for SqliteStore {
         SqliteStore::shutdown(self)
     }
 
+    fn check_writable(&self) -> Result<(), StoreError> {
+        SqliteStore::check_writable(self)
+    }
+
     fn disk_space(&self) -> Option<DiskSpace> {
         Some(SqliteStore::disk_space(self))
     }
@@ -78,6 +84,10 @@ impl Store for gemini_balance::store::SqlStore {
 
     fn shutdown(&self) -> Result<(), StoreError> {
         gemini_balance::store::SqlStore::shutdown(self)
+    }
+
+    fn check_writable(&self) -> Result<(), StoreError> {
+        gemini_balance::store::SqlStore::check_writable(self)
     }
 }
 

@@ -559,6 +559,25 @@ impl SqlStore {
         done.await.map_err(|_| closed())
     }
 
+    /// Whether the database takes writes now: the writer runs, and a statement that writes
+    /// nothing but needs write access (an `UPDATE` of no row of the settings table) succeeds
+    /// on a pooled connection (a read-only replica or a lost connection fails it). For a
+    /// readiness probe. Blocks while the database answers: call it off the async runtime
+    /// (`tokio::task::spawn_blocking`), under a time limit of your own.
+    pub fn check_writable(&self) -> Result<(), StoreError> {
+        if self.inner.shared.closed.load(Ordering::Relaxed) {
+            return Err(closed());
+        }
+        let pool = self.pool();
+        self.block(async move {
+            sqlx_core::query::query("UPDATE settings SET value = value WHERE 1 = 0")
+                .execute(&pool)
+                .await
+                .map_err(sql_error("writing to the database"))?;
+            Ok(())
+        })
+    }
+
     /// Writes everything queued (retrying up to the shutdown timeout while the database is
     /// away), closes the connections and stops the thread. Records sent afterwards are dropped
     /// (and counted). Idempotent. Dropping the last clone does the same.

@@ -416,6 +416,18 @@ impl SqliteStore {
         done.recv().map_err(|_| closed())
     }
 
+    /// Whether the database takes writes now: the writer thread runs and answers, and takes
+    /// SQLite's write lock (`BEGIN IMMEDIATE`, rolled back at once: nothing is written). For a
+    /// readiness probe. It waits for what is queued before it, and for a lock another
+    /// connection holds (up to the busy timeout): call it off the async runtime
+    /// (`tokio::task::spawn_blocking`), under a time limit of your own.
+    pub fn check_writable(&self) -> Result<(), StoreError> {
+        self.exec(|conn| {
+            conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;")
+                .map_err(sql_error("taking the write lock"))
+        })
+    }
+
     /// Writes everything queued, checkpoints the WAL into the database file and stops the
     /// writer. Records sent afterwards are dropped (and counted). Idempotent; later calls
     /// return once the first has finished. Dropping the last clone of the store does the same.
