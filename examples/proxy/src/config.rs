@@ -27,7 +27,6 @@ impl std::error::Error for ConfigError {}
 pub struct Config {
     pub host: IpAddr,
     pub port: u16,
-    pub log_level: String,
     /// TIMEZONE: the calendar of the statistics' month and of the midnight log purge.
     pub time_zone: TimeZone,
     /// Variables that are set but not supported yet (named in one startup warning).
@@ -74,7 +73,6 @@ impl Config {
         Ok(Config {
             host,
             port: u16::try_from(settings.int("PORT")).unwrap_or(8000),
-            log_level: settings.text("LOG_LEVEL").to_owned(),
             time_zone,
             unsupported: findings.unsupported,
             adjusted: findings.adjusted,
@@ -138,7 +136,7 @@ mod tests {
             let (vars, skipped) = crate::dotenv::merge(HashMap::new(), &text);
             assert!(skipped.is_empty(), "{skipped:?}");
             let c = Config::from_vars(&vars).unwrap_or_else(|e| panic!("LOG_LEVEL={level}: {e}"));
-            assert_eq!(c.log_level, used, "LOG_LEVEL={level}");
+            assert_eq!(c.settings.text("LOG_LEVEL"), used, "LOG_LEVEL={level}");
             assert!(c.adjusted.is_empty(), "{:?}", c.adjusted);
         }
 
@@ -183,7 +181,7 @@ mod tests {
         assert_eq!(s.int("STREAM_SHORT_TEXT_THRESHOLD"), 10);
         assert_eq!(s.int("STREAM_LONG_TEXT_THRESHOLD"), 50);
         assert_eq!(s.int("STREAM_CHUNK_SIZE"), 5);
-        assert_eq!(c.log_level, "info");
+        assert_eq!(s.text("LOG_LEVEL"), "info");
         assert!(!s.bool("ERROR_LOG_RECORD_REQUEST_BODY"));
         assert!(s.bool("AUTO_DELETE_ERROR_LOGS_ENABLED"));
         assert_eq!(s.int("AUTO_DELETE_ERROR_LOGS_DAYS"), 7);

@@ -350,7 +350,7 @@ async fn hypers_own_400_414_and_431_carry_a_json_body() {
     let (head, body) = read_response(&mut stream).await;
     assert_eq!(status(&head), 200);
     let health: Value = serde_json::from_slice(&body).unwrap();
-    assert_eq!(health["status"], "ok");
+    assert_eq!(health["status"], "healthy");
 }
 
 #[tokio::test]
