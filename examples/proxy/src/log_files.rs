@@ -366,8 +366,8 @@ impl RollingFiles {
     }
 
     /// Deletes the files past the count and the age limits (never the one being written).
-    /// A file's last line is as old as the next file, or the end of its period (for the
-    /// newest; now, when it had none).
+    /// A file's last line is no later than the end of its period, nor than the start of the
+    /// next file.
     fn sweep(&mut self, secs: u64) -> Vec<PathBuf> {
         self.next_sweep = secs + SWEEP_EVERY;
         let Some(config) = &self.config else {
@@ -389,10 +389,8 @@ impl RollingFiles {
             }
             let newer = total - i - 1;
             let too_many = config.max_files.is_some_and(|max| newer >= max);
-            let ended = files
-                .get(i + 1)
-                .map_or_else(|| name.period_end().unwrap_or(secs), |(next, _)| next.start)
-                .min(secs);
+            let next = files.get(i + 1).map_or(secs, |(next, _)| next.start);
+            let ended = name.period_end().unwrap_or(secs).min(next).min(secs);
             let too_old = config
                 .max_age
                 .is_some_and(|age| secs.saturating_sub(ended) > age.as_secs());
@@ -844,6 +842,21 @@ mod tests {
         let deleted = files.tick(at(T0 + 30 * DAY));
         assert_eq!(deleted.len(), 2);
         assert!(names(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn a_file_from_before_a_long_stop_is_as_old_as_its_period() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut limited = config(dir.path(), Rotation::Daily);
+        limited.max_age = Some(Duration::from_secs(7 * DAY));
+        let mut files = RollingFiles::new();
+        files.configure(Some(limited.clone()), at(T0 - 100 * DAY));
+        files.write(at(T0 - 100 * DAY), b"long ago\n").unwrap();
+        // The proxy was off for 100 days: at its start the old file is found expired.
+        let mut files = RollingFiles::new();
+        assert_eq!(files.configure(Some(limited), at(T0)).len(), 1);
+        files.write(at(T0), b"now\n").unwrap();
+        assert_eq!(names(dir.path()), ["gemini-balance-proxy.2026-12-08.log"]);
     }
 
     #[test]

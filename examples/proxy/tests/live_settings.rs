@@ -391,6 +391,84 @@ async fn request_line_logged(ctx: &Ctx) -> Value {
     json!(count() > before)
 }
 
+/// `LOG_DIR` of the log-file rows.
+fn log_dir(ctx: &Ctx) -> PathBuf {
+    ctx.dir.path().join("logs")
+}
+
+/// `.env` lines that write the log files in [`log_dir`].
+fn log_dir_env(ctx: &Ctx) -> String {
+    format!("LOG_DIR={}\n", log_dir(ctx).display())
+}
+
+/// The names of the log files, after a request was logged (and the file thread had a moment).
+async fn log_file_names(ctx: &Ctx) -> Vec<String> {
+    assert_eq!(native(ctx, "gemini-2.0-flash", "log me").await.0, 200);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut names: Vec<String> = std::fs::read_dir(log_dir(ctx))
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("gemini-balance-proxy."))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// Today's date (UTC) as the daily log file's name has it.
+fn today() -> String {
+    let days = SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+        / 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}")
+}
+
+/// An empty log directory with `files` (names after the prefix) of `size` bytes each.
+fn seed_log_files(ctx: &Ctx, files: &[String], size: usize) {
+    let dir = log_dir(ctx);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for name in files {
+        let line = "an old log line\n";
+        let text = line.repeat(size / line.len() + 1);
+        std::fs::write(dir.join(format!("gemini-balance-proxy.{name}")), text).unwrap();
+    }
+}
+
+/// Four daily files of January 2020.
+fn seed_old_log_files(ctx: &Ctx) {
+    let names: Vec<String> = (1..=4).map(|d| format!("2020-01-0{d}.log")).collect();
+    seed_log_files(ctx, &names, 100);
+}
+
+/// Did the last request line on stdout come as a JSON object?
+async fn request_line_is_json(ctx: &Ctx) -> Value {
+    assert_eq!(native(ctx, "gemini-2.0-flash", "log me").await.0, 200);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let log = std::fs::read_to_string(&ctx.log).unwrap_or_default();
+    let last = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("/v1beta/models/gemini-2.0-flash:generateContent"))
+        .unwrap_or_default();
+    json!(serde_json::from_str::<Value>(last).is_ok_and(|v| v["route"].is_string()))
+}
+
 /// The table.
 fn rows() -> Vec<Row> {
     vec![
@@ -403,6 +481,105 @@ fn rows() -> Vec<Row> {
             observe: |c| Box::pin(request_line_logged(c)),
             before: json!(false),
             after: json!(true),
+        },
+        Row {
+            setting: "LOG_FORMAT",
+            env: |_| "LOG_FORMAT=text\n".into(),
+            setup: nothing,
+            seed: nothing,
+            change: |_| json!("json"),
+            observe: |c| Box::pin(request_line_is_json(c)),
+            before: json!(false),
+            after: json!(true),
+        },
+        Row {
+            setting: "LOG_DIR",
+            env: no_env,
+            setup: nothing,
+            seed: nothing,
+            change: |c| json!(log_dir(c).display().to_string()),
+            // A request line in a log file.
+            observe: |c| {
+                Box::pin(async move {
+                    let names = log_file_names(c).await;
+                    let logged = names.iter().any(|n| {
+                        std::fs::read_to_string(log_dir(c).join(n))
+                            .unwrap_or_default()
+                            .contains("route=/v1beta/models/gemini-2.0-flash:generateContent")
+                    });
+                    json!(logged)
+                })
+            },
+            before: json!(false),
+            after: json!(true),
+        },
+        Row {
+            setting: "LOG_FILE_ROTATION",
+            env: |c| format!("{}LOG_FILE_ROTATION=daily\n", log_dir_env(c)),
+            setup: nothing,
+            seed: nothing,
+            change: |_| json!("hourly"),
+            // An hourly file (`...2026-12-08T13.log`) is being written.
+            observe: |c| {
+                Box::pin(async move {
+                    let hourly = format!("gemini-balance-proxy.{}T", today());
+                    json!(log_file_names(c)
+                        .await
+                        .iter()
+                        .any(|n| n.starts_with(&hourly)))
+                })
+            },
+            before: json!(false),
+            after: json!(true),
+        },
+        Row {
+            setting: "LOG_FILE_MAX_SIZE_MB",
+            env: |c| format!("{}LOG_FILE_MAX_SIZE_MB=0\n", log_dir_env(c)),
+            setup: nothing,
+            // Today's file, 1.5 MiB already.
+            seed: |c| seed_log_files(c, &[format!("{}.log", today())], 3 << 19),
+            change: |_| json!(1),
+            // Past 1 MiB, the next line opens today's second file.
+            observe: |c| {
+                Box::pin(async move {
+                    let second = format!("gemini-balance-proxy.{}.1.log", today());
+                    json!(log_file_names(c).await.contains(&second))
+                })
+            },
+            before: json!(false),
+            after: json!(true),
+        },
+        Row {
+            setting: "LOG_FILE_MAX_FILES",
+            env: |c| {
+                format!(
+                    "{}LOG_FILE_MAX_FILES=10\nLOG_FILE_MAX_AGE_DAYS=0\n",
+                    log_dir_env(c)
+                )
+            },
+            setup: nothing,
+            seed: seed_old_log_files,
+            change: |_| json!(2),
+            // Four old files and today's, then today's and the newest old one.
+            observe: |c| Box::pin(async move { json!(log_file_names(c).await.len()) }),
+            before: json!(5),
+            after: json!(2),
+        },
+        Row {
+            setting: "LOG_FILE_MAX_AGE_DAYS",
+            env: |c| {
+                format!(
+                    "{}LOG_FILE_MAX_AGE_DAYS=0\nLOG_FILE_MAX_FILES=0\n",
+                    log_dir_env(c)
+                )
+            },
+            setup: nothing,
+            seed: seed_old_log_files,
+            change: |_| json!(7),
+            // The files of 2020 are gone, today's stays.
+            observe: |c| Box::pin(async move { json!(log_file_names(c).await.len()) }),
+            before: json!(5),
+            after: json!(1),
         },
         Row {
             setting: "CORS_ENABLED",
@@ -1252,7 +1429,16 @@ async fn run(row: &Row) -> Result<(), String> {
         return Err(format!("{name}: after a restart the source is {source}"));
     }
     proxy.stop();
-    let log = std::fs::read_to_string(&ctx.log).unwrap_or_default();
+    let mut log = std::fs::read_to_string(&ctx.log).unwrap_or_default();
+    for entry in std::fs::read_dir(log_dir(&ctx))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        log.push_str(&String::from_utf8_lossy(
+            &std::fs::read(entry.path()).unwrap_or_default(),
+        ));
+    }
     for secret in [test_key(1), test_key(2), TOKEN.to_owned(), ADMIN.to_owned()] {
         if log.contains(&secret) {
             return Err(format!("{name}: the log holds a secret"));
