@@ -569,9 +569,9 @@ fn run(
                 match written {
                     Ok(()) => {
                         if let Some(lost) = failing.take() {
-                            let note = format!(
-                                "gemini-balance-proxy: {lost} log lines could not be written to this directory and were dropped\n"
-                            );
+                            let note = crate::log_writer::note(&format!(
+                                "{lost} log lines could not be written to this directory and were dropped"
+                            ));
                             let _ = files.write(clock(), note.as_bytes());
                             tracing::warn!(
                                 dropped_lines = lost,

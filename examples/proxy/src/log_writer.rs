@@ -113,9 +113,9 @@ fn write_lines(rx: Receiver<Msg>, out: impl Write, dropped: Arc<AtomicU64>, file
         }
         let lost = dropped.swap(0, Ordering::Relaxed);
         if lost > 0 {
-            let note = format!(
-                "gemini-balance-proxy: {lost} log lines were dropped (the log output could not keep up)\n"
-            );
+            let note = note(&format!(
+                "{lost} log lines were dropped (the log output could not keep up)"
+            ));
             let _ = out.write_all(note.as_bytes());
             if to_files {
                 batch.extend_from_slice(note.as_bytes());
@@ -127,6 +127,19 @@ fn write_lines(rx: Receiver<Msg>, out: impl Write, dropped: Arc<AtomicU64>, file
             files.send(std::mem::take(&mut batch), std::mem::take(&mut lines));
         }
         std::thread::sleep(GATHER);
+    }
+}
+
+/// A line the log writes of itself, in the log's format (text, or a JSON object with
+/// LOG_FORMAT=json).
+pub fn note(message: &str) -> String {
+    if crate::logging::is_json() {
+        format!(
+            "{}\n",
+            serde_json::json!({"level": "WARN", "target": "gemini_balance_proxy", "message": message})
+        )
+    } else {
+        format!("gemini-balance-proxy: {message}\n")
     }
 }
 

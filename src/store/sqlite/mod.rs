@@ -421,6 +421,31 @@ impl SqliteStore {
     /// readiness probe. It waits for what is queued before it, and for a lock another
     /// connection holds (up to the busy timeout): call it off the async runtime
     /// (`tokio::task::spawn_blocking`), under a time limit of your own.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use gemini_balance::store::SqliteStore;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// let path = dir.path().join("usage.db");
+    /// let store = SqliteStore::builder(&path)
+    ///     .busy_timeout(Duration::from_millis(50))
+    ///     .open()?;
+    /// store.check_writable()?;
+    ///
+    /// // Another connection holds the write lock: no write can be made meanwhile.
+    /// let other = rusqlite::Connection::open(&path)?;
+    /// other.execute_batch("BEGIN EXCLUSIVE")?;
+    /// assert!(store.check_writable().is_err());
+    /// other.execute_batch("ROLLBACK")?;
+    /// store.check_writable()?;
+    ///
+    /// store.shutdown()?;
+    /// assert!(store.check_writable().is_err());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn check_writable(&self) -> Result<(), StoreError> {
         self.exec(|conn| {
             conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;")
