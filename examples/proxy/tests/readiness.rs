@@ -1,9 +1,13 @@
 //! `/health` (liveness, Gemini-Balance's `{"status":"healthy"}`) and `/health/ready`
 //! (readiness: the store takes writes and a key serves), against the binary: ready, then not
 //! when every key is disabled, then not while another connection holds the database's write
-//! lock, and ready again once it lets go. Neither answer needs a token or names a key.
+//! lock, and ready again once it lets go; on PostgreSQL and MySQL, not while the database is
+//! away. Neither answer needs a token or names a key.
 
 mod common;
+#[cfg(all(feature = "postgres", feature = "mysql"))]
+#[path = "../../../tests/sql_servers/mod.rs"]
+mod sql_servers;
 
 use std::time::{Duration, Instant};
 
@@ -97,4 +101,66 @@ async fn not_ready_without_a_usable_key_or_a_writable_store() {
     assert_eq!(health["status"], "healthy");
     assert_eq!(health["keys"]["disabled"], 1);
     proxy.stop();
+}
+
+/// On PostgreSQL and MySQL: the database goes away (a relay in front of it cuts every
+/// connection and refuses new ones), and the readiness probe says so until it is back.
+#[cfg(all(feature = "postgres", feature = "mysql"))]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_ready_while_the_networked_database_is_away() {
+    use sql_servers::{Server, TestDb};
+
+    for server in Server::ALL {
+        let Some(db) = TestDb::new(server, "readiness") else {
+            continue;
+        };
+        let name = server.name();
+        let mock = MockGemini::start().await;
+        let relay = db.relay();
+        let url = relay.url(&db.url());
+        let mut env = format!(
+            "API_KEYS=[\"{}\"]\nALLOWED_TOKENS=[\"{TOKEN}\"]\nBASE_URL={}/v1beta\n",
+            test_key(1),
+            mock.base_url()
+        );
+        match server {
+            Server::Postgres => env.push_str(&format!(
+                "DATABASE_TYPE=postgres\nPOSTGRES_URL={url}\nPOSTGRES_SCHEMA={}\n",
+                db.name
+            )),
+            Server::MySql => {
+                // mysql://user[:password]@host:port/db, as the Python server's MYSQL_* settings.
+                let rest = url.trim_start_matches("mysql://");
+                let (credentials, address) = rest.split_once('@').unwrap();
+                let (user, password) = credentials.split_once(':').unwrap_or((credentials, ""));
+                let address = address.split('/').next().unwrap();
+                let (host, port) = address.split_once(':').unwrap_or((address, "3306"));
+                env.push_str(&format!(
+                    "DATABASE_TYPE=mysql\nMYSQL_HOST={host}\nMYSQL_PORT={port}\nMYSQL_USER={user}\n\
+                     MYSQL_PASSWORD={password}\nMYSQL_DATABASE={}\n",
+                    db.name
+                ));
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let proxy = Proxy::start(dir.path(), &env).await;
+        let client = support::client_builder().build().unwrap();
+        let (ready, _) = ready_until(&client, &proxy, 200).await;
+        assert_eq!(ready["checks"]["store"]["ok"], true, "{name}: {ready}");
+
+        relay.cut();
+        let (ready, text) = ready_until(&client, &proxy, 503).await;
+        assert_eq!(ready["checks"]["store"]["ok"], false, "{name}: {ready}");
+        assert_eq!(ready["checks"]["keys"]["ok"], true, "{name}: {ready}");
+        assert!(
+            !text.contains(&db.name),
+            "{name}: names the database: {text}"
+        );
+        let (status, _, _) = get(&client, format!("{}/health", proxy.url)).await;
+        assert_eq!(status, 200, "{name}");
+
+        relay.restore();
+        ready_until(&client, &proxy, 200).await;
+        proxy.stop();
+    }
 }
