@@ -287,16 +287,19 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
                 continue;
             };
             match sealer.open(def.name, &stored.value) {
-                Some(Some(text)) => {
-                    if let Err(e) = settings.apply_stored(def.name, &text) {
-                        tracing::warn!(error = %e, "ignoring an invalid secret setting changed on another instance");
+                Some(Some(text)) => match settings.apply_stored(def.name, &text) {
+                    // Kept here too, as when applied while running.
+                    Ok(()) => secrets.store(def.name, Some(&text))?,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "ignoring an invalid secret setting changed on another instance")
                     }
-                }
-                Some(None) => {
-                    if let Err(e) = settings.revert(def.name, &base) {
-                        tracing::warn!(error = %e, "a secret setting forgotten on another instance");
+                },
+                Some(None) => match settings.revert(def.name, &base) {
+                    Ok(_) => secrets.store(def.name, None)?,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "a secret setting forgotten on another instance")
                     }
-                }
+                },
                 None => tracing::warn!(
                     setting = def.name,
                     "a secret setting changed on another instance does not open with this instance's SHARED_KEYS_SEALING_KEY; ignored"

@@ -781,7 +781,7 @@ pub const DEFS: &[Def] = &[
         INT,
         "0",
         "Storage",
-        "SQLite: keep the database under this many MB by deleting the oldest request and error log rows (statistics kept); 0: no limit (not a Gemini-Balance setting)",
+        "SQLite: keep the database's pages in use at about this many MiB (checked every 5 s, the write-ahead log apart) by deleting the oldest request and error log rows (statistics kept); 0: no limit (not a Gemini-Balance setting)",
     )),
     // Admin
     refuse_out_of_range(startup_only(def(

@@ -439,13 +439,15 @@ impl App {
                 _ => None,
             };
             let kept = tokio::task::spawn_blocking(move || {
-                keep(&secrets, &*store, name, secret, text.as_deref())?;
-                match sealed {
-                    Some((row, sealed)) => store.set_setting(&row, &sealed).map_err(|e| {
-                        format!("kept here, but not sealed for the other instances: {e}")
-                    }),
-                    None => Ok(()),
+                // The sealed row first: if the database refuses it, nothing has changed (a
+                // secrets file ahead of the row would be overridden by the older row at the
+                // next start).
+                if let Some((row, sealed)) = sealed {
+                    store.set_setting(&row, &sealed).map_err(|e| {
+                        format!("not sealed for the other instances (the database: {e}); nothing changed")
+                    })?;
                 }
+                keep(&secrets, &*store, name, secret, text.as_deref())
             })
             .await
             .map_err(|e| e.to_string())
@@ -676,4 +678,25 @@ fn custom_headers(value: &Value) -> Result<axum::http::header::HeaderMap, String
         headers.insert(name, value);
     }
     Ok(headers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_size_budget_reaches_the_store_and_changes_live() {
+        let vars = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        let (none, _) = Settings::from_vars(&vars(&[])).unwrap();
+        assert_eq!(retention(&none).max_bytes, None);
+        let (set, _) = Settings::from_vars(&vars(&[("DATABASE_MAX_SIZE_MB", "64")])).unwrap();
+        assert_eq!(retention(&set).max_bytes, Some(64 * 1024 * 1024));
+        // A change through the admin API gives the store its new retention.
+        assert!(RETENTION_SETTINGS.contains(&"DATABASE_MAX_SIZE_MB"));
+    }
 }

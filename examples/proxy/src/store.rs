@@ -47,7 +47,7 @@ pub fn disk_warning(disk: &DiskSpace, max_bytes: Option<u64>) -> Option<String> 
         )),
         Some(_) => None,
         None if free < LOW_DISK => Some(format!(
-            "only {} MB free beside the {} MB database, and DATABASE_MAX_SIZE_MB is not set: the request log grows by ~200 bytes a request",
+            "only {} MB free beside the {} MB database, and DATABASE_MAX_SIZE_MB is not set: the logs grow by ~350 bytes a request",
             mb(free),
             mb(disk.database_bytes)
         )),

@@ -629,5 +629,9 @@ async fn three_instances_on_one_database_act_as_one_proxy() {
             !text.contains(SEALING_KEY),
             "{name}: the sealing key in A's log"
         );
+        assert!(
+            !text.contains(SECOND_TOKEN) && !text.contains(TOKEN),
+            "{name}: a client token in A's log"
+        );
     }
 }

@@ -333,7 +333,12 @@ impl Writer {
                 }
             };
             match attempt {
-                Ok(()) => break Ok(()),
+                Ok(()) => {
+                    if mark.is_some() {
+                        self.mark.created = true;
+                    }
+                    break Ok(());
+                }
                 Err(e) if transient(&e) && deadline.is_none_or(|d| Instant::now() < d) => {
                     if let Some(mark) = &mut mark {
                         // The commit may have gone through with its answer lost.
@@ -520,6 +525,8 @@ fn name(text: &str) -> String {
 pub(crate) struct WriterMark {
     writer: String,
     seq: i64,
+    /// The writer's row is committed (made by its first batch).
+    created: bool,
 }
 
 impl WriterMark {
@@ -530,6 +537,7 @@ impl WriterMark {
         WriterMark {
             writer: format!("{:016x}{:016x}", random(1), random(2)),
             seq: 0,
+            created: false,
         }
     }
 
@@ -539,16 +547,19 @@ impl WriterMark {
             writer: self.writer.clone(),
             seq: self.seq,
             in_doubt: false,
+            create: !self.created,
         }
     }
 }
 
-/// One numbered batch; `in_doubt` once an attempt failed (it may have committed).
+/// One numbered batch; `in_doubt` once an attempt failed (it may have committed); `create`
+/// while the writer's row may not exist yet.
 #[derive(Debug)]
 struct Batch {
     writer: String,
     seq: i64,
     in_doubt: bool,
+    create: bool,
 }
 
 async fn write(
@@ -560,30 +571,54 @@ async fn write(
     mark: Option<&Batch>,
 ) -> Result<(), sqlx_core::Error> {
     let mut tx = pool.begin().await?;
-    if let Some(mark) = mark.filter(|m| m.in_doubt) {
-        let sql = engine.sql("SELECT seq FROM writer_mark WHERE writer = ?");
-        let committed: Option<i64> = sqlx_core::query_scalar::query_scalar(&sql)
-            .bind(mark.writer.clone())
-            .fetch_optional(&mut *tx)
-            .await?;
-        if committed.is_some_and(|seq| seq >= mark.seq) {
-            // Written by the attempt whose answer was lost.
-            return tx.commit().await;
+    if let Some(mark) = mark {
+        if mark.create {
+            // The writer's row, made by its first batch. A retry of that batch waits here for
+            // the first attempt's transaction, if it is still committing.
+            let (start, end) = engine.insert_ignore();
+            let sql =
+                format!("{start} writer_mark (writer, seq, updated_ms) VALUES (?, 0, ?){end}");
+            query(&engine.sql(&sql))
+                .bind(mark.writer.clone())
+                .bind(ms_of(SystemTime::now()))
+                .execute(&mut *tx)
+                .await?;
+        }
+        if mark.in_doubt {
+            // Locked: a first attempt still committing (its answer lost, or late past the
+            // write timeout) is waited for, then its number is read.
+            let sql = engine.sql("SELECT seq FROM writer_mark WHERE writer = ? FOR UPDATE");
+            let committed: Option<i64> = sqlx_core::query_scalar::query_scalar(&sql)
+                .bind(mark.writer.clone())
+                .fetch_optional(&mut *tx)
+                .await?;
+            if committed.is_some_and(|seq| seq >= mark.seq) {
+                // Written by the attempt whose answer was lost.
+                return tx.commit().await;
+            }
         }
     }
     insert_records(&mut tx, engine, batch).await?;
     if let Some(mark) = mark {
-        let sql = format!(
-            "{} (writer, seq, updated_ms) VALUES (?, ?, ?){}",
-            engine.insert_into("writer_mark"),
-            engine.on_conflict(&["writer"], &[], &["seq", "updated_ms"])
-        );
-        query(&engine.sql(&sql))
-            .bind(mark.writer.clone())
+        let sql = engine.sql("UPDATE writer_mark SET seq = ?, updated_ms = ? WHERE writer = ?");
+        let updated = query(&sql)
             .bind(mark.seq)
             .bind(ms_of(SystemTime::now()))
+            .bind(mark.writer.clone())
             .execute(&mut *tx)
             .await?;
+        if updated.rows_affected() == 0 {
+            // The row of a writer idle for a week went with the retention: made again.
+            let (start, end) = engine.insert_ignore();
+            let sql =
+                format!("{start} writer_mark (writer, seq, updated_ms) VALUES (?, ?, ?){end}");
+            query(&engine.sql(&sql))
+                .bind(mark.writer.clone())
+                .bind(mark.seq)
+                .bind(ms_of(SystemTime::now()))
+                .execute(&mut *tx)
+                .await?;
+        }
     }
     let mut rollup = Rollup::default();
     for record in batch {

@@ -243,6 +243,10 @@ impl SqliteStoreBuilder {
             .map_err(sql_error(format!("setting synchronous={synchronous}")))?;
         conn.pragma_update(None, "cache_size", -(i64::from(self.cache_mib) * 1024))
             .map_err(sql_error("setting the cache size"))?;
+        // A large purge grows the WAL; once checkpointed it is cut back to this (SQLite keeps
+        // its largest size otherwise).
+        conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)
+            .map_err(sql_error("setting the journal size limit"))?;
         schema::migrate(&mut conn)?;
         let reader = Connection::open_with_flags(
             &self.path,

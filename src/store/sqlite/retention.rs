@@ -190,26 +190,25 @@ impl Budget {
         })
     }
 
-    /// Deletes the oldest `limit` rows or so; `true` when the database is back under the
-    /// target (or nothing deletable is left).
-    pub(crate) fn step(&mut self, conn: &Connection, limit: u32) -> bool {
+    /// Deletes the oldest `limit` rows or so.
+    pub(crate) fn step(&mut self, conn: &Connection, limit: u32) -> BudgetStep {
         match self.try_step(conn, limit) {
-            Ok(done) => done,
+            Ok(step) => step,
             Err(e) => {
                 tracing::warn!(error = %e, "deleting rows to keep the database under its size budget failed; retrying later");
-                true
+                BudgetStep::Under
             }
         }
     }
 
-    fn try_step(&mut self, conn: &Connection, limit: u32) -> rusqlite::Result<bool> {
+    fn try_step(&mut self, conn: &Connection, limit: u32) -> rusqlite::Result<BudgetStep> {
         use rusqlite::OptionalExtension;
         if used_bytes(conn)? <= self.target {
             tracing::info!(
                 deleted = self.deleted,
                 "the database is under its size budget again"
             );
-            return Ok(true);
+            return Ok(BudgetStep::Under);
         }
         let limit = limit.max(1);
         // The time of the `limit`-th oldest row (or the newest, when there are fewer): every
@@ -229,12 +228,18 @@ impl Budget {
                 }),
             }
         };
-        // Oldest first across the raw logs: up to the earlier of the two tables' times.
-        let at = [oldest("request_log")?, oldest("error_log")?]
-            .into_iter()
-            .flatten()
-            .min();
+        // Oldest first across the raw logs: up to the earliest of the tables' times.
+        let at = [
+            oldest("request_log")?,
+            oldest("error_log")?,
+            oldest("attempt_log")?,
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         if let Some(at) = at {
+            // One transaction: a reader never sees requests gone and their attempts left.
+            let tx = conn.unchecked_transaction()?;
             for table in [Table::Requests, Table::Attempts, Table::Errors] {
                 // The rows of one millisecond can outnumber `limit`: what is left of it goes
                 // at the next step.
@@ -246,13 +251,25 @@ impl Budget {
                     ])?;
                 self.deleted += n as u64;
             }
-            return Ok(false);
+            tx.commit()?;
+            return Ok(BudgetStep::More);
         }
         tracing::warn!(
-            "the database is over its size budget with no log rows left to delete: the usage rollups and key state alone exceed it"
+            "the database is over its size budget with no log rows left to delete: the usage rollups and key state alone exceed it (looked at again in 10 minutes)"
         );
-        Ok(true)
+        Ok(BudgetStep::NothingLeft)
     }
+}
+
+/// What one step of a [`Budget`] left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BudgetStep {
+    /// Still over: more to delete.
+    More,
+    /// Under the target (or the step failed: looked at again at the next check).
+    Under,
+    /// Over, with no log row left to delete.
+    NothingLeft,
 }
 
 /// Which purges a retention run covers.

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime};
 use rusqlite::{params, Connection, Transaction, TransactionBehavior};
 
 use super::key_state;
-use super::retention::{self, Budget, Due, Purge, Retention, Table};
+use super::retention::{self, Budget, BudgetStep, Due, Purge, Retention, Table};
 use super::rollup::{clamp, FastSet, Rollup};
 use super::time::{duration_ms, ms_of};
 use crate::api_error::ApiFlavor;
@@ -34,6 +34,9 @@ pub(crate) const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 /// How often the database's size is compared with its budget (two `PRAGMA` reads): at the
 /// fastest measured write rate the file grows ~13 MB in this time.
 const BUDGET_CHECK: Duration = Duration::from_secs(5);
+/// How long after finding nothing left to delete the budget is looked at again (the rollups
+/// and key state alone exceed it: a warning each time, so not every few seconds).
+const BUDGET_STUCK: Duration = Duration::from_secs(600);
 
 /// How often a gathering writer looks whether it should stop early (a full batch waiting, a
 /// control message): the longest it oversleeps either.
@@ -247,7 +250,7 @@ impl Writer {
     /// (one step per batch).
     fn gather_records(&self) {
         let start = Instant::now();
-        let gather = if self.jobs.is_empty() {
+        let gather = if self.jobs.is_empty() && self.budget.is_none() {
             self.gather
         } else {
             self.gather.min(GATHER_STEP)
@@ -295,6 +298,8 @@ impl Writer {
                     || job.covers(Table::Attempts))
         });
         self.retention = retention;
+        // A budget purge under way stops; the new budget is checked at the next step.
+        self.budget = None;
         self.next_budget_check = Instant::now();
         if self.retention.logs_at_midnight {
             self.next_log_purge = None;
@@ -356,9 +361,19 @@ impl Writer {
             self.budget = Budget::over(&self.conn, max_bytes);
         }
         if let Some(budget) = &mut self.budget {
-            if budget.step(&self.conn, self.retention.batch_rows.max(1)) {
-                self.budget = None;
-                self.next_budget_check = now + BUDGET_CHECK;
+            // Deletions are commits: checkpointed like the writer's own.
+            self.dirty = true;
+            match budget.step(&self.conn, self.retention.batch_rows.max(1)) {
+                BudgetStep::More => {}
+                BudgetStep::Under => {
+                    self.budget = None;
+                    self.next_budget_check = now + BUDGET_CHECK;
+                }
+                BudgetStep::NothingLeft => {
+                    // Said once; looked at again much later.
+                    self.budget = None;
+                    self.next_budget_check = now + BUDGET_STUCK;
+                }
             }
         }
     }
