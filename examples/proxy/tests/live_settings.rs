@@ -310,6 +310,37 @@ fn seed_old_rows(ctx: &Ctx) {
     store.shutdown().unwrap();
 }
 
+/// The three old requests of [`seed_old_rows`], then 1,500 of a day ago, each failed once with
+/// a 1 KB request body kept in the error log: over 1 MiB of log rows.
+fn seed_old_rows_and_a_full_log(ctx: &Ctx) {
+    seed_old_rows(ctx);
+    let store = SqliteStore::builder(ctx.db())
+        .error_log_days(None)
+        .request_log_days(None)
+        .open()
+        .unwrap();
+    let at = SystemTime::now() - Duration::from_secs(86_400);
+    for id in 0..1_500u64 {
+        let mut record = RequestRecord::new(1_000_000 + id, at);
+        record.model = Some("gemini-2.0-flash".to_owned());
+        record.key = Some(KeyId::of(&test_key(1)));
+        record.status = 500;
+        record.request_body = Some("x".repeat(1_000));
+        record.attempt_log.push(AttemptRecord {
+            at,
+            key: KeyId::of(&test_key(1)),
+            model: Some("gemini-2.0-flash".to_owned()),
+            status: Some(500),
+            class: Some("server_error"),
+            latency: Duration::from_millis(5),
+            error_message: Some("internal".to_owned()),
+        });
+        record.attempts = 1;
+        store.record(record);
+    }
+    store.shutdown().unwrap();
+}
+
 /// Two wrong client tokens from one fresh address, `pause` apart; optionally each with its own
 /// `X-Forwarded-For`.
 async fn two_refusals(ctx: &Ctx, pause: Duration, forwarded: bool) -> Value {
@@ -1225,6 +1256,17 @@ fn rows() -> Vec<Row> {
             setup: nothing,
             seed: seed_old_rows,
             change: |_| json!(7),
+            observe: |c| Box::pin(old_rows(c, "requests")),
+            before: json!(3),
+            after: json!(0),
+        },
+        // A 1 MiB budget over a 2 MB log: the oldest rows go first.
+        Row {
+            setting: "DATABASE_MAX_SIZE_MB",
+            env: |_| "DATABASE_MAX_SIZE_MB=0\n".into(),
+            setup: nothing,
+            seed: seed_old_rows_and_a_full_log,
+            change: |_| json!(1),
             observe: |c| Box::pin(old_rows(c, "requests")),
             before: json!(3),
             after: json!(0),
