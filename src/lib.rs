@@ -130,6 +130,7 @@ pub mod normalize_url;
 pub mod openai;
 mod order;
 pub mod prelude;
+pub mod quota;
 mod read_then_call;
 pub mod redact;
 pub mod retry;

@@ -15,6 +15,7 @@ use super::stats::{
 use super::stats_store::{StatsStore, StoreFuture, UsageBy};
 use super::{KeyStateStore, StoreError, UsageSink};
 use crate::keys::{KeyId, KeyObserver, KeySnapshot};
+use crate::quota::{QuotaRow, QuotaStore, QuotaUse, Window as QuotaWindow};
 use crate::usage::{RequestId, RequestRecord};
 
 /// Keeps records and key state in memory (bounded: the oldest records go first).
@@ -39,6 +40,10 @@ struct Inner {
     deleted_errors: HashSet<i64>,
     /// Error rows before this millisecond are deleted.
     errors_from_ms: i64,
+    /// Quota limits and names, by identity.
+    quota_rows: std::collections::BTreeMap<String, QuotaRow>,
+    /// Quota use: (identity, window, bucket) → (requests, tokens).
+    quota_use: HashMap<(String, QuotaWindow, i64), (u64, u64)>,
 }
 
 impl Default for MemoryStore {
@@ -64,6 +69,8 @@ impl MemoryStore {
                 keys: HashMap::new(),
                 deleted_errors: HashSet::new(),
                 errors_from_ms: i64::MIN,
+                quota_rows: Default::default(),
+                quota_use: HashMap::new(),
             })),
         }
     }
@@ -610,5 +617,56 @@ impl StatsStore for MemoryStore {
     fn delete_requests(&self, which: LogDeletion) -> StoreFuture<'_, u64> {
         let deleted = self.lock().delete_requests(which);
         Box::pin(std::future::ready(Ok(deleted)))
+    }
+}
+
+/// Quotas in memory: lost with the process, shared only by the clones of this store.
+impl QuotaStore for MemoryStore {
+    fn quota_rows(&self) -> Result<Vec<QuotaRow>, crate::BoxError> {
+        Ok(self.lock().quota_rows.values().cloned().collect())
+    }
+
+    fn save_quota_row(&self, row: &QuotaRow) -> Result<(), crate::BoxError> {
+        let mut inner = self.lock();
+        if row.name.is_none() && row.limits.is_none() {
+            inner.quota_rows.remove(&row.id);
+        } else {
+            inner.quota_rows.insert(row.id.clone(), row.clone());
+        }
+        Ok(())
+    }
+
+    fn exchange_quota_use(
+        &self,
+        add: &[QuotaUse],
+        current: &[(QuotaWindow, i64); 3],
+    ) -> Result<Vec<QuotaUse>, crate::BoxError> {
+        let mut inner = self.lock();
+        for u in add {
+            let total = inner
+                .quota_use
+                .entry((u.id.clone(), u.window, u.bucket))
+                .or_default();
+            total.0 = total.0.saturating_add(u.requests);
+            total.1 = total.1.saturating_add(u.tokens);
+        }
+        inner.quota_use.retain(|(_, window, bucket), _| {
+            current
+                .iter()
+                .find(|(w, _)| w == window)
+                .is_none_or(|(w, now)| *bucket >= crate::quota::oldest_kept(*w, *now))
+        });
+        Ok(inner
+            .quota_use
+            .iter()
+            .filter(|((_, window, bucket), _)| current.contains(&(*window, *bucket)))
+            .map(|((id, window, bucket), (requests, tokens))| QuotaUse {
+                id: id.clone(),
+                window: *window,
+                bucket: *bucket,
+                requests: *requests,
+                tokens: *tokens,
+            })
+            .collect())
     }
 }

@@ -51,6 +51,7 @@
 
 mod dialect;
 mod queries;
+mod quota;
 mod schema;
 mod writer;
 

@@ -20,7 +20,7 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// The tables each version adds, in order: a database at version `v` gets those of the
 /// versions after `v`.
-const MIGRATIONS: &[&[Table]] = &[V1, V2];
+const MIGRATIONS: &[&[Table]] = &[V1, V2, V3];
 
 const COUNTERS: [(&str, Col); 13] = [
     ("calls", Col::Int),
@@ -222,6 +222,33 @@ const V2: &[Table] = &[Table {
     indexes: &[("writer_mark_at", &["updated_ms"])],
 }];
 
+/// Version 3: client quotas (`crate::quota`), as in SQLite's schema version 6.
+const V3: &[Table] = &[
+    Table {
+        name: "quota_limit",
+        columns: &[
+            ("client", Col::Name),
+            ("name", Col::TextNull),
+            ("limits", Col::TextNull),
+            ("updated_ms", Col::Int),
+        ],
+        key: &["client"],
+        indexes: &[],
+    },
+    Table {
+        name: "quota_use",
+        columns: &[
+            ("client", Col::Name),
+            ("win", Col::Name),
+            ("bucket", Col::Int),
+            ("requests", Col::Int),
+            ("tokens", Col::Int),
+        ],
+        key: &["win", "bucket", "client"],
+        indexes: &[],
+    },
+];
+
 /// Creates or migrates the schema; refuses a newer one.
 pub(crate) async fn migrate(pool: &AnyPool, engine: Engine) -> Result<(), StoreError> {
     let mut conn = pool
@@ -296,6 +323,9 @@ async fn migrate_locked(conn: &mut AnyConnection, engine: Engine) -> Result<(), 
                 .execute(&mut *conn)
                 .await
                 .map_err(sql_error("recording the schema version"))?;
+            if from > 0 && from < SCHEMA_VERSION {
+                tracing::info!(from, to = SCHEMA_VERSION, "store schema migrated");
+            }
             Ok(())
         }
     }

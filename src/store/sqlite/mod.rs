@@ -56,6 +56,7 @@
 pub mod import;
 mod key_state;
 mod logs;
+mod quota;
 mod retention;
 mod rollup;
 mod schema;

@@ -11,7 +11,7 @@ use super::sql_error;
 use crate::store::StoreError;
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: u32 = 5;
+pub const SCHEMA_VERSION: u32 = 6;
 
 /// Version 1: the raw logs, key state and settings.
 const V1: &str = r#"
@@ -248,8 +248,28 @@ CREATE TABLE import_setting (
 ) WITHOUT ROWID;
 "#;
 
+/// Version 6: client quotas (`crate::quota`): each identity's name and own limits (JSON;
+/// the id `*` holds the default limits), and the use of each window added up over every
+/// instance that shares the database.
+const V6: &str = r#"
+CREATE TABLE quota_limit (
+    client     TEXT    PRIMARY KEY,
+    name       TEXT,
+    limits     TEXT,
+    updated_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE quota_use (
+    client   TEXT    NOT NULL,
+    win      TEXT    NOT NULL,
+    bucket   INTEGER NOT NULL,
+    requests INTEGER NOT NULL DEFAULT 0,
+    tokens   INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (win, bucket, client)
+) WITHOUT ROWID;
+"#;
+
 /// Every migration, in order: `MIGRATIONS[n]` takes version `n` to `n + 1`.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
 
 /// The database's `user_version`.
 pub(crate) fn version(conn: &Connection) -> Result<u32, StoreError> {
@@ -345,6 +365,9 @@ mod tests {
             after.contains(&"import_setting".to_owned()),
             "version 5's table"
         );
+        for name in ["quota_limit", "quota_use"] {
+            assert!(after.contains(&name.to_owned()), "version 6's {name}");
+        }
         // Running again changes nothing.
         migrate(&mut conn).unwrap();
         assert_eq!(tables(&conn), after);
