@@ -241,3 +241,6 @@ impl Quotas {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;
