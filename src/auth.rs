@@ -114,6 +114,11 @@ impl ClientTokens {
         ClientTokens { tokens }
     }
 
+    /// The ids of the allowed tokens (never the tokens), in the order given.
+    pub fn ids(&self) -> impl Iterator<Item = &ClientId> {
+        self.tokens.iter().map(|(_, id)| id)
+    }
+
     /// `true` when no token is allowed (every request would be refused).
     pub fn is_empty(&self) -> bool {
         self.tokens.is_empty()

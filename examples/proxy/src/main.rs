@@ -386,6 +386,18 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     }
     recheck::spawn(app.clone());
     auth_limit::spawn_sweeper(app.auth_limit.clone());
+    // Client quotas: the limits, names and this period's use as stored (from every instance
+    // on a shared database), then an exchange every QUOTA_SYNC_INTERVAL_SECONDS.
+    let quota_store: Arc<dyn gemini_balance::quota::QuotaStore> = store.clone();
+    if let Err(e) = app.quotas.sync_once(quota_store.clone()).await {
+        tracing::warn!(error = %e, "client quotas could not be read from the database: none apply until they can");
+    }
+    let quota_sync = app.quotas.sync(
+        quota_store.clone(),
+        std::time::Duration::from_secs(
+            u64::try_from(app.live().settings.int("QUOTA_SYNC_INTERVAL_SECONDS")).unwrap_or(5),
+        ),
+    );
 
     // The web admin (login, pages, assets); its sessions open with the live AUTH_TOKEN, and
     // the admin API accepts them.
@@ -439,6 +451,18 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         if !shared.flush(std::time::Duration::from_secs(5)).await {
             tracing::warn!("some key changes could not be written to the shared database before shutdown: the other instances do not learn of them");
         }
+    }
+    // This instance's last quota use reaches the database (bounded, as above).
+    quota_sync.abort();
+    match tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        app.quotas.sync_once(quota_store),
+    )
+    .await
+    {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "the last client quota use could not be written"),
+        Err(_) => tracing::warn!("the last client quota use could not be written in 5 s"),
     }
     // Everything recorded reaches the database before the process ends.
     store.shutdown()?;

@@ -1,6 +1,7 @@
 //! The layer stacks the proxy serves with: one for Gemini's own API, one for OpenAI's.
 //!
 //! ```text
+//! (every stack starts with Quota: a client over its quota is refused before anything else)
 //! Gemini:  ModelRules → Usage → WholeAnswer → StreamOptimizer → PseudoStream → SearchLinks → ParamFilter → ForwardHeaders → Retry → KeyRotation → Decode → upstream
 //! OpenAI:  Usage → WholeAnswer → StreamOptimizer → PseudoStream → ParamFilter → OpenAi → ForwardHeaders → Retry → KeyRotation → Decode → upstream
 //! /openai: ModelRules(blocked models only) → Usage → WholeAnswer → StreamOptimizer → PseudoStream → ParamFilter → ForwardHeaders → Retry → KeyRotation(Bearer) → Decode → upstream's OpenAI endpoint
@@ -38,11 +39,13 @@ use gemini_balance::client::{ForwardHeaders, ForwardHeadersLayer};
 use gemini_balance::decode::{Decode, DecodeLayer};
 use gemini_balance::filter::ParamFilterLayer;
 use gemini_balance::keys::{KeyPlacement, KeyPool, KeyRotation, KeyRotationLayer};
+use gemini_balance::quota::{QuotaLayer, Quotas};
 use gemini_balance::openai::{ChatOptions, ModelRules, OpenAiLayer, SearchLinksLayer};
 use gemini_balance::retry::{Retry, RetryLayer};
 use gemini_balance::rules::ModelRulesLayer;
 use gemini_balance::stream::optimizer::{OptimizerParams, StreamOptimizerLayer};
 use gemini_balance::stream::pseudo::PseudoStreamLayer;
+use gemini_balance::store::Tee;
 use gemini_balance::usage::UsageLayer;
 use gemini_balance::BoxError;
 use tower::util::BoxCloneSyncService;
@@ -59,6 +62,8 @@ pub type Stack = BoxCloneSyncService<Request<reqwest::Body>, Response<Body>, Box
 pub struct Parts {
     pub pool: KeyPool,
     pub store: SharedStore,
+    /// Client quotas: checked outermost, charged from the usage records.
+    pub quotas: Quotas,
     pub upstream: crate::upstream::Upstream,
     /// Fetches the `image_url` images of OpenAI chat requests.
     pub images: Arc<dyn gemini_balance::openai::ImageFetcher>,
@@ -144,14 +149,23 @@ where
         .layer(optimizer(settings))
         .layer(pseudo_stream(settings))
         .service(route);
+    // The quota is outermost: a refused request uses no key, no model rule, no record.
+    let quota = QuotaLayer::new(parts.quotas.clone());
     match rules {
         Some(rules) => BoxCloneSyncService::new(
             ServiceBuilder::new()
                 .map_response(|res: Response<_>| res.map(Body::new))
+                .layer(quota)
+                .map_response(|res: Response<_>| res.map(Body::new))
                 .layer(rules)
                 .service(served),
         ),
-        None => BoxCloneSyncService::new(served),
+        None => BoxCloneSyncService::new(
+            ServiceBuilder::new()
+                .map_response(|res: Response<_>| res.map(Body::new))
+                .layer(quota)
+                .service(served),
+        ),
     }
 }
 
@@ -179,7 +193,10 @@ fn optimizer(settings: &Settings) -> StreamOptimizerLayer {
 }
 
 fn usage(settings: &Settings, parts: &Parts) -> UsageLayer {
-    UsageLayer::shared(parts.store.clone())
+    // Each record also charges its tokens to its client's quota.
+    let sink: Arc<dyn gemini_balance::store::UsageSink> =
+        Arc::new(Tee(parts.store.clone(), parts.quotas.charger()));
+    UsageLayer::shared(sink)
         .record_request_body(settings.bool("ERROR_LOG_RECORD_REQUEST_BODY"))
 }
 

@@ -675,6 +675,13 @@ pub const DEFS: &[Def] = &[
         "Storage",
         "With DATABASE_TYPE=postgres or mysql: 64 hex digits (openssl rand -hex 32), the same on every instance, with which a key added through one instance's admin API is sealed for the others; empty: such a key serves on that instance only (not a Gemini-Balance setting)",
     ))),
+    ours(refuse_out_of_range(startup_only(def(
+        "QUOTA_SYNC_INTERVAL_SECONDS",
+        Kind::Int { min: 1, max: 3600 },
+        "5",
+        "Storage",
+        "Seconds between two exchanges of the client quotas with the database: this instance's new use is added, every instance's use and the limits and names set elsewhere are read (docs/quotas.md; not a Gemini-Balance setting)",
+    )))),
     startup_only(def(
         "SQLITE_DATABASE",
         Kind::Text,

@@ -14,6 +14,7 @@ use gemini_balance::keys::shared::SharedKeys;
 use gemini_balance::keys::{ApiKey, KeyId, KeyPool};
 use gemini_balance::normalize_url::NormalizeUrlLayer;
 use gemini_balance::openai::images::UrlFetcher;
+use gemini_balance::quota::Quotas;
 use gemini_balance::store::sqlite::Retention;
 use serde_json::{Map, Value};
 
@@ -81,6 +82,8 @@ const LOG_SETTINGS: &[&str] = &[
 pub struct App {
     pub pool: KeyPool,
     pub store: SharedStore,
+    /// Client quotas: counted here, kept in and shared through the store (see `main`).
+    pub quotas: Quotas,
     pub secrets: SecretsFile,
     /// Failed authentications per client address, on every surface (AUTH_FAILURE_*).
     pub auth_limit: Arc<AuthLimit>,
@@ -115,11 +118,13 @@ impl App {
         set_log: LogSetter,
         shared: Option<SharedKeys>,
     ) -> Result<App, String> {
-        let live = Live::build(settings, &pool, &store, None)?;
+        let quotas = Quotas::default();
+        let live = Live::build(settings, &pool, &store, &quotas, None)?;
         let auth_limit = Arc::new(AuthLimit::new(auth_policy(&live.settings)));
         Ok(App {
             pool,
             store,
+            quotas,
             secrets,
             auth_limit,
             proxy_checker: Arc::default(),
@@ -388,7 +393,7 @@ impl App {
         };
         let reuse =
             (!names.iter().any(|n| CLIENT_SETTINGS.contains(n))).then_some(&current.upstream);
-        let live = Live::build(next, &self.pool, &self.store, reuse).map_err(|e| {
+        let live = Live::build(next, &self.pool, &self.store, &self.quotas, reuse).map_err(|e| {
             let name = CLIENT_SETTINGS
                 .iter()
                 .find(|n| e.starts_with(**n))
@@ -560,6 +565,7 @@ impl Live {
         settings: Settings,
         pool: &KeyPool,
         store: &SharedStore,
+        quotas: &Quotas,
         upstream: Option<&Upstream>,
     ) -> Result<Live, String> {
         let upstream = match upstream {
@@ -569,6 +575,7 @@ impl Live {
         let parts = pipeline::Parts {
             pool: pool.clone(),
             store: store.clone(),
+            quotas: quotas.clone(),
             upstream: upstream.clone(),
             images: Arc::new(
                 UrlFetcher::builder()

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use gemini_balance::keys::KeyObserver;
+use gemini_balance::quota::QuotaStore;
 use gemini_balance::store::sqlite::DiskSpace;
 use gemini_balance::store::{
     KeyStateStore, Retention, SettingsStore, SqliteStore, StatsStore, StoreError, TimeZone,
@@ -15,8 +16,10 @@ use gemini_balance::store::{
 use crate::settings::Settings;
 
 /// What the proxy needs of a store: usage records, key state, statistics and logs for the
-/// admin API, settings, the log retention, and an orderly shutdown.
-pub trait Store: UsageSink + KeyStateStore + KeyObserver + StatsStore + SettingsStore {
+/// admin API, settings, client quotas, the log retention, and an orderly shutdown.
+pub trait Store:
+    UsageSink + KeyStateStore + KeyObserver + StatsStore + SettingsStore + QuotaStore
+{
     /// Replaces the log retention (AUTO_DELETE_* changed); returns once the store has it.
     fn set_retention(&self, retention: Retention) -> Result<(), StoreError>;
     /// Writes everything queued and closes the database.

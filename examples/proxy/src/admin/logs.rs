@@ -12,7 +12,7 @@ use axum::Json;
 use gemini_balance::store::logs::{ErrorQuery, LogDeletion, RequestQuery};
 use gemini_balance::usage::RequestId;
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use super::{answer, body, fail, ok, query, stored, AdminState};
 
@@ -53,7 +53,15 @@ pub async fn requests(
         Err(e) => return e,
     };
     match stored(state.stats.requests(q)).await {
-        Ok(page) => ok(json!({"has_more": page.has_more, "items": page.entries})),
+        Ok(page) => {
+            // The client's name, where an admin gave it one.
+            let mut items = match json!(page.entries) {
+                Value::Array(items) => items,
+                _ => Vec::new(),
+            };
+            super::quotas::name_clients(&state, &mut items, "client_id", "client_name");
+            ok(json!({"has_more": page.has_more, "items": items}))
+        }
         Err(failed) => failed,
     }
 }

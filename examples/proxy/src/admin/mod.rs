@@ -9,6 +9,7 @@ mod config;
 mod keys;
 mod logs;
 mod proxies;
+mod quotas;
 mod stats;
 
 use std::sync::Arc;
@@ -18,7 +19,7 @@ use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Query, Request, State};
 use axum::http::{HeaderMap, Method, Response, StatusCode};
 use axum::middleware::Next;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use gemini_balance::api_error::{error_response, ApiFlavor};
 use gemini_balance::store::{StatsStore, StoreError, StoreFuture};
@@ -102,6 +103,12 @@ pub fn router(state: AdminState) -> Router {
         .route("/config/{name}", delete(config::forget))
         .route("/models", get(config::models))
         .route("/proxies/check", post(proxies::check))
+        .route("/quotas", get(quotas::list))
+        .route("/quotas/default", put(quotas::set_default))
+        .route(
+            "/quotas/clients/{id}",
+            put(quotas::set_client).delete(quotas::clear_client),
+        )
         .fallback(|req: Request| async move {
             fail(
                 StatusCode::NOT_FOUND,

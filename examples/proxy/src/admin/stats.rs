@@ -13,7 +13,7 @@ use gemini_balance::keys::KeyId;
 use gemini_balance::store::stats::{Granularity, Window};
 use gemini_balance::store::UsageBy;
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use super::{answer, fail, ok, query, stored, AdminState};
 
@@ -115,6 +115,14 @@ async fn rows(
     let q = query(q)?;
     let window = window(&q.window)?;
     let rows = stored(state.stats.usage(by, window)).await?;
+    let mut rows = match json!(rows) {
+        Value::Array(rows) => rows,
+        _ => Vec::new(),
+    };
+    if by == UsageBy::Client {
+        // The client's name, where an admin gave it one.
+        super::quotas::name_clients(&state, &mut rows, "id", "name");
+    }
     Ok(ok(json!({"window": q.window, "rows": rows})))
 }
 
