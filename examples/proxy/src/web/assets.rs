@@ -32,6 +32,7 @@ static ASSETS: &[(&str, Asset)] = &[
     asset!("dashboard.js", JS),
     asset!("logs.js", JS),
     asset!("config.js", JS),
+    asset!("quotas.js", JS),
     asset!("favicon.svg", "image/svg+xml"),
 ];
 

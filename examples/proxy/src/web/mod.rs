@@ -34,6 +34,7 @@ pub const PAGES: &[(&str, &str)] = &[
     ("models", "Model helper"),
     ("dashboard", "Dashboard"),
     ("logs", "Logs"),
+    ("quotas", "Quotas"),
     ("config", "Config"),
 ];
 

@@ -14,6 +14,7 @@
     [["1h", "Last hour"], ["24h", "Last 24 hours"], ["7d", "Last 7 days"], ["30d", "Last 30 days"]].map(([v, l]) => el("option", { value: v, selected: v === state.window }, l)));
   const modelsTable = el("div", { class: "table-wrap", id: "models-table" });
   const keysTable = el("div", { class: "table-wrap", id: "keys-table" });
+  const clientsTable = el("div", { class: "table-wrap", id: "clients-table" });
   const attention = el("div", { class: "table-wrap", id: "attention-table" });
 
   clear(root, tiles,
@@ -26,6 +27,7 @@
     el("div", { class: "grid2" },
       el("div", {}, el("h3", {}, "Per model"), modelsTable),
       el("div", {}, el("h3", {}, "Per key"), keysTable)),
+    el("h3", {}, "Per client token"), clientsTable,
     el("h2", {}, "Keys with the most 429s (24 h)"), attention);
 
   windowSel.addEventListener("change", () => { state.window = windowSel.value; loadTables(); });
@@ -125,10 +127,14 @@
   function tokens(t) { return t && typeof t === "object" ? t.total : t; }
 
   async function loadTables() {
-    const [models, keys] = await Promise.all([
+    const [models, keys, clients] = await Promise.all([
       api("GET", "/api/stats/models?window=" + state.window),
       api("GET", "/api/stats/keys?window=" + state.window),
+      api("GET", "/api/stats/clients?window=" + state.window),
     ]);
+    // A client by the name an admin gave it (Quotas page), and its fingerprint.
+    clear(clientsTable, table(clients.rows || [], [["Client", (r) => el("span", {}, r.name ? el("b", {}, r.name, " ") : null, el("span", { class: "mono" }, r.mask || r.id || "(none)"))],
+      ["Calls", (r) => num(r.calls), 1], ["Success", rate, 1], ["Failures", (r) => num(r.failures), 1], ["Tokens", (r) => compact(tokens(r.tokens)), 1]], "No calls in this window."));
     clear(modelsTable, table(models.rows || [], [["Model", (r) => el("span", { class: "model-name" }, r.id || "(none)")], ["Calls", (r) => num(r.calls), 1],
       ["Success", rate, 1], ["Failures", (r) => num(r.failures), 1], ["Tokens", (r) => compact(tokens(r.tokens)), 1]], "No calls in this window."));
     // Per key, what counts is every upstream attempt made with it.

@@ -100,7 +100,7 @@
         ["Status", (i) => statusBadge(i.status, false)], ["Class", (i) => (i.class || "").replace(/_/g, " ")],
         ["Message", (i) => el("div", { class: "ellipsis", title: i.message || "" }, i.message || "")]]
       : [["Time", (i) => time(i.at_ms)], ["Key", (i) => el("span", { class: "mono" }, i.key_mask || "–")], ["Model", (i) => i.model || "–"],
-        ["Client", (i) => el("span", { class: "mono" }, i.client_mask || i.client || "–")],
+        ["Client", (i) => el("span", {}, i.client_name ? el("b", {}, i.client_name, " ") : null, el("span", { class: "mono" }, i.client_mask || i.client || "–"))],
         ["Status", (i) => statusBadge(i.status, i.success)],
         ["Latency", (i) => (i.latency_ms !== undefined ? num(i.latency_ms) + " ms" : "–")],
         ["Tokens", (i) => num(i.tokens && typeof i.tokens === "object" ? i.tokens.total : i.tokens)],
