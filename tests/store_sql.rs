@@ -832,3 +832,79 @@ fn instances_starting_together_all_open() {
         assert_eq!(db.count("SELECT COUNT(*) FROM schema_version"), 1, "{name}");
     }
 }
+
+/// Client quotas (`quota::QuotaStore`): limits and names kept, use added up over the instances
+/// on one database and read back as totals of the current windows; a database of schema
+/// version 1 gets the quota tables.
+#[test]
+fn quotas_are_kept_and_added_up_over_instances() {
+    use gemini_balance::quota::{Limits, QuotaRow, QuotaStore, QuotaUse, Window};
+    for db in servers("quotas") {
+        let name = db.server.name();
+        // An older database: version 1, without the quota tables.
+        db.builder().open().unwrap().shutdown().unwrap();
+        db.admin(&format!("DROP TABLE {}.quota_use", db.name));
+        db.admin(&format!("DROP TABLE {}.quota_limit", db.name));
+        db.admin(&format!("UPDATE {}.schema_version SET version = 1", db.name));
+        let a = db.builder().open().unwrap();
+        let b = db.builder().open().unwrap();
+        assert_eq!(db.count(&format!("SELECT version FROM {}.schema_version", db.name)), 2, "{name}");
+        let row = QuotaRow {
+            id: "00112233445566aa".into(),
+            name: Some("Team A — 東京".into()),
+            limits: Some(Limits {
+                tokens_per_day: Some(1000),
+                ..Limits::default()
+            }),
+        };
+        a.save_quota_row(&row).unwrap();
+        assert_eq!(b.quota_rows().unwrap(), vec![row.clone()], "{name}");
+        assert!(
+            a.save_quota_row(&QuotaRow {
+                name: Some(key(1)),
+                ..row.clone()
+            })
+            .is_err(),
+            "{name}: a key as a name"
+        );
+        let current = [(Window::Minute, 100), (Window::Day, 10), (Window::Month, 5)];
+        let used = |requests, tokens| {
+            current
+                .iter()
+                .map(|(window, bucket)| QuotaUse {
+                    id: row.id.clone(),
+                    window: *window,
+                    bucket: *bucket,
+                    requests,
+                    tokens,
+                })
+                .collect::<Vec<_>>()
+        };
+        a.exchange_quota_use(&used(2, 30), &current).unwrap();
+        // A past minute's use (sent late).
+        let mut old = used(1, 1);
+        old.truncate(1);
+        old[0].bucket = 99;
+        b.exchange_quota_use(&old, &current).unwrap();
+        let totals = b.exchange_quota_use(&used(1, 12), &current).unwrap();
+        assert_eq!(totals.len(), 3, "{name}: {totals:?}");
+        for total in &totals {
+            assert_eq!((total.requests, total.tokens), (3, 42), "{name}: {total:?}");
+        }
+        // The past minute's row is gone; past days and months are kept.
+        assert_eq!(
+            db.count(&format!("SELECT COUNT(*) FROM {}.quota_use", db.name)),
+            3,
+            "{name}"
+        );
+        a.save_quota_row(&QuotaRow {
+            id: row.id.clone(),
+            name: None,
+            limits: None,
+        })
+        .unwrap();
+        assert!(b.quota_rows().unwrap().is_empty(), "{name}");
+        a.shutdown().unwrap();
+        b.shutdown().unwrap();
+    }
+}

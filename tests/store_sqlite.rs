@@ -913,3 +913,56 @@ fn a_request_served_by_its_first_attempt_keeps_it_in_its_own_row() {
     assert_eq!(store.delete_request_logs(&[id]).unwrap(), 1);
     assert!(self::attempts(&store, lone).is_empty());
 }
+
+/// Client quotas (`quota::QuotaStore`): limits, names and the use of the current windows are
+/// in the file after a restart; a past minute's use is deleted on the way.
+#[test]
+fn quotas_survive_a_restart() {
+    use gemini_balance::quota::{Limits, QuotaRow, QuotaStore, QuotaUse, Window as QuotaWindow};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("quotas.db");
+    let row = QuotaRow {
+        id: "*".into(),
+        name: None,
+        limits: Some(Limits {
+            requests_per_minute: Some(60),
+            ..Limits::default()
+        }),
+    };
+    let current = [
+        (QuotaWindow::Minute, 1000),
+        (QuotaWindow::Day, 20),
+        (QuotaWindow::Month, 7),
+    ];
+    let add: Vec<QuotaUse> = current
+        .iter()
+        .map(|(window, bucket)| QuotaUse {
+            id: "c".into(),
+            window: *window,
+            bucket: *bucket,
+            requests: 1,
+            tokens: 5,
+        })
+        .collect();
+    let store = SqliteStore::open(&path).unwrap();
+    store.save_quota_row(&row).unwrap();
+    store.exchange_quota_use(&add, &current).unwrap();
+    store.shutdown().unwrap();
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(store.quota_rows().unwrap(), vec![row]);
+    let next_minute = [
+        (QuotaWindow::Minute, 1001),
+        (QuotaWindow::Day, 20),
+        (QuotaWindow::Month, 7),
+    ];
+    let totals = store.exchange_quota_use(&[], &next_minute).unwrap();
+    let mut windows: Vec<_> = totals.iter().map(|t| (t.window, t.tokens)).collect();
+    windows.sort_by_key(|(w, _)| w.as_str());
+    assert_eq!(windows, vec![(QuotaWindow::Day, 5), (QuotaWindow::Month, 5)]);
+    store.shutdown().unwrap();
+    let conn = Connection::open(&path).unwrap();
+    let minutes: i64 = conn
+        .query_row("SELECT COUNT(*) FROM quota_use WHERE win = 'minute'", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(minutes, 0, "the past minute's row is deleted");
+}
