@@ -845,10 +845,17 @@ fn quotas_are_kept_and_added_up_over_instances() {
         db.builder().open().unwrap().shutdown().unwrap();
         db.admin(&format!("DROP TABLE {}.quota_use", db.name));
         db.admin(&format!("DROP TABLE {}.quota_limit", db.name));
-        db.admin(&format!("UPDATE {}.schema_version SET version = 1", db.name));
+        db.admin(&format!(
+            "UPDATE {}.schema_version SET version = 1",
+            db.name
+        ));
         let a = db.builder().open().unwrap();
         let b = db.builder().open().unwrap();
-        assert_eq!(db.count(&format!("SELECT version FROM {}.schema_version", db.name)), 2, "{name}");
+        assert_eq!(
+            db.count(&format!("SELECT version FROM {}.schema_version", db.name)),
+            2,
+            "{name}"
+        );
         let row = QuotaRow {
             id: "00112233445566aa".into(),
             name: Some("Team A — 東京".into()),

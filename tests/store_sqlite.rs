@@ -958,11 +958,18 @@ fn quotas_survive_a_restart() {
     let totals = store.exchange_quota_use(&[], &next_minute).unwrap();
     let mut windows: Vec<_> = totals.iter().map(|t| (t.window, t.tokens)).collect();
     windows.sort_by_key(|(w, _)| w.as_str());
-    assert_eq!(windows, vec![(QuotaWindow::Day, 5), (QuotaWindow::Month, 5)]);
+    assert_eq!(
+        windows,
+        vec![(QuotaWindow::Day, 5), (QuotaWindow::Month, 5)]
+    );
     store.shutdown().unwrap();
     let conn = Connection::open(&path).unwrap();
     let minutes: i64 = conn
-        .query_row("SELECT COUNT(*) FROM quota_use WHERE win = 'minute'", [], |r| r.get(0))
+        .query_row(
+            "SELECT COUNT(*) FROM quota_use WHERE win = 'minute'",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
     assert_eq!(minutes, 0, "the past minute's row is deleted");
 }

@@ -211,11 +211,7 @@ impl Quotas {
     /// Exchanges with `store` now and then every `every`, in a spawned task (which must run in
     /// a tokio runtime), for as long as the returned handle is not aborted. Failures are
     /// logged; the use they could not send is sent with the next exchange.
-    pub fn sync(
-        &self,
-        store: Arc<dyn QuotaStore>,
-        every: Duration,
-    ) -> tokio::task::JoinHandle<()> {
+    pub fn sync(&self, store: Arc<dyn QuotaStore>, every: Duration) -> tokio::task::JoinHandle<()> {
         let quotas = self.clone();
         tokio::spawn(async move {
             let mut ticks = tokio::time::interval(every.max(Duration::from_millis(10)));

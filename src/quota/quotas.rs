@@ -234,10 +234,22 @@ impl Quotas {
         let limits = entry.limits.unwrap_or(default);
         let [minute, day, month] = &entry.counts;
         let checks = [
-            (LimitKind::RequestsPerMinute, limits.requests_per_minute, minute.requests()),
-            (LimitKind::TokensPerMinute, limits.tokens_per_minute, minute.tokens()),
+            (
+                LimitKind::RequestsPerMinute,
+                limits.requests_per_minute,
+                minute.requests(),
+            ),
+            (
+                LimitKind::TokensPerMinute,
+                limits.tokens_per_minute,
+                minute.tokens(),
+            ),
             (LimitKind::TokensPerDay, limits.tokens_per_day, day.tokens()),
-            (LimitKind::TokensPerMonth, limits.tokens_per_month, month.tokens()),
+            (
+                LimitKind::TokensPerMonth,
+                limits.tokens_per_month,
+                month.tokens(),
+            ),
         ];
         // The longest wait among the full windows: sooner, the request would be refused again.
         let refusal = checks
@@ -346,9 +358,10 @@ impl Quotas {
             .filter(|(_, e)| {
                 e.name.is_some()
                     || e.limits.is_some()
-                    || e.counts.iter().zip(buckets).any(|(c, b)| {
-                        c.bucket == b && (c.requests() > 0 || c.tokens() > 0)
-                    })
+                    || e.counts
+                        .iter()
+                        .zip(buckets)
+                        .any(|(c, b)| c.bucket == b && (c.requests() > 0 || c.tokens() > 0))
             })
             .map(|(id, _)| id.to_string())
             .collect();

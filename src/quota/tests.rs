@@ -9,7 +9,6 @@ use tower::ServiceExt;
 use tower_layer::Layer;
 
 use super::*;
-use crate::store::MemoryStore;
 use crate::usage::sink::UsageSink;
 use crate::usage::{ClientId, RequestRecord};
 
@@ -32,7 +31,10 @@ async fn requests_per_minute_free_up_with_the_next_minute() {
     let refusal = quotas.admit("a").unwrap_err();
     assert_eq!(refusal.kind, LimitKind::RequestsPerMinute);
     assert_eq!(refusal.retry_after_secs(), 50);
-    assert!(refusal.to_string().contains("2 requests per minute"), "{refusal}");
+    assert!(
+        refusal.to_string().contains("2 requests per minute"),
+        "{refusal}"
+    );
     // Another identity has its own count.
     assert!(quotas.admit("b").is_ok());
     tokio::time::advance(Duration::from_secs(49)).await;
@@ -41,7 +43,10 @@ async fn requests_per_minute_free_up_with_the_next_minute() {
     assert!(quotas.admit("a").is_ok());
     let status = quotas.status("a");
     assert_eq!(status.used.requests_minute, 1);
-    assert_eq!(status.used.requests_day, 3, "refused requests are not counted");
+    assert_eq!(
+        status.used.requests_day, 3,
+        "refused requests are not counted"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -77,7 +82,10 @@ async fn tokens_are_charged_after_the_answer_and_refuse_the_next_request() {
     assert_eq!(refusal.retry_after_secs(), 23 * 86_400 + 14 * 3600 - 10);
     // The next day frees the day's tokens, not the month's.
     tokio::time::advance(Duration::from_secs(86_400)).await;
-    assert_eq!(quotas.admit("a").unwrap_err().kind, LimitKind::TokensPerMonth);
+    assert_eq!(
+        quotas.admit("a").unwrap_err().kind,
+        LimitKind::TokensPerMonth
+    );
     let status = quotas.status("a");
     assert_eq!(status.name.as_deref(), Some("Team A"));
     assert_eq!((status.used.tokens_day, status.used.tokens_month), (0, 200));
@@ -166,7 +174,12 @@ async fn the_layer_answers_429_in_the_routes_format_without_calling_the_inner_se
     let service = by_header.layer(tower::service_fn(|_: Request<()>| async {
         Ok::<_, Infallible>(Response::new(String::new()))
     }));
-    let tenant = || Request::get("/x").header("x-tenant", "t1").body(()).unwrap();
+    let tenant = || {
+        Request::get("/x")
+            .header("x-tenant", "t1")
+            .body(())
+            .unwrap()
+    };
     assert_eq!(
         service.clone().oneshot(tenant()).await.unwrap().status(),
         StatusCode::OK
@@ -188,11 +201,14 @@ async fn instances_share_use_and_limits_through_their_store() {
     let a = Quotas::starting_at(Limits::default(), ten_past());
     let b = Quotas::starting_at(Limits::default(), ten_past());
     // The default set on one instance reaches the other with its next exchange.
-    a.save(store.clone(), QuotaRow {
-        id: DEFAULT_ID.into(),
-        name: None,
-        limits: Some(limits),
-    })
+    a.save(
+        store.clone(),
+        QuotaRow {
+            id: DEFAULT_ID.into(),
+            name: None,
+            limits: Some(limits),
+        },
+    )
     .await
     .unwrap();
     assert_eq!(a.default_limits(), limits);
@@ -217,39 +233,111 @@ async fn instances_share_use_and_limits_through_their_store() {
     let restarted = Quotas::starting_at(Limits::default(), ten_past());
     restarted.sync_once(store.clone()).await.unwrap();
     assert_eq!(restarted.status("c").used.tokens_day, 100);
-    assert_eq!(restarted.admit("c").unwrap_err().kind, LimitKind::TokensPerDay);
+    assert_eq!(
+        restarted.admit("c").unwrap_err().kind,
+        LimitKind::TokensPerDay
+    );
     // The next minute's totals no longer hold the last minute's requests.
     tokio::time::advance(Duration::from_secs(60)).await;
     restarted.sync_once(store.clone()).await.unwrap();
     assert_eq!(restarted.status("c").used.requests_minute, 0);
     // A name, then cleared.
-    b.save(store.clone(), QuotaRow {
-        id: "c".into(),
-        name: Some("Team C".into()),
-        limits: None,
-    })
+    b.save(
+        store.clone(),
+        QuotaRow {
+            id: "c".into(),
+            name: Some("Team C".into()),
+            limits: None,
+        },
+    )
     .await
     .unwrap();
     a.sync_once(store.clone()).await.unwrap();
     assert_eq!(a.name("c").as_deref(), Some("Team C"));
     assert!(b
-        .save(store.clone(), QuotaRow {
-            id: "c".into(),
-            name: Some("AIzaSyA1234567890abcdefghijklmnopqrstuv".into()),
-            limits: None,
-        })
+        .save(
+            store.clone(),
+            QuotaRow {
+                id: "c".into(),
+                name: Some("AIzaSyA1234567890abcdefghijklmnopqrstuv".into()),
+                limits: None,
+            }
+        )
         .await
         .is_err());
-    b.save(store.clone(), QuotaRow {
-        id: "c".into(),
-        name: None,
-        limits: None,
-    })
+    b.save(
+        store.clone(),
+        QuotaRow {
+            id: "c".into(),
+            name: None,
+            limits: None,
+        },
+    )
     .await
     .unwrap();
     a.sync_once(store.clone()).await.unwrap();
     assert_eq!(a.name("c"), None);
     assert!(store.quota_rows().unwrap().iter().all(|r| r.id != "c"));
+}
+
+/// A store in memory (the `store` module's `MemoryStore` does the same; not used here, so that
+/// `quota` does not depend on `store`).
+#[derive(Default)]
+struct MemoryStore {
+    inner: std::sync::Mutex<(Rows, Totals)>,
+}
+
+type Rows = std::collections::BTreeMap<String, QuotaRow>;
+type Totals = std::collections::HashMap<(String, Window, i64), (u64, u64)>;
+
+impl MemoryStore {
+    fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl QuotaStore for MemoryStore {
+    fn quota_rows(&self) -> Result<Vec<QuotaRow>, crate::BoxError> {
+        Ok(self.inner.lock().unwrap().0.values().cloned().collect())
+    }
+
+    fn save_quota_row(&self, row: &QuotaRow) -> Result<(), crate::BoxError> {
+        let mut inner = self.inner.lock().unwrap();
+        if row.name.is_none() && row.limits.is_none() {
+            inner.0.remove(&row.id);
+        } else {
+            inner.0.insert(row.id.clone(), row.clone());
+        }
+        Ok(())
+    }
+
+    fn exchange_quota_use(
+        &self,
+        add: &[QuotaUse],
+        current: &[(Window, i64); 3],
+    ) -> Result<Vec<QuotaUse>, crate::BoxError> {
+        let mut inner = self.inner.lock().unwrap();
+        for u in add {
+            let total = inner
+                .1
+                .entry((u.id.clone(), u.window, u.bucket))
+                .or_default();
+            total.0 += u.requests;
+            total.1 += u.tokens;
+        }
+        Ok(inner
+            .1
+            .iter()
+            .filter(|((_, w, b), _)| current.contains(&(*w, *b)))
+            .map(|((id, window, bucket), (requests, tokens))| QuotaUse {
+                id: id.clone(),
+                window: *window,
+                bucket: *bucket,
+                requests: *requests,
+                tokens: *tokens,
+            })
+            .collect())
+    }
 }
 
 /// A store that fails until told otherwise.

@@ -82,9 +82,7 @@ impl Window {
         };
         let left = at
             .duration_since(UNIX_EPOCH)
-            .map(|now| {
-                Duration::from_secs(u64::try_from(end).unwrap_or(0)).saturating_sub(now)
-            })
+            .map(|now| Duration::from_secs(u64::try_from(end).unwrap_or(0)).saturating_sub(now))
             .unwrap_or_default();
         left.max(Duration::from_secs(1))
     }
@@ -143,10 +141,16 @@ mod tests {
         let next = at(1_798_761_600);
         assert_eq!(Window::Month.bucket(next), 2027 * 12);
         assert_eq!(Window::Minute.remaining(next), Duration::from_secs(60));
-        assert_eq!(Window::Month.remaining(next), Duration::from_secs(31 * 86_400));
+        assert_eq!(
+            Window::Month.remaining(next),
+            Duration::from_secs(31 * 86_400)
+        );
         // February of a leap year.
         let feb = UNIX_EPOCH + Duration::from_secs(days_from_civil(2028, 2, 10) as u64 * 86_400);
-        assert_eq!(Window::Month.remaining(feb), Duration::from_secs(20 * 86_400));
+        assert_eq!(
+            Window::Month.remaining(feb),
+            Duration::from_secs(20 * 86_400)
+        );
         for days in [-1, 0, 59, 365 * 30 + 7, 20_000] {
             let (y, m, d) = civil(days);
             assert_eq!(days_from_civil(y, m, d), days);

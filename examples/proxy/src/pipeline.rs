@@ -39,13 +39,13 @@ use gemini_balance::client::{ForwardHeaders, ForwardHeadersLayer};
 use gemini_balance::decode::{Decode, DecodeLayer};
 use gemini_balance::filter::ParamFilterLayer;
 use gemini_balance::keys::{KeyPlacement, KeyPool, KeyRotation, KeyRotationLayer};
-use gemini_balance::quota::{QuotaLayer, Quotas};
 use gemini_balance::openai::{ChatOptions, ModelRules, OpenAiLayer, SearchLinksLayer};
+use gemini_balance::quota::{QuotaLayer, Quotas};
 use gemini_balance::retry::{Retry, RetryLayer};
 use gemini_balance::rules::ModelRulesLayer;
+use gemini_balance::store::Tee;
 use gemini_balance::stream::optimizer::{OptimizerParams, StreamOptimizerLayer};
 use gemini_balance::stream::pseudo::PseudoStreamLayer;
-use gemini_balance::store::Tee;
 use gemini_balance::usage::UsageLayer;
 use gemini_balance::BoxError;
 use tower::util::BoxCloneSyncService;
@@ -196,8 +196,7 @@ fn usage(settings: &Settings, parts: &Parts) -> UsageLayer {
     // Each record also charges its tokens to its client's quota.
     let sink: Arc<dyn gemini_balance::store::UsageSink> =
         Arc::new(Tee(parts.store.clone(), parts.quotas.charger()));
-    UsageLayer::shared(sink)
-        .record_request_body(settings.bool("ERROR_LOG_RECORD_REQUEST_BODY"))
+    UsageLayer::shared(sink).record_request_body(settings.bool("ERROR_LOG_RECORD_REQUEST_BODY"))
 }
 
 fn retry(settings: &Settings) -> RetryLayer {

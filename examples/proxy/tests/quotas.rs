@@ -171,34 +171,66 @@ async fn requests_per_minute_refuse_on_both_apis_before_any_key_is_used() {
     // Both allowed tokens are listed by id and fingerprint, with no limit yet.
     let (status, list) = proxy.admin("GET", "/quotas", None).await;
     assert_eq!(status, 200, "{list}");
-    assert_eq!(list["default"], json!({"requests_per_minute": null, "tokens_per_minute": null, "tokens_per_day": null, "tokens_per_month": null}));
+    assert_eq!(
+        list["default"],
+        json!({"requests_per_minute": null, "tokens_per_minute": null, "tokens_per_day": null, "tokens_per_month": null})
+    );
     let masks: Vec<&str> = list["clients"]
         .as_array()
         .unwrap()
         .iter()
         .filter_map(|c| c["mask"].as_str())
         .collect();
-    assert!(masks.contains(&mask(TOKEN).as_str()) && masks.contains(&mask(TOKEN2).as_str()), "{list}");
+    assert!(
+        masks.contains(&mask(TOKEN).as_str()) && masks.contains(&mask(TOKEN2).as_str()),
+        "{list}"
+    );
 
     // Bad edits are refused, naming what is wrong.
     for (path, body, says) in [
-        ("/quotas/default", json!({"requests_per_minute": -1}), "limits"),
-        ("/quotas/default", json!({"requests_per_hour": 5}), "requests_per_hour"),
-        ("/quotas/clients/not-an-id", json!({"name": "x"}), "client id"),
+        (
+            "/quotas/default",
+            json!({"requests_per_minute": -1}),
+            "limits",
+        ),
+        (
+            "/quotas/default",
+            json!({"requests_per_hour": 5}),
+            "requests_per_hour",
+        ),
+        (
+            "/quotas/clients/not-an-id",
+            json!({"name": "x"}),
+            "client id",
+        ),
     ] {
         let (status, body) = proxy.admin("PUT", path, Some(body)).await;
         assert_eq!(status, 400, "{body}");
-        assert!(body["error"]["message"].as_str().unwrap().contains(says), "{body}");
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains(says),
+            "{body}"
+        );
     }
-    let id = proxy.quota_of(TOKEN).await["id"].as_str().unwrap().to_owned();
+    let id = proxy.quota_of(TOKEN).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let (status, body) = proxy
-        .admin("PUT", &format!("/quotas/clients/{id}"), Some(json!({"name": test_key(1)})))
+        .admin(
+            "PUT",
+            &format!("/quotas/clients/{id}"),
+            Some(json!({"name": test_key(1)})),
+        )
         .await;
     assert_eq!(status, 400, "a key as a name: {body}");
     assert!(!body.to_string().contains(&test_key(1)));
 
     let (status, body) = proxy
-        .admin("PUT", "/quotas/default", Some(json!({"requests_per_minute": 2})))
+        .admin(
+            "PUT",
+            "/quotas/default",
+            Some(json!({"requests_per_minute": 2})),
+        )
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["default"]["requests_per_minute"], 2);
@@ -211,15 +243,31 @@ async fn requests_per_minute_refuse_on_both_apis_before_any_key_is_used() {
     let (status, retry_after, body) = proxy.gemini(TOKEN).await;
     assert_eq!(status, 429, "{body}");
     assert_eq!(body["error"]["status"], "RESOURCE_EXHAUSTED", "{body}");
-    assert!(body["error"]["message"].as_str().unwrap().contains("2 requests per minute"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("2 requests per minute"),
+        "{body}"
+    );
     let retry_after = retry_after.expect("Retry-After");
     assert!((1..=60).contains(&retry_after), "{retry_after}");
     let (status, retry_after, body) = proxy.openai(TOKEN).await;
     assert_eq!(status, 429, "{body}");
     assert_eq!(body["error"]["type"], "rate_limit_error", "{body}");
-    assert!(body["error"]["message"].as_str().unwrap().contains("requests per minute"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("requests per minute"),
+        "{body}"
+    );
     assert!((1..=60).contains(&retry_after.expect("Retry-After")));
-    assert_eq!(mock.total(), upstream_before, "a refused request used no key");
+    assert_eq!(
+        mock.total(),
+        upstream_before,
+        "a refused request used no key"
+    );
     // Another client has its own count.
     assert_eq!(proxy.gemini(TOKEN2).await.0, 200);
 
@@ -238,7 +286,9 @@ async fn requests_per_minute_refuse_on_both_apis_before_any_key_is_used() {
     assert_eq!(row["used"]["requests_minute"], 3, "{row}");
     assert_eq!(row["effective"]["requests_per_minute"], Value::Null);
     // Cleared: the default applies again.
-    let (status, _) = proxy.admin("DELETE", &format!("/quotas/clients/{id}"), None).await;
+    let (status, _) = proxy
+        .admin("DELETE", &format!("/quotas/clients/{id}"), None)
+        .await;
     assert_eq!(status, 200);
     assert_eq!(proxy.gemini(TOKEN).await.0, 429);
     assert_eq!(proxy.quota_of(TOKEN).await["name"], Value::Null);
@@ -249,7 +299,10 @@ async fn a_token_budget_refuses_after_the_answers_that_used_it_and_survives_a_re
     let mock = MockGemini::start().await;
     let dir = tempfile::tempdir().unwrap();
     let proxy = Proxy::start(dir.path(), &env_file(&mock)).await;
-    let id = proxy.quota_of(TOKEN2).await["id"].as_str().unwrap().to_owned();
+    let id = proxy.quota_of(TOKEN2).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let (status, row) = proxy
         .admin(
             "PUT",
@@ -262,12 +315,22 @@ async fn a_token_budget_refuses_after_the_answers_that_used_it_and_survives_a_re
 
     // 7 tokens, then 14: the budget is spent by the second answer (charged after it).
     assert_eq!(proxy.gemini(TOKEN2).await.0, 200);
-    proxy.until_used(TOKEN2, "tokens_month", ANSWER_TOKENS).await;
+    proxy
+        .until_used(TOKEN2, "tokens_month", ANSWER_TOKENS)
+        .await;
     assert_eq!(proxy.openai(TOKEN2).await.0, 200);
-    proxy.until_used(TOKEN2, "tokens_month", 2 * ANSWER_TOKENS).await;
+    proxy
+        .until_used(TOKEN2, "tokens_month", 2 * ANSWER_TOKENS)
+        .await;
     let (status, retry_after, body) = proxy.gemini(TOKEN2).await;
     assert_eq!(status, 429, "{body}");
-    assert!(body["error"]["message"].as_str().unwrap().contains("10 tokens per month"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("10 tokens per month"),
+        "{body}"
+    );
     // Until the first of next month (UTC): at least a second, at most 31 days.
     let retry_after = retry_after.expect("Retry-After");
     assert!((1..=31 * 86_400).contains(&retry_after), "{retry_after}");
@@ -335,7 +398,11 @@ async fn instances_on_one_postgres_database_share_limits_and_use() {
     let a = Proxy::start(dir_a.path(), &env).await;
     let b = Proxy::start(dir_b.path(), &env).await;
     let (status, _) = a
-        .admin("PUT", "/quotas/default", Some(json!({"tokens_per_day": 10})))
+        .admin(
+            "PUT",
+            "/quotas/default",
+            Some(json!({"tokens_per_day": 10})),
+        )
         .await;
     assert_eq!(status, 200);
     // The edit reaches b with its next exchange.

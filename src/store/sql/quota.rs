@@ -121,9 +121,10 @@ async fn exchange(
     }
     let mut totals = Vec::new();
     for (window, bucket) in current {
-        let rows = query(&engine.sql(
-            "SELECT client, requests, tokens FROM quota_use WHERE win = ? AND bucket = ?",
-        ))
+        let rows = query(
+            &engine
+                .sql("SELECT client, requests, tokens FROM quota_use WHERE win = ? AND bucket = ?"),
+        )
         .bind(window.as_str())
         .bind(bucket)
         .fetch_all(&mut *tx)

@@ -218,4 +218,3 @@ pub fn name_clients(state: &AdminState, items: &mut [Value], id_field: &str, nam
         }
     }
 }
-
