@@ -225,9 +225,10 @@ impl Quotas {
         let State {
             entries, pending, ..
         } = &mut *state;
+        // Counted even without a limit: the admin sees the use, and a limit set later counts
+        // what came before it in its window.
         let entry = match entries.get_mut(id) {
             Some(entry) => entry,
-            None if default.is_unlimited() => return Ok(()),
             None => entries.entry(Arc::from(id)).or_default(),
         };
         entry.roll(id, &buckets, pending);

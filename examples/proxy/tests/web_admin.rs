@@ -775,6 +775,44 @@ async fn an_admin_manages_the_proxy_in_a_browser() {
         errors_before - 1
     );
 
+    // Quotas: every client token with its use; a default limit and a name, saved through the
+    // admin API and shown.
+    browser.click("a[data-nav=quotas]").await;
+    browser
+        .wait_for(
+            "document.querySelectorAll('#quota-table tbody tr').length > 0",
+            "the clients' quotas",
+        )
+        .await;
+    browser.clear("#default-requests_per_minute").await;
+    browser
+        .type_into("#default-requests_per_minute", "1000")
+        .await;
+    browser.click("#save-default").await;
+    browser
+        .wait_for(
+            "[...document.querySelectorAll('#quota-table meter')].length > 0",
+            "a meter for the default limit",
+        )
+        .await;
+    assert_eq!(
+        admin_get(&url, "/api/quotas").await["default"]["requests_per_minute"],
+        1000
+    );
+    browser
+        .click("#quota-table tbody tr:first-child button")
+        .await;
+    browser.find("#dialog[open] #client-name").await;
+    browser.type_into("#client-name", "Team Browser").await;
+    browser.click("#dialog-actions button[value=save]").await;
+    browser
+        .wait_for(
+            "document.querySelector('#quota-table').textContent.includes('Team Browser')",
+            "the client's name",
+        )
+        .await;
+    shot(&browser, "quotas", 1280).await;
+
     // Config: an invalid value is refused next to its field; a valid one is saved and applied.
     browser.click("a[data-nav=config]").await;
     browser.find("#set-MAX_RETRIES").await;
