@@ -55,24 +55,28 @@ impl Entry {
     /// Moves every window to `buckets`; a window's unflushed use goes to `pending` first.
     fn roll(&mut self, id: &str, buckets: &[i64; 3], pending: &mut Vec<QuotaUse>) {
         for window in Window::ALL {
-            let count = &mut self.counts[window.index()];
-            let bucket = buckets[window.index()];
-            if count.bucket != bucket {
-                if count.local_requests > 0 || count.local_tokens > 0 {
-                    pending.push(QuotaUse {
-                        id: id.to_owned(),
-                        window,
-                        bucket: count.bucket,
-                        requests: count.local_requests,
-                        tokens: count.local_tokens,
-                    });
-                }
-                *count = Count {
-                    bucket,
-                    ..Count::default()
-                };
+            if self.counts[window.index()].bucket != buckets[window.index()] {
+                self.roll_one(id, window, buckets[window.index()], pending);
             }
         }
+    }
+
+    /// Moves `window` to `bucket`; its unflushed use goes to `pending` first.
+    fn roll_one(&mut self, id: &str, window: Window, bucket: i64, pending: &mut Vec<QuotaUse>) {
+        let count = &mut self.counts[window.index()];
+        if count.local_requests > 0 || count.local_tokens > 0 {
+            pending.push(QuotaUse {
+                id: id.to_owned(),
+                window,
+                bucket: count.bucket,
+                requests: count.local_requests,
+                tokens: count.local_tokens,
+            });
+        }
+        *count = Count {
+            bucket,
+            ..Count::default()
+        };
     }
 
     fn is_idle(&self) -> bool {
@@ -468,13 +472,22 @@ impl Quotas {
             }
         }
         let mut state = self.state();
-        for (id, entry) in &mut state.entries {
+        let State {
+            entries, pending, ..
+        } = &mut *state;
+        for (id, entry) in entries.iter_mut() {
             let totals = by_id.remove(&**id).unwrap_or_default();
             for (window, bucket) in current {
                 let count = &mut entry.counts[window.index()];
-                if count.bucket != *bucket {
+                if count.bucket > *bucket {
+                    // A window that began while the store answered: its own totals come next time.
                     continue;
                 }
+                if count.bucket < *bucket {
+                    // Not used here since its window ended: the others' use of this one counts.
+                    entry.roll_one(id, *window, *bucket, pending);
+                }
+                let count = &mut entry.counts[window.index()];
                 let (requests, tokens) = totals[window.index()].unwrap_or((0, 0));
                 count.shared_requests = requests;
                 count.shared_tokens = tokens;

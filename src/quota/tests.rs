@@ -280,6 +280,22 @@ async fn instances_share_use_and_limits_through_their_store() {
     assert!(store.quota_rows().unwrap().iter().all(|r| r.id != "c"));
 }
 
+#[tokio::test(start_paused = true)]
+async fn an_instance_learns_the_others_use_of_a_window_it_has_not_served_in() {
+    let store: Arc<dyn QuotaStore> = Arc::new(MemoryStore::new());
+    let a = Quotas::starting_at(Limits::default(), ten_past());
+    let b = Quotas::starting_at(Limits::default(), ten_past());
+    // b served the client yesterday, then not today.
+    b.charge("c", 1);
+    b.sync_once(store.clone()).await.unwrap();
+    tokio::time::advance(Duration::from_secs(86_400)).await;
+    a.charge("c", 5);
+    a.sync_once(store.clone()).await.unwrap();
+    b.sync_once(store.clone()).await.unwrap();
+    let used = b.status("c").used;
+    assert_eq!((used.tokens_day, used.tokens_month), (5, 6));
+}
+
 /// A store in memory (the `store` module's `MemoryStore` does the same; not used here, so that
 /// `quota` does not depend on `store`).
 #[derive(Default)]
