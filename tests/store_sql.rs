@@ -342,7 +342,7 @@ fn a_version_1_schema_is_migrated() {
         let store = db.builder().gather(Duration::ZERO).open().unwrap();
         store.record(RequestRecord::new(2, SystemTime::now()));
         store.shutdown().unwrap();
-        assert_eq!(db.count("SELECT version FROM schema_version"), 2, "{name}");
+        assert_eq!(db.count("SELECT version FROM schema_version"), 3, "{name}");
         assert_eq!(db.count("SELECT COUNT(*) FROM request_log"), 2, "{name}");
         assert_eq!(
             db.count("SELECT COUNT(*) FROM writer_mark"),
@@ -853,7 +853,7 @@ fn quotas_are_kept_and_added_up_over_instances() {
         let b = db.builder().open().unwrap();
         assert_eq!(
             db.count(&format!("SELECT version FROM {}.schema_version", db.name)),
-            2,
+            3,
             "{name}"
         );
         let row = QuotaRow {

@@ -323,7 +323,7 @@ async fn migrate_locked(conn: &mut AnyConnection, engine: Engine) -> Result<(), 
                 .execute(&mut *conn)
                 .await
                 .map_err(sql_error("recording the schema version"))?;
-            if from > 0 && from < SCHEMA_VERSION {
+            if from > 0 {
                 tracing::info!(from, to = SCHEMA_VERSION, "store schema migrated");
             }
             Ok(())
