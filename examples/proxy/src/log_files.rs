@@ -30,6 +30,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::request_line::civil_from_days;
 
+/// How long a flush (at shutdown) waits for the log's thread at most.
+const FLUSH_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Every log file's name starts with this.
 pub const PREFIX: &str = "gemini-balance-proxy.";
 /// ... and ends with this.
@@ -389,7 +392,13 @@ impl RollingFiles {
             }
             let newer = total - i - 1;
             let too_many = config.max_files.is_some_and(|max| newer >= max);
-            let next = files.get(i + 1).map_or(secs, |(next, _)| next.start);
+            // The next file of a later period (a numbered file of the same period started at
+            // the same time as this one, and says nothing of when this one ended).
+            let next = files[i + 1..]
+                .iter()
+                .map(|(next, _)| next.start)
+                .find(|&start| start > name.start)
+                .unwrap_or(secs);
             let ended = name.period_end().unwrap_or(secs).min(next).min(secs);
             let too_old = config
                 .max_age
@@ -530,9 +539,26 @@ impl FileFeed {
 
     /// Waits until everything handed over is written (at shutdown, and in tests).
     pub fn flush(&self) {
+        // Bounded: a disk that hangs (a hard NFS mount, a FIFO) must not hold shutdown.
         let (done, wait) = mpsc::sync_channel(1);
-        if self.tx.send(FileMsg::Flush(done)).is_ok() {
-            let _ = wait.recv();
+        let deadline = std::time::Instant::now() + FLUSH_LIMIT;
+        let mut flush = FileMsg::Flush(done);
+        loop {
+            match self.tx.try_send(flush) {
+                Ok(()) => {
+                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    let _ = wait.recv_timeout(left);
+                    return;
+                }
+                // A full queue: room comes as the thread writes, unless the disk hangs.
+                Err(std::sync::mpsc::TrySendError::Full(back))
+                    if std::time::Instant::now() < deadline =>
+                {
+                    flush = back;
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                Err(_) => return,
+            }
         }
     }
 
@@ -842,6 +868,25 @@ mod tests {
         let deleted = files.tick(at(T0 + 30 * DAY));
         assert_eq!(deleted.len(), 2);
         assert!(names(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn numbered_files_of_one_day_are_as_old_as_the_day_not_their_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut limited = config(dir.path(), Rotation::Daily);
+        limited.max_bytes = Some(10);
+        limited.max_age = Some(Duration::from_secs(DAY));
+        let mut files = RollingFiles::new();
+        files.configure(Some(limited), at(T0));
+        // The day's first file fills at once; the numbered one goes on to 23:59.
+        files.write(at(T0), b"aaaaa\nbbbbb\n").unwrap();
+        files.write(at(T0 + DAY - 60), b"late\n").unwrap();
+        files.write(at(T0 + DAY + 10), b"next day\n").unwrap();
+        // A minute into the next day the three files of the 8th are a minute old: kept.
+        assert!(files.tick(at(T0 + DAY + SWEEP_EVERY)).is_empty());
+        assert_eq!(names(dir.path()).len(), 4);
+        // A day after the 8th ended they go.
+        assert_eq!(files.tick(at(T0 + 2 * DAY + 2 * SWEEP_EVERY)).len(), 3);
     }
 
     #[test]

@@ -80,8 +80,13 @@ fn filter(level: &str) -> Result<EnvFilter, String> {
 
 fn format_layer(json: bool, colours: bool, writer: &LogWriter) -> Format {
     if json {
+        // Without the spans' fields: a span opened under the text format carries only the text
+        // formatter's fields, and the JSON formatter panics on such a span (a switch while
+        // requests run); the request line carries what a line needs.
         tracing_subscriber::fmt::layer()
             .json()
+            .with_current_span(false)
+            .with_span_list(false)
             .flatten_event(true)
             .with_ansi(false)
             .with_writer(writer.clone())
@@ -134,14 +139,21 @@ impl Logging {
     }
 
     /// Applies the log settings of `settings` that differ from those in force. `LOG_DIR` is
-    /// created if missing; one that cannot be is refused (nothing else changes then).
+    /// created if missing; one that cannot be (a volume not mounted at a restart, a directory
+    /// chosen on another instance) leaves the log on stdout only, with a warning, and the other
+    /// settings still apply. (A change through the admin API is checked before, and refused.)
     pub fn apply(&self, settings: &Settings) -> Result<(), String> {
-        let next = Applied::of(settings);
+        let mut next = Applied::of(settings);
         let mut applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
         if next.files != applied.files {
             if let Some(files) = &next.files {
-                crate::log_files::prepare_dir(&files.dir)
-                    .map_err(|e| format!("LOG_DIR ({}): {e}", files.dir.display()))?;
+                if let Err(e) = crate::log_files::prepare_dir(&files.dir) {
+                    tracing::warn!(
+                        "LOG_DIR ({}) cannot be used: {e}; the log goes to stdout only",
+                        files.dir.display()
+                    );
+                    next.files = None;
+                }
             }
         }
         if next.level != applied.level {
@@ -150,10 +162,11 @@ impl Logging {
                 .map_err(|e| format!("the log filter could not be changed: {e}"))?;
         }
         if next.json != applied.json {
+            // First: the hand-formatted request lines follow at once.
+            JSON.store(next.json, Ordering::Relaxed);
             self.format
                 .reload(format_layer(next.json, self.colours, &self.writer))
                 .map_err(|e| format!("the log format could not be changed: {e}"))?;
-            JSON.store(next.json, Ordering::Relaxed);
         }
         if next.files != applied.files {
             self.writer.files().configure(next.files.clone());

@@ -50,16 +50,22 @@ impl Readiness {
                 return result.clone();
             }
         }
-        let mut task = match probe.pending.take() {
-            Some(task) => task,
-            None => {
-                let store = store.clone();
-                tokio::task::spawn_blocking(move || {
-                    store.check_writable().map_err(|e| e.to_string())
-                })
-            }
+        // The check stays in `pending` until it ends: a probe whose client goes away while
+        // waiting (its future dropped) leaves it there for the next one, never a second check.
+        if probe.pending.is_none() {
+            let store = store.clone();
+            probe.pending = Some(tokio::task::spawn_blocking(move || {
+                store.check_writable().map_err(|e| e.to_string())
+            }));
+        }
+        let outcome = match probe.pending.as_mut() {
+            Some(task) => tokio::time::timeout(LIMIT, task).await,
+            None => return Err("the store check could not start".to_owned()),
         };
-        let result = match tokio::time::timeout(LIMIT, &mut task).await {
+        if outcome.is_ok() {
+            probe.pending = None;
+        }
+        let result = match outcome {
             Ok(Ok(Ok(()))) => Ok(()),
             Ok(Ok(Err(e))) => {
                 tracing::warn!(error = %e, "readiness: the store does not take writes");
@@ -69,13 +75,10 @@ impl Readiness {
                 tracing::warn!(error = %e, "readiness: the store check failed");
                 Err("the store check failed (the log says why)".to_owned())
             }
-            Err(_) => {
-                probe.pending = Some(task);
-                Err(format!(
-                    "the store did not take a write within {} s",
-                    LIMIT.as_secs()
-                ))
-            }
+            Err(_) => Err(format!(
+                "the store did not take a write within {} s",
+                LIMIT.as_secs()
+            )),
         };
         probe.last = Some((Instant::now(), result.clone()));
         result
