@@ -102,6 +102,9 @@
 //!   embedded SQLite database (compiled in; no system library needed).
 //! - `postgres`, `mysql`: `store::SqlStore`, the same on PostgreSQL or MySQL/MariaDB (sqlx), so
 //!   that several instances share one database (`docs/scale-out.md`).
+//! - `metrics`: `metrics`, Prometheus metrics: a layer that counts and times requests
+//!   (the gateway's own overhead apart from the upstream's time), tokens, keys by state and the
+//!   store's queue, in the text exposition format (`prometheus-client`).
 //! - `reqwest`: [`client::ReqwestService`], the tower adapter around `reqwest::Client`.
 //! - `middleware`: [`client::middleware`], key rotation, classified retries and usage as
 //!   reqwest-middleware middleware, and a reqwest-retry `RetryableStrategy`. Implies `reqwest`;
@@ -124,6 +127,9 @@ pub mod ext;
 pub mod filter;
 mod fingerprint;
 pub mod keys;
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod metrics;
 pub mod normalize_url;
 #[cfg(feature = "openai")]
 #[cfg_attr(docsrs, doc(cfg(feature = "openai")))]

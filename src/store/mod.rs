@@ -54,6 +54,7 @@ pub use self::sql::{Engine, SqlStore};
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use self::sqlite::SqliteStore;
+pub use self::stats::WriterCounters;
 pub use self::stats_store::{StatsStore, StoreFuture, UsageBy};
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 #[cfg_attr(

@@ -263,3 +263,17 @@ pub struct WriterStats {
     /// `false` once the store is shut down.
     pub running: bool,
 }
+
+/// A store whose writer counts what it does ([`WriterStats`]): the same question asked of any
+/// store (the SQLite and SQL stores answer it), for a metrics exporter or a health page that
+/// should not care which store it watches.
+pub trait WriterCounters: Send + Sync + 'static {
+    /// The writer's counters now (a few atomic loads: cheap enough for every scrape).
+    fn writer_stats(&self) -> WriterStats;
+}
+
+impl<T: WriterCounters + ?Sized> WriterCounters for std::sync::Arc<T> {
+    fn writer_stats(&self) -> WriterStats {
+        (**self).writer_stats()
+    }
+}

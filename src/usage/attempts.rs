@@ -52,6 +52,12 @@ impl AttemptLog {
         self.len() == 0
     }
 
+    /// Reads the attempts logged so far, leaving them in place (for a layer that counts them
+    /// before the usage layer takes them).
+    pub fn inspect<R>(&self, f: impl FnOnce(&[AttemptRecord]) -> R) -> R {
+        f(&self.attempts.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
     /// Takes the attempts out.
     pub fn take(&self) -> Vec<AttemptRecord> {
         std::mem::take(&mut *self.attempts.lock().unwrap_or_else(|e| e.into_inner()))

@@ -689,6 +689,12 @@ impl Drop for Inner {
     }
 }
 
+impl crate::store::WriterCounters for SqlStore {
+    fn writer_stats(&self) -> crate::store::stats::WriterStats {
+        SqlStore::writer_stats(self)
+    }
+}
+
 impl UsageSink for SqlStore {
     fn record(&self, record: RequestRecord) {
         let inner = &*self.inner;

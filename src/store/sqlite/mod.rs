@@ -827,6 +827,12 @@ impl Drop for Inner {
     }
 }
 
+impl crate::store::WriterCounters for SqliteStore {
+    fn writer_stats(&self) -> crate::store::stats::WriterStats {
+        SqliteStore::writer_stats(self)
+    }
+}
+
 impl UsageSink for SqliteStore {
     fn record(&self, record: RequestRecord) {
         let inner = &*self.inner;
