@@ -51,6 +51,8 @@ pub enum Surface {
     AdminApi,
     /// The web admin's `POST /login`.
     Login,
+    /// `GET /metrics` (METRICS_TOKEN).
+    Metrics,
 }
 
 impl Surface {
@@ -59,6 +61,7 @@ impl Surface {
             Surface::Api => "api",
             Surface::AdminApi => "admin_api",
             Surface::Login => "login",
+            Surface::Metrics => "metrics",
         }
     }
 }

@@ -15,7 +15,8 @@ use axum::extract::ConnectInfo;
 use axum::http::{Extensions, HeaderMap};
 use ipnet::IpNet;
 
-/// The reverse proxies whose `X-Forwarded-For` is believed (`TRUSTED_PROXIES`).
+/// A list of addresses and ranges: the reverse proxies whose `X-Forwarded-For` is believed
+/// (`TRUSTED_PROXIES`), or the clients that may read `/metrics` (`METRICS_ALLOWED_IPS`).
 #[derive(Debug, Clone, Default)]
 pub struct TrustedProxies {
     ranges: Vec<IpNet>,
@@ -38,6 +39,17 @@ impl TrustedProxies {
             })
             .collect::<Result<_, _>>()?;
         Ok(TrustedProxies { ranges })
+    }
+
+    /// `true` when no address or range is listed.
+    pub fn is_empty(&self) -> bool {
+        self.ranges.is_empty()
+    }
+
+    /// `true` when `addr` is one of the addresses or in one of the ranges (an IPv4 address
+    /// written as IPv6 is the IPv4 address).
+    pub fn contains(&self, addr: IpAddr) -> bool {
+        self.trusts(canonical(addr))
     }
 
     fn trusts(&self, addr: IpAddr) -> bool {

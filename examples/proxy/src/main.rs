@@ -26,6 +26,7 @@ mod import;
 mod log_files;
 mod log_writer;
 mod logging;
+mod metrics;
 mod models;
 mod pipeline;
 mod private_files;
@@ -417,6 +418,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         Some(web_admin.sessions.clone()),
     ));
     let router = Router::new()
+        .route("/metrics", axum::routing::get(metrics::scrape))
         .fallback(handle)
         .with_state(app.clone())
         .nest("/api", admin)

@@ -2,9 +2,9 @@
 //!
 //! ```text
 //! (every stack starts with Quota: a client over its quota is refused before anything else)
-//! Gemini:  ModelRules → Usage → WholeAnswer → StreamOptimizer → PseudoStream → SearchLinks → ParamFilter → ForwardHeaders → Retry → KeyRotation → Decode → upstream
-//! OpenAI:  Usage → WholeAnswer → StreamOptimizer → PseudoStream → ParamFilter → OpenAi → ForwardHeaders → Retry → KeyRotation → Decode → upstream
-//! /openai: ModelRules(blocked models only) → Usage → WholeAnswer → StreamOptimizer → PseudoStream → ParamFilter → ForwardHeaders → Retry → KeyRotation(Bearer) → Decode → upstream's OpenAI endpoint
+//! Gemini:  ModelRules → Usage → [Metrics] → WholeAnswer → StreamOptimizer → PseudoStream → SearchLinks → ParamFilter → ForwardHeaders → Retry → KeyRotation → Decode → upstream
+//! OpenAI:  Usage → [Metrics] → WholeAnswer → StreamOptimizer → PseudoStream → ParamFilter → OpenAi → ForwardHeaders → Retry → KeyRotation → Decode → upstream
+//! /openai: ModelRules(blocked models only) → Usage → [Metrics] → WholeAnswer → StreamOptimizer → PseudoStream → ParamFilter → ForwardHeaders → Retry → KeyRotation(Bearer) → Decode → upstream's OpenAI endpoint
 //! ```
 //!
 //! `ModelRules` (the library's `ModelRulesLayer`) is outermost: a blocked model is refused
@@ -19,6 +19,11 @@
 //! `Usage` is outermost (below the model rules) so that a request's record is what the client got: the `200` and error
 //! event of a pseudo stream, the `502` of an answer that broke off (`WholeAnswer`), the tokens of
 //! the events the client read.
+//!
+//! `Metrics` (the library's `MetricsLayer`, only while `/metrics` is on: METRICS_TOKEN or
+//! METRICS_ALLOWED_IPS) sits just below `Usage`: it reads the attempt log `Usage` puts on the
+//! request and sees the answer the client gets; its tokens come from the usage records
+//! (`MetricsSink` in front of the store).
 //!
 //! `ForwardHeaders` keeps only the request headers the Gemini API reads (the library's
 //! `HeaderAllowlist::gemini()`), once a request has its final shape and before anything of
@@ -39,6 +44,7 @@ use gemini_balance::client::{ForwardHeaders, ForwardHeadersLayer};
 use gemini_balance::decode::{Decode, DecodeLayer};
 use gemini_balance::filter::ParamFilterLayer;
 use gemini_balance::keys::{KeyPlacement, KeyPool, KeyRotation, KeyRotationLayer};
+use gemini_balance::metrics::{MetricsLayer, MetricsRegistry, MetricsSink};
 use gemini_balance::openai::{ChatOptions, ModelRules, OpenAiLayer, SearchLinksLayer};
 use gemini_balance::quota::{QuotaLayer, Quotas};
 use gemini_balance::retry::{Retry, RetryLayer};
@@ -48,7 +54,7 @@ use gemini_balance::stream::optimizer::{OptimizerParams, StreamOptimizerLayer};
 use gemini_balance::stream::pseudo::PseudoStreamLayer;
 use gemini_balance::usage::UsageLayer;
 use gemini_balance::BoxError;
-use tower::util::BoxCloneSyncService;
+use tower::util::{BoxCloneSyncService, Either};
 use tower::{Service, ServiceBuilder};
 
 use crate::settings::Settings;
@@ -65,6 +71,8 @@ pub struct Parts {
     /// Client quotas: checked outermost, charged from the usage records.
     pub quotas: Quotas,
     pub upstream: crate::upstream::Upstream,
+    /// The Prometheus series, when `/metrics` is on: each stack is measured below `Usage`.
+    pub metrics: Option<MetricsRegistry>,
     /// Fetches the `image_url` images of OpenAI chat requests.
     pub images: Arc<dyn gemini_balance::openai::ImageFetcher>,
 }
@@ -140,15 +148,28 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
-    let served = ServiceBuilder::new()
+    let answered = ServiceBuilder::new()
         .map_response(|res: Response<_>| res.map(Body::new))
-        .layer(usage(settings, parts))
         .layer(WholeAnswerLayer::new())
         .map_response(|res: Response<_>| res.map(Body::new))
         // Outside the pseudo stream, so that a faked stream is smoothed too.
         .layer(optimizer(settings))
         .layer(pseudo_stream(settings))
         .service(route);
+    // Just below `Usage`, whose attempt log it reads: it sees what the client gets.
+    let measured = match &parts.metrics {
+        Some(metrics) => Either::Left(
+            ServiceBuilder::new()
+                .map_response(|res: Response<_>| res.map(Body::new))
+                .layer(MetricsLayer::new(metrics.clone()))
+                .service(answered),
+        ),
+        None => Either::Right(answered),
+    };
+    let served = ServiceBuilder::new()
+        .map_response(|res: Response<_>| res.map(Body::new))
+        .layer(usage(settings, parts))
+        .service(measured);
     // The quota is outermost: a refused request uses no key, no model rule, no record.
     let quota = QuotaLayer::new(parts.quotas.clone());
     match rules {
@@ -196,7 +217,12 @@ fn usage(settings: &Settings, parts: &Parts) -> UsageLayer {
     // Each record also charges its tokens to its client's quota.
     let sink: Arc<dyn gemini_balance::store::UsageSink> =
         Arc::new(Tee(parts.store.clone(), parts.quotas.charger()));
-    UsageLayer::shared(sink).record_request_body(settings.bool("ERROR_LOG_RECORD_REQUEST_BODY"))
+    let layer = match &parts.metrics {
+        // Tokens are counted on the records' way to the store.
+        Some(metrics) => UsageLayer::new(MetricsSink::new(metrics.clone(), sink)),
+        None => UsageLayer::shared(sink),
+    };
+    layer.record_request_body(settings.bool("ERROR_LOG_RECORD_REQUEST_BODY"))
 }
 
 fn retry(settings: &Settings) -> RetryLayer {

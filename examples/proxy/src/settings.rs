@@ -392,6 +392,20 @@ pub const DEFS: &[Def] = &[
         "Keys",
         "Reverse proxies in front of this one (addresses or ranges such as 127.0.0.1, 10.0.0.0/8) whose X-Forwarded-For names the client (not a Gemini-Balance setting)",
     )),
+    ours(def(
+        "METRICS_TOKEN",
+        Kind::Secret,
+        "",
+        "Keys",
+        "Bearer token GET /metrics (Prometheus) requires; /metrics is off while neither this nor METRICS_ALLOWED_IPS is set (not a Gemini-Balance setting)",
+    )),
+    ours(def(
+        "METRICS_ALLOWED_IPS",
+        Kind::List,
+        "[]",
+        "Keys",
+        "Client addresses or ranges (127.0.0.1, 10.0.0.0/8) that may read GET /metrics; with METRICS_TOKEN set too, both must pass (not a Gemini-Balance setting)",
+    )),
     def(
         "MAX_FAILURES",
         INT,
@@ -1279,7 +1293,7 @@ fn json_type(value: &Value) -> &'static str {
 /// secrets file, the admin API): values the proxy could not use at all.
 fn value_rules(def: &Def, value: &Value) -> Result<(), String> {
     match def.name {
-        "TRUSTED_PROXIES" => {
+        "TRUSTED_PROXIES" | "METRICS_ALLOWED_IPS" => {
             let entries = strings(value);
             crate::client_addr::TrustedProxies::parse(&entries).map(drop)
         }

@@ -12,6 +12,7 @@ use crate::store::{SharedStore, Store};
 use arc_swap::ArcSwap;
 use gemini_balance::keys::shared::SharedKeys;
 use gemini_balance::keys::{ApiKey, KeyId, KeyPool};
+use gemini_balance::metrics::MetricsRegistry;
 use gemini_balance::normalize_url::NormalizeUrlLayer;
 use gemini_balance::openai::images::UrlFetcher;
 use gemini_balance::quota::Quotas;
@@ -62,6 +63,9 @@ pub struct Live {
     /// URL_NORMALIZATION_ENABLED: client path mistakes fixed before routing, never on the
     /// admin API.
     pub normalize_url: Option<NormalizeUrlLayer>,
+    /// Who may read `/metrics` (METRICS_TOKEN, METRICS_ALLOWED_IPS); `None`: nobody, and the
+    /// requests are not measured.
+    pub metrics: Option<crate::metrics::Access>,
 }
 
 /// Applies the log settings ([`LOG_SETTINGS`]) to the running log.
@@ -84,6 +88,8 @@ pub struct App {
     pub store: SharedStore,
     /// Client quotas: counted here, kept in and shared through the store (see `main`).
     pub quotas: Quotas,
+    /// The Prometheus series (`/metrics`): the process's, kept across configuration changes.
+    pub metrics: MetricsRegistry,
     pub secrets: SecretsFile,
     /// Failed authentications per client address, on every surface (AUTH_FAILURE_*).
     pub auth_limit: Arc<AuthLimit>,
@@ -119,12 +125,17 @@ impl App {
         shared: Option<SharedKeys>,
     ) -> Result<App, String> {
         let quotas = Quotas::default();
-        let live = Live::build(settings, &pool, &store, &quotas, None)?;
+        let metrics = MetricsRegistry::builder()
+            .key_pool(pool.clone())
+            .store(store.clone())
+            .build();
+        let live = Live::build(settings, &pool, &store, &quotas, &metrics, None)?;
         let auth_limit = Arc::new(AuthLimit::new(auth_policy(&live.settings)));
         Ok(App {
             pool,
             store,
             quotas,
+            metrics,
             secrets,
             auth_limit,
             proxy_checker: Arc::default(),
@@ -394,7 +405,7 @@ impl App {
         let reuse =
             (!names.iter().any(|n| CLIENT_SETTINGS.contains(n))).then_some(&current.upstream);
         let live =
-            Live::build(next, &self.pool, &self.store, &self.quotas, reuse).map_err(|e| {
+            Live::build(next, &self.pool, &self.store, &self.quotas, &self.metrics, reuse).map_err(|e| {
                 let name = CLIENT_SETTINGS
                     .iter()
                     .find(|n| e.starts_with(**n))
@@ -567,8 +578,10 @@ impl Live {
         pool: &KeyPool,
         store: &SharedStore,
         quotas: &Quotas,
+        metrics: &MetricsRegistry,
         upstream: Option<&Upstream>,
     ) -> Result<Live, String> {
+        let access = crate::metrics::Access::of(&settings);
         let upstream = match upstream {
             Some(u) => u.clone(),
             None => build_upstream(&settings)?,
@@ -578,6 +591,8 @@ impl Live {
             store: store.clone(),
             quotas: quotas.clone(),
             upstream: upstream.clone(),
+            // Requests are measured only while someone may read the measures.
+            metrics: access.as_ref().map(|_| metrics.clone()),
             images: Arc::new(
                 UrlFetcher::builder()
                     .allow_private_networks(settings.bool("IMAGE_FETCH_ALLOW_PRIVATE_NETWORKS"))
@@ -601,6 +616,7 @@ impl Live {
                     .chain(auth_token),
             ),
             admin: ClientTokens::new(auth_token),
+            metrics: access,
             stacks,
             upstream,
             settings,

@@ -10,15 +10,22 @@ use gemini_balance::quota::QuotaStore;
 use gemini_balance::store::sqlite::DiskSpace;
 use gemini_balance::store::{
     KeyStateStore, Retention, SettingsStore, SqliteStore, StatsStore, StoreError, TimeZone,
-    UsageSink,
+    UsageSink, WriterCounters,
 };
 
 use crate::settings::Settings;
 
 /// What the proxy needs of a store: usage records, key state, statistics and logs for the
-/// admin API, settings, client quotas, the log retention, and an orderly shutdown.
+/// admin API, settings, client quotas, the writer's counters (for `/metrics`), the log
+/// retention, and an orderly shutdown.
 pub trait Store:
-    UsageSink + KeyStateStore + KeyObserver + StatsStore + SettingsStore + QuotaStore
+    UsageSink
+    + KeyStateStore
+    + KeyObserver
+    + StatsStore
+    + SettingsStore
+    + QuotaStore
+    + WriterCounters
 {
     /// Replaces the log retention (AUTO_DELETE_* changed); returns once the store has it.
     fn set_retention(&self, retention: Retention) -> Result<(), StoreError>;

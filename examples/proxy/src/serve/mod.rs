@@ -309,6 +309,8 @@ async fn serve_shard(mut accepted: mpsc::UnboundedReceiver<Accepted>, shared: Sh
             continue;
         };
         let conn = Arc::new(ConnState::new());
+        // `open_connections` of /metrics, until the connection's task ends.
+        let open = shared.app.metrics.connection_opened();
         let (stop, stopped) = oneshot::channel();
         if stops.len() == stops.capacity() {
             stops.retain(|stop| !stop.is_closed());
@@ -341,7 +343,7 @@ async fn serve_shard(mut accepted: mpsc::UnboundedReceiver<Accepted>, shared: Sh
                 ),
                 Ended::Served(Ok(())) | Ended::Stopped => {}
             }
-            drop((slot, alive));
+            drop((slot, alive, open));
         });
     }
     let deadline = Instant::now() + limits.shutdown_timeout;
