@@ -265,7 +265,7 @@ async fn the_scrape_needs_the_token_and_an_allowed_address() {
     let (status, _, body) = scrape(&proxy, Some(METRICS_TOKEN)).await;
     assert_eq!(status, 200);
     assert!(
-        body.contains("# TYPE gemini_balance_requests counter"),
+        body.contains("# TYPE gemini_balance_open_connections gauge"),
         "{body}"
     );
     drop(proxy);
