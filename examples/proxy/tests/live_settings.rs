@@ -115,6 +115,15 @@ impl Ctx {
     }
 }
 
+/// The status of `GET /metrics`, with `token` as Bearer.
+async fn metrics_status(c: &Ctx, token: Option<&str>) -> Value {
+    let mut req = c.client.get(format!("{}/metrics", c.url()));
+    if let Some(token) = token {
+        req = req.bearer_auth(token);
+    }
+    json!(req.send().await.unwrap().status().as_u16())
+}
+
 /// A client that connects from a loopback address no other observation uses, so that failed
 /// authentications of one observation never count against another (or against the admin).
 fn fresh_peer() -> reqwest::Client {
@@ -776,6 +785,27 @@ fn rows() -> Vec<Row> {
             // Untrusted, the two forwarded addresses are one client: the peer.
             before: json!([401, 429]),
             after: json!([401, 401]),
+        },
+        Row {
+            setting: "METRICS_TOKEN",
+            env: no_env,
+            setup: nothing,
+            seed: nothing,
+            change: |_| json!("sk-metrics-live-token-0123456789"),
+            observe: |c| Box::pin(metrics_status(c, Some("sk-metrics-live-token-0123456789"))),
+            // Off (404) until a token is set.
+            before: json!(404),
+            after: json!(200),
+        },
+        Row {
+            setting: "METRICS_ALLOWED_IPS",
+            env: no_env,
+            setup: nothing,
+            seed: nothing,
+            change: |_| json!(["127.0.0.0/8"]),
+            observe: |c| Box::pin(metrics_status(c, None)),
+            before: json!(404),
+            after: json!(200),
         },
         Row {
             setting: "MAX_FAILURES",
