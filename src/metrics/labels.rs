@@ -2,7 +2,9 @@
 
 use std::collections::HashMap;
 use std::fmt::{self, Write as _};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
+
+use prometheus_client::metrics::counter::Counter;
 
 use prometheus_client::encoding::{
     EncodeLabel, EncodeLabelSet, EncodeLabelValue, LabelSetEncoder, LabelValueEncoder,
@@ -103,6 +105,23 @@ impl EncodeLabelSet for ModelLabels {
     }
 }
 
+/// One model's label, and its token counters once it has reported tokens (resolved once, so
+/// that counting a record's tokens is no map look-up).
+#[derive(Debug)]
+pub(crate) struct ModelEntry {
+    pub(crate) name: Arc<str>,
+    pub(crate) tokens: OnceLock<[Counter; 6]>,
+}
+
+impl ModelEntry {
+    fn new(name: &str) -> Arc<ModelEntry> {
+        Arc::new(ModelEntry {
+            name: name.into(),
+            tokens: OnceLock::new(),
+        })
+    }
+}
+
 /// The model names the series may carry: the first `max` distinct ones seen, the rest
 /// `other`, so that a client inventing model names cannot grow the scrape without bound.
 /// A name is cleaned once (characters outside `[A-Za-z0-9._:/@+*-]` become `_`, long names
@@ -110,9 +129,9 @@ impl EncodeLabelSet for ModelLabels {
 #[derive(Debug)]
 pub(crate) struct ModelNames {
     max: usize,
-    seen: RwLock<HashMap<Box<str>, Arc<str>>>,
-    none: Arc<str>,
-    other: Arc<str>,
+    seen: RwLock<HashMap<Box<str>, Arc<ModelEntry>>>,
+    none: Arc<ModelEntry>,
+    other: Arc<ModelEntry>,
 }
 
 impl ModelNames {
@@ -120,13 +139,18 @@ impl ModelNames {
         ModelNames {
             max,
             seen: RwLock::default(),
-            none: NO_MODEL.into(),
-            other: OTHER_MODEL.into(),
+            none: ModelEntry::new(NO_MODEL),
+            other: ModelEntry::new(OTHER_MODEL),
         }
     }
 
     /// The label of `model`.
     pub(crate) fn label(&self, model: Option<&str>) -> Arc<str> {
+        self.entry(model).name.clone()
+    }
+
+    /// The entry of `model`: its label and token counters.
+    pub(crate) fn entry(&self, model: Option<&str>) -> Arc<ModelEntry> {
         let Some(model) = model.filter(|m| !m.is_empty()) else {
             return self.none.clone();
         };
@@ -145,9 +169,9 @@ impl ModelNames {
         if seen.len() >= self.max {
             return self.other.clone();
         }
-        let name: Arc<str> = clean(model).into();
-        seen.insert(model.into(), name.clone());
-        name
+        let entry = ModelEntry::new(&clean(model));
+        seen.insert(model.into(), entry.clone());
+        entry
     }
 }
 

@@ -39,29 +39,42 @@ impl<S> MetricsSink<S> {
     }
 }
 
+/// The token kinds, in the order of a model's counters.
+const KINDS: [&str; 6] = [
+    "prompt",
+    "candidates",
+    "thoughts",
+    "cached",
+    "tool_use_prompt",
+    "total",
+];
+
 impl<S: UsageSink> UsageSink for MetricsSink<S> {
     fn record(&self, record: RequestRecord) {
         let series = &self.metrics.inner.series;
         let tokens = &record.tokens;
         if !tokens.is_empty() {
-            let model = series.models.label(record.model.as_deref());
-            for (kind, n) in [
-                ("prompt", tokens.prompt),
-                ("candidates", tokens.candidates),
-                ("thoughts", tokens.thoughts),
-                ("cached", tokens.cached),
-                ("tool_use_prompt", tokens.tool_use_prompt),
-                ("total", tokens.total),
-            ] {
+            let model = series.models.entry(record.model.as_deref());
+            let counters = model.tokens.get_or_init(|| {
+                KINDS.map(|kind| {
+                    series.tokens.get_or_create_owned(&ModelLabels {
+                        name: "kind",
+                        value: kind,
+                        model: model.name.clone(),
+                    })
+                })
+            });
+            let counts = [
+                tokens.prompt,
+                tokens.candidates,
+                tokens.thoughts,
+                tokens.cached,
+                tokens.tool_use_prompt,
+                tokens.total,
+            ];
+            for (counter, n) in counters.iter().zip(counts) {
                 if n > 0 {
-                    series
-                        .tokens
-                        .get_or_create(&ModelLabels {
-                            name: "kind",
-                            value: kind,
-                            model: model.clone(),
-                        })
-                        .inc_by(n);
+                    counter.inc_by(n);
                 }
             }
         }
