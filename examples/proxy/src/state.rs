@@ -404,20 +404,27 @@ impl App {
         };
         let reuse =
             (!names.iter().any(|n| CLIENT_SETTINGS.contains(n))).then_some(&current.upstream);
-        let live =
-            Live::build(next, &self.pool, &self.store, &self.quotas, &self.metrics, reuse).map_err(|e| {
-                let name = CLIENT_SETTINGS
-                    .iter()
-                    .find(|n| e.starts_with(**n))
-                    .copied()
-                    .unwrap_or("settings");
-                // The message names the setting already ("PROXIES: entry #1: ..."): said once.
-                let why = e
-                    .strip_prefix(name)
-                    .and_then(|rest| rest.strip_prefix(": "))
-                    .unwrap_or(&e);
-                invalid(name, format!("a value the proxy can use ({why})"))
-            })?;
+        let live = Live::build(
+            next,
+            &self.pool,
+            &self.store,
+            &self.quotas,
+            &self.metrics,
+            reuse,
+        )
+        .map_err(|e| {
+            let name = CLIENT_SETTINGS
+                .iter()
+                .find(|n| e.starts_with(**n))
+                .copied()
+                .unwrap_or("settings");
+            // The message names the setting already ("PROXIES: entry #1: ..."): said once.
+            let why = e
+                .strip_prefix(name)
+                .and_then(|rest| rest.strip_prefix(": "))
+                .unwrap_or(&e);
+            invalid(name, format!("a value the proxy can use ({why})"))
+        })?;
         // A new LOG_DIR must be a directory the log can be written in.
         if names.contains(&"LOG_DIR") {
             let dir = live.settings.text("LOG_DIR").trim().to_owned();

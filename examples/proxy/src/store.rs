@@ -19,13 +19,7 @@ use crate::settings::Settings;
 /// admin API, settings, client quotas, the writer's counters (for `/metrics`), the log
 /// retention, and an orderly shutdown.
 pub trait Store:
-    UsageSink
-    + KeyStateStore
-    + KeyObserver
-    + StatsStore
-    + SettingsStore
-    + QuotaStore
-    + WriterCounters
+    UsageSink + KeyStateStore + KeyObserver + StatsStore + SettingsStore + QuotaStore + WriterCounters
 {
     /// Replaces the log retention (AUTO_DELETE_* changed); returns once the store has it.
     fn set_retention(&self, retention: Retention) -> Result<(), StoreError>;
