@@ -31,7 +31,34 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::request_line::civil_from_days;
 
 /// How long a flush (at shutdown) waits for the log's thread at most.
-const FLUSH_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
+pub const FLUSH_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Asks a log thread (fed through `tx`) to flush, and waits until it has, at most `limit`:
+/// a disk that hangs (a hard NFS mount, a FIFO) must not hold shutdown. A full queue is
+/// retried until then (room comes as the thread writes).
+pub fn flush_within<T>(
+    tx: &mpsc::SyncSender<T>,
+    message: impl FnOnce(mpsc::SyncSender<()>) -> T,
+    limit: std::time::Duration,
+) {
+    let (done, wait) = mpsc::sync_channel(1);
+    let deadline = std::time::Instant::now() + limit;
+    let mut flush = message(done);
+    loop {
+        match tx.try_send(flush) {
+            Ok(()) => {
+                let _ = wait
+                    .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()));
+                return;
+            }
+            Err(mpsc::TrySendError::Full(back)) if std::time::Instant::now() < deadline => {
+                flush = back;
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(_) => return,
+        }
+    }
+}
 
 /// Every log file's name starts with this.
 pub const PREFIX: &str = "gemini-balance-proxy.";
@@ -539,27 +566,7 @@ impl FileFeed {
 
     /// Waits until everything handed over is written (at shutdown, and in tests).
     pub fn flush(&self) {
-        // Bounded: a disk that hangs (a hard NFS mount, a FIFO) must not hold shutdown.
-        let (done, wait) = mpsc::sync_channel(1);
-        let deadline = std::time::Instant::now() + FLUSH_LIMIT;
-        let mut flush = FileMsg::Flush(done);
-        loop {
-            match self.tx.try_send(flush) {
-                Ok(()) => {
-                    let left = deadline.saturating_duration_since(std::time::Instant::now());
-                    let _ = wait.recv_timeout(left);
-                    return;
-                }
-                // A full queue: room comes as the thread writes, unless the disk hangs.
-                Err(std::sync::mpsc::TrySendError::Full(back))
-                    if std::time::Instant::now() < deadline =>
-                {
-                    flush = back;
-                    std::thread::sleep(std::time::Duration::from_millis(5));
-                }
-                Err(_) => return,
-            }
-        }
+        flush_within(&self.tx, FileMsg::Flush, FLUSH_LIMIT);
     }
 
     /// Lines that did not reach a file since the start (a full queue, a failed write).

@@ -16,9 +16,6 @@ use tracing_subscriber::fmt::MakeWriter;
 
 use crate::log_files::FileFeed;
 
-/// How long a flush (at shutdown) waits for the log's thread at most.
-const FLUSH_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
-
 /// Lines waiting for the writer thread at most.
 const QUEUE: usize = 16 * 1024;
 /// After a batch, lines gather this long: meanwhile a request hands its line over without
@@ -78,27 +75,7 @@ impl LogWriter {
 
     /// Waits until every line handed over so far is written (at shutdown).
     pub fn flush(&self) {
-        // Bounded: a disk that hangs (a hard NFS mount, a FIFO) must not hold shutdown.
-        let (done, wait) = sync_channel(1);
-        let deadline = std::time::Instant::now() + FLUSH_LIMIT;
-        let mut flush = Msg::Flush(done);
-        loop {
-            match self.tx.try_send(flush) {
-                Ok(()) => {
-                    let left = deadline.saturating_duration_since(std::time::Instant::now());
-                    let _ = wait.recv_timeout(left);
-                    return;
-                }
-                // A full queue: room comes as the thread writes, unless the disk hangs.
-                Err(std::sync::mpsc::TrySendError::Full(back))
-                    if std::time::Instant::now() < deadline =>
-                {
-                    flush = back;
-                    std::thread::sleep(std::time::Duration::from_millis(5));
-                }
-                Err(_) => return,
-            }
-        }
+        crate::log_files::flush_within(&self.tx, Msg::Flush, crate::log_files::FLUSH_LIMIT);
     }
 }
 
