@@ -16,8 +16,8 @@
 //! The files are written on a thread of their own ([`FileFeed`]), fed whole batches of lines by
 //! the log's writer thread through a bounded queue: a slow or full disk holds up neither a
 //! request nor the stdout log. Lines that cannot be written (the queue is full, or the write
-//! fails) are dropped and counted; the first failure is logged, and so is the count once
-//! writing works again.
+//! fails) are dropped and counted; the first failed write is logged, and so is the count once
+//! writing works again (a full queue is only counted).
 
 use std::borrow::Cow;
 use std::fs::File;
