@@ -15,7 +15,7 @@ use super::dialect::{Col, Engine, Table};
 use super::sql_error;
 use crate::store::StoreError;
 
-/// The schema version this build writes: one per entry of [`MIGRATIONS`].
+/// The schema version this build writes: one per entry of `MIGRATIONS`.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// The tables each version adds, in order: a database at version `v` gets those of the
