@@ -192,20 +192,29 @@ impl Quotas {
         let to = store.clone();
         let answer =
             tokio::task::spawn_blocking(move || to.exchange_quota_use(&sent, &current)).await;
-        match answer {
-            Ok(Ok(totals)) => self.set_shared(&current, totals),
+        let exchanged: Result<(), BoxError> = match answer {
+            Ok(Ok(totals)) => {
+                self.set_shared(&current, totals);
+                Ok(())
+            }
             Ok(Err(e)) => {
                 self.give_back(taken);
-                return Err(e);
+                Err(e)
             }
             Err(e) => {
                 self.give_back(taken);
-                return Err(e.into());
+                Err(e.into())
             }
-        }
-        let rows = tokio::task::spawn_blocking(move || store.quota_rows()).await??;
-        self.set_rows(rows, edits);
-        Ok(())
+        };
+        // The limits and names are read even when the use could not be exchanged: an edit made
+        // elsewhere applies here whatever becomes of the use.
+        let rows = tokio::task::spawn_blocking(move || store.quota_rows()).await;
+        match rows {
+            Ok(Ok(rows)) => self.set_rows(rows, edits),
+            Ok(Err(e)) => return exchanged.and(Err(e)),
+            Err(e) => return exchanged.and(Err(e.into())),
+        };
+        exchanged
     }
 
     /// Exchanges with `store` now and then every `every`, in a spawned task (which must run in

@@ -224,6 +224,16 @@ async fn requests_per_minute_refuse_on_both_apis_before_any_key_is_used() {
         .await;
     assert_eq!(status, 400, "a key as a name: {body}");
     assert!(!body.to_string().contains(&test_key(1)));
+    // Nor a client token (a pasted one would be kept and shown on every page).
+    let (status, body) = proxy
+        .admin(
+            "PUT",
+            &format!("/quotas/clients/{id}"),
+            Some(json!({"name": format!("team {TOKEN}")})),
+        )
+        .await;
+    assert_eq!(status, 400, "a token as a name: {body}");
+    assert!(!body.to_string().contains(TOKEN));
 
     let (status, body) = proxy
         .admin(

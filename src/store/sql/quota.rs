@@ -87,6 +87,31 @@ async fn exchange(
     add: Vec<QuotaUse>,
     current: [(Window, i64); 3],
 ) -> Result<Vec<QuotaUse>, StoreError> {
+    // One row per (window, bucket, client), in one order: PostgreSQL refuses a multi-row
+    // upsert that touches a row twice ("cannot affect row a second time"; the same window's use
+    // can come twice, say rolled over during a failed exchange and given back), and instances
+    // locking rows in the same order cannot deadlock each other.
+    let mut merged: std::collections::BTreeMap<(&'static str, i64, String), (u64, u64)> =
+        std::collections::BTreeMap::new();
+    for u in add {
+        let row = merged
+            .entry((u.window.as_str(), u.bucket, u.id))
+            .or_default();
+        row.0 = row.0.saturating_add(u.requests);
+        row.1 = row.1.saturating_add(u.tokens);
+    }
+    let add: Vec<QuotaUse> = merged
+        .into_iter()
+        .filter_map(|((window, bucket, id), (requests, tokens))| {
+            Some(QuotaUse {
+                id,
+                window: Window::ALL.into_iter().find(|w| w.as_str() == window)?,
+                bucket,
+                requests,
+                tokens,
+            })
+        })
+        .collect();
     let mut tx = pool
         .begin()
         .await

@@ -159,6 +159,23 @@ async fn save(state: &AdminState, row: QuotaRow) -> Result<(), Response<Body>> {
     if let Some(name) = &row.name {
         gemini_balance::quota::check_name(name)
             .map_err(|e| fail(StatusCode::BAD_REQUEST, format!("name: {e}")))?;
+        // A pasted token would be kept in the database and shown on every page: refused,
+        // without repeating it.
+        let live = state.app.live();
+        let settings = &live.settings;
+        let admin = settings.text("AUTH_TOKEN").trim().to_owned();
+        let holds_a_token = settings
+            .list("ALLOWED_TOKENS")
+            .iter()
+            .map(|t| t.trim().to_owned())
+            .chain(std::iter::once(admin))
+            .any(|token| token.len() >= 8 && name.contains(token.as_str()));
+        if holds_a_token {
+            return Err(fail(
+                StatusCode::BAD_REQUEST,
+                "name: it contains a client or admin token; a name is shown on every admin page and kept in the database",
+            ));
+        }
     }
     let store = state.app.store.clone();
     state.app.quotas.save(store, row).await.map_err(|e| {
