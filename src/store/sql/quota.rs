@@ -94,6 +94,15 @@ async fn exchange(
     let mut merged: std::collections::BTreeMap<(&'static str, i64, String), (u64, u64)> =
         std::collections::BTreeMap::new();
     for u in add {
+        // An identity the `client` column cannot hold (over 250 bytes, or a NUL PostgreSQL
+        // refuses) would fail every exchange from now on: its use stays local.
+        if u.id.len() > 250 || u.id.contains('\0') {
+            tracing::warn!(
+                bytes = u.id.len(),
+                "a quota identity too long for the database (or with a NUL) is not shared"
+            );
+            continue;
+        }
         let row = merged
             .entry((u.window.as_str(), u.bucket, u.id))
             .or_default();
