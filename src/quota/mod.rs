@@ -185,6 +185,10 @@ impl Quotas {
     /// meanwhile). Use that could not be sent is sent next time.
     pub async fn sync_once(&self, store: Arc<dyn QuotaStore>) -> Result<(), BoxError> {
         let _one_at_a_time = self.inner.syncing.lock().await;
+        // From now on ended windows' use is kept until an exchange takes it.
+        self.inner
+            .synced
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let edits = self.edits();
         let current = self.current_buckets();
         let taken = self.take_local();

@@ -79,6 +79,17 @@ impl Entry {
         };
     }
 
+    /// Nothing of its own (no name, no limits) and no use in the windows of `buckets`: what
+    /// a fresh entry would say.
+    fn is_idle_at(&self, buckets: &[i64; 3]) -> bool {
+        self.name.is_none()
+            && self.limits.is_none()
+            && Window::ALL.iter().all(|w| {
+                let c = &self.counts[w.index()];
+                c.bucket != buckets[w.index()] || (c.requests() == 0 && c.tokens() == 0)
+            })
+    }
+
     fn is_idle(&self) -> bool {
         self.name.is_none()
             && self.limits.is_none()
@@ -111,7 +122,13 @@ pub(super) struct Inner {
     edits: AtomicU64,
     /// One exchange with the store at a time.
     pub(super) syncing: tokio::sync::Mutex<()>,
+    /// Set by the first exchange with a store: until then nothing would ever take the use of
+    /// ended windows, so it is not kept, and idle identities are forgotten now and then.
+    pub(super) synced: std::sync::atomic::AtomicBool,
 }
+
+/// Without a store, identities are looked over for idle ones once this many are held.
+const PRUNE_AT: usize = 4096;
 
 /// Limits by identity (a client token's id, a user, a tenant: whatever string you key
 /// [`QuotaLayer`](super::QuotaLayer) by), a default for every identity without its own, and
@@ -198,8 +215,16 @@ impl Quotas {
                 }),
                 edits: AtomicU64::new(0),
                 syncing: tokio::sync::Mutex::new(()),
+                synced: std::sync::atomic::AtomicBool::new(false),
             }),
         }
+    }
+
+    /// Ended windows' use waiting for an exchange, and the identities held (tests).
+    #[cfg(test)]
+    pub(super) fn held(&self) -> (usize, usize) {
+        let state = self.state();
+        (state.pending.len(), state.entries.len())
     }
 
     /// The time the windows are counted in.
@@ -226,9 +251,21 @@ impl Quotas {
         let (now, buckets) = self.buckets();
         let mut state = self.state();
         let default = state.default;
+        let synced = self.inner.synced.load(std::sync::atomic::Ordering::Relaxed);
         let State {
             entries, pending, ..
         } = &mut *state;
+        // Without a store, ended windows' use goes nowhere (and nothing would ever empty
+        // `pending`), and idle identities are forgotten once many are held.
+        let mut unsent = Vec::new();
+        let pending = if synced {
+            pending
+        } else {
+            if entries.len() >= PRUNE_AT && !entries.contains_key(id) {
+                entries.retain(|_, e| !e.is_idle_at(&buckets));
+            }
+            &mut unsent
+        };
         // Counted even without a limit: the admin sees the use, and a limit set later counts
         // what came before it in its window.
         let entry = match entries.get_mut(id) {
@@ -283,10 +320,13 @@ impl Quotas {
             return;
         }
         let (_, buckets) = self.buckets();
+        let synced = self.inner.synced.load(std::sync::atomic::Ordering::Relaxed);
         let mut state = self.state();
         let State {
             entries, pending, ..
         } = &mut *state;
+        let mut unsent = Vec::new();
+        let pending = if synced { pending } else { &mut unsent };
         let entry = match entries.get_mut(id) {
             Some(entry) => entry,
             None => entries.entry(Arc::from(id)).or_default(),

@@ -400,3 +400,30 @@ async fn use_not_sent_is_sent_with_the_next_exchange() {
     assert_eq!(other.status("c").used.tokens_day, 10);
     assert_eq!(quotas.status("c").used.tokens_day, 10);
 }
+
+/// Without a store (no `sync`), the use of ended windows is not kept for an exchange that will
+/// never come, and identities idle in every current window are forgotten once many are held:
+/// memory stays bounded by the identities of the current month.
+#[tokio::test(start_paused = true)]
+async fn without_a_store_nothing_piles_up() {
+    let quotas = Quotas::starting_at(Limits::default(), ten_past());
+    for minute in 0..5 {
+        for i in 0..100 {
+            assert!(quotas.admit(&format!("client-{i}")).is_ok());
+            quotas.charge(&format!("client-{i}"), 10);
+        }
+        tokio::time::advance(Duration::from_secs(60 * (minute + 1))).await;
+    }
+    assert_eq!(quotas.held(), (0, 100), "no ended window's use kept");
+    // A month and more later, thousands of new identities: the old ones are forgotten.
+    tokio::time::advance(Duration::from_secs(40 * 86_400)).await;
+    for i in 0..5_000 {
+        assert!(quotas.admit(&format!("new-{i}")).is_ok());
+    }
+    let (pending, held) = quotas.held();
+    assert_eq!(pending, 0);
+    assert!(
+        held <= 5_000,
+        "{held} identities held (the 100 idle ones forgotten)"
+    );
+}
