@@ -891,7 +891,7 @@ fn quotas_are_kept_and_added_up_over_instances() {
         // A past minute's use (sent late).
         let mut old = used(1, 1);
         old.truncate(1);
-        old[0].bucket = 99;
+        old[0].bucket = 97;
         b.exchange_quota_use(&old, &current).unwrap();
         // The same window's use twice in one exchange (a minute rolled over during a failed
         // exchange, then the failed use given back): added up, not refused.

@@ -12,14 +12,18 @@ use super::{LimitKind, Limits, QuotaRow, QuotaUse, Refusal, Window, DEFAULT_ID};
 
 /// Wall time that follows tokio's clock: paused and advanced with it in tests.
 #[derive(Debug, Clone, Copy)]
+/// The system clock (`None`: a wall-clock step, a resumed VM, is followed at once), or a
+/// start time moved on by tokio's clock (tests pause and advance it).
 struct Clock {
-    wall: SystemTime,
-    mono: tokio::time::Instant,
+    started: Option<(SystemTime, tokio::time::Instant)>,
 }
 
 impl Clock {
     fn now(&self) -> SystemTime {
-        self.wall + self.mono.elapsed()
+        match self.started {
+            Some((wall, mono)) => wall + mono.elapsed(),
+            None => SystemTime::now(),
+        }
     }
 }
 
@@ -197,18 +201,20 @@ pub struct Used {
 impl Quotas {
     /// Quotas with `default` for every identity (no limit: `Limits::default()`).
     pub fn new(default: Limits) -> Self {
-        Quotas::starting_at(default, SystemTime::now())
+        Quotas::with_clock(default, Clock { started: None })
     }
 
     /// The same, its clock starting at `now` (then following tokio's clock: tests pause and
     /// advance it).
     pub fn starting_at(default: Limits, now: SystemTime) -> Self {
+        let started = Some((now, tokio::time::Instant::now()));
+        Quotas::with_clock(default, Clock { started })
+    }
+
+    fn with_clock(default: Limits, clock: Clock) -> Self {
         Quotas {
             inner: Arc::new(Inner {
-                clock: Clock {
-                    wall: now,
-                    mono: tokio::time::Instant::now(),
-                },
+                clock,
                 state: Mutex::new(State {
                     default,
                     ..State::default()
